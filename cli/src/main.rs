@@ -1,0 +1,40 @@
+//! The `sluice` command.
+//!
+//! Exit codes: 0 success; 1 the operation failed (an invalid strategy, a
+//! failed rollout); 2 a usage error (a bad flag or value).
+
+mod plan;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Progressive delivery for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the plan of batches for a strategy, without any server.
+    ///
+    /// Example: sluice plan -f examples/strategy.yaml --replicas 10
+    Plan(plan::PlanArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(args) => plan::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Helpers for black-box tests: spawn Sluice's binaries as a user would,
+//! learn the addresses they bound from their logs, and make certificates.
+//!
+//! # Layout
+//! - [`process`]: a running service binary, its log and its exit.
+//! - [`pki`]: a throwaway CA and certificates for TLS tests.
+//! - [`python`]: independent clients written in Python (grpcio).
+
+// Test support: a failed set-up step should stop the test with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+pub mod pki;
+pub mod process;
+pub mod python;

@@ -1,0 +1,33 @@
+//! The `sluice.v1` gRPC contracts and their generated code.
+//!
+//! # Layout
+//! - `proto/sluice/v1/*.proto`: the contracts, one file per service
+//!   (`rollouts`, `planner`, `metrics_gate`, `simulator`) plus the shared
+//!   messages (`strategy`, `analysis`, `rollout`).
+//! - [`v1`]: the generated messages, clients (`*_client`) and servers
+//!   (`*_server`).
+//! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, for server reflection.
+//!
+//! This crate has no behaviour: it knows what the services say, not what they
+//! do.
+
+/// The `sluice.v1` package.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("sluice.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every `sluice.v1` file and its imports.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");
+
+/// Fully qualified names of the services, as reflection and health report them.
+pub mod services {
+    /// The public rollouts API.
+    pub const ROLLOUTS: &str = "sluice.v1.Rollouts";
+    /// The planner.
+    pub const PLANNER: &str = "sluice.v1.Planner";
+    /// The metrics gate.
+    pub const METRICS_GATE: &str = "sluice.v1.MetricsGate";
+    /// The simulator's control API.
+    pub const SIMULATOR: &str = "sluice.v1.Simulator";
+}
