@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - [`process`]: a running service binary, its log and its exit.
+//! - [`fake`]: stand-ins for edges not under test.
 //! - [`pki`]: a throwaway CA and certificates for TLS tests.
 //! - [`python`]: independent clients written in Python (grpcio).
 
 // Test support: a failed set-up step should stop the test with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod fake;
 pub mod pki;
 pub mod process;
 pub mod python;

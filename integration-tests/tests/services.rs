@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use sluice_integration_tests::{
+    fake,
     process::{Service, run_to_exit},
     python,
 };
@@ -41,29 +42,6 @@ async fn health(service: &Service, name: &str) -> ServingStatus {
         .status()
 }
 
-/// A stand-in for Prometheus's readiness endpoint only: the gate's health
-/// needs a Prometheus that answers, and this test is about the gate's process.
-async fn ready_endpoint() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 1024];
-                let _ = socket.read(&mut buffer).await;
-                let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 24\r\nconnection: close\r\n\r\nPrometheus is Ready.\r\n\r\n")
-                    .await;
-            });
-        }
-    });
-    (addr, task)
-}
-
 #[tokio::test]
 async fn planner_and_simulator_serve_as_soon_as_they_start() {
     for (binary, service_name) in [SERVICES[0], SERVICES[2]] {
@@ -84,7 +62,7 @@ async fn planner_and_simulator_serve_as_soon_as_they_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gate_is_not_serving_until_prometheus_answers() {
-    let (prometheus, _task) = ready_endpoint().await;
+    let (prometheus, _task) = fake::prometheus_ready().await;
     // A port nothing listens on: bind one, then free it.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -121,7 +99,7 @@ async fn the_gate_is_not_serving_until_prometheus_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_executor_serves_once_planner_and_gate_serve() {
-    let (prometheus, _task) = ready_endpoint().await;
+    let (prometheus, _task) = fake::prometheus_ready().await;
     let planner = Service::start("sluice-planner", &[]);
     let gate = Service::start(
         "sluice-gate",
