@@ -5,6 +5,7 @@
 //! - [`process`]: a running service binary, its log and its exit.
 //! - [`fake`]: stand-ins for edges not under test.
 //! - [`pki`]: a throwaway CA and certificates for TLS tests.
+//! - [`prometheus`]: a real Prometheus and an exporter a test controls.
 //! - [`python`]: independent clients written in Python (grpcio).
 
 // Test support: a failed set-up step should stop the test with its message.
@@ -13,4 +14,5 @@
 pub mod fake;
 pub mod pki;
 pub mod process;
+pub mod prometheus;
 pub mod python;
