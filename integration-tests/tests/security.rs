@@ -272,3 +272,48 @@ async fn a_bad_rollout_name_is_an_invalid_argument_with_field_violations() {
         violations[0].description
     );
 }
+
+#[tokio::test]
+async fn the_admin_port_speaks_the_same_tls_as_the_grpc_port() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = pki();
+    let planner = start("sluice-planner", &server_args(&pki, true));
+    let url = format!("https://localhost:{}/metrics", planner.admin_addr.port());
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca.cert).unwrap()).unwrap();
+    let identity = |pair: &Pair| {
+        let mut pem = std::fs::read(&pair.cert).unwrap();
+        pem.extend(std::fs::read(&pair.key).unwrap());
+        reqwest::Identity::from_pem(&pem).unwrap()
+    };
+    let client = |who: Option<&Pair>| {
+        let mut builder = reqwest::Client::builder().tls_certs_only([ca.clone()]);
+        if let Some(pair) = who {
+            builder = builder.identity(identity(pair));
+        }
+        builder.build().unwrap()
+    };
+    let ok = client(Some(&pki.client))
+        .get(&url)
+        .send()
+        .await
+        .expect("a client with a good certificate");
+    assert!(ok.status().is_success());
+    assert!(
+        ok.text().await.unwrap().ends_with("# EOF\n"),
+        "an OpenMetrics body"
+    );
+    assert!(
+        client(None).get(&url).send().await.is_err(),
+        "no client certificate must be refused"
+    );
+    assert!(
+        client(Some(&pki.stranger)).get(&url).send().await.is_err(),
+        "a stranger's certificate must be refused"
+    );
+    let plain = format!("http://127.0.0.1:{}/metrics", planner.admin_addr.port());
+    let plain_reply = reqwest::get(&plain).await;
+    assert!(
+        plain_reply.is_err() || !plain_reply.unwrap().status().is_success(),
+        "plaintext must not be served"
+    );
+}
