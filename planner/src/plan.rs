@@ -29,7 +29,7 @@
 //! and traffic already reached, so nothing done is undone; `current_batch`
 //! says which batch the rollout is in.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::{Serialize, Serializer};
 
@@ -95,8 +95,8 @@ pub struct Batch {
     /// Percent of traffic to the new version.
     pub traffic: u32,
     /// Requests always sent to the new version.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub matches: Vec<RequestMatch>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub matches: Arc<[RequestMatch]>,
     /// Unready pods the batch may have and still count as ready.
     pub max_unready: u32,
     /// Pods expected at the peak of the batch.
@@ -116,14 +116,18 @@ pub struct Gate {
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_pause")]
     pub pause: Option<PauseKind>,
     /// Analyses of this step.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub analyses: Vec<String>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub analyses: Arc<[String]>,
     /// Background analyses running during the batch.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub background_analyses: Vec<String>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub background_analyses: Arc<[String]>,
     /// How long the batch may take to become ready.
     #[serde(serialize_with = "duration")]
     pub progress_deadline: Duration,
+}
+
+fn is_empty<T>(list: &Arc<[T]>) -> bool {
+    list.is_empty()
 }
 
 fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -160,9 +164,10 @@ pub fn plan(strategy: &Checked, sizing: Sizing, progress: Option<Progress>) -> P
         Style::Partition => sizing.max_surge.pods_ceil(n),
         Style::Canary | Style::BlueGreen => 0,
     };
+    let none: Arc<[String]> = Arc::from([]);
     let background = |index: usize| match &strategy.background {
-        Some((names, start)) if index >= *start => names.clone(),
-        _ => Vec::new(),
+        Some((names, start)) if index >= *start => Arc::clone(names),
+        _ => Arc::clone(&none),
     };
 
     // Targets first: (canary, traffic, step) per batch, never backwards.
@@ -235,12 +240,12 @@ pub fn plan(strategy: &Checked, sizing: Sizing, progress: Option<Progress>) -> P
             canary_replicas: canary,
             stable_replicas: stable,
             traffic,
-            matches: source.map(|s| s.matches.clone()).unwrap_or_default(),
+            matches: source.map_or_else(|| Arc::from([]), |s| Arc::clone(&s.matches)),
             max_unready: strategy.failure_threshold.pods_floor(canary),
             expected_total_pods: total,
             gate: Gate {
                 pause: source.and_then(|s| s.pause),
-                analyses: source.map(|s| s.analyses.clone()).unwrap_or_default(),
+                analyses: source.map_or_else(|| Arc::clone(&none), |s| Arc::clone(&s.analyses)),
                 background_analyses: background(step.unwrap_or(strategy.steps.len())),
                 progress_deadline: strategy.progress_deadline,
             },

@@ -44,11 +44,19 @@ impl Amount {
     /// A [`FieldProblem`] for text that is neither a count nor a percent, a
     /// negative number, or a percent above 100.
     pub fn parse(field: &str, quantity: &Quantity) -> Result<Self, FieldProblem> {
-        let shown = match quantity {
+        Self::read(quantity).map_err(|why| FieldProblem::new(field, why))
+    }
+
+    /// Parses a quantity; the error says what is wrong, naming the value.
+    ///
+    /// # Errors
+    /// As [`Amount::parse`], without the field.
+    pub fn read(quantity: &Quantity) -> Result<Self, String> {
+        let shown = || match quantity {
             Quantity::Number(n) => n.to_string(),
             Quantity::Text(t) => format!("{t:?}"),
         };
-        let bad = |why: &str| FieldProblem::new(field, format!("{why}, got {shown}"));
+        let bad = |why: &str| format!("{why}, got {}", shown());
         match quantity {
             Quantity::Number(n) => u32::try_from(*n)
                 .map(Self::Count)
@@ -61,10 +69,7 @@ impl Amount {
                         .parse()
                         .map_err(|_| bad("must be a whole percent such as \"20%\""))?;
                     if value > 100 {
-                        return Err(FieldProblem::new(
-                            field,
-                            format!("must be between 0% and 100%, got {text}"),
-                        ));
+                        return Err(format!("must be between 0% and 100%, got {text}"));
                     }
                     Ok(Self::Percent(value))
                 } else {

@@ -5,7 +5,7 @@
 //! [`FieldProblem`] found, not just the first. Risky but legal choices come
 //! back as [`Warning`]s.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use sluice_runtime::config::parse_duration;
@@ -87,11 +87,11 @@ pub struct CheckedStep {
     /// Traffic percent; `None` follows the replicas.
     pub traffic: Option<u32>,
     /// Matches with every match type filled in.
-    pub matches: Vec<RequestMatch>,
+    pub matches: Arc<[RequestMatch]>,
     /// The pause, if any.
     pub pause: Option<PauseKind>,
     /// Analyses run at this step.
-    pub analyses: Vec<String>,
+    pub analyses: Arc<[String]>,
 }
 
 /// A validated strategy: typed, in range, defaults applied.
@@ -106,7 +106,7 @@ pub struct Checked {
     /// How long a batch may take to become ready.
     pub progress_deadline: Duration,
     /// Background analyses and the 0-based step they start at.
-    pub background: Option<(Vec<String>, usize)>,
+    pub background: Option<(Arc<[String]>, usize)>,
     /// Blue-green: how long the old version is kept.
     pub rollback_window: Duration,
 }
@@ -146,28 +146,33 @@ impl Checker<'_> {
         self.warnings.push(Warning::new(field, message));
     }
 
-    fn duration(&mut self, field: &str, text: &str, allow_zero: bool) -> Option<Duration> {
+    fn duration(
+        &mut self,
+        field: impl FnOnce() -> String,
+        text: &str,
+        allow_zero: bool,
+    ) -> Option<Duration> {
         match parse_duration(text) {
             Ok(d) if d.is_zero() && !allow_zero => {
-                self.problem(field, format!("must be longer than 0s, got {text:?}"));
+                self.problem(field(), format!("must be longer than 0s, got {text:?}"));
                 None
             }
             Ok(d) => Some(d),
             Err(why) => {
-                self.problem(field, why);
+                self.problem(field(), why);
                 None
             }
         }
     }
 
-    fn analyses(&mut self, field: &str, names: &[String]) -> Vec<String> {
+    fn analyses(&mut self, field: impl Fn() -> String, names: &[String]) -> Vec<String> {
         let mut seen = BTreeSet::new();
         for (i, name) in names.iter().enumerate() {
-            let path = format!("{field}[{i}]");
+            let path = || format!("{}[{i}]", field());
             if name.trim().is_empty() {
-                self.problem(path, "must name an analysis, got \"\"");
+                self.problem(path(), "must name an analysis, got \"\"");
             } else if !seen.insert(name.as_str()) {
-                self.problem(path, format!("{name:?} is listed twice"));
+                self.problem(path(), format!("{name:?} is listed twice"));
             } else if let Some(known) = self.context.known_analyses
                 && !known.contains(name)
             {
@@ -177,7 +182,7 @@ impl Checker<'_> {
                     known.join(", ")
                 };
                 self.problem(
-                    path,
+                    path(),
                     format!("no analysis named {name:?} (defined: {list})"),
                 );
             }
@@ -295,7 +300,7 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
     let progress_deadline = match &canary.progress_deadline {
         None => DEFAULT_PROGRESS_DEADLINE,
         Some(text) => c
-            .duration(&format!("{base}.progressDeadline"), text, false)
+            .duration(|| format!("{base}.progressDeadline"), text, false)
             .unwrap_or(DEFAULT_PROGRESS_DEADLINE),
     };
 
@@ -304,14 +309,12 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
     let mut previous: Option<(usize, Amount)> = None;
     let mut previous_traffic: Option<(usize, u32)> = None;
     for (i, step) in canary.steps.iter().enumerate() {
-        let path = format!("{base}.steps[{i}]");
-        let replicas = step.replicas.as_ref().and_then(|q| {
-            match Amount::parse(&format!("{path}.replicas"), q) {
-                Ok(amount) => Some(amount),
-                Err(p) => {
-                    c.problems.push(p);
-                    None
-                }
+        let path = |suffix: &str| format!("{base}.steps[{i}]{suffix}");
+        let replicas = step.replicas.as_ref().and_then(|q| match Amount::read(q) {
+            Ok(amount) => Some(amount),
+            Err(why) => {
+                c.problem(path(".replicas"), why);
+                None
             }
         });
         if let (Some(now), Some((j, before))) = (replicas, previous) {
@@ -323,7 +326,7 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
             };
             if backwards {
                 c.problem(
-                    format!("{path}.replicas"),
+                    path(".replicas"),
                     format!("must not be less than steps[{j}].replicas ({before}), got {now}"),
                 );
             }
@@ -332,13 +335,13 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
             && count > n
         {
             c.warn(
-                format!("{path}.replicas"),
+                path(".replicas"),
                 format!("{count} is more than the workload's {n} replicas; capped at {n}"),
             );
         }
         if style == Style::BlueGreen && replicas.is_some() {
             c.warn(
-                format!("{path}.replicas"),
+                path(".replicas"),
                 "ignored for BlueGreen: the new version runs at full size from the first step",
             );
         }
@@ -346,7 +349,7 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
             Ok(t) if t <= 100 => Some(t),
             _ => {
                 c.problem(
-                    format!("{path}.traffic"),
+                    path(".traffic"),
                     format!("must be between 0 and 100, got {t}"),
                 );
                 None
@@ -356,7 +359,7 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
             && now < before
         {
             c.problem(
-                format!("{path}.traffic"),
+                path(".traffic"),
                 format!("must not be less than steps[{j}].traffic ({before}), got {now}"),
             );
         }
@@ -370,7 +373,7 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
             && style != Style::BlueGreen
         {
             c.problem(
-                format!("{path}.traffic"),
+                path(".traffic"),
                 format!("{t}% of traffic with no new pods: set replicas at or before this step"),
             );
         }
@@ -378,15 +381,15 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
             .matches
             .iter()
             .enumerate()
-            .map(|(k, m)| c.request_match(&format!("{path}.matches[{k}]"), m))
+            .map(|(k, m)| c.request_match(&path(&format!(".matches[{k}]")), m))
             .collect();
         let pause = step.pause.as_ref().map(|p| match &p.duration {
             None => PauseKind::UntilPromoted,
             Some(text) => c
-                .duration(&format!("{path}.pause.duration"), text, false)
+                .duration(|| path(".pause.duration"), text, false)
                 .map_or(PauseKind::UntilPromoted, PauseKind::For),
         });
-        let analyses = c.analyses(&format!("{path}.analyses"), &step.analyses);
+        let analyses = c.analyses(|| path(".analyses"), &step.analyses);
         if let Some(r) = replicas {
             previous = Some((i, r));
         }
@@ -396,15 +399,15 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
         steps.push(CheckedStep {
             replicas,
             traffic,
-            matches,
+            matches: matches.into(),
             pause,
-            analyses,
+            analyses: analyses.into(),
         });
     }
 
     let background = canary.background_analysis.as_ref().map(|b| {
         let path = format!("{base}.backgroundAnalysis");
-        let names = c.analyses(&format!("{path}.analyses"), &b.analyses);
+        let names = c.analyses(|| format!("{path}.analyses"), &b.analyses);
         if names.is_empty() {
             c.problem(
                 format!("{path}.analyses"),
@@ -423,7 +426,7 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
                 0
             }
         };
-        (names, start)
+        (Arc::from(names), start)
     });
 
     let rollback_window = match strategy
@@ -437,7 +440,7 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
             if style != Style::BlueGreen {
                 c.warn(&field, format!("ignored for style {style:?}"));
             }
-            c.duration(&field, text, true)
+            c.duration(|| field.clone(), text, true)
                 .unwrap_or(DEFAULT_ROLLBACK_WINDOW)
         }
     };

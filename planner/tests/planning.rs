@@ -66,7 +66,7 @@ fn partition_plan_replaces_pods_batch_by_batch_and_appends_the_final_batch() {
         plan.batches[1].gate.pause,
         Some(PauseKind::For(Duration::from_secs(300)))
     );
-    assert_eq!(plan.batches[1].gate.analyses, ["success-rate"]);
+    assert_eq!(*plan.batches[1].gate.analyses, ["success-rate"]);
     assert_eq!(plan.batches[3].gate.pause, None);
 }
 

@@ -262,12 +262,17 @@ impl BoundServer {
         if let Some(tls) = args.tls.server_config()? {
             builder = builder.tls_config(tls)?;
         }
+        // Without TCP_NODELAY a small reply waits for the peer's delayed ACK
+        // (about 40 ms on Linux); keepalive finds dead peers of long streams.
+        let incoming = TcpIncoming::from(grpc)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(std::time::Duration::from_secs(30)));
         // The metrics layer sits outermost so it times everything the server
         // does for a request, including authentication interceptors.
         let grpc_server = builder
             .layer(metrics.layer())
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc), stop.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
         tokio::pin!(grpc_server);
 
         tokio::select! {
