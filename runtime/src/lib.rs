@@ -12,6 +12,7 @@
 //! - [`metrics`]: per-RPC counters and latencies, as a tower layer.
 //! - [`health`]: gRPC health driven by dependency probes.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
+//! - [`http`]: plain HTTP servers with the same TLS as the gRPC ones.
 //! - [`server`]: binds, serves, drains: [`server::GrpcServer`].
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 //! - [`cli`]: the tiny `main` every service binary shares.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;

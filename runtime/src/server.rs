@@ -242,7 +242,7 @@ impl BoundServer {
 
         let metrics = GrpcMetrics::register(&mut registry);
         let (ready_tx, ready_rx) = watch::channel(false);
-        let admin_tls = admin::tls_acceptor(&args.tls)?;
+        let admin_tls = crate::http::tls_acceptor(&args.tls)?;
         let admin_task = tokio::spawn(admin::serve(
             admin,
             admin_tls,

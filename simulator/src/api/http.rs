@@ -1,0 +1,739 @@
+//! Routing HTTP requests to the store's verbs.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::api::{
+    Options, discovery,
+    faults::Faults,
+    patch::PatchType,
+    resources::Resource,
+    selector::{FieldSelector, LabelSelector},
+    status::ApiError,
+    store::{DeleteOptions, EventType, Part, Propagation, Store, WatchEvent, get_path, set_path},
+    table,
+};
+
+/// The API server: a store, faults, and the HTTP face of both.
+#[derive(Clone)]
+pub struct ApiServer {
+    store: Arc<Store>,
+    faults: Arc<Faults>,
+    options: Options,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+type Query = HashMap<String, String>;
+
+fn parse_query(query: Option<&str>) -> Query {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn error_response(error: &ApiError) -> Response {
+    let code = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &error.to_status())
+}
+
+/// Where a resource request points.
+#[derive(Debug)]
+struct Target {
+    resource: Arc<Resource>,
+    version: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+impl ApiServer {
+    /// A fresh cluster with the built-in resources.
+    pub fn new(options: Options) -> Self {
+        Self {
+            store: Arc::new(Store::new(options.clock.clone())),
+            faults: Arc::new(Faults::new(options.seed)),
+            options,
+        }
+    }
+
+    /// The object store, for in-process controllers.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The fault switches.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// The API as an axum router (a tower service for any request body).
+    pub fn router(&self) -> Router {
+        Router::new().fallback(handle).with_state(self.clone())
+    }
+
+    fn target(&self, path: &str) -> Result<Target, ApiError> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, version, rest) = match parts.as_slice() {
+            ["api", version, rest @ ..] => ("", *version, rest),
+            ["apis", group, version, rest @ ..] => (*group, *version, rest),
+            _ => return Err(ApiError::no_route(path)),
+        };
+        let registry = self.store.registry();
+        let found = |plural: &str| registry.get(group, plural).filter(|r| r.serves(version));
+        let (namespace, rest) = match rest {
+            ["namespaces", ns, plural, more @ ..]
+                if found(plural).is_some_and(|r| r.namespaced) =>
+            {
+                (Some((*ns).to_owned()), (*plural, more))
+            }
+            [plural, more @ ..] => (None, (*plural, more)),
+            [] => return Err(ApiError::no_route(path)),
+        };
+        let (plural, more) = rest;
+        let resource = found(plural).ok_or_else(|| ApiError::no_route(path))?;
+        if namespace.is_some() && !resource.namespaced {
+            return Err(ApiError::no_route(path));
+        }
+        let (name, sub) = match more {
+            [] => (None, None),
+            [name] => (Some((*name).to_owned()), None),
+            [name, sub] if matches!(*sub, "status" | "scale" | "finalize") => {
+                (Some((*name).to_owned()), Some((*sub).to_owned()))
+            }
+            _ => return Err(ApiError::no_route(path)),
+        };
+        if sub.as_deref() == Some("scale") && resource.scale.is_none() {
+            return Err(ApiError::no_route(path));
+        }
+        if sub.as_deref() == Some("status") && !resource.status {
+            return Err(ApiError::no_route(path));
+        }
+        if resource.namespaced && namespace.is_none() && name.is_some() {
+            return Err(ApiError::no_route(path));
+        }
+        Ok(Target {
+            resource,
+            version: version.to_owned(),
+            namespace,
+            name,
+            sub,
+        })
+    }
+}
+
+fn verb_of(method: &Method, target: &Target, query: &Query) -> &'static str {
+    match (method.as_str(), target.name.is_some()) {
+        ("GET", true) => "get",
+        ("GET", false) if is_true(query.get("watch")) => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+fn is_true(value: Option<&String>) -> bool {
+    value.is_some_and(|v| v == "true" || v == "1")
+}
+
+async fn handle(
+    State(api): State<ApiServer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let query = parse_query(uri.query());
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let registry = || api.store.registry();
+    match (method.as_str(), path) {
+        ("GET", "/version" | "/version/") => {
+            return json_response(StatusCode::OK, &discovery::version());
+        }
+        ("GET", "/healthz" | "/readyz" | "/livez") => {
+            return (StatusCode::OK, "ok").into_response();
+        }
+        ("GET", "/api" | "/api/") => {
+            if discovery::wants_aggregated(&accept) {
+                return aggregated(&discovery::aggregated(&registry(), true));
+            }
+            return json_response(StatusCode::OK, &discovery::core_versions());
+        }
+        ("GET", "/apis" | "/apis/") => {
+            if discovery::wants_aggregated(&accept) {
+                return aggregated(&discovery::aggregated(&registry(), false));
+            }
+            return json_response(StatusCode::OK, &discovery::group_list(&registry()));
+        }
+        _ => {}
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", ["openapi", "v3"]) => {
+            return json_response(
+                StatusCode::OK,
+                &crate::api::openapi::root(&registry(), api.store.resource_version()),
+            );
+        }
+        ("GET", ["openapi", "v3", "api", version])
+        | ("GET", ["openapi", "v3", "apis", _, version]) => {
+            let group = if parts[2] == "api" { "" } else { parts[3] };
+            return crate::api::openapi::group_version(&registry(), group, version).map_or_else(
+                || error_response(&ApiError::no_route(path)),
+                |v| json_response(StatusCode::OK, &v),
+            );
+        }
+        ("GET", ["api", version]) => {
+            return discovery::resource_list(&registry(), "", version).map_or_else(
+                || error_response(&ApiError::no_route(path)),
+                |v| json_response(StatusCode::OK, &v),
+            );
+        }
+        ("GET", ["apis", group]) => {
+            return discovery::group(&registry(), group).map_or_else(
+                || error_response(&ApiError::no_route(path)),
+                |v| json_response(StatusCode::OK, &v),
+            );
+        }
+        ("GET", ["apis", group, version]) => {
+            return discovery::resource_list(&registry(), group, version).map_or_else(
+                || error_response(&ApiError::no_route(path)),
+                |v| json_response(StatusCode::OK, &v),
+            );
+        }
+        _ => {}
+    }
+    let target = match api.target(path) {
+        Ok(t) => t,
+        Err(e) => return error_response(&e),
+    };
+    let verb = verb_of(&method, &target, &query);
+    let (delay, fault) = api.faults.judge(verb, &target.resource.plural);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(code) = fault {
+        return error_response(&ApiError::injected(code));
+    }
+    tracing::debug!(%method, %path, verb, "request");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let result = match verb {
+        "get" => api.get(&target, &accept),
+        "list" => api.list(&target, &query, &accept),
+        "watch" => return api.watch(target, &query, &accept),
+        "create" => api.create(&target, &body),
+        "update" => api.update(&target, &body),
+        "patch" => api.patch(&target, content_type, &body),
+        "delete" => api.delete(&target, &query, &body),
+        "deletecollection" => api.delete_collection(&target, &query),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource: {method}"
+        ))),
+    };
+    match result {
+        Ok(response) => response,
+        Err(e) => error_response(&e),
+    }
+}
+
+fn aggregated(value: &Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, discovery::AGGREGATED)],
+        body,
+    )
+        .into_response()
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .or_else(|_| serde_yaml::from_slice(body))
+        .map_err(|e| {
+            ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+        })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be an object",
+        ));
+    }
+    Ok(value)
+}
+
+fn selectors(query: &Query) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
+    Ok((labels, fields))
+}
+
+fn raw(code: StatusCode, bytes: Vec<u8>) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+impl ApiServer {
+    fn ns<'a>(&self, target: &'a Target) -> &'a str {
+        target.namespace.as_deref().unwrap_or_default()
+    }
+
+    fn get(&self, target: &Target, accept: &str) -> Result<Response, ApiError> {
+        let res = &target.resource;
+        let name = target.name.as_deref().unwrap_or_default();
+        if target.sub.as_deref() == Some("scale") {
+            let object = self.store.get_value(res, self.ns(target), name)?;
+            return Ok(json_response(StatusCode::OK, &scale_of(res, &object)));
+        }
+        let bytes = self.store.get(res, self.ns(target), name)?;
+        if table::wants_table(accept) {
+            let object: Value =
+                serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+            let rv = self.store.resource_version();
+            return Ok(json_response(
+                StatusCode::OK,
+                &table::table(res, &[object], rv, None, (self.options.clock)()),
+            ));
+        }
+        Ok(raw(StatusCode::OK, bytes.to_vec()))
+    }
+
+    fn list(&self, target: &Target, query: &Query, accept: &str) -> Result<Response, ApiError> {
+        let res = &target.resource;
+        let (labels, fields) = selectors(query)?;
+        let limit = match query.get("limit") {
+            None => None,
+            Some(l) => Some(
+                l.parse::<usize>()
+                    .map_err(|_| ApiError::bad_request(format!("limit: not a number: {l:?}")))?,
+            )
+            .filter(|l| *l > 0),
+        };
+        let page = self.store.list(
+            res,
+            target.namespace.as_deref(),
+            &labels,
+            &fields,
+            limit,
+            query.get("continue").map(String::as_str),
+        )?;
+        if table::wants_table(accept) {
+            let objects: Vec<Value> = page
+                .items
+                .iter()
+                .filter_map(|b| serde_json::from_slice(b).ok())
+                .collect();
+            let t = table::table(
+                res,
+                &objects,
+                page.resource_version,
+                page.continue_token.as_deref(),
+                (self.options.clock)(),
+            );
+            return Ok(json_response(StatusCode::OK, &t));
+        }
+        let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
+        if let Some(token) = &page.continue_token {
+            metadata["continue"] = json!(token);
+            metadata["remainingItemCount"] = json!(page.remaining);
+        }
+        let head = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(&target.version), "metadata": metadata});
+        let mut out = serde_json::to_vec(&head).map_err(|e| ApiError::internal(e.to_string()))?;
+        out.pop(); // the closing brace
+        out.extend_from_slice(b",\"items\":[");
+        for (i, item) in page.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item);
+        }
+        out.extend_from_slice(b"]}");
+        Ok(raw(StatusCode::OK, out))
+    }
+
+    fn create(&self, target: &Target, body: &[u8]) -> Result<Response, ApiError> {
+        if target.name.is_some() {
+            return Err(ApiError::method_not_allowed(
+                "POST is not allowed on a named object",
+            ));
+        }
+        let object = parse_body(body)?;
+        let created = self
+            .store
+            .create(&target.resource, self.ns(target), object)?;
+        Ok(json_response(StatusCode::CREATED, &created))
+    }
+
+    fn update(&self, target: &Target, body: &[u8]) -> Result<Response, ApiError> {
+        let res = &target.resource;
+        let name = target
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::method_not_allowed("PUT needs a name"))?;
+        let object = parse_body(body)?;
+        let updated = match target.sub.as_deref() {
+            Some("scale") => {
+                let replicas = object["spec"]["replicas"].clone();
+                let scaled = self.scale(
+                    target,
+                    name,
+                    replicas,
+                    object["metadata"]["resourceVersion"].as_str(),
+                )?;
+                return Ok(json_response(StatusCode::OK, &scale_of(res, &scaled)));
+            }
+            Some("status") => {
+                self.store
+                    .update(res, self.ns(target), name, object, Part::Status)?
+            }
+            _ => self
+                .store
+                .update(res, self.ns(target), name, object, Part::Main)?,
+        };
+        Ok(json_response(StatusCode::OK, &updated))
+    }
+
+    fn scale(
+        &self,
+        target: &Target,
+        name: &str,
+        replicas: Value,
+        rv: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let res = &target.resource;
+        let paths = res
+            .scale
+            .clone()
+            .ok_or_else(|| ApiError::no_route("scale"))?;
+        let mut current = self.store.get_value(res, self.ns(target), name)?;
+        if let Some(rv) = rv.filter(|rv| !rv.is_empty()) {
+            current["metadata"]["resourceVersion"] = json!(rv);
+        }
+        set_path(&mut current, &paths.spec_replicas, replicas);
+        self.store
+            .update(res, self.ns(target), name, current, Part::Main)
+    }
+
+    fn patch(
+        &self,
+        target: &Target,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let res = &target.resource;
+        let name = target
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::method_not_allowed("PATCH needs a name"))?;
+        let kind = PatchType::from_content_type(content_type)?;
+        let patched = match target.sub.as_deref() {
+            Some("scale") => {
+                let current = self.store.get_value(res, self.ns(target), name)?;
+                let mut scale = scale_of(res, &current);
+                crate::api::patch::apply(kind, &mut scale, body, true)?;
+                let scaled = self.scale(target, name, scale["spec"]["replicas"].clone(), None)?;
+                return Ok(json_response(StatusCode::OK, &scale_of(res, &scaled)));
+            }
+            Some("status") => {
+                self.store
+                    .patch(res, self.ns(target), name, kind, body, Part::Status)?
+            }
+            _ => self
+                .store
+                .patch(res, self.ns(target), name, kind, body, Part::Main)?,
+        };
+        Ok(json_response(StatusCode::OK, &patched))
+    }
+
+    fn delete(&self, target: &Target, query: &Query, body: &[u8]) -> Result<Response, ApiError> {
+        let name = target
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::method_not_allowed("DELETE needs a name"))?;
+        let options = delete_options(query, body)?;
+        let deleted = self
+            .store
+            .delete(&target.resource, self.ns(target), name, &options)?;
+        Ok(json_response(StatusCode::OK, &deleted))
+    }
+
+    fn delete_collection(&self, target: &Target, query: &Query) -> Result<Response, ApiError> {
+        let res = &target.resource;
+        let (labels, fields) = selectors(query)?;
+        let page = self.store.list(
+            res,
+            target.namespace.as_deref(),
+            &labels,
+            &fields,
+            None,
+            None,
+        )?;
+        let options = delete_options(query, b"")?;
+        let mut deleted = Vec::new();
+        for bytes in page.items {
+            let object: Value =
+                serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+            let ns = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            match self.store.delete(res, &ns, &name, &options) {
+                Ok(d) => deleted.push(d),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let list = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(&target.version), "metadata": {"resourceVersion": self.store.resource_version().to_string()}, "items": deleted});
+        Ok(json_response(StatusCode::OK, &list))
+    }
+
+    fn watch(&self, target: Target, query: &Query, accept: &str) -> Response {
+        let res = target.resource.clone();
+        let (labels, fields) = match selectors(query) {
+            Ok(s) => s,
+            Err(e) => return error_response(&e),
+        };
+        let since = match query.get("resourceVersion").map(String::as_str) {
+            None | Some("" | "0") => None,
+            Some(rv) => match rv.parse::<u64>() {
+                Ok(rv) => Some(rv),
+                Err(_) => {
+                    return error_response(&ApiError::bad_request(format!(
+                        "resourceVersion: not a number: {rv:?}"
+                    )));
+                }
+            },
+        };
+        let initial_events = is_true(query.get("sendInitialEvents"));
+        let since = if initial_events { None } else { since };
+        let bookmarks = is_true(query.get("allowWatchBookmarks"));
+        let timeout = query
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let as_table = table::wants_table(accept);
+        let namespace = target.namespace.clone();
+        let start = match self.store.watch(&res, namespace.as_deref(), since) {
+            Ok(start) => start,
+            Err(e) => {
+                // A real API server reports an expired version as an ERROR event.
+                let line = format!("{}\n", json!({"type": "ERROR", "object": e.to_status()}));
+                return (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    line,
+                )
+                    .into_response();
+            }
+        };
+        let api = self.clone();
+        let version = target.version.clone();
+        let mut drops = self.faults.drop_signals();
+        let plural = res.plural.clone();
+        let encode = move |event: &WatchEvent| -> Option<Bytes> {
+            if !event.visible(namespace.as_deref(), &labels, &fields) {
+                return None;
+            }
+            let mut line = Vec::with_capacity(event.object.len() + 32);
+            line.extend_from_slice(
+                format!("{{\"type\":\"{}\",\"object\":", event.kind.as_str()).as_bytes(),
+            );
+            if as_table {
+                let object: Value = serde_json::from_slice(&event.object).ok()?;
+                let t = table::table(&res, &[object], event.rv, None, (api.options.clock)());
+                line.extend_from_slice(&serde_json::to_vec(&t).ok()?);
+            } else {
+                line.extend_from_slice(&event.object);
+            }
+            line.extend_from_slice(b"}\n");
+            Some(Bytes::from(line))
+        };
+        let bookmark = move |rv: u64, initial_end: bool| -> Bytes {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if initial_end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            let kind = &target.resource.kind;
+            let api_version = target.resource.api_version(&version);
+            Bytes::from(format!(
+                "{}\n",
+                json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": meta}})
+            ))
+        };
+        let interval = self.options.bookmark_interval;
+        let stream = async_stream(move |tx: tokio::sync::mpsc::Sender<Bytes>| async move {
+            let mut last_rv = start.resource_version;
+            for event in &start.initial {
+                last_rv = last_rv.max(event.rv);
+                if let Some(line) = encode(event)
+                    && tx.send(line).await.is_err()
+                {
+                    return;
+                }
+            }
+            if initial_events && bookmarks {
+                let _ = tx.send(bookmark(last_rv, true)).await;
+            }
+            let mut live = start.live;
+            let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                let expired = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = expired => return,
+                    () = tx.closed() => return,
+                    signal = drops.recv() => {
+                        if signal.is_ok_and(|r| r.is_empty() || r == plural) {
+                            return;
+                        }
+                    }
+                    _ = ticker.tick(), if bookmarks => {
+                        if tx.send(bookmark(last_rv, false)).await.is_err() {
+                            return;
+                        }
+                    }
+                    event = live.recv() => match event {
+                        Ok(event) => {
+                            last_rv = event.rv;
+                            if event.kind == EventType::Added && start.initial.iter().any(|e| e.rv >= event.rv) {
+                                continue;
+                            }
+                            if let Some(line) = encode(&event)
+                                && tx.send(line).await.is_err() {
+                                    return;
+                                }
+                        }
+                        // Too slow or the resource went away: end; the client re-watches.
+                        Err(_) => return,
+                    },
+                }
+            }
+        });
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(stream.map(Ok::<Bytes, std::io::Error>)),
+        )
+            .into_response()
+    }
+}
+
+/// Runs `producer` on its own task and streams what it sends.
+fn async_stream<F, Fut>(producer: F) -> tokio_stream::wrappers::ReceiverStream<Bytes>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(producer(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        parse_body(body)?
+    };
+    let policy = query
+        .get("propagationPolicy")
+        .map(String::as_str)
+        .or(body["propagationPolicy"].as_str());
+    let propagation = match policy {
+        None => None,
+        Some("Background") => Some(Propagation::Background),
+        Some("Foreground") => Some(Propagation::Foreground),
+        Some("Orphan") => Some(Propagation::Orphan),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: unsupported value {other:?}"
+            )));
+        }
+    };
+    let propagation = propagation.or(if body["orphanDependents"] == json!(true) {
+        Some(Propagation::Orphan)
+    } else {
+        None
+    });
+    Ok(DeleteOptions {
+        propagation,
+        uid: body["preconditions"]["uid"].as_str().map(str::to_owned),
+        resource_version: body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_owned),
+    })
+}
+
+/// The `autoscaling/v1` Scale view of an object.
+fn scale_of(res: &Resource, object: &Value) -> Value {
+    let Some(paths) = &res.scale else {
+        return Value::Null;
+    };
+    let selector = paths
+        .label_selector
+        .as_deref()
+        .map(|p| get_path(object, p))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            object["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        });
+    let meta = &object["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": get_path(object, &paths.spec_replicas).as_i64().unwrap_or(0)},
+        "status": {"replicas": get_path(object, &paths.status_replicas).as_i64().unwrap_or(0), "selector": selector},
+    })
+}

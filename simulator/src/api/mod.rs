@@ -1,0 +1,62 @@
+//! The simulator's Kubernetes API server: HTTP/JSON on loopback, or
+//! in-process as a tower service so `kube::Client::new(service, ns)` needs
+//! no socket.
+//!
+//! # Layout
+//! - [`store`]: objects, resourceVersions, watches, deletion semantics.
+//! - [`resources`]: built-in kinds and those CRDs add.
+//! - [`http`]: routing requests to verbs; lists, watches, subresources.
+//! - [`discovery`], [`openapi`], [`table`]: what kubectl asks for besides objects.
+//! - [`patch`]: merge, JSON, strategic merge and apply patches.
+//! - [`selector`]: label and field selectors.
+//! - [`status`]: errors as `metav1.Status`.
+//! - [`faults`]: injected errors, latency and dropped watches.
+
+pub mod discovery;
+pub mod faults;
+pub mod http;
+pub mod openapi;
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod status;
+pub mod store;
+pub mod table;
+pub mod time;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+pub use http::ApiServer;
+
+/// How the API server behaves.
+#[derive(Clone)]
+pub struct Options {
+    /// Time between watch bookmarks.
+    pub bookmark_interval: Duration,
+    /// Seed for fault draws.
+    pub seed: u64,
+    /// The cluster's clock (timestamps, ages).
+    pub clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("bookmark_interval", &self.bookmark_interval)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            bookmark_interval: Duration::from_secs(60),
+            seed: 1,
+            clock: Arc::new(SystemTime::now),
+        }
+    }
+}
