@@ -51,6 +51,10 @@ impl ServiceConfig for Config {
 /// See [`sluice_runtime::server::BoundServer::serve`].
 pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
     let api = api::ApiServer::new(api::Options::default());
+    api.install_upstream_crds().map_err(|e| Error::Io {
+        context: "installing the upstream CRDs",
+        source: std::io::Error::other(e.message),
+    })?;
     let tls = sluice_runtime::http::tls_acceptor(&config.server.tls)?;
     let listener = tokio::net::TcpListener::bind(config.kube_addr)
         .await

@@ -71,10 +71,31 @@ impl ApiServer {
     /// A fresh cluster with the built-in resources.
     pub fn new(options: Options) -> Self {
         Self {
-            store: Arc::new(Store::new(options.clock.clone())),
+            store: Arc::new(Store::with_history(options.clock.clone(), options.history)),
             faults: Arc::new(Faults::new(options.seed)),
             options,
         }
+    }
+
+    /// Installs the upstream CRDs the project integrates with (Gateway API,
+    /// Istio), as a cluster operator would.
+    ///
+    /// # Errors
+    /// A CRD that does not parse or install.
+    pub fn install_upstream_crds(&self) -> Result<(), ApiError> {
+        let Some(crds) = self
+            .store
+            .registry()
+            .get("apiextensions.k8s.io", "customresourcedefinitions")
+        else {
+            return Err(ApiError::internal("no CustomResourceDefinition resource"));
+        };
+        for (file, text) in crate::api::UPSTREAM_CRDS {
+            let object: Value = serde_yaml::from_str(text)
+                .map_err(|e| ApiError::internal(format!("{file}: {e}")))?;
+            self.store.create(&crds, "", object)?;
+        }
+        Ok(())
     }
 
     /// The object store, for in-process controllers.

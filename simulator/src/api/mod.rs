@@ -12,6 +12,7 @@
 //! - [`status`]: errors as `metav1.Status`.
 //! - [`faults`]: injected errors, latency and dropped watches.
 
+pub mod defaults;
 pub mod discovery;
 pub mod faults;
 pub mod http;
@@ -31,6 +32,38 @@ use std::{
 
 pub use http::ApiServer;
 
+/// The upstream CRDs installed at start (see `crds/README.md`).
+pub const UPSTREAM_CRDS: [(&str, &str); 7] = [
+    (
+        "gatewayclasses",
+        include_str!("../../crds/gateway-api-v1.6.1/gatewayclasses.yaml"),
+    ),
+    (
+        "gateways",
+        include_str!("../../crds/gateway-api-v1.6.1/gateways.yaml"),
+    ),
+    (
+        "grpcroutes",
+        include_str!("../../crds/gateway-api-v1.6.1/grpcroutes.yaml"),
+    ),
+    (
+        "httproutes",
+        include_str!("../../crds/gateway-api-v1.6.1/httproutes.yaml"),
+    ),
+    (
+        "referencegrants",
+        include_str!("../../crds/gateway-api-v1.6.1/referencegrants.yaml"),
+    ),
+    (
+        "virtualservices",
+        include_str!("../../crds/istio-1.30.3/virtualservices.yaml"),
+    ),
+    (
+        "destinationrules",
+        include_str!("../../crds/istio-1.30.3/destinationrules.yaml"),
+    ),
+];
+
 /// How the API server behaves.
 #[derive(Clone)]
 pub struct Options {
@@ -38,6 +71,8 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// Seed for fault draws.
     pub seed: u64,
+    /// Events kept per resource for watches that resume.
+    pub history: usize,
     /// The cluster's clock (timestamps, ages).
     pub clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
 }
@@ -56,6 +91,7 @@ impl Default for Options {
         Self {
             bookmark_interval: Duration::from_secs(60),
             seed: 1,
+            history: store::HISTORY,
             clock: Arc::new(SystemTime::now),
         }
     }

@@ -125,8 +125,12 @@ impl Table {
 type Location = (TableKey, ObjectKey);
 
 struct Inner {
+    /// Events kept per resource.
+    history: usize,
     rv: u64,
     uids: u64,
+    /// Cluster IPs handed out so far.
+    ips: u32,
     registry: Registry,
     tables: HashMap<TableKey, Table>,
     /// owner uid -> dependents.
@@ -225,10 +229,17 @@ pub fn valid_name(name: &str) -> bool {
 impl Store {
     /// A store with the built-in resources and the usual namespaces.
     pub fn new(clock: Arc<dyn Fn() -> SystemTime + Send + Sync>) -> Self {
+        Self::with_history(clock, HISTORY)
+    }
+
+    /// As [`Store::new`], keeping `history` events per resource for watches.
+    pub fn with_history(clock: Arc<dyn Fn() -> SystemTime + Send + Sync>, history: usize) -> Self {
         let store = Self {
             inner: Mutex::new(Inner {
+                history,
                 rv: 0,
                 uids: 0,
+                ips: 0,
                 registry: Registry::builtin(),
                 tables: HashMap::new(),
                 dependents: HashMap::new(),
@@ -371,6 +382,7 @@ impl Store {
         meta.insert("generation".into(), json!(1));
         meta.remove("deletionTimestamp");
         meta.remove("managedFields");
+        inner.defaults(res, &mut object);
         if res.group.is_empty() && res.plural == "namespaces" {
             object["status"] = json!({"phase": "Active"});
             object["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -766,6 +778,15 @@ impl Inner {
             .collect()
     }
 
+    fn defaults(&mut self, res: &Resource, object: &mut Value) {
+        let ips = &mut self.ips;
+        let mut next_ip = || {
+            *ips += 1;
+            format!("10.96.{}.{}", *ips / 250, *ips % 250 + 1)
+        };
+        crate::api::defaults::apply(&res.group, &res.plural, object, &mut next_ip);
+    }
+
     fn check_namespace_open(&self, namespace: &str) -> Result<(), ApiError> {
         let table = self.tables.get(&(String::new(), "namespaces".to_owned()));
         let Some(entry) = table.and_then(|t| t.objects.get(&(String::new(), namespace.to_owned())))
@@ -824,6 +845,7 @@ impl Inner {
         };
         let table_key = (res.group.clone(), res.plural.clone());
         let location = (table_key.clone(), key.clone());
+        let history = self.history;
         let table = self.tables.entry(table_key).or_insert_with(Table::new);
         let old = if kind == EventType::Deleted {
             table.objects.remove(&key)
@@ -840,7 +862,7 @@ impl Inner {
             object: bytes,
         });
         table.history.push_back(event.clone());
-        if table.history.len() > HISTORY
+        if table.history.len() > history
             && let Some(dropped) = table.history.pop_front()
         {
             table.compacted = dropped.rv;
@@ -895,6 +917,7 @@ impl Inner {
                         map.remove("status");
                     }
                 }
+                self.defaults(res, &mut object);
                 // Fields the server owns keep their values.
                 for field in [
                     "uid",

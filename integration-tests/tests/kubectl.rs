@@ -1,0 +1,205 @@
+//! The machine's own kubectl against the simulated cluster, as a user would
+//! run it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use sluice_integration_tests::process::Service;
+
+struct Cluster {
+    _sim: Service,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let sim = Service::start(
+        "sluice-sim",
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
+    Cluster {
+        _sim: sim,
+        _dir: dir,
+        kubeconfig,
+    }
+}
+
+fn manifest(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+impl Cluster {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl is on the machine")
+    }
+
+    /// Runs kubectl, expecting success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl, expecting failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "kubectl {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+#[test]
+fn apply_get_describe_and_delete_a_whole_app() {
+    let c = cluster();
+    // The simulator installs the Gateway API CRDs at start, as an operator would.
+    let applied = c.ok(&["apply", "-f", &manifest("app.yaml")]);
+    for line in [
+        "deployment.apps/web created",
+        "service/web created",
+        "ingress.networking.k8s.io/web created",
+        "httproute.gateway.networking.k8s.io/web created",
+    ] {
+        assert!(applied.contains(line), "{applied}");
+    }
+    let again = c.ok(&["apply", "-f", &manifest("app.yaml")]);
+    assert!(again.contains("deployment.apps/web unchanged"), "{again}");
+
+    let table = c.ok(&["get", "deploy,svc,ing,httproute"]);
+    assert!(
+        table.contains("deployment.apps/web") && table.contains("0/3"),
+        "{table}"
+    );
+    assert!(
+        table.contains("service/web") && table.contains("80/TCP"),
+        "{table}"
+    );
+
+    let yaml = c.ok(&["get", "deploy", "web", "-o", "yaml"]);
+    assert!(
+        yaml.contains("image: registry.example/web:1.0") && yaml.contains("resourceVersion:"),
+        "{yaml}"
+    );
+    let described = c.ok(&["describe", "deploy", "web"]);
+    assert!(
+        described.contains("Replicas:") && described.contains("registry.example/web:1.0"),
+        "{described}"
+    );
+
+    c.ok(&["delete", "-f", &manifest("app.yaml")]);
+    let empty = c.run(&["get", "deploy,svc", "-o", "name"]);
+    assert!(String::from_utf8_lossy(&empty.stdout).trim().is_empty());
+}
+
+#[test]
+fn a_crd_and_its_objects_show_their_printer_columns() {
+    let c = cluster();
+    // As with a real cluster, a CRD is installed before objects of its kind.
+    assert!(
+        c.ok(&["apply", "-f", &manifest("widget-crd.yaml")])
+            .contains("created")
+    );
+    assert!(
+        c.ok(&["apply", "-f", &manifest("widget.yaml")])
+            .contains("widget.example.dev/gear created")
+    );
+    let resources = c.ok(&["api-resources", "--api-group", "example.dev"]);
+    assert!(
+        resources.contains("widgets") && resources.contains("wd"),
+        "{resources}"
+    );
+    let widgets = c.ok(&["get", "wd"]);
+    assert!(
+        widgets.contains("COLOR") && widgets.contains("gear") && widgets.contains("blue"),
+        "{widgets}"
+    );
+}
+
+#[test]
+fn patch_scale_label_and_annotate() {
+    let c = cluster();
+    c.ok(&["apply", "-f", &manifest("app.yaml")]);
+    c.ok(&["patch", "deploy", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"registry.example/web:2.0"}]}}}}"#]);
+    c.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"tier":"front"}}}"#,
+    ]);
+    c.ok(&["patch", "deploy", "web", "--type", "json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":3},{"op":"replace","path":"/spec/replicas","value":4}]"#]);
+    let failed = c.fails(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"test","path":"/spec/replicas","value":3}]"#,
+    ]);
+    assert!(
+        failed.contains("invalid") || failed.contains("Invalid"),
+        "{failed}"
+    );
+    c.ok(&["scale", "deploy", "web", "--replicas", "6"]);
+    c.ok(&["label", "deploy", "web", "team=payments"]);
+    c.ok(&["annotate", "deploy", "web", "owner=platform"]);
+    let fields = c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.metadata.labels.tier} {.metadata.labels.team} {.metadata.annotations.owner} {.spec.template.spec.containers[0].image}"]);
+    assert_eq!(fields, "6 front payments platform registry.example/web:2.0");
+    let missing = c.fails(&["get", "deploy", "nothing"]);
+    assert!(missing.contains("\"nothing\" not found"), "{missing}");
+}
+
+#[test]
+fn get_watch_prints_changes_as_they_happen() {
+    let c = cluster();
+    c.ok(&["apply", "-f", &manifest("app.yaml")]);
+    let mut watch = Command::new("kubectl")
+        .args(["get", "deploy", "web", "-w", "--output-watch-events"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Change the object until the watch shows it (the watch may start late).
+    let mut seen = String::new();
+    let stdout = watch.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let _ = std::io::BufReader::new(stdout).read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    for replicas in 4..8 {
+        std::thread::sleep(Duration::from_millis(300));
+        c.ok(&["scale", "deploy", "web", &format!("--replicas={replicas}")]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    seen.push_str(&reader.join().unwrap());
+    assert!(seen.contains("ADDED"), "{seen}");
+    assert!(seen.contains("MODIFIED") && seen.contains("0/7"), "{seen}");
+}

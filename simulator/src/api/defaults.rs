@@ -1,0 +1,144 @@
+//! The defaults a real API server fills in, for the built-in kinds whose
+//! defaults controllers and clients rely on. Applied on create and update.
+
+use serde_json::{Value, json};
+
+fn default(object: &mut Value, key: &str, value: Value) {
+    if let Some(map) = object.as_object_mut() {
+        map.entry(key.to_owned()).or_insert(value);
+    }
+}
+
+fn pod_spec(spec: &mut Value) {
+    default(spec, "restartPolicy", json!("Always"));
+    default(spec, "terminationGracePeriodSeconds", json!(30));
+    default(spec, "dnsPolicy", json!("ClusterFirst"));
+    default(spec, "schedulerName", json!("default-scheduler"));
+    default(spec, "securityContext", json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec[list].as_array_mut() {
+            for c in containers {
+                let image = c["image"].as_str().unwrap_or_default();
+                let latest = !image.contains(':') || image.ends_with(":latest");
+                default(
+                    c,
+                    "imagePullPolicy",
+                    json!(if latest { "Always" } else { "IfNotPresent" }),
+                );
+                default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                default(c, "terminationMessagePolicy", json!("File"));
+                default(c, "resources", json!({}));
+                if let Some(ports) = c["ports"].as_array_mut() {
+                    for p in ports {
+                        default(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn template(spec: &mut Value) {
+    if spec["template"]["spec"].is_object() {
+        pod_spec(&mut spec["template"]["spec"]);
+    }
+}
+
+/// Fills in defaults for `group/plural`; `next_ip` hands out cluster IPs.
+pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn FnMut() -> String) {
+    match (group, plural) {
+        ("", "pods") => {
+            pod_spec(&mut object["spec"]);
+            if object["status"].is_null() {
+                object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+            }
+        }
+        ("apps", "deployments") => {
+            let spec = &mut object["spec"];
+            default(spec, "replicas", json!(1));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "progressDeadlineSeconds", json!(600));
+            default(
+                spec,
+                "strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+            );
+            if spec["strategy"]["type"] == "RollingUpdate" {
+                default(&mut spec["strategy"], "rollingUpdate", json!({}));
+                default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxSurge",
+                    json!("25%"),
+                );
+                default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxUnavailable",
+                    json!("25%"),
+                );
+            }
+            template(spec);
+        }
+        ("apps", "replicasets") => {
+            default(&mut object["spec"], "replicas", json!(1));
+            template(&mut object["spec"]);
+        }
+        ("apps", "statefulsets") => {
+            let spec = &mut object["spec"];
+            default(spec, "replicas", json!(1));
+            default(spec, "podManagementPolicy", json!("OrderedReady"));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            if spec["updateStrategy"]["type"] == "RollingUpdate" {
+                default(&mut spec["updateStrategy"], "rollingUpdate", json!({}));
+                default(
+                    &mut spec["updateStrategy"]["rollingUpdate"],
+                    "partition",
+                    json!(0),
+                );
+            }
+            default(
+                spec,
+                "persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+            template(spec);
+        }
+        ("apps", "daemonsets") => {
+            let spec = &mut object["spec"];
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+            );
+            template(spec);
+        }
+        ("", "services") => {
+            let spec = &mut object["spec"];
+            default(spec, "type", json!("ClusterIP"));
+            default(spec, "sessionAffinity", json!("None"));
+            if spec["clusterIP"].as_str().is_none_or(str::is_empty)
+                && spec["type"] != "ExternalName"
+            {
+                let ip = next_ip();
+                spec["clusterIP"] = json!(ip);
+                spec["clusterIPs"] = json!([ip]);
+            }
+            default(spec, "ipFamilies", json!(["IPv4"]));
+            default(spec, "ipFamilyPolicy", json!("SingleStack"));
+            default(spec, "internalTrafficPolicy", json!("Cluster"));
+            if let Some(ports) = spec["ports"].as_array_mut() {
+                for p in ports {
+                    default(p, "protocol", json!("TCP"));
+                    let port = p["port"].clone();
+                    default(p, "targetPort", port);
+                }
+            }
+        }
+        _ => {}
+    }
+}

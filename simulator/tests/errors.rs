@@ -1,0 +1,207 @@
+//! Bad requests get the status codes and reasons a real API server gives.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use axum::body::Body;
+use http::{Method, Request};
+use serde_json::{Value, json};
+use sluice_sim::api::{ApiServer, Options};
+use tower::ServiceExt;
+
+async fn call(
+    api: &ApiServer,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = api.router().oneshot(request).await.unwrap();
+    let code = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const JSON: &str = "application/json";
+
+fn pod(name: &str) -> String {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "i"}]}}).to_string()
+}
+
+fn assert_status(result: &(u16, Value), code: u16, reason: &str) {
+    assert_eq!(result.0, code, "{}", result.1);
+    assert_eq!(result.1["kind"], "Status");
+    assert_eq!(result.1["reason"], reason, "{}", result.1);
+    assert_eq!(result.1["code"], code);
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_bad_request() {
+    let api = ApiServer::new(Options::default());
+    assert_status(
+        &call(&api, Method::POST, PODS, JSON, "{not json").await,
+        400,
+        "BadRequest",
+    );
+}
+
+#[tokio::test]
+async fn a_body_of_another_kind_is_a_bad_request() {
+    let api = ApiServer::new(Options::default());
+    let service =
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}}).to_string();
+    let result = call(&api, Method::POST, PODS, JSON, &service).await;
+    assert_status(&result, 400, "BadRequest");
+    assert!(
+        result.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("(Service) does not match the expected kind (Pod)")
+    );
+}
+
+#[tokio::test]
+async fn unknown_resources_and_objects_are_not_found() {
+    let api = ApiServer::new(Options::default());
+    assert_status(
+        &call(
+            &api,
+            Method::GET,
+            "/api/v1/namespaces/default/widgets",
+            JSON,
+            "",
+        )
+        .await,
+        404,
+        "NotFound",
+    );
+    let missing = call(&api, Method::GET, &format!("{PODS}/nope"), JSON, "").await;
+    assert_status(&missing, 404, "NotFound");
+    assert_eq!(missing.1["message"], "pods \"nope\" not found");
+    assert_eq!(missing.1["details"]["name"], "nope");
+}
+
+#[tokio::test]
+async fn a_stale_resource_version_conflicts() {
+    let api = ApiServer::new(Options::default());
+    let (_, created) = call(&api, Method::POST, PODS, JSON, &pod("p")).await;
+    let mut stale = created.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let result = call(
+        &api,
+        Method::PUT,
+        &format!("{PODS}/p"),
+        JSON,
+        &stale.to_string(),
+    )
+    .await;
+    assert_status(&result, 409, "Conflict");
+    assert!(
+        result.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("the object has been modified")
+    );
+    assert_status(
+        &call(&api, Method::POST, PODS, JSON, &pod("p")).await,
+        409,
+        "AlreadyExists",
+    );
+}
+
+#[tokio::test]
+async fn invalid_names_and_patches_are_refused() {
+    let api = ApiServer::new(Options::default());
+    let bad_name = call(&api, Method::POST, PODS, JSON, &pod("Bad_Name")).await;
+    assert_status(&bad_name, 422, "Invalid");
+    assert_eq!(bad_name.1["details"]["causes"][0]["field"], "metadata.name");
+    call(&api, Method::POST, PODS, JSON, &pod("p")).await;
+    let path = format!("{PODS}/p");
+    let failed_test = r#"[{"op":"test","path":"/metadata/name","value":"q"}]"#;
+    assert_status(
+        &call(
+            &api,
+            Method::PATCH,
+            &path,
+            "application/json-patch+json",
+            failed_test,
+        )
+        .await,
+        422,
+        "Invalid",
+    );
+    assert_status(
+        &call(
+            &api,
+            Method::PATCH,
+            &path,
+            "application/merge-patch+json",
+            "[1,2",
+        )
+        .await,
+        400,
+        "BadRequest",
+    );
+    assert_status(
+        &call(&api, Method::PATCH, &path, "text/plain", "{}").await,
+        415,
+        "UnsupportedMediaType",
+    );
+}
+
+#[tokio::test]
+async fn wrong_methods_are_not_allowed() {
+    let api = ApiServer::new(Options::default());
+    call(&api, Method::POST, PODS, JSON, &pod("p")).await;
+    assert_status(
+        &call(&api, Method::POST, &format!("{PODS}/p"), JSON, &pod("p")).await,
+        405,
+        "MethodNotAllowed",
+    );
+}
+
+#[tokio::test]
+async fn delete_preconditions_are_checked() {
+    let api = ApiServer::new(Options::default());
+    call(&api, Method::POST, PODS, JSON, &pod("p")).await;
+    let options = json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "someone-else"}}).to_string();
+    assert_status(
+        &call(&api, Method::DELETE, &format!("{PODS}/p"), JSON, &options).await,
+        409,
+        "Conflict",
+    );
+    let (code, _) = call(&api, Method::DELETE, &format!("{PODS}/p"), JSON, "").await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn injected_faults_fail_requests_with_the_chosen_code() {
+    let api = ApiServer::new(Options::default());
+    api.faults().add(sluice_sim::api::faults::Rule::Errors {
+        id: "list-pods".into(),
+        verb: "list".into(),
+        resource: "pods".into(),
+        rate: 1.0,
+        code: 429,
+    });
+    assert_status(
+        &call(&api, Method::GET, PODS, JSON, "").await,
+        429,
+        "TooManyRequests",
+    );
+    assert_eq!(
+        call(&api, Method::POST, PODS, JSON, &pod("p")).await.0,
+        201,
+        "other verbs are untouched"
+    );
+    api.faults().clear(&[]);
+    assert_eq!(call(&api, Method::GET, PODS, JSON, "").await.0, 200);
+}
