@@ -112,6 +112,43 @@ fn apply_get_describe_and_delete_a_whole_app() {
 }
 
 #[test]
+fn kubectl_reaches_a_simulator_serving_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = sluice_integration_tests::pki::Authority::new(dir.path(), "ca");
+    let server = ca.issue("sim");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let (cert, key, ca_path) = (
+        server.cert.display().to_string(),
+        server.key.display().to_string(),
+        ca.cert.display().to_string(),
+    );
+    let sim = Service::start(
+        "sluice-sim",
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-ca",
+            &ca_path,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    let c = Cluster {
+        _sim: sim,
+        _dir: dir,
+        kubeconfig,
+    };
+    let config = std::fs::read_to_string(&c.kubeconfig).unwrap();
+    assert!(config.contains("server: https://127.0.0.1:"), "{config}");
+    assert!(
+        c.ok(&["get", "namespaces", "-o", "name"])
+            .contains("namespace/default")
+    );
+}
+
+#[test]
 fn a_crd_and_its_objects_show_their_printer_columns() {
     let c = cluster();
     // As with a real cluster, a CRD is installed before objects of its kind.

@@ -109,6 +109,9 @@ pub fn kubeconfig(addr: std::net::SocketAddr, tls: &sluice_runtime::config::TlsA
                 key.display()
             )
         }
+        // Over https without a client certificate kubectl would prompt for a
+        // password; the simulator accepts any bearer token.
+        (Some(_), _) => "\n    token: sluice-simulator".to_owned(),
         _ => " {}".to_owned(),
     };
     format!(

@@ -205,3 +205,16 @@ async fn injected_faults_fail_requests_with_the_chosen_code() {
     api.faults().clear(&[]);
     assert_eq!(call(&api, Method::GET, PODS, JSON, "").await.0, 200);
 }
+
+#[tokio::test]
+async fn dropped_watches_end_so_clients_watch_again() {
+    use futures::StreamExt;
+    let api = ApiServer::new(Options::default());
+    let request = Request::get("/api/v1/namespaces/default/configmaps?watch=true")
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router().oneshot(request).await.unwrap();
+    let mut stream = response.into_body().into_data_stream();
+    api.faults().drop_watches("configmaps");
+    assert!(stream.next().await.is_none(), "the watch ends");
+}
