@@ -4,9 +4,11 @@
 //! # Layout
 //! - [`Config`]: flags and environment.
 //! - [`api`]: the Kubernetes API server.
+//! - [`cluster`]: controllers, scheduler and kubelets that make it behave.
 //! - [`serve`]: the `sluice.v1.Simulator` control API.
 
 pub mod api;
+pub mod cluster;
 
 use clap::Parser;
 use sluice_proto::v1::{

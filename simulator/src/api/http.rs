@@ -103,6 +103,11 @@ impl ApiServer {
         &self.store
     }
 
+    /// The cluster's clock.
+    pub fn clock(&self) -> Arc<dyn Fn() -> std::time::SystemTime + Send + Sync> {
+        self.options.clock.clone()
+    }
+
     /// The fault switches.
     pub fn faults(&self) -> &Arc<Faults> {
         &self.faults

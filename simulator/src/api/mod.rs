@@ -86,6 +86,18 @@ impl std::fmt::Debug for Options {
     }
 }
 
+impl Options {
+    /// Options whose clock follows tokio's (virtual in paused-time tests and
+    /// scenarios), starting at the current wall-clock time.
+    pub fn tokio_clock() -> Self {
+        let (wall, start) = (SystemTime::now(), tokio::time::Instant::now());
+        Self {
+            clock: Arc::new(move || wall + start.elapsed()),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

@@ -38,6 +38,9 @@ const WATCH_BUFFER: usize = 4096;
 type TableKey = (String, String);
 type ObjectKey = (String, String);
 
+/// A dependent object: its resource (group, plural) and its JSON.
+pub type Dependent = ((String, String), Arc<[u8]>);
+
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -616,6 +619,42 @@ impl Store {
             ));
         }
         inner.replace(self, res, namespace, name, current, patched, part)
+    }
+
+    /// Changes an object in place: `change` edits a copy of the current
+    /// object under the store's lock, so no other write can land in between.
+    /// Nothing is written when `change` leaves it as it was.
+    ///
+    /// # Errors
+    /// 404, or what a replace of the result would give.
+    pub fn modify(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        change: impl FnOnce(&mut Value),
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.lock();
+        let current = inner.value(res, namespace, name)?;
+        let mut next = current.clone();
+        change(&mut next);
+        inner.replace(self, res, namespace, name, current, next, part)
+    }
+
+    /// The objects whose owner references name `owner_uid`, with the
+    /// resource (group, plural) each belongs to.
+    pub fn dependents(&self, owner_uid: &str) -> Vec<Dependent> {
+        let inner = self.lock();
+        let Some(set) = inner.dependents.get(owner_uid) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter_map(|(table, key)| {
+                let entry = inner.tables.get(table)?.objects.get(key)?;
+                Some((table.clone(), entry.bytes.clone()))
+            })
+            .collect()
     }
 
     /// Deletes an object.

@@ -1,0 +1,437 @@
+//! The controllers' engine: one task, a work queue without duplicates,
+//! timers on tokio's clock, and the store's watches as the only trigger.
+//!
+//! Controllers are functions `(ctx, key) -> ()`: they read the store, write
+//! what differs, and ask for a timer when time must pass. They never sleep
+//! or loop. Their own writes come back as watch events and requeue them;
+//! since a write that changes nothing is not written, that settles.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use serde_json::Value;
+use tokio::{sync::broadcast, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::{
+        ApiServer,
+        resources::Resource,
+        selector::LabelSelector,
+        store::{EventType, Part, Store, WatchEvent},
+    },
+    cluster::profile::{Profiles, Rng},
+};
+
+/// What a controller is asked to look at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Work {
+    /// A Deployment.
+    Deployment(String, String),
+    /// A ReplicaSet.
+    ReplicaSet(String, String),
+    /// A StatefulSet.
+    StatefulSet(String, String),
+    /// A DaemonSet.
+    DaemonSet(String, String),
+    /// A pod's lifecycle (scheduling and the kubelet's part).
+    Pod(String, String),
+    /// A Service's EndpointSlice.
+    Endpoints(String, String),
+    /// Pods waiting for a node.
+    Schedule,
+}
+
+/// The resources controllers touch, resolved once.
+#[derive(Debug, Clone)]
+pub struct Kinds {
+    /// Deployments.
+    pub deployments: Arc<Resource>,
+    /// ReplicaSets.
+    pub replicasets: Arc<Resource>,
+    /// StatefulSets.
+    pub statefulsets: Arc<Resource>,
+    /// DaemonSets.
+    pub daemonsets: Arc<Resource>,
+    /// ControllerRevisions.
+    pub revisions: Arc<Resource>,
+    /// Pods.
+    pub pods: Arc<Resource>,
+    /// Services.
+    pub services: Arc<Resource>,
+    /// EndpointSlices.
+    pub slices: Arc<Resource>,
+    /// Nodes.
+    pub nodes: Arc<Resource>,
+    /// Events.
+    pub events: Arc<Resource>,
+}
+
+impl Kinds {
+    fn resolve(store: &Store) -> Option<Self> {
+        let r = store.registry();
+        Some(Self {
+            deployments: r.get("apps", "deployments")?,
+            replicasets: r.get("apps", "replicasets")?,
+            statefulsets: r.get("apps", "statefulsets")?,
+            daemonsets: r.get("apps", "daemonsets")?,
+            revisions: r.get("apps", "controllerrevisions")?,
+            pods: r.get("", "pods")?,
+            services: r.get("", "services")?,
+            slices: r.get("discovery.k8s.io", "endpointslices")?,
+            nodes: r.get("", "nodes")?,
+            events: r.get("", "events")?,
+        })
+    }
+}
+
+/// What controllers use: the store, time, randomness, and the queue.
+pub struct Ctx {
+    /// The object store.
+    pub store: Arc<Store>,
+    /// Resolved resources.
+    pub kinds: Kinds,
+    /// Version behaviour.
+    pub profiles: Arc<std::sync::RwLock<Profiles>>,
+    /// Seeded randomness.
+    pub rng: Rng,
+    clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    timers: BinaryHeap<Reverse<(Instant, u64, Work)>>,
+    timer_seq: u64,
+    queue: VecDeque<Work>,
+    queued: HashSet<Work>,
+    /// Services by namespace, with their selectors, for endpoint updates.
+    pub services: HashMap<String, Vec<(String, LabelSelector)>>,
+    /// Pod state transitions written (for benchmarks).
+    pub transitions: u64,
+    /// Nodes, bindings and pod lifecycles.
+    pub kubelet: crate::cluster::kubelet::Kubelet,
+}
+
+impl Ctx {
+    /// The cluster's wall-clock time.
+    pub fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    /// Asks for `work` to be done.
+    pub fn enqueue(&mut self, work: Work) {
+        if self.queued.insert(work.clone()) {
+            self.queue.push_back(work);
+        }
+    }
+
+    /// Asks for `work` after `delay`.
+    pub fn after(&mut self, delay: Duration, work: Work) {
+        self.timer_seq += 1;
+        self.timers
+            .push(Reverse((Instant::now() + delay, self.timer_seq, work)));
+    }
+
+    /// An object, parsed, or `None`.
+    pub fn get(&self, res: &Resource, namespace: &str, name: &str) -> Option<Value> {
+        self.store.get_value(res, namespace, name).ok()
+    }
+
+    /// The objects of `res` owned by `uid`.
+    pub fn owned(&self, uid: &str, res: &Resource) -> Vec<Value> {
+        self.store
+            .dependents(uid)
+            .into_iter()
+            .filter(|((group, plural), _)| *group == res.group && *plural == res.plural)
+            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+            .collect()
+    }
+
+    /// Edits an object's status (or the object), logging failures.
+    pub fn modify(
+        &mut self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        change: impl FnOnce(&mut Value),
+    ) -> Option<Value> {
+        match self.store.modify(res, namespace, name, part, change) {
+            Ok(v) => Some(v),
+            Err(e) if e.code == 404 => None,
+            Err(e) => {
+                tracing::warn!(kind = %res.kind, namespace, name, error = %e.message, "controller write failed");
+                None
+            }
+        }
+    }
+}
+
+fn text<'a>(v: &'a Value, a: &str, b: &str) -> &'a str {
+    v[a][b].as_str().unwrap_or_default()
+}
+
+/// Controllers, by the work they do.
+pub type Reconcile = fn(&mut Ctx, &Work);
+
+/// Runs the controllers until `stop`.
+pub async fn run(
+    api: ApiServer,
+    profiles: Arc<std::sync::RwLock<Profiles>>,
+    seed: u64,
+    reconcile: Reconcile,
+    stop: CancellationToken,
+) {
+    let store = api.store().clone();
+    let Some(kinds) = Kinds::resolve(&store) else {
+        tracing::error!("built-in resources missing; controllers not started");
+        return;
+    };
+    let watched = [
+        kinds.deployments.clone(),
+        kinds.replicasets.clone(),
+        kinds.statefulsets.clone(),
+        kinds.daemonsets.clone(),
+        kinds.pods.clone(),
+        kinds.services.clone(),
+        kinds.nodes.clone(),
+    ];
+    let mut ctx = Ctx {
+        store: store.clone(),
+        kinds,
+        profiles,
+        rng: Rng::new(seed),
+        clock: api.clock(),
+        timers: BinaryHeap::new(),
+        timer_seq: 0,
+        queue: VecDeque::new(),
+        queued: HashSet::new(),
+        services: HashMap::new(),
+        transitions: 0,
+        kubelet: Default::default(),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<WatchEvent>>();
+    let mut plurals = HashMap::new();
+    for res in &watched {
+        let Ok(start) = store.watch(res, None, None) else {
+            continue;
+        };
+        for event in start.initial {
+            let _ = tx.send(tag(&event, &res.plural));
+        }
+        plurals.insert(res.plural.clone(), res.clone());
+        let (tx, stop, plural) = (tx.clone(), stop.clone(), res.plural.clone());
+        let mut live = start.live;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    event = live.recv() => match event {
+                        Ok(event) => { let _ = tx.send(tag(&event, &plural)); }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(resource = %plural, missed = n, "controller watch lagged; resyncing");
+                            let _ = tx.send(resync(&plural));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
+    }
+    drop(tx);
+    loop {
+        // Everything that has happened, then everything that is due.
+        while let Ok(event) = rx.try_recv() {
+            route(&mut ctx, &event, &plurals);
+        }
+        let now = Instant::now();
+        while ctx
+            .timers
+            .peek()
+            .is_some_and(|Reverse((at, _, _))| *at <= now)
+        {
+            if let Some(Reverse((_, _, work))) = ctx.timers.pop() {
+                ctx.enqueue(work);
+            }
+        }
+        if let Some(work) = ctx.queue.pop_front() {
+            ctx.queued.remove(&work);
+            reconcile(&mut ctx, &work);
+            continue;
+        }
+        let next_timer = ctx.timers.peek().map(|Reverse((at, _, _))| *at);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            event = rx.recv() => match event {
+                Some(event) => route(&mut ctx, &event, &plurals),
+                None => return,
+            },
+            () = async { match next_timer { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {}
+        }
+    }
+}
+
+/// A watch event, with the resource it came from in `fields` slot zero.
+fn tag(event: &Arc<WatchEvent>, plural: &str) -> Arc<WatchEvent> {
+    Arc::new(WatchEvent {
+        kind: event.kind,
+        rv: event.rv,
+        namespace: event.namespace.clone(),
+        name: format!("{plural}/{}", event.name),
+        labels: event.labels.clone(),
+        fields: event.fields.clone(),
+        object: event.object.clone(),
+    })
+}
+
+fn resync(plural: &str) -> Arc<WatchEvent> {
+    Arc::new(WatchEvent {
+        kind: EventType::Modified,
+        rv: 0,
+        namespace: String::new(),
+        name: format!("{plural}/"),
+        labels: Box::new([]),
+        fields: Box::new([]),
+        object: Arc::from(&b"{}"[..]),
+    })
+}
+
+/// Turns a watch event into work for every controller it concerns.
+fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resource>>) {
+    let Some((plural, name)) = event.name.split_once('/') else {
+        return;
+    };
+    let ns = event.namespace.clone();
+    if name.is_empty() {
+        // A lagged watch: look at everything of that resource again.
+        if let Some(res) = plurals.get(plural) {
+            let everything = LabelSelector::default();
+            let fields = crate::api::selector::FieldSelector::default();
+            if let Ok(page) = ctx.store.list(res, None, &everything, &fields, None, None) {
+                for bytes in page.items {
+                    let Ok(object) = serde_json::from_slice::<Value>(&bytes) else {
+                        continue;
+                    };
+                    let (ns, n) = (
+                        text(&object, "metadata", "namespace").to_owned(),
+                        text(&object, "metadata", "name").to_owned(),
+                    );
+                    let event = WatchEvent {
+                        kind: EventType::Modified,
+                        rv: 0,
+                        namespace: ns,
+                        name: format!("{plural}/{n}"),
+                        labels: crate::api::selector::labels_of(&object),
+                        fields: Box::new([]),
+                        object: bytes,
+                    };
+                    route(ctx, &event, plurals);
+                }
+            }
+        }
+        return;
+    }
+    let name = name.to_owned();
+    let owners = || -> Vec<(String, String)> {
+        serde_json::from_slice::<Value>(&event.object)
+            .ok()
+            .and_then(|o| o["metadata"]["ownerReferences"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                (
+                    r["kind"].as_str().unwrap_or_default().to_owned(),
+                    r["name"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    match plural {
+        "deployments" => ctx.enqueue(Work::Deployment(ns, name)),
+        "replicasets" => {
+            ctx.enqueue(Work::ReplicaSet(ns.clone(), name));
+            for (kind, owner) in owners() {
+                if kind == "Deployment" {
+                    ctx.enqueue(Work::Deployment(ns.clone(), owner));
+                }
+            }
+        }
+        "statefulsets" => ctx.enqueue(Work::StatefulSet(ns, name)),
+        "daemonsets" => ctx.enqueue(Work::DaemonSet(ns, name)),
+        "pods" => {
+            let node = event
+                .fields
+                .iter()
+                .find(|(f, _)| *f == "spec.nodeName")
+                .map(|(_, v)| v.as_str());
+            crate::cluster::kubelet::observe_pod(
+                &mut ctx.kubelet,
+                (ns.clone(), name.clone()),
+                node,
+                event.kind == EventType::Deleted,
+            );
+            if event.kind != EventType::Deleted {
+                ctx.enqueue(Work::Pod(ns.clone(), name));
+            }
+            for (kind, owner) in owners() {
+                match kind.as_str() {
+                    "ReplicaSet" => ctx.enqueue(Work::ReplicaSet(ns.clone(), owner)),
+                    "StatefulSet" => ctx.enqueue(Work::StatefulSet(ns.clone(), owner)),
+                    "DaemonSet" => ctx.enqueue(Work::DaemonSet(ns.clone(), owner)),
+                    _ => {}
+                }
+            }
+            let services: Vec<String> = ctx
+                .services
+                .get(&ns)
+                .map(|list| {
+                    list.iter()
+                        .filter(|(_, sel)| !sel.is_empty() && sel.matches(&event.labels))
+                        .map(|(n, _)| n.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for service in services {
+                ctx.enqueue(Work::Endpoints(ns.clone(), service));
+            }
+        }
+        "services" => {
+            let list = ctx.services.entry(ns.clone()).or_default();
+            list.retain(|(n, _)| *n != name);
+            if event.kind != EventType::Deleted
+                && let Ok(object) = serde_json::from_slice::<Value>(&event.object)
+                && let Some(selector) = object["spec"]["selector"].as_object()
+            {
+                let labels = serde_json::json!({"matchLabels": selector});
+                list.push((name.clone(), LabelSelector::from_object(&labels)));
+            }
+            ctx.enqueue(Work::Endpoints(ns, name));
+        }
+        "nodes" => {
+            let object = if event.kind == EventType::Deleted {
+                None
+            } else {
+                serde_json::from_slice::<Value>(&event.object).ok()
+            };
+            crate::cluster::kubelet::observe_node(&mut ctx.kubelet, &name, object.as_ref());
+            ctx.enqueue(Work::Schedule);
+            let daemonsets = ctx.store.list(
+                &ctx.kinds.daemonsets.clone(),
+                None,
+                &LabelSelector::default(),
+                &Default::default(),
+                None,
+                None,
+            );
+            for bytes in daemonsets.map(|p| p.items).unwrap_or_default() {
+                if let Ok(o) = serde_json::from_slice::<Value>(&bytes) {
+                    ctx.enqueue(Work::DaemonSet(
+                        text(&o, "metadata", "namespace").to_owned(),
+                        text(&o, "metadata", "name").to_owned(),
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,327 @@
+//! Nodes, scheduling and the pod lifecycle: what the scheduler and each
+//! node's kubelet would do.
+//!
+//! A pod is bound to the ready node with the fewest pods that has room;
+//! then it becomes Running after a start-up delay drawn from its version's
+//! profile, and Ready after the profile's readiness delay. A crash-looping
+//! version exits two seconds after each start and is restarted with the
+//! kubelet's back-off (10 s doubling to 5 min), counting restarts; a
+//! never-ready version runs without passing its readiness probe. Pods of a
+//! node that disappears are deleted (their controllers replace them).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::{
+    api::{store::Part, time::rfc3339},
+    cluster::engine::{Ctx, Work},
+};
+
+/// Pods a node takes when it does not say.
+pub const DEFAULT_CAPACITY: u32 = 110;
+/// Time a crash-looping container runs before it exits.
+const CRASH_AFTER: Duration = Duration::from_secs(2);
+
+/// What the kubelet knows of one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting to start until the instant.
+    Starting(Instant),
+    /// Running, ready at the instant (or never).
+    Running(Option<Instant>),
+    /// Ready.
+    Ready,
+    /// Crashed; restarts at the instant.
+    BackOff(Instant),
+}
+
+/// The node and pod bookkeeping.
+#[derive(Debug, Default)]
+pub struct Kubelet {
+    /// Node name -> (ready, capacity, pods bound).
+    pub nodes: BTreeMap<String, (bool, u32, u32)>,
+    /// Pod key -> node.
+    pub bound: HashMap<(String, String), String>,
+    /// Pod key -> lifecycle stage.
+    pub stages: HashMap<(String, String), Stage>,
+}
+
+/// A Node object with `capacity` pods.
+pub fn node(name: &str, capacity: u32) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "sluice-simulated"}},
+        "spec": {},
+        "status": {
+            "capacity": {"pods": capacity.to_string(), "cpu": "16", "memory": "64Gi"},
+            "allocatable": {"pods": capacity.to_string(), "cpu": "16", "memory": "64Gi"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated kubelet is posting ready status"}],
+            "nodeInfo": {"kubeletVersion": "v1.34.0-sluice", "containerRuntimeVersion": "sluice://1", "architecture": "amd64", "operatingSystem": "linux"}
+        }
+    })
+}
+
+/// Records a node's state from its object (or its removal).
+pub fn observe_node(kubelet: &mut Kubelet, name: &str, object: Option<&Value>) {
+    match object {
+        Some(o) => {
+            let ready = o["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+            });
+            let capacity = o["status"]["allocatable"]["pods"]
+                .as_str()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(DEFAULT_CAPACITY);
+            let entry = kubelet
+                .nodes
+                .entry(name.to_owned())
+                .or_insert((ready, capacity, 0));
+            entry.0 = ready;
+            entry.1 = capacity;
+        }
+        None => {
+            kubelet.nodes.remove(name);
+        }
+    }
+}
+
+/// Records which node a pod is on, from a watch event.
+pub fn observe_pod(
+    kubelet: &mut Kubelet,
+    key: (String, String),
+    node: Option<&str>,
+    deleted: bool,
+) {
+    if deleted {
+        kubelet.stages.remove(&key);
+        if let Some(node) = kubelet.bound.remove(&key)
+            && let Some(n) = kubelet.nodes.get_mut(&node)
+        {
+            n.2 = n.2.saturating_sub(1);
+        }
+        return;
+    }
+    if let Some(node) = node.filter(|n| !n.is_empty())
+        && let std::collections::hash_map::Entry::Vacant(e) = kubelet.bound.entry(key)
+    {
+        e.insert(node.to_owned());
+        if let Some(n) = kubelet.nodes.get_mut(node) {
+            n.2 += 1;
+        }
+    }
+}
+
+fn container_statuses(pod: &Value, ready: bool, state: Value, restarts: i64) -> Value {
+    let containers = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Value::Array(
+        containers
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c["name"], "image": c["image"], "imageID": format!("sluice://{}", c["image"].as_str().unwrap_or_default()),
+                    "ready": ready, "started": state.get("running").is_some(), "restartCount": restarts, "state": state,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn conditions(now: &str, scheduled: bool, ready: bool) -> Value {
+    let flag = |b: bool| if b { "True" } else { "False" };
+    json!([
+        {"type": "PodScheduled", "status": flag(scheduled), "lastTransitionTime": now},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": flag(ready), "lastTransitionTime": now},
+        {"type": "Ready", "status": flag(ready), "lastTransitionTime": now},
+    ])
+}
+
+/// Binds one pending pod, if a node has room.
+fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
+    let kubelet = &mut ctx.kubelet;
+    let choice = kubelet
+        .nodes
+        .iter()
+        .filter(|(_, (ready, capacity, pods))| *ready && pods < capacity)
+        .min_by_key(|(n, (_, _, pods))| (*pods, (*n).clone()))
+        .map(|(n, _)| n.clone());
+    let pods = ctx.kinds.pods.clone();
+    let now = rfc3339(ctx.now());
+    let Some(node) = choice else {
+        ctx.modify(&pods, ns, name, Part::Status, |p| {
+            p["status"]["phase"] = json!("Pending");
+            p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0 nodes are available: no node has room for another pod", "lastTransitionTime": now}]);
+        });
+        return false;
+    };
+    let bound = ctx.modify(&pods, ns, name, Part::Main, |p| {
+        p["spec"]["nodeName"] = json!(node)
+    });
+    if bound.is_some() {
+        observe_pod(
+            &mut ctx.kubelet,
+            (ns.to_owned(), name.to_owned()),
+            Some(&node),
+            false,
+        );
+        ctx.transitions += 1;
+    }
+    bound.is_some()
+}
+
+/// Moves one pod along its lifecycle.
+pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
+    let pods = ctx.kinds.pods.clone();
+    let Some(pod) = ctx.get(&pods, ns, name) else {
+        return;
+    };
+    if pod["metadata"]["deletionTimestamp"].is_string() {
+        return;
+    }
+    let key = (ns.to_owned(), name.to_owned());
+    let node = pod["spec"]["nodeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if node.is_empty() {
+        if schedule(ctx, ns, name) {
+            ctx.enqueue(Work::Pod(ns.to_owned(), name.to_owned()));
+        }
+        return;
+    }
+    if !ctx.kubelet.nodes.contains_key(&node) {
+        // The node is gone: the pod is evicted and its controller replaces it.
+        let _ = ctx.store.delete(&pods, ns, name, &Default::default());
+        return;
+    }
+    let image = pod["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let profile = ctx
+        .profiles
+        .read()
+        .map(|p| p.of(&image).clone())
+        .unwrap_or_default();
+    let now = Instant::now();
+    let stamp = rfc3339(ctx.now());
+    let restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+        .as_i64()
+        .unwrap_or(0);
+    let stage = ctx.kubelet.stages.get(&key).cloned();
+    match stage {
+        None => {
+            let at = now + profile.start_delay(&mut ctx.rng);
+            ctx.kubelet.stages.insert(key.clone(), Stage::Starting(at));
+            ctx.after(at - now, Work::Pod(key.0, key.1));
+        }
+        Some(Stage::Starting(at) | Stage::BackOff(at)) if now >= at => {
+            let running = json!({"running": {"startedAt": stamp}});
+            ctx.modify(&pods, ns, name, Part::Status, |p| {
+                p["status"]["phase"] = json!("Running");
+                p["status"]["hostIP"] = json!("10.0.0.1");
+                p["status"]["podIP"] = json!(format!(
+                    "10.244.{}.{}",
+                    (restarts + name.len() as i64) % 250,
+                    name.bytes().map(u32::from).sum::<u32>() % 250 + 1
+                ));
+                p["status"]["startTime"] = p["status"]["startTime"]
+                    .as_str()
+                    .map_or(json!(stamp), |s| json!(s));
+                p["status"]["conditions"] = conditions(&stamp, true, false);
+                p["status"]["containerStatuses"] =
+                    container_statuses(p, false, running.clone(), restarts);
+            });
+            ctx.transitions += 1;
+            let next = if profile.crash_loop {
+                ctx.after(CRASH_AFTER, Work::Pod(key.0.clone(), key.1.clone()));
+                Stage::Running(Some(now + CRASH_AFTER))
+            } else if profile.never_ready {
+                Stage::Running(None)
+            } else {
+                ctx.after(
+                    profile.ready_delay(),
+                    Work::Pod(key.0.clone(), key.1.clone()),
+                );
+                Stage::Running(Some(now + profile.ready_delay()))
+            };
+            ctx.kubelet.stages.insert(key, next);
+        }
+        Some(Stage::Running(Some(at))) if now >= at && profile.crash_loop => {
+            let restarts = restarts + 1;
+            let backoff = Duration::from_secs((10u64 << (restarts - 1).clamp(0, 5)).min(300));
+            let waiting = json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off {}s restarting failed container", backoff.as_secs())}});
+            ctx.modify(&pods, ns, name, Part::Status, |p| {
+                p["status"]["conditions"] = conditions(&stamp, true, false);
+                let mut statuses = container_statuses(p, false, waiting.clone(), restarts);
+                if let Some(first) = statuses.get_mut(0) {
+                    first["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": stamp}});
+                }
+                p["status"]["containerStatuses"] = statuses;
+            });
+            ctx.transitions += 1;
+            ctx.kubelet
+                .stages
+                .insert(key.clone(), Stage::BackOff(now + backoff));
+            ctx.after(backoff, Work::Pod(key.0, key.1));
+        }
+        Some(Stage::Running(Some(at))) if now >= at => {
+            let running = pod["status"]["containerStatuses"][0]["state"].clone();
+            ctx.modify(&pods, ns, name, Part::Status, |p| {
+                p["status"]["conditions"] = conditions(&stamp, true, true);
+                p["status"]["containerStatuses"] =
+                    container_statuses(p, true, running.clone(), restarts);
+            });
+            ctx.transitions += 1;
+            ctx.kubelet.stages.insert(key, Stage::Ready);
+        }
+        _ => {}
+    }
+}
+
+/// Binds every pending pod that fits.
+pub fn schedule_pending(ctx: &mut Ctx) {
+    let pods = ctx.kinds.pods.clone();
+    let fields = crate::api::selector::FieldSelector::parse("spec.nodeName=").unwrap_or_default();
+    let Ok(page) = ctx
+        .store
+        .list(&pods, None, &Default::default(), &fields, None, None)
+    else {
+        return;
+    };
+    for bytes in page.items {
+        let Ok(p) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        let (ns, name) = (
+            p["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        ctx.enqueue(Work::Pod(ns, name));
+    }
+    let kubelet = &ctx.kubelet;
+    let lost: Vec<(String, String)> = kubelet
+        .bound
+        .iter()
+        .filter(|(_, n)| !kubelet.nodes.contains_key(*n))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (ns, name) in lost {
+        ctx.enqueue(Work::Pod(ns, name));
+    }
+}

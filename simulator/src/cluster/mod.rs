@@ -1,0 +1,109 @@
+//! The simulated cluster's behaviour: the controllers a control plane runs
+//! (Deployment, ReplicaSet, StatefulSet, DaemonSet, EndpointSlice), a
+//! scheduler, and a kubelet per simulated node, all driving the in-memory
+//! API server with Kubernetes' own semantics.
+//!
+//! # Layout
+//! - [`engine`]: the work queue, timers and watch routing.
+//! - [`workloads`]: Deployments and ReplicaSets.
+//! - [`statefulset`]: StatefulSets and DaemonSets.
+//! - [`kubelet`]: nodes, scheduling and the pod lifecycle.
+//! - [`endpoints`]: the EndpointSlice controller.
+//! - [`profile`]: how each version behaves, and seeded randomness.
+
+pub mod endpoints;
+pub mod engine;
+pub mod kubelet;
+pub mod profile;
+pub mod statefulset;
+pub mod workloads;
+
+use std::sync::{Arc, RwLock};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiServer;
+use engine::{Ctx, Work};
+use profile::Profiles;
+
+/// How the cluster is made.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Seed for every random draw.
+    pub seed: u64,
+    /// Simulated nodes to register.
+    pub nodes: u32,
+    /// Pods each node takes.
+    pub node_capacity: u32,
+    /// Version behaviour.
+    pub profiles: Profiles,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            nodes: 3,
+            node_capacity: kubelet::DEFAULT_CAPACITY,
+            profiles: Profiles::default(),
+        }
+    }
+}
+
+fn reconcile(ctx: &mut Ctx, work: &Work) {
+    match work {
+        Work::Deployment(ns, name) => workloads::reconcile_deployment(ctx, ns, name),
+        Work::ReplicaSet(ns, name) => workloads::reconcile_replicaset(ctx, ns, name),
+        Work::StatefulSet(ns, name) => statefulset::reconcile_statefulset(ctx, ns, name),
+        Work::DaemonSet(ns, name) => statefulset::reconcile_daemonset(ctx, ns, name),
+        Work::Pod(ns, name) => kubelet::reconcile_pod(ctx, ns, name),
+        Work::Endpoints(ns, name) => endpoints::reconcile_endpoints(ctx, ns, name),
+        Work::Schedule => kubelet::schedule_pending(ctx),
+    }
+}
+
+/// A running simulated cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The API server the controllers drive.
+    pub api: ApiServer,
+    /// Version behaviour, changeable while running.
+    pub profiles: Arc<RwLock<Profiles>>,
+}
+
+impl Cluster {
+    /// Registers the nodes and starts the controllers on the current tokio
+    /// runtime; they stop when `stop` is cancelled.
+    ///
+    /// # Errors
+    /// A node that cannot be created.
+    pub fn start(
+        api: ApiServer,
+        options: ClusterOptions,
+        stop: CancellationToken,
+    ) -> Result<Self, crate::api::status::ApiError> {
+        let nodes = api
+            .store()
+            .registry()
+            .get("", "nodes")
+            .ok_or_else(|| crate::api::status::ApiError::internal("no nodes resource"))?;
+        for i in 0..options.nodes {
+            let name = format!("sim-node-{i}");
+            match api
+                .store()
+                .create(&nodes, "", kubelet::node(&name, options.node_capacity))
+            {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let profiles = Arc::new(RwLock::new(options.profiles));
+        let task = engine::run(api.clone(), profiles.clone(), options.seed, reconcile, stop);
+        tokio::spawn(tracing::Instrument::instrument(
+            task,
+            tracing::info_span!("controllers"),
+        ));
+        Ok(Self { api, profiles })
+    }
+}

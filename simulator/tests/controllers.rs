@@ -1,0 +1,609 @@
+//! The simulated cluster's controllers, against what a real cluster does
+//! (expectations from the Kubernetes documentation for Deployments,
+//! StatefulSets and pods), on paused tokio time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use std::time::Duration;
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet, StatefulSet},
+    core::v1::{Node, Pod},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use sluice_sim::{
+    api::{ApiServer, Options},
+    cluster::{Cluster, ClusterOptions, profile::Profile},
+};
+use tokio_util::sync::CancellationToken;
+
+struct Sim {
+    client: Client,
+    cluster: Cluster,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+fn sim(options: ClusterOptions) -> Sim {
+    let api = ApiServer::new(Options::tokio_clock());
+    let stop = CancellationToken::new();
+    let cluster = Cluster::start(api.clone(), options, stop.clone()).unwrap();
+    Sim {
+        client: Client::new(api.router(), "default"),
+        cluster,
+        _stop: stop.drop_guard(),
+    }
+}
+
+fn deployment(name: &str, replicas: i32, image: &str, strategy: serde_json::Value) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas, "strategy": strategy,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": image}]}}
+        }
+    }))
+    .unwrap()
+}
+
+fn rolling(surge: i32, unavailable: i32) -> serde_json::Value {
+    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}})
+}
+
+/// Waits (in virtual time) until `done` holds, checking `invariant` at every step.
+async fn until<F, I>(what: &str, mut done: F, mut invariant: I)
+where
+    F: AsyncFnMut() -> bool,
+    I: AsyncFnMut(),
+{
+    for _ in 0..6000 {
+        invariant().await;
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not reached within 10 virtual minutes");
+}
+
+async fn set_image(deployments: &Api<Deployment>, name: &str, image: &str) {
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+    deployments
+        .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rolling_update_never_exceeds_surge_nor_drops_below_availability() {
+    let s = sim(ClusterOptions::default());
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    let rss: Api<ReplicaSet> = Api::default_namespaced(s.client.clone());
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", 4, "web:1", rolling(1, 1)),
+        )
+        .await
+        .unwrap();
+    let settled = async || {
+        let d = deployments.get("web").await.unwrap();
+        let st = d.status.unwrap_or_default();
+        st.ready_replicas == Some(4) && st.updated_replicas == Some(4) && st.replicas == Some(4)
+    };
+    until("first version ready", settled, async || {}).await;
+    let first = deployments.get("web").await.unwrap();
+    assert_eq!(
+        first.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"],
+        "1"
+    );
+
+    set_image(&deployments, "web", "web:2").await;
+    let bounds = async || {
+        let all = pods.list(&ListParams::default()).await.unwrap().items;
+        let live: Vec<&Pod> = all
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        assert!(
+            live.len() <= 5,
+            "more than replicas + maxSurge pods: {}",
+            live.len()
+        );
+        let available = live.iter().filter(|p| ready(p)).count();
+        assert!(
+            available >= 3 || live.len() < 4,
+            "fewer than replicas - maxUnavailable available: {available}"
+        );
+    };
+    let rolled = async || {
+        let d = deployments.get("web").await.unwrap();
+        let st = d.status.unwrap_or_default();
+        st.updated_replicas == Some(4) && st.ready_replicas == Some(4) && st.replicas == Some(4)
+    };
+    until("second version rolled out", rolled, bounds).await;
+    let sets = rss.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(sets.len(), 2);
+    let new = sets
+        .iter()
+        .find(|r| {
+            r.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .as_ref()
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .image
+                .as_deref()
+                == Some("web:2")
+        })
+        .unwrap();
+    let hash = &new.metadata.labels.as_ref().unwrap()["pod-template-hash"];
+    assert_eq!(
+        new.metadata.name.as_deref(),
+        Some(format!("web-{hash}").as_str()),
+        "named by pod-template-hash"
+    );
+    assert_eq!(
+        new.metadata.annotations.as_ref().unwrap()["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    let old = sets
+        .iter()
+        .find(|r| r.metadata.name != new.metadata.name)
+        .unwrap();
+    assert_eq!(old.spec.as_ref().unwrap().replicas, Some(0));
+    let d = deployments.get("web").await.unwrap();
+    let progressing = d
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(
+        progressing.reason.as_deref(),
+        Some("NewReplicaSetAvailable")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn recreate_removes_every_old_pod_before_the_first_new_one() {
+    let s = sim(ClusterOptions::default());
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", 3, "web:1", json!({"type": "Recreate"})),
+        )
+        .await
+        .unwrap();
+    until(
+        "ready",
+        async || {
+            deployments
+                .get("web")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+                .ready_replicas
+                == Some(3)
+        },
+        async || {},
+    )
+    .await;
+    set_image(&deployments, "web", "web:2").await;
+    let never_mixed = async || {
+        let images: Vec<String> = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| {
+                p.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            !(images.iter().any(|i| i == "web:1") && images.iter().any(|i| i == "web:2")),
+            "old and new pods together: {images:?}"
+        );
+    };
+    let done = async || {
+        let st = deployments
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        st.updated_replicas == Some(3) && st.ready_replicas == Some(3)
+    };
+    until("recreated", done, never_mixed).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_deployment_starts_no_rollout() {
+    let s = sim(ClusterOptions::default());
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let rss: Api<ReplicaSet> = Api::default_namespaced(s.client.clone());
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", 2, "web:1", rolling(1, 0)),
+        )
+        .await
+        .unwrap();
+    until(
+        "ready",
+        async || {
+            deployments
+                .get("web")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+                .ready_replicas
+                == Some(2)
+        },
+        async || {},
+    )
+    .await;
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap();
+    set_image(&deployments, "web", "web:2").await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        rss.list(&ListParams::default()).await.unwrap().items.len(),
+        1,
+        "no new ReplicaSet while paused"
+    );
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .unwrap();
+    until(
+        "rolled after resume",
+        async || {
+            deployments
+                .get("web")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+                .updated_replicas
+                == Some(2)
+        },
+        async || {},
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_looping_version_misses_the_progress_deadline() {
+    let mut options = ClusterOptions::default();
+    options.profiles.by_image.insert(
+        "web:broken".into(),
+        Profile {
+            crash_loop: true,
+            ..Profile::default()
+        },
+    );
+    let s = sim(options);
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    let mut d = deployment("web", 2, "web:1", rolling(1, 0));
+    d.spec.as_mut().unwrap().progress_deadline_seconds = Some(60);
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    until(
+        "ready",
+        async || {
+            deployments
+                .get("web")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+                .ready_replicas
+                == Some(2)
+        },
+        async || {},
+    )
+    .await;
+    set_image(&deployments, "web", "web:broken").await;
+    let exceeded = async || {
+        let d = deployments.get("web").await.unwrap();
+        d.status
+            .unwrap_or_default()
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+    };
+    until("deadline exceeded", exceeded, async || {}).await;
+    let broken = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("web:broken"))
+        .unwrap();
+    let status = &broken.status.unwrap().container_statuses.unwrap()[0];
+    assert!(status.restart_count >= 1, "restarts counted");
+    assert_eq!(
+        status
+            .state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("CrashLoopBackOff")
+    );
+    assert_eq!(
+        deployments
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .available_replicas,
+        Some(2),
+        "the old pods still serve"
+    );
+}
+
+fn statefulset(replicas: i32, image: &str, partition: i32, policy: &str) -> StatefulSet {
+    serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {
+            "replicas": replicas, "serviceName": "db", "podManagementPolicy": policy,
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}},
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "app", "image": image}]}}
+        }
+    }))
+    .unwrap()
+}
+
+async fn images(pods: &Api<Pod>) -> Vec<(String, String)> {
+    let mut list: Vec<(String, String)> = pods
+        .list(&ListParams::default().labels("app=db"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| {
+            (
+                p.metadata.name.clone().unwrap(),
+                p.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    list.sort();
+    list
+}
+
+#[tokio::test(start_paused = true)]
+async fn ordered_ready_creates_statefulset_pods_one_at_a_time_in_order() {
+    let s = sim(ClusterOptions::default());
+    let sets: Api<StatefulSet> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    sets.create(
+        &PostParams::default(),
+        &statefulset(3, "db:1", 0, "OrderedReady"),
+    )
+    .await
+    .unwrap();
+    let one_unready_at_most = async || {
+        let list = pods
+            .list(&ListParams::default().labels("app=db"))
+            .await
+            .unwrap()
+            .items;
+        let unready = list.iter().filter(|p| !ready(p)).count();
+        assert!(
+            unready <= 1,
+            "OrderedReady waits for each pod: {unready} not ready"
+        );
+        let mut ords: Vec<i32> = list
+            .iter()
+            .map(|p| {
+                p.metadata
+                    .name
+                    .as_ref()
+                    .unwrap()
+                    .rsplit('-')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        ords.sort_unstable();
+        assert_eq!(
+            ords,
+            (0..ords.len() as i32).collect::<Vec<_>>(),
+            "ordinals in order"
+        );
+    };
+    until(
+        "three ready",
+        async || {
+            sets.get("db")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+                .ready_replicas
+                == Some(3)
+        },
+        one_unready_at_most,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_keeps_lower_ordinals_on_the_current_revision() {
+    let s = sim(ClusterOptions::default());
+    let sets: Api<StatefulSet> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    sets.create(
+        &PostParams::default(),
+        &statefulset(4, "db:1", 2, "Parallel"),
+    )
+    .await
+    .unwrap();
+    until(
+        "ready",
+        async || {
+            sets.get("db")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+                .ready_replicas
+                == Some(4)
+        },
+        async || {},
+    )
+    .await;
+    let first = sets.get("db").await.unwrap().status.unwrap();
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "db:2"}]}}}});
+    sets.patch("db", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+    let split = async || {
+        let st = sets.get("db").await.unwrap().status.unwrap_or_default();
+        st.updated_replicas == Some(2) && st.ready_replicas == Some(4)
+    };
+    until("partition honoured", split, async || {}).await;
+    assert_eq!(
+        images(&pods).await,
+        [
+            ("db-0".into(), "db:1".into()),
+            ("db-1".into(), "db:1".into()),
+            ("db-2".into(), "db:2".into()),
+            ("db-3".into(), "db:2".into())
+        ]
+    );
+    let mid = sets.get("db").await.unwrap().status.unwrap();
+    assert_eq!(
+        mid.current_revision, first.current_revision,
+        "current revision stays while partitioned"
+    );
+    assert_ne!(mid.update_revision, first.update_revision);
+
+    sets.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}})),
+    )
+    .await
+    .unwrap();
+    let all = async || {
+        let st = sets.get("db").await.unwrap().status.unwrap_or_default();
+        st.updated_replicas == Some(4) && st.ready_replicas == Some(4)
+    };
+    until("all updated", all, async || {}).await;
+    let done = sets.get("db").await.unwrap().status.unwrap();
+    assert_eq!(
+        done.current_revision, done.update_revision,
+        "the update revision becomes current"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoint_slices_list_ready_pods_and_node_loss_evicts() {
+    let s = sim(ClusterOptions {
+        nodes: 2,
+        ..ClusterOptions::default()
+    });
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(s.client.clone());
+    let slices: Api<EndpointSlice> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    services.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})).unwrap()).await.unwrap();
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", 4, "web:1", rolling(1, 1)),
+        )
+        .await
+        .unwrap();
+    let ready_endpoints = async || {
+        slices.get_opt("web-sim").await.unwrap().is_some_and(|s| {
+            s.endpoints
+                .iter()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .count()
+                == 4
+        })
+    };
+    until("four ready endpoints", ready_endpoints, async || {}).await;
+    let slice = slices.get("web-sim").await.unwrap();
+    assert_eq!(slice.ports.unwrap()[0].port, Some(8080));
+
+    let nodes: Api<Node> = Api::all(s.client.clone());
+    nodes
+        .delete("sim-node-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let moved = async || {
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        list.len() == 4
+            && list.iter().all(|p| {
+                p.spec.as_ref().unwrap().node_name.as_deref() == Some("sim-node-1") && ready(p)
+            })
+    };
+    until("pods moved to the remaining node", moved, async || {}).await;
+    let _ = &s.cluster;
+}
