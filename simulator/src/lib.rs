@@ -5,10 +5,12 @@
 //! - [`Config`]: flags and environment.
 //! - [`api`]: the Kubernetes API server.
 //! - [`cluster`]: controllers, scheduler and kubelets that make it behave.
+//! - [`metrics`]: traffic, per-pod metrics and a Prometheus-compatible API.
 //! - [`serve`]: the `sluice.v1.Simulator` control API.
 
 pub mod api;
 pub mod cluster;
+pub mod metrics;
 
 use clap::Parser;
 use sluice_proto::v1::{

@@ -1,0 +1,241 @@
+//! `/metrics` and the Prometheus HTTP API (`/api/v1/query`,
+//! `/api/v1/query_range`, `/-/ready`) over the simulator's own series.
+
+use std::collections::HashMap;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::{Value, json};
+
+use crate::metrics::{
+    Metrics,
+    promql::{self, Value as Result},
+};
+
+fn api_error(code: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": "error", "errorType": kind, "error": message}).to_string(),
+    )
+        .into_response()
+}
+
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn parse_time(text: Option<&String>, default_ms: i64) -> std::result::Result<i64, String> {
+    match text {
+        None => Ok(default_ms),
+        Some(t) => t
+            .parse::<f64>()
+            .map(|s| (s * 1000.0) as i64)
+            .or_else(|_| {
+                crate::api::time::parse_rfc3339(t)
+                    .map(|s| {
+                        s.duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64)
+                    })
+                    .ok_or(())
+            })
+            .map_err(|()| format!("cannot parse {t:?} to a valid timestamp")),
+    }
+}
+
+fn unavailable(metrics: &Metrics) -> Option<Response> {
+    let down = metrics.state.lock().map(|s| s.unavailable).unwrap_or(false);
+    down.then(|| {
+        api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the simulated Prometheus is down (injected fault)",
+        )
+    })
+}
+
+/// Parameters from the URL and, for POST, the form body.
+fn params(uri: &Uri, body: &[u8]) -> HashMap<String, String> {
+    let mut all: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    all.extend(url::form_urlencoded::parse(body).into_owned());
+    all
+}
+
+async fn query(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Response {
+    let params = params(&uri, &body);
+    if let Some(r) = unavailable(&metrics) {
+        return r;
+    }
+    let Some(q) = params.get("query") else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "invalid parameter \"query\": no query given",
+        );
+    };
+    let at = match parse_time(params.get("time"), metrics.now_ms()) {
+        Ok(t) => t,
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                &format!("invalid parameter \"time\": {e}"),
+            );
+        }
+    };
+    let result = {
+        let state = metrics.state.lock().unwrap_or_else(|p| p.into_inner());
+        promql::query(&state.tsdb, q, at)
+    };
+    let t = at as f64 / 1000.0;
+    let data = match result {
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_data", &e.0),
+        Ok(Result::Scalar(v)) => json!({"resultType": "scalar", "result": [t, number(v)]}),
+        Ok(Result::Vector(samples)) => {
+            json!({"resultType": "vector", "result": samples.iter().map(|s| json!({"metric": s.labels, "value": [t, number(s.value)]})).collect::<Vec<Value>>()})
+        }
+        Ok(Result::Matrix(series)) => {
+            json!({"resultType": "matrix", "result": series.iter().map(|(l, p)| json!({"metric": l, "values": p.iter().map(|(t, v)| json!([*t as f64 / 1000.0, number(*v)])).collect::<Vec<Value>>()})).collect::<Vec<Value>>()})
+        }
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": "success", "data": data}).to_string(),
+    )
+        .into_response()
+}
+
+async fn query_range(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Response {
+    let params = params(&uri, &body);
+    if let Some(r) = unavailable(&metrics) {
+        return r;
+    }
+    let Some(q) = params.get("query") else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "invalid parameter \"query\": no query given",
+        );
+    };
+    let now = metrics.now_ms();
+    let (start, end) = match (
+        parse_time(params.get("start"), now),
+        parse_time(params.get("end"), now),
+    ) {
+        (Ok(s), Ok(e)) if s <= e => (s, e),
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                "invalid parameter \"start\" or \"end\"",
+            );
+        }
+    };
+    let step = params
+        .get("step")
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(|s| (s * 1000.0) as i64)
+        .filter(|s| *s > 0);
+    let Some(step) = step else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "invalid parameter \"step\"",
+        );
+    };
+    if (end - start) / step > 11_000 {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "exceeded maximum resolution of 11,000 points per timeseries",
+        );
+    }
+    let mut series: std::collections::BTreeMap<
+        std::collections::BTreeMap<String, String>,
+        Vec<Value>,
+    > = Default::default();
+    let state = metrics.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut t = start;
+    while t <= end {
+        match promql::query(&state.tsdb, q, t) {
+            Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_data", &e.0),
+            Ok(Result::Scalar(v)) => series
+                .entry(Default::default())
+                .or_default()
+                .push(json!([t as f64 / 1000.0, number(v)])),
+            Ok(Result::Vector(samples)) => {
+                for s in samples {
+                    series
+                        .entry(s.labels)
+                        .or_default()
+                        .push(json!([t as f64 / 1000.0, number(s.value)]));
+                }
+            }
+            Ok(Result::Matrix(_)) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector",
+                );
+            }
+        }
+        t += step;
+    }
+    let result: Vec<Value> = series
+        .into_iter()
+        .map(|(l, v)| json!({"metric": l, "values": v}))
+        .collect();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": "success", "data": {"resultType": "matrix", "result": result}})
+            .to_string(),
+    )
+        .into_response()
+}
+
+async fn exposition(State(metrics): State<Metrics>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.exposition(),
+    )
+        .into_response()
+}
+
+async fn ready(State(metrics): State<Metrics>) -> Response {
+    unavailable(&metrics)
+        .unwrap_or_else(|| (StatusCode::OK, "Prometheus Server is Ready.\n").into_response())
+}
+
+/// The router for `--metrics-addr`.
+pub fn router(metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(exposition))
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/-/ready", get(ready))
+        .route("/-/healthy", get(ready))
+        .with_state(metrics)
+}

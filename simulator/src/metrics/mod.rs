@@ -1,0 +1,346 @@
+//! The simulated cluster's traffic and metrics: per-pod request counters
+//! and latency histograms, exposed in the Prometheus text format at
+//! `/metrics`, and a Prometheus-compatible query endpoint
+//! (`/api/v1/query`, `/api/v1/query_range`) over the same series.
+//!
+//! # Metric names
+//! - `http_requests_total{namespace, workload, revision, pod, version, code}`:
+//!   requests served, by status code (`200` or `500`).
+//! - `http_request_duration_seconds_bucket{namespace, workload, revision, pod, version, le}`
+//!   with `_sum` and `_count`: latency.
+//!
+//! `workload` is the Deployment (or StatefulSet) name, `revision` the pod's
+//! `pod-template-hash` (or `controller-revision-hash`), `version` its image tag.
+//! Counters grow by their expected values (requests x error ratio, and
+//! each bucket's share of a log-normal latency with the version's median and
+//! 99th percentile), so runs are exactly repeatable.
+//!
+//! # Layout
+//! - [`traffic`]: load profiles and routing.
+//! - [`tsdb`], [`promql`]: stored samples and the query engine.
+//! - [`http`]: the HTTP endpoints.
+
+pub mod http;
+pub mod promql;
+pub mod traffic;
+pub mod tsdb;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::{api::store::Store, cluster::profile::Profiles};
+use traffic::LoadProfile;
+use tsdb::{Labels, Tsdb};
+
+/// Latency bucket bounds, seconds.
+pub const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// How long samples are kept for queries.
+pub const RETENTION: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, Clone)]
+struct PodCounters {
+    labels: Vec<(String, String)>,
+    ok: f64,
+    errors: f64,
+    buckets: [f64; BUCKETS.len()],
+    sum: f64,
+    count: f64,
+}
+
+/// The metrics state.
+#[derive(Debug)]
+pub struct State {
+    /// Load on the entry points.
+    pub loads: Vec<LoadProfile>,
+    counters: HashMap<(String, String), PodCounters>,
+    /// The stored samples.
+    pub tsdb: Tsdb,
+    first_seen: HashMap<String, Instant>,
+    start: Instant,
+    /// When set, the query endpoint answers 503 (a Prometheus outage).
+    pub unavailable: bool,
+}
+
+/// Traffic and metrics for one simulated cluster.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Shared state.
+    pub state: Arc<Mutex<State>>,
+    store: Arc<Store>,
+    profiles: Arc<RwLock<Profiles>>,
+    clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The standard normal CDF (Abramowitz and Stegun 7.1.26, error < 1.5e-7).
+fn normal_cdf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs() / std::f64::consts::SQRT_2);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
+    if x >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
+}
+
+/// Share of requests at most `bound` seconds, for a log-normal latency.
+fn latency_cdf(bound: f64, p50: f64, p99: f64) -> f64 {
+    let sigma = ((p99 / p50).max(1.000_001)).ln() / 2.326_348;
+    normal_cdf((bound.ln() - p50.ln()) / sigma)
+}
+
+fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    path.iter()
+        .fold(v, |v, p| &v[*p])
+        .as_str()
+        .unwrap_or_default()
+}
+
+fn pod_labels(pod: &Value) -> Vec<(String, String)> {
+    let labels = &pod["metadata"]["labels"];
+    let revision = labels["pod-template-hash"]
+        .as_str()
+        .or(labels["controller-revision-hash"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    let owner_name = owner["name"].as_str().unwrap_or_default();
+    let workload = match owner["kind"].as_str() {
+        Some("ReplicaSet") => owner_name
+            .strip_suffix(&format!("-{revision}"))
+            .unwrap_or(owner_name)
+            .to_owned(),
+        Some(_) => owner_name.to_owned(),
+        None => text(pod, &["metadata", "name"]).to_owned(),
+    };
+    let image = text(pod, &["spec", "containers", "0", "image"]);
+    let image = pod["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or(image);
+    let version = image
+        .rsplit_once(':')
+        .map_or("latest", |(_, tag)| tag)
+        .to_owned();
+    vec![
+        (
+            "namespace".into(),
+            text(pod, &["metadata", "namespace"]).to_owned(),
+        ),
+        ("workload".into(), workload),
+        ("revision".into(), revision),
+        ("pod".into(), text(pod, &["metadata", "name"]).to_owned()),
+        ("version".into(), version),
+    ]
+}
+
+impl Metrics {
+    /// Metrics for the cluster in `store`, with version behaviour from `profiles`.
+    pub fn new(
+        store: Arc<Store>,
+        profiles: Arc<RwLock<Profiles>>,
+        clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    ) -> Self {
+        let state = State {
+            loads: Vec::new(),
+            counters: HashMap::new(),
+            tsdb: Tsdb::new(RETENTION.as_millis() as i64),
+            first_seen: HashMap::new(),
+            start: Instant::now(),
+            unavailable: false,
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            store,
+            profiles,
+            clock,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cluster's time in milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+
+    /// Replaces the load profiles.
+    pub fn set_loads(&self, loads: Vec<LoadProfile>) {
+        self.lock().loads = loads;
+    }
+
+    /// Serves `dt` of traffic: counters grow, and one sample per series is stored.
+    pub fn tick(&self, dt: Duration) {
+        let now = Instant::now();
+        let at = self.now_ms();
+        let loads = self.lock().loads.clone();
+        let elapsed = now.duration_since(self.lock().start).as_secs_f64();
+        let per_pod = traffic::split(&self.store, &loads, elapsed);
+        let Some(pods_res) = self.store.registry().get("", "pods") else {
+            return;
+        };
+        let profiles = self.profiles.read().map(|p| p.clone()).unwrap_or_default();
+        let mut state = self.lock();
+        for ((ns, pod), rps) in &per_pod {
+            let Ok(object) = self.store.get_value(&pods_res, ns, pod) else {
+                continue;
+            };
+            let image = text(&object, &["spec", "containers"]).to_owned();
+            let image = object["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or(&image)
+                .to_owned();
+            let started = *state.first_seen.entry(image.clone()).or_insert(now);
+            let profile = profiles.of(&image);
+            let (error_ratio, p50_ms, p99_ms) = profile.at(now.duration_since(started));
+            let extra = profile.latency_per_rps_ms * rps;
+            let (p50, p99) = ((p50_ms + extra) / 1000.0, (p99_ms + extra) / 1000.0);
+            let requests = rps * dt.as_secs_f64();
+            let counters = state
+                .counters
+                .entry((ns.clone(), pod.clone()))
+                .or_insert_with(|| PodCounters {
+                    labels: pod_labels(&object),
+                    ok: 0.0,
+                    errors: 0.0,
+                    buckets: [0.0; BUCKETS.len()],
+                    sum: 0.0,
+                    count: 0.0,
+                });
+            counters.errors += requests * error_ratio;
+            counters.ok += requests * (1.0 - error_ratio);
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                counters.buckets[i] += requests * latency_cdf(*bound, p50, p99);
+            }
+            let sigma = ((p99 / p50).max(1.000_001)).ln() / 2.326_348;
+            counters.sum += requests * p50 * (sigma * sigma / 2.0).exp();
+            counters.count += requests;
+        }
+        // Pods that are gone stop being reported, as their targets would.
+        let live: Vec<(String, String)> = state
+            .counters
+            .keys()
+            .filter(|(ns, pod)| self.store.get(&pods_res, ns, pod).is_ok())
+            .cloned()
+            .collect();
+        state.counters.retain(|k, _| live.contains(k));
+        let series: Vec<(Labels, f64)> = state.counters.values().flat_map(series_of).collect();
+        for (labels, value) in series {
+            state.tsdb.append(&labels, at, value);
+        }
+    }
+
+    /// The Prometheus text exposition of every live pod's series.
+    pub fn exposition(&self) -> String {
+        use std::fmt::Write as _;
+        let state = self.lock();
+        let mut pods: Vec<&PodCounters> = state.counters.values().collect();
+        pods.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut out = String::with_capacity(pods.len() * 1600);
+        out.push_str("# HELP http_requests_total Requests served, by status code.\n# TYPE http_requests_total counter\n");
+        for c in &pods {
+            let l = render(&c.labels);
+            let _ = writeln!(out, "http_requests_total{{{l},code=\"200\"}} {}", c.ok);
+            let _ = writeln!(out, "http_requests_total{{{l},code=\"500\"}} {}", c.errors);
+        }
+        out.push_str("# HELP http_request_duration_seconds Time to serve a request.\n# TYPE http_request_duration_seconds histogram\n");
+        for c in &pods {
+            let l = render(&c.labels);
+            for (bound, count) in BUCKETS.iter().zip(c.buckets) {
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{{l},le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+                c.count
+            );
+            let _ = writeln!(out, "http_request_duration_seconds_sum{{{l}}} {}", c.sum);
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_count{{{l}}} {}",
+                c.count
+            );
+        }
+        out
+    }
+}
+
+fn render(labels: &[(String, String)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn series_of(c: &PodCounters) -> Vec<(Labels, f64)> {
+    let base: Vec<(&str, &str)> = c
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let labelled = |name: &str, extra: Option<(&str, &str)>| -> Labels {
+        let mut l = base.clone();
+        l.extend(extra);
+        Tsdb::labels(name, &l)
+    };
+    let mut out = vec![
+        (labelled("http_requests_total", Some(("code", "200"))), c.ok),
+        (
+            labelled("http_requests_total", Some(("code", "500"))),
+            c.errors,
+        ),
+        (labelled("http_request_duration_seconds_sum", None), c.sum),
+        (
+            labelled("http_request_duration_seconds_count", None),
+            c.count,
+        ),
+        (
+            labelled("http_request_duration_seconds_bucket", Some(("le", "+Inf"))),
+            c.count,
+        ),
+    ];
+    for (bound, count) in BUCKETS.iter().zip(c.buckets) {
+        let le = bound.to_string();
+        out.push((
+            labelled("http_request_duration_seconds_bucket", Some(("le", &le))),
+            count,
+        ));
+    }
+    out
+}
+
+/// Ticks `metrics` every second of tokio time until `stop`.
+pub async fn run(metrics: Metrics, stop: tokio_util::sync::CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => metrics.tick(Duration::from_secs(1)),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! A small in-memory time-series store: the simulator's own samples, kept
+//! for a retention window, for its Prometheus-compatible query endpoint.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+};
+
+/// A series' labels, sorted, `__name__` included.
+pub type Labels = Arc<[(String, String)]>;
+
+/// One series and its samples, oldest first.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// The labels.
+    pub labels: Labels,
+    /// (milliseconds since the epoch, value).
+    pub samples: VecDeque<(i64, f64)>,
+}
+
+/// The store.
+#[derive(Debug, Default)]
+pub struct Tsdb {
+    index: HashMap<Labels, usize>,
+    /// Series in insertion order.
+    pub series: Vec<Series>,
+    retention_ms: i64,
+}
+
+impl Tsdb {
+    /// A store keeping samples for `retention_ms`.
+    pub fn new(retention_ms: i64) -> Self {
+        Self {
+            retention_ms,
+            ..Self::default()
+        }
+    }
+
+    /// Labels from pairs, sorted.
+    pub fn labels(name: &str, pairs: &[(&str, &str)]) -> Labels {
+        let mut map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        map.insert("__name__".into(), name.to_owned());
+        map.into_iter().collect::<Vec<_>>().into()
+    }
+
+    /// Appends a sample, dropping what is older than the retention.
+    pub fn append(&mut self, labels: &Labels, time_ms: i64, value: f64) {
+        let index = match self.index.get(labels) {
+            Some(i) => *i,
+            None => {
+                self.series.push(Series {
+                    labels: labels.clone(),
+                    samples: VecDeque::new(),
+                });
+                self.index.insert(labels.clone(), self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        let samples = &mut self.series[index].samples;
+        samples.push_back((time_ms, value));
+        while samples
+            .front()
+            .is_some_and(|(t, _)| *t < time_ms - self.retention_ms)
+        {
+            samples.pop_front();
+        }
+    }
+
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
