@@ -6,11 +6,15 @@
 //! - [`api`]: the Kubernetes API server.
 //! - [`cluster`]: controllers, scheduler and kubelets that make it behave.
 //! - [`metrics`]: traffic, per-pod metrics and a Prometheus-compatible API.
+//! - [`scenario`]: scenario files and running them.
 //! - [`serve`]: the `sluice.v1.Simulator` control API.
 
 pub mod api;
 pub mod cluster;
 pub mod metrics;
+pub mod scenario;
+
+use std::sync::{Arc, RwLock};
 
 use clap::Parser;
 use sluice_proto::v1::{
@@ -41,6 +45,17 @@ pub struct Config {
     /// Where to write a kubeconfig for the simulated cluster once it serves.
     #[arg(long, env = "SLUICE_KUBECONFIG")]
     pub kubeconfig: Option<std::path::PathBuf>,
+
+    /// Address of `/metrics` (per-pod traffic metrics) and the Prometheus
+    /// query API; port 0 picks a free port.
+    #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "127.0.0.1:0")]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// A built-in scenario (healthy, bad-canary, slow-canary, crashloop,
+    /// prometheus-outage, big-cluster) or a scenario file; an empty cluster
+    /// when unset.
+    #[arg(long, env = "SLUICE_SCENARIO")]
+    pub scenario: Option<String>,
 }
 
 impl ServiceConfig for Config {
@@ -49,34 +64,55 @@ impl ServiceConfig for Config {
     }
 }
 
-/// Serves the simulator's control API until `shutdown` completes.
+/// Serves the simulated cluster (Kubernetes API, metrics) and its control
+/// API until `shutdown` completes.
 ///
 /// # Errors
-/// See [`sluice_runtime::server::BoundServer::serve`].
+/// A scenario that does not load, an address that cannot be bound; see
+/// also [`sluice_runtime::server::BoundServer::serve`].
 pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
-    let api = api::ApiServer::new(api::Options::default());
-    api.install_upstream_crds().map_err(|e| Error::Io {
-        context: "installing the upstream CRDs",
+    let scenario = match &config.scenario {
+        Some(name) => scenario::Scenario::load(name).map_err(|e| Error::Config {
+            flag: "--scenario",
+            message: e.to_string(),
+        })?,
+        None => scenario::Scenario::parse("empty", "name: empty").map_err(|e| Error::Config {
+            flag: "--scenario",
+            message: e.to_string(),
+        })?,
+    };
+    let simulation = scenario::Simulation::start(scenario).map_err(|e| Error::Io {
+        context: "starting the scenario",
         source: std::io::Error::other(e.message),
     })?;
-    let tls = sluice_runtime::http::tls_acceptor(&config.server.tls)?;
-    let listener = tokio::net::TcpListener::bind(config.kube_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            flag: "--kube-addr",
-            addr: config.kube_addr,
+    let current = Arc::new(RwLock::new(simulation));
+    let bind = |flag: &'static str, addr: std::net::SocketAddr| async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { flag, addr, source })?;
+        let local = listener.local_addr().map_err(|source| Error::Io {
+            context: "reading bound address",
             source,
         })?;
-    let kube_addr = listener.local_addr().map_err(|source| Error::Io {
-        context: "reading bound address",
-        source,
-    })?;
+        Ok::<_, Error>((listener, local))
+    };
+    let (kube, kube_addr) = bind("--kube-addr", config.kube_addr).await?;
+    let (metrics, metrics_addr) = bind("--metrics-addr", config.metrics_addr).await?;
+    let tls = sluice_runtime::http::tls_acceptor(&config.server.tls)?;
     let server = GrpcServer::new("simulator", config.server.clone());
     let stop = server.shutdown_token();
     tokio::spawn(sluice_runtime::http::serve(
-        listener,
+        kube,
+        tls.clone(),
+        forward(current.clone(), |s| s.api.router()),
+        stop.clone(),
+    ));
+    tokio::spawn(sluice_runtime::http::serve(
+        metrics,
         tls,
-        api.router(),
+        forward(current.clone(), |s| {
+            metrics::http::router(s.metrics.clone())
+        }),
         stop,
     ));
     if let Some(path) = &config.kubeconfig {
@@ -86,13 +122,30 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
             source,
         })?;
     }
-    tracing::info!(%kube_addr, kubeconfig = ?config.kubeconfig, "Kubernetes API listening");
+    tracing::info!(%kube_addr, %metrics_addr, kubeconfig = ?config.kubeconfig, scenario = ?config.scenario, "simulated cluster serving");
     server
-        .add_service(SimulatorServer::new(SimulatorService))
+        .add_service(SimulatorServer::new(SimulatorService { current }))
         .bind()
         .await?
         .serve(shutdown)
         .await
+}
+
+type Current = Arc<RwLock<scenario::Simulation>>;
+
+/// A router that sends each request to the current simulation's router,
+/// so that loading a scenario swaps the cluster behind the same address.
+fn forward(current: Current, make: fn(&scenario::Simulation) -> axum::Router) -> axum::Router {
+    use tower::ServiceExt;
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let router = current.read().map(|s| make(&s)).unwrap_or_default();
+        async move {
+            router
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|never| match never {})
+        }
+    })
 }
 
 /// A kubeconfig pointing at the simulated cluster.
@@ -124,38 +177,182 @@ pub fn kubeconfig(addr: std::net::SocketAddr, tls: &sluice_runtime::config::TlsA
 }
 
 /// The simulator's control service.
-#[derive(Debug, Clone, Default)]
-pub struct SimulatorService;
+#[derive(Debug, Clone)]
+pub struct SimulatorService {
+    current: Current,
+}
 
-const NOT_YET: &str = "the simulated cluster is not implemented yet (issues 5 and 6)";
+impl SimulatorService {
+    fn simulation(&self) -> Result<scenario::Simulation, Status> {
+        self.current
+            .read()
+            .map(|s| s.clone())
+            .map_err(|_| Status::internal("simulation state poisoned"))
+    }
+}
+
+fn fault_from_proto(fault: &pb::Fault) -> Result<scenario::FaultSpec, Status> {
+    use pb::fault::Kind;
+    use scenario::FaultSpec as F;
+    let kind = fault.kind.as_ref().ok_or_else(|| Status::invalid_argument("fault.kind: one of apiErrors, apiLatency, dropWatches, prometheusUnavailable, nodeLoss, versionDegradation is required"))?;
+    Ok(match kind {
+        Kind::ApiErrors(e) => {
+            if !(0.0..=1.0).contains(&e.rate) {
+                return Err(Status::invalid_argument(format!(
+                    "fault.apiErrors.rate: must be between 0 and 1, got {}",
+                    e.rate
+                )));
+            }
+            let code = u16::try_from(e.code)
+                .ok()
+                .filter(|c| (400..600).contains(c))
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "fault.apiErrors.code: must be an HTTP error code, got {}",
+                        e.code
+                    ))
+                })?;
+            F::ApiErrors {
+                verb: e.verb.clone(),
+                resource: e.resource.clone(),
+                rate: e.rate,
+                code,
+            }
+        }
+        Kind::ApiLatency(l) => F::ApiLatency {
+            verb: l.verb.clone(),
+            resource: l.resource.clone(),
+            latency_ms: l.latency.as_ref().map_or(0, |d| {
+                (d.seconds.max(0) as u64) * 1000 + (d.nanos.max(0) as u64) / 1_000_000
+            }),
+        },
+        Kind::DropWatches(d) => F::DropWatches {
+            resource: d.resource.clone(),
+        },
+        Kind::PrometheusUnavailable(_) => F::PrometheusUnavailable {},
+        Kind::NodeLoss(n) => F::NodeLoss {
+            node: n.node.clone(),
+        },
+        Kind::VersionDegradation(v) => F::VersionDegradation {
+            image: v.version.clone(),
+            error_ratio: v.error_ratio,
+            added_latency_ms: v.added_latency.as_ref().map_or(0.0, |d| {
+                d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6
+            }),
+        },
+    })
+}
 
 #[tonic::async_trait]
 impl Simulator for SimulatorService {
     async fn load_scenario(
         &self,
-        _request: Request<pb::LoadScenarioRequest>,
+        request: Request<pb::LoadScenarioRequest>,
     ) -> Result<Response<pb::LoadScenarioResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
+        let request = request.into_inner();
+        let mut scenario = match &request.source {
+            Some(pb::load_scenario_request::Source::Name(name)) => scenario::Scenario::load(name),
+            Some(pb::load_scenario_request::Source::Yaml(yaml)) => {
+                scenario::Scenario::parse("request", yaml)
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "source: a scenario name or YAML is required",
+                ));
+            }
+        }
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if request.seed != 0 {
+            scenario.seed = request.seed;
+        }
+        if request.speed != 0.0 {
+            if !(request.speed > 0.0 && request.speed.is_finite()) {
+                return Err(Status::invalid_argument(format!(
+                    "speed: must be above 0, got {}",
+                    request.speed
+                )));
+            }
+            scenario.speed = request.speed;
+        }
+        let summary = pb::LoadScenarioResponse {
+            scenario: scenario.name.clone(),
+            seed: scenario.seed,
+            speed: scenario.speed,
+            workloads: scenario
+                .manifests
+                .iter()
+                .filter(|m| {
+                    matches!(
+                        m["kind"].as_str(),
+                        Some("Deployment" | "StatefulSet" | "DaemonSet")
+                    )
+                })
+                .count() as u32,
+            nodes: scenario.nodes.count,
+        };
+        let next = scenario::Simulation::start(scenario).map_err(|e| {
+            Status::invalid_argument(format!(
+                "the scenario's manifests were refused: {}",
+                e.message
+            ))
+        })?;
+        let previous = {
+            let mut current = self
+                .current
+                .write()
+                .map_err(|_| Status::internal("simulation state poisoned"))?;
+            std::mem::replace(&mut *current, next)
+        };
+        previous.stop();
+        Ok(Response::new(summary))
     }
 
     async fn get_state(
         &self,
-        _request: Request<pb::GetStateRequest>,
+        request: Request<pb::GetStateRequest>,
     ) -> Result<Response<pb::ClusterState>, Status> {
-        Err(Status::unimplemented(NOT_YET))
+        let namespace = request.into_inner().namespace;
+        let sim = self.simulation()?;
+        Ok(Response::new(state::of(&sim, &namespace)))
     }
 
     async fn inject_fault(
         &self,
-        _request: Request<pb::InjectFaultRequest>,
+        request: Request<pb::InjectFaultRequest>,
     ) -> Result<Response<pb::InjectFaultResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
+        let fault = request
+            .into_inner()
+            .fault
+            .ok_or_else(|| Status::invalid_argument("fault: required"))?;
+        if fault.id.is_empty() {
+            return Err(Status::invalid_argument(
+                "fault.id: required, so the fault can be cleared",
+            ));
+        }
+        let spec = fault_from_proto(&fault)?;
+        let sim = self.simulation()?;
+        sim.inject(&fault.id, spec);
+        if let Some(d) = &fault.duration {
+            let (sim, id) = (sim.clone(), fault.id.clone());
+            let after = std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                sim.clear(&[id]);
+            });
+        }
+        Ok(Response::new(pb::InjectFaultResponse {
+            fault: Some(fault),
+        }))
     }
 
     async fn clear_faults(
         &self,
-        _request: Request<pb::ClearFaultsRequest>,
+        request: Request<pb::ClearFaultsRequest>,
     ) -> Result<Response<pb::ClearFaultsResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
+        let ids = request.into_inner().ids;
+        let cleared = self.simulation()?.clear(&ids);
+        Ok(Response::new(pb::ClearFaultsResponse { cleared }))
     }
 }
+
+mod state;

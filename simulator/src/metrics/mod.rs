@@ -333,9 +333,10 @@ fn series_of(c: &PodCounters) -> Vec<(Labels, f64)> {
     out
 }
 
-/// Ticks `metrics` every second of tokio time until `stop`.
-pub async fn run(metrics: Metrics, stop: tokio_util::sync::CancellationToken) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
+/// Serves one simulated second of traffic every `every` of tokio time
+/// (a second, or less when the scenario runs faster) until `stop`.
+pub async fn run(metrics: Metrics, every: Duration, stop: tokio_util::sync::CancellationToken) {
+    let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
