@@ -210,39 +210,34 @@ pub async fn run(
         transitions: 0,
         kubelet: Default::default(),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<WatchEvent>>();
+    // The engine reads the store's watches itself, without forwarding
+    // tasks: the events of its own writes are visible at once, so work for
+    // the same object queued meanwhile is done once, not once per event.
     let mut plurals = HashMap::new();
+    let mut receivers = Vec::new();
     for res in &watched {
         let Ok(start) = store.watch(res, None, None) else {
             continue;
         };
-        for event in start.initial {
-            let _ = tx.send(tag(&event, &res.plural));
-        }
         plurals.insert(res.plural.clone(), res.clone());
-        let (tx, stop, plural) = (tx.clone(), stop.clone(), res.plural.clone());
-        let mut live = start.live;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    event = live.recv() => match event {
-                        Ok(event) => { let _ = tx.send(tag(&event, &plural)); }
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(resource = %plural, missed = n, "controller watch lagged; resyncing");
-                            let _ = tx.send(resync(&plural));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                }
-            }
-        });
+        for event in &start.initial {
+            route(&mut ctx, &tag(event, &res.plural), &plurals);
+        }
+        receivers.push((res.plural.clone(), start.live));
     }
-    drop(tx);
     loop {
         // Everything that has happened, then everything that is due.
-        while let Ok(event) = rx.try_recv() {
-            route(&mut ctx, &event, &plurals);
+        for (plural, live) in &mut receivers {
+            loop {
+                match live.try_recv() {
+                    Ok(event) => route(&mut ctx, &tag(&event, plural), &plurals),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        tracing::warn!(resource = %plural, missed = n, "controller watch lagged; resyncing");
+                        route(&mut ctx, &resync(plural), &plurals);
+                    }
+                    Err(_) => break,
+                }
+            }
         }
         let now = Instant::now();
         while ctx
@@ -260,13 +255,24 @@ pub async fn run(
             continue;
         }
         let next_timer = ctx.timers.peek().map(|Reverse((at, _, _))| *at);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            event = rx.recv() => match event {
-                Some(event) => route(&mut ctx, &event, &plurals),
-                None => return,
-            },
-            () = async { match next_timer { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {}
+        let woken = {
+            let waits = receivers.iter_mut().map(|(plural, live)| {
+                let plural = plural.clone();
+                Box::pin(async move { (plural, live.recv().await) })
+            });
+            tokio::select! {
+                () = stop.cancelled() => return,
+                ((plural, event), _, _) = futures::future::select_all(waits) => Some((plural, event)),
+                () = async { match next_timer { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => None,
+            }
+        };
+        match woken {
+            Some((plural, Ok(event))) => route(&mut ctx, &tag(&event, &plural), &plurals),
+            Some((plural, Err(broadcast::error::RecvError::Lagged(_)))) => {
+                route(&mut ctx, &resync(&plural), &plurals)
+            }
+            Some((_, Err(broadcast::error::RecvError::Closed))) => return,
+            None => {}
         }
     }
 }
