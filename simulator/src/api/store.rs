@@ -763,19 +763,20 @@ fn decode_continue(token: &str) -> Result<ObjectKey, ApiError> {
     Ok((ns.to_owned(), name.to_owned()))
 }
 
-/// The object without metadata (and without status, when it has its own
-/// subresource): what a change must touch to bump the generation.
-fn spec_part(object: &Value, res: &Resource) -> Value {
-    let mut copy = object.clone();
-    if let Some(map) = copy.as_object_mut() {
-        map.remove("metadata");
-        map.remove("apiVersion");
-        map.remove("kind");
-        if res.status {
-            map.remove("status");
-        }
-    }
-    copy
+/// Whether two versions of an object differ outside metadata (and outside
+/// status, when it has its own subresource): what bumps the generation.
+fn spec_changed(a: &Value, b: &Value, res: &Resource) -> bool {
+    let skip =
+        |k: &str| matches!(k, "metadata" | "apiVersion" | "kind") || (res.status && k == "status");
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a != b;
+    };
+    a.iter()
+        .filter(|(k, _)| !skip(k))
+        .any(|(k, v)| b.get(k) != Some(v))
+        || b.iter()
+            .filter(|(k, _)| !skip(k))
+            .any(|(k, _)| !a.contains_key(k))
 }
 
 fn owners_of(object: &Value) -> Box<[Arc<str>]> {
@@ -985,7 +986,7 @@ impl Inner {
         if next.get("kind").is_none() {
             next["kind"] = current["kind"].clone();
         }
-        if spec_part(&next, res) != spec_part(&current, res) {
+        if spec_changed(&next, &current, res) {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
             next["metadata"]["generation"] = json!(generation + 1);
         }

@@ -147,6 +147,17 @@ impl Ctx {
             .collect()
     }
 
+    /// The objects of `res` owned by `uid`, read into `T` (a partial view
+    /// parses faster than the whole object).
+    pub fn owned_as<T: serde::de::DeserializeOwned>(&self, uid: &str, res: &Resource) -> Vec<T> {
+        self.store
+            .dependents(uid)
+            .into_iter()
+            .filter(|((group, plural), _)| *group == res.group && *plural == res.plural)
+            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+            .collect()
+    }
+
     /// Edits an object's status (or the object), logging failures.
     pub fn modify(
         &mut self,
@@ -302,6 +313,27 @@ fn resync(plural: &str) -> Arc<WatchEvent> {
     })
 }
 
+#[derive(serde::Deserialize)]
+struct Owned {
+    #[serde(default)]
+    metadata: OwnedMeta,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct OwnedMeta {
+    #[serde(default)]
+    owner_references: Vec<OwnerRef>,
+}
+
+#[derive(serde::Deserialize)]
+struct OwnerRef {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    name: String,
+}
+
 /// Turns a watch event into work for every controller it concerns.
 fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resource>>) {
     let Some((plural, name)) = event.name.split_once('/') else {
@@ -339,18 +371,16 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
     }
     let name = name.to_owned();
     let owners = || -> Vec<(String, String)> {
-        serde_json::from_slice::<Value>(&event.object)
-            .ok()
-            .and_then(|o| o["metadata"]["ownerReferences"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .map(|r| {
-                (
-                    r["kind"].as_str().unwrap_or_default().to_owned(),
-                    r["name"].as_str().unwrap_or_default().to_owned(),
-                )
+        // Only the owner references are read; the rest is skipped unparsed.
+        serde_json::from_slice::<Owned>(&event.object)
+            .map(|o| {
+                o.metadata
+                    .owner_references
+                    .into_iter()
+                    .map(|r| (r.kind, r.name))
+                    .collect()
             })
-            .collect()
+            .unwrap_or_default()
     };
     match plural {
         "deployments" => ctx.enqueue(Work::Deployment(ns, name)),

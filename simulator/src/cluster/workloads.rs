@@ -532,26 +532,70 @@ fn update_status(
     }
 }
 
-fn pod_rank(pod: &Value) -> (u8, std::cmp::Reverse<String>) {
-    let scheduled = pod["spec"]["nodeName"]
-        .as_str()
-        .is_some_and(|n| !n.is_empty());
-    let running = pod["status"]["phase"] == "Running";
-    let ready = pod["status"]["conditions"].as_array().is_some_and(|c| {
-        c.iter()
-            .any(|x| x["type"] == "Ready" && x["status"] == "True")
-    });
-    // Unscheduled < pending < not ready < ready; among equals, newest first.
-    let rank = match (scheduled, running, ready) {
-        (false, _, _) => 0,
-        (true, false, _) => 1,
-        (true, true, false) => 2,
-        (true, true, true) => 3,
-    };
-    (
-        rank,
-        std::cmp::Reverse(text(pod, &["metadata", "creationTimestamp"]).to_owned()),
-    )
+/// What the ReplicaSet controller reads of a pod.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct PodView {
+    metadata: PodMeta,
+    spec: PodSpecView,
+    status: PodStatusView,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PodMeta {
+    name: String,
+    creation_timestamp: String,
+    deletion_timestamp: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PodSpecView {
+    node_name: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct PodStatusView {
+    phase: String,
+    conditions: Vec<ConditionView>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ConditionView {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+}
+
+impl PodView {
+    fn ready(&self) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.kind == "Ready" && c.status == "True")
+    }
+
+    /// Unscheduled < pending < not ready < ready; among equals, newest first.
+    fn rank(&self) -> (u8, std::cmp::Reverse<String>) {
+        let scheduled = self
+            .spec
+            .node_name
+            .as_deref()
+            .is_some_and(|n| !n.is_empty());
+        let rank = match (scheduled, self.status.phase == "Running", self.ready()) {
+            (false, _, _) => 0,
+            (true, false, _) => 1,
+            (true, true, false) => 2,
+            (true, true, true) => 3,
+        };
+        (
+            rank,
+            std::cmp::Reverse(self.metadata.creation_timestamp.clone()),
+        )
+    }
 }
 
 /// Whether a pod is Ready.
@@ -573,10 +617,10 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     }
     let replicas = int(&rs, &["spec", "replicas"], 1);
     let pods_res = ctx.kinds.pods.clone();
-    let mut pods: Vec<Value> = ctx
-        .owned(text(&rs, &["metadata", "uid"]), &pods_res)
+    let mut pods: Vec<PodView> = ctx
+        .owned_as::<PodView>(text(&rs, &["metadata", "uid"]), &pods_res)
         .into_iter()
-        .filter(|p| !p["metadata"]["deletionTimestamp"].is_string())
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
     let active = pods.len() as i64;
     if active < replicas {
@@ -593,18 +637,16 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
             }
         }
     } else if active > replicas {
-        pods.sort_by_key(pod_rank);
-        for pod in pods.iter().take((active - replicas) as usize) {
-            let _ = ctx.store.delete(
-                &pods_res,
-                ns,
-                text(pod, &["metadata", "name"]),
-                &Default::default(),
-            );
+        pods.sort_by_key(PodView::rank);
+        let excess = (active - replicas) as usize;
+        for pod in pods.iter().take(excess) {
+            let _ = ctx
+                .store
+                .delete(&pods_res, ns, &pod.metadata.name, &Default::default());
         }
-        pods.drain(..(active - replicas) as usize);
+        pods.drain(..excess);
     }
-    let ready = pods.iter().filter(|p| is_ready(p)).count() as i64;
+    let ready = pods.iter().filter(|p| p.ready()).count();
     let status = json!({
         "replicas": pods.len(), "fullyLabeledReplicas": pods.len(), "readyReplicas": ready,
         "availableReplicas": ready, "observedGeneration": int(&rs, &["metadata", "generation"], 1),
