@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment.
+//! - [`crd`]: the Rollout custom resource.
 //! - [`api`]: the Rollouts gRPC service (authentication, request checks).
 //! - [`serve`]: wiring: the API, its dependencies (planner, gate), health.
 
 pub mod api;
 pub mod config;
+pub mod crd;
 
 pub use config::Config;
 

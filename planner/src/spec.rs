@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 /// A release strategy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Strategy {
     /// How the new version reaches the pods; Partition when unset.
@@ -48,6 +49,7 @@ pub struct Strategy {
 
 /// How the new version reaches the workload's pods.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Style {
     /// The workload is updated batch by batch; no pods beyond its surge.
     #[default]
@@ -60,6 +62,7 @@ pub enum Style {
 
 /// The steps of a release and the rules they share.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryStrategy {
     /// The steps in order.
@@ -78,6 +81,7 @@ pub struct CanaryStrategy {
 
 /// One step of a release.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Step {
     /// Pods on the new version: a count or a percent. Unset keeps the
@@ -109,6 +113,18 @@ pub enum Quantity {
     Text(String),
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrPercent".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // Kubernetes' structural schema for int-or-string fields.
+        schemars::json_schema!({"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]})
+    }
+}
+
 impl std::fmt::Display for Quantity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -126,6 +142,7 @@ impl From<&str> for Quantity {
 
 /// A wait at the end of a step.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Pause {
     /// How long; unset waits for approval.
@@ -135,6 +152,7 @@ pub struct Pause {
 
 /// Conditions on a request that must all hold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestMatch {
     /// Header conditions.
@@ -153,6 +171,7 @@ pub struct RequestMatch {
 
 /// How a value is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum MatchType {
     /// Equal.
     Exact,
@@ -164,6 +183,7 @@ pub enum MatchType {
 
 /// A named header, cookie or query parameter and its expected value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValueMatch {
     /// The header, cookie or parameter name.
@@ -177,6 +197,7 @@ pub struct ValueMatch {
 
 /// A condition on the request path.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PathMatch {
     /// Prefix when unset.
@@ -188,6 +209,7 @@ pub struct PathMatch {
 
 /// Analyses that run from a given step to the end.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackgroundAnalysis {
     /// Names of analyses.
@@ -200,6 +222,7 @@ pub struct BackgroundAnalysis {
 
 /// Blue-green specifics.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlueGreenStrategy {
     /// How long the old version is kept after the switch, e.g. `10m`.

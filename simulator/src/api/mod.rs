@@ -32,8 +32,13 @@ use std::{
 
 pub use http::ApiServer;
 
-/// The upstream CRDs installed at start (see `crds/README.md`).
-pub const UPSTREAM_CRDS: [(&str, &str); 7] = [
+/// The CRDs installed at start: the upstream ones the project integrates
+/// with (see `crds/README.md`) and Sluice's own Rollout.
+pub const UPSTREAM_CRDS: [(&str, &str); 8] = [
+    (
+        "rollouts",
+        include_str!("../../../deploy/crds/rollouts.yaml"),
+    ),
     (
         "gatewayclasses",
         include_str!("../../crds/gateway-api-v1.6.1/gatewayclasses.yaml"),
