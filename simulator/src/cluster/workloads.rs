@@ -63,6 +63,20 @@ pub fn template_hash(template: &Value) -> String {
     out
 }
 
+/// Whether a ReplicaSet's template is the Deployment's, ignoring the
+/// `pod-template-hash` label: how Kubernetes finds a Deployment's new
+/// ReplicaSet, whoever created it.
+pub fn same_template(rs_template: &Value, template: &Value) -> bool {
+    let strip = |t: &Value| {
+        let mut t = t.clone();
+        if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
+            labels.remove(keys::TEMPLATE_HASH);
+        }
+        t
+    };
+    strip(rs_template) == strip(template)
+}
+
 /// An integer at `path`, or `default`.
 pub fn int(v: &Value, path: &[&str], default: i64) -> i64 {
     path.iter()
@@ -173,7 +187,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
 
     let new_index = all
         .iter()
-        .position(|rs| text(rs, &["metadata", "labels", keys::TEMPLATE_HASH]) == hash);
+        .position(|rs| same_template(&rs["spec"]["template"], &template));
     let mut created_new = false;
     if new_index.is_none() && !paused {
         let mut labels = template["metadata"]["labels"].clone();
@@ -211,7 +225,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
     }
     let new_index = all
         .iter()
-        .position(|rs| text(rs, &["metadata", "labels", keys::TEMPLATE_HASH]) == hash);
+        .position(|rs| same_template(&rs["spec"]["template"], &template));
     let revision_now = match new_index {
         Some(i) if !created_new && revision(&all[i]) < max_revision && !paused => {
             // Back to an older template: it becomes the newest revision.
