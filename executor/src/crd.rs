@@ -420,6 +420,26 @@ pub struct RolloutStatus {
     /// When a timed pause ends (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_until: Option<String>,
+    /// The verdict of the current step's analysis, once the gate gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisResult>,
+}
+
+/// The gate's verdict on one step.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisResult {
+    /// The step it judged.
+    pub step: u32,
+    /// The verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Why.
+    #[serde(default)]
+    pub message: String,
+    /// The last measurement of each metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
 }
 
 /// The CRD manifest as YAML.

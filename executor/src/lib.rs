@@ -4,12 +4,16 @@
 //! # Layout
 //! - [`config`]: flags and environment.
 //! - [`crd`]: the Rollout custom resource.
+//! - [`controller`]: the rollout controller.
+//! - [`keys`]: annotation and label keys.
 //! - [`api`]: the Rollouts gRPC service (authentication, request checks).
 //! - [`serve`]: wiring: the API, its dependencies (planner, gate), health.
 
 pub mod api;
 pub mod config;
+pub mod controller;
 pub mod crd;
+pub mod keys;
 
 pub use config::Config;
 

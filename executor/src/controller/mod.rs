@@ -1,0 +1,336 @@
+//! The rollout controller: reconciles Rollouts, watching the Deployments
+//! and ReplicaSets they drive.
+//!
+//! *Guarantees*: every reconcile is idempotent and returns; it reads the
+//! cluster, writes what differs, and asks to be woken by a watch event or a
+//! timer set to the next deadline (a pause's end, a progress deadline). The
+//! Rollout's status is the only state: a restarted executor resumes each
+//! rollout at the step and state its status records.
+//!
+//! This slice drives Deployments partition-style with replica-weighted
+//! traffic (no router): the Deployment is paused, the new version's
+//! ReplicaSet is scaled up batch by batch and the stable one down, never
+//! above replicas + maxSurge pods; each batch waits for its pods (within the
+//! progress deadline and failure threshold), runs its analyses on the gate,
+//! pauses as the plan says, and rolls back on a failed analysis or a missed
+//! deadline. Other workloads, styles and routers fail the rollout with a
+//! message saying so.
+
+mod analysis;
+mod convert;
+mod partition;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+};
+use serde_json::json;
+use sluice_proto::v1::{
+    self as pb, metrics_gate_client::MetricsGateClient, planner_client::PlannerClient,
+};
+use tonic::transport::Channel;
+
+use crate::{
+    crd::{
+        ErrorPolicy, Phase, Rollout, RolloutStatus, StepRecord, StepState, Verdict, WorkloadKind,
+    },
+    keys,
+};
+
+pub use analysis::Analyses;
+
+/// What can stop a reconcile; each is retried with back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The planner failed or refused the strategy.
+    #[error("planner: {0}")]
+    Planner(String),
+}
+
+/// What reconciles share.
+pub struct Ctx {
+    /// The cluster.
+    pub client: Client,
+    /// The planner.
+    pub planner: PlannerClient<Channel>,
+    /// The gate.
+    pub gate: MetricsGateClient<Channel>,
+    /// Running analyses.
+    pub analyses: Analyses,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").finish_non_exhaustive()
+    }
+}
+
+fn now_text() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    prost_types::Timestamp {
+        seconds: secs as i64,
+        nanos: 0,
+    }
+    .to_string()
+}
+
+fn parse_time(text: &str) -> Option<SystemTime> {
+    let ts: prost_types::Timestamp = text.parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(ts.seconds.max(0) as u64))
+}
+
+/// The rollout that annotated an object, as a controller trigger.
+fn owner_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ObjectRef<Rollout>> {
+    let name = meta.annotations.as_ref()?.get(keys::ROLLOUT)?;
+    Some(ObjectRef::new(name).within(meta.namespace.as_deref().unwrap_or_default()))
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    Controller::new(
+        Api::<Rollout>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+        |d| owner_of(&d.metadata),
+    )
+    .watches(
+        Api::<ReplicaSet>::all(client),
+        watcher::Config::default(),
+        |rs| owner_of(&rs.metadata),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "reconcile failed");
+        }
+    })
+    .await;
+}
+
+fn error_policy(rollout: Arc<Rollout>, error: &Error, _: Arc<Ctx>) -> Action {
+    tracing::warn!(rollout = %rollout.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Writes the status computed from the object at `resource_version`; the
+/// write fails with a conflict when the object changed since (the
+/// controller's cache may lag its own writes), and the reconcile runs again
+/// on the fresh object. Returns whether it was written.
+async fn write_status(
+    api: &Api<Rollout>,
+    name: &str,
+    resource_version: Option<String>,
+    status: &RolloutStatus,
+) -> Result<bool, Error> {
+    let mut status = status.clone();
+    status.step_label = if status.total_steps > 0 {
+        format!("{}/{}", status.current_step + 1, status.total_steps)
+    } else {
+        String::new()
+    };
+    let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": status});
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn clear_annotation(api: &Api<Rollout>, name: &str, key: &str) -> Result<(), Error> {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
+    )
+    .await?;
+    Ok(())
+}
+
+fn fail(status: &mut RolloutStatus, message: impl Into<String>) -> Action {
+    status.phase = Phase::Failed;
+    status.message = message.into();
+    Action::await_change()
+}
+
+/// The plan for the rollout at the workload's current size.
+async fn plan(
+    ctx: &Ctx,
+    rollout: &Rollout,
+    replicas: u32,
+    max_surge: &str,
+) -> Result<pb::Plan, Error> {
+    let strategy =
+        sluice_planner::convert::strategy_to_proto(&rollout.spec.strategy).map_err(|p| {
+            Error::Planner(
+                p.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+    let request = pb::PlanRequest {
+        strategy: Some(strategy),
+        replicas,
+        max_surge: max_surge.to_owned(),
+        known_analyses: rollout
+            .spec
+            .analyses
+            .iter()
+            .map(|a| a.name.clone())
+            .collect(),
+        progress: None,
+    };
+    let response = ctx
+        .planner
+        .clone()
+        .plan(request)
+        .await
+        .map_err(|s| Error::Planner(s.message().to_owned()))?;
+    response
+        .into_inner()
+        .plan
+        .ok_or_else(|| Error::Planner("no plan in the answer".into()))
+}
+
+#[tracing::instrument(skip_all, fields(rollout = %rollout.name_any()))]
+async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let ns = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut status = rollout.status.clone().unwrap_or_default();
+    let generation = rollout.metadata.generation.unwrap_or(0);
+    let before = status.clone();
+
+    // A new spec (continuous release) starts over from the first step.
+    if status.observed_generation != generation && status.phase != Phase::Pending {
+        ctx.analyses.stop(&ns, &name);
+        // A merge patch leaves absent fields alone, so the old status is
+        // removed first.
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": null})),
+        )
+        .await?;
+        let restart = RolloutStatus {
+            observed_generation: generation,
+            ..RolloutStatus::default()
+        };
+        write_status(&api, &name, None, &restart).await?;
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    let action = match (
+        rollout.spec.workload.kind,
+        rollout.spec.strategy.style.unwrap_or_default(),
+    ) {
+        (WorkloadKind::Deployment, sluice_planner::spec::Style::Partition)
+            if rollout.spec.traffic.is_none() =>
+        {
+            partition::reconcile(&ctx, &rollout, &api, &mut status).await?
+        }
+        (kind, style) => fail(
+            &mut status,
+            format!(
+                "{kind:?} with style {style:?} and a traffic router is not supported by this executor yet"
+            ),
+        ),
+    };
+    status.observed_generation = generation;
+    if status != before && !write_status(&api, &name, rollout.resource_version(), &status).await? {
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    Ok(action)
+}
+
+/// Moves a step's state on after its batch is ready or its analysis passed.
+fn after_checks(status: &mut RolloutStatus, batch: &pb::Batch) {
+    let gate = batch.gate.clone().unwrap_or_default();
+    match gate.pause {
+        Some(pause) => {
+            status.step_state = StepState::Paused;
+            status.phase = Phase::Paused;
+            status.pause_until = pause.duration.map(|d| {
+                let until = SystemTime::now()
+                    + Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32);
+                let secs = until
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                prost_types::Timestamp {
+                    seconds: secs as i64,
+                    nanos: 0,
+                }
+                .to_string()
+            });
+            status.message = match &status.pause_until {
+                Some(until) => format!("step {} paused until {until}", status.current_step + 1),
+                None => format!("step {} waits for promotion", status.current_step + 1),
+            };
+        }
+        None => status.step_state = StepState::Completed,
+    }
+}
+
+/// Reads the analysis verdict of the current step, if the gate gave one.
+fn verdict(status: &RolloutStatus) -> Option<(Verdict, String)> {
+    let a = status
+        .analysis
+        .as_ref()
+        .filter(|a| a.step == status.current_step)?;
+    Some((a.verdict?, a.message.clone()))
+}
+
+fn record(status: &mut RolloutStatus, batch: &pb::Batch) {
+    let index = status.current_step;
+    status.steps.retain(|s| s.index != index);
+    status.steps.push(StepRecord {
+        index,
+        canary_replicas: batch.canary_replicas,
+        traffic: batch.traffic,
+        state: StepState::Upgrading,
+        started: Some(now_text()),
+        ..StepRecord::default()
+    });
+}
+
+fn finish_step(status: &mut RolloutStatus) {
+    let index = status.current_step;
+    let (state, analysis) = (
+        status.step_state,
+        status.analysis.clone().filter(|a| a.step == index),
+    );
+    if let Some(step) = status.steps.iter_mut().find(|s| s.index == index) {
+        step.state = state;
+        step.finished = Some(now_text());
+        if let Some(a) = analysis {
+            step.verdict = a.verdict;
+            step.evidence = a.evidence;
+        }
+    }
+}
+
+fn on_error_policy(policy: ErrorPolicy) -> bool {
+    policy == ErrorPolicy::Rollback
+}

@@ -1,0 +1,691 @@
+//! Partition-style releases of a Deployment: the native controller is held
+//! (paused) and the executor moves pods between the stable and the new
+//! ReplicaSet batch by batch, never above `replicas + maxSurge` pods and
+//! never below `replicas - maxUnavailable` available ones. At the end the
+//! Deployment is resumed with the new template, finds the new ReplicaSet by
+//! template, and has nothing left to do; every annotation the executor
+//! added is removed.
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::{
+    api::apps::v1::{Deployment, ReplicaSet},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+    runtime::controller::Action,
+};
+use serde_json::{Value, json};
+use sluice_proto::v1 as pb;
+
+use super::{
+    Ctx, Error, after_checks, clear_annotation, convert, fail, finish_step, now_text,
+    on_error_policy, parse_time, plan, record, verdict,
+};
+use crate::{
+    crd::{Phase, Rollout, RolloutStatus, StepState, Verdict},
+    keys,
+};
+
+fn template_of(rs: &ReplicaSet) -> Value {
+    let mut t = serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.clone()))
+        .unwrap_or(Value::Null);
+    if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
+        labels.remove(keys::TEMPLATE_HASH);
+    }
+    t
+}
+
+fn deployment_template(d: &Deployment) -> Value {
+    serde_json::to_value(d.spec.as_ref().map(|s| s.template.clone())).unwrap_or(Value::Null)
+}
+
+/// The template the rollout asks for.
+fn desired_template(current: &Value, rollout: &Rollout) -> Value {
+    if let Some(t) = &rollout.spec.template {
+        return t.clone();
+    }
+    let mut t = current.clone();
+    if let Some(containers) = t["spec"]["containers"].as_array_mut() {
+        for c in containers {
+            if let Some(update) = rollout
+                .spec
+                .images
+                .iter()
+                .find(|u| c["name"] == u.container.as_str())
+            {
+                c["image"] = json!(update.image);
+            }
+        }
+    }
+    t
+}
+
+/// A short stable hash of a template, in the alphabet Kubernetes uses for names.
+fn hash(template: &Value) -> String {
+    let text = serde_json::to_string(template).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10)
+        .map(|_| {
+            let c = ALPHABET[(h % ALPHABET.len() as u64) as usize] as char;
+            h /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+fn int_or_percent(v: Option<&IntOrString>, total: u32, round_up: bool, default: &str) -> u32 {
+    let text = match v {
+        Some(IntOrString::Int(i)) => return (*i).max(0) as u32,
+        Some(IntOrString::String(s)) => s.clone(),
+        None => default.to_owned(),
+    };
+    match text
+        .trim()
+        .strip_suffix('%')
+        .and_then(|p| p.parse::<u64>().ok())
+    {
+        Some(p) if round_up => (p * u64::from(total)).div_ceil(100) as u32,
+        Some(p) => (p * u64::from(total) / 100) as u32,
+        None => text.parse().unwrap_or(0),
+    }
+}
+
+fn spec_replicas(rs: &ReplicaSet) -> u32 {
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(0)
+        .max(0) as u32
+}
+
+fn ready(rs: &ReplicaSet) -> u32 {
+    rs.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        .max(0) as u32
+}
+
+fn pods(rs: &ReplicaSet) -> u32 {
+    rs.status.as_ref().map_or(0, |s| s.replicas).max(0) as u32
+}
+
+fn hash_of(rs: &ReplicaSet) -> String {
+    rs.labels()
+        .get(keys::TEMPLATE_HASH)
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn scale(api: &Api<ReplicaSet>, rs: &ReplicaSet, replicas: u32) -> Result<(), Error> {
+    tracing::debug!(replicaset = %rs.name_any(), replicas, "scaling");
+    api.patch(
+        &rs.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+    )
+    .await?;
+    Ok(())
+}
+
+struct Workload {
+    deployments: Api<Deployment>,
+    replicasets: Api<ReplicaSet>,
+    deployment: Deployment,
+    owned: Vec<ReplicaSet>,
+    replicas: u32,
+    surge: u32,
+    unavailable: u32,
+    max_surge_text: String,
+}
+
+impl Workload {
+    async fn load(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Self>, Error> {
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+        let replicasets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+        let Some(deployment) = deployments.get_opt(name).await? else {
+            return Ok(None);
+        };
+        let uid = deployment.uid().unwrap_or_default();
+        let owned: Vec<ReplicaSet> = replicasets
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
+            .collect();
+        let spec = deployment.spec.clone().unwrap_or_default();
+        let replicas = spec.replicas.unwrap_or(1).max(0) as u32;
+        let rolling = spec
+            .strategy
+            .and_then(|s| s.rolling_update)
+            .unwrap_or_default();
+        let surge = int_or_percent(rolling.max_surge.as_ref(), replicas, true, "25%");
+        let unavailable = int_or_percent(rolling.max_unavailable.as_ref(), replicas, false, "25%");
+        let max_surge_text = match &rolling.max_surge {
+            Some(IntOrString::Int(i)) => i.to_string(),
+            Some(IntOrString::String(s)) => s.clone(),
+            None => "25%".into(),
+        };
+        Ok(Some(Self {
+            deployments,
+            replicasets,
+            deployment,
+            owned,
+            replicas,
+            surge,
+            unavailable,
+            max_surge_text,
+        }))
+    }
+
+    fn by_hash(&self, hash: &str) -> Option<&ReplicaSet> {
+        self.owned.iter().find(|rs| hash_of(rs) == hash)
+    }
+}
+
+/// Reconciles a partition-style rollout of a Deployment.
+pub(super) async fn reconcile(
+    ctx: &Ctx,
+    rollout: &Rollout,
+    api: &Api<Rollout>,
+    status: &mut RolloutStatus,
+) -> Result<Action, Error> {
+    let ns = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    let Some(w) = Workload::load(ctx, &ns, &rollout.spec.workload.name).await? else {
+        return Ok(fail(
+            status,
+            format!(
+                "Deployment {:?} not found in namespace {ns:?}",
+                rollout.spec.workload.name
+            ),
+        ));
+    };
+    if let Some(reason) = rollout.annotations().get(keys::ABORT).cloned() {
+        if matches!(status.phase, Phase::Progressing | Phase::Paused) {
+            status.phase = Phase::RollingBack;
+            status.message = format!("aborted: {reason}");
+            ctx.analyses.stop(&ns, &name);
+        }
+        clear_annotation(api, &name, keys::ABORT).await?;
+    }
+    match status.phase {
+        Phase::Pending => start(ctx, rollout, &w, status).await,
+        Phase::Progressing | Phase::Paused => step(ctx, rollout, api, &w, status).await,
+        Phase::RollingBack => rollback(&w, status).await,
+        Phase::Succeeded | Phase::RolledBack | Phase::Failed => Ok(Action::await_change()),
+    }
+}
+
+async fn start(
+    ctx: &Ctx,
+    rollout: &Rollout,
+    w: &Workload,
+    status: &mut RolloutStatus,
+) -> Result<Action, Error> {
+    let name = rollout.name_any();
+    let current = deployment_template(&w.deployment);
+    let ours = w.deployment.annotations().get(keys::ROLLOUT) == Some(&name);
+    let stable = if ours && !status.stable_revision.is_empty() {
+        w.by_hash(&status.stable_revision).cloned()
+    } else {
+        w.owned
+            .iter()
+            .find(|rs| template_of(rs) == current)
+            .cloned()
+    };
+    let Some(stable) = stable else {
+        return Ok(fail(
+            status,
+            format!(
+                "no ReplicaSet runs the current template of Deployment {:?}; wait for its rollout to finish",
+                w.deployment.name_any()
+            ),
+        ));
+    };
+    let stable_template = template_of(&stable);
+    let wanted = desired_template(&stable_template, rollout);
+    if wanted == stable_template {
+        status.phase = Phase::Succeeded;
+        status.message = "nothing to release: the workload already runs this version".into();
+        return Ok(Action::await_change());
+    }
+    let paused_before = w
+        .deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.paused)
+        .unwrap_or(false);
+    let patch = json!({
+        "metadata": {"annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: if ours { w.deployment.annotations().get(keys::PAUSED_BEFORE).cloned().unwrap_or_default() } else { paused_before.to_string() }}},
+        "spec": {"paused": true, "template": wanted},
+    });
+    let d = w
+        .deployments
+        .patch(
+            &w.deployment.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+    let template = deployment_template(&d);
+    let new_hash = hash(&template);
+    if w.by_hash(&new_hash).is_none() {
+        let mut labels = template["metadata"]["labels"].clone();
+        labels[keys::TEMPLATE_HASH] = json!(new_hash);
+        let mut rs_template = template.clone();
+        rs_template["metadata"]["labels"] = labels.clone();
+        let mut selector = serde_json::to_value(d.spec.as_ref().map(|s| s.selector.clone()))
+            .unwrap_or(Value::Null);
+        selector["matchLabels"][keys::TEMPLATE_HASH] = json!(new_hash);
+        let revision = w
+            .owned
+            .iter()
+            .filter_map(|rs| rs.annotations().get(keys::REVISION)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("{}-{new_hash}", d.name_any()), "labels": labels,
+                "annotations": {keys::REVISION: revision.to_string(), keys::ROLLOUT: name},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": d.name_any(), "uid": d.uid().unwrap_or_default(), "controller": true, "blockOwnerDeletion": true}],
+            },
+            "spec": {"replicas": 0, "selector": selector, "template": rs_template},
+        }))
+        .map_err(|e| Error::Planner(e.to_string()))?;
+        match w.replicasets.create(&PostParams::default(), &rs).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mark = json!({"metadata": {"annotations": {keys::ROLLOUT: name}}});
+    w.replicasets
+        .patch(
+            &stable.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(mark),
+        )
+        .await?;
+    let plan = plan(ctx, rollout, w.replicas, &w.max_surge_text).await?;
+    let first = plan.batches.first().cloned().unwrap_or_default();
+    *status = RolloutStatus {
+        phase: Phase::Progressing,
+        total_steps: plan.batches.len() as u32,
+        canary_revision: new_hash,
+        stable_revision: hash_of(&stable),
+        message: format!(
+            "releasing to {} replicas in {} steps",
+            w.replicas,
+            plan.batches.len()
+        ),
+        observed_generation: status.observed_generation,
+        ..RolloutStatus::default()
+    };
+    record(status, &first);
+    tracing::info!(rollout = %name, steps = status.total_steps, "release started");
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+/// Moves pods towards the batch; true when the batch is ready.
+async fn move_pods(
+    w: &Workload,
+    canary: &ReplicaSet,
+    stable: &ReplicaSet,
+    batch: &pb::Batch,
+) -> Result<bool, Error> {
+    let n = w.replicas;
+    let target_new = batch.canary_replicas.min(n);
+    let target_old = n - target_new;
+    let (new_spec, old_spec) = (spec_replicas(canary), spec_replicas(stable));
+    let existing = (new_spec + old_spec).max(pods(canary) + pods(stable));
+    let mut changed = false;
+    if new_spec < target_new {
+        let room = (n + w.surge).saturating_sub(existing);
+        if room > 0 {
+            scale(&w.replicasets, canary, (new_spec + room).min(target_new)).await?;
+            changed = true;
+        }
+    } else if new_spec > target_new {
+        scale(&w.replicasets, canary, target_new).await?;
+        changed = true;
+    }
+    if old_spec > target_old {
+        // Old pods go as new ones become ready, keeping at least
+        // replicas - maxUnavailable available.
+        let min_available = n.saturating_sub(w.unavailable);
+        let available = ready(canary) + ready(stable).min(old_spec);
+        let mut down = available
+            .saturating_sub(min_available)
+            .min(old_spec - target_old);
+        if w.surge == 0 && down == 0 && new_spec < target_new && w.unavailable == 0 {
+            down = 1;
+        }
+        if down > 0 {
+            scale(&w.replicasets, stable, old_spec - down).await?;
+            changed = true;
+        }
+    } else if old_spec < target_old {
+        scale(&w.replicasets, stable, target_old).await?;
+        changed = true;
+    }
+    Ok(!changed
+        && new_spec == target_new
+        && old_spec == target_old
+        && ready(canary) + batch.max_unready >= target_new
+        && pods(stable) == old_spec)
+}
+
+async fn step(
+    ctx: &Ctx,
+    rollout: &Rollout,
+    api: &Api<Rollout>,
+    w: &Workload,
+    status: &mut RolloutStatus,
+) -> Result<Action, Error> {
+    let ns = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    if rollout.spec.paused {
+        if status.phase != Phase::Paused || status.step_state != StepState::Paused {
+            status.phase = Phase::Paused;
+            status.message = "paused on request; Resume continues".into();
+        }
+        return Ok(Action::await_change());
+    }
+    if status.phase == Phase::Paused && status.step_state != StepState::Paused {
+        status.phase = Phase::Progressing;
+    }
+    let plan = plan(ctx, rollout, w.replicas, &w.max_surge_text).await?;
+    status.total_steps = plan.batches.len() as u32;
+    let last = plan.batches.len().saturating_sub(1) as u32;
+    status.current_step = status.current_step.min(last);
+    let batch = plan.batches[status.current_step as usize].clone();
+    let (Some(canary), Some(stable)) = (
+        w.by_hash(&status.canary_revision).cloned(),
+        w.by_hash(&status.stable_revision).cloned(),
+    ) else {
+        return Ok(fail(status, "the release's ReplicaSets are gone"));
+    };
+    status.canary_replicas = batch.canary_replicas;
+    status.ready_canary_replicas = ready(&canary);
+    let gate = batch.gate.clone().unwrap_or_default();
+    match status.step_state {
+        StepState::Upgrading | StepState::Routing => {
+            let done = move_pods(w, &canary, &stable, &batch).await?;
+            // Without a router, traffic follows the ready pods.
+            status.traffic = (100 * ready(&canary).min(w.replicas))
+                .checked_div(w.replicas)
+                .unwrap_or(0);
+            if done {
+                status.traffic = batch
+                    .traffic
+                    .max(status.traffic)
+                    .min(100 * batch.canary_replicas / w.replicas.max(1));
+                let mut names = gate.analyses.clone();
+                names.extend(gate.background_analyses.clone());
+                if names.is_empty() {
+                    after_checks(status, &batch);
+                } else {
+                    status.step_state = StepState::Analyzing;
+                    status.analysis = None;
+                    status.message = format!(
+                        "step {}: analysing {}",
+                        status.current_step + 1,
+                        names.join(", ")
+                    );
+                }
+                return Ok(Action::requeue(Duration::ZERO));
+            }
+            let deadline = gate
+                .progress_deadline
+                .map_or(Duration::from_secs(600), |d| {
+                    Duration::from_secs(d.seconds.max(0) as u64)
+                });
+            let started = status
+                .steps
+                .iter()
+                .find(|s| s.index == status.current_step)
+                .and_then(|s| s.started.as_deref())
+                .and_then(parse_time);
+            let elapsed = started
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
+            if elapsed >= deadline {
+                status.phase = Phase::RollingBack;
+                status.message = format!(
+                    "step {}: {} of {} new pods ready after the progress deadline of {}s",
+                    status.current_step + 1,
+                    ready(&canary),
+                    batch.canary_replicas,
+                    deadline.as_secs()
+                );
+                return Ok(Action::requeue(Duration::ZERO));
+            }
+            status.message = format!(
+                "step {}: {} of {} new pods ready",
+                status.current_step + 1,
+                ready(&canary),
+                batch.canary_replicas
+            );
+            Ok(Action::requeue(deadline - elapsed))
+        }
+        StepState::Analyzing => {
+            let mut names = gate.analyses.clone();
+            names.extend(gate.background_analyses.clone());
+            match verdict(status) {
+                None => {
+                    let Some(analysis) = convert::analysis(
+                        &format!("{name}-step-{}", status.current_step + 1),
+                        &names,
+                        &rollout.spec.analyses,
+                    ) else {
+                        after_checks(status, &batch);
+                        return Ok(Action::requeue(Duration::ZERO));
+                    };
+                    let context = pb::AnalysisContext {
+                        namespace: ns.clone(),
+                        workload: rollout.spec.workload.name.clone(),
+                        canary_revision: status.canary_revision.clone(),
+                        stable_revision: status.stable_revision.clone(),
+                        window: Some(prost_types::Duration {
+                            seconds: 30,
+                            nanos: 0,
+                        }),
+                        args: Default::default(),
+                    };
+                    ctx.analyses.ensure(
+                        &ctx.client,
+                        &ctx.gate,
+                        rollout,
+                        status.current_step,
+                        pb::AnalyzeRequest {
+                            analysis: Some(analysis),
+                            context: Some(context),
+                        },
+                    );
+                    Ok(Action::await_change())
+                }
+                Some((Verdict::Pass, _)) => {
+                    after_checks(status, &batch);
+                    Ok(Action::requeue(Duration::ZERO))
+                }
+                Some((Verdict::Fail, message)) => {
+                    status.phase = Phase::RollingBack;
+                    status.message = format!(
+                        "step {}: analysis failed: {message}",
+                        status.current_step + 1
+                    );
+                    Ok(Action::requeue(Duration::ZERO))
+                }
+                Some((Verdict::Error, message))
+                    if on_error_policy(rollout.spec.on_analysis_error) =>
+                {
+                    status.phase = Phase::RollingBack;
+                    status.message = format!(
+                        "step {}: analysis could not get data: {message}",
+                        status.current_step + 1
+                    );
+                    Ok(Action::requeue(Duration::ZERO))
+                }
+                Some((v, message)) => {
+                    status.phase = Phase::Paused;
+                    status.step_state = StepState::Paused;
+                    status.pause_until = None;
+                    status.message = format!(
+                        "step {}: analysis {v:?}: {message}; Promote to continue, Abort to roll back",
+                        status.current_step + 1
+                    );
+                    Ok(Action::await_change())
+                }
+            }
+        }
+        StepState::Paused => {
+            if let Some(how) = rollout.annotations().get(keys::PROMOTE).cloned() {
+                clear_annotation(api, &name, keys::PROMOTE).await?;
+                if how == "full" {
+                    finish_step(status);
+                    status.current_step = last;
+                    record(status, &plan.batches[last as usize]);
+                    status.step_state = StepState::Upgrading;
+                    status.phase = Phase::Progressing;
+                    status.message = "promoted to the end".into();
+                    return Ok(Action::requeue(Duration::ZERO));
+                }
+                status.step_state = StepState::Completed;
+                return Ok(Action::requeue(Duration::ZERO));
+            }
+            match status.pause_until.as_deref().and_then(parse_time) {
+                Some(until) => match until.duration_since(SystemTime::now()) {
+                    Ok(remaining) if !remaining.is_zero() => Ok(Action::requeue(remaining)),
+                    _ => {
+                        status.step_state = StepState::Completed;
+                        Ok(Action::requeue(Duration::ZERO))
+                    }
+                },
+                None => Ok(Action::await_change()),
+            }
+        }
+        StepState::Completed => {
+            finish_step(status);
+            status.pause_until = None;
+            status.phase = Phase::Progressing;
+            if status.current_step < last {
+                status.current_step += 1;
+                status.step_state = StepState::Upgrading;
+                record(status, &plan.batches[status.current_step as usize]);
+                return Ok(Action::requeue(Duration::ZERO));
+            }
+            finish(w, &canary, &stable, &name).await?;
+            ctx.analyses.stop(&ns, &name);
+            status.phase = Phase::Succeeded;
+            status.traffic = 100;
+            status.message = format!("released: all {} replicas run the new version", w.replicas);
+            tracing::info!(rollout = %name, "release succeeded");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Hands the Deployment back to its controller and removes every trace.
+async fn finish(
+    w: &Workload,
+    canary: &ReplicaSet,
+    stable: &ReplicaSet,
+    rollout: &str,
+) -> Result<(), Error> {
+    let paused_before = w
+        .deployment
+        .annotations()
+        .get(keys::PAUSED_BEFORE)
+        .is_some_and(|v| v == "true");
+    let unmark =
+        json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}}});
+    let mut patch = unmark.clone();
+    patch["spec"] = json!({"paused": paused_before});
+    w.deployments
+        .patch(
+            &w.deployment.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+    let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
+    for rs in [canary, stable] {
+        w.replicasets
+            .patch(
+                &rs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(rs_unmark.clone()),
+            )
+            .await?;
+    }
+    tracing::debug!(rollout, "workload handed back");
+    Ok(())
+}
+
+async fn rollback(w: &Workload, status: &mut RolloutStatus) -> Result<Action, Error> {
+    let (Some(canary), Some(stable)) = (
+        w.by_hash(&status.canary_revision).cloned(),
+        w.by_hash(&status.stable_revision).cloned(),
+    ) else {
+        return Ok(fail(
+            status,
+            "cannot roll back: the release's ReplicaSets are gone",
+        ));
+    };
+    // Capacity back on stable first, then the new pods go.
+    if spec_replicas(&stable) != w.replicas {
+        scale(&w.replicasets, &stable, w.replicas).await?;
+    }
+    if spec_replicas(&canary) != 0 {
+        scale(&w.replicasets, &canary, 0).await?;
+    }
+    status.traffic = 0;
+    status.canary_replicas = 0;
+    if ready(&stable) < w.replicas || pods(&canary) > 0 {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    // Give the Deployment its stable template back and resume it.
+    let paused_before = w
+        .deployment
+        .annotations()
+        .get(keys::PAUSED_BEFORE)
+        .is_some_and(|v| v == "true");
+    let patch = json!({
+        "metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}},
+        "spec": {"paused": paused_before, "template": template_of(&stable)},
+    });
+    w.deployments
+        .patch(
+            &w.deployment.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+    let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
+    for rs in [&canary, &stable] {
+        w.replicasets
+            .patch(
+                &rs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(rs_unmark.clone()),
+            )
+            .await?;
+    }
+    finish_step(status);
+    status.phase = Phase::RolledBack;
+    status.pause_until = None;
+    tracing::info!(message = %status.message, "rolled back");
+    let _ = now_text();
+    Ok(Action::await_change())
+}

@@ -1,0 +1,15 @@
+//! Annotation keys the executor reads and writes. Every key it puts on a
+//! user's object is removed when the release ends.
+
+/// On a Deployment: the Rollout driving it.
+pub const ROLLOUT: &str = "sluice.dev/rollout";
+/// On a Deployment: whether it was paused before the release.
+pub const PAUSED_BEFORE: &str = "sluice.dev/paused-before";
+/// On a Rollout: a promotion asked for: `step` or `full`.
+pub const PROMOTE: &str = "sluice.dev/promote";
+/// On a Rollout: an abort asked for, with its reason.
+pub const ABORT: &str = "sluice.dev/abort";
+/// The label a Deployment's ReplicaSets and pods carry.
+pub const TEMPLATE_HASH: &str = "pod-template-hash";
+/// A ReplicaSet's rollout revision.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
