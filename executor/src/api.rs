@@ -1,29 +1,72 @@
-//! The `sluice.v1.Rollouts` gRPC service.
+//! The `sluice.v1.Rollouts` gRPC service, backed by Rollout objects in the
+//! cluster: the API keeps no state of its own.
 //!
-//! Every call names a rollout by namespace and name. Before anything else a
-//! call is checked: both names present and valid Kubernetes names
-//! (`INVALID_ARGUMENT` with field violations otherwise), then the caller's
-//! token allowed on that namespace (`PERMISSION_DENIED`).
+//! Every call names a rollout by namespace and name and is checked first:
+//! valid names (`INVALID_ARGUMENT` with field violations), then the caller's
+//! token allowed on that namespace (`PERMISSION_DENIED`). Mutations are
+//! idempotent: repeating one that took effect returns the rollout as it is.
+//! Intents reach the controller through the object: Pause and Resume set
+//! `spec.paused`; Promote and Abort set an annotation the controller acts on
+//! and removes; Retry clears the status of a rolled-back rollout.
 
 use std::pin::Pin;
 
-use sluice_proto::v1::{self as pb, rollouts_server::Rollouts};
-use sluice_runtime::{auth::authorize, server::CancellationToken};
+use futures::{StreamExt, TryStreamExt};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
+};
+use serde_json::json;
+use sluice_proto::v1::{self as pb, planner_client::PlannerClient, rollouts_server::Rollouts};
+use sluice_runtime::{
+    auth::{Caller, authorize},
+    server::CancellationToken,
+};
 use tokio_stream::Stream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, transport::Channel};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::{
+    convert,
+    crd::{Phase, Rollout},
+    keys,
+};
+
 /// The Rollouts API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RolloutsApi {
+    client: Option<Client>,
+    planner: PlannerClient<Channel>,
     /// Cancelled at shutdown; watch streams end on it.
     shutdown: CancellationToken,
 }
 
+impl std::fmt::Debug for RolloutsApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RolloutsApi").finish_non_exhaustive()
+    }
+}
+
 impl RolloutsApi {
-    /// An API whose streams end when `shutdown` is cancelled.
-    pub fn new(shutdown: CancellationToken) -> Self {
-        Self { shutdown }
+    /// An API over `client`'s cluster (`None`: every call is UNAVAILABLE),
+    /// validating strategies with `planner`.
+    pub fn new(
+        client: Option<Client>,
+        planner: PlannerClient<Channel>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            client,
+            planner,
+            shutdown,
+        }
+    }
+
+    fn rollouts(&self, namespace: &str) -> Result<Api<Rollout>, Status> {
+        let client = self.client.clone().ok_or_else(|| {
+            Status::unavailable("no Kubernetes cluster is configured (--kubeconfig)")
+        })?;
+        Ok(Api::namespaced(client, namespace))
     }
 }
 
@@ -38,32 +81,114 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+fn invalid(violations: &[(String, String)]) -> Status {
+    let mut details = ErrorDetails::new();
+    for (field, description) in violations {
+        details.add_bad_request_violation(field.clone(), description.clone());
+    }
+    let summary = violations
+        .iter()
+        .map(|(f, d)| format!("{f}: {d}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Status::with_error_details(Code::InvalidArgument, summary, details)
+}
+
 /// Checks the namespace and name of a request, then the caller's access.
 fn check_target<T>(request: &Request<T>, namespace: &str, name: &str) -> Result<(), Status> {
-    let mut details = ErrorDetails::new();
+    let mut violations = Vec::new();
     for (field, value) in [("namespace", namespace), ("name", name)] {
         if !is_dns_label(value) {
-            details.add_bad_request_violation(
-                field,
+            violations.push((
+                field.to_owned(),
                 format!(
                     "must be a lowercase RFC 1123 label (a-z, 0-9, '-'; at most 63), got {value:?}"
                 ),
-            );
+            ));
         }
     }
-    if details.has_bad_request_violations() {
-        return Err(Status::with_error_details(
-            Code::InvalidArgument,
-            "invalid rollout name",
-            details,
-        ));
+    if !violations.is_empty() {
+        return Err(invalid(&violations));
     }
     authorize(request, namespace).map(|_| ())
 }
 
-const NOT_YET: &str = "the rollout controller is not implemented yet (issue 7)";
+fn kube_status(error: kube::Error, namespace: &str, name: &str) -> Status {
+    match error {
+        kube::Error::Api(e) if e.code == 404 => {
+            Status::not_found(format!("rollout {namespace}/{name} not found"))
+        }
+        kube::Error::Api(e) if e.code == 409 => Status::aborted(format!(
+            "rollout {namespace}/{name} changed meanwhile; try again: {}",
+            e.message
+        )),
+        kube::Error::Api(e) if e.code == 422 || e.code == 400 => {
+            Status::invalid_argument(e.message)
+        }
+        kube::Error::Api(e) if e.code == 403 => Status::permission_denied(e.message),
+        other => Status::unavailable(format!("the Kubernetes API failed: {other}")),
+    }
+}
+
+async fn get(api: &Api<Rollout>, namespace: &str, name: &str) -> Result<Rollout, Status> {
+    api.get(name)
+        .await
+        .map_err(|e| kube_status(e, namespace, name))
+}
+
+fn phase_of(r: &Rollout) -> Phase {
+    r.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+fn finished(p: Phase) -> bool {
+    matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+}
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutEvent, Status>> + Send>>;
+
+impl RolloutsApi {
+    async fn annotate(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Rollout, Status> {
+        let api = self.rollouts(namespace)?;
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| kube_status(e, namespace, name))
+    }
+
+    async fn set_paused(
+        &self,
+        namespace: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        let api = self.rollouts(namespace)?;
+        let current = get(&api, namespace, name).await?;
+        if finished(phase_of(&current)) {
+            return Err(Status::failed_precondition(format!(
+                "rollout {namespace}/{name} has ended ({:?})",
+                phase_of(&current)
+            )));
+        }
+        if current.spec.paused == paused {
+            return Ok(Response::new(convert::rollout_to_proto(&current)));
+        }
+        let updated = api
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"paused": paused}})),
+            )
+            .await
+            .map_err(|e| kube_status(e, namespace, name))?;
+        Ok(Response::new(convert::rollout_to_proto(&updated)))
+    }
+}
 
 #[tonic::async_trait]
 impl Rollouts for RolloutsApi {
@@ -75,7 +200,86 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        Err(Status::unimplemented(NOT_YET))
+        let (namespace, name) = (r.namespace.clone(), r.name.clone());
+        let spec = r
+            .spec
+            .clone()
+            .ok_or_else(|| invalid(&[("spec".into(), "is required".into())]))?;
+        let mut violations = Vec::new();
+        if spec.workload.as_ref().is_none_or(|w| {
+            !is_dns_label(&w.name) && w.name.contains(|c: char| c.is_uppercase() || c == '_')
+        }) || spec.workload.as_ref().is_some_and(|w| w.name.is_empty())
+        {
+            violations.push((
+                "spec.workload.name".into(),
+                "must name the Deployment or StatefulSet to release".into(),
+            ));
+        }
+        if spec.images.is_empty() && spec.pod_template.is_none() {
+            violations.push((
+                "spec.images".into(),
+                "give new images or spec.podTemplate".into(),
+            ));
+        }
+        let known: Vec<String> = spec.analyses.iter().map(|a| a.name.clone()).collect();
+        let validation = self
+            .planner
+            .clone()
+            .validate(pb::ValidateRequest {
+                strategy: spec.strategy.clone(),
+                replicas: 0,
+                known_analyses: known,
+            })
+            .await
+            .map_err(|s| {
+                Status::unavailable(format!(
+                    "the planner could not validate the strategy: {}",
+                    s.message()
+                ))
+            })?
+            .into_inner();
+        violations.extend(
+            validation
+                .errors
+                .into_iter()
+                .map(|p| (format!("spec.{}", p.field), p.description)),
+        );
+        if !violations.is_empty() {
+            return Err(invalid(&violations));
+        }
+        let wanted = convert::spec_from_proto(&spec);
+        let api = self.rollouts(&namespace)?;
+        match api
+            .get_opt(&name)
+            .await
+            .map_err(|e| kube_status(e, &namespace, &name))?
+        {
+            None => {
+                let object = Rollout::new(&name, wanted);
+                let created = api
+                    .create(&PostParams::default(), &object)
+                    .await
+                    .map_err(|e| kube_status(e, &namespace, &name))?;
+                tracing::info!(%namespace, %name, "rollout started");
+                Ok(Response::new(convert::rollout_to_proto(&created)))
+            }
+            Some(existing) => {
+                let mut same = existing.spec.clone();
+                same.paused = wanted.paused;
+                if same == wanted {
+                    return Ok(Response::new(convert::rollout_to_proto(&existing)));
+                }
+                let mut spec = wanted;
+                spec.paused = existing.spec.paused;
+                let patch = json!({"spec": spec});
+                let updated = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map_err(|e| kube_status(e, &namespace, &name))?;
+                tracing::info!(%namespace, %name, "rollout updated; it starts again on the new version");
+                Ok(Response::new(convert::rollout_to_proto(&updated)))
+            }
+        }
     }
 
     async fn get_rollout(
@@ -84,18 +288,83 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        Err(Status::unimplemented(NOT_YET))
+        let api = self.rollouts(&r.namespace)?;
+        Ok(Response::new(convert::rollout_to_proto(
+            &get(&api, &r.namespace, &r.name).await?,
+        )))
     }
 
     async fn list_rollouts(
         &self,
         request: Request<pb::ListRolloutsRequest>,
     ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
-        let namespace = &request.get_ref().namespace;
-        if !namespace.is_empty() {
-            authorize(&request, namespace)?;
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no caller identity on the request"))?;
+        let r = request.into_inner();
+        if !r.namespace.is_empty() && !caller.may_access(&r.namespace) {
+            return Err(Status::permission_denied(format!(
+                "caller `{}` may not act on namespace `{}`",
+                caller.name, r.namespace
+            )));
         }
-        Err(Status::unimplemented(NOT_YET))
+        let page_size = match r.page_size {
+            0 => 100,
+            n if n <= 1000 => n as usize,
+            n => {
+                return Err(invalid(&[(
+                    "page_size".into(),
+                    format!("must be at most 1000, got {n}"),
+                )]));
+            }
+        };
+        let offset: usize = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token.parse().map_err(|_| {
+                invalid(&[(
+                    "page_token".into(),
+                    format!("not a token from a previous page: {:?}", r.page_token),
+                )])
+            })?
+        };
+        let client = self.client.clone().ok_or_else(|| {
+            Status::unavailable("no Kubernetes cluster is configured (--kubeconfig)")
+        })?;
+        let api: Api<Rollout> = if r.namespace.is_empty() {
+            Api::all(client)
+        } else {
+            Api::namespaced(client, &r.namespace)
+        };
+        let items = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| kube_status(e, &r.namespace, "*"))?
+            .items;
+        let phases: Vec<i32> = r.phases.clone();
+        let mut visible: Vec<Rollout> = items
+            .into_iter()
+            .filter(|ro| caller.may_access(&ro.namespace().unwrap_or_default()))
+            .filter(|ro| phases.is_empty() || phases.contains(&convert::proto_phase(phase_of(ro))))
+            .collect();
+        visible.sort_by_key(|ro| (ro.namespace(), ro.name_any()));
+        let page: Vec<pb::Rollout> = visible
+            .iter()
+            .skip(offset)
+            .take(page_size)
+            .map(convert::rollout_to_proto)
+            .collect();
+        let next = offset + page.len();
+        Ok(Response::new(pb::ListRolloutsResponse {
+            rollouts: page,
+            next_page_token: if next < visible.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        }))
     }
 
     async fn watch_rollout(
@@ -104,8 +373,57 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<Self::WatchRolloutStream>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        let _ = &self.shutdown;
-        Err(Status::unimplemented(NOT_YET))
+        let (namespace, name) = (r.namespace.clone(), r.name.clone());
+        let api = self.rollouts(&namespace)?;
+        let mut initial = Vec::new();
+        let from = if r.since_revision.is_empty() {
+            let current = get(&api, &namespace, &name).await?;
+            let revision = current.resource_version().unwrap_or_default();
+            initial.push(Ok(pb::RolloutEvent {
+                r#type: pb::RolloutEventType::Initial as i32,
+                rollout: Some(convert::rollout_to_proto(&current)),
+            }));
+            revision
+        } else {
+            r.since_revision.clone()
+        };
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(290);
+        let events = api
+            .watch(&params, &from)
+            .await
+            .map_err(|e| kube_status(e, &namespace, &name))?;
+        let stop = self.shutdown.clone();
+        let live = events
+            .map_err(|e| Status::unavailable(format!("the watch failed: {e}")))
+            .filter_map(|event| async move {
+                match event {
+                    Ok(WatchEvent::Added(ro) | WatchEvent::Modified(ro)) => {
+                        Some(Ok(pb::RolloutEvent {
+                            r#type: pb::RolloutEventType::Updated as i32,
+                            rollout: Some(convert::rollout_to_proto(&ro)),
+                        }))
+                    }
+                    Ok(WatchEvent::Deleted(ro)) => Some(Ok(pb::RolloutEvent {
+                        r#type: pb::RolloutEventType::Deleted as i32,
+                        rollout: Some(convert::rollout_to_proto(&ro)),
+                    })),
+                    Ok(WatchEvent::Bookmark(_)) => None,
+                    Ok(WatchEvent::Error(e)) if e.code == 410 => {
+                        Some(Err(Status::out_of_range(format!(
+                            "revision too old: {}; watch again without since_revision",
+                            e.message
+                        ))))
+                    }
+                    Ok(WatchEvent::Error(e)) => Some(Err(Status::unavailable(e.message))),
+                    Err(status) => Some(Err(status)),
+                }
+            })
+            .take_until(async move { stop.cancelled().await });
+        Ok(Response::new(Box::pin(
+            futures::stream::iter(initial).chain(live),
+        )))
     }
 
     async fn promote(
@@ -114,7 +432,28 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        Err(Status::unimplemented(NOT_YET))
+        let api = self.rollouts(&r.namespace)?;
+        let current = get(&api, &r.namespace, &r.name).await?;
+        let phase = phase_of(&current);
+        if current.spec.paused {
+            return Err(Status::failed_precondition(format!(
+                "rollout {}/{} is paused on request; Resume it first",
+                r.namespace, r.name
+            )));
+        }
+        let allowed = matches!(phase, Phase::Paused) || (r.full && phase == Phase::Progressing);
+        if !allowed {
+            return Err(Status::failed_precondition(format!(
+                "rollout {}/{} is {phase:?}; Promote needs a paused rollout (or `full` on a progressing one)",
+                r.namespace, r.name
+            )));
+        }
+        let step = current.status.as_ref().map_or(0, |s| s.current_step);
+        let value = format!("{}:{step}", if r.full { "full" } else { "step" });
+        let updated = self
+            .annotate(&r.namespace, &r.name, keys::PROMOTE, &value)
+            .await?;
+        Ok(Response::new(convert::rollout_to_proto(&updated)))
     }
 
     async fn pause(
@@ -123,7 +462,7 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        Err(Status::unimplemented(NOT_YET))
+        self.set_paused(&r.namespace, &r.name, true).await
     }
 
     async fn resume(
@@ -132,7 +471,7 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        Err(Status::unimplemented(NOT_YET))
+        self.set_paused(&r.namespace, &r.name, false).await
     }
 
     async fn abort(
@@ -141,7 +480,29 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        Err(Status::unimplemented(NOT_YET))
+        let api = self.rollouts(&r.namespace)?;
+        let current = get(&api, &r.namespace, &r.name).await?;
+        match phase_of(&current) {
+            Phase::RollingBack | Phase::RolledBack => {
+                Ok(Response::new(convert::rollout_to_proto(&current)))
+            }
+            Phase::Progressing | Phase::Paused => {
+                let reason = if r.reason.is_empty() {
+                    "aborted by request"
+                } else {
+                    r.reason.as_str()
+                };
+                Ok(Response::new(convert::rollout_to_proto(
+                    &self
+                        .annotate(&r.namespace, &r.name, keys::ABORT, reason)
+                        .await?,
+                )))
+            }
+            phase => Err(Status::failed_precondition(format!(
+                "rollout {}/{} is {phase:?}; only a running rollout can be aborted",
+                r.namespace, r.name
+            ))),
+        }
     }
 
     async fn retry(
@@ -150,6 +511,25 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        Err(Status::unimplemented(NOT_YET))
+        let api = self.rollouts(&r.namespace)?;
+        let current = get(&api, &r.namespace, &r.name).await?;
+        match phase_of(&current) {
+            Phase::RolledBack | Phase::Failed => {
+                let cleared = api
+                    .patch_status(
+                        &r.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": null})),
+                    )
+                    .await
+                    .map_err(|e| kube_status(e, &r.namespace, &r.name))?;
+                Ok(Response::new(convert::rollout_to_proto(&cleared)))
+            }
+            Phase::Pending => Ok(Response::new(convert::rollout_to_proto(&current))),
+            phase => Err(Status::failed_precondition(format!(
+                "rollout {}/{} is {phase:?}; Retry starts a rolled-back rollout again",
+                r.namespace, r.name
+            ))),
+        }
     }
 }

@@ -25,6 +25,12 @@ pub struct Config {
     #[arg(long, env = "SLUICE_GATE_ADDR", default_value = "127.0.0.1:7102")]
     pub gate_addr: String,
 
+    /// Kubeconfig of the cluster to release on; without it, `KUBECONFIG` or
+    /// the in-cluster service account. Without any, the API answers
+    /// UNAVAILABLE and health stays NOT_SERVING.
+    #[arg(long, env = "SLUICE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
     /// YAML file mapping bearer tokens to the namespaces they may act on.
     /// Without it the Rollouts API accepts every caller.
     #[arg(long, env = "SLUICE_TOKEN_FILE")]

@@ -12,24 +12,52 @@
 pub mod api;
 pub mod config;
 pub mod controller;
+pub mod convert;
 pub mod crd;
 pub mod keys;
 
 pub use config::Config;
 
-use sluice_proto::{services, v1::rollouts_server::RolloutsServer};
+use std::sync::Arc;
+
+use sluice_proto::{
+    services,
+    v1::{
+        metrics_gate_client::MetricsGateClient, planner_client::PlannerClient,
+        rollouts_server::RolloutsServer,
+    },
+};
 use sluice_runtime::{
     Error, auth::Authenticator, health::Dependency, server::GrpcServer, shutdown::Signal,
     tls::channel,
 };
 
-/// Serves the executor until `shutdown` completes. It reports SERVING once
-/// the planner and the gate report SERVING.
+/// A client for the configured cluster, or why there is none.
+async fn cluster_client(config: &Config) -> Result<kube::Client, String> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!("no cluster configured (--kubeconfig, KUBECONFIG or in-cluster): {e}")
+        })?,
+    };
+    kube::Client::try_from(kube_config).map_err(|e| e.to_string())
+}
+
+/// Serves the executor until `shutdown` completes: the Rollouts API and the
+/// rollout controller. It reports SERVING once the planner, the gate and
+/// the Kubernetes API answer.
 ///
 /// # Errors
 /// [`Error::Config`] for a bad token file or address; otherwise see
 /// [`sluice_runtime::server::BoundServer::serve`].
 pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let auth = match &config.token_file {
         Some(path) => Authenticator::from_file("--token-file", path)?,
         None => Authenticator::open(),
@@ -37,8 +65,49 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
     let tls = &config.server.tls;
     let planner = channel("--planner-addr", &config.planner_addr, tls)?;
     let gate = channel("--gate-addr", &config.gate_addr, tls)?;
+    let client = match cluster_client(&config).await {
+        Ok(client) => Some(client),
+        Err(why) => {
+            tracing::warn!(%why, "no Kubernetes cluster; the Rollouts API answers UNAVAILABLE");
+            None
+        }
+    };
     let server = GrpcServer::new("executor", config.server.clone());
-    let api = api::RolloutsApi::new(server.shutdown_token());
+    let stop = server.shutdown_token();
+    let api = api::RolloutsApi::new(
+        client.clone(),
+        PlannerClient::new(planner.clone()),
+        stop.clone(),
+    );
+    let kubernetes = {
+        let client = client.clone();
+        Dependency::new("the Kubernetes API", move || {
+            let client = client.clone();
+            async move {
+                match client {
+                    Some(c) => c
+                        .apiserver_version()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Err("no cluster configured (--kubeconfig)".into()),
+                }
+            }
+        })
+    };
+    if let Some(client) = client {
+        let ctx = Arc::new(controller::Ctx {
+            client,
+            planner: PlannerClient::new(planner.clone()),
+            gate: MetricsGateClient::new(gate.clone()),
+            analyses: controller::Analyses::default(),
+        });
+        let stopped = stop.clone();
+        tokio::spawn(controller::run(
+            ctx,
+            async move { stopped.cancelled().await },
+        ));
+    }
     server
         .add_service(RolloutsServer::with_interceptor(api, auth.interceptor()))
         .depends_on(Dependency::grpc(
@@ -51,6 +120,7 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
             gate,
             services::METRICS_GATE,
         ))
+        .depends_on(kubernetes)
         .bind()
         .await?
         .serve(shutdown)

@@ -67,6 +67,7 @@ impl Service {
             ])
             .args(args)
             .env_remove("RUST_LOG")
+            .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -143,8 +143,16 @@ async fn the_executor_reaches_planner_and_gate_over_mutual_tls() {
     ]);
     let gate = start("sluice-gate", &gate_args);
 
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let _sim = Service::start(
+        "sluice-sim",
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
     let mut args = server_args(&pki, true);
     args.extend([
+        "--kubeconfig".to_owned(),
+        kubeconfig.display().to_string(),
         "--tls-ca".to_owned(),
         pki.ca.cert.display().to_string(),
         "--planner-addr".to_owned(),

@@ -130,10 +130,25 @@ async fn the_executor_serves_once_planner_and_gate_serve() {
         ServingStatus::NotServing
     );
 
+    assert!(missing.contains("the Kubernetes API"), "{line}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let _sim = Service::start(
+        "sluice-sim",
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
     let (planner_addr, gate_addr) = (planner.grpc_addr.to_string(), gate.grpc_addr.to_string());
     let executor = Service::start(
         "sluice-executor",
-        &["--planner-addr", &planner_addr, "--gate-addr", &gate_addr],
+        &[
+            "--planner-addr",
+            &planner_addr,
+            "--gate-addr",
+            &gate_addr,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
     );
     executor.wait_for_log(|l| l["message"] == "every dependency is reachable; SERVING");
     assert_eq!(

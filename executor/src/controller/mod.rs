@@ -242,6 +242,7 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
         write_status(&api, &name, None, &restart).await?;
         return Ok(Action::requeue(Duration::ZERO));
     }
+    let mut consumed = Vec::new();
     let action = match (
         rollout.spec.workload.kind,
         rollout.spec.strategy.style.unwrap_or_default(),
@@ -249,7 +250,7 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
         (WorkloadKind::Deployment, sluice_planner::spec::Style::Partition)
             if rollout.spec.traffic.is_none() =>
         {
-            partition::reconcile(&ctx, &rollout, &api, &mut status).await?
+            partition::reconcile(&ctx, &rollout, &mut consumed, &mut status).await?
         }
         (kind, style) => fail(
             &mut status,
@@ -261,6 +262,10 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
     status.observed_generation = generation;
     if status != before && !write_status(&api, &name, rollout.resource_version(), &status).await? {
         return Ok(Action::requeue(Duration::ZERO));
+    }
+    // Intents are removed only once what they caused is recorded.
+    for key in consumed {
+        clear_annotation(&api, &name, key).await?;
     }
     Ok(action)
 }

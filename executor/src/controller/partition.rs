@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use sluice_proto::v1 as pb;
 
 use super::{
-    Ctx, Error, after_checks, clear_annotation, convert, fail, finish_step, now_text,
-    on_error_policy, parse_time, plan, record, verdict,
+    Ctx, Error, after_checks, convert, fail, finish_step, now_text, on_error_policy, parse_time,
+    plan, record, verdict,
 };
 use crate::{
     crd::{Phase, Rollout, RolloutStatus, StepState, Verdict},
@@ -196,7 +196,7 @@ impl Workload {
 pub(super) async fn reconcile(
     ctx: &Ctx,
     rollout: &Rollout,
-    api: &Api<Rollout>,
+    consumed: &mut Vec<&'static str>,
     status: &mut RolloutStatus,
 ) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
@@ -216,11 +216,11 @@ pub(super) async fn reconcile(
             status.message = format!("aborted: {reason}");
             ctx.analyses.stop(&ns, &name);
         }
-        clear_annotation(api, &name, keys::ABORT).await?;
+        consumed.push(keys::ABORT);
     }
     match status.phase {
         Phase::Pending => start(ctx, rollout, &w, status).await,
-        Phase::Progressing | Phase::Paused => step(ctx, rollout, api, &w, status).await,
+        Phase::Progressing | Phase::Paused => step(ctx, rollout, consumed, &w, status).await,
         Phase::RollingBack => rollback(&w, status).await,
         Phase::Succeeded | Phase::RolledBack | Phase::Failed => Ok(Action::await_change()),
     }
@@ -389,7 +389,7 @@ async fn move_pods(
 async fn step(
     ctx: &Ctx,
     rollout: &Rollout,
-    api: &Api<Rollout>,
+    consumed: &mut Vec<&'static str>,
     w: &Workload,
     status: &mut RolloutStatus,
 ) -> Result<Action, Error> {
@@ -409,6 +409,26 @@ async fn step(
     status.total_steps = plan.batches.len() as u32;
     let last = plan.batches.len().saturating_sub(1) as u32;
     status.current_step = status.current_step.min(last);
+    // A promotion names the step it was asked at, so a stale one (the
+    // controller acted, then restarted before removing it) is ignored.
+    let mut promotion = None;
+    if let Some(value) = rollout.annotations().get(keys::PROMOTE) {
+        consumed.push(keys::PROMOTE);
+        let (how, at) = value.split_once(':').unwrap_or((value.as_str(), ""));
+        if at.parse::<u32>().ok() == Some(status.current_step) {
+            promotion = Some(how == "full");
+        }
+    }
+    if promotion == Some(true) && status.current_step < last {
+        finish_step(status);
+        status.current_step = last;
+        record(status, &plan.batches[last as usize]);
+        status.step_state = StepState::Upgrading;
+        status.phase = Phase::Progressing;
+        status.pause_until = None;
+        status.message = "promoted to the end".into();
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     let batch = plan.batches[status.current_step as usize].clone();
     let (Some(canary), Some(stable)) = (
         w.by_hash(&status.canary_revision).cloned(),
@@ -550,17 +570,7 @@ async fn step(
             }
         }
         StepState::Paused => {
-            if let Some(how) = rollout.annotations().get(keys::PROMOTE).cloned() {
-                clear_annotation(api, &name, keys::PROMOTE).await?;
-                if how == "full" {
-                    finish_step(status);
-                    status.current_step = last;
-                    record(status, &plan.batches[last as usize]);
-                    status.step_state = StepState::Upgrading;
-                    status.phase = Phase::Progressing;
-                    status.message = "promoted to the end".into();
-                    return Ok(Action::requeue(Duration::ZERO));
-                }
+            if promotion == Some(false) {
                 status.step_state = StepState::Completed;
                 return Ok(Action::requeue(Duration::ZERO));
             }

@@ -1,0 +1,249 @@
+//! The public Rollouts API end to end, every part a real process: the
+//! simulator (cluster, traffic, metrics), the planner, the gate reading the
+//! simulator's metrics, and the executor.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use std::time::{Duration, Instant};
+
+use sluice_integration_tests::process::Service;
+use sluice_proto::v1::{self as pb, rollouts_client::RolloutsClient};
+use tonic::{Code, transport::Endpoint};
+
+struct Platform {
+    _sim: Service,
+    _planner: Service,
+    _gate: Service,
+    executor: Service,
+    _dir: tempfile::TempDir,
+}
+
+fn platform() -> Platform {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig").display().to_string();
+    let sim = Service::start(
+        "sluice-sim",
+        &["--scenario", "healthy", "--kubeconfig", &kubeconfig],
+    );
+    let metrics = sim.wait_for_log(|l| l["message"] == "simulated cluster serving")["metrics_addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let planner = Service::start("sluice-planner", &[]);
+    let gate = Service::start(
+        "sluice-gate",
+        &["--prometheus-url", &format!("http://{metrics}")],
+    );
+    let executor = Service::start(
+        "sluice-executor",
+        &[
+            "--planner-addr",
+            &planner.grpc_addr.to_string(),
+            "--gate-addr",
+            &gate.grpc_addr.to_string(),
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    );
+    executor.wait_for_log(|l| l["message"] == "every dependency is reachable; SERVING");
+    Platform {
+        _sim: sim,
+        _planner: planner,
+        _gate: gate,
+        executor,
+        _dir: dir,
+    }
+}
+
+fn threshold(min: f64) -> Option<pb::Condition> {
+    Some(pb::Condition {
+        kind: Some(pb::condition::Kind::Threshold(pb::Threshold {
+            min: Some(min),
+            max: None,
+        })),
+    })
+}
+
+fn seconds(s: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: s,
+        nanos: 0,
+    })
+}
+
+fn request(traffic_of_first_step: Option<u32>) -> pb::StartRolloutRequest {
+    pb::StartRolloutRequest {
+        namespace: "default".into(),
+        name: "web".into(),
+        spec: Some(pb::RolloutSpec {
+            workload: Some(pb::WorkloadRef {
+                kind: pb::WorkloadKind::Deployment as i32,
+                name: "web".into(),
+            }),
+            images: vec![pb::ImageUpdate {
+                container: "web".into(),
+                image: "registry.example/web:2.0".into(),
+            }],
+            strategy: Some(pb::Strategy {
+                canary: Some(pb::CanaryStrategy {
+                    steps: vec![pb::CanaryStep {
+                        replicas: "30%".into(),
+                        traffic: traffic_of_first_step,
+                        analyses: vec!["health".into()],
+                        pause: Some(pb::Pause { duration: None }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            analyses: vec![pb::Analysis {
+                name: "health".into(),
+                metrics: vec![pb::Metric {
+                    name: "success-rate".into(),
+                    template: "request-success-rate".into(),
+                    success_condition: threshold(0.99),
+                    interval: seconds(1),
+                    initial_delay: seconds(4),
+                    count: 2,
+                    inconclusive_limit: 1,
+                    ..Default::default()
+                }],
+                args: Default::default(),
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+async fn wait_for(
+    client: &mut RolloutsClient<tonic::transport::Channel>,
+    phase: pb::RolloutPhase,
+) -> pb::Rollout {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = client
+            .get_rollout(pb::GetRolloutRequest {
+                namespace: "default".into(),
+                name: "web".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let status = r.status.clone().unwrap_or_default();
+        if status.phase == phase as i32 {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "never {phase:?}: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_through_the_public_api_pauses_for_approval_and_succeeds() {
+    let p = platform();
+    let mut client = RolloutsClient::new(
+        Endpoint::from_shared(p.executor.uri())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+
+    let missing = client
+        .get_rollout(pb::GetRolloutRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    let bad = client.start_rollout(request(Some(120))).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    use tonic_types::StatusExt;
+    let fields: Vec<String> = bad
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(fields, ["spec.strategy.canary.steps[0].traffic"]);
+
+    // Let the stable version serve for a while first.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let started = client
+        .start_rollout(request(None))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .start_rollout(request(None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        started.uid, again.uid,
+        "starting twice with the same spec is one rollout"
+    );
+    let early = client
+        .promote(pb::PromoteRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            full: false,
+        })
+        .await;
+    if let Err(status) = early {
+        assert_eq!(status.code(), Code::FailedPrecondition);
+    }
+
+    let paused = wait_for(&mut client, pb::RolloutPhase::Paused).await;
+    let status = paused.status.unwrap();
+    assert_eq!(status.current_step, 0);
+    assert_eq!(status.canary_replicas, 3, "30% of 10 pods");
+    assert!(
+        status.message.contains("waits for promotion"),
+        "{}",
+        status.message
+    );
+
+    client
+        .promote(pb::PromoteRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            full: false,
+        })
+        .await
+        .unwrap();
+    let done = wait_for(&mut client, pb::RolloutPhase::Succeeded).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.traffic, 100);
+    assert_eq!(
+        status.steps[0].verdict,
+        pb::Verdict::Pass as i32,
+        "{:#?}",
+        status.steps
+    );
+
+    let finished = client
+        .abort(pb::AbortRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            reason: "late".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(finished.code(), Code::FailedPrecondition);
+    let listed = client
+        .list_rollouts(pb::ListRolloutsRequest {
+            namespace: "default".into(),
+            phases: vec![pb::RolloutPhase::Succeeded as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.rollouts.len(), 1);
+}
