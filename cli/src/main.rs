@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 the operation failed (an invalid strategy, a
 //! failed rollout); 2 a usage error (a bad flag or value).
 
+mod demo;
 mod plan;
 
 use std::process::ExitCode;
@@ -19,6 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole system on a simulated cluster and release a new version.
+    ///
+    /// Example: sluice demo --scenario bad-canary
+    Demo(demo::DemoArgs),
     /// Print the plan of batches for a strategy, without any server.
     ///
     /// Example: sluice plan -f examples/strategy.yaml --replicas 10
@@ -29,6 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
+        Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,454 @@
+//! `sluice demo`: the whole system in one process, releasing a scenario's
+//! new version from start to finish.
+//!
+//! The simulator (its Kubernetes API, controllers, traffic and metrics),
+//! the planner, the gate and the executor each serve on a loopback port, as
+//! they would as separate processes; the demo then acts as a deploy
+//! platform: it asks the executor's public Rollouts API for the release and
+//! follows it with WatchRollout until it ends.
+
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use sluice_executor::{
+    api::RolloutsApi,
+    controller::{self, Analyses, Ctx},
+};
+use sluice_proto::v1::{
+    self as pb, metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
+    planner_client::PlannerClient, planner_server::PlannerServer, rollouts_client::RolloutsClient,
+    rollouts_server::RolloutsServer,
+};
+use sluice_runtime::auth::Authenticator;
+use sluice_sim::scenario::{Scenario, Simulation};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint, Server};
+
+/// Arguments of `sluice demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// A built-in scenario (healthy, bad-canary, slow-canary, crashloop,
+    /// prometheus-outage) or a scenario file.
+    #[arg(long, default_value = "healthy")]
+    scenario: String,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Use this Prometheus (scraping the simulator's metrics) instead of the
+    /// simulator's own query endpoint.
+    #[arg(long)]
+    prometheus: Option<String>,
+    /// Output: plain lines, or a JSON summary as the last line.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+async fn listen() -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+async fn grpc(
+    router: tonic::transport::server::Router,
+    stop: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let (listener, addr) = listen().await?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()));
+    Ok(addr)
+}
+
+async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?)
+}
+
+/// The release the demo asks for: two analysed steps, then everything.
+fn release(scenario: &Scenario) -> anyhow::Result<pb::StartRolloutRequest> {
+    let Some(release) = &scenario.release else {
+        bail!("scenario {} names no release", scenario.name)
+    };
+    let metric = |name: &str,
+                  template: &str,
+                  success: pb::Condition,
+                  failure: Option<pb::Condition>| pb::Metric {
+        name: name.into(),
+        template: template.into(),
+        success_condition: Some(success),
+        failure_condition: failure,
+        interval: Some(prost_types::Duration {
+            seconds: 2,
+            nanos: 0,
+        }),
+        initial_delay: Some(prost_types::Duration {
+            seconds: 6,
+            nanos: 0,
+        }),
+        count: 3,
+        inconclusive_limit: 1,
+        ..Default::default()
+    };
+    let threshold = |min: Option<f64>, max: Option<f64>| pb::Condition {
+        kind: Some(pb::condition::Kind::Threshold(pb::Threshold { min, max })),
+    };
+    let step = |replicas: &str, pause: Option<i64>| pb::CanaryStep {
+        replicas: replicas.into(),
+        analyses: vec!["health".into()],
+        pause: pause.map(|s| pb::Pause {
+            duration: Some(prost_types::Duration {
+                seconds: s,
+                nanos: 0,
+            }),
+        }),
+        ..Default::default()
+    };
+    let container = scenario
+        .manifests
+        .iter()
+        .find(|m| m["metadata"]["name"] == release.name.as_str())
+        .and_then(|m| m["spec"]["template"]["spec"]["containers"][0]["name"].as_str())
+        .unwrap_or("app")
+        .to_owned();
+    Ok(pb::StartRolloutRequest {
+        namespace: release.namespace.clone(),
+        name: release.name.clone(),
+        spec: Some(pb::RolloutSpec {
+            workload: Some(pb::WorkloadRef {
+                kind: pb::WorkloadKind::Deployment as i32,
+                name: release.name.clone(),
+            }),
+            images: vec![pb::ImageUpdate {
+                container,
+                image: release.image.clone(),
+            }],
+            strategy: Some(pb::Strategy {
+                canary: Some(pb::CanaryStrategy {
+                    steps: vec![step("20%", Some(2)), step("50%", None)],
+                    progress_deadline: Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            analyses: vec![pb::Analysis {
+                name: "health".into(),
+                metrics: vec![
+                    metric(
+                        "success-rate",
+                        "request-success-rate",
+                        threshold(Some(0.99), None),
+                        Some(threshold(None, Some(0.95))),
+                    ),
+                    metric(
+                        "latency-p99",
+                        "request-latency-p99",
+                        threshold(None, Some(0.25)),
+                        Some(threshold(Some(0.3), None)),
+                    ),
+                ],
+                args: Default::default(),
+            }],
+            on_analysis_error: pb::ErrorPolicy::Pause as i32,
+            ..Default::default()
+        }),
+    })
+}
+
+fn phase_name(p: i32) -> String {
+    pb::RolloutPhase::try_from(p).map_or("Unknown".into(), |p| {
+        let n = p
+            .as_str_name()
+            .trim_start_matches("ROLLOUT_PHASE_")
+            .to_lowercase();
+        n.split('_')
+            .map(|w| format!("{}{}", w[..1].to_uppercase(), &w[1..]))
+            .collect()
+    })
+}
+
+fn verdict_name(v: i32) -> String {
+    pb::Verdict::try_from(v).map_or("-".into(), |v| match v {
+        pb::Verdict::Unspecified => "-".into(),
+        other => other
+            .as_str_name()
+            .trim_start_matches("VERDICT_")
+            .to_lowercase(),
+    })
+}
+
+pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(demo(args))
+}
+
+async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut scenario =
+        Scenario::load(&args.scenario).map_err(|e| anyhow::anyhow!("--scenario: {e}"))?;
+    if !(args.speed > 0.0 && args.speed.is_finite()) {
+        bail!("--speed: must be above 0, got {}", args.speed);
+    }
+    scenario.speed = args.speed;
+    let request = release(&scenario)?;
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let started = Instant::now();
+
+    // The simulated cluster, with its API and metrics on loopback.
+    let sim = Simulation::start(scenario.clone())
+        .map_err(|e| anyhow::anyhow!("starting the scenario: {}", e.message))?;
+    let (kube, kube_addr) = listen().await?;
+    tokio::spawn(
+        axum::serve(kube, sim.api.router())
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let (metrics, metrics_addr) = listen().await?;
+    tokio::spawn(
+        axum::serve(
+            metrics,
+            sluice_sim::metrics::http::router(sim.metrics.clone()),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future(),
+    );
+    let kubeconfig =
+        std::env::temp_dir().join(format!("sluice-demo-{}.kubeconfig", std::process::id()));
+    std::fs::write(
+        &kubeconfig,
+        sluice_sim::kubeconfig(kube_addr, &Default::default()),
+    )
+    .context("writing the kubeconfig")?;
+
+    // Planner, gate and executor, each on its own port.
+    let planner_addr = grpc(
+        Server::builder().add_service(PlannerServer::new(sluice_planner::service::PlannerService)),
+        stop.clone(),
+    )
+    .await?;
+    let prometheus_url = args
+        .prometheus
+        .clone()
+        .unwrap_or_else(|| format!("http://{metrics_addr}"));
+    let prometheus =
+        sluice_gate::prometheus::Prometheus::new(sluice_gate::prometheus::ClientOptions::new(
+            prometheus_url.parse().context("--prometheus")?,
+        ))
+        .map_err(|e| anyhow::anyhow!("--prometheus: {e}"))?;
+    let gate_addr = grpc(
+        Server::builder().add_service(MetricsGateServer::new(
+            sluice_gate::service::GateService::new(prometheus, stop.clone()),
+        )),
+        stop.clone(),
+    )
+    .await?;
+    let client = kube::Client::new(sim.api.router(), "default");
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        planner: PlannerClient::new(channel(planner_addr).await?),
+        gate: MetricsGateClient::new(channel(gate_addr).await?),
+        analyses: Analyses::default(),
+    });
+    let controller_stop = stop.clone();
+    tokio::spawn(controller::run(ctx, async move {
+        controller_stop.cancelled().await
+    }));
+    let api = RolloutsApi::new(
+        Some(client),
+        PlannerClient::new(channel(planner_addr).await?),
+        stop.clone(),
+    );
+    let executor_addr = grpc(
+        Server::builder().add_service(RolloutsServer::with_interceptor(
+            api,
+            Authenticator::open().interceptor(),
+        )),
+        stop.clone(),
+    )
+    .await?;
+
+    let text = args.output == Output::Text;
+    if text {
+        println!(
+            "scenario   {} (seed {}, speed {}x)",
+            scenario.name, scenario.seed, scenario.speed
+        );
+        println!(
+            "cluster    KUBECONFIG={} kubectl get rollouts,deploy,pods -w",
+            kubeconfig.display()
+        );
+        println!(
+            "metrics    http://{metrics_addr}/metrics  (PromQL: {prometheus_url}/api/v1/query)"
+        );
+        println!("rollouts   gRPC {executor_addr} (sluice.v1.Rollouts)");
+    }
+    wait_until_ready(&sim, &scenario).await;
+    if text {
+        println!(
+            "{:>6.1}s  workload ready; releasing {}",
+            started.elapsed().as_secs_f64(),
+            scenario.release.as_ref().map_or("", |r| r.image.as_str())
+        );
+    }
+    let mut rollouts = RolloutsClient::new(channel(executor_addr).await?);
+    rollouts
+        .start_rollout(request.clone())
+        .await
+        .map_err(|s| anyhow::anyhow!("StartRollout: {}", s.message()))?;
+    let watch = pb::WatchRolloutRequest {
+        namespace: request.namespace.clone(),
+        name: request.name.clone(),
+        since_revision: String::new(),
+    };
+    let mut stream = rollouts
+        .watch_rollout(watch)
+        .await
+        .map_err(|s| anyhow::anyhow!("WatchRollout: {}", s.message()))?
+        .into_inner();
+    let mut last_line = String::new();
+    let mut final_state = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline, stream.message())
+        .await
+        .map(|r| r.transpose())
+    {
+        let Some(rollout) = event.rollout else {
+            continue;
+        };
+        let status = rollout.status.clone().unwrap_or_default();
+        let line = format!(
+            "step {}/{}  {:<11}  new pods {}/{}  traffic {:>3}%  {}",
+            (status.current_step + 1).min(status.total_steps.max(1)),
+            status.total_steps,
+            phase_name(status.phase),
+            status.ready_canary_replicas,
+            status.canary_replicas,
+            status.traffic,
+            status.message
+        );
+        if text && line != last_line {
+            println!("{:>6.1}s  {line}", started.elapsed().as_secs_f64());
+            last_line = line;
+        }
+        let phase = pb::RolloutPhase::try_from(status.phase).unwrap_or_default();
+        if phase == pb::RolloutPhase::Paused && status.message.contains("waits for promotion") {
+            let _ = rollouts
+                .promote(pb::PromoteRequest {
+                    namespace: request.namespace.clone(),
+                    name: request.name.clone(),
+                    full: false,
+                })
+                .await;
+        }
+        if matches!(
+            phase,
+            pb::RolloutPhase::Succeeded | pb::RolloutPhase::RolledBack | pb::RolloutPhase::Failed
+        ) {
+            final_state = Some(rollout);
+            break;
+        }
+    }
+    let Some(rollout) = final_state else {
+        bail!("the release did not end within ten minutes")
+    };
+    let status = rollout.status.unwrap_or_default();
+    let seconds = started.elapsed().as_secs_f64();
+    let steps: Vec<serde_json::Value> = status
+        .steps
+        .iter()
+        .map(|s| {
+            let duration = match (s.started, s.finished) {
+                (Some(a), Some(b)) => (b.seconds - a.seconds) as f64,
+                _ => 0.0,
+            };
+            let failed: Vec<serde_json::Value> = s
+                .evidence
+                .iter()
+                .filter(|m| m.outcome == pb::Outcome::Failed as i32)
+                .map(|m| {
+                    let e = m.evidence.clone().unwrap_or_default();
+                    json!({"metric": m.metric, "value": e.values.first().map(|v| v.value), "condition": e.decided_by, "message": e.message})
+                })
+                .collect();
+            json!({"step": s.index + 1, "replicas": s.canary_replicas, "traffic": s.traffic, "verdict": verdict_name(s.verdict), "durationSeconds": duration, "failed": failed})
+        })
+        .collect();
+    let phase = phase_name(status.phase);
+    if text {
+        println!();
+        println!("{phase} in {seconds:.1}s: {}", status.message);
+        for s in &steps {
+            println!(
+                "  step {}  {:>2} new pods  traffic {:>3}%  verdict {:<12} {:>4.0}s",
+                s["step"],
+                s["replicas"],
+                s["traffic"],
+                s["verdict"].as_str().unwrap_or("-"),
+                s["durationSeconds"].as_f64().unwrap_or(0.0)
+            );
+            for f in s["failed"].as_array().into_iter().flatten() {
+                println!(
+                    "          {} = {} breached {} ({})",
+                    f["metric"].as_str().unwrap_or(""),
+                    f["value"],
+                    f["condition"].as_str().unwrap_or(""),
+                    f["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+    } else {
+        println!(
+            "{}",
+            json!({"phase": phase, "message": status.message, "steps": steps, "durationSeconds": seconds, "scenario": scenario.name})
+        );
+    }
+    let _ = std::fs::remove_file(&kubeconfig);
+    Ok(if phase == "Succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn wait_until_ready(sim: &Simulation, scenario: &Scenario) {
+    let Some(release) = &scenario.release else {
+        return;
+    };
+    let Some(res) = sim.api.store().registry().get("apps", "deployments") else {
+        return;
+    };
+    for _ in 0..600 {
+        if let Ok(d) = sim
+            .api
+            .store()
+            .get_value(&res, &release.namespace, &release.name)
+        {
+            let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+            if d["status"]["readyReplicas"].as_i64() == Some(replicas) {
+                // A little history of the stable version for the gate to compare.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
