@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`process`]: a running service binary, its log and its exit.
+//! - [`controlplane`]: a real Kubernetes control plane on loopback.
 //! - [`fake`]: stand-ins for edges not under test.
 //! - [`pki`]: a throwaway CA and certificates for TLS tests.
 //! - [`prometheus`]: a real Prometheus and an exporter a test controls.
@@ -11,6 +12,7 @@
 // Test support: a failed set-up step should stop the test with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod controlplane;
 pub mod fake;
 pub mod pki;
 pub mod process;

@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - [`Config`]: flags and environment.
+//! - [`agent`]: the simulator as the node fleet of a real cluster.
 //! - [`api`]: the Kubernetes API server.
 //! - [`cluster`]: controllers, scheduler and kubelets that make it behave.
 //! - [`metrics`]: traffic, per-pod metrics and a Prometheus-compatible API.
 //! - [`scenario`]: scenario files and running them.
 //! - [`serve`]: the `sluice.v1.Simulator` control API.
 
+pub mod agent;
 pub mod api;
 pub mod cluster;
 pub mod metrics;

@@ -1,0 +1,211 @@
+//! A real Kubernetes control plane on loopback, as the Go `envtest` package
+//! starts one: etcd, kube-apiserver and kube-controller-manager built from
+//! the Go modules pinned in `controlplane/go.mod` (by
+//! `scripts/build-control-plane`, cached outside git), with free ports, a
+//! generated service-account key pair and an admin token. Everything stops
+//! when the value is dropped, also when a test panics.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The admin token the API server accepts.
+pub const TOKEN: &str = "sluice-admin-token-0123456789";
+
+/// A running control plane.
+pub struct ControlPlane {
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+    /// Its kubeconfig (admin).
+    pub kubeconfig: PathBuf,
+    /// The API server's URL.
+    pub url: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The folder with the control-plane binaries: `SLUICE_CONTROL_PLANE`, or
+/// what `scripts/build-control-plane` builds (or finds in its cache).
+fn binaries() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SLUICE_CONTROL_PLANE") {
+        return PathBuf::from(dir);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-control-plane");
+    let output = Command::new(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/build-control-plane runs");
+    assert!(output.status.success(), "building the control plane failed");
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+impl ControlPlane {
+    /// Starts etcd, the API server and the controller manager, and waits
+    /// until the API server is ready.
+    ///
+    /// # Panics
+    /// When a component does not start.
+    pub async fn start() -> Self {
+        let bin = binaries();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        let path = |name: &str| root.join(name);
+        let key = rcgen::KeyPair::generate().expect("key");
+        std::fs::write(path("sa.key"), key.serialize_pem()).expect("write key");
+        std::fs::write(path("sa.pub"), key.public_key_pem()).expect("write public key");
+        std::fs::write(
+            path("tokens.csv"),
+            format!("{TOKEN},admin,admin,system:masters\n"),
+        )
+        .expect("write tokens");
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let log =
+            |name: &str| std::fs::File::create(path(&format!("{name}.log"))).expect("log file");
+        let mut children = Vec::new();
+        children.push(
+            Command::new(bin.join("etcd"))
+                .args(["--data-dir", &path("etcd").display().to_string()])
+                .args([
+                    "--listen-client-url",
+                    &format!("http://127.0.0.1:{etcd_port}"),
+                ])
+                .args([
+                    "--listen-peer-url",
+                    &format!("http://127.0.0.1:{peer_port}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(log("etcd"))
+                .spawn()
+                .expect("etcd starts"),
+        );
+        children.push(
+            Command::new(bin.join("kube-apiserver"))
+                .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+                .arg(format!("--secure-port={api_port}"))
+                .arg("--bind-address=127.0.0.1")
+                .arg("--advertise-address=127.0.0.1")
+                .arg(format!("--cert-dir={}", path("certs").display()))
+                .arg("--service-account-issuer=https://kubernetes.default.svc")
+                .arg(format!(
+                    "--service-account-key-file={}",
+                    path("sa.pub").display()
+                ))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    path("sa.key").display()
+                ))
+                .arg(format!(
+                    "--token-auth-file={}",
+                    path("tokens.csv").display()
+                ))
+                .arg("--authorization-mode=RBAC")
+                .arg("--service-cluster-ip-range=10.0.0.0/24")
+                .arg("--disable-admission-plugins=ServiceAccount")
+                .arg("--enable-priority-and-fairness=false")
+                .stdout(Stdio::null())
+                .stderr(log("kube-apiserver"))
+                .spawn()
+                .expect("kube-apiserver starts"),
+        );
+        let url = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = path("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: real\n  context:\n    cluster: real\n    user: admin\n    namespace: default\ncurrent-context: real\n"
+            ),
+        )
+        .expect("write kubeconfig");
+        let mut plane = Self {
+            children,
+            dir,
+            kubeconfig,
+            url,
+        };
+        plane.wait_ready().await;
+        let kcm = Command::new(bin.join("kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
+            .arg("--controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,endpointslice-controller,garbage-collector-controller,namespace-controller")
+            .arg("--leader-elect=false")
+            .arg("--secure-port=0")
+            .stdout(Stdio::null())
+            .stderr(log("kube-controller-manager"))
+            .spawn()
+            .expect("kube-controller-manager starts");
+        plane.children.push(kcm);
+        plane
+    }
+
+    async fn wait_ready(&self) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ready = http
+                .get(format!("{}/readyz", self.url))
+                .bearer_auth(TOKEN)
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready; its log:\n{}",
+                self.log("kube-apiserver")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A component's log.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Runs kubectl against the control plane; returns (success, stdout + stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("kubectl runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// A kube client with the admin token.
+    pub async fn client(&self) -> kube::Client {
+        let file = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+            .await
+            .expect("config");
+        kube::Client::try_from(config).expect("client")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Sluice against a real Kubernetes control plane (kube-apiserver and
+//! kube-controller-manager built from the pinned Go modules, etcd), with
+//! the simulator as its node fleet.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
+use serde_json::json;
+use sluice_executor::{
+    controller::{self, Analyses, Ctx},
+    crd::{Phase, Rollout},
+};
+use sluice_integration_tests::controlplane::ControlPlane;
+use sluice_proto::v1::{
+    metrics_gate_client::MetricsGateClient, planner_client::PlannerClient,
+    planner_server::PlannerServer,
+};
+use sluice_sim::{
+    agent::{self, AgentOptions},
+    cluster::profile::{Profile, Profiles},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Endpoint, Server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_release_on_a_real_control_plane() {
+    let plane = ControlPlane::start().await;
+    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds/rollouts.yaml");
+    let (ok, out) = plane.kubectl(&["apply", "-f", crd]);
+    assert!(
+        ok,
+        "the generated Rollout CRD is accepted by a real API server: {out}"
+    );
+    let (ok, out) = plane.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/rollouts.sluice.dev",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{out}");
+
+    let client = plane.client().await;
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let fast = Profile {
+        start_min_seconds: 0.2,
+        start_max_seconds: 0.5,
+        ready_after_seconds: 0.2,
+        ..Profile::default()
+    };
+    let options = AgentOptions {
+        nodes: 2,
+        capacity: 50,
+        profiles: Profiles {
+            by_image: Default::default(),
+            default: fast,
+        },
+        seed: 1,
+    };
+    let agent_stop = stop.clone();
+    let agent_client = client.clone();
+    tokio::spawn(async move {
+        agent::run(agent_client, options, agent_stop)
+            .await
+            .expect("the agent registers its nodes")
+    });
+
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let web: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..600 {
+        let d = deployments.get("web").await.unwrap();
+        if d.status.and_then(|s| s.ready_replicas) == Some(4) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready,
+        "the real controllers and the agent bring the Deployment up; kcm log:\n{}",
+        plane.log("kube-controller-manager")
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let planner_addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        Server::builder()
+            .add_service(PlannerServer::new(sluice_planner::service::PlannerService))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let planner = Endpoint::from_shared(format!("http://{planner_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // No analysis in this release: the gate is never called.
+    let gate = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        planner: PlannerClient::new(planner),
+        gate: MetricsGateClient::new(gate),
+        analyses: Analyses::default(),
+    });
+    let controller_stop = stop.clone();
+    tokio::spawn(controller::run(ctx, async move {
+        controller_stop.cancelled().await
+    }));
+
+    let rollout: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 50%, pause: {duration: 1s}}]}}\n",
+    )
+    .unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
+    rollouts
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
+    let mut phase = Phase::Pending;
+    for _ in 0..900 {
+        phase = rollouts
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .map(|s| s.phase)
+            .unwrap_or_default();
+        if matches!(phase, Phase::Succeeded | Phase::RolledBack | Phase::Failed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = rollouts.get("web").await.unwrap().status;
+    assert_eq!(phase, Phase::Succeeded, "{status:#?}");
+
+    let d = deployments.get("web").await.unwrap();
+    let spec = d.spec.clone().unwrap();
+    assert_eq!(
+        spec.template.spec.unwrap().containers[0].image.as_deref(),
+        Some("registry.example/web:2.0")
+    );
+    assert_ne!(spec.paused, Some(true), "handed back to its controller");
+    assert!(
+        d.metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/"))
+    );
+    // The real Deployment controller adopted the executor's ReplicaSet: no third one.
+    let sets = Api::<ReplicaSet>::default_namespaced(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        sets.len(),
+        2,
+        "{:?}",
+        sets.iter()
+            .map(|s| s.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        d.status.unwrap().updated_replicas,
+        Some(4),
+        "the Deployment counts every pod as updated"
+    );
+
+    let (ok, out) = plane.kubectl(&["get", "rollouts"]);
+    assert!(
+        ok && out.contains("PHASE")
+            && out.contains("STEP")
+            && out.contains("TRAFFIC")
+            && out.contains("Succeeded"),
+        "{out}"
+    );
+}

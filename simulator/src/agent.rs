@@ -1,0 +1,197 @@
+//! Agent mode: the simulator as the node fleet of a real cluster, as KWOK
+//! does. Against any API server it registers simulated nodes, binds pods
+//! no scheduler has placed, and drives each pod's status through the same
+//! lifecycle as in the in-memory cluster (start-up delay from the version's
+//! profile, then Running, then Ready).
+//!
+//! Node leases and node status heartbeats are not kept: the node lifecycle
+//! controller should not run against the agent's nodes.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::time::rfc3339,
+    cluster::{
+        kubelet::node,
+        profile::{Profiles, Rng},
+    },
+};
+
+/// How the agent behaves.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Nodes to register.
+    pub nodes: u32,
+    /// Pods each takes.
+    pub capacity: u32,
+    /// Version behaviour, by image.
+    pub profiles: Profiles,
+    /// Seed of the start-up delays.
+    pub seed: u64,
+}
+
+/// Registers the nodes and serves their pods until `stop`.
+///
+/// # Errors
+/// A node that cannot be registered.
+pub async fn run(
+    client: Client,
+    options: AgentOptions,
+    stop: CancellationToken,
+) -> Result<(), kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let names: Vec<String> = (0..options.nodes)
+        .map(|i| format!("sluice-node-{i}"))
+        .collect();
+    for name in &names {
+        let object: Node = serde_json::from_value(node(name, options.capacity))
+            .map_err(kube::Error::SerdeError)?;
+        match nodes.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+        // Status is written through its own subresource.
+        let status = node(name, options.capacity)["status"].clone();
+        nodes
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await?;
+    }
+    let pods: Api<Pod> = Api::all(client.clone());
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let rng = Arc::new(Mutex::new(Rng::new(options.seed)));
+    let load = Arc::new(Mutex::new(vec![0u32; names.len()]));
+    let events = watcher(pods, watcher::Config::default()).applied_objects();
+    futures::pin_mut!(events);
+    loop {
+        let pod = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            next = events.try_next() => match next {
+                Ok(Some(pod)) => pod,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(%error, "agent watch failed; it restarts");
+                    continue;
+                }
+            },
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        if !seen.lock().await.insert(key) {
+            continue;
+        }
+        let (client, names, options, rng, load) = (
+            client.clone(),
+            names.clone(),
+            options.clone(),
+            rng.clone(),
+            load.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = serve_pod(client, pod, &names, &options, rng, load).await {
+                tracing::warn!(%error, "agent could not serve a pod");
+            }
+        });
+    }
+}
+
+async fn serve_pod(
+    client: Client,
+    pod: Pod,
+    names: &[String],
+    options: &AgentOptions,
+    rng: Arc<Mutex<Rng>>,
+    load: Arc<Mutex<Vec<u32>>>,
+) -> Result<(), kube::Error> {
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let node_name = match &spec.node_name {
+        Some(n) if names.contains(n) => n.clone(),
+        Some(_) => return Ok(()),
+        None => {
+            let chosen = {
+                let mut load = load.lock().await;
+                let Some((i, _)) = load
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| **l < options.capacity)
+                    .min_by_key(|(_, l)| **l)
+                else {
+                    return Ok(());
+                };
+                load[i] += 1;
+                names[i].clone()
+            };
+            let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": chosen}});
+            api.create_subresource::<serde_json::Value, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await?;
+            chosen
+        }
+    };
+    let image = spec
+        .containers
+        .first()
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let profile = options.profiles.of(&image).clone();
+    let delay = profile.start_delay(&mut *rng.lock().await);
+    tokio::time::sleep(delay).await;
+    let now = rfc3339(std::time::SystemTime::now());
+    let statuses = |ready: bool| -> Vec<serde_json::Value> {
+        spec.containers
+            .iter()
+            .map(|c| json!({"name": c.name, "image": c.image, "imageID": format!("sluice://{}", c.image.clone().unwrap_or_default()), "ready": ready, "started": true, "restartCount": 0, "state": {"running": {"startedAt": now}}}))
+            .collect()
+    };
+    let conditions = |ready: &str| {
+        json!([
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+            {"type": "Ready", "status": ready, "lastTransitionTime": now},
+        ])
+    };
+    let ip = format!(
+        "10.244.{}.{}",
+        name.len() % 250,
+        name.bytes().map(u32::from).sum::<u32>() % 250 + 1
+    );
+    let running = json!({"status": {"phase": "Running", "hostIP": "10.0.0.1", "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now, "conditions": conditions("False"), "containerStatuses": statuses(false)}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(running))
+        .await?;
+    if profile.crash_loop || profile.never_ready {
+        return Ok(());
+    }
+    tokio::time::sleep(profile.ready_delay()).await;
+    let ready =
+        json!({"status": {"conditions": conditions("True"), "containerStatuses": statuses(true)}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(ready))
+        .await?;
+    tracing::debug!(pod = %name, node = %node_name, "pod ready");
+    let _ = Duration::ZERO;
+    Ok(())
+}
