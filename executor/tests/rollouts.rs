@@ -26,7 +26,36 @@ use tonic::transport::{Channel, Server};
 struct World {
     sim: Simulation,
     client: Client,
+    planner: Channel,
+    gate: Channel,
+    controller: std::sync::Mutex<CancellationToken>,
     _stop: tokio_util::sync::DropGuard,
+}
+
+impl World {
+    /// Stops the running controller and starts a new one with nothing
+    /// carried over, as a killed and restarted executor would.
+    fn restart_controller(&self) {
+        let mut current = self.controller.lock().unwrap();
+        current.cancel();
+        *current = start_controller(&self.client, &self.planner, &self.gate);
+    }
+}
+
+fn start_controller(client: &Client, planner: &Channel, gate: &Channel) -> CancellationToken {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        planner: PlannerClient::new(planner.clone()),
+        gate: MetricsGateClient::new(gate.clone()),
+        analyses: Analyses::default(),
+    });
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone();
+    tokio::spawn(controller::run(
+        ctx,
+        async move { shutdown.cancelled().await },
+    ));
+    stop
 }
 
 async fn serve_grpc(router: tonic::transport::server::Router) -> std::net::SocketAddr {
@@ -80,20 +109,14 @@ async fn world(scenario: &str) -> World {
     .await;
 
     let client = Client::new(sim.api.router(), "default");
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        planner: PlannerClient::new(channel(planner_addr).await),
-        gate: MetricsGateClient::new(channel(gate_addr).await),
-        analyses: Analyses::default(),
-    });
-    let shutdown = stop.clone();
-    tokio::spawn(controller::run(
-        ctx,
-        async move { shutdown.cancelled().await },
-    ));
+    let (planner, gate) = (channel(planner_addr).await, channel(gate_addr).await);
+    let controller = std::sync::Mutex::new(start_controller(&client, &planner, &gate));
     World {
         sim,
         client,
+        planner,
+        gate,
+        controller,
         _stop: stop.drop_guard(),
     }
 }
@@ -291,5 +314,58 @@ async fn a_bad_canary_rolls_back_on_its_first_analysis() {
             .unwrap_or_default()
             .keys()
             .all(|k| !k.starts_with("sluice.dev/"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_resumes_at_the_step_it_left() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let mut spec = rollout("registry.example/web:2.0");
+    spec.spec.strategy.canary.steps[0].pause = Some(sluice_planner::spec::Pause::default());
+    rollouts
+        .create(&PostParams::default(), &spec)
+        .await
+        .unwrap();
+    let paused = wait_phase(&rollouts, |p| p == Phase::Paused).await;
+    let status = paused.status.unwrap();
+    assert_eq!(
+        (status.current_step, status.step_state),
+        (0, sluice_executor::crd::StepState::Paused)
+    );
+    let steps_before = status.steps.clone();
+
+    // The executor dies in the pause and a new one takes over with nothing
+    // but the cluster; promotion then finishes the release, no step twice.
+    world.restart_controller();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (after.phase, after.current_step),
+        (Phase::Paused, 0),
+        "the new controller keeps the pause"
+    );
+    let patch = serde_json::json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}});
+    rollouts
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .unwrap();
+    let done = wait_phase(&rollouts, |p| {
+        matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+    let mut indexes: Vec<u32> = status.steps.iter().map(|s| s.index).collect();
+    indexes.dedup();
+    assert_eq!(indexes, [0, 1, 2], "every step once, in order");
+    assert_eq!(
+        status.steps[0].started, steps_before[0].started,
+        "the first step was not started again"
     );
 }
