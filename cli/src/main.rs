@@ -1,10 +1,12 @@
 //! The `sluice` command.
 //!
 //! Exit codes: 0 success; 1 the operation failed (an invalid strategy, a
-//! failed rollout); 2 a usage error (a bad flag or value).
+//! rolled-back or failed rollout, an error from the executor); 2 a usage
+//! error (a bad flag or value).
 
 mod demo;
 mod plan;
+mod rollout;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,20 @@ enum Command {
     ///
     /// Example: sluice demo --scenario bad-canary
     Demo(demo::DemoArgs),
+    /// Start, follow and steer rollouts through the executor's Rollouts API.
+    Rollout {
+        #[command(flatten)]
+        connection: rollout::Connection,
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: sluice completion bash > /etc/bash_completion.d/sluice
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Print the plan of batches for a strategy, without any server.
     ///
     /// Example: sluice plan -f examples/strategy.yaml --replicas 10
@@ -35,6 +51,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Rollout {
+            connection,
+            command,
+        } => rollout::run(&connection, &command),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -247,3 +247,57 @@ async fn a_release_through_the_public_api_pauses_for_approval_and_succeeds() {
         .into_inner();
     assert_eq!(listed.rollouts.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_starts_follows_and_reports_a_rollout() {
+    use std::process::Command;
+    let p = platform();
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = dir.path().join("strategy.yaml");
+    std::fs::write(
+        &strategy,
+        "canary:\n  steps:\n    - {replicas: 50%, pause: {duration: 1s}}\n",
+    )
+    .unwrap();
+    let executor = p.executor.grpc_addr.to_string();
+    let sluice = |args: &[&str]| {
+        let out = Command::new(sluice_integration_tests::process::binary("sluice"))
+            .args(args)
+            .args(["--executor", &executor])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, out, err) = sluice(&[
+        "rollout",
+        "start",
+        "web",
+        "--image",
+        "web=registry.example/web:2.0",
+        "-f",
+        strategy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("NAMESPACE") && out.contains("web"), "{out}");
+    let (code, out, err) = sluice(&["rollout", "watch", "web"]);
+    assert_eq!(code, Some(0), "watch ends with the release: {out}{err}");
+    assert!(out.lines().last().unwrap().contains("Succeeded"), "{out}");
+    let (code, out, _) = sluice(&["rollout", "get", "web", "-o", "json"]);
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (json["phase"].as_str(), json["traffic"].as_u64()),
+        (Some("Succeeded"), Some(100))
+    );
+    let (code, _, err) = sluice(&["rollout", "promote", "web"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("FailedPrecondition"), "{err}");
+    let (code, _, err) = sluice(&["rollout", "get", "nothing"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("NotFound"), "{err}");
+}
