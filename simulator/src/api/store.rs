@@ -552,15 +552,7 @@ impl Store {
             )));
         }
         let current = inner.value(res, namespace, name)?;
-        let expected = text(&object, &["metadata", "resourceVersion"]);
-        if !expected.is_empty() && expected != text(&current, &["metadata", "resourceVersion"]) {
-            return Err(ApiError::conflict(
-                &res.group,
-                &res.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
+        check_version(res, name, &object, &current)?;
         inner.replace(self, res, namespace, name, current, object, part)
     }
 
@@ -609,15 +601,7 @@ impl Store {
             apply(kind, &mut again, body, builtin)?;
             (latest, again)
         };
-        let expected = text(&patched, &["metadata", "resourceVersion"]);
-        if !expected.is_empty() && expected != text(&current, &["metadata", "resourceVersion"]) {
-            return Err(ApiError::conflict(
-                &res.group,
-                &res.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
+        check_version(res, name, &patched, &current)?;
         inner.replace(self, res, namespace, name, current, patched, part)
     }
 
@@ -707,6 +691,26 @@ impl Store {
             &now,
         )
     }
+}
+
+/// Optimistic concurrency: a write that names a resourceVersion must name
+/// the current one.
+fn check_version(
+    res: &Resource,
+    name: &str,
+    wanted: &Value,
+    current: &Value,
+) -> Result<(), ApiError> {
+    let expected = text(wanted, &["metadata", "resourceVersion"]);
+    if !expected.is_empty() && expected != text(current, &["metadata", "resourceVersion"]) {
+        return Err(ApiError::conflict(
+            &res.group,
+            &res.plural,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    Ok(())
 }
 
 fn check_kind(res: &Resource, object: &Value) -> Result<(), ApiError> {

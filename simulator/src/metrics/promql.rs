@@ -455,36 +455,18 @@ fn binary(db: &Tsdb, b: &parser::BinaryExpr, at: i64) -> Result<Value, EvalError
                 v
             }))
         }
-        (Value::Vector(v), Value::Scalar(c)) => {
-            let mut out = Vec::new();
-            for s in v {
-                let (value, keep) = apply(&op, s.value, c)?;
-                if let Some(value) = finish(value, keep, s.value) {
-                    let labels = if is_comparison(&op) && !return_bool {
-                        s.labels
-                    } else {
-                        drop_name(s.labels)
-                    };
-                    out.push(Sample { labels, value });
-                }
-            }
-            Ok(Value::Vector(out))
-        }
-        (Value::Scalar(c), Value::Vector(v)) => {
-            let mut out = Vec::new();
-            for s in v {
-                let (value, keep) = apply(&op, c, s.value)?;
-                if let Some(value) = finish(value, keep, s.value) {
-                    let labels = if is_comparison(&op) && !return_bool {
-                        s.labels
-                    } else {
-                        drop_name(s.labels)
-                    };
-                    out.push(Sample { labels, value });
-                }
-            }
-            Ok(Value::Vector(out))
-        }
+        (Value::Vector(v), Value::Scalar(c)) => with_scalar(
+            v,
+            |x| apply(&op, x, c),
+            &finish,
+            is_comparison(&op) && !return_bool,
+        ),
+        (Value::Scalar(c), Value::Vector(v)) => with_scalar(
+            v,
+            |x| apply(&op, c, x),
+            &finish,
+            is_comparison(&op) && !return_bool,
+        ),
         (Value::Vector(l), Value::Vector(r)) => {
             let modifier = b.modifier.as_ref();
             if let Some(m) = modifier
@@ -532,6 +514,29 @@ fn binary(db: &Tsdb, b: &parser::BinaryExpr, at: i64) -> Result<Value, EvalError
             "binary operations need instant vectors or scalars".into(),
         )),
     }
+}
+
+/// A vector against a scalar: `apply` sees each sample's value; a filtering
+/// comparison keeps the sample's labels, anything else drops the name.
+fn with_scalar(
+    samples: Vec<Sample>,
+    apply: impl Fn(f64) -> Result<(f64, bool), EvalError>,
+    finish: &impl Fn(f64, bool, f64) -> Option<f64>,
+    keep_labels: bool,
+) -> Result<Value, EvalError> {
+    let mut out = Vec::new();
+    for s in samples {
+        let (value, keep) = apply(s.value)?;
+        if let Some(value) = finish(value, keep, s.value) {
+            let labels = if keep_labels {
+                s.labels
+            } else {
+                drop_name(s.labels)
+            };
+            out.push(Sample { labels, value });
+        }
+    }
+    Ok(Value::Vector(out))
 }
 
 /// Evaluates `expr` at `at` (milliseconds since the epoch).
