@@ -19,6 +19,7 @@
 mod analysis;
 mod convert;
 mod partition;
+mod steps;
 
 use std::{
     sync::Arc,
