@@ -369,3 +369,118 @@ async fn a_restarted_controller_resumes_at_the_step_it_left() {
         "the first step was not started again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_is_released_through_its_partition() {
+    use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
+    let world = world("healthy").await;
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    let db: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 4, "serviceName": "db", "podManagementPolicy": "Parallel", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "registry.example/db:1.0"}]}}}
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &db).await.unwrap();
+    for _ in 0..300 {
+        if sets
+            .get("db")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.ready_replicas)
+            == Some(4)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rollout: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: db}\nspec:\n  workload: {kind: StatefulSet, name: db}\n  images: [{container: db, image: registry.example/db:2.0}]\n  strategy: {canary: {steps: [{replicas: 1, pause: {duration: 1s}}, {replicas: 50%, pause: {duration: 1s}}]}}\n",
+    )
+    .unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(world.client.clone());
+    let mut saw_partial = false;
+    let mut phase = Phase::Pending;
+    for _ in 0..1200 {
+        let r = rollouts.get("db").await.unwrap();
+        phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        if matches!(phase, Phase::Succeeded | Phase::RolledBack | Phase::Failed) {
+            break;
+        }
+        // Mid-release, only the highest ordinals run the new version.
+        let images: Vec<(String, String)> = pods
+            .list(&ListParams::default().labels("app=db"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| {
+                (
+                    p.metadata.name.clone().unwrap(),
+                    p.spec.as_ref().unwrap().containers[0]
+                        .image
+                        .clone()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let new: Vec<&String> = images
+            .iter()
+            .filter(|(_, i)| i.ends_with(":2.0"))
+            .map(|(n, _)| n)
+            .collect();
+        if new.len() == 1 {
+            assert_eq!(new[0], "db-3", "the highest ordinal goes first");
+            saw_partial = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        phase,
+        Phase::Succeeded,
+        "{:#?}",
+        rollouts.get("db").await.unwrap().status
+    );
+    assert!(saw_partial, "the first batch held the other ordinals back");
+    let db = sets.get("db").await.unwrap();
+    let spec = db.spec.unwrap();
+    assert_eq!(
+        spec.update_strategy
+            .unwrap()
+            .rolling_update
+            .unwrap()
+            .partition,
+        Some(0),
+        "the partition is given back"
+    );
+    assert!(
+        db.metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/"))
+    );
+    for _ in 0..100 {
+        let all_new = pods
+            .list(&ListParams::default().labels("app=db"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|p| {
+                p.spec.as_ref().unwrap().containers[0].image.as_deref()
+                    == Some("registry.example/db:2.0")
+            });
+        if all_new {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not every pod runs the new version");
+}

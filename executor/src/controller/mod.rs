@@ -7,8 +7,9 @@
 //! Rollout's status is the only state: a restarted executor resumes each
 //! rollout at the step and state its status records.
 //!
-//! This slice drives Deployments partition-style with replica-weighted
-//! traffic (no router): the Deployment is paused, the new version's
+//! This slice drives Deployments and StatefulSets partition-style with
+//! replica-weighted traffic (no router). A StatefulSet moves through its
+//! `rollingUpdate.partition` (see `statefulset.rs`); for a Deployment the Deployment is paused, the new version's
 //! ReplicaSet is scaled up batch by batch and the stable one down, never
 //! above replicas + maxSurge pods; each batch waits for its pods (within the
 //! progress deadline and failure threshold), runs its analyses on the gate,
@@ -19,6 +20,7 @@
 mod analysis;
 mod convert;
 mod partition;
+mod statefulset;
 mod steps;
 
 use std::{
@@ -27,7 +29,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
@@ -114,9 +116,14 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         |d| owner_of(&d.metadata),
     )
     .watches(
-        Api::<ReplicaSet>::all(client),
+        Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
         |rs| owner_of(&rs.metadata),
+    )
+    .watches(
+        Api::<StatefulSet>::all(client),
+        watcher::Config::default(),
+        |s| owner_of(&s.metadata),
     )
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
@@ -252,6 +259,11 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
             if rollout.spec.traffic.is_none() =>
         {
             partition::reconcile(&ctx, &rollout, &mut consumed, &mut status).await?
+        }
+        (WorkloadKind::StatefulSet, sluice_planner::spec::Style::Partition)
+            if rollout.spec.traffic.is_none() =>
+        {
+            statefulset::reconcile(&ctx, &rollout, &mut consumed, &mut status).await?
         }
         (kind, style) => fail(
             &mut status,

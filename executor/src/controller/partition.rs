@@ -40,7 +40,7 @@ fn deployment_template(d: &Deployment) -> Value {
 }
 
 /// The template the rollout asks for.
-fn desired_template(current: &Value, rollout: &Rollout) -> Value {
+pub(super) fn desired_template(current: &Value, rollout: &Rollout) -> Value {
     if let Some(t) = &rollout.spec.template {
         return t.clone();
     }
@@ -197,7 +197,7 @@ pub(super) async fn reconcile(
     status: &mut RolloutStatus,
 ) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
-    let name = rollout.name_any();
+
     let Some(w) = Workload::load(ctx, &ns, &rollout.spec.workload.name).await? else {
         return Ok(fail(
             status,
@@ -207,14 +207,7 @@ pub(super) async fn reconcile(
             ),
         ));
     };
-    if let Some(reason) = rollout.annotations().get(keys::ABORT).cloned() {
-        if matches!(status.phase, Phase::Progressing | Phase::Paused) {
-            status.phase = Phase::RollingBack;
-            status.message = format!("aborted: {reason}");
-            ctx.analyses.stop(&ns, &name);
-        }
-        consumed.push(keys::ABORT);
-    }
+    steps::take_abort(ctx, rollout, consumed, status);
     match status.phase {
         Phase::Pending => start(ctx, rollout, &w, status).await,
         Phase::Progressing | Phase::Paused => steps::step(ctx, rollout, consumed, &w, status).await,

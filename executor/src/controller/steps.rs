@@ -17,6 +17,27 @@ use crate::{
     keys,
 };
 
+/// Acts on an abort asked for: a running release starts rolling back.
+pub(super) fn take_abort(
+    ctx: &Ctx,
+    rollout: &Rollout,
+    consumed: &mut Vec<&'static str>,
+    status: &mut RolloutStatus,
+) {
+    let Some(reason) = rollout.annotations().get(keys::ABORT).cloned() else {
+        return;
+    };
+    if matches!(status.phase, Phase::Progressing | Phase::Paused) {
+        status.phase = Phase::RollingBack;
+        status.message = format!("aborted: {reason}");
+        ctx.analyses.stop(
+            &rollout.namespace().unwrap_or_default(),
+            &rollout.name_any(),
+        );
+    }
+    consumed.push(keys::ABORT);
+}
+
 /// A workload being released.
 pub(super) trait Release {
     /// Its replicas.
