@@ -28,8 +28,9 @@ use sluice_sim::{
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Endpoint, Server};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_release_on_a_real_control_plane() {
+/// A control plane with the Rollout CRD, the agent's nodes and the
+/// executor's controller (planner on loopback; no gate: no analyses here).
+async fn platform(stop: &CancellationToken) -> (ControlPlane, kube::Client) {
     let plane = ControlPlane::start().await;
     let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds/rollouts.yaml");
     let (ok, out) = plane.kubectl(&["apply", "-f", crd]);
@@ -44,10 +45,7 @@ async fn a_partition_release_on_a_real_control_plane() {
         "--timeout=60s",
     ]);
     assert!(ok, "{out}");
-
     let client = plane.client().await;
-    let stop = CancellationToken::new();
-    let _guard = stop.clone().drop_guard();
     let fast = Profile {
         start_min_seconds: 0.2,
         start_max_seconds: 0.5,
@@ -63,13 +61,146 @@ async fn a_partition_release_on_a_real_control_plane() {
         },
         seed: 1,
     };
-    let agent_stop = stop.clone();
-    let agent_client = client.clone();
+    let (agent_stop, agent_client) = (stop.clone(), client.clone());
     tokio::spawn(async move {
         agent::run(agent_client, options, agent_stop)
             .await
             .expect("the agent registers its nodes")
     });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let planner_addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        Server::builder()
+            .add_service(PlannerServer::new(sluice_planner::service::PlannerService))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let planner = Endpoint::from_shared(format!("http://{planner_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let gate = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        planner: PlannerClient::new(planner),
+        gate: MetricsGateClient::new(gate),
+        analyses: Analyses::default(),
+    });
+    let controller_stop = stop.clone();
+    tokio::spawn(controller::run(ctx, async move {
+        controller_stop.cancelled().await
+    }));
+    (plane, client)
+}
+
+async fn wait_rollout(rollouts: &Api<Rollout>, name: &str) -> Phase {
+    let mut phase = Phase::Pending;
+    for _ in 0..900 {
+        phase = rollouts
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .map(|s| s.phase)
+            .unwrap_or_default();
+        if matches!(phase, Phase::Succeeded | Phase::RolledBack | Phase::Failed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    phase
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_release_on_a_real_control_plane() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let (plane, client) = platform(&stop).await;
+    let sets: Api<StatefulSet> = Api::default_namespaced(client.clone());
+    let db: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 3, "serviceName": "db", "podManagementPolicy": "Parallel", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "registry.example/db:1.0"}]}}}
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &db).await.unwrap();
+    let mut ready = false;
+    for _ in 0..600 {
+        if sets
+            .get("db")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.ready_replicas)
+            == Some(3)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready,
+        "the real StatefulSet controller and the agent bring db up; kcm log:\n{}",
+        plane.log("kube-controller-manager")
+    );
+    let rollout: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: db}\nspec:\n  workload: {kind: StatefulSet, name: db}\n  images: [{container: db, image: registry.example/db:2.0}]\n  strategy: {canary: {steps: [{replicas: 1, pause: {duration: 1s}}]}}\n",
+    )
+    .unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
+    rollouts
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
+    let phase = wait_rollout(&rollouts, "db").await;
+    if phase != Phase::Succeeded {
+        let (_, pods) = plane.kubectl(&[
+            "get",
+            "pods,sts,controllerrevisions",
+            "-o",
+            "wide",
+            "-L",
+            "controller-revision-hash",
+        ]);
+        let (_, sts) = plane.kubectl(&["get", "sts", "db", "-o", "yaml"]);
+        panic!(
+            "not released: {:#?}\n{pods}\n{sts}",
+            rollouts
+                .get("db")
+                .await
+                .unwrap()
+                .status
+                .map(|s| (s.phase, s.message))
+        );
+    }
+    let db = sets.get("db").await.unwrap();
+    assert_eq!(
+        db.spec
+            .unwrap()
+            .update_strategy
+            .unwrap()
+            .rolling_update
+            .unwrap()
+            .partition,
+        Some(0),
+        "the partition is given back"
+    );
+    assert!(
+        db.metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_release_on_a_real_control_plane() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let (plane, client) = platform(&stop).await;
 
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
     let web: Deployment = serde_json::from_value(json!({
@@ -97,31 +228,6 @@ async fn a_partition_release_on_a_real_control_plane() {
         plane.log("kube-controller-manager")
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let planner_addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        Server::builder()
-            .add_service(PlannerServer::new(sluice_planner::service::PlannerService))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let planner = Endpoint::from_shared(format!("http://{planner_addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    // No analysis in this release: the gate is never called.
-    let gate = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        planner: PlannerClient::new(planner),
-        gate: MetricsGateClient::new(gate),
-        analyses: Analyses::default(),
-    });
-    let controller_stop = stop.clone();
-    tokio::spawn(controller::run(ctx, async move {
-        controller_stop.cancelled().await
-    }));
-
     let rollout: Rollout = serde_yaml::from_str(
         "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 50%, pause: {duration: 1s}}]}}\n",
     )
@@ -131,20 +237,7 @@ async fn a_partition_release_on_a_real_control_plane() {
         .create(&PostParams::default(), &rollout)
         .await
         .unwrap();
-    let mut phase = Phase::Pending;
-    for _ in 0..900 {
-        phase = rollouts
-            .get("web")
-            .await
-            .unwrap()
-            .status
-            .map(|s| s.phase)
-            .unwrap_or_default();
-        if matches!(phase, Phase::Succeeded | Phase::RolledBack | Phase::Failed) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let phase = wait_rollout(&rollouts, "web").await;
     let status = rollouts.get("web").await.unwrap().status;
     assert_eq!(phase, Phase::Succeeded, "{status:#?}");
 

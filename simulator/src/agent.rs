@@ -4,8 +4,9 @@
 //! lifecycle as in the in-memory cluster (start-up delay from the version's
 //! profile, then Running, then Ready).
 //!
-//! Node leases and node status heartbeats are not kept: the node lifecycle
-//! controller should not run against the agent's nodes.
+//! Pods being deleted are removed at once, as a kubelet does once their
+//! containers stop. Node leases and node status heartbeats are not kept:
+//! the node lifecycle controller should not run against the agent's nodes.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -13,7 +14,7 @@ use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     Api, Client, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
@@ -91,9 +92,30 @@ pub async fn run(
             },
         };
         if pod.metadata.deletion_timestamp.is_some() {
+            // As a kubelet would once its containers stopped: the pod goes.
+            let on_ours = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some_and(|n| names.contains(n));
+            if on_ours {
+                let api: Api<Pod> =
+                    Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+                let name = pod.name_any();
+                tokio::spawn(async move {
+                    let now = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::default()
+                    };
+                    if let Err(error) = api.delete(&name, &now).await {
+                        tracing::debug!(%error, pod = %name, "finishing a pod's deletion failed");
+                    }
+                });
+            }
             continue;
         }
-        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        // By uid: a StatefulSet's replacement pod has its predecessor's name.
+        let key = pod.uid().unwrap_or_default();
         if !seen.lock().await.insert(key) {
             continue;
         }
@@ -105,8 +127,25 @@ pub async fn run(
             load.clone(),
         );
         tokio::spawn(async move {
-            if let Err(error) = serve_pod(client, pod, &names, &options, rng, load).await {
-                tracing::warn!(%error, "agent could not serve a pod");
+            // A failed write (a conflict, a restarting API server) is tried
+            // again; a pod is never left half-started.
+            for attempt in 1..=5u32 {
+                match serve_pod(
+                    client.clone(),
+                    pod.clone(),
+                    &names,
+                    &options,
+                    rng.clone(),
+                    load.clone(),
+                )
+                .await
+                {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, attempt, pod = %pod.name_any(), "agent could not serve a pod; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    }
+                }
             }
         });
     }
@@ -123,6 +162,8 @@ async fn serve_pod(
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(client, &ns);
+    // Read it again: an earlier attempt may have bound it already.
+    let pod = api.get(&name).await?;
     let spec = pod.spec.clone().unwrap_or_default();
     let node_name = match &spec.node_name {
         Some(n) if names.contains(n) => n.clone(),
