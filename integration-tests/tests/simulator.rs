@@ -251,3 +251,40 @@ async fn the_control_api_loads_scenarios_and_injects_faults() {
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
 }
+
+#[test]
+fn agent_mode_registers_its_nodes_on_another_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let _cluster = Service::start(
+        "sluice-sim",
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
+    let agent = Service::start(
+        "sluice-sim",
+        &[
+            "--agent-kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--agent-nodes",
+            "2",
+        ],
+    );
+    agent.wait_for_log(|l| l["message"] == "every dependency is reachable; SERVING");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = std::process::Command::new("kubectl")
+            .args(["get", "nodes", "-o", "name"])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap();
+        let names = String::from_utf8_lossy(&out.stdout).into_owned();
+        if names.contains("node/sluice-node-0") && names.contains("node/sluice-node-1") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent nodes never appeared: {names}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

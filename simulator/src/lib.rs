@@ -53,6 +53,16 @@ pub struct Config {
     #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "127.0.0.1:0")]
     pub metrics_addr: std::net::SocketAddr,
 
+    /// Agent mode: act as the node fleet of the cluster this kubeconfig
+    /// names (register nodes, bind and run its pods), instead of simulating
+    /// a cluster in memory.
+    #[arg(long, env = "SLUICE_AGENT_KUBECONFIG")]
+    pub agent_kubeconfig: Option<std::path::PathBuf>,
+
+    /// Nodes the agent registers.
+    #[arg(long, env = "SLUICE_AGENT_NODES", default_value_t = 3)]
+    pub agent_nodes: u32,
+
     /// A built-in scenario (healthy, bad-canary, slow-canary, crashloop,
     /// prometheus-outage, big-cluster) or a scenario file; an empty cluster
     /// when unset.
@@ -73,6 +83,9 @@ impl ServiceConfig for Config {
 /// A scenario that does not load, an address that cannot be bound; see
 /// also [`sluice_runtime::server::BoundServer::serve`].
 pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
+    if let Some(path) = &config.agent_kubeconfig {
+        return serve_agent(&config, path, shutdown).await;
+    }
     let scenario = match &config.scenario {
         Some(name) => scenario::Scenario::load(name).map_err(|e| Error::Config {
             flag: "--scenario",
@@ -127,6 +140,62 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
     tracing::info!(%kube_addr, %metrics_addr, kubeconfig = ?config.kubeconfig, scenario = ?config.scenario, "simulated cluster serving");
     server
         .add_service(SimulatorServer::new(SimulatorService { current }))
+        .bind()
+        .await?
+        .serve(shutdown)
+        .await
+}
+
+/// Agent mode: the node fleet of another cluster, with health served.
+async fn serve_agent(
+    config: &Config,
+    path: &std::path::Path,
+    shutdown: Signal,
+) -> Result<(), Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let flag = "--agent-kubeconfig";
+    let file = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Config {
+        flag,
+        message: format!("{}: {e}", path.display()),
+    })?;
+    let kube_config = kube::config::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .map_err(|e| Error::Config {
+            flag,
+            message: format!("{}: {e}", path.display()),
+        })?;
+    let client = kube::Client::try_from(kube_config).map_err(|e| Error::Config {
+        flag,
+        message: e.to_string(),
+    })?;
+    let server = GrpcServer::new("simulator-agent", config.server.clone());
+    let stop = server.shutdown_token();
+    let options = agent::AgentOptions {
+        nodes: config.agent_nodes,
+        capacity: cluster::kubelet::DEFAULT_CAPACITY,
+        profiles: Default::default(),
+        seed: 1,
+    };
+    let agent_client = client.clone();
+    tokio::spawn(async move {
+        if let Err(error) = agent::run(agent_client, options, stop).await {
+            tracing::error!(%error, "the agent stopped");
+        }
+    });
+    tracing::info!(nodes = config.agent_nodes, kubeconfig = %path.display(), "agent serving the cluster's pods");
+    let api_server =
+        sluice_runtime::health::Dependency::new("the cluster's API server", move || {
+            let client = client.clone();
+            async move {
+                client
+                    .apiserver_version()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        });
+    server
+        .depends_on(api_server)
         .bind()
         .await?
         .serve(shutdown)
