@@ -46,7 +46,7 @@ async fn health(service: &Service, name: &str) -> ServingStatus {
 async fn planner_and_simulator_serve_as_soon_as_they_start() {
     for (binary, service_name) in [SERVICES[0], SERVICES[2]] {
         let service = Service::start(binary, &[]);
-        service.wait_for_log(|l| l["message"].as_str().is_some_and(|m| m.contains("SERVING")));
+        service.wait_for_log(|l| l["message"] == "every dependency is reachable; SERVING");
         assert_eq!(
             health(&service, service_name).await,
             ServingStatus::Serving,

@@ -115,12 +115,14 @@ pub(crate) async fn monitor(
             .filter_map(|(d, r)| r.err().map(|why| format!("{} ({why})", d.name)))
             .collect();
         if last_missing.as_ref() != Some(&missing) {
+            // The status is set before it is logged, so whoever reads the
+            // log line finds the health check already saying so.
             if missing.is_empty() {
-                tracing::info!("every dependency is reachable; SERVING");
                 set_all(ServingStatus::Serving).await;
+                tracing::info!("every dependency is reachable; SERVING");
             } else {
-                tracing::warn!(missing = %missing.join(", "), "NOT_SERVING until these are reachable");
                 set_all(ServingStatus::NotServing).await;
+                tracing::warn!(missing = %missing.join(", "), "NOT_SERVING until these are reachable");
             }
             ready.send_replace(missing.is_empty());
             last_missing = Some(missing);
