@@ -220,23 +220,39 @@ fn get_watch_prints_changes_as_they_happen() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Change the object until the watch shows it (the watch may start late).
-    let mut seen = String::new();
+    // Wait until the watch shows the object, then change it.
     let stdout = watch.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::Read;
-        let mut buf = Vec::new();
-        let _ = std::io::BufReader::new(stdout).read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
     });
-    for replicas in 4..8 {
-        std::thread::sleep(Duration::from_millis(300));
-        c.ok(&["scale", "deploy", "web", &format!("--replicas={replicas}")]);
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let mut seen = String::new();
+    let wait_for = |seen: &mut String, needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                Err(_) => panic!("the watch never showed {needle:?}:\n{seen}"),
+            }
+        }
+    };
+    wait_for(&mut seen, "ADDED");
+    c.ok(&["scale", "deploy", "web", "--replicas=7"]);
+    wait_for(&mut seen, "0/7");
     let _ = watch.kill();
     let _ = watch.wait();
-    seen.push_str(&reader.join().unwrap());
     assert!(seen.contains("ADDED"), "{seen}");
     assert!(seen.contains("MODIFIED") && seen.contains("0/7"), "{seen}");
 }
