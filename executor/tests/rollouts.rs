@@ -258,6 +258,23 @@ async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
             && running.contains(&("registry.example/web:1.0".into(), 0)),
         "{running:?}"
     );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::default_namespaced(world.client.clone());
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["Progressing", "StepAnalyzing", "Succeeded"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} event in {reasons:?}"
+        );
+    }
     let _ = &world.sim;
 }
 

@@ -276,11 +276,68 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
     if status != before && !write_status(&api, &name, rollout.resource_version(), &status).await? {
         return Ok(Action::requeue(Duration::ZERO));
     }
+    if status != before {
+        publish_event(&ctx, &rollout, &before, &status).await;
+    }
     // Intents are removed only once what they caused is recorded.
     for key in consumed {
         clear_annotation(&api, &name, key).await?;
     }
     Ok(action)
+}
+
+/// Records a Kubernetes Event on the Rollout for every phase change and
+/// every step reached, so `kubectl describe rollout` tells the story.
+/// Failing to record one is logged, never fatal.
+async fn publish_event(
+    ctx: &Ctx,
+    rollout: &Rollout,
+    before: &RolloutStatus,
+    after: &RolloutStatus,
+) {
+    use kube::{
+        Resource,
+        runtime::events::{Event, EventType, Recorder},
+    };
+    let (reason, kind) = if before.phase != after.phase {
+        let warning = matches!(
+            after.phase,
+            Phase::RollingBack | Phase::RolledBack | Phase::Failed
+        );
+        (
+            format!("{:?}", after.phase),
+            if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+        )
+    } else if before.current_step != after.current_step || before.step_state != after.step_state {
+        (format!("Step{:?}", after.step_state), EventType::Normal)
+    } else {
+        return;
+    };
+    let event = Event {
+        type_: kind,
+        reason,
+        note: Some(
+            format!(
+                "step {}/{}: {}",
+                after.current_step + 1,
+                after.total_steps.max(1),
+                after.message
+            )
+            .chars()
+            .take(1000)
+            .collect(),
+        ),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let recorder = Recorder::new(ctx.client.clone(), "sluice-executor".into());
+    if let Err(error) = recorder.publish(&event, &rollout.object_ref(&())).await {
+        tracing::debug!(%error, "recording an event failed");
+    }
 }
 
 /// Moves a step's state on after its batch is ready or its analysis passed.
