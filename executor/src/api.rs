@@ -81,6 +81,17 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// A Kubernetes object name: a DNS subdomain (RFC 1123).
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 fn invalid(violations: &[(String, String)]) -> Status {
     let mut details = ErrorDetails::new();
     for (field, description) in violations {
@@ -206,13 +217,14 @@ impl Rollouts for RolloutsApi {
             .clone()
             .ok_or_else(|| invalid(&[("spec".into(), "is required".into())]))?;
         let mut violations = Vec::new();
-        if spec.workload.as_ref().is_none_or(|w| {
-            !is_dns_label(&w.name) && w.name.contains(|c: char| c.is_uppercase() || c == '_')
-        }) || spec.workload.as_ref().is_some_and(|w| w.name.is_empty())
-        {
+        let workload = spec.workload.as_ref().map_or("", |w| w.name.as_str());
+        if !is_dns_subdomain(workload) {
             violations.push((
                 "spec.workload.name".into(),
-                "must name the Deployment or StatefulSet to release".into(),
+                format!(
+                    "must name the Deployment or StatefulSet to release \
+                     (lowercase letters, digits, '-' and '.'), got {workload:?}"
+                ),
             ));
         }
         if spec.images.is_empty() && spec.pod_template.is_none() {

@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Server};
 
 struct World {
-    sim: Simulation,
+    /// The cluster; its controllers stop when it drops.
+    _sim: Simulation,
     client: Client,
     planner: Channel,
     gate: Channel,
@@ -112,7 +113,7 @@ async fn world(scenario: &str) -> World {
     let (planner, gate) = (channel(planner_addr).await, channel(gate_addr).await);
     let controller = std::sync::Mutex::new(start_controller(&client, &planner, &gate));
     World {
-        sim,
+        _sim: sim,
         client,
         planner,
         gate,
@@ -275,7 +276,6 @@ async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
             "no {reason} event in {reasons:?}"
         );
     }
-    let _ = &world.sim;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

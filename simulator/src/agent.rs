@@ -233,6 +233,5 @@ async fn serve_pod(
     api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(ready))
         .await?;
     tracing::debug!(pod = %name, node = %node_name, "pod ready");
-    let _ = Duration::ZERO;
     Ok(())
 }

@@ -447,7 +447,7 @@ impl Simulation {
                 }
             }
             FaultSpec::NodeLoss { node } => {
-                if let Some(nodes) = self.api.store().registry().get("", "nodes") {
+                if let Some(nodes) = self.api.store().resource("", "nodes") {
                     let _ = self
                         .api
                         .store()
@@ -495,7 +495,7 @@ impl Simulation {
                     }
                 }
                 FaultSpec::NodeLoss { node } => {
-                    if let Some(nodes) = self.api.store().registry().get("", "nodes") {
+                    if let Some(nodes) = self.api.store().resource("", "nodes") {
                         let _ = self.api.store().create(
                             &nodes,
                             "",
@@ -543,7 +543,7 @@ pub fn apply_manifests(api: &ApiServer, manifests: &[Value]) -> Result<(), ApiEr
             .unwrap_or("default")
             .to_owned();
         if res.namespaced
-            && let Some(ns_res) = store.registry().get("", "namespaces")
+            && let Some(ns_res) = store.resource("", "namespaces")
             && store.get(&ns_res, "", &namespace).is_err()
         {
             store.create(

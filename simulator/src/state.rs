@@ -9,7 +9,7 @@ use crate::{api::selector::LabelSelector, scenario::Simulation};
 
 fn list(sim: &Simulation, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Value> {
     let store = sim.api.store();
-    let Some(res) = store.registry().get(group, plural) else {
+    let Some(res) = store.resource(group, plural) else {
         return Vec::new();
     };
     store

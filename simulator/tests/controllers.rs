@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 struct Sim {
     client: Client,
-    cluster: Cluster,
+    /// The controllers; they run while it is held.
+    _cluster: Cluster,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -34,7 +35,7 @@ fn sim(options: ClusterOptions) -> Sim {
     let cluster = Cluster::start(api.clone(), options, stop.clone()).unwrap();
     Sim {
         client: Client::new(api.router(), "default"),
-        cluster,
+        _cluster: cluster,
         _stop: stop.drop_guard(),
     }
 }
@@ -605,5 +606,4 @@ async fn endpoint_slices_list_ready_pods_and_node_loss_evicts() {
             })
     };
     until("pods moved to the remaining node", moved, async || {}).await;
-    let _ = &s.cluster;
 }

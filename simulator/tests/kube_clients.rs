@@ -547,7 +547,7 @@ async fn watches_send_bookmarks_when_asked() {
 
 #[tokio::test]
 async fn custom_resources_appear_once_their_crd_exists() {
-    let (api, client) = cluster();
+    let (_api, client) = cluster();
     let crd = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/crds/gateway-api-v1.6.1/httproutes.yaml"
@@ -584,5 +584,4 @@ async fn custom_resources_appear_once_their_crd_exists() {
             .len(),
         1
     );
-    let _ = api;
 }

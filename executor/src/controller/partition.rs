@@ -18,9 +18,10 @@ use kube::{
     runtime::controller::Action,
 };
 use serde_json::{Value, json};
+use sluice_planner::{quantity::Amount, spec::Quantity};
 use sluice_proto::v1 as pb;
 
-use super::{Ctx, Error, fail, finish_step, now_text, plan, record, steps};
+use super::{Ctx, Error, fail, finish_step, plan, record, steps};
 use crate::{
     crd::{Phase, Rollout, RolloutStatus},
     keys,
@@ -78,21 +79,15 @@ fn hash(template: &Value) -> String {
         .collect()
 }
 
-fn int_or_percent(v: Option<&IntOrString>, total: u32, round_up: bool, default: &str) -> u32 {
-    let text = match v {
-        Some(IntOrString::Int(i)) => return (*i).max(0) as u32,
-        Some(IntOrString::String(s)) => s.clone(),
-        None => default.to_owned(),
+/// A Deployment's maxSurge or maxUnavailable (25% when unset), read the
+/// way the planner reads its quantities; unreadable text allows nothing.
+fn allowance(v: Option<&IntOrString>) -> Amount {
+    let quantity = match v {
+        Some(IntOrString::Int(i)) => Quantity::Number(i64::from(*i)),
+        Some(IntOrString::String(s)) => Quantity::Text(s.clone()),
+        None => Quantity::Text("25%".into()),
     };
-    match text
-        .trim()
-        .strip_suffix('%')
-        .and_then(|p| p.parse::<u64>().ok())
-    {
-        Some(p) if round_up => (p * u64::from(total)).div_ceil(100) as u32,
-        Some(p) => (p * u64::from(total) / 100) as u32,
-        None => text.parse().unwrap_or(0),
-    }
+    Amount::read(&quantity).unwrap_or(Amount::Count(0))
 }
 
 fn spec_replicas(rs: &ReplicaSet) -> u32 {
@@ -120,17 +115,6 @@ fn hash_of(rs: &ReplicaSet) -> String {
         .get(keys::TEMPLATE_HASH)
         .cloned()
         .unwrap_or_default()
-}
-
-async fn scale(api: &Api<ReplicaSet>, rs: &ReplicaSet, replicas: u32) -> Result<(), Error> {
-    tracing::debug!(replicaset = %rs.name_any(), replicas, "scaling");
-    api.patch(
-        &rs.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-    )
-    .await?;
-    Ok(())
 }
 
 struct Workload {
@@ -165,8 +149,13 @@ impl Workload {
             .strategy
             .and_then(|s| s.rolling_update)
             .unwrap_or_default();
-        let surge = int_or_percent(rolling.max_surge.as_ref(), replicas, true, "25%");
-        let unavailable = int_or_percent(rolling.max_unavailable.as_ref(), replicas, false, "25%");
+        // Kubernetes rounds maxSurge up and maxUnavailable down, and does
+        // not cap a count at the replicas.
+        let surge = match allowance(rolling.max_surge.as_ref()) {
+            Amount::Count(c) => c,
+            percent => percent.pods_ceil(replicas),
+        };
+        let unavailable = allowance(rolling.max_unavailable.as_ref()).pods_floor(replicas);
         let max_surge_text = match &rolling.max_surge {
             Some(IntOrString::Int(i)) => i.to_string(),
             Some(IntOrString::String(s)) => s.clone(),
@@ -186,6 +175,33 @@ impl Workload {
 
     fn by_hash(&self, hash: &str) -> Option<&ReplicaSet> {
         self.owned.iter().find(|rs| hash_of(rs) == hash)
+    }
+
+    /// Merge-patches the Deployment, returning it as stored.
+    async fn patch_deployment(&self, patch: Value) -> Result<Deployment, Error> {
+        let name = self.deployment.name_any();
+        Ok(self
+            .deployments
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?)
+    }
+
+    /// Merge-patches one of the Deployment's ReplicaSets.
+    async fn patch_replicaset(&self, rs: &ReplicaSet, patch: &Value) -> Result<(), Error> {
+        self.replicasets
+            .patch(
+                &rs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn scale(&self, rs: &ReplicaSet, replicas: u32) -> Result<(), Error> {
+        tracing::debug!(replicaset = %rs.name_any(), replicas, "scaling");
+        self.patch_replicaset(rs, &json!({"spec": {"replicas": replicas}}))
+            .await
     }
 }
 
@@ -207,13 +223,7 @@ pub(super) async fn reconcile(
             ),
         ));
     };
-    steps::take_abort(ctx, rollout, consumed, status);
-    match status.phase {
-        Phase::Pending => start(ctx, rollout, &w, status).await,
-        Phase::Progressing | Phase::Paused => steps::step(ctx, rollout, consumed, &w, status).await,
-        Phase::RollingBack => rollback(&w, status).await,
-        Phase::Succeeded | Phase::RolledBack | Phase::Failed => Ok(Action::await_change()),
-    }
+    steps::drive(ctx, rollout, consumed, &w, status).await
 }
 
 async fn start(
@@ -259,14 +269,7 @@ async fn start(
         "metadata": {"annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: if ours { w.deployment.annotations().get(keys::PAUSED_BEFORE).cloned().unwrap_or_default() } else { paused_before.to_string() }}},
         "spec": {"paused": true, "template": wanted},
     });
-    let d = w
-        .deployments
-        .patch(
-            &w.deployment.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
+    let d = w.patch_deployment(patch).await?;
     let template = deployment_template(&d);
     let new_hash = hash(&template);
     if w.by_hash(&new_hash).is_none() {
@@ -300,13 +303,7 @@ async fn start(
         }
     }
     let mark = json!({"metadata": {"annotations": {keys::ROLLOUT: name}}});
-    w.replicasets
-        .patch(
-            &stable.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(mark),
-        )
-        .await?;
+    w.patch_replicaset(&stable, &mark).await?;
     let plan = plan(ctx, rollout, w.replicas, &w.max_surge_text).await?;
     let first = plan.batches.first().cloned().unwrap_or_default();
     *status = RolloutStatus {
@@ -343,11 +340,11 @@ async fn move_pods(
     if new_spec < target_new {
         let room = (n + w.surge).saturating_sub(existing);
         if room > 0 {
-            scale(&w.replicasets, canary, (new_spec + room).min(target_new)).await?;
+            w.scale(canary, (new_spec + room).min(target_new)).await?;
             changed = true;
         }
     } else if new_spec > target_new {
-        scale(&w.replicasets, canary, target_new).await?;
+        w.scale(canary, target_new).await?;
         changed = true;
     }
     if old_spec > target_old {
@@ -362,11 +359,11 @@ async fn move_pods(
             down = 1;
         }
         if down > 0 {
-            scale(&w.replicasets, stable, old_spec - down).await?;
+            w.scale(stable, old_spec - down).await?;
             changed = true;
         }
     } else if old_spec < target_old {
-        scale(&w.replicasets, stable, target_old).await?;
+        w.scale(stable, target_old).await?;
         changed = true;
     }
     Ok(!changed
@@ -409,6 +406,19 @@ impl steps::Release for Workload {
         };
         finish(self, canary, stable, rollout).await
     }
+
+    async fn start(
+        &self,
+        ctx: &Ctx,
+        rollout: &Rollout,
+        status: &mut RolloutStatus,
+    ) -> Result<Action, Error> {
+        start(ctx, rollout, self, status).await
+    }
+
+    async fn rollback(&self, status: &mut RolloutStatus) -> Result<Action, Error> {
+        rollback(self, status).await
+    }
 }
 
 /// Hands the Deployment back to its controller and removes every trace.
@@ -427,22 +437,10 @@ async fn finish(
         json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}}});
     let mut patch = unmark.clone();
     patch["spec"] = json!({"paused": paused_before});
-    w.deployments
-        .patch(
-            &w.deployment.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
+    w.patch_deployment(patch).await?;
     let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
     for rs in [canary, stable] {
-        w.replicasets
-            .patch(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(rs_unmark.clone()),
-            )
-            .await?;
+        w.patch_replicaset(rs, &rs_unmark).await?;
     }
     tracing::debug!(rollout, "workload handed back");
     Ok(())
@@ -460,10 +458,10 @@ async fn rollback(w: &Workload, status: &mut RolloutStatus) -> Result<Action, Er
     };
     // Capacity back on stable first, then the new pods go.
     if spec_replicas(&stable) != w.replicas {
-        scale(&w.replicasets, &stable, w.replicas).await?;
+        w.scale(&stable, w.replicas).await?;
     }
     if spec_replicas(&canary) != 0 {
-        scale(&w.replicasets, &canary, 0).await?;
+        w.scale(&canary, 0).await?;
     }
     status.traffic = 0;
     status.canary_replicas = 0;
@@ -480,27 +478,14 @@ async fn rollback(w: &Workload, status: &mut RolloutStatus) -> Result<Action, Er
         "metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}},
         "spec": {"paused": paused_before, "template": template_of(&stable)},
     });
-    w.deployments
-        .patch(
-            &w.deployment.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
+    w.patch_deployment(patch).await?;
     let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
     for rs in [&canary, &stable] {
-        w.replicasets
-            .patch(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(rs_unmark.clone()),
-            )
-            .await?;
+        w.patch_replicaset(rs, &rs_unmark).await?;
     }
     finish_step(status);
     status.phase = Phase::RolledBack;
     status.pause_until = None;
     tracing::info!(message = %status.message, "rolled back");
-    let _ = now_text();
     Ok(Action::await_change())
 }

@@ -41,6 +41,18 @@ struct Set {
 }
 
 impl Set {
+    /// Merge-patches the StatefulSet.
+    async fn merge(&self, patch: Value) -> Result<(), Error> {
+        self.sets
+            .patch(
+                &self.sts.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn load(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Self>, Error> {
         let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
         let Some(sts) = sets.get_opt(name).await? else {
@@ -122,14 +134,7 @@ impl Set {
 
     async fn set_partition(&self, partition: u32) -> Result<(), Error> {
         let patch = json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}}}});
-        self.sets
-            .patch(
-                &self.sts.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await?;
-        Ok(())
+        self.merge(patch).await
     }
 
     fn partition_before(&self) -> u32 {
@@ -181,14 +186,20 @@ impl steps::Release for Set {
             "metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}},
             "spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.partition_before()}}},
         });
-        self.sets
-            .patch(
-                &self.sts.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await?;
-        Ok(())
+        self.merge(patch).await
+    }
+
+    async fn start(
+        &self,
+        ctx: &Ctx,
+        rollout: &Rollout,
+        status: &mut RolloutStatus,
+    ) -> Result<Action, Error> {
+        start(ctx, rollout, self, status).await
+    }
+
+    async fn rollback(&self, status: &mut RolloutStatus) -> Result<Action, Error> {
+        rollback(self, status).await
     }
 }
 
@@ -209,15 +220,7 @@ pub(super) async fn reconcile(
             ),
         ));
     };
-    steps::take_abort(ctx, rollout, consumed, status);
-    match status.phase {
-        Phase::Pending => start(ctx, rollout, &set, status).await,
-        Phase::Progressing | Phase::Paused => {
-            steps::step(ctx, rollout, consumed, &set, status).await
-        }
-        Phase::RollingBack => rollback(&set, status).await,
-        Phase::Succeeded | Phase::RolledBack | Phase::Failed => Ok(Action::await_change()),
-    }
+    steps::drive(ctx, rollout, consumed, &set, status).await
 }
 
 fn template(sts: &StatefulSet) -> Value {
@@ -278,13 +281,7 @@ async fn start(
         "metadata": {"annotations": {keys::ROLLOUT: name, PARTITION_BEFORE: before.to_string()}},
         "spec": {"template": wanted, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": set.replicas}}},
     });
-    set.sets
-        .patch(
-            &set.sts.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
+    set.merge(patch).await?;
     let plan = plan(ctx, rollout, set.replicas, "0").await?;
     let first = plan.batches.first().cloned().unwrap_or_default();
     *status = RolloutStatus {
@@ -319,13 +316,7 @@ async fn rollback(set: &Set, status: &mut RolloutStatus) -> Result<Action, Error
     }
     if template(&set.sts) != stable || set.partition() != set.partition_before() {
         let patch = json!({"spec": {"template": stable, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": set.partition_before()}}}});
-        set.sets
-            .patch(
-                &set.sts.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await?;
+        set.merge(patch).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     status.traffic = 0;
@@ -337,13 +328,7 @@ async fn rollback(set: &Set, status: &mut RolloutStatus) -> Result<Action, Error
     }
     let unmark =
         json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}});
-    set.sets
-        .patch(
-            &set.sts.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(unmark),
-        )
-        .await?;
+    set.merge(unmark).await?;
     finish_step(status);
     status.phase = Phase::RolledBack;
     status.pause_until = None;

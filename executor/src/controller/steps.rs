@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Acts on an abort asked for: a running release starts rolling back.
-pub(super) fn take_abort(
+fn take_abort(
     ctx: &Ctx,
     rollout: &Rollout,
     consumed: &mut Vec<&'static str>,
@@ -51,9 +51,35 @@ pub(super) trait Release {
     async fn advance(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<bool, Error>;
     /// Hands the workload back with every trace removed.
     async fn finish(&self, status: &RolloutStatus, rollout: &str) -> Result<(), Error>;
+    /// Records the revisions and begins the first batch.
+    async fn start(
+        &self,
+        ctx: &Ctx,
+        rollout: &Rollout,
+        status: &mut RolloutStatus,
+    ) -> Result<Action, Error>;
+    /// Brings every pod back to the stable revision.
+    async fn rollback(&self, status: &mut RolloutStatus) -> Result<Action, Error>;
 }
 
-pub(super) async fn step<R: Release>(
+/// Takes a release one reconcile further, by its phase.
+pub(super) async fn drive<R: Release>(
+    ctx: &Ctx,
+    rollout: &Rollout,
+    consumed: &mut Vec<&'static str>,
+    w: &R,
+    status: &mut RolloutStatus,
+) -> Result<Action, Error> {
+    take_abort(ctx, rollout, consumed, status);
+    match status.phase {
+        Phase::Pending => w.start(ctx, rollout, status).await,
+        Phase::Progressing | Phase::Paused => step(ctx, rollout, consumed, w, status).await,
+        Phase::RollingBack => w.rollback(status).await,
+        Phase::Succeeded | Phase::RolledBack | Phase::Failed => Ok(Action::await_change()),
+    }
+}
+
+async fn step<R: Release>(
     ctx: &Ctx,
     rollout: &Rollout,
     consumed: &mut Vec<&'static str>,

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::resources::{Registry, Resource};
+use crate::api::resources::Registry;
 
 /// The Kubernetes version the simulator presents itself as.
 pub const KUBERNETES_VERSION: (&str, &str) = ("1", "34");
@@ -23,8 +23,7 @@ pub fn version() -> Value {
     })
 }
 
-fn verbs(resource: &Resource) -> Vec<&'static str> {
-    let _ = resource;
+fn verbs() -> Vec<&'static str> {
     vec![
         "create",
         "delete",
@@ -49,7 +48,7 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": verbs(r),
+            "verbs": verbs(),
         });
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);
@@ -153,7 +152,7 @@ pub fn aggregated(registry: &Registry, core: bool) -> Value {
                             "responseKind": {"group": r.group, "version": v, "kind": r.kind},
                             "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                             "singularResource": r.singular,
-                            "verbs": verbs(r),
+                            "verbs": verbs(),
                             "subresources": subresources,
                         });
                         if !r.short_names.is_empty() {

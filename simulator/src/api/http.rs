@@ -85,8 +85,7 @@ impl ApiServer {
     pub fn install_upstream_crds(&self) -> Result<(), ApiError> {
         let Some(crds) = self
             .store
-            .registry()
-            .get("apiextensions.k8s.io", "customresourcedefinitions")
+            .resource("apiextensions.k8s.io", "customresourcedefinitions")
         else {
             return Err(ApiError::internal("no CustomResourceDefinition resource"));
         };
@@ -125,8 +124,11 @@ impl ApiServer {
             ["apis", group, version, rest @ ..] => (*group, *version, rest),
             _ => return Err(ApiError::no_route(path)),
         };
-        let registry = self.store.registry();
-        let found = |plural: &str| registry.get(group, plural).filter(|r| r.serves(version));
+        let found = |plural: &str| {
+            self.store
+                .resource(group, plural)
+                .filter(|r| r.serves(version))
+        };
         let (namespace, rest) = match rest {
             ["namespaces", ns, plural, more @ ..]
                 if found(plural).is_some_and(|r| r.namespaced) =>

@@ -250,7 +250,7 @@ impl Store {
             }),
             clock,
         };
-        if let Some(ns) = store.registry().get("", "namespaces") {
+        if let Some(ns) = store.resource("", "namespaces") {
             for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
                 let object =
                     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
@@ -271,6 +271,11 @@ impl Store {
     /// A snapshot of the known resources.
     pub fn registry(&self) -> Registry {
         self.lock().registry.clone()
+    }
+
+    /// One known resource, without copying the whole registry.
+    pub fn resource(&self, group: &str, plural: &str) -> Option<Arc<Resource>> {
+        self.lock().registry.get(group, plural)
     }
 
     /// The current resourceVersion.

@@ -84,8 +84,7 @@ impl Cluster {
     ) -> Result<Self, crate::api::status::ApiError> {
         let nodes = api
             .store()
-            .registry()
-            .get("", "nodes")
+            .resource("", "nodes")
             .ok_or_else(|| crate::api::status::ApiError::internal("no nodes resource"))?;
         for i in 0..options.nodes {
             let name = format!("sim-node-{i}");

@@ -137,14 +137,13 @@ pub fn reconcile_statefulset(ctx: &mut Ctx, ns: &str, name: &str) {
         }
     }
     // Remove pods beyond replicas, highest first.
-    for (ord, pod) in pods.iter().rev().filter(|(o, _)| **o >= replicas) {
+    for (_, pod) in pods.iter().rev().filter(|(o, _)| **o >= replicas) {
         let _ = ctx.store.delete(
             &pods_res,
             ns,
             text(pod, &["metadata", "name"]),
             &Default::default(),
         );
-        let _ = ord;
         if !parallel {
             break;
         }

@@ -113,6 +113,13 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
         .unwrap_or_default()
 }
 
+/// The image of a pod's first container.
+fn image_of(pod: &Value) -> &str {
+    pod["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+}
+
 fn pod_labels(pod: &Value) -> Vec<(String, String)> {
     let labels = &pod["metadata"]["labels"];
     let revision = labels["pod-template-hash"]
@@ -130,11 +137,7 @@ fn pod_labels(pod: &Value) -> Vec<(String, String)> {
         Some(_) => owner_name.to_owned(),
         None => text(pod, &["metadata", "name"]).to_owned(),
     };
-    let image = text(pod, &["spec", "containers", "0", "image"]);
-    let image = pod["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap_or(image);
-    let version = image
+    let version = image_of(pod)
         .rsplit_once(':')
         .map_or("latest", |(_, tag)| tag)
         .to_owned();
@@ -193,10 +196,15 @@ impl Metrics {
     pub fn tick(&self, dt: Duration) {
         let now = Instant::now();
         let at = self.now_ms();
-        let loads = self.lock().loads.clone();
-        let elapsed = now.duration_since(self.lock().start).as_secs_f64();
+        let (loads, elapsed) = {
+            let state = self.lock();
+            (
+                state.loads.clone(),
+                now.duration_since(state.start).as_secs_f64(),
+            )
+        };
         let per_pod = traffic::split(&self.store, &loads, elapsed);
-        let Some(pods_res) = self.store.registry().get("", "pods") else {
+        let Some(pods_res) = self.store.resource("", "pods") else {
             return;
         };
         let profiles = self.profiles.read().map(|p| p.clone()).unwrap_or_default();
@@ -205,11 +213,7 @@ impl Metrics {
             let Ok(object) = self.store.get_value(&pods_res, ns, pod) else {
                 continue;
             };
-            let image = text(&object, &["spec", "containers"]).to_owned();
-            let image = object["spec"]["containers"][0]["image"]
-                .as_str()
-                .unwrap_or(&image)
-                .to_owned();
+            let image = image_of(&object).to_owned();
             let started = *state.first_seen.entry(image.clone()).or_insert(now);
             let profile = profiles.of(&image);
             let (error_ratio, p50_ms, p99_ms) = profile.at(now.duration_since(started));

@@ -90,7 +90,7 @@ impl LoadProfile {
 }
 
 fn list(store: &Store, group: &str, plural: &str, ns: &str) -> Vec<Value> {
-    let Some(res) = store.registry().get(group, plural) else {
+    let Some(res) = store.resource(group, plural) else {
         return Vec::new();
     };
     store
@@ -112,7 +112,7 @@ fn list(store: &Store, group: &str, plural: &str, ns: &str) -> Vec<Value> {
 }
 
 fn get(store: &Store, group: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
-    let res = store.registry().get(group, plural)?;
+    let res = store.resource(group, plural)?;
     store.get_value(&res, ns, name).ok()
 }
 
