@@ -423,6 +423,10 @@ pub struct RolloutStatus {
     /// The verdict of the current step's analysis, once the gate gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisResult>,
+    /// When handing the workload back began or may begin (RFC 3339): after
+    /// the last step (blue-green: after its rollback window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handback_after: Option<String>,
 }
 
 /// The gate's verdict on one step.

@@ -13,3 +13,9 @@ pub const ABORT: &str = "sluice.dev/abort";
 pub const TEMPLATE_HASH: &str = "pod-template-hash";
 /// A ReplicaSet's rollout revision.
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
+/// On a Service: its selector before the release pinned it (JSON).
+pub const ORIGINAL_SELECTOR: &str = "sluice.dev/original-selector";
+/// On an HTTPRoute or VirtualService: its spec before the release (JSON).
+pub const ORIGINAL_SPEC: &str = "sluice.dev/original-spec";
+/// On a canary-style release's pods: the Deployment they are the canary of.
+pub const CANARY_OF: &str = "sluice.dev/canary-of";

@@ -4,184 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::{
-    Api, Client,
+    Api,
     api::{ListParams, PostParams},
 };
-use sluice_executor::{
-    controller::{self, Analyses, Ctx},
-    crd::{Phase, Rollout},
-};
-use sluice_proto::v1::{
-    metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
-    planner_client::PlannerClient, planner_server::PlannerServer,
-};
-use sluice_sim::scenario::{Scenario, Simulation};
-use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Server};
+use sluice_executor::crd::{Phase, Rollout};
 
-struct World {
-    /// The cluster; its controllers stop when it drops.
-    _sim: Simulation,
-    client: Client,
-    planner: Channel,
-    gate: Channel,
-    controller: std::sync::Mutex<CancellationToken>,
-    _stop: tokio_util::sync::DropGuard,
-}
+mod common;
 
-impl World {
-    /// Stops the running controller and starts a new one with nothing
-    /// carried over, as a killed and restarted executor would.
-    fn restart_controller(&self) {
-        let mut current = self.controller.lock().unwrap();
-        current.cancel();
-        *current = start_controller(&self.client, &self.planner, &self.gate);
-    }
-}
-
-fn start_controller(client: &Client, planner: &Channel, gate: &Channel) -> CancellationToken {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        planner: PlannerClient::new(planner.clone()),
-        gate: MetricsGateClient::new(gate.clone()),
-        analyses: Analyses::default(),
-    });
-    let stop = CancellationToken::new();
-    let shutdown = stop.clone();
-    tokio::spawn(controller::run(
-        ctx,
-        async move { shutdown.cancelled().await },
-    ));
-    stop
-}
-
-async fn serve_grpc(router: tonic::transport::server::Router) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
-}
-
-async fn channel(addr: std::net::SocketAddr) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-/// A scenario with fast pods, served with planner, gate and controller.
-async fn world(scenario: &str) -> World {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut scenario = Scenario::load(scenario).unwrap();
-    for v in &mut scenario.versions {
-        v.profile.start_min_seconds = 0.2;
-        v.profile.start_max_seconds = 0.4;
-        v.profile.ready_after_seconds = 0.2;
-    }
-    let sim = Simulation::start(scenario).unwrap();
-    let stop = CancellationToken::new();
-
-    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_addr = metrics_listener.local_addr().unwrap();
-    tokio::spawn(
-        axum::serve(
-            metrics_listener,
-            sluice_sim::metrics::http::router(sim.metrics.clone()),
-        )
-        .into_future(),
-    );
-    let prometheus =
-        sluice_gate::prometheus::Prometheus::new(sluice_gate::prometheus::ClientOptions::new(
-            format!("http://{metrics_addr}").parse().unwrap(),
-        ))
-        .unwrap();
-    let gate = sluice_gate::service::GateService::new(prometheus, stop.clone());
-    let gate_addr = serve_grpc(Server::builder().add_service(MetricsGateServer::new(gate))).await;
-    let planner_addr = serve_grpc(
-        Server::builder().add_service(PlannerServer::new(sluice_planner::service::PlannerService)),
-    )
-    .await;
-
-    let client = Client::new(sim.api.router(), "default");
-    let (planner, gate) = (channel(planner_addr).await, channel(gate_addr).await);
-    let controller = std::sync::Mutex::new(start_controller(&client, &planner, &gate));
-    World {
-        _sim: sim,
-        client,
-        planner,
-        gate,
-        controller,
-        _stop: stop.drop_guard(),
-    }
-}
-
-fn rollout(image: &str) -> Rollout {
-    serde_yaml::from_str(&format!(
-        r#"
-apiVersion: sluice.dev/v1alpha1
-kind: Rollout
-metadata: {{name: web}}
-spec:
-  workload: {{kind: Deployment, name: web}}
-  images: [{{container: web, image: "{image}"}}]
-  strategy:
-    canary:
-      progressDeadline: 60s
-      steps:
-        - {{replicas: "20%", analyses: [health], pause: {{duration: 1s}}}}
-        - {{replicas: "50%", analyses: [health]}}
-  analyses:
-    - name: health
-      metrics:
-        - name: success-rate
-          template: request-success-rate
-          successCondition: {{threshold: {{min: 0.99}}}}
-          failureCondition: {{threshold: {{max: 0.95}}}}
-          initialDelay: 3s
-          interval: 1s
-          count: 3
-          inconclusiveLimit: 1
-"#
-    ))
-    .unwrap()
-}
-
-async fn wait_phase(rollouts: &Api<Rollout>, done: impl Fn(Phase) -> bool) -> Rollout {
-    for _ in 0..1200 {
-        let r = rollouts.get("web").await.unwrap();
-        if r.status.as_ref().is_some_and(|s| done(s.phase)) {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let r = rollouts.get("web").await.unwrap();
-    panic!(
-        "rollout did not finish: {:#?}",
-        r.status
-            .map(|s| (s.phase, s.step_state, s.message, s.analysis))
-    );
-}
-
-async fn ready_workload(world: &World) {
-    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
-    for _ in 0..600 {
-        let d = deployments.get("web").await.unwrap();
-        if d.status.and_then(|s| s.ready_replicas) == Some(10) {
-            // Let the stable version build a traffic history.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("web never became ready");
-}
+use common::{ready_workload, rollout, wait_phase, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {

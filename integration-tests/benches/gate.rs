@@ -60,6 +60,7 @@ fn bench(c: &mut Criterion) {
     let context = Context {
         namespace: "shop".into(),
         workload: "web".into(),
+        canary_workload: "web".into(),
         canary_revision: "v2".into(),
         stable_revision: "v1".into(),
         window: Duration::from_secs(10),

@@ -80,7 +80,7 @@ fn request(workload: &str, metrics: Vec<pb::Metric>) -> EvaluateRequest {
                 seconds: 10,
                 nanos: 0,
             }),
-            args: Default::default(),
+            ..Default::default()
         }),
     }
 }

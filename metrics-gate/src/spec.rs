@@ -106,8 +106,11 @@ pub struct AnalysisSpec {
 pub struct Context {
     /// `{{namespace}}`.
     pub namespace: String,
-    /// `{{workload}}`.
+    /// `{{workload}}`, also `{{stableWorkload}}`: the released workload.
     pub workload: String,
+    /// `{{canaryWorkload}}`: the workload running the canary pods (the
+    /// released one, or a canary-style release's own Deployment).
+    pub canary_workload: String,
     /// `{{canaryRevision}}`.
     pub canary_revision: String,
     /// `{{stableRevision}}`.
@@ -124,6 +127,8 @@ impl Context {
         Self {
             canary_revision: self.stable_revision.clone(),
             stable_revision: self.canary_revision.clone(),
+            canary_workload: self.workload.clone(),
+            workload: self.canary_workload.clone(),
             ..self.clone()
         }
     }
@@ -375,6 +380,11 @@ pub fn context_from_proto(
     Ok(Context {
         namespace: ctx.namespace.clone(),
         workload: ctx.workload.clone(),
+        canary_workload: if ctx.canary_workload.is_empty() {
+            ctx.workload.clone()
+        } else {
+            ctx.canary_workload.clone()
+        },
         canary_revision: ctx.canary_revision.clone(),
         stable_revision: ctx.stable_revision.clone(),
         window,

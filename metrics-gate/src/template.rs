@@ -1,6 +1,8 @@
 //! Query templates: PromQL with placeholders, and the built-in SLI queries.
 //!
-//! Placeholders: `{{namespace}}`, `{{workload}}`, `{{canaryRevision}}`,
+//! Placeholders: `{{namespace}}`, `{{workload}}` (also `{{stableWorkload}}`),
+//! `{{canaryWorkload}}` (the workload running the canary pods: the released
+//! one, or a canary-style release's own Deployment), `{{canaryRevision}}`,
 //! `{{stableRevision}}`, `{{window}}` (a Prometheus duration such as `1m`)
 //! and `{{args.NAME}}`. Values are escaped for use inside a double-quoted
 //! PromQL string (`\` and `"`), so a label value cannot break the query.
@@ -32,7 +34,7 @@ pub const BUILTINS: [&str; 3] = [
 ];
 
 const SELECTOR: &str =
-    r#"namespace="{{namespace}}",workload="{{workload}}",revision="{{canaryRevision}}""#;
+    r#"namespace="{{namespace}}",workload="{{canaryWorkload}}",revision="{{canaryRevision}}""#;
 
 /// A built-in template by name.
 pub fn builtin(name: &str) -> Option<Template> {
@@ -56,6 +58,7 @@ enum Part {
     Text(String),
     Namespace,
     Workload,
+    CanaryWorkload,
     CanaryRevision,
     StableRevision,
     Window,
@@ -94,7 +97,8 @@ impl Template {
             let name = after[..end].trim();
             parts.push(match name {
                 "namespace" => Part::Namespace,
-                "workload" => Part::Workload,
+                "workload" | "stableWorkload" => Part::Workload,
+                "canaryWorkload" => Part::CanaryWorkload,
                 "canaryRevision" => Part::CanaryRevision,
                 "stableRevision" => Part::StableRevision,
                 "window" => Part::Window,
@@ -102,7 +106,7 @@ impl Template {
                     Some(arg) if !arg.is_empty() => Part::Arg(arg.to_owned()),
                     _ => {
                         return Err(format!(
-                            "unknown placeholder {{{{{name}}}}} (known: namespace, workload, canaryRevision, stableRevision, window, args.NAME)"
+                            "unknown placeholder {{{{{name}}}}} (known: namespace, workload, stableWorkload, canaryWorkload, canaryRevision, stableRevision, window, args.NAME)"
                         ));
                     }
                 },
@@ -126,6 +130,7 @@ impl Template {
                 Part::Text(t) => out.push_str(t),
                 Part::Namespace => escape_into(&mut out, &context.namespace),
                 Part::Workload => escape_into(&mut out, &context.workload),
+                Part::CanaryWorkload => escape_into(&mut out, &context.canary_workload),
                 Part::CanaryRevision => escape_into(&mut out, &context.canary_revision),
                 Part::StableRevision => escape_into(&mut out, &context.stable_revision),
                 Part::Window => out.push_str(&prometheus_duration(context.window)),
@@ -179,6 +184,7 @@ mod tests {
         Context {
             namespace: "shop".into(),
             workload: "web".into(),
+            canary_workload: "web-canary".into(),
             canary_revision: "7d9f".into(),
             stable_revision: "5c4b".into(),
             window: Duration::from_secs(90),
@@ -201,9 +207,16 @@ mod tests {
     }
 
     #[test]
-    fn the_baseline_context_swaps_revisions() {
-        let t = Template::parse("{{canaryRevision}}/{{stableRevision}}").unwrap();
-        assert_eq!(t.render(&context().baseline()).unwrap(), "5c4b/7d9f");
+    fn the_baseline_context_swaps_revisions_and_workloads() {
+        let t = Template::parse(
+            "{{canaryWorkload}}@{{canaryRevision}}/{{stableWorkload}}@{{stableRevision}}",
+        )
+        .unwrap();
+        assert_eq!(t.render(&context()).unwrap(), "web-canary@7d9f/web@5c4b");
+        assert_eq!(
+            t.render(&context().baseline()).unwrap(),
+            "web@5c4b/web-canary@7d9f"
+        );
     }
 
     #[test]

@@ -18,10 +18,12 @@
 //! message saying so.
 
 mod analysis;
+mod canary;
 mod convert;
 mod partition;
 mod statefulset;
 mod steps;
+pub mod traffic;
 
 use std::{
     sync::Arc,
@@ -59,6 +61,9 @@ pub enum Error {
     /// The planner failed or refused the strategy.
     #[error("planner: {0}")]
     Planner(String),
+    /// An object the rollout names does not exist or cannot be built.
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// What reconciles share.
@@ -80,7 +85,12 @@ impl std::fmt::Debug for Ctx {
 }
 
 fn now_text() -> String {
-    let secs = SystemTime::now()
+    time_text(SystemTime::now())
+}
+
+/// A time as RFC 3339, to the second.
+fn time_text(at: SystemTime) -> String {
+    let secs = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     prost_types::Timestamp {
@@ -251,25 +261,22 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
         return Ok(Action::requeue(Duration::ZERO));
     }
     let mut consumed = Vec::new();
-    let action = match (
-        rollout.spec.workload.kind,
-        rollout.spec.strategy.style.unwrap_or_default(),
-    ) {
-        (WorkloadKind::Deployment, sluice_planner::spec::Style::Partition)
-            if rollout.spec.traffic.is_none() =>
-        {
+    use sluice_planner::spec::Style;
+    let style = rollout.spec.strategy.style.unwrap_or_default();
+    let action = match (rollout.spec.workload.kind, style) {
+        (WorkloadKind::Deployment, Style::Partition) => {
             partition::reconcile(&ctx, &rollout, &mut consumed, &mut status).await?
         }
-        (WorkloadKind::StatefulSet, sluice_planner::spec::Style::Partition)
-            if rollout.spec.traffic.is_none() =>
-        {
+        (WorkloadKind::Deployment, Style::Canary | Style::BlueGreen) => {
+            let blue_green = style == Style::BlueGreen;
+            canary::reconcile(&ctx, &rollout, &mut consumed, &mut status, blue_green).await?
+        }
+        (WorkloadKind::StatefulSet, Style::Partition) => {
             statefulset::reconcile(&ctx, &rollout, &mut consumed, &mut status).await?
         }
-        (kind, style) => fail(
+        (WorkloadKind::StatefulSet, style) => fail(
             &mut status,
-            format!(
-                "{kind:?} with style {style:?} and a traffic router is not supported by this executor yet"
-            ),
+            format!("a StatefulSet is released partition-style only (strategy.style is {style:?})"),
         ),
     };
     status.observed_generation = generation;
@@ -348,16 +355,10 @@ fn after_checks(status: &mut RolloutStatus, batch: &pb::Batch) {
             status.step_state = StepState::Paused;
             status.phase = Phase::Paused;
             status.pause_until = pause.duration.map(|d| {
-                let until = SystemTime::now()
-                    + Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32);
-                let secs = until
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                prost_types::Timestamp {
-                    seconds: secs as i64,
-                    nanos: 0,
-                }
-                .to_string()
+                time_text(
+                    SystemTime::now()
+                        + Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32),
+                )
             });
             status.message = match &status.pause_until {
                 Some(until) => format!("step {} paused until {until}", status.current_step + 1),
@@ -398,7 +399,9 @@ fn finish_step(status: &mut RolloutStatus) {
     );
     if let Some(step) = status.steps.iter_mut().find(|s| s.index == index) {
         step.state = state;
-        step.finished = Some(now_text());
+        if step.finished.is_none() {
+            step.finished = Some(now_text());
+        }
         if let Some(a) = analysis {
             step.verdict = a.verdict;
             step.evidence = a.evidence;

@@ -21,13 +21,17 @@ use serde_json::{Value, json};
 use sluice_planner::{quantity::Amount, spec::Quantity};
 use sluice_proto::v1 as pb;
 
-use super::{Ctx, Error, fail, finish_step, plan, record, steps};
+use super::{
+    Ctx, Error, fail, finish_step, plan, record, steps,
+    traffic::{Pins, Traffic},
+};
 use crate::{
     crd::{Phase, Rollout, RolloutStatus},
     keys,
 };
 
-fn template_of(rs: &ReplicaSet) -> Value {
+/// A ReplicaSet's pod template without its `pod-template-hash` label.
+pub(super) fn template_of(rs: &ReplicaSet) -> Value {
     let mut t = serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.clone()))
         .unwrap_or(Value::Null);
     if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
@@ -397,14 +401,34 @@ impl steps::Release for Workload {
         move_pods(self, canary, stable, batch).await
     }
 
-    async fn finish(&self, status: &RolloutStatus, rollout: &str) -> Result<(), Error> {
+    fn pins(&self, status: &RolloutStatus) -> Pins {
+        let pin = |hash: &str| [(keys::TEMPLATE_HASH.to_owned(), hash.to_owned())].into();
+        Pins {
+            stable: pin(&status.stable_revision),
+            canary: Some(pin(&status.canary_revision)),
+        }
+    }
+
+    async fn finish(
+        &self,
+        status: &mut RolloutStatus,
+        rollout: &str,
+        traffic: Option<&Traffic>,
+        _: &pb::Plan,
+    ) -> Result<Option<Action>, Error> {
+        // Every pod is new: the Services select them all again, then the
+        // router goes back to the stable Service.
+        if let Some(t) = traffic {
+            t.restore().await?;
+        }
         let (Some(canary), Some(stable)) = (
             self.by_hash(&status.canary_revision),
             self.by_hash(&status.stable_revision),
         ) else {
-            return Ok(());
+            return Ok(None);
         };
-        finish(self, canary, stable, rollout).await
+        finish(self, canary, stable, rollout).await?;
+        Ok(None)
     }
 
     async fn start(

@@ -20,7 +20,12 @@ use kube::{
 use serde_json::{Value, json};
 use sluice_proto::v1 as pb;
 
-use super::{Ctx, Error, fail, finish_step, partition::desired_template, plan, record, steps};
+use super::{
+    Ctx, Error, fail, finish_step,
+    partition::desired_template,
+    plan, record, steps,
+    traffic::{Pins, Traffic},
+};
 use crate::{
     crd::{Phase, Rollout, RolloutStatus},
     keys,
@@ -181,12 +186,30 @@ impl steps::Release for Set {
         Ok(pods == batch.canary_replicas && ready + batch.max_unready >= batch.canary_replicas)
     }
 
-    async fn finish(&self, _: &RolloutStatus, _: &str) -> Result<(), Error> {
+    fn pins(&self, status: &RolloutStatus) -> Pins {
+        let pin = |rev: &str| [(REVISION_HASH.to_owned(), rev.to_owned())].into();
+        Pins {
+            stable: pin(&status.stable_revision),
+            canary: (!status.canary_revision.is_empty()).then(|| pin(&status.canary_revision)),
+        }
+    }
+
+    async fn finish(
+        &self,
+        _: &mut RolloutStatus,
+        _: &str,
+        traffic: Option<&Traffic>,
+        _: &pb::Plan,
+    ) -> Result<Option<Action>, Error> {
+        if let Some(t) = traffic {
+            t.restore().await?;
+        }
         let patch = json!({
             "metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}},
             "spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.partition_before()}}},
         });
-        self.merge(patch).await
+        self.merge(patch).await?;
+        Ok(None)
     }
 
     async fn start(

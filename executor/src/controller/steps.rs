@@ -10,7 +10,9 @@ use sluice_proto::v1 as pb;
 
 use super::{
     Ctx, Error, after_checks, convert, fail, finish_step, on_error_policy, parse_time, plan,
-    record, verdict,
+    record,
+    traffic::{Pins, Router, Traffic, rules},
+    verdict,
 };
 use crate::{
     crd::{Phase, Rollout, RolloutStatus, StepState, Verdict},
@@ -47,10 +49,30 @@ pub(super) trait Release {
     /// Ready pods of the new version; `None` when the release's revisions
     /// are gone.
     fn ready_new(&self, status: &RolloutStatus) -> Option<u32>;
+    /// The share of traffic the new pods take when nothing routes it: one
+    /// Service over every pod.
+    fn pod_share(&self, ready_new: u32) -> u32 {
+        (100 * ready_new.min(self.replicas()))
+            .checked_div(self.replicas())
+            .unwrap_or(0)
+    }
+    /// The labels that tell stable pods from new ones.
+    fn pins(&self, status: &RolloutStatus) -> Pins;
+    /// The workload the new pods belong to, when not the released one.
+    fn canary_workload(&self) -> Option<String> {
+        None
+    }
     /// Moves pods towards the batch; true when the batch is ready.
     async fn advance(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<bool, Error>;
-    /// Hands the workload back with every trace removed.
-    async fn finish(&self, status: &RolloutStatus, rollout: &str) -> Result<(), Error>;
+    /// Hands the workload back with every trace removed, restoring the
+    /// traffic objects at the right moment. `Some(action)` while it waits.
+    async fn finish(
+        &self,
+        status: &mut RolloutStatus,
+        rollout: &str,
+        traffic: Option<&Traffic>,
+        plan: &pb::Plan,
+    ) -> Result<Option<Action>, Error>;
     /// Records the revisions and begins the first batch.
     async fn start(
         &self,
@@ -62,6 +84,25 @@ pub(super) trait Release {
     async fn rollback(&self, status: &mut RolloutStatus) -> Result<Action, Error>;
 }
 
+/// The request matches of a plan the router cannot express, as one
+/// message naming each field.
+fn unroutable(plan: &pb::Plan, traffic: Option<&Traffic>) -> Option<String> {
+    let router = traffic.map_or(Router::None, Traffic::router);
+    let steps: Vec<(usize, &[pb::RequestMatch])> = plan
+        .batches
+        .iter()
+        .filter_map(|b| Some((b.step? as usize, b.matches.as_slice())))
+        .collect();
+    let problems = rules::check(router, &steps);
+    (!problems.is_empty()).then(|| {
+        problems
+            .iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
 /// Takes a release one reconcile further, by its phase.
 pub(super) async fn drive<R: Release>(
     ctx: &Ctx,
@@ -71,10 +112,43 @@ pub(super) async fn drive<R: Release>(
     status: &mut RolloutStatus,
 ) -> Result<Action, Error> {
     take_abort(ctx, rollout, consumed, status);
+    let traffic = Traffic::new(
+        &ctx.client,
+        &rollout.namespace().unwrap_or_default(),
+        &rollout.name_any(),
+        rollout.spec.traffic.as_ref(),
+        rollout.spec.strategy.style == Some(sluice_planner::spec::Style::BlueGreen),
+    );
     match status.phase {
-        Phase::Pending => w.start(ctx, rollout, status).await,
-        Phase::Progressing | Phase::Paused => step(ctx, rollout, consumed, w, status).await,
-        Phase::RollingBack => w.rollback(status).await,
+        Phase::Pending => {
+            let plan = plan(ctx, rollout, w.replicas(), &w.max_surge()).await?;
+            if let Some(problem) = unroutable(&plan, traffic.as_ref()) {
+                return Ok(fail(status, problem));
+            }
+            let action = w.start(ctx, rollout, status).await?;
+            if status.phase == Phase::Progressing
+                && let Some(t) = &traffic
+            {
+                t.apply(&w.pins(status), 0, &[]).await?;
+            }
+            Ok(action)
+        }
+        Phase::Progressing | Phase::Paused => {
+            step(ctx, rollout, consumed, w, traffic.as_ref(), status).await
+        }
+        Phase::RollingBack => {
+            // Traffic to stable first, then the pods.
+            if let Some(t) = &traffic {
+                t.apply(&w.pins(status), 0, &[]).await?;
+            }
+            let action = w.rollback(status).await?;
+            if status.phase == Phase::RolledBack
+                && let Some(t) = &traffic
+            {
+                t.restore().await?;
+            }
+            Ok(action)
+        }
         Phase::Succeeded | Phase::RolledBack | Phase::Failed => Ok(Action::await_change()),
     }
 }
@@ -84,6 +158,7 @@ async fn step<R: Release>(
     rollout: &Rollout,
     consumed: &mut Vec<&'static str>,
     w: &R,
+    traffic: Option<&Traffic>,
     status: &mut RolloutStatus,
 ) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
@@ -132,15 +207,19 @@ async fn step<R: Release>(
     match status.step_state {
         StepState::Upgrading | StepState::Routing => {
             let done = w.advance(status, &batch).await?;
+            let routed = traffic.is_some_and(Traffic::sets_weight);
             // Without a router, traffic follows the ready pods.
-            status.traffic = (100 * ready_new.min(w.replicas()))
-                .checked_div(w.replicas())
-                .unwrap_or(0);
+            if !routed {
+                status.traffic = w.pod_share(ready_new);
+            }
             if done {
-                status.traffic = batch
-                    .traffic
-                    .max(status.traffic)
-                    .min(100 * batch.canary_replicas / w.replicas().max(1));
+                if let Some(t) = traffic {
+                    t.apply(&w.pins(status), batch.traffic, &batch.matches)
+                        .await?;
+                }
+                if routed {
+                    status.traffic = batch.traffic;
+                }
                 let mut names = gate.analyses.clone();
                 names.extend(gate.background_analyses.clone());
                 if names.is_empty() {
@@ -205,6 +284,7 @@ async fn step<R: Release>(
                     let context = pb::AnalysisContext {
                         namespace: ns.clone(),
                         workload: rollout.spec.workload.name.clone(),
+                        canary_workload: w.canary_workload().unwrap_or_default(),
                         canary_revision: status.canary_revision.clone(),
                         stable_revision: status.stable_revision.clone(),
                         window: Some(prost_types::Duration {
@@ -285,8 +365,11 @@ async fn step<R: Release>(
                 record(status, &plan.batches[status.current_step as usize]);
                 return Ok(Action::requeue(Duration::ZERO));
             }
-            w.finish(status, &name).await?;
+            if let Some(wait) = w.finish(status, &name, traffic, &plan).await? {
+                return Ok(wait);
+            }
             ctx.analyses.stop(&ns, &name);
+            status.handback_after = None;
             status.phase = Phase::Succeeded;
             status.traffic = 100;
             status.message = format!(
