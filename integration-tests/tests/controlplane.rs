@@ -32,16 +32,28 @@ use tonic::transport::{Endpoint, Server};
 /// executor's controller (planner on loopback; no gate: no analyses here).
 async fn platform(stop: &CancellationToken) -> (ControlPlane, kube::Client) {
     let plane = ControlPlane::start().await;
-    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds/rollouts.yaml");
-    let (ok, out) = plane.kubectl(&["apply", "-f", crd]);
-    assert!(
-        ok,
-        "the generated Rollout CRD is accepted by a real API server: {out}"
-    );
+    // Sluice's own CRD and the upstream routers' (Gateway API, Istio).
+    let crds = [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds/rollouts.yaml"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../simulator/crds/gateway-api-v1.6.1/httproutes.yaml"
+        ),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../simulator/crds/istio-1.30.3/virtualservices.yaml"
+        ),
+    ];
+    for crd in crds {
+        let (ok, out) = plane.kubectl(&["apply", "--server-side", "-f", crd]);
+        assert!(ok, "{crd} is accepted by a real API server: {out}");
+    }
     let (ok, out) = plane.kubectl(&[
         "wait",
         "--for=condition=Established",
         "crd/rollouts.sluice.dev",
+        "crd/httproutes.gateway.networking.k8s.io",
+        "crd/virtualservices.networking.istio.io",
         "--timeout=60s",
     ]);
     assert!(ok, "{out}");
@@ -285,5 +297,146 @@ async fn a_partition_release_on_a_real_control_plane() {
             && out.contains("TRAFFIC")
             && out.contains("Succeeded"),
         "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_deployment_behind_an_http_route_on_a_real_control_plane() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let (plane, client) = platform(&stop).await;
+
+    for manifest in [
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0"}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
+    ] {
+        let path = std::env::temp_dir().join(format!("sluice-cp-{}.json", std::process::id()));
+        std::fs::write(&path, manifest.to_string()).unwrap();
+        let (ok, out) = plane.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+        assert!(ok, "{out}");
+    }
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let services: Api<Service> = Api::default_namespaced(client.clone());
+    let routes: Api<DynamicObject> = Api::default_namespaced_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+            "httproutes",
+        ),
+    );
+    let original_route = routes.get("web").await.unwrap().data["spec"].clone();
+    for _ in 0..600 {
+        let d = deployments.get("web").await.unwrap();
+        if d.status.and_then(|s| s.available_replicas) == Some(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let rollout: Rollout = serde_yaml::from_str(
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  workload: {kind: Deployment, name: web}
+  images: [{container: web, image: registry.example/web:2.0}]
+  traffic: {stableService: web, httpRoute: {name: web}}
+  strategy:
+    style: Canary
+    canary:
+      steps:
+        - {replicas: 1, traffic: 25, matches: [{headers: [{name: x-canary, value: "true"}]}], pause: {}}
+"#,
+    )
+    .unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
+    rollouts
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
+    let mut status = None;
+    for _ in 0..600 {
+        status = rollouts.get("web").await.unwrap().status;
+        if status
+            .as_ref()
+            .is_some_and(|s| matches!(s.phase, Phase::Paused | Phase::Failed | Phase::RolledBack))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let paused = status.unwrap();
+    assert_eq!(paused.phase, Phase::Paused, "{paused:#?}");
+    // The real controllers run the canary Deployment; the real API server
+    // took the route and the pinned Services as written.
+    let canary = deployments.get("web-canary").await.unwrap();
+    assert_eq!(canary.status.unwrap().ready_replicas, Some(1));
+    let rules = routes.get("web").await.unwrap().data["spec"]["rules"].clone();
+    assert_eq!(
+        rules[0]["matches"][0]["headers"][0]["value"], "true",
+        "{rules:#}"
+    );
+    assert_eq!(rules[0]["backendRefs"][0]["name"], "web-canary");
+    assert_eq!(rules[1]["backendRefs"][0]["weight"], 75);
+    assert_eq!(rules[1]["backendRefs"][1]["weight"], 25);
+    let stable = services
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .selector
+        .unwrap();
+    assert_eq!(
+        stable.get("pod-template-hash"),
+        Some(&paused.stable_revision)
+    );
+    let canary_svc = services.get("web-canary").await.unwrap().spec.unwrap();
+    assert_eq!(
+        canary_svc
+            .selector
+            .unwrap()
+            .get("sluice.dev/canary-of")
+            .map(String::as_str),
+        Some("web")
+    );
+
+    let promote = json!({"metadata": {"annotations": {"sluice.dev/promote": "full:0"}}});
+    rollouts
+        .patch("web", &PatchParams::default(), &Patch::Merge(promote))
+        .await
+        .unwrap();
+    let phase = wait_rollout(&rollouts, "web").await;
+    let status = rollouts.get("web").await.unwrap().status;
+    assert_eq!(phase, Phase::Succeeded, "{status:#?}");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("registry.example/web:2.0")
+    );
+    assert_eq!(d.status.unwrap().updated_replicas, Some(4));
+    assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
+    assert!(services.get_opt("web-canary").await.unwrap().is_none());
+    let web = services.get("web").await.unwrap();
+    assert_eq!(
+        serde_json::to_value(web.spec.unwrap().selector).unwrap(),
+        json!({"app": "web"})
+    );
+    let route = routes.get("web").await.unwrap();
+    assert_eq!(route.data["spec"], original_route);
+    let left = route.metadata.annotations.unwrap_or_default();
+    assert!(
+        left.keys().all(|k| !k.starts_with("sluice.dev/")),
+        "{left:?}"
     );
 }
