@@ -67,7 +67,7 @@ async fn grpc(
     stop: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let (listener, addr) = listen().await?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()));
     Ok(addr)
 }

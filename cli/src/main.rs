@@ -4,6 +4,7 @@
 //! rolled-back or failed rollout, an error from the executor); 2 a usage
 //! error (a bad flag or value).
 
+mod bench;
 mod demo;
 mod plan;
 mod rollout;
@@ -26,6 +27,11 @@ enum Command {
     ///
     /// Example: sluice demo --scenario bad-canary
     Demo(demo::DemoArgs),
+    /// Measure the whole system on the simulator at growing numbers of
+    /// concurrent rollouts; writes bench.json, bench.md and bench.svg.
+    ///
+    /// Example: sluice bench --sizes 10,100,1000,10000 --out bench-results
+    Bench(bench::BenchArgs),
     /// Start, follow and steer rollouts through the executor's Rollouts API.
     Rollout {
         #[command(flatten)]
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Rollout {
             connection,
             command,

@@ -1,0 +1,420 @@
+//! `sluice bench`: the whole system on the simulator at growing numbers of
+//! concurrent rollouts, with the figures users compare delivery systems by.
+//!
+//! Per size, a fresh simulated cluster holds one two-replica Deployment per
+//! rollout. The executor's controller runs on a runtime of its own (threads
+//! named `sluice-exec`, so its CPU time is counted apart) and reaches the
+//! simulated API server over loopback HTTP, as it would a real one. Most
+//! rollouts release a healthy version in two batches with no analysis, so
+//! the time between batches is the controller's own overhead; a share
+//! releases a failing version behind an error-rate analysis, for the
+//! decision latency. Before the sizes, the planner's and the gate's
+//! per-call costs are measured against minimal baselines in the same run.
+
+mod overhead;
+mod probe;
+mod report;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use kube::{Api, api::PostParams};
+use serde_json::json;
+use sluice_executor::{
+    controller::{self, Analyses, Ctx},
+    crd::{Phase, Rollout},
+};
+use sluice_proto::v1::{
+    metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
+    planner_client::PlannerClient, planner_server::PlannerServer,
+};
+use sluice_sim::{
+    cluster::profile::Profile,
+    metrics::traffic::{LoadProfile, Target},
+    scenario::{Scenario, Simulation, Version},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Endpoint, Server};
+
+use probe::{Counter, Watch};
+pub(crate) use report::SizeFigures;
+
+/// Arguments of `sluice bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Numbers of concurrent rollouts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000", value_parser = at_least_one)]
+    sizes: Vec<usize>,
+    /// Share of the rollouts that release a failing version (0 to 1).
+    #[arg(long, default_value_t = 0.1, value_parser = share)]
+    bad_share: f64,
+    /// Calls per per-call overhead comparison.
+    #[arg(long, default_value_t = 2000, value_parser = at_least_one)]
+    calls: usize,
+    /// Folder for bench.json, bench.md and bench.svg.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+const GOOD: &str = "registry.example/app:2.0";
+const BAD: &str = "registry.example/app:bad";
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "must be a whole number of at least 1, got {text:?}"
+        )),
+    }
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be between 0 and 1, got {text:?}")),
+    }
+}
+
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let executor = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sluice-exec")
+        .enable_all()
+        .build()?;
+    let overheads = runtime.block_on(overhead::measure(args.calls))?;
+    eprintln!(
+        "per-call: Plan {:.0} µs vs bare tonic {:.0} µs; gate {:.0} µs vs raw query {:.0} µs",
+        overheads.plan_us, overheads.tonic_us, overheads.evaluate_us, overheads.query_us
+    );
+    let mut sizes = Vec::new();
+    for &n in &args.sizes {
+        let figures = runtime.block_on(size(n, args.bad_share, executor.handle()))?;
+        eprintln!("{}", figures.line());
+        sizes.push(figures);
+    }
+    let report = report::Report::new(overheads, sizes);
+    report.write(&args.out)?;
+    println!("{}", report.markdown());
+    eprintln!(
+        "wrote {}/bench.json, bench.md and bench.svg",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scenario(n: usize, bad: usize) -> Scenario {
+    let mut s = Scenario::big_cluster(n, 2);
+    s.name = format!("bench-{n}");
+    let fast = Profile {
+        start_min_seconds: 0.05,
+        start_max_seconds: 0.15,
+        ready_after_seconds: 0.05,
+        ..Profile::default()
+    };
+    let failing = Profile {
+        error_ratio: 0.5,
+        ..fast.clone()
+    };
+    for (image, profile) in [
+        ("registry.example/app:1.0", fast.clone()),
+        (GOOD, fast),
+        (BAD, failing),
+    ] {
+        s.versions.push(Version {
+            image: image.into(),
+            profile,
+        });
+    }
+    // The failing releases need traffic to be judged by.
+    for i in 0..bad {
+        let ns = format!("team-{}", i % 20);
+        s.manifests.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": format!("app-{i}"), "namespace": ns},
+            "spec": {"selector": {"app": format!("app-{i}")}, "ports": [{"port": 80}]},
+        }));
+        s.load.push(LoadProfile {
+            namespace: ns,
+            target: Target {
+                service: Some(format!("app-{i}")),
+                ingress_host: None,
+                http_route: None,
+                virtual_service: None,
+            },
+            rps: 20.0,
+            schedule: Vec::new(),
+            classes: Vec::new(),
+        });
+    }
+    s
+}
+
+fn rollout(i: usize, bad: bool) -> anyhow::Result<Rollout> {
+    let mut spec = json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": format!("app-{i}"), "namespace": format!("team-{}", i % 20)},
+        "spec": {
+            "workload": {"kind": "Deployment", "name": format!("app-{i}")},
+            "images": [{"container": "app", "image": if bad { BAD } else { GOOD }}],
+            "strategy": {"canary": {"steps": [{"replicas": 1}]}},
+        },
+    });
+    if bad {
+        spec["spec"]["strategy"]["canary"]["steps"][0]["analyses"] = json!(["errors"]);
+        spec["spec"]["analyses"] = json!([{"name": "errors", "metrics": [{
+            "name": "error-rate", "template": "request-error-rate",
+            "successCondition": {"threshold": {"max": 0.05}},
+            "failureCondition": {"threshold": {"min": 0.1}},
+            "initialDelay": "2s", "interval": "1s", "count": 20, "failureLimit": 0,
+        }]}]);
+    }
+    Ok(serde_json::from_value(spec)?)
+}
+
+async fn listen() -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+async fn size(
+    n: usize,
+    bad_share: f64,
+    executor: &tokio::runtime::Handle,
+) -> anyhow::Result<SizeFigures> {
+    let bad = ((n as f64 * bad_share).round() as usize).min(n);
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let sim = Simulation::start(scenario(n, bad))
+        .map_err(|e| anyhow::anyhow!("starting the simulated cluster: {}", e.message))?;
+    let local = kube::Client::new(sim.api.router(), "default");
+    wait_ready(&local, n).await?;
+
+    // The executor's own door to the API server, counted.
+    let api_calls = Counter::default();
+    let counted = api_calls.clone();
+    let router = sim.api.router().layer(axum::middleware::map_request(
+        move |r: axum::extract::Request| {
+            counted.add();
+            async move { r }
+        },
+    ));
+    let (kube_listener, kube_addr) = listen().await?;
+    tokio::spawn(
+        axum::serve(kube_listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let (metrics_listener, metrics_addr) = listen().await?;
+    tokio::spawn(
+        axum::serve(
+            metrics_listener,
+            sluice_sim::metrics::http::router(sim.metrics.clone()),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future(),
+    );
+    let grpc_calls = Counter::default();
+    let (c1, c2) = (grpc_calls.clone(), grpc_calls.clone());
+    let (planner_listener, planner_addr) = listen().await?;
+    tokio::spawn(
+        Server::builder()
+            .add_service(PlannerServer::with_interceptor(
+                sluice_planner::service::PlannerService,
+                move |r| {
+                    c1.add();
+                    Ok(r)
+                },
+            ))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(planner_listener)
+                    .with_nodelay(Some(true)),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    let prometheus = sluice_gate::prometheus::Prometheus::new(
+        sluice_gate::prometheus::ClientOptions::new(format!("http://{metrics_addr}").parse()?),
+    )
+    .map_err(|e| anyhow::anyhow!("gate: {e}"))?;
+    let (gate_listener, gate_addr) = listen().await?;
+    tokio::spawn(
+        Server::builder()
+            .add_service(MetricsGateServer::with_interceptor(
+                sluice_gate::service::GateService::new(prometheus, stop.clone()),
+                move |r| {
+                    c2.add();
+                    Ok(r)
+                },
+            ))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(gate_listener).with_nodelay(Some(true)),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+
+    let watch = Watch::start(&local);
+    let (rss_before, _) = probe::memory();
+    let (exec_cpu_before, other_cpu_before) = probe::cpu_seconds("sluice-exec");
+    let controller_stop = stop.clone();
+    let exec_stop = stop.clone();
+    let started = executor.spawn(async move {
+        let config = kube::Config::new(format!("http://{kube_addr}").parse()?);
+        let client = kube::Client::try_from(config)?;
+        let ctx = Arc::new(Ctx {
+            client,
+            planner: PlannerClient::new(
+                Endpoint::from_shared(format!("http://{planner_addr}"))?.connect_lazy(),
+            ),
+            gate: MetricsGateClient::new(
+                Endpoint::from_shared(format!("http://{gate_addr}"))?.connect_lazy(),
+            ),
+            analyses: Analyses::default(),
+        });
+        tokio::spawn(controller::run(ctx, async move {
+            controller_stop.cancelled().await;
+        }));
+        exec_stop.cancelled().await;
+        anyhow::Ok(())
+    });
+
+    let began = Instant::now();
+    for i in 0..n {
+        let r = rollout(i, i < bad)?;
+        let ns = r.metadata.namespace.clone().unwrap_or_default();
+        Api::<Rollout>::namespaced(local.clone(), &ns)
+            .create(&PostParams::default(), &r)
+            .await
+            .with_context(|| format!("creating rollout {i}"))?;
+    }
+    let outcomes = wait_done(&local, n, Duration::from_secs(120 + n as u64 / 10)).await?;
+    let elapsed = began.elapsed();
+    let (exec_cpu, other_cpu) = probe::cpu_seconds("sluice-exec");
+    let (rss_after, peak) = probe::memory();
+    stop.cancel();
+    let _ = started.await;
+
+    let mut gate_share = Vec::new();
+    let mut exec_share = Vec::new();
+    let mut total = Vec::new();
+    let mut rolled_back = 0;
+    for (key, status) in &outcomes {
+        if status.phase == Phase::RolledBack {
+            rolled_back += 1;
+        }
+        let breach = status
+            .steps
+            .iter()
+            .flat_map(|s| &s.evidence)
+            .filter(|e| e.outcome == "FAILED")
+            .filter_map(|e| e.time.parse::<prost_types::Timestamp>().ok())
+            .filter_map(|t| SystemTime::try_from(t).ok())
+            .min();
+        if let (Some(breach), (Some(verdict), Some(drained))) = (breach, watch.decision(key)) {
+            let span = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default();
+            gate_share.push(span(breach, verdict));
+            exec_share.push(span(verdict, drained));
+            total.push(span(breach, drained));
+        }
+    }
+    let succeeded = outcomes
+        .values()
+        .filter(|s| s.phase == Phase::Succeeded)
+        .count();
+    let advances = watch.advances();
+    // Two batches per healthy rollout; one for a rolled-back one.
+    let steps = (2 * succeeded + rolled_back).max(1) as f64;
+    Ok(SizeFigures {
+        rollouts: n,
+        failing: bad,
+        succeeded,
+        rolled_back,
+        wall_seconds: elapsed.as_secs_f64(),
+        advance_p50_ms: probe::quantile_ms(&advances, 0.5),
+        advance_p99_ms: probe::quantile_ms(&advances, 0.99),
+        advance_samples: advances.len(),
+        decision_p50_ms: probe::quantile_ms(&total, 0.5),
+        decision_p99_ms: probe::quantile_ms(&total, 0.99),
+        decision_gate_p99_ms: probe::quantile_ms(&gate_share, 0.99),
+        decision_executor_p50_ms: probe::quantile_ms(&exec_share, 0.5),
+        decision_executor_p99_ms: probe::quantile_ms(&exec_share, 0.99),
+        executor_cpu_seconds: exec_cpu - exec_cpu_before,
+        other_cpu_seconds: other_cpu - other_cpu_before,
+        peak_rss_mib: peak as f64 / 1_048_576.0,
+        rss_growth_per_rollout_kib: rss_after.saturating_sub(rss_before) as f64 / 1024.0 / n as f64,
+        api_calls_per_step: api_calls.get() as f64 / steps,
+        grpc_calls_per_step: grpc_calls.get() as f64 / steps,
+    })
+}
+
+async fn wait_ready(client: &kube::Client, n: usize) -> anyhow::Result<()> {
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60 + n as u64 / 20);
+    loop {
+        let list = deployments.list(&Default::default()).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(2))
+            .count();
+        if ready >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {n} Deployments became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_done(
+    client: &kube::Client,
+    n: usize,
+    limit: Duration,
+) -> anyhow::Result<BTreeMap<String, sluice_executor::crd::RolloutStatus>> {
+    let rollouts: Api<Rollout> = Api::all(client.clone());
+    let deadline = Instant::now() + limit;
+    loop {
+        let list = rollouts.list(&Default::default()).await?;
+        let done: BTreeMap<String, _> = list
+            .items
+            .into_iter()
+            .filter_map(|r| {
+                let status = r.status.clone()?;
+                matches!(
+                    status.phase,
+                    Phase::Succeeded | Phase::RolledBack | Phase::Failed
+                )
+                .then(|| {
+                    (
+                        format!(
+                            "{}/{}",
+                            r.metadata.namespace.clone().unwrap_or_default(),
+                            r.metadata.name.clone().unwrap_or_default()
+                        ),
+                        status,
+                    )
+                })
+            })
+            .collect();
+        if done.len() >= n {
+            return Ok(done);
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {n} rollouts finished in {limit:?}", done.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

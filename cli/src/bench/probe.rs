@@ -1,0 +1,239 @@
+//! What the harness watches and counts while rollouts run: ReplicaSet and
+//! Rollout events (for step-advance and decision latencies), calls to the
+//! API server and to the gRPC services, and CPU time per thread group.
+//!
+//! Both ends of each latency are seen through the same watch, so the watch
+//! delivery delay cancels out of the difference.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{WatchStreamExt, watcher},
+};
+use sluice_executor::crd::{Rollout, Verdict};
+
+/// A counter shared with a layer or an interceptor.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub(crate) fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    /// Per ReplicaSet uid: created by the release (first seen at 0), its
+    /// spec replicas, and its status as last seen.
+    sets: HashMap<String, (bool, i32, String)>,
+    /// Per rollout: when one of its ReplicaSets' status last changed.
+    last_status: HashMap<String, Instant>,
+    /// Step-advance samples.
+    advances: Vec<Duration>,
+    /// Per rollout: when its canary ReplicaSet went to 0 (traffic and pods
+    /// off the new version).
+    drained: HashMap<String, SystemTime>,
+    /// Per rollout: when a failed verdict first showed in its status.
+    verdicts: HashMap<String, SystemTime>,
+}
+
+/// Watches ReplicaSets and Rollouts until dropped.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Watch {
+    seen: Arc<Mutex<Seen>>,
+}
+
+fn status_text(rs: &ReplicaSet) -> String {
+    rs.status.as_ref().map_or_else(String::new, |s| {
+        format!(
+            "{}/{}/{}",
+            s.replicas,
+            s.ready_replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0)
+        )
+    })
+}
+
+impl Watch {
+    /// Starts watching through `client`.
+    pub(crate) fn start(client: &Client) -> Self {
+        let watch = Self::default();
+        let sets = Api::<ReplicaSet>::all(client.clone());
+        let seen = Arc::clone(&watch.seen);
+        tokio::spawn(async move {
+            let mut events =
+                std::pin::pin!(watcher(sets, watcher::Config::default()).applied_objects());
+            while let Some(Ok(rs)) = events.next().await {
+                let Some(rollout) = rs.annotations().get("sluice.dev/rollout") else {
+                    continue;
+                };
+                let key = format!("{}/{rollout}", rs.namespace().unwrap_or_default());
+                let spec = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                let status = status_text(&rs);
+                let now = Instant::now();
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                let uid = rs.uid().unwrap_or_default();
+                let (is_new, before, old_status) =
+                    seen.sets
+                        .get(&uid)
+                        .cloned()
+                        .unwrap_or((spec == 0, spec, String::new()));
+                if is_new && spec > before && before >= 1 {
+                    // The first patch of a later batch: the batch before
+                    // was complete at the last status change.
+                    if let Some(at) = seen.last_status.get(&key) {
+                        let sample = now.duration_since(*at);
+                        seen.advances.push(sample);
+                    }
+                }
+                if is_new && spec == 0 && before > 0 {
+                    seen.drained.insert(key.clone(), SystemTime::now());
+                }
+                if status != old_status {
+                    seen.last_status.insert(key, now);
+                }
+                seen.sets.insert(uid, (is_new, spec, status));
+            }
+        });
+        let rollouts = Api::<Rollout>::all(client.clone());
+        let seen = Arc::clone(&watch.seen);
+        tokio::spawn(async move {
+            let mut events =
+                std::pin::pin!(watcher(rollouts, watcher::Config::default()).applied_objects());
+            while let Some(Ok(r)) = events.next().await {
+                let failed = r
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.analysis.as_ref())
+                    .and_then(|a| a.verdict)
+                    == Some(Verdict::Fail);
+                if failed {
+                    let key = format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    seen.verdicts.entry(key).or_insert_with(SystemTime::now);
+                }
+            }
+        });
+        watch
+    }
+
+    /// Step-advance samples so far.
+    pub(crate) fn advances(&self) -> Vec<Duration> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .advances
+            .clone()
+    }
+
+    /// When the rollout's failed verdict was recorded and when its new pods
+    /// were drained.
+    pub(crate) fn decision(&self, key: &str) -> (Option<SystemTime>, Option<SystemTime>) {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            seen.verdicts.get(key).copied(),
+            seen.drained.get(key).copied(),
+        )
+    }
+}
+
+/// CPU seconds used so far by this process's threads whose name starts
+/// with `prefix`, and by all the others.
+pub(crate) fn cpu_seconds(prefix: &str) -> (f64, f64) {
+    let ticks = 100.0; // USER_HZ on Linux
+    let (mut matched, mut other) = (0.0, 0.0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (0.0, 0.0);
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        // utime and stime are the 14th and 15th fields; 3rd is index 0 here.
+        let used = fields
+            .get(11)
+            .and_then(|u| u.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        if name.starts_with(prefix) {
+            matched += used / ticks;
+        } else {
+            other += used / ticks;
+        }
+    }
+    (matched, other)
+}
+
+/// This process's resident memory now and at its peak, in bytes.
+pub(crate) fn memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The value at quantile `q` (0 to 1) of `samples`, in milliseconds.
+pub(crate) fn quantile_ms(samples: &[Duration], q: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted: Vec<Duration> = samples.to_vec();
+    sorted.sort();
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    Some(sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile_ms(&samples, 0.5), Some(51.0));
+        assert_eq!(quantile_ms(&samples, 0.99), Some(99.0));
+        assert_eq!(quantile_ms(&[], 0.5), None);
+    }
+
+    #[test]
+    fn this_threads_cpu_time_is_counted() {
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(200) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let (_, all) = cpu_seconds("no-thread-has-this-name");
+        assert!(all > 0.0 && x > 0);
+        assert!(memory().0 > 0);
+    }
+}

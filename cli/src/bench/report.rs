@@ -1,0 +1,244 @@
+//! The harness's output: every figure as JSON, a Markdown table, and a chart
+//! of latency and memory against the number of rollouts.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::Context as _;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use super::overhead::Overheads;
+
+/// The figures of one size.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SizeFigures {
+    /// Concurrent rollouts.
+    pub rollouts: usize,
+    /// Of which release a failing version.
+    pub failing: usize,
+    /// Ended Succeeded.
+    pub succeeded: usize,
+    /// Ended RolledBack.
+    pub rolled_back: usize,
+    /// From the first Rollout created to the last finished.
+    pub wall_seconds: f64,
+    /// Last pod of a batch ready until the next batch's patch (ms).
+    pub advance_p50_ms: Option<f64>,
+    /// Same, 99th percentile.
+    pub advance_p99_ms: Option<f64>,
+    /// How many step advances were timed.
+    pub advance_samples: usize,
+    /// A breaching measurement until the new pods are drained (ms).
+    pub decision_p50_ms: Option<f64>,
+    /// Same, 99th percentile.
+    pub decision_p99_ms: Option<f64>,
+    /// The gate's share: measurement taken until the verdict is recorded.
+    pub decision_gate_p99_ms: Option<f64>,
+    /// The executor's share: verdict recorded until the new pods drain.
+    pub decision_executor_p50_ms: Option<f64>,
+    /// Same, 99th percentile.
+    pub decision_executor_p99_ms: Option<f64>,
+    /// CPU seconds of the executor's threads.
+    pub executor_cpu_seconds: f64,
+    /// CPU seconds of everything else in the process (simulator, planner,
+    /// gate, harness).
+    pub other_cpu_seconds: f64,
+    /// Peak resident memory of the whole process (MiB).
+    pub peak_rss_mib: f64,
+    /// Resident memory growth while the rollouts ran, per rollout (KiB):
+    /// the executor's and the simulated cluster's together.
+    pub rss_growth_per_rollout_kib: f64,
+    /// Requests from the executor to the API server per batch.
+    pub api_calls_per_step: f64,
+    /// Planner and gate calls per batch.
+    pub grpc_calls_per_step: f64,
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+}
+
+impl SizeFigures {
+    /// One line for the terminal.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "{} rollouts: {} succeeded, {} rolled back in {:.1} s; advance p50 {} ms p99 {} ms; decision p99 {} ms (executor {} ms); executor CPU {:.2} s; peak {:.0} MiB",
+            self.rollouts,
+            self.succeeded,
+            self.rolled_back,
+            self.wall_seconds,
+            ms(self.advance_p50_ms),
+            ms(self.advance_p99_ms),
+            ms(self.decision_p99_ms),
+            ms(self.decision_executor_p99_ms),
+            self.executor_cpu_seconds,
+            self.peak_rss_mib
+        )
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Report {
+    /// The machine: cores and memory.
+    pub machine: String,
+    /// Per-call overheads against their baselines.
+    pub overheads: Overheads,
+    /// Plan RPC / bare tonic.
+    pub plan_ratio: f64,
+    /// Gate measurement / raw query.
+    pub gate_ratio: f64,
+    /// One entry per size.
+    pub sizes: Vec<SizeFigures>,
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or_else(|| "?".into(), |kb| format!("{:.0} GiB", kb / 1_048_576.0));
+    format!("{cores} cores, {memory}")
+}
+
+impl Report {
+    pub(crate) fn new(overheads: Overheads, sizes: Vec<SizeFigures>) -> Self {
+        Self {
+            machine: machine(),
+            plan_ratio: overheads.plan_ratio(),
+            gate_ratio: overheads.gate_ratio(),
+            overheads,
+            sizes,
+        }
+    }
+
+    /// The Markdown table.
+    pub(crate) fn markdown(&self) -> String {
+        let mut out = String::new();
+        let o = &self.overheads;
+        let _ = writeln!(
+            out,
+            "Machine: {}. Per call, same run: Plan RPC {:.0} µs vs bare tonic {:.0} µs (**{:.2}x**); gate measurement {:.0} µs vs raw query {:.0} µs (**{:.2}x**).\n",
+            self.machine,
+            o.plan_us,
+            o.tonic_us,
+            self.plan_ratio,
+            o.evaluate_us,
+            o.query_us,
+            self.gate_ratio
+        );
+        out.push_str("| rollouts | failing | wall s | advance p50 / p99 ms | decision p50 / p99 ms | executor share p50 / p99 ms | executor CPU s | other CPU s | peak RSS MiB | RSS growth per rollout KiB | API calls / step | gRPC calls / step |\n");
+        out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for s in &self.sizes {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} | {} / {} | {} / {} | {} / {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                s.rollouts,
+                s.failing,
+                s.wall_seconds,
+                ms(s.advance_p50_ms),
+                ms(s.advance_p99_ms),
+                ms(s.decision_p50_ms),
+                ms(s.decision_p99_ms),
+                ms(s.decision_executor_p50_ms),
+                ms(s.decision_executor_p99_ms),
+                s.executor_cpu_seconds,
+                s.other_cpu_seconds,
+                s.peak_rss_mib,
+                s.rss_growth_per_rollout_kib,
+                s.api_calls_per_step,
+                s.grpc_calls_per_step
+            );
+        }
+        out
+    }
+
+    /// Writes bench.json, bench.md and bench.svg into `dir`.
+    pub(crate) fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(self)?)
+            .context("writing bench.json")?;
+        std::fs::write(dir.join("bench.md"), self.markdown()).context("writing bench.md")?;
+        self.chart(&dir.join("bench.svg"))
+            .map_err(|e| anyhow::anyhow!("drawing bench.svg: {e}"))
+    }
+
+    fn chart(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (960, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (left, right) = root.split_horizontally(480);
+        let xs: Vec<f64> = self
+            .sizes
+            .iter()
+            .map(|s| (s.rollouts as f64).log10())
+            .collect();
+        let x_max = xs.iter().copied().fold(1.0, f64::max) + 0.2;
+        let series = |f: &dyn Fn(&SizeFigures) -> Option<f64>| -> Vec<(f64, f64)> {
+            self.sizes
+                .iter()
+                .zip(&xs)
+                .filter_map(|(s, x)| f(s).map(|y| (*x, y)))
+                .collect()
+        };
+        let latency = [
+            ("step advance p99", series(&|s| s.advance_p99_ms), BLUE),
+            (
+                "decision, executor share p99",
+                series(&|s| s.decision_executor_p99_ms),
+                RED,
+            ),
+        ];
+        let y_max = latency
+            .iter()
+            .flat_map(|(_, v, _)| v.iter().map(|p| p.1))
+            .fold(1.0, f64::max)
+            * 1.2;
+        let mut chart = ChartBuilder::on(&left)
+            .caption("latency (ms) vs rollouts", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("concurrent rollouts (log10)")
+            .x_label_formatter(&|x| format!("{:.0}", 10f64.powf(*x)))
+            .draw()?;
+        for (name, points, color) in latency {
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()?;
+
+        let memory = series(&|s| Some(s.peak_rss_mib));
+        let m_max = memory.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
+        let mut chart = ChartBuilder::on(&right)
+            .caption("peak memory (MiB) vs rollouts", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..x_max, 0.0..m_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("concurrent rollouts (log10)")
+            .x_label_formatter(&|x| format!("{:.0}", 10f64.powf(*x)))
+            .draw()?;
+        chart.draw_series(LineSeries::new(memory.clone(), GREEN.stroke_width(2)))?;
+        chart.draw_series(memory.iter().map(|p| Circle::new(*p, 3, GREEN.filled())))?;
+        root.present()?;
+        Ok(())
+    }
+}
