@@ -8,6 +8,7 @@
 //! follows it with WatchRollout until it ends.
 
 use std::{
+    io::IsTerminal as _,
     net::SocketAddr,
     process::ExitCode,
     sync::Arc,
@@ -30,6 +31,8 @@ use sluice_runtime::auth::Authenticator;
 use sluice_sim::scenario::{Scenario, Simulation};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint, Server};
+
+use crate::live::phase_name;
 
 /// Arguments of `sluice demo`.
 #[derive(Debug, Args)]
@@ -168,18 +171,6 @@ fn release(scenario: &Scenario) -> anyhow::Result<pb::StartRolloutRequest> {
             on_analysis_error: pb::ErrorPolicy::Pause as i32,
             ..Default::default()
         }),
-    })
-}
-
-fn phase_name(p: i32) -> String {
-    pb::RolloutPhase::try_from(p).map_or("Unknown".into(), |p| {
-        let n = p
-            .as_str_name()
-            .trim_start_matches("ROLLOUT_PHASE_")
-            .to_lowercase();
-        n.split('_')
-            .map(|w| format!("{}{}", w[..1].to_uppercase(), &w[1..]))
-            .collect()
     })
 }
 
@@ -324,7 +315,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|s| anyhow::anyhow!("WatchRollout: {}", s.message()))?
         .into_inner();
-    let mut last_line = String::new();
+    let mut view = crate::live::Live::new(text && std::io::stdout().is_terminal());
     let mut final_state = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline, stream.message())
@@ -335,19 +326,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             continue;
         };
         let status = rollout.status.clone().unwrap_or_default();
-        let line = format!(
-            "step {}/{}  {:<11}  new pods {}/{}  traffic {:>3}%  {}",
-            (status.current_step + 1).min(status.total_steps.max(1)),
-            status.total_steps,
-            phase_name(status.phase),
-            status.ready_canary_replicas,
-            status.canary_replicas,
-            status.traffic,
-            status.message
-        );
-        if text && line != last_line {
-            println!("{:>6.1}s  {line}", started.elapsed().as_secs_f64());
-            last_line = line;
+        if text {
+            view.show(&rollout);
         }
         let phase = pb::RolloutPhase::try_from(status.phase).unwrap_or_default();
         if phase == pb::RolloutPhase::Paused && status.message.contains("waits for promotion") {

@@ -1,6 +1,6 @@
 //! `sluice rollout ...`: the Rollouts API from the command line.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
@@ -306,24 +306,11 @@ async fn call(c: &Connection, command: &RolloutCommand) -> anyhow::Result<ExitCo
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let mut last = String::new();
+            let mut view = crate::live::Live::new(std::io::stdout().is_terminal());
             while let Some(event) = stream.message().await.map_err(status_error)? {
                 let Some(r) = event.rollout else { continue };
                 let v = summary(&r);
-                let line = format!(
-                    "step {}/{}  {:<11}  new pods {}/{}  traffic {:>3}%  {}",
-                    v["step"],
-                    v["steps"],
-                    v["phase"].as_str().unwrap_or(""),
-                    v["readyNewPods"],
-                    v["newPods"],
-                    v["traffic"],
-                    v["message"].as_str().unwrap_or("")
-                );
-                if line != last {
-                    println!("{line}");
-                    last = line;
-                }
+                view.show(&r);
                 match v["phase"].as_str() {
                     Some("Succeeded") => return Ok(ExitCode::SUCCESS),
                     Some("RolledBack" | "Failed") => return Ok(ExitCode::FAILURE),

@@ -35,6 +35,37 @@ pub struct Config {
     /// Without it the Rollouts API accepts every caller.
     #[arg(long, env = "SLUICE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Namespace of the Lease that picks the replica driving rollouts.
+    #[arg(long, env = "SLUICE_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// Name of that Lease.
+    #[arg(long, env = "SLUICE_LEASE_NAME", default_value = "sluice-executor")]
+    pub lease_name: String,
+
+    /// Seconds a Lease holder's claim lasts without renewal; it renews
+    /// about seven times within it and stops leading after two thirds of
+    /// it without a renewal.
+    #[arg(long, env = "SLUICE_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_seconds: u64,
+
+    /// This replica's name in the Lease; the host name and process id when
+    /// unset.
+    #[arg(long, env = "SLUICE_IDENTITY")]
+    pub identity: Option<String>,
+}
+
+impl Config {
+    /// This replica's name in the Lease.
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "executor".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
 }
 
 impl ServiceConfig for Config {

@@ -309,6 +309,12 @@ pub fn rollout_to_proto(r: &Rollout) -> pb::Rollout {
             observed_generation: s.observed_generation,
             pause_until: timestamp(&s.pause_until),
             elapsed: None,
+            analysis: s
+                .analysis
+                .as_ref()
+                .filter(|a| a.step == s.current_step)
+                .map(|a| a.evidence.iter().map(evidence).collect())
+                .unwrap_or_default(),
         }),
     }
 }

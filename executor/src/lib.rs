@@ -15,6 +15,8 @@ pub mod controller;
 pub mod convert;
 pub mod crd;
 pub mod keys;
+pub mod lease;
+pub mod validate;
 
 pub use config::Config;
 
@@ -102,10 +104,28 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
             gate: MetricsGateClient::new(gate.clone()),
             analyses: controller::Analyses::default(),
         });
-        let stopped = stop.clone();
-        tokio::spawn(controller::run(
-            ctx,
-            async move { stopped.cancelled().await },
+        // Every replica serves the API; the Lease's holder drives.
+        let lease_duration = std::time::Duration::from_secs(config.lease_seconds);
+        let election = lease::Election {
+            lease_duration,
+            renew_deadline: lease_duration * 2 / 3,
+            renew_every: lease_duration / 7,
+            ..lease::Election::new(
+                &config.lease_namespace,
+                &config.lease_name,
+                &config.identity(),
+            )
+        };
+        tokio::spawn(lease::run(
+            ctx.client.clone(),
+            election,
+            stop.clone(),
+            move |leading| {
+                let ctx = Arc::clone(&ctx);
+                tokio::spawn(controller::run(ctx, async move {
+                    leading.cancelled().await;
+                }));
+            },
         ));
     }
     server

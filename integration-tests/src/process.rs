@@ -137,6 +137,13 @@ impl Service {
         self.log.0.lock().expect("log lock").lines.clone()
     }
 
+    /// Sends SIGKILL and reaps the process: a crash, with no chance to
+    /// clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")

@@ -63,3 +63,30 @@ fn a_bad_flag_is_a_usage_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn on_a_terminal_the_demo_redraws_a_live_view_of_each_batch() {
+    // `script` runs the demo under a pseudo-terminal, as a shell would.
+    let command = format!("{} demo", binary("sluice").display());
+    let output = Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("\x1b[") && text.contains("A\x1b[J"),
+        "the block is redrawn in place: {text}"
+    );
+    assert!(
+        text.contains("new pods [") && text.contains("traffic  ["),
+        "{text}"
+    );
+    assert!(
+        text.contains("health/success-rate"),
+        "measurements are shown: {text}"
+    );
+    assert!(text.contains("step 1 done"), "{text}");
+    assert!(text.contains("Succeeded in"), "{text}");
+}

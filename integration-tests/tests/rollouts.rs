@@ -301,3 +301,132 @@ async fn the_cli_starts_follows_and_reports_a_rollout() {
     assert_eq!(code, Some(1));
     assert!(err.contains("NotFound"), "{err}");
 }
+
+/// A seeded choice of when to kill, so every run kills at the same moment
+/// of the release and a failure can be replayed.
+fn kill_after(seed: u64) -> Duration {
+    let mut x = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    x ^= x >> 33;
+    Duration::from_millis(1_000 + x % 4_000)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_executor_replica_is_replaced_by_the_other_at_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig").display().to_string();
+    let sim = Service::start(
+        "sluice-sim",
+        &["--scenario", "healthy", "--kubeconfig", &kubeconfig],
+    );
+    sim.wait_for_log(|l| l["message"] == "simulated cluster serving");
+    let planner = Service::start("sluice-planner", &[]);
+    let gate = Service::start("sluice-gate", &["--prometheus-url", "http://127.0.0.1:9"]);
+    let replica = |name: &str| {
+        Service::start(
+            "sluice-executor",
+            &[
+                "--planner-addr",
+                &planner.grpc_addr.to_string(),
+                "--gate-addr",
+                &gate.grpc_addr.to_string(),
+                "--kubeconfig",
+                &kubeconfig,
+                "--identity",
+                name,
+                "--lease-seconds",
+                "3",
+            ],
+        )
+    };
+    let mut replicas = [replica("a"), replica("b")];
+    let leading = |s: &Service| s.log().iter().any(|l| l.contains("\"leading\""));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        if let Some(i) = replicas.iter().position(leading) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no replica leads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let other = 1 - leader;
+    let mut client = RolloutsClient::new(
+        Endpoint::from_shared(replicas[other].uri())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let mut request = request(None);
+    let spec = request.spec.as_mut().unwrap();
+    spec.analyses.clear();
+    let pause = |s: i64| {
+        Some(pb::Pause {
+            duration: seconds(s),
+        })
+    };
+    spec.strategy
+        .as_mut()
+        .unwrap()
+        .canary
+        .as_mut()
+        .unwrap()
+        .steps = vec![
+        pb::CanaryStep {
+            replicas: "20%".into(),
+            pause: pause(2),
+            ..Default::default()
+        },
+        pb::CanaryStep {
+            replicas: "50%".into(),
+            pause: pause(2),
+            ..Default::default()
+        },
+    ];
+    // Give the simulated pods time to come up first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client.start_rollout(request).await.unwrap();
+
+    tokio::time::sleep(kill_after(7)).await;
+    let before = client
+        .get_rollout(pb::GetRolloutRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap_or_default();
+    assert!(
+        [pb::RolloutPhase::Progressing as i32, pb::RolloutPhase::Paused as i32]
+            .contains(&before.phase),
+        "the kill lands mid-release: {before:#?}"
+    );
+    replicas[leader].kill();
+
+    let done = wait_for(&mut client, pb::RolloutPhase::Succeeded).await;
+    assert!(
+        leading(&replicas[other]),
+        "the survivor took the lease over"
+    );
+    let status = done.status.unwrap();
+    let indexes: Vec<u32> = status.steps.iter().map(|s| s.index).collect();
+    assert_eq!(
+        indexes,
+        [0, 1, 2],
+        "every step once, in order: {:#?}",
+        status.steps
+    );
+    for old in before.steps.iter().filter(|s| s.started.is_some()) {
+        let now = &status.steps[old.index as usize];
+        assert_eq!(
+            now.started,
+            old.started,
+            "step {} was not started again",
+            old.index + 1
+        );
+    }
+    assert_eq!(status.traffic, 100);
+}
