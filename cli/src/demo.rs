@@ -20,7 +20,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use sluice_executor::{
     api::RolloutsApi,
-    controller::{self, Analyses, Ctx},
+    controller::{self, Ctx},
 };
 use sluice_proto::v1::{
     self as pb, metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
@@ -253,12 +253,11 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let client = kube::Client::new(sim.api.router(), "default");
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        planner: PlannerClient::new(channel(planner_addr).await?),
-        gate: MetricsGateClient::new(channel(gate_addr).await?),
-        analyses: Analyses::default(),
-    });
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        PlannerClient::new(channel(planner_addr).await?),
+        MetricsGateClient::new(channel(gate_addr).await?),
+    ));
     let controller_stop = stop.clone();
     tokio::spawn(controller::run(ctx, async move {
         controller_stop.cancelled().await

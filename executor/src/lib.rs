@@ -98,12 +98,11 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
         })
     };
     if let Some(client) = client {
-        let ctx = Arc::new(controller::Ctx {
+        let ctx = Arc::new(controller::Ctx::new(
             client,
-            planner: PlannerClient::new(planner.clone()),
-            gate: MetricsGateClient::new(gate.clone()),
-            analyses: controller::Analyses::default(),
-        });
+            PlannerClient::new(planner.clone()),
+            MetricsGateClient::new(gate.clone()),
+        ));
         // Every replica serves the API; the Lease's holder drives.
         let lease_duration = std::time::Duration::from_secs(config.lease_seconds);
         let election = lease::Election {

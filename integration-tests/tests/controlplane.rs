@@ -13,7 +13,7 @@ use kube::{
 };
 use serde_json::json;
 use sluice_executor::{
-    controller::{self, Analyses, Ctx},
+    controller::{self, Ctx},
     crd::{Phase, Rollout},
 };
 use sluice_integration_tests::controlplane::ControlPlane;
@@ -92,12 +92,11 @@ async fn platform(stop: &CancellationToken) -> (ControlPlane, kube::Client) {
         .await
         .unwrap();
     let gate = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        planner: PlannerClient::new(planner),
-        gate: MetricsGateClient::new(gate),
-        analyses: Analyses::default(),
-    });
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        PlannerClient::new(planner),
+        MetricsGateClient::new(gate),
+    ));
     let controller_stop = stop.clone();
     tokio::spawn(controller::run(ctx, async move {
         controller_stop.cancelled().await

@@ -400,8 +400,11 @@ async fn a_killed_executor_replica_is_replaced_by_the_other_at_the_same_step() {
         .status
         .unwrap_or_default();
     assert!(
-        [pb::RolloutPhase::Progressing as i32, pb::RolloutPhase::Paused as i32]
-            .contains(&before.phase),
+        [
+            pb::RolloutPhase::Progressing as i32,
+            pb::RolloutPhase::Paused as i32
+        ]
+        .contains(&before.phase),
         "the kill lands mid-release: {before:#?}"
     );
     replicas[leader].kill();

@@ -28,7 +28,7 @@ use clap::Args;
 use kube::{Api, api::PostParams};
 use serde_json::json;
 use sluice_executor::{
-    controller::{self, Analyses, Ctx},
+    controller::{self, Ctx},
     crd::{Phase, Rollout},
 };
 use sluice_proto::v1::{
@@ -118,6 +118,8 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 fn scenario(n: usize, bad: usize) -> Scenario {
     let mut s = Scenario::big_cluster(n, 2);
     s.name = format!("bench-{n}");
+    // Room for every stable pod and a surge pod per rollout.
+    s.nodes.count = (3 * n as u32).div_ceil(100).max(1);
     let fast = Profile {
         start_min_seconds: 0.05,
         start_max_seconds: 0.15,
@@ -273,16 +275,15 @@ async fn size(
     let started = executor.spawn(async move {
         let config = kube::Config::new(format!("http://{kube_addr}").parse()?);
         let client = kube::Client::try_from(config)?;
-        let ctx = Arc::new(Ctx {
+        let ctx = Arc::new(Ctx::new(
             client,
-            planner: PlannerClient::new(
+            PlannerClient::new(
                 Endpoint::from_shared(format!("http://{planner_addr}"))?.connect_lazy(),
             ),
-            gate: MetricsGateClient::new(
+            MetricsGateClient::new(
                 Endpoint::from_shared(format!("http://{gate_addr}"))?.connect_lazy(),
             ),
-            analyses: Analyses::default(),
-        });
+        ));
         tokio::spawn(controller::run(ctx, async move {
             controller_stop.cancelled().await;
         }));
@@ -413,7 +414,19 @@ async fn wait_done(
             return Ok(done);
         }
         if Instant::now() > deadline {
-            bail!("only {} of {n} rollouts finished in {limit:?}", done.len());
+            let mut stuck: BTreeMap<String, (usize, String)> = BTreeMap::new();
+            for r in rollouts.list(&Default::default()).await?.items {
+                let s = r.status.unwrap_or_default();
+                let entry = stuck
+                    .entry(format!("{:?}/{:?}", s.phase, s.step_state))
+                    .or_default();
+                entry.0 += 1;
+                entry.1 = s.message;
+            }
+            bail!(
+                "only {} of {n} rollouts finished in {limit:?}; by phase/step state (count, a message): {stuck:?}",
+                done.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

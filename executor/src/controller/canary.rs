@@ -23,7 +23,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::controller::Action,
 };
 use serde_json::{Value, json};
@@ -31,7 +31,7 @@ use sluice_proto::v1 as pb;
 
 use super::{
     Ctx, Error, fail, finish_step, parse_time,
-    partition::{desired_template, template_of},
+    partition::{desired_template, owned_candidates, template_of},
     plan, record, steps,
     traffic::{Pins, Traffic},
 };
@@ -92,7 +92,12 @@ impl Canary {
             return Ok(None);
         };
         let canary = deployments.get_opt(&canary_name(name)).await?;
-        let all = replicasets.list(&ListParams::default()).await?.items;
+        // The canary Deployment's selector is the user's plus a label, so
+        // the user's selector finds both sets of ReplicaSets.
+        let all = replicasets
+            .list(&owned_candidates(&deployment))
+            .await?
+            .items;
         let owned_by = |uid: Option<String>| {
             let uid = uid.unwrap_or_default();
             all.iter()

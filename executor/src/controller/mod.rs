@@ -76,6 +76,32 @@ pub struct Ctx {
     pub gate: MetricsGateClient<Channel>,
     /// Running analyses.
     pub analyses: Analyses,
+    /// Plans already made, by rollout uid, generation, replicas and
+    /// maxSurge: a plan is a pure function of those, so asking the planner
+    /// again would only cost a call.
+    plans: std::sync::Mutex<std::collections::HashMap<PlanKey, Arc<pb::Plan>>>,
+}
+
+type PlanKey = (String, i64, u32, String);
+
+/// Plans kept before the cache starts over.
+const PLAN_CACHE_LIMIT: usize = 50_000;
+
+impl Ctx {
+    /// What reconciles share, with no plans cached yet.
+    pub fn new(
+        client: Client,
+        planner: PlannerClient<Channel>,
+        gate: MetricsGateClient<Channel>,
+    ) -> Self {
+        Self {
+            client,
+            planner,
+            gate,
+            analyses: Analyses::default(),
+            plans: Default::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Ctx {
@@ -199,7 +225,21 @@ async fn plan(
     rollout: &Rollout,
     replicas: u32,
     max_surge: &str,
-) -> Result<pb::Plan, Error> {
+) -> Result<Arc<pb::Plan>, Error> {
+    let key: PlanKey = (
+        rollout.uid().unwrap_or_default(),
+        rollout.metadata.generation.unwrap_or(0),
+        replicas,
+        max_surge.to_owned(),
+    );
+    if let Some(plan) = ctx
+        .plans
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return Ok(Arc::clone(plan));
+    }
     let strategy =
         sluice_planner::convert::strategy_to_proto(&rollout.spec.strategy).map_err(|p| {
             Error::Planner(
@@ -227,10 +267,21 @@ async fn plan(
         .plan(request)
         .await
         .map_err(|s| Error::Planner(s.message().to_owned()))?;
-    response
-        .into_inner()
-        .plan
-        .ok_or_else(|| Error::Planner("no plan in the answer".into()))
+    let plan = Arc::new(
+        response
+            .into_inner()
+            .plan
+            .ok_or_else(|| Error::Planner("no plan in the answer".into()))?,
+    );
+    let mut plans = ctx
+        .plans
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if plans.len() >= PLAN_CACHE_LIMIT {
+        plans.clear();
+    }
+    plans.insert(key, Arc::clone(&plan));
+    Ok(plan)
 }
 
 #[tracing::instrument(skip_all, fields(rollout = %rollout.name_any()))]
@@ -283,6 +334,14 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
     if status != before && !write_status(&api, &name, rollout.resource_version(), &status).await? {
         return Ok(Action::requeue(Duration::ZERO));
     }
+    // The status just written comes back through the watch and wakes the
+    // next reconcile with it; acting again at once would read the cache
+    // from before the write and only conflict. The timer is a fallback.
+    let action = if status != before && action == Action::requeue(Duration::ZERO) {
+        Action::requeue(Duration::from_secs(2))
+    } else {
+        action
+    };
     if status != before {
         publish_event(&ctx, &rollout, &before, &status).await;
     }

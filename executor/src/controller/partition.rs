@@ -83,6 +83,27 @@ fn hash(template: &Value) -> String {
         .collect()
 }
 
+/// A list of the ReplicaSets a Deployment's selector may own: its
+/// `matchLabels` as a label selector, so the API server sends only those.
+pub(super) fn owned_candidates(d: &Deployment) -> ListParams {
+    let labels = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    if labels.is_empty() {
+        ListParams::default()
+    } else {
+        ListParams::default().labels(&labels)
+    }
+}
+
 /// A Deployment's maxSurge or maxUnavailable (25% when unset), read the
 /// way the planner reads its quantities; unreadable text allows nothing.
 fn allowance(v: Option<&IntOrString>) -> Amount {
@@ -141,7 +162,7 @@ impl Workload {
         };
         let uid = deployment.uid().unwrap_or_default();
         let owned: Vec<ReplicaSet> = replicasets
-            .list(&ListParams::default())
+            .list(&owned_candidates(&deployment))
             .await?
             .items
             .into_iter()

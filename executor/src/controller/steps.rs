@@ -103,6 +103,9 @@ fn unroutable(plan: &pb::Plan, traffic: Option<&Traffic>) -> Option<String> {
     })
 }
 
+/// State changes one reconcile may chain before it returns.
+const MAX_HOPS: u32 = 3;
+
 /// Takes a release one reconcile further, by its phase.
 pub(super) async fn drive<R: Release>(
     ctx: &Ctx,
@@ -197,187 +200,201 @@ async fn step<R: Release>(
         status.message = "promoted to the end".into();
         return Ok(Action::requeue(Duration::ZERO));
     }
-    let batch = plan.batches[status.current_step as usize].clone();
-    let Some(ready_new) = w.ready_new(status) else {
-        return Ok(fail(status, "the release's workload revisions are gone"));
-    };
-    status.canary_replicas = batch.canary_replicas;
-    status.ready_canary_replicas = ready_new;
-    let gate = batch.gate.clone().unwrap_or_default();
-    match status.step_state {
-        StepState::Upgrading | StepState::Routing => {
-            let done = w.advance(status, &batch).await?;
-            let routed = traffic.is_some_and(Traffic::sets_weight);
-            // Without a router, traffic follows the ready pods.
-            if !routed {
-                status.traffic = w.pod_share(ready_new);
-            }
-            if done {
-                if let Some(t) = traffic {
-                    t.apply(&w.pins(status), batch.traffic, &batch.matches)
-                        .await?;
+    // A batch that needs no wait goes on to the next in the same
+    // reconcile: ready, no analysis, no pause, next batch's first patch.
+    // The workload read at the start is still current, since a ready batch
+    // writes nothing to it.
+    let mut hops = 0;
+    loop {
+        hops += 1;
+        let batch = plan.batches[status.current_step as usize].clone();
+        let Some(ready_new) = w.ready_new(status) else {
+            return Ok(fail(status, "the release's workload revisions are gone"));
+        };
+        status.canary_replicas = batch.canary_replicas;
+        status.ready_canary_replicas = ready_new;
+        let gate = batch.gate.clone().unwrap_or_default();
+        return match status.step_state {
+            StepState::Upgrading | StepState::Routing => {
+                let done = w.advance(status, &batch).await?;
+                let routed = traffic.is_some_and(Traffic::sets_weight);
+                // Without a router, traffic follows the ready pods.
+                if !routed {
+                    status.traffic = w.pod_share(ready_new);
                 }
-                if routed {
-                    status.traffic = batch.traffic;
+                if done {
+                    if let Some(t) = traffic {
+                        t.apply(&w.pins(status), batch.traffic, &batch.matches)
+                            .await?;
+                    }
+                    if routed {
+                        status.traffic = batch.traffic;
+                    }
+                    let mut names = gate.analyses.clone();
+                    names.extend(gate.background_analyses.clone());
+                    if names.is_empty() {
+                        after_checks(status, &batch);
+                        if status.step_state == StepState::Completed && hops < MAX_HOPS {
+                            continue;
+                        }
+                    } else {
+                        status.step_state = StepState::Analyzing;
+                        status.analysis = None;
+                        status.message = format!(
+                            "step {}: analysing {}",
+                            status.current_step + 1,
+                            names.join(", ")
+                        );
+                    }
+                    return Ok(Action::requeue(Duration::ZERO));
                 }
-                let mut names = gate.analyses.clone();
-                names.extend(gate.background_analyses.clone());
-                if names.is_empty() {
-                    after_checks(status, &batch);
-                } else {
-                    status.step_state = StepState::Analyzing;
-                    status.analysis = None;
+                let deadline = gate
+                    .progress_deadline
+                    .map_or(Duration::from_secs(600), |d| {
+                        Duration::from_secs(d.seconds.max(0) as u64)
+                    });
+                let started = status
+                    .steps
+                    .iter()
+                    .find(|s| s.index == status.current_step)
+                    .and_then(|s| s.started.as_deref())
+                    .and_then(parse_time);
+                let elapsed = started
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or_default();
+                if elapsed >= deadline {
+                    status.phase = Phase::RollingBack;
                     status.message = format!(
-                        "step {}: analysing {}",
+                        "step {}: {} of {} new pods ready after the progress deadline of {}s",
                         status.current_step + 1,
-                        names.join(", ")
+                        ready_new,
+                        batch.canary_replicas,
+                        deadline.as_secs()
                     );
+                    return Ok(Action::requeue(Duration::ZERO));
                 }
-                return Ok(Action::requeue(Duration::ZERO));
-            }
-            let deadline = gate
-                .progress_deadline
-                .map_or(Duration::from_secs(600), |d| {
-                    Duration::from_secs(d.seconds.max(0) as u64)
-                });
-            let started = status
-                .steps
-                .iter()
-                .find(|s| s.index == status.current_step)
-                .and_then(|s| s.started.as_deref())
-                .and_then(parse_time);
-            let elapsed = started
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .unwrap_or_default();
-            if elapsed >= deadline {
-                status.phase = Phase::RollingBack;
                 status.message = format!(
-                    "step {}: {} of {} new pods ready after the progress deadline of {}s",
+                    "step {}: {} of {} new pods ready",
                     status.current_step + 1,
                     ready_new,
-                    batch.canary_replicas,
-                    deadline.as_secs()
+                    batch.canary_replicas
                 );
-                return Ok(Action::requeue(Duration::ZERO));
+                Ok(Action::requeue(deadline - elapsed))
             }
-            status.message = format!(
-                "step {}: {} of {} new pods ready",
-                status.current_step + 1,
-                ready_new,
-                batch.canary_replicas
-            );
-            Ok(Action::requeue(deadline - elapsed))
-        }
-        StepState::Analyzing => {
-            let mut names = gate.analyses.clone();
-            names.extend(gate.background_analyses.clone());
-            match verdict(status) {
-                None => {
-                    let Some(analysis) = convert::analysis(
-                        &format!("{name}-step-{}", status.current_step + 1),
-                        &names,
-                        &rollout.spec.analyses,
-                    ) else {
+            StepState::Analyzing => {
+                let mut names = gate.analyses.clone();
+                names.extend(gate.background_analyses.clone());
+                match verdict(status) {
+                    None => {
+                        let Some(analysis) = convert::analysis(
+                            &format!("{name}-step-{}", status.current_step + 1),
+                            &names,
+                            &rollout.spec.analyses,
+                        ) else {
+                            after_checks(status, &batch);
+                            return Ok(Action::requeue(Duration::ZERO));
+                        };
+                        let context = pb::AnalysisContext {
+                            namespace: ns.clone(),
+                            workload: rollout.spec.workload.name.clone(),
+                            canary_workload: w.canary_workload().unwrap_or_default(),
+                            canary_revision: status.canary_revision.clone(),
+                            stable_revision: status.stable_revision.clone(),
+                            window: Some(prost_types::Duration {
+                                seconds: 30,
+                                nanos: 0,
+                            }),
+                            args: Default::default(),
+                        };
+                        ctx.analyses.ensure(
+                            &ctx.client,
+                            &ctx.gate,
+                            rollout,
+                            status.current_step,
+                            pb::AnalyzeRequest {
+                                analysis: Some(analysis),
+                                context: Some(context),
+                            },
+                        );
+                        Ok(Action::await_change())
+                    }
+                    Some((Verdict::Pass, _)) => {
                         after_checks(status, &batch);
-                        return Ok(Action::requeue(Duration::ZERO));
-                    };
-                    let context = pb::AnalysisContext {
-                        namespace: ns.clone(),
-                        workload: rollout.spec.workload.name.clone(),
-                        canary_workload: w.canary_workload().unwrap_or_default(),
-                        canary_revision: status.canary_revision.clone(),
-                        stable_revision: status.stable_revision.clone(),
-                        window: Some(prost_types::Duration {
-                            seconds: 30,
-                            nanos: 0,
-                        }),
-                        args: Default::default(),
-                    };
-                    ctx.analyses.ensure(
-                        &ctx.client,
-                        &ctx.gate,
-                        rollout,
-                        status.current_step,
-                        pb::AnalyzeRequest {
-                            analysis: Some(analysis),
-                            context: Some(context),
-                        },
-                    );
-                    Ok(Action::await_change())
-                }
-                Some((Verdict::Pass, _)) => {
-                    after_checks(status, &batch);
-                    Ok(Action::requeue(Duration::ZERO))
-                }
-                Some((Verdict::Fail, message)) => {
-                    status.phase = Phase::RollingBack;
-                    status.message = format!(
-                        "step {}: analysis failed: {message}",
-                        status.current_step + 1
-                    );
-                    Ok(Action::requeue(Duration::ZERO))
-                }
-                Some((Verdict::Error, message))
-                    if on_error_policy(rollout.spec.on_analysis_error) =>
-                {
-                    status.phase = Phase::RollingBack;
-                    status.message = format!(
-                        "step {}: analysis could not get data: {message}",
-                        status.current_step + 1
-                    );
-                    Ok(Action::requeue(Duration::ZERO))
-                }
-                Some((v, message)) => {
-                    status.phase = Phase::Paused;
-                    status.step_state = StepState::Paused;
-                    status.pause_until = None;
-                    status.message = format!(
-                        "step {}: analysis {v:?}: {message}; Promote to continue, Abort to roll back",
-                        status.current_step + 1
-                    );
-                    Ok(Action::await_change())
-                }
-            }
-        }
-        StepState::Paused => {
-            if promotion == Some(false) {
-                status.step_state = StepState::Completed;
-                return Ok(Action::requeue(Duration::ZERO));
-            }
-            match status.pause_until.as_deref().and_then(parse_time) {
-                Some(until) => match until.duration_since(SystemTime::now()) {
-                    Ok(remaining) if !remaining.is_zero() => Ok(Action::requeue(remaining)),
-                    _ => {
-                        status.step_state = StepState::Completed;
                         Ok(Action::requeue(Duration::ZERO))
                     }
-                },
-                None => Ok(Action::await_change()),
+                    Some((Verdict::Fail, message)) => {
+                        status.phase = Phase::RollingBack;
+                        status.message = format!(
+                            "step {}: analysis failed: {message}",
+                            status.current_step + 1
+                        );
+                        Ok(Action::requeue(Duration::ZERO))
+                    }
+                    Some((Verdict::Error, message))
+                        if on_error_policy(rollout.spec.on_analysis_error) =>
+                    {
+                        status.phase = Phase::RollingBack;
+                        status.message = format!(
+                            "step {}: analysis could not get data: {message}",
+                            status.current_step + 1
+                        );
+                        Ok(Action::requeue(Duration::ZERO))
+                    }
+                    Some((v, message)) => {
+                        status.phase = Phase::Paused;
+                        status.step_state = StepState::Paused;
+                        status.pause_until = None;
+                        status.message = format!(
+                            "step {}: analysis {v:?}: {message}; Promote to continue, Abort to roll back",
+                            status.current_step + 1
+                        );
+                        Ok(Action::await_change())
+                    }
+                }
             }
-        }
-        StepState::Completed => {
-            finish_step(status);
-            status.pause_until = None;
-            status.phase = Phase::Progressing;
-            if status.current_step < last {
-                status.current_step += 1;
-                status.step_state = StepState::Upgrading;
-                record(status, &plan.batches[status.current_step as usize]);
-                return Ok(Action::requeue(Duration::ZERO));
+            StepState::Paused => {
+                if promotion == Some(false) {
+                    status.step_state = StepState::Completed;
+                    return Ok(Action::requeue(Duration::ZERO));
+                }
+                match status.pause_until.as_deref().and_then(parse_time) {
+                    Some(until) => match until.duration_since(SystemTime::now()) {
+                        Ok(remaining) if !remaining.is_zero() => Ok(Action::requeue(remaining)),
+                        _ => {
+                            status.step_state = StepState::Completed;
+                            Ok(Action::requeue(Duration::ZERO))
+                        }
+                    },
+                    None => Ok(Action::await_change()),
+                }
             }
-            if let Some(wait) = w.finish(status, &name, traffic, &plan).await? {
-                return Ok(wait);
+            StepState::Completed => {
+                finish_step(status);
+                status.pause_until = None;
+                status.phase = Phase::Progressing;
+                if status.current_step < last {
+                    status.current_step += 1;
+                    status.step_state = StepState::Upgrading;
+                    record(status, &plan.batches[status.current_step as usize]);
+                    if hops < MAX_HOPS {
+                        continue;
+                    }
+                    return Ok(Action::requeue(Duration::ZERO));
+                }
+                if let Some(wait) = w.finish(status, &name, traffic, &plan).await? {
+                    return Ok(wait);
+                }
+                ctx.analyses.stop(&ns, &name);
+                status.handback_after = None;
+                status.phase = Phase::Succeeded;
+                status.traffic = 100;
+                status.message = format!(
+                    "released: all {} replicas run the new version",
+                    w.replicas()
+                );
+                tracing::info!(rollout = %name, "release succeeded");
+                Ok(Action::await_change())
             }
-            ctx.analyses.stop(&ns, &name);
-            status.handback_after = None;
-            status.phase = Phase::Succeeded;
-            status.traffic = 100;
-            status.message = format!(
-                "released: all {} replicas run the new version",
-                w.replicas()
-            );
-            tracing::info!(rollout = %name, "release succeeded");
-            Ok(Action::await_change())
-        }
+        };
     }
 }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, Client};
 use sluice_executor::{
-    controller::{self, Analyses, Ctx},
+    controller::{self, Ctx},
     crd::{Phase, Rollout},
 };
 use sluice_proto::v1::{
@@ -40,12 +40,11 @@ impl World {
 }
 
 fn start_controller(client: &Client, planner: &Channel, gate: &Channel) -> CancellationToken {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        planner: PlannerClient::new(planner.clone()),
-        gate: MetricsGateClient::new(gate.clone()),
-        analyses: Analyses::default(),
-    });
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        PlannerClient::new(planner.clone()),
+        MetricsGateClient::new(gate.clone()),
+    ));
     let stop = CancellationToken::new();
     let shutdown = stop.clone();
     tokio::spawn(controller::run(
