@@ -35,7 +35,12 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
 };
 use serde_json::json;
 use sluice_proto::v1::{
@@ -76,6 +81,8 @@ pub struct Ctx {
     pub gate: MetricsGateClient<Channel>,
     /// Running analyses.
     pub analyses: Analyses,
+    /// The running controller's cache of Deployments and ReplicaSets.
+    cache: std::sync::RwLock<Option<Cache>>,
     /// Plans already made, by rollout uid, generation, replicas and
     /// maxSurge: a plan is a pure function of those, so asking the planner
     /// again would only cost a call.
@@ -99,6 +106,7 @@ impl Ctx {
             planner,
             gate,
             analyses: Analyses::default(),
+            cache: Default::default(),
             plans: Default::default(),
         }
     }
@@ -139,23 +147,72 @@ fn owner_of(
     Some(ObjectRef::new(name).within(meta.namespace.as_deref().unwrap_or_default()))
 }
 
+/// The Deployments and ReplicaSets as the controller's watches last saw
+/// them, so a reconcile reads them from memory instead of the API server.
+///
+/// *Assumptions*: a read may lag the cluster; every write that derives a
+/// count from it carries the object's resourceVersion, so a stale read
+/// makes a conflict (and a fresh reconcile), never a wrong write.
+#[derive(Clone)]
+pub(crate) struct Cache {
+    /// Every Deployment.
+    pub deployments: reflector::Store<Deployment>,
+    /// Every ReplicaSet.
+    pub replicasets: reflector::Store<ReplicaSet>,
+}
+
+impl Ctx {
+    /// The running controller's cache (empty until its watches have
+    /// listed, so reads fall back to the API server).
+    pub(crate) fn cache(&self) -> Option<Cache> {
+        self.cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Drops what a reconcile never reads, to keep the caches small.
+fn trim<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 /// Runs the controller until `shutdown` completes.
 pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    use kube::runtime::WatchStreamExt;
     let client = ctx.client.clone();
+    let (deployments, deployments_writer) = reflector::store();
+    let (replicasets, replicasets_writer) = reflector::store();
+    *ctx.cache
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cache {
+        deployments,
+        replicasets,
+    });
+    let deployment_events = reflector::reflector(
+        deployments_writer,
+        watcher(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .modify(trim),
+    )
+    .touched_objects();
+    let replicaset_events = reflector::reflector(
+        replicasets_writer,
+        watcher(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .modify(trim),
+    )
+    .touched_objects();
     Controller::new(
         Api::<Rollout>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
-        |d| owner_of(&d.metadata),
-    )
-    .watches(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-        |rs| owner_of(&rs.metadata),
-    )
+    .watches_stream(deployment_events, |d| owner_of(&d.metadata))
+    .watches_stream(replicaset_events, |rs| owner_of(&rs.metadata))
     .watches(
         Api::<StatefulSet>::all(client),
         watcher::Config::default(),
@@ -332,7 +389,9 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
     };
     status.observed_generation = generation;
     if status != before && !write_status(&api, &name, rollout.resource_version(), &status).await? {
-        return Ok(Action::requeue(Duration::ZERO));
+        // The Rollout changed since it was read: its newer version is on
+        // its way through the watch and triggers the next reconcile.
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     // The status just written comes back through the watch and wakes the
     // next reconcile with it; acting again at once would read the cache

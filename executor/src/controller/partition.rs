@@ -15,7 +15,7 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
-    runtime::controller::Action,
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use serde_json::{Value, json};
 use sluice_planner::{quantity::Amount, spec::Quantity};
@@ -142,6 +142,34 @@ fn hash_of(rs: &ReplicaSet) -> String {
         .unwrap_or_default()
 }
 
+/// The Deployment and the release's two ReplicaSets from the controller's
+/// cache, once the release knows both revisions (a Deployment's ReplicaSets
+/// are named `<deployment>-<pod-template-hash>`).
+fn cached(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    status: &RolloutStatus,
+) -> Option<(Deployment, Vec<ReplicaSet>)> {
+    if status.stable_revision.is_empty() || status.canary_revision.is_empty() {
+        return None;
+    }
+    let cache = ctx.cache()?;
+    let deployment = cache.deployments.get(&ObjectRef::new(name).within(ns))?;
+    let uid = deployment.uid()?;
+    let owned = [&status.stable_revision, &status.canary_revision]
+        .iter()
+        .map(|hash| {
+            cache
+                .replicasets
+                .get(&ObjectRef::new(&format!("{name}-{hash}")).within(ns))
+                .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
+                .map(|rs| (*rs).clone())
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(((*deployment).clone(), owned))
+}
+
 struct Workload {
     deployments: Api<Deployment>,
     replicasets: Api<ReplicaSet>,
@@ -154,20 +182,31 @@ struct Workload {
 }
 
 impl Workload {
-    async fn load(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Self>, Error> {
+    async fn load(
+        ctx: &Ctx,
+        ns: &str,
+        name: &str,
+        status: &RolloutStatus,
+    ) -> Result<Option<Self>, Error> {
         let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
         let replicasets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
-        let Some(deployment) = deployments.get_opt(name).await? else {
-            return Ok(None);
+        let (deployment, owned) = match cached(ctx, ns, name, status) {
+            Some(found) => found,
+            None => {
+                let Some(deployment) = deployments.get_opt(name).await? else {
+                    return Ok(None);
+                };
+                let uid = deployment.uid().unwrap_or_default();
+                let owned: Vec<ReplicaSet> = replicasets
+                    .list(&owned_candidates(&deployment))
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
+                    .collect();
+                (deployment, owned)
+            }
         };
-        let uid = deployment.uid().unwrap_or_default();
-        let owned: Vec<ReplicaSet> = replicasets
-            .list(&owned_candidates(&deployment))
-            .await?
-            .items
-            .into_iter()
-            .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
-            .collect();
         let spec = deployment.spec.clone().unwrap_or_default();
         let replicas = spec.replicas.unwrap_or(1).max(0) as u32;
         let rolling = spec
@@ -223,10 +262,19 @@ impl Workload {
         Ok(())
     }
 
+    /// Scales a ReplicaSet from the state it was read in: when it changed
+    /// since (a cached read lagging a write), nothing is written and the
+    /// change's own event brings the next reconcile.
     async fn scale(&self, rs: &ReplicaSet, replicas: u32) -> Result<(), Error> {
         tracing::debug!(replicaset = %rs.name_any(), replicas, "scaling");
-        self.patch_replicaset(rs, &json!({"spec": {"replicas": replicas}}))
-            .await
+        let patch = json!({"metadata": {"resourceVersion": rs.resource_version()}, "spec": {"replicas": replicas}});
+        match self.patch_replicaset(rs, &patch).await {
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+                tracing::debug!(replicaset = %rs.name_any(), "read was stale; waiting for the watch");
+                Ok(())
+            }
+            other => other,
+        }
     }
 }
 
@@ -239,7 +287,7 @@ pub(super) async fn reconcile(
 ) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
 
-    let Some(w) = Workload::load(ctx, &ns, &rollout.spec.workload.name).await? else {
+    let Some(w) = Workload::load(ctx, &ns, &rollout.spec.workload.name, status).await? else {
         return Ok(fail(
             status,
             format!(
@@ -511,7 +559,9 @@ async fn rollback(w: &Workload, status: &mut RolloutStatus) -> Result<Action, Er
     status.traffic = 0;
     status.canary_replicas = 0;
     if ready(&stable) < w.replicas || pods(&canary) > 0 {
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        // The ReplicaSets' events bring the next look; the timer is a
+        // fallback.
+        return Ok(Action::requeue(Duration::from_secs(30)));
     }
     // Give the Deployment its stable template back and resume it.
     let paused_before = w
