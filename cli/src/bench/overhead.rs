@@ -36,9 +36,10 @@ impl Overheads {
         self.plan_us / self.tonic_us
     }
 
-    /// Gate measurement over the raw query.
+    /// A gate measurement over the least a remote measurement costs: one
+    /// bare gRPC call plus the raw query.
     pub(crate) fn gate_ratio(&self) -> f64 {
-        self.evaluate_us / self.query_us
+        self.evaluate_us / (self.tonic_us + self.query_us)
     }
 }
 

@@ -20,7 +20,7 @@ use kube::{
     Api, Client, ResourceExt,
     runtime::{WatchStreamExt, watcher},
 };
-use sluice_executor::crd::{Rollout, Verdict};
+use sluice_executor::crd::{Phase, Rollout, RolloutStatus, Verdict};
 
 /// A counter shared with a layer or an interceptor.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +50,8 @@ struct Seen {
     drained: HashMap<String, SystemTime>,
     /// Per rollout: when a failed verdict first showed in its status.
     verdicts: HashMap<String, SystemTime>,
+    /// Per rollout: its status as last seen.
+    statuses: HashMap<String, RolloutStatus>,
 }
 
 /// Watches ReplicaSets and Rollouts until dropped.
@@ -116,6 +118,11 @@ impl Watch {
             let mut events =
                 std::pin::pin!(watcher(rollouts, watcher::Config::default()).applied_objects());
             while let Some(Ok(r)) = events.next().await {
+                let key = format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
+                if let Some(status) = &r.status {
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    seen.statuses.insert(key.clone(), status.clone());
+                }
                 let failed = r
                     .status
                     .as_ref()
@@ -123,7 +130,6 @@ impl Watch {
                     .and_then(|a| a.verdict)
                     == Some(Verdict::Fail);
                 if failed {
-                    let key = format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
                     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                     seen.verdicts.entry(key).or_insert_with(SystemTime::now);
                 }
@@ -139,6 +145,24 @@ impl Watch {
             .unwrap_or_else(|e| e.into_inner())
             .advances
             .clone()
+    }
+
+    /// The statuses of the rollouts that ended, and of the others.
+    pub(crate) fn outcomes(&self) -> (HashMap<String, RolloutStatus>, Vec<RolloutStatus>) {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ended = HashMap::new();
+        let mut running = Vec::new();
+        for (key, status) in &seen.statuses {
+            if matches!(
+                status.phase,
+                Phase::Succeeded | Phase::RolledBack | Phase::Failed
+            ) {
+                ended.insert(key.clone(), status.clone());
+            } else {
+                running.push(status.clone());
+            }
+        }
+        (ended, running)
     }
 
     /// When the rollout's failed verdict was recorded and when its new pods

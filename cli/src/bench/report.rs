@@ -15,6 +15,10 @@ use super::overhead::Overheads;
 pub(crate) struct SizeFigures {
     /// Concurrent rollouts.
     pub rollouts: usize,
+    /// When some did not end within the harness's limit: how many, and in
+    /// which states.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unfinished: Option<String>,
     /// Of which release a failing version.
     pub failing: usize,
     /// Ended Succeeded.
@@ -74,7 +78,10 @@ impl SizeFigures {
             ms(self.decision_executor_p99_ms),
             self.executor_cpu_seconds,
             self.peak_rss_mib
-        )
+        ) + &self
+            .unfinished
+            .as_ref()
+            .map_or_else(String::new, |u| format!("; UNFINISHED: {u}"))
     }
 }
 
@@ -88,7 +95,8 @@ pub(crate) struct Report {
     pub overheads: Overheads,
     /// Plan RPC / bare tonic.
     pub plan_ratio: f64,
-    /// Gate measurement / raw query.
+    /// Gate measurement / (bare tonic call + raw query): what the gate adds
+    /// to the least a remote measurement costs.
     pub gate_ratio: f64,
     /// One entry per size.
     pub sizes: Vec<SizeFigures>,
@@ -137,6 +145,10 @@ impl Report {
         out.push_str("| rollouts | failing | wall s | advance p50 / p99 ms | decision p50 / p99 ms | executor share p50 / p99 ms | executor CPU s | other CPU s | peak RSS MiB | RSS growth per rollout KiB | API calls / step | gRPC calls / step |\n");
         out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for s in &self.sizes {
+            if let Some(u) = &s.unfinished {
+                let _ = writeln!(out, "| {} | unfinished: {u} |||||||||||", s.rollouts);
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.1} | {} / {} | {} / {} | {} / {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} |",
