@@ -397,11 +397,11 @@ async fn wait_done(
 ) {
     let deadline = Instant::now() + limit;
     loop {
-        let (done, running) = watch.outcomes();
-        if done.len() >= n {
-            return (done, None);
+        if watch.ended() >= n {
+            return (watch.outcomes().0, None);
         }
         if Instant::now() > deadline {
+            let (done, running) = watch.outcomes();
             let mut waiting: BTreeMap<String, (usize, String)> = BTreeMap::new();
             for status in running {
                 let entry = waiting
@@ -422,6 +422,6 @@ async fn wait_done(
             );
             return (done, Some(note));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

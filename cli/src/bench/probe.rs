@@ -147,6 +147,20 @@ impl Watch {
             .clone()
     }
 
+    /// How many rollouts have ended; cheap enough to ask often.
+    pub(crate) fn ended(&self) -> usize {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.statuses
+            .values()
+            .filter(|s| {
+                matches!(
+                    s.phase,
+                    Phase::Succeeded | Phase::RolledBack | Phase::Failed
+                )
+            })
+            .count()
+    }
+
     /// The statuses of the rollouts that ended, and of the others.
     pub(crate) fn outcomes(&self) -> (HashMap<String, RolloutStatus>, Vec<RolloutStatus>) {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());

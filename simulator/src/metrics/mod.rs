@@ -48,6 +48,11 @@ pub const RETENTION: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, Clone)]
 struct PodCounters {
     labels: Vec<(String, String)>,
+    /// Its container image, which picks its version profile.
+    image: String,
+    /// The ids of its series in the store, in `series_values` order; made
+    /// on its first tick.
+    ids: Vec<usize>,
     ok: f64,
     errors: f64,
     buckets: [f64; BUCKETS.len()],
@@ -210,27 +215,37 @@ impl Metrics {
         let profiles = self.profiles.read().map(|p| p.clone()).unwrap_or_default();
         let mut state = self.lock();
         for ((ns, pod), rps) in &per_pod {
-            let Ok(object) = self.store.get_value(&pods_res, ns, pod) else {
-                continue;
-            };
-            let image = image_of(&object).to_owned();
+            let key = (ns.clone(), pod.clone());
+            // A pod is read once, when it first takes traffic: its image
+            // and labels do not change.
+            if !state.counters.contains_key(&key) {
+                let Ok(object) = self.store.get_value(&pods_res, ns, pod) else {
+                    continue;
+                };
+                state.counters.insert(
+                    key.clone(),
+                    PodCounters {
+                        labels: pod_labels(&object),
+                        image: image_of(&object).to_owned(),
+                        ids: Vec::new(),
+                        ok: 0.0,
+                        errors: 0.0,
+                        buckets: [0.0; BUCKETS.len()],
+                        sum: 0.0,
+                        count: 0.0,
+                    },
+                );
+            }
+            let image = state.counters[&key].image.clone();
             let started = *state.first_seen.entry(image.clone()).or_insert(now);
             let profile = profiles.of(&image);
             let (error_ratio, p50_ms, p99_ms) = profile.at(now.duration_since(started));
             let extra = profile.latency_per_rps_ms * rps;
             let (p50, p99) = ((p50_ms + extra) / 1000.0, (p99_ms + extra) / 1000.0);
             let requests = rps * dt.as_secs_f64();
-            let counters = state
-                .counters
-                .entry((ns.clone(), pod.clone()))
-                .or_insert_with(|| PodCounters {
-                    labels: pod_labels(&object),
-                    ok: 0.0,
-                    errors: 0.0,
-                    buckets: [0.0; BUCKETS.len()],
-                    sum: 0.0,
-                    count: 0.0,
-                });
+            let Some(counters) = state.counters.get_mut(&key) else {
+                continue;
+            };
             counters.errors += requests * error_ratio;
             counters.ok += requests * (1.0 - error_ratio);
             for (i, bound) in BUCKETS.iter().enumerate() {
@@ -241,16 +256,18 @@ impl Metrics {
             counters.count += requests;
         }
         // Pods that are gone stop being reported, as their targets would.
-        let live: Vec<(String, String)> = state
-            .counters
-            .keys()
-            .filter(|(ns, pod)| self.store.get(&pods_res, ns, pod).is_ok())
-            .cloned()
-            .collect();
-        state.counters.retain(|k, _| live.contains(k));
-        let series: Vec<(Labels, f64)> = state.counters.values().flat_map(series_of).collect();
-        for (labels, value) in series {
-            state.tsdb.append(&labels, at, value);
+        let State { counters, tsdb, .. } = &mut *state;
+        counters.retain(|(ns, pod), _| self.store.get(&pods_res, ns, pod).is_ok());
+        for c in counters.values_mut() {
+            if c.ids.is_empty() {
+                c.ids = series_labels(&c.labels)
+                    .iter()
+                    .map(|labels| tsdb.id(labels))
+                    .collect();
+            }
+            for (id, value) in c.ids.iter().zip(series_values(c)) {
+                tsdb.append_id(*id, at, value);
+            }
         }
     }
 
@@ -300,41 +317,37 @@ fn render(labels: &[(String, String)]) -> String {
         .join(",")
 }
 
-fn series_of(c: &PodCounters) -> Vec<(Labels, f64)> {
-    let base: Vec<(&str, &str)> = c
-        .labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+/// The label sets of a pod's series: requests by code, then the latency
+/// sum, count, `+Inf` bucket and the finite buckets.
+fn series_labels(pod: &[(String, String)]) -> Vec<Labels> {
+    let base: Vec<(&str, &str)> = pod.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let labelled = |name: &str, extra: Option<(&str, &str)>| -> Labels {
         let mut l = base.clone();
         l.extend(extra);
         Tsdb::labels(name, &l)
     };
     let mut out = vec![
-        (labelled("http_requests_total", Some(("code", "200"))), c.ok),
-        (
-            labelled("http_requests_total", Some(("code", "500"))),
-            c.errors,
-        ),
-        (labelled("http_request_duration_seconds_sum", None), c.sum),
-        (
-            labelled("http_request_duration_seconds_count", None),
-            c.count,
-        ),
-        (
-            labelled("http_request_duration_seconds_bucket", Some(("le", "+Inf"))),
-            c.count,
-        ),
+        labelled("http_requests_total", Some(("code", "200"))),
+        labelled("http_requests_total", Some(("code", "500"))),
+        labelled("http_request_duration_seconds_sum", None),
+        labelled("http_request_duration_seconds_count", None),
+        labelled("http_request_duration_seconds_bucket", Some(("le", "+Inf"))),
     ];
-    for (bound, count) in BUCKETS.iter().zip(c.buckets) {
+    for bound in BUCKETS {
         let le = bound.to_string();
-        out.push((
-            labelled("http_request_duration_seconds_bucket", Some(("le", &le))),
-            count,
+        out.push(labelled(
+            "http_request_duration_seconds_bucket",
+            Some(("le", &le)),
         ));
     }
     out
+}
+
+/// A pod's values, in [`series_labels`] order.
+fn series_values(c: &PodCounters) -> impl Iterator<Item = f64> + '_ {
+    [c.ok, c.errors, c.sum, c.count, c.count]
+        .into_iter()
+        .chain(c.buckets.iter().copied())
 }
 
 /// Serves one simulated second of traffic every `every` of tokio time

@@ -48,18 +48,31 @@ impl Tsdb {
 
     /// Appends a sample, dropping what is older than the retention.
     pub fn append(&mut self, labels: &Labels, time_ms: i64, value: f64) {
-        let index = match self.index.get(labels) {
-            Some(i) => *i,
-            None => {
-                self.series.push(Series {
-                    labels: labels.clone(),
-                    samples: VecDeque::new(),
-                });
-                self.index.insert(labels.clone(), self.series.len() - 1);
-                self.series.len() - 1
-            }
+        let id = self.id(labels);
+        self.append_id(id, time_ms, value);
+    }
+
+    /// The id of the series with `labels`, made when new. Ids stay valid
+    /// for the store's life (series are never removed, only their old
+    /// samples), so a writer can keep them and skip hashing labels.
+    pub fn id(&mut self, labels: &Labels) -> usize {
+        if let Some(i) = self.index.get(labels) {
+            return *i;
+        }
+        self.series.push(Series {
+            labels: labels.clone(),
+            samples: VecDeque::new(),
+        });
+        self.index.insert(labels.clone(), self.series.len() - 1);
+        self.series.len() - 1
+    }
+
+    /// Appends a sample to the series `id` (from [`Tsdb::id`]).
+    pub fn append_id(&mut self, id: usize, time_ms: i64, value: f64) {
+        let Some(series) = self.series.get_mut(id) else {
+            return;
         };
-        let samples = &mut self.series[index].samples;
+        let samples = &mut series.samples;
         samples.push_back((time_ms, value));
         while samples
             .front()
