@@ -135,6 +135,11 @@ impl ControlPlane {
             .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
             .arg("--controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,endpointslice-controller,garbage-collector-controller,namespace-controller")
             .arg("--leader-elect=false")
+            // The default client limit (20 requests/s) would cap pod
+            // creation at 20 pods/s; a test cluster wants the controllers
+            // as fast as the API server allows, as KWOK's benchmarks do.
+            .arg("--kube-api-qps=1000")
+            .arg("--kube-api-burst=2000")
             .arg("--secure-port=0")
             .stdout(Stdio::null())
             .stderr(log("kube-controller-manager"))

@@ -96,17 +96,22 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let overheads = runtime.block_on(overhead::measure(args.calls))?;
     eprintln!(
-        "per-call: Plan {:.0} µs vs bare tonic {:.0} µs; gate {:.0} µs vs raw query {:.0} µs",
-        overheads.plan_us, overheads.tonic_us, overheads.evaluate_us, overheads.query_us
+        "per-call: Plan {:.0} µs vs bare tonic {:.0} µs; gate {:.0} µs vs bare tonic + raw query {:.0} µs",
+        overheads.plan_us,
+        overheads.tonic_us,
+        overheads.evaluate_us,
+        overheads.tonic_us + overheads.query_us
     );
     let mut sizes = Vec::new();
+    let mut report = report::Report::new(overheads.clone(), Vec::new());
     for &n in &args.sizes {
         let figures = runtime.block_on(size(n, args.bad_share, executor.handle()))?;
         eprintln!("{}", figures.line());
         sizes.push(figures);
+        // Written after every size, so a long run keeps what it measured.
+        report = report::Report::new(overheads.clone(), sizes.clone());
+        report.write(&args.out)?;
     }
-    let report = report::Report::new(overheads, sizes);
-    report.write(&args.out)?;
     println!("{}", report.markdown());
     eprintln!(
         "wrote {}/bench.json, bench.md and bench.svg",
