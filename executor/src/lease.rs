@@ -56,19 +56,13 @@ impl Election {
 
 fn micro_time(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let ts = prost_types::Timestamp {
+    let whole = prost_types::Timestamp {
         seconds: d.as_secs() as i64,
-        nanos: (d.subsec_micros() * 1000) as i32,
-    };
-    // Lease times are MicroTime: RFC 3339 with exactly six fraction digits.
-    let text = ts.to_string();
-    match text.split_once('.') {
-        Some((whole, frac)) => format!(
-            "{whole}.{:0<6}Z",
-            &frac.trim_end_matches('Z')[..frac.trim_end_matches('Z').len().min(6)]
-        ),
-        None => format!("{}.000000Z", text.trim_end_matches('Z')),
+        nanos: 0,
     }
+    .to_string();
+    // Lease times are MicroTime: RFC 3339 with exactly six fraction digits.
+    format!("{}.{:06}Z", whole.trim_end_matches('Z'), d.subsec_micros())
 }
 
 fn parse_time(text: &str) -> Option<SystemTime> {

@@ -15,7 +15,7 @@ use sluice_executor::crd::{Phase, Rollout};
 
 mod common;
 
-use common::{ready_workload, rollout, wait_phase, world};
+use common::{finished, ready_workload, rollout, wait_phase, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
@@ -26,10 +26,7 @@ async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
         .create(&PostParams::default(), &rollout("registry.example/web:2.0"))
         .await
         .unwrap();
-    let done = wait_phase(&rollouts, |p| {
-        matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
-    })
-    .await;
+    let done = wait_phase(&rollouts, finished).await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
     assert_eq!(
@@ -121,10 +118,7 @@ async fn a_bad_canary_rolls_back_on_its_first_analysis() {
         .create(&PostParams::default(), &rollout("registry.example/web:2.0"))
         .await
         .unwrap();
-    let done = wait_phase(&rollouts, |p| {
-        matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
-    })
-    .await;
+    let done = wait_phase(&rollouts, finished).await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, Phase::RolledBack, "{status:#?}");
     assert!(
@@ -206,10 +200,7 @@ async fn a_restarted_controller_resumes_at_the_step_it_left() {
         )
         .await
         .unwrap();
-    let done = wait_phase(&rollouts, |p| {
-        matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
-    })
-    .await;
+    let done = wait_phase(&rollouts, finished).await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
     let mut indexes: Vec<u32> = status.steps.iter().map(|s| s.index).collect();

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{World, ready_workload, wait_phase, world_with};
+use common::{World, finished, ready_workload, wait_phase, world_with};
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service, networking::v1::Ingress};
 use kube::{
     Api, ResourceExt,
@@ -181,10 +181,6 @@ async fn start_with(world: &World, yaml: &str, analysis: &str) -> Api<Rollout> {
         .await
         .unwrap();
     rollouts
-}
-
-fn finished(p: Phase) -> bool {
-    matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use kube::{
 use serde_json::json;
 use sluice_executor::{
     controller::{self, Ctx},
-    crd::{Phase, Rollout},
+    crd::{Phase, Rollout, RolloutStatus},
 };
 use sluice_integration_tests::controlplane::ControlPlane;
 use sluice_proto::v1::{
@@ -104,22 +104,51 @@ async fn platform(stop: &CancellationToken) -> (ControlPlane, kube::Client) {
     (plane, client)
 }
 
-async fn wait_rollout(rollouts: &Api<Rollout>, name: &str) -> Phase {
-    let mut phase = Phase::Pending;
+/// The rollout's status once `until` holds for its phase, or after 90 s.
+async fn wait_rollout_until(
+    rollouts: &Api<Rollout>,
+    name: &str,
+    until: impl Fn(Phase) -> bool,
+) -> RolloutStatus {
+    let mut status = RolloutStatus::default();
     for _ in 0..900 {
-        phase = rollouts
-            .get(name)
-            .await
-            .unwrap()
-            .status
-            .map(|s| s.phase)
-            .unwrap_or_default();
-        if matches!(phase, Phase::Succeeded | Phase::RolledBack | Phase::Failed) {
+        status = rollouts.get(name).await.unwrap().status.unwrap_or_default();
+        if until(status.phase) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    phase
+    status
+}
+
+async fn wait_rollout(rollouts: &Api<Rollout>, name: &str) -> Phase {
+    wait_rollout_until(rollouts, name, |p| {
+        matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+    })
+    .await
+    .phase
+}
+
+/// Waits until a Deployment has `replicas` ready and available, failing
+/// with the controller manager's log if it never does.
+async fn wait_deployment_ready(
+    plane: &ControlPlane,
+    deployments: &Api<Deployment>,
+    name: &str,
+    replicas: i32,
+) {
+    for _ in 0..600 {
+        let d = deployments.get(name).await.unwrap();
+        let status = d.status.unwrap_or_default();
+        if status.ready_replicas == Some(replicas) && status.available_replicas == Some(replicas) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the real controllers and the agent never brought {name} up; kcm log:\n{}",
+        plane.log("kube-controller-manager")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,20 +253,7 @@ async fn a_partition_release_on_a_real_control_plane() {
         .create(&PostParams::default(), &web)
         .await
         .unwrap();
-    let mut ready = false;
-    for _ in 0..600 {
-        let d = deployments.get("web").await.unwrap();
-        if d.status.and_then(|s| s.ready_replicas) == Some(4) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        ready,
-        "the real controllers and the agent bring the Deployment up; kcm log:\n{}",
-        plane.log("kube-controller-manager")
-    );
+    wait_deployment_ready(&plane, &deployments, "web", 4).await;
 
     let rollout: Rollout = serde_yaml::from_str(
         "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 50%, pause: {duration: 1s}}]}}\n",
@@ -331,13 +347,7 @@ async fn a_canary_deployment_behind_an_http_route_on_a_real_control_plane() {
         ),
     );
     let original_route = routes.get("web").await.unwrap().data["spec"].clone();
-    for _ in 0..600 {
-        let d = deployments.get("web").await.unwrap();
-        if d.status.and_then(|s| s.available_replicas) == Some(4) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_deployment_ready(&plane, &deployments, "web", 4).await;
 
     let rollout: Rollout = serde_yaml::from_str(
         r#"
@@ -361,18 +371,10 @@ spec:
         .create(&PostParams::default(), &rollout)
         .await
         .unwrap();
-    let mut status = None;
-    for _ in 0..600 {
-        status = rollouts.get("web").await.unwrap().status;
-        if status
-            .as_ref()
-            .is_some_and(|s| matches!(s.phase, Phase::Paused | Phase::Failed | Phase::RolledBack))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let paused = status.unwrap();
+    let paused = wait_rollout_until(&rollouts, "web", |p| {
+        matches!(p, Phase::Paused | Phase::Failed | Phase::RolledBack)
+    })
+    .await;
     assert_eq!(paused.phase, Phase::Paused, "{paused:#?}");
     // The real controllers run the canary Deployment; the real API server
     // took the route and the pinned Services as written.

@@ -17,10 +17,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::{
-    api::apps::v1::{Deployment, ReplicaSet},
-    apimachinery::pkg::util::intstr::IntOrString,
-};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -31,7 +28,7 @@ use sluice_proto::v1 as pb;
 
 use super::{
     Ctx, Error, fail, finish_step, parse_time,
-    partition::{desired_template, owned_candidates, template_of},
+    partition::{desired_template, max_surge_text, owned_candidates, template_of},
     plan, record, steps,
     traffic::{Pins, Traffic},
 };
@@ -171,20 +168,6 @@ impl Canary {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-fn max_surge_text(d: &Deployment) -> String {
-    match d
-        .spec
-        .as_ref()
-        .and_then(|s| s.strategy.as_ref())
-        .and_then(|s| s.rolling_update.as_ref())
-        .and_then(|r| r.max_surge.clone())
-    {
-        Some(IntOrString::Int(i)) => i.to_string(),
-        Some(IntOrString::String(s)) => s,
-        None => "25%".into(),
     }
 }
 

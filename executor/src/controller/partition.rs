@@ -104,6 +104,21 @@ pub(super) fn owned_candidates(d: &Deployment) -> ListParams {
     }
 }
 
+/// A Deployment's maxSurge as written ("25%" when unset), for the planner.
+pub(super) fn max_surge_text(d: &Deployment) -> String {
+    match d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.max_surge.clone())
+    {
+        Some(IntOrString::Int(i)) => i.to_string(),
+        Some(IntOrString::String(s)) => s,
+        None => "25%".into(),
+    }
+}
+
 /// A Deployment's maxSurge or maxUnavailable (25% when unset), read the
 /// way the planner reads its quantities; unreadable text allows nothing.
 fn allowance(v: Option<&IntOrString>) -> Amount {
@@ -220,11 +235,7 @@ impl Workload {
             percent => percent.pods_ceil(replicas),
         };
         let unavailable = allowance(rolling.max_unavailable.as_ref()).pods_floor(replicas);
-        let max_surge_text = match &rolling.max_surge {
-            Some(IntOrString::Int(i)) => i.to_string(),
-            Some(IntOrString::String(s)) => s.clone(),
-            None => "25%".into(),
-        };
+        let max_surge_text = max_surge_text(&deployment);
         Ok(Some(Self {
             deployments,
             replicasets,

@@ -152,6 +152,11 @@ spec:
     .unwrap()
 }
 
+/// Whether a rollout has ended, one way or another.
+pub(crate) fn finished(p: Phase) -> bool {
+    matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+}
+
 pub(crate) async fn wait_phase(rollouts: &Api<Rollout>, done: impl Fn(Phase) -> bool) -> Rollout {
     for _ in 0..1200 {
         let r = rollouts.get("web").await.unwrap();
