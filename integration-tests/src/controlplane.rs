@@ -24,13 +24,31 @@ pub struct ControlPlane {
     pub url: String,
 }
 
+/// A port nobody listened on a moment ago, never the same one twice in
+/// this process (control planes of tests running in parallel would
+/// otherwise race for a port the kernel just handed back).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
+
+/// Times a control plane is started afresh (new ports, new folder) when a
+/// component dies before the API server is ready, e.g. because another
+/// process took one of its ports between choosing and binding it.
+const ATTEMPTS: u32 = 3;
 
 /// The folder with the control-plane binaries: `SLUICE_CONTROL_PLANE`, or
 /// what `scripts/build-control-plane` builds (or finds in its cache).
@@ -55,6 +73,20 @@ impl ControlPlane {
     /// When a component does not start.
     pub async fn start() -> Self {
         let bin = binaries();
+        let mut attempt = 1;
+        loop {
+            match Self::launch(&bin).await {
+                Ok(plane) => return plane,
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("control plane attempt {attempt} failed, starting afresh: {why}");
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    async fn launch(bin: &Path) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_owned();
         let path = |name: &str| root.join(name);
@@ -130,7 +162,7 @@ impl ControlPlane {
             kubeconfig,
             url,
         };
-        plane.wait_ready().await;
+        plane.wait_ready().await?;
         let kcm = Command::new(bin.join("kube-controller-manager"))
             .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
             .arg("--controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,endpointslice-controller,garbage-collector-controller,namespace-controller")
@@ -146,10 +178,12 @@ impl ControlPlane {
             .spawn()
             .expect("kube-controller-manager starts");
         plane.children.push(kcm);
-        plane
+        Ok(plane)
     }
 
-    async fn wait_ready(&self) {
+    /// Waits for `/readyz`; fails as soon as a component has exited, or
+    /// after two minutes, with the logs.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
@@ -163,13 +197,20 @@ impl ControlPlane {
                 .send()
                 .await;
             if ready.is_ok_and(|r| r.status().is_success()) {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "kube-apiserver not ready; its log:\n{}",
-                self.log("kube-apiserver")
-            );
+            let exited = self
+                .children
+                .iter_mut()
+                .any(|c| c.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() >= deadline {
+                return Err(format!(
+                    "kube-apiserver not ready{}; etcd log:\n{}\nkube-apiserver log:\n{}",
+                    if exited { " (a component exited)" } else { "" },
+                    self.log("etcd"),
+                    self.log("kube-apiserver")
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
