@@ -252,7 +252,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         stop.clone(),
     )
     .await?;
-    let client = kube::Client::new(sim.api.router(), "default");
+    let client = sluice_executor::client_over(sim.api.router(), "default", &Arc::default());
     let ctx = Arc::new(Ctx::new(
         client.clone(),
         PlannerClient::new(channel(planner_addr).await?),

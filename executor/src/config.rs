@@ -50,6 +50,11 @@ pub struct Config {
     #[arg(long, env = "SLUICE_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_seconds: u64,
 
+    /// Rollouts reconciled at once, at most (0: no bound). One Rollout is
+    /// never reconciled twice at once whatever this says.
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_RECONCILES", default_value_t = crate::controller::DEFAULT_CONCURRENCY)]
+    pub max_concurrent_reconciles: u16,
+
     /// This replica's name in the Lease; the host name and process id when
     /// unset.
     #[arg(long, env = "SLUICE_IDENTITY")]

@@ -16,6 +16,7 @@ pub mod convert;
 pub mod crd;
 pub mod keys;
 pub mod lease;
+pub mod metrics;
 pub mod validate;
 
 pub use config::Config;
@@ -34,8 +35,13 @@ use sluice_runtime::{
     tls::channel,
 };
 
-/// A client for the configured cluster, or why there is none.
-async fn cluster_client(config: &Config) -> Result<kube::Client, String> {
+/// A client for the configured cluster, or why there is none. Its calls
+/// are counted in `metrics`, and retried with exponential back-off on 429,
+/// 503 and 504 (honouring `Retry-After`), as kube's default stack does.
+async fn cluster_client(
+    config: &Config,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<kube::Client, String> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
@@ -48,7 +54,37 @@ async fn cluster_client(config: &Config) -> Result<kube::Client, String> {
             format!("no cluster configured (--kubeconfig, KUBECONFIG or in-cluster): {e}")
         })?,
     };
-    kube::Client::try_from(kube_config).map_err(|e| e.to_string())
+    Ok(kube::client::ClientBuilder::try_from(kube_config)
+        .map_err(|e| e.to_string())?
+        .with_layer(&metrics.kube_layer())
+        .build())
+}
+
+/// A client over an in-process service (the embedded simulator), with the
+/// same retries and counting as [`serve`] gives a client over HTTP.
+pub fn client_over<S, B>(
+    service: S,
+    namespace: &str,
+    metrics: &Arc<metrics::Metrics>,
+) -> kube::Client
+where
+    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<tower::BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    let service = tower::ServiceBuilder::new()
+        .layer(metrics.kube_layer())
+        .layer(tower::retry::RetryLayer::new(
+            kube::client::retry::RetryPolicy::server_retry(),
+        ))
+        .map_err(Into::<tower::BoxError>::into)
+        .service(service);
+    kube::Client::new(service, namespace.to_owned())
 }
 
 /// Serves the executor until `shutdown` completes: the Rollouts API and the
@@ -67,14 +103,15 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
     let tls = &config.server.tls;
     let planner = channel("--planner-addr", &config.planner_addr, tls)?;
     let gate = channel("--gate-addr", &config.gate_addr, tls)?;
-    let client = match cluster_client(&config).await {
+    let mut server = GrpcServer::new("executor", config.server.clone());
+    let metrics = metrics::Metrics::register(server.registry_mut());
+    let client = match cluster_client(&config, &metrics).await {
         Ok(client) => Some(client),
         Err(why) => {
             tracing::warn!(%why, "no Kubernetes cluster; the Rollouts API answers UNAVAILABLE");
             None
         }
     };
-    let server = GrpcServer::new("executor", config.server.clone());
     let stop = server.shutdown_token();
     let api = api::RolloutsApi::new(
         client.clone(),
@@ -98,11 +135,15 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
         })
     };
     if let Some(client) = client {
-        let ctx = Arc::new(controller::Ctx::new(
-            client,
-            PlannerClient::new(planner.clone()),
-            MetricsGateClient::new(gate.clone()),
-        ));
+        let ctx = Arc::new(
+            controller::Ctx::new(
+                client,
+                PlannerClient::new(planner.clone()),
+                MetricsGateClient::new(gate.clone()),
+            )
+            .with_metrics(metrics)
+            .with_concurrency(config.max_concurrent_reconciles),
+        );
         // Every replica serves the API; the Lease's holder drives.
         let lease_duration = std::time::Duration::from_secs(config.lease_seconds);
         let election = lease::Election {

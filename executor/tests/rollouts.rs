@@ -326,3 +326,47 @@ async fn a_statefulset_is_released_through_its_partition() {
     }
     panic!("not every pod runs the new version");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_rides_out_throttling_and_unavailable_answers_and_counts_its_decisions() {
+    use sluice_sim::api::faults::Rule;
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    // From here on a quarter of all writes are refused as overloaded and a
+    // fifth of all reads throttled; the client retries both.
+    let faults = world.sim.api.faults();
+    faults.add(Rule::Errors {
+        id: "writes".into(),
+        verb: "patch".into(),
+        resource: String::new(),
+        rate: 0.25,
+        code: 503,
+    });
+    faults.add(Rule::Errors {
+        id: "reads".into(),
+        verb: "get".into(),
+        resource: String::new(),
+        rate: 0.2,
+        code: 429,
+    });
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts
+        .create(&PostParams::default(), &rollout("registry.example/web:2.0"))
+        .await
+        .unwrap();
+    let done = wait_phase(&rollouts, finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+    let once: Vec<u32> = status.steps.iter().map(|s| s.index).collect();
+    assert_eq!(once, [0, 1, 2], "every step once: {:#?}", status.steps);
+
+    let metrics = &world.metrics;
+    assert_eq!(metrics.decisions("start"), 1);
+    assert_eq!(metrics.decisions("advance"), 2, "three steps, two advances");
+    assert_eq!(metrics.decisions("succeed"), 1);
+    assert_eq!(metrics.decisions("rollback"), 0);
+    assert!(metrics.kube_requests() > 0);
+    // The client absorbed the refusals: no reconcile saw one.
+    assert_eq!(metrics.reconciles(false), 0);
+    assert!(metrics.reconciles(true) > 0);
+}

@@ -246,6 +246,53 @@ async fn a_release_through_the_public_api_pauses_for_approval_and_succeeds() {
         .unwrap()
         .into_inner();
     assert_eq!(listed.rollouts.len(), 1);
+
+    // The executor's own metrics tell the same story.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let text = reqwest::get(format!("http://{}/metrics", p.executor.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // (metric, a label it carries, its value when it matters)
+    for (metric, label, value) in [
+        ("sluice_executor_leader", "", Some("1")),
+        (
+            "sluice_executor_rollouts",
+            r#"phase="Succeeded""#,
+            Some("1"),
+        ),
+        (
+            "sluice_executor_decisions_total",
+            r#"decision="start""#,
+            Some("1"),
+        ),
+        (
+            "sluice_executor_decisions_total",
+            r#"decision="pause""#,
+            Some("1"),
+        ),
+        (
+            "sluice_executor_decisions_total",
+            r#"decision="succeed""#,
+            Some("1"),
+        ),
+        ("sluice_executor_verdicts_total", r#"verdict="pass""#, None),
+        (
+            "sluice_executor_kube_requests_total",
+            r#"verb="patch",resource="rollouts/status",code="200""#,
+            None,
+        ),
+        ("sluice_executor_step_duration_seconds_count", "", None),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{metric}{{"))
+                && l.contains(label)
+                && value.is_none_or(|v| l.ends_with(&format!(" {v}")))),
+            "no {metric} with {label} {value:?} in\n{text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -53,6 +53,7 @@ use crate::{
         ErrorPolicy, Phase, Rollout, RolloutStatus, StepRecord, StepState, Verdict, WorkloadKind,
     },
     keys,
+    metrics::Metrics,
 };
 
 pub use analysis::Analyses;
@@ -87,6 +88,11 @@ pub struct Ctx {
     /// maxSurge: a plan is a pure function of those, so asking the planner
     /// again would only cost a call.
     plans: std::sync::Mutex<std::collections::HashMap<PlanKey, Arc<pb::Plan>>>,
+    /// Where reconciles, decisions and verdicts are counted.
+    pub metrics: Arc<Metrics>,
+    /// Reconciles that may run at once (different Rollouts; one Rollout is
+    /// never reconciled twice at once).
+    pub concurrency: u16,
 }
 
 type PlanKey = (String, i64, u32, String);
@@ -108,9 +114,29 @@ impl Ctx {
             analyses: Analyses::default(),
             cache: Default::default(),
             plans: Default::default(),
+            metrics: Arc::default(),
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+
+    /// The same, counting into `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// The same, with at most `concurrency` reconciles at once (0: no bound).
+    pub fn with_concurrency(self, concurrency: u16) -> Self {
+        Self {
+            concurrency,
+            ..self
         }
     }
 }
+
+/// Reconciles at once unless configured: enough to keep a thousand
+/// rollouts' API calls overlapping, few enough that a burst of events (a
+/// restart, a resync) cannot open thousands of requests at once.
+pub const DEFAULT_CONCURRENCY: u16 = 64;
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,7 +160,7 @@ fn time_text(at: SystemTime) -> String {
     .to_string()
 }
 
-fn parse_time(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
     let ts: prost_types::Timestamp = text.parse().ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(ts.seconds.max(0) as u64))
 }
@@ -207,25 +233,30 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         .modify(trim),
     )
     .touched_objects();
-    Controller::new(
+    let controller = Controller::new(
         Api::<Rollout>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches_stream(deployment_events, |d| owner_of(&d.metadata))
-    .watches_stream(replicaset_events, |rs| owner_of(&rs.metadata))
-    .watches(
-        Api::<StatefulSet>::all(client),
-        watcher::Config::default(),
-        |s| owner_of(&s.metadata),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "reconcile failed");
-        }
-    })
-    .await;
+    .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
+    let metrics = Arc::clone(&ctx.metrics);
+    metrics.leading(Some(controller.store()));
+    controller
+        .watches_stream(deployment_events, |d| owner_of(&d.metadata))
+        .watches_stream(replicaset_events, |rs| owner_of(&rs.metadata))
+        .watches(
+            Api::<StatefulSet>::all(client),
+            watcher::Config::default(),
+            |s| owner_of(&s.metadata),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile failed");
+            }
+        })
+        .await;
+    metrics.leading(None);
 }
 
 fn error_policy(rollout: Arc<Rollout>, error: &Error, _: Arc<Ctx>) -> Action {
@@ -341,8 +372,16 @@ async fn plan(
     Ok(plan)
 }
 
-#[tracing::instrument(skip_all, fields(rollout = %rollout.name_any()))]
+/// One reconcile, timed and counted.
 async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let start = tokio::time::Instant::now();
+    let result = reconcile_once(rollout, &ctx).await;
+    ctx.metrics.reconciled(result.is_ok(), start.elapsed());
+    result
+}
+
+#[tracing::instrument(skip_all, fields(rollout = %rollout.name_any()))]
+async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
@@ -373,14 +412,14 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
     let style = rollout.spec.strategy.style.unwrap_or_default();
     let action = match (rollout.spec.workload.kind, style) {
         (WorkloadKind::Deployment, Style::Partition) => {
-            partition::reconcile(&ctx, &rollout, &mut consumed, &mut status).await?
+            partition::reconcile(ctx, &rollout, &mut consumed, &mut status).await?
         }
         (WorkloadKind::Deployment, Style::Canary | Style::BlueGreen) => {
             let blue_green = style == Style::BlueGreen;
-            canary::reconcile(&ctx, &rollout, &mut consumed, &mut status, blue_green).await?
+            canary::reconcile(ctx, &rollout, &mut consumed, &mut status, blue_green).await?
         }
         (WorkloadKind::StatefulSet, Style::Partition) => {
-            statefulset::reconcile(&ctx, &rollout, &mut consumed, &mut status).await?
+            statefulset::reconcile(ctx, &rollout, &mut consumed, &mut status).await?
         }
         (WorkloadKind::StatefulSet, style) => fail(
             &mut status,
@@ -402,7 +441,8 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
         action
     };
     if status != before {
-        publish_event(&ctx, &rollout, &before, &status).await;
+        ctx.metrics.observe(&before, &status);
+        publish_event(ctx, &rollout, &before, &status).await;
     }
     // Intents are removed only once what they caused is recorded.
     for key in consumed {

@@ -10,6 +10,7 @@ use kube::{Api, Client};
 use sluice_executor::{
     controller::{self, Ctx},
     crd::{Phase, Rollout},
+    metrics::Metrics,
 };
 use sluice_proto::v1::{
     metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
@@ -21,8 +22,11 @@ use tonic::transport::{Channel, Server};
 
 pub(crate) struct World {
     /// The cluster; its controllers stop when it drops.
-    _sim: Simulation,
+    pub(crate) sim: Simulation,
+    /// The tests' own client (retrying like the controller's).
     pub(crate) client: Client,
+    /// What the controller counted.
+    pub(crate) metrics: Arc<Metrics>,
     planner: Channel,
     gate: Channel,
     controller: std::sync::Mutex<CancellationToken>,
@@ -35,16 +39,25 @@ impl World {
     pub(crate) fn restart_controller(&self) {
         let mut current = self.controller.lock().unwrap();
         current.cancel();
-        *current = start_controller(&self.client, &self.planner, &self.gate);
+        *current = start_controller(&self.sim, &self.metrics, &self.planner, &self.gate);
     }
 }
 
-fn start_controller(client: &Client, planner: &Channel, gate: &Channel) -> CancellationToken {
-    let ctx = Arc::new(Ctx::new(
-        client.clone(),
-        PlannerClient::new(planner.clone()),
-        MetricsGateClient::new(gate.clone()),
-    ));
+fn start_controller(
+    sim: &Simulation,
+    metrics: &Arc<Metrics>,
+    planner: &Channel,
+    gate: &Channel,
+) -> CancellationToken {
+    let client = sluice_executor::client_over(sim.api.router(), "default", metrics);
+    let ctx = Arc::new(
+        Ctx::new(
+            client,
+            PlannerClient::new(planner.clone()),
+            MetricsGateClient::new(gate.clone()),
+        )
+        .with_metrics(Arc::clone(metrics)),
+    );
     let stop = CancellationToken::new();
     let shutdown = stop.clone();
     tokio::spawn(controller::run(
@@ -108,12 +121,14 @@ pub(crate) async fn world_with(mut scenario: Scenario) -> World {
     )
     .await;
 
-    let client = Client::new(sim.api.router(), "default");
+    let client = sluice_executor::client_over(sim.api.router(), "default", &Arc::default());
+    let metrics = Arc::new(Metrics::default());
     let (planner, gate) = (channel(planner_addr).await, channel(gate_addr).await);
-    let controller = std::sync::Mutex::new(start_controller(&client, &planner, &gate));
+    let controller = std::sync::Mutex::new(start_controller(&sim, &metrics, &planner, &gate));
     World {
-        _sim: sim,
+        sim,
         client,
+        metrics,
         planner,
         gate,
         controller,
