@@ -191,3 +191,31 @@ pub fn run_to_exit(name: &str, args: &[&str]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Starts `sluice-executor` against the given planner, gate and cluster,
+/// with `extra` flags.
+pub fn executor(planner: &Service, gate: &Service, kubeconfig: &str, extra: &[&str]) -> Service {
+    let (planner, gate) = (planner.grpc_addr.to_string(), gate.grpc_addr.to_string());
+    let mut args = vec![
+        "--planner-addr",
+        &planner,
+        "--gate-addr",
+        &gate,
+        "--kubeconfig",
+        kubeconfig,
+    ];
+    args.extend_from_slice(extra);
+    Service::start("sluice-executor", &args)
+}
+
+/// A seeded moment between `min` and `min + spread`, the `k`th of a
+/// series, so a test that kills or injects at "random" moments kills at
+/// the same ones on every run and a failure can be replayed.
+pub fn seeded_delay(seed: u64, k: u64, min: Duration, spread: Duration) -> Duration {
+    let mut x = (seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    x ^= x >> 33;
+    let spread = spread.as_millis().max(1) as u64;
+    min + Duration::from_millis(x % spread)
+}

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_integration_tests::process::Service;
+use sluice_integration_tests::process::{self, Service};
 use sluice_proto::v1::{self as pb, rollouts_client::RolloutsClient};
 use tonic::{Code, transport::Endpoint};
 
@@ -349,16 +349,6 @@ async fn the_cli_starts_follows_and_reports_a_rollout() {
     assert!(err.contains("NotFound"), "{err}");
 }
 
-/// A seeded choice of when to kill, so every run kills at the same moment
-/// of the release and a failure can be replayed.
-fn kill_after(seed: u64) -> Duration {
-    let mut x = seed
-        .wrapping_mul(6_364_136_223_846_793_005)
-        .wrapping_add(1_442_695_040_888_963_407);
-    x ^= x >> 33;
-    Duration::from_millis(1_000 + x % 4_000)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_executor_replica_is_replaced_by_the_other_at_the_same_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -371,20 +361,11 @@ async fn a_killed_executor_replica_is_replaced_by_the_other_at_the_same_step() {
     let planner = Service::start("sluice-planner", &[]);
     let gate = Service::start("sluice-gate", &["--prometheus-url", "http://127.0.0.1:9"]);
     let replica = |name: &str| {
-        Service::start(
-            "sluice-executor",
-            &[
-                "--planner-addr",
-                &planner.grpc_addr.to_string(),
-                "--gate-addr",
-                &gate.grpc_addr.to_string(),
-                "--kubeconfig",
-                &kubeconfig,
-                "--identity",
-                name,
-                "--lease-seconds",
-                "3",
-            ],
+        process::executor(
+            &planner,
+            &gate,
+            &kubeconfig,
+            &["--identity", name, "--lease-seconds", "3"],
         )
     };
     let mut replicas = [replica("a"), replica("b")];
@@ -435,7 +416,13 @@ async fn a_killed_executor_replica_is_replaced_by_the_other_at_the_same_step() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     client.start_rollout(request).await.unwrap();
 
-    tokio::time::sleep(kill_after(7)).await;
+    tokio::time::sleep(process::seeded_delay(
+        7,
+        0,
+        Duration::from_secs(1),
+        Duration::from_secs(4),
+    ))
+    .await;
     let before = client
         .get_rollout(pb::GetRolloutRequest {
             namespace: "default".into(),
