@@ -9,15 +9,17 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{World, finished, ready_workload, wait_phase, world_with};
+use common::{
+    World, finished, http_routes, ready_workload, virtual_services, wait_phase,
+    with_routers as scenario, world_with,
+};
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service, networking::v1::Ingress};
 use kube::{
     Api, ResourceExt,
-    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_executor::crd::{Phase, Rollout, StepState};
-use sluice_sim::scenario::Scenario;
 
 const ANALYSIS: &str = r#"
   analyses:
@@ -32,73 +34,6 @@ const ANALYSIS: &str = r#"
           count: 3
           inconclusiveLimit: 1
 "#;
-
-fn route_api(
-    world: &World,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-) -> Api<DynamicObject> {
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::default_namespaced_with(world.client.clone(), &resource)
-}
-
-fn http_routes(world: &World) -> Api<DynamicObject> {
-    route_api(
-        world,
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-    )
-}
-
-fn virtual_services(world: &World) -> Api<DynamicObject> {
-    route_api(
-        world,
-        "networking.istio.io",
-        "v1",
-        "VirtualService",
-        "virtualservices",
-    )
-}
-
-/// A scenario with the web Deployment and Service, every router in front
-/// of it, and load through the one named.
-fn scenario(name: &str, entry: Value) -> Scenario {
-    let mut s = Scenario::load(name).unwrap();
-    let routers: Value = serde_yaml::from_str(
-        r#"
-- apiVersion: networking.k8s.io/v1
-  kind: Ingress
-  metadata: {name: web, namespace: default}
-  spec:
-    ingressClassName: nginx
-    rules:
-      - host: web.example
-        http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
-- apiVersion: gateway.networking.k8s.io/v1
-  kind: HTTPRoute
-  metadata: {name: web, namespace: default}
-  spec:
-    parentRefs: [{name: gateway}]
-    rules: [{backendRefs: [{name: web, port: 80}]}]
-- apiVersion: networking.istio.io/v1
-  kind: VirtualService
-  metadata: {name: web, namespace: default}
-  spec:
-    hosts: [web.example]
-    http: [{name: primary, route: [{destination: {host: web.default.svc.cluster.local}}]}]
-"#,
-    )
-    .unwrap();
-    s.manifests
-        .extend(routers.as_array().unwrap().iter().cloned());
-    s.load[0].target = serde_json::from_value(entry).unwrap();
-    s
-}
 
 async fn annotate(rollouts: &Api<Rollout>, key: &str, value: &str) {
     let patch = json!({"metadata": {"annotations": {key: value}}});

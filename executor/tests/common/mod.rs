@@ -6,7 +6,11 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::{Api, Client};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind},
+};
+use serde_json::Value;
 use sluice_executor::{
     controller::{self, Ctx},
     crd::{Phase, Rollout},
@@ -200,4 +204,71 @@ pub(crate) async fn ready_workload(world: &World) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("web never became ready");
+}
+
+pub(crate) fn route_api(
+    world: &World,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::default_namespaced_with(world.client.clone(), &resource)
+}
+
+pub(crate) fn http_routes(world: &World) -> Api<DynamicObject> {
+    route_api(
+        world,
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+    )
+}
+
+pub(crate) fn virtual_services(world: &World) -> Api<DynamicObject> {
+    route_api(
+        world,
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+        "virtualservices",
+    )
+}
+
+/// A scenario with the web Deployment and Service, every router in front
+/// of it, and load through the one named.
+pub(crate) fn with_routers(name: &str, entry: Value) -> Scenario {
+    let mut s = Scenario::load(name).unwrap();
+    let routers: Value = serde_yaml::from_str(
+        r#"
+- apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata: {name: web, namespace: default}
+  spec:
+    ingressClassName: nginx
+    rules:
+      - host: web.example
+        http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+- apiVersion: gateway.networking.k8s.io/v1
+  kind: HTTPRoute
+  metadata: {name: web, namespace: default}
+  spec:
+    parentRefs: [{name: gateway}]
+    rules: [{backendRefs: [{name: web, port: 80}]}]
+- apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata: {name: web, namespace: default}
+  spec:
+    hosts: [web.example]
+    http: [{name: primary, route: [{destination: {host: web.default.svc.cluster.local}}]}]
+"#,
+    )
+    .unwrap();
+    s.manifests
+        .extend(routers.as_array().unwrap().iter().cloned());
+    s.load[0].target = serde_json::from_value(entry).unwrap();
+    s
 }

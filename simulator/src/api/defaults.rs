@@ -16,7 +16,8 @@ fn pod_spec(spec: &mut Value) {
     default(spec, "schedulerName", json!("default-scheduler"));
     default(spec, "securityContext", json!({}));
     for list in ["containers", "initContainers"] {
-        if let Some(containers) = spec[list].as_array_mut() {
+        // `get_mut`, not indexing: indexing a missing key would add a null.
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in containers {
                 let image = c["image"].as_str().unwrap_or_default();
                 let latest = !image.contains(':') || image.ends_with(":latest");
@@ -55,6 +56,13 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
         }
         ("apps", "deployments") => {
             let spec = &mut object["spec"];
+            // `paused` is `omitempty` in the Go type: false is never stored,
+            // so a client reads it back as absent.
+            if spec["paused"] == json!(false)
+                && let Some(map) = spec.as_object_mut()
+            {
+                map.remove("paused");
+            }
             default(spec, "replicas", json!(1));
             default(spec, "revisionHistoryLimit", json!(10));
             default(spec, "progressDeadlineSeconds", json!(600));
@@ -140,5 +148,35 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(spec: Value) -> Value {
+        let mut d = json!({"spec": spec});
+        apply("apps", "deployments", &mut d, &mut || "10.0.0.1".into());
+        d
+    }
+
+    #[test]
+    fn a_deployment_reads_back_as_the_real_api_server_stores_it() {
+        let d = deployment(json!({
+            "paused": false,
+            "template": {"spec": {"containers": [{"name": "web", "image": "web:1.0"}]}}
+        }));
+        let spec = d["spec"].as_object().unwrap();
+        assert!(!spec.contains_key("paused"), "false is omitted: {spec:?}");
+        let pod = d["spec"]["template"]["spec"].as_object().unwrap();
+        assert!(!pod.contains_key("initContainers"), "no null list: {pod:?}");
+        assert_eq!(
+            pod["containers"][0]["imagePullPolicy"],
+            json!("IfNotPresent")
+        );
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        let paused = deployment(json!({"paused": true}));
+        assert_eq!(paused["spec"]["paused"], json!(true));
     }
 }
