@@ -16,21 +16,98 @@ use sluice_executor::{
     controller::{self, Ctx},
     crd::{Phase, Rollout, RolloutStatus},
 };
+use sluice_gate::{
+    prometheus::{ClientOptions, Prometheus},
+    service::GateService,
+};
 use sluice_integration_tests::controlplane::ControlPlane;
 use sluice_proto::v1::{
-    metrics_gate_client::MetricsGateClient, planner_client::PlannerClient,
-    planner_server::PlannerServer,
+    metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
+    planner_client::PlannerClient, planner_server::PlannerServer,
 };
 use sluice_sim::{
     agent::{self, AgentOptions},
     cluster::profile::{Profile, Profiles},
+    metrics::traffic::LoadProfile,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Endpoint, Server};
 
-/// A control plane with the Rollout CRD, the agent's nodes and the
-/// executor's controller (planner on loopback; no gate: no analyses here).
-async fn platform(stop: &CancellationToken) -> (ControlPlane, kube::Client) {
+/// A control plane with Sluice's and the routers' CRDs, the agent's nodes
+/// (with its traffic and metrics), a planner, a gate reading the agent's
+/// metrics, and the executor's controller.
+struct Platform {
+    plane: ControlPlane,
+    client: kube::Client,
+    planner: tonic::transport::Channel,
+    gate: tonic::transport::Channel,
+    /// Stops the running controller.
+    controller: std::sync::Mutex<CancellationToken>,
+    stop: CancellationToken,
+}
+
+impl Platform {
+    /// Stops the controller and starts a fresh one with nothing carried
+    /// over, as a killed and restarted executor would.
+    fn restart_controller(&self) {
+        let mut current = self.controller.lock().unwrap();
+        current.cancel();
+        *current = start_controller(&self.client, &self.planner, &self.gate, &self.stop);
+    }
+}
+
+fn start_controller(
+    client: &kube::Client,
+    planner: &tonic::transport::Channel,
+    gate: &tonic::transport::Channel,
+    stop: &CancellationToken,
+) -> CancellationToken {
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        PlannerClient::new(planner.clone()),
+        MetricsGateClient::new(gate.clone()),
+    ));
+    let token = stop.child_token();
+    let shutdown = token.clone();
+    tokio::spawn(controller::run(
+        ctx,
+        async move { shutdown.cancelled().await },
+    ));
+    token
+}
+
+async fn serve_grpc(router: tonic::transport::server::Router) -> tonic::transport::Channel {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Pods start fast; `registry.example/web:2.0-bad` answers 30% errors.
+fn profiles() -> Profiles {
+    let fast = Profile {
+        start_min_seconds: 0.2,
+        start_max_seconds: 0.5,
+        ready_after_seconds: 0.2,
+        ..Profile::default()
+    };
+    let bad = Profile {
+        error_ratio: 0.3,
+        ..fast.clone()
+    };
+    Profiles {
+        by_image: [("registry.example/web:2.0-bad".to_owned(), bad)].into(),
+        default: fast,
+    }
+}
+
+async fn platform(stop: &CancellationToken, loads: &str) -> Platform {
     let plane = ControlPlane::start().await;
     // Sluice's own CRD and the upstream routers' (Gateway API, Istio).
     let crds = [
@@ -58,19 +135,10 @@ async fn platform(stop: &CancellationToken) -> (ControlPlane, kube::Client) {
     ]);
     assert!(ok, "{out}");
     let client = plane.client().await;
-    let fast = Profile {
-        start_min_seconds: 0.2,
-        start_max_seconds: 0.5,
-        ready_after_seconds: 0.2,
-        ..Profile::default()
-    };
     let options = AgentOptions {
         nodes: 2,
         capacity: 50,
-        profiles: Profiles {
-            by_image: Default::default(),
-            default: fast,
-        },
+        profiles: profiles(),
         seed: 1,
     };
     let (agent_stop, agent_client) = (stop.clone(), client.clone());
@@ -79,29 +147,63 @@ async fn platform(stop: &CancellationToken) -> (ControlPlane, kube::Client) {
             .await
             .expect("the agent registers its nodes")
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let planner_addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        Server::builder()
-            .add_service(PlannerServer::new(sluice_planner::service::PlannerService))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let planner = Endpoint::from_shared(format!("http://{planner_addr}"))
-        .unwrap()
-        .connect()
+    // The agent's traffic and metrics, and a gate reading them.
+    let loads: Vec<LoadProfile> = serde_yaml::from_str(loads).unwrap();
+    let metrics = agent::traffic(client.clone(), profiles(), loads, stop.clone())
         .await
         .unwrap();
-    let gate = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-    let ctx = Arc::new(Ctx::new(
-        client.clone(),
-        PlannerClient::new(planner),
-        MetricsGateClient::new(gate),
-    ));
-    let controller_stop = stop.clone();
-    tokio::spawn(controller::run(ctx, async move {
-        controller_stop.cancelled().await
-    }));
-    (plane, client)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, sluice_sim::metrics::http::router(metrics)).into_future());
+    let prometheus = Prometheus::new(ClientOptions::new(
+        format!("http://{metrics_addr}").parse().unwrap(),
+    ))
+    .unwrap();
+    let gate = serve_grpc(
+        Server::builder().add_service(MetricsGateServer::new(GateService::new(
+            prometheus,
+            stop.clone(),
+        ))),
+    )
+    .await;
+    let planner = serve_grpc(
+        Server::builder().add_service(PlannerServer::new(sluice_planner::service::PlannerService)),
+    )
+    .await;
+    let controller = start_controller(&client, &planner, &gate, stop);
+    Platform {
+        plane,
+        client,
+        planner,
+        gate,
+        controller: std::sync::Mutex::new(controller),
+        stop: stop.clone(),
+    }
+}
+
+/// Creates the Rollout `yaml` describes.
+async fn create_rollout(client: &kube::Client, yaml: &str) -> Api<Rollout> {
+    let rollout: Rollout = serde_yaml::from_str(yaml).unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
+    rollouts
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
+    rollouts
+}
+
+/// Applies manifests with kubectl, as a user would.
+fn apply(plane: &ControlPlane, manifests: &[serde_json::Value]) {
+    for manifest in manifests {
+        let path = std::env::temp_dir().join(format!(
+            "sluice-cp-{}-{}.json",
+            std::process::id(),
+            manifest["metadata"]["name"].as_str().unwrap_or_default()
+        ));
+        std::fs::write(&path, manifest.to_string()).unwrap();
+        let (ok, out) = plane.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+        assert!(ok, "{out}");
+    }
 }
 
 /// The rollout's status once `until` holds for its phase, or after 90 s.
@@ -156,7 +258,8 @@ async fn a_statefulset_release_on_a_real_control_plane() {
     use k8s_openapi::api::apps::v1::StatefulSet;
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let (plane, client) = platform(&stop).await;
+    let p = platform(&stop, "[]").await;
+    let (plane, client) = (&p.plane, p.client.clone());
     let sets: Api<StatefulSet> = Api::default_namespaced(client.clone());
     let db: StatefulSet = serde_json::from_value(json!({
         "metadata": {"name": "db"},
@@ -185,15 +288,10 @@ async fn a_statefulset_release_on_a_real_control_plane() {
         "the real StatefulSet controller and the agent bring db up; kcm log:\n{}",
         plane.log("kube-controller-manager")
     );
-    let rollout: Rollout = serde_yaml::from_str(
+    let rollouts = create_rollout(&client,
         "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: db}\nspec:\n  workload: {kind: StatefulSet, name: db}\n  images: [{container: db, image: registry.example/db:2.0}]\n  strategy: {canary: {steps: [{replicas: 1, pause: {duration: 1s}}]}}\n",
     )
-    .unwrap();
-    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
-    rollouts
-        .create(&PostParams::default(), &rollout)
-        .await
-        .unwrap();
+    .await;
     let phase = wait_rollout(&rollouts, "db").await;
     if phase != Phase::Succeeded {
         let (_, pods) = plane.kubectl(&[
@@ -240,7 +338,8 @@ async fn a_statefulset_release_on_a_real_control_plane() {
 async fn a_partition_release_on_a_real_control_plane() {
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let (plane, client) = platform(&stop).await;
+    let p = platform(&stop, "[]").await;
+    let (plane, client) = (&p.plane, p.client.clone());
 
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
     let web: Deployment = serde_json::from_value(json!({
@@ -253,17 +352,12 @@ async fn a_partition_release_on_a_real_control_plane() {
         .create(&PostParams::default(), &web)
         .await
         .unwrap();
-    wait_deployment_ready(&plane, &deployments, "web", 4).await;
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
 
-    let rollout: Rollout = serde_yaml::from_str(
+    let rollouts = create_rollout(&client,
         "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 50%, pause: {duration: 1s}}]}}\n",
     )
-    .unwrap();
-    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
-    rollouts
-        .create(&PostParams::default(), &rollout)
-        .await
-        .unwrap();
+    .await;
     let phase = wait_rollout(&rollouts, "web").await;
     let status = rollouts.get("web").await.unwrap().status;
     assert_eq!(phase, Phase::Succeeded, "{status:#?}");
@@ -321,22 +415,21 @@ async fn a_canary_deployment_behind_an_http_route_on_a_real_control_plane() {
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let (plane, client) = platform(&stop).await;
+    let p = platform(&stop, "[]").await;
+    let (plane, client) = (&p.plane, p.client.clone());
 
-    for manifest in [
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+    apply(
+        plane,
+        &[
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
             "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0"}]}}}}),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web", "namespace": "default"},
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web", "namespace": "default"},
             "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
-    ] {
-        let path = std::env::temp_dir().join(format!("sluice-cp-{}.json", std::process::id()));
-        std::fs::write(&path, manifest.to_string()).unwrap();
-        let (ok, out) = plane.kubectl(&["apply", "-f", path.to_str().unwrap()]);
-        assert!(ok, "{out}");
-    }
+        ],
+    );
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
     let services: Api<Service> = Api::default_namespaced(client.clone());
     let routes: Api<DynamicObject> = Api::default_namespaced_with(
@@ -347,9 +440,9 @@ async fn a_canary_deployment_behind_an_http_route_on_a_real_control_plane() {
         ),
     );
     let original_route = routes.get("web").await.unwrap().data["spec"].clone();
-    wait_deployment_ready(&plane, &deployments, "web", 4).await;
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
 
-    let rollout: Rollout = serde_yaml::from_str(
+    let rollouts = create_rollout(&client,
         r#"
 apiVersion: sluice.dev/v1alpha1
 kind: Rollout
@@ -365,12 +458,7 @@ spec:
         - {replicas: 1, traffic: 25, matches: [{headers: [{name: x-canary, value: "true"}]}], pause: {}}
 "#,
     )
-    .unwrap();
-    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
-    rollouts
-        .create(&PostParams::default(), &rollout)
-        .await
-        .unwrap();
+    .await;
     let paused = wait_rollout_until(&rollouts, "web", |p| {
         matches!(p, Phase::Paused | Phase::Failed | Phase::RolledBack)
     })
@@ -440,4 +528,186 @@ spec:
         left.keys().all(|k| !k.starts_with("sluice.dev/")),
         "{left:?}"
     );
+}
+
+/// The web Deployment (4 pods of 1.0), its Service and an NGINX Ingress.
+fn web_behind_nginx() -> Vec<serde_json::Value> {
+    vec![
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0"}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": "web.example", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
+    ]
+}
+
+const LOAD_THROUGH_NGINX: &str = "[{target: {ingressHost: web.example}, rps: 200}]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_canary_behind_nginx_rolls_back_on_a_real_control_plane() {
+    use k8s_openapi::api::{core::v1::Service, networking::v1::Ingress};
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, LOAD_THROUGH_NGINX).await;
+    let (plane, client) = (&p.plane, p.client.clone());
+    apply(plane, &web_behind_nginx());
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let ingresses: Api<Ingress> = Api::default_namespaced(client.clone());
+    let services: Api<Service> = Api::default_namespaced(client.clone());
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
+    let original = ingresses.get("web").await.unwrap();
+    // Let the stable version serve through the real objects for a while.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let rollouts = create_rollout(
+        &client,
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  workload: {kind: Deployment, name: web}
+  images: [{container: web, image: registry.example/web:2.0-bad}]
+  traffic: {stableService: web, nginx: {ingress: web}}
+  strategy:
+    canary:
+      steps:
+        - {replicas: 50%, traffic: 50, analyses: [health]}
+  analyses:
+    - name: health
+      metrics:
+        - name: success-rate
+          template: request-success-rate
+          successCondition: {threshold: {min: 0.99}}
+          failureCondition: {threshold: {max: 0.9}}
+          initialDelay: 3s
+          interval: 1s
+          count: 3
+          inconclusiveLimit: 2
+"#,
+    )
+    .await;
+    // While it runs, the real API server holds the canary Ingress the
+    // executor wrote.
+    // (It is made at weight 0 when the batch starts, and set to the step's
+    // weight once its pods are ready.)
+    let mut canary_weight = 0;
+    for _ in 0..900 {
+        let phase = rollouts
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+            .phase;
+        if matches!(
+            phase,
+            Phase::Paused | Phase::Succeeded | Phase::RolledBack | Phase::Failed
+        ) {
+            break;
+        }
+        if let Some(canary) = ingresses.get_opt("web-canary").await.unwrap() {
+            let a = canary.metadata.annotations.unwrap_or_default();
+            let weight = a
+                .get("nginx.ingress.kubernetes.io/canary-weight")
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(0);
+            canary_weight = canary_weight.max(weight);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(canary_weight, 50);
+    let analyzing = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!(analyzing.phase, Phase::RolledBack, "{analyzing:#?}");
+    let evidence = &analyzing.steps[0].evidence;
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.outcome == "FAILED" && e.value.is_some_and(|v| v < 0.9)),
+        "the gate saw the canary's errors through the agent's metrics: {evidence:#?}"
+    );
+
+    // Every trace gone; the user's objects as written, the old version back.
+    assert!(ingresses.get_opt("web-canary").await.unwrap().is_none());
+    assert!(services.get_opt("web-canary").await.unwrap().is_none());
+    let ingress = ingresses.get("web").await.unwrap();
+    assert_eq!(ingress.spec, original.spec);
+    assert_eq!(ingress.metadata.annotations, original.metadata.annotations);
+    let web = services.get("web").await.unwrap();
+    assert_eq!(
+        serde_json::to_value(web.spec.unwrap().selector).unwrap(),
+        json!({"app": "web"})
+    );
+    let d = deployments.get("web").await.unwrap();
+    let spec = d.spec.clone().unwrap();
+    assert_eq!(
+        spec.template.spec.unwrap().containers[0].image.as_deref(),
+        Some("registry.example/web:1.0")
+    );
+    assert_ne!(spec.paused, Some(true));
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_executor_resumes_at_its_step_on_a_real_control_plane() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, "[]").await;
+    let (plane, client) = (&p.plane, p.client.clone());
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    apply(plane, &web_behind_nginx()[..1]);
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
+
+    let rollouts = create_rollout(&client,
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 25%, pause: {}}, {replicas: 50%, pause: {duration: 1s}}]}}\n",
+    )
+    .await;
+    let paused = wait_rollout_until(&rollouts, "web", |p| {
+        p != Phase::Pending && p != Phase::Progressing
+    })
+    .await;
+    assert_eq!(
+        (paused.phase, paused.current_step),
+        (Phase::Paused, 0),
+        "{paused:#?}"
+    );
+
+    // The executor dies while the first step waits; a new one starts with
+    // nothing but the cluster, and the promotion reaches it.
+    p.restart_controller();
+    let promote = json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}});
+    rollouts
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(promote),
+        )
+        .await
+        .unwrap();
+    let second = wait_rollout_until(&rollouts, "web", |p| p != Phase::Paused).await;
+    assert!(
+        matches!(second.phase, Phase::Progressing | Phase::Succeeded),
+        "{second:#?}"
+    );
+    p.restart_controller();
+    let phase = wait_rollout(&rollouts, "web").await;
+    let status = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!(phase, Phase::Succeeded, "{status:#?}");
+    let indexes: Vec<u32> = status.steps.iter().map(|s| s.index).collect();
+    assert_eq!(indexes, [0, 1, 2], "{:#?}", status.steps);
+    assert_eq!(
+        status.steps[0].started, paused.steps[0].started,
+        "the first step was not started again"
+    );
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("registry.example/web:2.0")
+    );
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
 }

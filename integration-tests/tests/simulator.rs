@@ -269,22 +269,47 @@ fn agent_mode_registers_its_nodes_on_another_cluster() {
             "2",
         ],
     );
+    let serving = agent.wait_for_log(|l| l["message"] == "agent serving the cluster's pods");
     agent.wait_for_log(|l| l["message"] == "every dependency is reachable; SERVING");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let kubectl = |args: &[&str]| {
         let out = std::process::Command::new("kubectl")
-            .args(["get", "nodes", "-o", "name"])
+            .args(args)
             .env("KUBECONFIG", &kubeconfig)
             .output()
             .unwrap();
-        let names = String::from_utf8_lossy(&out.stdout).into_owned();
-        if names.contains("node/sluice-node-0") && names.contains("node/sluice-node-1") {
-            return;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nodes = kubectl(&["get", "nodes", "-o", "name"]);
+        // Each node's heartbeat: a Lease renewed in kube-node-lease.
+        let leases = kubectl(&[
+            "get",
+            "leases",
+            "-n",
+            "kube-node-lease",
+            "-o",
+            "jsonpath={.items[*].spec.holderIdentity}",
+        ]);
+        if nodes.contains("node/sluice-node-0")
+            && nodes.contains("node/sluice-node-1")
+            && leases.contains("sluice-node-0")
+            && leases.contains("sluice-node-1")
+        {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "agent nodes never appeared: {names}"
+            "agent nodes and leases never appeared: {nodes} {leases}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Its traffic metrics and query API answer on --metrics-addr.
+    let metrics = serving["metrics_addr"].as_str().unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!("http://{metrics}/api/v1/query?query=http_requests_total");
+    let body = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() });
+    assert!(body.contains("\"status\":\"success\""), "{body}");
 }

@@ -5,8 +5,12 @@
 //! profile, then Running, then Ready).
 //!
 //! Pods being deleted are removed at once, as a kubelet does once their
-//! containers stop. Node leases and node status heartbeats are not kept:
-//! the node lifecycle controller should not run against the agent's nodes.
+//! containers stop. Each node's Lease in `kube-node-lease` is renewed every
+//! [`LEASE_RENEW`], as a kubelet's heartbeat is.
+//!
+//! [`traffic`] adds the in-memory cluster's traffic and metrics: the
+//! cluster's routing objects and pods are mirrored into a local store (see
+//! [`crate::mirror`]) and the same engine splits the load over its pods.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -73,6 +77,7 @@ pub async fn run(
             )
             .await?;
     }
+    tokio::spawn(keep_leases(client.clone(), names.clone(), stop.clone()));
     let pods: Api<Pod> = Api::all(client.clone());
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let rng = Arc::new(Mutex::new(Rng::new(options.seed)));
@@ -234,4 +239,76 @@ async fn serve_pod(
         .await?;
     tracing::debug!(pod = %name, node = %node_name, "pod ready");
     Ok(())
+}
+
+/// How often a node's Lease is renewed (a kubelet's default).
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// How long a node's claim lasts without renewal (a kubelet's default).
+const LEASE_SECONDS: i32 = 40;
+
+/// Renews each node's Lease until `stop`, as a kubelet's heartbeat does, so
+/// the node lifecycle controller sees the nodes alive.
+async fn keep_leases(client: Client, nodes: Vec<String>, stop: CancellationToken) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    loop {
+        let now = rfc3339_micro(std::time::SystemTime::now());
+        for node in &nodes {
+            let lease = json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": node, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now},
+            });
+            let params = PatchParams::apply("sluice-sim-agent").force();
+            if let Err(error) = leases.patch(node, &params, &Patch::Apply(lease)).await {
+                tracing::debug!(%error, %node, "renewing a node lease failed; the next beat retries");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(LEASE_RENEW) => {}
+        }
+    }
+}
+
+/// A time as a Kubernetes MicroTime (RFC 3339 with microseconds).
+fn rfc3339_micro(at: std::time::SystemTime) -> String {
+    let text = rfc3339(at);
+    let micros = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_micros());
+    match text.strip_suffix('Z') {
+        Some(seconds) => format!("{seconds}.{micros:06}Z"),
+        None => text,
+    }
+}
+
+/// Traffic and metrics for the cluster `client` reaches: its pods and
+/// routing objects mirrored into a local store, `loads` split over them as
+/// its routers would, each pod's counters driven by its version's profile.
+/// Serve the result with [`crate::metrics::http::router`].
+///
+/// # Errors
+/// The local store refusing the routers' CRDs (a build defect).
+pub async fn traffic(
+    client: Client,
+    profiles: Profiles,
+    loads: Vec<crate::metrics::traffic::LoadProfile>,
+    stop: CancellationToken,
+) -> Result<crate::metrics::Metrics, crate::api::status::ApiError> {
+    let api = crate::api::ApiServer::new(crate::api::Options::default());
+    api.install_upstream_crds()?;
+    crate::mirror::start(client, api.store().clone(), stop.clone()).await;
+    let metrics = crate::metrics::Metrics::new(
+        api.store().clone(),
+        Arc::new(std::sync::RwLock::new(profiles)),
+        api.clock(),
+    );
+    metrics.set_loads(loads);
+    tokio::spawn(crate::metrics::run(
+        metrics.clone(),
+        Duration::from_secs(1),
+        stop,
+    ));
+    Ok(metrics)
 }

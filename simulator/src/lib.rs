@@ -14,6 +14,7 @@ pub mod agent;
 pub mod api;
 pub mod cluster;
 pub mod metrics;
+pub mod mirror;
 pub mod scenario;
 
 use std::sync::{Arc, RwLock};
@@ -54,8 +55,11 @@ pub struct Config {
     pub metrics_addr: std::net::SocketAddr,
 
     /// Agent mode: act as the node fleet of the cluster this kubeconfig
-    /// names (register nodes, bind and run its pods), instead of simulating
-    /// a cluster in memory.
+    /// names (register nodes and renew their leases, bind and run its
+    /// pods), instead of simulating a cluster in memory. With `--scenario`,
+    /// the scenario's versions drive the pods and its load is split over
+    /// them through the cluster's own Services and routers, served on
+    /// `--metrics-addr`; its manifests and nodes are not used.
     #[arg(long, env = "SLUICE_AGENT_KUBECONFIG")]
     pub agent_kubeconfig: Option<std::path::PathBuf>,
 
@@ -168,13 +172,48 @@ async fn serve_agent(
         flag,
         message: e.to_string(),
     })?;
+    // A scenario gives the versions' behaviour and the load; its manifests
+    // and nodes are the real cluster's business, not the agent's.
+    let (profiles, loads, seed) = match &config.scenario {
+        Some(name) => {
+            let s = scenario::Scenario::load(name).map_err(|e| Error::Config {
+                flag: "--scenario",
+                message: e.to_string(),
+            })?;
+            (s.profiles(), s.load.clone(), s.seed.max(1))
+        }
+        None => (Default::default(), Vec::new(), 1),
+    };
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            flag: "--metrics-addr",
+            addr: config.metrics_addr,
+            source,
+        })?;
+    let metrics_addr = listener.local_addr().map_err(|source| Error::Io {
+        context: "reading bound address",
+        source,
+    })?;
     let server = GrpcServer::new("simulator-agent", config.server.clone());
     let stop = server.shutdown_token();
+    let metrics = agent::traffic(client.clone(), profiles.clone(), loads, stop.clone())
+        .await
+        .map_err(|e| Error::Io {
+            context: "starting the agent's traffic",
+            source: std::io::Error::other(e.message),
+        })?;
+    tokio::spawn(sluice_runtime::http::serve(
+        listener,
+        sluice_runtime::http::tls_acceptor(&config.server.tls)?,
+        metrics::http::router(metrics),
+        stop.clone(),
+    ));
     let options = agent::AgentOptions {
         nodes: config.agent_nodes,
         capacity: cluster::kubelet::DEFAULT_CAPACITY,
-        profiles: Default::default(),
-        seed: 1,
+        profiles,
+        seed,
     };
     let agent_client = client.clone();
     tokio::spawn(async move {
@@ -182,7 +221,7 @@ async fn serve_agent(
             tracing::error!(%error, "the agent stopped");
         }
     });
-    tracing::info!(nodes = config.agent_nodes, kubeconfig = %path.display(), "agent serving the cluster's pods");
+    tracing::info!(nodes = config.agent_nodes, kubeconfig = %path.display(), %metrics_addr, "agent serving the cluster's pods");
     let api_server =
         sluice_runtime::health::Dependency::new("the cluster's API server", move || {
             let client = client.clone();

@@ -300,7 +300,8 @@ impl Scenario {
         }
     }
 
-    fn profiles(&self) -> Profiles {
+    /// The versions' behaviour, with times scaled by the speed factor.
+    pub fn profiles(&self) -> Profiles {
         let scale = |mut p: Profile| {
             p.start_min_seconds /= self.speed;
             p.start_max_seconds /= self.speed;

@@ -324,24 +324,47 @@ fn weighted(backends: impl Iterator<Item = (String, f64)>) -> Vec<(String, f64)>
 
 /// The ready pods behind a Service, from its EndpointSlice.
 pub fn ready_pods(store: &Store, ns: &str, service: &str) -> Vec<String> {
-    let Some(slice) = get(
+    let ready = |slice: &Value| -> Vec<String> {
+        slice["endpoints"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter(|x| x["conditions"]["ready"] == true)
+                    .filter_map(|x| x["targetRef"]["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The simulator's own controller keeps one slice per Service under a
+    // known name; a real cluster's (mirrored in agent mode) are found by
+    // the label every slice carries.
+    if let Some(slice) = get(
         store,
         "discovery.k8s.io",
         "endpointslices",
         ns,
         &format!("{service}-sim"),
-    ) else {
+    ) {
+        return ready(&slice);
+    }
+    let Some(res) = store.resource("discovery.k8s.io", "endpointslices") else {
         return Vec::new();
     };
-    slice["endpoints"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|x| x["conditions"]["ready"] == true)
-                .filter_map(|x| x["targetRef"]["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    let selector = LabelSelector::from_object(
+        &serde_json::json!({"matchLabels": {"kubernetes.io/service-name": service}}),
+    );
+    let Ok(page) = store.list(&res, Some(ns), &selector, &Default::default(), None, None) else {
+        return Vec::new();
+    };
+    let mut pods: Vec<String> = page
+        .items
+        .iter()
+        .filter_map(|bytes| serde_json::from_slice::<Value>(bytes).ok())
+        .flat_map(|slice| ready(&slice))
+        .collect();
+    pods.sort();
+    pods.dedup();
+    pods
 }
 
 /// Requests per second each pod receives from `loads` at `elapsed` seconds,
