@@ -237,13 +237,14 @@ spec:
     let rules = route.data["spec"]["rules"].as_array().unwrap().clone();
     assert_eq!(rules.len(), 2, "{rules:#?}");
     assert_eq!(rules[0]["matches"][0]["headers"][0]["name"], "x-canary");
+    // (group and kind are the API server's defaults from the CRD schema.)
     assert_eq!(
         rules[0]["backendRefs"],
-        json!([{"name": "web-canary", "port": 80, "weight": 1}])
+        json!([{"group": "", "kind": "Service", "name": "web-canary", "port": 80, "weight": 1}])
     );
     assert_eq!(
         rules[1]["backendRefs"],
-        json!([{"name": "web", "port": 80, "weight": 90}, {"name": "web-canary", "port": 80, "weight": 10}])
+        json!([{"group": "", "kind": "Service", "name": "web", "port": 80, "weight": 90}, {"group": "", "kind": "Service", "name": "web-canary", "port": 80, "weight": 10}])
     );
 
     annotate(&rollouts, "sluice.dev/promote", "full:0").await;

@@ -711,3 +711,252 @@ async fn a_restarted_executor_resumes_at_its_step_on_a_real_control_plane() {
     );
     wait_deployment_ready(plane, &deployments, "web", 4).await;
 }
+
+/// What one release did, with everything a cluster assigns by itself (uids,
+/// times, resourceVersions, generations) left out.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    /// Every (phase, step) the Rollout went through, in order.
+    path: Vec<(Phase, u32)>,
+    /// Each step's record: index, new pods, traffic, end state.
+    steps: Vec<(u32, u32, u32, sluice_executor::crd::StepState)>,
+    /// The Deployment, Service and HTTPRoute as a user would read them.
+    objects: Vec<(String, serde_json::Value)>,
+    /// The ReplicaSets: name, replicas, image.
+    replicasets: Vec<(String, i32, String)>,
+}
+
+fn dynamic(
+    client: &kube::Client,
+    group: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<kube::api::DynamicObject> {
+    use kube::api::{ApiResource, GroupVersionKind};
+    Api::default_namespaced_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural),
+    )
+}
+
+/// The parts of an object its writer chose, plus what the API server
+/// defaults in (both clusters must default alike).
+fn user_view(object: &kube::api::DynamicObject) -> serde_json::Value {
+    let mut annotations = object.metadata.annotations.clone().unwrap_or_default();
+    annotations.remove("deployment.kubernetes.io/revision");
+    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    let mut spec = object.data["spec"].clone();
+    // Allocated from each cluster's own range, as a uid is.
+    if let Some(spec) = spec.as_object_mut() {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+    }
+    json!({"labels": object.metadata.labels, "annotations": annotations, "spec": spec})
+}
+
+/// Runs the differential scenario's release on the cluster `client`
+/// reaches (whose controller is already running) and reports what it saw.
+async fn observe_release(client: &kube::Client) -> Observed {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let manifests = [
+        (
+            "apps",
+            "Deployment",
+            "deployments",
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0", "ports": [{"containerPort": 8080}]}]}}}}),
+        ),
+        (
+            "",
+            "Service",
+            "services",
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+        ),
+        (
+            "gateway.networking.k8s.io",
+            "HTTPRoute",
+            "httproutes",
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
+        ),
+    ];
+    for (group, kind, plural, manifest) in &manifests {
+        let object: kube::api::DynamicObject = serde_json::from_value(manifest.clone()).unwrap();
+        dynamic(client, group, kind, plural)
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+    }
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    for _ in 0..600 {
+        let status = deployments
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.ready_replicas == Some(4) && status.updated_replicas == Some(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
+    let path = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        let (rollouts, path) = (rollouts.clone(), Arc::clone(&path));
+        tokio::spawn(async move {
+            let mut events = watcher(rollouts, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(r)) = events.next().await {
+                let s = r.status.unwrap_or_default();
+                let mut path = path.lock().unwrap();
+                if path.last() != Some(&(s.phase, s.current_step)) {
+                    path.push((s.phase, s.current_step));
+                }
+            }
+        })
+    };
+    let rollouts = create_rollout(
+        client,
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  workload: {kind: Deployment, name: web}
+  images: [{container: web, image: registry.example/web:2.0}]
+  traffic: {stableService: web, httpRoute: {name: web}}
+  strategy:
+    canary:
+      steps:
+        - {replicas: 25%, traffic: 25, pause: {duration: 1s}}
+        - {replicas: 50%, traffic: 50, matches: [{headers: [{name: x-canary, value: "true"}]}], pause: {duration: 1s}}
+"#,
+    )
+    .await;
+    let phase = wait_rollout(&rollouts, "web").await;
+    assert_eq!(phase, Phase::Succeeded);
+    // The Deployment's own controller finishes the hand-back.
+    for _ in 0..600 {
+        let status = deployments
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.ready_replicas == Some(4)
+            && status.updated_replicas == Some(4)
+            && status.replicas == Some(4)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    recorder.abort();
+    let status = rollouts.get("web").await.unwrap().status.unwrap();
+    let mut objects = Vec::new();
+    for (group, kind, plural, _) in &manifests {
+        let object = dynamic(client, group, kind, plural)
+            .get("web")
+            .await
+            .unwrap();
+        objects.push((kind.to_string(), user_view(&object)));
+    }
+    let mut replicasets: Vec<(String, i32, String)> =
+        Api::<ReplicaSet>::default_namespaced(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|rs| {
+                let spec = rs.spec.unwrap();
+                let image = spec.template.unwrap().spec.unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap();
+                (rs.metadata.name.unwrap(), spec.replicas.unwrap_or(1), image)
+            })
+            .collect();
+    replicasets.sort();
+    let path = path.lock().unwrap().clone();
+    Observed {
+        path,
+        steps: status
+            .steps
+            .iter()
+            .map(|s| (s.index, s.canary_replicas, s.traffic, s.state))
+            .collect(),
+        objects,
+        replicasets,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_and_a_real_control_plane_release_alike() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, "[]").await;
+    let real = observe_release(&p.client).await;
+
+    // The same release on the in-memory simulator, driven by a controller
+    // of its own with the same planner and gate.
+    let empty = sluice_sim::scenario::Scenario::parse(
+        "differential",
+        "name: differential\nseed: 1\nversions:\n  - {image: registry.example/web:1.0, profile: {startMinSeconds: 0.2, startMaxSeconds: 0.5, readyAfterSeconds: 0.2}}\n  - {image: registry.example/web:2.0, profile: {startMinSeconds: 0.2, startMaxSeconds: 0.5, readyAfterSeconds: 0.2}}\n",
+    )
+    .unwrap();
+    let sim = sluice_sim::scenario::Simulation::start(empty).unwrap();
+    let client = sluice_executor::client_over(sim.api.router(), "default", &Arc::default());
+    let _controller = start_controller(&client, &p.planner, &p.gate, &stop);
+    let simulated = observe_release(&client).await;
+
+    assert!(
+        real.path.contains(&(Phase::Paused, 0))
+            && real.path.contains(&(Phase::Paused, 1))
+            && real.path.last() == Some(&(Phase::Succeeded, 2)),
+        "{:?}",
+        real.path
+    );
+    assert_eq!(simulated.path, real.path, "the same phases and steps");
+    assert_eq!(simulated.steps, real.steps, "the same step records");
+    for ((kind, sim), (_, real)) in simulated.objects.iter().zip(&real.objects) {
+        assert_eq!(sim, real, "{kind} reads the same on both clusters");
+    }
+    // The ReplicaSet the executor made for the new version has the same
+    // name on both; the one the Deployment controller made for the old
+    // version is named by a hash of Kubernetes' Go struct dump, which the
+    // simulator does not reproduce (it hashes the JSON): same form, other
+    // value. Everything else about the ReplicaSets agrees.
+    let contents = |sets: &[(String, i32, String)]| -> Vec<(i32, String)> {
+        sets.iter().map(|(_, r, i)| (*r, i.clone())).collect()
+    };
+    assert_eq!(
+        contents(&simulated.replicasets),
+        contents(&real.replicasets)
+    );
+    let new_name = |sets: &[(String, i32, String)]| {
+        sets.iter()
+            .find(|(_, _, image)| image.ends_with(":2.0"))
+            .map(|(name, _, _)| name.clone())
+    };
+    assert_eq!(
+        new_name(&simulated.replicasets),
+        new_name(&real.replicasets)
+    );
+    for (name, _, _) in simulated.replicasets.iter().chain(&real.replicasets) {
+        let hash = name.strip_prefix("web-").unwrap();
+        assert!(
+            hash.len() <= 10
+                && hash
+                    .bytes()
+                    .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)),
+            "{name} has the form of a pod-template-hash"
+        );
+    }
+}

@@ -41,6 +41,9 @@ pub struct Resource {
     pub scale: Option<ScalePaths>,
     /// Columns for `kubectl get`, as CRDs declare them.
     pub printer_columns: Vec<Value>,
+    /// A CRD's OpenAPI schema (of its storage version), whose `default`s
+    /// are filled in on every write as a real API server does.
+    pub schema: Option<std::sync::Arc<Value>>,
 }
 
 impl Resource {
@@ -270,6 +273,7 @@ impl Registry {
                     label_selector: Some(".status.selector".into()),
                 }),
                 printer_columns: Vec::new(),
+                schema: None,
             });
         }
         registry
@@ -413,5 +417,81 @@ pub fn from_crd(crd: &Value) -> Result<Resource, Vec<(String, String)>> {
             .as_array()
             .cloned()
             .unwrap_or_default(),
+        schema: first["schema"]
+            .get("openAPIV3Schema")
+            .cloned()
+            .map(std::sync::Arc::new),
     })
+}
+
+/// Fills in the `default`s a structural schema declares, as the API server
+/// does for custom resources: an absent (or null, when not nullable)
+/// property with a default takes it; then every property present, every
+/// array item and every value of a map is defaulted by its own schema. A
+/// default never creates the object around it.
+pub fn schema_defaults(object: &mut Value, schema: &Value) {
+    match object {
+        Value::Object(map) => {
+            if let Some(properties) = schema["properties"].as_object() {
+                for (key, property) in properties {
+                    let Some(default) = property.get("default") else {
+                        continue;
+                    };
+                    let nullable = property["nullable"].as_bool().unwrap_or(false);
+                    match map.get(key) {
+                        None => {
+                            map.insert(key.clone(), default.clone());
+                        }
+                        Some(Value::Null) if !nullable => {
+                            map.insert(key.clone(), default.clone());
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            for (key, value) in map.iter_mut() {
+                if let Some(property) = schema["properties"].get(key) {
+                    schema_defaults(value, property);
+                } else if schema["additionalProperties"].is_object() {
+                    schema_defaults(value, &schema["additionalProperties"]);
+                }
+            }
+        }
+        Value::Array(items) if schema["items"].is_object() => {
+            for item in items {
+                schema_defaults(item, &schema["items"]);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn schema_defaults_fill_absent_fields_inside_objects_that_exist() {
+        let schema = json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "rules": {"type": "array", "items": {"type": "object", "properties": {
+                    "matches": {"type": "array", "default": [{"path": {"type": "PathPrefix", "value": "/"}}]},
+                    "backendRefs": {"type": "array", "items": {"type": "object", "properties": {
+                        "weight": {"type": "integer", "default": 1},
+                        "kind": {"type": "string", "default": "Service"}}}}}}},
+                "absent": {"type": "object", "properties": {"x": {"type": "integer", "default": 3}}}}}}});
+        let mut route = json!({"spec": {"rules": [
+            {"backendRefs": [{"name": "web"}, {"name": "web-canary", "weight": 10}]}]}});
+        schema_defaults(&mut route, &schema);
+        assert_eq!(
+            route,
+            json!({"spec": {"rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [
+                    {"name": "web", "weight": 1, "kind": "Service"},
+                    {"name": "web-canary", "weight": 10, "kind": "Service"}]}]}})
+        );
+    }
 }

@@ -834,6 +834,9 @@ impl Inner {
             format!("10.96.{}.{}", *ips / 250, *ips % 250 + 1)
         };
         crate::api::defaults::apply(&res.group, &res.plural, object, &mut next_ip);
+        if let Some(schema) = &res.schema {
+            crate::api::resources::schema_defaults(object, schema);
+        }
     }
 
     fn check_namespace_open(&self, namespace: &str) -> Result<(), ApiError> {

@@ -53,14 +53,15 @@ pub fn template_hash(template: &Value) -> String {
         hash ^= u32::from(b);
         hash = hash.wrapping_mul(0x0100_0193);
     }
+    // As Kubernetes writes it (`rand.SafeEncodeString(fmt.Sprint(hash))`):
+    // each decimal digit of the hash mapped into the name-safe alphabet.
+    // The hashed text differs (Kubernetes hashes a dump of its Go struct),
+    // so the names have the real form but not the real value.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut out = String::new();
-    let mut n = u64::from(hash);
-    while n > 0 || out.is_empty() {
-        out.push(ALPHABET[(n % ALPHABET.len() as u64) as usize] as char);
-        n /= ALPHABET.len() as u64;
-    }
-    out
+    hash.to_string()
+        .bytes()
+        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// Whether a ReplicaSet's template is the Deployment's, ignoring the
