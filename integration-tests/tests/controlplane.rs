@@ -195,12 +195,10 @@ async fn create_rollout(client: &kube::Client, yaml: &str) -> Api<Rollout> {
 /// Applies manifests with kubectl, as a user would.
 fn apply(plane: &ControlPlane, manifests: &[serde_json::Value]) {
     for manifest in manifests {
-        let path = std::env::temp_dir().join(format!(
-            "sluice-cp-{}-{}.json",
-            std::process::id(),
-            manifest["metadata"]["name"].as_str().unwrap_or_default()
-        ));
-        std::fs::write(&path, manifest.to_string()).unwrap();
+        // A file of its own: tests run side by side in one process.
+        let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        std::fs::write(file.path(), manifest.to_string()).unwrap();
+        let path = file.path();
         let (ok, out) = plane.kubectl(&["apply", "-f", path.to_str().unwrap()]);
         assert!(ok, "{out}");
     }
@@ -544,7 +542,7 @@ fn web_behind_nginx() -> Vec<serde_json::Value> {
     ]
 }
 
-const LOAD_THROUGH_NGINX: &str = "[{target: {ingressHost: web.example}, rps: 200}]";
+const LOAD_THROUGH_NGINX: &str = r#"[{target: {ingressHost: web.example}, rps: 200, classes: [{share: 0.1, headers: {x-canary: "true"}}]}]"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_canary_behind_nginx_rolls_back_on_a_real_control_plane() {
@@ -575,7 +573,7 @@ spec:
   strategy:
     canary:
       steps:
-        - {replicas: 50%, traffic: 50, analyses: [health]}
+        - {replicas: 50%, traffic: 50, matches: [{headers: [{name: x-canary, value: "true"}]}], analyses: [health]}
   analyses:
     - name: health
       metrics:
@@ -595,6 +593,7 @@ spec:
     // (It is made at weight 0 when the batch starts, and set to the step's
     // weight once its pods are ready.)
     let mut canary_weight = 0;
+    let mut by_header = None;
     for _ in 0..900 {
         let phase = rollouts
             .get("web")
@@ -616,10 +615,22 @@ spec:
                 .and_then(|w| w.parse().ok())
                 .unwrap_or(0);
             canary_weight = canary_weight.max(weight);
+            if a.contains_key("nginx.ingress.kubernetes.io/canary-by-header") {
+                by_header = Some((
+                    a["nginx.ingress.kubernetes.io/canary-by-header"].clone(),
+                    a.get("nginx.ingress.kubernetes.io/canary-by-header-value")
+                        .cloned(),
+                ));
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(canary_weight, 50);
+    assert_eq!(
+        by_header,
+        Some(("x-canary".to_owned(), Some("true".to_owned()))),
+        "the step's header match, as NGINX's canary-by-header"
+    );
     let analyzing = rollouts.get("web").await.unwrap().status.unwrap();
     assert_eq!(analyzing.phase, Phase::RolledBack, "{analyzing:#?}");
     let evidence = &analyzing.steps[0].evidence;
