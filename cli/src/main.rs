@@ -12,6 +12,11 @@ mod rollout;
 
 use std::process::ExitCode;
 
+/// `sluice demo` and `sluice bench` run the simulator in process; its JSON
+/// churn runs about a third faster on mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Progressive delivery for Kubernetes.

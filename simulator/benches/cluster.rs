@@ -126,3 +126,7 @@ fn main() {
         sim.stop();
     });
 }
+
+/// As the `sluice-sim` binary runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

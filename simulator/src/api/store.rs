@@ -612,7 +612,10 @@ impl Store {
 
     /// Changes an object in place: `change` edits a copy of the current
     /// object under the store's lock, so no other write can land in between.
-    /// Nothing is written when `change` leaves it as it was.
+    /// Nothing is written when `change` leaves it as it was. With
+    /// [`Part::Status`] on a resource with a status subresource, `change`
+    /// must edit the status only (the status alone is compared and the
+    /// edited object written as it is).
     ///
     /// # Errors
     /// 404, or what a replace of the result would give.
@@ -626,6 +629,19 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut inner = self.lock();
         let current = inner.value(res, namespace, name)?;
+        if part == Part::Status && res.status {
+            // Only the status may change: compare it alone, and write
+            // without copying the rest of the object.
+            let before = current.get("status").cloned();
+            let mut next = current;
+            change(&mut next);
+            if next.get("status") == before.as_ref() {
+                return Ok(next);
+            }
+            let namespace = if res.namespaced { namespace } else { "" };
+            let key = (namespace.to_owned(), name.to_owned());
+            return inner.commit(res, key, next, EventType::Modified);
+        }
         let mut next = current.clone();
         change(&mut next);
         inner.replace(self, res, namespace, name, current, next, part)
@@ -921,6 +937,14 @@ impl Inner {
         }
         // No receivers is fine: nobody is watching.
         let _ = table.sender.send(event);
+        if kind != EventType::Deleted
+            && let Some(old) = &old
+            && old.owners == entry.owners
+            && old.uid == entry.uid
+        {
+            // Same owners and uid: the indexes already say so.
+            return Ok(object);
+        }
         if let Some(old) = old {
             for owner in old.owners.iter() {
                 if let Some(set) = self.dependents.get_mut(owner) {

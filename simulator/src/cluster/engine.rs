@@ -110,6 +110,123 @@ pub struct Ctx {
     pub transitions: u64,
     /// Nodes, bindings and pod lifecycles.
     pub kubelet: crate::cluster::kubelet::Kubelet,
+    /// Every pod as the pod watch last showed it, as an informer's cache:
+    /// owners read their pods from here instead of parsing each again.
+    pods: HashMap<(String, String), Arc<PodSummary>>,
+    /// Pod keys by the uid of their controller.
+    pods_of: HashMap<String, HashSet<(String, String)>>,
+}
+
+/// What controllers read of a pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodSummary {
+    /// Its name.
+    pub name: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// Being deleted.
+    pub deleting: bool,
+    /// Bound to a node.
+    pub scheduled: bool,
+    /// `status.phase` is Running.
+    pub running: bool,
+    /// Its Ready condition is True.
+    pub ready: bool,
+    /// The uid of its controller (the owner reference marked so, else the
+    /// first).
+    pub owner_uid: String,
+    /// Its owners, by kind and name.
+    pub owners: Vec<(String, String)>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct PodWire {
+    metadata: PodWireMeta,
+    spec: PodWireSpec,
+    status: PodWireStatus,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PodWireMeta {
+    name: String,
+    creation_timestamp: String,
+    deletion_timestamp: Option<String>,
+    owner_references: Vec<PodWireOwner>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct PodWireOwner {
+    kind: String,
+    name: String,
+    uid: String,
+    controller: Option<bool>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PodWireSpec {
+    node_name: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct PodWireStatus {
+    phase: String,
+    conditions: Vec<PodWireCondition>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct PodWireCondition {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+}
+
+impl PodSummary {
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let wire: PodWire = serde_json::from_slice(bytes).ok()?;
+        let owner = wire
+            .metadata
+            .owner_references
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .or(wire.metadata.owner_references.first());
+        Some(Self {
+            owner_uid: owner.map(|o| o.uid.clone()).unwrap_or_default(),
+            owners: wire
+                .metadata
+                .owner_references
+                .iter()
+                .map(|o| (o.kind.clone(), o.name.clone()))
+                .collect(),
+            name: wire.metadata.name,
+            created: wire.metadata.creation_timestamp,
+            deleting: wire.metadata.deletion_timestamp.is_some(),
+            scheduled: wire.spec.node_name.is_some_and(|n| !n.is_empty()),
+            running: wire.status.phase == "Running",
+            ready: wire
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.kind == "Ready" && c.status == "True"),
+        })
+    }
+
+    /// Unscheduled < pending < not ready < ready; among equals, newest
+    /// first: the order in which a ReplicaSet gives pods up.
+    pub fn rank(&self) -> (u8, Reverse<String>) {
+        let rank = match (self.scheduled, self.running, self.ready) {
+            (false, _, _) => 0,
+            (true, false, _) => 1,
+            (true, true, false) => 2,
+            (true, true, true) => 3,
+        };
+        (rank, Reverse(self.created.clone()))
+    }
 }
 
 impl Ctx {
@@ -147,15 +264,34 @@ impl Ctx {
             .collect()
     }
 
-    /// The objects of `res` owned by `uid`, read into `T` (a partial view
-    /// parses faster than the whole object).
-    pub fn owned_as<T: serde::de::DeserializeOwned>(&self, uid: &str, res: &Resource) -> Vec<T> {
-        self.store
-            .dependents(uid)
+    /// The pods controlled by the object with `uid`, from the cache.
+    pub fn pods_of(&self, uid: &str) -> Vec<Arc<PodSummary>> {
+        self.pods_of
+            .get(uid)
             .into_iter()
-            .filter(|((group, plural), _)| *group == res.group && *plural == res.plural)
-            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+            .flatten()
+            .filter_map(|key| self.pods.get(key).cloned())
             .collect()
+    }
+
+    fn forget_pod(&mut self, key: &(String, String)) {
+        if let Some(old) = self.pods.remove(key)
+            && let Some(set) = self.pods_of.get_mut(&old.owner_uid)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.pods_of.remove(&old.owner_uid);
+            }
+        }
+    }
+
+    fn remember_pod(&mut self, key: (String, String), pod: PodSummary) {
+        self.forget_pod(&key);
+        self.pods_of
+            .entry(pod.owner_uid.clone())
+            .or_default()
+            .insert(key.clone());
+        self.pods.insert(key, Arc::new(pod));
     }
 
     /// Edits an object's status (or the object), logging failures.
@@ -220,6 +356,8 @@ pub async fn run(
         services: HashMap::new(),
         transitions: 0,
         kubelet: Default::default(),
+        pods: HashMap::new(),
+        pods_of: HashMap::new(),
     };
     // The engine reads the store's watches itself, without forwarding
     // tasks: the events of its own writes are visible at once, so work for
@@ -342,6 +480,10 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
     let ns = event.namespace.clone();
     if name.is_empty() {
         // A lagged watch: look at everything of that resource again.
+        if plural == "pods" {
+            ctx.pods.clear();
+            ctx.pods_of.clear();
+        }
         if let Some(res) = plurals.get(plural) {
             let everything = LabelSelector::default();
             let fields = crate::api::selector::FieldSelector::default();
@@ -395,6 +537,16 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
         "statefulsets" => ctx.enqueue(Work::StatefulSet(ns, name)),
         "daemonsets" => ctx.enqueue(Work::DaemonSet(ns, name)),
         "pods" => {
+            let key = (ns.clone(), name.clone());
+            let summary = PodSummary::parse(&event.object);
+            let owners = summary
+                .as_ref()
+                .map(|p| p.owners.clone())
+                .unwrap_or_default();
+            match summary {
+                Some(pod) if event.kind != EventType::Deleted => ctx.remember_pod(key, pod),
+                _ => ctx.forget_pod(&key),
+            }
             let node = event
                 .fields
                 .iter()
@@ -409,7 +561,7 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
             if event.kind != EventType::Deleted {
                 ctx.enqueue(Work::Pod(ns.clone(), name));
             }
-            for (kind, owner) in owners() {
+            for (kind, owner) in owners {
                 match kind.as_str() {
                     "ReplicaSet" => ctx.enqueue(Work::ReplicaSet(ns.clone(), owner)),
                     "StatefulSet" => ctx.enqueue(Work::StatefulSet(ns.clone(), owner)),

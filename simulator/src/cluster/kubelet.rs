@@ -10,7 +10,7 @@
 //! node that disappears are deleted (their controllers replace them).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Duration,
 };
 
@@ -49,6 +49,40 @@ pub struct Kubelet {
     pub bound: HashMap<(String, String), String>,
     /// Pod key -> lifecycle stage.
     pub stages: HashMap<(String, String), Stage>,
+    /// Ready nodes with room, by (pods bound, name): the scheduler takes
+    /// the first, so choosing a node costs a lookup, not a scan.
+    free: BTreeSet<(u32, String)>,
+}
+
+impl Kubelet {
+    fn unindex(&mut self, name: &str) {
+        if let Some((_, _, pods)) = self.nodes.get(name) {
+            self.free.remove(&(*pods, name.to_owned()));
+        }
+    }
+
+    fn index(&mut self, name: &str) {
+        if let Some((ready, capacity, pods)) = self.nodes.get(name)
+            && *ready
+            && pods < capacity
+        {
+            self.free.insert((*pods, name.to_owned()));
+        }
+    }
+
+    /// Changes the pods bound to `name` by `delta`.
+    fn count(&mut self, name: &str, delta: i32) {
+        self.unindex(name);
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.2 = n.2.saturating_add_signed(delta);
+        }
+        self.index(name);
+    }
+
+    /// The ready node with room and the fewest pods (ties by name).
+    pub fn best_node(&self) -> Option<String> {
+        self.free.first().map(|(_, name)| name.clone())
+    }
 }
 
 /// A Node object with `capacity` pods.
@@ -78,14 +112,17 @@ pub fn observe_node(kubelet: &mut Kubelet, name: &str, object: Option<&Value>) {
                 .as_str()
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(DEFAULT_CAPACITY);
+            kubelet.unindex(name);
             let entry = kubelet
                 .nodes
                 .entry(name.to_owned())
                 .or_insert((ready, capacity, 0));
             entry.0 = ready;
             entry.1 = capacity;
+            kubelet.index(name);
         }
         None => {
+            kubelet.unindex(name);
             kubelet.nodes.remove(name);
         }
     }
@@ -100,10 +137,8 @@ pub fn observe_pod(
 ) {
     if deleted {
         kubelet.stages.remove(&key);
-        if let Some(node) = kubelet.bound.remove(&key)
-            && let Some(n) = kubelet.nodes.get_mut(&node)
-        {
-            n.2 = n.2.saturating_sub(1);
+        if let Some(node) = kubelet.bound.remove(&key) {
+            kubelet.count(&node, -1);
         }
         return;
     }
@@ -111,9 +146,7 @@ pub fn observe_pod(
         && let std::collections::hash_map::Entry::Vacant(e) = kubelet.bound.entry(key)
     {
         e.insert(node.to_owned());
-        if let Some(n) = kubelet.nodes.get_mut(node) {
-            n.2 += 1;
-        }
+        kubelet.count(node, 1);
     }
 }
 
@@ -147,13 +180,7 @@ fn conditions(now: &str, scheduled: bool, ready: bool) -> Value {
 
 /// Binds one pending pod, if a node has room.
 fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
-    let kubelet = &mut ctx.kubelet;
-    let choice = kubelet
-        .nodes
-        .iter()
-        .filter(|(_, (ready, capacity, pods))| *ready && pods < capacity)
-        .min_by_key(|(n, (_, _, pods))| (*pods, (*n).clone()))
-        .map(|(n, _)| n.clone());
+    let choice = ctx.kubelet.best_node();
     let pods = ctx.kinds.pods.clone();
     let now = rfc3339(ctx.now());
     let Some(node) = choice else {
@@ -178,20 +205,61 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
     bound.is_some()
 }
 
+/// What the kubelet reads of a pod; parsing only this skips the rest.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct PodFacts {
+    metadata: FactsMeta,
+    spec: FactsSpec,
+    status: FactsStatus,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct FactsMeta {
+    deletion_timestamp: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct FactsSpec {
+    node_name: Option<String>,
+    containers: Vec<FactsContainer>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct FactsContainer {
+    image: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct FactsStatus {
+    container_statuses: Vec<FactsContainerStatus>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct FactsContainerStatus {
+    restart_count: i64,
+    state: Value,
+}
+
 /// Moves one pod along its lifecycle.
 pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     let pods = ctx.kinds.pods.clone();
-    let Some(pod) = ctx.get(&pods, ns, name) else {
+    let Ok(bytes) = ctx.store.get(&pods, ns, name) else {
         return;
     };
-    if pod["metadata"]["deletionTimestamp"].is_string() {
+    let Ok(pod) = serde_json::from_slice::<PodFacts>(&bytes) else {
+        return;
+    };
+    if pod.metadata.deletion_timestamp.is_some() {
         return;
     }
     let key = (ns.to_owned(), name.to_owned());
-    let node = pod["spec"]["nodeName"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let node = pod.spec.node_name.clone().unwrap_or_default();
     if node.is_empty() {
         if schedule(ctx, ns, name) {
             ctx.enqueue(Work::Pod(ns.to_owned(), name.to_owned()));
@@ -203,10 +271,12 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
         let _ = ctx.store.delete(&pods, ns, name, &Default::default());
         return;
     }
-    let image = pod["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let image = pod
+        .spec
+        .containers
+        .first()
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
     let profile = ctx
         .profiles
         .read()
@@ -214,9 +284,8 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
         .unwrap_or_default();
     let now = Instant::now();
     let stamp = rfc3339(ctx.now());
-    let restarts = pod["status"]["containerStatuses"][0]["restartCount"]
-        .as_i64()
-        .unwrap_or(0);
+    let first_status = pod.status.container_statuses.first();
+    let restarts = first_status.map_or(0, |c| c.restart_count);
     let stage = ctx.kubelet.stages.get(&key).cloned();
     match stage {
         None => {
@@ -275,7 +344,7 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
             ctx.after(backoff, Work::Pod(key.0, key.1));
         }
         Some(Stage::Running(Some(at))) if now >= at => {
-            let running = pod["status"]["containerStatuses"][0]["state"].clone();
+            let running = first_status.map(|c| c.state.clone()).unwrap_or_default();
             ctx.modify(&pods, ns, name, Part::Status, |p| {
                 p["status"]["conditions"] = conditions(&stamp, true, true);
                 p["status"]["containerStatuses"] =
@@ -323,5 +392,35 @@ pub fn schedule_pending(ctx: &mut Ctx) {
         .collect();
     for (ns, name) in lost {
         ctx.enqueue(Work::Pod(ns, name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> (String, String) {
+        ("default".to_owned(), name.to_owned())
+    }
+
+    #[test]
+    fn the_scheduler_picks_the_ready_node_with_room_and_the_fewest_pods() {
+        let mut k = Kubelet::default();
+        observe_node(&mut k, "a", Some(&node("a", 2)));
+        observe_node(&mut k, "b", Some(&node("b", 2)));
+        let mut not_ready = node("c", 2);
+        not_ready["status"]["conditions"][0]["status"] = json!("False");
+        observe_node(&mut k, "c", Some(&not_ready));
+        assert_eq!(k.best_node().as_deref(), Some("a"), "ties go by name");
+        observe_pod(&mut k, key("p1"), Some("a"), false);
+        assert_eq!(k.best_node().as_deref(), Some("b"));
+        observe_pod(&mut k, key("p2"), Some("b"), false);
+        observe_pod(&mut k, key("p3"), Some("a"), false);
+        observe_pod(&mut k, key("p4"), Some("b"), false);
+        assert_eq!(k.best_node(), None, "a and b are full, c is not ready");
+        observe_pod(&mut k, key("p3"), None, true);
+        assert_eq!(k.best_node().as_deref(), Some("a"), "a pod left a");
+        observe_node(&mut k, "a", None);
+        assert_eq!(k.best_node(), None, "a is gone");
     }
 }

@@ -547,72 +547,6 @@ fn update_status(
     }
 }
 
-/// What the ReplicaSet controller reads of a pod.
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct PodView {
-    metadata: PodMeta,
-    spec: PodSpecView,
-    status: PodStatusView,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct PodMeta {
-    name: String,
-    creation_timestamp: String,
-    deletion_timestamp: Option<String>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct PodSpecView {
-    node_name: Option<String>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct PodStatusView {
-    phase: String,
-    conditions: Vec<ConditionView>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct ConditionView {
-    #[serde(rename = "type")]
-    kind: String,
-    status: String,
-}
-
-impl PodView {
-    fn ready(&self) -> bool {
-        self.status
-            .conditions
-            .iter()
-            .any(|c| c.kind == "Ready" && c.status == "True")
-    }
-
-    /// Unscheduled < pending < not ready < ready; among equals, newest first.
-    fn rank(&self) -> (u8, std::cmp::Reverse<String>) {
-        let scheduled = self
-            .spec
-            .node_name
-            .as_deref()
-            .is_some_and(|n| !n.is_empty());
-        let rank = match (scheduled, self.status.phase == "Running", self.ready()) {
-            (false, _, _) => 0,
-            (true, false, _) => 1,
-            (true, true, false) => 2,
-            (true, true, true) => 3,
-        };
-        (
-            rank,
-            std::cmp::Reverse(self.metadata.creation_timestamp.clone()),
-        )
-    }
-}
-
 /// Whether a pod is Ready.
 pub fn is_ready(pod: &Value) -> bool {
     pod["status"]["conditions"].as_array().is_some_and(|c| {
@@ -624,21 +558,29 @@ pub fn is_ready(pod: &Value) -> bool {
 /// Reconciles one ReplicaSet: pods to match replicas, then status.
 pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     let res = ctx.kinds.replicasets.clone();
-    let Some(rs) = ctx.get(&res, ns, name) else {
+    // The facts first (cheap to read); the whole object only when pods
+    // must be made from its template.
+    let Ok(bytes) = ctx.store.get(&res, ns, name) else {
         return;
     };
-    if rs["metadata"]["deletionTimestamp"].is_string() {
+    let Ok(facts) = serde_json::from_slice::<RsFacts>(&bytes) else {
+        return;
+    };
+    if facts.metadata.deletion_timestamp.is_some() {
         return;
     }
-    let replicas = int(&rs, &["spec", "replicas"], 1);
+    let replicas = facts.spec.replicas.unwrap_or(1);
     let pods_res = ctx.kinds.pods.clone();
-    let mut pods: Vec<PodView> = ctx
-        .owned_as::<PodView>(text(&rs, &["metadata", "uid"]), &pods_res)
+    let mut pods: Vec<_> = ctx
+        .pods_of(&facts.metadata.uid)
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| !p.deleting)
         .collect();
     let active = pods.len() as i64;
     if active < replicas {
+        let Ok(rs) = serde_json::from_slice::<Value>(&bytes) else {
+            return;
+        };
         let template = &rs["spec"]["template"];
         for _ in active..replicas {
             let pod = json!({
@@ -652,19 +594,46 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
             }
         }
     } else if active > replicas {
-        pods.sort_by_key(PodView::rank);
+        pods.sort_by_key(|p| p.rank());
         let excess = (active - replicas) as usize;
         for pod in pods.iter().take(excess) {
             let _ = ctx
                 .store
-                .delete(&pods_res, ns, &pod.metadata.name, &Default::default());
+                .delete(&pods_res, ns, &pod.name, &Default::default());
         }
         pods.drain(..excess);
     }
-    let ready = pods.iter().filter(|p| p.ready()).count();
+    let ready = pods.iter().filter(|p| p.ready).count();
     let status = json!({
         "replicas": pods.len(), "fullyLabeledReplicas": pods.len(), "readyReplicas": ready,
-        "availableReplicas": ready, "observedGeneration": int(&rs, &["metadata", "generation"], 1),
+        "availableReplicas": ready, "observedGeneration": facts.metadata.generation.unwrap_or(1),
     });
+    // Unchanged: nothing to write, and no need to read the whole object.
+    if facts.status == status {
+        return;
+    }
     ctx.modify(&res, ns, name, Part::Status, |r| r["status"] = status);
+}
+
+/// What the ReplicaSet controller reads of its ReplicaSet.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct RsFacts {
+    metadata: RsMeta,
+    spec: RsSpecFacts,
+    status: Value,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct RsMeta {
+    uid: String,
+    generation: Option<i64>,
+    deletion_timestamp: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct RsSpecFacts {
+    replicas: Option<i64>,
 }
