@@ -2,9 +2,10 @@
 //! concurrent rollouts, with the figures users compare delivery systems by.
 //!
 //! Per size, a fresh simulated cluster holds one two-replica Deployment per
-//! rollout. The executor's controller runs on a runtime of its own (threads
-//! named `sluice-exec`, so its CPU time is counted apart) and reaches the
-//! simulated API server over loopback HTTP, as it would a real one. Most
+//! rollout. The executor is the `sluice-executor` binary (found beside
+//! `sluice`) in a process of its own, so its CPU time and memory are its
+//! own; it reaches the simulated API server over loopback HTTP, as it would
+//! a real one. Most
 //! rollouts release a healthy version in two batches with no analysis, so
 //! the time between batches is the controller's own overhead; a share
 //! releases a failing version behind an error-rate analysis, for the
@@ -19,7 +20,6 @@ use std::{
     collections::BTreeMap,
     path::PathBuf,
     process::ExitCode,
-    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -27,21 +27,15 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use kube::{Api, api::PostParams};
 use serde_json::json;
-use sluice_executor::{
-    controller::{self, Ctx},
-    crd::{Phase, Rollout},
-};
-use sluice_proto::v1::{
-    metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
-    planner_client::PlannerClient, planner_server::PlannerServer,
-};
+use sluice_executor::crd::{Phase, Rollout};
+use sluice_proto::v1::{metrics_gate_server::MetricsGateServer, planner_server::PlannerServer};
 use sluice_sim::{
     cluster::profile::Profile,
     metrics::traffic::{LoadProfile, Target},
     scenario::{Scenario, Simulation, Version},
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Server;
 
 use probe::{Counter, Watch};
 pub(crate) use report::SizeFigures;
@@ -89,11 +83,6 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let executor = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("sluice-exec")
-        .enable_all()
-        .build()?;
     let overheads = runtime.block_on(overhead::measure(args.calls))?;
     eprintln!(
         "per-call: Plan {:.0} µs vs bare tonic {:.0} µs; gate {:.0} µs vs bare tonic + raw query {:.0} µs",
@@ -105,7 +94,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut sizes = Vec::new();
     let mut report = report::Report::new(overheads.clone(), Vec::new());
     for &n in &args.sizes {
-        let figures = runtime.block_on(size(n, args.bad_share, executor.handle()))?;
+        let figures = runtime.block_on(size(n, args.bad_share))?;
         eprintln!("{}", figures.line());
         sizes.push(figures);
         // Written after every size, so a long run keeps what it measured.
@@ -197,11 +186,75 @@ async fn listen() -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAd
     Ok((listener, addr))
 }
 
-async fn size(
-    n: usize,
-    bad_share: f64,
-    executor: &tokio::runtime::Handle,
-) -> anyhow::Result<SizeFigures> {
+/// The `sluice-executor` process of one size.
+struct Executor {
+    child: tokio::process::Child,
+    /// Its process id, as /proc names it.
+    pid: String,
+}
+
+impl Executor {
+    /// Starts `sluice-executor` (the one beside this binary) against the
+    /// simulated cluster, the planner and the gate.
+    fn start(
+        kubeconfig: &std::path::Path,
+        planner: std::net::SocketAddr,
+        gate: std::net::SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let binary = std::env::current_exe()?.with_file_name("sluice-executor");
+        if !binary.exists() {
+            bail!(
+                "{} is missing: build it beside sluice (cargo build --release --bins)",
+                binary.display()
+            );
+        }
+        let child = tokio::process::Command::new(&binary)
+            .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(["--planner-addr", &planner.to_string()])
+            .args(["--gate-addr", &gate.to_string()])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--log", "warn"])
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child
+            .id()
+            .map(|p| p.to_string())
+            .context("the executor exited at once")?;
+        Ok(Self { child, pid })
+    }
+
+    /// Waits until the executor holds its Lease: its controller runs.
+    async fn wait_leading(&mut self, client: &kube::Client) -> anyhow::Result<()> {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(client.clone(), "default");
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("sluice-executor exited with {status}");
+            }
+            let holder = leases
+                .get_opt("sluice-executor")
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity);
+            if holder.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("sluice-executor never took its Lease")
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn size(n: usize, bad_share: f64) -> anyhow::Result<SizeFigures> {
     let bad = ((n as f64 * bad_share).round() as usize).min(n);
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
@@ -273,28 +326,21 @@ async fn size(
     );
 
     let watch = Watch::start(&local);
-    let (rss_before, _) = probe::memory();
-    let (exec_cpu_before, other_cpu_before) = probe::cpu_seconds("sluice-exec");
-    let controller_stop = stop.clone();
-    let exec_stop = stop.clone();
-    let started = executor.spawn(async move {
-        let config = kube::Config::new(format!("http://{kube_addr}").parse()?);
-        let client = kube::Client::try_from(config)?;
-        let ctx = Arc::new(Ctx::new(
-            client,
-            PlannerClient::new(
-                Endpoint::from_shared(format!("http://{planner_addr}"))?.connect_lazy(),
-            ),
-            MetricsGateClient::new(
-                Endpoint::from_shared(format!("http://{gate_addr}"))?.connect_lazy(),
-            ),
-        ));
-        tokio::spawn(controller::run(ctx, async move {
-            controller_stop.cancelled().await;
-        }));
-        exec_stop.cancelled().await;
-        anyhow::Ok(())
-    });
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: sim, cluster: {{server: \"http://{kube_addr}\"}}}}]\nusers: [{{name: sim, user: {{}}}}]\ncontexts: [{{name: sim, context: {{cluster: sim, user: sim, namespace: default}}}}]\ncurrent-context: sim\n"
+        ),
+    )?;
+    let mut executor = Executor::start(&kubeconfig, planner_addr, gate_addr)?;
+    executor.wait_leading(&local).await?;
+    // Its caches filled, before any rollout: the baseline.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (exec_rss_before, _) = probe::memory(&executor.pid);
+    let exec_cpu_before = probe::process_cpu_seconds(&executor.pid);
+    let other_cpu_before = probe::process_cpu_seconds("self");
 
     let began = Instant::now();
     for i in 0..n {
@@ -308,10 +354,12 @@ async fn size(
     let (outcomes, unfinished) =
         wait_done(&watch, n, Duration::from_secs(120 + n as u64 / 10)).await;
     let elapsed = began.elapsed();
-    let (exec_cpu, other_cpu) = probe::cpu_seconds("sluice-exec");
-    let (rss_after, peak) = probe::memory();
+    let exec_cpu = probe::process_cpu_seconds(&executor.pid);
+    let other_cpu = probe::process_cpu_seconds("self");
+    let (exec_rss, exec_peak) = probe::memory(&executor.pid);
+    let (_, peak) = probe::memory("self");
+    executor.stop().await;
     stop.cancel();
-    let _ = started.await;
 
     let mut gate_share = Vec::new();
     let mut exec_share = Vec::new();
@@ -360,8 +408,11 @@ async fn size(
         decision_executor_p99_ms: probe::quantile_ms(&exec_share, 0.99),
         executor_cpu_seconds: exec_cpu - exec_cpu_before,
         other_cpu_seconds: other_cpu - other_cpu_before,
+        executor_peak_rss_mib: exec_peak as f64 / 1_048_576.0,
+        executor_kib_per_rollout: exec_rss.saturating_sub(exec_rss_before) as f64
+            / 1024.0
+            / n as f64,
         peak_rss_mib: peak as f64 / 1_048_576.0,
-        rss_growth_per_rollout_kib: rss_after.saturating_sub(rss_before) as f64 / 1024.0 / n as f64,
         api_calls_per_step: api_calls.get() as f64 / steps,
         grpc_calls_per_step: grpc_calls.get() as f64 / steps,
     })

@@ -190,44 +190,10 @@ impl Watch {
     }
 }
 
-/// CPU seconds used so far by this process's threads whose name starts
-/// with `prefix`, and by all the others.
-pub(crate) fn cpu_seconds(prefix: &str) -> (f64, f64) {
-    let ticks = 100.0; // USER_HZ on Linux
-    let (mut matched, mut other) = (0.0, 0.0);
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return (0.0, 0.0);
-    };
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = &stat[open + 1..close];
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        // utime and stime are the 14th and 15th fields; 3rd is index 0 here.
-        let used = fields
-            .get(11)
-            .and_then(|u| u.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        if name.starts_with(prefix) {
-            matched += used / ticks;
-        } else {
-            other += used / ticks;
-        }
-    }
-    (matched, other)
-}
-
-/// This process's resident memory now and at its peak, in bytes.
-pub(crate) fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident and peak resident memory, in bytes, of the process `pid`
+/// (`self` for this one).
+pub(crate) fn memory(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
@@ -238,6 +204,21 @@ pub(crate) fn memory() -> (u64, u64) {
             * 1024
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU seconds (user and system) the process `pid` has used.
+pub(crate) fn process_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    // utime and stime are the 14th and 15th fields; the 3rd is index 0.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0 // USER_HZ on Linux
 }
 
 /// The value at quantile `q` (0 to 1) of `samples`, in milliseconds.
@@ -264,14 +245,15 @@ mod tests {
     }
 
     #[test]
-    fn this_threads_cpu_time_is_counted() {
+    fn this_process_cpu_time_and_memory_are_read() {
         let start = Instant::now();
         let mut x = 0u64;
         while start.elapsed() < Duration::from_millis(200) {
             x = x.wrapping_add(std::hint::black_box(1));
         }
-        let (_, all) = cpu_seconds("no-thread-has-this-name");
-        assert!(all > 0.0 && x > 0);
-        assert!(memory().0 > 0);
+        assert!(process_cpu_seconds("self") > 0.0 && x > 0);
+        let (rss, peak) = memory("self");
+        assert!(rss > 0 && peak >= rss);
+        assert_eq!(process_cpu_seconds("no-such-process"), 0.0);
     }
 }

@@ -43,16 +43,17 @@ pub(crate) struct SizeFigures {
     pub decision_executor_p50_ms: Option<f64>,
     /// Same, 99th percentile.
     pub decision_executor_p99_ms: Option<f64>,
-    /// CPU seconds of the executor's threads.
+    /// CPU seconds of the executor process while the rollouts ran.
     pub executor_cpu_seconds: f64,
-    /// CPU seconds of everything else in the process (simulator, planner,
-    /// gate, harness).
+    /// CPU seconds of the harness process (simulator, planner, gate).
     pub other_cpu_seconds: f64,
-    /// Peak resident memory of the whole process (MiB).
+    /// Peak resident memory of the executor process (MiB).
+    pub executor_peak_rss_mib: f64,
+    /// The executor's resident memory growth from its idle baseline (its
+    /// watches listed, no Rollout yet) to the end, per rollout (KiB).
+    pub executor_kib_per_rollout: f64,
+    /// Peak resident memory of the harness process (MiB).
     pub peak_rss_mib: f64,
-    /// Resident memory growth while the rollouts ran, per rollout (KiB):
-    /// the executor's and the simulated cluster's together.
-    pub rss_growth_per_rollout_kib: f64,
     /// Requests from the executor to the API server per batch.
     pub api_calls_per_step: f64,
     /// Planner and gate calls per batch.
@@ -67,7 +68,7 @@ impl SizeFigures {
     /// One line for the terminal.
     pub(crate) fn line(&self) -> String {
         format!(
-            "{} rollouts: {} succeeded, {} rolled back in {:.1} s; advance p50 {} ms p99 {} ms; decision p99 {} ms (executor {} ms); executor CPU {:.2} s; peak {:.0} MiB",
+            "{} rollouts: {} succeeded, {} rolled back in {:.1} s; advance p50 {} ms p99 {} ms; decision p99 {} ms (executor {} ms); executor CPU {:.2} s, peak {:.0} MiB, {:.1} KiB per rollout",
             self.rollouts,
             self.succeeded,
             self.rolled_back,
@@ -77,7 +78,8 @@ impl SizeFigures {
             ms(self.decision_p99_ms),
             ms(self.decision_executor_p99_ms),
             self.executor_cpu_seconds,
-            self.peak_rss_mib
+            self.executor_peak_rss_mib,
+            self.executor_kib_per_rollout
         ) + &self
             .unfinished
             .as_ref()
@@ -143,16 +145,16 @@ impl Report {
             o.query_us,
             self.gate_ratio
         );
-        out.push_str("| rollouts | failing | wall s | advance p50 / p99 ms | decision p50 / p99 ms | executor share p50 / p99 ms | executor CPU s | other CPU s | peak RSS MiB | RSS growth per rollout KiB | API calls / step | gRPC calls / step |\n");
-        out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| rollouts | failing | wall s | advance p50 / p99 ms | decision p50 / p99 ms | executor share p50 / p99 ms | executor CPU s | executor peak MiB | executor KiB / rollout | harness CPU s | harness peak MiB | API calls / step | gRPC calls / step |\n");
+        out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for s in &self.sizes {
             if let Some(u) = &s.unfinished {
-                let _ = writeln!(out, "| {} | unfinished: {u} |||||||||||", s.rollouts);
+                let _ = writeln!(out, "| {} | unfinished: {u} ||||||||||||", s.rollouts);
                 continue;
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.1} | {} / {} | {} / {} | {} / {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                "| {} | {} | {:.1} | {} / {} | {} / {} | {} / {} | {:.2} | {:.0} | {:.1} | {:.2} | {:.0} | {:.1} | {:.1} |",
                 s.rollouts,
                 s.failing,
                 s.wall_seconds,
@@ -163,9 +165,10 @@ impl Report {
                 ms(s.decision_executor_p50_ms),
                 ms(s.decision_executor_p99_ms),
                 s.executor_cpu_seconds,
+                s.executor_peak_rss_mib,
+                s.executor_kib_per_rollout,
                 s.other_cpu_seconds,
                 s.peak_rss_mib,
-                s.rss_growth_per_rollout_kib,
                 s.api_calls_per_step,
                 s.grpc_calls_per_step
             );
@@ -236,10 +239,10 @@ impl Report {
             .background_style(WHITE)
             .draw()?;
 
-        let memory = series(&|s| Some(s.peak_rss_mib));
+        let memory = series(&|s| Some(s.executor_peak_rss_mib));
         let m_max = memory.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
         let mut chart = ChartBuilder::on(&right)
-            .caption("peak memory (MiB) vs rollouts", ("sans-serif", 18))
+            .caption("executor peak memory (MiB) vs rollouts", ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(32)
             .y_label_area_size(48)
