@@ -266,6 +266,48 @@ async fn selectors_and_pages() {
 }
 
 #[tokio::test]
+async fn a_change_made_while_a_client_pages_reaches_its_watch() {
+    use futures::StreamExt;
+    let (_, client) = cluster();
+    let maps: Api<ConfigMap> = Api::default_namespaced(client);
+    for i in 0..4 {
+        maps.create(&PostParams::default(), &config_map(&format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let first = maps.list(&ListParams::default().limit(2)).await.unwrap();
+    // m0 changes after its page was served.
+    let mut changed = config_map("m0");
+    changed.data = Some([("k".to_owned(), "v2".to_owned())].into());
+    maps.replace("m0", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    let second = maps
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.metadata.resource_version, first.metadata.resource_version,
+        "every page reports the first page's resourceVersion"
+    );
+    // Watching from there replays the change the pages missed.
+    let rv = second.metadata.resource_version.unwrap();
+    let mut events = maps
+        .watch(&kube::api::WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match events.next().await.unwrap().unwrap() {
+        kube::api::WatchEvent::Modified(m) => {
+            assert_eq!(m.metadata.name.as_deref(), Some("m0"));
+            assert_eq!(m.data.unwrap()["k"], "v2");
+        }
+        other => panic!("expected m0 modified, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn deleting_an_owner_deletes_its_dependents() {
     let (_, client) = cluster();
     let maps: Api<ConfigMap> = Api::default_namespaced(client.clone());

@@ -222,8 +222,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
             watcher::Config::default(),
         )
         .modify(trim),
-    )
-    .touched_objects();
+    );
+    let deployment_events = settled(deployment_events);
     let replicaset_events = reflector::reflector(
         replicasets_writer,
         watcher(
@@ -231,8 +231,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
             watcher::Config::default(),
         )
         .modify(trim),
-    )
-    .touched_objects();
+    );
+    let replicaset_events = settled(replicaset_events);
     let controller = Controller::new(
         Api::<Rollout>::all(client.clone()),
         watcher::Config::default(),
@@ -257,6 +257,39 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         })
         .await;
     metrics.leading(None);
+}
+
+/// The objects a reflector's events touched, each emitted only once the
+/// reflector's store shows it.
+///
+/// A (re)list's objects reach the store together, when the list ends; a
+/// trigger sent for each as it arrives would wake a reconcile that reads
+/// the store before the swap, sees the state from before the relist, and
+/// waits for an event that has already passed. So a list's objects are
+/// held and released after its end.
+fn settled<K, S>(events: S) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    events
+        .scan(Vec::new(), |listing, event| {
+            let out: Vec<Result<K, watcher::Error>> = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => vec![Ok(o)],
+                Ok(watcher::Event::Init) => {
+                    listing.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(o)) => {
+                    listing.push(o);
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => listing.drain(..).map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            std::future::ready(Some(futures::stream::iter(out)))
+        })
+        .flatten()
 }
 
 fn error_policy(rollout: Arc<Rollout>, error: &Error, _: Arc<Ctx>) -> Action {
@@ -569,4 +602,48 @@ fn finish_step(status: &mut RolloutStatus) {
 
 fn on_error_policy(policy: ErrorPolicy) -> bool {
     policy == ErrorPolicy::Rollback
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use kube::runtime::watcher::Event;
+
+    use super::settled;
+
+    #[tokio::test]
+    async fn a_relists_objects_are_released_only_once_the_list_has_ended() {
+        let events = futures::stream::iter(
+            [
+                Event::Apply("before"),
+                Event::Init,
+                Event::InitApply("a"),
+                Event::InitApply("b"),
+                Event::InitDone,
+                Event::Delete("c"),
+            ]
+            .map(Ok),
+        );
+        let mut out = Box::pin(settled(events));
+        assert_eq!(out.next().await.unwrap().unwrap(), "before");
+        // The list comes out whole, at its end...
+        let listed: Vec<&str> = out.by_ref().take(2).map(Result::unwrap).collect().await;
+        assert_eq!(listed, ["a", "b"]);
+        assert_eq!(out.next().await.unwrap().unwrap(), "c");
+        assert!(out.next().await.is_none());
+
+        // ...and a list cut short by a new one releases only the new one.
+        let restarted = futures::stream::iter(
+            [
+                Event::Init,
+                Event::InitApply("stale"),
+                Event::Init,
+                Event::InitApply("fresh"),
+                Event::InitDone,
+            ]
+            .map(Ok),
+        );
+        let all: Vec<&str> = settled(restarted).map(Result::unwrap).collect().await;
+        assert_eq!(all, ["fresh"]);
+    }
 }

@@ -442,19 +442,33 @@ impl Store {
         continue_token: Option<&str>,
     ) -> Result<ListPage, ApiError> {
         let inner = self.lock();
-        let start: ObjectKey = match continue_token {
-            None | Some("") => (namespace.unwrap_or_default().to_owned(), String::new()),
+        // Every page of a list reports the first page's resourceVersion, as
+        // the real API server's do: a client watches from there, and the
+        // watch replays what changed while it paged (objects in pages
+        // already served included), so nothing is lost between the list
+        // and the watch.
+        let (list_rv, start): (u64, ObjectKey) = match continue_token {
+            None | Some("") => (
+                inner.rv,
+                (namespace.unwrap_or_default().to_owned(), String::new()),
+            ),
             Some(token) => decode_continue(token)?,
         };
         let mut page = ListPage {
             items: Vec::new(),
-            resource_version: inner.rv,
+            resource_version: list_rv,
             continue_token: None,
             remaining: 0,
         };
         let Some(table) = inner.tables.get(&(res.group.clone(), res.plural.clone())) else {
             return Ok(page);
         };
+        if list_rv < table.compacted {
+            return Err(ApiError::gone(format!(
+                "the provided continue parameter is too old: resource version {list_rv} is compacted ({})",
+                table.compacted
+            )));
+        }
         let mut last: Option<&ObjectKey> = None;
         let after_start = continue_token.is_some_and(|t| !t.is_empty());
         for (key, entry) in table.objects.range(start.clone()..) {
@@ -477,7 +491,7 @@ impl Store {
             last = Some(key);
         }
         if page.remaining > 0 {
-            page.continue_token = last.map(encode_continue);
+            page.continue_token = last.map(|key| encode_continue(list_rv, key));
         }
         Ok(page)
     }
@@ -769,12 +783,14 @@ fn established(crd: &mut Value, now: &str) {
     });
 }
 
-fn encode_continue(key: &ObjectKey) -> String {
-    let raw = format!("{}\u{0}{}", key.0, key.1);
+/// A continue token: the resourceVersion of the list's first page and the
+/// last key served, hex-encoded.
+fn encode_continue(rv: u64, key: &ObjectKey) -> String {
+    let raw = format!("{rv}\u{0}{}\u{0}{}", key.0, key.1);
     raw.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_continue(token: &str) -> Result<ObjectKey, ApiError> {
+fn decode_continue(token: &str) -> Result<(u64, ObjectKey), ApiError> {
     let bad = || ApiError::bad_request(format!("continue token {token:?} is not valid"));
     if !token.len().is_multiple_of(2) {
         return Err(bad());
@@ -784,8 +800,12 @@ fn decode_continue(token: &str) -> Result<ObjectKey, ApiError> {
         .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
         .collect();
     let raw = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
-    let (ns, name) = raw.split_once('\u{0}').ok_or_else(bad)?;
-    Ok((ns.to_owned(), name.to_owned()))
+    let mut parts = raw.splitn(3, '\u{0}');
+    let (Some(rv), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let rv = rv.parse().map_err(|_| bad())?;
+    Ok((rv, (ns.to_owned(), name.to_owned())))
 }
 
 /// Whether two versions of an object differ outside metadata (and outside
