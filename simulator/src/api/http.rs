@@ -635,6 +635,9 @@ impl ApiServer {
             if initial_events && bookmarks {
                 let _ = tx.send(bookmark(last_rv, true)).await;
             }
+            // The newest version the initial events already showed: a live
+            // Added event at or below it is one of them again.
+            let initial_max = start.initial.iter().map(|e| e.rv).max();
             let mut live = start.live;
             let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
             let mut ticker =
@@ -662,7 +665,7 @@ impl ApiServer {
                     event = live.recv() => match event {
                         Ok(event) => {
                             last_rv = event.rv;
-                            if event.kind == EventType::Added && start.initial.iter().any(|e| e.rv >= event.rv) {
+                            if event.kind == EventType::Added && initial_max.is_some_and(|max| max >= event.rv) {
                                 continue;
                             }
                             if let Some(line) = encode(&event)
