@@ -363,6 +363,7 @@ impl Simulation {
             seed: scenario.seed.max(1),
             nodes: scenario.nodes.count,
             node_capacity: scenario.nodes.capacity,
+            speed,
             profiles: scenario.profiles(),
         };
         let cluster = Cluster::start(api.clone(), cluster_options, stop.clone())?;

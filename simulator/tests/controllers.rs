@@ -314,6 +314,58 @@ async fn a_paused_deployment_starts_no_rollout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn at_ten_times_speed_the_progress_deadline_passes_ten_times_sooner() {
+    let mut options = ClusterOptions {
+        speed: 10.0,
+        ..ClusterOptions::default()
+    };
+    options.profiles.by_image.insert(
+        "web:broken".into(),
+        Profile {
+            never_ready: true,
+            ..Profile::default()
+        },
+    );
+    // The cluster's clock runs ten times faster than (virtual) real time.
+    let (wall, start) = (std::time::SystemTime::now(), tokio::time::Instant::now());
+    let api = ApiServer::new(Options {
+        clock: std::sync::Arc::new(move || wall + start.elapsed().mul_f64(10.0)),
+        ..Options::default()
+    });
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let _cluster = Cluster::start(api.clone(), options, stop).unwrap();
+    let deployments: Api<Deployment> =
+        Api::default_namespaced(Client::new(api.router(), "default"));
+    let mut d = deployment("web", 1, "web:broken", rolling(1, 0));
+    d.spec.as_mut().unwrap().progress_deadline_seconds = Some(600);
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let began = tokio::time::Instant::now();
+    let exceeded = async || {
+        deployments
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+    };
+    until("deadline exceeded", exceeded, async || {}).await;
+    // 600 s on the cluster's clock is 60 s of real time, not 600.
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(55) && waited < Duration::from_secs(90),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_crash_looping_version_misses_the_progress_deadline() {
     let mut options = ClusterOptions::default();
     options.profiles.by_image.insert(

@@ -100,6 +100,8 @@ pub struct Ctx {
     /// Seeded randomness.
     pub rng: Rng,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    /// The clock's speed over real time.
+    speed: f64,
     timers: BinaryHeap<Reverse<(Instant, u64, Work)>>,
     timer_seq: u64,
     queue: VecDeque<Work>,
@@ -242,6 +244,11 @@ impl Ctx {
         }
     }
 
+    /// A wait of `cluster_time` on the cluster's clock, in real time.
+    pub fn real(&self, cluster_time: Duration) -> Duration {
+        cluster_time.div_f64(self.speed)
+    }
+
     /// Asks for `work` after `delay`.
     pub fn after(&mut self, delay: Duration, work: Work) {
         self.timer_seq += 1;
@@ -326,6 +333,7 @@ pub async fn run(
     api: ApiServer,
     profiles: Arc<std::sync::RwLock<Profiles>>,
     seed: u64,
+    speed: f64,
     reconcile: Reconcile,
     stop: CancellationToken,
 ) {
@@ -349,6 +357,7 @@ pub async fn run(
         profiles,
         rng: Rng::new(seed),
         clock: api.clock(),
+        speed: if speed > 0.0 { speed } else { 1.0 },
         timers: BinaryHeap::new(),
         timer_seq: 0,
         queue: VecDeque::new(),

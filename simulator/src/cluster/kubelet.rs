@@ -8,6 +8,8 @@
 //! kubelet's back-off (10 s doubling to 5 min), counting restarts; a
 //! never-ready version runs without passing its readiness probe. Pods of a
 //! node that disappears are deleted (their controllers replace them).
+//! These waits are on the cluster's clock: at a scenario speed of 10 a
+//! 10 s back-off takes one second of real time.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -312,8 +314,9 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
             });
             ctx.transitions += 1;
             let next = if profile.crash_loop {
-                ctx.after(CRASH_AFTER, Work::Pod(key.0.clone(), key.1.clone()));
-                Stage::Running(Some(now + CRASH_AFTER))
+                let crash = ctx.real(CRASH_AFTER);
+                ctx.after(crash, Work::Pod(key.0.clone(), key.1.clone()));
+                Stage::Running(Some(now + crash))
             } else if profile.never_ready {
                 Stage::Running(None)
             } else {
@@ -338,10 +341,11 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
                 p["status"]["containerStatuses"] = statuses;
             });
             ctx.transitions += 1;
+            let wait = ctx.real(backoff);
             ctx.kubelet
                 .stages
-                .insert(key.clone(), Stage::BackOff(now + backoff));
-            ctx.after(backoff, Work::Pod(key.0, key.1));
+                .insert(key.clone(), Stage::BackOff(now + wait));
+            ctx.after(wait, Work::Pod(key.0, key.1));
         }
         Some(Stage::Running(Some(at))) if now >= at => {
             let running = first_status.map(|c| c.state.clone()).unwrap_or_default();

@@ -35,6 +35,10 @@ pub struct ClusterOptions {
     pub nodes: u32,
     /// Pods each node takes.
     pub node_capacity: u32,
+    /// How much faster than real time the cluster's clock runs: the
+    /// controllers' own waits (progress deadlines, crash-loop back-off)
+    /// are divided by it, as the version profiles' delays are.
+    pub speed: f64,
     /// Version behaviour.
     pub profiles: Profiles,
 }
@@ -45,6 +49,7 @@ impl Default for ClusterOptions {
             seed: 1,
             nodes: 3,
             node_capacity: kubelet::DEFAULT_CAPACITY,
+            speed: 1.0,
             profiles: Profiles::default(),
         }
     }
@@ -98,7 +103,14 @@ impl Cluster {
             }
         }
         let profiles = Arc::new(RwLock::new(options.profiles));
-        let task = engine::run(api.clone(), profiles.clone(), options.seed, reconcile, stop);
+        let task = engine::run(
+            api.clone(),
+            profiles.clone(),
+            options.seed,
+            options.speed,
+            reconcile,
+            stop,
+        );
         tokio::spawn(tracing::Instrument::instrument(
             task,
             tracing::info_span!("controllers"),

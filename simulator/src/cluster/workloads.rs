@@ -459,7 +459,8 @@ fn update_status(
             &stamp,
         )
     } else if progressed {
-        ctx.after(deadline, Work::Deployment(ns.clone(), name.clone()));
+        let wait = ctx.real(deadline);
+        ctx.after(wait, Work::Deployment(ns.clone(), name.clone()));
         let reason = if created_new {
             "NewReplicaSetCreated"
         } else {
