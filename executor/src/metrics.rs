@@ -48,6 +48,14 @@ struct ResultLabel {
     result: &'static str,
 }
 
+impl ResultLabel {
+    fn of(ok: bool) -> Self {
+        Self {
+            result: if ok { "ok" } else { "error" },
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabel {
     decision: &'static str,
@@ -172,8 +180,7 @@ impl Metrics {
 
     /// Counts one reconcile.
     pub(crate) fn reconciled(&self, ok: bool, took: Duration) {
-        let result = if ok { "ok" } else { "error" };
-        self.reconciles.get_or_create(&ResultLabel { result }).inc();
+        self.reconciles.get_or_create(&ResultLabel::of(ok)).inc();
         self.reconcile_seconds.observe(took.as_secs_f64());
     }
 
@@ -233,9 +240,8 @@ impl Metrics {
 
     /// Reconciles so far that ended well (`ok`) or in an error.
     pub fn reconciles(&self, ok: bool) -> u64 {
-        let result = if ok { "ok" } else { "error" };
         self.reconciles
-            .get(&ResultLabel { result })
+            .get(&ResultLabel::of(ok))
             .map_or(0, |c| c.get())
     }
 

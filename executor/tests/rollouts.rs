@@ -15,17 +15,13 @@ use sluice_executor::crd::{Phase, Rollout};
 
 mod common;
 
-use common::{finished, ready_workload, rollout, wait_phase, world};
+use common::{finished, ready_workload, release, rollout, wait_phase, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
     let world = world("healthy").await;
     ready_workload(&world).await;
-    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    rollouts
-        .create(&PostParams::default(), &rollout("registry.example/web:2.0"))
-        .await
-        .unwrap();
+    let rollouts = release(&world, "registry.example/web:2.0").await;
     let done = wait_phase(&rollouts, finished).await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
@@ -113,11 +109,7 @@ async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
 async fn a_bad_canary_rolls_back_on_its_first_analysis() {
     let world = world("bad-canary").await;
     ready_workload(&world).await;
-    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    rollouts
-        .create(&PostParams::default(), &rollout("registry.example/web:2.0"))
-        .await
-        .unwrap();
+    let rollouts = release(&world, "registry.example/web:2.0").await;
     let done = wait_phase(&rollouts, finished).await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, Phase::RolledBack, "{status:#?}");
@@ -349,11 +341,7 @@ async fn a_release_rides_out_throttling_and_unavailable_answers_and_counts_its_d
         rate: 0.2,
         code: 429,
     });
-    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    rollouts
-        .create(&PostParams::default(), &rollout("registry.example/web:2.0"))
-        .await
-        .unwrap();
+    let rollouts = release(&world, "registry.example/web:2.0").await;
     let done = wait_phase(&rollouts, finished).await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");

@@ -192,6 +192,21 @@ pub fn run_to_exit(name: &str, args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// Starts `sluice-sim` with `scenario` (a name or a file), writing its
+/// kubeconfig to `kubeconfig`; the process and the address of its metrics
+/// and query API, once it serves.
+pub fn simulator(scenario: &str, kubeconfig: &str) -> (Service, String) {
+    let sim = Service::start(
+        "sluice-sim",
+        &["--scenario", scenario, "--kubeconfig", kubeconfig],
+    );
+    let metrics = sim.wait_for_log(|l| l["message"] == "simulated cluster serving")["metrics_addr"]
+        .as_str()
+        .expect("the simulator logs its metrics address")
+        .to_owned();
+    (sim, metrics)
+}
+
 /// Starts `sluice-executor` against the given planner, gate and cluster,
 /// with `extra` flags.
 pub fn executor(planner: &Service, gate: &Service, kubeconfig: &str, extra: &[&str]) -> Service {

@@ -765,6 +765,30 @@ fn user_view(object: &kube::api::DynamicObject) -> serde_json::Value {
     json!({"labels": object.metadata.labels, "annotations": annotations, "spec": spec})
 }
 
+/// Waits (up to a minute) until Deployment `web` runs `replicas` pods, all
+/// of its current template and ready.
+async fn settle(deployments: &Api<Deployment>, replicas: i32) {
+    for _ in 0..600 {
+        let status = deployments
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if [
+            status.ready_replicas,
+            status.updated_replicas,
+            status.replicas,
+        ]
+        .iter()
+        .all(|n| *n == Some(replicas))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the differential scenario's release on the cluster `client`
 /// reaches (whose controller is already running) and reports what it saw.
 async fn observe_release(client: &kube::Client) -> Observed {
@@ -802,18 +826,7 @@ async fn observe_release(client: &kube::Client) -> Observed {
             .unwrap();
     }
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
-    for _ in 0..600 {
-        let status = deployments
-            .get("web")
-            .await
-            .unwrap()
-            .status
-            .unwrap_or_default();
-        if status.ready_replicas == Some(4) && status.updated_replicas == Some(4) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settle(&deployments, 4).await;
     let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
     let path = Arc::new(std::sync::Mutex::new(Vec::new()));
     let recorder = {
@@ -852,21 +865,7 @@ spec:
     let phase = wait_rollout(&rollouts, "web").await;
     assert_eq!(phase, Phase::Succeeded);
     // The Deployment's own controller finishes the hand-back.
-    for _ in 0..600 {
-        let status = deployments
-            .get("web")
-            .await
-            .unwrap()
-            .status
-            .unwrap_or_default();
-        if status.ready_replicas == Some(4)
-            && status.updated_replicas == Some(4)
-            && status.replicas == Some(4)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settle(&deployments, 4).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     recorder.abort();
     let status = rollouts.get("web").await.unwrap().status.unwrap();

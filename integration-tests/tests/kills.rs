@@ -176,19 +176,7 @@ async fn rollouts_end_right_with_no_step_twice_while_the_executor_is_killed_agai
     let file = dir.path().join("scenario.yaml");
     std::fs::write(&file, scenario()).unwrap();
     let kubeconfig = dir.path().join("kubeconfig").display().to_string();
-    let sim = Service::start(
-        "sluice-sim",
-        &[
-            "--scenario",
-            file.to_str().unwrap(),
-            "--kubeconfig",
-            &kubeconfig,
-        ],
-    );
-    let metrics = sim.wait_for_log(|l| l["message"] == "simulated cluster serving")["metrics_addr"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_sim, metrics) = process::simulator(file.to_str().unwrap(), &kubeconfig);
     let planner = Service::start("sluice-planner", &[]);
     let gate = Service::start(
         "sluice-gate",

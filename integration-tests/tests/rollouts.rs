@@ -21,14 +21,7 @@ struct Platform {
 fn platform() -> Platform {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig").display().to_string();
-    let sim = Service::start(
-        "sluice-sim",
-        &["--scenario", "healthy", "--kubeconfig", &kubeconfig],
-    );
-    let metrics = sim.wait_for_log(|l| l["message"] == "simulated cluster serving")["metrics_addr"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (sim, metrics) = process::simulator("healthy", &kubeconfig);
     let planner = Service::start("sluice-planner", &[]);
     let gate = Service::start(
         "sluice-gate",
@@ -353,11 +346,7 @@ async fn the_cli_starts_follows_and_reports_a_rollout() {
 async fn a_killed_executor_replica_is_replaced_by_the_other_at_the_same_step() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig").display().to_string();
-    let sim = Service::start(
-        "sluice-sim",
-        &["--scenario", "healthy", "--kubeconfig", &kubeconfig],
-    );
-    sim.wait_for_log(|l| l["message"] == "simulated cluster serving");
+    let (_sim, _) = process::simulator("healthy", &kubeconfig);
     let planner = Service::start("sluice-planner", &[]);
     let gate = Service::start("sluice-gate", &["--prometheus-url", "http://127.0.0.1:9"]);
     let replica = |name: &str| {

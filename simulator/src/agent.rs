@@ -252,7 +252,7 @@ async fn keep_leases(client: Client, nodes: Vec<String>, stop: CancellationToken
     use k8s_openapi::api::coordination::v1::Lease;
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     loop {
-        let now = rfc3339_micro(std::time::SystemTime::now());
+        let now = crate::api::time::rfc3339_micro(std::time::SystemTime::now());
         for node in &nodes {
             let lease = json!({
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -268,18 +268,6 @@ async fn keep_leases(client: Client, nodes: Vec<String>, stop: CancellationToken
             () = stop.cancelled() => return,
             () = tokio::time::sleep(LEASE_RENEW) => {}
         }
-    }
-}
-
-/// A time as a Kubernetes MicroTime (RFC 3339 with microseconds).
-fn rfc3339_micro(at: std::time::SystemTime) -> String {
-    let text = rfc3339(at);
-    let micros = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_micros());
-    match text.strip_suffix('Z') {
-        Some(seconds) => format!("{seconds}.{micros:06}Z"),
-        None => text,
     }
 }
 

@@ -105,16 +105,6 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
         source: std::io::Error::other(e.message),
     })?;
     let current = Arc::new(RwLock::new(simulation));
-    let bind = |flag: &'static str, addr: std::net::SocketAddr| async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { flag, addr, source })?;
-        let local = listener.local_addr().map_err(|source| Error::Io {
-            context: "reading bound address",
-            source,
-        })?;
-        Ok::<_, Error>((listener, local))
-    };
     let (kube, kube_addr) = bind("--kube-addr", config.kube_addr).await?;
     let (metrics, metrics_addr) = bind("--metrics-addr", config.metrics_addr).await?;
     let tls = sluice_runtime::http::tls_acceptor(&config.server.tls)?;
@@ -148,6 +138,21 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
         .await?
         .serve(shutdown)
         .await
+}
+
+/// Binds the address `flag` gave; the listener and the address it got.
+async fn bind(
+    flag: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { flag, addr, source })?;
+    let local = listener.local_addr().map_err(|source| Error::Io {
+        context: "reading bound address",
+        source,
+    })?;
+    Ok((listener, local))
 }
 
 /// Agent mode: the node fleet of another cluster, with health served.
@@ -184,17 +189,7 @@ async fn serve_agent(
         }
         None => (Default::default(), Vec::new(), 1),
     };
-    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            flag: "--metrics-addr",
-            addr: config.metrics_addr,
-            source,
-        })?;
-    let metrics_addr = listener.local_addr().map_err(|source| Error::Io {
-        context: "reading bound address",
-        source,
-    })?;
+    let (listener, metrics_addr) = bind("--metrics-addr", config.metrics_addr).await?;
     let server = GrpcServer::new("simulator-agent", config.server.clone());
     let stop = server.shutdown_token();
     let metrics = agent::traffic(client.clone(), profiles.clone(), loads, stop.clone())

@@ -29,7 +29,7 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -350,11 +350,9 @@ impl Simulation {
     /// A manifest the API server refuses.
     pub fn start(scenario: Scenario) -> Result<Self, ApiError> {
         let speed = scenario.speed;
-        let (wall, start) = (SystemTime::now(), tokio::time::Instant::now());
         let options = Options {
             seed: scenario.seed.max(1),
-            clock: Arc::new(move || wall + start.elapsed().mul_f64(speed)),
-            ..Options::default()
+            ..Options::tokio_clock(speed)
         };
         let api = ApiServer::new(options);
         api.install_upstream_crds()?;

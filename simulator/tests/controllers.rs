@@ -29,8 +29,9 @@ struct Sim {
     _stop: tokio_util::sync::DropGuard,
 }
 
+/// A cluster whose clock runs at `options.speed` times tokio's.
 fn sim(options: ClusterOptions) -> Sim {
-    let api = ApiServer::new(Options::tokio_clock());
+    let api = ApiServer::new(Options::tokio_clock(options.speed));
     let stop = CancellationToken::new();
     let cluster = Cluster::start(api.clone(), options, stop.clone()).unwrap();
     Sim {
@@ -327,16 +328,8 @@ async fn at_ten_times_speed_the_progress_deadline_passes_ten_times_sooner() {
         },
     );
     // The cluster's clock runs ten times faster than (virtual) real time.
-    let (wall, start) = (std::time::SystemTime::now(), tokio::time::Instant::now());
-    let api = ApiServer::new(Options {
-        clock: std::sync::Arc::new(move || wall + start.elapsed().mul_f64(10.0)),
-        ..Options::default()
-    });
-    let stop = CancellationToken::new();
-    let _guard = stop.clone().drop_guard();
-    let _cluster = Cluster::start(api.clone(), options, stop).unwrap();
-    let deployments: Api<Deployment> =
-        Api::default_namespaced(Client::new(api.router(), "default"));
+    let s = sim(options);
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
     let mut d = deployment("web", 1, "web:broken", rolling(1, 0));
     d.spec.as_mut().unwrap().progress_deadline_seconds = Some(600);
     deployments

@@ -330,9 +330,7 @@ async fn size(n: usize, bad_share: f64) -> anyhow::Result<SizeFigures> {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: sim, cluster: {{server: \"http://{kube_addr}\"}}}}]\nusers: [{{name: sim, user: {{}}}}]\ncontexts: [{{name: sim, context: {{cluster: sim, user: sim, namespace: default}}}}]\ncurrent-context: sim\n"
-        ),
+        sluice_sim::kubeconfig(kube_addr, &Default::default()),
     )?;
     let mut executor = Executor::start(&kubeconfig, planner_addr, gate_addr)?;
     executor.wait_leading(&local).await?;

@@ -171,6 +171,16 @@ spec:
     .unwrap()
 }
 
+/// Creates the Rollout [`rollout`] describes for `image`.
+pub(crate) async fn release(world: &World, image: &str) -> Api<Rollout> {
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts
+        .create(&kube::api::PostParams::default(), &rollout(image))
+        .await
+        .unwrap();
+    rollouts
+}
+
 /// Whether a rollout has ended, one way or another.
 pub(crate) fn finished(p: Phase) -> bool {
     matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)

@@ -93,11 +93,12 @@ impl std::fmt::Debug for Options {
 
 impl Options {
     /// Options whose clock follows tokio's (virtual in paused-time tests and
-    /// scenarios), starting at the current wall-clock time.
-    pub fn tokio_clock() -> Self {
+    /// scenarios) `speed` times as fast, starting at the current wall-clock
+    /// time.
+    pub fn tokio_clock(speed: f64) -> Self {
         let (wall, start) = (SystemTime::now(), tokio::time::Instant::now());
         Self {
-            clock: Arc::new(move || wall + start.elapsed()),
+            clock: Arc::new(move || wall + start.elapsed().mul_f64(speed)),
             ..Self::default()
         }
     }

@@ -23,6 +23,18 @@ pub fn rfc3339(time: SystemTime) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
+/// A time as a Kubernetes MicroTime (RFC 3339 with microseconds).
+pub fn rfc3339_micro(at: SystemTime) -> String {
+    let text = rfc3339(at);
+    let micros = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_micros());
+    match text.strip_suffix('Z') {
+        Some(seconds) => format!("{seconds}.{micros:06}Z"),
+        None => text,
+    }
+}
+
 /// Parses what [`rfc3339`] writes (and fractional seconds, which it drops).
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let b = text.as_bytes();
