@@ -105,6 +105,46 @@ struct Entry {
     owners: Box<[Arc<str>]>,
 }
 
+/// What a resourceVersion is first written as, to be replaced by the real
+/// one under the lock.
+const RV_HOLE: &str = "sluice-resource-version-to-be-assigned";
+
+/// An object serialized, with what the indexes need, ready to be stored
+/// under a resourceVersion not yet known.
+struct Prepared {
+    /// The object, its resourceVersion still the hole.
+    object: Value,
+    /// Its JSON.
+    bytes: Vec<u8>,
+    /// Where the hole's text starts in `bytes`; `None` when the text also
+    /// appears elsewhere in the object, and it is serialized again instead.
+    hole: Option<usize>,
+    labels: Box<[(String, String)]>,
+    fields: Box<[(&'static str, String)]>,
+    owners: Box<[Arc<str>]>,
+}
+
+impl Prepared {
+    /// Serializes `object` (the costly part of a write); no lock is needed.
+    fn new(mut object: Value) -> Result<Self, ApiError> {
+        object["metadata"]["resourceVersion"] = json!(RV_HOLE);
+        let bytes = serde_json::to_vec(&object).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut found = memchr::memmem::find_iter(&bytes, RV_HOLE.as_bytes());
+        let hole = match (found.next(), found.next()) {
+            (Some(at), None) => Some(at),
+            _ => None,
+        };
+        Ok(Self {
+            labels: labels_of(&object),
+            fields: fields_of(&object),
+            owners: owners_of(&object),
+            object,
+            bytes,
+            hole,
+        })
+    }
+}
+
 struct Table {
     objects: BTreeMap<ObjectKey, Entry>,
     history: VecDeque<Arc<WatchEvent>>,
@@ -639,26 +679,47 @@ impl Store {
         namespace: &str,
         name: &str,
         part: Part,
-        change: impl FnOnce(&mut Value),
+        mut change: impl FnMut(&mut Value),
     ) -> Result<Value, ApiError> {
-        let mut inner = self.lock();
-        let current = inner.value(res, namespace, name)?;
-        if part == Part::Status && res.status {
-            // Only the status may change: compare it alone, and write
-            // without copying the rest of the object.
-            let before = current.get("status").cloned();
-            let mut next = current;
-            change(&mut next);
-            if next.get("status") == before.as_ref() {
-                return Ok(next);
+        // Optimistic, as the API server's guaranteed update over etcd: read,
+        // change and serialize outside the lock, then write only if the
+        // object is still the one read, else again from the newer one.
+        // Writers to different objects then use the cores side by side.
+        loop {
+            let read = self.get(res, namespace, name)?;
+            let current: Value =
+                serde_json::from_slice(&read).map_err(|e| ApiError::internal(e.to_string()))?;
+            let still = |inner: &Inner| {
+                inner
+                    .entry(res, namespace, name)
+                    .is_ok_and(|e| Arc::ptr_eq(&e.bytes, &read))
+            };
+            if part == Part::Status && res.status {
+                // Only the status may change: compare it alone, and write
+                // without copying the rest of the object.
+                let before = current.get("status").cloned();
+                let mut next = current;
+                change(&mut next);
+                if next.get("status") == before.as_ref() {
+                    return Ok(next);
+                }
+                let prepared = Prepared::new(next)?;
+                let mut inner = self.lock();
+                if !still(&inner) {
+                    continue;
+                }
+                let namespace = if res.namespaced { namespace } else { "" };
+                let key = (namespace.to_owned(), name.to_owned());
+                return inner.commit_prepared(res, key, prepared, EventType::Modified);
             }
-            let namespace = if res.namespaced { namespace } else { "" };
-            let key = (namespace.to_owned(), name.to_owned());
-            return inner.commit(res, key, next, EventType::Modified);
+            let mut next = current.clone();
+            change(&mut next);
+            let mut inner = self.lock();
+            if !still(&inner) {
+                continue;
+            }
+            return inner.replace(self, res, namespace, name, current, next, part);
         }
-        let mut next = current.clone();
-        change(&mut next);
-        inner.replace(self, res, namespace, name, current, next, part)
     }
 
     /// The objects whose owner references name `owner_uid`, with the
@@ -914,22 +975,54 @@ impl Inner {
         &mut self,
         res: &Resource,
         key: ObjectKey,
-        mut object: Value,
+        object: Value,
+        kind: EventType,
+    ) -> Result<Value, ApiError> {
+        let prepared = Prepared::new(object)?;
+        self.commit_prepared(res, key, prepared, kind)
+    }
+
+    /// Stores an object serialized beforehand under the next
+    /// resourceVersion and tells watchers; under the lock this only splices
+    /// the version's digits into the bytes.
+    fn commit_prepared(
+        &mut self,
+        res: &Resource,
+        key: ObjectKey,
+        prepared: Prepared,
         kind: EventType,
     ) -> Result<Value, ApiError> {
         self.rv += 1;
         let rv = self.rv;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let bytes: Arc<[u8]> = serde_json::to_vec(&object)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .into();
+        let Prepared {
+            mut object,
+            bytes,
+            hole,
+            labels,
+            fields,
+            owners,
+        } = prepared;
+        let digits = rv.to_string();
+        object["metadata"]["resourceVersion"] = json!(digits);
+        let bytes: Arc<[u8]> = match hole {
+            Some(at) => {
+                let mut spliced = Vec::with_capacity(bytes.len() + digits.len());
+                spliced.extend_from_slice(&bytes[..at]);
+                spliced.extend_from_slice(digits.as_bytes());
+                spliced.extend_from_slice(&bytes[at + RV_HOLE.len()..]);
+                spliced.into()
+            }
+            None => serde_json::to_vec(&object)
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .into(),
+        };
         let uid: Arc<str> = Arc::from(text(&object, &["metadata", "uid"]));
         let entry = Entry {
             bytes: bytes.clone(),
-            labels: labels_of(&object),
-            fields: fields_of(&object),
+            labels,
+            fields,
             uid: uid.clone(),
-            owners: owners_of(&object),
+            owners,
         };
         let table_key = (res.group.clone(), res.plural.clone());
         let location = (table_key.clone(), key.clone());
@@ -1355,5 +1448,89 @@ pub fn set_path(object: &mut Value, path: &str, value: Value) {
             return;
         }
         cur = &mut cur[*p];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::new(Arc::new(SystemTime::now))
+    }
+
+    fn pods(store: &Store) -> Arc<Resource> {
+        store.resource("", "pods").expect("pods are built in")
+    }
+
+    #[test]
+    fn concurrent_status_writes_to_one_object_lose_no_update() {
+        let store = Arc::new(store());
+        let pods = pods(&store);
+        store
+            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+            .unwrap();
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, pods) = (store.clone(), pods.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        store
+                            .modify(&pods, "default", "p", Part::Status, |p| {
+                                let n = p["status"]["count"].as_u64().unwrap_or(0);
+                                p["status"]["count"] = json!(n + 1);
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let pod = store.get_value(&pods, "default", "p").unwrap();
+        assert_eq!(pod["status"]["count"], 1000, "every increment counted once");
+        let rv: u64 = pod["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(rv, store.resource_version(), "the last write's version");
+    }
+
+    #[test]
+    fn an_object_that_quotes_the_version_placeholder_is_still_stored_whole() {
+        let store = store();
+        let pods = pods(&store);
+        let created = store
+            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"note": RV_HOLE}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+            .unwrap();
+        let stored = store.get_value(&pods, "default", "p").unwrap();
+        assert_eq!(stored["metadata"]["annotations"]["note"], RV_HOLE);
+        assert_eq!(
+            stored["metadata"]["resourceVersion"],
+            created["metadata"]["resourceVersion"]
+        );
+        assert_ne!(stored["metadata"]["resourceVersion"], RV_HOLE);
+    }
+
+    #[test]
+    fn stored_bytes_carry_the_version_the_write_returned() {
+        let store = store();
+        let pods = pods(&store);
+        store
+            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+            .unwrap();
+        let written = store
+            .modify(&pods, "default", "p", Part::Status, |p| {
+                p["status"]["phase"] = json!("Running")
+            })
+            .unwrap();
+        let stored = store.get_value(&pods, "default", "p").unwrap();
+        assert_eq!(stored, written);
+        assert_eq!(
+            stored["metadata"]["resourceVersion"],
+            json!(store.resource_version().to_string())
+        );
     }
 }

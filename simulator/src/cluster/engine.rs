@@ -46,6 +46,19 @@ pub enum Work {
     Schedule,
 }
 
+/// Which half of the cluster an engine runs. The control plane's
+/// controllers and the nodes' kubelets (with the scheduler) run as two
+/// engines, each on its own task with its own watches and caches, as they
+/// are separate processes in a real cluster: the two halves use two cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Deployment, ReplicaSet, StatefulSet, DaemonSet and EndpointSlice
+    /// controllers.
+    ControlPlane,
+    /// The scheduler and the kubelets: [`Work::Pod`] and [`Work::Schedule`].
+    Nodes,
+}
+
 /// The resources controllers touch, resolved once.
 #[derive(Debug, Clone)]
 pub struct Kinds {
@@ -102,6 +115,8 @@ pub struct Ctx {
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
     /// The clock's speed over real time.
     speed: f64,
+    /// The half of the cluster this engine runs.
+    role: Role,
     timers: BinaryHeap<Reverse<(Instant, u64, Work)>>,
     timer_seq: u64,
     queue: VecDeque<Work>,
@@ -139,6 +154,14 @@ pub struct PodSummary {
     pub owner_uid: String,
     /// Its owners, by kind and name.
     pub owners: Vec<(String, String)>,
+    /// The node it is bound to (empty when unscheduled).
+    pub node: String,
+    /// The image of its first container.
+    pub image: String,
+    /// Restarts of its first container.
+    pub restarts: i64,
+    /// When its first container started running, if it runs.
+    pub started_at: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -171,13 +194,40 @@ struct PodWireOwner {
 #[serde(default, rename_all = "camelCase")]
 struct PodWireSpec {
     node_name: Option<String>,
+    containers: Vec<PodWireContainer>,
 }
 
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
+struct PodWireContainer {
+    image: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
 struct PodWireStatus {
     phase: String,
     conditions: Vec<PodWireCondition>,
+    container_statuses: Vec<PodWireContainerStatus>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PodWireContainerStatus {
+    restart_count: i64,
+    state: PodWireState,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct PodWireState {
+    running: Option<PodWireRunning>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PodWireRunning {
+    started_at: String,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -197,6 +247,7 @@ impl PodSummary {
             .iter()
             .find(|o| o.controller == Some(true))
             .or(wire.metadata.owner_references.first());
+        let first = wire.status.container_statuses.into_iter().next();
         Some(Self {
             owner_uid: owner.map(|o| o.uid.clone()).unwrap_or_default(),
             owners: wire
@@ -208,7 +259,17 @@ impl PodSummary {
             name: wire.metadata.name,
             created: wire.metadata.creation_timestamp,
             deleting: wire.metadata.deletion_timestamp.is_some(),
-            scheduled: wire.spec.node_name.is_some_and(|n| !n.is_empty()),
+            scheduled: wire.spec.node_name.as_ref().is_some_and(|n| !n.is_empty()),
+            node: wire.spec.node_name.unwrap_or_default(),
+            image: wire
+                .spec
+                .containers
+                .into_iter()
+                .next()
+                .map(|c| c.image)
+                .unwrap_or_default(),
+            restarts: first.as_ref().map_or(0, |c| c.restart_count),
+            started_at: first.and_then(|c| c.state.running).map(|r| r.started_at),
             running: wire.status.phase == "Running",
             ready: wire
                 .status
@@ -281,6 +342,13 @@ impl Ctx {
             .collect()
     }
 
+    /// One pod, from the cache.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<PodSummary>> {
+        self.pods
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
     fn forget_pod(&mut self, key: &(String, String)) {
         if let Some(old) = self.pods.remove(key)
             && let Some(set) = self.pods_of.get_mut(&old.owner_uid)
@@ -308,7 +376,7 @@ impl Ctx {
         namespace: &str,
         name: &str,
         part: Part,
-        change: impl FnOnce(&mut Value),
+        change: impl FnMut(&mut Value),
     ) -> Option<Value> {
         match self.store.modify(res, namespace, name, part, change) {
             Ok(v) => Some(v),
@@ -334,6 +402,7 @@ pub async fn run(
     profiles: Arc<std::sync::RwLock<Profiles>>,
     seed: u64,
     speed: f64,
+    role: Role,
     reconcile: Reconcile,
     stop: CancellationToken,
 ) {
@@ -342,15 +411,18 @@ pub async fn run(
         tracing::error!("built-in resources missing; controllers not started");
         return;
     };
-    let watched = [
-        kinds.deployments.clone(),
-        kinds.replicasets.clone(),
-        kinds.statefulsets.clone(),
-        kinds.daemonsets.clone(),
-        kinds.pods.clone(),
-        kinds.services.clone(),
-        kinds.nodes.clone(),
-    ];
+    let watched = match role {
+        Role::ControlPlane => vec![
+            kinds.deployments.clone(),
+            kinds.replicasets.clone(),
+            kinds.statefulsets.clone(),
+            kinds.daemonsets.clone(),
+            kinds.pods.clone(),
+            kinds.services.clone(),
+            kinds.nodes.clone(),
+        ],
+        Role::Nodes => vec![kinds.pods.clone(), kinds.nodes.clone()],
+    };
     let mut ctx = Ctx {
         store: store.clone(),
         kinds,
@@ -358,6 +430,7 @@ pub async fn run(
         rng: Rng::new(seed),
         clock: api.clock(),
         speed: if speed > 0.0 { speed } else { 1.0 },
+        role,
         timers: BinaryHeap::new(),
         timer_seq: 0,
         queue: VecDeque::new(),
@@ -410,6 +483,10 @@ pub async fn run(
         if let Some(work) = ctx.queue.pop_front() {
             ctx.queued.remove(&work);
             reconcile(&mut ctx, &work);
+            // Give the worker thread back now and then: a busy engine that
+            // never awaited would also hold the other engine, woken by its
+            // writes into this thread's un-stealable next-task slot.
+            tokio::task::consume_budget().await;
             continue;
         }
         let next_timer = ctx.timers.peek().map(|Reverse((at, _, _))| *at);
@@ -556,19 +633,22 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
                 Some(pod) if event.kind != EventType::Deleted => ctx.remember_pod(key, pod),
                 _ => ctx.forget_pod(&key),
             }
-            let node = event
-                .fields
-                .iter()
-                .find(|(f, _)| *f == "spec.nodeName")
-                .map(|(_, v)| v.as_str());
-            crate::cluster::kubelet::observe_pod(
-                &mut ctx.kubelet,
-                (ns.clone(), name.clone()),
-                node,
-                event.kind == EventType::Deleted,
-            );
-            if event.kind != EventType::Deleted {
-                ctx.enqueue(Work::Pod(ns.clone(), name));
+            if ctx.role == Role::Nodes {
+                let node = event
+                    .fields
+                    .iter()
+                    .find(|(f, _)| *f == "spec.nodeName")
+                    .map(|(_, v)| v.as_str());
+                crate::cluster::kubelet::observe_pod(
+                    &mut ctx.kubelet,
+                    (ns.clone(), name.clone()),
+                    node,
+                    event.kind == EventType::Deleted,
+                );
+                if event.kind != EventType::Deleted {
+                    ctx.enqueue(Work::Pod(ns, name));
+                }
+                return;
             }
             for (kind, owner) in owners {
                 match kind.as_str() {
@@ -604,7 +684,7 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
             }
             ctx.enqueue(Work::Endpoints(ns, name));
         }
-        "nodes" => {
+        "nodes" if ctx.role == Role::Nodes => {
             let object = if event.kind == EventType::Deleted {
                 None
             } else {
@@ -612,6 +692,8 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
             };
             crate::cluster::kubelet::observe_node(&mut ctx.kubelet, &name, object.as_ref());
             ctx.enqueue(Work::Schedule);
+        }
+        "nodes" => {
             let daemonsets = ctx.store.list(
                 &ctx.kinds.daemonsets.clone(),
                 None,

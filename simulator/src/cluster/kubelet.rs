@@ -207,91 +207,46 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
     bound.is_some()
 }
 
-/// What the kubelet reads of a pod; parsing only this skips the rest.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct PodFacts {
-    metadata: FactsMeta,
-    spec: FactsSpec,
-    status: FactsStatus,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct FactsMeta {
-    deletion_timestamp: Option<String>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct FactsSpec {
-    node_name: Option<String>,
-    containers: Vec<FactsContainer>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-struct FactsContainer {
-    image: Option<String>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct FactsStatus {
-    container_statuses: Vec<FactsContainerStatus>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct FactsContainerStatus {
-    restart_count: i64,
-    state: Value,
-}
-
 /// Moves one pod along its lifecycle.
+///
+/// It reads the pod from the engine's cache, which its own writes reach
+/// before its next piece of work, so a transition costs one write.
 pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     let pods = ctx.kinds.pods.clone();
-    let Ok(bytes) = ctx.store.get(&pods, ns, name) else {
+    let Some(pod) = ctx.pod(ns, name) else {
         return;
     };
-    let Ok(pod) = serde_json::from_slice::<PodFacts>(&bytes) else {
-        return;
-    };
-    if pod.metadata.deletion_timestamp.is_some() {
+    if pod.deleting {
         return;
     }
     let key = (ns.to_owned(), name.to_owned());
-    let node = pod.spec.node_name.clone().unwrap_or_default();
+    let node = &pod.node;
     if node.is_empty() {
         if schedule(ctx, ns, name) {
             ctx.enqueue(Work::Pod(ns.to_owned(), name.to_owned()));
         }
         return;
     }
-    if !ctx.kubelet.nodes.contains_key(&node) {
+    if !ctx.kubelet.nodes.contains_key(node) {
         // The node is gone: the pod is evicted and its controller replaces it.
         let _ = ctx.store.delete(&pods, ns, name, &Default::default());
         return;
     }
-    let image = pod
-        .spec
-        .containers
-        .first()
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default();
     let profile = ctx
         .profiles
         .read()
-        .map(|p| p.of(&image).clone())
+        .map(|p| p.of(&pod.image).clone())
         .unwrap_or_default();
     let now = Instant::now();
     let stamp = rfc3339(ctx.now());
-    let first_status = pod.status.container_statuses.first();
-    let restarts = first_status.map_or(0, |c| c.restart_count);
+    let restarts = pod.restarts;
     let stage = ctx.kubelet.stages.get(&key).cloned();
     match stage {
         None => {
-            let at = now + profile.start_delay(&mut ctx.rng);
+            // Drawn from the pod's own stream: the same seed gives each pod
+            // the same delay whatever order the kubelets see pods in.
+            let mut rng = ctx.rng.fork(&[ns, name]);
+            let at = now + profile.start_delay(&mut rng);
             ctx.kubelet.stages.insert(key.clone(), Stage::Starting(at));
             ctx.after(at - now, Work::Pod(key.0, key.1));
         }
@@ -348,7 +303,10 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
             ctx.after(wait, Work::Pod(key.0, key.1));
         }
         Some(Stage::Running(Some(at))) if now >= at => {
-            let running = first_status.map(|c| c.state.clone()).unwrap_or_default();
+            let running = pod
+                .started_at
+                .as_ref()
+                .map_or_else(|| json!({}), |at| json!({"running": {"startedAt": at}}));
             ctx.modify(&pods, ns, name, Part::Status, |p| {
                 p["status"]["conditions"] = conditions(&stamp, true, true);
                 p["status"]["containerStatuses"] =

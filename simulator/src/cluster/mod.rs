@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiServer;
-use engine::{Ctx, Work};
+use engine::{Ctx, Role, Work};
 use profile::Profiles;
 
 /// How the cluster is made.
@@ -103,18 +103,21 @@ impl Cluster {
             }
         }
         let profiles = Arc::new(RwLock::new(options.profiles));
-        let task = engine::run(
-            api.clone(),
-            profiles.clone(),
-            options.seed,
-            options.speed,
-            reconcile,
-            stop,
-        );
-        tokio::spawn(tracing::Instrument::instrument(
-            task,
-            tracing::info_span!("controllers"),
-        ));
+        for (role, span) in [
+            (Role::ControlPlane, tracing::info_span!("controllers")),
+            (Role::Nodes, tracing::info_span!("kubelets")),
+        ] {
+            let task = engine::run(
+                api.clone(),
+                profiles.clone(),
+                options.seed,
+                options.speed,
+                role,
+                reconcile,
+                stop.clone(),
+            );
+            tokio::spawn(tracing::Instrument::instrument(task, span));
+        }
         Ok(Self { api, profiles })
     }
 }

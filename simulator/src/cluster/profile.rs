@@ -15,6 +15,21 @@ impl Rng {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
+    /// An independent generator for one key (say a pod's namespace and
+    /// name), fixed by this generator's state and the key alone: what a
+    /// pod draws does not depend on which other pods drew first.
+    pub fn fork(&self, key: &[&str]) -> Self {
+        // FNV-1a over the key's parts, each followed by a separator.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in key {
+            for byte in part.bytes().chain([0xff]) {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        Self((self.0 ^ hash).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
     /// A number in `[0, 1)`.
     pub fn next_f64(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
@@ -134,5 +149,25 @@ impl Profiles {
     /// The profile of a pod running `image`.
     pub fn of(&self, image: &str) -> &Profile {
         self.by_image.get(image).unwrap_or(&self.default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forked_stream_depends_on_its_key_alone() {
+        let root = Rng::new(7);
+        let first = root.fork(&["default", "web-1"]).next_f64();
+        let _ = root.fork(&["default", "web-2"]).next_f64();
+        assert_eq!(root.fork(&["default", "web-1"]).next_f64(), first);
+        assert_ne!(root.fork(&["default", "web-2"]).next_f64(), first);
+        assert_ne!(
+            root.fork(&["default-web", "1"]).next_f64(),
+            root.fork(&["default", "web-1"]).next_f64(),
+            "parts are kept apart"
+        );
+        assert_ne!(Rng::new(8).fork(&["default", "web-1"]).next_f64(), first);
     }
 }

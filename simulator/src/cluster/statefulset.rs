@@ -190,7 +190,9 @@ pub fn reconcile_statefulset(ctx: &mut Ctx, ns: &str, name: &str) {
         "updatedReplicas": updated, "currentRevision": current_revision, "updateRevision": update_revision,
         "collisionCount": 0,
     });
-    ctx.modify(&res, ns, name, Part::Status, |s| s["status"] = status);
+    ctx.modify(&res, ns, name, Part::Status, |s| {
+        s["status"] = status.clone()
+    });
 }
 
 /// Reconciles one DaemonSet: a pod on every ready node, updated one node at
@@ -266,5 +268,7 @@ pub fn reconcile_daemonset(ctx: &mut Ctx, ns: &str, name: &str) {
         "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": updated,
         "observedGeneration": int(&ds, &["metadata", "generation"], 1),
     });
-    ctx.modify(&res, ns, name, Part::Status, |s| s["status"] = status);
+    ctx.modify(&res, ns, name, Part::Status, |s| {
+        s["status"] = status.clone()
+    });
 }

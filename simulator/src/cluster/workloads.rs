@@ -538,7 +538,7 @@ fn update_status(
     });
     let res = ctx.kinds.deployments.clone();
     ctx.modify(&res, &ns, &name, Part::Status, |o| {
-        o["status"] = status;
+        o["status"] = status.clone();
     });
     if revision > 0 && text(d, &["metadata", "annotations", keys::REVISION]) != revision.to_string()
     {
@@ -613,7 +613,9 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     if facts.status == status {
         return;
     }
-    ctx.modify(&res, ns, name, Part::Status, |r| r["status"] = status);
+    ctx.modify(&res, ns, name, Part::Status, |r| {
+        r["status"] = status.clone()
+    });
 }
 
 /// What the ReplicaSet controller reads of its ReplicaSet.
