@@ -18,6 +18,8 @@
 //!   `kube_request_duration_seconds{verb}`: calls to the Kubernetes API
 //!   (after the client's own retries; `code` is `error` when no answer
 //!   came).
+//! - `events_dropped_total`: Kubernetes Events not published because the
+//!   queue of Events waiting for the API server was full.
 
 use std::{
     collections::BTreeMap,
@@ -106,6 +108,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<VerbLabel, Histogram, fn() -> Histogram>,
     leader: Gauge,
+    events_dropped: Counter,
     /// Every Kubernetes API call, for [`Metrics::kube_requests`].
     requests_total: AtomicU64,
     /// The running controller's Rollouts, counted by phase at scrape time.
@@ -123,6 +126,7 @@ impl Default for Metrics {
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(fast_histogram as fn() -> Histogram),
             leader: Gauge::default(),
+            events_dropped: Counter::default(),
             requests_total: AtomicU64::new(0),
             rollouts: Arc::default(),
         }
@@ -174,8 +178,18 @@ impl Metrics {
             "1 while this replica drives rollouts",
             metrics.leader.clone(),
         );
+        sub.register(
+            "events_dropped",
+            "Kubernetes Events dropped because their queue was full",
+            metrics.events_dropped.clone(),
+        );
         sub.register_collector(Box::new(Arc::clone(&metrics.rollouts)));
         metrics
+    }
+
+    /// Counts an Event the queue had no room for.
+    pub(crate) fn event_dropped(&self) {
+        self.events_dropped.inc();
     }
 
     /// Counts one reconcile.

@@ -86,18 +86,28 @@ async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
             && running.contains(&("registry.example/web:1.0".into(), 0)),
         "{running:?}"
     );
+    // Events are published beside the reconciles, so the last may follow
+    // the status that caused it by a moment.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::default_namespaced(world.client.clone());
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
-        .filter_map(|e| e.reason)
-        .collect();
-    for reason in ["Progressing", "StepAnalyzing", "Succeeded"] {
+    let wanted = ["Progressing", "StepAnalyzing", "Succeeded"];
+    let mut reasons: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        reasons = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
+            .filter_map(|e| e.reason)
+            .collect();
+        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for reason in wanted {
         assert!(
             reasons.iter().any(|r| r == reason),
             "no {reason} event in {reasons:?}"

@@ -52,6 +52,12 @@ pub(crate) struct BenchArgs {
     /// Calls per per-call overhead comparison.
     #[arg(long, default_value_t = 2000, value_parser = at_least_one)]
     calls: usize,
+    /// Rollouts started per second; 0 starts them all at once. When paced,
+    /// each rollout holds its last batch (a timed pause) until the last one
+    /// has started, so every rollout of the size is in flight together, as
+    /// when a platform's releases arrive over time instead of in one burst.
+    #[arg(long, default_value_t = 0.0, value_parser = pace)]
+    pace: f64,
     /// Folder for bench.json, bench.md and bench.svg.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -65,6 +71,15 @@ fn at_least_one(text: &str) -> Result<usize, String> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!(
             "must be a whole number of at least 1, got {text:?}"
+        )),
+    }
+}
+
+fn pace(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "must be a number of rollouts per second, 0 or more, got {text:?}"
         )),
     }
 }
@@ -94,11 +109,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut sizes = Vec::new();
     let mut report = report::Report::new(overheads.clone(), Vec::new());
     for &n in &args.sizes {
-        let figures = runtime.block_on(size(n, args.bad_share))?;
+        let figures = runtime.block_on(size(n, args.bad_share, args.pace))?;
         eprintln!("{}", figures.line());
         sizes.push(figures);
         // Written after every size, so a long run keeps what it measured.
-        report = report::Report::new(overheads.clone(), sizes.clone());
+        report = report::Report::new(overheads.clone(), sizes.clone()).paced(args.pace);
         report.write(&args.out)?;
     }
     println!("{}", report.markdown());
@@ -158,7 +173,9 @@ fn scenario(n: usize, bad: usize) -> Scenario {
     s
 }
 
-fn rollout(i: usize, bad: bool) -> anyhow::Result<Rollout> {
+/// Rollout `i`; with `hold`, its last batch waits that long before the
+/// release ends.
+fn rollout(i: usize, bad: bool, hold: Option<Duration>) -> anyhow::Result<Rollout> {
     let mut spec = json!({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
         "metadata": {"name": format!("app-{i}"), "namespace": format!("team-{}", i % 20)},
@@ -168,6 +185,12 @@ fn rollout(i: usize, bad: bool) -> anyhow::Result<Rollout> {
             "strategy": {"canary": {"steps": [{"replicas": 1}]}},
         },
     });
+    if let Some(hold) = hold {
+        spec["spec"]["strategy"]["canary"]["steps"] = json!([
+            {"replicas": 1},
+            {"replicas": 2, "pause": {"duration": format!("{}s", hold.as_secs().max(1))}},
+        ]);
+    }
     if bad {
         spec["spec"]["strategy"]["canary"]["steps"][0]["analyses"] = json!(["errors"]);
         spec["spec"]["analyses"] = json!([{"name": "errors", "metrics": [{
@@ -254,7 +277,7 @@ impl Executor {
     }
 }
 
-async fn size(n: usize, bad_share: f64) -> anyhow::Result<SizeFigures> {
+async fn size(n: usize, bad_share: f64, pace: f64) -> anyhow::Result<SizeFigures> {
     let bad = ((n as f64 * bad_share).round() as usize).min(n);
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
@@ -340,17 +363,29 @@ async fn size(n: usize, bad_share: f64) -> anyhow::Result<SizeFigures> {
     let exec_cpu_before = probe::process_cpu_seconds(&executor.pid);
     let other_cpu_before = probe::process_cpu_seconds("self");
 
+    // Paced: the first rollout still holds when the last one starts.
+    let spacing = (pace > 0.0).then(|| Duration::from_secs_f64(1.0 / pace));
+    let hold = spacing.map(|s| s * n as u32 + Duration::from_secs(5));
     let began = Instant::now();
+    let mut peak_in_flight = 0;
     for i in 0..n {
-        let r = rollout(i, i < bad)?;
+        if let Some(spacing) = spacing {
+            tokio::time::sleep_until((began + spacing * i as u32).into()).await;
+        }
+        peak_in_flight = peak_in_flight.max(i + 1 - watch.ended());
+        let r = rollout(i, i < bad, hold)?;
         let ns = r.metadata.namespace.clone().unwrap_or_default();
         Api::<Rollout>::namespaced(local.clone(), &ns)
             .create(&PostParams::default(), &r)
             .await
             .with_context(|| format!("creating rollout {i}"))?;
     }
-    let (outcomes, unfinished) =
-        wait_done(&watch, n, Duration::from_secs(120 + n as u64 / 10)).await;
+    let (outcomes, unfinished) = wait_done(
+        &watch,
+        n,
+        Duration::from_secs(120 + n as u64 / 10) + hold.unwrap_or_default() * 2,
+    )
+    .await;
     let elapsed = began.elapsed();
     let exec_cpu = probe::process_cpu_seconds(&executor.pid);
     let other_cpu = probe::process_cpu_seconds("self");
@@ -391,6 +426,7 @@ async fn size(n: usize, bad_share: f64) -> anyhow::Result<SizeFigures> {
     let steps = (2 * succeeded + rolled_back).max(1) as f64;
     Ok(SizeFigures {
         rollouts: n,
+        peak_in_flight,
         unfinished,
         failing: bad,
         succeeded,

@@ -15,6 +15,8 @@ use super::overhead::Overheads;
 pub(crate) struct SizeFigures {
     /// Concurrent rollouts.
     pub rollouts: usize,
+    /// Most rollouts started and not yet ended at one time.
+    pub peak_in_flight: usize,
     /// When some did not end within the harness's limit: how many, and in
     /// which states.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,8 +70,9 @@ impl SizeFigures {
     /// One line for the terminal.
     pub(crate) fn line(&self) -> String {
         format!(
-            "{} rollouts: {} succeeded, {} rolled back in {:.1} s; advance p50 {} ms p99 {} ms; decision p99 {} ms (executor {} ms); executor CPU {:.2} s, peak {:.0} MiB, {:.1} KiB per rollout",
+            "{} rollouts ({} in flight at most): {} succeeded, {} rolled back in {:.1} s; advance p50 {} ms p99 {} ms; decision p99 {} ms (executor {} ms); executor CPU {:.2} s, peak {:.0} MiB, {:.1} KiB per rollout",
             self.rollouts,
+            self.peak_in_flight,
             self.succeeded,
             self.rolled_back,
             self.wall_seconds,
@@ -100,6 +103,8 @@ pub(crate) struct Report {
     /// Gate measurement / (bare tonic call + raw query): what the gate adds
     /// to the least a remote measurement costs.
     pub gate_ratio: f64,
+    /// Rollouts started per second (0: all at once).
+    pub pace: f64,
     /// One entry per size.
     pub sizes: Vec<SizeFigures>,
 }
@@ -125,8 +130,14 @@ impl Report {
             plan_ratio: overheads.plan_ratio(),
             gate_ratio: overheads.gate_ratio(),
             overheads,
+            pace: 0.0,
             sizes,
         }
+    }
+
+    /// The same, for rollouts started at `pace` per second.
+    pub(crate) fn paced(self, pace: f64) -> Self {
+        Self { pace, ..self }
     }
 
     /// The Markdown table.
@@ -145,17 +156,27 @@ impl Report {
             o.query_us,
             self.gate_ratio
         );
-        out.push_str("| rollouts | failing | wall s | advance p50 / p99 ms | decision p50 / p99 ms | executor share p50 / p99 ms | executor CPU s | executor peak MiB | executor KiB / rollout | harness CPU s | harness peak MiB | API calls / step | gRPC calls / step |\n");
-        out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        if self.pace > 0.0 {
+            let _ = writeln!(
+                out,
+                "Rollouts started at {} per second, each holding its last batch until the last had started.\n",
+                self.pace
+            );
+        } else {
+            out.push_str("Rollouts started all at once.\n\n");
+        }
+        out.push_str("| rollouts | in flight at most | failing | wall s | advance p50 / p99 ms | decision p50 / p99 ms | executor share p50 / p99 ms | executor CPU s | executor peak MiB | executor KiB / rollout | harness CPU s | harness peak MiB | API calls / step | gRPC calls / step |\n");
+        out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for s in &self.sizes {
             if let Some(u) = &s.unfinished {
-                let _ = writeln!(out, "| {} | unfinished: {u} ||||||||||||", s.rollouts);
+                let _ = writeln!(out, "| {} | unfinished: {u} |||||||||||||", s.rollouts);
                 continue;
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.1} | {} / {} | {} / {} | {} / {} | {:.2} | {:.0} | {:.1} | {:.2} | {:.0} | {:.1} | {:.1} |",
+                "| {} | {} | {} | {:.1} | {} / {} | {} / {} | {} / {} | {:.2} | {:.0} | {:.1} | {:.2} | {:.0} | {:.1} | {:.1} |",
                 s.rollouts,
+                s.peak_in_flight,
                 s.failing,
                 s.wall_seconds,
                 ms(s.advance_p50_ms),

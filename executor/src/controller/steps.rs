@@ -292,6 +292,9 @@ async fn step<R: Release>(
                             &rollout.spec.analyses,
                         ) else {
                             after_checks(status, &batch);
+                            if status.step_state == StepState::Completed && hops < MAX_HOPS {
+                                continue;
+                            }
                             return Ok(Action::requeue(Duration::ZERO));
                         };
                         let context = pb::AnalysisContext {
@@ -319,7 +322,13 @@ async fn step<R: Release>(
                         Ok(Action::await_change())
                     }
                     Some((Verdict::Pass, _)) => {
+                        // Passed with no pause: the next batch's first
+                        // patch goes out now, not after a trip through
+                        // the watch.
                         after_checks(status, &batch);
+                        if status.step_state == StepState::Completed && hops < MAX_HOPS {
+                            continue;
+                        }
                         Ok(Action::requeue(Duration::ZERO))
                     }
                     Some((Verdict::Fail, message)) => {
@@ -353,20 +362,26 @@ async fn step<R: Release>(
                 }
             }
             StepState::Paused => {
-                if promotion == Some(false) {
-                    status.step_state = StepState::Completed;
-                    return Ok(Action::requeue(Duration::ZERO));
+                // Taken, so that a promotion moves one step however far
+                // this reconcile goes on.
+                let over = promotion.take() == Some(false)
+                    || match status.pause_until.as_deref().and_then(parse_time) {
+                        Some(until) => match until.duration_since(SystemTime::now()) {
+                            Ok(remaining) if !remaining.is_zero() => {
+                                return Ok(Action::requeue(remaining));
+                            }
+                            _ => true,
+                        },
+                        None => false,
+                    };
+                if !over {
+                    return Ok(Action::await_change());
                 }
-                match status.pause_until.as_deref().and_then(parse_time) {
-                    Some(until) => match until.duration_since(SystemTime::now()) {
-                        Ok(remaining) if !remaining.is_zero() => Ok(Action::requeue(remaining)),
-                        _ => {
-                            status.step_state = StepState::Completed;
-                            Ok(Action::requeue(Duration::ZERO))
-                        }
-                    },
-                    None => Ok(Action::await_change()),
+                status.step_state = StepState::Completed;
+                if hops < MAX_HOPS {
+                    continue;
                 }
+                Ok(Action::requeue(Duration::ZERO))
             }
             StepState::Completed => {
                 finish_step(status);
