@@ -9,6 +9,7 @@
 //!   - image: registry.example/web:2.0
 //!     profile: {errorRatio: 0.08, latencyP50Ms: 20, latencyP99Ms: 80,
 //!               startMinSeconds: 1, startMaxSeconds: 3, readyAfterSeconds: 1,
+//!               stopSeconds: 1,  # SIGTERM to exit, within the grace period
 //!               crashLoop: false, neverReady: false, latencyPerRpsMs: 0,
 //!               changes: [{afterSeconds: 60, errorRatio: 0.2}]}
 //! load:                        # requests per second on entry points

@@ -652,3 +652,84 @@ async fn endpoint_slices_list_ready_pods_and_node_loss_evicts() {
     };
     until("pods moved to the remaining node", moved, async || {}).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_pod_stops_within_its_grace_period_and_is_replaced_at_once() {
+    let s = sim(ClusterOptions::default());
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(s.client.clone());
+    let slices: Api<EndpointSlice> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    services.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).unwrap()).await.unwrap();
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", 2, "web:1", rolling(1, 0)),
+        )
+        .await
+        .unwrap();
+    let all_ready = async || {
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        list.len() == 2 && list.iter().all(ready)
+    };
+    until("two ready pods", all_ready, async || {}).await;
+    let victim = pods.list(&ListParams::default()).await.unwrap().items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+
+    // Deleted with the default grace: still there, marked, 30 s to stop.
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    let marked = pods.get(&victim).await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30));
+    // A second delete changes nothing while it stops.
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(pods.get_opt(&victim).await.unwrap().is_some());
+    // Its endpoint says terminating, not ready, still serving; the
+    // ReplicaSet does not count it and starts a replacement at once.
+    let terminating = async || {
+        slices.get_opt("web-sim").await.unwrap().is_some_and(|s| {
+            s.endpoints.iter().any(|e| {
+                e.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(victim.as_str())
+                    && e.conditions.as_ref().is_some_and(|c| {
+                        c.terminating == Some(true)
+                            && c.ready == Some(false)
+                            && c.serving == Some(true)
+                    })
+            })
+        })
+    };
+    until("a terminating endpoint", terminating, async || {}).await;
+    let replaced = async || pods.list(&ListParams::default()).await.unwrap().items.len() == 3;
+    until(
+        "a replacement beside the stopping pod",
+        replaced,
+        async || {},
+    )
+    .await;
+    // The version stops in a second (the default profile): gone then.
+    let gone = async || pods.get_opt(&victim).await.unwrap().is_none();
+    until("the stopped pod removed", gone, async || {}).await;
+
+    // Grace 0 removes a pod at once.
+    let other = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none())
+        .and_then(|p| p.metadata.name)
+        .unwrap();
+    pods.delete(&other, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    assert!(pods.get_opt(&other).await.unwrap().is_none());
+}

@@ -725,8 +725,17 @@ fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError>
     } else {
         None
     });
+    let grace = match query.get("gracePeriodSeconds") {
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "gracePeriodSeconds: invalid value {text:?}: must be a whole number of seconds"
+            ))
+        })?),
+        None => body["gracePeriodSeconds"].as_i64(),
+    };
     Ok(DeleteOptions {
         propagation,
+        grace_period_seconds: grace,
         uid: body["preconditions"]["uid"].as_str().map(str::to_owned),
         resource_version: body["preconditions"]["resourceVersion"]
             .as_str()

@@ -32,6 +32,8 @@ use crate::api::{
 
 /// Events kept per resource for watches that resume from a resourceVersion.
 pub const HISTORY: usize = 10_000;
+/// A pod's grace period when neither the request nor the pod gives one.
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 /// Events a slow watcher may fall behind before it is closed.
 const WATCH_BUFFER: usize = 4096;
 
@@ -199,6 +201,9 @@ pub enum Propagation {
 pub struct DeleteOptions {
     /// Dependents' fate.
     pub propagation: Option<Propagation>,
+    /// Seconds a running pod has to stop; `None` takes the pod's
+    /// `terminationGracePeriodSeconds` (30 when unset), 0 removes it at once.
+    pub grace_period_seconds: Option<i64>,
     /// Delete only if the uid matches.
     pub uid: Option<String>,
     /// Delete only if the resourceVersion matches.
@@ -776,6 +781,29 @@ impl Store {
                     text(&current, &["metadata", "resourceVersion"])
                 ),
             ));
+        }
+        // A pod bound to a node is stopped by its kubelet first: it is
+        // marked for deletion with its grace period, and the kubelet removes
+        // it (grace 0) once its containers have exited. An unbound pod has
+        // nothing to stop and goes at once, as with the real API server.
+        if res.group.is_empty() && res.plural == "pods" {
+            let grace = options
+                .grace_period_seconds
+                .or_else(|| current["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(DEFAULT_GRACE_SECONDS);
+            let bound = !text(&current, &["spec", "nodeName"]).is_empty();
+            let terminating = !text(&current, &["metadata", "deletionTimestamp"]).is_empty();
+            if grace > 0 && bound {
+                if terminating {
+                    return Ok(current);
+                }
+                let until = (self.clock)() + std::time::Duration::from_secs(grace.unsigned_abs());
+                let mut next = current;
+                next["metadata"]["deletionTimestamp"] = json!(rfc3339(until));
+                next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                let key = (namespace.to_owned(), name.to_owned());
+                return inner.commit(res, key, next, EventType::Modified);
+            }
         }
         inner.delete(
             self,

@@ -143,6 +143,8 @@ pub struct PodSummary {
     pub created: String,
     /// Being deleted.
     pub deleting: bool,
+    /// The grace period its deletion gave, seconds.
+    pub grace_seconds: i64,
     /// Bound to a node.
     pub scheduled: bool,
     /// `status.phase` is Running.
@@ -178,6 +180,7 @@ struct PodWireMeta {
     name: String,
     creation_timestamp: String,
     deletion_timestamp: Option<String>,
+    deletion_grace_period_seconds: Option<i64>,
     owner_references: Vec<PodWireOwner>,
 }
 
@@ -259,6 +262,7 @@ impl PodSummary {
             name: wire.metadata.name,
             created: wire.metadata.creation_timestamp,
             deleting: wire.metadata.deletion_timestamp.is_some(),
+            grace_seconds: wire.metadata.deletion_grace_period_seconds.unwrap_or(0),
             scheduled: wire.spec.node_name.as_ref().is_some_and(|n| !n.is_empty()),
             node: wire.spec.node_name.unwrap_or_default(),
             image: wire
@@ -558,6 +562,20 @@ struct OwnerRef {
     name: String,
 }
 
+/// An object's owners, by kind and name; only the owner references are
+/// read, the rest is skipped unparsed.
+fn owners_in(bytes: &[u8]) -> Vec<(String, String)> {
+    serde_json::from_slice::<Owned>(bytes)
+        .map(|o| {
+            o.metadata
+                .owner_references
+                .into_iter()
+                .map(|r| (r.kind, r.name))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Turns a watch event into work for every controller it concerns.
 fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resource>>) {
     let Some((plural, name)) = event.name.split_once('/') else {
@@ -598,18 +616,7 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
         return;
     }
     let name = name.to_owned();
-    let owners = || -> Vec<(String, String)> {
-        // Only the owner references are read; the rest is skipped unparsed.
-        serde_json::from_slice::<Owned>(&event.object)
-            .map(|o| {
-                o.metadata
-                    .owner_references
-                    .into_iter()
-                    .map(|r| (r.kind, r.name))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let owners = || owners_in(&event.object);
     match plural {
         "deployments" => ctx.enqueue(Work::Deployment(ns, name)),
         "replicasets" => {
@@ -650,8 +657,23 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
                 }
                 return;
             }
+            let gone = event.kind == EventType::Deleted;
             for (kind, owner) in owners {
                 match kind.as_str() {
+                    "ReplicaSet" if gone => {
+                        // A pod gone for good can let a Recreate rollout go
+                        // on, though its ReplicaSet's status (which leaves
+                        // terminating pods out) did not change.
+                        let rs = ctx.kinds.replicasets.clone();
+                        if let Ok(bytes) = ctx.store.get(&rs, &ns, &owner) {
+                            for (kind, deployment) in owners_in(&bytes) {
+                                if kind == "Deployment" {
+                                    ctx.enqueue(Work::Deployment(ns.clone(), deployment));
+                                }
+                            }
+                        }
+                        ctx.enqueue(Work::ReplicaSet(ns.clone(), owner));
+                    }
                     "ReplicaSet" => ctx.enqueue(Work::ReplicaSet(ns.clone(), owner)),
                     "StatefulSet" => ctx.enqueue(Work::StatefulSet(ns.clone(), owner)),
                     "DaemonSet" => ctx.enqueue(Work::DaemonSet(ns.clone(), owner)),

@@ -20,7 +20,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::{
-    api::{store::Part, time::rfc3339},
+    api::{
+        store::{DeleteOptions, Part},
+        time::rfc3339,
+    },
     cluster::engine::{Ctx, Work},
 };
 
@@ -40,6 +43,8 @@ pub enum Stage {
     Ready,
     /// Crashed; restarts at the instant.
     BackOff(Instant),
+    /// Asked to stop; its containers have exited at the instant.
+    Stopping(Instant),
 }
 
 /// The node and pod bookkeeping.
@@ -216,10 +221,11 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     let Some(pod) = ctx.pod(ns, name) else {
         return;
     };
+    let key = (ns.to_owned(), name.to_owned());
     if pod.deleting {
+        stop(ctx, key, &pod.image, pod.grace_seconds);
         return;
     }
-    let key = (ns.to_owned(), name.to_owned());
     let node = &pod.node;
     if node.is_empty() {
         if schedule(ctx, ns, name) {
@@ -228,8 +234,9 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
         return;
     }
     if !ctx.kubelet.nodes.contains_key(node) {
-        // The node is gone: the pod is evicted and its controller replaces it.
-        let _ = ctx.store.delete(&pods, ns, name, &Default::default());
+        // The node is gone: the pod is evicted at once (nothing is left to
+        // stop) and its controller replaces it.
+        remove(ctx, ns, name);
         return;
     }
     let profile = ctx
@@ -316,6 +323,40 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
             ctx.kubelet.stages.insert(key, Stage::Ready);
         }
         _ => {}
+    }
+}
+
+/// Removes a pod for good, as a kubelet does once its containers are gone.
+fn remove(ctx: &mut Ctx, ns: &str, name: &str) {
+    let pods = ctx.kinds.pods.clone();
+    let now = DeleteOptions {
+        grace_period_seconds: Some(0),
+        ..DeleteOptions::default()
+    };
+    let _ = ctx.store.delete(&pods, ns, name, &now);
+}
+
+/// A pod marked for deletion: its containers get the stop signal and exit
+/// after the version's stop time (within the grace period), then the pod is
+/// removed. Until then it runs as it did; its endpoint shows it terminating.
+fn stop(ctx: &mut Ctx, key: (String, String), image: &str, grace_seconds: i64) {
+    let now = Instant::now();
+    match ctx.kubelet.stages.get(&key) {
+        Some(Stage::Stopping(at)) if now >= *at => remove(ctx, &key.0, &key.1),
+        Some(Stage::Stopping(_)) => {}
+        _ => {
+            let profile = ctx
+                .profiles
+                .read()
+                .map(|p| p.of(image).clone())
+                .unwrap_or_default();
+            let grace = Duration::from_secs(grace_seconds.unsigned_abs());
+            let wait = ctx.real(profile.stop_delay(grace));
+            ctx.kubelet
+                .stages
+                .insert(key.clone(), Stage::Stopping(now + wait));
+            ctx.after(wait, Work::Pod(key.0, key.1));
+        }
     }
 }
 

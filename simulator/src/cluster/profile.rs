@@ -78,6 +78,9 @@ pub struct Profile {
     pub start_max_seconds: f64,
     /// Time from Running to Ready, seconds.
     pub ready_after_seconds: f64,
+    /// Time the container takes to exit once asked to stop (at most the
+    /// pod's grace period), seconds.
+    pub stop_seconds: f64,
     /// The container exits soon after starting, again and again.
     pub crash_loop: bool,
     /// The container runs but its readiness probe never passes.
@@ -100,6 +103,7 @@ impl Default for Profile {
             start_min_seconds: 1.0,
             start_max_seconds: 3.0,
             ready_after_seconds: 1.0,
+            stop_seconds: 1.0,
             crash_loop: false,
             never_ready: false,
             error_ratio: 0.001,
@@ -120,6 +124,11 @@ impl Profile {
     /// Time from Running to Ready.
     pub fn ready_delay(&self) -> Duration {
         secs(self.ready_after_seconds)
+    }
+
+    /// Time from the stop signal to the container's exit, within `grace`.
+    pub fn stop_delay(&self, grace: Duration) -> Duration {
+        secs(self.stop_seconds).min(grace)
     }
 
     /// (error ratio, p50 ms, p99 ms) at `elapsed` since the version started.

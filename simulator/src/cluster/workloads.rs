@@ -265,9 +265,12 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
                 }
             } else {
                 let old_specs: i64 = olds.iter().map(|r| int(r, &["spec", "replicas"], 0)).sum();
-                let old_pods: i64 = olds
+                // Every old pod must be gone, terminating ones included,
+                // before the first new one: the Deployment controller's
+                // "old pods running" check.
+                let old_pods: usize = olds
                     .iter()
-                    .map(|r| int(r, &["status", "replicas"], 0))
+                    .map(|r| ctx.pods_of(text(r, &["metadata", "uid"])).len())
                     .sum();
                 if old_specs > 0 {
                     for old in &olds {
