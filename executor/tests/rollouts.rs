@@ -92,16 +92,18 @@ async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
         Api::default_namespaced(world.client.clone());
     let wanted = ["Progressing", "StepAnalyzing", "Succeeded"];
     let mut reasons: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     for _ in 0..100 {
-        reasons = events
+        let mine: Vec<_> = events
             .list(&ListParams::default())
             .await
             .unwrap()
             .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
-            .filter_map(|e| e.reason)
             .collect();
+        notes = mine.iter().filter_map(|e| e.note.clone()).collect();
+        reasons = mine.into_iter().filter_map(|e| e.reason).collect();
         if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
             break;
         }
@@ -113,6 +115,14 @@ async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
             "no {reason} event in {reasons:?}"
         );
     }
+    // Each step tells its own story: Events of one reason are not folded
+    // into the first one's note (two steps here are analysed).
+    let analysing: Vec<&String> = notes.iter().filter(|n| n.contains("analysing")).collect();
+    assert_eq!(
+        analysing.len(),
+        2,
+        "one StepAnalyzing Event per analysed step, each with its own note: {notes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

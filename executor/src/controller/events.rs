@@ -41,12 +41,15 @@ impl EventSink {
     /// last sink is dropped, after publishing what was queued.
     pub fn start(client: Client, metrics: Arc<Metrics>) -> Self {
         let (queue, received) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
-        let recorder = Recorder::new(client, "sluice-executor".into());
         let queued = futures::stream::unfold(received, |mut received| async move {
             received.recv().await.map(|item| (item, received))
         });
         let publishing = queued.for_each_concurrent(PARALLEL, move |(event, reference)| {
-            let recorder = recorder.clone();
+            // A recorder per Event: a shared one would fold Events of the
+            // same reason into one series that keeps the first note (each
+            // step's message would be lost) and would scan its whole cache
+            // of recent Events on every publish.
+            let recorder = Recorder::new(client.clone(), "sluice-executor".into());
             async move {
                 if let Err(error) = recorder.publish(&event, &reference).await {
                     tracing::debug!(%error, reason = %event.reason, "recording an event failed");
