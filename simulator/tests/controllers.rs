@@ -733,3 +733,37 @@ async fn a_deleted_pod_stops_within_its_grace_period_and_is_replaced_at_once() {
         .unwrap();
     assert!(pods.get_opt(&other).await.unwrap().is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_waiting_for_room_is_scheduled_when_a_pod_leaves_its_node() {
+    // One node with room for two pods: the surge pod of a rolling update
+    // waits until an old pod has stopped and gone.
+    let s = sim(ClusterOptions {
+        nodes: 1,
+        node_capacity: 2,
+        ..ClusterOptions::default()
+    });
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", 2, "web:1", rolling(1, 1)),
+        )
+        .await
+        .unwrap();
+    let all_ready = async || {
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        list.len() == 2 && list.iter().all(ready)
+    };
+    until("two ready pods", all_ready, async || {}).await;
+    set_image(&deployments, "web", "web:2").await;
+    let rolled = async || {
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        list.len() == 2
+            && list.iter().all(|p| {
+                ready(p) && p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("web:2")
+            })
+    };
+    until("both pods on web:2", rolled, async || {}).await;
+}

@@ -646,13 +646,20 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
                     .iter()
                     .find(|(f, _)| *f == "spec.nodeName")
                     .map(|(_, v)| v.as_str());
+                let gone = event.kind == EventType::Deleted;
+                let freed = gone && ctx.kubelet.bound.contains_key(&(ns.clone(), name.clone()));
                 crate::cluster::kubelet::observe_pod(
                     &mut ctx.kubelet,
                     (ns.clone(), name.clone()),
                     node,
-                    event.kind == EventType::Deleted,
+                    gone,
                 );
-                if event.kind != EventType::Deleted {
+                if !gone {
+                    ctx.enqueue(Work::Pod(ns, name));
+                } else if freed && let Some((ns, name)) = ctx.kubelet.next_waiting() {
+                    // A place on a node came free: the pod that waited
+                    // longest for one tries again, as the scheduler
+                    // retries unschedulable pods when a pod leaves.
                     ctx.enqueue(Work::Pod(ns, name));
                 }
                 return;

@@ -59,6 +59,13 @@ pub struct Kubelet {
     /// Ready nodes with room, by (pods bound, name): the scheduler takes
     /// the first, so choosing a node costs a lookup, not a scan.
     free: BTreeSet<(u32, String)>,
+    /// Pods no node had room for, in the order they were found so: the
+    /// scheduler tries the first again when a pod leaves a node.
+    waiting: BTreeMap<u64, (String, String)>,
+    /// Where each waiting pod is in `waiting`.
+    waiting_at: HashMap<(String, String), u64>,
+    /// The next place in `waiting`.
+    waiting_seq: u64,
 }
 
 impl Kubelet {
@@ -89,6 +96,29 @@ impl Kubelet {
     /// The ready node with room and the fewest pods (ties by name).
     pub fn best_node(&self) -> Option<String> {
         self.free.first().map(|(_, name)| name.clone())
+    }
+
+    /// Notes a pod no node had room for.
+    fn wait(&mut self, key: (String, String)) {
+        if !self.waiting_at.contains_key(&key) {
+            self.waiting_seq += 1;
+            self.waiting.insert(self.waiting_seq, key.clone());
+            self.waiting_at.insert(key, self.waiting_seq);
+        }
+    }
+
+    /// Forgets a waiting pod (bound or gone).
+    fn unwait(&mut self, key: &(String, String)) {
+        if let Some(at) = self.waiting_at.remove(key) {
+            self.waiting.remove(&at);
+        }
+    }
+
+    /// The pod that has waited longest for a node, taken off the list.
+    pub fn next_waiting(&mut self) -> Option<(String, String)> {
+        let (_, key) = self.waiting.pop_first()?;
+        self.waiting_at.remove(&key);
+        Some(key)
     }
 }
 
@@ -144,6 +174,7 @@ pub fn observe_pod(
 ) {
     if deleted {
         kubelet.stages.remove(&key);
+        kubelet.unwait(&key);
         if let Some(node) = kubelet.bound.remove(&key) {
             kubelet.count(&node, -1);
         }
@@ -191,6 +222,7 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
     let pods = ctx.kinds.pods.clone();
     let now = rfc3339(ctx.now());
     let Some(node) = choice else {
+        ctx.kubelet.wait((ns.to_owned(), name.to_owned()));
         ctx.modify(&pods, ns, name, Part::Status, |p| {
             p["status"]["phase"] = json!("Pending");
             p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0 nodes are available: no node has room for another pod", "lastTransitionTime": now}]);
@@ -201,6 +233,7 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
         p["spec"]["nodeName"] = json!(node)
     });
     if bound.is_some() {
+        ctx.kubelet.unwait(&(ns.to_owned(), name.to_owned()));
         observe_pod(
             &mut ctx.kubelet,
             (ns.to_owned(), name.to_owned()),
