@@ -20,6 +20,10 @@ use std::{
     collections::BTreeMap,
     path::PathBuf,
     process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -360,6 +364,19 @@ async fn size(n: usize, bad_share: f64, pace: f64) -> anyhow::Result<SizeFigures
     // Its caches filled, before any rollout: the baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (exec_rss_before, _) = probe::memory(&executor.pid);
+    // The executor's resident memory at its highest while the rollouts
+    // run, sampled: the allocator may hand memory back before the end.
+    let highest = Arc::new(AtomicU64::new(exec_rss_before));
+    let sampler = {
+        let (highest, pid) = (Arc::clone(&highest), executor.pid.clone());
+        tokio::spawn(async move {
+            loop {
+                let (rss, _) = probe::memory(&pid);
+                highest.fetch_max(rss, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let exec_cpu_before = probe::process_cpu_seconds(&executor.pid);
     let other_cpu_before = probe::process_cpu_seconds("self");
 
@@ -390,6 +407,8 @@ async fn size(n: usize, bad_share: f64, pace: f64) -> anyhow::Result<SizeFigures
     let exec_cpu = probe::process_cpu_seconds(&executor.pid);
     let other_cpu = probe::process_cpu_seconds("self");
     let (exec_rss, exec_peak) = probe::memory(&executor.pid);
+    sampler.abort();
+    let exec_rss = exec_rss.max(highest.load(Ordering::Relaxed));
     let (_, peak) = probe::memory("self");
     executor.stop().await;
     stop.cancel();

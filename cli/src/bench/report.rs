@@ -52,7 +52,8 @@ pub(crate) struct SizeFigures {
     /// Peak resident memory of the executor process (MiB).
     pub executor_peak_rss_mib: f64,
     /// The executor's resident memory growth from its idle baseline (its
-    /// watches listed, no Rollout yet) to the end, per rollout (KiB).
+    /// watches listed, no Rollout yet) to its highest while the rollouts
+    /// ran (sampled every 50 ms), per rollout (KiB).
     pub executor_kib_per_rollout: f64,
     /// Peak resident memory of the harness process (MiB).
     pub peak_rss_mib: f64,
