@@ -1,25 +1,51 @@
 //! Analyses run beside the reconciler: one gate `Analyze` stream per
 //! rollout step, whose verdict and evidence are written to the Rollout's
-//! status (which wakes the reconciler). If the executor restarts, the
-//! reconciler starts the analysis again: a step is never judged on no data.
+//! status. If the executor restarts, the reconciler starts the analysis
+//! again: a step is never judged on no data.
+//!
+//! A written verdict wakes the reconciler at once, with the Rollout the
+//! write returned: the reconciler reads that version instead of the watch
+//! cache's older one until the watch catches up ([`Analyses::fresher`]), so
+//! a failed verdict turns into a rollback without waiting for the write to
+//! come back through the watch.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::{Patch, PatchParams},
+    runtime::reflector::ObjectRef,
 };
 use serde_json::json;
 use sluice_proto::v1::{self as pb, metrics_gate_client::MetricsGateClient};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::crd::{Evidence, Rollout, Verdict};
 
+/// Rollouts as a write returned them, by namespace and name.
+type Written = HashMap<(String, String), Arc<Rollout>>;
+
 /// Running analyses, by `namespace/name/step`.
 #[derive(Debug, Default)]
 pub struct Analyses {
     running: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Rollouts as their verdict's write returned them, by namespace and
+    /// name, until the watch cache shows them.
+    written: Arc<Mutex<Written>>,
+    /// Where a written verdict asks the controller for a reconcile.
+    wake: Mutex<Option<mpsc::UnboundedSender<ObjectRef<Rollout>>>>,
+}
+
+/// A resourceVersion as a number. Kubernetes calls it opaque; every API
+/// server in use (etcd revisions, the simulator) writes a decimal counter.
+/// `None` for anything else, and then the watch cache is used as it is.
+fn version(rollout: &Rollout) -> Option<u64> {
+    rollout.resource_version()?.parse().ok()
 }
 
 fn verdict(v: i32) -> Verdict {
@@ -49,6 +75,32 @@ fn evidence(m: &pb::Measurement) -> Evidence {
 }
 
 impl Analyses {
+    /// The reconciles verdicts ask for, for the controller's `reconcile_on`.
+    pub fn wakes(&self) -> impl futures::Stream<Item = ObjectRef<Rollout>> + use<> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|r| (r, receiver))
+        })
+    }
+
+    /// `rollout` as the watch cache gave it, or the newer version a verdict's
+    /// write returned while the cache has not caught up.
+    pub fn fresher(&self, rollout: Arc<Rollout>) -> Arc<Rollout> {
+        let key = (rollout.namespace().unwrap_or_default(), rollout.name_any());
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match written.get(&key) {
+            Some(newer) if version(newer) > version(&rollout) && version(&rollout).is_some() => {
+                Arc::clone(newer)
+            }
+            Some(_) => {
+                written.remove(&key);
+                rollout
+            }
+            None => rollout,
+        }
+    }
+
     /// Starts the analysis of `step` unless it runs already.
     pub fn ensure(
         &self,
@@ -66,6 +118,8 @@ impl Analyses {
             return;
         }
         let (client, mut gate) = (client.clone(), gate.clone());
+        let written = Arc::clone(&self.written);
+        let wake = self.wake.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let handle = tokio::spawn(async move {
             let api: Api<Rollout> = Api::namespaced(client, &ns);
             let mut last: Vec<Evidence> = Vec::new();
@@ -108,11 +162,25 @@ impl Analyses {
             };
             tracing::info!(rollout = %name, step, ?verdict, %message, "analysis verdict");
             let patch = json!({"status": {"analysis": {"step": step, "verdict": verdict, "message": message, "evidence": last}}});
-            if let Err(error) = api
+            match api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
                 .await
             {
-                tracing::warn!(rollout = %name, %error, "writing the analysis verdict failed");
+                Ok(rollout) => {
+                    let reference = ObjectRef::from_obj(&rollout);
+                    written
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((ns, name), Arc::new(rollout));
+                    if let Some(wake) = wake {
+                        // The controller has stopped when nobody listens;
+                        // its successor reads the verdict from the cluster.
+                        let _ = wake.send(reference);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(rollout = %name, %error, "writing the analysis verdict failed");
+                }
             }
         });
         running.insert(key, handle);
@@ -120,6 +188,10 @@ impl Analyses {
 
     /// Stops every analysis of a rollout.
     pub fn stop(&self, namespace: &str, name: &str) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_owned(), name.to_owned()));
         let prefix = format!("{namespace}/{name}/");
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.retain(|k, h| {
@@ -130,5 +202,52 @@ impl Analyses {
                 true
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(version: &str, message: &str) -> Arc<Rollout> {
+        let mut r: Rollout = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default", "resourceVersion": version},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"}},
+        }))
+        .unwrap();
+        r.status = Some(crate::crd::RolloutStatus {
+            message: message.into(),
+            ..Default::default()
+        });
+        Arc::new(r)
+    }
+
+    #[test]
+    fn a_written_verdict_is_read_until_the_watch_cache_catches_up() {
+        let analyses = Analyses::default();
+        let key = ("default".to_owned(), "web".to_owned());
+        analyses
+            .written
+            .lock()
+            .unwrap()
+            .insert(key.clone(), rollout("7", "verdict written"));
+        let read = analyses.fresher(rollout("5", "cached"));
+        assert_eq!(read.status.as_ref().unwrap().message, "verdict written");
+        // The cache caught up (or went past): it is read, the copy dropped.
+        let read = analyses.fresher(rollout("8", "cached later"));
+        assert_eq!(read.status.as_ref().unwrap().message, "cached later");
+        assert!(analyses.written.lock().unwrap().get(&key).is_none());
+    }
+
+    #[test]
+    fn an_unreadable_version_leaves_the_cache_as_it_is() {
+        let analyses = Analyses::default();
+        analyses.written.lock().unwrap().insert(
+            ("default".to_owned(), "web".to_owned()),
+            rollout("7", "verdict written"),
+        );
+        let read = analyses.fresher(rollout("opaque", "cached"));
+        assert_eq!(read.status.as_ref().unwrap().message, "cached");
     }
 }

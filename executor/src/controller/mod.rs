@@ -252,6 +252,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
             watcher::Config::default(),
             |s| owner_of(&s.metadata),
         )
+        .reconcile_on(ctx.analyses.wakes())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -412,6 +413,7 @@ async fn plan(
 /// One reconcile, timed and counted.
 async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let start = tokio::time::Instant::now();
+    let rollout = ctx.analyses.fresher(rollout);
     let result = reconcile_once(rollout, &ctx).await;
     ctx.metrics.reconciled(result.is_ok(), start.elapsed());
     result
