@@ -89,6 +89,12 @@ fn ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Exactly `n` pods, every one Ready.
+async fn all_ready(pods: &Api<Pod>, n: usize) -> bool {
+    let list = pods.list(&ListParams::default()).await.unwrap().items;
+    list.len() == n && list.iter().all(ready)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_rolling_update_never_exceeds_surge_nor_drops_below_availability() {
     let s = sim(ClusterOptions::default());
@@ -669,11 +675,12 @@ async fn a_deleted_pod_stops_within_its_grace_period_and_is_replaced_at_once() {
         )
         .await
         .unwrap();
-    let all_ready = async || {
-        let list = pods.list(&ListParams::default()).await.unwrap().items;
-        list.len() == 2 && list.iter().all(ready)
-    };
-    until("two ready pods", all_ready, async || {}).await;
+    until(
+        "two ready pods",
+        async || all_ready(&pods, 2).await,
+        async || {},
+    )
+    .await;
     let victim = pods.list(&ListParams::default()).await.unwrap().items[0]
         .metadata
         .name
@@ -752,11 +759,12 @@ async fn a_pod_waiting_for_room_is_scheduled_when_a_pod_leaves_its_node() {
         )
         .await
         .unwrap();
-    let all_ready = async || {
-        let list = pods.list(&ListParams::default()).await.unwrap().items;
-        list.len() == 2 && list.iter().all(ready)
-    };
-    until("two ready pods", all_ready, async || {}).await;
+    until(
+        "two ready pods",
+        async || all_ready(&pods, 2).await,
+        async || {},
+    )
+    .await;
     set_image(&deployments, "web", "web:2").await;
     let rolled = async || {
         let list = pods.list(&ListParams::default()).await.unwrap().items;

@@ -23,6 +23,7 @@ use serde_json::json;
 use sluice_proto::v1::{self as pb, metrics_gate_client::MetricsGateClient};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
 use crate::crd::{Evidence, Rollout, Verdict};
@@ -79,9 +80,7 @@ impl Analyses {
     pub fn wakes(&self) -> impl futures::Stream<Item = ObjectRef<Rollout>> + use<> {
         let (sender, receiver) = mpsc::unbounded_channel();
         *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
-        futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|r| (r, receiver))
-        })
+        UnboundedReceiverStream::new(receiver)
     }
 
     /// `rollout` as the watch cache gave it, or the newer version a verdict's

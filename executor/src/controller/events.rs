@@ -21,6 +21,7 @@ use kube::{
     runtime::events::{Event, Recorder},
 };
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::metrics::Metrics;
 
@@ -41,10 +42,7 @@ impl EventSink {
     /// last sink is dropped, after publishing what was queued.
     pub fn start(client: Client, metrics: Arc<Metrics>) -> Self {
         let (queue, received) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
-        let queued = futures::stream::unfold(received, |mut received| async move {
-            received.recv().await.map(|item| (item, received))
-        });
-        let publishing = queued.for_each_concurrent(PARALLEL, move |(event, reference)| {
+        let publishing = ReceiverStream::new(received).for_each_concurrent(PARALLEL, move |(event, reference)| {
             // A recorder per Event: a shared one would fold Events of the
             // same reason into one series that keeps the first note (each
             // step's message would be lost) and would scan its whole cache

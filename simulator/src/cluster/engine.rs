@@ -632,8 +632,10 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
         "pods" => {
             let key = (ns.clone(), name.clone());
             let summary = PodSummary::parse(&event.object);
+            // Only the control plane acts on a pod's owners.
             let owners = summary
                 .as_ref()
+                .filter(|_| ctx.role == Role::ControlPlane)
                 .map(|p| p.owners.clone())
                 .unwrap_or_default();
             match summary {
@@ -647,8 +649,7 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
                     .find(|(f, _)| *f == "spec.nodeName")
                     .map(|(_, v)| v.as_str());
                 let gone = event.kind == EventType::Deleted;
-                let freed = gone && ctx.kubelet.bound.contains_key(&(ns.clone(), name.clone()));
-                crate::cluster::kubelet::observe_pod(
+                let freed = crate::cluster::kubelet::observe_pod(
                     &mut ctx.kubelet,
                     (ns.clone(), name.clone()),
                     node,

@@ -24,7 +24,10 @@ use crate::{
         store::{DeleteOptions, Part},
         time::rfc3339,
     },
-    cluster::engine::{Ctx, Work},
+    cluster::{
+        engine::{Ctx, Work},
+        profile::Profile,
+    },
 };
 
 /// Pods a node takes when it does not say.
@@ -165,20 +168,22 @@ pub fn observe_node(kubelet: &mut Kubelet, name: &str, object: Option<&Value>) {
     }
 }
 
-/// Records which node a pod is on, from a watch event.
+/// Records which node a pod is on, from a watch event; true when a pod
+/// left a node, so a place came free on it.
 pub fn observe_pod(
     kubelet: &mut Kubelet,
     key: (String, String),
     node: Option<&str>,
     deleted: bool,
-) {
+) -> bool {
     if deleted {
         kubelet.stages.remove(&key);
         kubelet.unwait(&key);
-        if let Some(node) = kubelet.bound.remove(&key) {
-            kubelet.count(&node, -1);
-        }
-        return;
+        let Some(node) = kubelet.bound.remove(&key) else {
+            return false;
+        };
+        kubelet.count(&node, -1);
+        return true;
     }
     if let Some(node) = node.filter(|n| !n.is_empty())
         && let std::collections::hash_map::Entry::Vacant(e) = kubelet.bound.entry(key)
@@ -186,6 +191,7 @@ pub fn observe_pod(
         e.insert(node.to_owned());
         kubelet.count(node, 1);
     }
+    false
 }
 
 fn container_statuses(pod: &Value, ready: bool, state: Value, restarts: i64) -> Value {
@@ -272,11 +278,7 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
         remove(ctx, ns, name);
         return;
     }
-    let profile = ctx
-        .profiles
-        .read()
-        .map(|p| p.of(&pod.image).clone())
-        .unwrap_or_default();
+    let profile = profile_of(ctx, &pod.image);
     let now = Instant::now();
     let stamp = rfc3339(ctx.now());
     let restarts = pod.restarts;
@@ -359,6 +361,14 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     }
 }
 
+/// How the version running `image` behaves.
+fn profile_of(ctx: &Ctx, image: &str) -> Profile {
+    ctx.profiles
+        .read()
+        .map(|p| p.of(image).clone())
+        .unwrap_or_default()
+}
+
 /// Removes a pod for good, as a kubelet does once its containers are gone.
 fn remove(ctx: &mut Ctx, ns: &str, name: &str) {
     let pods = ctx.kinds.pods.clone();
@@ -378,11 +388,7 @@ fn stop(ctx: &mut Ctx, key: (String, String), image: &str, grace_seconds: i64) {
         Some(Stage::Stopping(at)) if now >= *at => remove(ctx, &key.0, &key.1),
         Some(Stage::Stopping(_)) => {}
         _ => {
-            let profile = ctx
-                .profiles
-                .read()
-                .map(|p| p.of(image).clone())
-                .unwrap_or_default();
+            let profile = profile_of(ctx, image);
             let grace = Duration::from_secs(grace_seconds.unsigned_abs());
             let wait = ctx.real(profile.stop_delay(grace));
             ctx.kubelet
@@ -454,7 +460,14 @@ mod tests {
         observe_pod(&mut k, key("p3"), Some("a"), false);
         observe_pod(&mut k, key("p4"), Some("b"), false);
         assert_eq!(k.best_node(), None, "a and b are full, c is not ready");
-        observe_pod(&mut k, key("p3"), None, true);
+        assert!(
+            observe_pod(&mut k, key("p3"), None, true),
+            "a place came free"
+        );
+        assert!(
+            !observe_pod(&mut k, key("never-bound"), None, true),
+            "an unbound pod frees nothing"
+        );
         assert_eq!(k.best_node().as_deref(), Some("a"), "a pod left a");
         observe_node(&mut k, "a", None);
         assert_eq!(k.best_node(), None, "a is gone");
