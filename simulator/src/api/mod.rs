@@ -9,6 +9,7 @@
 //! - [`discovery`], [`openapi`], [`table`]: what kubectl asks for besides objects.
 //! - [`patch`]: merge, JSON, strategic merge and apply patches.
 //! - [`selector`]: label and field selectors.
+//! - [`splice`]: status writes that copy the rest of an object's JSON as it is.
 //! - [`status`]: errors as `metav1.Status`.
 //! - [`faults`]: injected errors, latency and dropped watches.
 
@@ -20,6 +21,7 @@ pub mod openapi;
 pub mod patch;
 pub mod resources;
 pub mod selector;
+pub mod splice;
 pub mod status;
 pub mod store;
 pub mod table;

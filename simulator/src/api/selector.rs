@@ -236,6 +236,21 @@ pub fn fields_of(object: &serde_json::Value) -> Box<[(&'static str, String)]> {
         .collect()
 }
 
+/// `fields` (an object's indexed fields) with those of its status taken
+/// from `status` instead.
+pub fn fields_with_status(
+    fields: &[(&'static str, String)],
+    status: &serde_json::Value,
+) -> Box<[(&'static str, String)]> {
+    INDEXED_FIELDS
+        .iter()
+        .filter_map(|f| match f.strip_prefix("status.") {
+            Some(key) => status[key].as_str().map(|v| (*f, v.to_owned())),
+            None => fields.iter().find(|(g, _)| g == f).cloned(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

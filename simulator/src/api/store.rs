@@ -25,7 +25,8 @@ use tokio::sync::broadcast;
 
 use crate::api::{
     resources::{self, Registry, Resource},
-    selector::{FieldSelector, LabelSelector, fields_of, labels_of},
+    selector::{FieldSelector, LabelSelector, fields_of, fields_with_status, labels_of},
+    splice,
     status::ApiError,
     time::rfc3339,
 };
@@ -727,6 +728,79 @@ impl Store {
         }
     }
 
+    /// Changes an object's status alone, as a controller or kubelet writes
+    /// its status subresource: `change` gets the status (`null` when there
+    /// is none) and nothing else. Returns whether anything was written.
+    ///
+    /// *Guarantees*: the same result, version and event as
+    /// [`Store::modify`] with [`Part::Status`]. Only the status is parsed
+    /// and serialized; the rest of the stored JSON is copied as it is (see
+    /// [`splice`](crate::api::splice)), so a pod's status write costs a
+    /// fraction of a whole-object one. Objects whose JSON does not have the
+    /// expected shape take the whole-object path.
+    ///
+    /// # Errors
+    /// 404 NotFound.
+    pub fn modify_status(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        mut change: impl FnMut(&mut Value),
+    ) -> Result<bool, ApiError> {
+        let whole = |change: &mut dyn FnMut(&mut Value)| {
+            self.modify(res, namespace, name, Part::Status, |object| {
+                let mut status = object.get("status").cloned().unwrap_or(Value::Null);
+                change(&mut status);
+                object["status"] = status;
+            })
+            .map(|_| true)
+        };
+        if !res.status {
+            return whole(&mut change);
+        }
+        loop {
+            let read = self.get(res, namespace, name)?;
+            let Some(spots) = splice::locate(&read) else {
+                return whole(&mut change);
+            };
+            let old = &read[spots.status.clone()];
+            let mut status: Value =
+                serde_json::from_slice(old).map_err(|e| ApiError::internal(e.to_string()))?;
+            change(&mut status);
+            // The store wrote `old` with this same serializer, keys in
+            // order: equal bytes are an equal status.
+            let written =
+                serde_json::to_vec(&status).map_err(|e| ApiError::internal(e.to_string()))?;
+            if written == old {
+                return Ok(false);
+            }
+            let mut inner = self.lock();
+            let entry = match inner.entry(res, namespace, name) {
+                Ok(entry) if Arc::ptr_eq(&entry.bytes, &read) => entry,
+                Ok(_) => continue,
+                Err(e) => return Err(e),
+            };
+            let entry = Entry {
+                bytes: Arc::default(),
+                labels: entry.labels.clone(),
+                fields: fields_with_status(&entry.fields, &status),
+                uid: entry.uid.clone(),
+                owners: entry.owners.clone(),
+            };
+            inner.rv += 1;
+            let bytes = splice::splice(&read, &spots, &inner.rv.to_string(), &written);
+            let namespace = if res.namespaced { namespace } else { "" };
+            let key = (namespace.to_owned(), name.to_owned());
+            let entry = Entry {
+                bytes: bytes.into(),
+                ..entry
+            };
+            inner.install(res, key, entry, EventType::Modified);
+            return Ok(true);
+        }
+    }
+
     /// The objects whose owner references name `owner_uid`, with the
     /// resource (group, plural) each belongs to.
     pub fn dependents(&self, owner_uid: &str) -> Vec<Dependent> {
@@ -1046,12 +1120,21 @@ impl Inner {
         };
         let uid: Arc<str> = Arc::from(text(&object, &["metadata", "uid"]));
         let entry = Entry {
-            bytes: bytes.clone(),
+            bytes,
             labels,
             fields,
-            uid: uid.clone(),
+            uid,
             owners,
         };
+        self.install(res, key, entry, kind);
+        Ok(object)
+    }
+
+    /// Puts `entry` in place under the current resourceVersion (or removes
+    /// the object, for `Deleted`), records and sends the event, and keeps
+    /// the owner and uid indexes.
+    fn install(&mut self, res: &Resource, key: ObjectKey, entry: Entry, kind: EventType) {
+        let rv = self.rv;
         let table_key = (res.group.clone(), res.plural.clone());
         let location = (table_key.clone(), key.clone());
         let history = self.history;
@@ -1068,7 +1151,7 @@ impl Inner {
             name: key.1,
             labels: entry.labels.clone(),
             fields: entry.fields.clone(),
-            object: bytes,
+            object: entry.bytes.clone(),
         });
         table.history.push_back(event.clone());
         if table.history.len() > history
@@ -1084,7 +1167,7 @@ impl Inner {
             && old.uid == entry.uid
         {
             // Same owners and uid: the indexes already say so.
-            return Ok(object);
+            return;
         }
         if let Some(old) = old {
             for owner in old.owners.iter() {
@@ -1101,9 +1184,8 @@ impl Inner {
                     .or_default()
                     .insert(location.clone());
             }
-            self.by_uid.insert(uid, location);
+            self.by_uid.insert(entry.uid, location);
         }
-        Ok(object)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1496,19 +1578,29 @@ mod tests {
         let store = Arc::new(store());
         let pods = pods(&store);
         store
-            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {}}))
             .unwrap();
-        let writers: Vec<_> = (0..2)
-            .map(|_| {
+        // One writer of whole objects, one of spliced statuses.
+        let writers: Vec<_> = [false, true]
+            .into_iter()
+            .map(|spliced| {
                 let (store, pods) = (store.clone(), pods.clone());
                 std::thread::spawn(move || {
+                    let increment = |s: &mut Value| {
+                        s["count"] = json!(s["count"].as_u64().unwrap_or(0) + 1);
+                    };
                     for _ in 0..500 {
-                        store
-                            .modify(&pods, "default", "p", Part::Status, |p| {
-                                let n = p["status"]["count"].as_u64().unwrap_or(0);
-                                p["status"]["count"] = json!(n + 1);
-                            })
-                            .unwrap();
+                        if spliced {
+                            store
+                                .modify_status(&pods, "default", "p", increment)
+                                .unwrap();
+                        } else {
+                            store
+                                .modify(&pods, "default", "p", Part::Status, |p| {
+                                    increment(&mut p["status"])
+                                })
+                                .unwrap();
+                        }
                     }
                 })
             })
@@ -1518,12 +1610,76 @@ mod tests {
         }
         let pod = store.get_value(&pods, "default", "p").unwrap();
         assert_eq!(pod["status"]["count"], 1000, "every increment counted once");
-        let rv: u64 = pod["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .parse()
+        assert_eq!(
+            pod["metadata"]["resourceVersion"],
+            json!(store.resource_version().to_string()),
+            "the last write's version"
+        );
+    }
+
+    #[test]
+    fn a_status_write_stores_what_a_whole_object_write_would() {
+        let fixed = || SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let (whole, spliced) = (Store::new(Arc::new(fixed)), Store::new(Arc::new(fixed)));
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "web"}}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
+        let mut watches = Vec::new();
+        for store in [&whole, &spliced] {
+            store.create(&pods(store), "default", pod.clone()).unwrap();
+            watches.push(store.watch(&pods(store), None, None).unwrap().live);
+        }
+        let steps: [fn(&mut Value); 3] = [
+            |s| s["phase"] = json!("Running"),
+            |s| s["conditions"] = json!([{"type": "Ready", "status": "True"}]),
+            |s| *s = json!({"phase": "Failed", "reason": "Evicted"}),
+        ];
+        for step in steps {
+            whole
+                .modify(&pods(&whole), "default", "p", Part::Status, |o| {
+                    step(&mut o["status"])
+                })
+                .unwrap();
+            assert!(
+                spliced
+                    .modify_status(&pods(&spliced), "default", "p", step)
+                    .unwrap()
+            );
+            let (a, b) = (
+                watches[0].try_recv().unwrap(),
+                watches[1].try_recv().unwrap(),
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&a.object),
+                String::from_utf8_lossy(&b.object)
+            );
+            assert_eq!((a.rv, &a.labels, &a.fields), (b.rv, &b.labels, &b.fields));
+        }
+        let failed = LabelSelector::default();
+        let fields = FieldSelector::parse("status.phase=Failed").unwrap();
+        let page = spliced
+            .list(
+                &pods(&spliced),
+                Some("default"),
+                &failed,
+                &fields,
+                None,
+                None,
+            )
             .unwrap();
-        assert_eq!(rv, store.resource_version(), "the last write's version");
+        assert_eq!(
+            page.items.len(),
+            1,
+            "the phase's field index follows the status"
+        );
+        // The same status again: no write, no version, no event.
+        let rv = spliced.resource_version();
+        let again = spliced
+            .modify_status(&pods(&spliced), "default", "p", |s| {
+                s["phase"] = json!("Failed")
+            })
+            .unwrap();
+        assert!(!again);
+        assert_eq!(spliced.resource_version(), rv);
+        assert!(watches[1].try_recv().is_err());
     }
 
     #[test]

@@ -158,8 +158,8 @@ pub struct PodSummary {
     pub owners: Vec<(String, String)>,
     /// The node it is bound to (empty when unscheduled).
     pub node: String,
-    /// The image of its first container.
-    pub image: String,
+    /// Its containers' names and images, in order.
+    pub containers: Box<[(String, String)]>,
     /// Restarts of its first container.
     pub restarts: i64,
     /// When its first container started running, if it runs.
@@ -203,6 +203,7 @@ struct PodWireSpec {
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct PodWireContainer {
+    name: String,
     image: String,
 }
 
@@ -265,13 +266,12 @@ impl PodSummary {
             grace_seconds: wire.metadata.deletion_grace_period_seconds.unwrap_or(0),
             scheduled: wire.spec.node_name.as_ref().is_some_and(|n| !n.is_empty()),
             node: wire.spec.node_name.unwrap_or_default(),
-            image: wire
+            containers: wire
                 .spec
                 .containers
                 .into_iter()
-                .next()
-                .map(|c| c.image)
-                .unwrap_or_default(),
+                .map(|c| (c.name, c.image))
+                .collect(),
             restarts: first.as_ref().map_or(0, |c| c.restart_count),
             started_at: first.and_then(|c| c.state.running).map(|r| r.started_at),
             running: wire.status.phase == "Running",
@@ -281,6 +281,11 @@ impl PodSummary {
                 .iter()
                 .any(|c| c.kind == "Ready" && c.status == "True"),
         })
+    }
+
+    /// The image of its first container.
+    pub fn image(&self) -> &str {
+        self.containers.first().map_or("", |(_, image)| image)
     }
 
     /// Unscheduled < pending < not ready < ready; among equals, newest
@@ -371,6 +376,25 @@ impl Ctx {
             .or_default()
             .insert(key.clone());
         self.pods.insert(key, Arc::new(pod));
+    }
+
+    /// Edits an object's status alone (`change` gets the status), logging
+    /// failures; whether anything was written.
+    pub fn modify_status(
+        &mut self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        change: impl FnMut(&mut Value),
+    ) -> bool {
+        match self.store.modify_status(res, namespace, name, change) {
+            Ok(written) => written,
+            Err(e) if e.code == 404 => false,
+            Err(e) => {
+                tracing::warn!(kind = %res.kind, namespace, name, error = %e.message, "controller status write failed");
+                false
+            }
+        }
     }
 
     /// Edits an object's status (or the object), logging failures.

@@ -194,17 +194,18 @@ pub fn observe_pod(
     false
 }
 
-fn container_statuses(pod: &Value, ready: bool, state: Value, restarts: i64) -> Value {
-    let containers = pod["spec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+fn container_statuses(
+    containers: &[(String, String)],
+    ready: bool,
+    state: &Value,
+    restarts: i64,
+) -> Value {
     Value::Array(
         containers
             .iter()
-            .map(|c| {
+            .map(|(name, image)| {
                 json!({
-                    "name": c["name"], "image": c["image"], "imageID": format!("sluice://{}", c["image"].as_str().unwrap_or_default()),
+                    "name": name, "image": image, "imageID": format!("sluice://{image}"),
                     "ready": ready, "started": state.get("running").is_some(), "restartCount": restarts, "state": state,
                 })
             })
@@ -229,9 +230,9 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
     let now = rfc3339(ctx.now());
     let Some(node) = choice else {
         ctx.kubelet.wait((ns.to_owned(), name.to_owned()));
-        ctx.modify(&pods, ns, name, Part::Status, |p| {
-            p["status"]["phase"] = json!("Pending");
-            p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0 nodes are available: no node has room for another pod", "lastTransitionTime": now}]);
+        ctx.modify_status(&pods, ns, name, |s| {
+            s["phase"] = json!("Pending");
+            s["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0 nodes are available: no node has room for another pod", "lastTransitionTime": now}]);
         });
         return false;
     };
@@ -262,7 +263,7 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     };
     let key = (ns.to_owned(), name.to_owned());
     if pod.deleting {
-        stop(ctx, key, &pod.image, pod.grace_seconds);
+        stop(ctx, key, pod.image(), pod.grace_seconds);
         return;
     }
     let node = &pod.node;
@@ -278,7 +279,7 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
         remove(ctx, ns, name);
         return;
     }
-    let profile = profile_of(ctx, &pod.image);
+    let profile = profile_of(ctx, pod.image());
     let now = Instant::now();
     let stamp = rfc3339(ctx.now());
     let restarts = pod.restarts;
@@ -294,20 +295,18 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
         }
         Some(Stage::Starting(at) | Stage::BackOff(at)) if now >= at => {
             let running = json!({"running": {"startedAt": stamp}});
-            ctx.modify(&pods, ns, name, Part::Status, |p| {
-                p["status"]["phase"] = json!("Running");
-                p["status"]["hostIP"] = json!("10.0.0.1");
-                p["status"]["podIP"] = json!(format!(
+            ctx.modify_status(&pods, ns, name, |s| {
+                s["phase"] = json!("Running");
+                s["hostIP"] = json!("10.0.0.1");
+                s["podIP"] = json!(format!(
                     "10.244.{}.{}",
                     (restarts + name.len() as i64) % 250,
                     name.bytes().map(u32::from).sum::<u32>() % 250 + 1
                 ));
-                p["status"]["startTime"] = p["status"]["startTime"]
-                    .as_str()
-                    .map_or(json!(stamp), |s| json!(s));
-                p["status"]["conditions"] = conditions(&stamp, true, false);
-                p["status"]["containerStatuses"] =
-                    container_statuses(p, false, running.clone(), restarts);
+                s["startTime"] = s["startTime"].as_str().map_or(json!(stamp), |t| json!(t));
+                s["conditions"] = conditions(&stamp, true, false);
+                s["containerStatuses"] =
+                    container_statuses(&pod.containers, false, &running, restarts);
             });
             ctx.transitions += 1;
             let next = if profile.crash_loop {
@@ -329,13 +328,13 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
             let restarts = restarts + 1;
             let backoff = Duration::from_secs((10u64 << (restarts - 1).clamp(0, 5)).min(300));
             let waiting = json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off {}s restarting failed container", backoff.as_secs())}});
-            ctx.modify(&pods, ns, name, Part::Status, |p| {
-                p["status"]["conditions"] = conditions(&stamp, true, false);
-                let mut statuses = container_statuses(p, false, waiting.clone(), restarts);
+            ctx.modify_status(&pods, ns, name, |s| {
+                s["conditions"] = conditions(&stamp, true, false);
+                let mut statuses = container_statuses(&pod.containers, false, &waiting, restarts);
                 if let Some(first) = statuses.get_mut(0) {
                     first["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": stamp}});
                 }
-                p["status"]["containerStatuses"] = statuses;
+                s["containerStatuses"] = statuses;
             });
             ctx.transitions += 1;
             let wait = ctx.real(backoff);
@@ -349,10 +348,10 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
                 .started_at
                 .as_ref()
                 .map_or_else(|| json!({}), |at| json!({"running": {"startedAt": at}}));
-            ctx.modify(&pods, ns, name, Part::Status, |p| {
-                p["status"]["conditions"] = conditions(&stamp, true, true);
-                p["status"]["containerStatuses"] =
-                    container_statuses(p, true, running.clone(), restarts);
+            ctx.modify_status(&pods, ns, name, |s| {
+                s["conditions"] = conditions(&stamp, true, true);
+                s["containerStatuses"] =
+                    container_statuses(&pod.containers, true, &running, restarts);
             });
             ctx.transitions += 1;
             ctx.kubelet.stages.insert(key, Stage::Ready);

@@ -15,12 +15,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::{
-    api::store::Part,
-    cluster::{
-        engine::Ctx,
-        workloads::{int, is_ready, owner_ref, template_hash},
-    },
+use crate::cluster::{
+    engine::Ctx,
+    workloads::{int, is_ready, owner_ref, template_hash},
 };
 
 /// Label on StatefulSet pods naming their revision.
@@ -190,9 +187,7 @@ pub fn reconcile_statefulset(ctx: &mut Ctx, ns: &str, name: &str) {
         "updatedReplicas": updated, "currentRevision": current_revision, "updateRevision": update_revision,
         "collisionCount": 0,
     });
-    ctx.modify(&res, ns, name, Part::Status, |s| {
-        s["status"] = status.clone()
-    });
+    ctx.modify_status(&res, ns, name, |s| *s = status.clone());
 }
 
 /// Reconciles one DaemonSet: a pod on every ready node, updated one node at
@@ -268,7 +263,5 @@ pub fn reconcile_daemonset(ctx: &mut Ctx, ns: &str, name: &str) {
         "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": updated,
         "observedGeneration": int(&ds, &["metadata", "generation"], 1),
     });
-    ctx.modify(&res, ns, name, Part::Status, |s| {
-        s["status"] = status.clone()
-    });
+    ctx.modify_status(&res, ns, name, |s| *s = status.clone());
 }

@@ -68,14 +68,30 @@ pub fn template_hash(template: &Value) -> String {
 /// `pod-template-hash` label: how Kubernetes finds a Deployment's new
 /// ReplicaSet, whoever created it.
 pub fn same_template(rs_template: &Value, template: &Value) -> bool {
-    let strip = |t: &Value| {
-        let mut t = t.clone();
-        if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
-            labels.remove(keys::TEMPLATE_HASH);
-        }
-        t
-    };
-    strip(rs_template) == strip(template)
+    // Compared in place, as this runs on every Deployment reconcile: all
+    // but the metadata, then the metadata but its labels, then the labels
+    // but the hash.
+    fn meta(t: &Value) -> Option<&Value> {
+        t.get("metadata")
+    }
+    fn labels(t: &Value) -> Option<&Value> {
+        meta(t).and_then(|m| m.get("labels"))
+    }
+    if !rs_template.is_object() || !template.is_object() {
+        return rs_template == template;
+    }
+    entries_except(Some(rs_template), "metadata") == entries_except(Some(template), "metadata")
+        && entries_except(meta(rs_template), "labels") == entries_except(meta(template), "labels")
+        && entries_except(labels(rs_template), keys::TEMPLATE_HASH)
+            == entries_except(labels(template), keys::TEMPLATE_HASH)
+}
+
+/// The entries of an object but the one named `skip`, in key order.
+fn entries_except<'a>(object: Option<&'a Value>, skip: &str) -> Vec<(&'a String, &'a Value)> {
+    object
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter(|(k, _)| *k != skip).collect())
+        .unwrap_or_default()
 }
 
 /// An integer at `path`, or `default`.
@@ -155,8 +171,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
     let uid = text(&d, &["metadata", "uid"]).to_owned();
     let replicas = int(&d, &["spec", "replicas"], 1);
     let paused = d["spec"]["paused"] == json!(true);
-    let template = d["spec"]["template"].clone();
-    let hash = template_hash(&template);
+    let template = &d["spec"]["template"];
     let rs_res = ctx.kinds.replicasets.clone();
     let mut all = ctx.owned(&uid, &rs_res);
     all.sort_by_key(created);
@@ -186,11 +201,12 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
         (keys::MAX, (replicas + max_surge).to_string()),
     ];
 
-    let new_index = all
+    let mut new_index = all
         .iter()
-        .position(|rs| same_template(&rs["spec"]["template"], &template));
+        .position(|rs| same_template(&rs["spec"]["template"], template));
     let mut created_new = false;
     if new_index.is_none() && !paused {
+        let hash = template_hash(template);
         let mut labels = template["metadata"]["labels"].clone();
         labels[keys::TEMPLATE_HASH] = json!(hash);
         let mut selector = d["spec"]["selector"].clone();
@@ -216,6 +232,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
         });
         match ctx.store.create(&rs_res, ns, rs) {
             Ok(rs) => {
+                new_index = Some(all.len());
                 all.push(rs);
                 created_new = true;
             }
@@ -224,9 +241,6 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
             }
         }
     }
-    let new_index = all
-        .iter()
-        .position(|rs| same_template(&rs["spec"]["template"], &template));
     let revision_now = match new_index {
         Some(i) if !created_new && revision(&all[i]) < max_revision && !paused => {
             // Back to an older template: it becomes the newest revision.
@@ -540,9 +554,11 @@ fn update_status(
         "conditions": [keep_transition(available_condition), keep_transition(progressing)],
     });
     let res = ctx.kinds.deployments.clone();
-    ctx.modify(&res, &ns, &name, Part::Status, |o| {
-        o["status"] = status.clone();
-    });
+    // Unchanged from what this reconcile read: nothing to write. (Had the
+    // status changed since, that write's event brings another reconcile.)
+    if *old != status {
+        ctx.modify_status(&res, &ns, &name, |s| *s = status.clone());
+    }
     if revision > 0 && text(d, &["metadata", "annotations", keys::REVISION]) != revision.to_string()
     {
         ctx.modify(&res, &ns, &name, Part::Main, |o| {
@@ -616,9 +632,7 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     if facts.status == status {
         return;
     }
-    ctx.modify(&res, ns, name, Part::Status, |r| {
-        r["status"] = status.clone()
-    });
+    ctx.modify_status(&res, ns, name, |s| *s = status.clone());
 }
 
 /// What the ReplicaSet controller reads of its ReplicaSet.
@@ -642,4 +656,36 @@ struct RsMeta {
 #[serde(default)]
 struct RsSpecFacts {
     replicas: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(labels: Value, image: &str) -> Value {
+        json!({"metadata": {"labels": labels, "annotations": {"a": "1"}}, "spec": {"containers": [{"name": "app", "image": image}]}})
+    }
+
+    #[test]
+    fn templates_that_differ_only_in_the_hash_label_are_the_same() {
+        let deployment = template(json!({"app": "web"}), "web:2");
+        let rs = template(json!({"app": "web", keys::TEMPLATE_HASH: "x7z"}), "web:2");
+        assert!(same_template(&rs, &deployment));
+        assert!(same_template(&deployment, &deployment));
+    }
+
+    #[test]
+    fn templates_that_differ_in_anything_else_are_not() {
+        let deployment = template(json!({"app": "web"}), "web:2");
+        let other_image = template(json!({"app": "web", keys::TEMPLATE_HASH: "x7z"}), "web:1");
+        let other_label = template(json!({"app": "web", "tier": "a"}), "web:2");
+        let mut other_annotation = deployment.clone();
+        other_annotation["metadata"]["annotations"]["a"] = json!("2");
+        let mut more_spec = deployment.clone();
+        more_spec["spec"]["hostname"] = json!("h");
+        for other in [other_image, other_label, other_annotation, more_spec] {
+            assert!(!same_template(&other, &deployment), "{other}");
+            assert!(!same_template(&deployment, &other), "{other}");
+        }
+    }
 }
