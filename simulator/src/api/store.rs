@@ -15,8 +15,12 @@
 //! *Assumptions*: callers have resolved the resource and checked the verb.
 
 use std::{
+    any::Any,
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -83,6 +87,10 @@ pub struct WatchEvent {
     pub fields: Box<[(&'static str, String)]>,
     /// The object as JSON.
     pub object: Arc<[u8]>,
+    /// The object as an in-process watcher decoded it, kept for the next
+    /// one: every watcher of a resource gets the same event, so they can
+    /// share one decoding, as controllers share an informer's cache.
+    pub decoded: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl WatchEvent {
@@ -174,9 +182,6 @@ struct Inner {
     /// Events kept per resource.
     history: usize,
     rv: u64,
-    uids: u64,
-    /// Cluster IPs handed out so far.
-    ips: u32,
     registry: Registry,
     tables: HashMap<TableKey, Table>,
     /// owner uid -> dependents.
@@ -247,6 +252,10 @@ pub enum Part {
 /// The in-memory object store.
 pub struct Store {
     inner: Mutex<Inner>,
+    /// uids and generated names handed out so far (no lock needed).
+    uids: AtomicU64,
+    /// Cluster IPs handed out so far.
+    ips: AtomicU32,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
 }
 
@@ -287,13 +296,13 @@ impl Store {
             inner: Mutex::new(Inner {
                 history,
                 rv: 0,
-                uids: 0,
-                ips: 0,
                 registry: Registry::builtin(),
                 tables: HashMap::new(),
                 dependents: HashMap::new(),
                 by_uid: HashMap::new(),
             }),
+            uids: AtomicU64::new(0),
+            ips: AtomicU32::new(0),
             clock,
         };
         if let Some(ns) = store.resource("", "namespaces") {
@@ -304,6 +313,98 @@ impl Store {
             }
         }
         store
+    }
+
+    /// What replacing `current` with `object` (or its status) stores, or
+    /// `None` when that changes nothing. Needs no lock: the caller commits
+    /// it only if `current` is still the stored object.
+    fn replacement(
+        &self,
+        res: &Resource,
+        current: &Value,
+        mut object: Value,
+        part: Part,
+    ) -> Result<Option<Value>, ApiError> {
+        check_kind(res, &object)?;
+        let mut next = match part {
+            Part::Status => {
+                let mut next = current.clone();
+                next["status"] = object.get("status").cloned().unwrap_or(Value::Null);
+                next
+            }
+            Part::Main => {
+                if res.status {
+                    object["status"] = current.get("status").cloned().unwrap_or(Value::Null);
+                    if object["status"].is_null()
+                        && let Some(map) = object.as_object_mut()
+                    {
+                        map.remove("status");
+                    }
+                }
+                self.defaults(res, &mut object);
+                // Fields the server owns keep their values.
+                for field in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                    "name",
+                    "namespace",
+                ] {
+                    match current["metadata"].get(field) {
+                        Some(v) => object["metadata"][field] = v.clone(),
+                        None => {
+                            if let Some(meta) = object["metadata"].as_object_mut() {
+                                meta.remove(field);
+                            }
+                        }
+                    }
+                }
+                object
+            }
+        };
+        if next.get("apiVersion").is_none() {
+            next["apiVersion"] = current["apiVersion"].clone();
+        }
+        if next.get("kind").is_none() {
+            next["kind"] = current["kind"].clone();
+        }
+        if spec_changed(&next, current, res) {
+            let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+            next["metadata"]["generation"] = json!(generation + 1);
+        }
+        if next == *current {
+            // Nothing changed: no new resourceVersion, no event.
+            return Ok(None);
+        }
+        Ok(Some(next))
+    }
+
+    /// A generated name's random-looking suffix.
+    fn suffix(&self) -> String {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut n =
+            (self.uids.fetch_add(1, Ordering::Relaxed) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (0..5)
+            .map(|_| {
+                let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+                n /= ALPHABET.len() as u64;
+                c
+            })
+            .collect()
+    }
+
+    /// Fills in what the API server defaults, cluster IPs included.
+    fn defaults(&self, res: &Resource, object: &mut Value) {
+        let mut next_ip = || {
+            let ip = self.ips.fetch_add(1, Ordering::Relaxed) + 1;
+            format!("10.96.{}.{}", ip / 250, ip % 250 + 1)
+        };
+        crate::api::defaults::apply(&res.group, &res.plural, object, &mut next_ip);
+        if let Some(schema) = &res.schema {
+            crate::api::resources::schema_defaults(object, schema);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -354,8 +455,9 @@ impl Store {
         namespace: &str,
         mut object: Value,
     ) -> Result<Value, ApiError> {
+        // Everything but the checks against other objects and the commit is
+        // done before taking the lock, so writers run side by side.
         let now = self.now();
-        let mut inner = self.lock();
         check_kind(res, &object)?;
         let meta = object
             .as_object_mut()
@@ -395,7 +497,7 @@ impl Store {
                     )],
                 ));
             }
-            name = format!("{prefix}{}", inner.suffix());
+            name = format!("{prefix}{}", self.suffix());
         }
         if !valid_name(&name) {
             return Err(ApiError::invalid(
@@ -411,20 +513,11 @@ impl Store {
             ));
         }
         let namespace = if res.namespaced { namespace } else { "" };
-        if res.namespaced {
-            inner.check_namespace_open(namespace)?;
-        }
         let key = (namespace.to_owned(), name.clone());
-        let table_key = (res.group.clone(), res.plural.clone());
-        if inner
-            .tables
-            .get(&table_key)
-            .is_some_and(|t| t.objects.contains_key(&key))
-        {
-            return Err(ApiError::already_exists(&res.group, &res.plural, &name));
-        }
-        inner.uids += 1;
-        let uid = format!("5a1ce000-0000-4000-8000-{:012x}", inner.uids);
+        let uid = format!(
+            "5a1ce000-0000-4000-8000-{:012x}",
+            self.uids.fetch_add(1, Ordering::Relaxed) + 1
+        );
         meta.insert("name".into(), json!(name));
         if res.namespaced {
             meta.insert("namespace".into(), json!(namespace));
@@ -436,19 +529,36 @@ impl Store {
         meta.insert("generation".into(), json!(1));
         meta.remove("deletionTimestamp");
         meta.remove("managedFields");
-        inner.defaults(res, &mut object);
+        self.defaults(res, &mut object);
         if res.group.is_empty() && res.plural == "namespaces" {
             object["status"] = json!({"phase": "Active"});
             object["spec"] = json!({"finalizers": ["kubernetes"]});
         }
-        if res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions" {
-            let defined = resources::from_crd(&object)
-                .map_err(|causes| ApiError::invalid(&res.group, &res.kind, &name, &causes))?;
-            established(&mut object, &now);
+        let defined =
+            if res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions" {
+                let defined = resources::from_crd(&object)
+                    .map_err(|causes| ApiError::invalid(&res.group, &res.kind, &name, &causes))?;
+                established(&mut object, &now);
+                Some(defined)
+            } else {
+                None
+            };
+        let prepared = Prepared::new(object)?;
+        let mut inner = self.lock();
+        if res.namespaced {
+            inner.check_namespace_open(namespace)?;
+        }
+        if inner
+            .tables
+            .get(&(res.group.clone(), res.plural.clone()))
+            .is_some_and(|t| t.objects.contains_key(&key))
+        {
+            return Err(ApiError::already_exists(&res.group, &res.plural, &name));
+        }
+        if let Some(defined) = defined {
             inner.registry.insert(defined);
         }
-        let committed = inner.commit(res, key, object, EventType::Added)?;
-        Ok(committed)
+        inner.commit_prepared(res, key, prepared, EventType::Added)
     }
 
     /// One object, as JSON bytes.
@@ -585,6 +695,7 @@ impl Store {
                         labels: entry.labels.clone(),
                         fields: entry.fields.clone(),
                         object: entry.bytes.clone(),
+                        decoded: OnceLock::new(),
                     })
                 })
                 .collect(),
@@ -720,11 +831,16 @@ impl Store {
             }
             let mut next = current.clone();
             change(&mut next);
+            // Made and serialized before taking the lock, as above.
+            let Some(next) = self.replacement(res, &current, next, part)? else {
+                return Ok(current);
+            };
+            let prepared = Prepared::new(next)?;
             let mut inner = self.lock();
             if !still(&inner) {
                 continue;
             }
-            return inner.replace(self, res, namespace, name, current, next, part);
+            return inner.commit_replacement(self, res, namespace, name, prepared);
         }
     }
 
@@ -1013,31 +1129,6 @@ const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";
 
 impl Inner {
-    fn suffix(&mut self) -> String {
-        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        self.uids += 1;
-        let mut n = self.uids.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (0..5)
-            .map(|_| {
-                let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
-                n /= ALPHABET.len() as u64;
-                c
-            })
-            .collect()
-    }
-
-    fn defaults(&mut self, res: &Resource, object: &mut Value) {
-        let ips = &mut self.ips;
-        let mut next_ip = || {
-            *ips += 1;
-            format!("10.96.{}.{}", *ips / 250, *ips % 250 + 1)
-        };
-        crate::api::defaults::apply(&res.group, &res.plural, object, &mut next_ip);
-        if let Some(schema) = &res.schema {
-            crate::api::resources::schema_defaults(object, schema);
-        }
-    }
-
     fn check_namespace_open(&self, namespace: &str) -> Result<(), ApiError> {
         let table = self.tables.get(&(String::new(), "namespaces".to_owned()));
         let Some(entry) = table.and_then(|t| t.objects.get(&(String::new(), namespace.to_owned())))
@@ -1152,6 +1243,7 @@ impl Inner {
             labels: entry.labels.clone(),
             fields: entry.fields.clone(),
             object: entry.bytes.clone(),
+            decoded: OnceLock::new(),
         });
         table.history.push_back(event.clone());
         if table.history.len() > history
@@ -1196,73 +1288,40 @@ impl Inner {
         namespace: &str,
         name: &str,
         current: Value,
-        mut object: Value,
+        object: Value,
         part: Part,
     ) -> Result<Value, ApiError> {
-        check_kind(res, &object)?;
+        match store.replacement(res, &current, object, part)? {
+            None => Ok(current),
+            Some(next) => {
+                let prepared = Prepared::new(next)?;
+                self.commit_replacement(store, res, namespace, name, prepared)
+            }
+        }
+    }
+
+    /// Stores a replacement made by [`Store::replacement`]: registers a
+    /// CRD's resource, and removes an object whose deletion it finishes.
+    fn commit_replacement(
+        &mut self,
+        store: &Store,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        prepared: Prepared,
+    ) -> Result<Value, ApiError> {
         let namespace = if res.namespaced { namespace } else { "" };
-        let mut next = match part {
-            Part::Status => {
-                let mut next = current.clone();
-                next["status"] = object.get("status").cloned().unwrap_or(Value::Null);
-                next
-            }
-            Part::Main => {
-                if res.status {
-                    object["status"] = current.get("status").cloned().unwrap_or(Value::Null);
-                    if object["status"].is_null()
-                        && let Some(map) = object.as_object_mut()
-                    {
-                        map.remove("status");
-                    }
-                }
-                self.defaults(res, &mut object);
-                // Fields the server owns keep their values.
-                for field in [
-                    "uid",
-                    "creationTimestamp",
-                    "deletionTimestamp",
-                    "deletionGracePeriodSeconds",
-                    "generation",
-                    "name",
-                    "namespace",
-                ] {
-                    match current["metadata"].get(field) {
-                        Some(v) => object["metadata"][field] = v.clone(),
-                        None => {
-                            if let Some(meta) = object["metadata"].as_object_mut() {
-                                meta.remove(field);
-                            }
-                        }
-                    }
-                }
-                object
-            }
-        };
-        if next.get("apiVersion").is_none() {
-            next["apiVersion"] = current["apiVersion"].clone();
-        }
-        if next.get("kind").is_none() {
-            next["kind"] = current["kind"].clone();
-        }
-        if spec_changed(&next, &current, res) {
-            let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
-            next["metadata"]["generation"] = json!(generation + 1);
-        }
-        if next == current {
-            // Nothing changed: no new resourceVersion, no event.
-            return Ok(current);
-        }
-        let key = (namespace.to_owned(), name.to_owned());
+        let next = &prepared.object;
         if res.group == "apiextensions.k8s.io"
             && res.plural == "customresourcedefinitions"
-            && let Ok(defined) = resources::from_crd(&next)
+            && let Ok(defined) = resources::from_crd(next)
         {
             self.registry.insert(defined);
         }
-        let finishing = !text(&next, &["metadata", "deletionTimestamp"]).is_empty()
-            && finalizers(&next).is_empty();
-        let committed = self.commit(res, key, next, EventType::Modified)?;
+        let finishing = !text(next, &["metadata", "deletionTimestamp"]).is_empty()
+            && finalizers(next).is_empty();
+        let key = (namespace.to_owned(), name.to_owned());
+        let committed = self.commit_prepared(res, key, prepared, EventType::Modified)?;
         if finishing {
             self.remove(store, res, namespace, name, committed.clone())?;
         }

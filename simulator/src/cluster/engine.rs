@@ -369,13 +369,20 @@ impl Ctx {
         }
     }
 
-    fn remember_pod(&mut self, key: (String, String), pod: PodSummary) {
+    fn remember_pod(&mut self, key: (String, String), pod: Arc<PodSummary>) {
+        if let Some(known) = self.pods.get_mut(&key)
+            && known.owner_uid == pod.owner_uid
+        {
+            // The same controller: the owner index already says so.
+            *known = pod;
+            return;
+        }
         self.forget_pod(&key);
         self.pods_of
             .entry(pod.owner_uid.clone())
             .or_default()
             .insert(key.clone());
-        self.pods.insert(key, Arc::new(pod));
+        self.pods.insert(key, pod);
     }
 
     /// Edits an object's status alone (`change` gets the status), logging
@@ -480,7 +487,7 @@ pub async fn run(
         };
         plurals.insert(res.plural.clone(), res.clone());
         for event in &start.initial {
-            route(&mut ctx, &tag(event, &res.plural), &plurals);
+            route(&mut ctx, &res.plural, event);
         }
         receivers.push((res.plural.clone(), start.live));
     }
@@ -489,10 +496,10 @@ pub async fn run(
         for (plural, live) in &mut receivers {
             loop {
                 match live.try_recv() {
-                    Ok(event) => route(&mut ctx, &tag(&event, plural), &plurals),
+                    Ok(event) => route(&mut ctx, plural, &event),
                     Err(broadcast::error::TryRecvError::Lagged(n)) => {
                         tracing::warn!(resource = %plural, missed = n, "controller watch lagged; resyncing");
-                        route(&mut ctx, &resync(plural), &plurals);
+                        resync(&mut ctx, plural, &plurals);
                     }
                     Err(_) => break,
                 }
@@ -530,39 +537,14 @@ pub async fn run(
             }
         };
         match woken {
-            Some((plural, Ok(event))) => route(&mut ctx, &tag(&event, &plural), &plurals),
+            Some((plural, Ok(event))) => route(&mut ctx, &plural, &event),
             Some((plural, Err(broadcast::error::RecvError::Lagged(_)))) => {
-                route(&mut ctx, &resync(&plural), &plurals)
+                resync(&mut ctx, &plural, &plurals)
             }
             Some((_, Err(broadcast::error::RecvError::Closed))) => return,
             None => {}
         }
     }
-}
-
-/// A watch event, with the resource it came from in `fields` slot zero.
-fn tag(event: &Arc<WatchEvent>, plural: &str) -> Arc<WatchEvent> {
-    Arc::new(WatchEvent {
-        kind: event.kind,
-        rv: event.rv,
-        namespace: event.namespace.clone(),
-        name: format!("{plural}/{}", event.name),
-        labels: event.labels.clone(),
-        fields: event.fields.clone(),
-        object: event.object.clone(),
-    })
-}
-
-fn resync(plural: &str) -> Arc<WatchEvent> {
-    Arc::new(WatchEvent {
-        kind: EventType::Modified,
-        rv: 0,
-        namespace: String::new(),
-        name: format!("{plural}/"),
-        labels: Box::new([]),
-        fields: Box::new([]),
-        object: Arc::from(&b"{}"[..]),
-    })
 }
 
 #[derive(serde::Deserialize)]
@@ -600,46 +582,53 @@ fn owners_in(bytes: &[u8]) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Turns a watch event into work for every controller it concerns.
-fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resource>>) {
-    let Some((plural, name)) = event.name.split_once('/') else {
+/// A lagged watch: everything of that resource is looked at again.
+fn resync(ctx: &mut Ctx, plural: &str, plurals: &HashMap<String, Arc<Resource>>) {
+    if plural == "pods" {
+        ctx.pods.clear();
+        ctx.pods_of.clear();
+    }
+    let Some(res) = plurals.get(plural) else {
         return;
     };
-    let ns = event.namespace.clone();
-    if name.is_empty() {
-        // A lagged watch: look at everything of that resource again.
-        if plural == "pods" {
-            ctx.pods.clear();
-            ctx.pods_of.clear();
-        }
-        if let Some(res) = plurals.get(plural) {
-            let everything = LabelSelector::default();
-            let fields = crate::api::selector::FieldSelector::default();
-            if let Ok(page) = ctx.store.list(res, None, &everything, &fields, None, None) {
-                for bytes in page.items {
-                    let Ok(object) = serde_json::from_slice::<Value>(&bytes) else {
-                        continue;
-                    };
-                    let (ns, n) = (
-                        text(&object, "metadata", "namespace").to_owned(),
-                        text(&object, "metadata", "name").to_owned(),
-                    );
-                    let event = WatchEvent {
-                        kind: EventType::Modified,
-                        rv: 0,
-                        namespace: ns,
-                        name: format!("{plural}/{n}"),
-                        labels: crate::api::selector::labels_of(&object),
-                        fields: Box::new([]),
-                        object: bytes,
-                    };
-                    route(ctx, &event, plurals);
-                }
-            }
-        }
+    let everything = LabelSelector::default();
+    let fields = crate::api::selector::FieldSelector::default();
+    let Ok(page) = ctx.store.list(res, None, &everything, &fields, None, None) else {
         return;
+    };
+    for bytes in page.items {
+        let Ok(object) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        let event = WatchEvent {
+            kind: EventType::Modified,
+            rv: 0,
+            namespace: text(&object, "metadata", "namespace").to_owned(),
+            name: text(&object, "metadata", "name").to_owned(),
+            labels: crate::api::selector::labels_of(&object),
+            fields: crate::api::selector::fields_of(&object),
+            object: bytes,
+            decoded: Default::default(),
+        };
+        route(ctx, plural, &event);
     }
-    let name = name.to_owned();
+}
+
+/// A pod as the first engine to read this event decoded it.
+fn pod_summary(event: &WatchEvent) -> Option<Arc<PodSummary>> {
+    let decoded = event
+        .decoded
+        .get_or_init(|| match PodSummary::parse(&event.object) {
+            Some(pod) => Arc::new(pod),
+            None => Arc::new(()),
+        });
+    decoded.clone().downcast::<PodSummary>().ok()
+}
+
+/// Turns a watch event into work for every controller it concerns.
+fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
+    let ns = event.namespace.clone();
+    let name = event.name.clone();
     let owners = || owners_in(&event.object);
     match plural {
         "deployments" => ctx.enqueue(Work::Deployment(ns, name)),
@@ -655,13 +644,9 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
         "daemonsets" => ctx.enqueue(Work::DaemonSet(ns, name)),
         "pods" => {
             let key = (ns.clone(), name.clone());
-            let summary = PodSummary::parse(&event.object);
+            let summary = pod_summary(event);
             // Only the control plane acts on a pod's owners.
-            let owners = summary
-                .as_ref()
-                .filter(|_| ctx.role == Role::ControlPlane)
-                .map(|p| p.owners.clone())
-                .unwrap_or_default();
+            let owned = summary.clone().filter(|_| ctx.role == Role::ControlPlane);
             match summary {
                 Some(pod) if event.kind != EventType::Deleted => ctx.remember_pod(key, pod),
                 _ => ctx.forget_pod(&key),
@@ -690,7 +675,8 @@ fn route(ctx: &mut Ctx, event: &WatchEvent, plurals: &HashMap<String, Arc<Resour
                 return;
             }
             let gone = event.kind == EventType::Deleted;
-            for (kind, owner) in owners {
+            for (kind, owner) in owned.iter().flat_map(|p| p.owners.iter()) {
+                let owner = owner.clone();
                 match kind.as_str() {
                     "ReplicaSet" if gone => {
                         // A pod gone for good can let a Recreate rollout go
