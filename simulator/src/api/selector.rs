@@ -1,7 +1,7 @@
 //! Label selectors (`app=web,tier!=db,env in (a,b),!legacy`) and the field
 //! selectors the API server supports.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::api::status::ApiError;
 
@@ -213,7 +213,7 @@ impl FieldSelector {
 }
 
 /// The labels of an object, sorted.
-pub fn labels_of(object: &serde_json::Value) -> Box<[(String, String)]> {
+pub fn labels_of(object: &serde_json::Value) -> Arc<[(String, String)]> {
     let map: BTreeMap<String, String> = object["metadata"]["labels"]
         .as_object()
         .map(|m| {
@@ -226,7 +226,7 @@ pub fn labels_of(object: &serde_json::Value) -> Box<[(String, String)]> {
 }
 
 /// The indexed field values of an object.
-pub fn fields_of(object: &serde_json::Value) -> Box<[(&'static str, String)]> {
+pub fn fields_of(object: &serde_json::Value) -> Arc<[(&'static str, String)]> {
     INDEXED_FIELDS
         .iter()
         .filter_map(|f| {
@@ -241,7 +241,7 @@ pub fn fields_of(object: &serde_json::Value) -> Box<[(&'static str, String)]> {
 pub fn fields_with_status(
     fields: &[(&'static str, String)],
     status: &serde_json::Value,
-) -> Box<[(&'static str, String)]> {
+) -> Arc<[(&'static str, String)]> {
     INDEXED_FIELDS
         .iter()
         .filter_map(|f| match f.strip_prefix("status.") {

@@ -45,6 +45,58 @@ const WATCH_BUFFER: usize = 4096;
 type TableKey = (String, String);
 type ObjectKey = (String, String);
 
+/// A key of two strings (a table's or an object's), so that the maps keyed
+/// by owned pairs can be searched with borrowed ones: every read looks an
+/// object up, and it should not allocate four strings to do so.
+trait Pair {
+    fn pair(&self) -> (&str, &str);
+}
+
+impl Pair for (String, String) {
+    fn pair(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl Pair for (&str, &str) {
+    fn pair(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn Pair + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn Pair + 'a) {
+        self
+    }
+}
+
+// Hash and order as the owned tuple does, as `Borrow` requires.
+impl std::hash::Hash for dyn Pair + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pair().hash(state);
+    }
+}
+
+impl PartialEq for dyn Pair + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.pair() == other.pair()
+    }
+}
+
+impl Eq for dyn Pair + '_ {}
+
+impl PartialOrd for dyn Pair + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn Pair + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pair().cmp(&other.pair())
+    }
+}
+
 /// A dependent object: its resource (group, plural) and its JSON.
 pub type Dependent = ((String, String), Arc<[u8]>);
 
@@ -82,9 +134,9 @@ pub struct WatchEvent {
     /// The object's name.
     pub name: String,
     /// Its labels, for selector filtering.
-    pub labels: Box<[(String, String)]>,
+    pub labels: Arc<[(String, String)]>,
     /// Its indexed fields, for selector filtering.
-    pub fields: Box<[(&'static str, String)]>,
+    pub fields: Arc<[(&'static str, String)]>,
     /// The object as JSON.
     pub object: Arc<[u8]>,
     /// The object as an in-process watcher decoded it, kept for the next
@@ -110,8 +162,8 @@ impl WatchEvent {
 #[derive(Debug, Clone)]
 struct Entry {
     bytes: Arc<[u8]>,
-    labels: Box<[(String, String)]>,
-    fields: Box<[(&'static str, String)]>,
+    labels: Arc<[(String, String)]>,
+    fields: Arc<[(&'static str, String)]>,
     uid: Arc<str>,
     owners: Box<[Arc<str>]>,
 }
@@ -130,8 +182,8 @@ struct Prepared {
     /// Where the hole's text starts in `bytes`; `None` when the text also
     /// appears elsewhere in the object, and it is serialized again instead.
     hole: Option<usize>,
-    labels: Box<[(String, String)]>,
-    fields: Box<[(&'static str, String)]>,
+    labels: Arc<[(String, String)]>,
+    fields: Arc<[(&'static str, String)]>,
     owners: Box<[Arc<str>]>,
 }
 
@@ -1153,8 +1205,8 @@ impl Inner {
     fn entry(&self, res: &Resource, namespace: &str, name: &str) -> Result<&Entry, ApiError> {
         let namespace = if res.namespaced { namespace } else { "" };
         self.tables
-            .get(&(res.group.clone(), res.plural.clone()))
-            .and_then(|t| t.objects.get(&(namespace.to_owned(), name.to_owned())))
+            .get(&(res.group.as_str(), res.plural.as_str()) as &dyn Pair)
+            .and_then(|t| t.objects.get(&(namespace, name) as &dyn Pair))
             .ok_or_else(|| ApiError::not_found(&res.group, &res.plural, name))
     }
 
@@ -1674,6 +1726,23 @@ mod tests {
             json!(store.resource_version().to_string()),
             "the last write's version"
         );
+    }
+
+    #[test]
+    fn owned_pairs_are_found_by_borrowed_ones() {
+        let keys = [("", "b"), ("a", ""), ("a", "b"), ("ab", ""), ("b", "a")];
+        let hashed: HashMap<(String, String), usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| (((*a).to_owned(), (*b).to_owned()), i))
+            .collect();
+        let ordered: BTreeMap<(String, String), usize> = hashed.clone().into_iter().collect();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(hashed.get(key as &dyn Pair), Some(&i));
+            assert_eq!(ordered.get(key as &dyn Pair), Some(&i));
+        }
+        assert_eq!(hashed.get(&("a", "c") as &dyn Pair), None);
+        assert_eq!(ordered.get(&("", "") as &dyn Pair), None);
     }
 
     #[test]
