@@ -236,17 +236,18 @@ pub fn fields_of(object: &serde_json::Value) -> Arc<[(&'static str, String)]> {
         .collect()
 }
 
-/// `fields` (an object's indexed fields) with those of its status taken
-/// from `status` instead.
-pub fn fields_with_status(
+/// `fields` (an object's indexed fields) with those under `part` (`spec`
+/// or `status`) taken from `value` instead.
+pub fn fields_with_part(
     fields: &[(&'static str, String)],
-    status: &serde_json::Value,
+    part: &str,
+    value: &serde_json::Value,
 ) -> Arc<[(&'static str, String)]> {
     INDEXED_FIELDS
         .iter()
-        .filter_map(|f| match f.strip_prefix("status.") {
-            Some(key) => status[key].as_str().map(|v| (*f, v.to_owned())),
-            None => fields.iter().find(|(g, _)| g == f).cloned(),
+        .filter_map(|f| match f.split_once('.') {
+            Some((p, key)) if p == part => value[key].as_str().map(|v| (*f, v.to_owned())),
+            _ => fields.iter().find(|(g, _)| g == f).cloned(),
         })
         .collect()
 }

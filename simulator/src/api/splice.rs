@@ -1,31 +1,64 @@
-//! Status writes without parsing the whole object: where a stored object's
-//! `metadata.resourceVersion` and `status` lie in its JSON, and the object
-//! rebuilt around a new status and version.
+//! Writes of one part of an object without parsing the whole object: where
+//! a stored object's `metadata.resourceVersion`, `spec` and `status` lie in
+//! its JSON, and the object rebuilt around a new part and version.
 //!
 //! The store keeps each object as the JSON it serialized; a status write
 //! (a kubelet's, a controller's) changes only the status and the version,
-//! so the bytes between them are copied as they are. The locating pass
-//! reads the object once without building it (the other fields are skipped
-//! unparsed).
+//! and a binding only the spec and the version, so the rest is copied as it
+//! is. The locating pass reads the object once without building it (the
+//! other fields are skipped unparsed).
 
 use std::ops::Range;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// Where the two parts a status write changes lie in an object's JSON.
+/// Where the parts a one-part write changes lie in an object's JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spots {
     /// `metadata.resourceVersion`'s value, quotes included.
     pub version: Range<usize>,
-    /// `status`'s value.
-    pub status: Range<usize>,
+    /// `spec`'s value, when there is one after the version.
+    pub spec: Option<Range<usize>>,
+    /// `status`'s value, when there is one after the version.
+    pub status: Option<Range<usize>>,
+}
+
+/// The top-level parts a one-part write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `spec`.
+    Spec,
+    /// `status`.
+    Status,
+}
+
+impl Part {
+    /// Its key in the object.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Spec => "spec",
+            Self::Status => "status",
+        }
+    }
+}
+
+impl Spots {
+    /// Where `part` lies, if it is there.
+    pub fn of(&self, part: Part) -> Option<Range<usize>> {
+        match part {
+            Part::Spec => self.spec.clone(),
+            Part::Status => self.status.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct Shape<'a> {
     #[serde(borrow)]
     metadata: Meta<'a>,
+    #[serde(borrow)]
+    spec: Option<&'a RawValue>,
     #[serde(borrow)]
     status: Option<&'a RawValue>,
 }
@@ -36,10 +69,10 @@ struct Meta<'a> {
     resource_version: Option<&'a RawValue>,
 }
 
-/// Finds the version and the status in `bytes`; `None` when either is
-/// missing, a key appears twice, or the status comes before the version
-/// (never so in what the store writes, whose keys are in order), so the
-/// caller takes the whole-object path instead.
+/// Finds the version, the spec and the status in `bytes`; `None` when the
+/// version is missing or a key appears twice. A part before the version
+/// (never so in what the store writes, whose keys are in order) is left
+/// out. Either way the caller takes the whole-object path instead.
 pub fn locate(bytes: &[u8]) -> Option<Spots> {
     let shape: Shape<'_> = serde_json::from_slice(bytes).ok()?;
     let range = |raw: &RawValue| {
@@ -48,21 +81,31 @@ pub fn locate(bytes: &[u8]) -> Option<Spots> {
         start..start + raw.get().len()
     };
     let version = range(shape.metadata.resource_version?);
-    let status = range(shape.status?);
-    (version.end <= status.start).then_some(Spots { version, status })
+    let after = |raw: Option<&RawValue>| raw.map(range).filter(|r| version.end <= r.start);
+    Some(Spots {
+        spec: after(shape.spec),
+        status: after(shape.status),
+        version,
+    })
 }
 
-/// `bytes` with the version at `spots.version` replaced by `version` (a
-/// JSON string) and the status by `status` (JSON).
-pub fn splice(bytes: &[u8], spots: &Spots, version: &str, status: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + status.len() + version.len() + 2);
-    out.extend_from_slice(&bytes[..spots.version.start]);
+/// `bytes` with the version at `version_at` replaced by `version` (written
+/// as a JSON string) and the part at `part_at` (after it) by `part` (JSON).
+pub fn splice(
+    bytes: &[u8],
+    version_at: &Range<usize>,
+    version: &str,
+    part_at: &Range<usize>,
+    part: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + part.len() + version.len() + 2);
+    out.extend_from_slice(&bytes[..version_at.start]);
     out.push(b'"');
     out.extend_from_slice(version.as_bytes());
     out.push(b'"');
-    out.extend_from_slice(&bytes[spots.version.end..spots.status.start]);
-    out.extend_from_slice(status);
-    out.extend_from_slice(&bytes[spots.status.end..]);
+    out.extend_from_slice(&bytes[version_at.end..part_at.start]);
+    out.extend_from_slice(part);
+    out.extend_from_slice(&bytes[part_at.end..]);
     out
 }
 
@@ -83,23 +126,49 @@ mod tests {
         let bytes = serde_json::to_vec(&object).unwrap();
         let spots = locate(&bytes).unwrap();
         assert_eq!(&bytes[spots.version.clone()], br#""41""#);
-        assert_eq!(&bytes[spots.status.clone()], br#"{"phase":"Pending"}"#);
+        let status_at = spots.of(Part::Status).unwrap();
+        assert_eq!(&bytes[status_at.clone()], br#"{"phase":"Pending"}"#);
         let status = json!({"phase": "Running", "podIP": "10.0.0.9"});
-        let out = splice(&bytes, &spots, "42", &serde_json::to_vec(&status).unwrap());
-        let mut expected = object;
+        let out = splice(
+            &bytes,
+            &spots.version,
+            "42",
+            &status_at,
+            &serde_json::to_vec(&status).unwrap(),
+        );
+        let mut expected = object.clone();
         expected["status"] = status;
         expected["metadata"]["resourceVersion"] = json!("42");
         // The same bytes as serializing the changed object would give.
         assert_eq!(out, serde_json::to_vec(&expected).unwrap());
         assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), expected);
+
+        let spec = json!({"containers": [{"name": "app", "image": "web:1"}], "nodeName": "n1"});
+        let spec_at = spots.of(Part::Spec).unwrap();
+        let out = splice(
+            &bytes,
+            &spots.version,
+            "43",
+            &spec_at,
+            &serde_json::to_vec(&spec).unwrap(),
+        );
+        let mut expected = object;
+        expected["spec"] = spec;
+        expected["metadata"]["resourceVersion"] = json!("43");
+        assert_eq!(out, serde_json::to_vec(&expected).unwrap());
     }
 
     #[test]
-    fn objects_without_a_status_or_a_version_take_the_whole_object_path() {
+    fn parts_that_are_missing_or_out_of_place_are_not_located() {
         for bytes in [
             &br#"{"metadata":{"name":"a","resourceVersion":"1"}}"#[..],
-            br#"{"metadata":{"name":"a"},"status":{}}"#,
-            br#"{"status":{},"metadata":{"resourceVersion":"1"}}"#,
+            br#"{"status":{},"spec":{},"metadata":{"resourceVersion":"1"}}"#,
+        ] {
+            let spots = locate(bytes).unwrap();
+            assert_eq!((spots.spec, spots.status), (None, None));
+        }
+        for bytes in [
+            &br#"{"metadata":{"name":"a"},"status":{}}"#[..],
             br#"{"metadata":{"resourceVersion":"1"},"status":{},"status":{}}"#,
             b"not json",
         ] {

@@ -29,7 +29,7 @@ use tokio::sync::broadcast;
 
 use crate::api::{
     resources::{self, Registry, Resource},
-    selector::{FieldSelector, LabelSelector, fields_of, fields_with_status, labels_of},
+    selector::{FieldSelector, LabelSelector, fields_of, fields_with_part, labels_of},
     splice,
     status::ApiError,
     time::rfc3339,
@@ -916,32 +916,96 @@ impl Store {
         name: &str,
         mut change: impl FnMut(&mut Value),
     ) -> Result<bool, ApiError> {
-        let whole = |change: &mut dyn FnMut(&mut Value)| {
-            self.modify(res, namespace, name, Part::Status, |object| {
-                let mut status = object.get("status").cloned().unwrap_or(Value::Null);
-                change(&mut status);
-                object["status"] = status;
-            })
-            .map(|_| true)
-        };
-        if !res.status {
-            return whole(&mut change);
+        if res.status
+            && let Some(written) =
+                self.modify_part(res, namespace, name, splice::Part::Status, |status| {
+                    change(status);
+                    Ok(())
+                })?
+        {
+            return Ok(written);
         }
+        self.modify(res, namespace, name, Part::Status, |object| {
+            let mut status = object.get("status").cloned().unwrap_or(Value::Null);
+            change(&mut status);
+            object["status"] = status;
+        })
+        .map(|_| true)
+    }
+
+    /// Binds a pod to `node`, as the pods/binding subresource does: sets
+    /// `spec.nodeName` alone (the generation stays, as no one changed the
+    /// pod's template). Returns whether anything was written; binding a
+    /// pod again to its node writes nothing.
+    ///
+    /// # Errors
+    /// 404 NotFound; 409 Conflict when the pod is bound to another node.
+    pub fn bind(
+        &self,
+        pods: &Resource,
+        namespace: &str,
+        name: &str,
+        node: &str,
+    ) -> Result<bool, ApiError> {
+        let mut set = |spec: &mut Value| match spec["nodeName"].as_str() {
+            Some(bound) if !bound.is_empty() && bound != node => Err(ApiError::conflict(
+                &pods.group,
+                &pods.plural,
+                name,
+                &format!("pod {name} is already assigned to node {bound:?}"),
+            )),
+            _ => {
+                spec["nodeName"] = json!(node);
+                Ok(())
+            }
+        };
+        if let Some(written) =
+            self.modify_part(pods, namespace, name, splice::Part::Spec, &mut set)?
+        {
+            return Ok(written);
+        }
+        let mut failed = None;
+        let written = self.modify(pods, namespace, name, Part::Main, |pod| {
+            if let Err(e) = set(&mut pod["spec"]) {
+                failed = Some(e);
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => written.map(|_| true),
+        }
+    }
+
+    /// Changes one top-level part of an object by splicing it into the
+    /// stored JSON (with the next resourceVersion), retrying when another
+    /// write came first. `None` when the object has no such part where
+    /// expected: the caller takes the whole-object path.
+    fn modify_part(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        part: splice::Part,
+        mut change: impl FnMut(&mut Value) -> Result<(), ApiError>,
+    ) -> Result<Option<bool>, ApiError> {
         loop {
             let read = self.get(res, namespace, name)?;
             let Some(spots) = splice::locate(&read) else {
-                return whole(&mut change);
+                return Ok(None);
             };
-            let old = &read[spots.status.clone()];
-            let mut status: Value =
+            let Some(at) = spots.of(part) else {
+                return Ok(None);
+            };
+            let old = &read[at.clone()];
+            let mut value: Value =
                 serde_json::from_slice(old).map_err(|e| ApiError::internal(e.to_string()))?;
-            change(&mut status);
+            change(&mut value)?;
             // The store wrote `old` with this same serializer, keys in
-            // order: equal bytes are an equal status.
+            // order: equal bytes are an equal part.
             let written =
-                serde_json::to_vec(&status).map_err(|e| ApiError::internal(e.to_string()))?;
+                serde_json::to_vec(&value).map_err(|e| ApiError::internal(e.to_string()))?;
             if written == old {
-                return Ok(false);
+                return Ok(Some(false));
             }
             let mut inner = self.lock();
             let entry = match inner.entry(res, namespace, name) {
@@ -949,23 +1013,26 @@ impl Store {
                 Ok(_) => continue,
                 Err(e) => return Err(e),
             };
-            let entry = Entry {
-                bytes: Arc::default(),
-                labels: entry.labels.clone(),
-                fields: fields_with_status(&entry.fields, &status),
-                uid: entry.uid.clone(),
-                owners: entry.owners.clone(),
-            };
+            let (labels, uid, owners) = (
+                entry.labels.clone(),
+                entry.uid.clone(),
+                entry.owners.clone(),
+            );
+            let fields = fields_with_part(&entry.fields, part.key(), &value);
             inner.rv += 1;
-            let bytes = splice::splice(&read, &spots, &inner.rv.to_string(), &written);
+            let rv = inner.rv.to_string();
+            let bytes = splice::splice(&read, &spots.version, &rv, &at, &written);
             let namespace = if res.namespaced { namespace } else { "" };
             let key = (namespace.to_owned(), name.to_owned());
             let entry = Entry {
                 bytes: bytes.into(),
-                ..entry
+                labels,
+                fields,
+                uid,
+                owners,
             };
             inner.install(res, key, entry, EventType::Modified);
-            return Ok(true);
+            return Ok(Some(true));
         }
     }
 
@@ -1743,6 +1810,41 @@ mod tests {
         }
         assert_eq!(hashed.get(&("a", "c") as &dyn Pair), None);
         assert_eq!(ordered.get(&("", "") as &dyn Pair), None);
+    }
+
+    #[test]
+    fn a_binding_sets_the_node_alone_once() {
+        let store = store();
+        let pods = pods(&store);
+        store
+            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+            .unwrap();
+        let before = store.get_value(&pods, "default", "p").unwrap();
+        let mut watch = store.watch(&pods, None, None).unwrap().live;
+        assert!(store.bind(&pods, "default", "p", "n1").unwrap());
+        let event = watch.try_recv().unwrap();
+        assert!(event.fields.contains(&("spec.nodeName", "n1".to_owned())));
+        let mut expected = before;
+        expected["spec"]["nodeName"] = json!("n1");
+        expected["metadata"]["resourceVersion"] = json!(event.rv.to_string());
+        // Nothing else changed: not the generation, not the status.
+        assert_eq!(store.get_value(&pods, "default", "p").unwrap(), expected);
+        let on_n1 = FieldSelector::parse("spec.nodeName=n1").unwrap();
+        let page = store
+            .list(&pods, None, &LabelSelector::default(), &on_n1, None, None)
+            .unwrap();
+        assert_eq!(page.items.len(), 1);
+        // Again to the same node: nothing written; to another: refused.
+        assert!(!store.bind(&pods, "default", "p", "n1").unwrap());
+        assert_eq!(
+            store.bind(&pods, "default", "p", "n2").unwrap_err().code,
+            409
+        );
+        assert!(watch.try_recv().is_err());
+        assert_eq!(
+            store.bind(&pods, "default", "gone", "n1").unwrap_err().code,
+            404
+        );
     }
 
     #[test]

@@ -20,10 +20,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::{
-    api::{
-        store::{DeleteOptions, Part},
-        time::rfc3339,
-    },
+    api::{store::DeleteOptions, time::rfc3339},
     cluster::{
         engine::{Ctx, Work},
         profile::Profile,
@@ -236,10 +233,16 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
         });
         return false;
     };
-    let bound = ctx.modify(&pods, ns, name, Part::Main, |p| {
-        p["spec"]["nodeName"] = json!(node)
-    });
-    if bound.is_some() {
+    let bound = match ctx.store.bind(&pods, ns, name, &node) {
+        Ok(_) => true,
+        Err(e) => {
+            if e.code != 404 {
+                tracing::warn!(namespace = ns, pod = name, node = %node, error = %e.message, "binding failed");
+            }
+            false
+        }
+    };
+    if bound {
         ctx.kubelet.unwait(&(ns.to_owned(), name.to_owned()));
         observe_pod(
             &mut ctx.kubelet,
@@ -249,7 +252,7 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
         );
         ctx.transitions += 1;
     }
-    bound.is_some()
+    bound
 }
 
 /// Moves one pod along its lifecycle.
