@@ -65,6 +65,10 @@ pub(crate) struct BenchArgs {
     /// Folder for bench.json, bench.md and bench.svg.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Log filter (tracing's env-filter syntax) for the in-process simulated
+    /// cluster and the executor it starts; warnings by default.
+    #[arg(long, default_value = "warn")]
+    log: String,
 }
 
 const GOOD: &str = "registry.example/app:2.0";
@@ -98,6 +102,7 @@ fn share(text: &str) -> Result<f64, String> {
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
+    sluice_runtime::telemetry::init(sluice_runtime::config::LogFormat::Pretty, &args.log)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -113,7 +118,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut sizes = Vec::new();
     let mut report = report::Report::new(overheads.clone(), Vec::new());
     for &n in &args.sizes {
-        let figures = runtime.block_on(size(n, args.bad_share, args.pace))?;
+        let figures = runtime.block_on(size(n, args.bad_share, args.pace, &args.log))?;
         eprintln!("{}", figures.line());
         sizes.push(figures);
         // Written after every size, so a long run keeps what it measured.
@@ -227,6 +232,7 @@ impl Executor {
         kubeconfig: &std::path::Path,
         planner: std::net::SocketAddr,
         gate: std::net::SocketAddr,
+        log: &str,
     ) -> anyhow::Result<Self> {
         let binary = std::env::current_exe()?.with_file_name("sluice-executor");
         if !binary.exists() {
@@ -241,7 +247,7 @@ impl Executor {
             .args(["--gate-addr", &gate.to_string()])
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--log", "warn"])
+            .args(["--log", log])
             .env_remove("KUBECONFIG")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -281,7 +287,7 @@ impl Executor {
     }
 }
 
-async fn size(n: usize, bad_share: f64, pace: f64) -> anyhow::Result<SizeFigures> {
+async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<SizeFigures> {
     let bad = ((n as f64 * bad_share).round() as usize).min(n);
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
@@ -359,7 +365,7 @@ async fn size(n: usize, bad_share: f64, pace: f64) -> anyhow::Result<SizeFigures
         &kubeconfig,
         sluice_sim::kubeconfig(kube_addr, &Default::default()),
     )?;
-    let mut executor = Executor::start(&kubeconfig, planner_addr, gate_addr)?;
+    let mut executor = Executor::start(&kubeconfig, planner_addr, gate_addr, log)?;
     executor.wait_leading(&local).await?;
     // Its caches filled, before any rollout: the baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -11,6 +11,7 @@ use axum::{
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 use crate::api::{
     Options, discovery,
@@ -577,6 +578,8 @@ impl ApiServer {
         let start = match self.store.watch(&res, namespace.as_deref(), since) {
             Ok(start) => start,
             Err(e) => {
+                // The client will list everything again: worth knowing.
+                tracing::info!(resource = %res.plural, since = ?since, error = %e.message, "watch refused");
                 // A real API server reports an expired version as an ERROR event.
                 let line = format!("{}\n", json!({"type": "ERROR", "object": e.to_status()}));
                 return (
@@ -673,8 +676,14 @@ impl ApiServer {
                                     return;
                                 }
                         }
-                        // Too slow or the resource went away: end; the client re-watches.
-                        Err(_) => return,
+                        // Too slow or the resource went away: end; the client
+                        // re-watches from the last version it saw, as the API
+                        // server closes a watcher that cannot keep up.
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(resource = %plural, missed, last_rv, "watch closed: the client fell too far behind");
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
                     },
                 }
             }
