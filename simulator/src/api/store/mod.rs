@@ -13,6 +13,9 @@
 //!   orphan propagation) and namespaces (deleting one deletes its content).
 //!
 //! *Assumptions*: callers have resolved the resource and checked the verb.
+//!
+//! Writes that change one part of an object (a status, a pod's binding) are
+//! in `parts`, which splices the part into the stored JSON.
 
 use std::{
     any::Any,
@@ -29,11 +32,14 @@ use tokio::sync::broadcast;
 
 use crate::api::{
     resources::{self, Registry, Resource},
-    selector::{FieldSelector, LabelSelector, fields_of, fields_with_part, labels_of},
-    splice,
+    selector::{FieldSelector, LabelSelector, fields_of, labels_of},
     status::ApiError,
     time::rfc3339,
 };
+
+mod parts;
+#[cfg(test)]
+mod tests;
 
 /// Events kept per resource for watches that resume from a resourceVersion.
 pub const HISTORY: usize = 10_000;
@@ -834,8 +840,11 @@ impl Store {
     }
 
     /// Changes an object in place: `change` edits a copy of the current
-    /// object under the store's lock, so no other write can land in between.
-    /// Nothing is written when `change` leaves it as it was. With
+    /// object, read outside the store's lock, and the result is committed
+    /// only if the object is still the one read; otherwise `change` runs
+    /// again on the newer version (so it may run more than once, and no
+    /// other write is lost). Nothing is written when `change` leaves the
+    /// object as it was. With
     /// [`Part::Status`] on a resource with a status subresource, `change`
     /// must edit the status only (the status alone is compared and the
     /// edited object written as it is).
@@ -893,146 +902,6 @@ impl Store {
                 continue;
             }
             return inner.commit_replacement(self, res, namespace, name, prepared);
-        }
-    }
-
-    /// Changes an object's status alone, as a controller or kubelet writes
-    /// its status subresource: `change` gets the status (`null` when there
-    /// is none) and nothing else. Returns whether anything was written.
-    ///
-    /// *Guarantees*: the same result, version and event as
-    /// [`Store::modify`] with [`Part::Status`]. Only the status is parsed
-    /// and serialized; the rest of the stored JSON is copied as it is (see
-    /// [`splice`](crate::api::splice)), so a pod's status write costs a
-    /// fraction of a whole-object one. Objects whose JSON does not have the
-    /// expected shape take the whole-object path.
-    ///
-    /// # Errors
-    /// 404 NotFound.
-    pub fn modify_status(
-        &self,
-        res: &Resource,
-        namespace: &str,
-        name: &str,
-        mut change: impl FnMut(&mut Value),
-    ) -> Result<bool, ApiError> {
-        if res.status
-            && let Some(written) =
-                self.modify_part(res, namespace, name, splice::Part::Status, |status| {
-                    change(status);
-                    Ok(())
-                })?
-        {
-            return Ok(written);
-        }
-        self.modify(res, namespace, name, Part::Status, |object| {
-            let mut status = object.get("status").cloned().unwrap_or(Value::Null);
-            change(&mut status);
-            object["status"] = status;
-        })
-        .map(|_| true)
-    }
-
-    /// Binds a pod to `node`, as the pods/binding subresource does: sets
-    /// `spec.nodeName` alone (the generation stays, as no one changed the
-    /// pod's template). Returns whether anything was written; binding a
-    /// pod again to its node writes nothing.
-    ///
-    /// # Errors
-    /// 404 NotFound; 409 Conflict when the pod is bound to another node.
-    pub fn bind(
-        &self,
-        pods: &Resource,
-        namespace: &str,
-        name: &str,
-        node: &str,
-    ) -> Result<bool, ApiError> {
-        let mut set = |spec: &mut Value| match spec["nodeName"].as_str() {
-            Some(bound) if !bound.is_empty() && bound != node => Err(ApiError::conflict(
-                &pods.group,
-                &pods.plural,
-                name,
-                &format!("pod {name} is already assigned to node {bound:?}"),
-            )),
-            _ => {
-                spec["nodeName"] = json!(node);
-                Ok(())
-            }
-        };
-        if let Some(written) =
-            self.modify_part(pods, namespace, name, splice::Part::Spec, &mut set)?
-        {
-            return Ok(written);
-        }
-        let mut failed = None;
-        let written = self.modify(pods, namespace, name, Part::Main, |pod| {
-            if let Err(e) = set(&mut pod["spec"]) {
-                failed = Some(e);
-            }
-        });
-        match failed {
-            Some(e) => Err(e),
-            None => written.map(|_| true),
-        }
-    }
-
-    /// Changes one top-level part of an object by splicing it into the
-    /// stored JSON (with the next resourceVersion), retrying when another
-    /// write came first. `None` when the object has no such part where
-    /// expected: the caller takes the whole-object path.
-    fn modify_part(
-        &self,
-        res: &Resource,
-        namespace: &str,
-        name: &str,
-        part: splice::Part,
-        mut change: impl FnMut(&mut Value) -> Result<(), ApiError>,
-    ) -> Result<Option<bool>, ApiError> {
-        loop {
-            let read = self.get(res, namespace, name)?;
-            let Some(spots) = splice::locate(&read) else {
-                return Ok(None);
-            };
-            let Some(at) = spots.of(part) else {
-                return Ok(None);
-            };
-            let old = &read[at.clone()];
-            let mut value: Value =
-                serde_json::from_slice(old).map_err(|e| ApiError::internal(e.to_string()))?;
-            change(&mut value)?;
-            // The store wrote `old` with this same serializer, keys in
-            // order: equal bytes are an equal part.
-            let written =
-                serde_json::to_vec(&value).map_err(|e| ApiError::internal(e.to_string()))?;
-            if written == old {
-                return Ok(Some(false));
-            }
-            let mut inner = self.lock();
-            let entry = match inner.entry(res, namespace, name) {
-                Ok(entry) if Arc::ptr_eq(&entry.bytes, &read) => entry,
-                Ok(_) => continue,
-                Err(e) => return Err(e),
-            };
-            let (labels, uid, owners) = (
-                entry.labels.clone(),
-                entry.uid.clone(),
-                entry.owners.clone(),
-            );
-            let fields = fields_with_part(&entry.fields, part.key(), &value);
-            inner.rv += 1;
-            let rv = inner.rv.to_string();
-            let bytes = splice::splice(&read, &spots.version, &rv, &at, &written);
-            let namespace = if res.namespaced { namespace } else { "" };
-            let key = (namespace.to_owned(), name.to_owned());
-            let entry = Entry {
-                bytes: bytes.into(),
-                labels,
-                fields,
-                uid,
-                owners,
-            };
-            inner.install(res, key, entry, EventType::Modified);
-            return Ok(Some(true));
         }
     }
 
@@ -1736,215 +1605,5 @@ pub fn set_path(object: &mut Value, path: &str, value: Value) {
             return;
         }
         cur = &mut cur[*p];
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> Store {
-        Store::new(Arc::new(SystemTime::now))
-    }
-
-    fn pods(store: &Store) -> Arc<Resource> {
-        store.resource("", "pods").expect("pods are built in")
-    }
-
-    #[test]
-    fn concurrent_status_writes_to_one_object_lose_no_update() {
-        let store = Arc::new(store());
-        let pods = pods(&store);
-        store
-            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {}}))
-            .unwrap();
-        // One writer of whole objects, one of spliced statuses.
-        let writers: Vec<_> = [false, true]
-            .into_iter()
-            .map(|spliced| {
-                let (store, pods) = (store.clone(), pods.clone());
-                std::thread::spawn(move || {
-                    let increment = |s: &mut Value| {
-                        s["count"] = json!(s["count"].as_u64().unwrap_or(0) + 1);
-                    };
-                    for _ in 0..500 {
-                        if spliced {
-                            store
-                                .modify_status(&pods, "default", "p", increment)
-                                .unwrap();
-                        } else {
-                            store
-                                .modify(&pods, "default", "p", Part::Status, |p| {
-                                    increment(&mut p["status"])
-                                })
-                                .unwrap();
-                        }
-                    }
-                })
-            })
-            .collect();
-        for writer in writers {
-            writer.join().unwrap();
-        }
-        let pod = store.get_value(&pods, "default", "p").unwrap();
-        assert_eq!(pod["status"]["count"], 1000, "every increment counted once");
-        assert_eq!(
-            pod["metadata"]["resourceVersion"],
-            json!(store.resource_version().to_string()),
-            "the last write's version"
-        );
-    }
-
-    #[test]
-    fn owned_pairs_are_found_by_borrowed_ones() {
-        let keys = [("", "b"), ("a", ""), ("a", "b"), ("ab", ""), ("b", "a")];
-        let hashed: HashMap<(String, String), usize> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, (a, b))| (((*a).to_owned(), (*b).to_owned()), i))
-            .collect();
-        let ordered: BTreeMap<(String, String), usize> = hashed.clone().into_iter().collect();
-        for (i, key) in keys.iter().enumerate() {
-            assert_eq!(hashed.get(key as &dyn Pair), Some(&i));
-            assert_eq!(ordered.get(key as &dyn Pair), Some(&i));
-        }
-        assert_eq!(hashed.get(&("a", "c") as &dyn Pair), None);
-        assert_eq!(ordered.get(&("", "") as &dyn Pair), None);
-    }
-
-    #[test]
-    fn a_binding_sets_the_node_alone_once() {
-        let store = store();
-        let pods = pods(&store);
-        store
-            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
-            .unwrap();
-        let before = store.get_value(&pods, "default", "p").unwrap();
-        let mut watch = store.watch(&pods, None, None).unwrap().live;
-        assert!(store.bind(&pods, "default", "p", "n1").unwrap());
-        let event = watch.try_recv().unwrap();
-        assert!(event.fields.contains(&("spec.nodeName", "n1".to_owned())));
-        let mut expected = before;
-        expected["spec"]["nodeName"] = json!("n1");
-        expected["metadata"]["resourceVersion"] = json!(event.rv.to_string());
-        // Nothing else changed: not the generation, not the status.
-        assert_eq!(store.get_value(&pods, "default", "p").unwrap(), expected);
-        let on_n1 = FieldSelector::parse("spec.nodeName=n1").unwrap();
-        let page = store
-            .list(&pods, None, &LabelSelector::default(), &on_n1, None, None)
-            .unwrap();
-        assert_eq!(page.items.len(), 1);
-        // Again to the same node: nothing written; to another: refused.
-        assert!(!store.bind(&pods, "default", "p", "n1").unwrap());
-        assert_eq!(
-            store.bind(&pods, "default", "p", "n2").unwrap_err().code,
-            409
-        );
-        assert!(watch.try_recv().is_err());
-        assert_eq!(
-            store.bind(&pods, "default", "gone", "n1").unwrap_err().code,
-            404
-        );
-    }
-
-    #[test]
-    fn a_status_write_stores_what_a_whole_object_write_would() {
-        let fixed = || SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        let (whole, spliced) = (Store::new(Arc::new(fixed)), Store::new(Arc::new(fixed)));
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "web"}}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
-        let mut watches = Vec::new();
-        for store in [&whole, &spliced] {
-            store.create(&pods(store), "default", pod.clone()).unwrap();
-            watches.push(store.watch(&pods(store), None, None).unwrap().live);
-        }
-        let steps: [fn(&mut Value); 3] = [
-            |s| s["phase"] = json!("Running"),
-            |s| s["conditions"] = json!([{"type": "Ready", "status": "True"}]),
-            |s| *s = json!({"phase": "Failed", "reason": "Evicted"}),
-        ];
-        for step in steps {
-            whole
-                .modify(&pods(&whole), "default", "p", Part::Status, |o| {
-                    step(&mut o["status"])
-                })
-                .unwrap();
-            assert!(
-                spliced
-                    .modify_status(&pods(&spliced), "default", "p", step)
-                    .unwrap()
-            );
-            let (a, b) = (
-                watches[0].try_recv().unwrap(),
-                watches[1].try_recv().unwrap(),
-            );
-            assert_eq!(
-                String::from_utf8_lossy(&a.object),
-                String::from_utf8_lossy(&b.object)
-            );
-            assert_eq!((a.rv, &a.labels, &a.fields), (b.rv, &b.labels, &b.fields));
-        }
-        let failed = LabelSelector::default();
-        let fields = FieldSelector::parse("status.phase=Failed").unwrap();
-        let page = spliced
-            .list(
-                &pods(&spliced),
-                Some("default"),
-                &failed,
-                &fields,
-                None,
-                None,
-            )
-            .unwrap();
-        assert_eq!(
-            page.items.len(),
-            1,
-            "the phase's field index follows the status"
-        );
-        // The same status again: no write, no version, no event.
-        let rv = spliced.resource_version();
-        let again = spliced
-            .modify_status(&pods(&spliced), "default", "p", |s| {
-                s["phase"] = json!("Failed")
-            })
-            .unwrap();
-        assert!(!again);
-        assert_eq!(spliced.resource_version(), rv);
-        assert!(watches[1].try_recv().is_err());
-    }
-
-    #[test]
-    fn an_object_that_quotes_the_version_placeholder_is_still_stored_whole() {
-        let store = store();
-        let pods = pods(&store);
-        let created = store
-            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"note": RV_HOLE}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
-            .unwrap();
-        let stored = store.get_value(&pods, "default", "p").unwrap();
-        assert_eq!(stored["metadata"]["annotations"]["note"], RV_HOLE);
-        assert_eq!(
-            stored["metadata"]["resourceVersion"],
-            created["metadata"]["resourceVersion"]
-        );
-        assert_ne!(stored["metadata"]["resourceVersion"], RV_HOLE);
-    }
-
-    #[test]
-    fn stored_bytes_carry_the_version_the_write_returned() {
-        let store = store();
-        let pods = pods(&store);
-        store
-            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
-            .unwrap();
-        let written = store
-            .modify(&pods, "default", "p", Part::Status, |p| {
-                p["status"]["phase"] = json!("Running")
-            })
-            .unwrap();
-        let stored = store.get_value(&pods, "default", "p").unwrap();
-        assert_eq!(stored, written);
-        assert_eq!(
-            stored["metadata"]["resourceVersion"],
-            json!(store.resource_version().to_string())
-        );
     }
 }

@@ -1,0 +1,208 @@
+//! The store's own tests: concurrency, splices, keys and versions.
+
+use super::*;
+
+fn store() -> Store {
+    Store::new(Arc::new(SystemTime::now))
+}
+
+fn pods(store: &Store) -> Arc<Resource> {
+    store.resource("", "pods").expect("pods are built in")
+}
+
+#[test]
+fn concurrent_status_writes_to_one_object_lose_no_update() {
+    let store = Arc::new(store());
+    let pods = pods(&store);
+    store
+        .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {}}))
+        .unwrap();
+    // One writer of whole objects, one of spliced statuses.
+    let writers: Vec<_> = [false, true]
+        .into_iter()
+        .map(|spliced| {
+            let (store, pods) = (store.clone(), pods.clone());
+            std::thread::spawn(move || {
+                let increment = |s: &mut Value| {
+                    s["count"] = json!(s["count"].as_u64().unwrap_or(0) + 1);
+                };
+                for _ in 0..500 {
+                    if spliced {
+                        store
+                            .modify_status(&pods, "default", "p", increment)
+                            .unwrap();
+                    } else {
+                        store
+                            .modify(&pods, "default", "p", Part::Status, |p| {
+                                increment(&mut p["status"])
+                            })
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let pod = store.get_value(&pods, "default", "p").unwrap();
+    assert_eq!(pod["status"]["count"], 1000, "every increment counted once");
+    assert_eq!(
+        pod["metadata"]["resourceVersion"],
+        json!(store.resource_version().to_string()),
+        "the last write's version"
+    );
+}
+
+#[test]
+fn owned_pairs_are_found_by_borrowed_ones() {
+    let keys = [("", "b"), ("a", ""), ("a", "b"), ("ab", ""), ("b", "a")];
+    let hashed: HashMap<(String, String), usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (a, b))| (((*a).to_owned(), (*b).to_owned()), i))
+        .collect();
+    let ordered: BTreeMap<(String, String), usize> = hashed.clone().into_iter().collect();
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(hashed.get(key as &dyn Pair), Some(&i));
+        assert_eq!(ordered.get(key as &dyn Pair), Some(&i));
+    }
+    assert_eq!(hashed.get(&("a", "c") as &dyn Pair), None);
+    assert_eq!(ordered.get(&("", "") as &dyn Pair), None);
+}
+
+#[test]
+fn a_binding_sets_the_node_alone_once() {
+    let store = store();
+    let pods = pods(&store);
+    store
+        .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .unwrap();
+    let before = store.get_value(&pods, "default", "p").unwrap();
+    let mut watch = store.watch(&pods, None, None).unwrap().live;
+    assert!(store.bind(&pods, "default", "p", "n1").unwrap());
+    let event = watch.try_recv().unwrap();
+    assert!(event.fields.contains(&("spec.nodeName", "n1".to_owned())));
+    let mut expected = before;
+    expected["spec"]["nodeName"] = json!("n1");
+    expected["metadata"]["resourceVersion"] = json!(event.rv.to_string());
+    // Nothing else changed: not the generation, not the status.
+    assert_eq!(store.get_value(&pods, "default", "p").unwrap(), expected);
+    let on_n1 = FieldSelector::parse("spec.nodeName=n1").unwrap();
+    let page = store
+        .list(&pods, None, &LabelSelector::default(), &on_n1, None, None)
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    // Again to the same node: nothing written; to another: refused.
+    assert!(!store.bind(&pods, "default", "p", "n1").unwrap());
+    assert_eq!(
+        store.bind(&pods, "default", "p", "n2").unwrap_err().code,
+        409
+    );
+    assert!(watch.try_recv().is_err());
+    assert_eq!(
+        store.bind(&pods, "default", "gone", "n1").unwrap_err().code,
+        404
+    );
+}
+
+#[test]
+fn a_status_write_stores_what_a_whole_object_write_would() {
+    let fixed = || SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let (whole, spliced) = (Store::new(Arc::new(fixed)), Store::new(Arc::new(fixed)));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "web"}}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
+    let mut watches = Vec::new();
+    for store in [&whole, &spliced] {
+        store.create(&pods(store), "default", pod.clone()).unwrap();
+        watches.push(store.watch(&pods(store), None, None).unwrap().live);
+    }
+    let steps: [fn(&mut Value); 3] = [
+        |s| s["phase"] = json!("Running"),
+        |s| s["conditions"] = json!([{"type": "Ready", "status": "True"}]),
+        |s| *s = json!({"phase": "Failed", "reason": "Evicted"}),
+    ];
+    for step in steps {
+        whole
+            .modify(&pods(&whole), "default", "p", Part::Status, |o| {
+                step(&mut o["status"])
+            })
+            .unwrap();
+        assert!(
+            spliced
+                .modify_status(&pods(&spliced), "default", "p", step)
+                .unwrap()
+        );
+        let (a, b) = (
+            watches[0].try_recv().unwrap(),
+            watches[1].try_recv().unwrap(),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&a.object),
+            String::from_utf8_lossy(&b.object)
+        );
+        assert_eq!((a.rv, &a.labels, &a.fields), (b.rv, &b.labels, &b.fields));
+    }
+    let failed = LabelSelector::default();
+    let fields = FieldSelector::parse("status.phase=Failed").unwrap();
+    let page = spliced
+        .list(
+            &pods(&spliced),
+            Some("default"),
+            &failed,
+            &fields,
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        page.items.len(),
+        1,
+        "the phase's field index follows the status"
+    );
+    // The same status again: no write, no version, no event.
+    let rv = spliced.resource_version();
+    let again = spliced
+        .modify_status(&pods(&spliced), "default", "p", |s| {
+            s["phase"] = json!("Failed")
+        })
+        .unwrap();
+    assert!(!again);
+    assert_eq!(spliced.resource_version(), rv);
+    assert!(watches[1].try_recv().is_err());
+}
+
+#[test]
+fn an_object_that_quotes_the_version_placeholder_is_still_stored_whole() {
+    let store = store();
+    let pods = pods(&store);
+    let created = store
+        .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"note": RV_HOLE}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .unwrap();
+    let stored = store.get_value(&pods, "default", "p").unwrap();
+    assert_eq!(stored["metadata"]["annotations"]["note"], RV_HOLE);
+    assert_eq!(
+        stored["metadata"]["resourceVersion"],
+        created["metadata"]["resourceVersion"]
+    );
+    assert_ne!(stored["metadata"]["resourceVersion"], RV_HOLE);
+}
+
+#[test]
+fn stored_bytes_carry_the_version_the_write_returned() {
+    let store = store();
+    let pods = pods(&store);
+    store
+        .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .unwrap();
+    let written = store
+        .modify(&pods, "default", "p", Part::Status, |p| {
+            p["status"]["phase"] = json!("Running")
+        })
+        .unwrap();
+    let stored = store.get_value(&pods, "default", "p").unwrap();
+    assert_eq!(stored, written);
+    assert_eq!(
+        stored["metadata"]["resourceVersion"],
+        json!(store.resource_version().to_string())
+    );
+}
