@@ -95,6 +95,30 @@ async fn all_ready(pods: &Api<Pod>, n: usize) -> bool {
     list.len() == n && list.iter().all(ready)
 }
 
+/// Deployment `web` (image web:1) behind Service `web` (port 80 to 8080),
+/// with the handles the endpoint tests read.
+async fn web_behind_a_service(
+    s: &Sim,
+    replicas: i32,
+    strategy: serde_json::Value,
+) -> (Api<EndpointSlice>, Api<Pod>) {
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(s.client.clone());
+    services.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})).unwrap()).await.unwrap();
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", replicas, "web:1", strategy),
+        )
+        .await
+        .unwrap();
+    (
+        Api::default_namespaced(s.client.clone()),
+        Api::default_namespaced(s.client.clone()),
+    )
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_rolling_update_never_exceeds_surge_nor_drops_below_availability() {
     let s = sim(ClusterOptions::default());
@@ -618,19 +642,7 @@ async fn endpoint_slices_list_ready_pods_and_node_loss_evicts() {
         nodes: 2,
         ..ClusterOptions::default()
     });
-    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::default_namespaced(s.client.clone());
-    let slices: Api<EndpointSlice> = Api::default_namespaced(s.client.clone());
-    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
-    services.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})).unwrap()).await.unwrap();
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment("web", 4, "web:1", rolling(1, 1)),
-        )
-        .await
-        .unwrap();
+    let (slices, pods) = web_behind_a_service(&s, 4, rolling(1, 1)).await;
     let ready_endpoints = async || {
         slices.get_opt("web-sim").await.unwrap().is_some_and(|s| {
             s.endpoints
@@ -662,19 +674,7 @@ async fn endpoint_slices_list_ready_pods_and_node_loss_evicts() {
 #[tokio::test(start_paused = true)]
 async fn a_deleted_pod_stops_within_its_grace_period_and_is_replaced_at_once() {
     let s = sim(ClusterOptions::default());
-    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::default_namespaced(s.client.clone());
-    let slices: Api<EndpointSlice> = Api::default_namespaced(s.client.clone());
-    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
-    services.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).unwrap()).await.unwrap();
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment("web", 2, "web:1", rolling(1, 0)),
-        )
-        .await
-        .unwrap();
+    let (slices, pods) = web_behind_a_service(&s, 2, rolling(1, 0)).await;
     until(
         "two ready pods",
         async || all_ready(&pods, 2).await,

@@ -26,14 +26,14 @@ pub struct Spots {
 
 /// The top-level parts a one-part write may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
+pub enum Section {
     /// `spec`.
     Spec,
     /// `status`.
     Status,
 }
 
-impl Part {
+impl Section {
     /// Its key in the object.
     pub fn key(self) -> &'static str {
         match self {
@@ -44,11 +44,11 @@ impl Part {
 }
 
 impl Spots {
-    /// Where `part` lies, if it is there.
-    pub fn of(&self, part: Part) -> Option<Range<usize>> {
-        match part {
-            Part::Spec => self.spec.clone(),
-            Part::Status => self.status.clone(),
+    /// Where `section` lies, if it is there.
+    pub fn of(&self, section: Section) -> Option<Range<usize>> {
+        match section {
+            Section::Spec => self.spec.clone(),
+            Section::Status => self.status.clone(),
         }
     }
 }
@@ -126,7 +126,7 @@ mod tests {
         let bytes = serde_json::to_vec(&object).unwrap();
         let spots = locate(&bytes).unwrap();
         assert_eq!(&bytes[spots.version.clone()], br#""41""#);
-        let status_at = spots.of(Part::Status).unwrap();
+        let status_at = spots.of(Section::Status).unwrap();
         assert_eq!(&bytes[status_at.clone()], br#"{"phase":"Pending"}"#);
         let status = json!({"phase": "Running", "podIP": "10.0.0.9"});
         let out = splice(
@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), expected);
 
         let spec = json!({"containers": [{"name": "app", "image": "web:1"}], "nodeName": "n1"});
-        let spec_at = spots.of(Part::Spec).unwrap();
+        let spec_at = spots.of(Section::Spec).unwrap();
         let out = splice(
             &bytes,
             &spots.version,

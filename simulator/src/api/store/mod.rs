@@ -844,10 +844,10 @@ impl Store {
     /// only if the object is still the one read; otherwise `change` runs
     /// again on the newer version (so it may run more than once, and no
     /// other write is lost). Nothing is written when `change` leaves the
-    /// object as it was. With
-    /// [`Part::Status`] on a resource with a status subresource, `change`
-    /// must edit the status only (the status alone is compared and the
-    /// edited object written as it is).
+    /// object as it was. With [`Part::Status`], only the status `change`
+    /// leaves is kept, as with a write to the status subresource (the
+    /// status-only writes of controllers take [`Store::modify_status`],
+    /// which splices instead).
     ///
     /// # Errors
     /// 404, or what a replace of the result would give.
@@ -872,27 +872,8 @@ impl Store {
                     .entry(res, namespace, name)
                     .is_ok_and(|e| Arc::ptr_eq(&e.bytes, &read))
             };
-            if part == Part::Status && res.status {
-                // Only the status may change: compare it alone, and write
-                // without copying the rest of the object.
-                let before = current.get("status").cloned();
-                let mut next = current;
-                change(&mut next);
-                if next.get("status") == before.as_ref() {
-                    return Ok(next);
-                }
-                let prepared = Prepared::new(next)?;
-                let mut inner = self.lock();
-                if !still(&inner) {
-                    continue;
-                }
-                let namespace = if res.namespaced { namespace } else { "" };
-                let key = (namespace.to_owned(), name.to_owned());
-                return inner.commit_prepared(res, key, prepared, EventType::Modified);
-            }
             let mut next = current.clone();
             change(&mut next);
-            // Made and serialized before taking the lock, as above.
             let Some(next) = self.replacement(res, &current, next, part)? else {
                 return Ok(current);
             };

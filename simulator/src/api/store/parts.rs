@@ -6,7 +6,12 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{Entry, EventType, Part, Store};
-use crate::api::{resources::Resource, selector::fields_with_part, splice, status::ApiError};
+use crate::api::{
+    resources::Resource,
+    selector::fields_with_part,
+    splice::{self, Section},
+    status::ApiError,
+};
 
 impl Store {
     /// Changes an object's status alone, as a controller or kubelet writes
@@ -17,8 +22,7 @@ impl Store {
     /// [`Store::modify`] with [`Part::Status`]. Only the status is parsed
     /// and serialized; the rest of the stored JSON is copied as it is (see
     /// [`splice`](crate::api::splice)), so a pod's status write costs a
-    /// fraction of a whole-object one. Objects whose JSON does not have the
-    /// expected shape take the whole-object path.
+    /// fraction of a whole-object one.
     ///
     /// # Errors
     /// 404 NotFound.
@@ -29,21 +33,10 @@ impl Store {
         name: &str,
         mut change: impl FnMut(&mut Value),
     ) -> Result<bool, ApiError> {
-        if res.status
-            && let Some(written) =
-                self.modify_part(res, namespace, name, splice::Part::Status, |status| {
-                    change(status);
-                    Ok(())
-                })?
-        {
-            return Ok(written);
-        }
-        self.modify(res, namespace, name, Part::Status, |object| {
-            let mut status = object.get("status").cloned().unwrap_or(Value::Null);
-            change(&mut status);
-            object["status"] = status;
+        self.modify_section(res, namespace, name, Section::Status, |status| {
+            change(status);
+            Ok(())
         })
-        .map(|_| true)
     }
 
     /// Binds a pod to `node`, as the pods/binding subresource does: sets
@@ -60,65 +53,59 @@ impl Store {
         name: &str,
         node: &str,
     ) -> Result<bool, ApiError> {
-        let mut set = |spec: &mut Value| match spec["nodeName"].as_str() {
-            Some(bound) if !bound.is_empty() && bound != node => Err(ApiError::conflict(
-                &pods.group,
-                &pods.plural,
-                name,
-                &format!("pod {name} is already assigned to node {bound:?}"),
-            )),
-            _ => {
-                spec["nodeName"] = json!(node);
-                Ok(())
-            }
-        };
-        if let Some(written) =
-            self.modify_part(pods, namespace, name, splice::Part::Spec, &mut set)?
-        {
-            return Ok(written);
-        }
-        let mut failed = None;
-        let written = self.modify(pods, namespace, name, Part::Main, |pod| {
-            if let Err(e) = set(&mut pod["spec"]) {
-                failed = Some(e);
-            }
-        });
-        match failed {
-            Some(e) => Err(e),
-            None => written.map(|_| true),
-        }
+        self.modify_section(
+            pods,
+            namespace,
+            name,
+            Section::Spec,
+            |spec| match spec["nodeName"].as_str() {
+                Some(bound) if !bound.is_empty() && bound != node => Err(ApiError::conflict(
+                    &pods.group,
+                    &pods.plural,
+                    name,
+                    &format!("pod {name} is already assigned to node {bound:?}"),
+                )),
+                _ => {
+                    spec["nodeName"] = json!(node);
+                    Ok(())
+                }
+            },
+        )
     }
 
-    /// Changes one top-level part of an object by splicing it into the
+    /// Changes one top-level section of an object by splicing it into the
     /// stored JSON (with the next resourceVersion), retrying when another
-    /// write came first. `None` when the object has no such part where
-    /// expected: the caller takes the whole-object path.
-    fn modify_part(
+    /// write came first. A status of a resource without a status
+    /// subresource, or JSON without the section where expected, takes the
+    /// whole-object path instead, with the same result.
+    fn modify_section(
         &self,
         res: &Resource,
         namespace: &str,
         name: &str,
-        part: splice::Part,
+        section: Section,
         mut change: impl FnMut(&mut Value) -> Result<(), ApiError>,
-    ) -> Result<Option<bool>, ApiError> {
+    ) -> Result<bool, ApiError> {
+        if section == Section::Status && !res.status {
+            return self.modify_whole(res, namespace, name, section, change);
+        }
         loop {
             let read = self.get(res, namespace, name)?;
-            let Some(spots) = splice::locate(&read) else {
-                return Ok(None);
-            };
-            let Some(at) = spots.of(part) else {
-                return Ok(None);
+            let Some((spots, at)) =
+                splice::locate(&read).and_then(|spots| spots.of(section).map(|at| (spots, at)))
+            else {
+                return self.modify_whole(res, namespace, name, section, change);
             };
             let old = &read[at.clone()];
             let mut value: Value =
                 serde_json::from_slice(old).map_err(|e| ApiError::internal(e.to_string()))?;
             change(&mut value)?;
             // The store wrote `old` with this same serializer, keys in
-            // order: equal bytes are an equal part.
+            // order: equal bytes are an equal section.
             let written =
                 serde_json::to_vec(&value).map_err(|e| ApiError::internal(e.to_string()))?;
             if written == old {
-                return Ok(Some(false));
+                return Ok(false);
             }
             let mut inner = self.lock();
             let entry = match inner.entry(res, namespace, name) {
@@ -131,7 +118,7 @@ impl Store {
                 entry.uid.clone(),
                 entry.owners.clone(),
             );
-            let fields = fields_with_part(&entry.fields, part.key(), &value);
+            let fields = fields_with_part(&entry.fields, section.key(), &value);
             inner.rv += 1;
             let rv = inner.rv.to_string();
             let bytes = splice::splice(&read, &spots.version, &rv, &at, &written);
@@ -145,7 +132,38 @@ impl Store {
                 owners,
             };
             inner.install(res, key, entry, EventType::Modified);
-            return Ok(Some(true));
+            return Ok(true);
+        }
+    }
+
+    /// [`Store::modify_section`] through [`Store::modify`]: the section is
+    /// changed in a copy of the whole object.
+    fn modify_whole(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        section: Section,
+        mut change: impl FnMut(&mut Value) -> Result<(), ApiError>,
+    ) -> Result<bool, ApiError> {
+        let part = match section {
+            Section::Spec => Part::Main,
+            Section::Status => Part::Status,
+        };
+        let version = |object: &Value| object["metadata"]["resourceVersion"].clone();
+        let (mut read, mut failed) = (Value::Null, None);
+        let stored = self.modify(res, namespace, name, part, |object| {
+            read = version(object);
+            let mut value = object.get(section.key()).cloned().unwrap_or(Value::Null);
+            // Each attempt decides afresh: a retry may read a newer object.
+            failed = change(&mut value).err();
+            if failed.is_none() {
+                object[section.key()] = value;
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(version(&stored) != read),
         }
     }
 }

@@ -72,6 +72,46 @@ fn owned_pairs_are_found_by_borrowed_ones() {
 }
 
 #[test]
+fn a_first_status_takes_the_whole_object_path_and_says_whether_it_wrote() {
+    let store = store();
+    let deployments = store.resource("apps", "deployments").unwrap();
+    // Made without a status: there is nothing to splice into yet.
+    store
+        .create(&deployments, "default", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+        .unwrap();
+    let ready = |n: u64| move |s: &mut Value| s["readyReplicas"] = json!(n);
+    let rv = store.resource_version();
+    assert!(
+        store
+            .modify_status(&deployments, "default", "d", ready(1))
+            .unwrap()
+    );
+    assert_eq!(store.resource_version(), rv + 1);
+    assert!(
+        !store
+            .modify_status(&deployments, "default", "d", ready(1))
+            .unwrap()
+    );
+    assert_eq!(
+        store.resource_version(),
+        rv + 1,
+        "the same status writes nothing"
+    );
+    // Now it has a status, spliced from here on, to the same effect.
+    assert!(
+        store
+            .modify_status(&deployments, "default", "d", ready(2))
+            .unwrap()
+    );
+    let stored = store.get_value(&deployments, "default", "d").unwrap();
+    assert_eq!(stored["status"], json!({"readyReplicas": 2}));
+    assert_eq!(
+        stored["metadata"]["generation"], 1,
+        "a status is not a spec change"
+    );
+}
+
+#[test]
 fn a_binding_sets_the_node_alone_once() {
     let store = store();
     let pods = pods(&store);
