@@ -132,6 +132,10 @@ pub struct Ctx {
     pods: HashMap<(String, String), Arc<PodSummary>>,
     /// Pod keys by the uid of their controller.
     pods_of: HashMap<String, HashSet<(String, String)>>,
+    /// The resourceVersions of this engine's own status and binding
+    /// writes whose events have not come back yet: the event of such a
+    /// write does not wake the controller that made it (see [`route`]).
+    echoes: HashSet<u64>,
 }
 
 /// What controllers read of a pod.
@@ -302,6 +306,37 @@ impl PodSummary {
 }
 
 impl Ctx {
+    /// A context for one half of the cluster, with nothing queued; `None`
+    /// when the store lacks a built-in resource.
+    pub fn new(
+        api: &ApiServer,
+        profiles: Arc<std::sync::RwLock<Profiles>>,
+        seed: u64,
+        speed: f64,
+        role: Role,
+    ) -> Option<Self> {
+        let store = api.store().clone();
+        Some(Self {
+            kinds: Kinds::resolve(&store)?,
+            store,
+            profiles,
+            rng: Rng::new(seed),
+            clock: api.clock(),
+            speed: if speed > 0.0 { speed } else { 1.0 },
+            role,
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+            services: HashMap::new(),
+            transitions: 0,
+            kubelet: Default::default(),
+            pods: HashMap::new(),
+            pods_of: HashMap::new(),
+            echoes: HashSet::new(),
+        })
+    }
+
     /// The cluster's wall-clock time.
     pub fn now(&self) -> SystemTime {
         (self.clock)()
@@ -395,12 +430,23 @@ impl Ctx {
         change: impl FnMut(&mut Value),
     ) -> bool {
         match self.store.modify_status(res, namespace, name, change) {
-            Ok(written) => written,
+            Ok(written) => {
+                self.wrote(written);
+                written.is_some()
+            }
             Err(e) if e.code == 404 => false,
             Err(e) => {
                 tracing::warn!(kind = %res.kind, namespace, name, error = %e.message, "controller status write failed");
                 false
             }
+        }
+    }
+
+    /// Notes a status or binding write of this engine (its version, if it
+    /// wrote), so that its event does not wake the writer again.
+    pub fn wrote(&mut self, version: Option<u64>) {
+        if let Some(rv) = version {
+            self.echoes.insert(rv);
         }
     }
 
@@ -441,11 +487,12 @@ pub async fn run(
     reconcile: Reconcile,
     stop: CancellationToken,
 ) {
-    let store = api.store().clone();
-    let Some(kinds) = Kinds::resolve(&store) else {
+    let Some(mut ctx) = Ctx::new(&api, profiles, seed, speed, role) else {
         tracing::error!("built-in resources missing; controllers not started");
         return;
     };
+    let store = ctx.store.clone();
+    let kinds = &ctx.kinds;
     let watched = match role {
         Role::ControlPlane => vec![
             kinds.deployments.clone(),
@@ -457,24 +504,6 @@ pub async fn run(
             kinds.nodes.clone(),
         ],
         Role::Nodes => vec![kinds.pods.clone(), kinds.nodes.clone()],
-    };
-    let mut ctx = Ctx {
-        store: store.clone(),
-        kinds,
-        profiles,
-        rng: Rng::new(seed),
-        clock: api.clock(),
-        speed: if speed > 0.0 { speed } else { 1.0 },
-        role,
-        timers: BinaryHeap::new(),
-        timer_seq: 0,
-        queue: VecDeque::new(),
-        queued: HashSet::new(),
-        services: HashMap::new(),
-        transitions: 0,
-        kubelet: Default::default(),
-        pods: HashMap::new(),
-        pods_of: HashMap::new(),
     };
     // The engine reads the store's watches itself, without forwarding
     // tasks: the events of its own writes are visible at once, so work for
@@ -584,6 +613,8 @@ fn owners_in(bytes: &[u8]) -> Vec<(String, String)> {
 
 /// A lagged watch: everything of that resource is looked at again.
 fn resync(ctx: &mut Ctx, plural: &str, plurals: &HashMap<String, Arc<Resource>>) {
+    // Events were missed, the echoes among them: everything is looked at.
+    ctx.echoes.clear();
     if plural == "pods" {
         ctx.pods.clear();
         ctx.pods_of.clear();
@@ -626,20 +657,33 @@ fn pod_summary(event: &WatchEvent) -> Option<Arc<PodSummary>> {
 }
 
 /// Turns a watch event into work for every controller it concerns.
+///
+/// The event of a status (or binding) write this engine made does not wake
+/// the controller that made it, as a controller-runtime predicate filters
+/// a controller's own status updates: the writer computed that status from
+/// what it had read, so looking again would find nothing to do, while any
+/// other change comes with an event of its own. The caches still learn
+/// from it, and the controllers that depend on the writer's object (a
+/// ReplicaSet's Deployment) are still woken.
 fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
     let ns = event.namespace.clone();
     let name = event.name.clone();
     let owners = || owners_in(&event.object);
+    let echo = ctx.echoes.remove(&event.rv);
     match plural {
+        "deployments" if echo => {}
         "deployments" => ctx.enqueue(Work::Deployment(ns, name)),
         "replicasets" => {
-            ctx.enqueue(Work::ReplicaSet(ns.clone(), name));
+            if !echo {
+                ctx.enqueue(Work::ReplicaSet(ns.clone(), name));
+            }
             for (kind, owner) in owners() {
                 if kind == "Deployment" {
                     ctx.enqueue(Work::Deployment(ns.clone(), owner));
                 }
             }
         }
+        "statefulsets" | "daemonsets" if echo => {}
         "statefulsets" => ctx.enqueue(Work::StatefulSet(ns, name)),
         "daemonsets" => ctx.enqueue(Work::DaemonSet(ns, name)),
         "pods" => {
@@ -664,7 +708,7 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                     node,
                     gone,
                 );
-                if !gone {
+                if !gone && !echo {
                     ctx.enqueue(Work::Pod(ns, name));
                 } else if freed && let Some((ns, name)) = ctx.kubelet.next_waiting() {
                     // A place on a node came free: the pod that waited
@@ -752,5 +796,65 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::Options;
+
+    fn control_plane() -> Ctx {
+        let api = ApiServer::new(Options::default());
+        Ctx::new(&api, Default::default(), 1, 1.0, Role::ControlPlane).unwrap()
+    }
+
+    /// Routes every event `watch` has received so far.
+    fn routed(ctx: &mut Ctx, plural: &str, watch: &mut broadcast::Receiver<Arc<WatchEvent>>) {
+        while let Ok(event) = watch.try_recv() {
+            route(ctx, plural, &event);
+        }
+    }
+
+    #[test]
+    fn a_controller_is_not_woken_by_its_own_status_write_but_is_by_anyone_elses() {
+        let mut ctx = control_plane();
+        let (store, res) = (ctx.store.clone(), ctx.kinds.deployments.clone());
+        store
+            .create(&res, "default", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+            .unwrap();
+        let mut watch = store.watch(&res, None, None).unwrap().live;
+        assert!(ctx.modify_status(&res, "default", "d", |s| *s = json!({"replicas": 1})));
+        routed(&mut ctx, "deployments", &mut watch);
+        assert!(ctx.queue.is_empty(), "its own write: {:?}", ctx.queue);
+        assert!(ctx.echoes.is_empty(), "the echo is used up");
+        // The same write by another client wakes it.
+        store
+            .modify_status(&res, "default", "d", |s| *s = json!({"replicas": 2}))
+            .unwrap();
+        routed(&mut ctx, "deployments", &mut watch);
+        assert_eq!(
+            Vec::from(ctx.queue.clone()),
+            [Work::Deployment("default".into(), "d".into())]
+        );
+    }
+
+    #[test]
+    fn a_replicasets_own_status_write_still_wakes_its_deployment() {
+        let mut ctx = control_plane();
+        let (store, res) = (ctx.store.clone(), ctx.kinds.replicasets.clone());
+        store
+            .create(&res, "default", json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "d-1", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "u", "controller": true}]}, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+            .unwrap();
+        let mut watch = store.watch(&res, None, None).unwrap().live;
+        assert!(ctx.modify_status(&res, "default", "d-1", |s| *s = json!({"replicas": 1})));
+        routed(&mut ctx, "replicasets", &mut watch);
+        assert_eq!(
+            Vec::from(ctx.queue.clone()),
+            [Work::Deployment("default".into(), "d".into())],
+            "the Deployment sums its ReplicaSets' statuses; the ReplicaSet itself rests"
+        );
     }
 }

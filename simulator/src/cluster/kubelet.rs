@@ -234,7 +234,10 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
         return false;
     };
     let bound = match ctx.store.bind(&pods, ns, name, &node) {
-        Ok(_) => true,
+        Ok(written) => {
+            ctx.wrote(written);
+            true
+        }
         Err(e) => {
             if e.code != 404 {
                 tracing::warn!(namespace = ns, pod = name, node = %node, error = %e.message, "binding failed");

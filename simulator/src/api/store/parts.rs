@@ -16,7 +16,8 @@ use crate::api::{
 impl Store {
     /// Changes an object's status alone, as a controller or kubelet writes
     /// its status subresource: `change` gets the status (`null` when there
-    /// is none) and nothing else. Returns whether anything was written.
+    /// is none) and nothing else. Returns the resourceVersion written, or
+    /// `None` when nothing changed.
     ///
     /// *Guarantees*: the same result, version and event as
     /// [`Store::modify`] with [`Part::Status`]. Only the status is parsed
@@ -32,7 +33,7 @@ impl Store {
         namespace: &str,
         name: &str,
         mut change: impl FnMut(&mut Value),
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Option<u64>, ApiError> {
         self.modify_section(res, namespace, name, Section::Status, |status| {
             change(status);
             Ok(())
@@ -41,8 +42,8 @@ impl Store {
 
     /// Binds a pod to `node`, as the pods/binding subresource does: sets
     /// `spec.nodeName` alone (the generation stays, as no one changed the
-    /// pod's template). Returns whether anything was written; binding a
-    /// pod again to its node writes nothing.
+    /// pod's template). Returns the resourceVersion written; binding a pod
+    /// again to its node writes nothing (`None`).
     ///
     /// # Errors
     /// 404 NotFound; 409 Conflict when the pod is bound to another node.
@@ -52,7 +53,7 @@ impl Store {
         namespace: &str,
         name: &str,
         node: &str,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Option<u64>, ApiError> {
         self.modify_section(
             pods,
             namespace,
@@ -85,7 +86,7 @@ impl Store {
         name: &str,
         section: Section,
         mut change: impl FnMut(&mut Value) -> Result<(), ApiError>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Option<u64>, ApiError> {
         if section == Section::Status && !res.status {
             return self.modify_whole(res, namespace, name, section, change);
         }
@@ -105,7 +106,7 @@ impl Store {
             let written =
                 serde_json::to_vec(&value).map_err(|e| ApiError::internal(e.to_string()))?;
             if written == old {
-                return Ok(false);
+                return Ok(None);
             }
             let mut inner = self.lock();
             let entry = match inner.entry(res, namespace, name) {
@@ -132,7 +133,7 @@ impl Store {
                 owners,
             };
             inner.install(res, key, entry, EventType::Modified);
-            return Ok(true);
+            return Ok(Some(inner.rv));
         }
     }
 
@@ -145,13 +146,17 @@ impl Store {
         name: &str,
         section: Section,
         mut change: impl FnMut(&mut Value) -> Result<(), ApiError>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Option<u64>, ApiError> {
         let part = match section {
             Section::Spec => Part::Main,
             Section::Status => Part::Status,
         };
-        let version = |object: &Value| object["metadata"]["resourceVersion"].clone();
-        let (mut read, mut failed) = (Value::Null, None);
+        let version = |object: &Value| {
+            object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let (mut read, mut failed) = (None, None);
         let stored = self.modify(res, namespace, name, part, |object| {
             read = version(object);
             let mut value = object.get(section.key()).cloned().unwrap_or(Value::Null);
@@ -163,7 +168,7 @@ impl Store {
         })?;
         match failed {
             Some(e) => Err(e),
-            None => Ok(version(&stored) != read),
+            None => Ok(Some(version(&stored)).filter(|v| *v != read).flatten()),
         }
     }
 }

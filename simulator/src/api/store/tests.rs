@@ -81,16 +81,19 @@ fn a_first_status_takes_the_whole_object_path_and_says_whether_it_wrote() {
         .unwrap();
     let ready = |n: u64| move |s: &mut Value| s["readyReplicas"] = json!(n);
     let rv = store.resource_version();
-    assert!(
+    assert_eq!(
         store
             .modify_status(&deployments, "default", "d", ready(1))
-            .unwrap()
+            .unwrap(),
+        Some(rv + 1),
+        "the version written is returned"
     );
     assert_eq!(store.resource_version(), rv + 1);
-    assert!(
-        !store
+    assert_eq!(
+        store
             .modify_status(&deployments, "default", "d", ready(1))
-            .unwrap()
+            .unwrap(),
+        None
     );
     assert_eq!(
         store.resource_version(),
@@ -98,10 +101,11 @@ fn a_first_status_takes_the_whole_object_path_and_says_whether_it_wrote() {
         "the same status writes nothing"
     );
     // Now it has a status, spliced from here on, to the same effect.
-    assert!(
+    assert_eq!(
         store
             .modify_status(&deployments, "default", "d", ready(2))
-            .unwrap()
+            .unwrap(),
+        Some(rv + 2)
     );
     let stored = store.get_value(&deployments, "default", "d").unwrap();
     assert_eq!(stored["status"], json!({"readyReplicas": 2}));
@@ -120,8 +124,9 @@ fn a_binding_sets_the_node_alone_once() {
         .unwrap();
     let before = store.get_value(&pods, "default", "p").unwrap();
     let mut watch = store.watch(&pods, None, None).unwrap().live;
-    assert!(store.bind(&pods, "default", "p", "n1").unwrap());
+    let written = store.bind(&pods, "default", "p", "n1").unwrap();
     let event = watch.try_recv().unwrap();
+    assert_eq!(written, Some(event.rv));
     assert!(event.fields.contains(&("spec.nodeName", "n1".to_owned())));
     let mut expected = before;
     expected["spec"]["nodeName"] = json!("n1");
@@ -134,7 +139,7 @@ fn a_binding_sets_the_node_alone_once() {
         .unwrap();
     assert_eq!(page.items.len(), 1);
     // Again to the same node: nothing written; to another: refused.
-    assert!(!store.bind(&pods, "default", "p", "n1").unwrap());
+    assert_eq!(store.bind(&pods, "default", "p", "n1").unwrap(), None);
     assert_eq!(
         store.bind(&pods, "default", "p", "n2").unwrap_err().code,
         409
@@ -167,15 +172,14 @@ fn a_status_write_stores_what_a_whole_object_write_would() {
                 step(&mut o["status"])
             })
             .unwrap();
-        assert!(
-            spliced
-                .modify_status(&pods(&spliced), "default", "p", step)
-                .unwrap()
-        );
+        let written = spliced
+            .modify_status(&pods(&spliced), "default", "p", step)
+            .unwrap();
         let (a, b) = (
             watches[0].try_recv().unwrap(),
             watches[1].try_recv().unwrap(),
         );
+        assert_eq!(written, Some(b.rv));
         assert_eq!(
             String::from_utf8_lossy(&a.object),
             String::from_utf8_lossy(&b.object)
@@ -206,7 +210,7 @@ fn a_status_write_stores_what_a_whole_object_write_would() {
             s["phase"] = json!("Failed")
         })
         .unwrap();
-    assert!(!again);
+    assert_eq!(again, None);
     assert_eq!(spliced.resource_version(), rv);
     assert!(watches[1].try_recv().is_err());
 }
