@@ -275,7 +275,8 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     let node = &pod.node;
     if node.is_empty() {
         if schedule(ctx, ns, name) {
-            ctx.enqueue(Work::Pod(ns.to_owned(), name.to_owned()));
+            // Bound: the node's kubelet takes the pod at once.
+            start(ctx, key, pod.image());
         }
         return;
     }
@@ -285,20 +286,23 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
         remove(ctx, ns, name);
         return;
     }
-    let profile = profile_of(ctx, pod.image());
     let now = Instant::now();
+    let stage = ctx.kubelet.stages.get(&key).cloned();
+    // A pod the kubelet waits on (most reconciles are of such pods) costs
+    // no more than this; the profile and the clock are read to act.
+    let due = match stage {
+        None => true,
+        Some(Stage::Starting(at) | Stage::BackOff(at) | Stage::Running(Some(at))) => now >= at,
+        _ => false,
+    };
+    if !due {
+        return;
+    }
+    let profile = profile_of(ctx, pod.image());
     let stamp = rfc3339(ctx.now());
     let restarts = pod.restarts;
-    let stage = ctx.kubelet.stages.get(&key).cloned();
     match stage {
-        None => {
-            // Drawn from the pod's own stream: the same seed gives each pod
-            // the same delay whatever order the kubelets see pods in.
-            let mut rng = ctx.rng.fork(&[ns, name]);
-            let at = now + profile.start_delay(&mut rng);
-            ctx.kubelet.stages.insert(key.clone(), Stage::Starting(at));
-            ctx.after(at - now, Work::Pod(key.0, key.1));
-        }
+        None => start(ctx, key, pod.image()),
         Some(Stage::Starting(at) | Stage::BackOff(at)) if now >= at => {
             let running = json!({"running": {"startedAt": stamp}});
             ctx.modify_status(&pods, ns, name, |s| {
@@ -364,6 +368,20 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
         }
         _ => {}
     }
+}
+
+/// A pod just bound (or found bound with nothing started): its container
+/// starts after the delay its version's profile draws.
+fn start(ctx: &mut Ctx, key: (String, String), image: &str) {
+    let profile = profile_of(ctx, image);
+    // Drawn from the pod's own stream: the same seed gives each pod the
+    // same delay whatever order the kubelets see pods in.
+    let mut rng = ctx.rng.fork(&[&key.0, &key.1]);
+    let delay = profile.start_delay(&mut rng);
+    ctx.kubelet
+        .stages
+        .insert(key.clone(), Stage::Starting(Instant::now() + delay));
+    ctx.after(delay, Work::Pod(key.0, key.1));
 }
 
 /// How the version running `image` behaves.

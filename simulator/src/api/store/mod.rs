@@ -21,7 +21,7 @@ use std::{
     any::Any,
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{
-        Arc, Mutex, MutexGuard, OnceLock,
+        Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::SystemTime,
@@ -309,7 +309,8 @@ pub enum Part {
 
 /// The in-memory object store.
 pub struct Store {
-    inner: Mutex<Inner>,
+    /// Everything stored: readers share it, a write holds it alone.
+    inner: RwLock<Inner>,
     /// uids and generated names handed out so far (no lock needed).
     uids: AtomicU64,
     /// Cluster IPs handed out so far.
@@ -351,7 +352,7 @@ impl Store {
     /// As [`Store::new`], keeping `history` events per resource for watches.
     pub fn with_history(clock: Arc<dyn Fn() -> SystemTime + Send + Sync>, history: usize) -> Self {
         let store = Self {
-            inner: Mutex::new(Inner {
+            inner: RwLock::new(Inner {
                 history,
                 rv: 0,
                 registry: Registry::builtin(),
@@ -465,32 +466,40 @@ impl Store {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves consistent data: every write
-        // is a single insert at its end.
+    /// The store, to write. A panic while holding the lock leaves
+    /// consistent data (every write is a single insert at its end), so a
+    /// poisoned lock is used as it is.
+    fn lock(&self) -> RwLockWriteGuard<'_, Inner> {
         self.inner
-            .lock()
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The store, to read, beside other readers.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A snapshot of the known resources.
     pub fn registry(&self) -> Registry {
-        self.lock().registry.clone()
+        self.read().registry.clone()
     }
 
     /// One known resource, without copying the whole registry.
     pub fn resource(&self, group: &str, plural: &str) -> Option<Arc<Resource>> {
-        self.lock().registry.get(group, plural)
+        self.read().registry.get(group, plural)
     }
 
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
-        self.lock().rv
+        self.read().rv
     }
 
     /// Objects stored, over every resource.
     pub fn len(&self) -> usize {
-        self.lock().tables.values().map(|t| t.objects.len()).sum()
+        self.read().tables.values().map(|t| t.objects.len()).sum()
     }
 
     /// True when nothing is stored.
@@ -624,7 +633,7 @@ impl Store {
     /// # Errors
     /// 404 NotFound.
     pub fn get(&self, res: &Resource, namespace: &str, name: &str) -> Result<Arc<[u8]>, ApiError> {
-        let inner = self.lock();
+        let inner = self.read();
         inner.entry(res, namespace, name).map(|e| e.bytes.clone())
     }
 
@@ -655,7 +664,7 @@ impl Store {
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> Result<ListPage, ApiError> {
-        let inner = self.lock();
+        let inner = self.read();
         // Every page of a list reports the first page's resourceVersion, as
         // the real API server's do: a client watches from there, and the
         // watch replays what changed while it paged (objects in pages
@@ -805,11 +814,9 @@ impl Store {
     ) -> Result<Value, ApiError> {
         use crate::api::patch::{PatchType, apply};
         let builtin = !res.group.contains('.') || res.group.ends_with(".k8s.io");
-        let current = {
-            let inner = self.lock();
-            inner.value(res, namespace, name)
-        };
-        let current = match current {
+        // Parsed outside the lock; a write that came first meanwhile is
+        // caught when the patched object is stored.
+        let current = match self.get_value(res, namespace, name) {
             Ok(current) => current,
             Err(e) if e.code == 404 && kind == PatchType::Apply && part == Part::Main => {
                 let mut fresh = json!({});
@@ -889,7 +896,7 @@ impl Store {
     /// The objects whose owner references name `owner_uid`, with the
     /// resource (group, plural) each belongs to.
     pub fn dependents(&self, owner_uid: &str) -> Vec<Dependent> {
-        let inner = self.lock();
+        let inner = self.read();
         let Some(set) = inner.dependents.get(owner_uid) else {
             return Vec::new();
         };
@@ -1195,15 +1202,30 @@ impl Inner {
     /// the owner and uid indexes.
     fn install(&mut self, res: &Resource, key: ObjectKey, entry: Entry, kind: EventType) {
         let rv = self.rv;
-        let table_key = (res.group.clone(), res.plural.clone());
-        let location = (table_key.clone(), key.clone());
         let history = self.history;
-        let table = self.tables.entry(table_key).or_insert_with(Table::new);
+        let table_key = (res.group.as_str(), res.plural.as_str());
+        if !self.tables.contains_key(&table_key as &dyn Pair) {
+            self.tables
+                .insert((res.group.clone(), res.plural.clone()), Table::new());
+        }
+        let Some(table) = self.tables.get_mut(&table_key as &dyn Pair) else {
+            return;
+        };
+        // An object written again keeps its key: only a new one needs a
+        // copy of it (the event takes the key itself).
         let old = if kind == EventType::Deleted {
             table.objects.remove(&key)
+        } else if let Some(slot) = table.objects.get_mut(&key as &dyn Pair) {
+            Some(std::mem::replace(slot, entry.clone()))
         } else {
             table.objects.insert(key.clone(), entry.clone())
         };
+        let owners_unchanged = kind != EventType::Deleted
+            && old
+                .as_ref()
+                .is_some_and(|old| old.owners == entry.owners && old.uid == entry.uid);
+        let location =
+            (!owners_unchanged).then(|| ((res.group.clone(), res.plural.clone()), key.clone()));
         let event = Arc::new(WatchEvent {
             kind,
             rv,
@@ -1222,14 +1244,10 @@ impl Inner {
         }
         // No receivers is fine: nobody is watching.
         let _ = table.sender.send(event);
-        if kind != EventType::Deleted
-            && let Some(old) = &old
-            && old.owners == entry.owners
-            && old.uid == entry.uid
-        {
-            // Same owners and uid: the indexes already say so.
+        // Same owners and uid: the indexes already say so.
+        let Some(location) = location else {
             return;
-        }
+        };
         if let Some(old) = old {
             for owner in old.owners.iter() {
                 if let Some(set) = self.dependents.get_mut(owner) {
