@@ -125,7 +125,12 @@ fn main() {
         scenario.speed = 100.0;
         let sim = Simulation::start(scenario).unwrap();
         let pods = workloads * replicas;
-        all_ready(&sim, pods).await;
+        // On a worker, as a client task would be: the thread that runs
+        // `block_on` would have to be woken for every Deployment event.
+        let watcher = sim.clone();
+        tokio::spawn(async move { all_ready(&watcher, pods).await })
+            .await
+            .unwrap();
         let elapsed = start.elapsed();
         let grown = resident_bytes().saturating_sub(before);
         // Each pod goes through three transitions: bound, Running, Ready.

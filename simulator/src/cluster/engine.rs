@@ -646,14 +646,24 @@ fn resync(ctx: &mut Ctx, plural: &str, plurals: &HashMap<String, Arc<Resource>>)
 }
 
 /// A pod as the first engine to read this event decoded it.
+///
+/// An engine that finds the event not decoded yet decodes it itself rather
+/// than wait on the other (waiting would put its thread to sleep for a
+/// decoding that takes microseconds); the first result stored is kept.
 fn pod_summary(event: &WatchEvent) -> Option<Arc<PodSummary>> {
-    let decoded = event
-        .decoded
-        .get_or_init(|| match PodSummary::parse(&event.object) {
-            Some(pod) => Arc::new(pod),
-            None => Arc::new(()),
-        });
-    decoded.clone().downcast::<PodSummary>().ok()
+    let decoded = match event.decoded.get() {
+        Some(decoded) => decoded.clone(),
+        None => {
+            let decoded: Arc<dyn std::any::Any + Send + Sync> =
+                match PodSummary::parse(&event.object) {
+                    Some(pod) => Arc::new(pod),
+                    None => Arc::new(()),
+                };
+            let _ = event.decoded.set(decoded.clone());
+            decoded
+        }
+    };
+    decoded.downcast::<PodSummary>().ok()
 }
 
 /// Turns a watch event into work for every controller it concerns.

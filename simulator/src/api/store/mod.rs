@@ -246,6 +246,8 @@ struct Inner {
     dependents: HashMap<Arc<str>, BTreeSet<Location>>,
     /// uid -> location, for owners in foreground deletion.
     by_uid: HashMap<Arc<str>, Location>,
+    /// What the writes under the current lock replaced.
+    garbage: Garbage,
 }
 
 /// How a deletion treats dependents.
@@ -307,6 +309,44 @@ pub enum Part {
     Status,
 }
 
+/// The store held to write. What a write replaced (an object's previous
+/// entry, the event that fell out of the history) is freed after the lock
+/// is let go, so that the other writers and readers do not wait on it.
+struct WriteGuard<'a>(Option<RwLockWriteGuard<'a, Inner>>);
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        // Some until dropped.
+        self.0.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        self.0.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let garbage = self
+            .0
+            .as_mut()
+            .map(|inner| std::mem::take(&mut inner.garbage));
+        drop(self.0.take());
+        drop(garbage);
+    }
+}
+
+/// What a write replaced, to free once the lock is let go.
+#[derive(Default)]
+struct Garbage {
+    entries: Vec<Entry>,
+    events: Vec<Arc<WatchEvent>>,
+}
+
 /// The in-memory object store.
 pub struct Store {
     /// Everything stored: readers share it, a write holds it alone.
@@ -359,6 +399,7 @@ impl Store {
                 tables: HashMap::new(),
                 dependents: HashMap::new(),
                 by_uid: HashMap::new(),
+                garbage: Garbage::default(),
             }),
             uids: AtomicU64::new(0),
             ips: AtomicU32::new(0),
@@ -469,10 +510,12 @@ impl Store {
     /// The store, to write. A panic while holding the lock leaves
     /// consistent data (every write is a single insert at its end), so a
     /// poisoned lock is used as it is.
-    fn lock(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> WriteGuard<'_> {
+        WriteGuard(Some(
+            self.inner
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        ))
     }
 
     /// The store, to read, beside other readers.
@@ -1241,14 +1284,16 @@ impl Inner {
             && let Some(dropped) = table.history.pop_front()
         {
             table.compacted = dropped.rv;
+            self.garbage.events.push(dropped);
         }
         // No receivers is fine: nobody is watching.
         let _ = table.sender.send(event);
         // Same owners and uid: the indexes already say so.
         let Some(location) = location else {
+            self.garbage.entries.extend(old);
             return;
         };
-        if let Some(old) = old {
+        if let Some(old) = &old {
             for owner in old.owners.iter() {
                 if let Some(set) = self.dependents.get_mut(owner) {
                     set.remove(&location);
@@ -1265,6 +1310,7 @@ impl Inner {
             }
             self.by_uid.insert(entry.uid, location);
         }
+        self.garbage.entries.extend(old);
     }
 
     #[allow(clippy::too_many_arguments)]
