@@ -13,6 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::{sync::broadcast, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,7 @@ use crate::{
         ApiServer,
         resources::Resource,
         selector::LabelSelector,
-        store::{EventType, Part, Store, WatchEvent},
+        store::{Decoded, Decoder, EventType, Part, Store, WatchEvent},
     },
     cluster::profile::{Profiles, Rng},
 };
@@ -248,15 +249,19 @@ struct PodWireCondition {
 
 impl PodSummary {
     fn parse(bytes: &[u8]) -> Option<Self> {
-        let wire: PodWire = serde_json::from_slice(bytes).ok()?;
+        serde_json::from_slice::<PodWire>(bytes)
+            .ok()
+            .map(Self::from_wire)
+    }
+
+    fn from_wire(wire: PodWire) -> Self {
         let owner = wire
             .metadata
             .owner_references
             .iter()
             .find(|o| o.controller == Some(true))
             .or(wire.metadata.owner_references.first());
-        let first = wire.status.container_statuses.into_iter().next();
-        Some(Self {
+        let mut pod = Self {
             owner_uid: owner.map(|o| o.uid.clone()).unwrap_or_default(),
             owners: wire
                 .metadata
@@ -268,23 +273,32 @@ impl PodSummary {
             created: wire.metadata.creation_timestamp,
             deleting: wire.metadata.deletion_timestamp.is_some(),
             grace_seconds: wire.metadata.deletion_grace_period_seconds.unwrap_or(0),
-            scheduled: wire.spec.node_name.as_ref().is_some_and(|n| !n.is_empty()),
-            node: wire.spec.node_name.unwrap_or_default(),
-            containers: wire
-                .spec
-                .containers
-                .into_iter()
-                .map(|c| (c.name, c.image))
-                .collect(),
-            restarts: first.as_ref().map_or(0, |c| c.restart_count),
-            started_at: first.and_then(|c| c.state.running).map(|r| r.started_at),
-            running: wire.status.phase == "Running",
-            ready: wire
-                .status
-                .conditions
-                .iter()
-                .any(|c| c.kind == "Ready" && c.status == "True"),
-        })
+            ..Self::default()
+        };
+        pod.set_spec(wire.spec);
+        pod.set_status(wire.status);
+        pod
+    }
+
+    fn set_spec(&mut self, spec: PodWireSpec) {
+        self.scheduled = spec.node_name.as_ref().is_some_and(|n| !n.is_empty());
+        self.node = spec.node_name.unwrap_or_default();
+        self.containers = spec
+            .containers
+            .into_iter()
+            .map(|c| (c.name, c.image))
+            .collect();
+    }
+
+    fn set_status(&mut self, status: PodWireStatus) {
+        let first = status.container_statuses.into_iter().next();
+        self.restarts = first.as_ref().map_or(0, |c| c.restart_count);
+        self.started_at = first.and_then(|c| c.state.running).map(|r| r.started_at);
+        self.running = status.phase == "Running";
+        self.ready = status
+            .conditions
+            .iter()
+            .any(|c| c.kind == "Ready" && c.status == "True");
     }
 
     /// The image of its first container.
@@ -645,7 +659,30 @@ fn resync(ctx: &mut Ctx, plural: &str, plurals: &HashMap<String, Arc<Resource>>)
     }
 }
 
-/// A pod as the first engine to read this event decoded it.
+/// Decodes pods for the engines as the store writes them (see
+/// [`Decoder`]), from the values the write holds parsed: a status write or
+/// a binding decodes only the section it changed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PodDecoder;
+
+impl Decoder for PodDecoder {
+    fn whole(&self, object: &Value) -> Option<Decoded> {
+        let wire = PodWire::deserialize(object).ok()?;
+        Some(Arc::new(PodSummary::from_wire(wire)))
+    }
+
+    fn section(&self, before: &Decoded, section: &str, value: &Value) -> Option<Decoded> {
+        let mut pod = PodSummary::clone(before.downcast_ref::<PodSummary>()?);
+        match section {
+            "spec" => pod.set_spec(PodWireSpec::deserialize(value).ok()?),
+            "status" => pod.set_status(PodWireStatus::deserialize(value).ok()?),
+            _ => return None,
+        }
+        Some(Arc::new(pod))
+    }
+}
+
+/// A pod as its writer or the first engine to read this event decoded it.
 ///
 /// An engine that finds the event not decoded yet decodes it itself rather
 /// than wait on the other (waiting would put its thread to sleep for a
@@ -849,6 +886,56 @@ mod tests {
             Vec::from(ctx.queue.clone()),
             [Work::Deployment("default".into(), "d".into())]
         );
+    }
+
+    #[test]
+    fn a_pod_decoded_by_its_writer_is_the_pod_its_json_decodes_to() {
+        let ctx = control_plane();
+        let (store, pods) = (ctx.store.clone(), ctx.kinds.pods.clone());
+        store.decode_with("", "pods", Arc::new(PodDecoder));
+        let mut watch = store.watch(&pods, None, None).unwrap().live;
+        store
+            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": true}]}, "spec": {"containers": [{"name": "a", "image": "app:1"}, {"name": "b", "image": "side:1"}]}}))
+            .unwrap();
+        store.bind(&pods, "default", "p", "n1").unwrap();
+        store
+            .modify_status(&pods, "default", "p", |s| {
+                s["phase"] = json!("Running");
+                s["containerStatuses"] = json!([{"name": "a", "restartCount": 2, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]);
+            })
+            .unwrap();
+        store
+            .modify_status(&pods, "default", "p", |s| {
+                s["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+            })
+            .unwrap();
+        // Whole-object writes: a new controller, then a graceful deletion.
+        store
+            .modify(&pods, "default", "p", Part::Main, |p| {
+                p["metadata"]["ownerReferences"][0]["uid"] = json!("u2");
+            })
+            .unwrap();
+        store
+            .delete(&pods, "default", "p", &Default::default())
+            .unwrap();
+        let mut seen = 0;
+        while let Ok(event) = watch.try_recv() {
+            let parsed = PodSummary::parse(&event.object).unwrap();
+            let decoded = event
+                .decoded
+                .get()
+                .unwrap_or_else(|| panic!("event {seen} not decoded by its writer"));
+            assert_eq!(
+                decoded.clone().downcast::<PodSummary>().ok().as_deref(),
+                Some(&parsed),
+                "event {seen}"
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, 6, "create, bind, two statuses, owner, deletion");
+        let last = PodSummary::parse(&store.get(&pods, "default", "p").unwrap()).unwrap();
+        assert!(last.deleting && last.ready && last.scheduled && last.restarts == 2);
+        assert_eq!(last.owner_uid, "u2");
     }
 
     #[test]

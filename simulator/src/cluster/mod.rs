@@ -102,6 +102,9 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
+        // The engines read every pod event: its writer decodes it once.
+        api.store()
+            .decode_with("", "pods", Arc::new(engine::PodDecoder));
         let profiles = Arc::new(RwLock::new(options.profiles));
         for (role, span) in [
             (Role::ControlPlane, tracing::info_span!("controllers")),

@@ -247,7 +247,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
             let bumped = max_revision + 1;
             set_replicas(
                 ctx,
-                &all[i].clone(),
+                &all[i],
                 int(&all[i], &["spec", "replicas"], 0),
                 &[(keys::REVISION, bumped.to_string())],
             );
@@ -259,23 +259,23 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
 
     if !paused {
         if let Some(i) = new_index {
-            let new_rs = all[i].clone();
-            let olds: Vec<Value> = all
+            let new_rs = &all[i];
+            let olds: Vec<&Value> = all
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
-                .map(|(_, r)| r.clone())
+                .map(|(_, r)| r)
                 .collect();
-            let new_spec = int(&new_rs, &["spec", "replicas"], 0);
+            let new_spec = int(new_rs, &["spec", "replicas"], 0);
             if rolling {
                 let total: i64 = all.iter().map(|r| int(r, &["spec", "replicas"], 0)).sum();
                 if new_spec > replicas {
-                    set_replicas(ctx, &new_rs, replicas, &annotations);
+                    set_replicas(ctx, new_rs, replicas, &annotations);
                 } else if new_spec < replicas && total < replicas + max_surge {
                     let up = (replicas + max_surge - total).min(replicas - new_spec);
-                    set_replicas(ctx, &new_rs, new_spec + up, &annotations);
+                    set_replicas(ctx, new_rs, new_spec + up, &annotations);
                 } else {
-                    scale_down_old(ctx, &olds, &new_rs, replicas, max_unavailable, total);
+                    scale_down_old(ctx, &olds, new_rs, replicas, max_unavailable, total);
                 }
             } else {
                 let old_specs: i64 = olds.iter().map(|r| int(r, &["spec", "replicas"], 0)).sum();
@@ -293,7 +293,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
                         }
                     }
                 } else if old_pods == 0 && new_spec != replicas {
-                    set_replicas(ctx, &new_rs, replicas, &annotations);
+                    set_replicas(ctx, new_rs, replicas, &annotations);
                 }
             }
         }
@@ -306,7 +306,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
             .map(|(_, r)| int(r, &["spec", "replicas"], 0))
             .sum();
         if others == 0 && int(&all[i], &["spec", "replicas"], 0) != replicas {
-            set_replicas(ctx, &all[i].clone(), replicas, &annotations);
+            set_replicas(ctx, &all[i], replicas, &annotations);
         }
     }
     cleanup_history(ctx, &d, &all, new_index);
@@ -324,7 +324,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
 /// Old ReplicaSets scale down while enough pods stay available.
 fn scale_down_old(
     ctx: &mut Ctx,
-    olds: &[Value],
+    olds: &[&Value],
     new_rs: &Value,
     replicas: i64,
     max_unavailable: i64,
@@ -350,6 +350,7 @@ fn scale_down_old(
     }
     let available: i64 = olds
         .iter()
+        .copied()
         .chain(std::iter::once(new_rs))
         .map(|r| int(r, &["status", "availableReplicas"], 0))
         .sum();
@@ -357,7 +358,7 @@ fn scale_down_old(
     for (i, spec) in specs.iter_mut().enumerate() {
         let cut = (*spec)
             .min(healthy_budget)
-            .min((int(&olds[i], &["status", "availableReplicas"], 0)).max(0));
+            .min((int(olds[i], &["status", "availableReplicas"], 0)).max(0));
         *spec -= cut;
         healthy_budget -= cut;
     }

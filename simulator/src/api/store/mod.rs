@@ -30,6 +30,8 @@ use std::{
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
+pub use decode::{Decoded, Decoder};
+
 use crate::api::{
     resources::{self, Registry, Resource},
     selector::{FieldSelector, LabelSelector, fields_of, labels_of},
@@ -37,6 +39,7 @@ use crate::api::{
     time::rfc3339,
 };
 
+mod decode;
 mod parts;
 #[cfg(test)]
 mod tests;
@@ -172,6 +175,8 @@ struct Entry {
     fields: Arc<[(&'static str, String)]>,
     uid: Arc<str>,
     owners: Box<[Arc<str>]>,
+    /// The object as its resource's [`Decoder`] made it, if it has one.
+    decoded: Option<Decoded>,
 }
 
 /// What a resourceVersion is first written as, to be replaced by the real
@@ -191,6 +196,7 @@ struct Prepared {
     labels: Arc<[(String, String)]>,
     fields: Arc<[(&'static str, String)]>,
     owners: Box<[Arc<str>]>,
+    decoded: Option<Decoded>,
 }
 
 impl Prepared {
@@ -207,10 +213,17 @@ impl Prepared {
             labels: labels_of(&object),
             fields: fields_of(&object),
             owners: owners_of(&object),
+            decoded: None,
             object,
             bytes,
             hole,
         })
+    }
+
+    /// Has `decoder` (if any) decode the object for the watchers.
+    fn decoded_by(mut self, decoder: Option<Arc<dyn Decoder>>) -> Self {
+        self.decoded = decoder.and_then(|d| d.whole(&self.object));
+        self
     }
 }
 
@@ -248,6 +261,8 @@ struct Inner {
     by_uid: HashMap<Arc<str>, Location>,
     /// What the writes under the current lock replaced.
     garbage: Garbage,
+    /// The store's decoders.
+    decoders: Arc<decode::Decoders>,
 }
 
 /// How a deletion treats dependents.
@@ -378,6 +393,9 @@ pub struct Store {
     /// Cluster IPs handed out so far.
     ips: AtomicU32,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    /// Decoders of objects for in-process watchers, by resource (shared
+    /// with the writes made under the lock).
+    decoders: Arc<decode::Decoders>,
 }
 
 impl std::fmt::Debug for Store {
@@ -413,6 +431,7 @@ impl Store {
 
     /// As [`Store::new`], keeping `history` events per resource for watches.
     pub fn with_history(clock: Arc<dyn Fn() -> SystemTime + Send + Sync>, history: usize) -> Self {
+        let decoders = Arc::new(decode::Decoders::default());
         let store = Self {
             inner: RwLock::new(Inner {
                 history,
@@ -422,10 +441,12 @@ impl Store {
                 dependents: HashMap::new(),
                 by_uid: HashMap::new(),
                 garbage: Garbage::default(),
+                decoders: decoders.clone(),
             }),
             uids: AtomicU64::new(0),
             ips: AtomicU32::new(0),
             clock,
+            decoders,
         };
         if let Some(ns) = store.resource("", "namespaces") {
             for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -678,14 +699,14 @@ impl Store {
             } else {
                 None
             };
-        let prepared = Prepared::new(object)?;
+        let prepared = Prepared::new(object)?.decoded_by(self.decoders.of(res));
         let mut inner = self.lock();
         if res.namespaced {
             inner.check_namespace_open(namespace)?;
         }
         if inner
             .tables
-            .get(&(res.group.clone(), res.plural.clone()))
+            .get(&(res.group.as_str(), res.plural.as_str()) as &dyn Pair)
             .is_some_and(|t| t.objects.contains_key(&key))
         {
             return Err(ApiError::already_exists(&res.group, &res.plural, &name));
@@ -703,6 +724,19 @@ impl Store {
     pub fn get(&self, res: &Resource, namespace: &str, name: &str) -> Result<Arc<[u8]>, ApiError> {
         let inner = self.read();
         inner.entry(res, namespace, name).map(|e| e.bytes.clone())
+    }
+
+    /// One object's JSON and what its resource's decoder made of it.
+    fn get_decoded(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(Arc<[u8]>, Option<Decoded>), ApiError> {
+        let inner = self.read();
+        inner
+            .entry(res, namespace, name)
+            .map(|e| (e.bytes.clone(), e.decoded.clone()))
     }
 
     /// One object, parsed.
@@ -952,7 +986,7 @@ impl Store {
             let Some(next) = self.replacement(res, &current, next, part)? else {
                 return Ok(current);
             };
-            let prepared = Prepared::new(next)?;
+            let prepared = Prepared::new(next)?.decoded_by(self.decoders.of(res));
             let mut inner = self.lock();
             if !still(&inner) {
                 continue;
@@ -1174,9 +1208,8 @@ const ORPHAN: &str = "orphan";
 
 impl Inner {
     fn check_namespace_open(&self, namespace: &str) -> Result<(), ApiError> {
-        let table = self.tables.get(&(String::new(), "namespaces".to_owned()));
-        let Some(entry) = table.and_then(|t| t.objects.get(&(String::new(), namespace.to_owned())))
-        else {
+        let table = self.tables.get(&("", "namespaces") as &dyn Pair);
+        let Some(entry) = table.and_then(|t| t.objects.get(&("", namespace) as &dyn Pair)) else {
             return Err(ApiError::not_found("", "namespaces", namespace));
         };
         if entry
@@ -1215,7 +1248,7 @@ impl Inner {
         object: Value,
         kind: EventType,
     ) -> Result<Value, ApiError> {
-        let prepared = Prepared::new(object)?;
+        let prepared = Prepared::new(object)?.decoded_by(self.decoders.of(res));
         self.commit_prepared(res, key, prepared, kind)
     }
 
@@ -1238,6 +1271,7 @@ impl Inner {
             labels,
             fields,
             owners,
+            decoded,
         } = prepared;
         let digits = rv.to_string();
         object["metadata"]["resourceVersion"] = json!(digits);
@@ -1260,6 +1294,7 @@ impl Inner {
             fields,
             uid,
             owners,
+            decoded,
         };
         self.install(res, key, entry, kind);
         Ok(object)
@@ -1302,7 +1337,10 @@ impl Inner {
             labels: entry.labels.clone(),
             fields: entry.fields.clone(),
             object: entry.bytes.clone(),
-            decoded: OnceLock::new(),
+            decoded: entry
+                .decoded
+                .clone()
+                .map_or_else(OnceLock::new, OnceLock::from),
         });
         table.history.push_back(event.clone());
         if table.history.len() > history
@@ -1352,7 +1390,7 @@ impl Inner {
         match store.replacement(res, &current, object, part)? {
             None => Ok(current),
             Some(next) => {
-                let prepared = Prepared::new(next)?;
+                let prepared = Prepared::new(next)?.decoded_by(store.decoders.of(res));
                 self.commit_replacement(store, res, namespace, name, prepared)
             }
         }

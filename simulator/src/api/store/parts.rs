@@ -90,8 +90,9 @@ impl Store {
         if section == Section::Status && !res.status {
             return self.modify_whole(res, namespace, name, section, change);
         }
+        let decoder = self.decoders.of(res);
         loop {
-            let read = self.get(res, namespace, name)?;
+            let (read, before) = self.get_decoded(res, namespace, name)?;
             let Some((spots, at)) =
                 splice::locate(&read).and_then(|spots| spots.of(section).map(|at| (spots, at)))
             else {
@@ -108,6 +109,10 @@ impl Store {
             if written == old {
                 return Ok(None);
             }
+            let decoded = decoder
+                .as_ref()
+                .zip(before)
+                .and_then(|(d, before)| d.section(&before, section.key(), &value));
             let mut inner = self.lock();
             let entry = match inner.entry(res, namespace, name) {
                 Ok(entry) if Arc::ptr_eq(&entry.bytes, &read) => entry,
@@ -131,6 +136,7 @@ impl Store {
                 fields,
                 uid,
                 owners,
+                decoded,
             };
             inner.install(res, key, entry, EventType::Modified);
             return Ok(Some(inner.rv));
