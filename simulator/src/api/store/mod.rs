@@ -247,7 +247,10 @@ impl Table {
 }
 
 /// Where an object lives.
-type Location = (TableKey, ObjectKey);
+///
+/// Shared: the owner and uid indexes hold the same one, so indexing an
+/// object costs one copy of its four names, not one per index.
+type Location = Arc<(TableKey, ObjectKey)>;
 
 struct Inner {
     /// Events kept per resource.
@@ -554,11 +557,17 @@ impl Store {
     /// consistent data (every write is a single insert at its end), so a
     /// poisoned lock is used as it is.
     fn lock(&self) -> WriteGuard<'_> {
-        let guard = spin(|| self.inner.try_write()).unwrap_or_else(|| {
+        // Room for what a write replaces, made before the lock is taken.
+        let room = Garbage {
+            entries: Vec::with_capacity(1),
+            events: Vec::with_capacity(1),
+        };
+        let mut guard = spin(|| self.inner.try_write()).unwrap_or_else(|| {
             self.inner
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
         });
+        guard.garbage = room;
         WriteGuard(Some(guard))
     }
 
@@ -1003,7 +1012,8 @@ impl Store {
             return Vec::new();
         };
         set.iter()
-            .filter_map(|(table, key)| {
+            .filter_map(|location| {
+                let (table, key) = &**location;
                 let entry = inner.tables.get(table)?.objects.get(key)?;
                 Some((table.clone(), entry.bytes.clone()))
             })
@@ -1327,8 +1337,8 @@ impl Inner {
             && old
                 .as_ref()
                 .is_some_and(|old| old.owners == entry.owners && old.uid == entry.uid);
-        let location =
-            (!owners_unchanged).then(|| ((res.group.clone(), res.plural.clone()), key.clone()));
+        let location = (!owners_unchanged)
+            .then(|| Arc::new(((res.group.clone(), res.plural.clone()), key.clone())));
         let event = Arc::new(WatchEvent {
             kind,
             rv,
@@ -1641,7 +1651,7 @@ impl Inner {
                 t.objects
                     .keys()
                     .filter(|k| k.0 == namespace)
-                    .map(move |k| (tk.clone(), k.clone()))
+                    .map(move |k| Arc::new((tk.clone(), k.clone())))
             })
             .collect();
         for location in locations {
