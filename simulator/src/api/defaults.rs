@@ -29,7 +29,8 @@ fn pod_spec(spec: &mut Value) {
                 default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "terminationMessagePolicy", json!("File"));
                 default(c, "resources", json!({}));
-                if let Some(ports) = c["ports"].as_array_mut() {
+                // `get_mut`, not indexing: indexing would add `"ports": null`.
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
                     for p in ports {
                         default(p, "protocol", json!("TCP"));
                     }
@@ -139,7 +140,7 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
             default(spec, "ipFamilies", json!(["IPv4"]));
             default(spec, "ipFamilyPolicy", json!("SingleStack"));
             default(spec, "internalTrafficPolicy", json!("Cluster"));
-            if let Some(ports) = spec["ports"].as_array_mut() {
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports {
                     default(p, "protocol", json!("TCP"));
                     let port = p["port"].clone();
@@ -171,6 +172,11 @@ mod tests {
         assert!(!spec.contains_key("paused"), "false is omitted: {spec:?}");
         let pod = d["spec"]["template"]["spec"].as_object().unwrap();
         assert!(!pod.contains_key("initContainers"), "no null list: {pod:?}");
+        let container = pod["containers"][0].as_object().unwrap();
+        assert!(
+            !container.contains_key("ports"),
+            "no null list: {container:?}"
+        );
         assert_eq!(
             pod["containers"][0]["imagePullPolicy"],
             json!("IfNotPresent")

@@ -604,11 +604,14 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
         };
         let template = &rs["spec"]["template"];
         for _ in active..replicas {
-            let pod = json!({
+            let mut pod = json!({
                 "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": format!("{name}-"), "namespace": ns, "labels": template["metadata"]["labels"], "annotations": template["metadata"]["annotations"], "ownerReferences": [owner_ref("apps/v1", "ReplicaSet", &rs)]},
+                "metadata": {"generateName": format!("{name}-"), "namespace": ns, "labels": template["metadata"]["labels"], "ownerReferences": [owner_ref("apps/v1", "ReplicaSet", &rs)]},
                 "spec": template["spec"],
             });
+            if let Some(annotations) = template["metadata"].get("annotations") {
+                pod["metadata"]["annotations"] = annotations.clone();
+            }
             if let Err(e) = ctx.store.create(&pods_res, ns, pod) {
                 tracing::warn!(namespace = ns, replicaset = name, error = %e.message, "creating pod failed");
                 break;
