@@ -22,6 +22,11 @@ pub struct Spots {
     pub spec: Option<Range<usize>>,
     /// `status`'s value, when there is one after the version.
     pub status: Option<Range<usize>>,
+    /// Where a status would go when there is none: right after the spec,
+    /// when the spec is the object's last key (as in what the store writes,
+    /// whose keys are in order and `status` sorts after every other
+    /// top-level key of a resource with a status).
+    pub status_after: Option<usize>,
 }
 
 /// The top-level parts a one-part write may change.
@@ -82,9 +87,15 @@ pub fn locate(bytes: &[u8]) -> Option<Spots> {
     };
     let version = range(shape.metadata.resource_version?);
     let after = |raw: Option<&RawValue>| raw.map(range).filter(|r| version.end <= r.start);
+    let (spec, status) = (after(shape.spec), after(shape.status));
+    let status_after = match (&spec, &status, shape.status) {
+        (Some(spec), None, None) if &bytes[spec.end..] == b"}" => Some(spec.end),
+        _ => None,
+    };
     Some(Spots {
-        spec: after(shape.spec),
-        status: after(shape.status),
+        spec,
+        status,
+        status_after,
         version,
     })
 }
@@ -156,6 +167,30 @@ mod tests {
         expected["spec"] = spec;
         expected["metadata"]["resourceVersion"] = json!("43");
         assert_eq!(out, serde_json::to_vec(&expected).unwrap());
+    }
+
+    #[test]
+    fn a_first_status_goes_after_the_spec_as_serializing_would_put_it() {
+        let object = json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web", "resourceVersion": "7"},
+            "spec": {"replicas": 2},
+        });
+        let bytes = serde_json::to_vec(&object).unwrap();
+        let spots = locate(&bytes).unwrap();
+        assert_eq!(spots.status, None);
+        let at = spots.status_after.unwrap();
+        let status = json!({"replicas": 2});
+        let mut part = br#","status":"#.to_vec();
+        part.extend(serde_json::to_vec(&status).unwrap());
+        let out = splice(&bytes, &spots.version, "8", &(at..at), &part);
+        let mut expected = object;
+        expected["status"] = status;
+        expected["metadata"]["resourceVersion"] = json!("8");
+        assert_eq!(out, serde_json::to_vec(&expected).unwrap());
+        // Not when another key follows the spec.
+        let bytes = br#"{"metadata":{"resourceVersion":"1"},"spec":{},"type":"x"}"#;
+        assert_eq!(locate(bytes).unwrap().status_after, None);
     }
 
     #[test]

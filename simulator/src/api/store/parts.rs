@@ -76,9 +76,10 @@ impl Store {
 
     /// Changes one top-level section of an object by splicing it into the
     /// stored JSON (with the next resourceVersion), retrying when another
-    /// write came first. A status of a resource without a status
-    /// subresource, or JSON without the section where expected, takes the
-    /// whole-object path instead, with the same result.
+    /// write came first; a first status goes after the spec. A status of a
+    /// resource without a status subresource, or JSON without the section
+    /// where expected, takes the whole-object path instead, with the same
+    /// result.
     fn modify_section(
         &self,
         res: &Resource,
@@ -93,12 +94,18 @@ impl Store {
         let decoder = self.decoders.of(res);
         loop {
             let (read, before) = self.get_decoded(res, namespace, name)?;
-            let Some((spots, at)) =
-                splice::locate(&read).and_then(|spots| spots.of(section).map(|at| (spots, at)))
-            else {
+            let Some(spots) = splice::locate(&read) else {
                 return self.modify_whole(res, namespace, name, section, change);
             };
-            let old = &read[at.clone()];
+            // The section's place, or (a first status) the place it goes
+            // and the key written before it.
+            let (at, old, key): (_, &[u8], &[u8]) = match (spots.of(section), spots.status_after) {
+                (Some(at), _) => (at.clone(), &read[at], b""),
+                (None, Some(after)) if section == Section::Status => {
+                    (after..after, b"null", br#","status":"#)
+                }
+                _ => return self.modify_whole(res, namespace, name, section, change),
+            };
             let mut value: Value =
                 serde_json::from_slice(old).map_err(|e| ApiError::internal(e.to_string()))?;
             change(&mut value)?;
@@ -127,7 +134,11 @@ impl Store {
             let fields = fields_with_part(&entry.fields, section.key(), &value);
             inner.rv += 1;
             let rv = inner.rv.to_string();
-            let bytes = splice::splice(&read, &spots.version, &rv, &at, &written);
+            let bytes = if key.is_empty() {
+                splice::splice(&read, &spots.version, &rv, &at, &written)
+            } else {
+                splice::splice(&read, &spots.version, &rv, &at, &[key, &written].concat())
+            };
             let namespace = if res.namespaced { namespace } else { "" };
             let key = (namespace.to_owned(), name.to_owned());
             let entry = Entry {

@@ -72,10 +72,40 @@ fn owned_pairs_are_found_by_borrowed_ones() {
 }
 
 #[test]
-fn a_first_status_takes_the_whole_object_path_and_says_whether_it_wrote() {
+fn a_first_status_is_placed_after_the_spec_as_a_whole_object_write_would() {
+    let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    let (spliced, whole) = (
+        Store::new(Arc::new(move || at)),
+        Store::new(Arc::new(move || at)),
+    );
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    for store in [&spliced, &whole] {
+        let deployments = store.resource("apps", "deployments").unwrap();
+        store
+            .create(&deployments, "default", deployment.clone())
+            .unwrap();
+    }
+    let deployments = spliced.resource("apps", "deployments").unwrap();
+    let status = json!({"replicas": 1, "readyReplicas": 1});
+    spliced
+        .modify_status(&deployments, "default", "d", |s| *s = status.clone())
+        .unwrap();
+    whole
+        .modify(&deployments, "default", "d", Part::Status, |o| {
+            o["status"] = status.clone()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&spliced.get(&deployments, "default", "d").unwrap()),
+        String::from_utf8_lossy(&whole.get(&deployments, "default", "d").unwrap())
+    );
+}
+
+#[test]
+fn a_status_write_returns_the_version_it_wrote_or_none_when_nothing_changed() {
     let store = store();
     let deployments = store.resource("apps", "deployments").unwrap();
-    // Made without a status: there is nothing to splice into yet.
+    // Made without a status: the first one is placed after the spec.
     store
         .create(&deployments, "default", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
         .unwrap();
@@ -100,7 +130,7 @@ fn a_first_status_takes_the_whole_object_path_and_says_whether_it_wrote() {
         rv + 1,
         "the same status writes nothing"
     );
-    // Now it has a status, spliced from here on, to the same effect.
+    // Now it has a status, replaced from here on.
     assert_eq!(
         store
             .modify_status(&deployments, "default", "d", ready(2))
