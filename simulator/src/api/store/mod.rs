@@ -15,7 +15,8 @@
 //! *Assumptions*: callers have resolved the resource and checked the verb.
 //!
 //! Writes that change one part of an object (a status, a pod's binding) are
-//! in `parts`, which splices the part into the stored JSON.
+//! in `parts`, which splices the part into the stored JSON; the decoding of
+//! objects by their writers for in-process watchers is in `decode`.
 
 use std::{
     any::Any,
