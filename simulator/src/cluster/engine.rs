@@ -23,7 +23,7 @@ use crate::{
         ApiServer,
         resources::Resource,
         selector::LabelSelector,
-        store::{Decoded, Decoder, EventType, Part, Store, WatchEvent},
+        store::{Decoded, Decoder, EventType, Pair, Part, Store, WatchEvent},
     },
     cluster::profile::{Profiles, Rng},
 };
@@ -402,9 +402,7 @@ impl Ctx {
 
     /// One pod, from the cache.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<PodSummary>> {
-        self.pods
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+        self.pods.get(&(namespace, name) as &dyn Pair).cloned()
     }
 
     fn forget_pod(&mut self, key: &(String, String)) {

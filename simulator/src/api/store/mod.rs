@@ -58,7 +58,8 @@ type ObjectKey = (String, String);
 /// A key of two strings (a table's or an object's), so that the maps keyed
 /// by owned pairs can be searched with borrowed ones: every read looks an
 /// object up, and it should not allocate four strings to do so.
-trait Pair {
+pub(crate) trait Pair {
+    /// The two strings.
     fn pair(&self) -> (&str, &str);
 }
 
