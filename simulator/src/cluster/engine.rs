@@ -689,11 +689,10 @@ fn pod_summary(event: &WatchEvent) -> Option<Arc<PodSummary>> {
     let decoded = match event.decoded.get() {
         Some(decoded) => decoded.clone(),
         None => {
-            let decoded: Arc<dyn std::any::Any + Send + Sync> =
-                match PodSummary::parse(&event.object) {
-                    Some(pod) => Arc::new(pod),
-                    None => Arc::new(()),
-                };
+            let decoded: Decoded = match PodSummary::parse(&event.object) {
+                Some(pod) => Arc::new(pod),
+                None => Arc::new(()),
+            };
             let _ = event.decoded.set(decoded.clone());
             decoded
         }
@@ -753,8 +752,10 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                     node,
                     gone,
                 );
-                if !gone && !echo {
-                    ctx.enqueue(Work::Pod(ns, name));
+                if !gone {
+                    if !echo {
+                        ctx.enqueue(Work::Pod(ns, name));
+                    }
                 } else if freed && let Some((ns, name)) = ctx.kubelet.next_waiting() {
                     // A place on a node came free: the pod that waited
                     // longest for one tries again, as the scheduler

@@ -303,7 +303,8 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     let restarts = pod.restarts;
     match stage {
         None => start(ctx, key, pod.image()),
-        Some(Stage::Starting(at) | Stage::BackOff(at)) if now >= at => {
+        // Due, as checked above, from here on.
+        Some(Stage::Starting(_) | Stage::BackOff(_)) => {
             let running = json!({"running": {"startedAt": stamp}});
             ctx.modify_status(&pods, ns, name, |s| {
                 s["phase"] = json!("Running");
@@ -334,7 +335,7 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
             };
             ctx.kubelet.stages.insert(key, next);
         }
-        Some(Stage::Running(Some(at))) if now >= at && profile.crash_loop => {
+        Some(Stage::Running(Some(_))) if profile.crash_loop => {
             let restarts = restarts + 1;
             let backoff = Duration::from_secs((10u64 << (restarts - 1).clamp(0, 5)).min(300));
             let waiting = json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off {}s restarting failed container", backoff.as_secs())}});
@@ -353,7 +354,7 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
                 .insert(key.clone(), Stage::BackOff(now + wait));
             ctx.after(wait, Work::Pod(key.0, key.1));
         }
-        Some(Stage::Running(Some(at))) if now >= at => {
+        Some(Stage::Running(Some(_))) => {
             let running = pod
                 .started_at
                 .as_ref()

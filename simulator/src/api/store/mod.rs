@@ -202,8 +202,10 @@ struct Prepared {
 }
 
 impl Prepared {
-    /// Serializes `object` (the costly part of a write); no lock is needed.
-    fn new(mut object: Value) -> Result<Self, ApiError> {
+    /// Serializes `object` (the costly part of a write) and has `decoder`
+    /// (its resource's, if any) decode it for the watchers; no lock is
+    /// needed.
+    fn new(mut object: Value, decoder: Option<Arc<dyn Decoder>>) -> Result<Self, ApiError> {
         object["metadata"]["resourceVersion"] = json!(RV_HOLE);
         let bytes = serde_json::to_vec(&object).map_err(|e| ApiError::internal(e.to_string()))?;
         let mut found = memchr::memmem::find_iter(&bytes, RV_HOLE.as_bytes());
@@ -215,17 +217,11 @@ impl Prepared {
             labels: labels_of(&object),
             fields: fields_of(&object),
             owners: owners_of(&object),
-            decoded: None,
+            decoded: decoder.and_then(|d| d.whole(&object)),
             object,
             bytes,
             hole,
         })
-    }
-
-    /// Has `decoder` (if any) decode the object for the watchers.
-    fn decoded_by(mut self, decoder: Option<Arc<dyn Decoder>>) -> Self {
-        self.decoded = decoder.and_then(|d| d.whole(&self.object));
-        self
     }
 }
 
@@ -710,7 +706,7 @@ impl Store {
             } else {
                 None
             };
-        let prepared = Prepared::new(object)?.decoded_by(self.decoders.of(res));
+        let prepared = Prepared::new(object, self.decoders.of(res))?;
         let mut inner = self.lock();
         if res.namespaced {
             inner.check_namespace_open(namespace)?;
@@ -997,7 +993,7 @@ impl Store {
             let Some(next) = self.replacement(res, &current, next, part)? else {
                 return Ok(current);
             };
-            let prepared = Prepared::new(next)?.decoded_by(self.decoders.of(res));
+            let prepared = Prepared::new(next, self.decoders.of(res))?;
             let mut inner = self.lock();
             if !still(&inner) {
                 continue;
@@ -1260,7 +1256,7 @@ impl Inner {
         object: Value,
         kind: EventType,
     ) -> Result<Value, ApiError> {
-        let prepared = Prepared::new(object)?.decoded_by(self.decoders.of(res));
+        let prepared = Prepared::new(object, self.decoders.of(res))?;
         self.commit_prepared(res, key, prepared, kind)
     }
 
@@ -1402,7 +1398,7 @@ impl Inner {
         match store.replacement(res, &current, object, part)? {
             None => Ok(current),
             Some(next) => {
-                let prepared = Prepared::new(next)?.decoded_by(store.decoders.of(res));
+                let prepared = Prepared::new(next, store.decoders.of(res))?;
                 self.commit_replacement(store, res, namespace, name, prepared)
             }
         }
