@@ -82,6 +82,12 @@ async fn set_image(deployments: &Api<Deployment>, name: &str, image: &str) {
         .unwrap();
 }
 
+/// The image of a ReplicaSet's first container.
+fn image_of(rs: &ReplicaSet) -> Option<&str> {
+    let template = rs.spec.as_ref()?.template.as_ref()?;
+    template.spec.as_ref()?.containers[0].image.as_deref()
+}
+
 fn ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -170,24 +176,7 @@ async fn a_rolling_update_never_exceeds_surge_nor_drops_below_availability() {
     until("second version rolled out", rolled, bounds).await;
     let sets = rss.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(sets.len(), 2);
-    let new = sets
-        .iter()
-        .find(|r| {
-            r.spec
-                .as_ref()
-                .unwrap()
-                .template
-                .as_ref()
-                .unwrap()
-                .spec
-                .as_ref()
-                .unwrap()
-                .containers[0]
-                .image
-                .as_deref()
-                == Some("web:2")
-        })
-        .unwrap();
+    let new = sets.iter().find(|r| image_of(r) == Some("web:2")).unwrap();
     let hash = &new.metadata.labels.as_ref().unwrap()["pod-template-hash"];
     assert_eq!(
         new.metadata.name.as_deref(),
@@ -216,6 +205,61 @@ async fn a_rolling_update_never_exceeds_surge_nor_drops_below_availability() {
         progressing.reason.as_deref(),
         Some("NewReplicaSetAvailable")
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rolling_back_to_an_old_template_reuses_its_replicaset_as_the_newest_revision() {
+    let s = sim(ClusterOptions::default());
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let rss: Api<ReplicaSet> = Api::default_namespaced(s.client.clone());
+    let web = deployment("web", 2, "web:1", rolling(1, 0));
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let on = |image: &'static str| {
+        let deployments = deployments.clone();
+        let rss = rss.clone();
+        async move || {
+            let d = deployments.get("web").await.unwrap();
+            let st = d.status.unwrap_or_default();
+            let sets = rss.list(&ListParams::default()).await.unwrap().items;
+            let current = sets.iter().find(|r| image_of(r) == Some(image));
+            st.updated_replicas == Some(2)
+                && st.ready_replicas == Some(2)
+                && st.replicas == Some(2)
+                && current.is_some_and(|r| r.status.as_ref().unwrap().ready_replicas == Some(2))
+        }
+    };
+    until("first version ready", on("web:1"), async || {}).await;
+    let first = rss.list(&ListParams::default()).await.unwrap().items[0].clone();
+    set_image(&deployments, "web", "web:2").await;
+    until("second version rolled out", on("web:2"), async || {}).await;
+    set_image(&deployments, "web", "web:1").await;
+    until("first version back", on("web:1"), async || {}).await;
+
+    let sets = rss.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(
+        sets.len(),
+        2,
+        "no third ReplicaSet for a template seen before"
+    );
+    let back = sets
+        .iter()
+        .find(|r| r.metadata.uid == first.metadata.uid)
+        .expect("the first ReplicaSet is the new one again");
+    assert_eq!(back.spec.as_ref().unwrap().replicas, Some(2));
+    let revision = |annotations: Option<&std::collections::BTreeMap<String, String>>| {
+        annotations.unwrap()["deployment.kubernetes.io/revision"].clone()
+    };
+    assert_eq!(revision(back.metadata.annotations.as_ref()), "3");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(revision(d.metadata.annotations.as_ref()), "3");
+    let other = sets
+        .iter()
+        .find(|r| r.metadata.uid != first.metadata.uid)
+        .unwrap();
+    assert_eq!(other.spec.as_ref().unwrap().replicas, Some(0));
 }
 
 #[tokio::test(start_paused = true)]

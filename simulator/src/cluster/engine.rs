@@ -128,6 +128,8 @@ pub struct Ctx {
     pub transitions: u64,
     /// Nodes, bindings and pod lifecycles.
     pub kubelet: crate::cluster::kubelet::Kubelet,
+    /// Each Deployment's new ReplicaSet, as last found.
+    pub new_replicasets: crate::cluster::deployment::NewReplicaSets,
     /// Every pod as the pod watch last showed it, as an informer's cache:
     /// owners read their pods from here instead of parsing each again.
     pods: HashMap<(String, String), Arc<PodSummary>>,
@@ -345,6 +347,7 @@ impl Ctx {
             services: HashMap::new(),
             transitions: 0,
             kubelet: Default::default(),
+            new_replicasets: Default::default(),
             pods: HashMap::new(),
             pods_of: HashMap::new(),
             echoes: HashSet::new(),

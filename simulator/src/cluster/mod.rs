@@ -5,12 +5,14 @@
 //!
 //! # Layout
 //! - [`engine`]: the work queue, timers and watch routing.
-//! - [`workloads`]: Deployments and ReplicaSets.
+//! - [`deployment`]: the Deployment controller.
+//! - [`workloads`]: ReplicaSets, and what the workload controllers share.
 //! - [`statefulset`]: StatefulSets and DaemonSets.
 //! - [`kubelet`]: nodes, scheduling and the pod lifecycle.
 //! - [`endpoints`]: the EndpointSlice controller.
 //! - [`profile`]: how each version behaves, and seeded randomness.
 
+pub mod deployment;
 pub mod endpoints;
 pub mod engine;
 pub mod kubelet;
@@ -57,7 +59,7 @@ impl Default for ClusterOptions {
 
 fn reconcile(ctx: &mut Ctx, work: &Work) {
     match work {
-        Work::Deployment(ns, name) => workloads::reconcile_deployment(ctx, ns, name),
+        Work::Deployment(ns, name) => deployment::reconcile_deployment(ctx, ns, name),
         Work::ReplicaSet(ns, name) => workloads::reconcile_replicaset(ctx, ns, name),
         Work::StatefulSet(ns, name) => statefulset::reconcile_statefulset(ctx, ns, name),
         Work::DaemonSet(ns, name) => statefulset::reconcile_daemonset(ctx, ns, name),
