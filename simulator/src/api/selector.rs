@@ -237,16 +237,16 @@ pub fn fields_of(object: &serde_json::Value) -> Arc<[(&'static str, String)]> {
 }
 
 /// `fields` (an object's indexed fields) with those under `part` (`spec`
-/// or `status`) taken from `value` instead.
+/// or `status`) taken from `written`, the part's new form, instead.
 pub fn fields_with_part(
     fields: &[(&'static str, String)],
     part: &str,
-    value: &serde_json::Value,
+    written: &crate::api::splice::Written,
 ) -> Arc<[(&'static str, String)]> {
     INDEXED_FIELDS
         .iter()
         .filter_map(|f| match f.split_once('.') {
-            Some((p, key)) if p == part => value[key].as_str().map(|v| (*f, v.to_owned())),
+            Some((p, key)) if p == part => written.text(key).map(|v| (*f, v)),
             _ => fields.iter().find(|(g, _)| g == f).cloned(),
         })
         .collect()

@@ -8,10 +8,10 @@
 //! is. The locating pass reads the object once without building it (the
 //! other fields are skipped unparsed).
 
-use std::ops::Range;
+use std::{borrow::Cow, collections::BTreeMap, ops::Range};
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, value::RawValue};
 
 /// Where the parts a one-part write changes lie in an object's JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,10 +62,15 @@ impl Spots {
 struct Shape<'a> {
     #[serde(borrow)]
     metadata: Meta<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     spec: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     status: Option<&'a RawValue>,
+}
+
+/// A part that is there, if only as `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -100,24 +105,206 @@ pub fn locate(bytes: &[u8]) -> Option<Spots> {
     })
 }
 
-/// `bytes` with the version at `version_at` replaced by `version` (written
-/// as a JSON string) and the part at `part_at` (after it) by `part` (JSON).
+impl Spots {
+    /// The JSON of `section` in `bytes`, these spots' object: `null` for a
+    /// status that would go after the spec; `None` when the section cannot
+    /// be spliced (the caller writes the whole object instead).
+    pub fn old<'b>(&self, bytes: &'b [u8], section: Section) -> Option<&'b [u8]> {
+        match (self.of(section), self.status_after) {
+            (Some(at), _) => bytes.get(at),
+            (None, Some(_)) if section == Section::Status => Some(b"null"),
+            _ => None,
+        }
+    }
+}
+
+/// `bytes` (an object these `spots` locate) with its version replaced by
+/// `version` (written as a JSON string) and `section` by `part` (JSON), or
+/// (a first status) `part` added after the spec; and where the parts lie
+/// in the result, as [`locate`] would find them.
+///
+/// *Assumptions*: [`Spots::old`] is `Some` for `section`.
 pub fn splice(
     bytes: &[u8],
-    version_at: &Range<usize>,
+    spots: &Spots,
     version: &str,
-    part_at: &Range<usize>,
+    section: Section,
     part: &[u8],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + part.len() + version.len() + 2);
-    out.extend_from_slice(&bytes[..version_at.start]);
+) -> (Vec<u8>, Spots) {
+    const STATUS_KEY: &[u8] = br#","status":"#;
+    let (at, key): (_, &[u8]) = match (spots.of(section), spots.status_after) {
+        (Some(at), _) => (at, b""),
+        (_, Some(after)) => (after..after, STATUS_KEY),
+        (None, None) => (bytes.len()..bytes.len(), b""),
+    };
+    let mut out = Vec::with_capacity(bytes.len() + key.len() + part.len() + version.len() + 2);
+    out.extend_from_slice(&bytes[..spots.version.start]);
     out.push(b'"');
     out.extend_from_slice(version.as_bytes());
     out.push(b'"');
-    out.extend_from_slice(&bytes[version_at.end..part_at.start]);
+    let version_at = spots.version.start..out.len();
+    out.extend_from_slice(&bytes[spots.version.end..at.start]);
+    out.extend_from_slice(key);
+    let part_at = out.len()..out.len() + part.len();
     out.extend_from_slice(part);
-    out.extend_from_slice(&bytes[part_at.end..]);
-    out
+    out.extend_from_slice(&bytes[at.end..]);
+    // Every part lies after the version; what lies after the replaced
+    // part moves by what it grew, as well.
+    let (after_part, after_version) = (
+        part_at.end as isize - at.end as isize,
+        version_at.end as isize - spots.version.end as isize,
+    );
+    let moved = |range: Range<usize>| {
+        let by = if range.start >= at.end {
+            after_part
+        } else {
+            after_version
+        };
+        range.start.saturating_add_signed(by)..range.end.saturating_add_signed(by)
+    };
+    let (spec, status) = match section {
+        Section::Spec => (Some(part_at.clone()), spots.status.clone().map(moved)),
+        Section::Status => (spots.spec.clone().map(moved), Some(part_at.clone())),
+    };
+    // A status may be added after the spec only while there is none.
+    let status_after = match (&spec, &status) {
+        (Some(spec), None) if out.get(spec.end..) == Some(&b"}"[..]) => Some(spec.end),
+        _ => None,
+    };
+    let spots = Spots {
+        version: version_at,
+        spec,
+        status,
+        status_after,
+    };
+    (out, spots)
+}
+
+/// A part (`spec` or `status`) as its top-level entries, each value the
+/// JSON it holds, in key order: how a writer of a few of its keys edits it
+/// without parsing the rest.
+///
+/// *Guarantees*: serialized, it gives the bytes that parsing the part,
+/// setting the same keys and serializing it again would, provided the part
+/// and the values set were written compactly with their keys in order (as
+/// `serde_json` writes a [`Value`](serde_json::Value)).
+#[derive(Debug, Default, Serialize)]
+pub struct Entries<'a>(BTreeMap<Key<'a>, Raw<'a>>);
+
+/// An entry's key: borrowed from the part's JSON unless it had escapes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+struct Key<'a>(Cow<'a, str>);
+
+impl std::borrow::Borrow<str> for Key<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// An entry's value: the JSON read, or a new one.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Raw<'a> {
+    Read(&'a RawValue),
+    Written(Box<RawValue>),
+}
+
+impl<'a> Entries<'a> {
+    /// The entries of the JSON object `json` (`null` has none).
+    ///
+    /// # Errors
+    /// When `json` is neither an object nor `null`.
+    pub fn parse(json: &'a [u8]) -> serde_json::Result<Self> {
+        let map: Option<BTreeMap<Key<'a>, &'a RawValue>> = serde_json::from_slice(json)?;
+        Ok(Self(
+            map.unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, Raw::Read(v)))
+                .collect(),
+        ))
+    }
+
+    /// The JSON of the entry `key`.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.get(key).map(|raw| match raw {
+            Raw::Read(v) => *v,
+            Raw::Written(v) => &**v,
+        })
+    }
+
+    /// The entry `key`, when it is a string.
+    pub fn text(&self, key: &str) -> Option<String> {
+        serde_json::from_str(self.get(key)?.get()).ok()
+    }
+
+    /// Sets the entry `key` to `value`.
+    ///
+    /// # Errors
+    /// When `value` does not serialize.
+    pub fn set(&mut self, key: &'a str, value: &impl Serialize) -> serde_json::Result<()> {
+        let raw = serde_json::value::to_raw_value(value)?;
+        self.0.insert(Key(Cow::Borrowed(key)), Raw::Written(raw));
+        Ok(())
+    }
+
+    /// The part's JSON.
+    pub fn to_vec(&self) -> Vec<u8> {
+        // Keys and raw values always serialize.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The entries [`Entries::set`] set, with their JSON.
+    pub fn written(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.0.iter().filter_map(|(key, raw)| match raw {
+            Raw::Written(value) => Some((&*key.0, &**value)),
+            Raw::Read(_) => None,
+        })
+    }
+}
+
+/// A part (`spec` or `status`) as a write made it.
+pub enum Written<'r, 'v> {
+    /// The whole part, as a value.
+    Value(Cow<'v, Value>),
+    /// The stored part's entries, some of them set by the writer.
+    Entries(Entries<'r>),
+}
+
+impl Written<'_, '_> {
+    /// The part's JSON.
+    pub fn to_vec(&self) -> serde_json::Result<Vec<u8>> {
+        match self {
+            Self::Value(value) => serde_json::to_vec(value),
+            Self::Entries(entries) => Ok(entries.to_vec()),
+        }
+    }
+
+    /// The part's string entry `key`.
+    pub fn text(&self, key: &str) -> Option<String> {
+        match self {
+            Self::Value(value) => value[key].as_str().map(str::to_owned),
+            Self::Entries(entries) => entries.text(key),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -126,8 +313,36 @@ mod tests {
 
     use super::*;
 
+    /// Splices `part` in as `section` of `bytes` at `version`, checks the
+    /// result against serializing the changed object and the spots against
+    /// locating them afresh, and returns both.
+    fn spliced(
+        bytes: &[u8],
+        spots: &Spots,
+        version: &str,
+        section: Section,
+        part: &Value,
+    ) -> (Vec<u8>, Spots) {
+        let json = serde_json::to_vec(part).unwrap();
+        let (out, after) = splice(bytes, spots, version, section, &json);
+        let mut expected: Value = serde_json::from_slice(bytes).unwrap();
+        expected[section.key()] = part.clone();
+        expected["metadata"]["resourceVersion"] = json!(version);
+        // The same bytes as serializing the changed object would give.
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            serde_json::to_string(&expected).unwrap()
+        );
+        assert_eq!(
+            Some(&after),
+            locate(&out).as_ref(),
+            "spots after the splice"
+        );
+        (out, after)
+    }
+
     #[test]
-    fn a_spliced_object_is_the_object_with_the_new_status_and_version() {
+    fn a_spliced_object_is_the_object_with_the_new_part_and_version() {
         let object = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "web-1", "resourceVersion": "41", "labels": {"status": "x"}},
@@ -137,36 +352,16 @@ mod tests {
         let bytes = serde_json::to_vec(&object).unwrap();
         let spots = locate(&bytes).unwrap();
         assert_eq!(&bytes[spots.version.clone()], br#""41""#);
-        let status_at = spots.of(Section::Status).unwrap();
-        assert_eq!(&bytes[status_at.clone()], br#"{"phase":"Pending"}"#);
+        let old = spots.old(&bytes, Section::Status).unwrap();
+        assert_eq!(old, br#"{"phase":"Pending"}"#);
+        // Longer and shorter versions and parts, each part in turn.
         let status = json!({"phase": "Running", "podIP": "10.0.0.9"});
-        let out = splice(
-            &bytes,
-            &spots.version,
-            "42",
-            &status_at,
-            &serde_json::to_vec(&status).unwrap(),
-        );
-        let mut expected = object.clone();
-        expected["status"] = status;
-        expected["metadata"]["resourceVersion"] = json!("42");
-        // The same bytes as serializing the changed object would give.
-        assert_eq!(out, serde_json::to_vec(&expected).unwrap());
-        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), expected);
-
+        let (bytes, spots) = spliced(&bytes, &spots, "1042", Section::Status, &status);
         let spec = json!({"containers": [{"name": "app", "image": "web:1"}], "nodeName": "n1"});
-        let spec_at = spots.of(Section::Spec).unwrap();
-        let out = splice(
-            &bytes,
-            &spots.version,
-            "43",
-            &spec_at,
-            &serde_json::to_vec(&spec).unwrap(),
-        );
-        let mut expected = object;
-        expected["spec"] = spec;
-        expected["metadata"]["resourceVersion"] = json!("43");
-        assert_eq!(out, serde_json::to_vec(&expected).unwrap());
+        let (bytes, spots) = spliced(&bytes, &spots, "1043", Section::Spec, &spec);
+        let (bytes, spots) = spliced(&bytes, &spots, "9", Section::Spec, &json!({}));
+        let (_, spots) = spliced(&bytes, &spots, "10", Section::Status, &json!(null));
+        assert_eq!(spots.status_after, None, "a status is there, if null");
     }
 
     #[test]
@@ -179,18 +374,23 @@ mod tests {
         let bytes = serde_json::to_vec(&object).unwrap();
         let spots = locate(&bytes).unwrap();
         assert_eq!(spots.status, None);
-        let at = spots.status_after.unwrap();
-        let status = json!({"replicas": 2});
-        let mut part = br#","status":"#.to_vec();
-        part.extend(serde_json::to_vec(&status).unwrap());
-        let out = splice(&bytes, &spots.version, "8", &(at..at), &part);
-        let mut expected = object;
-        expected["status"] = status;
-        expected["metadata"]["resourceVersion"] = json!("8");
-        assert_eq!(out, serde_json::to_vec(&expected).unwrap());
+        assert_eq!(spots.old(&bytes, Section::Status), Some(&b"null"[..]));
+        // The spec first: a status may still go after it.
+        let (bytes, spots) = spliced(&bytes, &spots, "8", Section::Spec, &json!({"replicas": 30}));
+        assert!(spots.status_after.is_some());
+        let (_, spots) = spliced(
+            &bytes,
+            &spots,
+            "9",
+            Section::Status,
+            &json!({"replicas": 2}),
+        );
+        assert_eq!(spots.status_after, None);
         // Not when another key follows the spec.
         let bytes = br#"{"metadata":{"resourceVersion":"1"},"spec":{},"type":"x"}"#;
-        assert_eq!(locate(bytes).unwrap().status_after, None);
+        let spots = locate(bytes).unwrap();
+        assert_eq!(spots.status_after, None);
+        assert_eq!(spots.old(bytes, Section::Status), None);
     }
 
     #[test]
@@ -209,5 +409,33 @@ mod tests {
         ] {
             assert_eq!(locate(bytes), None, "{}", String::from_utf8_lossy(bytes));
         }
+    }
+
+    #[test]
+    fn entries_set_and_serialized_are_the_part_edited_as_a_value() {
+        let status = json!({
+            "conditions": [{"status": "True", "type": "Ready"}], "phase": "Pending",
+            "weird \"key\"": {"a": [1, 2.5, null]}, "z": "x",
+        });
+        let json = serde_json::to_vec(&status).unwrap();
+        let mut entries = Entries::parse(&json).unwrap();
+        assert_eq!(entries.text("phase").as_deref(), Some("Pending"));
+        assert_eq!(entries.text("conditions"), None);
+        assert_eq!(entries.to_vec(), json, "read and written again unchanged");
+        let podip = json!("10.0.0.9");
+        entries.set("phase", &"Running").unwrap();
+        entries.set("podIP", &podip).unwrap();
+        entries.set("conditions", &json!([])).unwrap();
+        let mut expected = status;
+        expected["phase"] = json!("Running");
+        expected["podIP"] = podip;
+        expected["conditions"] = json!([]);
+        assert_eq!(entries.to_vec(), serde_json::to_vec(&expected).unwrap());
+
+        let mut none = Entries::parse(b"null").unwrap();
+        assert_eq!(none.to_vec(), b"{}");
+        none.set("nodeName", &"n1").unwrap();
+        assert_eq!(none.to_vec(), br#"{"nodeName":"n1"}"#);
+        assert!(Entries::parse(b"[1]").is_err());
     }
 }

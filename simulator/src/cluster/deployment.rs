@@ -671,7 +671,7 @@ fn update_status(ctx: &mut Ctx, d: &DeploymentView, rollout: &Rollout) {
     // Unchanged from what this reconcile read: nothing to write. (Had the
     // status changed since, that write's event brings another reconcile.)
     if *old != status {
-        ctx.modify_status(&res, ns, name, |s| *s = status.clone());
+        ctx.set_status(&res, ns, name, &status);
     }
     let revision = rollout.revision;
     if revision > 0 && d.metadata.revision() != revision {

@@ -23,6 +23,8 @@ use crate::{
         ApiServer,
         resources::Resource,
         selector::LabelSelector,
+        splice::{Entries, Written},
+        status::ApiError,
         store::{Decoded, Decoder, EventType, Pair, Part, Store, WatchEvent},
     },
     cluster::profile::{Profiles, Rng},
@@ -285,20 +287,57 @@ impl PodSummary {
     fn set_spec(&mut self, spec: PodWireSpec) {
         self.scheduled = spec.node_name.as_ref().is_some_and(|n| !n.is_empty());
         self.node = spec.node_name.unwrap_or_default();
-        self.containers = spec
-            .containers
-            .into_iter()
-            .map(|c| (c.name, c.image))
-            .collect();
+        self.set_containers(spec.containers);
+    }
+
+    fn set_containers(&mut self, containers: Vec<PodWireContainer>) {
+        self.containers = containers.into_iter().map(|c| (c.name, c.image)).collect();
+    }
+
+    /// Decodes one top-level entry of the spec or status, set to `json`;
+    /// `None` when it does not decode.
+    fn set_entry(&mut self, section: &str, key: &str, json: &str) -> Option<()> {
+        match (section, key) {
+            ("spec", "nodeName") => {
+                let node: Option<String> = serde_json::from_str(json).ok()?;
+                self.node = node.unwrap_or_default();
+                self.scheduled = !self.node.is_empty();
+            }
+            ("spec", "containers") => {
+                let containers: Vec<PodWireContainer> = serde_json::from_str(json).ok()?;
+                self.set_containers(containers);
+            }
+            ("status", "phase") => {
+                let phase: Option<String> = serde_json::from_str(json).ok()?;
+                self.running = phase.as_deref() == Some("Running");
+            }
+            ("status", "conditions") => {
+                let conditions: Vec<PodWireCondition> = serde_json::from_str(json).ok()?;
+                self.set_conditions(&conditions);
+            }
+            ("status", "containerStatuses") => {
+                let statuses: Vec<PodWireContainerStatus> = serde_json::from_str(json).ok()?;
+                self.set_container_statuses(statuses);
+            }
+            _ => {}
+        }
+        Some(())
     }
 
     fn set_status(&mut self, status: PodWireStatus) {
-        let first = status.container_statuses.into_iter().next();
+        self.set_container_statuses(status.container_statuses);
+        self.running = status.phase == "Running";
+        self.set_conditions(&status.conditions);
+    }
+
+    fn set_container_statuses(&mut self, statuses: Vec<PodWireContainerStatus>) {
+        let first = statuses.into_iter().next();
         self.restarts = first.as_ref().map_or(0, |c| c.restart_count);
         self.started_at = first.and_then(|c| c.state.running).map(|r| r.started_at);
-        self.running = status.phase == "Running";
-        self.ready = status
-            .conditions
+    }
+
+    fn set_conditions(&mut self, conditions: &[PodWireCondition]) {
+        self.ready = conditions
             .iter()
             .any(|c| c.kind == "Ready" && c.status == "True");
     }
@@ -444,7 +483,49 @@ impl Ctx {
         name: &str,
         change: impl FnMut(&mut Value),
     ) -> bool {
-        match self.store.modify_status(res, namespace, name, change) {
+        let result = self.store.modify_status(res, namespace, name, change);
+        self.status_written(res, namespace, name, result)
+    }
+
+    /// Replaces an object's status, logging failures; whether anything was
+    /// written.
+    pub fn set_status(
+        &mut self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        status: &Value,
+    ) -> bool {
+        let result = self.store.set_status(res, namespace, name, status);
+        self.status_written(res, namespace, name, result)
+    }
+
+    /// Sets some top-level entries of an object's status (see
+    /// [`Store::modify_status_entries`]), logging failures; whether
+    /// anything was written.
+    pub fn modify_status_entries(
+        &mut self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        mut change: impl FnMut(&mut Entries) -> serde_json::Result<()>,
+    ) -> bool {
+        let result = self
+            .store
+            .modify_status_entries(res, namespace, name, |status| {
+                change(status).map_err(|e| ApiError::internal(e.to_string()))
+            });
+        self.status_written(res, namespace, name, result)
+    }
+
+    fn status_written(
+        &mut self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        result: Result<Option<u64>, ApiError>,
+    ) -> bool {
+        match result {
             Ok(written) => {
                 self.wrote(written);
                 written.is_some()
@@ -672,11 +753,19 @@ impl Decoder for PodDecoder {
         Some(Arc::new(PodSummary::from_wire(wire)))
     }
 
-    fn section(&self, before: &Decoded, section: &str, value: &Value) -> Option<Decoded> {
+    fn section(&self, before: &Decoded, section: &str, written: &Written) -> Option<Decoded> {
         let mut pod = PodSummary::clone(before.downcast_ref::<PodSummary>()?);
-        match section {
-            "spec" => pod.set_spec(PodWireSpec::deserialize(value).ok()?),
-            "status" => pod.set_status(PodWireStatus::deserialize(value).ok()?),
+        match (section, written) {
+            ("spec", Written::Value(spec)) => pod.set_spec(PodWireSpec::deserialize(&**spec).ok()?),
+            ("status", Written::Value(status)) => {
+                pod.set_status(PodWireStatus::deserialize(&**status).ok()?)
+            }
+            // Only what was set is read: the rest decodes as it did.
+            (_, Written::Entries(entries)) => {
+                for (key, json) in entries.written() {
+                    pod.set_entry(section, key, json.get())?;
+                }
+            }
             _ => return None,
         }
         Some(Arc::new(pod))
@@ -911,6 +1000,20 @@ mod tests {
                 s["conditions"] = json!([{"type": "Ready", "status": "True"}]);
             })
             .unwrap();
+        // Entries set, as the kubelet writes: a restart, then not ready.
+        let restarted = json!([{"name": "a", "restartCount": 3, "state": {"waiting": {}}}]);
+        let not_ready = json!([{"type": "Ready", "status": "False"}]);
+        for (key, value) in [
+            ("containerStatuses", &restarted),
+            ("conditions", &not_ready),
+        ] {
+            store
+                .modify_status_entries(&pods, "default", "p", |s| {
+                    s.set(key, value)
+                        .map_err(|e| ApiError::internal(e.to_string()))
+                })
+                .unwrap();
+        }
         // Whole-object writes: a new controller, then a graceful deletion.
         store
             .modify(&pods, "default", "p", Part::Main, |p| {
@@ -934,9 +1037,10 @@ mod tests {
             );
             seen += 1;
         }
-        assert_eq!(seen, 6, "create, bind, two statuses, owner, deletion");
+        assert_eq!(seen, 8, "create, bind, four statuses, owner, deletion");
         let last = PodSummary::parse(&store.get(&pods, "default", "p").unwrap()).unwrap();
-        assert!(last.deleting && last.ready && last.scheduled && last.restarts == 2);
+        assert!(last.deleting && !last.ready && last.scheduled && last.restarts == 3);
+        assert!(last.running && last.started_at.is_none());
         assert_eq!(last.owner_uid, "u2");
     }
 

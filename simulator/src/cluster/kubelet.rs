@@ -227,9 +227,10 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
     let now = rfc3339(ctx.now());
     let Some(node) = choice else {
         ctx.kubelet.wait((ns.to_owned(), name.to_owned()));
-        ctx.modify_status(&pods, ns, name, |s| {
-            s["phase"] = json!("Pending");
-            s["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0 nodes are available: no node has room for another pod", "lastTransitionTime": now}]);
+        let unschedulable = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0 nodes are available: no node has room for another pod", "lastTransitionTime": now}]);
+        ctx.modify_status_entries(&pods, ns, name, |s| {
+            s.set("phase", &"Pending")?;
+            s.set("conditions", &unschedulable)
         });
         return false;
     };
@@ -306,18 +307,23 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
         // Due, as checked above, from here on.
         Some(Stage::Starting(_) | Stage::BackOff(_)) => {
             let running = json!({"running": {"startedAt": stamp}});
-            ctx.modify_status(&pods, ns, name, |s| {
-                s["phase"] = json!("Running");
-                s["hostIP"] = json!("10.0.0.1");
-                s["podIP"] = json!(format!(
-                    "10.244.{}.{}",
-                    (restarts + name.len() as i64) % 250,
-                    name.bytes().map(u32::from).sum::<u32>() % 250 + 1
-                ));
-                s["startTime"] = s["startTime"].as_str().map_or(json!(stamp), |t| json!(t));
-                s["conditions"] = conditions(&stamp, true, false);
-                s["containerStatuses"] =
-                    container_statuses(&pod.containers, false, &running, restarts);
+            let pod_ip = format!(
+                "10.244.{}.{}",
+                (restarts + name.len() as i64) % 250,
+                name.bytes().map(u32::from).sum::<u32>() % 250 + 1
+            );
+            let conditions = conditions(&stamp, true, false);
+            let statuses = container_statuses(&pod.containers, false, &running, restarts);
+            ctx.modify_status_entries(&pods, ns, name, |s| {
+                s.set("phase", &"Running")?;
+                s.set("hostIP", &"10.0.0.1")?;
+                s.set("podIP", &pod_ip)?;
+                // The first start's time stays through restarts.
+                if s.get("startTime").is_none_or(|t| t.get() == "null") {
+                    s.set("startTime", &stamp)?;
+                }
+                s.set("conditions", &conditions)?;
+                s.set("containerStatuses", &statuses)
             });
             ctx.transitions += 1;
             let next = if profile.crash_loop {
@@ -339,13 +345,15 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
             let restarts = restarts + 1;
             let backoff = Duration::from_secs((10u64 << (restarts - 1).clamp(0, 5)).min(300));
             let waiting = json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off {}s restarting failed container", backoff.as_secs())}});
-            ctx.modify_status(&pods, ns, name, |s| {
-                s["conditions"] = conditions(&stamp, true, false);
-                let mut statuses = container_statuses(&pod.containers, false, &waiting, restarts);
-                if let Some(first) = statuses.get_mut(0) {
-                    first["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": stamp}});
-                }
-                s["containerStatuses"] = statuses;
+            let conditions = conditions(&stamp, true, false);
+            let mut statuses = container_statuses(&pod.containers, false, &waiting, restarts);
+            if let Some(first) = statuses.get_mut(0) {
+                first["lastState"] =
+                    json!({"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": stamp}});
+            }
+            ctx.modify_status_entries(&pods, ns, name, |s| {
+                s.set("conditions", &conditions)?;
+                s.set("containerStatuses", &statuses)
             });
             ctx.transitions += 1;
             let wait = ctx.real(backoff);
@@ -359,10 +367,11 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
                 .started_at
                 .as_ref()
                 .map_or_else(|| json!({}), |at| json!({"running": {"startedAt": at}}));
-            ctx.modify_status(&pods, ns, name, |s| {
-                s["conditions"] = conditions(&stamp, true, true);
-                s["containerStatuses"] =
-                    container_statuses(&pod.containers, true, &running, restarts);
+            let conditions = conditions(&stamp, true, true);
+            let statuses = container_statuses(&pod.containers, true, &running, restarts);
+            ctx.modify_status_entries(&pods, ns, name, |s| {
+                s.set("conditions", &conditions)?;
+                s.set("containerStatuses", &statuses)
             });
             ctx.transitions += 1;
             ctx.kubelet.stages.insert(key, Stage::Ready);

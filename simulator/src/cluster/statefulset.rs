@@ -187,7 +187,7 @@ pub fn reconcile_statefulset(ctx: &mut Ctx, ns: &str, name: &str) {
         "updatedReplicas": updated, "currentRevision": current_revision, "updateRevision": update_revision,
         "collisionCount": 0,
     });
-    ctx.modify_status(&res, ns, name, |s| *s = status.clone());
+    ctx.set_status(&res, ns, name, &status);
 }
 
 /// Reconciles one DaemonSet: a pod on every ready node, updated one node at
@@ -263,5 +263,5 @@ pub fn reconcile_daemonset(ctx: &mut Ctx, ns: &str, name: &str) {
         "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": updated,
         "observedGeneration": int(&ds, &["metadata", "generation"], 1),
     });
-    ctx.modify_status(&res, ns, name, |s| *s = status.clone());
+    ctx.set_status(&res, ns, name, &status);
 }

@@ -180,7 +180,7 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     if facts.status == status {
         return;
     }
-    ctx.modify_status(&res, ns, name, |s| *s = status.clone());
+    ctx.set_status(&res, ns, name, &status);
 }
 
 /// What the ReplicaSet controller reads of its ReplicaSet.

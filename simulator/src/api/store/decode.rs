@@ -3,9 +3,10 @@
 //! The simulator's controllers read every pod event. Rather than have each
 //! reader parse the event's JSON again, the store asks the resource's
 //! [`Decoder`] for the decoded form, made from what the write already holds
-//! parsed: the whole object when it is created or replaced, or the one
-//! section that a status write or a binding changed, applied to the decoded
-//! form of the version it replaced. The event carries the result in
+//! parsed: the whole object when it is created or replaced, or what a status
+//! write or a binding changed in its section (the new section, or the
+//! entries it set), applied to the decoded form of the version it
+//! replaced. The event carries the result in
 //! [`WatchEvent::decoded`](super::WatchEvent::decoded); an event without
 //! one is decoded by its first reader.
 
@@ -17,7 +18,7 @@ use std::{
 use serde_json::Value;
 
 use super::Store;
-use crate::api::resources::Resource;
+use crate::api::{resources::Resource, splice::Written};
 
 /// An object as a [`Decoder`] made it.
 pub type Decoded = Arc<dyn Any + Send + Sync>;
@@ -34,9 +35,10 @@ pub trait Decoder: Send + Sync {
     fn whole(&self, object: &Value) -> Option<Decoded>;
 
     /// The decoded form of the object `before` was decoded from, with its
-    /// top-level `section` (`spec` or `status`) now `value`; `None` to
-    /// leave it to the readers.
-    fn section(&self, before: &Decoded, section: &str, value: &Value) -> Option<Decoded>;
+    /// top-level `section` (`spec` or `status`) now as `written` (when it
+    /// is [`Written::Entries`], the entries not set are as they were);
+    /// `None` to leave it to the readers.
+    fn section(&self, before: &Decoded, section: &str, written: &Written) -> Option<Decoded>;
 }
 
 /// A resource's group and plural, and its decoder.

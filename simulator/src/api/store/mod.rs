@@ -36,6 +36,7 @@ pub use decode::{Decoded, Decoder};
 use crate::api::{
     resources::{self, Registry, Resource},
     selector::{FieldSelector, LabelSelector, fields_of, labels_of},
+    splice::Spots,
     status::ApiError,
     time::rfc3339,
 };
@@ -179,6 +180,17 @@ struct Entry {
     owners: Box<[Arc<str>]>,
     /// The object as its resource's [`Decoder`] made it, if it has one.
     decoded: Option<Decoded>,
+    /// Where its version, spec and status lie in `bytes`, when a one-part
+    /// write made them and so knows (see [`splice`](crate::api::splice)).
+    spots: Option<Box<Spots>>,
+}
+
+/// An object's JSON, what its resource's decoder made of it, and where its
+/// parts lie when that is known: what a write of one part reads.
+struct Stored {
+    bytes: Arc<[u8]>,
+    decoded: Option<Decoded>,
+    spots: Option<Spots>,
 }
 
 /// What a resourceVersion is first written as, to be replaced by the real
@@ -733,17 +745,14 @@ impl Store {
         inner.entry(res, namespace, name).map(|e| e.bytes.clone())
     }
 
-    /// One object's JSON and what its resource's decoder made of it.
-    fn get_decoded(
-        &self,
-        res: &Resource,
-        namespace: &str,
-        name: &str,
-    ) -> Result<(Arc<[u8]>, Option<Decoded>), ApiError> {
+    /// One object as stored, for a write that changes part of it.
+    fn get_stored(&self, res: &Resource, namespace: &str, name: &str) -> Result<Stored, ApiError> {
         let inner = self.read();
-        inner
-            .entry(res, namespace, name)
-            .map(|e| (e.bytes.clone(), e.decoded.clone()))
+        inner.entry(res, namespace, name).map(|e| Stored {
+            bytes: e.bytes.clone(),
+            decoded: e.decoded.clone(),
+            spots: e.spots.as_deref().cloned(),
+        })
     }
 
     /// One object, parsed.
@@ -1303,6 +1312,7 @@ impl Inner {
             uid,
             owners,
             decoded,
+            spots: None,
         };
         self.install(res, key, entry, kind);
         Ok(object)

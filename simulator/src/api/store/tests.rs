@@ -1,6 +1,7 @@
 //! The store's own tests: concurrency, splices, keys and versions.
 
 use super::*;
+use crate::api::splice::Entries;
 
 fn store() -> Store {
     Store::new(Arc::new(SystemTime::now))
@@ -279,4 +280,73 @@ fn stored_bytes_carry_the_version_the_write_returned() {
         stored["metadata"]["resourceVersion"],
         json!(store.resource_version().to_string())
     );
+}
+
+#[test]
+fn status_entries_and_whole_statuses_are_stored_as_an_edited_status_would_be() {
+    let fixed = || SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let [edited, by_entries, replaced] = [(); 3].map(|()| Store::new(Arc::new(fixed)));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let mut watches = Vec::new();
+    for store in [&edited, &by_entries, &replaced] {
+        store.create(&pods(store), "default", pod.clone()).unwrap();
+        watches.push(store.watch(&pods(store), None, None).unwrap().live);
+    }
+    let ready = json!([{"type": "Ready", "status": "True"}]);
+    type Step = (fn(&mut Value), fn(&mut Entries) -> serde_json::Result<()>);
+    let steps: [Step; 3] = [
+        (
+            |s| {
+                s["phase"] = json!("Running");
+                s["podIP"] = json!("10.0.0.1");
+            },
+            |e| {
+                e.set("podIP", &"10.0.0.1")?;
+                e.set("phase", &"Running")
+            },
+        ),
+        (
+            |s| s["conditions"] = json!([{"type": "Ready", "status": "True"}]),
+            |e| e.set("conditions", &json!([{"type": "Ready", "status": "True"}])),
+        ),
+        (
+            |s| s["phase"] = json!("Failed"),
+            |e| e.set("phase", &"Failed"),
+        ),
+    ];
+    for (by_value, entries) in steps {
+        edited
+            .modify_status(&pods(&edited), "default", "p", by_value)
+            .unwrap();
+        by_entries
+            .modify_status_entries(&pods(&by_entries), "default", "p", |s| {
+                entries(s).map_err(|e| ApiError::internal(e.to_string()))
+            })
+            .unwrap();
+        let status = edited.get_value(&pods(&edited), "default", "p").unwrap()["status"].clone();
+        replaced
+            .set_status(&pods(&replaced), "default", "p", &status)
+            .unwrap();
+        let events = watches.iter_mut().map(|w| w.try_recv().unwrap());
+        let [a, b, c] = <[_; 3]>::try_from(events.collect::<Vec<_>>()).unwrap();
+        for other in [&b, &c] {
+            assert_eq!(
+                String::from_utf8_lossy(&a.object),
+                String::from_utf8_lossy(&other.object)
+            );
+            assert_eq!((a.rv, &a.fields), (other.rv, &other.fields));
+        }
+    }
+    assert_eq!(status_of(&by_entries)["conditions"], ready);
+    let fields = FieldSelector::parse("status.phase=Failed").unwrap();
+    let everything = LabelSelector::default();
+    let pods_res = pods(&by_entries);
+    let page = by_entries
+        .list(&pods_res, None, &everything, &fields, None, None)
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "the phase's field index follows");
+}
+
+fn status_of(store: &Store) -> Value {
+    store.get_value(&pods(store), "default", "p").unwrap()["status"].clone()
 }
