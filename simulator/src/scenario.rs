@@ -364,6 +364,7 @@ impl Simulation {
             node_capacity: scenario.nodes.capacity,
             speed,
             profiles: scenario.profiles(),
+            ..ClusterOptions::default()
         };
         let cluster = Cluster::start(api.clone(), cluster_options, stop.clone())?;
         apply_manifests(&api, &scenario.manifests)?;

@@ -18,7 +18,7 @@ use kube::{
 use serde_json::json;
 use sluice_sim::{
     api::{ApiServer, Options},
-    cluster::{Cluster, ClusterOptions, profile::Profile},
+    cluster::{Cluster, ClusterOptions, engine::Share, profile::Profile},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -205,6 +205,41 @@ async fn a_rolling_update_never_exceeds_surge_nor_drops_below_availability() {
         progressing.reason.as_deref(),
         Some("NewReplicaSetAvailable")
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pods_bound_to_the_nodes_of_every_kubelet_share_start_and_become_ready() {
+    let s = sim(ClusterOptions {
+        nodes: 8,
+        node_capacity: 3,
+        kubelet_shares: 3,
+        ..ClusterOptions::default()
+    });
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    let web = deployment("web", 24, "web:1", rolling(1, 0));
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    until(
+        "all 24 ready",
+        async || all_ready(&pods, 24).await,
+        async || {},
+    )
+    .await;
+    // The nodes are full: every share's kubelets took pods.
+    let list = pods.list(&ListParams::default()).await.unwrap().items;
+    let shares: std::collections::BTreeSet<u32> = list
+        .iter()
+        .map(|p| p.spec.as_ref().unwrap().node_name.clone().unwrap())
+        .map(|node| {
+            (0..3)
+                .find(|&index| Share { index, of: 3 }.has_node(&node))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(shares.len(), 3, "pods on the nodes of every share");
 }
 
 #[tokio::test(start_paused = true)]

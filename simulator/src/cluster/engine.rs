@@ -49,17 +49,49 @@ pub enum Work {
     Schedule,
 }
 
-/// Which half of the cluster an engine runs. The control plane's
-/// controllers and the nodes' kubelets (with the scheduler) run as two
-/// engines, each on its own task with its own watches and caches, as they
-/// are separate processes in a real cluster: the two halves use two cores.
+/// Which part of the cluster an engine runs. The control plane's
+/// controllers and the nodes' kubelets (with the scheduler) run as
+/// separate engines, each on its own task with its own watches and caches,
+/// as they are separate processes in a real cluster; the kubelets are
+/// split into shares of the nodes, so that pod lifecycles, the bulk of the
+/// work, use every core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Deployment, ReplicaSet, StatefulSet, DaemonSet and EndpointSlice
     /// controllers.
     ControlPlane,
-    /// The scheduler and the kubelets: [`Work::Pod`] and [`Work::Schedule`].
-    Nodes,
+    /// The kubelets of a share of the nodes ([`Work::Pod`] of the pods
+    /// bound to them); the first share also runs the scheduler
+    /// ([`Work::Pod`] of pending pods, [`Work::Schedule`]).
+    Nodes(Share),
+}
+
+/// One of `of` shares of the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// Which share, from 0.
+    pub index: u32,
+    /// How many there are.
+    pub of: u32,
+}
+
+impl Share {
+    /// Every node in one share.
+    pub const ALL: Self = Self { index: 0, of: 1 };
+
+    /// Whether the node `name` is in this share (by a stable hash of its
+    /// name, so that every engine agrees).
+    pub fn has_node(self, name: &str) -> bool {
+        let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        self.of <= 1 || hash % self.of == self.index
+    }
+
+    /// Whether this share runs the scheduler.
+    pub fn schedules(self) -> bool {
+        self.index == 0
+    }
 }
 
 /// The resources controllers touch, resolved once.
@@ -393,6 +425,11 @@ impl Ctx {
         })
     }
 
+    /// The part of the cluster this engine runs.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// The cluster's wall-clock time.
     pub fn now(&self) -> SystemTime {
         (self.clock)()
@@ -599,7 +636,7 @@ pub async fn run(
             kinds.services.clone(),
             kinds.nodes.clone(),
         ],
-        Role::Nodes => vec![kinds.pods.clone(), kinds.nodes.clone()],
+        Role::Nodes(_) => vec![kinds.pods.clone(), kinds.nodes.clone()],
     };
     // The engine reads the store's watches itself, without forwarding
     // tasks: the events of its own writes are visible at once, so work for
@@ -824,6 +861,17 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
         "daemonsets" => ctx.enqueue(Work::DaemonSet(ns, name)),
         "pods" => {
             let key = (ns.clone(), name.clone());
+            if let Role::Nodes(share) = ctx.role
+                && !share.schedules()
+            {
+                // Another share's pod, or one still pending: nothing for
+                // this share's kubelets to cache or do. (A pod is bound
+                // once and stays on its node.)
+                let node = event.fields.iter().find(|(f, _)| *f == "spec.nodeName");
+                if !node.is_some_and(|(_, n)| share.has_node(n)) {
+                    return;
+                }
+            }
             let summary = pod_summary(event);
             // Only the control plane acts on a pod's owners.
             let owned = summary.clone().filter(|_| ctx.role == Role::ControlPlane);
@@ -831,12 +879,13 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                 Some(pod) if event.kind != EventType::Deleted => ctx.remember_pod(key, pod),
                 _ => ctx.forget_pod(&key),
             }
-            if ctx.role == Role::Nodes {
+            if let Role::Nodes(share) = ctx.role {
                 let node = event
                     .fields
                     .iter()
                     .find(|(f, _)| *f == "spec.nodeName")
-                    .map(|(_, v)| v.as_str());
+                    .map(|(_, v)| v.as_str())
+                    .filter(|n| !n.is_empty());
                 let gone = event.kind == EventType::Deleted;
                 let freed = crate::cluster::kubelet::observe_pod(
                     &mut ctx.kubelet,
@@ -844,11 +893,17 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                     node,
                     gone,
                 );
+                // A share acts on the pods of its nodes; the scheduler's
+                // on pending ones as well.
+                let mine = node.map_or(share.schedules(), |n| share.has_node(n));
                 if !gone {
-                    if !echo {
+                    if !echo && mine {
                         ctx.enqueue(Work::Pod(ns, name));
                     }
-                } else if freed && let Some((ns, name)) = ctx.kubelet.next_waiting() {
+                } else if freed
+                    && share.schedules()
+                    && let Some((ns, name)) = ctx.kubelet.next_waiting()
+                {
                     // A place on a node came free: the pod that waited
                     // longest for one tries again, as the scheduler
                     // retries unschedulable pods when a pod leaves.
@@ -906,7 +961,7 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
             }
             ctx.enqueue(Work::Endpoints(ns, name));
         }
-        "nodes" if ctx.role == Role::Nodes => {
+        "nodes" if matches!(ctx.role, Role::Nodes(_)) => {
             let object = if event.kind == EventType::Deleted {
                 None
             } else {
@@ -1042,6 +1097,21 @@ mod tests {
         assert!(last.deleting && !last.ready && last.scheduled && last.restarts == 3);
         assert!(last.running && last.started_at.is_none());
         assert_eq!(last.owner_uid, "u2");
+    }
+
+    #[test]
+    fn every_node_is_in_exactly_one_share_and_the_shares_are_even() {
+        let shares = [0, 1, 2].map(|index| Share { index, of: 3 });
+        let mut sizes = [0; 3];
+        for i in 0..3000 {
+            let node = format!("sim-node-{i}");
+            let owners: Vec<_> = shares.iter().filter(|s| s.has_node(&node)).collect();
+            assert_eq!(owners.len(), 1, "{node}");
+            sizes[owners[0].index as usize] += 1;
+        }
+        assert!(sizes.iter().all(|&n| (900..1100).contains(&n)), "{sizes:?}");
+        assert!(Share::ALL.has_node("any") && Share::ALL.schedules());
+        assert!(!shares[1].schedules());
     }
 
     #[test]

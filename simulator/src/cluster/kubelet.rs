@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::{
     api::{store::DeleteOptions, time::rfc3339},
     cluster::{
-        engine::{Ctx, Work},
+        engine::{Ctx, Role, Work},
         profile::Profile,
     },
 };
@@ -220,8 +220,8 @@ fn conditions(now: &str, scheduled: bool, ready: bool) -> Value {
     ])
 }
 
-/// Binds one pending pod, if a node has room.
-fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
+/// Binds one pending pod, if a node has room; the node it was bound to.
+fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> Option<String> {
     let choice = ctx.kubelet.best_node();
     let pods = ctx.kinds.pods.clone();
     let now = rfc3339(ctx.now());
@@ -232,7 +232,7 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
             s.set("phase", &"Pending")?;
             s.set("conditions", &unschedulable)
         });
-        return false;
+        return None;
     };
     let bound = match ctx.store.bind(&pods, ns, name, &node) {
         Ok(written) => {
@@ -256,7 +256,7 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> bool {
         );
         ctx.transitions += 1;
     }
-    bound
+    bound.then_some(node)
 }
 
 /// Moves one pod along its lifecycle.
@@ -275,8 +275,13 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     }
     let node = &pod.node;
     if node.is_empty() {
-        if schedule(ctx, ns, name) {
-            // Bound: the node's kubelet takes the pod at once.
+        if let Some(node) = schedule(ctx, ns, name)
+            && let Role::Nodes(share) = ctx.role()
+            && share.has_node(&node)
+        {
+            // Bound to a node of this share: its kubelet takes the pod at
+            // once. (Another share's kubelet takes it on the binding's
+            // event.)
             start(ctx, key, pod.image());
         }
         return;
@@ -432,8 +437,25 @@ fn stop(ctx: &mut Ctx, key: (String, String), image: &str, grace_seconds: i64) {
     }
 }
 
-/// Binds every pending pod that fits.
+/// Binds every pending pod that fits (in the scheduler's share), and
+/// looks again at the pods of this share's nodes that are gone.
 pub fn schedule_pending(ctx: &mut Ctx) {
+    let Role::Nodes(share) = ctx.role() else {
+        return;
+    };
+    let kubelet = &ctx.kubelet;
+    let lost: Vec<(String, String)> = kubelet
+        .bound
+        .iter()
+        .filter(|(_, n)| share.has_node(n) && !kubelet.nodes.contains_key(*n))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (ns, name) in lost {
+        ctx.enqueue(Work::Pod(ns, name));
+    }
+    if !share.schedules() {
+        return;
+    }
     let pods = ctx.kinds.pods.clone();
     let fields = crate::api::selector::FieldSelector::parse("spec.nodeName=").unwrap_or_default();
     let Ok(page) = ctx
@@ -456,16 +478,6 @@ pub fn schedule_pending(ctx: &mut Ctx) {
                 .unwrap_or_default()
                 .to_owned(),
         );
-        ctx.enqueue(Work::Pod(ns, name));
-    }
-    let kubelet = &ctx.kubelet;
-    let lost: Vec<(String, String)> = kubelet
-        .bound
-        .iter()
-        .filter(|(_, n)| !kubelet.nodes.contains_key(*n))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for (ns, name) in lost {
         ctx.enqueue(Work::Pod(ns, name));
     }
 }

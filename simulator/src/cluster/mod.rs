@@ -25,8 +25,13 @@ use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiServer;
-use engine::{Ctx, Role, Work};
+use engine::{Ctx, Role, Share, Work};
 use profile::Profiles;
+
+/// Kubelet engines by default: with the control plane's, one per core of
+/// a two-core machine, so that the pod lifecycles, the bulk of the work,
+/// keep both busy once the control plane has made the pods.
+pub const DEFAULT_KUBELET_SHARES: u32 = 2;
 
 /// How the cluster is made.
 #[derive(Debug, Clone)]
@@ -43,6 +48,9 @@ pub struct ClusterOptions {
     pub speed: f64,
     /// Version behaviour.
     pub profiles: Profiles,
+    /// Engines the nodes' kubelets are split over (the first also runs
+    /// the scheduler): one per core the simulator may use.
+    pub kubelet_shares: u32,
 }
 
 impl Default for ClusterOptions {
@@ -53,6 +61,7 @@ impl Default for ClusterOptions {
             node_capacity: kubelet::DEFAULT_CAPACITY,
             speed: 1.0,
             profiles: Profiles::default(),
+            kubelet_shares: DEFAULT_KUBELET_SHARES,
         }
     }
 }
@@ -108,10 +117,17 @@ impl Cluster {
         api.store()
             .decode_with("", "pods", Arc::new(engine::PodDecoder));
         let profiles = Arc::new(RwLock::new(options.profiles));
-        for (role, span) in [
-            (Role::ControlPlane, tracing::info_span!("controllers")),
-            (Role::Nodes, tracing::info_span!("kubelets")),
-        ] {
+        let shares = options.kubelet_shares.max(1);
+        let kubelets = (0..shares).map(|index| {
+            let share = Share { index, of: shares };
+            (
+                Role::Nodes(share),
+                tracing::info_span!("kubelets", share = index),
+            )
+        });
+        let engines = std::iter::once((Role::ControlPlane, tracing::info_span!("controllers")))
+            .chain(kubelets);
+        for (role, span) in engines {
             let task = engine::run(
                 api.clone(),
                 profiles.clone(),
