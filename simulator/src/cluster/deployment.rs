@@ -34,109 +34,26 @@ use crate::{
     },
     cluster::{
         engine::{Ctx, Work},
+        views::{DeploymentView, ReplicaSetStatus, ReplicaSetView, view},
         workloads::{int, int_or_percent, keys, owner_ref, same_template, template_hash},
     },
 };
 
-/// Reads a field that may be `null` as its default, as an absent one.
-fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
-}
-
-/// The metadata the controller reads of a Deployment or ReplicaSet.
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct Meta {
-    name: String,
-    namespace: String,
-    uid: String,
-    generation: Option<i64>,
-    creation_timestamp: String,
-    deletion_timestamp: Option<String>,
-    #[serde(deserialize_with = "or_default")]
-    annotations: Annotations,
-}
-
-/// The one annotation the controller reads.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Annotations {
-    /// [`keys::REVISION`] (serde takes the key as a literal; a test holds
-    /// the two equal).
-    #[serde(rename = "deployment.kubernetes.io/revision")]
-    revision: Option<String>,
-}
-
-impl Meta {
-    fn revision(&self) -> i64 {
-        self.annotations
-            .revision
-            .as_deref()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-/// A Deployment, all but its pod template and selector.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct DeploymentView {
-    #[serde(deserialize_with = "or_default")]
-    metadata: Meta,
-    #[serde(deserialize_with = "or_default")]
-    spec: DeploymentSpec,
-    status: Value,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct DeploymentSpec {
-    replicas: Option<i64>,
-    paused: Option<bool>,
-    strategy: Value,
-    min_ready_seconds: Option<i64>,
-    revision_history_limit: Option<i64>,
-    progress_deadline_seconds: Option<i64>,
-}
-
-/// A ReplicaSet, all but its pod template, with its JSON to parse the
+/// A ReplicaSet the controller read: its view, and its JSON to parse the
 /// template from when it is needed.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ReplicaSetView {
-    #[serde(deserialize_with = "or_default")]
-    metadata: Meta,
-    #[serde(deserialize_with = "or_default")]
-    spec: ReplicaSetSpec,
-    #[serde(deserialize_with = "or_default")]
-    status: ReplicaSetStatus,
-    #[serde(skip)]
+struct Rs {
+    view: Arc<ReplicaSetView>,
     json: Option<Arc<[u8]>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ReplicaSetSpec {
-    replicas: Option<i64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct ReplicaSetStatus {
-    replicas: i64,
-    ready_replicas: i64,
-    available_replicas: i64,
-}
-
-impl ReplicaSetView {
-    fn replicas(&self) -> i64 {
-        self.spec.replicas.unwrap_or(0)
+impl std::ops::Deref for Rs {
+    type Target = ReplicaSetView;
+    fn deref(&self) -> &ReplicaSetView {
+        &self.view
     }
+}
 
+impl Rs {
     /// Its pod template, parsed.
     fn template(&self) -> Value {
         self.json
@@ -168,7 +85,7 @@ struct Finding {
 }
 
 impl NewReplicaSets {
-    fn lookup(&self, d: &DeploymentView, all: &[ReplicaSetView]) -> Option<usize> {
+    fn lookup(&self, d: &DeploymentView, all: &[Rs]) -> Option<usize> {
         let m = &d.metadata;
         let found = self.found.get(&(m.namespace.clone(), m.name.clone()))?;
         if found.deployment_uid != m.uid || found.deployment_generation != m.generation {
@@ -179,7 +96,7 @@ impl NewReplicaSets {
         })
     }
 
-    fn remember(&mut self, d: &DeploymentView, rs: &ReplicaSetView) {
+    fn remember(&mut self, d: &DeploymentView, rs: &Rs) {
         let m = &d.metadata;
         self.found.insert(
             (m.namespace.clone(), m.name.clone()),
@@ -198,17 +115,19 @@ impl NewReplicaSets {
 }
 
 /// The ReplicaSets the Deployment with `uid` controls, oldest first.
-fn replicasets_of(ctx: &Ctx, uid: &str) -> Vec<ReplicaSetView> {
+fn replicasets_of(ctx: &Ctx, uid: &str) -> Vec<Rs> {
     let res = &ctx.kinds.replicasets;
-    let mut all: Vec<ReplicaSetView> = ctx
+    let mut all: Vec<Rs> = ctx
         .store
         .dependents(uid)
         .into_iter()
-        .filter(|((group, plural), _)| *group == res.group && *plural == res.plural)
-        .filter_map(|(_, json)| {
-            let mut rs = serde_json::from_slice::<ReplicaSetView>(&json).ok()?;
-            rs.json = Some(json);
-            Some(rs)
+        .filter(|d| d.resource.0 == res.group && d.resource.1 == res.plural)
+        .filter_map(|d| {
+            let view = view::<ReplicaSetView>(&d.json, d.decoded).ok()?;
+            Some(Rs {
+                view,
+                json: Some(d.json),
+            })
         })
         .collect();
     all.sort_by(|a, b| {
@@ -246,12 +165,7 @@ impl Whole<'_> {
 
 /// The position of the Deployment's new ReplicaSet (whose template is the
 /// Deployment's, whoever made it), from the memo or by comparing templates.
-fn find_new(
-    ctx: &mut Ctx,
-    d: &DeploymentView,
-    whole: &mut Whole,
-    all: &[ReplicaSetView],
-) -> Option<usize> {
+fn find_new(ctx: &mut Ctx, d: &DeploymentView, whole: &mut Whole, all: &[Rs]) -> Option<usize> {
     if let Some(i) = ctx.new_replicasets.lookup(d, all) {
         return Some(i);
     }
@@ -266,11 +180,11 @@ fn find_new(
 /// Reconciles one Deployment.
 pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
     let res = ctx.kinds.deployments.clone();
-    let Ok(json) = ctx.store.get(&res, ns, name) else {
+    let Ok((json, decoded)) = ctx.store.get_decoded(&res, ns, name) else {
         ctx.new_replicasets.forget(ns, name);
         return;
     };
-    let d = match serde_json::from_slice::<DeploymentView>(&json) {
+    let d = match view::<DeploymentView>(&json, decoded) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(namespace = ns, deployment = name, error = %e, "unreadable Deployment");
@@ -317,7 +231,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
     let mut new_index = find_new(ctx, &d, &mut whole, &all);
     let mut created_new = false;
     if new_index.is_none() && !paused {
-        let old_pods: i64 = all.iter().map(ReplicaSetView::replicas).sum();
+        let old_pods: i64 = all.iter().map(|r| r.replicas()).sum();
         let initial = if rolling {
             (replicas + max_surge - old_pods).clamp(0, replicas)
         } else if old_pods == 0 {
@@ -328,11 +242,13 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
         let rs = new_replicaset(&d, whole.get(), initial, max_revision + 1, max_surge);
         match ctx.store.create(&ctx.kinds.replicasets, ns, rs) {
             Ok(rs) => {
-                let mut view = ReplicaSetView::deserialize(&rs).unwrap_or_default();
-                view.json = serde_json::to_vec(&rs).ok().map(Arc::from);
-                ctx.new_replicasets.remember(&d, &view);
+                let made = Rs {
+                    view: Arc::new(ReplicaSetView::deserialize(&rs).unwrap_or_default()),
+                    json: serde_json::to_vec(&rs).ok().map(Arc::from),
+                };
+                ctx.new_replicasets.remember(&d, &made);
                 new_index = Some(all.len());
-                all.push(view);
+                all.push(made);
                 created_new = true;
             }
             Err(e) => {
@@ -358,7 +274,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
 
     if let Some(i) = new_index {
         let new_rs = &all[i];
-        let olds: Vec<&ReplicaSetView> = all
+        let olds: Vec<&Rs> = all
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
@@ -373,7 +289,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
                 set_replicas(ctx, new_rs, replicas, &annotations);
             }
         } else if rolling {
-            let total: i64 = all.iter().map(ReplicaSetView::replicas).sum();
+            let total: i64 = all.iter().map(|r| r.replicas()).sum();
             if new_spec > replicas {
                 set_replicas(ctx, new_rs, replicas, &annotations);
             } else if new_spec < replicas && total < replicas + max_surge {
@@ -442,8 +358,8 @@ fn new_replicaset(
 /// Old ReplicaSets scale down while enough pods stay available.
 fn scale_down_old(
     ctx: &mut Ctx,
-    olds: &[&ReplicaSetView],
-    new_rs: &ReplicaSetView,
+    olds: &[&Rs],
+    new_rs: &Rs,
     replicas: i64,
     max_unavailable: i64,
     total: i64,
@@ -484,14 +400,9 @@ fn scale_down_old(
 }
 
 /// Old ReplicaSets with nothing left in them, past the history limit, go.
-fn cleanup_history(
-    ctx: &mut Ctx,
-    d: &DeploymentView,
-    all: &[ReplicaSetView],
-    new_index: Option<usize>,
-) {
+fn cleanup_history(ctx: &mut Ctx, d: &DeploymentView, all: &[Rs], new_index: Option<usize>) {
     let limit = d.spec.revision_history_limit.unwrap_or(10).max(0) as usize;
-    let idle: Vec<&ReplicaSetView> = all
+    let idle: Vec<&Rs> = all
         .iter()
         .enumerate()
         .filter(|(i, r)| Some(*i) != new_index && r.replicas() == 0 && r.status.replicas == 0)
@@ -521,7 +432,7 @@ fn condition(
 
 /// Where a reconcile left the Deployment's ReplicaSets.
 struct Rollout<'a> {
-    all: &'a [ReplicaSetView],
+    all: &'a [Rs],
     new_index: Option<usize>,
     /// The new ReplicaSet's revision.
     revision: i64,
@@ -678,30 +589,5 @@ fn update_status(ctx: &mut Ctx, d: &DeploymentView, rollout: &Rollout) {
         ctx.modify(&res, ns, name, Part::Main, |o| {
             o["metadata"]["annotations"][keys::REVISION] = json!(revision.to_string());
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_revision_annotation_is_read_under_its_key() {
-        let rs: ReplicaSetView = serde_json::from_value(json!({
-            "metadata": {"annotations": {keys::REVISION: "7"}},
-        }))
-        .unwrap();
-        assert_eq!(rs.metadata.revision(), 7);
-    }
-
-    #[test]
-    fn null_sections_read_as_absent_ones() {
-        let d: DeploymentView = serde_json::from_value(json!({
-            "metadata": {"name": "web", "annotations": null}, "spec": null, "status": null,
-        }))
-        .unwrap();
-        assert_eq!(d.metadata.name, "web");
-        assert_eq!(d.spec.replicas, None);
-        assert_eq!(d.metadata.revision(), 0);
     }
 }

@@ -475,8 +475,8 @@ impl Ctx {
         self.store
             .dependents(uid)
             .into_iter()
-            .filter(|((group, plural), _)| *group == res.group && *plural == res.plural)
-            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+            .filter(|d| d.resource.0 == res.group && d.resource.1 == res.plural)
+            .filter_map(|d| serde_json::from_slice(&d.json).ok())
             .collect()
     }
 

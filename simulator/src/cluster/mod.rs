@@ -7,6 +7,8 @@
 //! - [`engine`]: the work queue, timers and watch routing.
 //! - [`deployment`]: the Deployment controller.
 //! - [`workloads`]: ReplicaSets, and what the workload controllers share.
+//! - [`views`]: what the Deployment and ReplicaSet controllers read of
+//!   their objects, decoded as the store writes them.
 //! - [`statefulset`]: StatefulSets and DaemonSets.
 //! - [`kubelet`]: nodes, scheduling and the pod lifecycle.
 //! - [`endpoints`]: the EndpointSlice controller.
@@ -18,6 +20,7 @@ pub mod engine;
 pub mod kubelet;
 pub mod profile;
 pub mod statefulset;
+pub mod views;
 pub mod workloads;
 
 use std::sync::{Arc, RwLock};
@@ -113,9 +116,14 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
-        // The engines read every pod event: its writer decodes it once.
-        api.store()
-            .decode_with("", "pods", Arc::new(engine::PodDecoder));
+        // The engines read every pod event, and the workload controllers
+        // their objects again and again: the writer decodes each once.
+        let store = api.store();
+        store.decode_with("", "pods", Arc::new(engine::PodDecoder));
+        let deployments = views::ViewDecoder::<views::DeploymentView>::default();
+        let replicasets = views::ViewDecoder::<views::ReplicaSetView>::default();
+        store.decode_with("apps", "deployments", Arc::new(deployments));
+        store.decode_with("apps", "replicasets", Arc::new(replicasets));
         let profiles = Arc::new(RwLock::new(options.profiles));
         let shares = options.kubelet_shares.max(1);
         let kubelets = (0..shares).map(|index| {

@@ -10,7 +10,10 @@
 
 use serde_json::{Value, json};
 
-use crate::cluster::engine::Ctx;
+use crate::cluster::{
+    engine::Ctx,
+    views::{ReplicaSetStatus, ReplicaSetView, view},
+};
 
 /// The label and annotation keys the controllers use.
 pub mod keys {
@@ -123,27 +126,27 @@ pub fn is_ready(pod: &Value) -> bool {
 /// Reconciles one ReplicaSet: pods to match replicas, then status.
 pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     let res = ctx.kinds.replicasets.clone();
-    // The facts first (cheap to read); the whole object only when pods
-    // must be made from its template.
-    let Ok(bytes) = ctx.store.get(&res, ns, name) else {
+    // The view first (as its writer decoded it); the whole object only
+    // when pods must be made from its template.
+    let Ok((json, decoded)) = ctx.store.get_decoded(&res, ns, name) else {
         return;
     };
-    let Ok(facts) = serde_json::from_slice::<RsFacts>(&bytes) else {
+    let Ok(rs) = view::<ReplicaSetView>(&json, decoded) else {
         return;
     };
-    if facts.metadata.deletion_timestamp.is_some() {
+    if rs.metadata.deletion_timestamp.is_some() {
         return;
     }
-    let replicas = facts.spec.replicas.unwrap_or(1);
+    let replicas = rs.spec.replicas.unwrap_or(1);
     let pods_res = ctx.kinds.pods.clone();
     let mut pods: Vec<_> = ctx
-        .pods_of(&facts.metadata.uid)
+        .pods_of(&rs.metadata.uid)
         .into_iter()
         .filter(|p| !p.deleting)
         .collect();
     let active = pods.len() as i64;
     if active < replicas {
-        let Ok(rs) = serde_json::from_slice::<Value>(&bytes) else {
+        let Ok(rs) = serde_json::from_slice::<Value>(&json) else {
             return;
         };
         let template = &rs["spec"]["template"];
@@ -171,39 +174,26 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
         }
         pods.drain(..excess);
     }
-    let ready = pods.iter().filter(|p| p.ready).count();
-    let status = json!({
-        "replicas": pods.len(), "fullyLabeledReplicas": pods.len(), "readyReplicas": ready,
-        "availableReplicas": ready, "observedGeneration": facts.metadata.generation.unwrap_or(1),
-    });
-    // Unchanged: nothing to write, and no need to read the whole object.
-    if facts.status == status {
+    let (current, ready) = (
+        pods.len() as i64,
+        pods.iter().filter(|p| p.ready).count() as i64,
+    );
+    let status = ReplicaSetStatus {
+        replicas: current,
+        fully_labeled_replicas: Some(current),
+        ready_replicas: ready,
+        available_replicas: ready,
+        observed_generation: Some(rs.metadata.generation.unwrap_or(1)),
+    };
+    // Unchanged: nothing to write.
+    if rs.status == status {
         return;
     }
+    let status = json!({
+        "replicas": status.replicas, "fullyLabeledReplicas": current, "readyReplicas": ready,
+        "availableReplicas": ready, "observedGeneration": status.observed_generation,
+    });
     ctx.set_status(&res, ns, name, &status);
-}
-
-/// What the ReplicaSet controller reads of its ReplicaSet.
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct RsFacts {
-    metadata: RsMeta,
-    spec: RsSpecFacts,
-    status: Value,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct RsMeta {
-    uid: String,
-    generation: Option<i64>,
-    deletion_timestamp: Option<String>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct RsSpecFacts {
-    replicas: Option<i64>,
 }
 
 #[cfg(test)]

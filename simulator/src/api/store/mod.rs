@@ -22,7 +22,7 @@ use std::{
     any::Any,
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{
-        Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, LazyLock, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::SystemTime,
@@ -109,8 +109,16 @@ impl Ord for dyn Pair + '_ {
     }
 }
 
-/// A dependent object: its resource (group, plural) and its JSON.
-pub type Dependent = ((String, String), Arc<[u8]>);
+/// An object that names another as its owner.
+#[derive(Clone)]
+pub struct Dependent {
+    /// Its resource's group and plural.
+    pub resource: (String, String),
+    /// Its JSON.
+    pub json: Arc<[u8]>,
+    /// What its resource's decoder made of it, if it has one.
+    pub decoded: Option<Decoded>,
+}
 
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +228,10 @@ impl Prepared {
     fn new(mut object: Value, decoder: Option<Arc<dyn Decoder>>) -> Result<Self, ApiError> {
         object["metadata"]["resourceVersion"] = json!(RV_HOLE);
         let bytes = serde_json::to_vec(&object).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut found = memchr::memmem::find_iter(&bytes, RV_HOLE.as_bytes());
+        // Built once: building a searcher cost as much as searching.
+        static HOLE: LazyLock<memchr::memmem::Finder<'static>> =
+            LazyLock::new(|| memchr::memmem::Finder::new(RV_HOLE));
+        let mut found = HOLE.find_iter(&bytes);
         let hole = match (found.next(), found.next()) {
             (Some(at), None) => Some(at),
             _ => None,
@@ -745,6 +756,22 @@ impl Store {
         inner.entry(res, namespace, name).map(|e| e.bytes.clone())
     }
 
+    /// One object's JSON, and what its resource's decoder made of it.
+    ///
+    /// # Errors
+    /// 404.
+    pub fn get_decoded(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(Arc<[u8]>, Option<Decoded>), ApiError> {
+        let inner = self.read();
+        inner
+            .entry(res, namespace, name)
+            .map(|e| (e.bytes.clone(), e.decoded.clone()))
+    }
+
     /// One object as stored, for a write that changes part of it.
     fn get_stored(&self, res: &Resource, namespace: &str, name: &str) -> Result<Stored, ApiError> {
         let inner = self.read();
@@ -1022,7 +1049,11 @@ impl Store {
             .filter_map(|location| {
                 let (table, key) = &**location;
                 let entry = inner.tables.get(table)?.objects.get(key)?;
-                Some((table.clone(), entry.bytes.clone()))
+                Some(Dependent {
+                    resource: table.clone(),
+                    json: entry.bytes.clone(),
+                    decoded: entry.decoded.clone(),
+                })
             })
             .collect()
     }
