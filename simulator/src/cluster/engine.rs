@@ -653,26 +653,30 @@ pub async fn run(
     // tasks: the events of its own writes are visible at once, so work for
     // the same object queued meanwhile is done once, not once per event.
     let mut plurals = HashMap::new();
-    let mut receivers = Vec::new();
+    let mut feeds = Vec::new();
     for res in &watched {
         let Ok(start) = store.watch(res, None, None) else {
             continue;
         };
         plurals.insert(res.plural.clone(), res.clone());
+        let mut feed = Feed {
+            res: res.clone(),
+            live: start.live,
+            seen: 0,
+        };
         for event in &start.initial {
-            route(&mut ctx, &res.plural, event);
+            feed.route(&mut ctx, event);
         }
-        receivers.push((res.plural.clone(), start.live));
+        feeds.push(feed);
     }
     loop {
         // Everything that has happened, then everything that is due.
-        for (plural, live) in &mut receivers {
+        for feed in &mut feeds {
             loop {
-                match live.try_recv() {
-                    Ok(event) => route(&mut ctx, plural, &event),
+                match feed.live.try_recv() {
+                    Ok(event) => feed.route(&mut ctx, &event),
                     Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                        tracing::warn!(resource = %plural, missed = n, "controller watch lagged; resyncing");
-                        resync(&mut ctx, plural, &plurals);
+                        feed.catch_up(&mut ctx, &store, &plurals, n);
                     }
                     Err(_) => break,
                 }
@@ -699,23 +703,64 @@ pub async fn run(
         }
         let next_timer = ctx.timers.peek().map(|Reverse((at, _, _))| *at);
         let woken = {
-            let waits = receivers.iter_mut().map(|(plural, live)| {
-                let plural = plural.clone();
-                Box::pin(async move { (plural, live.recv().await) })
-            });
+            let waits = feeds
+                .iter_mut()
+                .enumerate()
+                .map(|(i, feed)| Box::pin(async move { (i, feed.live.recv().await) }));
             tokio::select! {
                 () = stop.cancelled() => return,
-                ((plural, event), _, _) = futures::future::select_all(waits) => Some((plural, event)),
+                ((i, event), _, _) = futures::future::select_all(waits) => Some((i, event)),
                 () = async { match next_timer { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => None,
             }
         };
         match woken {
-            Some((plural, Ok(event))) => route(&mut ctx, &plural, &event),
-            Some((plural, Err(broadcast::error::RecvError::Lagged(_)))) => {
-                resync(&mut ctx, &plural, &plurals)
+            Some((i, Ok(event))) => feeds[i].route(&mut ctx, &event),
+            Some((i, Err(broadcast::error::RecvError::Lagged(n)))) => {
+                feeds[i].catch_up(&mut ctx, &store, &plurals, n);
             }
             Some((_, Err(broadcast::error::RecvError::Closed))) => return,
             None => {}
+        }
+    }
+}
+
+/// One watch an engine reads.
+struct Feed {
+    res: Arc<Resource>,
+    live: broadcast::Receiver<Arc<WatchEvent>>,
+    /// The resourceVersion of the last event routed.
+    seen: u64,
+}
+
+impl Feed {
+    fn route(&mut self, ctx: &mut Ctx, event: &WatchEvent) {
+        self.seen = self.seen.max(event.rv);
+        route(ctx, &self.res.plural, event);
+    }
+
+    /// The watch fell behind by `missed` events: as an informer does, it
+    /// watches again from the last event it saw, which the store's history
+    /// replays; only when the history no longer reaches back that far is
+    /// everything listed again.
+    fn catch_up(
+        &mut self,
+        ctx: &mut Ctx,
+        store: &Store,
+        plurals: &HashMap<String, Arc<Resource>>,
+        missed: u64,
+    ) {
+        match store.watch(&self.res, None, Some(self.seen)) {
+            Ok(start) => {
+                tracing::debug!(resource = %self.res.plural, missed, "controller watch lagged; replaying");
+                self.live = start.live;
+                for event in &start.initial {
+                    self.route(ctx, event);
+                }
+            }
+            Err(_) => {
+                tracing::warn!(resource = %self.res.plural, missed, "controller watch lagged past the history; resyncing");
+                resync(ctx, &self.res.plural, plurals);
+            }
         }
     }
 }
@@ -1128,6 +1173,65 @@ mod tests {
         );
         assert!(Share::ALL.has_node("any") && Share::ALL.schedules());
         assert!(!shares[1].schedules());
+    }
+
+    #[test]
+    fn a_watch_that_falls_behind_catches_up_from_the_history() {
+        let mut ctx = control_plane();
+        let (store, pods) = (ctx.store.clone(), ctx.kinds.pods.clone());
+        store.decode_with("", "pods", Arc::new(PodDecoder));
+        let start = store.watch(&pods, None, None).unwrap();
+        let mut feed = Feed {
+            res: pods.clone(),
+            live: start.live,
+            seen: 0,
+        };
+        store
+            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "app:1"}]}}))
+            .unwrap();
+        let created = feed.live.try_recv().unwrap();
+        feed.route(&mut ctx, &created);
+        // More writes than the watch holds, fewer than the history keeps.
+        for restarts in 1..=5000 {
+            let statuses = json!([{"name": "a", "restartCount": restarts, "state": {}}]);
+            store
+                .modify_status(&pods, "default", "p", |s| {
+                    s["containerStatuses"] = statuses.clone()
+                })
+                .unwrap();
+        }
+        let Err(broadcast::error::TryRecvError::Lagged(missed)) = feed.live.try_recv() else {
+            panic!("the watch should have fallen behind");
+        };
+        let plurals = HashMap::from([("pods".to_owned(), pods.clone())]);
+        feed.catch_up(&mut ctx, &store, &plurals, missed);
+        assert_eq!(feed.seen, store.resource_version(), "every write replayed");
+        assert_eq!(ctx.pod("default", "p").unwrap().restarts, 5000);
+        store
+            .delete(&pods, "default", "p", &Default::default())
+            .unwrap();
+        let deleted = feed.live.try_recv().unwrap();
+        feed.route(&mut ctx, &deleted);
+        assert!(ctx.pod("default", "p").is_none(), "and it follows on");
+    }
+
+    #[test]
+    fn pods_created_as_copies_are_decoded_as_their_json_reads() {
+        let ctx = control_plane();
+        let (store, pods) = (ctx.store.clone(), ctx.kinds.pods.clone());
+        store.decode_with("", "pods", Arc::new(PodDecoder));
+        let mut watch = store.watch(&pods, None, None).unwrap().live;
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}]}, "spec": {"containers": [{"name": "a", "image": "app:1"}]}});
+        store.create_copies(&pods, "default", pod, 4).unwrap();
+        let mut seen = 0;
+        while let Ok(event) = watch.try_recv() {
+            let decoded = event.decoded.get().cloned().unwrap();
+            let parsed = PodSummary::parse(&event.object).unwrap();
+            assert_eq!(decoded.downcast_ref::<PodSummary>(), Some(&parsed));
+            assert_eq!(parsed.name, event.name);
+            seen += 1;
+        }
+        assert_eq!(seen, 4);
     }
 
     #[test]

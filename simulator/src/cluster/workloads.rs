@@ -150,19 +150,17 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
             return;
         };
         let template = &rs["spec"]["template"];
-        for _ in active..replicas {
-            let mut pod = json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": format!("{name}-"), "namespace": ns, "labels": template["metadata"]["labels"], "ownerReferences": [owner_ref("apps/v1", "ReplicaSet", &rs)]},
-                "spec": template["spec"],
-            });
-            if let Some(annotations) = template["metadata"].get("annotations") {
-                pod["metadata"]["annotations"] = annotations.clone();
-            }
-            if let Err(e) = ctx.store.create(&pods_res, ns, pod) {
-                tracing::warn!(namespace = ns, replicaset = name, error = %e.message, "creating pod failed");
-                break;
-            }
+        let mut pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": format!("{name}-"), "namespace": ns, "labels": template["metadata"]["labels"], "ownerReferences": [owner_ref("apps/v1", "ReplicaSet", &rs)]},
+            "spec": template["spec"],
+        });
+        if let Some(annotations) = template["metadata"].get("annotations") {
+            pod["metadata"]["annotations"] = annotations.clone();
+        }
+        let missing = (replicas - active) as usize;
+        if let Err(e) = ctx.store.create_copies(&pods_res, ns, pod, missing) {
+            tracing::warn!(namespace = ns, replicaset = name, error = %e.message, "creating pods failed");
         }
     } else if active > replicas {
         pods.sort_by_key(|p| p.rank());

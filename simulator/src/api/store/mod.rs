@@ -41,6 +41,7 @@ use crate::api::{
     time::rfc3339,
 };
 
+mod copies;
 mod decode;
 mod parts;
 #[cfg(test)]
@@ -204,6 +205,14 @@ struct Stored {
 /// What a resourceVersion is first written as, to be replaced by the real
 /// one under the lock.
 const RV_HOLE: &str = "sluice-resource-version-to-be-assigned";
+
+/// A created object ready to commit.
+struct NewObject {
+    key: ObjectKey,
+    prepared: Prepared,
+    /// The resource it defines, for a CustomResourceDefinition.
+    defined: Option<Resource>,
+}
 
 /// An object serialized, with what the indexes need, ready to be stored
 /// under a resourceVersion not yet known.
@@ -549,6 +558,14 @@ impl Store {
     }
 
     /// A generated name's random-looking suffix.
+    /// A new uid.
+    fn uid(&self) -> String {
+        format!(
+            "5a1ce000-0000-4000-8000-{:012x}",
+            self.uids.fetch_add(1, Ordering::Relaxed) + 1
+        )
+    }
+
     fn suffix(&self) -> String {
         const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
         let mut n =
@@ -639,10 +656,28 @@ impl Store {
         &self,
         res: &Resource,
         namespace: &str,
-        mut object: Value,
+        object: Value,
     ) -> Result<Value, ApiError> {
         // Everything but the checks against other objects and the commit is
         // done before taking the lock, so writers run side by side.
+        let new = self.prepare_create(res, namespace, object, None)?;
+        let mut inner = self.lock();
+        inner.check_new(res, &new.key)?;
+        if let Some(defined) = new.defined {
+            inner.registry.insert(defined);
+        }
+        inner.commit_prepared(res, new.key, new.prepared, EventType::Added)
+    }
+
+    /// A new object made ready to commit: checked, named (with `identity`,
+    /// a name and uid, when given), defaulted and serialized.
+    fn prepare_create(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        mut object: Value,
+        identity: Option<(&str, &str)>,
+    ) -> Result<NewObject, ApiError> {
         let now = self.now();
         check_kind(res, &object)?;
         let meta = object
@@ -661,11 +696,14 @@ impl Store {
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        let mut name = meta
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let mut name = match identity {
+            Some((name, _)) => name.to_owned(),
+            None => meta
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        };
         if name.is_empty() {
             let prefix = meta
                 .get("generateName")
@@ -700,10 +738,10 @@ impl Store {
         }
         let namespace = if res.namespaced { namespace } else { "" };
         let key = (namespace.to_owned(), name.clone());
-        let uid = format!(
-            "5a1ce000-0000-4000-8000-{:012x}",
-            self.uids.fetch_add(1, Ordering::Relaxed) + 1
-        );
+        let uid = match identity {
+            Some((_, uid)) => uid.to_owned(),
+            None => self.uid(),
+        };
         meta.insert("name".into(), json!(name));
         if res.namespaced {
             meta.insert("namespace".into(), json!(namespace));
@@ -730,21 +768,11 @@ impl Store {
                 None
             };
         let prepared = Prepared::new(object, self.decoders.of(res))?;
-        let mut inner = self.lock();
-        if res.namespaced {
-            inner.check_namespace_open(namespace)?;
-        }
-        if inner
-            .tables
-            .get(&(res.group.as_str(), res.plural.as_str()) as &dyn Pair)
-            .is_some_and(|t| t.objects.contains_key(&key))
-        {
-            return Err(ApiError::already_exists(&res.group, &res.plural, &name));
-        }
-        if let Some(defined) = defined {
-            inner.registry.insert(defined);
-        }
-        inner.commit_prepared(res, key, prepared, EventType::Added)
+        Ok(NewObject {
+            key,
+            prepared,
+            defined,
+        })
     }
 
     /// One object, as JSON bytes.
@@ -1255,6 +1283,22 @@ const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";
 
 impl Inner {
+    /// Whether an object may be created under `key`: its namespace is
+    /// open and no object has the key.
+    fn check_new(&self, res: &Resource, key: &ObjectKey) -> Result<(), ApiError> {
+        if res.namespaced {
+            self.check_namespace_open(&key.0)?;
+        }
+        if self
+            .tables
+            .get(&(res.group.as_str(), res.plural.as_str()) as &dyn Pair)
+            .is_some_and(|t| t.objects.contains_key(key))
+        {
+            return Err(ApiError::already_exists(&res.group, &res.plural, &key.1));
+        }
+        Ok(())
+    }
+
     fn check_namespace_open(&self, namespace: &str) -> Result<(), ApiError> {
         let table = self.tables.get(&("", "namespaces") as &dyn Pair);
         let Some(entry) = table.and_then(|t| t.objects.get(&("", namespace) as &dyn Pair)) else {

@@ -350,3 +350,47 @@ fn status_entries_and_whole_statuses_are_stored_as_an_edited_status_would_be() {
 fn status_of(store: &Store) -> Value {
     store.get_value(&pods(store), "default", "p").unwrap()["status"].clone()
 }
+
+#[test]
+fn copies_are_stored_as_creates_of_the_same_object_would_be() {
+    let fixed = || SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let (copied, created) = (Store::new(Arc::new(fixed)), Store::new(Arc::new(fixed)));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "labels": {"app": "web"}, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}]}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let mut watch = copied.watch(&pods(&copied), None, None).unwrap().live;
+    copied
+        .create_copies(&pods(&copied), "default", pod.clone(), 3)
+        .unwrap();
+    let one = created.create(&pods(&created), "default", pod).unwrap();
+    let mut names = BTreeSet::new();
+    let mut last_rv = 0;
+    while let Ok(event) = watch.try_recv() {
+        assert_eq!(event.kind, EventType::Added);
+        assert!(event.rv > last_rv, "one version each, in order");
+        last_rv = event.rv;
+        let mut copy: Value = serde_json::from_slice(&event.object).unwrap();
+        let meta = copy["metadata"].clone();
+        assert_eq!(meta["resourceVersion"], json!(event.rv.to_string()));
+        assert!(meta["name"].as_str().unwrap().starts_with("web-"));
+        assert_eq!(meta["name"], json!(event.name));
+        assert!(names.insert(meta["uid"].as_str().unwrap().to_owned()));
+        // But for its name, uid and version, what a create stores.
+        for key in ["name", "uid", "resourceVersion"] {
+            copy["metadata"][key] = one["metadata"][key].clone();
+        }
+        assert_eq!(copy, one);
+        assert_eq!(
+            copied
+                .get_value(&pods(&copied), "default", &event.name)
+                .unwrap()["metadata"]["uid"],
+            meta["uid"]
+        );
+        assert_eq!(event.labels, labels_of(&one));
+        assert_eq!(event.fields, fields_of(&one));
+    }
+    assert_eq!(names.len(), 3);
+    assert_eq!(
+        copied.dependents("u1").len(),
+        3,
+        "indexed under their owner"
+    );
+}
