@@ -27,7 +27,10 @@ use crate::{
         status::ApiError,
         store::{Decoded, Decoder, EventType, Pair, Part, Store, WatchEvent},
     },
-    cluster::profile::{Profiles, Rng},
+    cluster::{
+        profile::{Profiles, Rng},
+        views::ReplicaSetView,
+    },
 };
 
 /// What a controller is asked to look at.
@@ -495,26 +498,28 @@ impl Ctx {
         self.pods.get(&(namespace, name) as &dyn Pair).cloned()
     }
 
-    fn forget_pod(&mut self, key: &(String, String)) {
-        if let Some(old) = self.pods.remove(key)
+    fn forget_pod(&mut self, namespace: &str, name: &str) {
+        let key = (namespace, name);
+        if let Some(old) = self.pods.remove(&key as &dyn Pair)
             && let Some(set) = self.pods_of.get_mut(&old.owner_uid)
         {
-            set.remove(key);
+            set.remove(&key as &dyn Pair);
             if set.is_empty() {
                 self.pods_of.remove(&old.owner_uid);
             }
         }
     }
 
-    fn remember_pod(&mut self, key: (String, String), pod: Arc<PodSummary>) {
-        if let Some(known) = self.pods.get_mut(&key)
+    fn remember_pod(&mut self, namespace: &str, name: &str, pod: Arc<PodSummary>) {
+        if let Some(known) = self.pods.get_mut(&(namespace, name) as &dyn Pair)
             && known.owner_uid == pod.owner_uid
         {
             // The same controller: the owner index already says so.
             *known = pod;
             return;
         }
-        self.forget_pod(&key);
+        self.forget_pod(namespace, name);
+        let key = (namespace.to_owned(), name.to_owned());
         self.pods_of
             .entry(pod.owner_uid.clone())
             .or_default()
@@ -895,28 +900,41 @@ fn pod_summary(event: &WatchEvent) -> Option<Arc<PodSummary>> {
 /// from it, and the controllers that depend on the writer's object (a
 /// ReplicaSet's Deployment) are still woken.
 fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
-    let ns = event.namespace.clone();
-    let name = event.name.clone();
+    // Names are copied only for work that is queued.
+    let (ns, name) = (event.namespace.as_str(), event.name.as_str());
     let owners = || owners_in(&event.object);
     let echo = ctx.echoes.remove(&event.rv);
     match plural {
         "deployments" if echo => {}
-        "deployments" => ctx.enqueue(Work::Deployment(ns, name)),
+        "deployments" => ctx.enqueue(Work::Deployment(ns.to_owned(), name.to_owned())),
         "replicasets" => {
             if !echo {
-                ctx.enqueue(Work::ReplicaSet(ns.clone(), name));
+                ctx.enqueue(Work::ReplicaSet(ns.to_owned(), name.to_owned()));
             }
-            for (kind, owner) in owners() {
+            // From the writer's decoding when there is one.
+            let view = event
+                .decoded
+                .get()
+                .and_then(|d| d.downcast_ref::<ReplicaSetView>());
+            let owners = match view {
+                Some(rs) => rs
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .map(|o| (o.kind.clone(), o.name.clone()))
+                    .collect(),
+                None => owners(),
+            };
+            for (kind, owner) in owners {
                 if kind == "Deployment" {
-                    ctx.enqueue(Work::Deployment(ns.clone(), owner));
+                    ctx.enqueue(Work::Deployment(ns.to_owned(), owner));
                 }
             }
         }
         "statefulsets" | "daemonsets" if echo => {}
-        "statefulsets" => ctx.enqueue(Work::StatefulSet(ns, name)),
-        "daemonsets" => ctx.enqueue(Work::DaemonSet(ns, name)),
+        "statefulsets" => ctx.enqueue(Work::StatefulSet(ns.to_owned(), name.to_owned())),
+        "daemonsets" => ctx.enqueue(Work::DaemonSet(ns.to_owned(), name.to_owned())),
         "pods" => {
-            let key = (ns.clone(), name.clone());
             if let Role::Nodes(share) = ctx.role
                 && !share.schedules()
             {
@@ -932,8 +950,8 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
             // Only the control plane acts on a pod's owners.
             let owned = summary.clone().filter(|_| ctx.role == Role::ControlPlane);
             match summary {
-                Some(pod) if event.kind != EventType::Deleted => ctx.remember_pod(key, pod),
-                _ => ctx.forget_pod(&key),
+                Some(pod) if event.kind != EventType::Deleted => ctx.remember_pod(ns, name, pod),
+                _ => ctx.forget_pod(ns, name),
             }
             if let Role::Nodes(share) = ctx.role {
                 let node = event
@@ -943,18 +961,14 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                     .map(|(_, v)| v.as_str())
                     .filter(|n| !n.is_empty());
                 let gone = event.kind == EventType::Deleted;
-                let freed = crate::cluster::kubelet::observe_pod(
-                    &mut ctx.kubelet,
-                    (ns.clone(), name.clone()),
-                    node,
-                    gone,
-                );
+                let freed =
+                    crate::cluster::kubelet::observe_pod(&mut ctx.kubelet, (ns, name), node, gone);
                 // A share acts on the pods of its nodes; the scheduler's
                 // on pending ones as well.
                 let mine = node.map_or(share.schedules(), |n| share.has_node(n));
                 if !gone {
                     if !echo && mine {
-                        ctx.enqueue(Work::Pod(ns, name));
+                        ctx.enqueue(Work::Pod(ns.to_owned(), name.to_owned()));
                     }
                 } else if freed
                     && share.schedules()
@@ -963,7 +977,7 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                     // A place on a node came free: the pod that waited
                     // longest for one tries again, as the scheduler
                     // retries unschedulable pods when a pod leaves.
-                    ctx.enqueue(Work::Pod(ns, name));
+                    ctx.enqueue(Work::Pod(ns.to_owned(), name.to_owned()));
                 }
                 return;
             }
@@ -976,24 +990,24 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                         // on, though its ReplicaSet's status (which leaves
                         // terminating pods out) did not change.
                         let rs = ctx.kinds.replicasets.clone();
-                        if let Ok(bytes) = ctx.store.get(&rs, &ns, &owner) {
+                        if let Ok(bytes) = ctx.store.get(&rs, ns, &owner) {
                             for (kind, deployment) in owners_in(&bytes) {
                                 if kind == "Deployment" {
-                                    ctx.enqueue(Work::Deployment(ns.clone(), deployment));
+                                    ctx.enqueue(Work::Deployment(ns.to_owned(), deployment));
                                 }
                             }
                         }
-                        ctx.enqueue(Work::ReplicaSet(ns.clone(), owner));
+                        ctx.enqueue(Work::ReplicaSet(ns.to_owned(), owner));
                     }
-                    "ReplicaSet" => ctx.enqueue(Work::ReplicaSet(ns.clone(), owner)),
-                    "StatefulSet" => ctx.enqueue(Work::StatefulSet(ns.clone(), owner)),
-                    "DaemonSet" => ctx.enqueue(Work::DaemonSet(ns.clone(), owner)),
+                    "ReplicaSet" => ctx.enqueue(Work::ReplicaSet(ns.to_owned(), owner)),
+                    "StatefulSet" => ctx.enqueue(Work::StatefulSet(ns.to_owned(), owner)),
+                    "DaemonSet" => ctx.enqueue(Work::DaemonSet(ns.to_owned(), owner)),
                     _ => {}
                 }
             }
             let services: Vec<String> = ctx
                 .services
-                .get(&ns)
+                .get(ns)
                 .map(|list| {
                     list.iter()
                         .filter(|(_, sel)| !sel.is_empty() && sel.matches(&event.labels))
@@ -1002,20 +1016,20 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                 })
                 .unwrap_or_default();
             for service in services {
-                ctx.enqueue(Work::Endpoints(ns.clone(), service));
+                ctx.enqueue(Work::Endpoints(ns.to_owned(), service));
             }
         }
         "services" => {
-            let list = ctx.services.entry(ns.clone()).or_default();
+            let list = ctx.services.entry(ns.to_owned()).or_default();
             list.retain(|(n, _)| *n != name);
             if event.kind != EventType::Deleted
                 && let Ok(object) = serde_json::from_slice::<Value>(&event.object)
                 && let Some(selector) = object["spec"]["selector"].as_object()
             {
                 let labels = serde_json::json!({"matchLabels": selector});
-                list.push((name.clone(), LabelSelector::from_object(&labels)));
+                list.push((name.to_owned(), LabelSelector::from_object(&labels)));
             }
-            ctx.enqueue(Work::Endpoints(ns, name));
+            ctx.enqueue(Work::Endpoints(ns.to_owned(), name.to_owned()));
         }
         "nodes" if matches!(ctx.role, Role::Nodes(_)) => {
             let object = if event.kind == EventType::Deleted {
@@ -1023,7 +1037,7 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
             } else {
                 serde_json::from_slice::<Value>(&event.object).ok()
             };
-            crate::cluster::kubelet::observe_node(&mut ctx.kubelet, &name, object.as_ref());
+            crate::cluster::kubelet::observe_node(&mut ctx.kubelet, name, object.as_ref());
             ctx.enqueue(Work::Schedule);
         }
         "nodes" => {

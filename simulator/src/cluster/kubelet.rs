@@ -20,7 +20,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::{
-    api::{store::DeleteOptions, time::rfc3339},
+    api::{
+        store::{DeleteOptions, Pair},
+        time::rfc3339,
+    },
     cluster::{
         engine::{Ctx, Role, Work},
         profile::Profile,
@@ -108,8 +111,8 @@ impl Kubelet {
     }
 
     /// Forgets a waiting pod (bound or gone).
-    fn unwait(&mut self, key: &(String, String)) {
-        if let Some(at) = self.waiting_at.remove(key) {
+    fn unwait(&mut self, key: (&str, &str)) {
+        if let Some(at) = self.waiting_at.remove(&key as &dyn Pair) {
             self.waiting.remove(&at);
         }
     }
@@ -169,23 +172,24 @@ pub fn observe_node(kubelet: &mut Kubelet, name: &str, object: Option<&Value>) {
 /// left a node, so a place came free on it.
 pub fn observe_pod(
     kubelet: &mut Kubelet,
-    key: (String, String),
+    key: (&str, &str),
     node: Option<&str>,
     deleted: bool,
 ) -> bool {
     if deleted {
-        kubelet.stages.remove(&key);
-        kubelet.unwait(&key);
-        let Some(node) = kubelet.bound.remove(&key) else {
+        kubelet.stages.remove(&key as &dyn Pair);
+        kubelet.unwait(key);
+        let Some(node) = kubelet.bound.remove(&key as &dyn Pair) else {
             return false;
         };
         kubelet.count(&node, -1);
         return true;
     }
     if let Some(node) = node.filter(|n| !n.is_empty())
-        && let std::collections::hash_map::Entry::Vacant(e) = kubelet.bound.entry(key)
+        && !kubelet.bound.contains_key(&key as &dyn Pair)
     {
-        e.insert(node.to_owned());
+        let key = (key.0.to_owned(), key.1.to_owned());
+        kubelet.bound.insert(key, node.to_owned());
         kubelet.count(node, 1);
     }
     false
@@ -247,13 +251,8 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> Option<String> {
         }
     };
     if bound {
-        ctx.kubelet.unwait(&(ns.to_owned(), name.to_owned()));
-        observe_pod(
-            &mut ctx.kubelet,
-            (ns.to_owned(), name.to_owned()),
-            Some(&node),
-            false,
-        );
+        ctx.kubelet.unwait((ns, name));
+        observe_pod(&mut ctx.kubelet, (ns, name), Some(&node), false);
         ctx.transitions += 1;
     }
     bound.then_some(node)
@@ -486,8 +485,8 @@ pub fn schedule_pending(ctx: &mut Ctx) {
 mod tests {
     use super::*;
 
-    fn key(name: &str) -> (String, String) {
-        ("default".to_owned(), name.to_owned())
+    fn key(name: &str) -> (&str, &str) {
+        ("default", name)
     }
 
     #[test]

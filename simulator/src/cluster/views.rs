@@ -47,6 +47,19 @@ pub struct Meta {
     /// The annotations read.
     #[serde(deserialize_with = "or_default")]
     pub annotations: Annotations,
+    /// Its owners.
+    #[serde(deserialize_with = "or_default")]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+/// An owner, by kind and name.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct OwnerReference {
+    /// `kind`.
+    pub kind: String,
+    /// `name`.
+    pub name: String,
 }
 
 /// The one annotation the controllers read.
@@ -251,7 +264,7 @@ mod tests {
             .create(&deployments, "default", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": selector, "template": template, "strategy": {"type": "Recreate"}}}))
             .unwrap();
         store
-            .create(&replicasets, "default", json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-1", "annotations": {keys::REVISION: "2"}}, "spec": {"replicas": 3, "selector": selector, "template": template}}))
+            .create(&replicasets, "default", json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-1", "annotations": {keys::REVISION: "2"}, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u"}]}, "spec": {"replicas": 3, "selector": selector, "template": template}}))
             .unwrap();
         for (res, name) in [(&deployments, "web"), (&replicasets, "web-1")] {
             let status = json!({"replicas": 3, "readyReplicas": 2, "availableReplicas": 1, "observedGeneration": 1});
@@ -277,6 +290,11 @@ mod tests {
                 rs.status.ready_replicas
             ),
             (5, 4, 3)
+        );
+        let owner = &rs.metadata.owner_references[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("Deployment", "web")
         );
     }
 
