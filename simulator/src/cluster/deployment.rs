@@ -454,7 +454,8 @@ fn update_status(ctx: &mut Ctx, d: &DeploymentView, rollout: &Rollout) {
     let new_rs = rollout.new_index.map(|i| &all[i]);
     let updated = new_rs.map_or(0, |rs| rs.status.replicas);
     let new_name = new_rs.map_or("", |rs| rs.metadata.name.as_str());
-    let old = &d.status;
+    let old: Value = serde_json::from_str(&d.status).unwrap_or_default();
+    let old = &old;
     let now_time = ctx.now();
     let now = rfc3339(now_time);
     let complete = updated == replicas && available == replicas && current == replicas;

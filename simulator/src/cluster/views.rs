@@ -28,6 +28,14 @@ where
     Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
+/// Reads any JSON value as its compact text.
+fn as_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    serde_json::to_string(&value)
+        .map(Arc::from)
+        .map_err(serde::de::Error::custom)
+}
+
 /// The metadata the controllers read of a Deployment or ReplicaSet.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
@@ -93,8 +101,11 @@ pub struct DeploymentView {
     /// Its spec, but the template and selector.
     #[serde(deserialize_with = "or_default")]
     pub spec: DeploymentSpec,
-    /// Its status, as it is.
-    pub status: Value,
+    /// Its status as compact JSON: kept as text, as the store keeps every
+    /// version the watch history holds, and a parsed status takes several
+    /// times the memory; the controller parses it when it reconciles.
+    #[serde(deserialize_with = "as_json")]
+    pub status: Arc<str>,
 }
 
 /// A Deployment's spec, but the template and selector.
@@ -180,7 +191,7 @@ pub trait StatusView: for<'de> Deserialize<'de> + Clone + Send + Sync + 'static 
 
 impl StatusView for DeploymentView {
     fn set_status(&mut self, status: &Value) -> Option<()> {
-        self.status = status.clone();
+        self.status = serde_json::to_string(status).ok()?.into();
         Some(())
     }
 }
@@ -314,6 +325,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(d.metadata.name, "web");
+        assert_eq!(&*d.status, "null");
         assert_eq!(d.spec.replicas, None);
         assert_eq!(d.metadata.revision(), 0);
     }
