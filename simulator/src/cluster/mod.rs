@@ -11,6 +11,7 @@
 //!   their objects, decoded as the store writes them.
 //! - [`statefulset`]: StatefulSets and DaemonSets.
 //! - [`kubelet`]: nodes, scheduling and the pod lifecycle.
+//! - [`pod`]: what the engines know of a pod, decoded by its writer.
 //! - [`endpoints`]: the EndpointSlice controller.
 //! - [`profile`]: how each version behaves, and seeded randomness.
 
@@ -18,6 +19,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod engine;
 pub mod kubelet;
+pub mod pod;
 pub mod profile;
 pub mod statefulset;
 pub mod views;
@@ -119,7 +121,7 @@ impl Cluster {
         // The engines read every pod event, and the workload controllers
         // their objects again and again: the writer decodes each once.
         let store = api.store();
-        store.decode_with("", "pods", Arc::new(engine::PodDecoder));
+        store.decode_with("", "pods", Arc::new(pod::PodDecoder));
         let deployments = views::ViewDecoder::<views::DeploymentView>::default();
         let replicasets = views::ViewDecoder::<views::ReplicaSetView>::default();
         store.decode_with("apps", "deployments", Arc::new(deployments));

@@ -1,7 +1,8 @@
 //! Objects decoded once, by their writer, for in-process watchers.
 //!
-//! The simulator's controllers read every pod event. Rather than have each
-//! reader parse the event's JSON again, the store asks the resource's
+//! The simulator's controllers read every pod event, and their Deployments
+//! and ReplicaSets on every reconcile. Rather than have each reader parse
+//! the JSON again, the store asks the resource's
 //! [`Decoder`] for the decoded form, made from what the write already holds
 //! parsed: the whole object when it is created or replaced, or what a status
 //! write or a binding changed in its section (the new section, or the
