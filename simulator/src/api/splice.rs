@@ -105,15 +105,28 @@ pub fn locate(bytes: &[u8]) -> Option<Spots> {
     })
 }
 
+/// What goes before a status added after the spec.
+const STATUS_KEY: &[u8] = br#","status":"#;
+
 impl Spots {
+    /// Where `section` is written: the range it replaces and the key that
+    /// goes before it (a first status, after the spec); `None` when it
+    /// cannot be spliced.
+    fn place(&self, section: Section) -> Option<(Range<usize>, &'static [u8])> {
+        match (self.of(section), self.status_after) {
+            (Some(at), _) => Some((at, b"")),
+            (None, Some(after)) if section == Section::Status => Some((after..after, STATUS_KEY)),
+            _ => None,
+        }
+    }
+
     /// The JSON of `section` in `bytes`, these spots' object: `null` for a
     /// status that would go after the spec; `None` when the section cannot
     /// be spliced (the caller writes the whole object instead).
     pub fn old<'b>(&self, bytes: &'b [u8], section: Section) -> Option<&'b [u8]> {
-        match (self.of(section), self.status_after) {
-            (Some(at), _) => bytes.get(at),
-            (None, Some(_)) if section == Section::Status => Some(b"null"),
-            _ => None,
+        match self.place(section)? {
+            (at, b"") => bytes.get(at),
+            _ => Some(b"null"),
         }
     }
 }
@@ -131,12 +144,10 @@ pub fn splice(
     section: Section,
     part: &[u8],
 ) -> (Vec<u8>, Spots) {
-    const STATUS_KEY: &[u8] = br#","status":"#;
-    let (at, key): (_, &[u8]) = match (spots.of(section), spots.status_after) {
-        (Some(at), _) => (at, b""),
-        (_, Some(after)) => (after..after, STATUS_KEY),
-        (None, None) => (bytes.len()..bytes.len(), b""),
-    };
+    // Outside the assumption, the part would go at the end.
+    let (at, key) = spots
+        .place(section)
+        .unwrap_or((bytes.len()..bytes.len(), b""));
     let mut out = Vec::with_capacity(bytes.len() + key.len() + part.len() + version.len() + 2);
     out.extend_from_slice(&bytes[..spots.version.start]);
     out.push(b'"');

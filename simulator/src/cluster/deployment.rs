@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// A ReplicaSet the controller read: its view, and its JSON to parse the
-/// template from when it is needed.
+/// template from when it is needed (none for one this reconcile made).
 struct Rs {
     view: Arc<ReplicaSetView>,
     json: Option<Arc<[u8]>>,
@@ -242,9 +242,11 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
         let rs = new_replicaset(&d, whole.get(), initial, max_revision + 1, max_surge);
         match ctx.store.create(&ctx.kinds.replicasets, ns, rs) {
             Ok(rs) => {
+                // Found as the new one already: its template is not
+                // looked up again in this reconcile.
                 let made = Rs {
                     view: Arc::new(ReplicaSetView::deserialize(&rs).unwrap_or_default()),
-                    json: serde_json::to_vec(&rs).ok().map(Arc::from),
+                    json: None,
                 };
                 ctx.new_replicasets.remember(&d, &made);
                 new_index = Some(all.len());

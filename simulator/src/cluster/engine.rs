@@ -24,12 +24,12 @@ use crate::{
         selector::LabelSelector,
         splice::Entries,
         status::ApiError,
-        store::{EventType, Pair, Part, Store, WatchEvent},
+        store::{Decoded, EventType, Pair, Part, Store, WatchEvent},
     },
     cluster::{
         pod::{PodSummary, pod_summary},
         profile::{Profiles, Rng},
-        views::ReplicaSetView,
+        views::{ReplicaSetView, view},
     },
 };
 
@@ -440,13 +440,11 @@ pub async fn run(
     // The engine reads the store's watches itself, without forwarding
     // tasks: the events of its own writes are visible at once, so work for
     // the same object queued meanwhile is done once, not once per event.
-    let mut plurals = HashMap::new();
     let mut feeds = Vec::new();
     for res in &watched {
         let Ok(start) = store.watch(res, None, None) else {
             continue;
         };
-        plurals.insert(res.plural.clone(), res.clone());
         let mut feed = Feed {
             res: res.clone(),
             live: start.live,
@@ -464,7 +462,7 @@ pub async fn run(
                 match feed.live.try_recv() {
                     Ok(event) => feed.route(&mut ctx, &event),
                     Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                        feed.catch_up(&mut ctx, &store, &plurals, n);
+                        feed.catch_up(&mut ctx, &store, n);
                     }
                     Err(_) => break,
                 }
@@ -504,7 +502,7 @@ pub async fn run(
         match woken {
             Some((i, Ok(event))) => feeds[i].route(&mut ctx, &event),
             Some((i, Err(broadcast::error::RecvError::Lagged(n)))) => {
-                feeds[i].catch_up(&mut ctx, &store, &plurals, n);
+                feeds[i].catch_up(&mut ctx, &store, n);
             }
             Some((_, Err(broadcast::error::RecvError::Closed))) => return,
             None => {}
@@ -528,98 +526,48 @@ impl Feed {
 
     /// The watch fell behind by `missed` events: as an informer does, it
     /// watches again from the last event it saw, which the store's history
-    /// replays; only when the history no longer reaches back that far is
-    /// everything listed again.
-    fn catch_up(
-        &mut self,
-        ctx: &mut Ctx,
-        store: &Store,
-        plurals: &HashMap<String, Arc<Resource>>,
-        missed: u64,
-    ) {
-        match store.watch(&self.res, None, Some(self.seen)) {
+    /// replays; only when the history no longer reaches back that far does
+    /// it start afresh from a list of everything.
+    fn catch_up(&mut self, ctx: &mut Ctx, store: &Store, missed: u64) {
+        let start = match store.watch(&self.res, None, Some(self.seen)) {
             Ok(start) => {
                 tracing::debug!(resource = %self.res.plural, missed, "controller watch lagged; replaying");
-                self.live = start.live;
-                for event in &start.initial {
-                    self.route(ctx, event);
-                }
+                start
             }
             Err(_) => {
-                tracing::warn!(resource = %self.res.plural, missed, "controller watch lagged past the history; resyncing");
-                resync(ctx, &self.res.plural, plurals);
+                tracing::warn!(resource = %self.res.plural, missed, "controller watch lagged past the history; listing");
+                // Events were missed, the echoes among them: everything is
+                // looked at again, and the pod caches are rebuilt.
+                ctx.echoes.clear();
+                if self.res.plural == "pods" {
+                    ctx.pods.clear();
+                    ctx.pods_of.clear();
+                }
+                let Ok(start) = store.watch(&self.res, None, None) else {
+                    return;
+                };
+                start
             }
+        };
+        self.live = start.live;
+        for event in &start.initial {
+            self.route(ctx, event);
         }
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Owned {
-    #[serde(default)]
-    metadata: OwnedMeta,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct OwnedMeta {
-    #[serde(default)]
-    owner_references: Vec<OwnerRef>,
-}
-
-#[derive(serde::Deserialize)]
-struct OwnerRef {
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    name: String,
-}
-
-/// An object's owners, by kind and name; only the owner references are
-/// read, the rest is skipped unparsed.
-fn owners_in(bytes: &[u8]) -> Vec<(String, String)> {
-    serde_json::from_slice::<Owned>(bytes)
-        .map(|o| {
-            o.metadata
-                .owner_references
-                .into_iter()
-                .map(|r| (r.kind, r.name))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A lagged watch: everything of that resource is looked at again.
-fn resync(ctx: &mut Ctx, plural: &str, plurals: &HashMap<String, Arc<Resource>>) {
-    // Events were missed, the echoes among them: everything is looked at.
-    ctx.echoes.clear();
-    if plural == "pods" {
-        ctx.pods.clear();
-        ctx.pods_of.clear();
-    }
-    let Some(res) = plurals.get(plural) else {
-        return;
+/// The Deployments that own a ReplicaSet, read from its writer's decoding,
+/// or from its JSON when it has none.
+fn deployments_owning(json: &[u8], decoded: Option<Decoded>) -> Vec<String> {
+    let Ok(rs) = view::<ReplicaSetView>(json, decoded) else {
+        return Vec::new();
     };
-    let everything = LabelSelector::default();
-    let fields = crate::api::selector::FieldSelector::default();
-    let Ok(page) = ctx.store.list(res, None, &everything, &fields, None, None) else {
-        return;
-    };
-    for bytes in page.items {
-        let Ok(object) = serde_json::from_slice::<Value>(&bytes) else {
-            continue;
-        };
-        let event = WatchEvent {
-            kind: EventType::Modified,
-            rv: 0,
-            namespace: text(&object, "metadata", "namespace").to_owned(),
-            name: text(&object, "metadata", "name").to_owned(),
-            labels: crate::api::selector::labels_of(&object),
-            fields: crate::api::selector::fields_of(&object),
-            object: bytes,
-            decoded: Default::default(),
-        };
-        route(ctx, plural, &event);
-    }
+    rs.metadata
+        .owner_references
+        .iter()
+        .filter(|o| o.kind == "Deployment")
+        .map(|o| o.name.clone())
+        .collect()
 }
 
 /// Turns a watch event into work for every controller it concerns.
@@ -634,7 +582,6 @@ fn resync(ctx: &mut Ctx, plural: &str, plurals: &HashMap<String, Arc<Resource>>)
 fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
     // Names are copied only for work that is queued.
     let (ns, name) = (event.namespace.as_str(), event.name.as_str());
-    let owners = || owners_in(&event.object);
     let echo = ctx.echoes.remove(&event.rv);
     match plural {
         "deployments" if echo => {}
@@ -643,24 +590,9 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
             if !echo {
                 ctx.enqueue(Work::ReplicaSet(ns.to_owned(), name.to_owned()));
             }
-            // From the writer's decoding when there is one.
-            let view = event
-                .decoded
-                .get()
-                .and_then(|d| d.downcast_ref::<ReplicaSetView>());
-            let owners = match view {
-                Some(rs) => rs
-                    .metadata
-                    .owner_references
-                    .iter()
-                    .map(|o| (o.kind.clone(), o.name.clone()))
-                    .collect(),
-                None => owners(),
-            };
-            for (kind, owner) in owners {
-                if kind == "Deployment" {
-                    ctx.enqueue(Work::Deployment(ns.to_owned(), owner));
-                }
+            let decoded = event.decoded.get().cloned();
+            for deployment in deployments_owning(&event.object, decoded) {
+                ctx.enqueue(Work::Deployment(ns.to_owned(), deployment));
             }
         }
         "statefulsets" | "daemonsets" if echo => {}
@@ -722,11 +654,9 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                         // on, though its ReplicaSet's status (which leaves
                         // terminating pods out) did not change.
                         let rs = ctx.kinds.replicasets.clone();
-                        if let Ok(bytes) = ctx.store.get(&rs, ns, &owner) {
-                            for (kind, deployment) in owners_in(&bytes) {
-                                if kind == "Deployment" {
-                                    ctx.enqueue(Work::Deployment(ns.to_owned(), deployment));
-                                }
+                        if let Ok((json, decoded)) = ctx.store.get_decoded(&rs, ns, &owner) {
+                            for deployment in deployments_owning(&json, decoded) {
+                                ctx.enqueue(Work::Deployment(ns.to_owned(), deployment));
                             }
                         }
                         ctx.enqueue(Work::ReplicaSet(ns.to_owned(), owner));
@@ -885,8 +815,7 @@ mod tests {
         let Err(broadcast::error::TryRecvError::Lagged(missed)) = feed.live.try_recv() else {
             panic!("the watch should have fallen behind");
         };
-        let plurals = HashMap::from([("pods".to_owned(), pods.clone())]);
-        feed.catch_up(&mut ctx, &store, &plurals, missed);
+        feed.catch_up(&mut ctx, &store, missed);
         assert_eq!(feed.seen, store.resource_version(), "every write replayed");
         assert_eq!(ctx.pod("default", "p").unwrap().restarts, 5000);
         store

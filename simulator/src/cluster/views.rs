@@ -150,18 +150,20 @@ pub struct ReplicaSetSpec {
 }
 
 /// A ReplicaSet's status.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ReplicaSetStatus {
     /// `replicas`.
     pub replicas: i64,
     /// `fullyLabeledReplicas`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fully_labeled_replicas: Option<i64>,
     /// `readyReplicas`.
     pub ready_replicas: i64,
     /// `availableReplicas`.
     pub available_replicas: i64,
     /// `observedGeneration`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
 

@@ -187,11 +187,9 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     if rs.status == status {
         return;
     }
-    let status = json!({
-        "replicas": status.replicas, "fullyLabeledReplicas": current, "readyReplicas": ready,
-        "availableReplicas": ready, "observedGeneration": status.observed_generation,
-    });
-    ctx.set_status(&res, ns, name, &status);
+    if let Ok(status) = serde_json::to_value(&status) {
+        ctx.set_status(&res, ns, name, &status);
+    }
 }
 
 #[cfg(test)]

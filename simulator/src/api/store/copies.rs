@@ -7,24 +7,16 @@ use std::sync::{Arc, LazyLock};
 use memchr::memmem::Finder;
 use serde_json::{Value, json};
 
-use super::{Entry, EventType, NewObject, Prepared, RV_HOLE, Store, valid_name};
+use super::{Entry, EventType, NewObject, Prepared, RV_HOLE, Store, find_once, valid_name};
 use crate::api::{resources::Resource, status::ApiError};
 
 /// What a copy's name and uid are first written as.
 const NAME_HOLE: &str = "sluice-name-to-be-assigned";
 const UID_HOLE: &str = "sluice-uid-to-be-assigned";
 
-/// Where `hole` is in `bytes`, when it is there exactly once.
-fn find_once(bytes: &[u8], hole: &'static str) -> Option<usize> {
-    static FINDERS: LazyLock<[(&str, Finder<'static>); 3]> =
-        LazyLock::new(|| [NAME_HOLE, UID_HOLE, RV_HOLE].map(|hole| (hole, Finder::new(hole))));
-    let finder = &FINDERS.iter().find(|(h, _)| *h == hole)?.1;
-    let mut found = finder.find_iter(bytes);
-    match (found.next(), found.next()) {
-        (Some(at), None) => Some(at),
-        _ => None,
-    }
-}
+/// Searchers for the holes, built once.
+static NAME: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(NAME_HOLE));
+static UID: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(UID_HOLE));
 
 impl Store {
     /// Creates `count` objects like `object`, which has a `generateName`
@@ -70,16 +62,13 @@ impl Store {
         let Prepared {
             object: mut template,
             bytes,
+            hole,
             labels,
             fields,
             owners,
             ..
         } = prepared;
-        let holes = (
-            find_once(&bytes, NAME_HOLE),
-            find_once(&bytes, UID_HOLE),
-            find_once(&bytes, RV_HOLE),
-        );
+        let holes = (find_once(&bytes, &NAME), find_once(&bytes, &UID), hole);
         let (Some(name_at), Some(uid_at), Some(rv_at)) = holes else {
             // The object quotes a hole's text: each copy is made whole.
             for _ in 0..count {

@@ -194,6 +194,15 @@ struct Entry {
     spots: Option<Box<Spots>>,
 }
 
+impl Entry {
+    /// Its decoding, as an event carries it.
+    fn decoded_cell(&self) -> OnceLock<Decoded> {
+        self.decoded
+            .clone()
+            .map_or_else(OnceLock::new, OnceLock::from)
+    }
+}
+
 /// An object's JSON, what its resource's decoder made of it, and where its
 /// parts lie when that is known: what a write of one part reads.
 struct Stored {
@@ -205,6 +214,15 @@ struct Stored {
 /// What a resourceVersion is first written as, to be replaced by the real
 /// one under the lock.
 const RV_HOLE: &str = "sluice-resource-version-to-be-assigned";
+
+/// Where `finder`'s text is in `bytes`, when it is there exactly once.
+fn find_once(bytes: &[u8], finder: &memchr::memmem::Finder<'_>) -> Option<usize> {
+    let mut found = finder.find_iter(bytes);
+    match (found.next(), found.next()) {
+        (Some(at), None) => Some(at),
+        _ => None,
+    }
+}
 
 /// A created object ready to commit.
 struct NewObject {
@@ -240,11 +258,7 @@ impl Prepared {
         // Built once: building a searcher cost as much as searching.
         static HOLE: LazyLock<memchr::memmem::Finder<'static>> =
             LazyLock::new(|| memchr::memmem::Finder::new(RV_HOLE));
-        let mut found = HOLE.find_iter(&bytes);
-        let hole = match (found.next(), found.next()) {
-            (Some(at), None) => Some(at),
-            _ => None,
-        };
+        let hole = find_once(&bytes, &HOLE);
         Ok(Self {
             labels: labels_of(&object),
             fields: fields_of(&object),
@@ -557,7 +571,6 @@ impl Store {
         Ok(Some(next))
     }
 
-    /// A generated name's random-looking suffix.
     /// A new uid.
     fn uid(&self) -> String {
         format!(
@@ -566,6 +579,7 @@ impl Store {
         )
     }
 
+    /// A generated name's random-looking suffix.
     fn suffix(&self) -> String {
         const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
         let mut n =
@@ -794,10 +808,8 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<(Arc<[u8]>, Option<Decoded>), ApiError> {
-        let inner = self.read();
-        inner
-            .entry(res, namespace, name)
-            .map(|e| (e.bytes.clone(), e.decoded.clone()))
+        self.get_stored(res, namespace, name)
+            .map(|stored| (stored.bytes, stored.decoded))
     }
 
     /// One object as stored, for a write that changes part of it.
@@ -935,7 +947,7 @@ impl Store {
                         labels: entry.labels.clone(),
                         fields: entry.fields.clone(),
                         object: entry.bytes.clone(),
-                        decoded: OnceLock::new(),
+                        decoded: entry.decoded_cell(),
                     })
                 })
                 .collect(),
@@ -1430,10 +1442,7 @@ impl Inner {
             labels: entry.labels.clone(),
             fields: entry.fields.clone(),
             object: entry.bytes.clone(),
-            decoded: entry
-                .decoded
-                .clone()
-                .map_or_else(OnceLock::new, OnceLock::from),
+            decoded: entry.decoded_cell(),
         });
         table.history.push_back(event.clone());
         if table.history.len() > history
