@@ -369,6 +369,9 @@ pub struct RolloutCondition {
     pub message: String,
     /// RFC 3339.
     pub last_transition_time: String,
+    /// The Rollout's `metadata.generation` the condition was set from.
+    #[serde(default)]
+    pub observed_generation: i64,
 }
 
 /// What the executor observed and did.
@@ -427,6 +430,18 @@ pub struct RolloutStatus {
     /// the last step (blue-green: after its rollback window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handback_after: Option<String>,
+    /// What this status releases: a digest of the workload and the new
+    /// template or images it asks for. A spec whose digest differs is a new
+    /// release; any other change (pause, strategy, analyses) is a control
+    /// of the release in flight.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub release: String,
+    /// When the release began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// When it reached a terminal phase (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
 }
 
 /// The gate's verdict on one step.
