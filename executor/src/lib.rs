@@ -16,6 +16,7 @@ pub mod convert;
 pub mod crd;
 pub mod keys;
 pub mod lease;
+pub mod machine;
 pub mod metrics;
 pub mod validate;
 

@@ -220,8 +220,8 @@ impl Metrics {
             if let (Some(started), Some(finished)) = (&step.started, &step.finished)
                 && earlier.and_then(|s| s.finished.as_ref()).is_none()
                 && let (Some(a), Some(b)) = (
-                    crate::controller::parse_time(started),
-                    crate::controller::parse_time(finished),
+                    crate::machine::parse_time(started),
+                    crate::machine::parse_time(finished),
                 )
             {
                 let took = b.duration_since(a).unwrap_or_default();

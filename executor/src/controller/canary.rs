@@ -15,8 +15,6 @@
 //! then deletes the canary Deployment; the user's Deployment was never
 //! changed.
 
-use std::time::{Duration, SystemTime};
-
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::{
     Api, Resource, ResourceExt,
@@ -27,14 +25,15 @@ use serde_json::{Value, json};
 use sluice_proto::v1 as pb;
 
 use super::{
-    Ctx, Error, fail, finish_step, parse_time,
-    partition::{desired_template, max_surge_text, owned_candidates, template_of},
-    plan, record, steps,
+    Ctx, Error, fail,
+    partition::{complete, desired_template, max_surge_text, owned_candidates, template_of},
+    steps,
     traffic::{Pins, Traffic},
 };
 use crate::{
-    crd::{Phase, Rollout, RolloutStatus},
+    crd::{Rollout, RolloutStatus},
     keys,
+    machine::{Progress, Start},
 };
 
 struct Canary {
@@ -48,7 +47,6 @@ struct Canary {
     /// The canary Deployment's newest ReplicaSet.
     canary_rs: Option<ReplicaSet>,
     replicas: u32,
-    blue_green: bool,
 }
 
 fn canary_name(deployment: &str) -> String {
@@ -66,23 +64,8 @@ fn revision(rs: &ReplicaSet) -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether a Deployment's controller has finished rolling it out.
-fn complete(d: &Deployment, replicas: u32) -> bool {
-    let st = d.status.clone().unwrap_or_default();
-    st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
-        && count(st.updated_replicas) == replicas
-        && count(st.ready_replicas) == replicas
-        && count(st.available_replicas) == replicas
-        && count(st.replicas) == replicas
-}
-
 impl Canary {
-    async fn load(
-        ctx: &Ctx,
-        ns: &str,
-        name: &str,
-        blue_green: bool,
-    ) -> Result<Option<Self>, Error> {
+    async fn load(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Self>, Error> {
         let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
         let replicasets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
         let Some(deployment) = deployments.get_opt(name).await? else {
@@ -121,7 +104,6 @@ impl Canary {
             canary,
             canary_rs,
             replicas,
-            blue_green,
         }))
     }
 
@@ -177,10 +159,9 @@ pub(super) async fn reconcile(
     rollout: &Rollout,
     consumed: &mut Vec<&'static str>,
     status: &mut RolloutStatus,
-    blue_green: bool,
 ) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
-    let Some(c) = Canary::load(ctx, &ns, &rollout.spec.workload.name, blue_green).await? else {
+    let Some(c) = Canary::load(ctx, &ns, &rollout.spec.workload.name).await? else {
         return Ok(fail(
             status,
             format!(
@@ -192,36 +173,28 @@ pub(super) async fn reconcile(
     steps::drive(ctx, rollout, consumed, &c, status).await
 }
 
-async fn start(
-    ctx: &Ctx,
-    rollout: &Rollout,
-    c: &Canary,
-    status: &mut RolloutStatus,
-) -> Result<Action, Error> {
+fn template_json(d: &Deployment) -> Value {
+    serde_json::to_value(d.spec.as_ref().map(|s| s.template.clone())).unwrap_or(Value::Null)
+}
+
+/// Makes the canary Deployment at 0 replicas with the new template and
+/// marks the user's Deployment; records the stable revision.
+async fn begin(rollout: &Rollout, c: &Canary, status: &mut RolloutStatus) -> Result<(), Error> {
     let name = rollout.name_any();
-    let current = serde_json::to_value(c.deployment.spec.as_ref().map(|s| s.template.clone()))
-        .unwrap_or(Value::Null);
-    let stable = if !status.stable_revision.is_empty() {
-        c.by_hash(&status.stable_revision)
-    } else {
-        c.owned.iter().find(|rs| template_of(rs) == current)
+    let current = template_json(&c.deployment);
+    let Some(stable) = c.stable(status) else {
+        return Err(Error::Missing(format!(
+            "no ReplicaSet runs the current template of Deployment {:?}",
+            c.name()
+        )));
     };
-    let Some(stable) = stable.filter(|_| complete(&c.deployment, c.replicas)) else {
-        return Ok(fail(
-            status,
-            format!(
-                "Deployment {:?} is not fully rolled out to its current template; wait for it to finish",
-                c.name()
-            ),
-        ));
-    };
-    let wanted = desired_template(&current, rollout);
-    if wanted == current {
-        status.phase = Phase::Succeeded;
-        status.message = "nothing to release: the workload already runs this version".into();
-        return Ok(Action::await_change());
-    }
-    let mut template = wanted;
+    let stable_template = template_of(stable);
+    let stable_hash = stable
+        .labels()
+        .get(keys::TEMPLATE_HASH)
+        .cloned()
+        .unwrap_or_default();
+    let mut template = desired_template(&stable_template, rollout);
     template["metadata"]["labels"][keys::CANARY_OF] = json!(c.name());
     let mut selector = serde_json::to_value(c.deployment.spec.as_ref().map(|s| s.selector.clone()))
         .unwrap_or(Value::Null);
@@ -259,32 +232,35 @@ async fn start(
             .await?;
         }
     }
-    c.merge(
-        &c.name(),
-        json!({"metadata": {"annotations": {keys::ROLLOUT: name}}}),
-    )
-    .await?;
-    let plan = plan(ctx, rollout, c.replicas, &max_surge_text(&c.deployment)).await?;
-    let first = plan.batches.first().cloned().unwrap_or_default();
-    *status = RolloutStatus {
-        phase: Phase::Progressing,
-        total_steps: plan.batches.len() as u32,
-        stable_revision: stable
-            .labels()
-            .get(keys::TEMPLATE_HASH)
-            .cloned()
-            .unwrap_or_default(),
-        message: format!(
-            "releasing {} replicas beside {} in {} steps",
-            c.replicas,
-            canary_name(&c.name()),
-            plan.batches.len()
-        ),
-        observed_generation: status.observed_generation,
-        ..RolloutStatus::default()
-    };
-    record(status, &first);
-    Ok(Action::requeue(Duration::ZERO))
+    // An earlier release's hand-back may have begun: the user's
+    // Deployment gets its stable template back.
+    let mut mark = json!({"metadata": {"annotations": {keys::ROLLOUT: name}}});
+    if current != stable_template {
+        mark["spec"] = json!({"template": stable_template});
+    }
+    c.merge(&c.name(), mark).await?;
+    status.stable_revision = stable_hash;
+    status.canary_revision = String::new();
+    Ok(())
+}
+
+impl Canary {
+    fn ours(&self, rollout: &str) -> bool {
+        self.deployment
+            .annotations()
+            .get(keys::ROLLOUT)
+            .map(String::as_str)
+            == Some(rollout)
+    }
+
+    fn stable(&self, status: &RolloutStatus) -> Option<&ReplicaSet> {
+        if status.stable_revision.is_empty() {
+            let current = template_json(&self.deployment);
+            self.owned.iter().find(|rs| template_of(rs) == current)
+        } else {
+            self.by_hash(&status.stable_revision)
+        }
+    }
 }
 
 impl steps::Release for Canary {
@@ -294,18 +270,6 @@ impl steps::Release for Canary {
 
     fn max_surge(&self) -> String {
         max_surge_text(&self.deployment)
-    }
-
-    fn ready_new(&self, status: &RolloutStatus) -> Option<u32> {
-        self.by_hash(&status.stable_revision)?;
-        self.canary.as_ref()?;
-        Some(self.canary_ready())
-    }
-
-    fn pod_share(&self, ready_new: u32) -> u32 {
-        (100 * ready_new)
-            .checked_div(self.replicas + ready_new)
-            .unwrap_or(0)
     }
 
     fn pins(&self, status: &RolloutStatus) -> Pins {
@@ -323,144 +287,163 @@ impl steps::Release for Canary {
         Some(canary_name(&self.name()))
     }
 
-    async fn advance(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<bool, Error> {
-        let Some(canary) = &self.canary else {
-            return Ok(false);
-        };
-        let target = batch.canary_replicas.min(self.replicas);
-        if canary.spec.as_ref().and_then(|s| s.replicas) != Some(target as i32) {
-            self.merge(&canary.name_any(), json!({"spec": {"replicas": target}}))
-                .await?;
-            return Ok(false);
-        }
-        if let Some(rs) = &self.canary_rs
-            && let Some(hash) = rs.labels().get(keys::TEMPLATE_HASH)
+    fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
+        if !self.ours(&rollout.name_any())
+            && let Err(why) = complete(&self.deployment)
         {
-            status.canary_revision.clone_from(hash);
+            return Start::Busy(format!("{why}; its own rollout must finish first"));
         }
+        let Some(stable) = self.stable(status) else {
+            return Start::Busy(format!(
+                "no ReplicaSet runs the current template of Deployment {:?}",
+                self.name()
+            ));
+        };
+        let stable_template = template_of(stable);
+        if desired_template(&stable_template, rollout) == stable_template {
+            return Start::NothingToDo;
+        }
+        Start::Ready
+    }
+
+    fn progress(&self, status: &RolloutStatus, batch: &pb::Batch) -> Option<Progress> {
+        self.by_hash(&status.stable_revision)?;
+        let canary = self.canary.as_ref()?;
+        let target = batch.canary_replicas.min(self.replicas);
         let st = canary.status.clone().unwrap_or_default();
-        Ok(
-            st.observed_generation.unwrap_or(0) >= canary.metadata.generation.unwrap_or(0)
+        let ready_new = self.canary_ready();
+        let known = self
+            .canary_rs
+            .as_ref()
+            .and_then(|rs| rs.labels().get(keys::TEMPLATE_HASH));
+        Some(Progress {
+            ready_new,
+            reached: canary.spec.as_ref().and_then(|s| s.replicas) == Some(target as i32)
+                && known.is_some_and(|h| *h == status.canary_revision)
+                && st.observed_generation.unwrap_or(0) >= canary.metadata.generation.unwrap_or(0)
                 && count(st.updated_replicas) == target
                 && count(st.replicas) == target
                 && count(st.ready_replicas) + batch.max_unready >= target,
-        )
+            pod_share: (100 * ready_new)
+                .checked_div(self.replicas + ready_new)
+                .unwrap_or(0),
+        })
     }
 
-    async fn finish(
-        &self,
-        status: &mut RolloutStatus,
-        _rollout: &str,
-        traffic: Option<&Traffic>,
-        plan: &pb::Plan,
-    ) -> Result<Option<Action>, Error> {
-        // Blue-green keeps the old version whole for its rollback window.
-        let window = if self.blue_green {
-            plan.rollback_window.map_or(Duration::from_secs(600), |d| {
-                Duration::from_secs(d.seconds.max(0) as u64)
-            })
-        } else {
-            Duration::ZERO
-        };
-        let after = match status.handback_after.as_deref().and_then(parse_time) {
-            Some(t) => t,
-            None => {
-                let at = SystemTime::now() + window;
-                status.handback_after = Some(super::time_text(at));
-                at
-            }
-        };
-        if let Ok(left) = after.duration_since(SystemTime::now())
-            && !left.is_zero()
-        {
-            status.message = format!(
-                "all traffic on the new version; the old version is kept until {}",
-                status.handback_after.clone().unwrap_or_default()
-            );
-            return Ok(Some(Action::requeue(left)));
-        }
-        let Some(template) = self.new_template() else {
-            return Err(Error::Missing(format!(
-                "Deployment {:?} is gone",
-                canary_name(&self.name())
-            )));
-        };
-        let current =
-            serde_json::to_value(self.deployment.spec.as_ref().map(|s| s.template.clone()))
-                .unwrap_or(Value::Null);
-        if current != template {
-            self.merge(&self.name(), json!({"spec": {"template": template}}))
-                .await?;
-            status.message = format!("handing back: {} takes the new template", self.name());
-            return Ok(Some(Action::await_change()));
-        }
-        if !complete(&self.deployment, self.replicas) {
+    fn handed_back(&self, status: &RolloutStatus) -> Result<(), String> {
+        if self.canary.is_some() {
             let updated = count(
                 self.deployment
                     .status
                     .as_ref()
                     .and_then(|s| s.updated_replicas),
             );
-            status.message = format!(
-                "handing back: {updated} of {} pods of {} updated; traffic stays on {}",
+            return Err(format!(
+                "{updated} of {} pods of {} updated; traffic stays on {} until all are",
                 self.replicas,
                 self.name(),
                 canary_name(&self.name())
-            );
-            return Ok(Some(Action::await_change()));
+            ));
+        }
+        if self.deployment.annotations().contains_key(keys::ROLLOUT) {
+            return Err(format!("{} is still marked by the release", self.name()));
+        }
+        if self
+            .by_hash(&status.stable_revision)
+            .is_some_and(|rs| template_of(rs) == template_json(&self.deployment))
+        {
+            return Err(format!("{} still has the stable template", self.name()));
+        }
+        complete(&self.deployment)
+    }
+
+    fn rolled_back(&self, status: &RolloutStatus) -> Result<(), String> {
+        if self.canary.is_some() {
+            return Err(format!("{} is not deleted yet", canary_name(&self.name())));
+        }
+        if self.deployment.annotations().contains_key(keys::ROLLOUT) {
+            return Err(format!("{} is still marked by the release", self.name()));
+        }
+        let stable = self
+            .by_hash(&status.stable_revision)
+            .ok_or("the stable ReplicaSet is gone")?;
+        if template_of(stable) != template_json(&self.deployment) {
+            return Err(format!("{} does not have its stable template", self.name()));
+        }
+        complete(&self.deployment)
+    }
+
+    async fn begin(
+        &self,
+        _: &Ctx,
+        rollout: &Rollout,
+        status: &mut RolloutStatus,
+    ) -> Result<(), Error> {
+        begin(rollout, self, status).await
+    }
+
+    async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<(), Error> {
+        let Some(canary) = &self.canary else {
+            return Ok(());
+        };
+        let target = batch.canary_replicas.min(self.replicas);
+        if canary.spec.as_ref().and_then(|s| s.replicas) != Some(target as i32) {
+            self.merge(&canary.name_any(), json!({"spec": {"replicas": target}}))
+                .await?;
+        }
+        if let Some(rs) = &self.canary_rs
+            && let Some(hash) = rs.labels().get(keys::TEMPLATE_HASH)
+        {
+            status.canary_revision.clone_from(hash);
+        }
+        Ok(())
+    }
+
+    async fn hand_back(&self, _: &RolloutStatus, traffic: Option<&Traffic>) -> Result<(), Error> {
+        if let Some(template) = self.new_template() {
+            if template_json(&self.deployment) != template {
+                // The user's Deployment rolls to the new template by its
+                // own controller while traffic stays on the canary.
+                return self
+                    .merge(&self.name(), json!({"spec": {"template": template}}))
+                    .await;
+            }
+            if complete(&self.deployment).is_err() {
+                return Ok(());
+            }
         }
         if let Some(t) = traffic {
             t.restore().await?;
         }
         self.delete_canary().await?;
-        self.merge(
-            &self.name(),
-            json!({"metadata": {"annotations": {keys::ROLLOUT: null}}}),
-        )
-        .await?;
-        Ok(None)
+        if self.deployment.annotations().contains_key(keys::ROLLOUT) {
+            self.merge(
+                &self.name(),
+                json!({"metadata": {"annotations": {keys::ROLLOUT: null}}}),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
-    async fn start(
-        &self,
-        ctx: &Ctx,
-        rollout: &Rollout,
-        status: &mut RolloutStatus,
-    ) -> Result<Action, Error> {
-        start(ctx, rollout, self, status).await
-    }
-
-    async fn rollback(&self, status: &mut RolloutStatus) -> Result<Action, Error> {
-        status.traffic = 0;
-        status.canary_replicas = 0;
+    async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error> {
         if self.canary.is_some() {
             self.delete_canary().await?;
         }
         // The user's Deployment is whole: it only loses the mark, and, if a
         // hand-back had begun, gets its stable template back.
+        let mut patch = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
+        let mut changed = self.deployment.annotations().contains_key(keys::ROLLOUT);
         if let Some(stable) = self.by_hash(&status.stable_revision) {
-            let current =
-                serde_json::to_value(self.deployment.spec.as_ref().map(|s| s.template.clone()))
-                    .unwrap_or(Value::Null);
             let stable_template = template_of(stable);
-            if current != stable_template {
-                self.merge(&self.name(), json!({"spec": {"template": stable_template}}))
-                    .await?;
-                return Ok(Action::await_change());
+            if template_json(&self.deployment) != stable_template {
+                patch["spec"] = json!({"template": stable_template});
+                changed = true;
             }
         }
-        if !complete(&self.deployment, self.replicas) {
-            return Ok(Action::requeue(Duration::from_secs(2)));
+        if changed {
+            self.merge(&self.name(), patch).await?;
         }
-        self.merge(
-            &self.name(),
-            json!({"metadata": {"annotations": {keys::ROLLOUT: null}}}),
-        )
-        .await?;
-        finish_step(status);
-        status.phase = Phase::RolledBack;
-        status.pause_until = None;
-        status.handback_after = None;
-        Ok(Action::await_change())
+        Ok(())
     }
 }

@@ -43,16 +43,14 @@ use kube::{
         watcher,
     },
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice_proto::v1::{
     self as pb, metrics_gate_client::MetricsGateClient, planner_client::PlannerClient,
 };
 use tonic::transport::Channel;
 
 use crate::{
-    crd::{
-        ErrorPolicy, Phase, Rollout, RolloutStatus, StepRecord, StepState, Verdict, WorkloadKind,
-    },
+    crd::{Phase, Rollout, RolloutStatus, WorkloadKind},
     keys,
     metrics::Metrics,
 };
@@ -85,9 +83,9 @@ pub struct Ctx {
     pub analyses: Analyses,
     /// The running controller's cache of Deployments and ReplicaSets.
     cache: std::sync::RwLock<Option<Cache>>,
-    /// Plans already made, by rollout uid, generation, replicas and
-    /// maxSurge: a plan is a pure function of those, so asking the planner
-    /// again would only cost a call.
+    /// Plans already made, by rollout uid, strategy and analyses, replicas
+    /// and maxSurge: a plan is a pure function of those, so asking the
+    /// planner again would only cost a call.
     plans: std::sync::Mutex<std::collections::HashMap<PlanKey, Arc<pb::Plan>>>,
     /// Where reconciles, decisions and verdicts are counted.
     pub metrics: Arc<Metrics>,
@@ -96,9 +94,11 @@ pub struct Ctx {
     pub concurrency: u16,
     /// Where Events go, started with the first one.
     events: std::sync::OnceLock<events::EventSink>,
+    /// The time.
+    pub clock: Clock,
 }
 
-type PlanKey = (String, i64, u32, String);
+type PlanKey = (String, String, u32, String);
 
 /// Plans kept before the cache starts over.
 const PLAN_CACHE_LIMIT: usize = 50_000;
@@ -120,6 +120,7 @@ impl Ctx {
             metrics: Arc::default(),
             concurrency: DEFAULT_CONCURRENCY,
             events: std::sync::OnceLock::new(),
+            clock: Clock::default(),
         }
     }
 
@@ -148,25 +149,29 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-fn now_text() -> String {
-    time_text(SystemTime::now())
+/// The time, as the controller reads it: the wall clock when the
+/// controller started, moved on by tokio's clock, so tests that pause
+/// tokio's time move the controller's time too.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall: SystemTime,
+    start: tokio::time::Instant,
 }
 
-/// A time as RFC 3339, to the second.
-fn time_text(at: SystemTime) -> String {
-    let secs = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    prost_types::Timestamp {
-        seconds: secs as i64,
-        nanos: 0,
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            wall: SystemTime::now(),
+            start: tokio::time::Instant::now(),
+        }
     }
-    .to_string()
 }
 
-pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
-    let ts: prost_types::Timestamp = text.parse().ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(ts.seconds.max(0) as u64))
+impl Clock {
+    /// Now.
+    pub fn now(&self) -> SystemTime {
+        self.wall + self.start.elapsed()
+    }
 }
 
 /// The rollout that annotated an object, as a controller trigger.
@@ -305,11 +310,14 @@ fn error_policy(rollout: Arc<Rollout>, error: &Error, _: Arc<Ctx>) -> Action {
 /// Writes the status computed from the object at `resource_version`; the
 /// write fails with a conflict when the object changed since (the
 /// controller's cache may lag its own writes), and the reconcile runs again
-/// on the fresh object. Returns whether it was written.
+/// on the fresh object. A field `before` had that `status` leaves out is
+/// written as null (a merge patch leaves absent fields alone). Returns the
+/// Rollout as written.
 async fn write_status(
     api: &Api<Rollout>,
     name: &str,
     resource_version: Option<String>,
+    before: &RolloutStatus,
     status: &RolloutStatus,
 ) -> Result<Option<Rollout>, Error> {
     let mut status = status.clone();
@@ -318,7 +326,16 @@ async fn write_status(
     } else {
         String::new()
     };
-    let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": status});
+    let mut body = serde_json::to_value(&status).unwrap_or_default();
+    if let (Some(old), Some(new)) = (
+        serde_json::to_value(before).unwrap_or_default().as_object(),
+        body.as_object_mut(),
+    ) {
+        for key in old.keys() {
+            new.entry(key.clone()).or_insert(Value::Null);
+        }
+    }
+    let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": body});
     match api
         .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
@@ -342,6 +359,7 @@ async fn clear_annotation(api: &Api<Rollout>, name: &str, key: &str) -> Result<(
 fn fail(status: &mut RolloutStatus, message: impl Into<String>) -> Action {
     status.phase = Phase::Failed;
     status.message = message.into();
+    status.finished = Some(crate::machine::time_text(SystemTime::now()));
     Action::await_change()
 }
 
@@ -354,7 +372,8 @@ async fn plan(
 ) -> Result<Arc<pb::Plan>, Error> {
     let key: PlanKey = (
         rollout.uid().unwrap_or_default(),
-        rollout.metadata.generation.unwrap_or(0),
+        serde_json::to_string(&(&rollout.spec.strategy, &rollout.spec.analyses))
+            .unwrap_or_default(),
         replicas,
         max_surge.to_owned(),
     );
@@ -428,24 +447,6 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
     let generation = rollout.metadata.generation.unwrap_or(0);
     let before = status.clone();
 
-    // A new spec (continuous release) starts over from the first step.
-    if status.observed_generation != generation && status.phase != Phase::Pending {
-        ctx.analyses.stop(&ns, &name);
-        // A merge patch leaves absent fields alone, so the old status is
-        // removed first.
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": null})),
-        )
-        .await?;
-        let restart = RolloutStatus {
-            observed_generation: generation,
-            ..RolloutStatus::default()
-        };
-        write_status(&api, &name, None, &restart).await?;
-        return Ok(Action::requeue(Duration::ZERO));
-    }
     let mut consumed = Vec::new();
     use sluice_planner::spec::Style;
     let style = rollout.spec.strategy.style.unwrap_or_default();
@@ -454,8 +455,7 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
             partition::reconcile(ctx, &rollout, &mut consumed, &mut status).await?
         }
         (WorkloadKind::Deployment, Style::Canary | Style::BlueGreen) => {
-            let blue_green = style == Style::BlueGreen;
-            canary::reconcile(ctx, &rollout, &mut consumed, &mut status, blue_green).await?
+            canary::reconcile(ctx, &rollout, &mut consumed, &mut status).await?
         }
         (WorkloadKind::StatefulSet, Style::Partition) => {
             statefulset::reconcile(ctx, &rollout, &mut consumed, &mut status).await?
@@ -466,9 +466,16 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
         ),
     };
     status.observed_generation = generation;
+    status.release = crate::machine::release_id(&rollout.spec);
+    crate::machine::set_conditions(
+        &mut status,
+        rollout.spec.paused,
+        generation,
+        ctx.clock.now(),
+    );
     let mut written = None;
     if status != before {
-        written = write_status(&api, &name, rollout.resource_version(), &status).await?;
+        written = write_status(&api, &name, rollout.resource_version(), &before, &status).await?;
         if written.is_none() {
             // The Rollout changed since it was read: its newer version is
             // on its way through the watch and triggers the next reconcile.
@@ -553,72 +560,6 @@ fn publish_event(ctx: &Ctx, rollout: &Rollout, before: &RolloutStatus, after: &R
     ctx.events
         .get_or_init(|| events::EventSink::start(ctx.client.clone(), Arc::clone(&ctx.metrics)))
         .send(event, rollout.object_ref(&()));
-}
-
-/// Moves a step's state on after its batch is ready or its analysis passed.
-fn after_checks(status: &mut RolloutStatus, batch: &pb::Batch) {
-    let gate = batch.gate.clone().unwrap_or_default();
-    match gate.pause {
-        Some(pause) => {
-            status.step_state = StepState::Paused;
-            status.phase = Phase::Paused;
-            status.pause_until = pause.duration.map(|d| {
-                time_text(
-                    SystemTime::now()
-                        + Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32),
-                )
-            });
-            status.message = match &status.pause_until {
-                Some(until) => format!("step {} paused until {until}", status.current_step + 1),
-                None => format!("step {} waits for promotion", status.current_step + 1),
-            };
-        }
-        None => status.step_state = StepState::Completed,
-    }
-}
-
-/// Reads the analysis verdict of the current step, if the gate gave one.
-fn verdict(status: &RolloutStatus) -> Option<(Verdict, String)> {
-    let a = status
-        .analysis
-        .as_ref()
-        .filter(|a| a.step == status.current_step)?;
-    Some((a.verdict?, a.message.clone()))
-}
-
-fn record(status: &mut RolloutStatus, batch: &pb::Batch) {
-    let index = status.current_step;
-    status.steps.retain(|s| s.index != index);
-    status.steps.push(StepRecord {
-        index,
-        canary_replicas: batch.canary_replicas,
-        traffic: batch.traffic,
-        state: StepState::Upgrading,
-        started: Some(now_text()),
-        ..StepRecord::default()
-    });
-}
-
-fn finish_step(status: &mut RolloutStatus) {
-    let index = status.current_step;
-    let (state, analysis) = (
-        status.step_state,
-        status.analysis.clone().filter(|a| a.step == index),
-    );
-    if let Some(step) = status.steps.iter_mut().find(|s| s.index == index) {
-        step.state = state;
-        if step.finished.is_none() {
-            step.finished = Some(now_text());
-        }
-        if let Some(a) = analysis {
-            step.verdict = a.verdict;
-            step.evidence = a.evidence;
-        }
-    }
-}
-
-fn on_error_policy(policy: ErrorPolicy) -> bool {
-    policy == ErrorPolicy::Rollback
 }
 
 #[cfg(test)]

@@ -6,8 +6,6 @@
 //! template, and has nothing left to do; every annotation the executor
 //! added is removed.
 
-use std::time::Duration;
-
 use k8s_openapi::{
     api::apps::v1::{Deployment, ReplicaSet},
     apimachinery::pkg::util::intstr::IntOrString,
@@ -22,12 +20,13 @@ use sluice_planner::{quantity::Amount, spec::Quantity};
 use sluice_proto::v1 as pb;
 
 use super::{
-    Ctx, Error, fail, finish_step, plan, record, steps,
+    Ctx, Error, fail, steps,
     traffic::{Pins, Traffic},
 };
 use crate::{
-    crd::{Phase, Rollout, RolloutStatus},
+    crd::{Rollout, RolloutStatus},
     keys,
+    machine::{Progress, Start},
 };
 
 /// A ReplicaSet's pod template without its `pod-template-hash` label.
@@ -310,47 +309,271 @@ pub(super) async fn reconcile(
     steps::drive(ctx, rollout, consumed, &w, status).await
 }
 
-async fn start(
+/// Whether a Deployment's own controller has finished rolling it out:
+/// it saw the newest spec, and every replica is updated, ready and
+/// available, with no old pod left.
+pub(super) fn complete(d: &Deployment) -> Result<(), String> {
+    let count = |v: Option<i32>| v.unwrap_or(0).max(0) as u32;
+    let replicas = count(d.spec.as_ref().and_then(|s| s.replicas).or(Some(1)));
+    let st = d.status.clone().unwrap_or_default();
+    if st.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
+        return Err(format!(
+            "Deployment {:?}: its controller has not seen the newest spec",
+            d.name_any()
+        ));
+    }
+    let (updated, ready, available, total) = (
+        count(st.updated_replicas),
+        count(st.ready_replicas),
+        count(st.available_replicas),
+        count(st.replicas),
+    );
+    if updated == replicas && ready == replicas && available == replicas && total == replicas {
+        Ok(())
+    } else {
+        Err(format!(
+            "Deployment {:?}: {updated} of {replicas} pods updated, {available} available, {total} in all",
+            d.name_any()
+        ))
+    }
+}
+
+impl Workload {
+    /// Whether this rollout holds the Deployment.
+    fn ours(&self, rollout: &str) -> bool {
+        self.deployment
+            .annotations()
+            .get(keys::ROLLOUT)
+            .map(String::as_str)
+            == Some(rollout)
+    }
+
+    /// The ReplicaSet the release keeps as stable: the recorded one, or the
+    /// one running the Deployment's current template.
+    fn stable(&self, status: &RolloutStatus) -> Option<&ReplicaSet> {
+        if status.stable_revision.is_empty() {
+            let current = deployment_template(&self.deployment);
+            self.owned.iter().find(|rs| template_of(rs) == current)
+        } else {
+            self.by_hash(&status.stable_revision)
+        }
+    }
+
+    fn marked(&self) -> bool {
+        self.deployment.annotations().contains_key(keys::ROLLOUT)
+            || self
+                .owned
+                .iter()
+                .any(|rs| rs.annotations().contains_key(keys::ROLLOUT))
+    }
+
+    /// Owned ReplicaSets other than `keep` that still have pods or want some.
+    fn others_with_pods<'a>(&'a self, keep: &'a str) -> impl Iterator<Item = &'a ReplicaSet> {
+        self.owned
+            .iter()
+            .filter(move |rs| hash_of(rs) != keep && (spec_replicas(rs) > 0 || pods(rs) > 0))
+    }
+}
+
+impl steps::Release for Workload {
+    fn replicas(&self) -> u32 {
+        self.replicas
+    }
+
+    fn max_surge(&self) -> String {
+        self.max_surge_text.clone()
+    }
+
+    fn pins(&self, status: &RolloutStatus) -> Pins {
+        let pin = |hash: &str| [(keys::TEMPLATE_HASH.to_owned(), hash.to_owned())].into();
+        Pins {
+            stable: pin(&status.stable_revision),
+            canary: (!status.canary_revision.is_empty()).then(|| pin(&status.canary_revision)),
+        }
+    }
+
+    fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
+        let ours = self.ours(&rollout.name_any());
+        if !ours && let Err(why) = complete(&self.deployment) {
+            return Start::Busy(format!("{why}; its own rollout must finish first"));
+        }
+        let Some(stable) = self.stable(status) else {
+            return Start::Busy(format!(
+                "no ReplicaSet runs the current template of Deployment {:?}",
+                self.deployment.name_any()
+            ));
+        };
+        let stable_template = template_of(stable);
+        if desired_template(&stable_template, rollout) == stable_template {
+            return Start::NothingToDo;
+        }
+        Start::Ready
+    }
+
+    fn progress(&self, status: &RolloutStatus, batch: &pb::Batch) -> Option<Progress> {
+        let stable = self.by_hash(&status.stable_revision)?;
+        let canary = self.by_hash(&status.canary_revision)?;
+        let n = self.replicas;
+        let target_new = batch.canary_replicas.min(n);
+        let ready_new = ready(canary);
+        Some(Progress {
+            ready_new,
+            reached: spec_replicas(canary) == target_new
+                && spec_replicas(stable) == n - target_new
+                && ready_new + batch.max_unready >= target_new
+                && pods(stable) == n - target_new
+                && self
+                    .others_with_pods(&status.canary_revision)
+                    .all(|rs| hash_of(rs) == status.stable_revision),
+            pod_share: (100 * ready_new.min(n)).checked_div(n).unwrap_or(0),
+        })
+    }
+
+    fn handed_back(&self, status: &RolloutStatus) -> Result<(), String> {
+        let canary = self
+            .by_hash(&status.canary_revision)
+            .ok_or("the new ReplicaSet is gone")?;
+        if self.marked() {
+            return Err("the Deployment is still held by the release".into());
+        }
+        if template_of(canary) != deployment_template(&self.deployment) {
+            return Err("the Deployment's template is not the new one".into());
+        }
+        if ready(canary) < self.replicas
+            || self
+                .others_with_pods(&status.canary_revision)
+                .next()
+                .is_some()
+        {
+            return Err(format!(
+                "{} of {} new pods ready",
+                ready(canary),
+                self.replicas
+            ));
+        }
+        complete(&self.deployment)
+    }
+
+    fn rolled_back(&self, status: &RolloutStatus) -> Result<(), String> {
+        let stable = self
+            .by_hash(&status.stable_revision)
+            .ok_or("the stable ReplicaSet is gone")?;
+        if self.marked() {
+            return Err(format!(
+                "{} of {} stable pods ready; new pods left: {}",
+                ready(stable),
+                self.replicas,
+                self.others_with_pods(&status.stable_revision)
+                    .map(pods)
+                    .sum::<u32>()
+            ));
+        }
+        if template_of(stable) != deployment_template(&self.deployment) {
+            return Err("the Deployment's template is not the stable one".into());
+        }
+        complete(&self.deployment)
+    }
+
+    async fn begin(
+        &self,
+        ctx: &Ctx,
+        rollout: &Rollout,
+        status: &mut RolloutStatus,
+    ) -> Result<(), Error> {
+        begin(ctx, rollout, self, status).await
+    }
+
+    async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<(), Error> {
+        let (Some(canary), Some(stable)) = (
+            self.by_hash(&status.canary_revision),
+            self.by_hash(&status.stable_revision),
+        ) else {
+            return Ok(());
+        };
+        move_pods(self, canary, stable, batch).await
+    }
+
+    async fn hand_back(
+        &self,
+        status: &RolloutStatus,
+        traffic: Option<&Traffic>,
+    ) -> Result<(), Error> {
+        // Every pod is new: the Services select them all again, then the
+        // router goes back to the stable Service.
+        if let Some(t) = traffic {
+            t.restore().await?;
+        }
+        let Some(canary) = self.by_hash(&status.canary_revision) else {
+            return Ok(());
+        };
+        // Old revisions left by an earlier release of this rollout go.
+        for rs in self.others_with_pods(&status.canary_revision) {
+            self.scale(rs, 0).await?;
+        }
+        let keep = template_of(canary);
+        release_hold(self, Some(keep)).await
+    }
+
+    async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error> {
+        let Some(stable) = self.by_hash(&status.stable_revision) else {
+            return Ok(());
+        };
+        // Capacity back on stable first, then every other revision goes.
+        if spec_replicas(stable) != self.replicas {
+            self.scale(stable, self.replicas).await?;
+        }
+        for rs in self.others_with_pods(&status.stable_revision) {
+            if spec_replicas(rs) != 0 {
+                self.scale(rs, 0).await?;
+            }
+        }
+        let others = self
+            .others_with_pods(&status.stable_revision)
+            .next()
+            .is_some();
+        if ready(stable) < self.replicas || others {
+            // The ReplicaSets' events bring the next look.
+            return Ok(());
+        }
+        release_hold(self, Some(template_of(stable))).await
+    }
+}
+
+/// Creates the release's ReplicaSet (at 0) and holds the Deployment on the
+/// new template; records both revisions in `status`.
+async fn begin(
     ctx: &Ctx,
     rollout: &Rollout,
     w: &Workload,
     status: &mut RolloutStatus,
-) -> Result<Action, Error> {
+) -> Result<(), Error> {
+    let _ = ctx;
     let name = rollout.name_any();
-    let current = deployment_template(&w.deployment);
-    let ours = w.deployment.annotations().get(keys::ROLLOUT) == Some(&name);
-    let stable = if ours && !status.stable_revision.is_empty() {
-        w.by_hash(&status.stable_revision).cloned()
-    } else {
-        w.owned
-            .iter()
-            .find(|rs| template_of(rs) == current)
-            .cloned()
+    let ours = w.ours(&name);
+    let Some(stable) = w.stable(status).cloned() else {
+        return Err(Error::Missing(format!(
+            "no ReplicaSet runs the current template of Deployment {:?}",
+            w.deployment.name_any()
+        )));
     };
-    let Some(stable) = stable else {
-        return Ok(fail(
-            status,
-            format!(
-                "no ReplicaSet runs the current template of Deployment {:?}; wait for its rollout to finish",
-                w.deployment.name_any()
-            ),
-        ));
-    };
-    let stable_template = template_of(&stable);
-    let wanted = desired_template(&stable_template, rollout);
-    if wanted == stable_template {
-        status.phase = Phase::Succeeded;
-        status.message = "nothing to release: the workload already runs this version".into();
-        return Ok(Action::await_change());
-    }
+    let wanted = desired_template(&template_of(&stable), rollout);
     let paused_before = w
         .deployment
         .spec
         .as_ref()
         .and_then(|s| s.paused)
         .unwrap_or(false);
+    let before = if ours {
+        w.deployment
+            .annotations()
+            .get(keys::PAUSED_BEFORE)
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        paused_before.to_string()
+    };
     let patch = json!({
-        "metadata": {"annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: if ours { w.deployment.annotations().get(keys::PAUSED_BEFORE).cloned().unwrap_or_default() } else { paused_before.to_string() }}},
+        "metadata": {"annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: before}},
         "spec": {"paused": true, "template": wanted},
     });
     let d = w.patch_deployment(patch).await?;
@@ -379,7 +602,7 @@ async fn start(
             },
             "spec": {"replicas": 0, "selector": selector, "template": rs_template},
         }))
-        .map_err(|e| Error::Planner(e.to_string()))?;
+        .map_err(|e| Error::Missing(e.to_string()))?;
         match w.replicasets.create(&PostParams::default(), &rs).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -388,48 +611,45 @@ async fn start(
     }
     let mark = json!({"metadata": {"annotations": {keys::ROLLOUT: name}}});
     w.patch_replicaset(&stable, &mark).await?;
-    let plan = plan(ctx, rollout, w.replicas, &w.max_surge_text).await?;
-    let first = plan.batches.first().cloned().unwrap_or_default();
-    *status = RolloutStatus {
-        phase: Phase::Progressing,
-        total_steps: plan.batches.len() as u32,
-        canary_revision: new_hash,
-        stable_revision: hash_of(&stable),
-        message: format!(
-            "releasing to {} replicas in {} steps",
-            w.replicas,
-            plan.batches.len()
-        ),
-        observed_generation: status.observed_generation,
-        ..RolloutStatus::default()
-    };
-    record(status, &first);
-    tracing::info!(rollout = %name, steps = status.total_steps, "release started");
-    Ok(Action::requeue(Duration::ZERO))
+    status.canary_revision = new_hash;
+    status.stable_revision = hash_of(&stable);
+    tracing::info!(rollout = %name, "release started");
+    Ok(())
 }
 
-/// Moves pods towards the batch; true when the batch is ready.
+/// Moves pods towards the batch, never above replicas + maxSurge pods and
+/// never below replicas - maxUnavailable available ones.
 async fn move_pods(
     w: &Workload,
     canary: &ReplicaSet,
     stable: &ReplicaSet,
     batch: &pb::Batch,
-) -> Result<bool, Error> {
+) -> Result<(), Error> {
     let n = w.replicas;
     let target_new = batch.canary_replicas.min(n);
     let target_old = n - target_new;
     let (new_spec, old_spec) = (spec_replicas(canary), spec_replicas(stable));
-    let existing = (new_spec + old_spec).max(pods(canary) + pods(stable));
-    let mut changed = false;
+    // Pods of revisions left by an earlier release of this rollout count
+    // against the surge, and go first.
+    let leftover: u32 = w
+        .owned
+        .iter()
+        .filter(|rs| hash_of(rs) != hash_of(canary) && hash_of(rs) != hash_of(stable))
+        .map(|rs| spec_replicas(rs).max(pods(rs)))
+        .sum();
+    for rs in w.others_with_pods(&hash_of(canary)) {
+        if hash_of(rs) != hash_of(stable) && spec_replicas(rs) > 0 {
+            w.scale(rs, 0).await?;
+        }
+    }
+    let existing = (new_spec + old_spec).max(pods(canary) + pods(stable)) + leftover;
     if new_spec < target_new {
         let room = (n + w.surge).saturating_sub(existing);
         if room > 0 {
             w.scale(canary, (new_spec + room).min(target_new)).await?;
-            changed = true;
         }
     } else if new_spec > target_new {
         w.scale(canary, target_new).await?;
-        changed = true;
     }
     if old_spec > target_old {
         // Old pods go as new ones become ready, keeping at least
@@ -444,154 +664,38 @@ async fn move_pods(
         }
         if down > 0 {
             w.scale(stable, old_spec - down).await?;
-            changed = true;
         }
     } else if old_spec < target_old {
         w.scale(stable, target_old).await?;
-        changed = true;
     }
-    Ok(!changed
-        && new_spec == target_new
-        && old_spec == target_old
-        && ready(canary) + batch.max_unready >= target_new
-        && pods(stable) == old_spec)
-}
-
-impl steps::Release for Workload {
-    fn replicas(&self) -> u32 {
-        self.replicas
-    }
-
-    fn max_surge(&self) -> String {
-        self.max_surge_text.clone()
-    }
-
-    fn ready_new(&self, status: &RolloutStatus) -> Option<u32> {
-        self.by_hash(&status.stable_revision)?;
-        self.by_hash(&status.canary_revision).map(ready)
-    }
-
-    async fn advance(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<bool, Error> {
-        let (Some(canary), Some(stable)) = (
-            self.by_hash(&status.canary_revision),
-            self.by_hash(&status.stable_revision),
-        ) else {
-            return Ok(false);
-        };
-        move_pods(self, canary, stable, batch).await
-    }
-
-    fn pins(&self, status: &RolloutStatus) -> Pins {
-        let pin = |hash: &str| [(keys::TEMPLATE_HASH.to_owned(), hash.to_owned())].into();
-        Pins {
-            stable: pin(&status.stable_revision),
-            canary: Some(pin(&status.canary_revision)),
-        }
-    }
-
-    async fn finish(
-        &self,
-        status: &mut RolloutStatus,
-        rollout: &str,
-        traffic: Option<&Traffic>,
-        _: &pb::Plan,
-    ) -> Result<Option<Action>, Error> {
-        // Every pod is new: the Services select them all again, then the
-        // router goes back to the stable Service.
-        if let Some(t) = traffic {
-            t.restore().await?;
-        }
-        let (Some(canary), Some(stable)) = (
-            self.by_hash(&status.canary_revision),
-            self.by_hash(&status.stable_revision),
-        ) else {
-            return Ok(None);
-        };
-        finish(self, canary, stable, rollout).await?;
-        Ok(None)
-    }
-
-    async fn start(
-        &self,
-        ctx: &Ctx,
-        rollout: &Rollout,
-        status: &mut RolloutStatus,
-    ) -> Result<Action, Error> {
-        start(ctx, rollout, self, status).await
-    }
-
-    async fn rollback(&self, status: &mut RolloutStatus) -> Result<Action, Error> {
-        rollback(self, status).await
-    }
-}
-
-/// Hands the Deployment back to its controller and removes every trace.
-async fn finish(
-    w: &Workload,
-    canary: &ReplicaSet,
-    stable: &ReplicaSet,
-    rollout: &str,
-) -> Result<(), Error> {
-    let paused_before = w
-        .deployment
-        .annotations()
-        .get(keys::PAUSED_BEFORE)
-        .is_some_and(|v| v == "true");
-    let unmark =
-        json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}}});
-    let mut patch = unmark.clone();
-    patch["spec"] = json!({"paused": paused_before});
-    w.patch_deployment(patch).await?;
-    let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
-    for rs in [canary, stable] {
-        w.patch_replicaset(rs, &rs_unmark).await?;
-    }
-    tracing::debug!(rollout, "workload handed back");
     Ok(())
 }
 
-async fn rollback(w: &Workload, status: &mut RolloutStatus) -> Result<Action, Error> {
-    let (Some(canary), Some(stable)) = (
-        w.by_hash(&status.canary_revision).cloned(),
-        w.by_hash(&status.stable_revision).cloned(),
-    ) else {
-        return Ok(fail(
-            status,
-            "cannot roll back: the release's ReplicaSets are gone",
-        ));
-    };
-    // Capacity back on stable first, then the new pods go.
-    if spec_replicas(&stable) != w.replicas {
-        w.scale(&stable, w.replicas).await?;
-    }
-    if spec_replicas(&canary) != 0 {
-        w.scale(&canary, 0).await?;
-    }
-    status.traffic = 0;
-    status.canary_replicas = 0;
-    if ready(&stable) < w.replicas || pods(&canary) > 0 {
-        // The ReplicaSets' events bring the next look; the timer is a
-        // fallback.
-        return Ok(Action::requeue(Duration::from_secs(30)));
-    }
-    // Give the Deployment its stable template back and resume it.
+/// Gives the Deployment back to its controller with `template` and removes
+/// every mark of the release from it and its ReplicaSets.
+async fn release_hold(w: &Workload, template: Option<Value>) -> Result<(), Error> {
     let paused_before = w
         .deployment
         .annotations()
         .get(keys::PAUSED_BEFORE)
         .is_some_and(|v| v == "true");
-    let patch = json!({
-        "metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}},
-        "spec": {"paused": paused_before, "template": template_of(&stable)},
-    });
-    w.patch_deployment(patch).await?;
+    let mut patch =
+        json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}}});
+    patch["spec"] = json!({"paused": paused_before});
+    if let Some(t) = template {
+        patch["spec"]["template"] = t;
+    }
+    if w.deployment.annotations().contains_key(keys::ROLLOUT) {
+        w.patch_deployment(patch).await?;
+    }
     let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
-    for rs in [&canary, &stable] {
+    for rs in w
+        .owned
+        .iter()
+        .filter(|rs| rs.annotations().contains_key(keys::ROLLOUT))
+    {
         w.patch_replicaset(rs, &rs_unmark).await?;
     }
-    finish_step(status);
-    status.phase = Phase::RolledBack;
-    status.pause_until = None;
-    tracing::info!(message = %status.message, "rolled back");
-    Ok(Action::await_change())
+    tracing::debug!(deployment = %w.deployment.name_any(), "workload handed back");
+    Ok(())
 }

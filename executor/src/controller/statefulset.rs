@@ -6,8 +6,6 @@
 //! revision's template back, which the StatefulSet controller recognises,
 //! and restores the partition.
 
-use std::time::Duration;
-
 use k8s_openapi::api::{
     apps::v1::{ControllerRevision, StatefulSet},
     core::v1::Pod,
@@ -21,14 +19,15 @@ use serde_json::{Value, json};
 use sluice_proto::v1 as pb;
 
 use super::{
-    Ctx, Error, fail, finish_step,
+    Ctx, Error, fail,
     partition::desired_template,
-    plan, record, steps,
+    steps,
     traffic::{Pins, Traffic},
 };
 use crate::{
-    crd::{Phase, Rollout, RolloutStatus},
+    crd::{Rollout, RolloutStatus},
     keys,
+    machine::{Progress, Start},
 };
 
 /// On a StatefulSet: its partition before the release.
@@ -151,6 +150,33 @@ impl Set {
     }
 }
 
+impl Set {
+    fn ours(&self, rollout: &str) -> bool {
+        self.sts
+            .annotations()
+            .get(keys::ROLLOUT)
+            .map(String::as_str)
+            == Some(rollout)
+    }
+
+    fn marked(&self) -> bool {
+        self.sts.annotations().contains_key(keys::ROLLOUT)
+    }
+
+    /// The stable revision's template, from its ControllerRevision.
+    async fn stable_template(&self, revision: &str) -> Result<Option<Value>, Error> {
+        let Some(revision) = self.revisions.get_opt(revision).await? else {
+            return Ok(None);
+        };
+        let mut stable =
+            revision.data.map(|d| d.0).unwrap_or(Value::Null)["spec"]["template"].clone();
+        if let Some(t) = stable.as_object_mut() {
+            t.remove("$patch");
+        }
+        Ok(Some(stable))
+    }
+}
+
 impl steps::Release for Set {
     fn replicas(&self) -> u32 {
         self.replicas
@@ -161,31 +187,6 @@ impl steps::Release for Set {
         "0".into()
     }
 
-    fn ready_new(&self, status: &RolloutStatus) -> Option<u32> {
-        if status.canary_revision.is_empty() {
-            return Some(0);
-        }
-        Some(self.pods_at(&status.canary_revision).1)
-    }
-
-    async fn advance(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<bool, Error> {
-        let (_, update) = self.revisions();
-        if status.canary_revision.is_empty() {
-            if update.is_empty() || update == status.stable_revision {
-                // The StatefulSet controller has not seen the template yet.
-                return Ok(false);
-            }
-            status.canary_revision = update.clone();
-        }
-        let target = self.replicas.saturating_sub(batch.canary_replicas);
-        if self.partition() != target {
-            self.set_partition(target).await?;
-            return Ok(false);
-        }
-        let (pods, ready) = self.pods_at(&status.canary_revision);
-        Ok(pods == batch.canary_replicas && ready + batch.max_unready >= batch.canary_replicas)
-    }
-
     fn pins(&self, status: &RolloutStatus) -> Pins {
         let pin = |rev: &str| [(REVISION_HASH.to_owned(), rev.to_owned())].into();
         Pins {
@@ -194,35 +195,183 @@ impl steps::Release for Set {
         }
     }
 
-    async fn finish(
+    fn start_check(&self, rollout: &Rollout, _: &RolloutStatus) -> Start {
+        let strategy = self
+            .sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.type_.clone())
+            .unwrap_or_else(|| "RollingUpdate".into());
+        if strategy != "RollingUpdate" {
+            return Start::Refused(format!(
+                "StatefulSet {:?} uses {strategy}; only RollingUpdate can be released in batches",
+                self.sts.name_any()
+            ));
+        }
+        let (current, update) = self.revisions();
+        let ours = self.ours(&rollout.name_any());
+        if !ours {
+            let (pods, ready) = self.pods_at(&current);
+            if current != update
+                || current.is_empty()
+                || pods < self.replicas
+                || ready < self.replicas
+            {
+                return Start::Busy(format!(
+                    "StatefulSet {:?}: {ready} of {} pods ready on its current revision; its own update must finish first",
+                    self.sts.name_any(),
+                    self.replicas
+                ));
+            }
+            if desired_template(&template(&self.sts), rollout) == template(&self.sts) {
+                return Start::NothingToDo;
+            }
+        }
+        Start::Ready
+    }
+
+    fn progress(&self, status: &RolloutStatus, batch: &pb::Batch) -> Option<Progress> {
+        let (pods, ready) = if status.canary_revision.is_empty() {
+            (0, 0)
+        } else {
+            self.pods_at(&status.canary_revision)
+        };
+        let target = self.replicas.saturating_sub(batch.canary_replicas);
+        Some(Progress {
+            ready_new: ready,
+            reached: !status.canary_revision.is_empty()
+                && self.partition() == target
+                && pods == batch.canary_replicas
+                && ready + batch.max_unready >= batch.canary_replicas,
+            pod_share: (100 * ready.min(self.replicas))
+                .checked_div(self.replicas)
+                .unwrap_or(0),
+        })
+    }
+
+    fn handed_back(&self, status: &RolloutStatus) -> Result<(), String> {
+        if self.marked() {
+            return Err(format!(
+                "StatefulSet {:?} is still held by the release",
+                self.sts.name_any()
+            ));
+        }
+        let (_, update) = self.revisions();
+        let (pods, ready) = self.pods_at(&status.canary_revision);
+        if update != status.canary_revision || pods < self.replicas || ready < self.replicas {
+            return Err(format!(
+                "{ready} of {} pods ready on the new revision",
+                self.replicas
+            ));
+        }
+        Ok(())
+    }
+
+    fn rolled_back(&self, status: &RolloutStatus) -> Result<(), String> {
+        let (_, update) = self.revisions();
+        let (pods, ready) = self.pods_at(&status.stable_revision);
+        if self.marked()
+            || update != status.stable_revision
+            || pods < self.replicas
+            || ready < self.replicas
+        {
+            return Err(format!(
+                "{ready} of {} pods ready on the stable revision",
+                self.replicas
+            ));
+        }
+        Ok(())
+    }
+
+    async fn begin(
         &self,
-        _: &mut RolloutStatus,
-        _: &str,
-        traffic: Option<&Traffic>,
-        _: &pb::Plan,
-    ) -> Result<Option<Action>, Error> {
+        _: &Ctx,
+        rollout: &Rollout,
+        status: &mut RolloutStatus,
+    ) -> Result<(), Error> {
+        let name = rollout.name_any();
+        let ours = self.ours(&name);
+        let (current, _) = self.revisions();
+        let stable = if ours && !status.stable_revision.is_empty() {
+            status.stable_revision.clone()
+        } else {
+            current
+        };
+        // Released from the stable revision's template, so a new release
+        // in flight replaces the one before it.
+        let base = match self.stable_template(&stable).await? {
+            Some(t) if ours => t,
+            _ => template(&self.sts),
+        };
+        let wanted = desired_template(&base, rollout);
+        let before = if ours {
+            self.partition_before()
+        } else {
+            self.partition()
+        };
+        let patch = json!({
+            "metadata": {"annotations": {keys::ROLLOUT: name, PARTITION_BEFORE: before.to_string()}},
+            "spec": {"template": wanted, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.replicas}}},
+        });
+        self.merge(patch).await?;
+        status.stable_revision = stable;
+        status.canary_revision = String::new();
+        Ok(())
+    }
+
+    async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<(), Error> {
+        let (_, update) = self.revisions();
+        if status.canary_revision.is_empty() {
+            if update.is_empty() || update == status.stable_revision {
+                // The StatefulSet controller has not seen the template yet.
+                return Ok(());
+            }
+            status.canary_revision = update;
+        }
+        let target = self.replicas.saturating_sub(batch.canary_replicas);
+        if self.partition() != target {
+            self.set_partition(target).await?;
+        }
+        Ok(())
+    }
+
+    async fn hand_back(&self, _: &RolloutStatus, traffic: Option<&Traffic>) -> Result<(), Error> {
         if let Some(t) = traffic {
             t.restore().await?;
         }
-        let patch = json!({
-            "metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}},
-            "spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.partition_before()}}},
-        });
-        self.merge(patch).await?;
-        Ok(None)
+        if self.marked() {
+            let patch = json!({
+                "metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}},
+                "spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.partition_before()}}},
+            });
+            self.merge(patch).await?;
+        }
+        Ok(())
     }
 
-    async fn start(
-        &self,
-        ctx: &Ctx,
-        rollout: &Rollout,
-        status: &mut RolloutStatus,
-    ) -> Result<Action, Error> {
-        start(ctx, rollout, self, status).await
-    }
-
-    async fn rollback(&self, status: &mut RolloutStatus) -> Result<Action, Error> {
-        rollback(self, status).await
+    async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error> {
+        if !self.marked() {
+            return Ok(());
+        }
+        let Some(stable) = self.stable_template(&status.stable_revision).await? else {
+            return Err(Error::Missing(format!(
+                "cannot roll back: ControllerRevision {:?} is gone",
+                status.stable_revision
+            )));
+        };
+        if template(&self.sts) != stable || self.partition() != self.partition_before() {
+            let patch = json!({"spec": {"template": stable, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.partition_before()}}}});
+            return self.merge(patch).await;
+        }
+        let (_, update) = self.revisions();
+        let (pods, ready) = self.pods_at(&status.stable_revision);
+        if update != status.stable_revision || pods < self.replicas || ready < self.replicas {
+            return Ok(());
+        }
+        let unmark =
+            json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}});
+        self.merge(unmark).await
     }
 }
 
@@ -248,112 +397,4 @@ pub(super) async fn reconcile(
 
 fn template(sts: &StatefulSet) -> Value {
     serde_json::to_value(sts.spec.as_ref().map(|s| s.template.clone())).unwrap_or(Value::Null)
-}
-
-async fn start(
-    ctx: &Ctx,
-    rollout: &Rollout,
-    set: &Set,
-    status: &mut RolloutStatus,
-) -> Result<Action, Error> {
-    let name = rollout.name_any();
-    let strategy = set
-        .sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.update_strategy.as_ref())
-        .and_then(|u| u.type_.clone())
-        .unwrap_or_else(|| "RollingUpdate".into());
-    if strategy != "RollingUpdate" {
-        return Ok(fail(
-            status,
-            format!(
-                "StatefulSet {:?} uses {strategy}; only RollingUpdate can be released in batches",
-                set.sts.name_any()
-            ),
-        ));
-    }
-    let (current, update) = set.revisions();
-    let ours = set.sts.annotations().get(keys::ROLLOUT) == Some(&name);
-    if !ours && current != update {
-        return Ok(fail(
-            status,
-            format!(
-                "StatefulSet {:?} is in the middle of an update; wait for it to finish",
-                set.sts.name_any()
-            ),
-        ));
-    }
-    let stable = if ours && !status.stable_revision.is_empty() {
-        status.stable_revision.clone()
-    } else {
-        current
-    };
-    let wanted = desired_template(&template(&set.sts), rollout);
-    if !ours && wanted == template(&set.sts) {
-        status.phase = Phase::Succeeded;
-        status.message = "nothing to release: the workload already runs this version".into();
-        return Ok(Action::await_change());
-    }
-    let before = if ours {
-        set.partition_before()
-    } else {
-        set.partition()
-    };
-    let patch = json!({
-        "metadata": {"annotations": {keys::ROLLOUT: name, PARTITION_BEFORE: before.to_string()}},
-        "spec": {"template": wanted, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": set.replicas}}},
-    });
-    set.merge(patch).await?;
-    let plan = plan(ctx, rollout, set.replicas, "0").await?;
-    let first = plan.batches.first().cloned().unwrap_or_default();
-    *status = RolloutStatus {
-        phase: Phase::Progressing,
-        total_steps: plan.batches.len() as u32,
-        stable_revision: stable,
-        message: format!(
-            "releasing to {} replicas in {} steps",
-            set.replicas,
-            plan.batches.len()
-        ),
-        observed_generation: status.observed_generation,
-        ..RolloutStatus::default()
-    };
-    record(status, &first);
-    Ok(Action::requeue(Duration::ZERO))
-}
-
-async fn rollback(set: &Set, status: &mut RolloutStatus) -> Result<Action, Error> {
-    let Some(revision) = set.revisions.get_opt(&status.stable_revision).await? else {
-        return Ok(fail(
-            status,
-            format!(
-                "cannot roll back: ControllerRevision {:?} is gone",
-                status.stable_revision
-            ),
-        ));
-    };
-    let mut stable = revision.data.map(|d| d.0).unwrap_or(Value::Null)["spec"]["template"].clone();
-    if let Some(t) = stable.as_object_mut() {
-        t.remove("$patch");
-    }
-    if template(&set.sts) != stable || set.partition() != set.partition_before() {
-        let patch = json!({"spec": {"template": stable, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": set.partition_before()}}}});
-        set.merge(patch).await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    status.traffic = 0;
-    status.canary_replicas = 0;
-    let (_, update) = set.revisions();
-    let (pods, ready) = set.pods_at(&status.stable_revision);
-    if update != status.stable_revision || pods < set.replicas || ready < set.replicas {
-        return Ok(Action::requeue(Duration::from_secs(2)));
-    }
-    let unmark =
-        json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}});
-    set.merge(unmark).await?;
-    finish_step(status);
-    status.phase = Phase::RolledBack;
-    status.pause_until = None;
-    Ok(Action::await_change())
 }

@@ -1,87 +1,68 @@
-//! The steps of a release, whatever the workload: wait for the batch,
-//! analyse it, pause, promote, advance, finish. What differs between
-//! workloads (how pods move, how the workload is handed back) is a
-//! [`Release`].
+//! One reconcile of a release, whatever the workload: observe, ask the
+//! release state machine ([`crate::machine`]) what to do, carry its effects
+//! out. What differs between workloads (how pods move, what "handed back"
+//! means) is a [`Release`].
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use kube::{ResourceExt, runtime::controller::Action};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, ResourceExt, api::ListParams, runtime::controller::Action};
 use sluice_proto::v1 as pb;
 
 use super::{
-    Ctx, Error, after_checks, convert, fail, finish_step, on_error_policy, parse_time, plan,
-    record,
+    Ctx, Error, convert, plan,
     traffic::{Pins, Router, Traffic, rules},
-    verdict,
 };
 use crate::{
-    crd::{Phase, Rollout, RolloutStatus, StepState, Verdict},
+    crd::{ErrorPolicy, Rollout, RolloutStatus},
     keys,
+    machine::{self, Controls, Effect, Next, Observed, Progress, Start},
 };
 
-/// Acts on an abort asked for: a running release starts rolling back.
-fn take_abort(
-    ctx: &Ctx,
-    rollout: &Rollout,
-    consumed: &mut Vec<&'static str>,
-    status: &mut RolloutStatus,
-) {
-    let Some(reason) = rollout.annotations().get(keys::ABORT).cloned() else {
-        return;
-    };
-    if matches!(status.phase, Phase::Progressing | Phase::Paused) {
-        status.phase = Phase::RollingBack;
-        status.message = format!("aborted: {reason}");
-        ctx.analyses.stop(
-            &rollout.namespace().unwrap_or_default(),
-            &rollout.name_any(),
-        );
-    }
-    consumed.push(keys::ABORT);
-}
-
-/// A workload being released.
+/// A workload being released: what the machine observes of it, and the
+/// effects that move it. Observations read the snapshot loaded for this
+/// reconcile and write nothing; effects are idempotent.
 pub(super) trait Release {
     /// Its replicas.
     fn replicas(&self) -> u32;
     /// Its maxSurge as written ("25%", "1"; "0" when it has none).
     fn max_surge(&self) -> String;
-    /// Ready pods of the new version; `None` when the release's revisions
-    /// are gone.
-    fn ready_new(&self, status: &RolloutStatus) -> Option<u32>;
-    /// The share of traffic the new pods take when nothing routes it: one
-    /// Service over every pod.
-    fn pod_share(&self, ready_new: u32) -> u32 {
-        (100 * ready_new.min(self.replicas()))
-            .checked_div(self.replicas())
-            .unwrap_or(0)
-    }
     /// The labels that tell stable pods from new ones.
     fn pins(&self, status: &RolloutStatus) -> Pins;
     /// The workload the new pods belong to, when not the released one.
     fn canary_workload(&self) -> Option<String> {
         None
     }
-    /// Moves pods towards the batch; true when the batch is ready.
-    async fn advance(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<bool, Error>;
-    /// Hands the workload back with every trace removed, restoring the
-    /// traffic objects at the right moment. `Some(action)` while it waits.
-    async fn finish(
-        &self,
-        status: &mut RolloutStatus,
-        rollout: &str,
-        traffic: Option<&Traffic>,
-        plan: &pb::Plan,
-    ) -> Result<Option<Action>, Error>;
-    /// Records the revisions and begins the first batch.
-    async fn start(
+    /// Whether the release may start.
+    fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start;
+    /// How far the workload is towards `batch`; `None` when the release's
+    /// revisions are gone.
+    fn progress(&self, status: &RolloutStatus, batch: &pb::Batch) -> Option<Progress>;
+    /// `Ok` once every replica runs the new version, ready, and the
+    /// workload is handed back; else what it waits for.
+    fn handed_back(&self, status: &RolloutStatus) -> Result<(), String>;
+    /// `Ok` once every pod is stable and ready and the workload is as the
+    /// user wrote it; else what it waits for.
+    fn rolled_back(&self, status: &RolloutStatus) -> Result<(), String>;
+    /// Takes the workload over and records the revisions in `status`.
+    async fn begin(
         &self,
         ctx: &Ctx,
         rollout: &Rollout,
         status: &mut RolloutStatus,
-    ) -> Result<Action, Error>;
-    /// Brings every pod back to the stable revision.
-    async fn rollback(&self, status: &mut RolloutStatus) -> Result<Action, Error>;
+    ) -> Result<(), Error>;
+    /// Moves pods towards `batch` (may record the new revision once known).
+    async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<(), Error>;
+    /// Hands the workload back, restoring the traffic objects at the right
+    /// moment.
+    async fn hand_back(
+        &self,
+        status: &RolloutStatus,
+        traffic: Option<&Traffic>,
+    ) -> Result<(), Error>;
+    /// Brings every pod back to the stable revision and the workload back
+    /// to what the user wrote.
+    async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error>;
 }
 
 /// The request matches of a plan the router cannot express, as one
@@ -103,10 +84,107 @@ fn unroutable(plan: &pb::Plan, traffic: Option<&Traffic>) -> Option<String> {
     })
 }
 
-/// State changes one reconcile may chain before it returns.
-const MAX_HOPS: u32 = 3;
+/// A plan's batch as the machine reads it.
+fn batch_of(b: &pb::Batch) -> machine::Batch {
+    let gate = b.gate.clone().unwrap_or_default();
+    let mut analyses = gate.analyses.clone();
+    analyses.extend(gate.background_analyses.clone());
+    let seconds =
+        |d: &prost_types::Duration| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32);
+    machine::Batch {
+        canary_replicas: b.canary_replicas,
+        traffic: b.traffic,
+        analyses,
+        pause: gate.pause.map(|p| p.duration.as_ref().map(seconds)),
+        progress_deadline: gate
+            .progress_deadline
+            .as_ref()
+            .map_or(machine::DEFAULT_PROGRESS_DEADLINE, seconds),
+    }
+}
 
-/// Takes a release one reconcile further, by its phase.
+/// Restarts past which a new pod counts as crash-looping.
+pub(super) const RESTART_LIMIT: i32 = 3;
+
+/// Waiting reasons that mean a container will not start by itself.
+const STUCK: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// The first new pod that cannot run, as a reason naming it.
+async fn failing_pod(ctx: &Ctx, ns: &str, pins: &Pins) -> Result<Option<String>, Error> {
+    let Some(labels) = &pins.canary else {
+        return Ok(None);
+    };
+    let selector = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    for pod in &list.items {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
+        for c in statuses {
+            let waiting = c
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone())
+                .unwrap_or_default();
+            let stuck = STUCK.contains(&waiting.as_str())
+                && (waiting != "CrashLoopBackOff" || c.restart_count >= RESTART_LIMIT);
+            if stuck || c.restart_count >= RESTART_LIMIT {
+                let why = if waiting.is_empty() {
+                    "restarting".to_owned()
+                } else {
+                    waiting
+                };
+                return Ok(Some(format!(
+                    "pod {} container {}: {why} ({} restarts)",
+                    pod.name_any(),
+                    c.name,
+                    c.restart_count
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// What a person asked for, from the Rollout; the annotations read are
+/// added to `consumed`, to be removed once the decision is recorded.
+fn controls(rollout: &Rollout, consumed: &mut Vec<&'static str>) -> Controls {
+    let annotations = rollout.annotations();
+    let abort = annotations.get(keys::ABORT).cloned();
+    if abort.is_some() {
+        consumed.push(keys::ABORT);
+    }
+    let promote = annotations.get(keys::PROMOTE).and_then(|value| {
+        consumed.push(keys::PROMOTE);
+        let (how, at) = value.split_once(':').unwrap_or((value.as_str(), ""));
+        Some((how == "full", at.parse::<u32>().ok()?))
+    });
+    Controls {
+        paused: rollout.spec.paused,
+        promote,
+        abort,
+    }
+}
+
+/// Takes a release one reconcile further: observes, decides, acts.
 pub(super) async fn drive<R: Release>(
     ctx: &Ctx,
     rollout: &Rollout,
@@ -114,302 +192,138 @@ pub(super) async fn drive<R: Release>(
     w: &R,
     status: &mut RolloutStatus,
 ) -> Result<Action, Error> {
-    take_abort(ctx, rollout, consumed, status);
+    let ns = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
     let traffic = Traffic::new(
         &ctx.client,
-        &rollout.namespace().unwrap_or_default(),
-        &rollout.name_any(),
+        &ns,
+        &name,
         rollout.spec.traffic.as_ref(),
         rollout.spec.strategy.style == Some(sluice_planner::spec::Style::BlueGreen),
     );
-    match status.phase {
-        Phase::Pending => {
-            let plan = plan(ctx, rollout, w.replicas(), &w.max_surge()).await?;
-            if let Some(problem) = unroutable(&plan, traffic.as_ref()) {
-                return Ok(fail(status, problem));
-            }
-            let action = w.start(ctx, rollout, status).await?;
-            if status.phase == Phase::Progressing
-                && let Some(t) = &traffic
-            {
-                t.apply(&w.pins(status), 0, &[]).await?;
-            }
-            Ok(action)
-        }
-        Phase::Progressing | Phase::Paused => {
-            step(ctx, rollout, consumed, w, traffic.as_ref(), status).await
-        }
-        Phase::RollingBack => {
-            // Traffic to stable first, then the pods.
-            if let Some(t) = &traffic {
-                t.apply(&w.pins(status), 0, &[]).await?;
-            }
-            let action = w.rollback(status).await?;
-            if status.phase == Phase::RolledBack
-                && let Some(t) = &traffic
-            {
-                t.restore().await?;
-            }
-            Ok(action)
-        }
-        Phase::Succeeded | Phase::RolledBack | Phase::Failed => Ok(Action::await_change()),
-    }
-}
-
-async fn step<R: Release>(
-    ctx: &Ctx,
-    rollout: &Rollout,
-    consumed: &mut Vec<&'static str>,
-    w: &R,
-    traffic: Option<&Traffic>,
-    status: &mut RolloutStatus,
-) -> Result<Action, Error> {
-    let ns = rollout.namespace().unwrap_or_default();
-    let name = rollout.name_any();
-    if rollout.spec.paused {
-        if status.phase != Phase::Paused || status.step_state != StepState::Paused {
-            status.phase = Phase::Paused;
-            status.message = "paused on request; Resume continues".into();
-        }
-        return Ok(Action::await_change());
-    }
-    if status.phase == Phase::Paused && status.step_state != StepState::Paused {
-        status.phase = Phase::Progressing;
-    }
     let plan = plan(ctx, rollout, w.replicas(), &w.max_surge()).await?;
-    status.total_steps = plan.batches.len() as u32;
-    let last = plan.batches.len().saturating_sub(1) as u32;
-    status.current_step = status.current_step.min(last);
-    // A promotion names the step it was asked at, so a stale one (the
-    // controller acted, then restarted before removing it) is ignored.
-    let mut promotion = None;
-    if let Some(value) = rollout.annotations().get(keys::PROMOTE) {
-        consumed.push(keys::PROMOTE);
-        let (how, at) = value.split_once(':').unwrap_or((value.as_str(), ""));
-        if at.parse::<u32>().ok() == Some(status.current_step) {
-            promotion = Some(how == "full");
+    let batches: Vec<machine::Batch> = plan.batches.iter().map(batch_of).collect();
+    let controls = controls(rollout, consumed);
+    let release = machine::release_id(&rollout.spec);
+    let new_release = status.release != release;
+
+    // Observe what this state needs.
+    let mut observed = Observed::default();
+    if new_release || status.phase == crate::crd::Phase::Pending {
+        observed.start = w.start_check(rollout, status);
+    }
+    observed.progress = plan.batches.iter().map(|b| w.progress(status, b)).collect();
+    observed.handed_back = w.handed_back(status);
+    observed.rolled_back = w.rolled_back(status);
+    if machine::needs_traffic_check(status) {
+        observed.traffic_leftovers = Some(match &traffic {
+            Some(t) => t.leftovers().await?,
+            None => Vec::new(),
+        });
+    }
+    let waiting_for_pods = status.phase == crate::crd::Phase::Progressing
+        && status.step_state == crate::crd::StepState::Upgrading
+        && !observed
+            .progress
+            .get(status.current_step as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|p| p.reached);
+    if waiting_for_pods && !new_release {
+        observed.failing_pod = failing_pod(ctx, &ns, &w.pins(status)).await?;
+    }
+
+    let input = machine::Input {
+        status,
+        release: &release,
+        plan: &batches,
+        handback_window: if rollout.spec.strategy.style
+            == Some(sluice_planner::spec::Style::BlueGreen)
+        {
+            plan.rollback_window.map_or(Duration::from_secs(600), |d| {
+                Duration::from_secs(d.seconds.max(0) as u64)
+            })
+        } else {
+            Duration::ZERO
+        },
+        routed: traffic.as_ref().is_some_and(Traffic::sets_weight),
+        rollback_on_error: rollout.spec.on_analysis_error == ErrorPolicy::Rollback,
+        refusal: unroutable(&plan, traffic.as_ref()),
+        controls: &controls,
+        observed: &observed,
+        now: ctx.clock.now(),
+    };
+    let mut out = machine::decide(&input);
+
+    // Act, in order; the status is written by the caller only after every
+    // effect succeeded.
+    for effect in &out.effects {
+        match effect {
+            Effect::Begin => w.begin(ctx, rollout, &mut out.status).await?,
+            Effect::MovePods { step } => {
+                if let Some(batch) = plan.batches.get(*step as usize) {
+                    w.move_pods(&mut out.status, batch).await?;
+                }
+            }
+            Effect::Route { step } => {
+                if let (Some(t), Some(batch)) = (&traffic, plan.batches.get(*step as usize)) {
+                    t.apply(&w.pins(&out.status), batch.traffic, &batch.matches)
+                        .await?;
+                }
+            }
+            Effect::RouteStable => {
+                if let Some(t) = &traffic {
+                    t.apply(&w.pins(&out.status), 0, &[]).await?;
+                }
+            }
+            Effect::Analyse { step, names } => {
+                let analysis = convert::analysis(
+                    &format!("{name}-step-{}", step + 1),
+                    names,
+                    &rollout.spec.analyses,
+                );
+                let Some(analysis) = analysis else {
+                    return Err(Error::Missing(format!(
+                        "step {}: analyses {names:?} are not defined in spec.analyses",
+                        step + 1
+                    )));
+                };
+                let context = pb::AnalysisContext {
+                    namespace: ns.clone(),
+                    workload: rollout.spec.workload.name.clone(),
+                    canary_workload: w.canary_workload().unwrap_or_default(),
+                    canary_revision: out.status.canary_revision.clone(),
+                    stable_revision: out.status.stable_revision.clone(),
+                    window: Some(prost_types::Duration {
+                        seconds: 30,
+                        nanos: 0,
+                    }),
+                    args: Default::default(),
+                };
+                ctx.analyses.ensure(
+                    &ctx.client,
+                    &ctx.gate,
+                    rollout,
+                    *step,
+                    pb::AnalyzeRequest {
+                        analysis: Some(analysis),
+                        context: Some(context),
+                    },
+                );
+            }
+            Effect::StopAnalyses => ctx.analyses.stop(&ns, &name),
+            Effect::HandBack => w.hand_back(&out.status, traffic.as_ref()).await?,
+            Effect::RollBack => w.roll_back(&out.status).await?,
+            Effect::RestoreTraffic => {
+                if let Some(t) = &traffic {
+                    t.restore().await?;
+                }
+            }
         }
     }
-    if promotion == Some(true) && status.current_step < last {
-        finish_step(status);
-        status.current_step = last;
-        record(status, &plan.batches[last as usize]);
-        status.step_state = StepState::Upgrading;
-        status.phase = Phase::Progressing;
-        status.pause_until = None;
-        status.message = "promoted to the end".into();
-        return Ok(Action::requeue(Duration::ZERO));
-    }
-    // A batch that needs no wait goes on to the next in the same
-    // reconcile: ready, no analysis, no pause, next batch's first patch.
-    // The workload read at the start is still current, since a ready batch
-    // writes nothing to it.
-    let mut hops = 0;
-    loop {
-        hops += 1;
-        let batch = plan.batches[status.current_step as usize].clone();
-        let Some(ready_new) = w.ready_new(status) else {
-            return Ok(fail(status, "the release's workload revisions are gone"));
-        };
-        status.canary_replicas = batch.canary_replicas;
-        status.ready_canary_replicas = ready_new;
-        let gate = batch.gate.clone().unwrap_or_default();
-        return match status.step_state {
-            StepState::Upgrading | StepState::Routing => {
-                let done = w.advance(status, &batch).await?;
-                let routed = traffic.is_some_and(Traffic::sets_weight);
-                // Without a router, traffic follows the ready pods.
-                if !routed {
-                    status.traffic = w.pod_share(ready_new);
-                }
-                if done {
-                    if let Some(t) = traffic {
-                        t.apply(&w.pins(status), batch.traffic, &batch.matches)
-                            .await?;
-                    }
-                    if routed {
-                        status.traffic = batch.traffic;
-                    }
-                    let mut names = gate.analyses.clone();
-                    names.extend(gate.background_analyses.clone());
-                    if names.is_empty() {
-                        after_checks(status, &batch);
-                        if status.step_state == StepState::Completed && hops < MAX_HOPS {
-                            continue;
-                        }
-                    } else {
-                        status.step_state = StepState::Analyzing;
-                        status.analysis = None;
-                        status.message = format!(
-                            "step {}: analysing {}",
-                            status.current_step + 1,
-                            names.join(", ")
-                        );
-                    }
-                    return Ok(Action::requeue(Duration::ZERO));
-                }
-                let deadline = gate
-                    .progress_deadline
-                    .map_or(Duration::from_secs(600), |d| {
-                        Duration::from_secs(d.seconds.max(0) as u64)
-                    });
-                let started = status
-                    .steps
-                    .iter()
-                    .find(|s| s.index == status.current_step)
-                    .and_then(|s| s.started.as_deref())
-                    .and_then(parse_time);
-                let elapsed = started
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .unwrap_or_default();
-                if elapsed >= deadline {
-                    status.phase = Phase::RollingBack;
-                    status.message = format!(
-                        "step {}: {} of {} new pods ready after the progress deadline of {}s",
-                        status.current_step + 1,
-                        ready_new,
-                        batch.canary_replicas,
-                        deadline.as_secs()
-                    );
-                    return Ok(Action::requeue(Duration::ZERO));
-                }
-                status.message = format!(
-                    "step {}: {} of {} new pods ready",
-                    status.current_step + 1,
-                    ready_new,
-                    batch.canary_replicas
-                );
-                Ok(Action::requeue(deadline - elapsed))
-            }
-            StepState::Analyzing => {
-                let mut names = gate.analyses.clone();
-                names.extend(gate.background_analyses.clone());
-                match verdict(status) {
-                    None => {
-                        let Some(analysis) = convert::analysis(
-                            &format!("{name}-step-{}", status.current_step + 1),
-                            &names,
-                            &rollout.spec.analyses,
-                        ) else {
-                            after_checks(status, &batch);
-                            if status.step_state == StepState::Completed && hops < MAX_HOPS {
-                                continue;
-                            }
-                            return Ok(Action::requeue(Duration::ZERO));
-                        };
-                        let context = pb::AnalysisContext {
-                            namespace: ns.clone(),
-                            workload: rollout.spec.workload.name.clone(),
-                            canary_workload: w.canary_workload().unwrap_or_default(),
-                            canary_revision: status.canary_revision.clone(),
-                            stable_revision: status.stable_revision.clone(),
-                            window: Some(prost_types::Duration {
-                                seconds: 30,
-                                nanos: 0,
-                            }),
-                            args: Default::default(),
-                        };
-                        ctx.analyses.ensure(
-                            &ctx.client,
-                            &ctx.gate,
-                            rollout,
-                            status.current_step,
-                            pb::AnalyzeRequest {
-                                analysis: Some(analysis),
-                                context: Some(context),
-                            },
-                        );
-                        Ok(Action::await_change())
-                    }
-                    Some((Verdict::Pass, _)) => {
-                        // Passed with no pause: the next batch's first
-                        // patch goes out now, not after a trip through
-                        // the watch.
-                        after_checks(status, &batch);
-                        if status.step_state == StepState::Completed && hops < MAX_HOPS {
-                            continue;
-                        }
-                        Ok(Action::requeue(Duration::ZERO))
-                    }
-                    Some((Verdict::Fail, message)) => {
-                        status.phase = Phase::RollingBack;
-                        status.message = format!(
-                            "step {}: analysis failed: {message}",
-                            status.current_step + 1
-                        );
-                        Ok(Action::requeue(Duration::ZERO))
-                    }
-                    Some((Verdict::Error, message))
-                        if on_error_policy(rollout.spec.on_analysis_error) =>
-                    {
-                        status.phase = Phase::RollingBack;
-                        status.message = format!(
-                            "step {}: analysis could not get data: {message}",
-                            status.current_step + 1
-                        );
-                        Ok(Action::requeue(Duration::ZERO))
-                    }
-                    Some((v, message)) => {
-                        status.phase = Phase::Paused;
-                        status.step_state = StepState::Paused;
-                        status.pause_until = None;
-                        status.message = format!(
-                            "step {}: analysis {v:?}: {message}; Promote to continue, Abort to roll back",
-                            status.current_step + 1
-                        );
-                        Ok(Action::await_change())
-                    }
-                }
-            }
-            StepState::Paused => {
-                // Taken, so that a promotion moves one step however far
-                // this reconcile goes on.
-                let over = promotion.take() == Some(false)
-                    || match status.pause_until.as_deref().and_then(parse_time) {
-                        Some(until) => match until.duration_since(SystemTime::now()) {
-                            Ok(remaining) if !remaining.is_zero() => {
-                                return Ok(Action::requeue(remaining));
-                            }
-                            _ => true,
-                        },
-                        None => false,
-                    };
-                if !over {
-                    return Ok(Action::await_change());
-                }
-                status.step_state = StepState::Completed;
-                if hops < MAX_HOPS {
-                    continue;
-                }
-                Ok(Action::requeue(Duration::ZERO))
-            }
-            StepState::Completed => {
-                finish_step(status);
-                status.pause_until = None;
-                status.phase = Phase::Progressing;
-                if status.current_step < last {
-                    status.current_step += 1;
-                    status.step_state = StepState::Upgrading;
-                    record(status, &plan.batches[status.current_step as usize]);
-                    if hops < MAX_HOPS {
-                        continue;
-                    }
-                    return Ok(Action::requeue(Duration::ZERO));
-                }
-                if let Some(wait) = w.finish(status, &name, traffic, &plan).await? {
-                    return Ok(wait);
-                }
-                ctx.analyses.stop(&ns, &name);
-                status.handback_after = None;
-                status.phase = Phase::Succeeded;
-                status.traffic = 100;
-                status.message = format!(
-                    "released: all {} replicas run the new version",
-                    w.replicas()
-                );
-                tracing::info!(rollout = %name, "release succeeded");
-                Ok(Action::await_change())
-            }
-        };
-    }
+    *status = out.status;
+    Ok(match out.next {
+        Next::Change => Action::await_change(),
+        Next::After(d) => Action::requeue(d),
+    })
 }

@@ -363,6 +363,59 @@ impl Traffic {
         Ok(())
     }
 
+    /// What the release still has on the traffic objects: objects it made
+    /// that exist (deleting counts: not gone yet), selectors and routes
+    /// not restored. Empty once [`Traffic::restore`] has done its work.
+    pub async fn leftovers(&self) -> Result<Vec<String>, Error> {
+        let mut left = Vec::new();
+        let services = self.services();
+        for name in [self.routing.stable_service.clone(), self.canary_service()] {
+            let Some(svc) = services.get_opt(&name).await? else {
+                continue;
+            };
+            if svc.annotations().get(keys::ROLLOUT) == Some(&self.rollout) {
+                left.push(format!("Service {name}"));
+            } else if svc.annotations().contains_key(keys::ORIGINAL_SELECTOR) {
+                left.push(format!("the selector of Service {name}"));
+            }
+        }
+        if let Some(nginx) = &self.routing.nginx {
+            let ingresses: Api<Ingress> = Api::namespaced(self.client.clone(), &self.ns);
+            let name = format!("{}-canary", nginx.ingress);
+            if ingresses.get_opt(&name).await?.is_some() {
+                left.push(format!("Ingress {name}"));
+            }
+        }
+        for (resource, name) in self.routes() {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &self.ns, &resource);
+            if api
+                .get_opt(&name)
+                .await?
+                .is_some_and(|o| o.annotations().contains_key(keys::ORIGINAL_SPEC))
+            {
+                left.push(format!("{} {name}", resource.kind));
+            }
+        }
+        Ok(left)
+    }
+
+    /// The route objects the release manages, with their resources.
+    fn routes(&self) -> impl Iterator<Item = (ApiResource, String)> {
+        [
+            self.routing
+                .http_route
+                .as_ref()
+                .map(|r| (http_route_resource(), r.name.clone())),
+            self.routing
+                .virtual_service
+                .as_ref()
+                .map(|v| (virtual_service_resource(), v.name.clone())),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// Puts every original back and deletes what the release created.
     pub async fn restore(&self) -> Result<(), Error> {
         let services = self.services();
@@ -388,17 +441,7 @@ impl Traffic {
             let ingresses: Api<Ingress> = Api::namespaced(self.client.clone(), &self.ns);
             delete(&ingresses, &format!("{}-canary", nginx.ingress)).await?;
         }
-        let routes = [
-            self.routing
-                .http_route
-                .as_ref()
-                .map(|r| (http_route_resource(), r.name.clone())),
-            self.routing
-                .virtual_service
-                .as_ref()
-                .map(|v| (virtual_service_resource(), v.name.clone())),
-        ];
-        for (resource, name) in routes.into_iter().flatten() {
+        for (resource, name) in self.routes() {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &self.ns, &resource);
             let Some(object) = api.get_opt(&name).await? else {

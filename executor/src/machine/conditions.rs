@@ -1,0 +1,135 @@
+//! The Rollout's Kubernetes conditions, derived from its status after every
+//! decision, so that `kubectl wait --for=condition=Completed` and GitOps
+//! health checks can read a release without knowing its phases.
+//!
+//! | type | True when | reasons |
+//! |---|---|---|
+//! | `Progressing` | the release runs (Pending, Progressing, Paused, RollingBack) | `Waiting`, `Releasing`, `HandingBack`, `Paused`, `RollingBack`; False: `Succeeded`, `RolledBack`, `Failed` |
+//! | `Paused` | held by a person or by a step | `PausedByRequest`, `StepPause`, `AnalysisInconclusive`; False: `NotPaused` |
+//! | `Completed` | every replica runs the new version, handed back | `Succeeded`; False: `InProgress`, `RolledBack`, `Failed` |
+//!
+//! A condition's `lastTransitionTime` changes only when its status does.
+
+use std::time::SystemTime;
+
+use super::time_text;
+use crate::crd::{Phase, RolloutCondition, RolloutStatus, StepState, Verdict};
+
+/// Condition types.
+pub mod condition_types {
+    /// The release runs.
+    pub const PROGRESSING: &str = "Progressing";
+    /// The release is held.
+    pub const PAUSED: &str = "Paused";
+    /// The release succeeded and the workload is handed back.
+    pub const COMPLETED: &str = "Completed";
+}
+
+/// Condition reasons.
+pub mod reasons {
+    /// Waiting for the workload before the start.
+    pub const WAITING: &str = "Waiting";
+    /// Moving through the steps.
+    pub const RELEASING: &str = "Releasing";
+    /// Every step done; the workload is being handed back.
+    pub const HANDING_BACK: &str = "HandingBack";
+    /// Held (see the `Paused` condition for why).
+    pub const PAUSED: &str = "Paused";
+    /// Bringing traffic and pods back to stable.
+    pub const ROLLING_BACK: &str = "RollingBack";
+    /// Released and handed back.
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// Rolled back and restored.
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// Could neither proceed nor roll back.
+    pub const FAILED: &str = "Failed";
+    /// Held by Pause.
+    pub const PAUSED_BY_REQUEST: &str = "PausedByRequest";
+    /// Held by a step's pause.
+    pub const STEP_PAUSE: &str = "StepPause";
+    /// Held because an analysis could not decide.
+    pub const ANALYSIS_INCONCLUSIVE: &str = "AnalysisInconclusive";
+    /// Not held.
+    pub const NOT_PAUSED: &str = "NotPaused";
+    /// Not finished.
+    pub const IN_PROGRESS: &str = "InProgress";
+}
+
+fn flag(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+/// Writes the conditions that `status` implies, for `generation`.
+pub fn set_conditions(
+    status: &mut RolloutStatus,
+    paused_by_request: bool,
+    generation: i64,
+    now: SystemTime,
+) {
+    use condition_types as t;
+    use reasons as r;
+    let phase = status.phase;
+    let running = matches!(
+        phase,
+        Phase::Pending | Phase::Progressing | Phase::Paused | Phase::RollingBack
+    );
+    let handing_back = phase == Phase::Progressing
+        && status.step_state == StepState::Completed
+        && status.total_steps > 0
+        && status.current_step + 1 >= status.total_steps;
+    let progressing_reason = match phase {
+        Phase::Pending => r::WAITING,
+        Phase::Progressing if handing_back => r::HANDING_BACK,
+        Phase::Progressing => r::RELEASING,
+        Phase::Paused => r::PAUSED,
+        Phase::RollingBack => r::ROLLING_BACK,
+        Phase::Succeeded => r::SUCCEEDED,
+        Phase::RolledBack => r::ROLLED_BACK,
+        Phase::Failed => r::FAILED,
+    };
+    let paused =
+        running && phase != Phase::RollingBack && (paused_by_request || phase == Phase::Paused);
+    let inconclusive = status.analysis.as_ref().is_some_and(|a| {
+        a.step == status.current_step
+            && matches!(a.verdict, Some(Verdict::Inconclusive | Verdict::Error))
+    });
+    let paused_reason = if !paused {
+        r::NOT_PAUSED
+    } else if paused_by_request {
+        r::PAUSED_BY_REQUEST
+    } else if inconclusive {
+        r::ANALYSIS_INCONCLUSIVE
+    } else {
+        r::STEP_PAUSE
+    };
+    let completed_reason = match phase {
+        Phase::Succeeded => r::SUCCEEDED,
+        Phase::RolledBack => r::ROLLED_BACK,
+        Phase::Failed => r::FAILED,
+        _ => r::IN_PROGRESS,
+    };
+    let wanted = [
+        (t::PROGRESSING, running, progressing_reason),
+        (t::PAUSED, paused, paused_reason),
+        (t::COMPLETED, phase == Phase::Succeeded, completed_reason),
+    ];
+    let now = time_text(now);
+    let mut next = Vec::with_capacity(wanted.len());
+    for (kind, value, reason) in wanted {
+        let value = flag(value);
+        let old = status.conditions.iter().find(|c| c.kind == kind);
+        let last_transition_time = match old {
+            Some(c) if c.status == value => c.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+        next.push(RolloutCondition {
+            kind: kind.to_owned(),
+            status: value.to_owned(),
+            reason: reason.to_owned(),
+            message: status.message.clone(),
+            last_transition_time,
+            observed_generation: generation,
+        });
+    }
+    status.conditions = next;
+}

@@ -1,0 +1,824 @@
+//! The release state machine: a pure function from what is known about a
+//! release to what it should do next.
+//!
+//! [`decide`] takes the recorded status, the plan, the controls a person
+//! asked for, what the controller observed in the cluster and the time, and
+//! returns the next status, the [`Effect`]s to carry out (in order) and when
+//! to look again. It reads no cluster, no clock and no network; the
+//! controller observes, calls it, carries the effects out (each idempotent,
+//! so a crash between two of them is safe: the next reconcile decides the
+//! same effects again from the same recorded status) and writes the status
+//! only once every effect succeeded.
+//!
+//! # States
+//!
+//! `status.phase` with, while a release runs, `status.step_state`:
+//!
+//! ```text
+//! Pending ──start──▶ Progressing{Upgrading ▶ Analyzing ▶ Paused ▶ Completed}×steps ──hand back──▶ Succeeded
+//!    │                   │  ▲ Pause/Resume (phase Paused, step state kept)
+//!    │ busy past         │ failed analysis, missed deadline, failing pods, Abort
+//!    ▼ the deadline      ▼
+//!  Failed            RollingBack ──traffic on stable, pods back, objects gone──▶ RolledBack
+//! ```
+//!
+//! # Guarantees
+//!
+//! - `Succeeded` is decided only when the workload is observed handed back
+//!   ([`Observed::handed_back`]: every replica new and ready, the workload as
+//!   the user wrote it) and no traffic object carries a trace of the release.
+//! - `RolledBack` is decided only when the pods are observed back on the
+//!   stable revision ([`Observed::rolled_back`]) and every traffic object is
+//!   restored and every object the release made is gone.
+//! - After a rollback decision no effect routes traffic to the new version.
+//! - Pause, Resume and Promote never restart a release or lose its progress:
+//!   a release is identified by [`Input::release`], not by the Rollout's
+//!   generation. Pause emits no effect at all.
+
+mod conditions;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, SystemTime};
+
+pub use conditions::{condition_types, reasons, set_conditions};
+
+use crate::crd::{Phase, RolloutStatus, StepRecord, StepState, Verdict};
+
+/// One batch of the plan, as the machine needs it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Batch {
+    /// New pods wanted.
+    pub canary_replicas: u32,
+    /// Traffic percent to the new pods (routers only).
+    pub traffic: u32,
+    /// Analyses to run once the batch is ready (steps and background).
+    pub analyses: Vec<String>,
+    /// `None`: no pause; `Some(None)`: until promoted; `Some(Some(d))`: for `d`.
+    pub pause: Option<Option<Duration>>,
+    /// How long the batch's pods may take to become ready.
+    pub progress_deadline: Duration,
+}
+
+/// The progress deadline when the plan gives none.
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How far the workload is towards a batch, observed in one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Ready pods of the new version.
+    pub ready_new: u32,
+    /// The batch is in place: its pods exist and enough are ready.
+    pub reached: bool,
+    /// The share of traffic the new pods take when nothing routes it.
+    pub pod_share: u32,
+}
+
+/// Whether a release may start, observed on the workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Its own controller is still rolling it out, or it is not ready.
+    Busy(String),
+    /// It already runs exactly this version, every replica ready.
+    NothingToDo,
+    /// It can start.
+    Ready,
+    /// It can never start (the workload is missing, or cannot be released
+    /// this way); the reason.
+    Refused(String),
+}
+
+/// What the controller saw in the cluster for this reconcile.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// At `Pending`: whether the release may start.
+    pub start: Start,
+    /// Progress towards each batch of the plan, by index; `None` when the
+    /// release's revisions are gone.
+    pub progress: Vec<Option<Progress>>,
+    /// `Ok` once the workload is handed back: every replica runs the new
+    /// revision and is ready, and the workload is as the user wrote it with
+    /// the new version; otherwise what it waits for.
+    pub handed_back: Result<(), String>,
+    /// `Ok` once every pod is back on the stable revision and ready and the
+    /// workload is as the user wrote it; otherwise what it waits for.
+    pub rolled_back: Result<(), String>,
+    /// Traces of the release left on traffic objects (canary Services and
+    /// Ingresses, pinned selectors, saved routes); empty when clean, `None`
+    /// when not looked at (the controller looks only when
+    /// [`needs_traffic_check`] says so).
+    pub traffic_leftovers: Option<Vec<String>>,
+    /// A new pod that cannot run (crash loop, image pull, bad config): the
+    /// reason naming the pod and container.
+    pub failing_pod: Option<String>,
+}
+
+impl Default for Observed {
+    /// Nothing seen: not startable, no progress, nothing handed back or
+    /// rolled back, traffic not looked at.
+    fn default() -> Self {
+        Self {
+            start: Start::Busy("not observed".into()),
+            progress: Vec::new(),
+            handed_back: Err("not observed".into()),
+            rolled_back: Err("not observed".into()),
+            traffic_leftovers: None,
+            failing_pod: None,
+        }
+    }
+}
+
+/// What a person asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Controls {
+    /// Held by Pause until Resume.
+    pub paused: bool,
+    /// A promotion: whether to the end, and the step it was asked at.
+    pub promote: Option<(bool, u32)>,
+    /// An abort, with its reason.
+    pub abort: Option<String>,
+}
+
+/// Everything [`decide`] reads.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    /// The status as recorded in the cluster.
+    pub status: &'a RolloutStatus,
+    /// The identity of what the spec asks to release (see
+    /// [`release_id`](crate::machine::release_id)).
+    pub release: &'a str,
+    /// The plan's batches.
+    pub plan: &'a [Batch],
+    /// How long the old version is kept after the last step (blue-green).
+    pub handback_window: Duration,
+    /// Whether traffic weight is set by a router or switch (otherwise
+    /// traffic follows the ready pods).
+    pub routed: bool,
+    /// Whether an analysis error past its limit rolls back (else pauses).
+    pub rollback_on_error: bool,
+    /// A reason the spec can never work, found before the start.
+    pub refusal: Option<String>,
+    /// Controls.
+    pub controls: &'a Controls,
+    /// The cluster.
+    pub observed: &'a Observed,
+    /// The time.
+    pub now: SystemTime,
+}
+
+/// One thing the controller carries out. Every effect is idempotent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Takes the workload over: holds its controller back, records the
+    /// revisions, makes what the release needs.
+    Begin,
+    /// Moves pods towards batch `step` (never past replicas + surge).
+    MovePods {
+        /// The batch.
+        step: u32,
+    },
+    /// Sets the traffic objects for batch `step`: its weight and matches.
+    Route {
+        /// The batch.
+        step: u32,
+    },
+    /// Sends all traffic to the stable pods (no weight, no matches).
+    RouteStable,
+    /// Makes sure the analyses of batch `step` run.
+    Analyse {
+        /// The batch.
+        step: u32,
+        /// The analyses by name.
+        names: Vec<String>,
+    },
+    /// Stops every analysis of the rollout.
+    StopAnalyses,
+    /// Hands the workload back to its controller with the new version.
+    HandBack,
+    /// Brings every pod back to the stable revision and the workload back
+    /// to what the user wrote.
+    RollBack,
+    /// Puts every traffic object back as it was and deletes what the
+    /// release made.
+    RestoreTraffic,
+}
+
+/// When to look again, besides any watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Only on a change.
+    Change,
+    /// After this long at the latest.
+    After(Duration),
+}
+
+/// What [`decide`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The next status.
+    pub status: RolloutStatus,
+    /// What to carry out, in order, before the status is written.
+    pub effects: Vec<Effect>,
+    /// When to look again.
+    pub next: Next,
+}
+
+/// How often to look while waiting for something no watch reports
+/// (a workload's own rollout, a traffic object's deletion).
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// Steps one decision may pass through before it returns.
+const MAX_HOPS: u32 = 4;
+
+/// A short digest of what a spec releases: the workload and the new
+/// template or images. A Rollout whose digest changes asks for a new
+/// release; any other change is a control of the one in flight.
+pub fn release_id(spec: &crate::crd::RolloutSpec) -> String {
+    let text = serde_json::to_string(&(
+        &spec.workload.kind,
+        &spec.workload.name,
+        &spec.template,
+        &spec.images,
+    ))
+    .unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// A time as RFC 3339, to the second.
+pub fn time_text(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    prost_types::Timestamp {
+        seconds: secs as i64,
+        nanos: 0,
+    }
+    .to_string()
+}
+
+/// An RFC 3339 time, to the second.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    let ts: prost_types::Timestamp = text.parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(ts.seconds.max(0) as u64))
+}
+
+/// Whether the traffic objects' state is an input of the next decision
+/// (the controller looks them up only then).
+pub fn needs_traffic_check(status: &RolloutStatus) -> bool {
+    match status.phase {
+        Phase::RollingBack => true,
+        Phase::Progressing => {
+            status.step_state == StepState::Completed
+                && status.total_steps > 0
+                && status.current_step + 1 >= status.total_steps
+        }
+        _ => false,
+    }
+}
+
+/// A decision in the making.
+struct Decision<'a> {
+    input: &'a Input<'a>,
+    status: RolloutStatus,
+    effects: Vec<Effect>,
+}
+
+/// Decides the next status, effects and look for a release.
+pub fn decide(input: &Input<'_>) -> Output {
+    let mut d = Decision {
+        input,
+        status: input.status.clone(),
+        effects: Vec::new(),
+    };
+    if d.status.release.is_empty()
+        && matches!(
+            d.status.phase,
+            Phase::Progressing | Phase::Paused | Phase::RollingBack
+        )
+    {
+        // Recorded before releases were identified: adopt it.
+        d.status.release = input.release.to_owned();
+    } else if d.status.release != input.release {
+        d.new_release();
+    }
+    let next = d.run();
+    Output {
+        status: d.status,
+        effects: d.effects,
+        next,
+    }
+}
+
+impl Decision<'_> {
+    fn now(&self) -> SystemTime {
+        self.input.now
+    }
+
+    fn last(&self) -> u32 {
+        self.input.plan.len().saturating_sub(1) as u32
+    }
+
+    fn batch(&self) -> &Batch {
+        static EMPTY: Batch = Batch {
+            canary_replicas: 0,
+            traffic: 0,
+            analyses: Vec::new(),
+            pause: None,
+            progress_deadline: DEFAULT_PROGRESS_DEADLINE,
+        };
+        self.input
+            .plan
+            .get(self.status.current_step as usize)
+            .unwrap_or(&EMPTY)
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        if !self.effects.contains(&effect) {
+            self.effects.push(effect);
+        }
+    }
+
+    /// A spec asking for something else than the recorded release: start
+    /// over. While the old release is in flight its stable revision stays
+    /// the stable one (the workload never fully ran the old new version).
+    fn new_release(&mut self) {
+        let old = std::mem::take(&mut self.status);
+        let in_flight = matches!(
+            old.phase,
+            Phase::Progressing | Phase::Paused | Phase::RollingBack
+        ) || (old.phase == Phase::Pending && !old.stable_revision.is_empty());
+        if in_flight {
+            self.effects.push(Effect::StopAnalyses);
+        }
+        self.status = RolloutStatus {
+            release: self.input.release.to_owned(),
+            observed_generation: old.observed_generation,
+            conditions: old.conditions,
+            stable_revision: if in_flight {
+                old.stable_revision
+            } else {
+                String::new()
+            },
+            ..RolloutStatus::default()
+        };
+    }
+
+    fn run(&mut self) -> Next {
+        let mut hops = 0;
+        loop {
+            hops += 1;
+            let step = match self.status.phase {
+                Phase::Pending => self.pending(),
+                Phase::Progressing | Phase::Paused => self.running(),
+                Phase::RollingBack => return self.rolling_back(),
+                Phase::Succeeded | Phase::RolledBack | Phase::Failed => return Next::Change,
+            };
+            match step {
+                Hop::Return(next) => return next,
+                Hop::Again if hops < MAX_HOPS => {}
+                Hop::Again => return Next::After(Duration::ZERO),
+            }
+        }
+    }
+
+    fn end(&mut self, phase: Phase, message: impl Into<String>) -> Hop {
+        self.status.phase = phase;
+        self.status.message = message.into();
+        self.status.pause_until = None;
+        self.status.finished = Some(time_text(self.now()));
+        if phase != Phase::Failed {
+            self.close_step();
+        }
+        self.effect(Effect::StopAnalyses);
+        Hop::Return(Next::Change)
+    }
+
+    fn pending(&mut self) -> Hop {
+        let input = self.input;
+        if let Some(problem) = &input.refusal {
+            return self.end(Phase::Failed, problem.clone());
+        }
+        if let Some(reason) = &input.controls.abort {
+            // An earlier release of this rollout may have left the workload
+            // half-way: that is rolled back; otherwise nothing was done.
+            if !self.status.stable_revision.is_empty() {
+                return self.roll_back(format!("aborted: {reason}"));
+            }
+            return self.end(
+                Phase::RolledBack,
+                format!("aborted before the start: {reason}"),
+            );
+        }
+        if input.controls.paused {
+            self.status.message = "paused on request before the start; Resume starts it".into();
+            return Hop::Return(Next::Change);
+        }
+        match &input.observed.start {
+            Start::Refused(reason) => self.end(Phase::Failed, reason.clone()),
+            Start::NothingToDo => {
+                self.status
+                    .started
+                    .get_or_insert_with(|| time_text(input.now));
+                self.end(
+                    Phase::Succeeded,
+                    "nothing to release: every replica already runs this version",
+                )
+            }
+            Start::Busy(reason) => {
+                let since = self
+                    .status
+                    .started
+                    .get_or_insert_with(|| time_text(input.now))
+                    .clone();
+                let deadline = input
+                    .plan
+                    .first()
+                    .map_or(DEFAULT_PROGRESS_DEADLINE, |b| b.progress_deadline);
+                let waited = parse_time(&since)
+                    .and_then(|t| input.now.duration_since(t).ok())
+                    .unwrap_or_default();
+                if waited >= deadline {
+                    return self.end(
+                        Phase::Failed,
+                        format!(
+                            "the release could not start within {}s: {reason}",
+                            deadline.as_secs()
+                        ),
+                    );
+                }
+                self.status.message = format!(
+                    "waiting to start (at most {}s more): {reason}",
+                    (deadline - waited).as_secs()
+                );
+                Hop::Return(Next::After(POLL.min(deadline - waited)))
+            }
+            Start::Ready => {
+                if input.plan.is_empty() {
+                    return self.end(Phase::Failed, "the plan has no steps");
+                }
+                self.effect(Effect::Begin);
+                self.effect(Effect::RouteStable);
+                self.status.phase = Phase::Progressing;
+                self.status.started = Some(time_text(input.now));
+                self.status.total_steps = input.plan.len() as u32;
+                self.status.current_step = 0;
+                self.status.step_state = StepState::Upgrading;
+                self.status.message = format!("releasing in {} steps", input.plan.len());
+                self.record();
+                // The workload just changed: its next events bring the
+                // next look.
+                Hop::Return(Next::After(POLL))
+            }
+        }
+    }
+
+    fn roll_back(&mut self, message: String) -> Hop {
+        // Nothing decided before in this decision moves the release on.
+        self.effects.retain(|e| {
+            !matches!(
+                e,
+                Effect::MovePods { .. } | Effect::Route { .. } | Effect::HandBack | Effect::Begin
+            )
+        });
+        self.status.phase = Phase::RollingBack;
+        self.status.message = message;
+        self.status.pause_until = None;
+        self.effect(Effect::StopAnalyses);
+        Hop::Again
+    }
+
+    fn running(&mut self) -> Hop {
+        let input = self.input;
+        self.status.total_steps = input.plan.len() as u32;
+        self.status.current_step = self.status.current_step.min(self.last());
+        if let Some(reason) = &input.controls.abort {
+            return self.roll_back(format!("aborted: {reason}"));
+        }
+        if let Some(failure) = &input.observed.failing_pod
+            && self.status.step_state == StepState::Upgrading
+        {
+            return self.roll_back(format!("step {}: {failure}", self.status.current_step + 1));
+        }
+        if input.controls.paused {
+            // A failed verdict still rolls back: a person's pause holds the
+            // release, not its safety.
+            if self.status.step_state == StepState::Analyzing
+                && let Some((Verdict::Fail, message)) = self.verdict()
+            {
+                return self.roll_back(format!(
+                    "step {}: analysis failed: {message}",
+                    self.status.current_step + 1
+                ));
+            }
+            self.status.phase = Phase::Paused;
+            self.status.message = "paused on request; Resume continues".into();
+            return Hop::Return(Next::Change);
+        }
+        if self.status.phase == Phase::Paused && self.status.step_state != StepState::Paused {
+            self.status.phase = Phase::Progressing;
+        }
+        // A promotion names the step it was asked at, so a stale one is
+        // ignored.
+        let promotion = input
+            .controls
+            .promote
+            .filter(|(_, at)| *at == self.status.current_step)
+            .map(|(full, _)| full);
+        if promotion == Some(true) && self.status.current_step < self.last() {
+            self.close_step();
+            self.status.current_step = self.last();
+            self.status.step_state = StepState::Upgrading;
+            self.status.phase = Phase::Progressing;
+            self.status.pause_until = None;
+            self.status.message = "promoted to the end".into();
+            self.record();
+            return Hop::Again;
+        }
+        match self.status.step_state {
+            StepState::Upgrading | StepState::Routing => self.upgrading(),
+            StepState::Analyzing => self.analysing(),
+            StepState::Paused => {
+                let over = promotion.is_some()
+                    || match self.status.pause_until.as_deref().and_then(parse_time) {
+                        Some(until) => match until.duration_since(self.now()) {
+                            Ok(left) if !left.is_zero() => return Hop::Return(Next::After(left)),
+                            _ => true,
+                        },
+                        None => false,
+                    };
+                if !over {
+                    return Hop::Return(Next::Change);
+                }
+                self.status.step_state = StepState::Completed;
+                self.status.phase = Phase::Progressing;
+                self.status.pause_until = None;
+                Hop::Again
+            }
+            StepState::Completed => self.completed(),
+        }
+    }
+
+    fn upgrading(&mut self) -> Hop {
+        let input = self.input;
+        let step = self.status.current_step;
+        let batch = self.batch().clone();
+        let Some(progress) = input
+            .observed
+            .progress
+            .get(step as usize)
+            .copied()
+            .flatten()
+        else {
+            return self.end(Phase::Failed, "the release's workload revisions are gone");
+        };
+        self.status.canary_replicas = batch.canary_replicas;
+        self.status.ready_canary_replicas = progress.ready_new;
+        if !input.routed {
+            self.status.traffic = progress.pod_share;
+        }
+        if progress.reached {
+            self.effect(Effect::Route { step });
+            if input.routed {
+                self.status.traffic = batch.traffic;
+            }
+            if batch.analyses.is_empty() {
+                self.after_checks();
+            } else {
+                self.status.step_state = StepState::Analyzing;
+                self.status.analysis = None;
+                self.status.message =
+                    format!("step {}: analysing {}", step + 1, batch.analyses.join(", "));
+            }
+            return Hop::Again;
+        }
+        let started = self
+            .status
+            .steps
+            .iter()
+            .find(|s| s.index == step)
+            .and_then(|s| s.started.as_deref())
+            .and_then(parse_time);
+        let elapsed = started
+            .and_then(|t| self.now().duration_since(t).ok())
+            .unwrap_or_default();
+        let deadline = batch.progress_deadline;
+        if elapsed >= deadline {
+            return self.roll_back(format!(
+                "step {}: {} of {} new pods ready after the progress deadline of {}s",
+                step + 1,
+                progress.ready_new,
+                batch.canary_replicas,
+                deadline.as_secs()
+            ));
+        }
+        self.effect(Effect::MovePods { step });
+        self.status.message = format!(
+            "step {}: {} of {} new pods ready",
+            step + 1,
+            progress.ready_new,
+            batch.canary_replicas
+        );
+        Hop::Return(Next::After(deadline - elapsed))
+    }
+
+    fn verdict(&self) -> Option<(Verdict, String)> {
+        let a = self
+            .status
+            .analysis
+            .as_ref()
+            .filter(|a| a.step == self.status.current_step)?;
+        Some((a.verdict?, a.message.clone()))
+    }
+
+    fn analysing(&mut self) -> Hop {
+        let step = self.status.current_step;
+        let names = self.batch().analyses.clone();
+        match self.verdict() {
+            None if names.is_empty() => {
+                self.after_checks();
+                Hop::Again
+            }
+            None => {
+                self.effect(Effect::Analyse { step, names });
+                Hop::Return(Next::Change)
+            }
+            Some((Verdict::Pass, _)) => {
+                self.after_checks();
+                Hop::Again
+            }
+            Some((Verdict::Fail, message)) => {
+                self.roll_back(format!("step {}: analysis failed: {message}", step + 1))
+            }
+            Some((Verdict::Error, message)) if self.input.rollback_on_error => self.roll_back(
+                format!("step {}: analysis could not get data: {message}", step + 1),
+            ),
+            Some((v, message)) => {
+                self.status.phase = Phase::Paused;
+                self.status.step_state = StepState::Paused;
+                self.status.pause_until = None;
+                self.status.message = format!(
+                    "step {}: analysis {v:?}: {message}; Promote to continue, Abort to roll back",
+                    step + 1
+                );
+                Hop::Return(Next::Change)
+            }
+        }
+    }
+
+    /// Moves a step on after its batch is ready or its analysis passed.
+    fn after_checks(&mut self) {
+        let step = self.status.current_step + 1;
+        match self.batch().pause {
+            Some(duration) => {
+                self.status.step_state = StepState::Paused;
+                self.status.phase = Phase::Paused;
+                self.status.pause_until = duration.map(|d| time_text(self.now() + d));
+                self.status.message = match &self.status.pause_until {
+                    Some(until) => format!("step {step} paused until {until}"),
+                    None => format!("step {step} waits for promotion"),
+                };
+            }
+            None => self.status.step_state = StepState::Completed,
+        }
+    }
+
+    fn completed(&mut self) -> Hop {
+        let input = self.input;
+        self.close_step();
+        self.status.pause_until = None;
+        self.status.phase = Phase::Progressing;
+        if self.status.current_step < self.last() {
+            self.status.current_step += 1;
+            self.status.step_state = StepState::Upgrading;
+            self.record();
+            return Hop::Again;
+        }
+        // Every step done: the old version is kept for the hand-back window
+        // (blue-green), then the workload is handed back.
+        let after = match self.status.handback_after.as_deref().and_then(parse_time) {
+            Some(t) => t,
+            None => {
+                let at = input.now + input.handback_window;
+                self.status.handback_after = Some(time_text(at));
+                at
+            }
+        };
+        if let Ok(left) = after.duration_since(input.now)
+            && !left.is_zero()
+        {
+            self.status.message = format!(
+                "all traffic on the new version; the old version is kept until {}",
+                self.status.handback_after.clone().unwrap_or_default()
+            );
+            return Hop::Return(Next::After(left));
+        }
+        let clean = input
+            .observed
+            .traffic_leftovers
+            .as_ref()
+            .is_some_and(Vec::is_empty);
+        match (&input.observed.handed_back, clean) {
+            (Ok(()), true) => {
+                self.status.traffic = 100;
+                self.status.handback_after = None;
+                self.end(
+                    Phase::Succeeded,
+                    format!(
+                        "released: all {} replicas run the new version",
+                        self.batch().canary_replicas
+                    ),
+                )
+            }
+            (waiting, _) => {
+                self.effect(Effect::HandBack);
+                self.status.message = match waiting {
+                    Err(what) => format!("handing back: {what}"),
+                    Ok(()) => format!(
+                        "handing back: restoring {}",
+                        input
+                            .observed
+                            .traffic_leftovers
+                            .as_deref()
+                            .unwrap_or_default()
+                            .join(", ")
+                    ),
+                };
+                Hop::Return(Next::After(POLL))
+            }
+        }
+    }
+
+    fn rolling_back(&mut self) -> Next {
+        let observed = self.input.observed;
+        self.status.traffic = 0;
+        self.status.canary_replicas = 0;
+        self.effect(Effect::StopAnalyses);
+        let clean = observed
+            .traffic_leftovers
+            .as_ref()
+            .is_some_and(Vec::is_empty);
+        match (&observed.rolled_back, clean) {
+            (Ok(()), true) => {
+                let message = self.status.message.clone();
+                self.end(Phase::RolledBack, message);
+                Next::Change
+            }
+            (Ok(()), false) => {
+                self.effect(Effect::RestoreTraffic);
+                Next::After(POLL)
+            }
+            (Err(_), _) => {
+                // Traffic to stable first, then the pods.
+                self.effect(Effect::RouteStable);
+                self.effect(Effect::RollBack);
+                Next::After(POLL)
+            }
+        }
+    }
+
+    fn record(&mut self) {
+        let index = self.status.current_step;
+        let batch = self.batch().clone();
+        self.status.steps.retain(|s| s.index != index);
+        self.status.steps.push(StepRecord {
+            index,
+            canary_replicas: batch.canary_replicas,
+            traffic: batch.traffic,
+            state: StepState::Upgrading,
+            started: Some(time_text(self.now())),
+            ..StepRecord::default()
+        });
+    }
+
+    fn close_step(&mut self) {
+        let index = self.status.current_step;
+        let now = time_text(self.now());
+        let (state, analysis) = (
+            self.status.step_state,
+            self.status.analysis.clone().filter(|a| a.step == index),
+        );
+        if let Some(step) = self.status.steps.iter_mut().find(|s| s.index == index) {
+            step.state = state;
+            if step.finished.is_none() {
+                step.finished = Some(now);
+            }
+            if let Some(a) = analysis {
+                step.verdict = a.verdict;
+                step.evidence = a.evidence;
+            }
+        }
+    }
+}
+
+/// What one stage of a decision leads to.
+enum Hop {
+    /// Decide again from the new state (no new observation needed).
+    Again,
+    /// Done: look again then.
+    Return(Next),
+}
