@@ -83,6 +83,16 @@ pub struct WorkloadRef {
     pub name: String,
 }
 
+impl WorkloadRef {
+    /// `Deployment` or `StatefulSet`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
 /// A new image for one container.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

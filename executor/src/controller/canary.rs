@@ -26,7 +26,10 @@ use sluice_proto::v1 as pb;
 
 use super::{
     Ctx, Error, fail,
-    partition::{complete, desired_template, max_surge_text, owned_candidates, template_of},
+    partition::{
+        complete, desired_template, max_surge_text, missing_containers, owned_candidates,
+        template_of,
+    },
     steps,
     traffic::{Pins, Traffic},
 };
@@ -300,6 +303,9 @@ impl steps::Release for Canary {
             ));
         };
         let stable_template = template_of(stable);
+        if let Some(why) = missing_containers(&stable_template, rollout) {
+            return Start::Refused(why);
+        }
         if desired_template(&stable_template, rollout) == stable_template {
             return Start::NothingToDo;
         }

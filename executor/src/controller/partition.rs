@@ -49,7 +49,16 @@ pub(super) fn desired_template(current: &Value, rollout: &Rollout) -> Value {
         return t.clone();
     }
     let mut t = current.clone();
-    if let Some(containers) = t["spec"]["containers"].as_array_mut() {
+    for key in ["initContainers", "containers"] {
+        // Read without indexing: indexing a JSON object to write would add
+        // the key, and change the template.
+        let Some(containers) = t
+            .get_mut("spec")
+            .and_then(|s| s.get_mut(key))
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
         for c in containers {
             if let Some(update) = rollout
                 .spec
@@ -62,6 +71,33 @@ pub(super) fn desired_template(current: &Value, rollout: &Rollout) -> Value {
         }
     }
     t
+}
+
+/// Why `rollout`'s images cannot apply to `template`: the containers it
+/// names that the template does not have, with those it has.
+pub(super) fn missing_containers(template: &Value, rollout: &Rollout) -> Option<String> {
+    let has: Vec<&str> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| template["spec"][k].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let missing: Vec<String> = rollout
+        .spec
+        .images
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| !has.contains(&u.container.as_str()))
+        .map(|(i, u)| format!("spec.images[{i}].container {:?}", u.container))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{}: {} {:?} has no such container (it has: {})",
+            missing.join(", "),
+            rollout.spec.workload.kind_name(),
+            rollout.spec.workload.name,
+            has.join(", ")
+        )
+    })
 }
 
 /// A short stable hash of a template, in the alphabet Kubernetes uses for names.
@@ -404,6 +440,9 @@ impl steps::Release for Workload {
             ));
         };
         let stable_template = template_of(stable);
+        if let Some(why) = missing_containers(&stable_template, rollout) {
+            return Start::Refused(why);
+        }
         if desired_template(&stable_template, rollout) == stable_template {
             return Start::NothingToDo;
         }

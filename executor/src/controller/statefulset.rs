@@ -20,7 +20,7 @@ use sluice_proto::v1 as pb;
 
 use super::{
     Ctx, Error, fail,
-    partition::desired_template,
+    partition::{desired_template, missing_containers},
     steps,
     traffic::{Pins, Traffic},
 };
@@ -208,6 +208,9 @@ impl steps::Release for Set {
                 "StatefulSet {:?} uses {strategy}; only RollingUpdate can be released in batches",
                 self.sts.name_any()
             ));
+        }
+        if let Some(why) = missing_containers(&template(&self.sts), rollout) {
+            return Start::Refused(why);
         }
         let (current, update) = self.revisions();
         let ours = self.ours(&rollout.name_any());

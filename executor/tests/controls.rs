@@ -1,0 +1,324 @@
+//! Control calls at the moments a deploy platform makes them, end to end on
+//! the simulated cluster: Pause, Resume, Promote, Abort and Retry never
+//! restart a release or lose its progress, and a terminal phase is written
+//! only when it is true.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use std::time::Duration;
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::Service,
+};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use sluice_executor::{
+    crd::{Phase, Rollout, RolloutStatus, StepState},
+    keys,
+};
+
+mod common;
+
+use common::{World, finished, ready_workload, wait_phase, world};
+
+fn rollout_yaml(style: &str, steps: &str, container: &str) -> Rollout {
+    serde_yaml::from_str(&format!(
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {{name: web}}
+spec:
+  workload: {{kind: Deployment, name: web}}
+  images: [{{container: {container}, image: "registry.example/web:2.0"}}]
+  traffic: {{stableService: web}}
+  strategy:
+    style: {style}
+    canary:
+      progressDeadline: 120s
+      steps: {steps}
+"#
+    ))
+    .unwrap()
+}
+
+async fn start(world: &World, rollout: &Rollout) -> Api<Rollout> {
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts
+        .create(&PostParams::default(), rollout)
+        .await
+        .unwrap();
+    rollouts
+}
+
+async fn merge(rollouts: &Api<Rollout>, patch: serde_json::Value) {
+    rollouts
+        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
+/// What the API's Pause and Resume do.
+async fn set_paused(rollouts: &Api<Rollout>, paused: bool) {
+    merge(rollouts, json!({"spec": {"paused": paused}})).await;
+}
+
+/// What the API's Promote does, at the step the rollout is at.
+async fn promote(rollouts: &Api<Rollout>, full: bool) {
+    let step = status(rollouts).await.current_step;
+    let how = if full { "full" } else { "step" };
+    merge(
+        rollouts,
+        json!({"metadata": {"annotations": {keys::PROMOTE: format!("{how}:{step}")}}}),
+    )
+    .await;
+}
+
+async fn abort(rollouts: &Api<Rollout>) {
+    merge(
+        rollouts,
+        json!({"metadata": {"annotations": {keys::ABORT: "by the test"}}}),
+    )
+    .await;
+}
+
+/// What the API's Retry does.
+async fn retry(rollouts: &Api<Rollout>) {
+    rollouts
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": null})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn status(rollouts: &Api<Rollout>) -> RolloutStatus {
+    rollouts
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default()
+}
+
+/// Waits for the status to satisfy `ok`.
+async fn wait_for(rollouts: &Api<Rollout>, what: &str, ok: impl Fn(&RolloutStatus) -> bool) {
+    for _ in 0..600 {
+        if ok(&status(rollouts).await) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never {what}: {:#?}", status(rollouts).await);
+}
+
+fn paused_at_step(step: u32) -> impl Fn(&RolloutStatus) -> bool {
+    move |s| s.phase == Phase::Paused && s.step_state == StepState::Paused && s.current_step == step
+}
+
+fn condition<'a>(s: &'a RolloutStatus, kind: &str) -> (&'a str, &'a str) {
+    s.conditions
+        .iter()
+        .find(|c| c.kind == kind)
+        .map_or(("", ""), |c| (c.status.as_str(), c.reason.as_str()))
+}
+
+/// Ready pods running `image`, across every ReplicaSet.
+async fn ready_with(world: &World, image: &str) -> i32 {
+    let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
+    sets.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|rs| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .is_some_and(|t| {
+                    t.spec
+                        .as_ref()
+                        .is_some_and(|p| p.containers[0].image.as_deref() == Some(image))
+                })
+        })
+        .map(|rs| {
+            rs.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+async fn assert_handed_back(world: &World, image: &str) {
+    let d: Deployment = Api::default_namespaced(world.client.clone())
+        .get("web")
+        .await
+        .unwrap();
+    let spec = d.spec.clone().unwrap();
+    assert_eq!(
+        spec.template.spec.unwrap().containers[0].image.as_deref(),
+        Some(image)
+    );
+    assert_ne!(spec.paused, Some(true), "the Deployment is handed back");
+    assert!(
+        d.metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/")),
+        "no trace left on the Deployment"
+    );
+    assert_eq!(
+        ready_with(world, image).await,
+        10,
+        "every replica runs {image}"
+    );
+}
+
+/// The release lands nothing while held: the same step, the same pods.
+async fn assert_held(world: &World, rollouts: &Api<Rollout>, step: u32, new_pods: i32) {
+    for _ in 0..20 {
+        let s = status(rollouts).await;
+        assert_eq!(s.phase, Phase::Paused, "{s:#?}");
+        assert_eq!(s.current_step, step, "{s:#?}");
+        assert_eq!(
+            ready_with(world, "registry.example/web:2.0").await,
+            new_pods
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_at_a_partition_step_keep_its_progress_until_promoted() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml(
+            "Partition",
+            "[{replicas: 1, pause: {}}, {replicas: 50%}]",
+            "web",
+        ),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    assert_eq!(ready_with(&world, "registry.example/web:2.0").await, 1);
+
+    set_paused(&rollouts, true).await;
+    wait_for(&rollouts, "paused by request", |s| {
+        condition(s, "Paused") == ("True", "PausedByRequest")
+    })
+    .await;
+    assert_held(&world, &rollouts, 0, 1).await;
+
+    set_paused(&rollouts, false).await;
+    wait_for(&rollouts, "back in its step's pause", |s| {
+        condition(s, "Paused") == ("True", "StepPause")
+    })
+    .await;
+    assert_held(&world, &rollouts, 0, 1).await;
+
+    promote(&rollouts, false).await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    assert_eq!(condition(&done, "Completed"), ("True", "Succeeded"));
+    assert!(done.started.is_some() && done.finished.is_some());
+    assert_handed_back(&world, "registry.example/web:2.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_release_keeps_its_pods_through_pause_and_resume_then_aborts_and_retries() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml(
+            "Canary",
+            "[{replicas: 3, pause: {}}, {replicas: 6, pause: {}}]",
+            "web",
+        ),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    assert_eq!(ready_with(&world, "registry.example/web:2.0").await, 3);
+    set_paused(&rollouts, true).await;
+    assert_held(&world, &rollouts, 0, 3).await;
+    set_paused(&rollouts, false).await;
+    assert_held(&world, &rollouts, 0, 3).await;
+
+    promote(&rollouts, false).await;
+    wait_for(&rollouts, "paused at step 2", paused_at_step(1)).await;
+    assert_eq!(ready_with(&world, "registry.example/web:2.0").await, 6);
+
+    abort(&rollouts).await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+    assert!(done.message.contains("by the test"), "{}", done.message);
+    // Every trace is gone once RolledBack is written.
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
+    let services: Api<Service> = Api::default_namespaced(world.client.clone());
+    assert!(services.get_opt("web-canary").await.unwrap().is_none());
+    let stable = services.get("web").await.unwrap();
+    assert!(
+        stable
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/"))
+    );
+    assert_eq!(ready_with(&world, "registry.example/web:1.0").await, 10);
+
+    retry(&rollouts).await;
+    wait_for(&rollouts, "paused at step 1 again", paused_at_step(0)).await;
+    promote(&rollouts, true).await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    assert_handed_back(&world, "registry.example/web:2.0").await;
+    assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_for_a_container_the_workload_lacks_fails_naming_it() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml("Partition", "[{replicas: 50%}]", "sidecar"),
+    )
+    .await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Failed, "{done:#?}");
+    assert!(
+        done.message.contains("\"sidecar\"") && done.message.contains("it has: web"),
+        "{}",
+        done.message
+    );
+    assert_eq!(ready_with(&world, "registry.example/web:1.0").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_started_while_the_workload_still_rolls_out_waits_for_it() {
+    let world = world("healthy").await;
+    // No wait for the workload: it is still coming up.
+    let rollouts = start(
+        &world,
+        &rollout_yaml("Partition", "[{replicas: 50%}]", "web"),
+    )
+    .await;
+    wait_for(&rollouts, "waiting to start", |s| {
+        s.phase == Phase::Pending && s.message.contains("waiting to start")
+    })
+    .await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    assert_handed_back(&world, "registry.example/web:2.0").await;
+}
