@@ -1,10 +1,14 @@
 //! `sluice plan`: the plan of a strategy file, from the planner library.
 
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use sluice_planner::{Plan, PlanOptions, Strategy, make_plan, validate::PauseKind};
+use sluice_planner::{Plan, PlanOptions, Strategy, load, make_plan, validate::PauseKind};
 use sluice_runtime::config::format_duration;
 
 /// Arguments of `sluice plan`.
@@ -31,19 +35,16 @@ enum Output {
     Json,
 }
 
-fn read_strategy(file: &PathBuf) -> anyhow::Result<Strategy> {
+/// The strategy in `file` (`-` for standard input): the whole YAML or JSON
+/// document, or its `strategy` key. A value of the wrong kind is named by
+/// its field path, line and column.
+pub(crate) fn read_strategy(file: &Path) -> anyhow::Result<Strategy> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading standard input")?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
     };
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", file.display()))?;
-    let value = match value.get("strategy") {
-        Some(inner) => inner.clone(),
-        None => value,
-    };
-    serde_yaml::from_value(value).with_context(|| format!("{}: not a strategy", file.display()))
+    load::strategy_from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
 pub(crate) fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {

@@ -223,12 +223,7 @@ async fn call(c: &Connection, command: &RolloutCommand) -> anyhow::Result<ExitCo
         } => {
             let strategy = match strategy {
                 None => sluice_planner::Strategy::default(),
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    serde_yaml::from_str(&text)
-                        .with_context(|| format!("{}: not a strategy", path.display()))?
-                }
+                Some(path) => crate::plan::read_strategy(path)?,
             };
             let strategy = sluice_planner::convert::strategy_to_proto(&strategy).map_err(|p| {
                 anyhow::anyhow!(

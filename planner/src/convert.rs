@@ -14,7 +14,7 @@ use crate::{
     plan::{Batch, Plan, Progress},
     spec::{
         BackgroundAnalysis, BlueGreenStrategy, CanaryStrategy, MatchType, PathMatch, Pause,
-        Quantity, RequestMatch, Step, Strategy, Style, ValueMatch,
+        Percent, Quantity, RequestMatch, Step, Strategy, Style, ValueMatch,
     },
     validate::{FieldProblem, PauseKind, Warning},
 };
@@ -113,7 +113,7 @@ pub fn strategy_from_proto(s: &pb::Strategy) -> Strategy {
             .iter()
             .map(|step| Step {
                 replicas: text(&step.replicas),
-                traffic: step.traffic.map(i64::from),
+                traffic: step.traffic.map(Percent::from),
                 matches: step.matches.iter().map(request_match).collect(),
                 pause: step.pause.as_ref().map(|p| Pause {
                     duration: p.duration.as_ref().map(duration_text),
@@ -153,11 +153,11 @@ impl Converter {
         }
     }
 
-    fn number(&mut self, field: String, value: i64) -> u32 {
-        u32::try_from(value).unwrap_or_else(|_| {
+    fn percent(&mut self, field: String, percent: Percent) -> u32 {
+        u32::try_from(percent.value).unwrap_or_else(|_| {
             self.problems.push(FieldProblem::new(
                 field,
-                format!("must be between 0 and 100, got {value}"),
+                format!("must be between 0 and 100, got {percent}"),
             ));
             0
         })
@@ -186,7 +186,7 @@ pub fn strategy_to_proto(s: &Strategy) -> Result<pb::Strategy, Vec<FieldProblem>
                 .unwrap_or_default(),
             traffic: step
                 .traffic
-                .map(|t| c.number(format!("{base}.steps[{i}].traffic"), t)),
+                .map(|t| c.percent(format!("{base}.steps[{i}].traffic"), t)),
             matches: step.matches.iter().map(proto_request_match).collect(),
             pause: step.pause.as_ref().map(|p| pb::Pause {
                 duration: c.duration(format!("{base}.steps[{i}].pause.duration"), &p.duration),
@@ -303,5 +303,57 @@ pub fn plan_to_proto(plan: &Plan) -> pb::Plan {
         warnings: proto_warnings(&plan.warnings),
         current_batch: plan.current_batch.map(|c| c as u32),
         rollback_window: plan.rollback_window.map(proto_duration),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps_with_traffic(traffic: &[Percent]) -> Strategy {
+        let steps = traffic
+            .iter()
+            .map(|t| Step {
+                replicas: Some(Quantity::Number(1)),
+                traffic: Some(*t),
+                ..Default::default()
+            })
+            .collect();
+        Strategy {
+            canary: CanaryStrategy {
+                steps,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn traffic_written_as_a_percent_reaches_the_proto_as_its_number() {
+        let strategy = steps_with_traffic(&[Percent::number(10), Percent::parse("20%").unwrap()]);
+        let proto = strategy_to_proto(&strategy).unwrap();
+        let traffic: Vec<Option<u32>> = proto
+            .canary
+            .as_ref()
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.traffic)
+            .collect();
+        assert_eq!(traffic, [Some(10), Some(20)]);
+        let back = strategy_from_proto(&proto);
+        assert_eq!(back.canary.steps[1].traffic, Some(Percent::number(20)));
+    }
+
+    #[test]
+    fn negative_traffic_cannot_reach_the_proto_and_is_named_as_written() {
+        let strategy = steps_with_traffic(&[Percent::parse("-5%").unwrap()]);
+        assert_eq!(
+            strategy_to_proto(&strategy).unwrap_err(),
+            [FieldProblem::new(
+                "strategy.canary.steps[0].traffic",
+                "must be between 0 and 100, got -5%"
+            )]
+        );
     }
 }

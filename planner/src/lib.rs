@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`spec`]: the strategy as users write it (YAML, Rollout, proto), with
 //!   examples.
+//! - [`load`]: a strategy from YAML or JSON text, type errors named by field
+//!   path, line and column.
 //! - [`quantity`]: counts, percents and the rounding rules.
 //! - [`validate`]: every problem with its field path; warnings.
 //! - [`plan`](mod@plan): batches, surge cost, re-planning.
@@ -13,6 +15,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod load;
 pub mod plan;
 pub mod quantity;
 pub mod service;

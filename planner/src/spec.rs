@@ -4,7 +4,9 @@
 //! These types keep the user's words (quantities and durations as text,
 //! numbers wide enough to hold a mistake) so that [`crate::validate`] can
 //! report every problem with its field path and value. Nothing here is
-//! trusted until validated.
+//! trusted until validated. Reading refuses only a value of the wrong kind
+//! (a list for a count, `"abc"` for a percent); [`crate::load`] names its
+//! field path, line and column.
 //!
 //! ```yaml
 //! style: Partition            # Partition (default) | Canary | BlueGreen
@@ -20,7 +22,7 @@
 //!         - headers: [{name: x-canary, value: "true"}]
 //!       pause: {}             # wait for approval
 //!     - replicas: 20%         # ... or a percent of the workload
-//!       traffic: 20
+//!       traffic: 20           # percent of requests: 20, 20% or "20%"
 //!       analyses: [success-rate]
 //!       pause: {duration: 5m} # a timed pause
 //!     - replicas: 50%
@@ -88,10 +90,11 @@ pub struct Step {
     /// previous step's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Quantity>,
-    /// Percent of traffic to the new version. Unset follows the replicas
-    /// (keeps the previous step's on steps with matches, and in BlueGreen).
+    /// Percent of traffic to the new version: `20` or `20%`. Unset
+    /// follows the replicas (keeps the previous step's on steps with
+    /// matches, and in BlueGreen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic: Option<i64>,
+    pub traffic: Option<Percent>,
     /// Requests always sent to the new version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<RequestMatch>,
@@ -104,7 +107,10 @@ pub struct Step {
 }
 
 /// A count (`3`) or a percent (`"20%"`), kept as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Any number or text is taken as it is, for [`crate::validate`] to judge;
+/// only other kinds (a list, a map, `true`) are refused when read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Quantity {
     /// A number as YAML or JSON wrote it.
@@ -123,6 +129,174 @@ impl schemars::JsonSchema for Quantity {
         // Kubernetes' structural schema for int-or-string fields.
         schemars::json_schema!({"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]})
     }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(QuantityVisitor)
+    }
+}
+
+struct QuantityVisitor;
+
+impl serde::de::Visitor<'_> for QuantityVisitor {
+    type Value = Quantity;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"a count such as 3 or a percent such as "20%""#)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
+        Ok(Quantity::Number(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
+        i64::try_from(v)
+            .map(Quantity::Number)
+            .map_err(|_| got(&self, v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
+        whole(v).map(Quantity::Number).ok_or_else(|| got(&self, v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
+        Ok(Quantity::Text(v.to_owned()))
+    }
+}
+
+/// A percent of traffic, kept as written: `20`, or `20%` (YAML's plain
+/// `20%` and JSON's `"20%"` alike).
+///
+/// Reading takes any whole number, with or without a `%` sign, so that
+/// [`crate::validate`] can name one outside 0-100 (`120%`, `-5`); anything
+/// else (`"abc"`, `12.5`, a list) is refused when read, saying what was
+/// expected. Written back as read: a number, or text with its sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Percent {
+    /// The number written, in any range.
+    pub value: i64,
+    /// Written with a `%` sign.
+    pub sign: bool,
+}
+
+/// What a [`Percent`] field takes, as its errors say.
+pub const PERCENT_EXPECTED: &str = r#"a percentage 0-100 such as 20 or "20%""#;
+
+/// The pattern a [`Percent`] written as text matches: a whole number (18
+/// digits at most, so that it fits an `i64`), then an optional `%`, with
+/// spaces around. The Rollout CRD carries it, so the API server refuses
+/// text the executor could not read.
+pub const PERCENT_PATTERN: &str = r"^\s*[-+]?[0-9]{1,18}\s*%?\s*$";
+
+impl Percent {
+    /// `value` percent, written as a number.
+    pub fn number(value: i64) -> Self {
+        Self { value, sign: false }
+    }
+
+    /// Reads text such as `"20%"`, `" 20 % "` or `"20"`.
+    ///
+    /// # Errors
+    /// What was expected and the text, when it is not a whole number with
+    /// an optional `%`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        let (number, sign) = match trimmed.strip_suffix('%') {
+            Some(number) => (number.trim_end(), true),
+            None => (trimmed, false),
+        };
+        number
+            .parse()
+            .map(|value| Self { value, sign })
+            .map_err(|_| format!("expected {PERCENT_EXPECTED}, got {text:?}"))
+    }
+}
+
+impl From<u32> for Percent {
+    fn from(value: u32) -> Self {
+        Self::number(i64::from(value))
+    }
+}
+
+impl std::fmt::Display for Percent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.sign { "%" } else { "" };
+        write!(f, "{}{sign}", self.value)
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.sign {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_i64(self.value)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PercentVisitor)
+    }
+}
+
+struct PercentVisitor;
+
+impl serde::de::Visitor<'_> for PercentVisitor {
+    type Value = Percent;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(PERCENT_EXPECTED)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Percent, E> {
+        Ok(Percent::number(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Percent, E> {
+        i64::try_from(v)
+            .map(Percent::number)
+            .map_err(|_| got(&self, v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Percent, E> {
+        whole(v).map(Percent::number).ok_or_else(|| got(&self, v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Percent, E> {
+        Percent::parse(v).map_err(E::custom)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Percent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Percent".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // Int-or-string as Kubernetes wants it; the pattern applies to text
+        // only, so numbers out of range still reach validation by name.
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": PERCENT_PATTERN,
+        })
+    }
+}
+
+/// `v` as an `i64` when it is whole and in range: `20.0` is 20.
+fn whole(v: f64) -> Option<i64> {
+    // i64::MAX rounds up to 2^63 as an f64, so the upper bound is exclusive.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v)).then_some(v as i64)
+}
+
+/// A number a visitor cannot take, with what it expected.
+fn got<E: serde::de::Error>(expected: &dyn serde::de::Expected, v: impl std::fmt::Display) -> E {
+    E::custom(format!("expected {expected}, got {v}"))
 }
 
 impl std::fmt::Display for Quantity {
@@ -228,4 +402,53 @@ pub struct BlueGreenStrategy {
     /// How long the old version is kept after the switch, e.g. `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_window: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_percent_is_written_back_as_it_was_read() {
+        let steps: Vec<Step> =
+            serde_yaml::from_str("[{traffic: 20}, {traffic: 30%}, {traffic: \"+40 %\"}]").unwrap();
+        let traffic: Vec<Percent> = steps.iter().filter_map(|s| s.traffic).collect();
+        assert_eq!(
+            traffic,
+            [
+                Percent::number(20),
+                Percent {
+                    value: 30,
+                    sign: true
+                },
+                Percent {
+                    value: 40,
+                    sign: true
+                }
+            ]
+        );
+        assert_eq!(
+            serde_json::to_string(&steps).unwrap(),
+            r#"[{"traffic":20},{"traffic":"30%"},{"traffic":"40%"}]"#
+        );
+    }
+
+    #[test]
+    fn whole_numbers_written_as_decimals_are_taken() {
+        let step: Step = serde_json::from_str(r#"{"replicas": 3.0, "traffic": 20.0}"#).unwrap();
+        assert_eq!(step.replicas, Some(Quantity::Number(3)));
+        assert_eq!(step.traffic, Some(Percent::number(20)));
+    }
+
+    #[test]
+    fn a_percent_takes_only_whole_numbers() {
+        for bad in ["abc", "12.5%", "%", "", "- 5", "99999999999999999999%"] {
+            assert_eq!(
+                Percent::parse(bad),
+                Err(format!(
+                    r#"expected a percentage 0-100 such as 20 or "20%", got {bad:?}"#
+                ))
+            );
+        }
+    }
 }

@@ -345,8 +345,8 @@ pub fn validate(strategy: &Strategy, context: Context<'_>) -> Result<Validated, 
                 "ignored for BlueGreen: the new version runs at full size from the first step",
             );
         }
-        let traffic = step.traffic.and_then(|t| match u32::try_from(t) {
-            Ok(t) if t <= 100 => Some(t),
+        let traffic = step.traffic.and_then(|t| match u32::try_from(t.value) {
+            Ok(v) if v <= 100 => Some(v),
             _ => {
                 c.problem(
                     path(".traffic"),

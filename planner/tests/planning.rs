@@ -71,6 +71,16 @@ fn partition_plan_replaces_pods_batch_by_batch_and_appends_the_final_batch() {
 }
 
 #[test]
+fn traffic_plans_the_same_as_a_number_or_a_percent() {
+    let numbers = plan(THREE_STEPS, 10);
+    for written in ["20%", "\"20%\"", "\"20\""] {
+        let yaml = THREE_STEPS.replace("traffic: 20,", &format!("traffic: {written},"));
+        assert_ne!(yaml, THREE_STEPS);
+        assert_eq!(shape(&plan(&yaml, 10)), shape(&numbers), "{written}");
+    }
+}
+
+#[test]
 fn no_final_batch_is_added_when_the_last_step_is_complete() {
     let plan = plan(
         r#"canary: {steps: [{replicas: "50%", pause: {}}, {replicas: "100%", traffic: 100}]}"#,

@@ -6,7 +6,7 @@ use proptest::prelude::{Just, any, prop, prop_assert, prop_assert_eq, prop_oneof
 use proptest::strategy::Strategy as _;
 use sluice_planner::{
     PlanOptions, Progress, make_plan,
-    spec::{CanaryStrategy, Pause, Quantity, Step, Strategy, Style},
+    spec::{CanaryStrategy, PERCENT_PATTERN, Pause, Percent, Quantity, Step, Strategy, Style},
 };
 
 /// Random steps, sorted so that they never go backwards at any size: either
@@ -45,13 +45,17 @@ fn strategy() -> impl proptest::strategy::Strategy<Value = Strategy> {
             .into_iter()
             .zip(traffic)
             .map(|((replicas, _, pause), traffic)| Step {
+                // Traffic written as the replicas are: `20` or `20%`.
+                traffic: traffic.map(|value| Percent {
+                    value,
+                    sign: percents,
+                }),
                 // Ensure at least one new pod serves any traffic.
                 replicas: Some(match replicas {
                     Quantity::Number(0) => Quantity::Number(1),
                     Quantity::Text(t) if t == "0%" => Quantity::Text("1%".into()),
                     other => other,
                 }),
-                traffic,
                 pause: pause.then(Pause::default),
                 ..Default::default()
             })
@@ -130,5 +134,15 @@ proptest! {
         }
         let last = new.batches.last().unwrap();
         prop_assert_eq!((last.canary_replicas, last.traffic), (new_n, 100));
+    }
+
+    /// The Rollout CRD lets the API server store any text matching the
+    /// pattern; the executor must be able to read every one of them.
+    #[test]
+    fn every_text_the_crd_pattern_admits_reads_as_a_percent(
+        // Generation takes the pattern without its anchors.
+        text in proptest::string::string_regex(&PERCENT_PATTERN[1..PERCENT_PATTERN.len() - 1]).unwrap(),
+    ) {
+        prop_assert!(Percent::parse(&text).is_ok(), "{:?}", text);
     }
 }

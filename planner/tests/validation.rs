@@ -56,6 +56,27 @@ fn negative_traffic_is_refused() {
 }
 
 #[test]
+fn traffic_written_as_a_percent_is_judged_as_the_number_and_named_as_written() {
+    let yaml = r#"canary: {steps: [{replicas: 1, traffic: 120%}, {replicas: 2, traffic: "-5%"}, {replicas: 3, traffic: " 50 % "}]}"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "strategy.canary.steps[0].traffic: must be between 0 and 100, got 120%",
+            "strategy.canary.steps[1].traffic: must be between 0 and 100, got -5%",
+        ]
+    );
+}
+
+#[test]
+fn traffic_going_backwards_is_refused_whichever_way_it_is_written() {
+    let yaml = "canary: {steps: [{replicas: 1, traffic: 30%}, {replicas: 2, traffic: 20}]}";
+    assert_eq!(
+        problems(yaml),
+        ["strategy.canary.steps[1].traffic: must not be less than steps[0].traffic (30), got 20"]
+    );
+}
+
+#[test]
 fn replicas_must_be_a_count_or_a_whole_percent() {
     let yaml = r#"canary: {steps: [{replicas: -1}, {replicas: "150%"}, {replicas: "ten"}]}"#;
     assert_eq!(
