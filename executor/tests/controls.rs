@@ -322,3 +322,30 @@ async fn a_release_started_while_the_workload_still_rolls_out_waits_for_it() {
     assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
     assert_handed_back(&world, "registry.example/web:2.0").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_looping_new_pods_roll_back_before_the_progress_deadline_naming_the_pod() {
+    let world = world("crashloop").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml("Partition", "[{replicas: 2}, {replicas: 50%}]", "web"),
+    )
+    .await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+    assert!(
+        done.message.contains("CrashLoopBackOff")
+            && done.message.contains("container web")
+            && done.message.contains("pod web-"),
+        "{}",
+        done.message
+    );
+    let started = sluice_executor::machine::parse_time(done.started.as_deref().unwrap()).unwrap();
+    let finished = sluice_executor::machine::parse_time(done.finished.as_deref().unwrap()).unwrap();
+    assert!(
+        finished.duration_since(started).unwrap() < Duration::from_secs(120),
+        "decided by the pods, not by the 120 s progress deadline"
+    );
+    assert_eq!(ready_with(&world, "registry.example/web:1.0").await, 10);
+}

@@ -127,6 +127,7 @@ pub fn strategy_from_proto(s: &pb::Strategy) -> Strategy {
             analyses: b.analyses.clone(),
             starting_step: (b.starting_step > 0).then_some(i64::from(b.starting_step)),
         }),
+        restart_limit: c.restart_limit,
     });
     Strategy {
         style,
@@ -229,6 +230,7 @@ pub fn strategy_to_proto(s: &Strategy) -> Result<pb::Strategy, Vec<FieldProblem>
                 &canary.progress_deadline,
             ),
             background_analysis,
+            restart_limit: canary.restart_limit,
         }),
         blue_green: s.blue_green.as_ref().map(|b| pb::BlueGreenStrategy {
             rollback_window: c.duration(

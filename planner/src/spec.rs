@@ -79,7 +79,25 @@ pub struct CanaryStrategy {
     /// Analyses that run from a given step to the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_analysis: Option<BackgroundAnalysis>,
+    /// Restarts of a new pod's container past which the pod counts as
+    /// crash-looping and the release rolls back at once (default 2; 0 never
+    /// rolls back for restarts alone). A new pod that cannot start
+    /// (`ImagePullBackOff`, `ErrImagePull`, `CreateContainerConfigError`)
+    /// rolls the release back whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_limit: Option<u32>,
 }
+
+impl CanaryStrategy {
+    /// The restart limit, defaulted.
+    pub fn restart_limit(&self) -> u32 {
+        self.restart_limit.unwrap_or(DEFAULT_RESTART_LIMIT)
+    }
+}
+
+/// Restarts past which a new pod counts as crash-looping, unless the
+/// strategy says otherwise.
+pub const DEFAULT_RESTART_LIMIT: u32 = 2;
 
 /// One step of a release.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

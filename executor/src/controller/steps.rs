@@ -103,9 +103,6 @@ fn batch_of(b: &pb::Batch) -> machine::Batch {
     }
 }
 
-/// Restarts past which a new pod counts as crash-looping.
-pub(super) const RESTART_LIMIT: i32 = 3;
-
 /// Waiting reasons that mean a container will not start by itself.
 const STUCK: [&str; 6] = [
     "CrashLoopBackOff",
@@ -117,7 +114,13 @@ const STUCK: [&str; 6] = [
 ];
 
 /// The first new pod that cannot run, as a reason naming it.
-async fn failing_pod(ctx: &Ctx, ns: &str, pins: &Pins) -> Result<Option<String>, Error> {
+async fn failing_pod(
+    ctx: &Ctx,
+    ns: &str,
+    pins: &Pins,
+    restart_limit: u32,
+) -> Result<Option<String>, Error> {
+    let restart_limit = i32::try_from(restart_limit).unwrap_or(i32::MAX);
     let Some(labels) = &pins.canary else {
         return Ok(None);
     };
@@ -144,9 +147,10 @@ async fn failing_pod(ctx: &Ctx, ns: &str, pins: &Pins) -> Result<Option<String>,
                 .and_then(|s| s.waiting.as_ref())
                 .and_then(|w| w.reason.clone())
                 .unwrap_or_default();
+            let crash_looping = restart_limit > 0 && c.restart_count >= restart_limit;
             let stuck = STUCK.contains(&waiting.as_str())
-                && (waiting != "CrashLoopBackOff" || c.restart_count >= RESTART_LIMIT);
-            if stuck || c.restart_count >= RESTART_LIMIT {
+                && (waiting != "CrashLoopBackOff" || crash_looping);
+            if stuck || crash_looping {
                 let why = if waiting.is_empty() {
                     "restarting".to_owned()
                 } else {
@@ -230,7 +234,8 @@ pub(super) async fn drive<R: Release>(
             .flatten()
             .is_some_and(|p| p.reached);
     if waiting_for_pods && !new_release {
-        observed.failing_pod = failing_pod(ctx, &ns, &w.pins(status)).await?;
+        let limit = rollout.spec.strategy.canary.restart_limit();
+        observed.failing_pod = failing_pod(ctx, &ns, &w.pins(status), limit).await?;
     }
 
     let input = machine::Input {

@@ -227,6 +227,10 @@ pub struct Output {
 /// (a workload's own rollout, a traffic object's deletion).
 pub const POLL: Duration = Duration::from_secs(2);
 
+/// How often new pods are looked at while a batch waits for them, to find
+/// those that cannot run (their failures change no workload's status).
+pub const POD_CHECK: Duration = Duration::from_secs(5);
+
 /// Steps one decision may pass through before it returns.
 const MAX_HOPS: u32 = 4;
 
@@ -623,7 +627,8 @@ impl Decision<'_> {
             progress.ready_new,
             batch.canary_replicas
         );
-        Hop::Return(Next::After(deadline - elapsed))
+        // Pods that fail change no workload status: no event says so.
+        Hop::Return(Next::After(POD_CHECK.min(deadline - elapsed)))
     }
 
     fn verdict(&self) -> Option<(Verdict, String)> {

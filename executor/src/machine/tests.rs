@@ -167,7 +167,9 @@ fn a_batch_not_ready_moves_pods_and_waits_until_its_deadline() {
     let c = Controls::default();
     let out = decide_with(&status, &plan(), &c, &observed(), at(10));
     assert_eq!(out.effects, [Effect::MovePods { step: 1 }]);
-    assert_eq!(out.next, Next::After(Duration::from_secs(590)));
+    assert_eq!(out.next, Next::After(POD_CHECK));
+    let near = decide_with(&status, &plan(), &c, &observed(), at(598));
+    assert_eq!(near.next, Next::After(Duration::from_secs(2)));
     let late = decide_with(&status, &plan(), &c, &observed(), at(600));
     assert_eq!(late.status.phase, Phase::RollingBack);
     assert!(late.status.message.contains("progress deadline"));
