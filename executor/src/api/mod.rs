@@ -267,15 +267,24 @@ impl Rollouts for RolloutsApi {
             return Err(invalid(&violations));
         }
         let client = self.client()?;
-        workload::check(&client, &namespace, &spec).await?;
         let wanted = convert::spec_from_proto(&spec);
-        let api: Api<Rollout> = Api::namespaced(client, &namespace);
+        let api: Api<Rollout> = Api::namespaced(client.clone(), &namespace);
         let target = Target::NewRollout(&namespace, &name);
-        match api
+        let existing = api
             .get_opt(&name)
             .await
-            .map_err(|e| kube_status(e, target))?
-        {
+            .map_err(|e| kube_status(e, target))?;
+        // A repeated start returns the rollout as it is, whatever became of
+        // the workload since.
+        if let Some(existing) = &existing {
+            let mut same = existing.spec.clone();
+            same.paused = wanted.paused;
+            if same == wanted {
+                return Ok(Response::new(convert::rollout_to_proto(existing)));
+            }
+        }
+        workload::check(&client, &namespace, &spec).await?;
+        match existing {
             None => {
                 let object = Rollout::new(&name, wanted);
                 let created = api
@@ -286,11 +295,6 @@ impl Rollouts for RolloutsApi {
                 Ok(Response::new(convert::rollout_to_proto(&created)))
             }
             Some(existing) => {
-                let mut same = existing.spec.clone();
-                same.paused = wanted.paused;
-                if same == wanted {
-                    return Ok(Response::new(convert::rollout_to_proto(&existing)));
-                }
                 // The whole spec is replaced, at the version read: a field
                 // the new spec leaves out is gone, not kept from the old.
                 let mut replacement = existing.clone();
