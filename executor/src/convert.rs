@@ -1,5 +1,7 @@
 //! The Rollout resource to and from the `sluice.v1` messages.
 
+use std::time::SystemTime;
+
 use sluice_proto::v1 as pb;
 use sluice_runtime::config::format_duration;
 
@@ -144,10 +146,50 @@ fn struct_to_json(s: &prost_types::Struct) -> serde_json::Value {
     )
 }
 
+/// A protobuf number as JSON: whole numbers as integers, since Kubernetes
+/// reads ports, replicas and the like as integers and refuses `8080.0`.
+/// NaN and infinities, which JSON cannot carry, become null.
+fn number_to_json(n: f64) -> serde_json::Value {
+    // 2^53: past it an f64 no longer holds every integer.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if n.fract() == 0.0 && n.abs() <= EXACT {
+        serde_json::json!(n as i64)
+    } else {
+        serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+    }
+}
+
+fn json_to_struct(v: &serde_json::Value) -> Option<prost_types::Struct> {
+    match json_to_value(v).kind {
+        Some(prost_types::value::Kind::StructValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
 fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
     use prost_types::value::Kind;
     match &v.kind {
-        Some(Kind::NumberValue(n)) => serde_json::json!(n),
+        Some(Kind::NumberValue(n)) => number_to_json(*n),
         Some(Kind::StringValue(s)) => serde_json::json!(s),
         Some(Kind::BoolValue(b)) => serde_json::json!(b),
         Some(Kind::StructValue(s)) => struct_to_json(s),
@@ -229,12 +271,136 @@ fn evidence(e: &crd::Evidence) -> pb::Measurement {
     }
 }
 
-/// The resource as the proto message (the spec's strategy and routing
-/// included; the pod template is omitted from the summary).
+/// The resource's spec as the proto message: every field, as stored.
+pub fn spec_to_proto(spec: &RolloutSpec) -> pb::RolloutSpec {
+    let traffic = spec.traffic.as_ref().map(|t| pb::TrafficRouting {
+        stable_service: t.stable_service.clone(),
+        canary_service: t.canary_service.clone().unwrap_or_default(),
+        router: if let Some(n) = &t.nginx {
+            Some(pb::traffic_routing::Router::Nginx(pb::NginxIngress {
+                ingress: n.ingress.clone(),
+            }))
+        } else if let Some(r) = &t.http_route {
+            Some(pb::traffic_routing::Router::HttpRoute(
+                pb::GatewayHttpRoute {
+                    name: r.name.clone(),
+                },
+            ))
+        } else {
+            t.virtual_service.as_ref().map(|v| {
+                pb::traffic_routing::Router::VirtualService(pb::IstioVirtualService {
+                    name: v.name.clone(),
+                    routes: v.routes.clone(),
+                })
+            })
+        },
+    });
+    pb::RolloutSpec {
+        workload: Some(pb::WorkloadRef {
+            kind: match spec.workload.kind {
+                WorkloadKind::Deployment => pb::WorkloadKind::Deployment,
+                WorkloadKind::StatefulSet => pb::WorkloadKind::StatefulSet,
+            } as i32,
+            name: spec.workload.name.clone(),
+        }),
+        pod_template: spec.template.as_ref().and_then(json_to_struct),
+        images: spec
+            .images
+            .iter()
+            .map(|i| pb::ImageUpdate {
+                container: i.container.clone(),
+                image: i.image.clone(),
+            })
+            .collect(),
+        strategy: sluice_planner::convert::strategy_to_proto(&spec.strategy).ok(),
+        traffic,
+        analyses: spec
+            .analyses
+            .iter()
+            .map(|a| pb::Analysis {
+                name: a.name.clone(),
+                args: a.args.clone().into_iter().collect(),
+                metrics: a.metrics.iter().map(metric_to_proto).collect(),
+            })
+            .collect(),
+        on_analysis_error: match spec.on_analysis_error {
+            ErrorPolicy::Rollback => pb::ErrorPolicy::Rollback,
+            ErrorPolicy::Pause => pb::ErrorPolicy::Pause,
+        } as i32,
+    }
+}
+
+fn proto_duration(text: &Option<String>) -> Option<prost_types::Duration> {
+    let d = sluice_runtime::config::parse_duration(text.as_deref()?).ok()?;
+    Some(sluice_planner::convert::proto_duration(d))
+}
+
+fn condition_to_proto(c: &Option<MetricCondition>) -> Option<pb::Condition> {
+    let c = c.as_ref()?;
+    let kind = if let Some(t) = &c.threshold {
+        pb::condition::Kind::Threshold(pb::Threshold {
+            min: t.min,
+            max: t.max,
+        })
+    } else {
+        let c = c.comparison.as_ref()?;
+        pb::condition::Kind::Comparison(pb::Comparison {
+            baseline_query: c.baseline_query.clone().unwrap_or_default(),
+            max_ratio: c.max_ratio,
+            slack: c.slack,
+            direction: match c.direction {
+                Direction::HigherIsWorse => pb::ComparisonDirection::HigherIsWorse,
+                Direction::LowerIsWorse => pb::ComparisonDirection::LowerIsWorse,
+            } as i32,
+        })
+    };
+    Some(pb::Condition { kind: Some(kind) })
+}
+
+fn metric_to_proto(m: &Metric) -> pb::Metric {
+    pb::Metric {
+        name: m.name.clone(),
+        query: m.query.clone().unwrap_or_default(),
+        template: m.template.clone().unwrap_or_default(),
+        success_condition: condition_to_proto(&m.success_condition),
+        failure_condition: condition_to_proto(&m.failure_condition),
+        interval: proto_duration(&m.interval),
+        count: m.count.unwrap_or(0),
+        initial_delay: proto_duration(&m.initial_delay),
+        failure_limit: m.failure_limit.unwrap_or(0),
+        inconclusive_limit: m.inconclusive_limit.unwrap_or(0),
+        consecutive_error_limit: m.consecutive_error_limit.unwrap_or(0),
+        consecutive_success_limit: m.consecutive_success_limit.unwrap_or(0),
+        dry_run: m.dry_run,
+    }
+}
+
+/// How long a release has taken: from `started` to `finished`, or to `now`
+/// while it runs; `None` before it started. A clock behind `started` gives
+/// zero, never a negative duration.
+pub fn elapsed(
+    started: Option<&str>,
+    finished: Option<&str>,
+    now: SystemTime,
+) -> Option<prost_types::Duration> {
+    let started = SystemTime::try_from(started?.parse::<prost_types::Timestamp>().ok()?).ok()?;
+    let end = finished
+        .and_then(|f| f.parse::<prost_types::Timestamp>().ok())
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .unwrap_or(now);
+    let taken = end.duration_since(started).unwrap_or_default();
+    Some(sluice_planner::convert::proto_duration(taken))
+}
+
+/// The resource as the proto message, the whole spec included.
 pub fn rollout_to_proto(r: &Rollout) -> pb::Rollout {
+    rollout_at(r, SystemTime::now())
+}
+
+/// The resource as the proto message, with `elapsed` measured at `now`.
+pub fn rollout_at(r: &Rollout, now: SystemTime) -> pb::Rollout {
     use kube::ResourceExt;
     let s = r.status.clone().unwrap_or_default();
-    let spec = &r.spec;
     pb::Rollout {
         namespace: r.namespace().unwrap_or_default(),
         name: r.name_any(),
@@ -246,30 +412,7 @@ pub fn rollout_to_proto(r: &Rollout) -> pb::Rollout {
             .creation_timestamp
             .as_ref()
             .and_then(|t| t.0.to_string().parse().ok()),
-        spec: Some(pb::RolloutSpec {
-            workload: Some(pb::WorkloadRef {
-                kind: match spec.workload.kind {
-                    WorkloadKind::Deployment => pb::WorkloadKind::Deployment,
-                    WorkloadKind::StatefulSet => pb::WorkloadKind::StatefulSet,
-                } as i32,
-                name: spec.workload.name.clone(),
-            }),
-            images: spec
-                .images
-                .iter()
-                .map(|i| pb::ImageUpdate {
-                    container: i.container.clone(),
-                    image: i.image.clone(),
-                })
-                .collect(),
-            strategy: sluice_planner::convert::strategy_to_proto(&spec.strategy).ok(),
-            on_analysis_error: if spec.on_analysis_error == ErrorPolicy::Rollback {
-                pb::ErrorPolicy::Rollback
-            } else {
-                pb::ErrorPolicy::Pause
-            } as i32,
-            ..Default::default()
-        }),
+        spec: Some(spec_to_proto(&r.spec)),
         status: Some(pb::RolloutStatus {
             phase: proto_phase(s.phase),
             current_step: s.current_step,
@@ -304,17 +447,65 @@ pub fn rollout_to_proto(r: &Rollout) -> pb::Rollout {
                     reason: c.reason.clone(),
                     message: c.message.clone(),
                     last_transition_time: c.last_transition_time.parse().ok(),
+                    observed_generation: c.observed_generation,
                 })
                 .collect(),
             observed_generation: s.observed_generation,
             pause_until: timestamp(&s.pause_until),
-            elapsed: None,
+            elapsed: elapsed(s.started.as_deref(), s.finished.as_deref(), now),
             analysis: s
                 .analysis
                 .as_ref()
                 .filter(|a| a.step == s.current_step)
                 .map(|a| a.evidence.iter().map(evidence).collect())
                 .unwrap_or_default(),
+            paused: r.spec.paused,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> SystemTime {
+        SystemTime::try_from(text.parse::<prost_types::Timestamp>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn elapsed_runs_from_start_to_the_end_or_to_now() {
+        let now = at("2026-01-01T10:05:00Z");
+        let ended = elapsed(
+            Some("2026-01-01T10:00:00Z"),
+            Some("2026-01-01T10:02:30Z"),
+            now,
+        );
+        assert_eq!(ended.map(|d| d.seconds), Some(150));
+        let running = elapsed(Some("2026-01-01T10:00:00Z"), None, now);
+        assert_eq!(running.map(|d| d.seconds), Some(300));
+        assert_eq!(elapsed(None, None, now), None, "unset before the start");
+        let skewed = elapsed(Some("2026-01-01T11:00:00Z"), None, now);
+        assert_eq!(skewed.map(|d| d.seconds), Some(0), "never negative");
+    }
+
+    #[test]
+    fn a_pod_template_keeps_whole_numbers_as_integers_for_kubernetes() {
+        let template: prost_types::Struct = json_to_struct(&serde_json::json!({
+            "spec": {"containers": [{"name": "web", "ports": [{"containerPort": 8080}]}]},
+            "ratio": 0.5,
+        }))
+        .unwrap();
+        let json = struct_to_json(&template);
+        assert_eq!(
+            json["spec"]["containers"][0]["ports"][0]["containerPort"],
+            8080
+        );
+        assert!(json["spec"]["containers"][0]["ports"][0]["containerPort"].is_i64());
+        assert_eq!(json["ratio"], 0.5);
+        assert_eq!(
+            json_to_struct(&json),
+            Some(template),
+            "and reads back the same"
+        );
     }
 }

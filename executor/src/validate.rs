@@ -1,9 +1,166 @@
 //! What the executor checks in a StartRollout beyond the planner's
-//! validation of the strategy: what this executor can actually do with it.
+//! validation of the strategy: what this executor can actually do with it
+//! ([`release_problems`]), and what could never be stored or run whatever
+//! the cluster holds ([`spec_problems`]: limits, names given twice, unknown
+//! metric templates). Every problem is `(field path, message)`, the message
+//! naming the value.
 
-use sluice_proto::v1 as pb;
+use std::collections::BTreeSet;
+
+use sluice_proto::{METRIC_TEMPLATES, v1 as pb};
 
 use crate::controller::traffic::rules::{self, Router};
+
+/// Steps a strategy may have.
+pub const MAX_STEPS: usize = 100;
+/// Bytes an image reference may have (registries allow far less).
+pub const MAX_IMAGE_BYTES: usize = 1024;
+/// Bytes a whole StartRollout request may have: a Rollout must fit in one
+/// etcd value (1.5 MiB) once written as JSON.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Bytes of a value quoted in a message before it is cut.
+const QUOTED_BYTES: usize = 64;
+
+/// A value quoted for a message, cut when long.
+fn quoted(value: &str) -> String {
+    if value.len() <= QUOTED_BYTES {
+        return format!("{value:?}");
+    }
+    let mut end = QUOTED_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &value[..end], value.len())
+}
+
+/// True for a container name: an RFC 1123 label.
+fn is_container_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Problems no cluster could fix: too many steps, images that are too long
+/// or empty or given twice, analyses and metrics named twice, metrics
+/// without a query or with an unknown template.
+pub fn spec_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let steps = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.canary.as_ref())
+        .map_or(0, |c| c.steps.len());
+    if steps > MAX_STEPS {
+        problems.push((
+            "spec.strategy.canary.steps".into(),
+            format!("at most {MAX_STEPS} steps, got {steps}"),
+        ));
+    }
+    let mut containers = BTreeSet::new();
+    for (i, update) in spec.images.iter().enumerate() {
+        let field = format!("spec.images[{i}]");
+        if !is_container_name(&update.container) {
+            problems.push((
+                format!("{field}.container"),
+                format!(
+                    "must be a container name (an RFC 1123 label), got {}",
+                    quoted(&update.container)
+                ),
+            ));
+        } else if !containers.insert(update.container.as_str()) {
+            problems.push((
+                format!("{field}.container"),
+                format!("{} is given a new image twice", quoted(&update.container)),
+            ));
+        }
+        if update.image.trim().is_empty() {
+            problems.push((
+                format!("{field}.image"),
+                "must name the new image, got \"\"".into(),
+            ));
+        } else if update.image.len() > MAX_IMAGE_BYTES {
+            problems.push((
+                format!("{field}.image"),
+                format!(
+                    "must be at most {MAX_IMAGE_BYTES} bytes, got {}",
+                    quoted(&update.image)
+                ),
+            ));
+        }
+    }
+    let mut analyses = BTreeSet::new();
+    for (i, analysis) in spec.analyses.iter().enumerate() {
+        let field = format!("spec.analyses[{i}]");
+        if analysis.name.trim().is_empty() {
+            problems.push((
+                format!("{field}.name"),
+                "must not be empty, got \"\"".into(),
+            ));
+        } else if !analyses.insert(analysis.name.as_str()) {
+            problems.push((
+                format!("{field}.name"),
+                format!("{} names another analysis too", quoted(&analysis.name)),
+            ));
+        }
+        if analysis.metrics.is_empty() {
+            problems.push((
+                format!("{field}.metrics"),
+                "must have at least one metric, got []".into(),
+            ));
+        }
+        let mut metrics = BTreeSet::new();
+        for (j, metric) in analysis.metrics.iter().enumerate() {
+            let field = format!("{field}.metrics[{j}]");
+            if metric.name.trim().is_empty() {
+                problems.push((
+                    format!("{field}.name"),
+                    "must not be empty, got \"\"".into(),
+                ));
+            } else if !metrics.insert(metric.name.as_str()) {
+                problems.push((
+                    format!("{field}.name"),
+                    format!(
+                        "{} names another metric of this analysis too",
+                        quoted(&metric.name)
+                    ),
+                ));
+            }
+            problems.extend(query_problem(&field, metric));
+        }
+    }
+    problems
+}
+
+/// What is wrong with a metric's query or template, if anything.
+fn query_problem(field: &str, metric: &pb::Metric) -> Option<(String, String)> {
+    let template = metric.template.trim();
+    match (metric.query.trim().is_empty(), template.is_empty()) {
+        (true, true) => Some((
+            format!("{field}.query"),
+            "set query or template, got neither".into(),
+        )),
+        (false, false) => Some((
+            format!("{field}.template"),
+            format!(
+                "set query or template, not both (template {})",
+                quoted(&metric.template)
+            ),
+        )),
+        (true, false) if !METRIC_TEMPLATES.contains(&template) => Some((
+            format!("{field}.template"),
+            format!(
+                "no built-in template {} (known: {})",
+                quoted(&metric.template),
+                METRIC_TEMPLATES.join(", ")
+            ),
+        )),
+        _ => None,
+    }
+}
 
 /// Problems as `(field path, message)`: matches the router cannot express,
 /// a style the workload kind does not take, traffic with no stable Service.
@@ -166,6 +323,111 @@ mod tests {
                 Some(route)
             ))
             .is_empty()
+        );
+    }
+
+    fn metric(name: &str, template: &str) -> pb::Metric {
+        pb::Metric {
+            name: name.into(),
+            template: template.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn more_than_a_hundred_steps_are_refused_with_the_count() {
+        let mut spec = spec(
+            pb::WorkloadKind::Deployment,
+            pb::ReleaseStyle::Partition,
+            None,
+        );
+        let canary = spec.strategy.as_mut().unwrap().canary.as_mut().unwrap();
+        canary.steps = vec![pb::CanaryStep::default(); 101];
+        let problems = spec_problems(&spec);
+        assert_eq!(fields(&problems), ["spec.strategy.canary.steps"]);
+        assert_eq!(problems[0].1, "at most 100 steps, got 101");
+        canary_steps(&mut spec, 100);
+        assert!(spec_problems(&spec).is_empty());
+    }
+
+    fn canary_steps(spec: &mut pb::RolloutSpec, n: usize) {
+        let canary = spec.strategy.as_mut().unwrap().canary.as_mut().unwrap();
+        canary.steps = vec![pb::CanaryStep::default(); n];
+    }
+
+    #[test]
+    fn analyses_and_metrics_named_twice_and_unknown_templates_are_named() {
+        let mut spec = spec(
+            pb::WorkloadKind::Deployment,
+            pb::ReleaseStyle::Partition,
+            None,
+        );
+        spec.analyses = vec![
+            pb::Analysis {
+                name: "health".into(),
+                metrics: vec![
+                    metric("errors", "request-error-rate"),
+                    metric("errors", "request-saturation"),
+                ],
+                ..Default::default()
+            },
+            pb::Analysis {
+                name: "health".into(),
+                metrics: vec![metric("latency", "")],
+                ..Default::default()
+            },
+        ];
+        let problems = spec_problems(&spec);
+        assert_eq!(
+            fields(&problems),
+            [
+                "spec.analyses[0].metrics[1].name",
+                "spec.analyses[0].metrics[1].template",
+                "spec.analyses[1].name",
+                "spec.analyses[1].metrics[0].query",
+            ]
+        );
+        assert!(
+            problems[1].1.contains("\"request-saturation\""),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].1.contains("request-latency-p99"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn images_too_long_empty_or_given_twice_are_named_with_their_value() {
+        let mut spec = spec(
+            pb::WorkloadKind::Deployment,
+            pb::ReleaseStyle::Partition,
+            None,
+        );
+        let image = |container: &str, image: String| pb::ImageUpdate {
+            container: container.into(),
+            image,
+        };
+        spec.images = vec![
+            image("web", "x".repeat(3 << 20)),
+            image("web", "web:2".into()),
+            image("Side Car", String::new()),
+        ];
+        let problems = spec_problems(&spec);
+        assert_eq!(
+            fields(&problems),
+            [
+                "spec.images[0].image",
+                "spec.images[1].container",
+                "spec.images[2].container",
+                "spec.images[2].image",
+            ]
+        );
+        assert!(problems[0].1.contains("at most 1024 bytes"), "{problems:?}");
+        assert!(
+            problems[0].1.len() < 200,
+            "the value is cut: {}",
+            problems[0].1
         );
     }
 

@@ -284,7 +284,8 @@ fn a_wrong_flag_or_value_names_it_and_exits_2() {
     let (code, stderr) = run_to_exit("sluice-executor", &["--token-file", "/nonexistent.yaml"]);
     assert_eq!(
         code,
-        Some(1),
-        "a token file that vanishes is a start-up failure: {stderr}"
+        Some(2),
+        "a token file that cannot be read is a bad value: {stderr}"
     );
+    assert!(stderr.contains("--token-file"), "{stderr}");
 }

@@ -26,12 +26,9 @@
 
 use crate::spec::Context;
 
-/// Names of the built-in templates.
-pub const BUILTINS: [&str; 3] = [
-    "request-success-rate",
-    "request-error-rate",
-    "request-latency-p99",
-];
+/// Names of the built-in templates: the contract's list, which
+/// [`builtin`] must answer for (a test checks it).
+pub const BUILTINS: [&str; 3] = sluice_proto::METRIC_TEMPLATES;
 
 const SELECTOR: &str =
     r#"namespace="{{namespace}}",workload="{{canaryWorkload}}",revision="{{canaryRevision}}""#;
@@ -192,6 +189,14 @@ mod tests {
                 .into_iter()
                 .collect(),
         }
+    }
+
+    #[test]
+    fn every_template_the_contract_names_has_a_query() {
+        for name in sluice_proto::METRIC_TEMPLATES {
+            assert!(builtin(name).is_some(), "no query for {name}");
+        }
+        assert!(builtin("request-saturation").is_none());
     }
 
     #[test]

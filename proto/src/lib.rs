@@ -7,6 +7,7 @@
 //! - [`v1`]: the generated messages, clients (`*_client`) and servers
 //!   (`*_server`).
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, for server reflection.
+//! - [`METRIC_TEMPLATES`]: the values `Metric.template` may take.
 //!
 //! This crate has no behaviour: it knows what the services say, not what they
 //! do.
@@ -19,6 +20,16 @@ pub mod v1 {
 
 /// The encoded `FileDescriptorSet` of every `sluice.v1` file and its imports.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");
+
+/// The built-in query templates a `Metric.template` may name. They are part
+/// of the contract, so they live here: the executor refuses other names at
+/// StartRollout without depending on the gate, and the gate's tests check
+/// that it has a query for each.
+pub const METRIC_TEMPLATES: [&str; 3] = [
+    "request-success-rate",
+    "request-error-rate",
+    "request-latency-p99",
+];
 
 /// Fully qualified names of the services, as reflection and health report them.
 pub mod services {

@@ -1,7 +1,9 @@
 //! The `main` every service binary shares: parse, validate, run, exit.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when the server fails, 2 for a bad
-//! flag or value (clap's own convention for usage errors).
+//! flag or value (clap's own convention for usage errors), also one found
+//! only when the server reads it, such as a token file that is not one or
+//! is missing ([`Error::is_usage`]).
 
 use std::process::ExitCode;
 
@@ -52,6 +54,9 @@ where
     };
     match runtime.block_on(serve(config, Box::pin(shutdown::signal()))) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is_usage() => {
+            C::command().error(ErrorKind::ValueValidation, error).exit()
+        }
         Err(error) => {
             tracing::error!(error = %error, "server failed");
             ExitCode::FAILURE

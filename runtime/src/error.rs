@@ -51,11 +51,40 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when a flag's value is at fault (a bad value, or a file it
+    /// names that cannot be read): a usage error, exit code 2, not a
+    /// failure of the server.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::Config { .. } | Self::ReadFile { .. })
+    }
+
     /// A configuration error for `flag`.
     pub(crate) fn config(flag: &'static str, message: impl Into<String>) -> Self {
         Self::Config {
             flag,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_and_unreadable_files_are_usage_errors_and_a_busy_port_is_not() {
+        assert!(Error::config("--token-file", "not a token file").is_usage());
+        let missing = Error::ReadFile {
+            flag: "--token-file",
+            path: "/nonexistent.yaml".into(),
+            source: io::ErrorKind::NotFound.into(),
+        };
+        assert!(missing.is_usage());
+        let busy = Error::Bind {
+            flag: "--grpc-addr",
+            addr: ([127, 0, 0, 1], 1).into(),
+            source: io::ErrorKind::AddrInUse.into(),
+        };
+        assert!(!busy.is_usage());
     }
 }

@@ -12,14 +12,17 @@ use kube::{
 };
 use serde_json::Value;
 use sluice_executor::{
+    api::RolloutsApi,
     controller::{self, Ctx},
     crd::{Phase, Rollout},
     metrics::Metrics,
 };
 use sluice_proto::v1::{
     metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
-    planner_client::PlannerClient, planner_server::PlannerServer,
+    planner_client::PlannerClient, planner_server::PlannerServer, rollouts_client::RolloutsClient,
+    rollouts_server::RolloutsServer,
 };
+use sluice_runtime::auth::Authenticator;
 use sluice_sim::scenario::{Scenario, Simulation};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Server};
@@ -136,6 +139,52 @@ pub(crate) async fn world_with(mut scenario: Scenario) -> World {
         planner,
         gate,
         controller,
+        _stop: stop.drop_guard(),
+    }
+}
+
+/// A simulated cluster and the Rollouts API over it on loopback, with the
+/// planner it validates strategies with; no controller, so a test writes
+/// the statuses it needs.
+pub(crate) struct ApiWorld {
+    /// The cluster; its controllers stop when it drops.
+    pub(crate) sim: Simulation,
+    /// The tests' own Kubernetes client.
+    pub(crate) client: Client,
+    /// A client of the Rollouts API.
+    pub(crate) api: RolloutsClient<Channel>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// The Rollouts API over `scenario`'s cluster.
+pub(crate) async fn api_world(scenario: &str) -> ApiWorld {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulation::start(Scenario::load(scenario).unwrap()).unwrap();
+    let stop = CancellationToken::new();
+    let planner_addr = serve_grpc(
+        Server::builder().add_service(PlannerServer::new(sluice_planner::service::PlannerService)),
+    )
+    .await;
+    let client = sluice_executor::client_over(sim.api.router(), "default", &Arc::default());
+    let api = RolloutsApi::new(
+        Some(client.clone()),
+        PlannerClient::new(channel(planner_addr).await),
+        stop.clone(),
+    );
+    let api_addr = serve_grpc(
+        Server::builder().add_service(RolloutsServer::with_interceptor(
+            api,
+            Authenticator::open().interceptor(),
+        )),
+    )
+    .await;
+    let api = RolloutsClient::new(channel(api_addr).await)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    ApiWorld {
+        sim,
+        client,
+        api,
         _stop: stop.drop_guard(),
     }
 }

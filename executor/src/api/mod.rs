@@ -7,30 +7,40 @@
 //! idempotent: repeating one that took effect returns the rollout as it is.
 //! Intents reach the controller through the object: Pause and Resume set
 //! `spec.paused`; Promote and Abort set an annotation the controller acts on
-//! and removes; Retry clears the status of a rolled-back rollout.
+//! and removes; Retry clears the status of a rolled-back rollout; Delete
+//! removes an ended rollout.
+//!
+//! # Layout
+//! - [`errors`]: capped field violations, Kubernetes answers as statuses.
+//! - [`workload`]: StartRollout's read of the workload it releases.
+//! - [`page`]: ListRollouts' keyset page tokens.
+//! - [`watch`]: WatchRollout's stream.
 
-use std::pin::Pin;
+pub mod errors;
+pub mod page;
+pub mod watch;
+pub mod workload;
 
-use futures::{StreamExt, TryStreamExt};
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions},
 };
+use prost::Message;
 use serde_json::json;
 use sluice_proto::v1::{self as pb, planner_client::PlannerClient, rollouts_server::Rollouts};
 use sluice_runtime::{
     auth::{Caller, authorize},
     server::CancellationToken,
 };
-use tokio_stream::Stream;
-use tonic::{Code, Request, Response, Status, transport::Channel};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{
     convert,
     crd::{Phase, Rollout},
-    keys,
+    keys, validate,
 };
+use errors::{Target, invalid, invalid_field, kube_status};
+use page::Cursor;
 
 /// The Rollouts API.
 #[derive(Clone)]
@@ -62,11 +72,69 @@ impl RolloutsApi {
         }
     }
 
-    fn rollouts(&self, namespace: &str) -> Result<Api<Rollout>, Status> {
-        let client = self.client.clone().ok_or_else(|| {
+    fn client(&self) -> Result<Client, Status> {
+        self.client.clone().ok_or_else(|| {
             Status::unavailable("no Kubernetes cluster is configured (--kubeconfig)")
-        })?;
-        Ok(Api::namespaced(client, namespace))
+        })
+    }
+
+    fn rollouts(&self, namespace: &str) -> Result<Api<Rollout>, Status> {
+        Ok(Api::namespaced(self.client()?, namespace))
+    }
+
+    /// Everything wrong with `spec` that no cluster could fix: the
+    /// executor's own rules and the planner's, as field violations.
+    ///
+    /// # Errors
+    /// UNAVAILABLE when the planner cannot be asked.
+    async fn spec_violations(
+        &self,
+        spec: &pb::RolloutSpec,
+    ) -> Result<Vec<(String, String)>, Status> {
+        let mut violations = Vec::new();
+        let workload = spec.workload.as_ref().map_or("", |w| w.name.as_str());
+        if !is_dns_subdomain(workload) {
+            violations.push((
+                "spec.workload.name".into(),
+                format!(
+                    "must name the Deployment or StatefulSet to release \
+                     (lowercase letters, digits, '-' and '.'), got {:?}",
+                    errors::clip(workload, 80)
+                ),
+            ));
+        }
+        if spec.images.is_empty() && spec.pod_template.is_none() {
+            violations.push((
+                "spec.images".into(),
+                "give new images or spec.podTemplate".into(),
+            ));
+        }
+        violations.extend(validate::spec_problems(spec));
+        let known: Vec<String> = spec.analyses.iter().map(|a| a.name.clone()).collect();
+        let validation = self
+            .planner
+            .clone()
+            .validate(pb::ValidateRequest {
+                strategy: spec.strategy.clone(),
+                replicas: 0,
+                known_analyses: known,
+            })
+            .await
+            .map_err(|s| {
+                Status::unavailable(format!(
+                    "the planner could not validate the strategy: {}",
+                    errors::clip(s.message(), errors::MAX_MESSAGE_BYTES)
+                ))
+            })?
+            .into_inner();
+        violations.extend(
+            validation
+                .errors
+                .into_iter()
+                .map(|p| (format!("spec.{}", p.field), p.description)),
+        );
+        violations.extend(validate::release_problems(spec));
+        Ok(violations)
     }
 }
 
@@ -92,19 +160,6 @@ fn is_dns_subdomain(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
-fn invalid(violations: &[(String, String)]) -> Status {
-    let mut details = ErrorDetails::new();
-    for (field, description) in violations {
-        details.add_bad_request_violation(field.clone(), description.clone());
-    }
-    let summary = violations
-        .iter()
-        .map(|(f, d)| format!("{f}: {d}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Status::with_error_details(Code::InvalidArgument, summary, details)
-}
-
 /// Checks the namespace and name of a request, then the caller's access.
 fn check_target<T>(request: &Request<T>, namespace: &str, name: &str) -> Result<(), Status> {
     let mut violations = Vec::new();
@@ -124,38 +179,19 @@ fn check_target<T>(request: &Request<T>, namespace: &str, name: &str) -> Result<
     authorize(request, namespace).map(|_| ())
 }
 
-fn kube_status(error: kube::Error, namespace: &str, name: &str) -> Status {
-    match error {
-        kube::Error::Api(e) if e.code == 404 => {
-            Status::not_found(format!("rollout {namespace}/{name} not found"))
-        }
-        kube::Error::Api(e) if e.code == 409 => Status::aborted(format!(
-            "rollout {namespace}/{name} changed meanwhile; try again: {}",
-            e.message
-        )),
-        kube::Error::Api(e) if e.code == 422 || e.code == 400 => {
-            Status::invalid_argument(e.message)
-        }
-        kube::Error::Api(e) if e.code == 403 => Status::permission_denied(e.message),
-        other => Status::unavailable(format!("the Kubernetes API failed: {other}")),
-    }
-}
-
 async fn get(api: &Api<Rollout>, namespace: &str, name: &str) -> Result<Rollout, Status> {
     api.get(name)
         .await
-        .map_err(|e| kube_status(e, namespace, name))
+        .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))
 }
 
-fn phase_of(r: &Rollout) -> Phase {
+pub(crate) fn phase_of(r: &Rollout) -> Phase {
     r.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
 
-fn finished(p: Phase) -> bool {
+pub(crate) fn finished(p: Phase) -> bool {
     matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
 }
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutEvent, Status>> + Send>>;
 
 impl RolloutsApi {
     async fn annotate(
@@ -169,7 +205,7 @@ impl RolloutsApi {
         let patch = json!({"metadata": {"annotations": {key: value}}});
         api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
-            .map_err(|e| kube_status(e, namespace, name))
+            .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))
     }
 
     async fn set_paused(
@@ -196,98 +232,78 @@ impl RolloutsApi {
                 &Patch::Merge(json!({"spec": {"paused": paused}})),
             )
             .await
-            .map_err(|e| kube_status(e, namespace, name))?;
+            .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))?;
         Ok(Response::new(convert::rollout_to_proto(&updated)))
     }
 }
 
 #[tonic::async_trait]
 impl Rollouts for RolloutsApi {
-    type WatchRolloutStream = EventStream;
+    type WatchRolloutStream = watch::EventStream;
 
     async fn start_rollout(
         &self,
         request: Request<pb::StartRolloutRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
+        let size = request.get_ref().encoded_len();
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
         let (namespace, name) = (r.namespace.clone(), r.name.clone());
         let spec = r
             .spec
             .clone()
-            .ok_or_else(|| invalid(&[("spec".into(), "is required".into())]))?;
-        let mut violations = Vec::new();
-        let workload = spec.workload.as_ref().map_or("", |w| w.name.as_str());
-        if !is_dns_subdomain(workload) {
+            .ok_or_else(|| invalid_field("spec", "is required"))?;
+        let mut violations = self.spec_violations(&spec).await?;
+        if size > validate::MAX_REQUEST_BYTES {
             violations.push((
-                "spec.workload.name".into(),
+                "spec".into(),
                 format!(
-                    "must name the Deployment or StatefulSet to release \
-                     (lowercase letters, digits, '-' and '.'), got {workload:?}"
+                    "the request must be at most {} bytes, got {size}",
+                    validate::MAX_REQUEST_BYTES
                 ),
             ));
         }
-        if spec.images.is_empty() && spec.pod_template.is_none() {
-            violations.push((
-                "spec.images".into(),
-                "give new images or spec.podTemplate".into(),
-            ));
-        }
-        let known: Vec<String> = spec.analyses.iter().map(|a| a.name.clone()).collect();
-        let validation = self
-            .planner
-            .clone()
-            .validate(pb::ValidateRequest {
-                strategy: spec.strategy.clone(),
-                replicas: 0,
-                known_analyses: known,
-            })
-            .await
-            .map_err(|s| {
-                Status::unavailable(format!(
-                    "the planner could not validate the strategy: {}",
-                    s.message()
-                ))
-            })?
-            .into_inner();
-        violations.extend(
-            validation
-                .errors
-                .into_iter()
-                .map(|p| (format!("spec.{}", p.field), p.description)),
-        );
         if !violations.is_empty() {
             return Err(invalid(&violations));
         }
+        let client = self.client()?;
         let wanted = convert::spec_from_proto(&spec);
-        let api = self.rollouts(&namespace)?;
-        match api
+        let api: Api<Rollout> = Api::namespaced(client.clone(), &namespace);
+        let target = Target::NewRollout(&namespace, &name);
+        let existing = api
             .get_opt(&name)
             .await
-            .map_err(|e| kube_status(e, &namespace, &name))?
-        {
+            .map_err(|e| kube_status(e, target))?;
+        // A repeated start returns the rollout as it is, whatever became of
+        // the workload since.
+        if let Some(existing) = &existing {
+            let mut same = existing.spec.clone();
+            same.paused = wanted.paused;
+            if same == wanted {
+                return Ok(Response::new(convert::rollout_to_proto(existing)));
+            }
+        }
+        workload::check(&client, &namespace, &spec).await?;
+        match existing {
             None => {
                 let object = Rollout::new(&name, wanted);
                 let created = api
                     .create(&PostParams::default(), &object)
                     .await
-                    .map_err(|e| kube_status(e, &namespace, &name))?;
+                    .map_err(|e| kube_status(e, target))?;
                 tracing::info!(%namespace, %name, "rollout started");
                 Ok(Response::new(convert::rollout_to_proto(&created)))
             }
             Some(existing) => {
-                let mut same = existing.spec.clone();
-                same.paused = wanted.paused;
-                if same == wanted {
-                    return Ok(Response::new(convert::rollout_to_proto(&existing)));
-                }
-                let mut spec = wanted;
-                spec.paused = existing.spec.paused;
-                let patch = json!({"spec": spec});
+                // The whole spec is replaced, at the version read: a field
+                // the new spec leaves out is gone, not kept from the old.
+                let mut replacement = existing.clone();
+                replacement.spec = wanted;
+                replacement.spec.paused = existing.spec.paused;
                 let updated = api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .replace(&name, &PostParams::default(), &replacement)
                     .await
-                    .map_err(|e| kube_status(e, &namespace, &name))?;
+                    .map_err(|e| kube_status(e, Target::Rollout(&namespace, &name)))?;
                 tracing::info!(%namespace, %name, "rollout updated; it starts again on the new version");
                 Ok(Response::new(convert::rollout_to_proto(&updated)))
             }
@@ -332,19 +348,20 @@ impl Rollouts for RolloutsApi {
                 )]));
             }
         };
-        let offset: usize = if r.page_token.is_empty() {
-            0
+        let after = if r.page_token.is_empty() {
+            None
         } else {
-            r.page_token.parse().map_err(|_| {
-                invalid(&[(
-                    "page_token".into(),
-                    format!("not a token from a previous page: {:?}", r.page_token),
-                )])
-            })?
+            Some(Cursor::parse(&r.page_token, is_dns_label).ok_or_else(|| {
+                invalid_field(
+                    "page_token",
+                    format!(
+                        "not a token from a previous page: {:?}",
+                        errors::clip(&r.page_token, 80)
+                    ),
+                )
+            })?)
         };
-        let client = self.client.clone().ok_or_else(|| {
-            Status::unavailable("no Kubernetes cluster is configured (--kubeconfig)")
-        })?;
+        let client = self.client()?;
         let api: Api<Rollout> = if r.namespace.is_empty() {
             Api::all(client)
         } else {
@@ -353,29 +370,30 @@ impl Rollouts for RolloutsApi {
         let items = api
             .list(&ListParams::default())
             .await
-            .map_err(|e| kube_status(e, &r.namespace, "*"))?
+            .map_err(|e| kube_status(e, Target::Rollout(&r.namespace, "*")))?
             .items;
-        let phases: Vec<i32> = r.phases.clone();
+        let cursor = |ro: &Rollout| Cursor {
+            namespace: ro.namespace().unwrap_or_default(),
+            name: ro.name_any(),
+        };
         let mut visible: Vec<Rollout> = items
             .into_iter()
             .filter(|ro| caller.may_access(&ro.namespace().unwrap_or_default()))
-            .filter(|ro| phases.is_empty() || phases.contains(&convert::proto_phase(phase_of(ro))))
+            .filter(|ro| {
+                r.phases.is_empty() || r.phases.contains(&convert::proto_phase(phase_of(ro)))
+            })
+            .filter(|ro| after.as_ref().is_none_or(|after| cursor(ro) > *after))
             .collect();
-        visible.sort_by_key(|ro| (ro.namespace(), ro.name_any()));
-        let page: Vec<pb::Rollout> = visible
-            .iter()
-            .skip(offset)
-            .take(page_size)
-            .map(convert::rollout_to_proto)
-            .collect();
-        let next = offset + page.len();
+        visible.sort_by_key(cursor);
+        let more = visible.len() > page_size;
+        visible.truncate(page_size);
+        let next_page_token = match visible.last() {
+            Some(last) if more => cursor(last).token(),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::ListRolloutsResponse {
-            rollouts: page,
-            next_page_token: if next < visible.len() {
-                next.to_string()
-            } else {
-                String::new()
-            },
+            rollouts: visible.iter().map(convert::rollout_to_proto).collect(),
+            next_page_token,
         }))
     }
 
@@ -387,54 +405,23 @@ impl Rollouts for RolloutsApi {
         check_target(&request, &r.namespace, &r.name)?;
         let (namespace, name) = (r.namespace.clone(), r.name.clone());
         let api = self.rollouts(&namespace)?;
-        let mut initial = Vec::new();
-        let from = if r.since_revision.is_empty() {
-            let current = get(&api, &namespace, &name).await?;
-            let revision = current.resource_version().unwrap_or_default();
-            initial.push(Ok(pb::RolloutEvent {
-                r#type: pb::RolloutEventType::Initial as i32,
-                rollout: Some(convert::rollout_to_proto(&current)),
-            }));
-            revision
+        let current = get(&api, &namespace, &name).await?;
+        let revision = current.resource_version().unwrap_or_default();
+        let ended = finished(phase_of(&current));
+        let (first, from, ended) = if r.since_revision.is_empty() {
+            (Some(watch::initial(&current)), revision, ended)
         } else {
-            r.since_revision.clone()
+            // Nothing can follow the revision of an ended rollout.
+            let at_end = ended && r.since_revision == revision;
+            (None, r.since_revision.clone(), at_end)
         };
-        let params = WatchParams::default()
-            .fields(&format!("metadata.name={name}"))
-            .timeout(290);
-        let events = api
-            .watch(&params, &from)
-            .await
-            .map_err(|e| kube_status(e, &namespace, &name))?;
-        let stop = self.shutdown.clone();
-        let live = events
-            .map_err(|e| Status::unavailable(format!("the watch failed: {e}")))
-            .filter_map(|event| async move {
-                match event {
-                    Ok(WatchEvent::Added(ro) | WatchEvent::Modified(ro)) => {
-                        Some(Ok(pb::RolloutEvent {
-                            r#type: pb::RolloutEventType::Updated as i32,
-                            rollout: Some(convert::rollout_to_proto(&ro)),
-                        }))
-                    }
-                    Ok(WatchEvent::Deleted(ro)) => Some(Ok(pb::RolloutEvent {
-                        r#type: pb::RolloutEventType::Deleted as i32,
-                        rollout: Some(convert::rollout_to_proto(&ro)),
-                    })),
-                    Ok(WatchEvent::Bookmark(_)) => None,
-                    Ok(WatchEvent::Error(e)) if e.code == 410 => {
-                        Some(Err(Status::out_of_range(format!(
-                            "revision too old: {}; watch again without since_revision",
-                            e.message
-                        ))))
-                    }
-                    Ok(WatchEvent::Error(e)) => Some(Err(Status::unavailable(e.message))),
-                    Err(status) => Some(Err(status)),
-                }
-            })
-            .take_until(async move { stop.cancelled().await });
-        Ok(Response::new(Box::pin(
-            futures::stream::iter(initial).chain(live),
+        Ok(Response::new(watch::stream(
+            api,
+            (namespace, name),
+            from,
+            first,
+            ended,
+            self.shutdown.clone(),
         )))
     }
 
@@ -534,7 +521,7 @@ impl Rollouts for RolloutsApi {
                         &Patch::Merge(json!({"status": null})),
                     )
                     .await
-                    .map_err(|e| kube_status(e, &r.namespace, &r.name))?;
+                    .map_err(|e| kube_status(e, Target::Rollout(&r.namespace, &r.name)))?;
                 Ok(Response::new(convert::rollout_to_proto(&cleared)))
             }
             Phase::Pending => Ok(Response::new(convert::rollout_to_proto(&current))),
@@ -543,5 +530,38 @@ impl Rollouts for RolloutsApi {
                 r.namespace, r.name
             ))),
         }
+    }
+
+    async fn delete_rollout(
+        &self,
+        request: Request<pb::DeleteRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        let r = request.get_ref();
+        check_target(&request, &r.namespace, &r.name)?;
+        let api = self.rollouts(&r.namespace)?;
+        let target = Target::Rollout(&r.namespace, &r.name);
+        let current = get(&api, &r.namespace, &r.name).await?;
+        let phase = phase_of(&current);
+        if !finished(phase) && !r.force {
+            return Err(Status::failed_precondition(format!(
+                "rollout {}/{} is {phase:?}; Abort it and delete it once RolledBack, \
+                 or pass force to leave the workload as it is now",
+                r.namespace, r.name
+            )));
+        }
+        // Delete exactly what was checked: a rollout that changed since
+        // (restarted, say) is ABORTED, not deleted unseen.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: current.uid(),
+                resource_version: current.resource_version(),
+            }),
+            ..DeleteParams::default()
+        };
+        api.delete(&r.name, &params)
+            .await
+            .map_err(|e| kube_status(e, target))?;
+        tracing::info!(namespace = %r.namespace, name = %r.name, ?phase, force = r.force, "rollout deleted");
+        Ok(Response::new(convert::rollout_to_proto(&current)))
     }
 }

@@ -1,0 +1,757 @@
+//! The public Rollouts API over a simulated cluster, in one process: what
+//! StartRollout refuses (and that a refusal writes nothing), that every
+//! field of a spec reads back as it was given, the status fields, deletes,
+//! watches that end, and page tokens.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use sluice_executor::crd::Rollout;
+use sluice_proto::v1 as pb;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+mod common;
+
+use common::{ApiWorld, api_world};
+
+fn seconds(s: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: s,
+        nanos: 0,
+    })
+}
+
+fn value(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.into_iter().map(|(k, v)| (k, value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+fn value_match(name: &str, kind: pb::MatchType, v: &str) -> pb::ValueMatch {
+    pb::ValueMatch {
+        name: name.into(),
+        r#type: kind as i32,
+        value: v.into(),
+    }
+}
+
+/// A spec with every field of the proto set to a value other than its
+/// default, released through `router`.
+fn full_spec(router: pb::traffic_routing::Router) -> pb::RolloutSpec {
+    let one_header = matches!(router, pb::traffic_routing::Router::Nginx(_));
+    let matches = if one_header {
+        vec![pb::RequestMatch {
+            headers: vec![value_match("x-canary", pb::MatchType::Exact, "true")],
+            ..Default::default()
+        }]
+    } else {
+        vec![pb::RequestMatch {
+            headers: vec![value_match("x-canary", pb::MatchType::Exact, "true")],
+            cookies: vec![value_match("beta", pb::MatchType::Prefix, "yes")],
+            query_params: vec![value_match("v", pb::MatchType::RegularExpression, "2.*")],
+            path: Some(pb::PathMatch {
+                r#type: pb::MatchType::Prefix as i32,
+                value: "/api".into(),
+            }),
+        }]
+    };
+    let template = match value(json!({
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{
+            "name": "web",
+            "image": "registry.example/web:2.0",
+            "ports": [{"containerPort": 8080}],
+        }]},
+    }))
+    .kind
+    {
+        Some(prost_types::value::Kind::StructValue(s)) => s,
+        _ => unreachable!(),
+    };
+    pb::RolloutSpec {
+        workload: Some(pb::WorkloadRef {
+            kind: pb::WorkloadKind::Deployment as i32,
+            name: "web".into(),
+        }),
+        pod_template: Some(template),
+        images: vec![pb::ImageUpdate {
+            container: "web".into(),
+            image: "registry.example/web:2.0".into(),
+        }],
+        strategy: Some(pb::Strategy {
+            style: pb::ReleaseStyle::Canary as i32,
+            canary: Some(pb::CanaryStrategy {
+                steps: vec![
+                    pb::CanaryStep {
+                        replicas: "1".into(),
+                        traffic: Some(5),
+                        matches,
+                        pause: Some(pb::Pause {
+                            duration: seconds(30),
+                        }),
+                        analyses: vec!["health".into()],
+                    },
+                    pb::CanaryStep {
+                        replicas: "50%".into(),
+                        traffic: Some(40),
+                        matches: Vec::new(),
+                        pause: Some(pb::Pause { duration: None }),
+                        analyses: vec!["health".into()],
+                    },
+                ],
+                failure_threshold: "1".into(),
+                progress_deadline: seconds(120),
+                background_analysis: Some(pb::BackgroundAnalysis {
+                    analyses: vec!["background".into()],
+                    starting_step: 2,
+                }),
+                restart_limit: Some(4),
+            }),
+            blue_green: Some(pb::BlueGreenStrategy {
+                rollback_window: seconds(300),
+            }),
+        }),
+        traffic: Some(pb::TrafficRouting {
+            stable_service: "web".into(),
+            canary_service: "web-preview".into(),
+            router: Some(router),
+        }),
+        analyses: vec![
+            pb::Analysis {
+                name: "health".into(),
+                metrics: vec![pb::Metric {
+                    name: "errors".into(),
+                    query:
+                        r#"sum(rate(errors{ns="{{namespace}}",team="{{args.team}}"}[{{window}}]))"#
+                            .into(),
+                    template: String::new(),
+                    success_condition: Some(pb::Condition {
+                        kind: Some(pb::condition::Kind::Threshold(pb::Threshold {
+                            min: Some(0.0),
+                            max: Some(0.05),
+                        })),
+                    }),
+                    failure_condition: Some(pb::Condition {
+                        kind: Some(pb::condition::Kind::Comparison(pb::Comparison {
+                            baseline_query: "sum(rate(errors[{{window}}]))".into(),
+                            max_ratio: 1.5,
+                            slack: 0.001,
+                            direction: pb::ComparisonDirection::LowerIsWorse as i32,
+                        })),
+                    }),
+                    interval: seconds(20),
+                    count: 5,
+                    initial_delay: Some(prost_types::Duration {
+                        seconds: 1,
+                        nanos: 500_000_000,
+                    }),
+                    failure_limit: 1,
+                    inconclusive_limit: 2,
+                    consecutive_error_limit: 3,
+                    consecutive_success_limit: 4,
+                    dry_run: true,
+                }],
+                args: [("team".to_owned(), "payments".to_owned())].into(),
+            },
+            pb::Analysis {
+                name: "background".into(),
+                metrics: vec![pb::Metric {
+                    name: "latency".into(),
+                    template: "request-latency-p99".into(),
+                    failure_condition: Some(pb::Condition {
+                        kind: Some(pb::condition::Kind::Threshold(pb::Threshold {
+                            min: None,
+                            max: Some(0.5),
+                        })),
+                    }),
+                    ..Default::default()
+                }],
+                args: Default::default(),
+            },
+        ],
+        on_analysis_error: pb::ErrorPolicy::Rollback as i32,
+    }
+}
+
+fn start(name: &str, spec: pb::RolloutSpec) -> pb::StartRolloutRequest {
+    pb::StartRolloutRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        spec: Some(spec),
+    }
+}
+
+/// A small valid spec: web's container `web` on a new image.
+fn simple_spec() -> pb::RolloutSpec {
+    pb::RolloutSpec {
+        workload: Some(pb::WorkloadRef {
+            kind: pb::WorkloadKind::Deployment as i32,
+            name: "web".into(),
+        }),
+        images: vec![pb::ImageUpdate {
+            container: "web".into(),
+            image: "registry.example/web:2.0".into(),
+        }],
+        strategy: Some(pb::Strategy {
+            canary: Some(pb::CanaryStrategy {
+                steps: vec![pb::CanaryStep {
+                    replicas: "20%".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn description(status: &Status, field: &str) -> String {
+    status
+        .get_error_details()
+        .bad_request()
+        .and_then(|b| {
+            b.field_violations
+                .iter()
+                .find(|v| v.field == field)
+                .cloned()
+        })
+        .map(|v| v.description)
+        .unwrap_or_else(|| panic!("no violation of {field}: {status:?}"))
+}
+
+/// The names of the Rollout objects in the cluster.
+async fn stored(world: &ApiWorld) -> Vec<String> {
+    let rollouts: Api<Rollout> = Api::all(world.client.clone());
+    rollouts
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| r.metadata.name.unwrap())
+        .collect()
+}
+
+/// StartRollout's refusal of `spec` as `name`, having checked it wrote nothing.
+async fn refused(world: &mut ApiWorld, spec: pb::RolloutSpec) -> Status {
+    let before = stored(world).await;
+    let status = world
+        .api
+        .start_rollout(start("refused", spec))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stored(world).await,
+        before,
+        "a refused start writes nothing"
+    );
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_with_every_field_set_reads_back_the_same_from_get_list_and_watch() {
+    let mut world = api_world("healthy").await;
+    let routers = [
+        (
+            "through-nginx",
+            pb::traffic_routing::Router::Nginx(pb::NginxIngress {
+                ingress: "web".into(),
+            }),
+        ),
+        (
+            "through-route",
+            pb::traffic_routing::Router::HttpRoute(pb::GatewayHttpRoute { name: "web".into() }),
+        ),
+        (
+            "through-istio",
+            pb::traffic_routing::Router::VirtualService(pb::IstioVirtualService {
+                name: "web".into(),
+                routes: vec!["primary".into(), "fallback".into()],
+            }),
+        ),
+    ];
+    for (name, router) in routers {
+        let sent = full_spec(router);
+        let started = world
+            .api
+            .start_rollout(start(name, sent.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(started.spec.as_ref(), Some(&sent), "StartRollout of {name}");
+        let got = world
+            .api
+            .get_rollout(pb::GetRolloutRequest {
+                namespace: "default".into(),
+                name: name.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.spec.as_ref(), Some(&sent), "GetRollout of {name}");
+        let listed = world
+            .api
+            .list_rollouts(pb::ListRolloutsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let mine = listed.rollouts.iter().find(|r| r.name == name).unwrap();
+        assert_eq!(mine.spec.as_ref(), Some(&sent), "ListRollouts of {name}");
+        let mut events = world
+            .api
+            .watch_rollout(pb::WatchRolloutRequest {
+                namespace: "default".into(),
+                name: name.into(),
+                since_revision: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let initial = events.next().await.unwrap().unwrap();
+        assert_eq!(initial.r#type, pb::RolloutEventType::Initial as i32);
+        assert_eq!(
+            initial.rollout.unwrap().spec.as_ref(),
+            Some(&sent),
+            "WatchRollout of {name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_for_a_container_the_workload_lacks_are_refused_naming_the_ones_it_has() {
+    let mut world = api_world("healthy").await;
+    let mut spec = simple_spec();
+    spec.images[0].container = "sidecar".into();
+    let status = refused(&mut world, spec).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(fields(&status), ["spec.images[0].container"]);
+    let why = description(&status, "spec.images[0].container");
+    assert!(
+        why.contains("\"sidecar\"") && why.contains("its containers: web"),
+        "{why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_workload_is_a_failed_precondition_and_a_missing_namespace_not_found() {
+    let mut world = api_world("healthy").await;
+    let mut spec = simple_spec();
+    spec.workload.as_mut().unwrap().name = "nope".into();
+    let status = refused(&mut world, spec).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("Deployment default/nope"),
+        "{status:?}"
+    );
+    let failure = status
+        .get_error_details()
+        .precondition_failure()
+        .unwrap()
+        .clone();
+    assert_eq!(failure.violations[0].subject, "Deployment default/nope");
+
+    let mut elsewhere = start("web", simple_spec());
+    elsewhere.namespace = "nowhere".into();
+    let status = world.api.start_rollout(elsewhere).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("namespace nowhere"), "{status:?}");
+    assert!(!status.message().contains("rollout"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_a_router_cannot_express_and_styles_a_statefulset_cannot_take_are_refused() {
+    let mut world = api_world("healthy").await;
+    let mut spec = full_spec(pb::traffic_routing::Router::Nginx(pb::NginxIngress {
+        ingress: "web".into(),
+    }));
+    let step = &mut spec
+        .strategy
+        .as_mut()
+        .unwrap()
+        .canary
+        .as_mut()
+        .unwrap()
+        .steps[0];
+    step.matches[0]
+        .headers
+        .push(value_match("x-beta", pb::MatchType::Exact, "1"));
+    let status = refused(&mut world, spec).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(fields(&status), ["spec.strategy.canary.steps[0].matches"]);
+
+    let mut spec = simple_spec();
+    spec.workload.as_mut().unwrap().kind = pb::WorkloadKind::StatefulSet as i32;
+    spec.strategy.as_mut().unwrap().style = pb::ReleaseStyle::Canary as i32;
+    let status = refused(&mut world, spec).await;
+    assert_eq!(fields(&status), ["spec.strategy.style"], "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyses_or_metrics_named_twice_and_unknown_templates_are_refused() {
+    let mut world = api_world("healthy").await;
+    let mut spec = full_spec(pb::traffic_routing::Router::HttpRoute(
+        pb::GatewayHttpRoute { name: "web".into() },
+    ));
+    let mut copy = spec.analyses[0].clone();
+    copy.metrics.push(copy.metrics[0].clone());
+    spec.analyses.push(copy);
+    spec.analyses[1].metrics[0].template = "request-saturation".into();
+    let status = refused(&mut world, spec).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        fields(&status),
+        [
+            "spec.analyses[1].metrics[0].template",
+            "spec.analyses[2].name",
+            "spec.analyses[2].metrics[1].name",
+        ]
+    );
+    assert!(
+        description(&status, "spec.analyses[1].metrics[0].template").contains("request-saturation")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_hundred_steps_are_refused_with_the_count() {
+    let mut world = api_world("healthy").await;
+    let mut spec = simple_spec();
+    let canary = spec.strategy.as_mut().unwrap().canary.as_mut().unwrap();
+    canary.steps = vec![canary.steps[0].clone(); 101];
+    let status = refused(&mut world, spec).await;
+    assert_eq!(
+        description(&status, "spec.strategy.canary.steps"),
+        "at most 100 steps, got 101"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_of_three_mebibytes_is_an_invalid_argument_naming_it_not_unavailable() {
+    let mut world = api_world("healthy").await;
+    let mut spec = simple_spec();
+    spec.images[0].image = "r".repeat(3 << 20);
+    let status = refused(&mut world, spec).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert_eq!(fields(&status), ["spec.images[0].image", "spec"]);
+    assert!(status.message().len() <= 256);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_bad_steps_give_twenty_violations_and_a_count_that_fit_a_header() {
+    let mut world = api_world("healthy").await;
+    let mut spec = simple_spec();
+    let canary = spec.strategy.as_mut().unwrap().canary.as_mut().unwrap();
+    canary.steps = vec![
+        pb::CanaryStep {
+            replicas: "20%".into(),
+            traffic: Some(120),
+            ..Default::default()
+        };
+        10_000
+    ];
+    let status = refused(&mut world, spec).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let listed = fields(&status);
+    assert_eq!(listed.len(), 21, "{listed:?}");
+    assert_eq!(listed[0], "spec.strategy.canary.steps");
+    assert_eq!(listed[20], "(more)");
+    assert!(
+        status.details().len() < 4096 && status.message().len() <= 256,
+        "{} bytes of details",
+        status.details().len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_restart_leaves_the_stored_spec_as_it_was() {
+    let mut world = api_world("healthy").await;
+    let first = world
+        .api
+        .start_rollout(start("web", simple_spec()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bad = simple_spec();
+    bad.images[0].container = "sidecar".into();
+    let status = world
+        .api
+        .start_rollout(start("web", bad))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let now = get(&mut world, "web").await;
+    assert_eq!(now.revision, first.revision, "nothing was written");
+    assert_eq!(now.spec, first.spec);
+}
+
+async fn get(world: &mut ApiWorld, name: &str) -> pb::Rollout {
+    world
+        .api
+        .get_rollout(pb::GetRolloutRequest {
+            namespace: "default".into(),
+            name: name.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Writes `status` on rollout `name`, as the controller would.
+async fn set_status(world: &ApiWorld, name: &str, status: serde_json::Value) {
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_shows_the_pause_the_time_taken_and_each_conditions_generation() {
+    let mut world = api_world("healthy").await;
+    world
+        .api
+        .start_rollout(start("web", simple_spec()))
+        .await
+        .unwrap();
+    set_status(
+        &world,
+        "web",
+        json!({
+            "phase": "Progressing",
+            "started": "2026-01-01T10:00:00Z",
+            "conditions": [{"type": "Progressing", "status": "True", "reason": "StepStarted",
+                "message": "step 1", "lastTransitionTime": "2026-01-01T10:00:00Z",
+                "observedGeneration": 1}],
+        }),
+    )
+    .await;
+    let paused = world
+        .api
+        .pause(pb::PauseRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = paused.status.unwrap();
+    assert!(status.paused, "held by Pause");
+    assert_eq!(status.conditions[0].observed_generation, 1);
+    let running = status.elapsed.unwrap().seconds;
+    assert!(running > 3600, "runs to now while it runs: {running}s");
+
+    world
+        .api
+        .resume(pb::ResumeRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap();
+    set_status(
+        &world,
+        "web",
+        json!({"phase": "Succeeded", "finished": "2026-01-01T10:02:30Z"}),
+    )
+    .await;
+    let status = get(&mut world, "web").await.status.unwrap();
+    assert!(!status.paused, "Resume continues");
+    assert_eq!(
+        status.elapsed.unwrap().seconds,
+        150,
+        "start to end once ended"
+    );
+}
+
+async fn delete(world: &mut ApiWorld, name: &str, force: bool) -> Result<pb::Rollout, Status> {
+    world
+        .api
+        .delete_rollout(pb::DeleteRolloutRequest {
+            namespace: "default".into(),
+            name: name.into(),
+            force,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_rollout_in_flight_needs_force_and_an_ended_one_goes_at_once() {
+    let mut world = api_world("healthy").await;
+    for name in ["pending", "running", "ended"] {
+        world
+            .api
+            .start_rollout(start(name, simple_spec()))
+            .await
+            .unwrap();
+    }
+    set_status(&world, "running", json!({"phase": "Progressing"})).await;
+    set_status(&world, "ended", json!({"phase": "RolledBack"})).await;
+
+    for name in ["pending", "running"] {
+        let refused = delete(&mut world, name, false).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "{name}: {refused:?}"
+        );
+        assert!(refused.message().contains("Abort"), "{refused:?}");
+    }
+    assert_eq!(stored(&world).await.len(), 3, "nothing deleted");
+
+    let forced = delete(&mut world, "running", true).await.unwrap();
+    assert_eq!(forced.name, "running");
+    let gone = delete(&mut world, "ended", false).await.unwrap();
+    assert_eq!(
+        gone.status.unwrap().phase,
+        pb::RolloutPhase::RolledBack as i32,
+        "returns the rollout as it was"
+    );
+    assert_eq!(stored(&world).await, ["pending"]);
+    let again = delete(&mut world, "ended", false).await.unwrap_err();
+    assert_eq!(again.code(), Code::NotFound, "a repeated delete: {again:?}");
+}
+
+/// The next item of a stream, failing the test if none comes in 30 s.
+async fn next<S: futures::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("the stream neither sent nor ended")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_with_ok_after_the_terminal_state_and_at_once_on_an_ended_rollout() {
+    let mut world = api_world("healthy").await;
+    world
+        .api
+        .start_rollout(start("web", simple_spec()))
+        .await
+        .unwrap();
+    let watch = pb::WatchRolloutRequest {
+        namespace: "default".into(),
+        name: "web".into(),
+        since_revision: String::new(),
+    };
+    let mut events = world
+        .api
+        .watch_rollout(watch.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut events).await.unwrap().unwrap();
+    assert_eq!(first.r#type, pb::RolloutEventType::Initial as i32);
+    set_status(&world, "web", json!({"phase": "Progressing"})).await;
+    set_status(&world, "web", json!({"phase": "Succeeded"})).await;
+    let mut phases = Vec::new();
+    while let Some(event) = next(&mut events).await {
+        let event = event.unwrap();
+        phases.push(event.rollout.unwrap().status.unwrap().phase());
+    }
+    assert_eq!(
+        phases.last(),
+        Some(&pb::RolloutPhase::Succeeded),
+        "ends after the terminal state: {phases:?}"
+    );
+
+    let mut ended = world
+        .api
+        .watch_rollout(watch.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = next(&mut ended).await.unwrap().unwrap();
+    assert_eq!(initial.r#type, pb::RolloutEventType::Initial as i32);
+    assert!(next(&mut ended).await.is_none(), "INITIAL, then the end");
+
+    let revision = initial.rollout.unwrap().revision;
+    let mut resumed = world
+        .api
+        .watch_rollout(pb::WatchRolloutRequest {
+            since_revision: revision,
+            ..watch
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        next(&mut resumed).await.is_none(),
+        "nothing follows the end"
+    );
+}
+
+async fn page(world: &mut ApiWorld, token: &str) -> Result<pb::ListRolloutsResponse, Status> {
+    world
+        .api
+        .list_rollouts(pb::ListRolloutsRequest {
+            page_size: 2,
+            page_token: token.into(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn names(page: &pb::ListRolloutsResponse) -> Vec<&str> {
+    page.rollouts.iter().map(|r| r.name.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_never_repeat_a_rollout_created_between_them_and_bad_tokens_are_named() {
+    let mut world = api_world("healthy").await;
+    for name in ["b", "c", "d", "e", "f"] {
+        world
+            .api
+            .start_rollout(start(name, simple_spec()))
+            .await
+            .unwrap();
+    }
+    let first = page(&mut world, "").await.unwrap();
+    assert_eq!(names(&first), ["b", "c"]);
+    world
+        .api
+        .start_rollout(start("a", simple_spec()))
+        .await
+        .unwrap();
+    let second = page(&mut world, &first.next_page_token).await.unwrap();
+    assert_eq!(
+        names(&second),
+        ["d", "e"],
+        "after c, whatever came before it"
+    );
+    let third = page(&mut world, &second.next_page_token).await.unwrap();
+    assert_eq!(names(&third), ["f"]);
+    assert_eq!(third.next_page_token, "", "the last page");
+
+    let bad = page(&mut world, "2").await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(fields(&bad), ["page_token"]);
+}
