@@ -449,6 +449,11 @@ pub struct RolloutStatus {
     /// When the release began (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,
+    /// When the current batch's progress deadline started counting (RFC
+    /// 3339): the step's start, or the last Resume, since time held by a
+    /// person does not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_since: Option<String>,
     /// When it reached a terminal phase (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,

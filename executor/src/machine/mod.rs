@@ -419,6 +419,8 @@ impl Decision<'_> {
             );
         }
         if input.controls.paused {
+            // Time held by a person does not count against the wait.
+            self.status.started = None;
             self.status.message = "paused on request before the start; Resume starts it".into();
             return Hop::Return(Next::Change);
         }
@@ -524,7 +526,10 @@ impl Decision<'_> {
             return Hop::Return(Next::Change);
         }
         if self.status.phase == Phase::Paused && self.status.step_state != StepState::Paused {
+            // Resumed: time held by a person does not count against the
+            // batch's progress deadline.
             self.status.phase = Phase::Progressing;
+            self.status.progress_since = Some(time_text(input.now));
         }
         // A promotion names the step it was asked at, so a stale one is
         // ignored.
@@ -602,10 +607,15 @@ impl Decision<'_> {
         }
         let started = self
             .status
-            .steps
-            .iter()
-            .find(|s| s.index == step)
-            .and_then(|s| s.started.as_deref())
+            .progress_since
+            .as_deref()
+            .or_else(|| {
+                self.status
+                    .steps
+                    .iter()
+                    .find(|s| s.index == step)
+                    .and_then(|s| s.started.as_deref())
+            })
             .and_then(parse_time);
         let elapsed = started
             .and_then(|t| self.now().duration_since(t).ok())
@@ -788,6 +798,7 @@ impl Decision<'_> {
 
     fn record(&mut self) {
         let index = self.status.current_step;
+        self.status.progress_since = None;
         let batch = self.batch().clone();
         self.status.steps.retain(|s| s.index != index);
         self.status.steps.push(StepRecord {
