@@ -351,9 +351,6 @@ impl steps::Release for Canary {
                 canary_name(&self.name())
             ));
         }
-        if self.deployment.annotations().contains_key(keys::ROLLOUT) {
-            return Err(format!("{} is still marked by the release", self.name()));
-        }
         if self
             .by_hash(&status.stable_revision)
             .is_some_and(|rs| template_of(rs) == template_json(&self.deployment))
@@ -366,9 +363,6 @@ impl steps::Release for Canary {
     fn rolled_back(&self, status: &RolloutStatus) -> Result<(), String> {
         if self.canary.is_some() {
             return Err(format!("{} is not deleted yet", canary_name(&self.name())));
-        }
-        if self.deployment.annotations().contains_key(keys::ROLLOUT) {
-            return Err(format!("{} is still marked by the release", self.name()));
         }
         let stable = self
             .by_hash(&status.stable_revision)
@@ -421,7 +415,10 @@ impl steps::Release for Canary {
         if let Some(t) = traffic {
             t.restore().await?;
         }
-        self.delete_canary().await?;
+        self.delete_canary().await
+    }
+
+    async fn unmark(&self) -> Result<(), Error> {
         if self.deployment.annotations().contains_key(keys::ROLLOUT) {
             self.merge(
                 &self.name(),
@@ -436,19 +433,14 @@ impl steps::Release for Canary {
         if self.canary.is_some() {
             self.delete_canary().await?;
         }
-        // The user's Deployment is whole: it only loses the mark, and, if a
-        // hand-back had begun, gets its stable template back.
-        let mut patch = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
-        let mut changed = self.deployment.annotations().contains_key(keys::ROLLOUT);
+        // The user's Deployment is whole unless a hand-back had begun: then
+        // it gets its stable template back.
         if let Some(stable) = self.by_hash(&status.stable_revision) {
             let stable_template = template_of(stable);
             if template_json(&self.deployment) != stable_template {
-                patch["spec"] = json!({"template": stable_template});
-                changed = true;
+                self.merge(&self.name(), json!({"spec": {"template": stable_template}}))
+                    .await?;
             }
-        }
-        if changed {
-            self.merge(&self.name(), patch).await?;
         }
         Ok(())
     }

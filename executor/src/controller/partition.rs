@@ -395,12 +395,22 @@ impl Workload {
         }
     }
 
-    fn marked(&self) -> bool {
-        self.deployment.annotations().contains_key(keys::ROLLOUT)
-            || self
-                .owned
-                .iter()
-                .any(|rs| rs.annotations().contains_key(keys::ROLLOUT))
+    /// Whether the Deployment was paused before the release.
+    fn paused_before(&self) -> bool {
+        self.deployment
+            .annotations()
+            .get(keys::PAUSED_BEFORE)
+            .is_some_and(|v| v == "true")
+    }
+
+    /// Whether the release still holds the Deployment paused.
+    fn held(&self) -> bool {
+        self.deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.paused)
+            .unwrap_or(false)
+            != self.paused_before()
     }
 
     /// Owned ReplicaSets other than `keep` that still have pods or want some.
@@ -472,8 +482,8 @@ impl steps::Release for Workload {
         let canary = self
             .by_hash(&status.canary_revision)
             .ok_or("the new ReplicaSet is gone")?;
-        if self.marked() {
-            return Err("the Deployment is still held by the release".into());
+        if self.held() {
+            return Err("the Deployment is still paused by the release".into());
         }
         if template_of(canary) != deployment_template(&self.deployment) {
             return Err("the Deployment's template is not the new one".into());
@@ -497,7 +507,7 @@ impl steps::Release for Workload {
         let stable = self
             .by_hash(&status.stable_revision)
             .ok_or("the stable ReplicaSet is gone")?;
-        if self.marked() {
+        if self.held() {
             return Err(format!(
                 "{} of {} stable pods ready; new pods left: {}",
                 ready(stable),
@@ -549,8 +559,7 @@ impl steps::Release for Workload {
         for rs in self.others_with_pods(&status.canary_revision) {
             self.scale(rs, 0).await?;
         }
-        let keep = template_of(canary);
-        release_hold(self, Some(keep)).await
+        release_hold(self, template_of(canary)).await
     }
 
     async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error> {
@@ -574,7 +583,27 @@ impl steps::Release for Workload {
             // The ReplicaSets' events bring the next look.
             return Ok(());
         }
-        release_hold(self, Some(template_of(stable))).await
+        release_hold(self, template_of(stable)).await
+    }
+
+    async fn unmark(&self) -> Result<(), Error> {
+        let unmark =
+            json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}}});
+        let annotations = self.deployment.annotations();
+        if annotations.contains_key(keys::ROLLOUT) || annotations.contains_key(keys::PAUSED_BEFORE)
+        {
+            self.patch_deployment(unmark).await?;
+        }
+        let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
+        for rs in self
+            .owned
+            .iter()
+            .filter(|rs| rs.annotations().contains_key(keys::ROLLOUT))
+        {
+            self.patch_replicaset(rs, &rs_unmark).await?;
+        }
+        tracing::debug!(deployment = %self.deployment.name_any(), "marks removed");
+        Ok(())
     }
 }
 
@@ -710,31 +739,15 @@ async fn move_pods(
     Ok(())
 }
 
-/// Gives the Deployment back to its controller with `template` and removes
-/// every mark of the release from it and its ReplicaSets.
-async fn release_hold(w: &Workload, template: Option<Value>) -> Result<(), Error> {
-    let paused_before = w
-        .deployment
-        .annotations()
-        .get(keys::PAUSED_BEFORE)
-        .is_some_and(|v| v == "true");
-    let mut patch =
-        json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}}});
-    patch["spec"] = json!({"paused": paused_before});
-    if let Some(t) = template {
-        patch["spec"]["template"] = t;
+/// Gives the Deployment back to its controller with `template`, paused
+/// only if it was before; the release's marks stay for
+/// [`steps::Release::unmark`].
+async fn release_hold(w: &Workload, template: Value) -> Result<(), Error> {
+    if !w.held() && deployment_template(&w.deployment) == template {
+        return Ok(());
     }
-    if w.deployment.annotations().contains_key(keys::ROLLOUT) {
-        w.patch_deployment(patch).await?;
-    }
-    let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
-    for rs in w
-        .owned
-        .iter()
-        .filter(|rs| rs.annotations().contains_key(keys::ROLLOUT))
-    {
-        w.patch_replicaset(rs, &rs_unmark).await?;
-    }
+    let patch = json!({"spec": {"paused": w.paused_before(), "template": template}});
+    w.patch_deployment(patch).await?;
     tracing::debug!(deployment = %w.deployment.name_any(), "workload handed back");
     Ok(())
 }

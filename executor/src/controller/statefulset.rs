@@ -163,6 +163,11 @@ impl Set {
         self.sts.annotations().contains_key(keys::ROLLOUT)
     }
 
+    /// Whether the release still holds the partition away from the user's.
+    fn held(&self) -> bool {
+        self.marked() && self.partition() != self.partition_before()
+    }
+
     /// The stable revision's template, from its ControllerRevision.
     async fn stable_template(&self, revision: &str) -> Result<Option<Value>, Error> {
         let Some(revision) = self.revisions.get_opt(revision).await? else {
@@ -254,7 +259,7 @@ impl steps::Release for Set {
     }
 
     fn handed_back(&self, status: &RolloutStatus) -> Result<(), String> {
-        if self.marked() {
+        if self.held() {
             return Err(format!(
                 "StatefulSet {:?} is still held by the release",
                 self.sts.name_any()
@@ -274,7 +279,7 @@ impl steps::Release for Set {
     fn rolled_back(&self, status: &RolloutStatus) -> Result<(), String> {
         let (_, update) = self.revisions();
         let (pods, ready) = self.pods_at(&status.stable_revision);
-        if self.marked()
+        if self.held()
             || update != status.stable_revision
             || pods < self.replicas
             || ready < self.replicas
@@ -343,12 +348,20 @@ impl steps::Release for Set {
         if let Some(t) = traffic {
             t.restore().await?;
         }
-        if self.marked() {
+        if self.held() {
             let patch = json!({
-                "metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}},
                 "spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.partition_before()}}},
             });
             self.merge(patch).await?;
+        }
+        Ok(())
+    }
+
+    async fn unmark(&self) -> Result<(), Error> {
+        if self.marked() || self.sts.annotations().contains_key(PARTITION_BEFORE) {
+            let unmark =
+                json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}});
+            self.merge(unmark).await?;
         }
         Ok(())
     }
@@ -367,14 +380,7 @@ impl steps::Release for Set {
             let patch = json!({"spec": {"template": stable, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.partition_before()}}}});
             return self.merge(patch).await;
         }
-        let (_, update) = self.revisions();
-        let (pods, ready) = self.pods_at(&status.stable_revision);
-        if update != status.stable_revision || pods < self.replicas || ready < self.replicas {
-            return Ok(());
-        }
-        let unmark =
-            json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}});
-        self.merge(unmark).await
+        Ok(())
     }
 }
 

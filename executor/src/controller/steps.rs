@@ -54,15 +54,19 @@ pub(super) trait Release {
     /// Moves pods towards `batch` (may record the new revision once known).
     async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<(), Error>;
     /// Hands the workload back, restoring the traffic objects at the right
-    /// moment.
+    /// moment; the release's marks stay until [`Release::unmark`], so the
+    /// workload's events still reach the controller.
     async fn hand_back(
         &self,
         status: &RolloutStatus,
         traffic: Option<&Traffic>,
     ) -> Result<(), Error>;
     /// Brings every pod back to the stable revision and the workload back
-    /// to what the user wrote.
+    /// to what the user wrote, but for the release's marks.
     async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error>;
+    /// Removes the release's marks (annotations) from the workload and
+    /// what it owns.
+    async fn unmark(&self) -> Result<(), Error>;
 }
 
 /// The request matches of a plan the router cannot express, as one
@@ -324,6 +328,7 @@ pub(super) async fn drive<R: Release>(
                     t.restore().await?;
                 }
             }
+            Effect::Unmark => w.unmark().await?,
         }
     }
     *status = out.status;

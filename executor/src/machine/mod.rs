@@ -98,10 +98,12 @@ pub struct Observed {
     pub progress: Vec<Option<Progress>>,
     /// `Ok` once the workload is handed back: every replica runs the new
     /// revision and is ready, and the workload is as the user wrote it with
-    /// the new version; otherwise what it waits for.
+    /// the new version but for the release's marks, which [`Effect::Unmark`]
+    /// removes; otherwise what it waits for.
     pub handed_back: Result<(), String>,
     /// `Ok` once every pod is back on the stable revision and ready and the
-    /// workload is as the user wrote it; otherwise what it waits for.
+    /// workload is as the user wrote it but for the release's marks;
+    /// otherwise what it waits for.
     pub rolled_back: Result<(), String>,
     /// Traces of the release left on traffic objects (canary Services and
     /// Ingresses, pinned selectors, saved routes); empty when clean, `None`
@@ -201,6 +203,9 @@ pub enum Effect {
     /// Puts every traffic object back as it was and deletes what the
     /// release made.
     RestoreTraffic,
+    /// Removes the release's marks from the workload (its last trace);
+    /// carried out just before a terminal phase is written.
+    Unmark,
 }
 
 /// When to look again, besides any watch event.
@@ -741,6 +746,7 @@ impl Decision<'_> {
             (Ok(()), true) => {
                 self.status.traffic = 100;
                 self.status.handback_after = None;
+                self.effect(Effect::Unmark);
                 self.end(
                     Phase::Succeeded,
                     format!(
@@ -780,6 +786,7 @@ impl Decision<'_> {
         match (&observed.rolled_back, clean) {
             (Ok(()), true) => {
                 let message = self.status.message.clone();
+                self.effect(Effect::Unmark);
                 self.end(Phase::RolledBack, message);
                 Next::Change
             }

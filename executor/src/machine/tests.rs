@@ -377,6 +377,7 @@ fn success_waits_for_the_hand_back_and_clean_traffic() {
     seen.traffic_leftovers = Some(vec![]);
     let out = decide_with(&status, &plan(), &c, &seen, at(10));
     assert_eq!(out.status.phase, Phase::Succeeded);
+    assert_eq!(out.effects, [Effect::Unmark, Effect::StopAnalyses]);
     assert_eq!(out.status.finished, Some(time_text(at(10))));
 }
 
@@ -402,6 +403,7 @@ fn rolled_back_waits_for_the_pods_then_for_every_traffic_object() {
     let out = decide_with(&status, &plan(), &c, &seen, at(10));
     assert_eq!(out.status.phase, Phase::RolledBack);
     assert_eq!(out.status.message, "step 2: analysis failed");
+    assert!(out.effects.contains(&Effect::Unmark));
 }
 
 #[test]
@@ -477,8 +479,10 @@ struct World {
     new_ready: u32,
     /// Traffic routed to the new pods.
     traffic: u32,
-    /// The workload held by the release; its template is the new one.
+    /// The workload held by the release; its template is the new one;
+    /// marked by the release.
     held: bool,
+    marked: bool,
     new_template: bool,
     /// Objects the release made on the traffic side.
     traffic_objects: bool,
@@ -526,6 +530,7 @@ impl World {
         match effect {
             Effect::Begin => {
                 self.held = true;
+                self.marked = true;
                 self.new_template = true;
             }
             Effect::MovePods { step } => {
@@ -552,6 +557,7 @@ impl World {
                 self.held = false;
             }
             Effect::RestoreTraffic => self.traffic_objects = false,
+            Effect::Unmark => self.marked = false,
         }
     }
 }
@@ -700,12 +706,15 @@ impl Run {
         let w = &self.world;
         match self.status.phase {
             Phase::Succeeded => {
-                prop_assert!(!w.held && w.new_template, "{w:?}");
+                prop_assert!(!w.held && !w.marked && w.new_template, "{w:?}");
                 prop_assert_eq!(w.new_ready, w.replicas);
                 prop_assert!(!w.traffic_objects);
             }
             Phase::RolledBack => {
-                prop_assert!(!w.held && !w.new_template && w.new_wanted == 0, "{w:?}");
+                prop_assert!(
+                    !w.held && !w.marked && !w.new_template && w.new_wanted == 0,
+                    "{w:?}"
+                );
                 prop_assert_eq!(w.traffic, 0);
                 prop_assert!(!w.traffic_objects);
             }
