@@ -349,3 +349,88 @@ async fn crash_looping_new_pods_roll_back_before_the_progress_deadline_naming_th
     );
     assert_eq!(ready_with(&world, "registry.example/web:1.0").await, 10);
 }
+
+/// Pods of the StatefulSet `db` running `image`, ready.
+async fn db_ready_with(world: &World, image: &str) -> usize {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::default_namespaced(world.client.clone());
+    pods.list(&ListParams::default().labels("app=db"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image)
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_release_holds_its_partition_through_pause_and_rolls_back_on_abort() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let world = world("healthy").await;
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    let db: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 4, "serviceName": "db", "podManagementPolicy": "Parallel", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "registry.example/db:1.0"}]}}}
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &db).await.unwrap();
+    for _ in 0..300 {
+        if db_ready_with(&world, "registry.example/db:1.0").await == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rollout: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: StatefulSet, name: db}\n  images: [{container: db, image: registry.example/db:2.0}]\n  strategy: {canary: {steps: [{replicas: 1, pause: {}}, {replicas: 50%, pause: {}}]}}\n",
+    )
+    .unwrap();
+    let rollouts = start(&world, &rollout).await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    assert_eq!(db_ready_with(&world, "registry.example/db:2.0").await, 1);
+
+    set_paused(&rollouts, true).await;
+    for _ in 0..20 {
+        let s = status(&rollouts).await;
+        assert_eq!((s.phase, s.current_step), (Phase::Paused, 0), "{s:#?}");
+        assert_eq!(db_ready_with(&world, "registry.example/db:2.0").await, 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    set_paused(&rollouts, false).await;
+    wait_for(&rollouts, "back in its step's pause", |s| {
+        condition(s, "Paused") == ("True", "StepPause") && s.current_step == 0
+    })
+    .await;
+    promote(&rollouts, false).await;
+    wait_for(&rollouts, "paused at step 2", paused_at_step(1)).await;
+    assert_eq!(db_ready_with(&world, "registry.example/db:2.0").await, 2);
+
+    abort(&rollouts).await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+    assert_eq!(db_ready_with(&world, "registry.example/db:1.0").await, 4);
+    let db = sets.get("db").await.unwrap();
+    assert!(
+        db.metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/")),
+        "no trace left on the StatefulSet"
+    );
+    let partition = db
+        .spec
+        .unwrap()
+        .update_strategy
+        .and_then(|u| u.rolling_update)
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
+    assert_eq!(partition, 0, "the partition as the user wrote it");
+}

@@ -401,9 +401,29 @@ async fn a_killed_executor_replica_is_replaced_by_the_other_at_the_same_step() {
             ..Default::default()
         },
     ];
-    // Give the simulated pods time to come up first.
-    tokio::time::sleep(Duration::from_secs(3)).await;
     client.start_rollout(request).await.unwrap();
+    // The release waits for the workload's own rollout to finish first;
+    // the kill is timed from its start.
+    let get = pb::GetRolloutRequest {
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let phase = client
+            .get_rollout(get.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap_or_default()
+            .phase;
+        if phase != pb::RolloutPhase::Pending as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the release never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     tokio::time::sleep(process::seeded_delay(
         7,
