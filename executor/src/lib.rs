@@ -3,22 +3,41 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment.
-//! - [`crd`]: the Rollout custom resource.
 //! - [`controller`]: the rollout controller.
-//! - [`keys`]: annotation and label keys.
 //! - [`api`]: the Rollouts gRPC service (authentication, request checks).
 //! - [`serve`]: wiring: the API, its dependencies (planner, gate), health.
+//!
+//! What has no I/O lives in `sluice-model` and is re-exported here under
+//! its old paths: [`crd`] (the Rollout custom resource), [`keys`]
+//! (annotation and label keys), [`machine`] (the release state machine)
+//! and [`convert`] (the Rollout to and from the `sluice.v1` messages).
 
 pub mod api;
 pub mod config;
 pub mod controller;
-pub mod convert;
-pub mod crd;
-pub mod keys;
 pub mod lease;
-pub mod machine;
 pub mod metrics;
 pub mod validate;
+
+pub use sluice_model::{crd, keys, machine};
+
+/// The Rollout resource to and from the `sluice.v1` messages
+/// (`sluice_model::rollout_convert`), and the one conversion that reads the
+/// clock.
+pub mod convert {
+    use std::time::SystemTime;
+
+    use sluice_proto::v1 as pb;
+
+    pub use sluice_model::rollout_convert::*;
+
+    use crate::crd::Rollout;
+
+    /// The resource as the proto message, the whole spec included.
+    pub fn rollout_to_proto(r: &Rollout) -> pb::Rollout {
+        rollout_at(r, SystemTime::now())
+    }
+}
 
 pub use config::Config;
 
