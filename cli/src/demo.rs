@@ -3,7 +3,9 @@
 //!
 //! The simulator (its Kubernetes API, controllers, traffic and metrics),
 //! the planner, the gate and the executor each serve on a loopback port, as
-//! they would as separate processes; the demo then acts as a deploy
+//! they would as separate processes, started by `sluice_executor::stack`
+//! with the executor's production wiring (health, the controller under the
+//! Lease, drain on exit); the demo then acts as a deploy
 //! platform: it asks the executor's public Rollouts API for the release and
 //! follows it with WatchRollout until it ends.
 
@@ -11,26 +13,17 @@ use std::{
     io::IsTerminal as _,
     net::SocketAddr,
     process::ExitCode,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use serde_json::json;
-use sluice_executor::{
-    api::RolloutsApi,
-    controller::{self, Ctx},
-};
-use sluice_proto::v1::{
-    self as pb, metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
-    planner_client::PlannerClient, planner_server::PlannerServer, rollouts_client::RolloutsClient,
-    rollouts_server::RolloutsServer,
-};
-use sluice_runtime::auth::Authenticator;
+use sluice_executor::Cluster;
+use sluice_proto::v1::{self as pb, rollouts_client::RolloutsClient};
 use sluice_sim::scenario::{Scenario, Simulation};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::live::phase_name;
 
@@ -63,16 +56,6 @@ async fn listen() -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
-}
-
-async fn grpc(
-    router: tonic::transport::server::Router,
-    stop: CancellationToken,
-) -> anyhow::Result<SocketAddr> {
-    let (listener, addr) = listen().await?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()));
-    Ok(addr)
 }
 
 async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
@@ -230,12 +213,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     )
     .context("writing the kubeconfig")?;
 
-    // Planner, gate and executor, each on its own port.
-    let planner_addr = grpc(
-        Server::builder().add_service(PlannerServer::new(sluice_planner::service::PlannerService)),
-        stop.clone(),
-    )
-    .await?;
+    // Planner, gate and executor, each on its own port, wired as in
+    // production: health, the controller under the Lease, drain on exit.
     let prometheus_url = args
         .prometheus
         .clone()
@@ -245,36 +224,18 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             prometheus_url.parse().context("--prometheus")?,
         ))
         .map_err(|e| anyhow::anyhow!("--prometheus: {e}"))?;
-    let gate_addr = grpc(
-        Server::builder().add_service(MetricsGateServer::new(
-            sluice_gate::service::GateService::new(prometheus, stop.clone()),
-        )),
+    let router = sim.api.router();
+    let stack = sluice_executor::stack::start(
+        sluice_planner::service::PlannerService,
+        sluice_gate::service::GateService::new(prometheus, stop.clone()),
+        Cluster::Given(Box::new(move |metrics| {
+            sluice_executor::client_over(router, "default", metrics)
+        })),
+        "sluice-demo",
         stop.clone(),
     )
     .await?;
-    let client = sluice_executor::client_over(sim.api.router(), "default", &Arc::default());
-    let ctx = Arc::new(Ctx::new(
-        client.clone(),
-        PlannerClient::new(channel(planner_addr).await?),
-        MetricsGateClient::new(channel(gate_addr).await?),
-    ));
-    let controller_stop = stop.clone();
-    tokio::spawn(controller::run(ctx, async move {
-        controller_stop.cancelled().await
-    }));
-    let api = RolloutsApi::new(
-        Some(client),
-        PlannerClient::new(channel(planner_addr).await?),
-        stop.clone(),
-    );
-    let executor_addr = grpc(
-        Server::builder().add_service(RolloutsServer::with_interceptor(
-            api,
-            Authenticator::open().interceptor(),
-        )),
-        stop.clone(),
-    )
-    .await?;
+    let executor_addr = stack.executor;
 
     let text = args.output == Output::Text;
     if text {

@@ -8,7 +8,8 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use sluice_planner::{Plan, PlanOptions, Strategy, load, make_plan, validate::PauseKind};
+use sluice_model::{load, plan::Plan, spec::Strategy, validate::PauseKind};
+use sluice_planner::{PlanOptions, make_plan};
 use sluice_runtime::config::format_duration;
 
 /// Arguments of `sluice plan`.

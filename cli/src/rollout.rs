@@ -222,10 +222,10 @@ async fn call(c: &Connection, command: &RolloutCommand) -> anyhow::Result<ExitCo
             strategy,
         } => {
             let strategy = match strategy {
-                None => sluice_planner::Strategy::default(),
+                None => sluice_model::spec::Strategy::default(),
                 Some(path) => crate::plan::read_strategy(path)?,
             };
-            let strategy = sluice_planner::convert::strategy_to_proto(&strategy).map_err(|p| {
+            let strategy = sluice_model::convert::strategy_to_proto(&strategy).map_err(|p| {
                 anyhow::anyhow!(
                     "{}",
                     p.iter()

@@ -3,22 +3,45 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment.
-//! - [`crd`]: the Rollout custom resource.
 //! - [`controller`]: the rollout controller.
-//! - [`keys`]: annotation and label keys.
 //! - [`api`]: the Rollouts gRPC service (authentication, request checks).
-//! - [`serve`]: wiring: the API, its dependencies (planner, gate), health.
+//! - [`serve`]: wiring: the API, its dependencies (planner, gate), health;
+//!   [`bind`] the same with the cluster given.
+//! - [`stack`]: planner, gate and executor in one process, wired as
+//!   [`serve`] wires them (the demo, the tests).
+//!
+//! What has no I/O lives in `sluice-model` and is re-exported here under
+//! its old paths: [`crd`] (the Rollout custom resource), [`keys`]
+//! (annotation and label keys), [`machine`] (the release state machine)
+//! and [`convert`] (the Rollout to and from the `sluice.v1` messages).
 
 pub mod api;
 pub mod config;
 pub mod controller;
-pub mod convert;
-pub mod crd;
-pub mod keys;
 pub mod lease;
-pub mod machine;
 pub mod metrics;
+pub mod stack;
 pub mod validate;
+
+pub use sluice_model::{crd, keys, machine};
+
+/// The Rollout resource to and from the `sluice.v1` messages
+/// (`sluice_model::rollout_convert`), and the one conversion that reads the
+/// clock.
+pub mod convert {
+    use std::time::SystemTime;
+
+    use sluice_proto::v1 as pb;
+
+    pub use sluice_model::rollout_convert::*;
+
+    use crate::crd::Rollout;
+
+    /// The resource as the proto message, the whole spec included.
+    pub fn rollout_to_proto(r: &Rollout) -> pb::Rollout {
+        rollout_at(r, SystemTime::now())
+    }
+}
 
 pub use config::Config;
 
@@ -32,7 +55,11 @@ use sluice_proto::{
     },
 };
 use sluice_runtime::{
-    Error, auth::Authenticator, health::Dependency, server::GrpcServer, shutdown::Signal,
+    Error,
+    auth::Authenticator,
+    health::Dependency,
+    server::{BoundServer, GrpcServer},
+    shutdown::Signal,
     tls::channel,
 };
 
@@ -96,6 +123,42 @@ where
 /// [`Error::Config`] for a bad token file or address; otherwise see
 /// [`sluice_runtime::server::BoundServer::serve`].
 pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
+    bind(config, Cluster::Configured)
+        .await?
+        .serve(shutdown)
+        .await
+}
+
+/// The cluster the executor releases on.
+pub enum Cluster {
+    /// The one `--kubeconfig`, `KUBECONFIG` or the in-cluster service
+    /// account names, over HTTP.
+    Configured,
+    /// A client the caller makes, given the executor's call counters (an
+    /// in-process simulator through [`client_over`]).
+    Given(MakeClient),
+}
+
+/// Makes a Kubernetes client whose calls the given counters count.
+pub type MakeClient = Box<dyn FnOnce(&Arc<metrics::Metrics>) -> kube::Client + Send>;
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Configured => "Configured",
+            Self::Given(_) => "Given",
+        })
+    }
+}
+
+/// The executor as [`serve`] runs it, its listeners bound: the Rollouts API
+/// (with health on the planner, the gate and the Kubernetes API), and the
+/// rollout controller under the Lease, started at once; serving the result
+/// drains on shutdown.
+///
+/// # Errors
+/// [`Error::Config`] for a bad token file or address; [`Error::Bind`].
+pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let auth = match &config.token_file {
         Some(path) => Authenticator::from_file("--token-file", path)?,
@@ -106,7 +169,11 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
     let gate = channel("--gate-addr", &config.gate_addr, tls)?;
     let mut server = GrpcServer::new("executor", config.server.clone());
     let metrics = metrics::Metrics::register(server.registry_mut());
-    let client = match cluster_client(&config, &metrics).await {
+    let client = match cluster {
+        Cluster::Configured => cluster_client(&config, &metrics).await,
+        Cluster::Given(make) => Ok(make(&metrics)),
+    };
+    let client = match client {
         Ok(client) => Some(client),
         Err(why) => {
             tracing::warn!(%why, "no Kubernetes cluster; the Rollouts API answers UNAVAILABLE");
@@ -183,7 +250,5 @@ pub async fn serve(config: Config, shutdown: Signal) -> Result<(), Error> {
         ))
         .depends_on(kubernetes)
         .bind()
-        .await?
-        .serve(shutdown)
         .await
 }

@@ -180,7 +180,7 @@ async fn a_restarted_controller_resumes_at_the_step_it_left() {
     ready_workload(&world).await;
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
     let mut spec = rollout("registry.example/web:2.0");
-    spec.spec.strategy.canary.steps[0].pause = Some(sluice_planner::spec::Pause::default());
+    spec.spec.strategy.canary.steps[0].pause = Some(sluice_model::spec::Pause::default());
     rollouts
         .create(&PostParams::default(), &spec)
         .await

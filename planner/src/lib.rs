@@ -3,24 +3,20 @@
 //! clock. The executor asks it over gRPC; the CLI links it directly.
 //!
 //! # Layout
-//! - [`spec`]: the strategy as users write it (YAML, Rollout, proto), with
-//!   examples.
-//! - [`load`]: a strategy from YAML or JSON text, type errors named by field
-//!   path, line and column.
-//! - [`quantity`]: counts, percents and the rounding rules.
-//! - [`validate`]: every problem with its field path; warnings.
-//! - [`plan`](mod@plan): batches, surge cost, re-planning.
-//! - [`convert`]: `sluice.v1` messages to and from these types.
+//! - [`make_plan`]: validation then planning, the one call most callers
+//!   need.
 //! - [`service`]: the `sluice.v1.Planner` gRPC service and [`serve`].
+//! - [`config`]: flags and environment.
+//!
+//! The strategy model, its validation, the planning rules and their
+//! `sluice.v1` conversions are pure and live in `sluice-model`; they are
+//! re-exported here under their old paths: [`spec`], [`load`],
+//! [`quantity`], [`validate`], [`plan`](mod@plan), [`convert`].
 
 pub mod config;
-pub mod convert;
-pub mod load;
-pub mod plan;
-pub mod quantity;
 pub mod service;
-pub mod spec;
-pub mod validate;
+
+pub use sluice_model::{convert, load, plan, quantity, spec, validate};
 
 pub use config::Config;
 pub use plan::{Batch, Gate, Plan, Progress, Sizing};

@@ -4,8 +4,10 @@
 //! - `proto/sluice/v1/*.proto`: the contracts, one file per service
 //!   (`rollouts`, `planner`, `metrics_gate`, `simulator`) plus the shared
 //!   messages (`strategy`, `analysis`, `rollout`).
-//! - [`v1`]: the generated messages, clients (`*_client`) and servers
-//!   (`*_server`).
+//! - [`v1`]: the generated messages, and with the `grpc` feature the
+//!   clients (`*_client`) and servers (`*_server`). Without it the crate
+//!   needs no tonic, so code with no I/O (`sluice-model`) can use the
+//!   messages.
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, for server reflection.
 //! - [`METRIC_TEMPLATES`]: the values `Metric.template` may take.
 //!
@@ -15,11 +17,12 @@
 /// The `sluice.v1` package.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod v1 {
-    tonic::include_proto!("sluice.v1");
+    include!(concat!(env!("OUT_DIR"), "/sluice.v1.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of every `sluice.v1` file and its imports.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
 
 /// The built-in query templates a `Metric.template` may name. They are part
 /// of the contract, so they live here: the executor refuses other names at

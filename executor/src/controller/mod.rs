@@ -386,7 +386,7 @@ async fn plan(
         return Ok(Arc::clone(plan));
     }
     let strategy =
-        sluice_planner::convert::strategy_to_proto(&rollout.spec.strategy).map_err(|p| {
+        sluice_model::convert::strategy_to_proto(&rollout.spec.strategy).map_err(|p| {
             Error::Planner(
                 p.iter()
                     .map(ToString::to_string)
@@ -448,7 +448,7 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
     let before = status.clone();
 
     let mut consumed = Vec::new();
-    use sluice_planner::spec::Style;
+    use sluice_model::spec::Style;
     let style = rollout.spec.strategy.style.unwrap_or_default();
     let action = match (rollout.spec.workload.kind, style) {
         (WorkloadKind::Deployment, Style::Partition) => {

@@ -16,7 +16,7 @@ use kube::{
     runtime::{controller::Action, reflector::ObjectRef},
 };
 use serde_json::{Value, json};
-use sluice_planner::{quantity::Amount, spec::Quantity};
+use sluice_model::{quantity::Amount, spec::Quantity};
 use sluice_proto::v1 as pb;
 
 use super::{

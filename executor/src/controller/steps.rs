@@ -207,7 +207,7 @@ pub(super) async fn drive<R: Release>(
         &ns,
         &name,
         rollout.spec.traffic.as_ref(),
-        rollout.spec.strategy.style == Some(sluice_planner::spec::Style::BlueGreen),
+        rollout.spec.strategy.style == Some(sluice_model::spec::Style::BlueGreen),
     );
     let plan = plan(ctx, rollout, w.replicas(), &w.max_surge()).await?;
     let batches: Vec<machine::Batch> = plan.batches.iter().map(batch_of).collect();
@@ -247,7 +247,7 @@ pub(super) async fn drive<R: Release>(
         release: &release,
         plan: &batches,
         handback_window: if rollout.spec.strategy.style
-            == Some(sluice_planner::spec::Style::BlueGreen)
+            == Some(sluice_model::spec::Style::BlueGreen)
         {
             plan.rollback_window.map_or(Duration::from_secs(600), |d| {
                 Duration::from_secs(d.seconds.max(0) as u64)

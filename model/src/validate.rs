@@ -8,9 +8,9 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use serde::Serialize;
-use sluice_runtime::config::parse_duration;
 
 use crate::{
+    duration::parse_duration,
     quantity::Amount,
     spec::{MatchType, PathMatch, RequestMatch, Strategy, Style, ValueMatch},
 };

@@ -3,14 +3,14 @@
 //!
 //! The CRD manifest in `deploy/crds/rollouts.yaml` is generated from these
 //! types; a test fails when it is stale (`SLUICE_UPDATE_CRD=1 cargo test -p
-//! sluice-executor crd` writes it again).
+//! sluice-model crd` writes it again).
 
 use std::collections::BTreeMap;
 
+use crate::spec::Strategy;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sluice_planner::spec::Strategy;
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -482,7 +482,7 @@ pub struct AnalysisResult {
 /// Serialization failure (not expected for these types).
 pub fn manifest() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
-    let header = "# Generated from executor/src/crd.rs; do not edit.\n# Regenerate: SLUICE_UPDATE_CRD=1 cargo test -p sluice-executor crd\n";
+    let header = "# Generated from model/src/crd.rs; do not edit.\n# Regenerate: SLUICE_UPDATE_CRD=1 cargo test -p sluice-model crd\n";
     Ok(format!(
         "{header}{}",
         serde_yaml::to_string(&Rollout::crd())?
@@ -504,7 +504,7 @@ mod tests {
         let stored = std::fs::read_to_string(PATH).unwrap_or_default();
         assert!(
             stored == fresh,
-            "deploy/crds/rollouts.yaml is stale: run SLUICE_UPDATE_CRD=1 cargo test -p sluice-executor crd"
+            "deploy/crds/rollouts.yaml is stale: run SLUICE_UPDATE_CRD=1 cargo test -p sluice-model crd"
         );
     }
 

@@ -15,7 +15,7 @@ use std::fmt::Display;
 
 use serde::{Deserialize, de::DeserializeOwned};
 
-use crate::Strategy;
+use crate::spec::Strategy;
 
 /// A text that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

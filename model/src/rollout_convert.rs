@@ -3,13 +3,13 @@
 use std::time::SystemTime;
 
 use sluice_proto::v1 as pb;
-use sluice_runtime::config::format_duration;
 
 use crate::crd::{
     self, Analysis, Comparison, Direction, ErrorPolicy, ImageUpdate, Metric, MetricCondition,
     NamedRoute, NginxIngress, Phase, Rollout, RolloutSpec, StepState, Threshold, TrafficRouting,
     Verdict, VirtualServiceRef, WorkloadKind, WorkloadRef,
 };
+use crate::duration::format_duration;
 
 fn duration_text(d: &Option<prost_types::Duration>) -> Option<String> {
     d.as_ref().map(|d| {
@@ -97,9 +97,7 @@ pub fn spec_from_proto(spec: &pb::RolloutSpec) -> RolloutSpec {
                 image: i.image.clone(),
             })
             .collect(),
-        strategy: sluice_planner::convert::strategy_from_proto(
-            &spec.strategy.clone().unwrap_or_default(),
-        ),
+        strategy: crate::convert::strategy_from_proto(&spec.strategy.clone().unwrap_or_default()),
         traffic,
         analyses: spec
             .analyses
@@ -312,7 +310,7 @@ pub fn spec_to_proto(spec: &RolloutSpec) -> pb::RolloutSpec {
                 image: i.image.clone(),
             })
             .collect(),
-        strategy: sluice_planner::convert::strategy_to_proto(&spec.strategy).ok(),
+        strategy: crate::convert::strategy_to_proto(&spec.strategy).ok(),
         traffic,
         analyses: spec
             .analyses
@@ -331,8 +329,8 @@ pub fn spec_to_proto(spec: &RolloutSpec) -> pb::RolloutSpec {
 }
 
 fn proto_duration(text: &Option<String>) -> Option<prost_types::Duration> {
-    let d = sluice_runtime::config::parse_duration(text.as_deref()?).ok()?;
-    Some(sluice_planner::convert::proto_duration(d))
+    let d = crate::duration::parse_duration(text.as_deref()?).ok()?;
+    Some(crate::convert::proto_duration(d))
 }
 
 fn condition_to_proto(c: &Option<MetricCondition>) -> Option<pb::Condition> {
@@ -389,12 +387,7 @@ pub fn elapsed(
         .and_then(|t| SystemTime::try_from(t).ok())
         .unwrap_or(now);
     let taken = end.duration_since(started).unwrap_or_default();
-    Some(sluice_planner::convert::proto_duration(taken))
-}
-
-/// The resource as the proto message, the whole spec included.
-pub fn rollout_to_proto(r: &Rollout) -> pb::Rollout {
-    rollout_at(r, SystemTime::now())
+    Some(crate::convert::proto_duration(taken))
 }
 
 /// The resource as the proto message, with `elapsed` measured at `now`.

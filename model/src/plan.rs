@@ -131,7 +131,7 @@ fn is_empty<T>(list: &Arc<[T]>) -> bool {
 }
 
 fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&sluice_runtime::config::format_duration(*d))
+    s.serialize_str(&crate::duration::format_duration(*d))
 }
 
 fn opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -145,7 +145,7 @@ fn opt_pause<S: Serializer>(p: &Option<PauseKind>, s: S) -> Result<S::Ok, S::Err
     use serde::ser::SerializeMap;
     let mut map = s.serialize_map(None)?;
     if let Some(PauseKind::For(d)) = p {
-        map.serialize_entry("duration", &sluice_runtime::config::format_duration(*d))?;
+        map.serialize_entry("duration", &crate::duration::format_duration(*d))?;
     }
     map.end()
 }

@@ -34,8 +34,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A release strategy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Strategy {
     /// How the new version reaches the pods; Partition when unset.
@@ -50,8 +49,9 @@ pub struct Strategy {
 }
 
 /// How the new version reaches the workload's pods.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Style {
     /// The workload is updated batch by batch; no pods beyond its surge.
     #[default]
@@ -63,8 +63,7 @@ pub enum Style {
 }
 
 /// The steps of a release and the rules they share.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryStrategy {
     /// The steps in order.
@@ -100,8 +99,7 @@ impl CanaryStrategy {
 pub const DEFAULT_RESTART_LIMIT: u32 = 2;
 
 /// One step of a release.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Step {
     /// Pods on the new version: a count or a percent. Unset keeps the
@@ -137,7 +135,6 @@ pub enum Quantity {
     Text(String),
 }
 
-#[cfg(feature = "schema")]
 impl schemars::JsonSchema for Quantity {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "IntOrPercent".into()
@@ -288,7 +285,6 @@ impl serde::de::Visitor<'_> for PercentVisitor {
     }
 }
 
-#[cfg(feature = "schema")]
 impl schemars::JsonSchema for Percent {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Percent".into()
@@ -333,8 +329,7 @@ impl From<&str> for Quantity {
 }
 
 /// A wait at the end of a step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Pause {
     /// How long; unset waits for approval.
@@ -343,8 +338,7 @@ pub struct Pause {
 }
 
 /// Conditions on a request that must all hold.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestMatch {
     /// Header conditions.
@@ -362,8 +356,7 @@ pub struct RequestMatch {
 }
 
 /// How a value is compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum MatchType {
     /// Equal.
     Exact,
@@ -374,8 +367,7 @@ pub enum MatchType {
 }
 
 /// A named header, cookie or query parameter and its expected value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValueMatch {
     /// The header, cookie or parameter name.
@@ -388,8 +380,7 @@ pub struct ValueMatch {
 }
 
 /// A condition on the request path.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PathMatch {
     /// Prefix when unset.
@@ -400,8 +391,7 @@ pub struct PathMatch {
 }
 
 /// Analyses that run from a given step to the end.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackgroundAnalysis {
     /// Names of analyses.
@@ -413,8 +403,7 @@ pub struct BackgroundAnalysis {
 }
 
 /// Blue-green specifics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlueGreenStrategy {
     /// How long the old version is kept after the switch, e.g. `10m`.

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use sluice_proto::v1 as pb;
-use sluice_runtime::config::{format_duration, parse_duration};
 
 use crate::{
+    duration::{format_duration, parse_duration},
     plan::{Batch, Plan, Progress},
     spec::{
         BackgroundAnalysis, BlueGreenStrategy, CanaryStrategy, MatchType, PathMatch, Pause,
