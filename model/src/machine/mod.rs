@@ -431,6 +431,15 @@ impl Decision<'_> {
         }
         match &input.observed.start {
             Start::Refused(reason) => self.end(Phase::Failed, reason.clone()),
+            Start::NothingToDo if !self.status.stable_revision.is_empty() => {
+                // A new spec in flight asks for the version the workload ran
+                // before: what the old release changed is undone.
+                self.roll_back(
+                    "the new spec asks for the version the workload ran before the release: \
+                     rolling back to it"
+                        .into(),
+                )
+            }
             Start::NothingToDo => {
                 self.status
                     .started

@@ -429,6 +429,30 @@ fn a_new_release_in_flight_starts_over_from_the_same_stable_revision() {
 }
 
 #[test]
+fn a_new_spec_in_flight_asking_for_the_stable_version_rolls_the_old_release_back() {
+    let status = running(1, StepState::Upgrading);
+    let same = Observed {
+        start: Start::NothingToDo,
+        ..observed()
+    };
+    let out = decide(&Input {
+        status: &status,
+        release: "r0",
+        plan: &plan(),
+        handback_window: Duration::ZERO,
+        routed: true,
+        rollback_on_error: false,
+        refusal: None,
+        controls: &Controls::default(),
+        observed: &same,
+        now: at(10),
+    });
+    assert_eq!(out.status.phase, Phase::RollingBack, "{out:?}");
+    assert_eq!(out.status.stable_revision, "old");
+    assert!(out.effects.contains(&Effect::RollBack));
+}
+
+#[test]
 fn crash_looping_new_pods_roll_back_at_once() {
     let mut seen = observed();
     seen.failing_pod = Some("pod web-x container app: CrashLoopBackOff (4 restarts)".into());
