@@ -373,6 +373,33 @@ fn metric_to_proto(m: &Metric) -> pb::Metric {
     }
 }
 
+/// One gate analysis of every metric of the named analyses (metric names
+/// prefixed with their analysis' name, arguments merged), or `None` when
+/// none of them is defined.
+pub fn gate_analysis(label: &str, names: &[String], defined: &[Analysis]) -> Option<pb::Analysis> {
+    let chosen: Vec<&Analysis> = defined.iter().filter(|a| names.contains(&a.name)).collect();
+    if chosen.is_empty() {
+        return None;
+    }
+    let mut args = std::collections::HashMap::new();
+    for a in &chosen {
+        args.extend(a.args.clone());
+    }
+    Some(pb::Analysis {
+        name: label.to_owned(),
+        metrics: chosen
+            .iter()
+            .flat_map(|a| {
+                a.metrics.iter().map(|m| pb::Metric {
+                    name: format!("{}/{}", a.name, m.name),
+                    ..metric_to_proto(m)
+                })
+            })
+            .collect(),
+        args,
+    })
+}
+
 /// How long a release has taken: from `started` to `finished`, or to `now`
 /// while it runs; `None` before it started. A clock behind `started` gives
 /// zero, never a negative duration.

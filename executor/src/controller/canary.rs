@@ -27,8 +27,8 @@ use sluice_proto::v1 as pb;
 use super::{
     Ctx, Error, fail,
     partition::{
-        complete, desired_template, max_surge_text, missing_containers, owned_candidates,
-        template_of,
+        complete, desired_template, held_by, max_surge_text, missing_containers, owned_candidates,
+        stable_of, template_of,
     },
     steps,
     traffic::{Pins, Traffic},
@@ -249,20 +249,11 @@ async fn begin(rollout: &Rollout, c: &Canary, status: &mut RolloutStatus) -> Res
 
 impl Canary {
     fn ours(&self, rollout: &str) -> bool {
-        self.deployment
-            .annotations()
-            .get(keys::ROLLOUT)
-            .map(String::as_str)
-            == Some(rollout)
+        held_by(&self.deployment, rollout)
     }
 
     fn stable(&self, status: &RolloutStatus) -> Option<&ReplicaSet> {
-        if status.stable_revision.is_empty() {
-            let current = template_json(&self.deployment);
-            self.owned.iter().find(|rs| template_of(rs) == current)
-        } else {
-            self.by_hash(&status.stable_revision)
-        }
+        stable_of(&self.deployment, &self.owned, status)
     }
 }
 

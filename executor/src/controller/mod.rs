@@ -19,7 +19,6 @@
 
 mod analysis;
 mod canary;
-mod convert;
 pub mod events;
 mod partition;
 mod statefulset;

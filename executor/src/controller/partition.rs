@@ -374,25 +374,35 @@ pub(super) fn complete(d: &Deployment) -> Result<(), String> {
     }
 }
 
+/// Whether `rollout` holds the Deployment (its mark is on it).
+pub(super) fn held_by(d: &Deployment, rollout: &str) -> bool {
+    d.annotations().get(keys::ROLLOUT).map(String::as_str) == Some(rollout)
+}
+
+/// The ReplicaSet a release keeps as stable: the recorded one, or the one
+/// running the Deployment's current template.
+pub(super) fn stable_of<'a>(
+    d: &Deployment,
+    owned: &'a [ReplicaSet],
+    status: &RolloutStatus,
+) -> Option<&'a ReplicaSet> {
+    if status.stable_revision.is_empty() {
+        let current = deployment_template(d);
+        owned.iter().find(|rs| template_of(rs) == current)
+    } else {
+        owned
+            .iter()
+            .find(|rs| hash_of(rs) == status.stable_revision)
+    }
+}
+
 impl Workload {
-    /// Whether this rollout holds the Deployment.
     fn ours(&self, rollout: &str) -> bool {
-        self.deployment
-            .annotations()
-            .get(keys::ROLLOUT)
-            .map(String::as_str)
-            == Some(rollout)
+        held_by(&self.deployment, rollout)
     }
 
-    /// The ReplicaSet the release keeps as stable: the recorded one, or the
-    /// one running the Deployment's current template.
     fn stable(&self, status: &RolloutStatus) -> Option<&ReplicaSet> {
-        if status.stable_revision.is_empty() {
-            let current = deployment_template(&self.deployment);
-            self.owned.iter().find(|rs| template_of(rs) == current)
-        } else {
-            self.by_hash(&status.stable_revision)
-        }
+        stable_of(&self.deployment, &self.owned, status)
     }
 
     /// Whether the Deployment was paused before the release.

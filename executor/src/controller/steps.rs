@@ -10,7 +10,7 @@ use kube::{Api, ResourceExt, api::ListParams, runtime::controller::Action};
 use sluice_proto::v1 as pb;
 
 use super::{
-    Ctx, Error, convert, plan,
+    Ctx, Error, plan,
     traffic::{Pins, Router, Traffic, rules},
 };
 use crate::{
@@ -286,7 +286,7 @@ pub(super) async fn drive<R: Release>(
                 }
             }
             Effect::Analyse { step, names } => {
-                let analysis = convert::analysis(
+                let analysis = sluice_model::rollout_convert::gate_analysis(
                     &format!("{name}-step-{}", step + 1),
                     names,
                     &rollout.spec.analyses,
