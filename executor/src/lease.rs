@@ -15,10 +15,7 @@
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{
-    Api, Client,
-    api::{PostParams, ResourceExt},
-};
+use kube::{Api, Client, api::ResourceExt};
 use serde_json::{Value, json};
 use sluice_runtime::server::CancellationToken;
 
@@ -89,7 +86,7 @@ async fn attempt(api: &Api<Lease>, e: &Election) -> Result<Attempt, kube::Error>
                      "acquireTime": micro_time(now), "renewTime": micro_time(now), "leaseTransitions": 0},
         }))
         .map_err(kube::Error::SerdeError)?;
-        return match api.create(&PostParams::default(), &lease).await {
+        return match api.create(&crate::writes::post(), &lease).await {
             Ok(_) => Ok(Attempt::Held),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Other),
             Err(err) => Err(err),
@@ -114,7 +111,7 @@ async fn attempt(api: &Api<Lease>, e: &Election) -> Result<Attempt, kube::Error>
     let mut updated = lease.clone();
     updated.spec = serde_json::from_value(next).map_err(kube::Error::SerdeError)?;
     // A replace carries the resourceVersion read: a concurrent taker loses.
-    match api.replace(&e.name, &PostParams::default(), &updated).await {
+    match api.replace(&e.name, &crate::writes::post(), &updated).await {
         Ok(_) => Ok(Attempt::Held),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Other),
         Err(err) => Err(err),
@@ -136,7 +133,7 @@ async fn release(api: &Api<Lease>, e: &Election) {
     if let Ok(s) = serde_json::from_value(next) {
         updated.spec = s;
         let _ = api
-            .replace(&lease.name_any(), &PostParams::default(), &updated)
+            .replace(&lease.name_any(), &crate::writes::post(), &updated)
             .await;
     }
 }

@@ -7,6 +7,7 @@
 //! - [`api`]: the Rollouts gRPC service (authentication, request checks).
 //! - [`serve`]: wiring: the API, its dependencies (planner, gate), health;
 //!   [`bind`] the same with the cluster given.
+//! - [`writes`]: the field manager every write names.
 //! - [`stack`]: planner, gate and executor in one process, wired as
 //!   [`serve`] wires them (the demo, the tests).
 //!
@@ -22,6 +23,7 @@ pub mod lease;
 pub mod metrics;
 pub mod stack;
 pub mod validate;
+pub mod writes;
 
 pub use sluice_model::{crd, keys, machine};
 

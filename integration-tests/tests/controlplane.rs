@@ -735,6 +735,11 @@ struct Observed {
     objects: Vec<(String, serde_json::Value)>,
     /// The ReplicaSets: name, replicas, image.
     replicasets: Vec<(String, i32, String)>,
+    /// Every `spec.replicas` the new version's ReplicaSet had, in order, as
+    /// a watch of its own saw them.
+    new_sizes: Vec<i32>,
+    /// Who wrote the Deployment's fields: its `managedFields` managers.
+    managers: Vec<String>,
 }
 
 fn dynamic(
@@ -844,6 +849,33 @@ async fn observe_release(client: &kube::Client) -> Observed {
             }
         })
     };
+    // An independent watch of the ReplicaSets: every size the new
+    // version's one is given, whoever gives it.
+    let new_sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sizes = {
+        let (sets, new_sizes) = (
+            Api::<ReplicaSet>::default_namespaced(client.clone()),
+            Arc::clone(&new_sizes),
+        );
+        tokio::spawn(async move {
+            let mut events = watcher(sets, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(rs)) = events.next().await {
+                let spec = rs.spec.unwrap_or_default();
+                let image = spec
+                    .template
+                    .and_then(|t| t.spec)
+                    .and_then(|s| s.containers[0].image.clone())
+                    .unwrap_or_default();
+                let mut sizes = new_sizes.lock().unwrap();
+                let size = spec.replicas.unwrap_or(1);
+                if image.ends_with(":2.0") && sizes.last() != Some(&size) {
+                    sizes.push(size);
+                }
+            }
+        })
+    };
     let rollouts = create_rollout(
         client,
         r#"
@@ -868,6 +900,17 @@ spec:
     settle(&deployments, 4).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     recorder.abort();
+    sizes.abort();
+    let managers = deployments
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
     let status = rollouts.get("web").await.unwrap().status.unwrap();
     let mut objects = Vec::new();
     for (group, kind, plural, _) in &manifests {
@@ -904,7 +947,122 @@ spec:
             .collect(),
         objects,
         replicasets,
+        new_sizes: new_sizes.lock().unwrap().clone(),
+        managers,
     }
+}
+
+/// The sizes (old version's, new version's) of a paused Deployment's two
+/// ReplicaSets on the cluster `client` reaches: once a second ReplicaSet
+/// is made beside the first and the two are sized 3 + 1, as a controller
+/// moving pods itself would; then again after the Deployment is scaled
+/// from 4 to 8. Each is read once the sizes have held for a second.
+async fn scale_paused(client: &kube::Client) -> Vec<(i32, i32)> {
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let sets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    let template = |image: &str| json!({"metadata": {"labels": {"app": "held"}}, "spec": {"containers": [{"name": "web", "image": image}]}});
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "held"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "held"}}, "template": template("registry.example/web:1.0")}
+    }))
+    .unwrap();
+    let d = deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let sizes = || async {
+        let mut last = None;
+        let mut same = 0;
+        for _ in 0..600 {
+            let all = sets
+                .list(&ListParams::default().labels("app=held"))
+                .await
+                .unwrap()
+                .items;
+            let size = |image: &str| {
+                all.iter()
+                    .filter(|rs| {
+                        rs.spec
+                            .as_ref()
+                            .unwrap()
+                            .template
+                            .as_ref()
+                            .unwrap()
+                            .spec
+                            .as_ref()
+                            .unwrap()
+                            .containers[0]
+                            .image
+                            .as_deref()
+                            == Some(image)
+                    })
+                    .map(|rs| rs.spec.as_ref().unwrap().replicas.unwrap_or(1))
+                    .sum::<i32>()
+            };
+            let now = (
+                size("registry.example/web:1.0"),
+                size("registry.example/web:2.0"),
+            );
+            same = if last == Some(now) { same + 1 } else { 0 };
+            last = Some(now);
+            if same == 10 && now.0 > 0 {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the ReplicaSets of held never settled: {last:?}")
+    };
+    let first = sizes().await;
+    assert_eq!(first, (4, 0));
+    let old = sets
+        .list(&ListParams::default().labels("app=held"))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    deployments
+        .patch(
+            "held",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"spec": {"paused": true, "template": template("registry.example/web:2.0")}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut labels = template("registry.example/web:2.0")["metadata"]["labels"].clone();
+    labels["pod-template-hash"] = json!("manual");
+    let mut rs_template = template("registry.example/web:2.0");
+    rs_template["metadata"]["labels"] = labels.clone();
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "held-manual", "labels": labels,
+            // Sized for 4 replicas + 1 surge, as the Deployment controller
+            // marks the sets it sizes: the proportions then depend on the
+            // sizes alone, not on how many pods happen to run.
+            "annotations": {"deployment.kubernetes.io/desired-replicas": "4", "deployment.kubernetes.io/max-replicas": "5"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "held", "uid": d.metadata.uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": rs_template},
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &rs).await.unwrap();
+    sets.patch(
+        old.metadata.name.as_deref().unwrap(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    let moved = sizes().await;
+    deployments
+        .patch(
+            "held",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 8}})),
+        )
+        .await
+        .unwrap();
+    let scaled = sizes().await;
+    vec![first, moved, scaled]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -913,6 +1071,7 @@ async fn the_simulator_and_a_real_control_plane_release_alike() {
     let _guard = stop.clone().drop_guard();
     let p = platform(&stop, "[]").await;
     let real = observe_release(&p.client).await;
+    let real_scaling = scale_paused(&p.client).await;
 
     // The same release on the in-memory simulator, driven by a controller
     // of its own with the same planner and gate.
@@ -925,6 +1084,35 @@ async fn the_simulator_and_a_real_control_plane_release_alike() {
     let client = sluice_executor::client_over(sim.api.router(), "default", &Arc::default());
     let _controller = start_controller(&client, &p.planner, &p.gate, &stop);
     let simulated = observe_release(&client).await;
+    let simulated_scaling = scale_paused(&client).await;
+
+    // kube-controller-manager scales a paused Deployment too: the two
+    // sets' 3 + 1 is short of replicas + maxSurge (5), and the surplus goes
+    // to the largest; after the scale to 8 both grow in proportion. The
+    // simulator must do the same.
+    assert_eq!(
+        real_scaling,
+        [(4, 0), (4, 1), (8, 2)],
+        "the real controller"
+    );
+    assert_eq!(
+        simulated_scaling, real_scaling,
+        "the simulator's controller"
+    );
+    // The release's own moves were never undone: the new version's
+    // ReplicaSet only grew, batch by batch.
+    for (cluster, seen) in [("real", &real), ("simulated", &simulated)] {
+        assert!(
+            seen.new_sizes.windows(2).all(|w| w[0] < w[1]) && seen.new_sizes.last() == Some(&4),
+            "{cluster}: the new ReplicaSet's sizes went {:?}",
+            seen.new_sizes
+        );
+    }
+    assert!(
+        real.managers.iter().any(|m| m == "sluice"),
+        "the executor's writes are recorded under its field manager: {:?}",
+        real.managers
+    );
 
     assert!(
         real.path.contains(&(Phase::Paused, 0))

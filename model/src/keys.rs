@@ -19,3 +19,11 @@ pub const ORIGINAL_SELECTOR: &str = "sluice.dev/original-selector";
 pub const ORIGINAL_SPEC: &str = "sluice.dev/original-spec";
 /// On a canary-style release's pods: the Deployment they are the canary of.
 pub const CANARY_OF: &str = "sluice.dev/canary-of";
+
+/// The field manager of every write the executor makes, so a workload's
+/// `managedFields` say which fields Sluice set.
+pub const FIELD_MANAGER: &str = "sluice";
+
+/// On a Deployment a partition-style release holds: its `spec.strategy` as
+/// the user wrote it (JSON), written back when the release gives it back.
+pub const ORIGINAL_STRATEGY: &str = "sluice.dev/original-strategy";

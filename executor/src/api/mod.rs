@@ -23,7 +23,7 @@ pub mod workload;
 
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions},
+    api::{DeleteParams, ListParams, Patch, Preconditions},
 };
 use prost::Message;
 use serde_json::json;
@@ -203,7 +203,7 @@ impl RolloutsApi {
     ) -> Result<Rollout, Status> {
         let api = self.rollouts(namespace)?;
         let patch = json!({"metadata": {"annotations": {key: value}}});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        api.patch(name, &crate::writes::patch(), &Patch::Merge(patch))
             .await
             .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))
     }
@@ -228,7 +228,7 @@ impl RolloutsApi {
         let updated = api
             .patch(
                 name,
-                &PatchParams::default(),
+                &crate::writes::patch(),
                 &Patch::Merge(json!({"spec": {"paused": paused}})),
             )
             .await
@@ -288,7 +288,7 @@ impl Rollouts for RolloutsApi {
             None => {
                 let object = Rollout::new(&name, wanted);
                 let created = api
-                    .create(&PostParams::default(), &object)
+                    .create(&crate::writes::post(), &object)
                     .await
                     .map_err(|e| kube_status(e, target))?;
                 tracing::info!(%namespace, %name, "rollout started");
@@ -301,7 +301,7 @@ impl Rollouts for RolloutsApi {
                 replacement.spec = wanted;
                 replacement.spec.paused = existing.spec.paused;
                 let updated = api
-                    .replace(&name, &PostParams::default(), &replacement)
+                    .replace(&name, &crate::writes::post(), &replacement)
                     .await
                     .map_err(|e| kube_status(e, Target::Rollout(&namespace, &name)))?;
                 tracing::info!(%namespace, %name, "rollout updated; it starts again on the new version");
@@ -517,7 +517,7 @@ impl Rollouts for RolloutsApi {
                 let cleared = api
                     .patch_status(
                         &r.name,
-                        &PatchParams::default(),
+                        &crate::writes::patch(),
                         &Patch::Merge(json!({"status": null})),
                     )
                     .await

@@ -14,11 +14,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use kube::{
-    Api, Client, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::reflector::ObjectRef,
-};
+use kube::{Api, Client, ResourceExt, api::Patch, runtime::reflector::ObjectRef};
 use serde_json::json;
 use sluice_proto::v1::{self as pb, metrics_gate_client::MetricsGateClient};
 use tokio::sync::mpsc;
@@ -162,7 +158,7 @@ impl Analyses {
             tracing::info!(rollout = %name, step, ?verdict, %message, "analysis verdict");
             let patch = json!({"status": {"analysis": {"step": step, "verdict": verdict, "message": message, "evidence": last}}});
             match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .patch_status(&name, &crate::writes::patch(), &Patch::Merge(patch))
                 .await
             {
                 Ok(rollout) => {

@@ -18,7 +18,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch},
     runtime::controller::Action,
 };
 use serde_json::{Value, json};
@@ -128,7 +128,7 @@ impl Canary {
 
     async fn merge(&self, name: &str, patch: Value) -> Result<(), Error> {
         self.deployments
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(name, &crate::writes::patch(), &Patch::Merge(patch))
             .await?;
         Ok(())
     }
@@ -220,7 +220,7 @@ async fn begin(rollout: &Rollout, c: &Canary, status: &mut RolloutStatus) -> Res
     }))
     .map_err(|e| Error::Missing(format!("canary Deployment: {e}")))?;
     match &c.canary {
-        None => match c.deployments.create(&PostParams::default(), &canary).await {
+        None => match c.deployments.create(&crate::writes::post(), &canary).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),

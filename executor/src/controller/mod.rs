@@ -34,7 +34,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use kube::{
     Api, Client, ResourceExt,
-    api::{Patch, PatchParams},
+    api::Patch,
     runtime::{
         Controller,
         controller::Action,
@@ -336,7 +336,7 @@ async fn write_status(
     }
     let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": body});
     match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .patch_status(name, &crate::writes::patch(), &Patch::Merge(patch))
         .await
     {
         Ok(written) => Ok(Some(written)),
@@ -348,7 +348,7 @@ async fn write_status(
 async fn clear_annotation(api: &Api<Rollout>, name: &str, key: &str) -> Result<(), Error> {
     api.patch(
         name,
-        &PatchParams::default(),
+        &crate::writes::patch(),
         &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
     )
     .await?;

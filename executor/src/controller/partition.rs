@@ -1,18 +1,33 @@
 //! Partition-style releases of a Deployment: the native controller is held
-//! (paused) and the executor moves pods between the stable and the new
-//! ReplicaSet batch by batch, never above `replicas + maxSurge` pods and
-//! never below `replicas - maxUnavailable` available ones. At the end the
-//! Deployment is resumed with the new template, finds the new ReplicaSet by
-//! template, and has nothing left to do; every annotation the executor
-//! added is removed.
+//! and the executor moves pods between the stable and the new ReplicaSet
+//! batch by batch, never above `replicas + maxSurge` pods and never below
+//! `replicas - maxUnavailable` available ones. At the end the Deployment is
+//! given back with the new template, finds the new ReplicaSet by template,
+//! and has nothing left to do; every annotation the executor added is
+//! removed.
+//!
+//! The hold is two fields. `spec.paused: true` stops the Deployment
+//! controller from rolling out the new template itself. That alone is not
+//! enough on a real cluster: kube-controller-manager still scales a paused
+//! Deployment, and for a RollingUpdate strategy it spreads
+//! `replicas + maxSurge` pods proportionally over every ReplicaSet with
+//! pods whenever their sum differs from it, which undoes each batch the
+//! executor sets (the sum differs between its two writes). So the hold
+//! also sets `spec.strategy` to `Recreate`, which that controller never
+//! scales proportionally (it only scales a lone ReplicaSet with pods to
+//! `replicas`, or old ones to 0 once the new one is saturated, both of
+//! which agree with the release). The strategy as the user wrote it is kept
+//! in the `sluice.dev/original-strategy` annotation, its maxSurge and
+//! maxUnavailable still bound every move, and it is written back when the
+//! Deployment is given back.
 
 use k8s_openapi::{
-    api::apps::v1::{Deployment, ReplicaSet},
+    api::apps::v1::{Deployment, DeploymentStrategy, ReplicaSet},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, Patch},
     runtime::{controller::Action, reflector::ObjectRef},
 };
 use serde_json::{Value, json};
@@ -139,14 +154,20 @@ pub(super) fn owned_candidates(d: &Deployment) -> ListParams {
     }
 }
 
+/// The Deployment's strategy as the user wrote it: the one a release keeps
+/// aside while it holds the Deployment, else the current one.
+fn user_strategy(d: &Deployment) -> Option<DeploymentStrategy> {
+    match d.annotations().get(keys::ORIGINAL_STRATEGY) {
+        Some(saved) => serde_json::from_str(saved).ok(),
+        None => d.spec.as_ref().and_then(|s| s.strategy.clone()),
+    }
+}
+
 /// A Deployment's maxSurge as written ("25%" when unset), for the planner.
 pub(super) fn max_surge_text(d: &Deployment) -> String {
-    match d
-        .spec
-        .as_ref()
-        .and_then(|s| s.strategy.as_ref())
-        .and_then(|s| s.rolling_update.as_ref())
-        .and_then(|r| r.max_surge.clone())
+    match user_strategy(d)
+        .and_then(|s| s.rolling_update)
+        .and_then(|r| r.max_surge)
     {
         Some(IntOrString::Int(i)) => i.to_string(),
         Some(IntOrString::String(s)) => s,
@@ -259,8 +280,7 @@ impl Workload {
         };
         let spec = deployment.spec.clone().unwrap_or_default();
         let replicas = spec.replicas.unwrap_or(1).max(0) as u32;
-        let rolling = spec
-            .strategy
+        let rolling = user_strategy(&deployment)
             .and_then(|s| s.rolling_update)
             .unwrap_or_default();
         // Kubernetes rounds maxSurge up and maxUnavailable down, and does
@@ -292,7 +312,7 @@ impl Workload {
         let name = self.deployment.name_any();
         Ok(self
             .deployments
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(&name, &crate::writes::patch(), &Patch::Merge(patch))
             .await?)
     }
 
@@ -301,7 +321,7 @@ impl Workload {
         self.replicasets
             .patch(
                 &rs.name_any(),
-                &PatchParams::default(),
+                &crate::writes::patch(),
                 &Patch::Merge(patch),
             )
             .await?;
@@ -413,14 +433,17 @@ impl Workload {
             .is_some_and(|v| v == "true")
     }
 
-    /// Whether the release still holds the Deployment paused.
+    /// Whether the release still holds the Deployment: paused when it was
+    /// not, or with a strategy other than the user's.
     fn held(&self) -> bool {
-        self.deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.paused)
-            .unwrap_or(false)
-            != self.paused_before()
+        let spec = self.deployment.spec.as_ref();
+        let paused = spec.and_then(|s| s.paused).unwrap_or(false);
+        let strategy_held = self
+            .deployment
+            .annotations()
+            .contains_key(keys::ORIGINAL_STRATEGY)
+            && spec.and_then(|s| s.strategy.clone()) != user_strategy(&self.deployment);
+        paused != self.paused_before() || strategy_held
     }
 
     /// Owned ReplicaSets other than `keep` that still have pods or want some.
@@ -493,7 +516,7 @@ impl steps::Release for Workload {
             .by_hash(&status.canary_revision)
             .ok_or("the new ReplicaSet is gone")?;
         if self.held() {
-            return Err("the Deployment is still paused by the release".into());
+            return Err("the Deployment is still held by the release".into());
         }
         if template_of(canary) != deployment_template(&self.deployment) {
             return Err("the Deployment's template is not the new one".into());
@@ -597,19 +620,22 @@ impl steps::Release for Workload {
     }
 
     async fn unmark(&self) -> Result<(), Error> {
-        let unmark =
-            json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null}}});
+        let unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null, keys::ORIGINAL_STRATEGY: null}}});
         let annotations = self.deployment.annotations();
-        if annotations.contains_key(keys::ROLLOUT) || annotations.contains_key(keys::PAUSED_BEFORE)
+        if [keys::ROLLOUT, keys::PAUSED_BEFORE, keys::ORIGINAL_STRATEGY]
+            .iter()
+            .any(|k| annotations.contains_key(*k))
         {
             self.patch_deployment(unmark).await?;
         }
-        let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null}}});
-        for rs in self
-            .owned
-            .iter()
-            .filter(|rs| rs.annotations().contains_key(keys::ROLLOUT))
-        {
+        // kube-controller-manager copies a Deployment's annotations onto
+        // its new ReplicaSet, so the hold's are taken off there too.
+        let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null, keys::ORIGINAL_STRATEGY: null}}});
+        for rs in self.owned.iter().filter(|rs| {
+            [keys::ROLLOUT, keys::PAUSED_BEFORE, keys::ORIGINAL_STRATEGY]
+                .iter()
+                .any(|k| rs.annotations().contains_key(*k))
+        }) {
             self.patch_replicaset(rs, &rs_unmark).await?;
         }
         tracing::debug!(deployment = %self.deployment.name_any(), "marks removed");
@@ -650,9 +676,14 @@ async fn begin(
     } else {
         paused_before.to_string()
     };
+    let original = match w.deployment.annotations().get(keys::ORIGINAL_STRATEGY) {
+        Some(saved) if ours => saved.clone(),
+        _ => serde_json::to_string(&w.deployment.spec.as_ref().and_then(|s| s.strategy.clone()))
+            .unwrap_or_default(),
+    };
     let patch = json!({
-        "metadata": {"annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: before}},
-        "spec": {"paused": true, "template": wanted},
+        "metadata": {"annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: before, keys::ORIGINAL_STRATEGY: original}},
+        "spec": {"paused": true, "template": wanted, "strategy": hold_strategy()},
     });
     let d = w.patch_deployment(patch).await?;
     let template = deployment_template(&d);
@@ -681,7 +712,7 @@ async fn begin(
             "spec": {"replicas": 0, "selector": selector, "template": rs_template},
         }))
         .map_err(|e| Error::Missing(e.to_string()))?;
-        match w.replicasets.create(&PostParams::default(), &rs).await {
+        match w.replicasets.create(&crate::writes::post(), &rs).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),
@@ -749,14 +780,38 @@ async fn move_pods(
     Ok(())
 }
 
-/// Gives the Deployment back to its controller with `template`, paused
-/// only if it was before; the release's marks stay for
-/// [`steps::Release::unmark`].
+/// The strategy a held Deployment has: one kube-controller-manager never
+/// scales proportionally (see the module's comment).
+fn hold_strategy() -> Value {
+    json!({"type": "Recreate", "rollingUpdate": null})
+}
+
+/// Gives the Deployment back to its controller with `template` and the
+/// user's strategy, paused only if it was before; the release's marks stay
+/// for [`steps::Release::unmark`].
 async fn release_hold(w: &Workload, template: Value) -> Result<(), Error> {
     if !w.held() && deployment_template(&w.deployment) == template {
         return Ok(());
     }
-    let patch = json!({"spec": {"paused": w.paused_before(), "template": template}});
+    let mut patch = json!({"spec": {"paused": w.paused_before(), "template": template}});
+    if w.deployment
+        .annotations()
+        .contains_key(keys::ORIGINAL_STRATEGY)
+    {
+        // The saved fields replace the hold's; none saved means none
+        // written (the API server's defaults).
+        let saved = user_strategy(&w.deployment).and_then(|s| serde_json::to_value(s).ok());
+        patch["spec"]["strategy"] = match saved {
+            Some(Value::Object(fields)) => {
+                let mut strategy = json!({"rollingUpdate": null});
+                for (k, v) in fields {
+                    strategy[k] = v;
+                }
+                strategy
+            }
+            _ => Value::Null,
+        };
+    }
     w.patch_deployment(patch).await?;
     tracing::debug!(deployment = %w.deployment.name_any(), "workload handed back");
     Ok(())

@@ -12,7 +12,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{ListParams, Patch},
     runtime::controller::Action,
 };
 use serde_json::{Value, json};
@@ -50,7 +50,7 @@ impl Set {
         self.sets
             .patch(
                 &self.sts.name_any(),
-                &PatchParams::default(),
+                &crate::writes::patch(),
                 &Patch::Merge(patch),
             )
             .await?;

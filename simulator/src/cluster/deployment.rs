@@ -8,7 +8,15 @@
 //!   means maxUnavailable 1), unhealthy old pods first. Recreate scales the
 //!   old ones to 0 and waits for their pods to go before scaling the new one.
 //! - A paused Deployment starts no rollout: a changed template makes no new
-//!   ReplicaSet until it is resumed.
+//!   ReplicaSet until it is resumed. It is still scaled, and so is one
+//!   whose `replicas` differ from a ReplicaSet's `desired-replicas`
+//!   annotation, exactly as kube-controller-manager's `scale` does: a lone
+//!   ReplicaSet with pods goes to `replicas`; a saturated new one sends the
+//!   old ones to 0; otherwise, for RollingUpdate, `replicas + maxSurge` is
+//!   spread over the ReplicaSets with pods in proportion to their size and
+//!   their `max-replicas` annotation, largest first (see [`scale`]). A
+//!   controller that moves a paused Deployment's ReplicaSets itself meets
+//!   this here as it would on a real cluster.
 //! - Revisions: `deployment.kubernetes.io/revision` on each ReplicaSet and
 //!   the Deployment; rolling back to an old template gives it the next one.
 //! - Status: replicas, updated, ready, available, unavailable,
@@ -274,6 +282,21 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
         None => max_revision,
     };
 
+    // The Deployment controller's "scaling event": a ReplicaSet with pods
+    // was sized for other replicas than the Deployment's now.
+    let scaling_event = all.iter().any(|rs| {
+        rs.replicas() > 0
+            && rs
+                .metadata
+                .annotations
+                .desired
+                .as_deref()
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|desired| desired != replicas)
+    });
+    if new_index.is_none() && paused {
+        scale(ctx, &d, &all, None, rolling, max_surge);
+    }
     if let Some(i) = new_index {
         let new_rs = &all[i];
         let olds: Vec<&Rs> = all
@@ -283,13 +306,8 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
             .map(|(_, r)| r)
             .collect();
         let new_spec = new_rs.replicas();
-        if paused {
-            // Paused: no rollout, but a lone current ReplicaSet follows
-            // scaling.
-            let others: i64 = olds.iter().map(|r| r.replicas()).sum();
-            if others == 0 && new_spec != replicas {
-                set_replicas(ctx, new_rs, replicas, &annotations);
-            }
+        if paused || scaling_event {
+            scale(ctx, &d, &all, Some(i), rolling, max_surge);
         } else if rolling {
             let total: i64 = all.iter().map(|r| r.replicas()).sum();
             if new_spec > replicas {
@@ -298,7 +316,15 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
                 let up = (replicas + max_surge - total).min(replicas - new_spec);
                 set_replicas(ctx, new_rs, new_spec + up, &annotations);
             } else {
-                scale_down_old(ctx, &olds, new_rs, replicas, max_unavailable, total);
+                scale_down_old(
+                    ctx,
+                    &olds,
+                    new_rs,
+                    replicas,
+                    max_unavailable,
+                    total,
+                    &annotations,
+                );
             }
         } else {
             let old_specs: i64 = olds.iter().map(|r| r.replicas()).sum();
@@ -311,7 +337,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
                 .sum();
             if old_specs > 0 {
                 for old in olds.iter().filter(|r| r.replicas() > 0) {
-                    set_replicas(ctx, old, 0, &[]);
+                    set_replicas(ctx, old, 0, &annotations);
                 }
             } else if old_pods == 0 && new_spec != replicas {
                 set_replicas(ctx, new_rs, replicas, &annotations);
@@ -365,6 +391,7 @@ fn scale_down_old(
     replicas: i64,
     max_unavailable: i64,
     total: i64,
+    annotations: &[(&str, String)],
 ) {
     let min_available = replicas - max_unavailable;
     let new_unavailable = new_rs.replicas() - new_rs.status.available_replicas;
@@ -396,7 +423,126 @@ fn scale_down_old(
     }
     for (old, spec) in olds.iter().zip(specs) {
         if spec != old.replicas() {
-            set_replicas(ctx, old, spec, &[]);
+            set_replicas(ctx, old, spec, annotations);
+        }
+    }
+}
+
+/// kube-controller-manager's `scale` of a Deployment (run when it is paused
+/// or its replicas changed), step for step, so that what fights it on a
+/// real cluster fights it here: `all` oldest first, `new_index` the one
+/// with the Deployment's template, if any.
+fn scale(
+    ctx: &mut Ctx,
+    d: &DeploymentView,
+    all: &[Rs],
+    new_index: Option<usize>,
+    rolling: bool,
+    max_surge: i64,
+) {
+    let replicas = d.spec.replicas.unwrap_or(1);
+    let annotations = [
+        (keys::DESIRED, replicas.to_string()),
+        (keys::MAX, (replicas + max_surge).to_string()),
+    ];
+    let active: Vec<usize> = (0..all.len()).filter(|&i| all[i].replicas() > 0).collect();
+    // One ReplicaSet with pods (or none: the new one, else the newest)
+    // takes every replica.
+    let lone = match active.as_slice() {
+        [] => new_index.or(all.len().checked_sub(1)),
+        [only] => Some(*only),
+        _ => None,
+    };
+    if let Some(i) = lone {
+        if all[i].replicas() != replicas {
+            set_replicas(ctx, &all[i], replicas, &annotations);
+        }
+        return;
+    }
+    if let Some(n) = new_index {
+        let new_rs = &all[n];
+        let desired = new_rs.metadata.annotations.desired.as_deref();
+        let saturated = new_rs.replicas() == replicas
+            && desired.and_then(|v| v.parse::<i64>().ok()) == Some(replicas)
+            && new_rs.status.available_replicas == replicas;
+        if saturated {
+            for &i in active.iter().filter(|&&i| i != n) {
+                set_replicas(ctx, &all[i], 0, &annotations);
+            }
+            return;
+        }
+    }
+    if !rolling {
+        return;
+    }
+    let allowed = if replicas > 0 {
+        replicas + max_surge
+    } else {
+        0
+    };
+    let to_add = allowed - active.iter().map(|&i| all[i].replicas()).sum::<i64>();
+    let mut order = active;
+    // Largest first; ties go newest first when adding, oldest first when
+    // removing (`all` is oldest first).
+    if to_add > 0 {
+        order.sort_by(|&a, &b| all[b].replicas().cmp(&all[a].replicas()).then(b.cmp(&a)));
+    } else if to_add < 0 {
+        order.sort_by(|&a, &b| all[b].replicas().cmp(&all[a].replicas()).then(a.cmp(&b)));
+    }
+    // The Deployment's own count, for a set without `max-replicas`.
+    let status_replicas = || {
+        serde_json::from_str::<Value>(&d.status)
+            .ok()
+            .and_then(|s| s["replicas"].as_i64())
+            .unwrap_or(0)
+    };
+    let mut added = 0;
+    let mut sizes: Vec<i64> = Vec::with_capacity(order.len());
+    for &i in &order {
+        let rs = &all[i];
+        let size = rs.replicas();
+        let proportion = if to_add == 0 || to_add == added || size == 0 {
+            0
+        } else {
+            let fraction = if replicas == 0 {
+                -size
+            } else {
+                let before = rs
+                    .metadata
+                    .annotations
+                    .max
+                    .as_deref()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .filter(|&m| m != 0)
+                    .unwrap_or_else(status_replicas);
+                if before == 0 {
+                    0
+                } else {
+                    ((size * (replicas + max_surge)) as f64 / before as f64).round() as i64 - size
+                }
+            };
+            let left = to_add - added;
+            if to_add > 0 {
+                fraction.min(left)
+            } else {
+                fraction.max(left)
+            }
+        };
+        added += proportion;
+        sizes.push(size + proportion);
+    }
+    for (k, &i) in order.iter().enumerate() {
+        let mut size = sizes[k];
+        if k == 0 && to_add != 0 {
+            size = (size + to_add - added).max(0);
+        }
+        let rs = &all[i];
+        let stale = |v: &Option<String>, want: i64| v.as_deref() != Some(want.to_string().as_str());
+        if size != rs.replicas()
+            || stale(&rs.metadata.annotations.desired, replicas)
+            || stale(&rs.metadata.annotations.max, replicas + max_surge)
+        {
+            set_replicas(ctx, rs, size, &annotations);
         }
     }
 }

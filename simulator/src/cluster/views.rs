@@ -70,7 +70,7 @@ pub struct OwnerReference {
     pub name: String,
 }
 
-/// The one annotation the controllers read.
+/// The annotations the controllers read.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(default)]
 pub struct Annotations {
@@ -78,6 +78,14 @@ pub struct Annotations {
     /// the key as a literal; a test holds the two equal).
     #[serde(rename = "deployment.kubernetes.io/revision")]
     pub revision: Option<String>,
+    /// [`DESIRED`](crate::cluster::workloads::keys::DESIRED): the
+    /// Deployment's replicas when its controller last scaled the set.
+    #[serde(rename = "deployment.kubernetes.io/desired-replicas")]
+    pub desired: Option<String>,
+    /// [`MAX`](crate::cluster::workloads::keys::MAX): replicas + maxSurge
+    /// then.
+    #[serde(rename = "deployment.kubernetes.io/max-replicas")]
+    pub max: Option<String>,
 }
 
 impl Meta {

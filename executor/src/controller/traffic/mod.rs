@@ -20,9 +20,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{core::v1::Service, networking::v1::Ingress};
 use kube::{
     Api, Client, ResourceExt,
-    api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-    },
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch},
 };
 use serde_json::{Value, json};
 use sluice_proto::v1 as pb;
@@ -134,7 +132,7 @@ impl Traffic {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        api.patch(name, &crate::writes::patch(), &Patch::Merge(patch))
             .await?;
         Ok(())
     }
@@ -259,7 +257,7 @@ impl Traffic {
                     "spec": {"selector": selector, "ports": ports},
                 }))
                 .map_err(|e| Error::Missing(format!("canary Service: {e}")))?;
-                match services.create(&PostParams::default(), &svc).await {
+                match services.create(&crate::writes::post(), &svc).await {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
                     Err(e) => Err(e.into()),
@@ -321,7 +319,7 @@ impl Traffic {
                     "spec": spec,
                 }))
                 .map_err(|e| Error::Missing(format!("canary Ingress: {e}")))?;
-                match ingresses.create(&PostParams::default(), &ingress).await {
+                match ingresses.create(&crate::writes::post(), &ingress).await {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
                     Err(e) => Err(e.into()),
@@ -353,7 +351,7 @@ impl Traffic {
             let text = serde_json::to_string(&original).unwrap_or_default();
             api.patch(
                 &name,
-                &PatchParams::default(),
+                &crate::writes::patch(),
                 &Patch::Merge(
                     json!({"metadata": {"annotations": {keys::ORIGINAL_SPEC: text}}, "spec": spec}),
                 ),
@@ -453,7 +451,7 @@ impl Traffic {
                     "metadata": {"annotations": {keys::ORIGINAL_SPEC: null}},
                     "spec": merge_diff(&object.data["spec"], &original),
                 });
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                api.patch(&name, &crate::writes::patch(), &Patch::Merge(patch))
                     .await?;
             }
         }
