@@ -190,19 +190,26 @@ async fn call(c: &Connection, command: &RolloutCommand) -> anyhow::Result<ExitCo
     } else {
         format!("http://{}", c.executor)
     };
+    // A token file that cannot be used is a usage error (exit 2), found
+    // before any call goes out.
+    let token = match &c.token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
+            Ok(_) => {
+                eprintln!("error: --token-file {}: the file is empty", path.display());
+                return Ok(ExitCode::from(2));
+            }
+            Err(e) => {
+                eprintln!("error: --token-file {}: {e}", path.display());
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
     let channel = Endpoint::from_shared(uri.clone())?
         .connect()
         .await
         .with_context(|| format!("cannot reach the executor at {uri}"))?;
-    let token = match &c.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
     let authed = |mut request: Request<()>| -> Result<Request<()>, tonic::Status> {
         if let Some(token) = &token {
             let value = format!("Bearer {token}").parse().map_err(|_| {

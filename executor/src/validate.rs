@@ -46,7 +46,8 @@ fn is_container_name(name: &str) -> bool {
 
 /// Problems no cluster could fix: too many steps, images that are too long
 /// or empty or given twice, analyses and metrics named twice, metrics
-/// without a query or with an unknown template.
+/// without a query or with an unknown template, steps naming an analysis
+/// the spec does not define.
 pub fn spec_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let steps = spec
@@ -130,6 +131,44 @@ pub fn spec_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
                 ));
             }
             problems.extend(query_problem(&field, metric));
+        }
+    }
+    // Every analysis a step or the background names must be defined: one
+    // found missing only when its step comes would stall the release with
+    // its new pods already up.
+    let defined = |name: &str| spec.analyses.iter().any(|a| a.name == name);
+    let canary = spec.strategy.as_ref().and_then(|s| s.canary.as_ref());
+    let mut undefined = |field: String, name: &str| {
+        if !defined(name) {
+            let known: Vec<&str> = spec.analyses.iter().map(|a| a.name.as_str()).collect();
+            problems.push((
+                field,
+                format!(
+                    "names no analysis of spec.analyses, got {} (defined: {})",
+                    quoted(name),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    };
+    for (i, step) in canary.map_or(&[][..], |c| &c.steps[..]).iter().enumerate() {
+        for (j, name) in step.analyses.iter().enumerate() {
+            undefined(
+                format!("spec.strategy.canary.steps[{i}].analyses[{j}]"),
+                name,
+            );
+        }
+    }
+    if let Some(background) = canary.and_then(|c| c.background_analysis.as_ref()) {
+        for (j, name) in background.analyses.iter().enumerate() {
+            undefined(
+                format!("spec.strategy.canary.backgroundAnalysis.analyses[{j}]"),
+                name,
+            );
         }
     }
     problems
@@ -393,6 +432,47 @@ mod tests {
         );
         assert!(
             problems[1].1.contains("request-latency-p99"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn steps_and_background_naming_undefined_analyses_are_named() {
+        let mut spec = spec(
+            pb::WorkloadKind::Deployment,
+            pb::ReleaseStyle::Partition,
+            None,
+        );
+        spec.analyses = vec![pb::Analysis {
+            name: "health".into(),
+            metrics: vec![metric("errors", "request-error-rate")],
+            ..Default::default()
+        }];
+        spec.strategy = Some(pb::Strategy {
+            canary: Some(pb::CanaryStrategy {
+                steps: vec![pb::CanaryStep {
+                    replicas: "1".into(),
+                    analyses: vec!["health".into(), "latency".into()],
+                    ..Default::default()
+                }],
+                background_analysis: Some(pb::BackgroundAnalysis {
+                    analyses: vec!["missing".into()],
+                    starting_step: 1,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let problems = spec_problems(&spec);
+        assert_eq!(
+            fields(&problems),
+            [
+                "spec.strategy.canary.steps[0].analyses[1]",
+                "spec.strategy.canary.backgroundAnalysis.analyses[0]",
+            ]
+        );
+        assert!(
+            problems[0].1.contains("\"latency\"") && problems[0].1.contains("defined: health"),
             "{problems:?}"
         );
     }

@@ -607,15 +607,25 @@ async fn delete(world: &mut ApiWorld, name: &str, force: bool) -> Result<pb::Rol
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_rollout_in_flight_needs_force_and_an_ended_one_goes_at_once() {
     let mut world = api_world("healthy").await;
-    for name in ["pending", "running", "ended"] {
+    for name in ["pending", "running", "ended", "waiting"] {
         world
             .api
             .start_rollout(start(name, simple_spec()))
             .await
             .unwrap();
     }
+    // Pending on a workload an earlier release of it changed.
+    set_status(
+        &world,
+        "pending",
+        json!({"phase": "Pending", "stableRevision": "abc123"}),
+    )
+    .await;
     set_status(&world, "running", json!({"phase": "Progressing"})).await;
     set_status(&world, "ended", json!({"phase": "RolledBack"})).await;
+    // A release that has not begun changed nothing: it goes without force.
+    let waiting = delete(&mut world, "waiting", false).await.unwrap();
+    assert_eq!(waiting.name, "waiting");
 
     for name in ["pending", "running"] {
         let refused = delete(&mut world, name, false).await.unwrap_err();
@@ -626,7 +636,7 @@ async fn deleting_a_rollout_in_flight_needs_force_and_an_ended_one_goes_at_once(
         );
         assert!(refused.message().contains("Abort"), "{refused:?}");
     }
-    assert_eq!(stored(&world).await.len(), 3, "nothing deleted");
+    assert_eq!(stored(&world).await.len(), 3, "nothing else deleted");
 
     let forced = delete(&mut world, "running", true).await.unwrap();
     assert_eq!(forced.name, "running");
@@ -754,4 +764,81 @@ async fn pages_never_repeat_a_rollout_created_between_them_and_bad_tokens_are_na
     let bad = page(&mut world, "2").await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert_eq!(fields(&bad), ["page_token"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_on_an_ended_rollout_never_reads_as_the_old_outcome() {
+    let mut world = api_world("healthy").await;
+    world
+        .api
+        .start_rollout(start("web", simple_spec()))
+        .await
+        .unwrap();
+    let release = sluice_executor::machine::release_id(
+        &Api::<Rollout>::default_namespaced(world.client.clone())
+            .get("web")
+            .await
+            .unwrap()
+            .spec,
+    );
+    set_status(
+        &world,
+        "web",
+        json!({"phase": "Succeeded", "release": release, "message": "released",
+            "conditions": [{"type": "Completed", "status": "True", "reason": "Succeeded", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+    )
+    .await;
+    // The same spec again is the same rollout, as it is.
+    let same = world
+        .api
+        .start_rollout(start("web", simple_spec()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        same.status.unwrap().phase,
+        pb::RolloutPhase::Succeeded as i32
+    );
+
+    let mut newer = simple_spec();
+    newer.images[0].image = "registry.example/web:3.0".into();
+    let started = world
+        .api
+        .start_rollout(start("web", newer))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = started.status.unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        pb::RolloutPhase::Pending as i32,
+        "the answer is not the old Succeeded: {status:?}"
+    );
+    assert!(
+        status.conditions.iter().all(|c| c.r#type != "Completed"),
+        "no Completed condition of the old release: {status:?}"
+    );
+    // A watch started now waits for the new release's outcome.
+    let mut events = world
+        .api
+        .watch_rollout(pb::WatchRolloutRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut events).await.unwrap().unwrap();
+    assert_eq!(
+        first.rollout.unwrap().status.unwrap_or_default().phase,
+        pb::RolloutPhase::Pending as i32
+    );
+    // It stays open for the new release's states.
+    set_status(&world, "web", json!({"phase": "Progressing"})).await;
+    let update = next(&mut events).await.unwrap().unwrap();
+    assert_eq!(
+        update.rollout.unwrap().status.unwrap_or_default().phase,
+        pb::RolloutPhase::Progressing as i32
+    );
 }

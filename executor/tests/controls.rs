@@ -434,3 +434,87 @@ async fn a_statefulset_release_holds_its_partition_through_pause_and_rolls_back_
         .unwrap_or(0);
     assert_eq!(partition, 0, "the partition as the user wrote it");
 }
+
+/// Every ReplicaSet's spec size and whether it carries a `sluice.dev/`
+/// annotation, by image.
+async fn sets_by_image(world: &World) -> Vec<(String, i32, bool)> {
+    let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
+    let mut all: Vec<(String, i32, bool)> = sets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|rs| {
+            let marked = rs
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .keys()
+                .any(|k| k.starts_with("sluice.dev/"));
+            let spec = rs.spec.unwrap();
+            let image = spec.template.unwrap().spec.unwrap().containers[0]
+                .image
+                .clone()
+                .unwrap();
+            (image, spec.replicas.unwrap_or(1), marked)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_version_mid_release_retires_the_middle_one_and_leaves_no_trace() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml(
+            "Partition",
+            "[{replicas: 3, pause: {}}, {replicas: 50%, pause: {}}]",
+            "web",
+        ),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    assert_eq!(ready_with(&world, "registry.example/web:2.0").await, 3);
+
+    // The platform asks for 3.0 while 2.0 is on 3 pods.
+    let middle = status(&rollouts).await.canary_revision;
+    merge(
+        &rollouts,
+        json!({"spec": {"images": [{"container": "web", "image": "registry.example/web:3.0"}]}}),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1 of the new release", |s| {
+        s.canary_revision != middle
+            && paused_at_step(0)(s)
+            && s.canary_replicas == 3
+            && s.ready_canary_replicas == 3
+    })
+    .await;
+    // The middle version's pods are gone, the stable one kept the rest.
+    let sets = sets_by_image(&world).await;
+    let size = |image: &str| {
+        sets.iter()
+            .filter(|(i, _, _)| i.ends_with(image))
+            .map(|(_, n, _)| n)
+            .sum::<i32>()
+    };
+    assert_eq!(
+        (size(":1.0"), size(":2.0"), size(":3.0")),
+        (7, 0, 3),
+        "{sets:?}"
+    );
+
+    promote(&rollouts, true).await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    let sets = sets_by_image(&world).await;
+    assert!(
+        sets.iter().all(|(_, _, marked)| !marked),
+        "no ReplicaSet keeps a sluice.dev/ annotation: {sets:?}"
+    );
+    assert_handed_back(&world, "registry.example/web:3.0").await;
+}

@@ -457,6 +457,11 @@ pub struct RolloutStatus {
     /// When it reached a terminal phase (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
+    /// Revisions of earlier new versions this release supersedes (a new
+    /// spec arrived mid-release): their pods go first, and none is left
+    /// when the release ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_revisions: Vec<String>,
 }
 
 /// The gate's verdict on one step.

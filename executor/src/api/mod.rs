@@ -300,10 +300,31 @@ impl Rollouts for RolloutsApi {
                 let mut replacement = existing.clone();
                 replacement.spec = wanted;
                 replacement.spec.paused = existing.spec.paused;
-                let updated = api
+                let mut updated = api
                     .replace(&name, &crate::writes::post(), &replacement)
                     .await
                     .map_err(|e| kube_status(e, Target::Rollout(&namespace, &name)))?;
+                // An ended rollout asked for a new release: its old terminal
+                // status must not be read as the new release's outcome (a
+                // watch would end at once on it). It is cleared, as Retry
+                // clears it, unless the controller already wrote a newer one
+                // (the write is conditional on the version just replaced).
+                let ended = finished(phase_of(&existing));
+                let new_release = existing.status.as_ref().map(|s| s.release.as_str())
+                    != Some(crate::machine::release_id(&updated.spec).as_str());
+                if ended && new_release {
+                    let clear = json!({"metadata": {"resourceVersion": updated.resource_version()}, "status": null});
+                    match api
+                        .patch_status(&name, &crate::writes::patch(), &Patch::Merge(clear))
+                        .await
+                    {
+                        Ok(cleared) => updated = cleared,
+                        Err(kube::Error::Api(e)) if e.code == 409 => {
+                            updated = get(&api, &namespace, &name).await?;
+                        }
+                        Err(e) => return Err(kube_status(e, Target::Rollout(&namespace, &name))),
+                    }
+                }
                 tracing::info!(%namespace, %name, "rollout updated; it starts again on the new version");
                 Ok(Response::new(convert::rollout_to_proto(&updated)))
             }
@@ -485,7 +506,8 @@ impl Rollouts for RolloutsApi {
             Phase::RollingBack | Phase::RolledBack => {
                 Ok(Response::new(convert::rollout_to_proto(&current)))
             }
-            Phase::Progressing | Phase::Paused => {
+            // Pending included: a release waiting to start can be called off.
+            Phase::Pending | Phase::Progressing | Phase::Paused => {
                 let reason = if r.reason.is_empty() {
                     "aborted by request"
                 } else {
@@ -542,7 +564,13 @@ impl Rollouts for RolloutsApi {
         let target = Target::Rollout(&r.namespace, &r.name);
         let current = get(&api, &r.namespace, &r.name).await?;
         let phase = phase_of(&current);
-        if !finished(phase) && !r.force {
+        // A Pending release that never began has touched nothing.
+        let untouched = phase == Phase::Pending
+            && current
+                .status
+                .as_ref()
+                .is_none_or(|s| s.stable_revision.is_empty());
+        if !finished(phase) && !untouched && !r.force {
             return Err(Status::failed_precondition(format!(
                 "rollout {}/{} is {phase:?}; Abort it and delete it once RolledBack, \
                  or pass force to leave the workload as it is now",
@@ -556,6 +584,10 @@ impl Rollouts for RolloutsApi {
                 uid: current.uid(),
                 resource_version: current.resource_version(),
             }),
+            // Forced, what the release made (a canary Deployment it owns)
+            // stays as it is with the routes that lead to it, as promised;
+            // the garbage collector would otherwise remove it under them.
+            propagation_policy: r.force.then_some(kube::api::PropagationPolicy::Orphan),
             ..DeleteParams::default()
         };
         api.delete(&r.name, &params)

@@ -228,16 +228,19 @@ fn cached(
     let cache = ctx.cache()?;
     let deployment = cache.deployments.get(&ObjectRef::new(name).within(ns))?;
     let uid = deployment.uid()?;
-    let owned = [&status.stable_revision, &status.canary_revision]
-        .iter()
-        .map(|hash| {
-            cache
-                .replicasets
-                .get(&ObjectRef::new(&format!("{name}-{hash}")).within(ns))
-                .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
-                .map(|rs| (*rs).clone())
-        })
+    let find = |hash: &String| {
+        cache
+            .replicasets
+            .get(&ObjectRef::new(&format!("{name}-{hash}")).within(ns))
+            .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
+            .map(|rs| (*rs).clone())
+    };
+    let mut owned = [&status.stable_revision, &status.canary_revision]
+        .into_iter()
+        .map(find)
         .collect::<Option<Vec<_>>>()?;
+    // A superseded version's set may be gone already.
+    owned.extend(status.retired_revisions.iter().filter_map(find));
     Some(((*deployment).clone(), owned))
 }
 
@@ -720,8 +723,24 @@ async fn begin(
     }
     let mark = json!({"metadata": {"annotations": {keys::ROLLOUT: name}}});
     w.patch_replicaset(&stable, &mark).await?;
+    // Versions of earlier releases that still have pods (or carry the
+    // release's mark) are retired: moved to 0 as the new one comes up.
+    let stable_hash = hash_of(&stable);
+    status.retired_revisions = w
+        .owned
+        .iter()
+        .map(hash_of)
+        .filter(|h| *h != new_hash && *h != stable_hash)
+        .filter(|h| {
+            w.by_hash(h).is_some_and(|rs| {
+                spec_replicas(rs) > 0
+                    || pods(rs) > 0
+                    || rs.annotations().contains_key(keys::ROLLOUT)
+            })
+        })
+        .collect();
     status.canary_revision = new_hash;
-    status.stable_revision = hash_of(&stable);
+    status.stable_revision = stable_hash;
     tracing::info!(rollout = %name, "release started");
     Ok(())
 }

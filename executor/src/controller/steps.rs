@@ -88,6 +88,28 @@ fn unroutable(plan: &pb::Plan, traffic: Option<&Traffic>) -> Option<String> {
     })
 }
 
+/// Analyses the plan's steps name that the rollout does not define (a
+/// Rollout written with kubectl skips the API's check): the release is
+/// refused before it starts, not stalled at the step.
+fn undefined_analyses(plan: &pb::Plan, defined: &[crate::crd::Analysis]) -> Option<String> {
+    let mut missing: Vec<String> = plan
+        .batches
+        .iter()
+        .filter_map(|b| b.gate.as_ref())
+        .flat_map(|g| g.analyses.iter().chain(&g.background_analyses))
+        .filter(|name| !defined.iter().any(|a| &a.name == *name))
+        .cloned()
+        .collect();
+    missing.sort();
+    missing.dedup();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "spec.strategy: analyses {missing:?} are not defined in spec.analyses (defined: {:?})",
+            defined.iter().map(|a| a.name.as_str()).collect::<Vec<_>>()
+        )
+    })
+}
+
 /// A plan's batch as the machine reads it.
 fn batch_of(b: &pb::Batch) -> machine::Batch {
     let gate = b.gate.clone().unwrap_or_default();
@@ -257,7 +279,8 @@ pub(super) async fn drive<R: Release>(
         },
         routed: traffic.as_ref().is_some_and(Traffic::sets_weight),
         rollback_on_error: rollout.spec.on_analysis_error == ErrorPolicy::Rollback,
-        refusal: unroutable(&plan, traffic.as_ref()),
+        refusal: unroutable(&plan, traffic.as_ref())
+            .or_else(|| undefined_analyses(&plan, &rollout.spec.analyses)),
         controls: &controls,
         observed: &observed,
         now: ctx.clock.now(),
