@@ -222,6 +222,13 @@ impl RolloutsApi {
                 phase_of(&current)
             )));
         }
+        if paused && phase_of(&current) == Phase::RollingBack {
+            // Nothing holds a rollback: traffic is already on stable, and
+            // stopping half-way would leave both versions up.
+            return Err(Status::failed_precondition(format!(
+                "rollout {namespace}/{name} is RollingBack; a rollback is not paused"
+            )));
+        }
         if current.spec.paused == paused {
             return Ok(Response::new(convert::rollout_to_proto(&current)));
         }

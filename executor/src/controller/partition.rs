@@ -602,13 +602,26 @@ impl steps::Release for Workload {
         let Some(stable) = self.by_hash(&status.stable_revision) else {
             return Ok(());
         };
-        // Capacity back on stable first, then every other revision goes.
+        // Capacity back on stable first, then the other revisions go: their
+        // unready pods at once (they serve nobody), their ready ones only
+        // while replicas - maxUnavailable pods stay available, as the
+        // user's strategy allows.
         if spec_replicas(stable) != self.replicas {
             self.scale(stable, self.replicas).await?;
         }
-        for rs in self.others_with_pods(&status.stable_revision) {
-            if spec_replicas(rs) != 0 {
-                self.scale(rs, 0).await?;
+        let others: Vec<&ReplicaSet> = self.others_with_pods(&status.stable_revision).collect();
+        let available = ready(stable) + others.iter().map(|rs| ready(rs)).sum::<u32>();
+        let mut budget = available.saturating_sub(self.replicas.saturating_sub(self.unavailable));
+        for rs in others {
+            let spec = spec_replicas(rs);
+            if spec == 0 {
+                continue;
+            }
+            let healthy = ready(rs).min(spec);
+            let cut = (spec - healthy) + healthy.min(budget);
+            budget -= healthy.min(budget);
+            if cut > 0 {
+                self.scale(rs, spec - cut).await?;
             }
         }
         let others = self

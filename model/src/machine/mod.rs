@@ -297,6 +297,9 @@ struct Decision<'a> {
     effects: Vec<Effect>,
 }
 
+/// The message of a release held by Pause.
+const PAUSED_BY_REQUEST: &str = "paused on request; Resume continues";
+
 /// Decides the next status, effects and look for a release.
 pub fn decide(input: &Input<'_>) -> Output {
     let mut d = Decision {
@@ -536,8 +539,24 @@ impl Decision<'_> {
                 ));
             }
             self.status.phase = Phase::Paused;
-            self.status.message = "paused on request; Resume continues".into();
+            if !self.status.message.starts_with(PAUSED_BY_REQUEST) {
+                // A step's own pause keeps its message for after Resume.
+                self.status.message = if self.status.step_state == StepState::Paused
+                    && !self.status.message.is_empty()
+                {
+                    format!("{PAUSED_BY_REQUEST}; then: {}", self.status.message)
+                } else {
+                    PAUSED_BY_REQUEST.into()
+                };
+            }
             return Hop::Return(Next::Change);
+        }
+        if let Some(held) = self.status.message.strip_prefix(PAUSED_BY_REQUEST) {
+            // Resumed: the step's own message again, or a plain note.
+            self.status.message = held
+                .strip_prefix("; then: ")
+                .unwrap_or("resumed")
+                .to_owned();
         }
         if self.status.phase == Phase::Paused && self.status.step_state != StepState::Paused {
             // Resumed: time held by a person does not count against the

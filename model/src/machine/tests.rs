@@ -277,6 +277,36 @@ fn pause_holds_without_effects_and_resume_continues_the_same_step() {
 }
 
 #[test]
+fn pause_and_resume_in_a_steps_own_pause_give_its_message_back() {
+    let mut status = running(0, StepState::Paused);
+    status.phase = Phase::Paused;
+    status.message = "step 1 waits for promotion".into();
+    let paused = Controls {
+        paused: true,
+        ..Controls::default()
+    };
+    let held = decide_with(&status, &plan(), &paused, &observed(), at(10));
+    assert!(
+        held.status.message.starts_with("paused on request")
+            && held.status.message.ends_with("step 1 waits for promotion"),
+        "{}",
+        held.status.message
+    );
+    // Held again, the message does not grow.
+    let again = decide_with(&held.status, &plan(), &paused, &observed(), at(11));
+    assert_eq!(again.status.message, held.status.message);
+    let resumed = decide_with(
+        &again.status,
+        &plan(),
+        &Controls::default(),
+        &observed(),
+        at(20),
+    );
+    assert_eq!(resumed.status.phase, Phase::Paused);
+    assert_eq!(resumed.status.message, "step 1 waits for promotion");
+}
+
+#[test]
 fn time_paused_by_request_does_not_count_against_the_progress_deadline() {
     let status = running(0, StepState::Upgrading);
     let paused = Controls {
