@@ -259,7 +259,11 @@ pub(super) async fn drive<R: Release>(
             .copied()
             .flatten()
             .is_some_and(|p| p.reached);
-    if waiting_for_pods && !new_release {
+    let now = ctx.clock.now();
+    let waited = machine::waiting_since(status)
+        .and_then(|since| now.duration_since(since).ok())
+        .unwrap_or_default();
+    if waiting_for_pods && !new_release && waited >= machine::POD_GRACE {
         let limit = rollout.spec.strategy.canary.restart_limit();
         observed.failing_pod = failing_pod(ctx, &ns, &w.pins(status), limit).await?;
     }
@@ -283,7 +287,7 @@ pub(super) async fn drive<R: Release>(
             .or_else(|| undefined_analyses(&plan, &rollout.spec.analyses)),
         controls: &controls,
         observed: &observed,
-        now: ctx.clock.now(),
+        now,
     };
     let mut out = machine::decide(&input);
 

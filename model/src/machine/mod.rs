@@ -236,6 +236,27 @@ pub const POLL: Duration = Duration::from_secs(2);
 /// those that cannot run (their failures change no workload's status).
 pub const POD_CHECK: Duration = Duration::from_secs(5);
 
+/// How long a batch waits for its pods before their states are read for
+/// failures: no crash loop or image pull error shows sooner, and a batch
+/// that is ready by then costs no pod list at all.
+pub const POD_GRACE: Duration = Duration::from_secs(3);
+
+/// Since when the current batch has waited for its pods: the last Resume,
+/// else the step's start.
+pub fn waiting_since(status: &RolloutStatus) -> Option<SystemTime> {
+    status
+        .progress_since
+        .as_deref()
+        .or_else(|| {
+            status
+                .steps
+                .iter()
+                .find(|s| s.index == status.current_step)
+                .and_then(|s| s.started.as_deref())
+        })
+        .and_then(parse_time)
+}
+
 /// Steps one decision may pass through before it returns.
 const MAX_HOPS: u32 = 4;
 
@@ -638,18 +659,7 @@ impl Decision<'_> {
             }
             return Hop::Again;
         }
-        let started = self
-            .status
-            .progress_since
-            .as_deref()
-            .or_else(|| {
-                self.status
-                    .steps
-                    .iter()
-                    .find(|s| s.index == step)
-                    .and_then(|s| s.started.as_deref())
-            })
-            .and_then(parse_time);
+        let started = waiting_since(&self.status);
         let elapsed = started
             .and_then(|t| self.now().duration_since(t).ok())
             .unwrap_or_default();
