@@ -602,16 +602,21 @@ impl steps::Release for Workload {
         let Some(stable) = self.by_hash(&status.stable_revision) else {
             return Ok(());
         };
-        // Capacity back on stable first, then the other revisions go: their
-        // unready pods at once (they serve nobody), their ready ones only
-        // while replicas - maxUnavailable pods stay available, as the
-        // user's strategy allows.
+        // Capacity back on stable first, then the other revisions go. After
+        // a failure they go at once (their pods are what hurts). After an
+        // Abort of healthy pods: their unready pods at once (they serve
+        // nobody), their ready ones only while replicas - maxUnavailable
+        // pods stay available, as the user's strategy allows.
         if spec_replicas(stable) != self.replicas {
             self.scale(stable, self.replicas).await?;
         }
         let others: Vec<&ReplicaSet> = self.others_with_pods(&status.stable_revision).collect();
         let available = ready(stable) + others.iter().map(|rs| ready(rs)).sum::<u32>();
-        let mut budget = available.saturating_sub(self.replicas.saturating_sub(self.unavailable));
+        let mut budget = if crate::machine::rollback_requested(status) {
+            available.saturating_sub(self.replicas.saturating_sub(self.unavailable))
+        } else {
+            u32::MAX
+        };
         for rs in others {
             let spec = spec_replicas(rs);
             if spec == 0 {

@@ -318,6 +318,16 @@ struct Decision<'a> {
     effects: Vec<Effect>,
 }
 
+/// How the message of a rollback asked for by Abort begins.
+const ABORTED: &str = "aborted";
+
+/// Whether a rollback was asked for (Abort) rather than forced by a
+/// failure: the new pods then are healthy and go only as fast as the
+/// workload's own strategy allows; after a failure they go at once.
+pub fn rollback_requested(status: &RolloutStatus) -> bool {
+    status.message.starts_with(ABORTED)
+}
+
 /// The message of a release held by Pause.
 const PAUSED_BY_REQUEST: &str = "paused on request; Resume continues";
 
@@ -440,11 +450,11 @@ impl Decision<'_> {
             // An earlier release of this rollout may have left the workload
             // half-way: that is rolled back; otherwise nothing was done.
             if !self.status.stable_revision.is_empty() {
-                return self.roll_back(format!("aborted: {reason}"));
+                return self.roll_back(format!("{ABORTED}: {reason}"));
             }
             return self.end(
                 Phase::RolledBack,
-                format!("aborted before the start: {reason}"),
+                format!("{ABORTED} before the start: {reason}"),
             );
         }
         if input.controls.paused {
@@ -541,7 +551,7 @@ impl Decision<'_> {
         self.status.total_steps = input.plan.len() as u32;
         self.status.current_step = self.status.current_step.min(self.last());
         if let Some(reason) = &input.controls.abort {
-            return self.roll_back(format!("aborted: {reason}"));
+            return self.roll_back(format!("{ABORTED}: {reason}"));
         }
         if let Some(failure) = &input.observed.failing_pod
             && self.status.step_state == StepState::Upgrading
