@@ -476,6 +476,14 @@ impl steps::Release for Workload {
 
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
         let ours = self.ours(&rollout.name_any());
+        if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)
+            && !ours
+        {
+            return Start::Busy(format!(
+                "Deployment {:?} is held by Rollout {holder:?}, whose release must end first",
+                self.deployment.name_any()
+            ));
+        }
         if !ours && let Err(why) = complete(&self.deployment) {
             return Start::Busy(format!("{why}; its own rollout must finish first"));
         }
