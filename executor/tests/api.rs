@@ -842,3 +842,48 @@ async fn a_new_version_on_an_ended_rollout_never_reads_as_the_old_outcome() {
         pb::RolloutPhase::Progressing as i32
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() {
+    let mut world = api_world("healthy").await;
+    for name in ["pending", "rolling-back"] {
+        world
+            .api
+            .start_rollout(start(name, simple_spec()))
+            .await
+            .unwrap();
+    }
+    let aborted = world
+        .api
+        .abort(pb::AbortRequest {
+            namespace: "default".into(),
+            name: "pending".into(),
+            reason: "not today".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(aborted.name, "pending");
+    let stored = Api::<Rollout>::default_namespaced(world.client.clone())
+        .get("pending")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.metadata.annotations.unwrap_or_default()[sluice_executor::keys::ABORT],
+        "not today",
+        "the controller is asked to call it off"
+    );
+
+    set_status(&world, "rolling-back", json!({"phase": "RollingBack"})).await;
+    let refused = world
+        .api
+        .pause(pb::PauseRequest {
+            namespace: "default".into(),
+            name: "rolling-back".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("RollingBack"), "{refused:?}");
+}

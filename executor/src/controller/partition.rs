@@ -649,28 +649,27 @@ impl steps::Release for Workload {
     }
 
     async fn unmark(&self) -> Result<(), Error> {
-        let unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null, keys::ORIGINAL_STRATEGY: null}}});
-        let annotations = self.deployment.annotations();
-        if [keys::ROLLOUT, keys::PAUSED_BEFORE, keys::ORIGINAL_STRATEGY]
-            .iter()
-            .any(|k| annotations.contains_key(*k))
-        {
-            self.patch_deployment(unmark).await?;
+        let marked = |annotations: &std::collections::BTreeMap<String, String>| {
+            MARKS.iter().any(|k| annotations.contains_key(*k))
+        };
+        let unmark = json!({"metadata": {"annotations": MARKS.iter().map(|k| (k.to_string(), Value::Null)).collect::<serde_json::Map<_, _>>()}});
+        if marked(self.deployment.annotations()) {
+            self.patch_deployment(unmark.clone()).await?;
         }
         // kube-controller-manager copies a Deployment's annotations onto
         // its new ReplicaSet, so the hold's are taken off there too.
-        let rs_unmark = json!({"metadata": {"annotations": {keys::ROLLOUT: null, keys::PAUSED_BEFORE: null, keys::ORIGINAL_STRATEGY: null}}});
-        for rs in self.owned.iter().filter(|rs| {
-            [keys::ROLLOUT, keys::PAUSED_BEFORE, keys::ORIGINAL_STRATEGY]
-                .iter()
-                .any(|k| rs.annotations().contains_key(*k))
-        }) {
-            self.patch_replicaset(rs, &rs_unmark).await?;
+        for rs in self.owned.iter().filter(|rs| marked(rs.annotations())) {
+            self.patch_replicaset(rs, &unmark).await?;
         }
         tracing::debug!(deployment = %self.deployment.name_any(), "marks removed");
         Ok(())
     }
 }
+
+/// The annotations a release puts on the Deployment (and that
+/// kube-controller-manager copies onto its ReplicaSets), all taken off at
+/// its end.
+const MARKS: [&str; 3] = [keys::ROLLOUT, keys::PAUSED_BEFORE, keys::ORIGINAL_STRATEGY];
 
 /// Creates the release's ReplicaSet (at 0) and holds the Deployment on the
 /// new template; records both revisions in `status`.
@@ -755,15 +754,11 @@ async fn begin(
     status.retired_revisions = w
         .owned
         .iter()
+        .filter(|rs| {
+            spec_replicas(rs) > 0 || pods(rs) > 0 || rs.annotations().contains_key(keys::ROLLOUT)
+        })
         .map(hash_of)
         .filter(|h| *h != new_hash && *h != stable_hash)
-        .filter(|h| {
-            w.by_hash(h).is_some_and(|rs| {
-                spec_replicas(rs) > 0
-                    || pods(rs) > 0
-                    || rs.annotations().contains_key(keys::ROLLOUT)
-            })
-        })
         .collect();
     status.canary_revision = new_hash;
     status.stable_revision = stable_hash;
