@@ -55,6 +55,20 @@ pub struct Config {
     #[arg(long, env = "SLUICE_MAX_CONCURRENT_RECONCILES", default_value_t = crate::controller::DEFAULT_CONCURRENCY)]
     pub max_concurrent_reconciles: u16,
 
+    /// Address of the admission webhook (HTTPS) the API server calls to
+    /// hold a bound workload's change; without it no webhook is served.
+    #[arg(long, env = "SLUICE_WEBHOOK_ADDR")]
+    pub webhook_addr: Option<std::net::SocketAddr>,
+
+    /// PEM certificate chain the webhook presents; read again when the
+    /// file changes (a rotated Secret).
+    #[arg(long, env = "SLUICE_WEBHOOK_CERT", requires = "webhook_key")]
+    pub webhook_cert: Option<PathBuf>,
+
+    /// PEM private key of --webhook-cert.
+    #[arg(long, env = "SLUICE_WEBHOOK_KEY", requires = "webhook_cert")]
+    pub webhook_key: Option<PathBuf>,
+
     /// This replica's name in the Lease; the host name and process id when
     /// unset.
     #[arg(long, env = "SLUICE_IDENTITY")]

@@ -5,6 +5,8 @@
 //! - [`config`]: flags and environment.
 //! - [`controller`]: the rollout controller.
 //! - [`api`]: the Rollouts gRPC service (authentication, request checks).
+//! - [`admission`]: the admission webhook that holds a bound workload's
+//!   change for the controller to release.
 //! - [`serve`]: wiring: the API, its dependencies (planner, gate), health;
 //!   [`bind`] the same with the cluster given.
 //! - [`writes`]: the field manager every write names.
@@ -16,6 +18,7 @@
 //! (annotation and label keys), [`machine`] (the release state machine)
 //! and [`convert`] (the Rollout to and from the `sluice.v1` messages).
 
+pub mod admission;
 pub mod api;
 pub mod config;
 pub mod controller;
@@ -204,6 +207,16 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
             }
         })
     };
+    if let (Some(addr), Some(bindings)) = (config.webhook_addr, api.bindings()) {
+        let (Some(cert), Some(key)) = (&config.webhook_cert, &config.webhook_key) else {
+            return Err(Error::config(
+                "--webhook-cert",
+                "the webhook serves HTTPS only: give --webhook-cert and --webhook-key with --webhook-addr",
+            ));
+        };
+        let webhook = admission::Bound::bind(addr, cert, key).await?;
+        tokio::spawn(webhook.serve(bindings, Arc::clone(&metrics), stop.clone()));
+    }
     if let Some(client) = client {
         let ctx = Arc::new(
             controller::Ctx::new(

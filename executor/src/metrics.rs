@@ -20,6 +20,11 @@
 //!   came).
 //! - `events_dropped_total`: Kubernetes Events not published because the
 //!   queue of Events waiting for the API server was full.
+//! - `admission_reviews_total{kind, result}` and
+//!   `admission_duration_seconds{kind}`: the admission webhook's answers
+//!   (`allowed`, `held` when it patched the object, `denied`, `invalid`
+//!   for a review it could not read) and the time from the request read to
+//!   the answer written.
 
 use std::{
     collections::BTreeMap,
@@ -74,6 +79,26 @@ struct VerbLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    kind: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+/// Admission latency buckets in seconds: 50 microseconds to a second.
+const ADMISSION_BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0,
+];
+
+fn admission_histogram() -> Histogram {
+    Histogram::new(ADMISSION_BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     verb: &'static str,
     resource: String,
@@ -109,6 +134,8 @@ pub struct Metrics {
     request_seconds: Family<VerbLabel, Histogram, fn() -> Histogram>,
     leader: Gauge,
     events_dropped: Counter,
+    admissions: Family<AdmissionLabels, Counter>,
+    admission_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
     /// Every Kubernetes API call, for [`Metrics::kube_requests`].
     requests_total: AtomicU64,
     /// The running controller's Rollouts, counted by phase at scrape time.
@@ -127,6 +154,10 @@ impl Default for Metrics {
             request_seconds: Family::new_with_constructor(fast_histogram as fn() -> Histogram),
             leader: Gauge::default(),
             events_dropped: Counter::default(),
+            admissions: Family::default(),
+            admission_seconds: Family::new_with_constructor(
+                admission_histogram as fn() -> Histogram,
+            ),
             requests_total: AtomicU64::new(0),
             rollouts: Arc::default(),
         }
@@ -183,8 +214,54 @@ impl Metrics {
             "Kubernetes Events dropped because their queue was full",
             metrics.events_dropped.clone(),
         );
+        sub.register(
+            "admission_reviews",
+            "Admission reviews answered by the webhook, by kind and result",
+            metrics.admissions.clone(),
+        );
+        sub.register(
+            "admission_duration_seconds",
+            "Time the webhook took to answer a review, per kind",
+            metrics.admission_seconds.clone(),
+        );
         sub.register_collector(Box::new(Arc::clone(&metrics.rollouts)));
         metrics
+    }
+
+    /// Counts one admission review and the time its answer took.
+    pub(crate) fn admitted(&self, kind: &str, result: &'static str, took: Duration) {
+        let kind = kind.to_owned();
+        self.admissions
+            .get_or_create(&AdmissionLabels {
+                kind: kind.clone(),
+                result,
+            })
+            .inc();
+        self.admission_seconds
+            .get_or_create(&KindLabel { kind })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Admission reviews answered so far with `result`, across kinds.
+    pub fn admissions(&self, result: &str) -> u64 {
+        let mut n = 0;
+        // Families cannot be iterated; the kinds the webhook answers for
+        // are few and known.
+        for kind in ["Deployment", "StatefulSet", "Rollout", ""] {
+            n += self
+                .admissions
+                .get(&AdmissionLabels {
+                    kind: kind.to_owned(),
+                    result: match result {
+                        "allowed" => "allowed",
+                        "held" => "held",
+                        "denied" => "denied",
+                        _ => "invalid",
+                    },
+                })
+                .map_or(0, |c| c.get());
+        }
+        n
     }
 
     /// Counts an Event the queue had no room for.

@@ -83,6 +83,9 @@ pub async fn start<P: Planner, G: MetricsGate>(
         lease_seconds: 15,
         max_concurrent_reconciles: controller::DEFAULT_CONCURRENCY,
         identity: Some(identity.to_owned()),
+        webhook_addr: None,
+        webhook_cert: None,
+        webhook_key: None,
     };
     let executor = crate::bind(config, cluster).await?;
     let stack = Stack {

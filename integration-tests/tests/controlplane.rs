@@ -1158,3 +1158,302 @@ async fn the_simulator_and_a_real_control_plane_release_alike() {
         );
     }
 }
+
+/// The executor's admission webhook, served in process over HTTPS with a
+/// certificate the API server trusts, and registered from
+/// `deploy/webhook.yaml` with its clientConfig pointed at it.
+async fn register_webhook(
+    p: &Platform,
+    dir: &std::path::Path,
+) -> std::sync::Arc<sluice_executor::metrics::Metrics> {
+    use serde::Deserialize as _;
+    let ca = sluice_integration_tests::pki::Authority::new(dir, "webhook-ca");
+    let pair = ca.issue("webhook");
+    let bound = sluice_executor::admission::Bound::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &pair.cert,
+        &pair.key,
+    )
+    .await
+    .unwrap();
+    let addr = bound.addr();
+    let bindings = sluice_executor::admission::Bindings::start(p.client.clone(), p.stop.clone());
+    let metrics = std::sync::Arc::new(sluice_executor::metrics::Metrics::default());
+    tokio::spawn(bound.serve(bindings, metrics.clone(), p.stop.clone()));
+    let ca_bundle =
+        serde_json::to_value(k8s_openapi::ByteString(std::fs::read(&ca.cert).unwrap())).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/webhook.yaml"
+    ))
+    .unwrap();
+    let mut manifests = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut manifest = serde_json::Value::deserialize(doc).unwrap();
+        for hook in manifest["webhooks"].as_array_mut().unwrap() {
+            let path = hook["clientConfig"]["service"]["path"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            hook["clientConfig"] =
+                json!({"url": format!("https://{addr}{path}"), "caBundle": ca_bundle});
+        }
+        manifests.push(manifest);
+    }
+    apply(&p.plane, &manifests);
+    metrics
+}
+
+/// `web` as a GitOps repository holds it: four replicas of `image`, one
+/// surge pod and none unavailable.
+fn web_manifest(image: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}},
+        },
+    })
+}
+
+/// Applies `manifest` server-side as the GitOps tool `gitops` would,
+/// returning kubectl's success and output.
+fn gitops_apply(plane: &ControlPlane, manifest: &serde_json::Value, force: bool) -> (bool, String) {
+    let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    std::fs::write(file.path(), manifest.to_string()).unwrap();
+    let mut args = vec![
+        "apply",
+        "--server-side",
+        "--field-manager=gitops",
+        "-f",
+        file.path().to_str().unwrap(),
+    ];
+    if force {
+        args.push("--force-conflicts");
+    }
+    plane.kubectl(&args)
+}
+
+/// The most pods of `image` (not terminating) seen at once while `open`
+/// holds, from a watch of its own.
+fn count_pods(
+    client: &kube::Client,
+    image: &'static str,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{WatchStreamExt, watcher};
+    use std::sync::atomic::Ordering;
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (pods, seen) = (Api::<Pod>::default_namespaced(client.clone()), most.clone());
+    tokio::spawn(async move {
+        let mut live = std::collections::BTreeSet::new();
+        let mut events = watcher(pods, watcher::Config::default())
+            .touched_objects()
+            .boxed();
+        while let Some(Ok(pod)) = events.next().await {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let runs = pod
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.containers[0].image.as_deref() == Some(image));
+            if runs && pod.metadata.deletion_timestamp.is_none() {
+                live.insert(name);
+            } else {
+                live.remove(&name);
+            }
+            if open.load(Ordering::SeqCst) {
+                seen.fetch_max(live.len(), Ordering::SeqCst);
+            }
+        }
+    });
+    most
+}
+
+/// The rollout's status once `until` holds for it, or after 90 s.
+async fn wait_status(
+    rollouts: &Api<Rollout>,
+    name: &str,
+    until: impl Fn(&RolloutStatus) -> bool,
+) -> RolloutStatus {
+    let mut status = RolloutStatus::default();
+    for _ in 0..900 {
+        status = rollouts.get(name).await.unwrap().status.unwrap_or_default();
+        if until(&status) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
+}
+
+/// The user's view of `web`: what a GitOps tool compares with git.
+fn users_fields(d: &Deployment) -> serde_json::Value {
+    let spec = d.spec.clone().unwrap();
+    json!({
+        "replicas": spec.replicas,
+        "paused": spec.paused.unwrap_or(false),
+        "strategy": spec.strategy,
+        "image": spec.template.spec.unwrap().containers[0].image,
+        "sluice_annotations": d.metadata.annotations.clone().unwrap_or_default().keys().filter(|k| k.starts_with("sluice.dev/")).cloned().collect::<Vec<_>>(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitops_change_is_released_in_batches_through_the_webhook_on_a_real_control_plane() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, "[]").await;
+    let (plane, client) = (&p.plane, p.client.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = register_webhook(&p, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
+
+    // Before: the repository's first version, applied server-side.
+    let (ok, out) = gitops_apply(plane, &web_manifest("registry.example/web:1.0"), false);
+    assert!(ok, "{out}");
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
+    // The binding: a strategy and no version.
+    apply(
+        plane,
+        &[json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"},
+                     "strategy": {"canary": {"steps": [{"replicas": "25%", "pause": {}}, {"replicas": "100%"}]}}},
+        })],
+    );
+    let idle = wait_status(&rollouts, "web", |s| s.phase == Phase::Succeeded).await;
+    assert_eq!(idle.phase, Phase::Succeeded, "an idle binding: {idle:?}");
+    // A second binding of the same Deployment is refused by the API server.
+    let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    std::fs::write(
+        file.path(),
+        json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web-again", "namespace": "default"},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (ok, out) = plane.kubectl(&["apply", "-f", file.path().to_str().unwrap()]);
+    assert!(!ok && out.contains("is bound to Rollout"), "{out}");
+
+    // The new version lands in git and is synced.
+    let open = std::sync::Arc::new(AtomicBool::new(true));
+    let most_new = count_pods(&client, "registry.example/web:2.0", open.clone());
+    let (ok, out) = gitops_apply(plane, &web_manifest("registry.example/web:2.0"), false);
+    assert!(ok, "{out}");
+    // Held in the same request that changed it.
+    let held = deployments.get("web").await.unwrap();
+    assert_eq!(
+        held.spec.as_ref().unwrap().paused,
+        Some(true),
+        "{:?}",
+        held.metadata.annotations
+    );
+    assert_eq!(
+        held.metadata.annotations.as_ref().unwrap()["sluice.dev/rollout"],
+        "web"
+    );
+    let paused = wait_status(&rollouts, "web", |s| s.phase == Phase::Paused).await;
+    assert_eq!(
+        (paused.phase, paused.current_step),
+        (Phase::Paused, 0),
+        "{paused:#?}"
+    );
+    // The GitOps tool syncs again during the release: as Argo CD does with
+    // RespectIgnoreDifferences (the ignored fields as they are live), and
+    // as Flux does (the manifest, forced). No conflict, and the hold stays.
+    let mut argo = web_manifest("registry.example/web:2.0");
+    let live = deployments.get("web").await.unwrap();
+    argo["spec"]["paused"] = json!(true);
+    argo["spec"]["strategy"] = serde_json::to_value(live.spec.unwrap().strategy).unwrap();
+    let (ok, out) = gitops_apply(plane, &argo, false);
+    assert!(ok, "no conflict for Argo CD's sync: {out}");
+    let (ok, out) = gitops_apply(plane, &web_manifest("registry.example/web:2.0"), true);
+    assert!(ok, "{out}");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        d.spec.as_ref().unwrap().paused,
+        Some(true),
+        "still held after the syncs"
+    );
+    // kube-controller-manager has seen every change and made no pod of
+    // the new version beyond the first batch's one.
+    for _ in 0..100 {
+        let d = deployments.get("web").await.unwrap();
+        if d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let still = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!((still.phase, still.current_step), (Phase::Paused, 0));
+    open.store(false, Ordering::SeqCst);
+    assert_eq!(
+        most_new.load(Ordering::SeqCst),
+        1,
+        "new pods before the promotion"
+    );
+
+    let (ok, out) = plane.kubectl(&["annotate", "rollout", "web", "sluice.dev/promote=step:0"]);
+    assert!(ok, "{out}");
+    let done = wait_status(&rollouts, "web", |s| s.phase == Phase::Succeeded).await;
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    // After: the repository's manifest applies cleanly and is what runs.
+    let (ok, out) = gitops_apply(plane, &web_manifest("registry.example/web:2.0"), false);
+    assert!(ok, "no conflict after the release: {out}");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        users_fields(&d),
+        json!({"replicas": 4, "paused": false, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, "image": "registry.example/web:2.0", "sluice_annotations": []})
+    );
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
+
+    // kubectl set image, then a revert mid-release: a fast rollback.
+    let (ok, out) = plane.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "web=registry.example/web:3.0",
+    ]);
+    assert!(ok, "{out}");
+    let paused = wait_status(&rollouts, "web", |s| s.phase == Phase::Paused).await;
+    assert_eq!(paused.phase, Phase::Paused, "{paused:#?}");
+    let (ok, out) = plane.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "web=registry.example/web:2.0",
+    ]);
+    assert!(ok, "{out}");
+    let reverted = wait_status(&rollouts, "web", |s| {
+        matches!(
+            s.phase,
+            Phase::RolledBack | Phase::Failed | Phase::Succeeded
+        )
+    })
+    .await;
+    assert_eq!(reverted.phase, Phase::RolledBack, "{reverted:#?}");
+    assert!(reverted.message.contains("before"), "{}", reverted.message);
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        users_fields(&d),
+        json!({"replicas": 4, "paused": false, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, "image": "registry.example/web:2.0", "sluice_annotations": []})
+    );
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
+    assert!(
+        metrics.admissions("held") >= 3,
+        "the webhook held the changes"
+    );
+    let (ok, out) = plane.kubectl(&["get", "rollouts"]);
+    assert!(ok && out.contains("STABLE") && out.contains("NEW"), "{out}");
+}

@@ -33,13 +33,18 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.stepLabel"}"#,
     printcolumn = r#"{"name":"Traffic","type":"integer","jsonPath":".status.traffic"}"#,
+    printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".status.stableRevision"}"#,
+    printcolumn = r#"{"name":"New","type":"string","jsonPath":".status.canaryRevision"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
     /// The existing workload to release, in the rollout's namespace.
     pub workload: WorkloadRef,
-    /// The new pod template; either this or `images`.
+    /// The new pod template; either this or `images`. With neither, the
+    /// Rollout is *bound* to the workload: it starts a release each time
+    /// the workload's own pod template changes (`kubectl apply`, a GitOps
+    /// sync), held back by the executor's admission webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_object")]
     pub template: Option<serde_json::Value>,
@@ -61,6 +66,14 @@ pub struct RolloutSpec {
     /// Held by a person (Pause / Resume).
     #[serde(default, skip_serializing_if = "is_false")]
     pub paused: bool,
+}
+
+impl RolloutSpec {
+    /// Whether the Rollout is bound to its workload: it names no new
+    /// version, and releases each change of the workload's own template.
+    pub fn bound(&self) -> bool {
+        self.template.is_none() && self.images.is_empty()
+    }
 }
 
 /// The kind of workload released.

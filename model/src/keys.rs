@@ -27,3 +27,8 @@ pub const FIELD_MANAGER: &str = "sluice";
 /// On a Deployment a partition-style release holds: its `spec.strategy` as
 /// the user wrote it (JSON), written back when the release gives it back.
 pub const ORIGINAL_STRATEGY: &str = "sluice.dev/original-strategy";
+
+/// On a workload a bound Rollout holds: the digest
+/// ([`crate::digest::template_hash`]) of the pod template it ran before the
+/// change the admission webhook held, which names the stable revision.
+pub const STABLE_TEMPLATE: &str = "sluice.dev/stable-template";

@@ -18,12 +18,14 @@
 //!   - [`crd`]: the Rollout custom resource (and its CRD manifest).
 //!   - [`rollout_convert`]: the Rollout to and from the `sluice.v1`
 //!     messages.
-//!   - [`keys`]: annotation and label keys.
+//!   - [`keys`]: annotation and label keys; [`digest`]: short digests of
+//!     specs and pod templates.
 //!   - [`machine`]: the release state machine and the conditions.
 //! - [`duration`]: durations as text (`5m`, `1h30m`).
 
 pub mod convert;
 pub mod crd;
+pub mod digest;
 pub mod duration;
 pub mod keys;
 pub mod load;

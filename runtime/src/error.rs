@@ -59,7 +59,7 @@ impl Error {
     }
 
     /// A configuration error for `flag`.
-    pub(crate) fn config(flag: &'static str, message: impl Into<String>) -> Self {
+    pub fn config(flag: &'static str, message: impl Into<String>) -> Self {
         Self::Config {
             flag,
             message: message.into(),

@@ -46,6 +46,8 @@ use page::Cursor;
 #[derive(Clone)]
 pub struct RolloutsApi {
     client: Option<Client>,
+    /// The Rollouts as a watch sees them, for the bindings.
+    bindings: Option<crate::admission::Bindings>,
     planner: PlannerClient<Channel>,
     /// Cancelled at shutdown; watch streams end on it.
     shutdown: CancellationToken,
@@ -65,11 +67,21 @@ impl RolloutsApi {
         planner: PlannerClient<Channel>,
         shutdown: CancellationToken,
     ) -> Self {
+        let bindings = client
+            .clone()
+            .map(|c| crate::admission::Bindings::start(c, shutdown.clone()));
         Self {
             client,
+            bindings,
             planner,
             shutdown,
         }
+    }
+
+    /// The Rollouts as a watch sees them, for the bindings (`None` without
+    /// a cluster).
+    pub fn bindings(&self) -> Option<crate::admission::Bindings> {
+        self.bindings.clone()
     }
 
     fn client(&self) -> Result<Client, Status> {
@@ -281,6 +293,33 @@ impl Rollouts for RolloutsApi {
             .get_opt(&name)
             .await
             .map_err(|e| kube_status(e, target))?;
+        // A bound Rollout's releases start from the workload's own changes.
+        if let Some(existing) = existing.as_ref().filter(|e| e.spec.bound()) {
+            return Err(Status::failed_precondition(format!(
+                "Rollout {namespace}/{name} is bound to {} {:?}: it releases each change of \
+                 that workload's pod template (kubectl apply, a GitOps sync); change the \
+                 workload (in git), not the Rollout",
+                existing.spec.workload.kind_name(),
+                existing.spec.workload.name
+            )));
+        }
+        // A workload with a bound Rollout takes no other.
+        if let Some(bindings) = &self.bindings {
+            bindings.synced().await.map_err(Status::unavailable)?;
+            if let Some((binding, _)) = bindings
+                .naming(&namespace, &wanted.workload, &name)
+                .into_iter()
+                .find(|(_, bound)| *bound)
+            {
+                return Err(Status::failed_precondition(format!(
+                    "{} {namespace}/{} is bound to Rollout {binding:?}: its releases start from \
+                     changes of its pod template (kubectl apply, a GitOps sync); change the \
+                     workload (in git), or delete that Rollout first",
+                    wanted.workload.kind_name(),
+                    wanted.workload.name,
+                )));
+            }
+        }
         // A repeated start returns the rollout as it is, whatever became of
         // the workload since.
         if let Some(existing) = &existing {

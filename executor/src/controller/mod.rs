@@ -181,6 +181,23 @@ fn owner_of(
     Some(ObjectRef::new(name).within(meta.namespace.as_deref().unwrap_or_default()))
 }
 
+/// The Rollout bound to a workload, as a controller trigger.
+fn bound_to(
+    rollouts: &reflector::Store<Rollout>,
+    kind: WorkloadKind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ObjectRef<Rollout>> {
+    let (ns, name) = (meta.namespace.as_deref()?, meta.name.as_deref()?);
+    rollouts
+        .find(|r| {
+            r.spec.bound()
+                && r.spec.workload.kind == kind
+                && r.spec.workload.name == name
+                && r.metadata.namespace.as_deref() == Some(ns)
+        })
+        .map(|r| ObjectRef::from_obj(&*r))
+}
+
 /// The Deployments and ReplicaSets as the controller's watches last saw
 /// them, so a reconcile reads them from memory instead of the API server.
 ///
@@ -248,8 +265,14 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let metrics = Arc::clone(&ctx.metrics);
     metrics.leading(Some(controller.store()));
+    let rollouts = controller.store();
     controller
-        .watches_stream(deployment_events, |d| owner_of(&d.metadata))
+        .watches_stream(deployment_events, move |d| {
+            // A Deployment nobody holds still wakes the Rollout bound to
+            // it, which reports a change that reached it unheld.
+            owner_of(&d.metadata)
+                .or_else(|| bound_to(&rollouts, WorkloadKind::Deployment, &d.metadata))
+        })
         .watches_stream(replicaset_events, |rs| owner_of(&rs.metadata))
         .watches(
             Api::<StatefulSet>::all(client),
@@ -450,6 +473,19 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
     use sluice_model::spec::Style;
     let style = rollout.spec.strategy.style.unwrap_or_default();
     let action = match (rollout.spec.workload.kind, style) {
+        (kind, style)
+            if rollout.spec.bound()
+                && (kind, style) != (WorkloadKind::Deployment, Style::Partition) =>
+        {
+            fail(
+                &mut status,
+                format!(
+                    "a bound Rollout (no spec.template or spec.images) releases a Deployment \
+                     partition-style only, for now (spec.workload.kind is {kind:?}, \
+                     strategy.style is {style:?}); give the new version in the Rollout instead"
+                ),
+            )
+        }
         (WorkloadKind::Deployment, Style::Partition) => {
             partition::reconcile(ctx, &rollout, &mut consumed, &mut status).await?
         }
@@ -465,7 +501,11 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
         ),
     };
     status.observed_generation = generation;
-    status.release = crate::machine::release_id(&rollout.spec);
+    if !rollout.spec.bound() {
+        // A bound Rollout's release is named by the workload's template,
+        // which only the release's own reconcile reads.
+        status.release = crate::machine::release_id(&rollout.spec);
+    }
     crate::machine::set_conditions(
         &mut status,
         rollout.spec.paused,

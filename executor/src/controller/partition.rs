@@ -117,20 +117,7 @@ pub(super) fn missing_containers(template: &Value, rollout: &Rollout) -> Option<
 
 /// A short stable hash of a template, in the alphabet Kubernetes uses for names.
 fn hash(template: &Value) -> String {
-    let text = serde_json::to_string(template).unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..10)
-        .map(|_| {
-            let c = ALPHABET[(h % ALPHABET.len() as u64) as usize] as char;
-            h /= ALPHABET.len() as u64;
-            c
-        })
-        .collect()
+    sluice_model::digest::template_hash(template)
 }
 
 /// A list of the ReplicaSets a Deployment's selector may own: its
@@ -253,15 +240,19 @@ struct Workload {
     surge: u32,
     unavailable: u32,
     max_surge_text: String,
+    /// The Rollout is bound to the Deployment: the new version is the
+    /// Deployment's own template, changed by the user.
+    bound: bool,
 }
 
 impl Workload {
     async fn load(
         ctx: &Ctx,
         ns: &str,
-        name: &str,
+        rollout: &Rollout,
         status: &RolloutStatus,
     ) -> Result<Option<Self>, Error> {
+        let name = rollout.spec.workload.name.as_str();
         let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
         let replicasets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
         let (deployment, owned) = match cached(ctx, ns, name, status) {
@@ -303,6 +294,7 @@ impl Workload {
             surge,
             unavailable,
             max_surge_text,
+            bound: rollout.spec.bound(),
         }))
     }
 
@@ -356,7 +348,7 @@ pub(super) async fn reconcile(
 ) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
 
-    let Some(w) = Workload::load(ctx, &ns, &rollout.spec.workload.name, status).await? else {
+    let Some(w) = Workload::load(ctx, &ns, rollout, status).await? else {
         return Ok(fail(
             status,
             format!(
@@ -425,7 +417,72 @@ impl Workload {
     }
 
     fn stable(&self, status: &RolloutStatus) -> Option<&ReplicaSet> {
+        if self.bound && status.stable_revision.is_empty() {
+            // The template the admission webhook saw before the change it
+            // held names the stable revision.
+            let before = self.deployment.annotations().get(keys::STABLE_TEMPLATE)?;
+            return self
+                .owned
+                .iter()
+                .find(|rs| hash(&template_of(rs)) == *before);
+        }
         stable_of(&self.deployment, &self.owned, status)
+    }
+
+    /// The template the release brings: the Deployment's own when the
+    /// Rollout is bound to it, else the Rollout's on top of `stable`'s.
+    fn wanted(&self, rollout: &Rollout, stable: &ReplicaSet) -> Value {
+        if self.bound {
+            deployment_template(&self.deployment)
+        } else {
+            desired_template(&template_of(stable), rollout)
+        }
+    }
+
+    /// A bound Deployment's template that its stable pods do not run: the
+    /// release of it was rolled back, and the hold stays (the template is
+    /// what the user wrote; released, it would roll out in full) until the
+    /// template changes again.
+    fn holds_rejected(&self, stable: &ReplicaSet) -> bool {
+        self.bound && template_of(stable) != deployment_template(&self.deployment)
+    }
+
+    /// Whether a release may start on a bound Deployment: held by this
+    /// Rollout (the webhook held the change), with a stable revision to
+    /// start from; a change that reached an unheld Deployment slipped past
+    /// the webhook and is reported, not released.
+    fn bound_start(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
+        let name = self.deployment.name_any();
+        if !self.ours(&rollout.name_any()) {
+            if !status.release.is_empty() {
+                return Start::Refused(format!(
+                    "the pod template of Deployment {name:?} changed without Sluice holding it \
+                     (is the admission webhook registered and the executor reachable?): \
+                     its own controller rolls it out in full, not in batches"
+                ));
+            }
+            return match complete(&self.deployment) {
+                // Bound now; the next change of the template is released.
+                Ok(()) => Start::NothingToDo,
+                Err(why) => Start::Busy(format!("{why}; its own rollout must finish first")),
+            };
+        }
+        let Some(stable) = self.stable(status) else {
+            return Start::Busy(format!(
+                "no ReplicaSet of Deployment {name:?} runs the template it had before the change \
+                 (annotation {} is {:?})",
+                keys::STABLE_TEMPLATE,
+                self.deployment
+                    .annotations()
+                    .get(keys::STABLE_TEMPLATE)
+                    .map_or("missing", String::as_str)
+            ));
+        };
+        if template_of(stable) == deployment_template(&self.deployment) {
+            // Changed back to the stable version (a revert).
+            return Start::NothingToDo;
+        }
+        Start::Ready
     }
 
     /// Whether the Deployment was paused before the release.
@@ -447,6 +504,14 @@ impl Workload {
             .contains_key(keys::ORIGINAL_STRATEGY)
             && spec.and_then(|s| s.strategy.clone()) != user_strategy(&self.deployment);
         paused != self.paused_before() || strategy_held
+    }
+
+    /// Whether ReplicaSets running another template than `template` still
+    /// have pods or want some.
+    fn others_with_pods_than_template(&self, template: &Value) -> bool {
+        self.owned
+            .iter()
+            .any(|rs| template_of(rs) != *template && (spec_replicas(rs) > 0 || pods(rs) > 0))
     }
 
     /// Owned ReplicaSets other than `keep` that still have pods or want some.
@@ -474,6 +539,14 @@ impl steps::Release for Workload {
         }
     }
 
+    fn release_id(&self, rollout: &Rollout) -> String {
+        if self.bound {
+            crate::machine::bound_release_id(&rollout.spec, &deployment_template(&self.deployment))
+        } else {
+            crate::machine::release_id(&rollout.spec)
+        }
+    }
+
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
         let ours = self.ours(&rollout.name_any());
         if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)
@@ -483,6 +556,9 @@ impl steps::Release for Workload {
                 "Deployment {:?} is held by Rollout {holder:?}, whose release must end first",
                 self.deployment.name_any()
             ));
+        }
+        if self.bound {
+            return self.bound_start(rollout, status);
         }
         if !ours && let Err(why) = complete(&self.deployment) {
             return Start::Busy(format!("{why}; its own rollout must finish first"));
@@ -551,6 +627,25 @@ impl steps::Release for Workload {
         let stable = self
             .by_hash(&status.stable_revision)
             .ok_or("the stable ReplicaSet is gone")?;
+        if self.holds_rejected(stable) {
+            let left: u32 = self
+                .others_with_pods(&status.stable_revision)
+                .map(pods)
+                .sum();
+            if ready(stable) < self.replicas || left > 0 {
+                return Err(format!(
+                    "{} of {} stable pods ready; new pods left: {left}",
+                    ready(stable),
+                    self.replicas
+                ));
+            }
+            if !self.held() {
+                return Err("the Deployment's hold was taken off while its template is \
+                     the rejected one"
+                    .into());
+            }
+            return Ok(());
+        }
         if self.held() {
             return Err(format!(
                 "{} of {} stable pods ready; new pods left: {}",
@@ -641,14 +736,30 @@ impl steps::Release for Workload {
             .others_with_pods(&status.stable_revision)
             .next()
             .is_some();
-        if ready(stable) < self.replicas || others {
-            // The ReplicaSets' events bring the next look.
+        if ready(stable) < self.replicas || others || self.holds_rejected(stable) {
+            // The ReplicaSets' events bring the next look. A bound
+            // Deployment stays held on the rejected template.
             return Ok(());
         }
         release_hold(self, template_of(stable)).await
     }
 
     async fn unmark(&self) -> Result<(), Error> {
+        if self.held() {
+            // Still held: given back only when every pod already runs its
+            // template (a bound Deployment changed back to the version that
+            // runs); otherwise the hold and its marks stay (a bound
+            // Deployment held on a rejected template).
+            let current = deployment_template(&self.deployment);
+            let runs = self
+                .owned
+                .iter()
+                .any(|rs| template_of(rs) == current && ready(rs) >= self.replicas);
+            if !runs || self.others_with_pods_than_template(&current) {
+                return Ok(());
+            }
+            release_hold(self, current).await?;
+        }
         let marked = |annotations: &std::collections::BTreeMap<String, String>| {
             MARKS.iter().any(|k| annotations.contains_key(*k))
         };
@@ -669,7 +780,12 @@ impl steps::Release for Workload {
 /// The annotations a release puts on the Deployment (and that
 /// kube-controller-manager copies onto its ReplicaSets), all taken off at
 /// its end.
-const MARKS: [&str; 3] = [keys::ROLLOUT, keys::PAUSED_BEFORE, keys::ORIGINAL_STRATEGY];
+const MARKS: [&str; 4] = [
+    keys::ROLLOUT,
+    keys::PAUSED_BEFORE,
+    keys::ORIGINAL_STRATEGY,
+    keys::STABLE_TEMPLATE,
+];
 
 /// Creates the release's ReplicaSet (at 0) and holds the Deployment on the
 /// new template; records both revisions in `status`.
@@ -688,7 +804,7 @@ async fn begin(
             w.deployment.name_any()
         )));
     };
-    let wanted = desired_template(&template_of(&stable), rollout);
+    let wanted = w.wanted(rollout, &stable);
     let paused_before = w
         .deployment
         .spec
@@ -709,8 +825,12 @@ async fn begin(
         _ => serde_json::to_string(&w.deployment.spec.as_ref().and_then(|s| s.strategy.clone()))
             .unwrap_or_default(),
     };
+    let stable_template = match w.deployment.annotations().get(keys::STABLE_TEMPLATE) {
+        Some(saved) if ours => saved.clone(),
+        _ => hash(&template_of(&stable)),
+    };
     let patch = json!({
-        "metadata": {"annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: before, keys::ORIGINAL_STRATEGY: original}},
+        "metadata": {"annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: before, keys::ORIGINAL_STRATEGY: original, keys::STABLE_TEMPLATE: stable_template}},
         "spec": {"paused": true, "template": wanted, "strategy": hold_strategy()},
     });
     let d = w.patch_deployment(patch).await?;

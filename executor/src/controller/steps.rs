@@ -33,6 +33,12 @@ pub(super) trait Release {
     fn canary_workload(&self) -> Option<String> {
         None
     }
+    /// The identity of the release the Rollout asks for
+    /// ([`machine::release_id`]; a bound Rollout's includes the workload's
+    /// own template).
+    fn release_id(&self, rollout: &Rollout) -> String {
+        machine::release_id(&rollout.spec)
+    }
     /// Whether the release may start.
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start;
     /// How far the workload is towards `batch`; `None` when the release's
@@ -234,7 +240,7 @@ pub(super) async fn drive<R: Release>(
     let plan = plan(ctx, rollout, w.replicas(), &w.max_surge()).await?;
     let batches: Vec<machine::Batch> = plan.batches.iter().map(batch_of).collect();
     let controls = controls(rollout, consumed);
-    let release = machine::release_id(&rollout.spec);
+    let release = w.release_id(rollout);
     let new_release = status.release != release;
 
     // Observe what this state needs.

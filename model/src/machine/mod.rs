@@ -264,19 +264,30 @@ const MAX_HOPS: u32 = 4;
 /// template or images. A Rollout whose digest changes asks for a new
 /// release; any other change is a control of the one in flight.
 pub fn release_id(spec: &crate::crd::RolloutSpec) -> String {
-    let text = serde_json::to_string(&(
-        &spec.workload.kind,
-        &spec.workload.name,
-        &spec.template,
-        &spec.images,
-    ))
-    .unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    crate::digest::hex(
+        &serde_json::to_string(&(
+            &spec.workload.kind,
+            &spec.workload.name,
+            &spec.template,
+            &spec.images,
+        ))
+        .unwrap_or_default(),
+    )
+}
+
+/// The release a bound Rollout asks for: the workload and its own pod
+/// template as last changed (`template`). Any other change of the binding
+/// is a control of the release in flight.
+pub fn bound_release_id(spec: &crate::crd::RolloutSpec, template: &serde_json::Value) -> String {
+    crate::digest::hex(
+        &serde_json::to_string(&(
+            &spec.workload.kind,
+            &spec.workload.name,
+            Some(template),
+            &spec.images,
+        ))
+        .unwrap_or_default(),
+    )
 }
 
 /// A time as RFC 3339, to the second.
@@ -469,8 +480,8 @@ impl Decision<'_> {
                 // A new spec in flight asks for the version the workload ran
                 // before: what the old release changed is undone.
                 self.roll_back(
-                    "the new spec asks for the version the workload ran before the release: \
-                     rolling back to it"
+                    "the version asked for now is the one the workload ran before the release \
+                     (a revert): rolling back to it at once, without analysis"
                         .into(),
                 )
             }
@@ -478,6 +489,9 @@ impl Decision<'_> {
                 self.status
                     .started
                     .get_or_insert_with(|| time_text(input.now));
+                // A hold left on a workload that runs this version already
+                // (a bound workload changed back after a rollback) goes.
+                self.effect(Effect::Unmark);
                 self.end(
                     Phase::Succeeded,
                     "nothing to release: every replica already runs this version",

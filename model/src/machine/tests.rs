@@ -145,6 +145,8 @@ fn nothing_to_do_succeeds_at_once_but_a_refusal_fails() {
     let c = Controls::default();
     let out = decide_with(&RolloutStatus::default(), &plan(), &c, &same, at(0));
     assert_eq!(out.status.phase, Phase::Succeeded);
+    // A hold left on a workload already running this version is taken off.
+    assert_eq!(out.effects, [Effect::Unmark, Effect::StopAnalyses]);
     let refused = decide(&Input {
         status: &RolloutStatus::default(),
         release: RELEASE,

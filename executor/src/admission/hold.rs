@@ -1,0 +1,408 @@
+//! What the admission webhook does to a workload update, as a pure
+//! function of the object before and after the request and the Rollout
+//! bound to it: the JSON Patch that holds the workload's own controller
+//! back, or a refusal.
+//!
+//! A Deployment is held by the fields a partition release holds it with
+//! (see `controller/partition.rs`): `spec.paused: true` (its controller
+//! makes no ReplicaSet for the new template) and `spec.strategy: {type:
+//! Recreate}` (its controller never scales the ReplicaSets of a paused
+//! Deployment proportionally), with the annotations the release reads and
+//! removes at its end: `sluice.dev/rollout` (the Rollout holding it),
+//! `sluice.dev/paused-before` (the `paused` the user asked for),
+//! `sluice.dev/original-strategy` (the strategy the user wrote) and
+//! `sluice.dev/stable-template` (the digest of the template it ran before
+//! the change, naming the stable revision).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::{Value, json};
+
+use crate::keys;
+
+/// The webhook's answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Let it through as it is.
+    Allow,
+    /// Let it through with these JSON Patch operations applied.
+    Patch(Vec<Value>),
+    /// Refuse it, with the reason shown to the user.
+    Deny(String),
+}
+
+/// A Deployment's pod template as the executor compares templates: typed,
+/// so that the digest taken here equals the one the controller takes of
+/// the same template read from a ReplicaSet.
+pub fn deployment_template(d: &Deployment) -> Value {
+    serde_json::to_value(d.spec.as_ref().map(|s| s.template.clone())).unwrap_or(Value::Null)
+}
+
+/// One JSON Pointer segment (RFC 6901).
+fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// The operations that set `annotations` on `object` (raw JSON): each
+/// key, or the whole map when the object has none.
+fn set_annotations(object: &Value, annotations: &[(&str, String)]) -> Vec<Value> {
+    if annotations.is_empty() {
+        return Vec::new();
+    }
+    if object["metadata"]["annotations"].is_object() {
+        annotations
+            .iter()
+            .map(|(k, v)| {
+                json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(k)), "value": v})
+            })
+            .collect()
+    } else {
+        let map: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        vec![json!({"op": "add", "path": "/metadata/annotations", "value": map})]
+    }
+}
+
+/// The strategy that holds a Deployment.
+fn hold_strategy() -> Value {
+    json!({"type": "Recreate"})
+}
+
+/// What to do with an update of Deployment `old` into `new` (raw JSON, as
+/// the API server sends them) whose bound Rollout is `binding`.
+///
+/// - A change of the pod template of a Deployment nobody holds is held:
+///   paused, strategy `Recreate`, the marks recorded.
+/// - Any update of a Deployment `binding` holds keeps the hold: an apply
+///   of the user's manifest (a GitOps sync, `kubectl replace`) that sets
+///   `paused` or `strategy` back or drops the marks gets them again; a
+///   strategy it brings is kept as the user's strategy, given back at the
+///   end. A template change while held is the newer version the release
+///   restarts on (or, back to the stable template, a rollback).
+/// - A change of the template of a Deployment another Rollout holds is
+///   refused: that release must end first.
+/// - Anything else passes as it is.
+pub fn deployment_update(old: &Value, new: &Value, binding: &str) -> Answer {
+    let (Ok(old_typed), Ok(new_typed)) = (
+        serde_json::from_value::<Deployment>(old.clone()),
+        serde_json::from_value::<Deployment>(new.clone()),
+    ) else {
+        return Answer::Deny("the review's object or oldObject is not a Deployment".into());
+    };
+    let annotation = |d: &Deployment, key: &str| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key).cloned())
+    };
+    let name = old_typed.metadata.name.clone().unwrap_or_default();
+    let template_changed = deployment_template(&old_typed) != deployment_template(&new_typed);
+    let new_spec = new_typed.spec.clone().unwrap_or_default();
+    let strategy_text =
+        |d: &Deployment| serde_json::to_string(&d.spec.as_ref().and_then(|s| s.strategy.clone()));
+    match annotation(&old_typed, keys::ROLLOUT) {
+        Some(holder) if holder != binding => {
+            if template_changed {
+                Answer::Deny(format!(
+                    "Deployment {name:?} is being released by Rollout {holder:?}; change its \
+                     pod template once that release has ended (or Abort it)"
+                ))
+            } else {
+                Answer::Allow
+            }
+        }
+        Some(_) => {
+            // Held by `binding`: whatever the request did, the hold stays.
+            let mut marks = Vec::new();
+            for key in [
+                keys::ROLLOUT,
+                keys::PAUSED_BEFORE,
+                keys::ORIGINAL_STRATEGY,
+                keys::STABLE_TEMPLATE,
+            ] {
+                let kept = annotation(&old_typed, key);
+                if let Some(kept) = kept
+                    && annotation(&new_typed, key).is_none()
+                {
+                    marks.push((key, kept));
+                }
+            }
+            let mut ops = Vec::new();
+            let strategy = serde_json::to_value(&new_spec.strategy).unwrap_or(Value::Null);
+            if strategy != hold_strategy() {
+                // The request brought a strategy of the user's own: it is
+                // theirs from now on, given back at the release's end.
+                if let Ok(text) = strategy_text(&new_typed) {
+                    marks.retain(|(k, _)| *k != keys::ORIGINAL_STRATEGY);
+                    marks.push((keys::ORIGINAL_STRATEGY, text));
+                }
+                ops.push(json!({"op": "add", "path": "/spec/strategy", "value": hold_strategy()}));
+            }
+            if new_spec.paused != Some(true) {
+                ops.push(json!({"op": "add", "path": "/spec/paused", "value": true}));
+            }
+            let mut all = set_annotations(new, &marks);
+            all.extend(ops);
+            if all.is_empty() {
+                Answer::Allow
+            } else {
+                Answer::Patch(all)
+            }
+        }
+        None if !template_changed => Answer::Allow,
+        None => {
+            let paused = new_spec.paused.unwrap_or(false);
+            let Ok(strategy) = strategy_text(&new_typed) else {
+                return Answer::Deny("the Deployment's strategy cannot be read".into());
+            };
+            let stable = sluice_model::digest::template_hash(&deployment_template(&old_typed));
+            let mut ops = set_annotations(
+                new,
+                &[
+                    (keys::ROLLOUT, binding.to_owned()),
+                    (keys::PAUSED_BEFORE, paused.to_string()),
+                    (keys::ORIGINAL_STRATEGY, strategy),
+                    (keys::STABLE_TEMPLATE, stable),
+                ],
+            );
+            ops.push(json!({"op": "add", "path": "/spec/paused", "value": true}));
+            ops.push(json!({"op": "add", "path": "/spec/strategy", "value": hold_strategy()}));
+            Answer::Patch(ops)
+        }
+    }
+}
+
+/// Whether a Rollout (`name`, its spec as raw JSON) may be created or
+/// changed beside `others` (the namespace's other Rollouts: name, bound,
+/// workload kind and name): a workload takes one Rollout bound to it, and
+/// no other Rollout while it has one.
+pub fn rollout_admission(
+    name: &str,
+    spec: &crate::crd::RolloutSpec,
+    others: &[(String, bool, crate::crd::WorkloadRef)],
+) -> Answer {
+    for (other, other_bound, workload) in others {
+        if other == name || *workload != spec.workload {
+            continue;
+        }
+        if spec.bound() || *other_bound {
+            let kind = spec.workload.kind_name();
+            let what = if *other_bound {
+                format!("is bound to Rollout {other:?}")
+            } else {
+                format!("is released by Rollout {other:?}")
+            };
+            return Answer::Deny(format!(
+                "spec.workload: {kind} {:?} {what}; a workload takes one bound Rollout and no \
+                 other Rollout beside it (delete {other:?} first)",
+                spec.workload.name
+            ));
+        }
+    }
+    Answer::Allow
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(image: &str, annotations: Value, paused: Option<bool>) -> Value {
+        let mut d = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "replicas": 4,
+                "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": image}]}},
+            },
+        });
+        if !annotations.is_null() {
+            d["metadata"]["annotations"] = annotations;
+        }
+        if let Some(p) = paused {
+            d["spec"]["paused"] = json!(p);
+        }
+        d
+    }
+
+    /// `object` with the patch applied (add operations on objects only,
+    /// as the webhook makes them).
+    fn apply(object: &Value, ops: &[Value]) -> Value {
+        let mut out = object.clone();
+        for op in ops {
+            assert_eq!(op["op"], "add");
+            let path: Vec<String> = op["path"].as_str().unwrap()[1..]
+                .split('/')
+                .map(|s| s.replace("~1", "/").replace("~0", "~"))
+                .collect();
+            let mut at = &mut out;
+            for seg in &path[..path.len() - 1] {
+                at = at.get_mut(seg.as_str()).expect("parent exists");
+            }
+            at[path.last().unwrap().as_str()] = op["value"].clone();
+        }
+        out
+    }
+
+    #[test]
+    fn a_template_change_is_held_in_the_same_request() {
+        let old = deployment("v1", Value::Null, None);
+        let new = deployment("v2", Value::Null, None);
+        let Answer::Patch(ops) = deployment_update(&old, &new, "web") else {
+            panic!("not held");
+        };
+        let held = apply(&new, &ops);
+        assert_eq!(held["spec"]["paused"], true);
+        assert_eq!(held["spec"]["strategy"], json!({"type": "Recreate"}));
+        let a = &held["metadata"]["annotations"];
+        assert_eq!(a[keys::ROLLOUT], "web");
+        assert_eq!(a[keys::PAUSED_BEFORE], "false");
+        let saved: Value =
+            serde_json::from_str(a[keys::ORIGINAL_STRATEGY].as_str().unwrap()).unwrap();
+        assert_eq!(saved, new["spec"]["strategy"]);
+        let old_typed: Deployment = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            a[keys::STABLE_TEMPLATE],
+            sluice_model::digest::template_hash(&deployment_template(&old_typed)).as_str()
+        );
+        // The new template itself is left as the user wrote it.
+        assert_eq!(held["spec"]["template"], new["spec"]["template"]);
+    }
+
+    #[test]
+    fn changes_outside_the_template_pass_untouched() {
+        let old = deployment("v1", json!({"team": "a"}), None);
+        let mut new = deployment("v1", json!({"team": "b"}), None);
+        new["spec"]["replicas"] = json!(9);
+        new["metadata"]["labels"] = json!({"tier": "front"});
+        assert_eq!(deployment_update(&old, &new, "web"), Answer::Allow);
+    }
+
+    #[test]
+    fn existing_annotations_get_the_marks_key_by_key_escaped() {
+        let old = deployment("v1", json!({"team": "a"}), Some(true));
+        let new = deployment("v2", json!({"team": "a"}), Some(true));
+        let Answer::Patch(ops) = deployment_update(&old, &new, "web") else {
+            panic!("not held");
+        };
+        assert!(
+            ops.iter()
+                .any(|o| o["path"] == "/metadata/annotations/sluice.dev~1rollout"),
+            "{ops:?}"
+        );
+        let held = apply(&new, &ops);
+        assert_eq!(held["metadata"]["annotations"]["team"], "a");
+        assert_eq!(held["metadata"]["annotations"][keys::PAUSED_BEFORE], "true");
+    }
+
+    #[test]
+    fn a_sync_of_the_users_manifest_during_a_release_keeps_the_hold() {
+        let old = deployment("v1", Value::Null, None);
+        let new = deployment("v2", Value::Null, None);
+        let Answer::Patch(ops) = deployment_update(&old, &new, "web") else {
+            panic!("not held");
+        };
+        let held = apply(&new, &ops);
+        // Nothing changed: nothing to do.
+        assert_eq!(deployment_update(&held, &held, "web"), Answer::Allow);
+        // `kubectl replace` of the manifest with a new maxSurge: the hold
+        // and every mark come back, the new strategy is the user's now.
+        let mut replaced = deployment("v2", Value::Null, None);
+        replaced["spec"]["strategy"]["rollingUpdate"]["maxSurge"] = json!(1);
+        let Answer::Patch(ops) = deployment_update(&held, &replaced, "web") else {
+            panic!("hold not kept");
+        };
+        let again = apply(&replaced, &ops);
+        assert_eq!(again["spec"]["paused"], true);
+        assert_eq!(again["spec"]["strategy"], json!({"type": "Recreate"}));
+        let a = &again["metadata"]["annotations"];
+        assert_eq!(a[keys::ROLLOUT], "web");
+        assert_eq!(
+            a[keys::STABLE_TEMPLATE],
+            held["metadata"]["annotations"][keys::STABLE_TEMPLATE]
+        );
+        let saved: Value =
+            serde_json::from_str(a[keys::ORIGINAL_STRATEGY].as_str().unwrap()).unwrap();
+        assert_eq!(saved["rollingUpdate"]["maxSurge"], 1);
+        // A newer template while held: held still, the stable one kept.
+        let newer = apply(
+            &deployment("v3", held["metadata"]["annotations"].clone(), Some(true)),
+            &[json!({"op": "add", "path": "/spec/strategy", "value": {"type": "Recreate"}})],
+        );
+        assert_eq!(deployment_update(&held, &newer, "web"), Answer::Allow);
+    }
+
+    #[test]
+    fn a_template_change_under_another_rollouts_release_is_refused() {
+        let old = deployment(
+            "v1",
+            json!({"sluice.dev/rollout": "platform-release"}),
+            Some(true),
+        );
+        let new = deployment(
+            "v2",
+            json!({"sluice.dev/rollout": "platform-release"}),
+            Some(true),
+        );
+        let Answer::Deny(why) = deployment_update(&old, &new, "web") else {
+            panic!("not refused");
+        };
+        assert!(why.contains("platform-release"), "{why}");
+        let mut scaled = old.clone();
+        scaled["spec"]["replicas"] = json!(6);
+        assert_eq!(deployment_update(&old, &scaled, "web"), Answer::Allow);
+    }
+
+    #[test]
+    fn a_second_binding_of_one_workload_is_refused_naming_the_first() {
+        use crate::crd::{RolloutSpec, WorkloadKind, WorkloadRef};
+        let web = WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "web".into(),
+        };
+        let bound = RolloutSpec {
+            workload: web.clone(),
+            ..RolloutSpec::default()
+        };
+        let others = [("web-binding".to_owned(), true, web.clone())];
+        let Answer::Deny(why) = rollout_admission("second", &bound, &others) else {
+            panic!("not refused");
+        };
+        assert!(
+            why.contains("web-binding") && why.starts_with("spec.workload"),
+            "{why}"
+        );
+        // The binding itself may change.
+        assert_eq!(
+            rollout_admission("web-binding", &bound, &others),
+            Answer::Allow
+        );
+        // Another workload is free.
+        let api = RolloutSpec {
+            workload: WorkloadRef {
+                kind: WorkloadKind::Deployment,
+                name: "api".into(),
+            },
+            ..RolloutSpec::default()
+        };
+        assert_eq!(rollout_admission("api", &api, &others), Answer::Allow);
+        // Two Rollouts naming new versions may share a workload (the second
+        // waits for the first); a binding beside one may not.
+        let mut versioned = bound.clone();
+        versioned.images = vec![crate::crd::ImageUpdate {
+            container: "app".into(),
+            image: "v2".into(),
+        }];
+        let plain = [("release-1".to_owned(), false, web)];
+        assert_eq!(
+            rollout_admission("release-2", &versioned, &plain),
+            Answer::Allow
+        );
+        assert!(matches!(
+            rollout_admission("binding", &bound, &plain),
+            Answer::Deny(_)
+        ));
+    }
+}

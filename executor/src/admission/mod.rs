@@ -1,0 +1,430 @@
+//! The admission webhook the API server calls (HTTPS, `admission.k8s.io/v1`
+//! AdmissionReview): it holds a bound workload back in the same request
+//! that changes its pod template, so that its own controller never rolls
+//! the change out, and refuses a second binding of one workload.
+//!
+//! - `POST /mutate`: Deployment updates. A change of the pod template of a
+//!   Deployment a Rollout is bound to gets the hold ([`hold`]); everything
+//!   else passes as it is, and so do Sluice's own writes (field manager
+//!   `sluice`, as every executor write names it).
+//! - `POST /validate`: Rollout creates and updates. A workload takes one
+//!   bound Rollout and no other Rollout beside it.
+//!
+//! Answers read only an in-memory copy of the Rollouts (a watch), never
+//! the API server, so a slow API server does not slow them; until that
+//! copy has listed, requests are refused with a reason rather than let
+//! through unheld. A review that cannot be read gets a well-formed denial.
+//! The serving certificate is read from files and read again when they
+//! change (a Secret mounted by cert-manager, say), so a rotation fails no
+//! request.
+
+pub mod hold;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::header,
+    response::IntoResponse,
+    routing::post,
+};
+use futures::StreamExt;
+use kube::{
+    Api, ResourceExt,
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use rustls::{
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde_json::{Value, json};
+use sluice_runtime::Error;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::{crd::Rollout, crd::WorkloadKind, metrics::Metrics};
+use hold::Answer;
+
+/// The largest review read: two objects at the API server's limit (3 MiB
+/// each) and the rest of the request.
+pub const MAX_REVIEW_BYTES: usize = 8 << 20;
+
+/// How long a review waits for the first list of Rollouts before it is
+/// refused (well within the API server's default webhook timeout, 10 s).
+const SYNC_WAIT: Duration = Duration::from_secs(3);
+
+/// The cluster's Rollouts as a watch last saw them (without their status),
+/// for the questions a review or a start asks: which Rollout is bound to a
+/// workload, which other Rollouts name it.
+#[derive(Clone)]
+pub struct Bindings {
+    rollouts: reflector::Store<Rollout>,
+}
+
+impl std::fmt::Debug for Bindings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bindings").finish_non_exhaustive()
+    }
+}
+
+impl Bindings {
+    /// Starts watching the Rollouts through `client`, until `stop`.
+    pub fn start(client: kube::Client, stop: CancellationToken) -> Self {
+        let (rollouts, writer) = reflector::store();
+        let watch = reflector::reflector(
+            writer,
+            watcher(Api::<Rollout>::all(client), watcher::Config::default())
+                .default_backoff()
+                .modify(|r: &mut Rollout| {
+                    r.metadata.managed_fields = None;
+                    r.status = None;
+                }),
+        );
+        tokio::spawn(async move {
+            let run = watch.for_each(|event| async move {
+                if let Err(error) = event {
+                    tracing::debug!(%error, "the Rollout watch of the bindings");
+                }
+            });
+            tokio::select! {
+                () = run => {}
+                () = stop.cancelled() => {}
+            }
+        });
+        Self { rollouts }
+    }
+
+    /// Waits (a bounded time) for the watch's first list.
+    ///
+    /// # Errors
+    /// Why no answer can be given yet.
+    pub async fn synced(&self) -> Result<(), String> {
+        match tokio::time::timeout(SYNC_WAIT, self.rollouts.wait_until_ready()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err("Sluice has not read the cluster's Rollouts yet; retry in a moment".into()),
+        }
+    }
+
+    /// The Rollouts of `namespace` naming `workload`, other than `except`:
+    /// each with its name and whether it is bound.
+    pub fn naming(
+        &self,
+        namespace: &str,
+        workload: &crate::crd::WorkloadRef,
+        except: &str,
+    ) -> Vec<(String, bool)> {
+        self.rollouts
+            .state_filter(|r| {
+                r.metadata.namespace.as_deref() == Some(namespace)
+                    && r.spec.workload == *workload
+                    && r.metadata.name.as_deref() != Some(except)
+            })
+            .iter()
+            .map(|r| (r.name_any(), r.spec.bound()))
+            .collect()
+    }
+}
+
+/// The webhook's state.
+struct Webhook {
+    bindings: Bindings,
+    metrics: Arc<Metrics>,
+}
+
+/// A listener bound for the webhook.
+pub struct Bound {
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    addr: SocketAddr,
+}
+
+impl Bound {
+    /// Binds `addr` (flag `--webhook-addr`) with the certificate files.
+    ///
+    /// # Errors
+    /// [`Error::Bind`], or [`Error::Config`] naming the flag whose file is
+    /// unreadable or not PEM.
+    pub async fn bind(addr: SocketAddr, cert: &Path, key: &Path) -> Result<Self, Error> {
+        let resolver = CertFiles::load(cert, key)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::config("--webhook-cert", e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind {
+                flag: "--webhook-addr",
+                addr,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            context: "reading the webhook's bound address",
+            source,
+        })?;
+        tracing::info!(webhook_addr = %addr, "webhook listening");
+        Ok(Self {
+            listener,
+            tls: TlsAcceptor::from(Arc::new(config)),
+            addr,
+        })
+    }
+
+    /// The address bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves reviews until `stop`, answering from `bindings`.
+    pub async fn serve(self, bindings: Bindings, metrics: Arc<Metrics>, stop: CancellationToken) {
+        let app = router(Arc::new(Webhook { bindings, metrics }));
+        if let Err(error) =
+            sluice_runtime::http::serve(self.listener, Some(self.tls), app, stop).await
+        {
+            tracing::error!(%error, "the webhook stopped");
+        }
+    }
+}
+
+fn router(webhook: Arc<Webhook>) -> Router {
+    Router::new()
+        .route("/mutate", post(review))
+        .route("/validate", post(review))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .with_state(webhook)
+}
+
+/// Answers one AdmissionReview.
+async fn review(State(webhook): State<Arc<Webhook>>, body: Bytes) -> impl IntoResponse {
+    let start = Instant::now();
+    let (kind, result, answer) = webhook.answer(&body).await;
+    webhook.metrics.admitted(&kind, result, start.elapsed());
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
+}
+
+/// A review's answer: `allowed`, with a base64 JSON Patch, or denied with
+/// a reason and code 403.
+fn response(api_version: &str, uid: &str, answer: &Answer) -> Value {
+    let mut response = json!({"uid": uid, "allowed": true});
+    match answer {
+        Answer::Allow => {}
+        Answer::Patch(ops) => {
+            let bytes = serde_json::to_vec(ops).unwrap_or_default();
+            response["patchType"] = json!("JSONPatch");
+            response["patch"] =
+                serde_json::to_value(k8s_openapi::ByteString(bytes)).unwrap_or(Value::Null);
+        }
+        Answer::Deny(reason) => {
+            response["allowed"] = json!(false);
+            response["status"] = json!({"code": 403, "reason": "Forbidden", "message": reason});
+        }
+    }
+    json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response})
+}
+
+impl Webhook {
+    /// The review's answer, with the kind it concerned and the result for
+    /// the metrics.
+    async fn answer(&self, body: &[u8]) -> (String, &'static str, Value) {
+        let invalid = |why: String| {
+            (
+                String::new(),
+                "invalid",
+                response(
+                    "admission.k8s.io/v1",
+                    "",
+                    &Answer::Deny(format!("not an AdmissionReview: {why}")),
+                ),
+            )
+        };
+        let review: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return invalid(e.to_string()),
+        };
+        let request = &review["request"];
+        let Some(uid) = request["uid"].as_str() else {
+            return invalid("request.uid is missing".into());
+        };
+        let api_version = match review["apiVersion"].as_str() {
+            Some(v @ ("admission.k8s.io/v1" | "admission.k8s.io/v1beta1")) => v,
+            other => {
+                return invalid(format!(
+                    "apiVersion must be admission.k8s.io/v1, got {other:?}"
+                ));
+            }
+        };
+        let kind = request["kind"]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let group = request["kind"]["group"].as_str().unwrap_or_default();
+        let operation = request["operation"].as_str().unwrap_or_default();
+        let namespace = request["namespace"].as_str().unwrap_or_default();
+        let answer = match (group, kind.as_str(), operation) {
+            // Sluice's own writes (the release's begin, hand-back, rollback)
+            // pass as they are: the hold is theirs to set and take off.
+            ("apps", "Deployment", "UPDATE")
+                if request["options"]["fieldManager"] == crate::keys::FIELD_MANAGER =>
+            {
+                Answer::Allow
+            }
+            ("apps", "Deployment", "UPDATE") => {
+                let name = request["name"].as_str().unwrap_or_default();
+                match self
+                    .binding(namespace, WorkloadKind::Deployment, name)
+                    .await
+                {
+                    Err(why) => Answer::Deny(why),
+                    Ok(None) => Answer::Allow,
+                    Ok(Some(binding)) => {
+                        hold::deployment_update(&request["oldObject"], &request["object"], &binding)
+                    }
+                }
+            }
+            ("sluice.dev", "Rollout", "CREATE" | "UPDATE") => {
+                match serde_json::from_value::<Rollout>(request["object"].clone()) {
+                    // The API server's schema refuses what does not parse.
+                    Err(_) => Answer::Allow,
+                    Ok(rollout) => match self.bindings.synced().await {
+                        Err(why) => Answer::Deny(why),
+                        Ok(()) => {
+                            let others: Vec<_> = self
+                                .bindings
+                                .naming(namespace, &rollout.spec.workload, &rollout.name_any())
+                                .into_iter()
+                                .map(|(name, bound)| (name, bound, rollout.spec.workload.clone()))
+                                .collect();
+                            hold::rollout_admission(&rollout.name_any(), &rollout.spec, &others)
+                        }
+                    },
+                }
+            }
+            _ => Answer::Allow,
+        };
+        let result = match &answer {
+            Answer::Allow => "allowed",
+            Answer::Patch(_) => "held",
+            Answer::Deny(_) => "denied",
+        };
+        if let Answer::Deny(reason) = &answer {
+            tracing::info!(%kind, %namespace, name = request["name"].as_str().unwrap_or_default(), %reason, "admission denied");
+        }
+        (kind, result, response(api_version, uid, &answer))
+    }
+
+    /// The Rollout bound to a workload, if any.
+    async fn binding(
+        &self,
+        namespace: &str,
+        kind: WorkloadKind,
+        name: &str,
+    ) -> Result<Option<String>, String> {
+        self.bindings.synced().await?;
+        let workload = crate::crd::WorkloadRef {
+            kind,
+            name: name.to_owned(),
+        };
+        Ok(self
+            .bindings
+            .naming(namespace, &workload, "")
+            .into_iter()
+            .find_map(|(name, bound)| bound.then_some(name)))
+    }
+}
+
+/// The serving certificate, from files read again when they change.
+#[derive(Debug)]
+struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Mutex<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    /// The files' modification times when read.
+    stamp: (Option<SystemTime>, Option<SystemTime>),
+    /// When the files were last looked at.
+    checked: Instant,
+}
+
+/// How often the files are looked at for a change, at most.
+const RECHECK: Duration = Duration::from_secs(1);
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl CertFiles {
+    fn load(cert: &Path, key: &Path) -> Result<Self, Error> {
+        let loaded = Self::read(cert, key)?;
+        Ok(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: Mutex::new(loaded),
+        })
+    }
+
+    fn read(cert: &Path, key: &Path) -> Result<Loaded, Error> {
+        let stamp = (modified(cert), modified(key));
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| Error::config("--webhook-cert", format!("{}: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(Error::config(
+                "--webhook-cert",
+                format!("{}: no certificate in it", cert.display()),
+            ));
+        }
+        let private = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| Error::config("--webhook-key", format!("{}: {e}", key.display())))?;
+        let signing = rustls::crypto::ring::sign::any_supported_type(&private)
+            .map_err(|e| Error::config("--webhook-key", format!("{}: {e}", key.display())))?;
+        Ok(Loaded {
+            key: Arc::new(CertifiedKey::new(chain, signing)),
+            stamp,
+            checked: Instant::now(),
+        })
+    }
+}
+
+impl ResolvesServerCert for CertFiles {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.checked.elapsed() >= RECHECK {
+            current.checked = Instant::now();
+            let stamp = (modified(&self.cert), modified(&self.key));
+            if stamp != current.stamp {
+                // A half-written pair fails to read or to match: the old
+                // one serves until both files agree.
+                match Self::read(&self.cert, &self.key) {
+                    Ok(loaded) if loaded.key.keys_match().is_ok() => {
+                        tracing::info!(cert = %self.cert.display(), "webhook certificate reloaded");
+                        *current = loaded;
+                    }
+                    Ok(_) => tracing::debug!("webhook certificate and key do not match yet"),
+                    Err(error) => tracing::debug!(%error, "webhook certificate not read"),
+                }
+            }
+        }
+        Some(Arc::clone(&current.key))
+    }
+}
