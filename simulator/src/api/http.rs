@@ -29,6 +29,7 @@ use crate::api::{
 pub struct ApiServer {
     store: Arc<Store>,
     faults: Arc<Faults>,
+    admission: Arc<crate::api::admission::Admission>,
     options: Options,
 }
 
@@ -74,6 +75,7 @@ impl ApiServer {
         Self {
             store: Arc::new(Store::with_history(options.clock.clone(), options.history)),
             faults: Arc::new(Faults::new(options.seed)),
+            admission: Arc::default(),
             options,
         }
     }
@@ -278,6 +280,15 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if matches!(verb, "create" | "update" | "patch") && target.sub.is_none() {
+        api.admission.wrote(&target.resource);
+        if api.admission.active(&target.resource) {
+            return api
+                .admitted_write(verb, &target, content_type, &query, &body)
+                .await
+                .unwrap_or_else(|e| error_response(&e));
+        }
+    }
     let result = match verb {
         "get" => api.get(&target, &accept),
         "list" => api.list(&target, &query, &accept),
@@ -420,6 +431,115 @@ impl ApiServer {
             .store
             .create(&target.resource, self.ns(target), object)?;
         Ok(json_response(StatusCode::CREATED, &created))
+    }
+
+    /// A create, update or patch of an object under admission: the object
+    /// as it would be stored (defaulted) goes through the registered
+    /// webhooks, and what they leave is written, conditionally on the
+    /// version read (a patch whose object changed meanwhile is made again).
+    async fn admitted_write(
+        &self,
+        verb: &str,
+        target: &Target,
+        content_type: &str,
+        query: &Query,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        use crate::api::{
+            admission::Attempt,
+            patch::{PatchType, apply},
+        };
+        let res = &target.resource;
+        let ns = self.ns(target);
+        let builtin = !res.group.contains('.') || res.group.ends_with(".k8s.io");
+        for _ in 0..5 {
+            let name = target.name.clone().unwrap_or_default();
+            let (operation, old, mut object) = match verb {
+                "create" => {
+                    if target.name.is_some() {
+                        return Err(ApiError::method_not_allowed(
+                            "POST is not allowed on a named object",
+                        ));
+                    }
+                    ("CREATE", None, parse_body(body)?)
+                }
+                "update" => {
+                    let current = self.store.get_value(res, ns, &name)?;
+                    ("UPDATE", Some(current), parse_body(body)?)
+                }
+                _ => {
+                    let kind = PatchType::from_content_type(content_type)?;
+                    match self.store.get_value(res, ns, &name) {
+                        Ok(current) => {
+                            let mut patched = current.clone();
+                            apply(kind, &mut patched, body, builtin)?;
+                            ("UPDATE", Some(current), patched)
+                        }
+                        Err(e) if e.code == 404 && kind == PatchType::Apply => {
+                            let mut fresh = json!({});
+                            apply(kind, &mut fresh, body, builtin)?;
+                            if fresh["metadata"]["name"].is_null() {
+                                fresh["metadata"]["name"] = json!(name);
+                            }
+                            ("CREATE", None, fresh)
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            if res.namespaced && object["metadata"]["namespace"].is_null() {
+                object["metadata"]["namespace"] = json!(ns);
+            }
+            self.store.defaults(res, &mut object);
+            let object_name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or(&name)
+                .to_owned();
+            let read_version = old
+                .as_ref()
+                .map(|o| o["metadata"]["resourceVersion"].clone());
+            let mut admitted = self
+                .admission
+                .admit(
+                    &self.store,
+                    Attempt {
+                        resource: res,
+                        version: &target.version,
+                        operation,
+                        namespace: ns,
+                        name: &object_name,
+                        object,
+                        old,
+                        field_manager: query.get("fieldManager").map(String::as_str),
+                        dry_run: query.contains_key("dryRun"),
+                    },
+                )
+                .await?;
+            let written = if operation == "CREATE" {
+                self.store
+                    .create(res, ns, admitted)
+                    .map(|v| (StatusCode::CREATED, v))
+            } else {
+                if verb == "patch"
+                    && let Some(version) = read_version
+                {
+                    admitted["metadata"]["resourceVersion"] = version;
+                }
+                self.store
+                    .update(res, ns, &name, admitted, Part::Main)
+                    .map(|v| (StatusCode::OK, v))
+            };
+            match written {
+                Err(e) if e.code == 409 && verb == "patch" => {}
+                other => return other.map(|(code, v)| json_response(code, &v)),
+            }
+        }
+        Err(ApiError::conflict(
+            &res.group,
+            &res.plural,
+            target.name.as_deref().unwrap_or_default(),
+            "the object kept changing while admission webhooks looked at it",
+        ))
     }
 
     fn update(&self, target: &Target, body: &[u8]) -> Result<Response, ApiError> {

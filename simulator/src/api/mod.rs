@@ -12,7 +12,10 @@
 //! - [`splice`]: status writes that copy the rest of an object's JSON as it is.
 //! - [`status`]: errors as `metav1.Status`.
 //! - [`faults`]: injected errors, latency and dropped watches.
+//! - [`admission`]: mutating and validating admission webhooks, called
+//!   over HTTPS as kube-apiserver calls them.
 
+pub mod admission;
 pub mod defaults;
 pub mod discovery;
 pub mod faults;

@@ -83,7 +83,12 @@ impl ApiError {
         e
     }
 
-    /// 400.
+    /// 403 Forbidden (an admission webhook's denial).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    /// 400 BadRequest.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

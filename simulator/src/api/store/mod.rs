@@ -594,7 +594,7 @@ impl Store {
     }
 
     /// Fills in what the API server defaults, cluster IPs included.
-    fn defaults(&self, res: &Resource, object: &mut Value) {
+    pub fn defaults(&self, res: &Resource, object: &mut Value) {
         let mut next_ip = || {
             let ip = self.ips.fetch_add(1, Ordering::Relaxed) + 1;
             format!("10.96.{}.{}", ip / 250, ip % 250 + 1)

@@ -1,0 +1,363 @@
+//! Releases started by a change of the workload itself, end to end on the
+//! simulated cluster: its API server calls the executor's admission
+//! webhook (registered from `deploy/webhook.yaml`) over HTTPS as
+//! kube-apiserver does, and the controller releases what the webhook held.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use std::sync::Arc;
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    events::v1::Event,
+};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde::Deserialize as _;
+use serde_json::{Value, json};
+use sluice_executor::{
+    admission::{Bindings, Bound},
+    crd::{Phase, Rollout},
+};
+
+mod common;
+
+use common::{World, ready_workload, wait_phase, world};
+
+/// Serves the webhook over HTTPS with a fresh CA, and registers
+/// `deploy/webhook.yaml` with its clientConfig pointed at it.
+async fn register_webhook(
+    world: &World,
+    dir: &std::path::Path,
+) -> Arc<sluice_executor::metrics::Metrics> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("webhook.crt"), dir.join("webhook.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+
+    let bound = Bound::bind("127.0.0.1:0".parse().unwrap(), &cert_file, &key_file)
+        .await
+        .unwrap();
+    let addr = bound.addr();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let bindings = Bindings::start(world.client.clone(), stop.clone());
+    let metrics = Arc::new(sluice_executor::metrics::Metrics::default());
+    tokio::spawn(bound.serve(bindings, metrics.clone(), stop.clone()));
+    std::mem::forget(stop.drop_guard());
+
+    let ca_bundle =
+        serde_json::to_value(k8s_openapi::ByteString(ca_cert.pem().into_bytes())).unwrap();
+    let text = include_str!("../../deploy/webhook.yaml");
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let mut manifest = Value::deserialize(doc).unwrap();
+        for hook in manifest["webhooks"].as_array_mut().unwrap() {
+            let path = hook["clientConfig"]["service"]["path"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            hook["clientConfig"] =
+                json!({"url": format!("https://{addr}{path}"), "caBundle": ca_bundle});
+        }
+        let kind = manifest["kind"].as_str().unwrap();
+        let plural = if kind.starts_with("Mutating") {
+            "mutatingwebhookconfigurations"
+        } else {
+            "validatingwebhookconfigurations"
+        };
+        let resource = kube::api::ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::all_with(world.client.clone(), &resource);
+        let object: kube::api::DynamicObject = serde_json::from_value(manifest).unwrap();
+        api.create(&PostParams::default(), &object).await.unwrap();
+    }
+    metrics
+}
+
+/// A binding of `web`: two batches, each checked by `health`.
+fn binding() -> Rollout {
+    serde_yaml::from_str(
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  workload: {kind: Deployment, name: web}
+  strategy:
+    canary:
+      progressDeadline: 60s
+      steps:
+        - {replicas: "20%", analyses: [health]}
+        - {replicas: "50%", analyses: [health]}
+  analyses:
+    - name: health
+      metrics:
+        - name: success-rate
+          template: request-success-rate
+          successCondition: {threshold: {min: 0.99}}
+          failureCondition: {threshold: {max: 0.95}}
+          initialDelay: 3s
+          interval: 1s
+          count: 3
+          inconclusiveLimit: 1
+"#,
+    )
+    .unwrap()
+}
+
+/// Changes `web`'s image as `kubectl set image` does.
+async fn set_image(deployments: &Api<Deployment>, image: &str) -> Result<Deployment, kube::Error> {
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
+    deployments
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("kubectl-set".into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(patch),
+        )
+        .await
+}
+
+fn image_of(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+fn sluice_marks(d: &Deployment) -> Vec<String> {
+    d.metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_keys()
+        .filter(|k| k.starts_with("sluice.dev/"))
+        .collect()
+}
+
+/// Waits for the next terminal phase after `after` (the status's release
+/// changed from it).
+async fn wait_release(rollouts: &Api<Rollout>, after: &str) -> Rollout {
+    wait_phase(rollouts, |_| true).await;
+    for _ in 0..1200 {
+        let r = rollouts.get("web").await.unwrap();
+        let s = r.status.clone().unwrap_or_default();
+        if s.release != after
+            && matches!(
+                s.phase,
+                Phase::Succeeded | Phase::RolledBack | Phase::Failed
+            )
+        {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no new release ended: {:#?}",
+        rollouts.get("web").await.unwrap().status
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_change_is_rolled_back_and_held_until_a_revert_or_a_fix_and_an_unheld_change_is_reported()
+ {
+    let world = world("bad-canary").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts
+        .create(&PostParams::default(), &binding())
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await.status.unwrap();
+    assert_eq!(idle.phase, Phase::Succeeded, "{idle:#?}");
+
+    // A bad version: held in the request, released, rolled back by its analysis.
+    let held = set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    assert_eq!(held.spec.as_ref().unwrap().paused, Some(true));
+    let failed = wait_release(&rollouts, &idle.release).await.status.unwrap();
+    assert_eq!(failed.phase, Phase::RolledBack, "{failed:#?}");
+    assert!(
+        failed.message.contains("analysis failed"),
+        "{}",
+        failed.message
+    );
+    // The Deployment keeps the version applied (it is what git says), held:
+    // every pod is stable, and its own controller makes none of 2.0.
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(image_of(&d), "registry.example/web:2.0");
+    assert_eq!(
+        d.spec.as_ref().unwrap().paused,
+        Some(true),
+        "held on the rejected template"
+    );
+    assert!(sluice_marks(&d).contains(&"sluice.dev/rollout".to_owned()));
+    let sets = Api::<ReplicaSet>::default_namespaced(world.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let replicas = |image: &str| -> i32 {
+        sets.items
+            .iter()
+            .filter(|rs| {
+                rs.spec
+                    .as_ref()
+                    .unwrap()
+                    .template
+                    .as_ref()
+                    .unwrap()
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .containers[0]
+                    .image
+                    .as_deref()
+                    == Some(image)
+            })
+            .map(|rs| rs.spec.as_ref().unwrap().replicas.unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(
+        (
+            replicas("registry.example/web:1.0"),
+            replicas("registry.example/web:2.0")
+        ),
+        (10, 0)
+    );
+
+    // A revert gives the Deployment back at once, as the user wrote it.
+    set_image(&deployments, "registry.example/web:1.0")
+        .await
+        .unwrap();
+    let reverted = wait_release(&rollouts, &failed.release)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(reverted.phase, Phase::Succeeded, "{reverted:#?}");
+    let d = deployments.get("web").await.unwrap();
+    assert_ne!(d.spec.as_ref().unwrap().paused, Some(true));
+    assert_eq!(sluice_marks(&d), Vec::<String>::new());
+
+    // A fix goes out in batches and ends handed back.
+    set_image(&deployments, "registry.example/web:3.0")
+        .await
+        .unwrap();
+    let fixed = wait_release(&rollouts, &reverted.release)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(fixed.phase, Phase::Succeeded, "{fixed:#?}");
+    assert_eq!(
+        fixed.steps.len(),
+        3,
+        "released in its two batches and the last: {fixed:#?}"
+    );
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        (
+            image_of(&d),
+            d.spec.as_ref().unwrap().paused,
+            sluice_marks(&d)
+        ),
+        ("registry.example/web:3.0".to_owned(), None, vec![])
+    );
+    assert_eq!(
+        metrics.admissions("held"),
+        2,
+        "2.0 and 3.0 held; the revert passed as it was"
+    );
+
+    // StartRollout's rule: the binding takes no version from the API.
+    // (The API's refusal is tested in api.rs; here the webhook's: a second
+    // Rollout for the bound Deployment is refused by the API server.)
+    let mut second = common::rollout("registry.example/web:4.0");
+    second.metadata.name = Some("web-platform".into());
+    let refused = rollouts
+        .create(&PostParams::default(), &second)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(e) if e.code == 403 && e.message.contains("is bound to Rollout \"web\"")),
+        "{refused:?}"
+    );
+
+    // Without the webhook, a change reaches the Deployment unheld: it is
+    // reported on the binding and as a Warning Event, never silently.
+    for plural in [
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+    ] {
+        let resource = kube::api::ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: String::new(),
+            plural: plural.into(),
+        };
+        Api::<kube::api::DynamicObject>::all_with(world.client.clone(), &resource)
+            .delete("sluice", &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let unheld = set_image(&deployments, "registry.example/web:4.0")
+        .await
+        .unwrap();
+    assert_ne!(unheld.spec.as_ref().unwrap().paused, Some(true));
+    let reported = wait_release(&rollouts, &fixed.release)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(reported.phase, Phase::Failed, "{reported:#?}");
+    assert!(
+        reported.message.contains("without Sluice holding it"),
+        "{}",
+        reported.message
+    );
+    let events: Api<Event> = Api::default_namespaced(world.client.clone());
+    let mut warned = false;
+    for _ in 0..100 {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        warned = list.items.iter().any(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("without Sluice holding it")
+        });
+        if warned {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(warned, "a Warning Event tells of the unheld change");
+}
