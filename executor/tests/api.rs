@@ -887,3 +887,58 @@ async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() 
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("RollingBack"), "{refused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_workload_takes_its_versions_from_its_own_changes_not_from_start_rollout() {
+    let mut world = api_world("healthy").await;
+    // The binding, written with kubectl: a strategy, no version.
+    let rollouts: kube::Api<sluice_executor::crd::Rollout> =
+        kube::Api::default_namespaced(world.client.clone());
+    let binding: sluice_executor::crd::Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web-binding}\nspec:\n  workload: {kind: Deployment, name: web}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&kube::api::PostParams::default(), &binding)
+        .await
+        .unwrap();
+    world.bindings.wait_for("default", "web-binding").await;
+    // A version for the bound workload through the API: refused, naming
+    // the binding, nothing written.
+    let status = refused(&mut world, simple_spec()).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("bound to Rollout \"web-binding\""),
+        "{}",
+        status.message()
+    );
+    // A version given to the binding itself: refused too.
+    let before = rollouts.get("web-binding").await.unwrap();
+    let status = world
+        .api
+        .start_rollout(start("web-binding", simple_spec()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("change the workload"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(rollouts.get("web-binding").await.unwrap().spec, before.spec);
+    // Get shows it like any other, with no images.
+    let got = world
+        .api
+        .get_rollout(pb::GetRolloutRequest {
+            namespace: "default".into(),
+            name: "web-binding".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let spec = got.spec.unwrap();
+    assert!(spec.images.is_empty() && spec.pod_template.is_none());
+    assert_eq!(spec.workload.unwrap().name, "web");
+}

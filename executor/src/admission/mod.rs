@@ -114,6 +114,15 @@ impl Bindings {
         }
     }
 
+    /// Waits until the watch has seen Rollout `namespace/name` (for tests
+    /// that write one and then ask about it).
+    pub async fn wait_for(&self, namespace: &str, name: &str) {
+        let key = reflector::ObjectRef::new(name).within(namespace);
+        while self.rollouts.get(&key).is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The Rollouts of `namespace` naming `workload`, other than `except`:
     /// each with its name and whether it is bound.
     pub fn naming(

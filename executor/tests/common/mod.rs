@@ -153,6 +153,8 @@ pub(crate) struct ApiWorld {
     pub(crate) client: Client,
     /// A client of the Rollouts API.
     pub(crate) api: RolloutsClient<Channel>,
+    /// The API's view of the Rollouts.
+    pub(crate) bindings: sluice_executor::admission::Bindings,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -171,6 +173,7 @@ pub(crate) async fn api_world(scenario: &str) -> ApiWorld {
         PlannerClient::new(channel(planner_addr).await),
         stop.clone(),
     );
+    let bindings = api.bindings().unwrap();
     let api_addr = serve_grpc(
         Server::builder().add_service(RolloutsServer::with_interceptor(
             api,
@@ -185,6 +188,7 @@ pub(crate) async fn api_world(scenario: &str) -> ApiWorld {
         sim,
         client,
         api,
+        bindings,
         _stop: stop.drop_guard(),
     }
 }
