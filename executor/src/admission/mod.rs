@@ -437,3 +437,324 @@ impl ResolvesServerCert for CertFiles {
         Some(Arc::clone(&current.key))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn binding(name: &str, workload: &str) -> Rollout {
+        serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"workload": {"kind": "Deployment", "name": workload}},
+        }))
+        .unwrap()
+    }
+
+    /// A webhook answering from a copy holding `rollouts` (`None`: a copy
+    /// that never listed).
+    fn webhook(
+        rollouts: Option<Vec<Rollout>>,
+    ) -> (Router, Arc<Metrics>, reflector::store::Writer<Rollout>) {
+        let (store, mut writer) = reflector::store();
+        if let Some(rollouts) = rollouts {
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for r in rollouts {
+                writer.apply_watcher_event(&watcher::Event::InitApply(r));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        let metrics = Arc::new(Metrics::default());
+        let app = router(Arc::new(Webhook {
+            bindings: Bindings { rollouts: store },
+            metrics: Arc::clone(&metrics),
+        }));
+        (app, metrics, writer)
+    }
+
+    async fn post(app: &Router, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let response = app
+            .clone()
+            .oneshot(
+                axum::http::Request::post(path)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let code = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn deployment(image: &str, padding: usize) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "annotations": {"big": "x".repeat(padding)}},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": image}]}},
+            },
+        })
+    }
+
+    fn review(kind: (&str, &str), operation: &str, object: Value, old: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": kind.0, "version": "v1", "kind": kind.1},
+                "operation": operation, "namespace": "shop", "name": "web",
+                "object": object, "oldObject": old,
+                "options": {"fieldManager": "kubectl-set"},
+            },
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_read_gets_a_well_formed_denial() {
+        let (app, metrics, _w) = webhook(Some(vec![]));
+        for body in [
+            b"not json".to_vec(),
+            b"{}".to_vec(),
+            br#"{"apiVersion":"admission.k8s.io/v1","request":{}}"#.to_vec(),
+            br#"{"apiVersion":"v9","request":{"uid":"u"}}"#.to_vec(),
+            vec![0xff, 0xfe, 0x00],
+        ] {
+            let (code, answer) = post(&app, "/mutate", body).await;
+            assert_eq!(code, 200);
+            assert_eq!(answer["kind"], "AdmissionReview", "{answer}");
+            assert_eq!(answer["response"]["allowed"], false, "{answer}");
+            assert!(
+                answer["response"]["status"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("not an AdmissionReview"),
+                "{answer}"
+            );
+        }
+        assert_eq!(metrics.admissions("invalid"), 5);
+    }
+
+    #[tokio::test]
+    async fn other_kinds_and_unbound_workloads_pass_untouched() {
+        let (app, _, _w) = webhook(Some(vec![binding("api", "api")]));
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web"}});
+        let (_, answer) = post(
+            &app,
+            "/mutate",
+            review(("", "ConfigMap"), "UPDATE", cm.clone(), cm),
+        )
+        .await;
+        assert_eq!(answer["response"], json!({"uid": "u-1", "allowed": true}));
+        let (_, answer) = post(
+            &app,
+            "/mutate",
+            review(
+                ("apps", "Deployment"),
+                "UPDATE",
+                deployment("v2", 0),
+                deployment("v1", 0),
+            ),
+        )
+        .await;
+        assert_eq!(
+            answer["response"],
+            json!({"uid": "u-1", "allowed": true}),
+            "web is not bound"
+        );
+        // Objects that are no Deployments: for an unbound name not even
+        // read; for a bound one, denied with a reason.
+        let broken = |name: &str| {
+            let mut r: Value = serde_json::from_slice(&review(
+                ("apps", "Deployment"),
+                "UPDATE",
+                json!({"spec": 7}),
+                json!([]),
+            ))
+            .unwrap();
+            r["request"]["name"] = json!(name);
+            serde_json::to_vec(&r).unwrap()
+        };
+        let (_, answer) = post(&app, "/mutate", broken("web")).await;
+        assert_eq!(answer["response"]["allowed"], true);
+        let (_, answer) = post(&app, "/mutate", broken("api")).await;
+        assert_eq!(answer["response"]["allowed"], false, "{answer}");
+        assert!(
+            answer["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a Deployment")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bound_change_of_several_mebibytes_is_held() {
+        let (app, metrics, _w) = webhook(Some(vec![binding("web", "web")]));
+        let big = 3 << 20;
+        let (code, answer) = post(
+            &app,
+            "/mutate",
+            review(
+                ("apps", "Deployment"),
+                "UPDATE",
+                deployment("v2", big),
+                deployment("v1", big),
+            ),
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(answer["response"]["uid"], "u-1");
+        assert_eq!(answer["response"]["patchType"], "JSONPatch");
+        let patch: k8s_openapi::ByteString =
+            serde_json::from_value(answer["response"]["patch"].clone()).unwrap();
+        let ops: Vec<Value> = serde_json::from_slice(&patch.0).unwrap();
+        assert!(
+            ops.iter()
+                .any(|o| o["path"] == "/spec/paused" && o["value"] == true),
+            "{ops:?}"
+        );
+        assert_eq!(metrics.admissions("held"), 1);
+        // Past the limit: refused by the server, not read into memory.
+        let (code, _) = post(&app, "/mutate", vec![b' '; MAX_REVIEW_BYTES + 1]).await;
+        assert_eq!(code, 413);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_the_rollouts_are_read_a_change_is_refused_in_time_not_let_through() {
+        let (app, metrics, _w) = webhook(None);
+        let started = tokio::time::Instant::now();
+        let (_, answer) = post(
+            &app,
+            "/mutate",
+            review(
+                ("apps", "Deployment"),
+                "UPDATE",
+                deployment("v2", 0),
+                deployment("v1", 0),
+            ),
+        )
+        .await;
+        assert_eq!(answer["response"]["allowed"], false);
+        assert!(
+            answer["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("retry")
+        );
+        assert!(
+            started.elapsed() <= SYNC_WAIT,
+            "answered within the API server's timeout"
+        );
+        assert_eq!(metrics.admissions("denied"), 1);
+    }
+
+    /// A CA, and a certificate for 127.0.0.1 it signs, as PEM files.
+    fn issue(dir: &Path, ca: &rcgen::Issuer<'_, rcgen::KeyPair>, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, ca)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    /// The certificate a TLS handshake with `addr` presents, trusting `roots`.
+    async fn presented(addr: SocketAddr, roots: &rustls::RootCertStore) -> Result<Vec<u8>, String> {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotated_certificate_is_served_without_a_failed_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_cert = params.self_signed(&ca_key).unwrap();
+        let ca = rcgen::Issuer::new(params, ca_key);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let (cert, key) = issue(dir.path(), &ca, "serving");
+        let bound = Bound::bind("127.0.0.1:0".parse().unwrap(), &cert, &key)
+            .await
+            .unwrap();
+        let addr = bound.addr();
+        let (app_store, _w) = reflector::store::<Rollout>();
+        let stop = CancellationToken::new();
+        let app = router(Arc::new(Webhook {
+            bindings: Bindings {
+                rollouts: app_store,
+            },
+            metrics: Arc::default(),
+        }));
+        tokio::spawn(sluice_runtime::http::serve(
+            bound.listener,
+            Some(bound.tls),
+            app,
+            stop.clone(),
+        ));
+        let first = presented(addr, &roots).await.unwrap();
+        // The files are replaced one after the other, as a Secret update
+        // lands: every handshake meanwhile succeeds, with the old pair
+        // until the new one is whole, then with the new one.
+        let (next_cert, next_key) = issue(dir.path(), &ca, "next");
+        std::fs::copy(&next_cert, &cert).unwrap();
+        assert!(
+            presented(addr, &roots).await.is_ok(),
+            "a half-written pair fails nothing"
+        );
+        std::fs::copy(&next_key, &key).unwrap();
+        let mut served = first.clone();
+        for _ in 0..300 {
+            served = presented(addr, &roots)
+                .await
+                .expect("no handshake fails during a rotation");
+            if served != first {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_ne!(served, first, "the new certificate is served");
+        assert_eq!(
+            served,
+            std::fs::read(&next_cert)
+                .map(|pem| {
+                    CertificateDer::pem_slice_iter(&pem)
+                        .next()
+                        .unwrap()
+                        .unwrap()
+                        .to_vec()
+                })
+                .unwrap()
+        );
+        stop.cancel();
+    }
+}
