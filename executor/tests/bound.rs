@@ -12,7 +12,7 @@ use k8s_openapi::api::{
     events::v1::Event,
 };
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde::Deserialize as _;
@@ -360,4 +360,76 @@ async fn a_bad_change_is_rolled_back_and_held_until_a_revert_or_a_fix_and_an_unh
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(warned, "a Warning Event tells of the unheld change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_deleted_mid_release_hands_the_deployment_back_whole() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let paused_binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 30%, pause: {}}]}}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &paused_binding)
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await;
+    assert_eq!(
+        idle.finalizers(),
+        ["sluice.dev/release"],
+        "a binding carries its finalizer"
+    );
+    let before = deployments.get("web").await.unwrap();
+
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    let at_pause = wait_phase(&rollouts, |p| p == Phase::Paused)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(at_pause.current_step, 0);
+    rollouts
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        if rollouts.get_opt("web").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        rollouts.get_opt("web").await.unwrap().is_none(),
+        "the binding is gone"
+    );
+    // The Deployment is its own controller's again, as the user wrote it:
+    // not paused, its strategy back, no mark; that controller rolls the
+    // new template out itself.
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(d.spec.as_ref().unwrap().paused, None);
+    assert_eq!(
+        d.spec.as_ref().unwrap().strategy,
+        before.spec.as_ref().unwrap().strategy
+    );
+    assert_eq!(sluice_marks(&d), Vec::<String>::new());
+    assert_eq!(image_of(&d), "registry.example/web:2.0");
+    for _ in 0..300 {
+        let d = deployments.get("web").await.unwrap();
+        let s = d.status.unwrap_or_default();
+        if s.updated_replicas == Some(10) && s.ready_replicas == Some(10) && s.replicas == Some(10)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "its own controller never rolled the template out: {:?}",
+        deployments.get("web").await.unwrap().status
+    );
 }

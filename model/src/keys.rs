@@ -32,3 +32,7 @@ pub const ORIGINAL_STRATEGY: &str = "sluice.dev/original-strategy";
 /// ([`crate::digest::template_hash`]) of the pod template it ran before the
 /// change the admission webhook held, which names the stable revision.
 pub const STABLE_TEMPLATE: &str = "sluice.dev/stable-template";
+
+/// On a bound Rollout: the finalizer that gives its workload back to its
+/// own controller, whole, when the Rollout is deleted mid-release.
+pub const FINALIZER: &str = "sluice.dev/release";

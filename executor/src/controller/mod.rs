@@ -469,6 +469,38 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
     let generation = rollout.metadata.generation.unwrap_or(0);
     let before = status.clone();
 
+    if rollout.spec.bound() {
+        let ours = rollout.finalizers().iter().any(|f| f == keys::FINALIZER);
+        if rollout.metadata.deletion_timestamp.is_some() {
+            // A binding deleted: its workload goes back to its own
+            // controller whole, wherever the release was.
+            if ours {
+                if rollout.spec.workload.kind == WorkloadKind::Deployment {
+                    partition::let_go(ctx, &rollout).await?;
+                }
+                let rest: Vec<String> = rollout
+                    .finalizers()
+                    .iter()
+                    .filter(|f| *f != keys::FINALIZER)
+                    .cloned()
+                    .collect();
+                let patch = serde_json::json!({"metadata": {"resourceVersion": rollout.resource_version(), "finalizers": rest}});
+                api.patch(&name, &crate::writes::patch(), &Patch::Merge(patch))
+                    .await?;
+                tracing::info!(rollout = %name, "binding deleted; workload handed back");
+            }
+            return Ok(Action::await_change());
+        }
+        if !ours {
+            let mut all = rollout.finalizers().to_vec();
+            all.push(keys::FINALIZER.to_owned());
+            let patch = serde_json::json!({"metadata": {"resourceVersion": rollout.resource_version(), "finalizers": all}});
+            api.patch(&name, &crate::writes::patch(), &Patch::Merge(patch))
+                .await?;
+            // The write's own event brings the next reconcile.
+            return Ok(Action::await_change());
+        }
+    }
     let mut consumed = Vec::new();
     use sluice_model::spec::Style;
     let style = rollout.spec.strategy.style.unwrap_or_default();

@@ -760,6 +760,14 @@ impl steps::Release for Workload {
             }
             release_hold(self, current).await?;
         }
+        self.remove_marks().await
+    }
+}
+
+impl Workload {
+    /// Takes the release's annotations off the Deployment and its
+    /// ReplicaSets.
+    async fn remove_marks(&self) -> Result<(), Error> {
         let marked = |annotations: &std::collections::BTreeMap<String, String>| {
             MARKS.iter().any(|k| annotations.contains_key(*k))
         };
@@ -775,6 +783,36 @@ impl steps::Release for Workload {
         tracing::debug!(deployment = %self.deployment.name_any(), "marks removed");
         Ok(())
     }
+}
+
+/// Gives a Deployment held by `rollout` (a binding being deleted) back to
+/// its own controller whole, wherever the release was: traffic objects
+/// restored, analyses stopped, `paused` and the strategy as the user wrote
+/// them, the marks off. Its controller then rolls out its template itself.
+pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
+    let ns = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    ctx.analyses.stop(&ns, &name);
+    if let Some(t) = Traffic::new(
+        &ctx.client,
+        &ns,
+        &name,
+        rollout.spec.traffic.as_ref(),
+        rollout.spec.strategy.style == Some(sluice_model::spec::Style::BlueGreen),
+    ) {
+        t.restore().await?;
+    }
+    let status = RolloutStatus::default();
+    let Some(w) = Workload::load(ctx, &ns, rollout, &status).await? else {
+        return Ok(());
+    };
+    if !w.ours(&name) {
+        return Ok(());
+    }
+    if w.held() {
+        release_hold(&w, deployment_template(&w.deployment)).await?;
+    }
+    w.remove_marks().await
 }
 
 /// The annotations a release puts on the Deployment (and that
