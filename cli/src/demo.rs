@@ -8,6 +8,13 @@
 //! Lease, drain on exit); the demo then acts as a deploy
 //! platform: it asks the executor's public Rollouts API for the release and
 //! follows it with WatchRollout until it ends.
+//!
+//! With `--trigger apply` it acts as a team shipping with kubectl instead:
+//! the executor's admission webhook is served (with a certificate made for
+//! the run) and registered on the simulated API server from
+//! `deploy/webhook.yaml`, a Rollout with the same strategy and no version
+//! is bound to the workload, and the release starts from
+//! `kubectl set image` (the same patch, made in process).
 
 use std::{
     io::IsTerminal as _,
@@ -44,6 +51,17 @@ pub(crate) struct DemoArgs {
     /// Output: plain lines, or a JSON summary as the last line.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// What starts the release: a platform's StartRollout call (`api`), or
+    /// a change of the workload itself held by the admission webhook
+    /// (`apply`: `kubectl set image` on a workload a Rollout is bound to).
+    #[arg(long, value_enum, default_value_t = Trigger::Api)]
+    trigger: Trigger,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Trigger {
+    Api,
+    Apply,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -261,10 +279,19 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut rollouts = RolloutsClient::new(channel(executor_addr).await?);
-    rollouts
-        .start_rollout(request.clone())
-        .await
-        .map_err(|s| anyhow::anyhow!("StartRollout: {}", s.message()))?;
+    match args.trigger {
+        Trigger::Api => {
+            rollouts
+                .start_rollout(request.clone())
+                .await
+                .map_err(|s| anyhow::anyhow!("StartRollout: {}", s.message()))?;
+        }
+        Trigger::Apply => {
+            let client =
+                sluice_executor::client_over(sim.api.router(), "default", &Default::default());
+            apply_release(&client, &request, &mut rollouts, &stop, text).await?;
+        }
+    }
     let watch = pb::WatchRolloutRequest {
         namespace: request.namespace.clone(),
         name: request.name.clone(),
@@ -367,6 +394,137 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Serves the executor's admission webhook with a certificate made for
+/// this run, registers it on the cluster from `deploy/webhook.yaml`, binds
+/// a Rollout with `request`'s strategy (and no version) to the workload,
+/// and changes the workload's image as `kubectl set image` does; returns
+/// once the release of that change has begun.
+async fn apply_release(
+    client: &kube::Client,
+    request: &pb::StartRolloutRequest,
+    rollouts: &mut RolloutsClient<Channel>,
+    stop: &CancellationToken,
+    text: bool,
+) -> anyhow::Result<()> {
+    use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+    use serde::Deserialize as _;
+
+    let dir = tempfile::tempdir().context("a directory for the webhook's certificate")?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let cert =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_file, cert.pem())?;
+    std::fs::write(&key_file, key.serialize_pem())?;
+    let bound =
+        sluice_executor::admission::Bound::bind("127.0.0.1:0".parse()?, &cert_file, &key_file)
+            .await?;
+    let webhook_addr = bound.addr();
+    let bindings = sluice_executor::admission::Bindings::start(client.clone(), stop.clone());
+    tokio::spawn(bound.serve(bindings.clone(), std::sync::Arc::default(), stop.clone()));
+
+    let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(ca_cert.pem().into_bytes()))?;
+    for doc in serde_yaml::Deserializer::from_str(include_str!("../../deploy/webhook.yaml")) {
+        let mut manifest = serde_json::Value::deserialize(doc)?;
+        for hook in manifest["webhooks"].as_array_mut().into_iter().flatten() {
+            let path = hook["clientConfig"]["service"]["path"]
+                .as_str()
+                .unwrap_or("/mutate")
+                .to_owned();
+            hook["clientConfig"] =
+                json!({"url": format!("https://{webhook_addr}{path}"), "caBundle": ca_bundle});
+        }
+        let kind = manifest["kind"].as_str().unwrap_or_default().to_owned();
+        let resource = ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            plural: format!("{}s", kind.to_lowercase()),
+            kind,
+        };
+        let object: DynamicObject = serde_json::from_value(manifest)?;
+        Api::<DynamicObject>::all_with(client.clone(), &resource)
+            .create(&PostParams::default(), &object)
+            .await
+            .context("registering the webhook")?;
+    }
+
+    let spec = request.spec.clone().unwrap_or_default();
+    let (container, image) = spec
+        .images
+        .first()
+        .map(|u| (u.container.clone(), u.image.clone()))
+        .unwrap_or_default();
+    let mut binding_spec = sluice_executor::convert::spec_from_proto(&spec);
+    binding_spec.images.clear();
+    let mut binding = sluice_executor::crd::Rollout::new(&request.name, binding_spec);
+    binding.metadata.namespace = Some(request.namespace.clone());
+    let api: Api<sluice_executor::crd::Rollout> =
+        Api::namespaced(client.clone(), &request.namespace);
+    api.create(&PostParams::default(), &binding)
+        .await
+        .context("binding the Rollout")?;
+    bindings.wait_for(&request.namespace, &request.name).await;
+    // The binding reads the workload once (idle) before the change.
+    let get = pb::GetRolloutRequest {
+        namespace: request.namespace.clone(),
+        name: request.name.clone(),
+    };
+    let idle = loop {
+        let r = rollouts.get_rollout(get.clone()).await?.into_inner();
+        let status = r.status.unwrap_or_default();
+        if status.phase == pb::RolloutPhase::Succeeded as i32 {
+            break (status.canary_revision, status.message);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if text {
+        println!(
+            "bound      Rollout {}/{} (no version); now: kubectl set image deployment/{} {container}={image}",
+            request.namespace, request.name, request.name
+        );
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &request.namespace);
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}});
+    let params = PatchParams {
+        field_manager: Some("kubectl-set".into()),
+        ..Default::default()
+    };
+    let held = deployments
+        .patch(&request.name, &params, &Patch::Strategic(patch))
+        .await
+        .context("kubectl set image")?;
+    if text {
+        println!(
+            "held       in the same request: spec.paused={}, strategy {}",
+            held.spec.as_ref().and_then(|s| s.paused).unwrap_or(false),
+            held.spec
+                .as_ref()
+                .and_then(|s| s.strategy.as_ref())
+                .and_then(|s| s.type_.clone())
+                .unwrap_or_default()
+        );
+    }
+    // Wait for the binding's new release to begin, so the watch does not
+    // end on the idle state.
+    loop {
+        let r = rollouts.get_rollout(get.clone()).await?.into_inner();
+        let status = r.status.unwrap_or_default();
+        if status.phase != pb::RolloutPhase::Succeeded as i32
+            || (status.canary_revision, status.message) != idle
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_until_ready(sim: &Simulation, scenario: &Scenario) {

@@ -47,6 +47,14 @@ fn a_bad_canary_is_rolled_back_and_the_failing_metric_named() {
 }
 
 #[test]
+fn a_release_started_by_kubectl_set_image_runs_through_the_webhook() {
+    let (code, stdout, summary) = demo(&["--trigger", "apply", "--speed", "2"]);
+    assert_eq!(summary["phase"], "Succeeded", "{stdout}");
+    assert_eq!(code, Some(0));
+    assert_eq!(summary["steps"].as_array().unwrap().len(), 3, "{summary}");
+}
+
+#[test]
 fn a_bad_flag_is_a_usage_error() {
     let output = Command::new(binary("sluice"))
         .args(["demo", "--scenario", "no-such-scenario"])
