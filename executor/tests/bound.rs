@@ -433,3 +433,145 @@ async fn a_binding_deleted_mid_release_hands_the_deployment_back_whole() {
         deployments.get("web").await.unwrap().status
     );
 }
+
+/// Ready, not terminating pods of `db` running `image`.
+async fn db_ready_with(world: &World, image: &str) -> usize {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::default_namespaced(world.client.clone());
+    pods.list(&ListParams::default().labels("app=db"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image)
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_reverted() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let world = world("healthy").await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    let db: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 4, "serviceName": "db", "podManagementPolicy": "Parallel", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "registry.example/db:1.0"}]}}}
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &db).await.unwrap();
+    for _ in 0..300 {
+        if db_ready_with(&world, "registry.example/db:1.0").await == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: StatefulSet, name: db}\n  strategy: {canary: {steps: [{replicas: 1, pause: {}}, {replicas: 50%, pause: {}}]}}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await.status.unwrap();
+    assert_eq!(idle.phase, Phase::Succeeded, "{idle:#?}");
+
+    let set_db_image = |image: &'static str| {
+        let sets = sets.clone();
+        async move {
+            let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "db", "image": image}]}}}});
+            sets.patch(
+                "db",
+                &PatchParams {
+                    field_manager: Some("kubectl-set".into()),
+                    ..Default::default()
+                },
+                &Patch::Strategic(patch),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let partition = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .unwrap()
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+    };
+    let held = set_db_image("registry.example/db:2.0").await;
+    assert_eq!(
+        partition(&held),
+        Some(4),
+        "held by its partition in the same request"
+    );
+    let paused = wait_phase(&rollouts, |p| p == Phase::Paused)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(paused.current_step, 0);
+    assert_eq!(
+        db_ready_with(&world, "registry.example/db:2.0").await,
+        1,
+        "one pod in the first batch"
+    );
+
+    // Aborted: every pod back on 1.0, the StatefulSet held on 2.0.
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/abort": "testing"}}})),
+        )
+        .await
+        .unwrap();
+    let aborted = wait_release(&rollouts, &idle.release).await.status.unwrap();
+    assert_eq!(aborted.phase, Phase::RolledBack, "{aborted:#?}");
+    assert_eq!(db_ready_with(&world, "registry.example/db:1.0").await, 4);
+    let s = sets.get("db").await.unwrap();
+    assert_eq!(partition(&s), Some(4), "held on the rejected template");
+    assert_eq!(
+        s.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .as_deref(),
+        Some("registry.example/db:2.0")
+    );
+
+    // A revert gives it back: partition as the user had it, no mark.
+    set_db_image("registry.example/db:1.0").await;
+    let reverted = wait_release(&rollouts, &aborted.release)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(reverted.phase, Phase::Succeeded, "{reverted:#?}");
+    let s = sets.get("db").await.unwrap();
+    assert_eq!(partition(&s).unwrap_or(0), 0);
+    assert!(
+        s.metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/"))
+    );
+    assert_eq!(db_ready_with(&world, "registry.example/db:1.0").await, 4);
+}

@@ -1159,13 +1159,36 @@ async fn the_simulator_and_a_real_control_plane_release_alike() {
     }
 }
 
+/// The executor's admission webhook as one replica serves it.
+struct Webhook {
+    metrics: std::sync::Arc<sluice_executor::metrics::Metrics>,
+    addr: std::net::SocketAddr,
+    pair: sluice_integration_tests::pki::Pair,
+    bindings: sluice_executor::admission::Bindings,
+    /// Stops this serving of it.
+    stop: CancellationToken,
+}
+
+impl Webhook {
+    /// Serves it again at the same address, as a restarted executor would.
+    async fn restart(&mut self, within: &CancellationToken) {
+        let bound =
+            sluice_executor::admission::Bound::bind(self.addr, &self.pair.cert, &self.pair.key)
+                .await
+                .unwrap();
+        self.stop = within.child_token();
+        tokio::spawn(bound.serve(
+            self.bindings.clone(),
+            self.metrics.clone(),
+            self.stop.clone(),
+        ));
+    }
+}
+
 /// The executor's admission webhook, served in process over HTTPS with a
 /// certificate the API server trusts, and registered from
 /// `deploy/webhook.yaml` with its clientConfig pointed at it.
-async fn register_webhook(
-    p: &Platform,
-    dir: &std::path::Path,
-) -> std::sync::Arc<sluice_executor::metrics::Metrics> {
+async fn register_webhook(p: &Platform, dir: &std::path::Path) -> Webhook {
     use serde::Deserialize as _;
     let ca = sluice_integration_tests::pki::Authority::new(dir, "webhook-ca");
     let pair = ca.issue("webhook");
@@ -1179,7 +1202,8 @@ async fn register_webhook(
     let addr = bound.addr();
     let bindings = sluice_executor::admission::Bindings::start(p.client.clone(), p.stop.clone());
     let metrics = std::sync::Arc::new(sluice_executor::metrics::Metrics::default());
-    tokio::spawn(bound.serve(bindings, metrics.clone(), p.stop.clone()));
+    let stop = p.stop.child_token();
+    tokio::spawn(bound.serve(bindings.clone(), metrics.clone(), stop.clone()));
     let ca_bundle =
         serde_json::to_value(k8s_openapi::ByteString(std::fs::read(&ca.cert).unwrap())).unwrap();
     let text = std::fs::read_to_string(concat!(
@@ -1201,7 +1225,13 @@ async fn register_webhook(
         manifests.push(manifest);
     }
     apply(&p.plane, &manifests);
-    metrics
+    Webhook {
+        metrics,
+        addr,
+        pair,
+        bindings,
+        stop,
+    }
 }
 
 /// `web` as a GitOps repository holds it: four replicas of `image`, one
@@ -1311,7 +1341,7 @@ async fn a_gitops_change_is_released_in_batches_through_the_webhook_on_a_real_co
     let p = platform(&stop, "[]").await;
     let (plane, client) = (&p.plane, p.client.clone());
     let dir = tempfile::tempdir().unwrap();
-    let metrics = register_webhook(&p, dir.path()).await;
+    let metrics = register_webhook(&p, dir.path()).await.metrics;
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
     let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
 
@@ -1456,4 +1486,152 @@ async fn a_gitops_change_is_released_in_batches_through_the_webhook_on_a_real_co
     );
     let (ok, out) = plane.kubectl(&["get", "rollouts"]);
     assert!(ok && out.contains("STABLE") && out.contains("NEW"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_statefulset_on_a_real_control_plane_and_a_change_while_no_executor_answers() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, "[]").await;
+    let (plane, client) = (&p.plane, p.client.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut webhook = register_webhook(&p, dir.path()).await;
+    let sets: Api<StatefulSet> = Api::default_namespaced(client.clone());
+    apply(
+        plane,
+        &[json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"replicas": 3, "serviceName": "db", "podManagementPolicy": "Parallel", "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "registry.example/db:1.0"}]}}}
+        })],
+    );
+    for _ in 0..600 {
+        if sets
+            .get("db")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.ready_replicas)
+            == Some(3)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    apply(
+        plane,
+        &[json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"workload": {"kind": "StatefulSet", "name": "db"},
+                     "strategy": {"canary": {"steps": [{"replicas": 1, "pause": {}}]}}},
+        })],
+    );
+    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
+    let idle = wait_status(&rollouts, "db", |s| s.phase == Phase::Succeeded).await;
+    assert_eq!(idle.phase, Phase::Succeeded, "{idle:#?}");
+
+    let (ok, out) = plane.kubectl(&[
+        "set",
+        "image",
+        "statefulset/db",
+        "db=registry.example/db:2.0",
+    ]);
+    assert!(ok, "{out}");
+    let paused = wait_status(&rollouts, "db", |s| s.phase == Phase::Paused).await;
+    assert_eq!(
+        (paused.phase, paused.current_step),
+        (Phase::Paused, 0),
+        "{paused:#?}"
+    );
+    let image_count = |image: &'static str| {
+        let client = client.clone();
+        async move {
+            Api::<k8s_openapi::api::core::v1::Pod>::default_namespaced(client)
+                .list(&ListParams::default().labels("app=db"))
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image)
+                })
+                .count()
+        }
+    };
+    assert_eq!(
+        image_count("registry.example/db:2.0").await,
+        1,
+        "one pod in the first batch"
+    );
+
+    // Aborted: the real StatefulSet controller remakes the new pod at the
+    // stable revision; the StatefulSet stays held on the applied template.
+    let (ok, out) = plane.kubectl(&["annotate", "rollout", "db", "sluice.dev/abort=testing"]);
+    assert!(ok, "{out}");
+    let aborted = wait_status(&rollouts, "db", |s| {
+        matches!(s.phase, Phase::RolledBack | Phase::Failed)
+    })
+    .await;
+    assert_eq!(aborted.phase, Phase::RolledBack, "{aborted:#?}");
+    assert_eq!(image_count("registry.example/db:2.0").await, 0);
+
+    // No executor answers: a change of the template is refused (failurePolicy
+    // Fail), the StatefulSet left as it was, and passes once it answers
+    // again.
+    webhook.stop.cancel();
+    let before = sets.get("db").await.unwrap();
+    let (ok, out) = plane.kubectl(&[
+        "set",
+        "image",
+        "statefulset/db",
+        "db=registry.example/db:1.0",
+    ]);
+    assert!(!ok && out.contains("failed calling webhook"), "{out}");
+    let after = sets.get("db").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "nothing written"
+    );
+    webhook.restart(&stop).await;
+    let mut reverted = false;
+    for _ in 0..100 {
+        let (ok, _) = plane.kubectl(&[
+            "set",
+            "image",
+            "statefulset/db",
+            "db=registry.example/db:1.0",
+        ]);
+        if ok {
+            reverted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reverted, "the revert passes once the webhook answers again");
+    let done = wait_status(&rollouts, "db", |s| s.phase == Phase::Succeeded).await;
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    let db = sets.get("db").await.unwrap();
+    assert_eq!(
+        db.spec
+            .unwrap()
+            .update_strategy
+            .unwrap()
+            .rolling_update
+            .and_then(|r| r.partition)
+            .unwrap_or(0),
+        0,
+        "the partition is the user's again"
+    );
+    assert!(
+        db.metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/"))
+    );
+    assert_eq!(image_count("registry.example/db:1.0").await, 3);
 }

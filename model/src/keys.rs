@@ -36,3 +36,6 @@ pub const STABLE_TEMPLATE: &str = "sluice.dev/stable-template";
 /// On a bound Rollout: the finalizer that gives its workload back to its
 /// own controller, whole, when the Rollout is deleted mid-release.
 pub const FINALIZER: &str = "sluice.dev/release";
+
+/// On a StatefulSet a release holds: its partition before the release.
+pub const PARTITION_BEFORE: &str = "sluice.dev/partition-before";

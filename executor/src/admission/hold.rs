@@ -173,6 +173,102 @@ pub fn deployment_update(old: &Value, new: &Value, binding: &str) -> Answer {
     }
 }
 
+/// What to do with an update of StatefulSet `old` into `new` (raw JSON)
+/// whose bound Rollout is `binding`: as [`deployment_update`], with the
+/// StatefulSet's own hold: `spec.updateStrategy.rollingUpdate.partition`
+/// at `replicas` (its controller then makes the new revision but replaces
+/// no pod), the partition the user asked for kept in
+/// `sluice.dev/partition-before`. A StatefulSet updated `OnDelete` is not
+/// held: its controller replaces no pod by itself anyway.
+pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let (Ok(old_typed), Ok(new_typed)) = (
+        serde_json::from_value::<StatefulSet>(old.clone()),
+        serde_json::from_value::<StatefulSet>(new.clone()),
+    ) else {
+        return Answer::Deny("the review's object or oldObject is not a StatefulSet".into());
+    };
+    let template = |s: &StatefulSet| {
+        serde_json::to_value(s.spec.as_ref().map(|s| s.template.clone())).unwrap_or(Value::Null)
+    };
+    let annotation = |s: &StatefulSet, key: &str| {
+        s.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key).cloned())
+    };
+    let strategy = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.clone())
+            .unwrap_or_default()
+    };
+    let partition = |s: &StatefulSet| {
+        strategy(s)
+            .rolling_update
+            .and_then(|r| r.partition)
+            .unwrap_or(0)
+    };
+    let name = old_typed.metadata.name.clone().unwrap_or_default();
+    let changed = template(&old_typed) != template(&new_typed);
+    let replicas = new_typed
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let hold = |at: i32| json!({"op": "add", "path": "/spec/updateStrategy", "value": {"type": "RollingUpdate", "rollingUpdate": {"partition": at}}});
+    match annotation(&old_typed, keys::ROLLOUT) {
+        Some(holder) if holder != binding => {
+            if changed {
+                Answer::Deny(format!(
+                    "StatefulSet {name:?} is being released by Rollout {holder:?}; change its \
+                     pod template once that release has ended (or Abort it)"
+                ))
+            } else {
+                Answer::Allow
+            }
+        }
+        Some(_) => {
+            // Held: the partition stays where the release has it; one the
+            // request brings is the user's from now on.
+            let mut marks = Vec::new();
+            for key in [keys::ROLLOUT, keys::PARTITION_BEFORE] {
+                if let Some(kept) = annotation(&old_typed, key)
+                    && annotation(&new_typed, key).is_none()
+                {
+                    marks.push((key, kept));
+                }
+            }
+            let mut ops = Vec::new();
+            if strategy(&new_typed) != strategy(&old_typed) {
+                marks.retain(|(k, _)| *k != keys::PARTITION_BEFORE);
+                marks.push((keys::PARTITION_BEFORE, partition(&new_typed).to_string()));
+                ops.push(hold(partition(&old_typed)));
+            }
+            let mut all = set_annotations(new, &marks);
+            all.extend(ops);
+            if all.is_empty() {
+                Answer::Allow
+            } else {
+                Answer::Patch(all)
+            }
+        }
+        None if !changed => Answer::Allow,
+        None if strategy(&new_typed).type_.as_deref() == Some("OnDelete") => Answer::Allow,
+        None => {
+            let mut ops = set_annotations(
+                new,
+                &[
+                    (keys::ROLLOUT, binding.to_owned()),
+                    (keys::PARTITION_BEFORE, partition(&new_typed).to_string()),
+                ],
+            );
+            ops.push(hold(replicas));
+            Answer::Patch(ops)
+        }
+    }
+}
+
 /// Whether a Rollout (`name`, its spec as raw JSON) may be created or
 /// changed beside `others` (the namespace's other Rollouts: name, bound,
 /// workload kind and name): a workload takes one Rollout bound to it, and
@@ -353,6 +449,57 @@ mod tests {
         let mut scaled = old.clone();
         scaled["spec"]["replicas"] = json!(6);
         assert_eq!(deployment_update(&old, &scaled, "web"), Answer::Allow);
+    }
+
+    #[test]
+    fn a_statefulset_template_change_is_held_by_its_partition() {
+        let sts = |image: &str, partition: Option<i32>| {
+            let mut s = json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "db", "namespace": "shop"},
+                "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                    "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": image}]}},
+                    "updateStrategy": {"type": "RollingUpdate"}},
+            });
+            if let Some(p) = partition {
+                s["spec"]["updateStrategy"]["rollingUpdate"] = json!({"partition": p});
+            }
+            s
+        };
+        let Answer::Patch(ops) = statefulset_update(&sts("v1", None), &sts("v2", None), "db")
+        else {
+            panic!("not held");
+        };
+        let held = apply(&sts("v2", None), &ops);
+        assert_eq!(
+            held["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+            3
+        );
+        assert_eq!(held["metadata"]["annotations"][keys::PARTITION_BEFORE], "0");
+        assert_eq!(held["metadata"]["annotations"][keys::ROLLOUT], "db");
+        // A sync that sets the partition back keeps the release's, and
+        // its own is the user's from now on.
+        let mut moved = held.clone();
+        moved["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = json!(2);
+        let mut synced = moved.clone();
+        synced["spec"]["updateStrategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 1}});
+        let Answer::Patch(ops) = statefulset_update(&moved, &synced, "db") else {
+            panic!("hold not kept");
+        };
+        let kept = apply(&synced, &ops);
+        assert_eq!(
+            kept["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+            2
+        );
+        assert_eq!(kept["metadata"]["annotations"][keys::PARTITION_BEFORE], "1");
+        // OnDelete replaces no pod by itself: not held.
+        let mut on_delete = sts("v2", None);
+        on_delete["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+        assert_eq!(
+            statefulset_update(&sts("v1", None), &on_delete, "db"),
+            Answer::Allow
+        );
     }
 
     #[test]

@@ -304,6 +304,26 @@ impl Webhook {
                     }
                 }
             }
+            ("apps", "StatefulSet", "UPDATE")
+                if request["options"]["fieldManager"] == crate::keys::FIELD_MANAGER =>
+            {
+                Answer::Allow
+            }
+            ("apps", "StatefulSet", "UPDATE") => {
+                let name = request["name"].as_str().unwrap_or_default();
+                match self
+                    .binding(namespace, WorkloadKind::StatefulSet, name)
+                    .await
+                {
+                    Err(why) => Answer::Deny(why),
+                    Ok(None) => Answer::Allow,
+                    Ok(Some(binding)) => hold::statefulset_update(
+                        &request["oldObject"],
+                        &request["object"],
+                        &binding,
+                    ),
+                }
+            }
             ("sluice.dev", "Rollout", "CREATE" | "UPDATE") => {
                 match serde_json::from_value::<Rollout>(request["object"].clone()) {
                     // The API server's schema refuses what does not parse.

@@ -266,6 +266,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     let metrics = Arc::clone(&ctx.metrics);
     metrics.leading(Some(controller.store()));
     let rollouts = controller.store();
+    let bound_sets = controller.store();
     controller
         .watches_stream(deployment_events, move |d| {
             // A Deployment nobody holds still wakes the Rollout bound to
@@ -277,7 +278,10 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         .watches(
             Api::<StatefulSet>::all(client),
             watcher::Config::default(),
-            |s| owner_of(&s.metadata),
+            move |s| {
+                owner_of(&s.metadata)
+                    .or_else(|| bound_to(&bound_sets, WorkloadKind::StatefulSet, &s.metadata))
+            },
         )
         .reconcile_on(ctx.analyses.wakes())
         .graceful_shutdown_on(shutdown)
@@ -475,8 +479,9 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
             // A binding deleted: its workload goes back to its own
             // controller whole, wherever the release was.
             if ours {
-                if rollout.spec.workload.kind == WorkloadKind::Deployment {
-                    partition::let_go(ctx, &rollout).await?;
+                match rollout.spec.workload.kind {
+                    WorkloadKind::Deployment => partition::let_go(ctx, &rollout).await?,
+                    WorkloadKind::StatefulSet => statefulset::let_go(ctx, &rollout).await?,
                 }
                 let rest: Vec<String> = rollout
                     .finalizers()
@@ -505,16 +510,13 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
     use sluice_model::spec::Style;
     let style = rollout.spec.strategy.style.unwrap_or_default();
     let action = match (rollout.spec.workload.kind, style) {
-        (kind, style)
-            if rollout.spec.bound()
-                && (kind, style) != (WorkloadKind::Deployment, Style::Partition) =>
-        {
+        (WorkloadKind::Deployment, style) if rollout.spec.bound() && style != Style::Partition => {
             fail(
                 &mut status,
                 format!(
                     "a bound Rollout (no spec.template or spec.images) releases a Deployment \
-                     partition-style only, for now (spec.workload.kind is {kind:?}, \
-                     strategy.style is {style:?}); give the new version in the Rollout instead"
+                     partition-style only, for now (strategy.style is {style:?}); give the new \
+                     version in the Rollout instead"
                 ),
             )
         }

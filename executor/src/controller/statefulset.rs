@@ -30,8 +30,7 @@ use crate::{
     machine::{Progress, Start},
 };
 
-/// On a StatefulSet: its partition before the release.
-const PARTITION_BEFORE: &str = "sluice.dev/partition-before";
+use keys::PARTITION_BEFORE;
 /// The label naming a StatefulSet pod's revision.
 const REVISION_HASH: &str = "controller-revision-hash";
 
@@ -40,8 +39,13 @@ struct Set {
     revisions: Api<ControllerRevision>,
     sts: StatefulSet,
     replicas: u32,
-    /// Ready pods by revision.
+    /// Ready pods by revision, with their names.
     ready_by_revision: Vec<(String, bool)>,
+    /// Pod names by revision.
+    pods_by_revision: Vec<(String, String)>,
+    /// The Rollout is bound to the StatefulSet: the new version is its own
+    /// template, changed by the user.
+    bound: bool,
 }
 
 impl Set {
@@ -57,7 +61,8 @@ impl Set {
         Ok(())
     }
 
-    async fn load(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Self>, Error> {
+    async fn load(ctx: &Ctx, ns: &str, rollout: &Rollout) -> Result<Option<Self>, Error> {
+        let name = rollout.spec.workload.name.as_str();
         let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
         let Some(sts) = sets.get_opt(name).await? else {
             return Ok(None);
@@ -72,10 +77,21 @@ impl Set {
             .collect::<Vec<_>>()
             .join(",");
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-        let ready_by_revision = pods
+        let listed = pods
             .list(&ListParams::default().labels(&selector))
             .await?
-            .items
+            .items;
+        let pods_by_revision = listed
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                (
+                    p.labels().get(REVISION_HASH).cloned().unwrap_or_default(),
+                    p.name_any(),
+                )
+            })
+            .collect();
+        let ready_by_revision = listed
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .map(|p| {
@@ -102,6 +118,8 @@ impl Set {
             sts,
             replicas,
             ready_by_revision,
+            pods_by_revision,
+            bound: rollout.spec.bound(),
         }))
     }
 
@@ -168,6 +186,63 @@ impl Set {
         self.marked() && self.partition() != self.partition_before()
     }
 
+    /// A bound StatefulSet held on a template its stable pods do not run
+    /// (its release rolled back): the hold stays until it changes again.
+    fn holds_rejected(&self, status: &RolloutStatus) -> bool {
+        let (_, update) = self.revisions();
+        self.bound && !status.stable_revision.is_empty() && update != status.stable_revision
+    }
+
+    /// Whether its controller has seen its newest spec.
+    fn observed(&self) -> bool {
+        self.sts.status.as_ref().and_then(|s| s.observed_generation) >= self.sts.metadata.generation
+    }
+
+    /// Whether a release may start on a bound StatefulSet (see the
+    /// Deployment's `bound_start`).
+    fn bound_start(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
+        let name = self.sts.name_any();
+        let (current, update) = self.revisions();
+        if !self.ours(&rollout.name_any()) {
+            if let Some(holder) = self.sts.annotations().get(keys::ROLLOUT) {
+                return Start::Busy(format!(
+                    "StatefulSet {name:?} is held by Rollout {holder:?}, whose release must end first"
+                ));
+            }
+            if !status.release.is_empty() {
+                return Start::Refused(format!(
+                    "the pod template of StatefulSet {name:?} changed without Sluice holding it \
+                     (is the admission webhook registered and the executor reachable?): \
+                     its own controller rolls it out in full, not in batches"
+                ));
+            }
+            let (pods, ready) = self.pods_at(&current);
+            return if current == update && pods >= self.replicas && ready >= self.replicas {
+                Start::NothingToDo
+            } else {
+                Start::Busy(format!(
+                    "StatefulSet {name:?}: {ready} of {} pods ready on its current revision; its own update must finish first",
+                    self.replicas
+                ))
+            };
+        }
+        if !self.observed() || update.is_empty() {
+            return Start::Busy(format!(
+                "StatefulSet {name:?}: its controller has not seen the newest template"
+            ));
+        }
+        let stable = if status.stable_revision.is_empty() {
+            current
+        } else {
+            status.stable_revision.clone()
+        };
+        if update == stable {
+            // Changed back to the stable version (a revert).
+            return Start::NothingToDo;
+        }
+        Start::Ready
+    }
+
     /// The stable revision's template, from its ControllerRevision.
     async fn stable_template(&self, revision: &str) -> Result<Option<Value>, Error> {
         let Some(revision) = self.revisions.get_opt(revision).await? else {
@@ -200,7 +275,15 @@ impl steps::Release for Set {
         }
     }
 
-    fn start_check(&self, rollout: &Rollout, _: &RolloutStatus) -> Start {
+    fn release_id(&self, rollout: &Rollout) -> String {
+        if self.bound {
+            crate::machine::bound_release_id(&rollout.spec, &template(&self.sts))
+        } else {
+            crate::machine::release_id(&rollout.spec)
+        }
+    }
+
+    fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
         let strategy = self
             .sts
             .spec
@@ -213,6 +296,9 @@ impl steps::Release for Set {
                 "StatefulSet {:?} uses {strategy}; only RollingUpdate can be released in batches",
                 self.sts.name_any()
             ));
+        }
+        if self.bound {
+            return self.bound_start(rollout, status);
         }
         if let Some(why) = missing_containers(&template(&self.sts), rollout) {
             return Start::Refused(why);
@@ -279,6 +365,17 @@ impl steps::Release for Set {
     fn rolled_back(&self, status: &RolloutStatus) -> Result<(), String> {
         let (_, update) = self.revisions();
         let (pods, ready) = self.pods_at(&status.stable_revision);
+        if self.holds_rejected(status) {
+            // Held on the rejected template: every pod back on stable.
+            let (new, _) = self.pods_at(&update);
+            if pods < self.replicas || ready < self.replicas || new > 0 || !self.marked() {
+                return Err(format!(
+                    "{ready} of {} pods ready on the stable revision; {new} new left",
+                    self.replicas
+                ));
+            }
+            return Ok(());
+        }
         if self.held()
             || update != status.stable_revision
             || pods < self.replicas
@@ -312,7 +409,11 @@ impl steps::Release for Set {
             Some(t) if ours => t,
             _ => template(&self.sts),
         };
-        let wanted = desired_template(&base, rollout);
+        let wanted = if self.bound {
+            template(&self.sts)
+        } else {
+            desired_template(&base, rollout)
+        };
         let before = if ours {
             self.partition_before()
         } else {
@@ -358,16 +459,45 @@ impl steps::Release for Set {
     }
 
     async fn unmark(&self) -> Result<(), Error> {
-        if self.marked() || self.sts.annotations().contains_key(PARTITION_BEFORE) {
-            let unmark =
-                json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}});
-            self.merge(unmark).await?;
+        if self.held() {
+            // Still held: given back only when there is nothing to roll
+            // (a bound StatefulSet changed back to the revision it runs);
+            // otherwise the hold and its marks stay (held on a rejected
+            // template).
+            let (current, update) = self.revisions();
+            if current != update || !self.observed() {
+                return Ok(());
+            }
+            self.set_partition(self.partition_before()).await?;
         }
-        Ok(())
+        self.remove_marks().await
     }
 
     async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error> {
         if !self.marked() {
+            return Ok(());
+        }
+        if self.holds_rejected(status) {
+            // The template stays as the user applied it, held: every pod
+            // goes back to the stable revision (a pod below the partition
+            // is made again at the current revision when deleted).
+            if self.partition() != self.replicas {
+                self.set_partition(self.replicas).await?;
+            }
+            let (_, update) = self.revisions();
+            let pods: Api<Pod> = Api::namespaced(
+                self.sets.clone().into_client(),
+                &self.sts.namespace().unwrap_or_default(),
+            );
+            for (revision, pod) in &self.pods_by_revision {
+                if *revision == update {
+                    match pods.delete(pod, &Default::default()).await {
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(e.into()),
+                        Ok(_) => {}
+                    }
+                }
+            }
             return Ok(());
         }
         let Some(stable) = self.stable_template(&status.stable_revision).await? else {
@@ -384,6 +514,46 @@ impl steps::Release for Set {
     }
 }
 
+impl Set {
+    /// Takes the release's annotations off the StatefulSet.
+    async fn remove_marks(&self) -> Result<(), Error> {
+        if self.marked() || self.sts.annotations().contains_key(PARTITION_BEFORE) {
+            let unmark =
+                json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}});
+            self.merge(unmark).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Gives a StatefulSet held by `rollout` (a binding being deleted) back to
+/// its own controller whole: traffic objects restored, analyses stopped,
+/// the user's partition back, the marks off.
+pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
+    let ns = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    ctx.analyses.stop(&ns, &name);
+    if let Some(t) = Traffic::new(
+        &ctx.client,
+        &ns,
+        &name,
+        rollout.spec.traffic.as_ref(),
+        false,
+    ) {
+        t.restore().await?;
+    }
+    let Some(set) = Set::load(ctx, &ns, rollout).await? else {
+        return Ok(());
+    };
+    if !set.ours(&name) {
+        return Ok(());
+    }
+    if set.held() {
+        set.set_partition(set.partition_before()).await?;
+    }
+    set.remove_marks().await
+}
+
 /// Reconciles a partition release of a StatefulSet.
 pub(super) async fn reconcile(
     ctx: &Ctx,
@@ -392,7 +562,7 @@ pub(super) async fn reconcile(
     status: &mut RolloutStatus,
 ) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
-    let Some(set) = Set::load(ctx, &ns, &rollout.spec.workload.name).await? else {
+    let Some(set) = Set::load(ctx, &ns, rollout).await? else {
         return Ok(fail(
             status,
             format!(
