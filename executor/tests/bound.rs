@@ -575,3 +575,122 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
     );
     assert_eq!(db_ready_with(&world, "registry.example/db:1.0").await, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_deployment_released_canary_style_beside_its_own_pods() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  traffic: {stableService: web}\n  strategy: {style: Canary, canary: {steps: [{replicas: 2, pause: {}}]}}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await.status.unwrap();
+    assert_eq!(idle.phase, Phase::Succeeded, "{idle:#?}");
+    let before = deployments.get("web").await.unwrap();
+    let promote = |at: u32| {
+        let rollouts = rollouts.clone();
+        async move {
+            rollouts
+                .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/promote": format!("step:{at}")}}})))
+                .await
+                .unwrap();
+        }
+    };
+
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    let paused = wait_phase(&rollouts, |p| p == Phase::Paused)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(paused.current_step, 0, "{paused:#?}");
+    // The new version runs beside the user's pods, which are untouched.
+    let canary = deployments.get("web-canary").await.unwrap();
+    assert_eq!(image_of(&canary), "registry.example/web:2.0");
+    assert_eq!(canary.spec.as_ref().unwrap().replicas, Some(2));
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        (image_of(&d), d.spec.as_ref().unwrap().paused),
+        ("registry.example/web:2.0".to_owned(), Some(true))
+    );
+    assert_eq!(
+        d.status.as_ref().unwrap().ready_replicas,
+        Some(10),
+        "its old pods serve on"
+    );
+    promote(0).await;
+    let done = wait_release(&rollouts, &idle.release).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        (
+            image_of(&d),
+            d.spec.as_ref().unwrap().paused,
+            d.spec.as_ref().unwrap().strategy.clone(),
+            sluice_marks(&d)
+        ),
+        (
+            "registry.example/web:2.0".to_owned(),
+            None,
+            before.spec.as_ref().unwrap().strategy.clone(),
+            vec![]
+        )
+    );
+    assert_eq!(d.status.as_ref().unwrap().updated_replicas, Some(10));
+    assert!(
+        deployments.get_opt("web-canary").await.unwrap().is_none(),
+        "the canary is gone"
+    );
+
+    // Aborted: the canary goes, the user's pods were never touched, the
+    // Deployment stays held on what was applied until it is reverted.
+    set_image(&deployments, "registry.example/web:3.0")
+        .await
+        .unwrap();
+    let paused = wait_phase(&rollouts, |p| p == Phase::Paused)
+        .await
+        .status
+        .unwrap();
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/abort": "testing"}}})),
+        )
+        .await
+        .unwrap();
+    let aborted = wait_release(&rollouts, &done.release).await.status.unwrap();
+    assert_eq!(
+        aborted.phase,
+        Phase::RolledBack,
+        "{aborted:#?} (from {paused:#?})"
+    );
+    assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        (image_of(&d), d.spec.as_ref().unwrap().paused),
+        ("registry.example/web:3.0".to_owned(), Some(true))
+    );
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    let reverted = wait_release(&rollouts, &aborted.release)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(reverted.phase, Phase::Succeeded, "{reverted:#?}");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        (d.spec.as_ref().unwrap().paused, sluice_marks(&d)),
+        (None, vec![])
+    );
+}

@@ -27,7 +27,8 @@ use sluice_proto::v1 as pb;
 use super::{
     Ctx, Error, fail,
     partition::{
-        complete, desired_template, held_by, max_surge_text, missing_containers, owned_candidates,
+        bound_stable, bound_start, complete, deployment_template, desired_template, held, held_by,
+        max_surge_text, missing_containers, owned_candidates, release_patch, remove_marks,
         stable_of, template_of,
     },
     steps,
@@ -50,6 +51,10 @@ struct Canary {
     /// The canary Deployment's newest ReplicaSet.
     canary_rs: Option<ReplicaSet>,
     replicas: u32,
+    /// The Rollout is bound to the Deployment: the new version is its own
+    /// template, changed by the user and held by the webhook.
+    bound: bool,
+    client: kube::Client,
 }
 
 fn canary_name(deployment: &str) -> String {
@@ -68,7 +73,8 @@ fn revision(rs: &ReplicaSet) -> u64 {
 }
 
 impl Canary {
-    async fn load(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Self>, Error> {
+    async fn load(ctx: &Ctx, ns: &str, rollout: &Rollout) -> Result<Option<Self>, Error> {
+        let name = rollout.spec.workload.name.as_str();
         let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
         let replicasets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
         let Some(deployment) = deployments.get_opt(name).await? else {
@@ -107,6 +113,8 @@ impl Canary {
             canary,
             canary_rs,
             replicas,
+            bound: rollout.spec.bound(),
+            client: ctx.client.clone(),
         }))
     }
 
@@ -164,7 +172,7 @@ pub(super) async fn reconcile(
     status: &mut RolloutStatus,
 ) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
-    let Some(c) = Canary::load(ctx, &ns, &rollout.spec.workload.name).await? else {
+    let Some(c) = Canary::load(ctx, &ns, rollout).await? else {
         return Ok(fail(
             status,
             format!(
@@ -197,7 +205,11 @@ async fn begin(rollout: &Rollout, c: &Canary, status: &mut RolloutStatus) -> Res
         .get(keys::TEMPLATE_HASH)
         .cloned()
         .unwrap_or_default();
-    let mut template = desired_template(&stable_template, rollout);
+    let mut template = if c.bound {
+        current.clone()
+    } else {
+        desired_template(&stable_template, rollout)
+    };
     template["metadata"]["labels"][keys::CANARY_OF] = json!(c.name());
     let mut selector = serde_json::to_value(c.deployment.spec.as_ref().map(|s| s.selector.clone()))
         .unwrap_or(Value::Null);
@@ -238,7 +250,8 @@ async fn begin(rollout: &Rollout, c: &Canary, status: &mut RolloutStatus) -> Res
     // An earlier release's hand-back may have begun: the user's
     // Deployment gets its stable template back.
     let mut mark = json!({"metadata": {"annotations": {keys::ROLLOUT: name}}});
-    if current != stable_template {
+    // A bound Deployment keeps the template the user applied, held.
+    if current != stable_template && !c.bound {
         mark["spec"] = json!({"template": stable_template});
     }
     c.merge(&c.name(), mark).await?;
@@ -253,7 +266,18 @@ impl Canary {
     }
 
     fn stable(&self, status: &RolloutStatus) -> Option<&ReplicaSet> {
+        if self.bound && status.stable_revision.is_empty() {
+            return bound_stable(&self.deployment, &self.owned);
+        }
         stable_of(&self.deployment, &self.owned, status)
+    }
+
+    /// A bound Deployment held on a template its stable pods do not run.
+    fn holds_rejected(&self, status: &RolloutStatus) -> bool {
+        self.bound
+            && self
+                .by_hash(&status.stable_revision)
+                .is_some_and(|rs| template_of(rs) != template_json(&self.deployment))
     }
 }
 
@@ -281,7 +305,26 @@ impl steps::Release for Canary {
         Some(canary_name(&self.name()))
     }
 
+    fn release_id(&self, rollout: &Rollout) -> String {
+        if self.bound {
+            crate::machine::bound_release_id(&rollout.spec, &deployment_template(&self.deployment))
+        } else {
+            crate::machine::release_id(&rollout.spec)
+        }
+    }
+
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
+        if self.bound {
+            if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)
+                && !self.ours(&rollout.name_any())
+            {
+                return Start::Busy(format!(
+                    "Deployment {:?} is held by Rollout {holder:?}, whose release must end first",
+                    self.name()
+                ));
+            }
+            return bound_start(&self.deployment, rollout, status, self.stable(status));
+        }
         if !self.ours(&rollout.name_any())
             && let Err(why) = complete(&self.deployment)
         {
@@ -355,6 +398,23 @@ impl steps::Release for Canary {
         if self.canary.is_some() {
             return Err(format!("{} is not deleted yet", canary_name(&self.name())));
         }
+        if self.holds_rejected(status) {
+            // Held on the rejected template, its stable pods untouched.
+            let stable = self
+                .by_hash(&status.stable_revision)
+                .ok_or("the stable ReplicaSet is gone")?;
+            let ready = count(stable.status.as_ref().and_then(|s| s.ready_replicas));
+            if !held(&self.deployment) || ready < self.replicas {
+                return Err(format!(
+                    "{ready} of {} stable pods ready, the Deployment held",
+                    self.replicas
+                ));
+            }
+            return Ok(());
+        }
+        if self.bound && held(&self.deployment) {
+            return Err(format!("{} is still held", self.name()));
+        }
         let stable = self
             .by_hash(&status.stable_revision)
             .ok_or("the stable ReplicaSet is gone")?;
@@ -391,7 +451,18 @@ impl steps::Release for Canary {
     }
 
     async fn hand_back(&self, _: &RolloutStatus, traffic: Option<&Traffic>) -> Result<(), Error> {
-        if let Some(template) = self.new_template() {
+        if self.bound && held(&self.deployment) {
+            // The user's Deployment has the new template already: given
+            // back, its own controller rolls it while traffic stays on the
+            // canary.
+            let patch = release_patch(&self.deployment, template_json(&self.deployment));
+            return self.merge(&self.name(), patch).await;
+        }
+        if self.bound {
+            if complete(&self.deployment).is_err() {
+                return Ok(());
+            }
+        } else if let Some(template) = self.new_template() {
             if template_json(&self.deployment) != template {
                 // The user's Deployment rolls to the new template by its
                 // own controller while traffic stays on the canary.
@@ -410,6 +481,23 @@ impl steps::Release for Canary {
     }
 
     async fn unmark(&self) -> Result<(), Error> {
+        if self.bound {
+            if held(&self.deployment) {
+                // Given back only when its pods run its template (a revert);
+                // held on a rejected template, the hold and marks stay.
+                let current = template_json(&self.deployment);
+                let runs = self.owned.iter().any(|rs| {
+                    template_of(rs) == current
+                        && count(rs.status.as_ref().and_then(|s| s.ready_replicas)) >= self.replicas
+                });
+                if !runs {
+                    return Ok(());
+                }
+                self.merge(&self.name(), release_patch(&self.deployment, current))
+                    .await?;
+            }
+            return remove_marks(&self.client, &self.deployment, &self.owned).await;
+        }
         if self.deployment.annotations().contains_key(keys::ROLLOUT) {
             self.merge(
                 &self.name(),
@@ -425,7 +513,11 @@ impl steps::Release for Canary {
             self.delete_canary().await?;
         }
         // The user's Deployment is whole unless a hand-back had begun: then
-        // it gets its stable template back.
+        // it gets its stable template back. A bound one keeps the template
+        // the user applied, held.
+        if self.bound {
+            return Ok(());
+        }
         if let Some(stable) = self.by_hash(&status.stable_revision) {
             let stable_template = template_of(stable);
             if template_json(&self.deployment) != stable_template {
@@ -435,4 +527,28 @@ impl steps::Release for Canary {
         }
         Ok(())
     }
+}
+
+/// Gives a bound Deployment released canary-style back to its own
+/// controller whole when its binding is deleted: the canary Deployment
+/// deleted, then as a partition release's (traffic restored, hold released,
+/// marks off).
+pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
+    let ns = rollout.namespace().unwrap_or_default();
+    if let Some(c) = Canary::load(ctx, &ns, rollout).await?
+        && c.canary.is_some()
+        && c.ours(&rollout.name_any())
+    {
+        if let Some(t) = Traffic::new(
+            &ctx.client,
+            &ns,
+            &rollout.name_any(),
+            rollout.spec.traffic.as_ref(),
+            rollout.spec.strategy.style == Some(sluice_model::spec::Style::BlueGreen),
+        ) {
+            t.restore().await?;
+        }
+        c.delete_canary().await?;
+    }
+    super::partition::let_go(ctx, rollout).await
 }

@@ -480,6 +480,12 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
             // controller whole, wherever the release was.
             if ours {
                 match rollout.spec.workload.kind {
+                    WorkloadKind::Deployment
+                        if rollout.spec.strategy.style.unwrap_or_default()
+                            != sluice_model::spec::Style::Partition =>
+                    {
+                        canary::let_go(ctx, &rollout).await?;
+                    }
                     WorkloadKind::Deployment => partition::let_go(ctx, &rollout).await?,
                     WorkloadKind::StatefulSet => statefulset::let_go(ctx, &rollout).await?,
                 }
@@ -510,16 +516,6 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
     use sluice_model::spec::Style;
     let style = rollout.spec.strategy.style.unwrap_or_default();
     let action = match (rollout.spec.workload.kind, style) {
-        (WorkloadKind::Deployment, style) if rollout.spec.bound() && style != Style::Partition => {
-            fail(
-                &mut status,
-                format!(
-                    "a bound Rollout (no spec.template or spec.images) releases a Deployment \
-                     partition-style only, for now (strategy.style is {style:?}); give the new \
-                     version in the Rollout instead"
-                ),
-            )
-        }
         (WorkloadKind::Deployment, Style::Partition) => {
             partition::reconcile(ctx, &rollout, &mut consumed, &mut status).await?
         }

@@ -54,7 +54,7 @@ pub(super) fn template_of(rs: &ReplicaSet) -> Value {
     t
 }
 
-fn deployment_template(d: &Deployment) -> Value {
+pub(super) fn deployment_template(d: &Deployment) -> Value {
     serde_json::to_value(d.spec.as_ref().map(|s| s.template.clone())).unwrap_or(Value::Null)
 }
 
@@ -232,6 +232,7 @@ fn cached(
 }
 
 struct Workload {
+    client: kube::Client,
     deployments: Api<Deployment>,
     replicasets: Api<ReplicaSet>,
     deployment: Deployment,
@@ -286,6 +287,7 @@ impl Workload {
         let unavailable = allowance(rolling.max_unavailable.as_ref()).pods_floor(replicas);
         let max_surge_text = max_surge_text(&deployment);
         Ok(Some(Self {
+            client: ctx.client.clone(),
             deployments,
             replicasets,
             deployment,
@@ -389,6 +391,130 @@ pub(super) fn complete(d: &Deployment) -> Result<(), String> {
     }
 }
 
+/// Whether a Deployment was paused before the release held it.
+fn paused_before(d: &Deployment) -> bool {
+    d.annotations()
+        .get(keys::PAUSED_BEFORE)
+        .is_some_and(|v| v == "true")
+}
+
+/// Whether a release still holds a Deployment: paused when it was not, or
+/// with a strategy other than the user's.
+pub(super) fn held(d: &Deployment) -> bool {
+    let spec = d.spec.as_ref();
+    let paused = spec.and_then(|s| s.paused).unwrap_or(false);
+    let strategy_held = d.annotations().contains_key(keys::ORIGINAL_STRATEGY)
+        && spec.and_then(|s| s.strategy.clone()) != user_strategy(d);
+    paused != paused_before(d) || strategy_held
+}
+
+/// The patch that gives a held Deployment back to its controller with
+/// `template` and the user's strategy, paused only if it was before.
+pub(super) fn release_patch(d: &Deployment, template: Value) -> Value {
+    let mut patch = json!({"spec": {"paused": paused_before(d), "template": template}});
+    if d.annotations().contains_key(keys::ORIGINAL_STRATEGY) {
+        // The saved fields replace the hold's; none saved means none
+        // written (the API server's defaults).
+        let saved = user_strategy(d).and_then(|s| serde_json::to_value(s).ok());
+        patch["spec"]["strategy"] = match saved {
+            Some(Value::Object(fields)) => {
+                let mut strategy = json!({"rollingUpdate": null});
+                for (k, v) in fields {
+                    strategy[k] = v;
+                }
+                strategy
+            }
+            _ => Value::Null,
+        };
+    }
+    patch
+}
+
+/// Takes a release's marks off a Deployment and the ReplicaSets it owns
+/// (kube-controller-manager copies a Deployment's annotations onto its new
+/// ReplicaSet).
+pub(super) async fn remove_marks(
+    client: &kube::Client,
+    d: &Deployment,
+    owned: &[ReplicaSet],
+) -> Result<(), Error> {
+    let ns = d.namespace().unwrap_or_default();
+    let marked = |annotations: &std::collections::BTreeMap<String, String>| {
+        MARKS.iter().any(|k| annotations.contains_key(*k))
+    };
+    let unmark = json!({"metadata": {"annotations": MARKS.iter().map(|k| (k.to_string(), Value::Null)).collect::<serde_json::Map<_, _>>()}});
+    if marked(d.annotations()) {
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .patch(
+                &d.name_any(),
+                &crate::writes::patch(),
+                &Patch::Merge(&unmark),
+            )
+            .await?;
+    }
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    for rs in owned.iter().filter(|rs| marked(rs.annotations())) {
+        replicasets
+            .patch(
+                &rs.name_any(),
+                &crate::writes::patch(),
+                &Patch::Merge(&unmark),
+            )
+            .await?;
+    }
+    tracing::debug!(deployment = %d.name_any(), "marks removed");
+    Ok(())
+}
+
+/// Whether a release may start on a bound Deployment: held by `rollout`
+/// (the webhook held the change), with a stable revision to start from
+/// (`stable`); a change that reached an unheld Deployment slipped past the
+/// webhook and is reported, not released.
+pub(super) fn bound_start(
+    d: &Deployment,
+    rollout: &Rollout,
+    status: &RolloutStatus,
+    stable: Option<&ReplicaSet>,
+) -> Start {
+    let name = d.name_any();
+    if !held_by(d, &rollout.name_any()) {
+        if !status.release.is_empty() {
+            return Start::Refused(format!(
+                "the pod template of Deployment {name:?} changed without Sluice holding it \
+                 (is the admission webhook registered and the executor reachable?): \
+                 its own controller rolls it out in full, not in batches"
+            ));
+        }
+        return match complete(d) {
+            // Bound now; the next change of the template is released.
+            Ok(()) => Start::NothingToDo,
+            Err(why) => Start::Busy(format!("{why}; its own rollout must finish first")),
+        };
+    }
+    let Some(stable) = stable else {
+        return Start::Busy(format!(
+            "no ReplicaSet of Deployment {name:?} runs the template it had before the change \
+             (annotation {} is {:?})",
+            keys::STABLE_TEMPLATE,
+            d.annotations()
+                .get(keys::STABLE_TEMPLATE)
+                .map_or("missing", String::as_str)
+        ));
+    };
+    if template_of(stable) == deployment_template(d) {
+        // Changed back to the stable version (a revert).
+        return Start::NothingToDo;
+    }
+    Start::Ready
+}
+
+/// A bound Deployment's stable ReplicaSet before a release records it: the
+/// one whose template has the digest the webhook recorded.
+pub(super) fn bound_stable<'a>(d: &Deployment, owned: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
+    let before = d.annotations().get(keys::STABLE_TEMPLATE)?;
+    owned.iter().find(|rs| hash(&template_of(rs)) == *before)
+}
+
 /// Whether `rollout` holds the Deployment (its mark is on it).
 pub(super) fn held_by(d: &Deployment, rollout: &str) -> bool {
     d.annotations().get(keys::ROLLOUT).map(String::as_str) == Some(rollout)
@@ -420,11 +546,7 @@ impl Workload {
         if self.bound && status.stable_revision.is_empty() {
             // The template the admission webhook saw before the change it
             // held names the stable revision.
-            let before = self.deployment.annotations().get(keys::STABLE_TEMPLATE)?;
-            return self
-                .owned
-                .iter()
-                .find(|rs| hash(&template_of(rs)) == *before);
+            return bound_stable(&self.deployment, &self.owned);
         }
         stable_of(&self.deployment, &self.owned, status)
     }
@@ -447,63 +569,13 @@ impl Workload {
         self.bound && template_of(stable) != deployment_template(&self.deployment)
     }
 
-    /// Whether a release may start on a bound Deployment: held by this
-    /// Rollout (the webhook held the change), with a stable revision to
-    /// start from; a change that reached an unheld Deployment slipped past
-    /// the webhook and is reported, not released.
     fn bound_start(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
-        let name = self.deployment.name_any();
-        if !self.ours(&rollout.name_any()) {
-            if !status.release.is_empty() {
-                return Start::Refused(format!(
-                    "the pod template of Deployment {name:?} changed without Sluice holding it \
-                     (is the admission webhook registered and the executor reachable?): \
-                     its own controller rolls it out in full, not in batches"
-                ));
-            }
-            return match complete(&self.deployment) {
-                // Bound now; the next change of the template is released.
-                Ok(()) => Start::NothingToDo,
-                Err(why) => Start::Busy(format!("{why}; its own rollout must finish first")),
-            };
-        }
-        let Some(stable) = self.stable(status) else {
-            return Start::Busy(format!(
-                "no ReplicaSet of Deployment {name:?} runs the template it had before the change \
-                 (annotation {} is {:?})",
-                keys::STABLE_TEMPLATE,
-                self.deployment
-                    .annotations()
-                    .get(keys::STABLE_TEMPLATE)
-                    .map_or("missing", String::as_str)
-            ));
-        };
-        if template_of(stable) == deployment_template(&self.deployment) {
-            // Changed back to the stable version (a revert).
-            return Start::NothingToDo;
-        }
-        Start::Ready
+        bound_start(&self.deployment, rollout, status, self.stable(status))
     }
 
-    /// Whether the Deployment was paused before the release.
-    fn paused_before(&self) -> bool {
-        self.deployment
-            .annotations()
-            .get(keys::PAUSED_BEFORE)
-            .is_some_and(|v| v == "true")
-    }
-
-    /// Whether the release still holds the Deployment: paused when it was
-    /// not, or with a strategy other than the user's.
+    /// Whether the release still holds the Deployment.
     fn held(&self) -> bool {
-        let spec = self.deployment.spec.as_ref();
-        let paused = spec.and_then(|s| s.paused).unwrap_or(false);
-        let strategy_held = self
-            .deployment
-            .annotations()
-            .contains_key(keys::ORIGINAL_STRATEGY)
-            && spec.and_then(|s| s.strategy.clone()) != user_strategy(&self.deployment);
-        paused != self.paused_before() || strategy_held
+        held(&self.deployment)
     }
 
     /// Whether ReplicaSets running another template than `template` still
@@ -768,20 +840,7 @@ impl Workload {
     /// Takes the release's annotations off the Deployment and its
     /// ReplicaSets.
     async fn remove_marks(&self) -> Result<(), Error> {
-        let marked = |annotations: &std::collections::BTreeMap<String, String>| {
-            MARKS.iter().any(|k| annotations.contains_key(*k))
-        };
-        let unmark = json!({"metadata": {"annotations": MARKS.iter().map(|k| (k.to_string(), Value::Null)).collect::<serde_json::Map<_, _>>()}});
-        if marked(self.deployment.annotations()) {
-            self.patch_deployment(unmark.clone()).await?;
-        }
-        // kube-controller-manager copies a Deployment's annotations onto
-        // its new ReplicaSet, so the hold's are taken off there too.
-        for rs in self.owned.iter().filter(|rs| marked(rs.annotations())) {
-            self.patch_replicaset(rs, &unmark).await?;
-        }
-        tracing::debug!(deployment = %self.deployment.name_any(), "marks removed");
-        Ok(())
+        remove_marks(&self.client, &self.deployment, &self.owned).await
     }
 }
 
@@ -818,7 +877,7 @@ pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
 /// The annotations a release puts on the Deployment (and that
 /// kube-controller-manager copies onto its ReplicaSets), all taken off at
 /// its end.
-const MARKS: [&str; 4] = [
+pub(super) const MARKS: [&str; 4] = [
     keys::ROLLOUT,
     keys::PAUSED_BEFORE,
     keys::ORIGINAL_STRATEGY,
@@ -991,26 +1050,8 @@ async fn release_hold(w: &Workload, template: Value) -> Result<(), Error> {
     if !w.held() && deployment_template(&w.deployment) == template {
         return Ok(());
     }
-    let mut patch = json!({"spec": {"paused": w.paused_before(), "template": template}});
-    if w.deployment
-        .annotations()
-        .contains_key(keys::ORIGINAL_STRATEGY)
-    {
-        // The saved fields replace the hold's; none saved means none
-        // written (the API server's defaults).
-        let saved = user_strategy(&w.deployment).and_then(|s| serde_json::to_value(s).ok());
-        patch["spec"]["strategy"] = match saved {
-            Some(Value::Object(fields)) => {
-                let mut strategy = json!({"rollingUpdate": null});
-                for (k, v) in fields {
-                    strategy[k] = v;
-                }
-                strategy
-            }
-            _ => Value::Null,
-        };
-    }
-    w.patch_deployment(patch).await?;
+    w.patch_deployment(release_patch(&w.deployment, template))
+        .await?;
     tracing::debug!(deployment = %w.deployment.name_any(), "workload handed back");
     Ok(())
 }
