@@ -22,3 +22,49 @@ pub fn post() -> PostParams {
         ..PostParams::default()
     }
 }
+
+/// Finishes a release's writes to a user's workload: `patch` (a merge
+/// patch, e.g. the marks taken off) together with Sluice's entries removed
+/// from its `managedFields`, so that Sluice owns none of the fields it set
+/// and gave back. Otherwise the fields a release wrote last (the strategy,
+/// the partition) would stay Sluice's, and a GitOps tool's later
+/// server-side apply of another value would conflict with `sluice`.
+/// Reads the object afresh (the controller's caches drop `managedFields`);
+/// the write is conditional on the version read. Writes nothing when there
+/// is nothing to change.
+///
+/// # Errors
+/// The API server's, a conflict (409) included: the next reconcile does it
+/// again.
+pub async fn disown<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    patch: serde_json::Value,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(fresh) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let meta = fresh.meta();
+    let fields = meta.managed_fields.clone().unwrap_or_default();
+    let ours = fields
+        .iter()
+        .any(|m| m.manager.as_deref() == Some(keys::FIELD_MANAGER));
+    let mut patch = patch;
+    if ours {
+        let rest: Vec<_> = fields
+            .into_iter()
+            .filter(|m| m.manager.as_deref() != Some(keys::FIELD_MANAGER))
+            .collect();
+        patch["metadata"]["managedFields"] = serde_json::to_value(rest).unwrap_or_default();
+    }
+    if patch.as_object().is_none_or(serde_json::Map::is_empty) {
+        return Ok(());
+    }
+    patch["metadata"]["resourceVersion"] = serde_json::json!(meta.resource_version);
+    api.patch(name, &self::patch(), &kube::api::Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}

@@ -738,7 +738,7 @@ struct Observed {
     /// Every `spec.replicas` the new version's ReplicaSet had, in order, as
     /// a watch of its own saw them.
     new_sizes: Vec<i32>,
-    /// Who wrote the Deployment's fields: its `managedFields` managers.
+    /// Who wrote its ReplicaSets' fields: their `managedFields` managers.
     managers: Vec<String>,
 }
 
@@ -901,7 +901,9 @@ spec:
     tokio::time::sleep(Duration::from_millis(500)).await;
     recorder.abort();
     sizes.abort();
-    let managers = deployments
+    // The ReplicaSet the executor made names it; the Deployment it gave
+    // back does not (it disowns what it gave back).
+    let deployment_managers: Vec<String> = deployments
         .get("web")
         .await
         .unwrap()
@@ -909,6 +911,19 @@ spec:
         .managed_fields
         .unwrap_or_default()
         .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        !deployment_managers.iter().any(|m| m == "sluice"),
+        "{deployment_managers:?}"
+    );
+    let managers = Api::<ReplicaSet>::default_namespaced(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|rs| rs.metadata.managed_fields.unwrap_or_default())
         .filter_map(|m| m.manager)
         .collect();
     let status = rollouts.get("web").await.unwrap().status.unwrap();
@@ -1447,6 +1462,23 @@ async fn a_gitops_change_is_released_in_batches_through_the_webhook_on_a_real_co
         json!({"replicas": 4, "paused": false, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, "image": "registry.example/web:2.0", "sluice_annotations": []})
     );
     wait_deployment_ready(plane, &deployments, "web", 4).await;
+    // Sluice owns none of the fields it gave back: git may change them
+    // later with no conflict.
+    let d = deployments.get("web").await.unwrap();
+    let managers: Vec<String> = d
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(!managers.contains(&"sluice".to_owned()), "{managers:?}");
+    let mut surge_two = web_manifest("registry.example/web:2.0");
+    surge_two["spec"]["strategy"]["rollingUpdate"]["maxSurge"] = json!(2);
+    let (ok, out) = gitops_apply(plane, &surge_two, false);
+    assert!(ok, "git changes a field the release gave back: {out}");
+    let (ok, out) = gitops_apply(plane, &web_manifest("registry.example/web:2.0"), false);
+    assert!(ok, "{out}");
 
     // kubectl set image, then a revert mid-release: a fast rollback.
     let (ok, out) = plane.kubectl(&[
@@ -1473,7 +1505,11 @@ async fn a_gitops_change_is_released_in_batches_through_the_webhook_on_a_real_co
     })
     .await;
     assert_eq!(reverted.phase, Phase::RolledBack, "{reverted:#?}");
-    assert!(reverted.message.contains("before"), "{}", reverted.message);
+    assert!(
+        reverted.message.starts_with("reverted"),
+        "{}",
+        reverted.message
+    );
     let d = deployments.get("web").await.unwrap();
     assert_eq!(
         users_fields(&d),

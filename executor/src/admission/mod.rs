@@ -215,9 +215,26 @@ fn router(webhook: Arc<Webhook>) -> Router {
 }
 
 /// Answers one AdmissionReview.
-async fn review(State(webhook): State<Arc<Webhook>>, body: Bytes) -> impl IntoResponse {
+async fn review(
+    State(webhook): State<Arc<Webhook>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> impl IntoResponse {
     let start = Instant::now();
-    let (kind, result, answer) = webhook.answer(&body).await;
+    let (kind, result, answer) = match body {
+        Ok(body) => webhook.answer(&body).await,
+        // Too large (or cut off): still a well-formed answer with the reason.
+        Err(rejection) => (
+            String::new(),
+            "invalid",
+            response(
+                "admission.k8s.io/v1",
+                "",
+                &Answer::Deny(format!(
+                    "the review could not be read ({rejection}); at most {MAX_REVIEW_BYTES} bytes are read"
+                )),
+            ),
+        ),
+    };
     webhook.metrics.admitted(&kind, result, start.elapsed());
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -444,13 +461,22 @@ impl ResolvesServerCert for CertFiles {
             if stamp != current.stamp {
                 // A half-written pair fails to read or to match: the old
                 // one serves until both files agree.
+                // Looked at once per change of the files: a bad pair is
+                // reported once, and read again when either file changes.
+                current.stamp = stamp;
                 match Self::read(&self.cert, &self.key) {
                     Ok(loaded) if loaded.key.keys_match().is_ok() => {
                         tracing::info!(cert = %self.cert.display(), "webhook certificate reloaded");
                         *current = loaded;
                     }
-                    Ok(_) => tracing::debug!("webhook certificate and key do not match yet"),
-                    Err(error) => tracing::debug!(%error, "webhook certificate not read"),
+                    Ok(_) => tracing::warn!(
+                        cert = %self.cert.display(),
+                        "the webhook certificate and key do not match (yet); the previous pair serves"
+                    ),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "the webhook certificate could not be read; the previous pair serves"
+                    ),
                 }
             }
         }
@@ -641,9 +667,18 @@ mod tests {
             "{ops:?}"
         );
         assert_eq!(metrics.admissions("held"), 1);
-        // Past the limit: refused by the server, not read into memory.
-        let (code, _) = post(&app, "/mutate", vec![b' '; MAX_REVIEW_BYTES + 1]).await;
-        assert_eq!(code, 413);
+        // Past the limit: not read into memory, and still answered with a
+        // well-formed denial giving the reason.
+        let (code, answer) = post(&app, "/mutate", vec![b' '; MAX_REVIEW_BYTES + 1]).await;
+        assert_eq!(code, 200);
+        assert_eq!(answer["response"]["allowed"], false);
+        assert!(
+            answer["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most"),
+            "{answer}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -498,13 +498,13 @@ impl steps::Release for Canary {
             }
             return remove_marks(&self.client, &self.deployment, &self.owned).await;
         }
-        if self.deployment.annotations().contains_key(keys::ROLLOUT) {
-            self.merge(
-                &self.name(),
-                json!({"metadata": {"annotations": {keys::ROLLOUT: null}}}),
-            )
-            .await?;
-        }
+        // The mark off, and Sluice's ownership of the template it gave back.
+        let patch = if self.deployment.annotations().contains_key(keys::ROLLOUT) {
+            json!({"metadata": {"annotations": {keys::ROLLOUT: null}}})
+        } else {
+            json!({})
+        };
+        crate::writes::disown(&self.deployments, &self.name(), patch).await?;
         Ok(())
     }
 

@@ -443,15 +443,14 @@ pub(super) async fn remove_marks(
         MARKS.iter().any(|k| annotations.contains_key(*k))
     };
     let unmark = json!({"metadata": {"annotations": MARKS.iter().map(|k| (k.to_string(), Value::Null)).collect::<serde_json::Map<_, _>>()}});
-    if marked(d.annotations()) {
-        Api::<Deployment>::namespaced(client.clone(), &ns)
-            .patch(
-                &d.name_any(),
-                &crate::writes::patch(),
-                &Patch::Merge(&unmark),
-            )
-            .await?;
-    }
+    // The marks off, and Sluice's ownership of what it gave back with them.
+    let api = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let patch = if marked(d.annotations()) {
+        unmark.clone()
+    } else {
+        json!({})
+    };
+    crate::writes::disown(&api, &d.name_any(), patch).await?;
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     for rs in owned.iter().filter(|rs| marked(rs.annotations())) {
         replicasets
@@ -995,17 +994,43 @@ async fn move_pods(
     let target_new = batch.canary_replicas.min(n);
     let target_old = n - target_new;
     let (new_spec, old_spec) = (spec_replicas(canary), spec_replicas(stable));
-    // Pods of revisions left by an earlier release of this rollout count
-    // against the surge, and go first.
-    let leftover: u32 = w
+    // Pods of revisions a newer release retired count against the surge and
+    // go first, but, like stable pods, only as fast as availability allows
+    // (their unready ones at once: they serve nobody).
+    let retired: Vec<&ReplicaSet> = w
         .owned
         .iter()
         .filter(|rs| hash_of(rs) != hash_of(canary) && hash_of(rs) != hash_of(stable))
+        .filter(|rs| spec_replicas(rs) > 0 || pods(rs) > 0)
+        .collect();
+    let leftover: u32 = retired
+        .iter()
         .map(|rs| spec_replicas(rs).max(pods(rs)))
         .sum();
-    for rs in w.others_with_pods(&hash_of(canary)) {
-        if hash_of(rs) != hash_of(stable) && spec_replicas(rs) > 0 {
-            w.scale(rs, 0).await?;
+    let min_available = n.saturating_sub(w.unavailable);
+    let available = ready(canary)
+        + ready(stable).min(old_spec)
+        + retired
+            .iter()
+            .map(|rs| ready(rs).min(spec_replicas(rs)))
+            .sum::<u32>();
+    let mut budget = available.saturating_sub(min_available);
+    // With neither surge nor unavailability allowed, one pod must go for a
+    // new one to come.
+    let stuck = w.surge == 0 && w.unavailable == 0 && new_spec < target_new && budget == 0;
+    if stuck {
+        budget = 1;
+    }
+    for rs in &retired {
+        let spec = spec_replicas(rs);
+        if spec == 0 {
+            continue;
+        }
+        let healthy = ready(rs).min(spec);
+        let cut = (spec - healthy) + healthy.min(budget);
+        budget -= healthy.min(budget);
+        if cut > 0 {
+            w.scale(rs, spec - cut).await?;
         }
     }
     let existing = (new_spec + old_spec).max(pods(canary) + pods(stable)) + leftover;
@@ -1020,14 +1045,7 @@ async fn move_pods(
     if old_spec > target_old {
         // Old pods go as new ones become ready, keeping at least
         // replicas - maxUnavailable available.
-        let min_available = n.saturating_sub(w.unavailable);
-        let available = ready(canary) + ready(stable).min(old_spec);
-        let mut down = available
-            .saturating_sub(min_available)
-            .min(old_spec - target_old);
-        if w.surge == 0 && down == 0 && new_spec < target_new && w.unavailable == 0 {
-            down = 1;
-        }
+        let down = budget.min(old_spec - target_old);
         if down > 0 {
             w.scale(stable, old_spec - down).await?;
         }

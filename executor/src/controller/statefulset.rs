@@ -517,11 +517,13 @@ impl steps::Release for Set {
 impl Set {
     /// Takes the release's annotations off the StatefulSet.
     async fn remove_marks(&self) -> Result<(), Error> {
-        if self.marked() || self.sts.annotations().contains_key(PARTITION_BEFORE) {
-            let unmark =
-                json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}});
-            self.merge(unmark).await?;
-        }
+        // The marks off, and Sluice's ownership of the partition it gave back.
+        let patch = if self.marked() || self.sts.annotations().contains_key(PARTITION_BEFORE) {
+            json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}})
+        } else {
+            json!({})
+        };
+        crate::writes::disown(&self.sets, &self.sts.name_any(), patch).await?;
         Ok(())
     }
 }

@@ -332,11 +332,16 @@ struct Decision<'a> {
 /// How the message of a rollback asked for by Abort begins.
 const ABORTED: &str = "aborted";
 
-/// Whether a rollback was asked for (Abort) rather than forced by a
-/// failure: the new pods then are healthy and go only as fast as the
-/// workload's own strategy allows; after a failure they go at once.
+/// How the message of a rollback to the version the workload ran before
+/// (a revert of the new version) begins.
+const REVERTED: &str = "reverted";
+
+/// Whether a rollback was asked for (Abort, or a revert to the stable
+/// version) rather than forced by a failure: the new pods then are healthy
+/// and go only as fast as the workload's own strategy allows; after a
+/// failure they go at once.
 pub fn rollback_requested(status: &RolloutStatus) -> bool {
-    status.message.starts_with(ABORTED)
+    status.message.starts_with(ABORTED) || status.message.starts_with(REVERTED)
 }
 
 /// The message of a release held by Pause.
@@ -479,11 +484,10 @@ impl Decision<'_> {
             Start::NothingToDo if !self.status.stable_revision.is_empty() => {
                 // A new spec in flight asks for the version the workload ran
                 // before: what the old release changed is undone.
-                self.roll_back(
-                    "the version asked for now is the one the workload ran before the release \
-                     (a revert): rolling back to it at once, without analysis"
-                        .into(),
-                )
+                self.roll_back(format!(
+                    "{REVERTED}: the version asked for now is the one the workload ran before \
+                     the release; rolling back to it without analysis"
+                ))
             }
             Start::NothingToDo => {
                 self.status
