@@ -1204,6 +1204,43 @@ impl Webhook {
 /// certificate the API server trusts, and registered from
 /// `deploy/webhook.yaml` with its clientConfig pointed at it.
 async fn register_webhook(p: &Platform, dir: &std::path::Path) -> Webhook {
+    register_webhook_at(&p.client, &p.plane.kubeconfig, &p.stop, dir).await
+}
+
+/// Runs kubectl against the cluster of `kubeconfig`; (success, output).
+fn kubectl_at(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Applies `manifests` with kubectl to the cluster of `kubeconfig`.
+fn apply_at(kubeconfig: &std::path::Path, manifests: &[serde_json::Value]) {
+    for manifest in manifests {
+        let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        std::fs::write(file.path(), manifest.to_string()).unwrap();
+        let (ok, out) = kubectl_at(kubeconfig, &["apply", "-f", file.path().to_str().unwrap()]);
+        assert!(ok, "{out}");
+    }
+}
+
+/// [`register_webhook`] on any cluster: its client and kubeconfig.
+async fn register_webhook_at(
+    client: &kube::Client,
+    kubeconfig: &std::path::Path,
+    within: &CancellationToken,
+    dir: &std::path::Path,
+) -> Webhook {
     use serde::Deserialize as _;
     let ca = sluice_integration_tests::pki::Authority::new(dir, "webhook-ca");
     let pair = ca.issue("webhook");
@@ -1215,9 +1252,9 @@ async fn register_webhook(p: &Platform, dir: &std::path::Path) -> Webhook {
     .await
     .unwrap();
     let addr = bound.addr();
-    let bindings = sluice_executor::admission::Bindings::start(p.client.clone(), p.stop.clone());
+    let bindings = sluice_executor::admission::Bindings::start(client.clone(), within.clone());
     let metrics = std::sync::Arc::new(sluice_executor::metrics::Metrics::default());
-    let stop = p.stop.child_token();
+    let stop = within.child_token();
     tokio::spawn(bound.serve(bindings.clone(), metrics.clone(), stop.clone()));
     let ca_bundle =
         serde_json::to_value(k8s_openapi::ByteString(std::fs::read(&ca.cert).unwrap())).unwrap();
@@ -1239,13 +1276,130 @@ async fn register_webhook(p: &Platform, dir: &std::path::Path) -> Webhook {
         }
         manifests.push(manifest);
     }
-    apply(&p.plane, &manifests);
+    apply_at(kubeconfig, &manifests);
     Webhook {
         metrics,
         addr,
         pair,
         bindings,
         stop,
+    }
+}
+
+/// What a kubectl-driven bound release did, as both clusters must agree.
+#[derive(Debug, PartialEq)]
+struct KubectlRelease {
+    /// New pods of each step, as the status recorded them.
+    steps: Vec<u32>,
+    /// Pods of each version while paused at the first step.
+    at_pause: (usize, usize),
+    /// The Deployment in the end, as its user sees it.
+    user_view: serde_json::Value,
+    /// Its ReplicaSets in the end: (pods wanted) by image.
+    sets: Vec<(String, i32)>,
+}
+
+/// A release driven only with kubectl on the cluster of `kubeconfig`
+/// (webhook registered, a controller running): web applied, bound, its
+/// image set, promoted at the first step's pause.
+async fn kubectl_release(client: &kube::Client, kubeconfig: &std::path::Path) -> KubectlRelease {
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
+    apply_at(kubeconfig, &[web_manifest("registry.example/web:1.0")]);
+    for _ in 0..600 {
+        let s = deployments
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if s.ready_replicas == Some(4) && s.updated_replicas == Some(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    apply_at(
+        kubeconfig,
+        &[json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"},
+                     "strategy": {"canary": {"steps": [{"replicas": "50%", "pause": {}}, {"replicas": "100%"}]}}},
+        })],
+    );
+    wait_status(&rollouts, "web", |s| s.phase == Phase::Succeeded).await;
+    let (ok, out) = kubectl_at(
+        kubeconfig,
+        &[
+            "set",
+            "image",
+            "deployment/web",
+            "web=registry.example/web:2.0",
+        ],
+    );
+    assert!(ok, "{out}");
+    let paused = wait_status(&rollouts, "web", |s| s.phase == Phase::Paused).await;
+    assert_eq!(paused.phase, Phase::Paused, "{paused:#?}");
+    // The batch in place: its pods ready, the old ones gone.
+    let mut at_pause = (0, 0);
+    for _ in 0..300 {
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::default_namespaced(client.clone())
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap();
+        let count = |image: &str| {
+            pods.items
+                .iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image)
+                })
+                .count()
+        };
+        at_pause = (
+            count("registry.example/web:1.0"),
+            count("registry.example/web:2.0"),
+        );
+        if at_pause == (2, 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out) = kubectl_at(
+        kubeconfig,
+        &["annotate", "rollout", "web", "sluice.dev/promote=step:0"],
+    );
+    assert!(ok, "{out}");
+    let done = wait_status(&rollouts, "web", |s| {
+        s.phase == Phase::Succeeded && s.current_step == 1
+    })
+    .await;
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    settle(&deployments, 4).await;
+    let d = deployments.get("web").await.unwrap();
+    let mut sets: Vec<(String, i32)> = Api::<ReplicaSet>::default_namespaced(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|rs| {
+            let spec = rs.spec.unwrap();
+            (
+                spec.template.unwrap().spec.unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap(),
+                spec.replicas.unwrap_or(0),
+            )
+        })
+        .collect();
+    sets.sort();
+    KubectlRelease {
+        steps: done.steps.iter().map(|s| s.canary_replicas).collect(),
+        at_pause,
+        user_view: users_fields(&d),
+        sets,
     }
 }
 
@@ -1670,4 +1824,45 @@ async fn a_bound_statefulset_on_a_real_control_plane_and_a_change_while_no_execu
             .all(|k| !k.starts_with("sluice.dev/"))
     );
     assert_eq!(image_count("registry.example/db:1.0").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubectl_driven_release_runs_alike_on_the_simulator_and_a_real_control_plane() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, "[]").await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&p, dir.path()).await;
+    let real = kubectl_release(&p.client, &p.plane.kubeconfig).await;
+
+    // The same on the simulator, served over loopback for kubectl, with a
+    // webhook and a controller of its own.
+    let scenario = sluice_sim::scenario::Scenario::parse(
+        "differential",
+        "name: differential\nseed: 1\nversions:\n  - {image: registry.example/web:1.0, profile: {startMinSeconds: 0.2, startMaxSeconds: 0.5, readyAfterSeconds: 0.2}}\n  - {image: registry.example/web:2.0, profile: {startMinSeconds: 0.2, startMaxSeconds: 0.5, readyAfterSeconds: 0.2}}\n",
+    )
+    .unwrap();
+    let sim = sluice_sim::scenario::Simulation::start(scenario).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, sim.api.router()).into_future());
+    let kubeconfig = dir.path().join("sim.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        sluice_sim::kubeconfig(addr, &Default::default()),
+    )
+    .unwrap();
+    let client = sluice_executor::client_over(sim.api.router(), "default", &Arc::default());
+    let sim_dir = dir.path().join("sim");
+    std::fs::create_dir(&sim_dir).unwrap();
+    register_webhook_at(&client, &kubeconfig, &stop, &sim_dir).await;
+    let _controller = start_controller(&client, &p.planner, &p.gate, &stop);
+    let simulated = kubectl_release(&client, &kubeconfig).await;
+
+    assert_eq!(real.steps, [2, 4], "{real:#?}");
+    assert_eq!(real.at_pause, (2, 2), "the first batch on the real cluster");
+    assert_eq!(
+        simulated, real,
+        "the simulator releases as the real control plane does"
+    );
 }
