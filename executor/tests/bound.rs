@@ -694,3 +694,80 @@ async fn a_bound_deployment_released_canary_style_beside_its_own_pods() {
         (None, vec![])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_scaled_during_a_steps_pause_keeps_its_batch_share() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 30%, pause: {}}]}}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    wait_release(&rollouts, "").await;
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    wait_phase(&rollouts, |p| p == Phase::Paused).await;
+    // As `kubectl scale` (or an autoscaler) does: through the scale subresource.
+    deployments
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 20}})),
+        )
+        .await
+        .unwrap();
+    let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
+    let mut seen = (0, 0);
+    for _ in 0..300 {
+        let list = sets.list(&ListParams::default()).await.unwrap();
+        let wanted = |image: &str| -> i32 {
+            list.items
+                .iter()
+                .filter(|rs| {
+                    rs.spec
+                        .as_ref()
+                        .unwrap()
+                        .template
+                        .as_ref()
+                        .unwrap()
+                        .spec
+                        .as_ref()
+                        .unwrap()
+                        .containers[0]
+                        .image
+                        .as_deref()
+                        == Some(image)
+                })
+                .map(|rs| rs.spec.as_ref().unwrap().replicas.unwrap_or(0))
+                .sum()
+        };
+        seen = (
+            wanted("registry.example/web:1.0"),
+            wanted("registry.example/web:2.0"),
+        );
+        if seen == (14, 6) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen,
+        (14, 6),
+        "30% of 20 new, the rest stable, while the step waits"
+    );
+    let status = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.phase, status.current_step),
+        (Phase::Paused, 0),
+        "{status:#?}"
+    );
+}

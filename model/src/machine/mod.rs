@@ -634,6 +634,16 @@ impl Decision<'_> {
             StepState::Upgrading | StepState::Routing => self.upgrading(),
             StepState::Analyzing => self.analysing(),
             StepState::Paused => {
+                // The workload was scaled (kubectl scale, an autoscaler)
+                // while the step waits: its batch follows the new replica
+                // count, and nothing else moves.
+                let step = self.status.current_step;
+                if promotion.is_none()
+                    && let Some(Some(progress)) = input.observed.progress.get(step as usize)
+                    && !progress.reached
+                {
+                    self.effect(Effect::MovePods { step });
+                }
                 let over = promotion.is_some()
                     || match self.status.pause_until.as_deref().and_then(parse_time) {
                         Some(until) => match until.duration_since(self.now()) {
@@ -731,6 +741,12 @@ impl Decision<'_> {
             }
             None => {
                 self.effect(Effect::Analyse { step, names });
+                // Scaled while analysed: the batch follows the replicas.
+                if let Some(Some(progress)) = self.input.observed.progress.get(step as usize)
+                    && !progress.reached
+                {
+                    self.effect(Effect::MovePods { step });
+                }
                 Hop::Return(Next::Change)
             }
             Some((Verdict::Pass, _)) => {

@@ -895,3 +895,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_workload_scaled_during_a_steps_pause_keeps_its_batch_in_place_and_waits_on() {
+    let status = running(0, StepState::Paused);
+    let c = Controls::default();
+    // The batch is in place: the pause waits, moving nothing.
+    let mut seen = observed();
+    seen.progress[0] = progress(1, true);
+    let out = decide_with(&status, &plan(), &c, &seen, at(10));
+    assert!(out.effects.is_empty(), "{:?}", out.effects);
+    // Scaled: the batch's counts changed and it is no longer in place. Its
+    // pods move, the step still waits for its promotion.
+    seen.progress[0] = progress(1, false);
+    let out = decide_with(&status, &plan(), &c, &seen, at(10));
+    assert_eq!(out.effects, [Effect::MovePods { step: 0 }]);
+    assert_eq!(
+        (
+            out.status.phase,
+            out.status.step_state,
+            out.status.current_step
+        ),
+        (Phase::Paused, StepState::Paused, 0)
+    );
+    // Paused by a person: nothing moves, scaled or not.
+    let held = Controls {
+        paused: true,
+        ..Controls::default()
+    };
+    let out = decide_with(&status, &plan(), &held, &seen, at(10));
+    assert!(out.effects.is_empty(), "{:?}", out.effects);
+}
