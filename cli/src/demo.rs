@@ -409,8 +409,6 @@ async fn apply_release(
     text: bool,
 ) -> anyhow::Result<()> {
     use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-    use serde::Deserialize as _;
-
     let dir = tempfile::tempdir().context("a directory for the webhook's certificate")?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -430,17 +428,8 @@ async fn apply_release(
     let bindings = sluice_executor::admission::Bindings::start(client.clone(), stop.clone());
     tokio::spawn(bound.serve(bindings.clone(), std::sync::Arc::default(), stop.clone()));
 
-    let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(ca_cert.pem().into_bytes()))?;
-    for doc in serde_yaml::Deserializer::from_str(include_str!("../../deploy/webhook.yaml")) {
-        let mut manifest = serde_json::Value::deserialize(doc)?;
-        for hook in manifest["webhooks"].as_array_mut().into_iter().flatten() {
-            let path = hook["clientConfig"]["service"]["path"]
-                .as_str()
-                .unwrap_or("/mutate")
-                .to_owned();
-            hook["clientConfig"] =
-                json!({"url": format!("https://{webhook_addr}{path}"), "caBundle": ca_bundle});
-        }
+    for manifest in sluice_executor::admission::registration(webhook_addr, ca_cert.pem().as_bytes())
+    {
         let kind = manifest["kind"].as_str().unwrap_or_default().to_owned();
         let resource = ApiResource {
             group: "admissionregistration.k8s.io".into(),

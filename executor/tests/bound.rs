@@ -15,8 +15,7 @@ use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
-use serde::Deserialize as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_executor::{
     admission::{Bindings, Bound},
     crd::{Phase, Rollout},
@@ -57,19 +56,7 @@ async fn register_webhook(
     tokio::spawn(bound.serve(bindings, metrics.clone(), stop.clone()));
     std::mem::forget(stop.drop_guard());
 
-    let ca_bundle =
-        serde_json::to_value(k8s_openapi::ByteString(ca_cert.pem().into_bytes())).unwrap();
-    let text = include_str!("../../deploy/webhook.yaml");
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let mut manifest = Value::deserialize(doc).unwrap();
-        for hook in manifest["webhooks"].as_array_mut().unwrap() {
-            let path = hook["clientConfig"]["service"]["path"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            hook["clientConfig"] =
-                json!({"url": format!("https://{addr}{path}"), "caBundle": ca_bundle});
-        }
+    for manifest in sluice_executor::admission::registration(addr, ca_cert.pem().as_bytes()) {
         let kind = manifest["kind"].as_str().unwrap();
         let plural = if kind.starts_with("Mutating") {
             "mutatingwebhookconfigurations"

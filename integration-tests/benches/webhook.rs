@@ -21,7 +21,6 @@ use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
 };
-use serde::Deserialize as _;
 use serde_json::json;
 use sluice_executor::{
     admission::{Bindings, Bound},
@@ -69,23 +68,9 @@ async fn main() {
     let bindings = Bindings::start(client.clone(), stop.clone());
     let metrics = Arc::new(sluice_executor::metrics::Metrics::default());
     tokio::spawn(bound.serve(bindings.clone(), metrics.clone(), stop.clone()));
-    let ca_bundle =
-        serde_json::to_value(k8s_openapi::ByteString(std::fs::read(&ca.cert).unwrap())).unwrap();
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/webhook.yaml"
-    ))
-    .unwrap();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let mut manifest = serde_json::Value::deserialize(doc).unwrap();
-        for hook in manifest["webhooks"].as_array_mut().unwrap() {
-            let path = hook["clientConfig"]["service"]["path"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            hook["clientConfig"] =
-                json!({"url": format!("https://{addr}{path}"), "caBundle": ca_bundle});
-        }
+    for manifest in
+        sluice_executor::admission::registration(addr, &std::fs::read(&ca.cert).unwrap())
+    {
         let file = dir.path().join("hook.json");
         std::fs::write(&file, manifest.to_string()).unwrap();
         let (ok, out) = plane.kubectl(&["apply", "-f", file.to_str().unwrap()]);

@@ -1241,7 +1241,6 @@ async fn register_webhook_at(
     within: &CancellationToken,
     dir: &std::path::Path,
 ) -> Webhook {
-    use serde::Deserialize as _;
     let ca = sluice_integration_tests::pki::Authority::new(dir, "webhook-ca");
     let pair = ca.issue("webhook");
     let bound = sluice_executor::admission::Bound::bind(
@@ -1256,26 +1255,8 @@ async fn register_webhook_at(
     let metrics = std::sync::Arc::new(sluice_executor::metrics::Metrics::default());
     let stop = within.child_token();
     tokio::spawn(bound.serve(bindings.clone(), metrics.clone(), stop.clone()));
-    let ca_bundle =
-        serde_json::to_value(k8s_openapi::ByteString(std::fs::read(&ca.cert).unwrap())).unwrap();
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/webhook.yaml"
-    ))
-    .unwrap();
-    let mut manifests = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let mut manifest = serde_json::Value::deserialize(doc).unwrap();
-        for hook in manifest["webhooks"].as_array_mut().unwrap() {
-            let path = hook["clientConfig"]["service"]["path"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            hook["clientConfig"] =
-                json!({"url": format!("https://{addr}{path}"), "caBundle": ca_bundle});
-        }
-        manifests.push(manifest);
-    }
+    let manifests =
+        sluice_executor::admission::registration(addr, &std::fs::read(&ca.cert).unwrap());
     apply_at(kubeconfig, &manifests);
     Webhook {
         metrics,

@@ -143,6 +143,33 @@ impl Bindings {
     }
 }
 
+/// The webhook configurations of `deploy/webhook.yaml`, each webhook's
+/// `clientConfig` pointed at `https://{addr}{path}` and trusting `ca_pem`
+/// (for a webhook served outside the cluster: tests, the demo, a
+/// development machine).
+///
+/// # Panics
+/// Never: the file is part of this build and a test reads it.
+pub fn registration(addr: SocketAddr, ca_pem: &[u8]) -> Vec<Value> {
+    use serde::Deserialize as _;
+    let ca_bundle =
+        serde_json::to_value(k8s_openapi::ByteString(ca_pem.to_vec())).unwrap_or(Value::Null);
+    serde_yaml::Deserializer::from_str(include_str!("../../../deploy/webhook.yaml"))
+        .filter_map(|doc| Value::deserialize(doc).ok())
+        .map(|mut manifest| {
+            for hook in manifest["webhooks"].as_array_mut().into_iter().flatten() {
+                let path = hook["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .unwrap_or("/mutate")
+                    .to_owned();
+                hook["clientConfig"] =
+                    json!({"url": format!("https://{addr}{path}"), "caBundle": ca_bundle});
+            }
+            manifest
+        })
+        .collect()
+}
+
 /// The webhook's state.
 struct Webhook {
     bindings: Bindings,
@@ -303,42 +330,25 @@ impl Webhook {
         let answer = match (group, kind.as_str(), operation) {
             // Sluice's own writes (the release's begin, hand-back, rollback)
             // pass as they are: the hold is theirs to set and take off.
-            ("apps", "Deployment", "UPDATE")
+            ("apps", "Deployment" | "StatefulSet", "UPDATE")
                 if request["options"]["fieldManager"] == crate::keys::FIELD_MANAGER =>
             {
                 Answer::Allow
             }
-            ("apps", "Deployment", "UPDATE") => {
+            ("apps", workload @ ("Deployment" | "StatefulSet"), "UPDATE") => {
+                let (kind, update): (_, fn(&Value, &Value, &str) -> Answer) =
+                    if workload == "Deployment" {
+                        (WorkloadKind::Deployment, hold::deployment_update)
+                    } else {
+                        (WorkloadKind::StatefulSet, hold::statefulset_update)
+                    };
                 let name = request["name"].as_str().unwrap_or_default();
-                match self
-                    .binding(namespace, WorkloadKind::Deployment, name)
-                    .await
-                {
+                match self.binding(namespace, kind, name).await {
                     Err(why) => Answer::Deny(why),
                     Ok(None) => Answer::Allow,
                     Ok(Some(binding)) => {
-                        hold::deployment_update(&request["oldObject"], &request["object"], &binding)
+                        update(&request["oldObject"], &request["object"], &binding)
                     }
-                }
-            }
-            ("apps", "StatefulSet", "UPDATE")
-                if request["options"]["fieldManager"] == crate::keys::FIELD_MANAGER =>
-            {
-                Answer::Allow
-            }
-            ("apps", "StatefulSet", "UPDATE") => {
-                let name = request["name"].as_str().unwrap_or_default();
-                match self
-                    .binding(namespace, WorkloadKind::StatefulSet, name)
-                    .await
-                {
-                    Err(why) => Answer::Deny(why),
-                    Ok(None) => Answer::Allow,
-                    Ok(Some(binding)) => hold::statefulset_update(
-                        &request["oldObject"],
-                        &request["object"],
-                        &binding,
-                    ),
                 }
             }
             ("sluice.dev", "Rollout", "CREATE" | "UPDATE") => {
@@ -561,6 +571,35 @@ mod tests {
             },
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_shipped_configurations_point_where_they_are_told() {
+        let configs = registration("127.0.0.1:8443".parse().unwrap(), b"PEM");
+        let kinds: Vec<&str> = configs
+            .iter()
+            .map(|c| c["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "MutatingWebhookConfiguration",
+                "ValidatingWebhookConfiguration"
+            ]
+        );
+        assert_eq!(
+            configs[0]["webhooks"][0]["clientConfig"]["url"],
+            "https://127.0.0.1:8443/mutate"
+        );
+        assert_eq!(
+            configs[1]["webhooks"][0]["clientConfig"]["url"],
+            "https://127.0.0.1:8443/validate"
+        );
+        assert_eq!(
+            configs[0]["webhooks"][0]["clientConfig"]["caBundle"],
+            "UEVN"
+        );
+        assert_eq!(configs[0]["webhooks"][0]["failurePolicy"], "Fail");
     }
 
     #[tokio::test]

@@ -478,11 +478,7 @@ pub(super) fn bound_start(
     let name = d.name_any();
     if !held_by(d, &rollout.name_any()) {
         if !status.release.is_empty() {
-            return Start::Refused(format!(
-                "the pod template of Deployment {name:?} changed without Sluice holding it \
-                 (is the admission webhook registered and the executor reachable?): \
-                 its own controller rolls it out in full, not in batches"
-            ));
+            return slipped("Deployment", &name);
         }
         return match complete(d) {
             // Bound now; the next change of the template is released.
@@ -505,6 +501,17 @@ pub(super) fn bound_start(
         return Start::NothingToDo;
     }
     Start::Ready
+}
+
+/// A bound workload's template changed with no hold (no webhook answered,
+/// or it is not registered): reported, since its own controller is rolling
+/// the change out already.
+pub(super) fn slipped(kind: &str, name: &str) -> Start {
+    Start::Refused(format!(
+        "the pod template of {kind} {name:?} changed without Sluice holding it \
+         (is the admission webhook registered and the executor reachable?): \
+         its own controller rolls it out in full, not in batches"
+    ))
 }
 
 /// A bound Deployment's stable ReplicaSet before a release records it: the

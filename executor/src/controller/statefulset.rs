@@ -210,11 +210,7 @@ impl Set {
                 ));
             }
             if !status.release.is_empty() {
-                return Start::Refused(format!(
-                    "the pod template of StatefulSet {name:?} changed without Sluice holding it \
-                     (is the admission webhook registered and the executor reachable?): \
-                     its own controller rolls it out in full, not in batches"
-                ));
+                return super::partition::slipped("StatefulSet", &name);
             }
             let (pods, ready) = self.pods_at(&current);
             return if current == update && pods >= self.replicas && ready >= self.replicas {
