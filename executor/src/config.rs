@@ -69,6 +69,33 @@ pub struct Config {
     #[arg(long, env = "SLUICE_WEBHOOK_KEY", requires = "webhook_cert")]
     pub webhook_key: Option<PathBuf>,
 
+    /// `namespace/name` of a Secret in which the executor keeps the
+    /// webhook's CA and serving certificate itself (made when missing,
+    /// renewed before it ends), writing the CA into the `caBundle` of the
+    /// webhook configurations; instead of --webhook-cert and --webhook-key.
+    #[arg(long, env = "SLUICE_WEBHOOK_SECRET", conflicts_with = "webhook_cert")]
+    pub webhook_secret: Option<String>,
+
+    /// A name the managed serving certificate is valid for (the webhook
+    /// Service's DNS name; an IP for a webhook reached by address).
+    #[arg(
+        long,
+        env = "SLUICE_WEBHOOK_HOST",
+        value_delimiter = ',',
+        default_value = "sluice-executor.sluice-system.svc"
+    )]
+    pub webhook_host: Vec<String>,
+
+    /// Webhook configurations (mutating and validating, by name) whose
+    /// `caBundle` the executor keeps, with --webhook-secret.
+    #[arg(
+        long,
+        env = "SLUICE_WEBHOOK_CONFIGURATION",
+        value_delimiter = ',',
+        default_value = "sluice"
+    )]
+    pub webhook_configuration: Vec<String>,
+
     /// This replica's name in the Lease; the host name and process id when
     /// unset.
     #[arg(long, env = "SLUICE_IDENTITY")]

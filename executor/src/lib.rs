@@ -207,14 +207,40 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
             }
         })
     };
-    if let (Some(addr), Some(bindings)) = (config.webhook_addr, api.bindings()) {
-        let (Some(cert), Some(key)) = (&config.webhook_cert, &config.webhook_key) else {
-            return Err(Error::config(
-                "--webhook-cert",
-                "the webhook serves HTTPS only: give --webhook-cert and --webhook-key with --webhook-addr",
-            ));
+    if let (Some(addr), Some(bindings), Some(client)) =
+        (config.webhook_addr, api.bindings(), client.as_ref())
+    {
+        let webhook = match (
+            &config.webhook_secret,
+            &config.webhook_cert,
+            &config.webhook_key,
+        ) {
+            (Some(secret), _, _) => {
+                let Some((namespace, name)) = secret.split_once('/') else {
+                    return Err(Error::config(
+                        "--webhook-secret",
+                        format!("must be namespace/name, got {secret:?}"),
+                    ));
+                };
+                let managed = admission::certs::Managed {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    hosts: config.webhook_host.clone(),
+                    configurations: config.webhook_configuration.clone(),
+                    renew_before: admission::certs::RENEW_BEFORE,
+                };
+                let current = Arc::new(admission::certs::Current::default());
+                tokio::spawn(managed.run(client.clone(), Arc::clone(&current), stop.clone()));
+                admission::Bound::bind_with(addr, current).await?
+            }
+            (None, Some(cert), Some(key)) => admission::Bound::bind(addr, cert, key).await?,
+            _ => {
+                return Err(Error::config(
+                    "--webhook-cert",
+                    "the webhook serves HTTPS only: give --webhook-cert and --webhook-key, or --webhook-secret, with --webhook-addr",
+                ));
+            }
         };
-        let webhook = admission::Bound::bind(addr, cert, key).await?;
         tokio::spawn(webhook.serve(bindings, Arc::clone(&metrics), stop.clone()));
     }
     if let Some(client) = client {

@@ -86,6 +86,9 @@ pub async fn start<P: Planner, G: MetricsGate>(
         webhook_addr: None,
         webhook_cert: None,
         webhook_key: None,
+        webhook_secret: None,
+        webhook_host: Vec::new(),
+        webhook_configuration: Vec::new(),
     };
     let executor = crate::bind(config, cluster).await?;
     let stack = Stack {

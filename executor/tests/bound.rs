@@ -758,3 +758,85 @@ async fn a_deployment_scaled_during_a_steps_pause_keeps_its_batch_share() {
         "{status:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_keeps_the_webhook_certificate_and_its_ca_bundle_itself() {
+    use k8s_openapi::api::core::v1::Secret;
+    use sluice_executor::admission::certs::{Current, Managed, RENEW_BEFORE, SERVING_LIFETIME};
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let current = Arc::new(Current::default());
+    let bound = Bound::bind_with("127.0.0.1:0".parse().unwrap(), current.clone())
+        .await
+        .unwrap();
+    let addr = bound.addr();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let bindings = Bindings::start(world.client.clone(), stop.clone());
+    tokio::spawn(bound.serve(bindings, Arc::default(), stop.clone()));
+    // The configurations as installed: no CA bundle yet.
+    for manifest in sluice_executor::admission::registration(addr, b"") {
+        let kind = manifest["kind"].as_str().unwrap().to_owned();
+        let resource = kube::api::ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            plural: format!("{}s", kind.to_lowercase()),
+            kind,
+        };
+        let object: kube::api::DynamicObject = serde_json::from_value(manifest).unwrap();
+        Api::<kube::api::DynamicObject>::all_with(world.client.clone(), &resource)
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+    }
+    let managed = Managed {
+        namespace: "default".into(),
+        name: "sluice-webhook".into(),
+        hosts: vec!["127.0.0.1".into()],
+        configurations: vec!["sluice".into()],
+        renew_before: RENEW_BEFORE,
+    };
+    let now = std::time::SystemTime::now();
+    current.set(managed.ensure(&world.client, now).await.unwrap());
+    let secrets: Api<Secret> = Api::default_namespaced(world.client.clone());
+    let first = secrets.get("sluice-webhook").await.unwrap().data.unwrap();
+    // A second replica starting finds the same CA and certificate.
+    managed.ensure(&world.client, now).await.unwrap();
+    assert_eq!(
+        secrets.get("sluice-webhook").await.unwrap().data.unwrap(),
+        first
+    );
+
+    // The API server trusts it: a bound change is held.
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts
+        .create(&PostParams::default(), &binding())
+        .await
+        .unwrap();
+    wait_release(&rollouts, "").await;
+    let held = set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        held.spec.as_ref().unwrap().paused,
+        Some(true),
+        "held through the managed certificate"
+    );
+
+    // Near its end the serving certificate is issued again from the same
+    // CA: the bundle the API server trusts does not change.
+    let renewing = Managed {
+        renew_before: SERVING_LIFETIME * 2,
+        ..managed.clone()
+    };
+    current.set(renewing.ensure(&world.client, now).await.unwrap());
+    let second = secrets.get("sluice-webhook").await.unwrap().data.unwrap();
+    assert_eq!(second["ca.crt"], first["ca.crt"]);
+    assert_ne!(second["tls.crt"], first["tls.crt"]);
+    let held = set_image(&deployments, "registry.example/web:3.0")
+        .await
+        .unwrap();
+    assert_eq!(held.spec.as_ref().unwrap().paused, Some(true));
+}

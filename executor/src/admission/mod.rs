@@ -18,6 +18,7 @@
 //! change (a Secret mounted by cert-manager, say), so a rotation fails no
 //! request.
 
+pub mod certs;
 pub mod hold;
 
 use std::{
@@ -190,13 +191,24 @@ impl Bound {
     /// [`Error::Bind`], or [`Error::Config`] naming the flag whose file is
     /// unreadable or not PEM.
     pub async fn bind(addr: SocketAddr, cert: &Path, key: &Path) -> Result<Self, Error> {
-        let resolver = CertFiles::load(cert, key)?;
+        Self::bind_with(addr, Arc::new(CertFiles::load(cert, key)?)).await
+    }
+
+    /// Binds `addr` serving the certificate `resolver` gives (the one the
+    /// executor manages, [`certs::Current`]).
+    ///
+    /// # Errors
+    /// [`Error::Bind`].
+    pub async fn bind_with(
+        addr: SocketAddr,
+        resolver: Arc<dyn ResolvesServerCert>,
+    ) -> Result<Self, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::config("--webhook-cert", e.to_string()))?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .with_cert_resolver(resolver);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let listener = TcpListener::bind(addr)
             .await
