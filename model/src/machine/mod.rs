@@ -637,12 +637,8 @@ impl Decision<'_> {
                 // The workload was scaled (kubectl scale, an autoscaler)
                 // while the step waits: its batch follows the new replica
                 // count, and nothing else moves.
-                let step = self.status.current_step;
-                if promotion.is_none()
-                    && let Some(Some(progress)) = input.observed.progress.get(step as usize)
-                    && !progress.reached
-                {
-                    self.effect(Effect::MovePods { step });
+                if promotion.is_none() {
+                    self.follow_replicas();
                 }
                 let over = promotion.is_some()
                     || match self.status.pause_until.as_deref().and_then(parse_time) {
@@ -741,12 +737,7 @@ impl Decision<'_> {
             }
             None => {
                 self.effect(Effect::Analyse { step, names });
-                // Scaled while analysed: the batch follows the replicas.
-                if let Some(Some(progress)) = self.input.observed.progress.get(step as usize)
-                    && !progress.reached
-                {
-                    self.effect(Effect::MovePods { step });
-                }
+                self.follow_replicas();
                 Hop::Return(Next::Change)
             }
             Some((Verdict::Pass, _)) => {
@@ -882,6 +873,24 @@ impl Decision<'_> {
                 self.effect(Effect::RollBack);
                 Next::After(POLL)
             }
+        }
+    }
+
+    /// While a step waits (its pause, its analysis): when the workload was
+    /// scaled, the plan's batch for the step is no longer the one recorded
+    /// at its start; the record takes the new count and the pods move to
+    /// it. Only a change of the plan moves them, never what a possibly
+    /// stale status says of the pods (a lagging read of an earlier step
+    /// must not move a later step's pods back).
+    fn follow_replicas(&mut self) {
+        let step = self.status.current_step;
+        let wanted = self.batch().canary_replicas;
+        let Some(record) = self.status.steps.iter_mut().find(|s| s.index == step) else {
+            return;
+        };
+        if record.canary_replicas != wanted {
+            record.canary_replicas = wanted;
+            self.effect(Effect::MovePods { step });
         }
     }
 

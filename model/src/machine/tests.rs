@@ -96,6 +96,8 @@ fn running(step: u32, state: StepState) -> RolloutStatus {
         steps: (0..=step)
             .map(|i| StepRecord {
                 index: i,
+                // As `plan()` has them.
+                canary_replicas: [1, 2, 4].get(i as usize).copied().unwrap_or(4),
                 started: Some(time_text(at(0))),
                 ..StepRecord::default()
             })
@@ -900,16 +902,18 @@ proptest! {
 fn a_workload_scaled_during_a_steps_pause_keeps_its_batch_in_place_and_waits_on() {
     let status = running(0, StepState::Paused);
     let c = Controls::default();
-    // The batch is in place: the pause waits, moving nothing.
-    let mut seen = observed();
-    seen.progress[0] = progress(1, true);
+    // The plan's batch is the one recorded: the pause waits, moving nothing,
+    // whatever the pods look like (a lagging read must move nothing back).
+    let seen = observed();
     let out = decide_with(&status, &plan(), &c, &seen, at(10));
     assert!(out.effects.is_empty(), "{:?}", out.effects);
-    // Scaled: the batch's counts changed and it is no longer in place. Its
-    // pods move, the step still waits for its promotion.
-    seen.progress[0] = progress(1, false);
-    let out = decide_with(&status, &plan(), &c, &seen, at(10));
+    // Scaled: the batch's count changed. Its pods move, the record follows,
+    // the step still waits for its promotion.
+    let mut scaled = plan();
+    scaled[0].canary_replicas = 2;
+    let out = decide_with(&status, &scaled, &c, &seen, at(10));
     assert_eq!(out.effects, [Effect::MovePods { step: 0 }]);
+    assert_eq!(out.status.steps[0].canary_replicas, 2);
     assert_eq!(
         (
             out.status.phase,
@@ -923,6 +927,6 @@ fn a_workload_scaled_during_a_steps_pause_keeps_its_batch_in_place_and_waits_on(
         paused: true,
         ..Controls::default()
     };
-    let out = decide_with(&status, &plan(), &held, &seen, at(10));
+    let out = decide_with(&status, &scaled, &held, &seen, at(10));
     assert!(out.effects.is_empty(), "{:?}", out.effects);
 }
