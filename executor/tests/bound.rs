@@ -638,6 +638,32 @@ async fn a_bound_deployment_released_canary_style_beside_its_own_pods() {
         "the canary is gone"
     );
 
+    // Reverted mid-release: the canary goes, the Deployment is given back.
+    set_image(&deployments, "registry.example/web:4.0")
+        .await
+        .unwrap();
+    wait_phase(&rollouts, |p| p == Phase::Paused).await;
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    // (A revert names the release it goes back to: wait for its phase.)
+    let reverted = wait_phase(&rollouts, |p| p == Phase::RolledBack)
+        .await
+        .status
+        .unwrap();
+    assert!(
+        reverted.message.starts_with("reverted"),
+        "{}",
+        reverted.message
+    );
+    assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        (d.spec.as_ref().unwrap().paused, sluice_marks(&d)),
+        (None, vec![])
+    );
+    let done = reverted;
+
     // Aborted: the canary goes, the user's pods were never touched, the
     // Deployment stays held on what was applied until it is reverted.
     set_image(&deployments, "registry.example/web:3.0")
@@ -839,4 +865,66 @@ async fn the_executor_keeps_the_webhook_certificate_and_its_ca_bundle_itself() {
         .await
         .unwrap();
     assert_eq!(held.spec.as_ref().unwrap().paused, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_back_to_an_earlier_version_after_a_release_is_a_release_of_its_own() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 50%}]}}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await.status.unwrap();
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    let first = wait_release(&rollouts, &idle.release).await.status.unwrap();
+    assert_eq!(first.phase, Phase::Succeeded, "{first:#?}");
+    // Back to 1.0 (a revert in git, after the release ended): released in
+    // batches too, on the ReplicaSet that ran 1.0 before.
+    set_image(&deployments, "registry.example/web:1.0")
+        .await
+        .unwrap();
+    let back = wait_release(&rollouts, &first.release)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(back.phase, Phase::Succeeded, "{back:#?}");
+    assert_eq!(back.steps.len(), 2, "{back:#?}");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        (
+            image_of(&d),
+            d.spec.as_ref().unwrap().paused,
+            sluice_marks(&d)
+        ),
+        ("registry.example/web:1.0".to_owned(), None, vec![])
+    );
+    for _ in 0..100 {
+        let s = deployments.get("web").await.unwrap().status.unwrap();
+        if s.updated_replicas == Some(10) && s.replicas == Some(10) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let s = deployments.get("web").await.unwrap().status.unwrap();
+    assert_eq!((s.updated_replicas, s.ready_replicas), (Some(10), Some(10)));
+    let sets = Api::<ReplicaSet>::default_namespaced(world.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        sets.items.len(),
+        2,
+        "1.0's ReplicaSet was used again, not doubled"
+    );
 }

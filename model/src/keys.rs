@@ -39,3 +39,9 @@ pub const FINALIZER: &str = "sluice.dev/release";
 
 /// On a StatefulSet a release holds: its partition before the release.
 pub const PARTITION_BEFORE: &str = "sluice.dev/partition-before";
+
+/// On a ReplicaSet: the Deployment's replicas when it was last scaled
+/// (kube-controller-manager reads it to tell a saturated ReplicaSet).
+pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
+/// On a ReplicaSet: the Deployment's replicas plus its maxSurge then.
+pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";

@@ -266,7 +266,7 @@ impl Canary {
     }
 
     fn stable(&self, status: &RolloutStatus) -> Option<&ReplicaSet> {
-        if self.bound && status.stable_revision.is_empty() {
+        if self.bound && !super::partition::in_flight(status) {
             return bound_stable(&self.deployment, &self.owned);
         }
         stable_of(&self.deployment, &self.owned, status)
@@ -516,6 +516,15 @@ impl steps::Release for Canary {
         // it gets its stable template back. A bound one keeps the template
         // the user applied, held.
         if self.bound {
+            // Changed back to the stable template (a revert): given back.
+            if held(&self.deployment)
+                && self
+                    .by_hash(&status.stable_revision)
+                    .is_some_and(|rs| template_of(rs) == template_json(&self.deployment))
+            {
+                let patch = release_patch(&self.deployment, template_json(&self.deployment));
+                self.merge(&self.name(), patch).await?;
+            }
             return Ok(());
         }
         if let Some(stable) = self.by_hash(&status.stable_revision) {

@@ -62,9 +62,13 @@ pub enum Error {
     /// The Kubernetes API failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// The planner failed or refused the strategy.
+    /// The planner failed.
     #[error("planner: {0}")]
     Planner(String),
+    /// The planner refused the strategy: no release can be planned until
+    /// the spec changes.
+    #[error("the strategy cannot be planned: {0}")]
+    Invalid(String),
     /// An object the rollout names does not exist or cannot be built.
     #[error("{0}")]
     Missing(String),
@@ -413,7 +417,7 @@ async fn plan(
     }
     let strategy =
         sluice_model::convert::strategy_to_proto(&rollout.spec.strategy).map_err(|p| {
-            Error::Planner(
+            Error::Invalid(
                 p.iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
@@ -432,12 +436,13 @@ async fn plan(
             .collect(),
         progress: None,
     };
-    let response = ctx
-        .planner
-        .clone()
-        .plan(request)
-        .await
-        .map_err(|s| Error::Planner(s.message().to_owned()))?;
+    let response = ctx.planner.clone().plan(request).await.map_err(|s| {
+        if s.code() == tonic::Code::InvalidArgument {
+            Error::Invalid(s.message().to_owned())
+        } else {
+            Error::Planner(s.message().to_owned())
+        }
+    })?;
     let plan = Arc::new(
         response
             .into_inner()

@@ -330,7 +330,19 @@ impl Workload {
     /// change's own event brings the next reconcile.
     async fn scale(&self, rs: &ReplicaSet, replicas: u32) -> Result<(), Error> {
         tracing::debug!(replicaset = %rs.name_any(), replicas, "scaling");
-        let patch = json!({"metadata": {"resourceVersion": rs.resource_version()}, "spec": {"replicas": replicas}});
+        // With the annotations kube-controller-manager reads to tell a
+        // saturated ReplicaSet (it writes them when it scales): stale ones
+        // would stall its own rollout once the Deployment is given back.
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": rs.resource_version(),
+                "annotations": {
+                    keys::DESIRED_REPLICAS: self.replicas.to_string(),
+                    keys::MAX_REPLICAS: (self.replicas + self.surge).to_string(),
+                },
+            },
+            "spec": {"replicas": replicas},
+        });
         match self.patch_replicaset(rs, &patch).await {
             Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
                 tracing::debug!(replicaset = %rs.name_any(), "read was stale; waiting for the watch");
@@ -351,6 +363,14 @@ pub(super) async fn reconcile(
     let ns = rollout.namespace().unwrap_or_default();
 
     let Some(w) = Workload::load(ctx, &ns, rollout, status).await? else {
+        if rollout.spec.bound() {
+            // A binding may come before its workload.
+            status.message = format!(
+                "waiting for Deployment {:?} to exist in namespace {ns:?}",
+                rollout.spec.workload.name
+            );
+            return Ok(Action::requeue(std::time::Duration::from_secs(10)));
+        }
         return Ok(fail(
             status,
             format!(
@@ -477,7 +497,7 @@ pub(super) fn bound_start(
 ) -> Start {
     let name = d.name_any();
     if !held_by(d, &rollout.name_any()) {
-        if !status.release.is_empty() {
+        if ended(status) {
             return slipped("Deployment", &name);
         }
         return match complete(d) {
@@ -501,6 +521,29 @@ pub(super) fn bound_start(
         return Start::NothingToDo;
     }
     Start::Ready
+}
+
+/// Whether a release recorded in `status` is still going on (its stable
+/// revision is the one a new change starts from); an ended one's revisions
+/// say nothing of the next change.
+pub(super) fn in_flight(status: &RolloutStatus) -> bool {
+    use crate::crd::Phase;
+    matches!(
+        status.phase,
+        Phase::Progressing | Phase::Paused | Phase::RollingBack | Phase::Pending
+    ) && !status.stable_revision.is_empty()
+}
+
+/// Whether the binding's last release ended (so a change that reached the
+/// workload unheld since slipped past the webhook); a binding still
+/// waiting for its workload to settle has not begun watching changes.
+pub(super) fn ended(status: &RolloutStatus) -> bool {
+    use crate::crd::Phase;
+    !status.release.is_empty()
+        && matches!(
+            status.phase,
+            Phase::Succeeded | Phase::RolledBack | Phase::Failed
+        )
 }
 
 /// A bound workload's template changed with no hold (no webhook answered,
@@ -549,7 +592,7 @@ impl Workload {
     }
 
     fn stable(&self, status: &RolloutStatus) -> Option<&ReplicaSet> {
-        if self.bound && status.stable_revision.is_empty() {
+        if self.bound && !in_flight(status) {
             // The template the admission webhook saw before the change it
             // held names the stable revision.
             return bound_stable(&self.deployment, &self.owned);
@@ -938,7 +981,15 @@ async fn begin(
     });
     let d = w.patch_deployment(patch).await?;
     let template = deployment_template(&d);
-    let new_hash = hash(&template);
+    // A ReplicaSet that already runs this template (an earlier version
+    // released again) is the new one: kube-controller-manager finds its
+    // ReplicaSet by template, and a second one would fight it at hand-back.
+    let reused = w
+        .owned
+        .iter()
+        .find(|rs| template_of(rs) == template && hash_of(rs) != hash_of(&stable))
+        .map(hash_of);
+    let new_hash = reused.unwrap_or_else(|| hash(&template));
     if w.by_hash(&new_hash).is_none() {
         let mut labels = template["metadata"]["labels"].clone();
         labels[keys::TEMPLATE_HASH] = json!(new_hash);

@@ -209,7 +209,7 @@ impl Set {
                     "StatefulSet {name:?} is held by Rollout {holder:?}, whose release must end first"
                 ));
             }
-            if !status.release.is_empty() {
+            if super::partition::ended(status) {
                 return super::partition::slipped("StatefulSet", &name);
             }
             let (pods, ready) = self.pods_at(&current);
@@ -227,10 +227,10 @@ impl Set {
                 "StatefulSet {name:?}: its controller has not seen the newest template"
             ));
         }
-        let stable = if status.stable_revision.is_empty() {
-            current
-        } else {
+        let stable = if super::partition::in_flight(status) {
             status.stable_revision.clone()
+        } else {
+            current
         };
         if update == stable {
             // Changed back to the stable version (a revert).

@@ -237,7 +237,16 @@ pub(super) async fn drive<R: Release>(
         rollout.spec.traffic.as_ref(),
         rollout.spec.strategy.style == Some(sluice_model::spec::Style::BlueGreen),
     );
-    let plan = plan(ctx, rollout, w.replicas(), &w.max_surge()).await?;
+    let plan = match plan(ctx, rollout, w.replicas(), &w.max_surge()).await {
+        Ok(plan) => plan,
+        // Shown on the status (not only in the log) until the spec is fixed;
+        // nothing moves meanwhile.
+        Err(Error::Invalid(why)) => {
+            status.message = format!("the strategy cannot be planned: {why}; fix spec.strategy");
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        Err(e) => return Err(e),
+    };
     let batches: Vec<machine::Batch> = plan.batches.iter().map(batch_of).collect();
     let controls = controls(rollout, consumed);
     let release = w.release_id(rollout);
