@@ -34,6 +34,9 @@ pub struct Election {
     pub renew_deadline: Duration,
     /// Time between attempts.
     pub renew_every: Duration,
+    /// What the Lease's times are read and written with: the wall clock
+    /// moved on by tokio's, so tests on paused time expire Leases too.
+    pub clock: crate::controller::Clock,
 }
 
 impl Election {
@@ -47,6 +50,7 @@ impl Election {
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             renew_every: Duration::from_secs(2),
+            clock: crate::controller::Clock::default(),
         }
     }
 }
@@ -77,7 +81,7 @@ enum Attempt {
 }
 
 async fn attempt(api: &Api<Lease>, e: &Election) -> Result<Attempt, kube::Error> {
-    let now = SystemTime::now();
+    let now = e.clock.now();
     let seconds = e.lease_duration.as_secs().max(1);
     let Some(lease) = api.get_opt(&e.name).await? else {
         let lease: Lease = serde_json::from_value(json!({

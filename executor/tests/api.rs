@@ -273,7 +273,7 @@ async fn refused(world: &mut ApiWorld, spec: pb::RolloutSpec) -> Status {
     status
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_spec_with_every_field_set_reads_back_the_same_from_get_list_and_watch() {
     let mut world = api_world("healthy").await;
     let routers = [
@@ -342,7 +342,7 @@ async fn a_spec_with_every_field_set_reads_back_the_same_from_get_list_and_watch
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn images_for_a_container_the_workload_lacks_are_refused_naming_the_ones_it_has() {
     let mut world = api_world("healthy").await;
     let mut spec = simple_spec();
@@ -357,7 +357,7 @@ async fn images_for_a_container_the_workload_lacks_are_refused_naming_the_ones_i
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_missing_workload_is_a_failed_precondition_and_a_missing_namespace_not_found() {
     let mut world = api_world("healthy").await;
     let mut spec = simple_spec();
@@ -383,7 +383,7 @@ async fn a_missing_workload_is_a_failed_precondition_and_a_missing_namespace_not
     assert!(!status.message().contains("rollout"), "{status:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn matches_a_router_cannot_express_and_styles_a_statefulset_cannot_take_are_refused() {
     let mut world = api_world("healthy").await;
     let mut spec = full_spec(pb::traffic_routing::Router::Nginx(pb::NginxIngress {
@@ -411,7 +411,7 @@ async fn matches_a_router_cannot_express_and_styles_a_statefulset_cannot_take_ar
     assert_eq!(fields(&status), ["spec.strategy.style"], "{status:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn analyses_or_metrics_named_twice_and_unknown_templates_are_refused() {
     let mut world = api_world("healthy").await;
     let mut spec = full_spec(pb::traffic_routing::Router::HttpRoute(
@@ -436,7 +436,7 @@ async fn analyses_or_metrics_named_twice_and_unknown_templates_are_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn more_than_a_hundred_steps_are_refused_with_the_count() {
     let mut world = api_world("healthy").await;
     let mut spec = simple_spec();
@@ -449,7 +449,7 @@ async fn more_than_a_hundred_steps_are_refused_with_the_count() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_image_of_three_mebibytes_is_an_invalid_argument_naming_it_not_unavailable() {
     let mut world = api_world("healthy").await;
     let mut spec = simple_spec();
@@ -460,7 +460,7 @@ async fn an_image_of_three_mebibytes_is_an_invalid_argument_naming_it_not_unavai
     assert!(status.message().len() <= 256);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn ten_thousand_bad_steps_give_twenty_violations_and_a_count_that_fit_a_header() {
     let mut world = api_world("healthy").await;
     let mut spec = simple_spec();
@@ -486,7 +486,7 @@ async fn ten_thousand_bad_steps_give_twenty_violations_and_a_count_that_fit_a_he
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_refused_restart_leaves_the_stored_spec_as_it_was() {
     let mut world = api_world("healthy").await;
     let first = world
@@ -533,7 +533,7 @@ async fn set_status(world: &ApiWorld, name: &str, status: serde_json::Value) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_status_shows_the_pause_the_time_taken_and_each_conditions_generation() {
     let mut world = api_world("healthy").await;
     world
@@ -604,7 +604,7 @@ async fn delete(world: &mut ApiWorld, name: &str, force: bool) -> Result<pb::Rol
         .map(tonic::Response::into_inner)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn deleting_a_rollout_in_flight_needs_force_and_an_ended_one_goes_at_once() {
     let mut world = api_world("healthy").await;
     for name in ["pending", "running", "ended", "waiting"] {
@@ -658,7 +658,7 @@ async fn next<S: futures::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
         .expect("the stream neither sent nor ended")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_watch_ends_with_ok_after_the_terminal_state_and_at_once_on_an_ended_rollout() {
     let mut world = api_world("healthy").await;
     world
@@ -734,7 +734,7 @@ fn names(page: &pb::ListRolloutsResponse) -> Vec<&str> {
     page.rollouts.iter().map(|r| r.name.as_str()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn pages_never_repeat_a_rollout_created_between_them_and_bad_tokens_are_named() {
     let mut world = api_world("healthy").await;
     for name in ["b", "c", "d", "e", "f"] {
@@ -766,7 +766,7 @@ async fn pages_never_repeat_a_rollout_created_between_them_and_bad_tokens_are_na
     assert_eq!(fields(&bad), ["page_token"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_new_version_on_an_ended_rollout_never_reads_as_the_old_outcome() {
     let mut world = api_world("healthy").await;
     world
@@ -843,7 +843,7 @@ async fn a_new_version_on_an_ended_rollout_never_reads_as_the_old_outcome() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() {
     let mut world = api_world("healthy").await;
     for name in ["pending", "rolling-back"] {
@@ -888,7 +888,7 @@ async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() 
     assert!(refused.message().contains("RollingBack"), "{refused:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_bound_workload_takes_its_versions_from_its_own_changes_not_from_start_rollout() {
     let mut world = api_world("healthy").await;
     // The binding, written with kubectl: a strategy, no version.

@@ -171,7 +171,7 @@ async fn wait_release(rollouts: &Api<Rollout>, after: &str) -> Rollout {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_bad_change_is_rolled_back_and_held_until_a_revert_or_a_fix_and_an_unheld_change_is_reported()
  {
     let world = world("bad-canary").await;
@@ -349,7 +349,7 @@ async fn a_bad_change_is_rolled_back_and_held_until_a_revert_or_a_fix_and_an_unh
     assert!(warned, "a Warning Event tells of the unheld change");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_binding_deleted_mid_release_hands_the_deployment_back_whole() {
     let world = world("healthy").await;
     ready_workload(&world).await;
@@ -441,7 +441,7 @@ async fn db_ready_with(world: &World, image: &str) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_reverted() {
     use k8s_openapi::api::apps::v1::StatefulSet;
     let world = world("healthy").await;
@@ -563,7 +563,7 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
     assert_eq!(db_ready_with(&world, "registry.example/db:1.0").await, 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_bound_deployment_released_canary_style_beside_its_own_pods() {
     let world = world("healthy").await;
     ready_workload(&world).await;
@@ -708,7 +708,7 @@ async fn a_bound_deployment_released_canary_style_beside_its_own_pods() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_deployment_scaled_during_a_steps_pause_keeps_its_batch_share() {
     let world = world("healthy").await;
     ready_workload(&world).await;
@@ -785,7 +785,7 @@ async fn a_deployment_scaled_during_a_steps_pause_keeps_its_batch_share() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_executor_keeps_the_webhook_certificate_and_its_ca_bundle_itself() {
     use k8s_openapi::api::core::v1::Secret;
     use sluice_executor::admission::certs::{Current, Managed, RENEW_BEFORE, SERVING_LIFETIME};
@@ -867,7 +867,7 @@ async fn the_executor_keeps_the_webhook_certificate_and_its_ca_bundle_itself() {
     assert_eq!(held.spec.as_ref().unwrap().paused, Some(true));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn going_back_to_an_earlier_version_after_a_release_is_a_release_of_its_own() {
     let world = world("healthy").await;
     ready_workload(&world).await;

@@ -195,7 +195,7 @@ async fn assert_held(world: &World, rollouts: &Api<Rollout>, step: u32, new_pods
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn pause_and_resume_at_a_partition_step_keep_its_progress_until_promoted() {
     let world = world("healthy").await;
     ready_workload(&world).await;
@@ -233,7 +233,7 @@ async fn pause_and_resume_at_a_partition_step_keep_its_progress_until_promoted()
     assert_handed_back(&world, "registry.example/web:2.0").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_canary_release_keeps_its_pods_through_pause_and_resume_then_aborts_and_retries() {
     let world = world("healthy").await;
     ready_workload(&world).await;
@@ -286,7 +286,7 @@ async fn a_canary_release_keeps_its_pods_through_pause_and_resume_then_aborts_an
     assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_image_for_a_container_the_workload_lacks_fails_naming_it() {
     let world = world("healthy").await;
     ready_workload(&world).await;
@@ -305,7 +305,7 @@ async fn an_image_for_a_container_the_workload_lacks_fails_naming_it() {
     assert_eq!(ready_with(&world, "registry.example/web:1.0").await, 10);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_release_started_while_the_workload_still_rolls_out_waits_for_it() {
     let world = world("healthy").await;
     // No wait for the workload: it is still coming up.
@@ -323,7 +323,7 @@ async fn a_release_started_while_the_workload_still_rolls_out_waits_for_it() {
     assert_handed_back(&world, "registry.example/web:2.0").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn crash_looping_new_pods_roll_back_before_the_progress_deadline_naming_the_pod() {
     let world = world("crashloop").await;
     ready_workload(&world).await;
@@ -370,7 +370,7 @@ async fn db_ready_with(world: &World, image: &str) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_statefulset_release_holds_its_partition_through_pause_and_rolls_back_on_abort() {
     use k8s_openapi::api::apps::v1::StatefulSet;
     let world = world("healthy").await;
@@ -464,7 +464,7 @@ async fn sets_by_image(world: &World) -> Vec<(String, i32, bool)> {
     all
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_newer_version_mid_release_retires_the_middle_one_and_leaves_no_trace() {
     let world = world("healthy").await;
     ready_workload(&world).await;

@@ -70,7 +70,7 @@ async fn wait_for_holder(client: &Client, name: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn one_replica_leads_and_another_takes_over_on_shutdown_and_on_a_crash() {
     let sim = sluice_sim::scenario::Simulation::start(
         sluice_sim::scenario::Scenario::load("healthy").unwrap(),

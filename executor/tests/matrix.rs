@@ -330,7 +330,7 @@ async fn release(workload: Workload, router: Router) {
 
 macro_rules! matrix {
     ($($name:ident: $workload:ident behind $router:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[tokio::test(start_paused = true)]
         async fn $name() {
             release(Workload::$workload, Router::$router).await;
         }

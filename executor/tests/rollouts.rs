@@ -17,7 +17,7 @@ mod common;
 
 use common::{finished, ready_workload, release, rollout, wait_phase, world};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
     let world = world("healthy").await;
     ready_workload(&world).await;
@@ -125,7 +125,7 @@ async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_bad_canary_rolls_back_on_its_first_analysis() {
     let world = world("bad-canary").await;
     ready_workload(&world).await;
@@ -174,7 +174,7 @@ async fn a_bad_canary_rolls_back_on_its_first_analysis() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_restarted_controller_resumes_at_the_step_it_left() {
     let world = world("healthy").await;
     ready_workload(&world).await;
@@ -224,7 +224,7 @@ async fn a_restarted_controller_resumes_at_the_step_it_left() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_statefulset_is_released_through_its_partition() {
     use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
     let world = world("healthy").await;
@@ -339,7 +339,7 @@ async fn a_statefulset_is_released_through_its_partition() {
     panic!("not every pod runs the new version");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_release_rides_out_throttling_and_unavailable_answers_and_counts_its_decisions() {
     use sluice_sim::api::faults::Rule;
     let world = world("healthy").await;

@@ -118,7 +118,7 @@ async fn start_with(world: &World, yaml: &str, analysis: &str) -> Api<Rollout> {
     rollouts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_canary_deployment_behind_nginx_takes_matched_requests_then_the_weight() {
     let world = world_with(scenario("healthy", json!({"ingressHost": "web.example"}))).await;
     ready_workload(&world).await;
@@ -204,7 +204,7 @@ spec:
     assert_handed_back(&world, "registry.example/web:2.0").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_partition_release_behind_an_http_route_moves_its_weights_and_restores_it() {
     let world = world_with(scenario("healthy", json!({"httpRoute": "web"}))).await;
     ready_workload(&world).await;
@@ -262,7 +262,7 @@ spec:
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_bad_canary_behind_a_virtual_service_rolls_back_and_restores_the_route() {
     let world = world_with(scenario("bad-canary", json!({"virtualService": "web"}))).await;
     ready_workload(&world).await;
@@ -300,7 +300,7 @@ spec:
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_blue_green_release_switches_the_service_and_keeps_blue_for_its_window() {
     let world = world_with(scenario("healthy", json!({"service": "web"}))).await;
     ready_workload(&world).await;
