@@ -18,7 +18,7 @@ use sluice_proto::v1::{
 use sluice_runtime::{
     Error,
     config::{LogFormat, ServerArgs, TlsArgs},
-    server::GrpcServer,
+    server::{BoundServer, GrpcServer, Service},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +50,93 @@ pub fn loopback() -> ServerArgs {
     }
 }
 
+/// The planner and the gate, each served on its own loopback port as its
+/// own process serves it (health, metrics, drain on shutdown).
+#[derive(Debug, Clone, Copy)]
+pub struct Services {
+    /// The planner's gRPC address.
+    pub planner: SocketAddr,
+    /// The gate's gRPC address.
+    pub gate: SocketAddr,
+}
+
+/// Serves `planner` (a `sluice.v1.Planner` server, interceptors allowed)
+/// and `gate` (a `sluice.v1.MetricsGate` server) until `shutdown` is
+/// cancelled; each then drains for its grace period.
+///
+/// # Errors
+/// [`Error::Bind`] when a listener cannot be bound.
+pub async fn services(
+    planner: impl Service,
+    gate: impl Service,
+    shutdown: CancellationToken,
+) -> Result<Services, Error> {
+    let planner = GrpcServer::new("planner", loopback())
+        .add_service(planner)
+        .bind()
+        .await?;
+    let gate = GrpcServer::new("gate", loopback())
+        .add_service(gate)
+        .bind()
+        .await?;
+    let services = Services {
+        planner: planner.grpc_addr(),
+        gate: gate.grpc_addr(),
+    };
+    spawn_serving(planner, shutdown.clone());
+    spawn_serving(gate, shutdown);
+    Ok(services)
+}
+
+fn spawn_serving(server: BoundServer, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(shutdown.cancelled_owned()).await {
+            tracing::warn!(error = %e, "an in-process server stopped");
+        }
+    });
+}
+
+/// The executor's configuration for an in-process stack: `services`'
+/// addresses, loopback listeners, the Lease `default/sluice-executor` held
+/// as `identity`, production defaults otherwise.
+pub fn config(services: Services, identity: &str) -> Config {
+    Config {
+        server: loopback(),
+        planner_addr: services.planner.to_string(),
+        gate_addr: services.gate.to_string(),
+        kubeconfig: None,
+        token_file: None,
+        lease_namespace: "default".into(),
+        lease_name: "sluice-executor".into(),
+        lease_seconds: 15,
+        max_concurrent_reconciles: controller::DEFAULT_CONCURRENCY,
+        identity: Some(identity.to_owned()),
+        webhook_addr: None,
+        webhook_cert: None,
+        webhook_key: None,
+        webhook_secret: None,
+        webhook_host: Vec::new(),
+        webhook_configuration: Vec::new(),
+    }
+}
+
+/// Starts the executor [`serve`](crate::serve) would run with `config` on
+/// `cluster`, and serves it until `shutdown` is cancelled; it then drains
+/// and gives up the Lease. Returns its gRPC and admin addresses.
+///
+/// # Errors
+/// As [`bind`](crate::bind).
+pub async fn executor(
+    config: Config,
+    cluster: Cluster,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, SocketAddr), Error> {
+    let executor = crate::bind(config, cluster).await?;
+    let addrs = (executor.grpc_addr(), executor.admin_addr());
+    spawn_serving(executor, shutdown);
+    Ok(addrs)
+}
+
 /// Starts `planner`, `gate` and the executor on `cluster`, each on its own
 /// loopback port, and serves them until `shutdown` is cancelled; each then
 /// drains for its grace period. The executor leads the Lease
@@ -64,46 +151,18 @@ pub async fn start<P: Planner, G: MetricsGate>(
     identity: &str,
     shutdown: CancellationToken,
 ) -> Result<Stack, Error> {
-    let planner = GrpcServer::new("planner", loopback())
-        .add_service(PlannerServer::new(planner))
-        .bind()
-        .await?;
-    let gate = GrpcServer::new("gate", loopback())
-        .add_service(MetricsGateServer::new(gate))
-        .bind()
-        .await?;
-    let config = Config {
-        server: loopback(),
-        planner_addr: planner.grpc_addr().to_string(),
-        gate_addr: gate.grpc_addr().to_string(),
-        kubeconfig: None,
-        token_file: None,
-        lease_namespace: "default".into(),
-        lease_name: "sluice-executor".into(),
-        lease_seconds: 15,
-        max_concurrent_reconciles: controller::DEFAULT_CONCURRENCY,
-        identity: Some(identity.to_owned()),
-        webhook_addr: None,
-        webhook_cert: None,
-        webhook_key: None,
-        webhook_secret: None,
-        webhook_host: Vec::new(),
-        webhook_configuration: Vec::new(),
-    };
-    let executor = crate::bind(config, cluster).await?;
-    let stack = Stack {
-        planner: planner.grpc_addr(),
-        gate: gate.grpc_addr(),
-        executor: executor.grpc_addr(),
-        executor_admin: executor.admin_addr(),
-    };
-    for server in [planner, gate, executor] {
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = server.serve(stop.cancelled_owned()).await {
-                tracing::warn!(error = %e, "an in-process server stopped");
-            }
-        });
-    }
-    Ok(stack)
+    let services = services(
+        PlannerServer::new(planner),
+        MetricsGateServer::new(gate),
+        shutdown.clone(),
+    )
+    .await?;
+    let (executor, executor_admin) =
+        executor(config(services, identity), cluster, shutdown).await?;
+    Ok(Stack {
+        planner: services.planner,
+        gate: services.gate,
+        executor,
+        executor_admin,
+    })
 }

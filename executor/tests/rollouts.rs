@@ -195,7 +195,7 @@ async fn a_restarted_controller_resumes_at_the_step_it_left() {
 
     // The executor dies in the pause and a new one takes over with nothing
     // but the cluster; promotion then finishes the release, no step twice.
-    world.restart_controller();
+    world.restart_controller().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rollouts.get("web").await.unwrap().status.unwrap();
     assert_eq!(
@@ -368,7 +368,7 @@ async fn a_release_rides_out_throttling_and_unavailable_answers_and_counts_its_d
     let once: Vec<u32> = status.steps.iter().map(|s| s.index).collect();
     assert_eq!(once, [0, 1, 2], "every step once: {:#?}", status.steps);
 
-    let metrics = &world.metrics;
+    let metrics = &world.metrics();
     assert_eq!(metrics.decisions("start"), 1);
     assert_eq!(metrics.decisions("advance"), 2, "three steps, two advances");
     assert_eq!(metrics.decisions("succeed"), 1);

@@ -37,6 +37,36 @@ use crate::{
     metrics::GrpcMetrics,
 };
 
+/// A gRPC service a [`GrpcServer`] can serve: a generated server, with or
+/// without an interceptor.
+pub trait Service:
+    tower::Service<
+        http::Request<tonic::body::Body>,
+        Error = Infallible,
+        Response: IntoResponse,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Service for S where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Error = Infallible,
+            Response: IntoResponse,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A server being assembled: its services, dependencies and metrics.
 pub struct GrpcServer {
     component: &'static str,
@@ -79,19 +109,7 @@ impl GrpcServer {
     }
 
     /// Adds a gRPC service; its health follows the server's dependencies.
-    pub fn add_service<S>(mut self, service: S) -> Self
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Error = Infallible,
-                Response: IntoResponse,
-                Future: Send + 'static,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub fn add_service<S: Service>(mut self, service: S) -> Self {
         self.services.push(S::NAME);
         self.routes.add_service(service);
         self

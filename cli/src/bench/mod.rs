@@ -39,7 +39,6 @@ use sluice_sim::{
     scenario::{Scenario, Simulation, Version},
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 
 use probe::{Counter, Watch};
 pub(crate) use report::SizeFigures;
@@ -322,41 +321,28 @@ async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<
     );
     let grpc_calls = Counter::default();
     let (c1, c2) = (grpc_calls.clone(), grpc_calls.clone());
-    let (planner_listener, planner_addr) = listen().await?;
-    tokio::spawn(
-        Server::builder()
-            .add_service(PlannerServer::with_interceptor(
-                sluice_planner::service::PlannerService,
-                move |r| {
-                    c1.add();
-                    Ok(r)
-                },
-            ))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(planner_listener)
-                    .with_nodelay(Some(true)),
-                stop.clone().cancelled_owned(),
-            ),
-    );
     let prometheus = sluice_gate::prometheus::Prometheus::new(
         sluice_gate::prometheus::ClientOptions::new(format!("http://{metrics_addr}").parse()?),
     )
     .map_err(|e| anyhow::anyhow!("gate: {e}"))?;
-    let (gate_listener, gate_addr) = listen().await?;
-    tokio::spawn(
-        Server::builder()
-            .add_service(MetricsGateServer::with_interceptor(
-                sluice_gate::service::GateService::new(prometheus, stop.clone()),
-                move |r| {
-                    c2.add();
-                    Ok(r)
-                },
-            ))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(gate_listener).with_nodelay(Some(true)),
-                stop.clone().cancelled_owned(),
-            ),
-    );
+    // The planner and the gate as the demo and the tests serve them, each
+    // call counted.
+    let services = sluice_executor::stack::services(
+        PlannerServer::with_interceptor(sluice_planner::service::PlannerService, move |r| {
+            c1.add();
+            Ok(r)
+        }),
+        MetricsGateServer::with_interceptor(
+            sluice_gate::service::GateService::new(prometheus, stop.clone()),
+            move |r| {
+                c2.add();
+                Ok(r)
+            },
+        ),
+        stop.clone(),
+    )
+    .await?;
+    let (planner_addr, gate_addr) = (services.planner, services.gate);
 
     let watch = Watch::start(&local);
     let dir = tempfile::tempdir()?;

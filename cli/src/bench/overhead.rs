@@ -11,7 +11,7 @@ use sluice_proto::v1::{
     planner_client::PlannerClient, planner_server::PlannerServer,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Endpoint;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// Mean microseconds per call.
@@ -79,26 +79,6 @@ fn strategy() -> pb::Strategy {
 pub(crate) async fn measure(calls: usize) -> anyhow::Result<Overheads> {
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    drop(health_reporter);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        Server::builder()
-            .add_service(health)
-            .add_service(PlannerServer::new(sluice_planner::service::PlannerService))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                stop.clone().cancelled_owned(),
-            ),
-    );
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
-    let planner = PlannerClient::new(channel.clone());
-    let checker = HealthClient::new(channel);
-
     // A simulated cluster with traffic, for the gate's query.
     let sim =
         sluice_sim::scenario::Simulation::start(sluice_sim::scenario::Scenario::load("healthy")?)
@@ -117,24 +97,27 @@ pub(crate) async fn measure(calls: usize) -> anyhow::Result<Overheads> {
         sluice_gate::prometheus::ClientOptions::new(format!("http://{metrics_addr}").parse()?),
     )
     .map_err(|e| anyhow::anyhow!("gate: {e}"))?;
-    let gate_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gate_addr = gate_listener.local_addr()?;
-    tokio::spawn(
-        Server::builder()
-            .add_service(MetricsGateServer::new(
-                sluice_gate::service::GateService::new(prometheus, stop.clone()),
-            ))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(gate_listener).with_nodelay(Some(true)),
-                stop.clone().cancelled_owned(),
-            ),
-    );
-    let gate = MetricsGateClient::new(
-        Endpoint::from_shared(format!("http://{gate_addr}"))?
+    // Served as everywhere else; each server also answers gRPC health.
+    let services = sluice_executor::stack::services(
+        PlannerServer::new(sluice_planner::service::PlannerService),
+        MetricsGateServer::new(sluice_gate::service::GateService::new(
+            prometheus,
+            stop.clone(),
+        )),
+        stop.clone(),
+    )
+    .await?;
+    let connect = |addr: std::net::SocketAddr| async move {
+        Endpoint::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
             .connect()
-            .await?,
-    );
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let channel = connect(services.planner).await?;
+    let planner = PlannerClient::new(channel.clone());
+    let checker = HealthClient::new(channel);
+    let gate = MetricsGateClient::new(connect(services.gate).await?);
     let query = "sum(rate(http_requests_total[1m]))";
     let evaluate = pb::EvaluateRequest {
         analysis: Some(pb::Analysis {

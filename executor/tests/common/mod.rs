@@ -12,14 +12,15 @@ use kube::{
 };
 use serde_json::Value;
 use sluice_executor::{
+    Cluster,
     api::RolloutsApi,
-    controller::{self, Ctx},
     crd::{Phase, Rollout},
     metrics::Metrics,
+    stack::{self, Services},
 };
 use sluice_proto::v1::{
-    metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
-    planner_client::PlannerClient, planner_server::PlannerServer, rollouts_client::RolloutsClient,
+    metrics_gate_server::MetricsGateServer, planner_client::PlannerClient,
+    planner_server::PlannerServer, rollouts_client::RolloutsClient,
     rollouts_server::RolloutsServer,
 };
 use sluice_runtime::auth::Authenticator;
@@ -32,46 +33,49 @@ pub(crate) struct World {
     pub(crate) sim: Simulation,
     /// The tests' own client (retrying like the controller's).
     pub(crate) client: Client,
-    /// What the controller counted.
-    pub(crate) metrics: Arc<Metrics>,
-    planner: Channel,
-    gate: Channel,
-    controller: std::sync::Mutex<CancellationToken>,
+    services: Services,
+    executor: std::sync::Mutex<(CancellationToken, Arc<Metrics>)>,
+    restarts: std::sync::atomic::AtomicUsize,
     _stop: tokio_util::sync::DropGuard,
 }
 
 impl World {
-    /// Stops the running controller and starts a new one with nothing
-    /// carried over, as a killed and restarted executor would.
-    pub(crate) fn restart_controller(&self) {
-        let mut current = self.controller.lock().unwrap();
-        current.cancel();
-        *current = start_controller(&self.sim, &self.metrics, &self.planner, &self.gate);
+    /// Stops the running executor and starts a new one with nothing
+    /// carried over, as a replaced executor would: the new one leads once
+    /// the old one has given the Lease up.
+    pub(crate) async fn restart_controller(&self) {
+        let n = 1 + self
+            .restarts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let next = start_executor(&self.sim, self.services, &format!("executor-{n}")).await;
+        let old = std::mem::replace(&mut *self.executor.lock().unwrap(), next);
+        old.0.cancel();
+    }
+
+    /// What the running executor counted.
+    pub(crate) fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.executor.lock().unwrap().1)
     }
 }
 
-fn start_controller(
+/// The executor as production runs it (API, Lease, controller, drain),
+/// through the one in-process path the demo uses, on `sim`'s API server.
+async fn start_executor(
     sim: &Simulation,
-    metrics: &Arc<Metrics>,
-    planner: &Channel,
-    gate: &Channel,
-) -> CancellationToken {
-    let client = sluice_executor::client_over(sim.api.router(), "default", metrics);
-    let ctx = Arc::new(
-        Ctx::new(
-            client,
-            PlannerClient::new(planner.clone()),
-            MetricsGateClient::new(gate.clone()),
-        )
-        .with_metrics(Arc::clone(metrics)),
-    );
+    services: Services,
+    identity: &str,
+) -> (CancellationToken, Arc<Metrics>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let router = sim.api.router();
+    let cluster = Cluster::Given(Box::new(move |metrics: &Arc<Metrics>| {
+        let _ = tx.send(Arc::clone(metrics));
+        sluice_executor::client_over(router, "default", metrics)
+    }));
     let stop = CancellationToken::new();
-    let shutdown = stop.clone();
-    tokio::spawn(controller::run(
-        ctx,
-        async move { shutdown.cancelled().await },
-    ));
-    stop
+    stack::executor(stack::config(services, identity), cluster, stop.clone())
+        .await
+        .unwrap();
+    (stop, rx.recv().unwrap())
 }
 
 async fn serve_grpc(router: tonic::transport::server::Router) -> std::net::SocketAddr {
@@ -91,12 +95,13 @@ async fn channel(addr: std::net::SocketAddr) -> Channel {
         .unwrap()
 }
 
-/// A scenario with fast pods, served with planner, gate and controller.
+/// A scenario with fast pods, served with planner, gate and executor.
 pub(crate) async fn world(scenario: &str) -> World {
     world_with(Scenario::load(scenario).unwrap()).await
 }
 
-/// A given scenario with fast pods, served with planner, gate and controller.
+/// A given scenario with fast pods, served with planner, gate and
+/// executor.
 pub(crate) async fn world_with(mut scenario: Scenario) -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
     for v in &mut scenario.versions {
@@ -121,24 +126,24 @@ pub(crate) async fn world_with(mut scenario: Scenario) -> World {
             format!("http://{metrics_addr}").parse().unwrap(),
         ))
         .unwrap();
-    let gate = sluice_gate::service::GateService::new(prometheus, stop.clone());
-    let gate_addr = serve_grpc(Server::builder().add_service(MetricsGateServer::new(gate))).await;
-    let planner_addr = serve_grpc(
-        Server::builder().add_service(PlannerServer::new(sluice_planner::service::PlannerService)),
+    let services = stack::services(
+        PlannerServer::new(sluice_planner::service::PlannerService),
+        MetricsGateServer::new(sluice_gate::service::GateService::new(
+            prometheus,
+            stop.clone(),
+        )),
+        stop.clone(),
     )
-    .await;
-
+    .await
+    .unwrap();
     let client = sluice_executor::client_over(sim.api.router(), "default", &Arc::default());
-    let metrics = Arc::new(Metrics::default());
-    let (planner, gate) = (channel(planner_addr).await, channel(gate_addr).await);
-    let controller = std::sync::Mutex::new(start_controller(&sim, &metrics, &planner, &gate));
+    let executor = std::sync::Mutex::new(start_executor(&sim, services, "executor-0").await);
     World {
         sim,
         client,
-        metrics,
-        planner,
-        gate,
-        controller,
+        services,
+        executor,
+        restarts: std::sync::atomic::AtomicUsize::new(0),
         _stop: stop.drop_guard(),
     }
 }
