@@ -928,3 +928,63 @@ async fn going_back_to_an_earlier_version_after_a_release_is_a_release_of_its_ow
         "1.0's ReplicaSet was used again, not doubled"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deployment_paused_by_its_user_is_released_only_once_resumed() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts
+        .create(&PostParams::default(), &binding())
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await.status.unwrap();
+
+    // `kubectl rollout pause`, then a change: held, and not released.
+    let patch = |paused: bool| Patch::Merge(json!({"spec": {"paused": paused}}));
+    deployments
+        .patch("web", &PatchParams::default(), &patch(true))
+        .await
+        .unwrap();
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        let s = rollouts.get("web").await.unwrap().status.unwrap();
+        if s.release != idle.release {
+            assert_eq!(s.phase, Phase::Pending, "{s:#?}");
+            assert!(
+                s.message.contains("kubectl rollout resume"),
+                "{}",
+                s.message
+            );
+        }
+        let sets = Api::<ReplicaSet>::default_namespaced(world.client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        assert_eq!(sets.items.len(), 1, "no ReplicaSet of the new version yet");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let waiting = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!(waiting.phase, Phase::Pending, "{waiting:#?}");
+
+    // `kubectl rollout resume`: the release goes out in batches and the
+    // Deployment is handed back unpaused.
+    deployments
+        .patch("web", &PatchParams::default(), &patch(false))
+        .await
+        .unwrap();
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(d.spec.as_ref().unwrap().paused, Some(true), "still held");
+    let done = wait_release(&rollouts, &idle.release).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    assert!(done.current_step >= 1, "released in its steps: {done:#?}");
+    let d = deployments.get("web").await.unwrap();
+    assert_ne!(d.spec.as_ref().unwrap().paused, Some(true));
+    assert_eq!(image_of(&d), "registry.example/web:2.0");
+    assert_eq!(sluice_marks(&d), Vec::<String>::new());
+}

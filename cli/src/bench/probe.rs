@@ -36,6 +36,70 @@ impl Counter {
     }
 }
 
+/// Requests counted by verb and resource.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Requests(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl Requests {
+    pub(crate) fn add(&self, method: &axum::http::Method, uri: &axum::http::Uri) {
+        let key = request_kind(method, uri);
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    /// Each count divided by `n`.
+    pub(crate) fn per(&self, n: usize) -> std::collections::BTreeMap<String, f64> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .iter()
+            .map(|(k, v)| (k.clone(), *v as f64 / n.max(1) as f64))
+            .collect()
+    }
+}
+
+/// `VERB resource[/subresource]` of a Kubernetes API request, with the
+/// verb as kube-apiserver names it (a GET with `watch=true` is WATCH, a
+/// GET of a collection LIST).
+fn request_kind(method: &axum::http::Method, uri: &axum::http::Uri) -> String {
+    let parts: Vec<&str> = uri.path().split('/').filter(|p| !p.is_empty()).collect();
+    // /api/v1/... or /apis/group/version/...
+    let rest = match parts.first() {
+        Some(&"api") => parts.get(2..).unwrap_or_default(),
+        Some(&"apis") => parts.get(3..).unwrap_or_default(),
+        _ => return format!("{method} {}", uri.path()),
+    };
+    let rest = match rest {
+        ["namespaces", _, more @ ..] if !more.is_empty() => more,
+        other => other,
+    };
+    let (resource, named, sub) = match rest {
+        [r] => (*r, false, None),
+        [r, _] => (*r, true, None),
+        [r, _, s, ..] => (*r, true, Some(*s)),
+        [] => ("", false, None),
+    };
+    let query = uri.query().unwrap_or_default();
+    let verb = match method.as_str() {
+        "GET"
+            if query
+                .split('&')
+                .any(|q| q == "watch=true" || q == "watch=1") =>
+        {
+            "WATCH"
+        }
+        "GET" if !named => "LIST",
+        other => other,
+    };
+    match sub {
+        Some(s) => format!("{verb} {resource}/{s}"),
+        None => format!("{verb} {resource}"),
+    }
+}
+
 #[derive(Debug, Default)]
 struct Seen {
     /// Per ReplicaSet uid: created by the release (first seen at 0), its
@@ -235,6 +299,40 @@ pub(crate) fn quantile_ms(samples: &[Duration], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_named_by_verb_and_resource_as_the_api_server_names_them() {
+        let kind = |m: &str, u: &str| request_kind(&m.parse().unwrap(), &u.parse().unwrap());
+        assert_eq!(
+            kind(
+                "GET",
+                "/apis/apps/v1/namespaces/d/replicasets?labelSelector=a"
+            ),
+            "LIST replicasets"
+        );
+        assert_eq!(
+            kind(
+                "GET",
+                "/apis/apps/v1/replicasets?watch=true&resourceVersion=3"
+            ),
+            "WATCH replicasets"
+        );
+        assert_eq!(
+            kind("GET", "/apis/apps/v1/namespaces/d/deployments/web"),
+            "GET deployments"
+        );
+        assert_eq!(
+            kind(
+                "PATCH",
+                "/apis/sluice.dev/v1alpha1/namespaces/d/rollouts/web/status"
+            ),
+            "PATCH rollouts/status"
+        );
+        assert_eq!(kind("POST", "/api/v1/namespaces/d/events"), "POST events");
+        assert_eq!(kind("GET", "/api/v1/namespaces"), "LIST namespaces");
+        assert_eq!(kind("GET", "/api/v1/namespaces/d"), "GET namespaces");
+        assert_eq!(kind("GET", "/version"), "GET /version");
+    }
 
     #[test]
     fn quantiles_pick_the_nearest_rank() {

@@ -61,6 +61,9 @@ pub(crate) struct SizeFigures {
     pub api_calls_per_step: f64,
     /// Planner and gate calls per batch.
     pub grpc_calls_per_step: f64,
+    /// Requests from the executor to the API server per rollout, by verb
+    /// and resource (`PATCH replicasets`, `WATCH pods`, ...).
+    pub api_calls_per_rollout: std::collections::BTreeMap<String, f64>,
 }
 
 fn ms(v: Option<f64>) -> String {

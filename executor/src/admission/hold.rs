@@ -128,6 +128,15 @@ pub fn deployment_update(old: &Value, new: &Value, binding: &str) -> Answer {
                     marks.push((key, kept));
                 }
             }
+            if new_spec.paused != Some(true)
+                && annotation(&old_typed, keys::PAUSED_BEFORE).as_deref() == Some("true")
+            {
+                // `kubectl rollout resume` of a Deployment its user paused
+                // before changing it: the user's pause ends (the release,
+                // which waited for it, starts); the hold stays.
+                marks.retain(|(k, _)| *k != keys::PAUSED_BEFORE);
+                marks.push((keys::PAUSED_BEFORE, "false".into()));
+            }
             let mut ops = Vec::new();
             let strategy = serde_json::to_value(&new_spec.strategy).unwrap_or(Value::Null);
             if strategy != hold_strategy() {
@@ -391,6 +400,34 @@ mod tests {
         let held = apply(&new, &ops);
         assert_eq!(held["metadata"]["annotations"]["team"], "a");
         assert_eq!(held["metadata"]["annotations"][keys::PAUSED_BEFORE], "true");
+    }
+
+    #[test]
+    fn a_resume_of_a_deployment_paused_before_it_changed_ends_the_users_pause_not_the_hold() {
+        let old = deployment("v1", Value::Null, Some(true));
+        let new = deployment("v2", Value::Null, Some(true));
+        let Answer::Patch(ops) = deployment_update(&old, &new, "web") else {
+            panic!("not held");
+        };
+        let held = apply(&new, &ops);
+        assert_eq!(held["metadata"]["annotations"][keys::PAUSED_BEFORE], "true");
+        // `kubectl rollout resume`: a patch of spec.paused to false.
+        let mut resumed = held.clone();
+        resumed["spec"]["paused"] = json!(false);
+        let Answer::Patch(ops) = deployment_update(&held, &resumed, "web") else {
+            panic!("hold not kept");
+        };
+        let after = apply(&resumed, &ops);
+        assert_eq!(after["spec"]["paused"], true, "still held");
+        assert_eq!(
+            after["metadata"]["annotations"][keys::PAUSED_BEFORE],
+            "false"
+        );
+        assert_eq!(after["metadata"]["annotations"][keys::ROLLOUT], "web");
+        // Any other update keeps the user's pause as it was.
+        let mut labelled = held.clone();
+        labelled["metadata"]["labels"] = json!({"tier": "front"});
+        assert_eq!(deployment_update(&held, &labelled, "web"), Answer::Allow);
     }
 
     #[test]

@@ -313,6 +313,12 @@ impl steps::Release for Canary {
         }
     }
 
+    fn paused_by_user(&self) -> Option<String> {
+        self.bound
+            .then(|| super::partition::paused_by_user(&self.deployment))
+            .flatten()
+    }
+
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
         if self.bound {
             if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)

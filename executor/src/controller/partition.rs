@@ -411,6 +411,18 @@ pub(super) fn complete(d: &Deployment) -> Result<(), String> {
     }
 }
 
+/// A bound Deployment its user paused before changing it: what the
+/// release waits for.
+pub(super) fn paused_by_user(d: &Deployment) -> Option<String> {
+    paused_before(d).then(|| {
+        let name = d.name_any();
+        format!(
+            "Deployment {name:?} was paused (kubectl rollout pause) when it changed; \
+             `kubectl rollout resume deployment/{name}` starts the release"
+        )
+    })
+}
+
 /// Whether a Deployment was paused before the release held it.
 fn paused_before(d: &Deployment) -> bool {
     d.annotations()
@@ -666,6 +678,12 @@ impl steps::Release for Workload {
         } else {
             crate::machine::release_id(&rollout.spec)
         }
+    }
+
+    fn paused_by_user(&self) -> Option<String> {
+        self.bound
+            .then(|| paused_by_user(&self.deployment))
+            .flatten()
     }
 
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {

@@ -39,6 +39,11 @@ pub(super) trait Release {
     fn release_id(&self, rollout: &Rollout) -> String {
         machine::release_id(&rollout.spec)
     }
+    /// The workload's own pause, which holds a bound release before its
+    /// start (see [`Controls::workload_paused`]).
+    fn paused_by_user(&self) -> Option<String> {
+        None
+    }
     /// Whether the release may start.
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start;
     /// How far the workload is towards `batch`; `None` when the release's
@@ -217,6 +222,7 @@ fn controls(rollout: &Rollout, consumed: &mut Vec<&'static str>) -> Controls {
         paused: rollout.spec.paused,
         promote,
         abort,
+        workload_paused: None,
     }
 }
 
@@ -248,7 +254,10 @@ pub(super) async fn drive<R: Release>(
         Err(e) => return Err(e),
     };
     let batches: Vec<machine::Batch> = plan.batches.iter().map(batch_of).collect();
-    let controls = controls(rollout, consumed);
+    let controls = Controls {
+        workload_paused: w.paused_by_user(),
+        ..controls(rollout, consumed)
+    };
     let release = w.release_id(rollout);
     let new_release = status.release != release;
 

@@ -139,6 +139,10 @@ pub struct Controls {
     pub promote: Option<(bool, u32)>,
     /// An abort, with its reason.
     pub abort: Option<String>,
+    /// The workload's own pause (a bound Deployment its user paused with
+    /// `kubectl rollout pause` before changing it): the release does not
+    /// start while it holds; the text says how to lift it.
+    pub workload_paused: Option<String>,
 }
 
 /// Everything [`decide`] reads.
@@ -477,6 +481,11 @@ impl Decision<'_> {
             // Time held by a person does not count against the wait.
             self.status.started = None;
             self.status.message = "paused on request before the start; Resume starts it".into();
+            return Hop::Return(Next::Change);
+        }
+        if let Some(how) = &input.controls.workload_paused {
+            self.status.started = None;
+            self.status.message = how.clone();
             return Hop::Return(Next::Change);
         }
         match &input.observed.start {

@@ -122,6 +122,35 @@ fn a_ready_workload_begins_at_the_first_step_with_traffic_on_stable() {
 }
 
 #[test]
+fn a_workload_its_user_paused_is_waited_for_without_a_deadline_then_begins() {
+    let controls = Controls {
+        workload_paused: Some("kubectl rollout resume starts it".into()),
+        ..Controls::default()
+    };
+    let held = decide_with(
+        &RolloutStatus::default(),
+        &plan(),
+        &controls,
+        &observed(),
+        at(0),
+    );
+    assert_eq!(held.status.phase, Phase::Pending);
+    assert_eq!(held.status.message, "kubectl rollout resume starts it");
+    assert!(held.effects.is_empty());
+    let later = decide_with(&held.status, &plan(), &controls, &observed(), at(3600));
+    assert_eq!(later.status.phase, Phase::Pending, "no start deadline runs");
+    let resumed = decide_with(
+        &later.status,
+        &plan(),
+        &Controls::default(),
+        &observed(),
+        at(3601),
+    );
+    assert_eq!(resumed.status.phase, Phase::Progressing);
+    assert_eq!(resumed.effects, [Effect::Begin, Effect::RouteStable]);
+}
+
+#[test]
 fn a_busy_workload_is_waited_for_until_the_deadline_then_fails() {
     let busy = Observed {
         start: Start::Busy("2 of 4 pods updated".into()),
