@@ -30,7 +30,6 @@ use std::{
 
 use axum::{
     Router,
-    body::Bytes,
     extract::{DefaultBodyLimit, State},
     http::header,
     response::IntoResponse,
@@ -254,22 +253,21 @@ fn router(webhook: Arc<Webhook>) -> Router {
 }
 
 /// Answers one AdmissionReview.
-async fn review(
-    State(webhook): State<Arc<Webhook>>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> impl IntoResponse {
+async fn review(State(webhook): State<Arc<Webhook>>, body: axum::body::Body) -> impl IntoResponse {
     let start = Instant::now();
-    let (kind, result, answer) = match body {
+    let (kind, result, answer) = match read_review(body).await {
         Ok(body) => webhook.answer(&body).await,
-        // Too large (or cut off): still a well-formed answer with the reason.
-        Err(rejection) => (
+        // Too large (or cut off): still a well-formed answer with the
+        // reason, under the request's uid when its start names it (the API
+        // server takes an answer without it for a failed call).
+        Err((why, head)) => (
             String::new(),
             "invalid",
             response(
                 "admission.k8s.io/v1",
-                "",
+                &request_uid(&head).unwrap_or_default(),
                 &Answer::Deny(format!(
-                    "the review could not be read ({rejection}); at most {MAX_REVIEW_BYTES} bytes are read"
+                    "the review could not be read ({why}); at most {MAX_REVIEW_BYTES} bytes are read"
                 )),
             ),
         ),
@@ -279,6 +277,52 @@ async fn review(
         [(header::CONTENT_TYPE, "application/json")],
         answer.to_string(),
     )
+}
+
+/// How much of a review too large to read is kept to find its uid.
+const HEAD_BYTES: usize = 64 << 10;
+
+/// Reads a review of at most [`MAX_REVIEW_BYTES`]; past that, or when the
+/// body breaks off, stops reading and gives the reason and the first
+/// [`HEAD_BYTES`] read.
+async fn read_review(body: axum::body::Body) -> Result<Vec<u8>, (String, Vec<u8>)> {
+    let mut stream = body.into_data_stream();
+    let mut read = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => return Err((e.to_string(), head(read))),
+        };
+        if read.len() + chunk.len() > MAX_REVIEW_BYTES {
+            read.extend_from_slice(
+                &chunk[..HEAD_BYTES.saturating_sub(read.len()).min(chunk.len())],
+            );
+            return Err(("the body is too large".into(), head(read)));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(read)
+}
+
+fn head(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.truncate(HEAD_BYTES);
+    bytes
+}
+
+/// The `request.uid` of a review from its first bytes: kube-apiserver
+/// writes `request` with its `uid` first, before the objects.
+fn request_uid(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let request = text.find("\"request\"")?;
+    let after = &text[request..];
+    let key = after.find("\"uid\"")?;
+    let rest = after[key + 5..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let uid = &rest[..rest.find('"')?];
+    (!uid.is_empty() && uid.len() <= 128 && !uid.contains('\\')).then(|| uid.to_owned())
 }
 
 /// A review's answer: `allowed`, with a base64 JSON Patch, or denied with
@@ -720,9 +764,12 @@ mod tests {
         assert_eq!(metrics.admissions("held"), 1);
         // Past the limit: not read into memory, and still answered with a
         // well-formed denial giving the reason.
-        let (code, answer) = post(&app, "/mutate", vec![b' '; MAX_REVIEW_BYTES + 1]).await;
+        let mut huge = br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"big-1","object":{"a":""#.to_vec();
+        huge.resize(MAX_REVIEW_BYTES + 1, b'x');
+        let (code, answer) = post(&app, "/mutate", huge).await;
         assert_eq!(code, 200);
         assert_eq!(answer["response"]["allowed"], false);
+        assert_eq!(answer["response"]["uid"], "big-1", "answered under its uid");
         assert!(
             answer["response"]["status"]["message"]
                 .as_str()
