@@ -200,21 +200,35 @@ fn hash_of(rs: &ReplicaSet) -> String {
         .unwrap_or_default()
 }
 
-/// The Deployment and the release's two ReplicaSets from the controller's
-/// cache, once the release knows both revisions (a Deployment's ReplicaSets
-/// are named `<deployment>-<pod-template-hash>`).
+/// The Deployment and its ReplicaSets from the controller's cache: the
+/// release's own sets once it knows both revisions (a Deployment's
+/// ReplicaSets are named `<deployment>-<pod-template-hash>`), every set it
+/// owns before that. `None` until the caches hold the Deployment.
 fn cached(
     ctx: &Ctx,
     ns: &str,
     name: &str,
     status: &RolloutStatus,
 ) -> Option<(Deployment, Vec<ReplicaSet>)> {
-    if status.stable_revision.is_empty() || status.canary_revision.is_empty() {
-        return None;
-    }
     let cache = ctx.cache()?;
     let deployment = cache.deployments.get(&ObjectRef::new(name).within(ns))?;
     let uid = deployment.uid()?;
+    if status.stable_revision.is_empty() || status.canary_revision.is_empty() {
+        // Before the release has named its sets: every set the Deployment
+        // owns, as the watch knows them (a write that depends on them
+        // carries the resourceVersion read, so a lagging cache conflicts).
+        let owned = cache
+            .replicasets
+            .state()
+            .into_iter()
+            .filter(|rs| {
+                rs.namespace().as_deref() == Some(ns)
+                    && rs.owner_references().iter().any(|o| o.uid == uid)
+            })
+            .map(|rs| (*rs).clone())
+            .collect();
+        return Some(((*deployment).clone(), owned));
+    }
     let find = |hash: &String| {
         cache
             .replicasets
