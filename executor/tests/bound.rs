@@ -988,3 +988,82 @@ async fn a_deployment_paused_by_its_user_is_released_only_once_resumed() {
     assert_eq!(image_of(&d), "registry.example/web:2.0");
     assert_eq!(sluice_marks(&d), Vec::<String>::new());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_bound_deployment_released_blue_green_switches_its_service_and_is_handed_back() {
+    use k8s_openapi::api::core::v1::Service;
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let services: Api<Service> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  traffic: {stableService: web}\n  strategy: {style: BlueGreen, blueGreen: {rollbackWindow: 2s}, canary: {steps: [{traffic: 0, pause: {}}, {traffic: 100}]}}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await.status.unwrap();
+    assert_eq!(idle.phase, Phase::Succeeded, "{idle:#?}");
+    let before = deployments.get("web").await.unwrap();
+    let selector = |s: Service| s.spec.unwrap().selector.unwrap_or_default();
+    let user_selector = selector(services.get("web").await.unwrap());
+
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    let paused = wait_phase(&rollouts, |p| p == Phase::Paused)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(paused.current_step, 0, "{paused:#?}");
+    // Green runs at full size beside blue; the Service still selects blue,
+    // and the user's Deployment, held, keeps its pods.
+    let green = deployments.get("web-canary").await.unwrap();
+    assert_eq!(image_of(&green), "registry.example/web:2.0");
+    assert_eq!(green.status.unwrap().ready_replicas, Some(10));
+    assert_eq!(
+        selector(services.get("web").await.unwrap()).get("pod-template-hash"),
+        Some(&paused.stable_revision)
+    );
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(d.spec.as_ref().unwrap().paused, Some(true));
+    assert_eq!(d.status.as_ref().unwrap().ready_replicas, Some(10));
+
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}})),
+        )
+        .await
+        .unwrap();
+    let done = wait_release(&rollouts, &idle.release).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        (
+            image_of(&d),
+            d.spec.as_ref().unwrap().paused,
+            d.spec.as_ref().unwrap().strategy.clone(),
+            sluice_marks(&d)
+        ),
+        (
+            "registry.example/web:2.0".to_owned(),
+            None,
+            before.spec.as_ref().unwrap().strategy.clone(),
+            vec![]
+        )
+    );
+    assert_eq!(d.status.as_ref().unwrap().updated_replicas, Some(10));
+    assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
+    assert_eq!(
+        selector(services.get("web").await.unwrap()),
+        user_selector,
+        "the Service selects as the user wrote it"
+    );
+}
