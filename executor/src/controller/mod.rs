@@ -26,11 +26,12 @@ mod steps;
 pub mod traffic;
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use kube::{
     Api, Client, ResourceExt,
@@ -89,7 +90,7 @@ pub struct Ctx {
     /// Plans already made, by rollout uid, strategy and analyses, replicas
     /// and maxSurge: a plan is a pure function of those, so asking the
     /// planner again would only cost a call.
-    plans: std::sync::Mutex<std::collections::HashMap<PlanKey, Arc<pb::Plan>>>,
+    plans: std::sync::Mutex<HashMap<PlanKey, Arc<pb::Plan>>>,
     /// Where reconciles, decisions and verdicts are counted.
     pub metrics: Arc<Metrics>,
     /// Reconciles that may run at once (different Rollouts; one Rollout is
@@ -214,6 +215,89 @@ pub(crate) struct Cache {
     pub deployments: reflector::Store<Deployment>,
     /// Every ReplicaSet.
     pub replicasets: reflector::Store<ReplicaSet>,
+    /// The names of the ReplicaSets each owner (by uid) has, as the same
+    /// watch saw them.
+    pub owned: Owned,
+}
+
+/// ReplicaSet names by owner uid, kept from the ReplicaSet watch's events,
+/// so a reconcile finds a Deployment's sets without scanning them all.
+#[derive(Clone, Default)]
+pub(crate) struct Owned(Arc<std::sync::RwLock<OwnedIndex>>);
+
+#[derive(Default)]
+struct OwnedIndex {
+    /// Owner uid to the names of its sets (namespaced by the owner).
+    by_owner: HashMap<String, std::collections::BTreeSet<String>>,
+    /// Set (namespace, name) to its owners' uids.
+    owners: HashMap<(String, String), Vec<String>>,
+    /// A relist in progress: the index it is building.
+    listing: Option<Box<OwnedIndex>>,
+}
+
+impl OwnedIndex {
+    fn put(&mut self, rs: &ReplicaSet) {
+        let key = (rs.namespace().unwrap_or_default(), rs.name_any());
+        self.remove(&key);
+        let uids: Vec<String> = rs
+            .owner_references()
+            .iter()
+            .map(|o| o.uid.clone())
+            .collect();
+        for uid in &uids {
+            self.by_owner
+                .entry(uid.clone())
+                .or_default()
+                .insert(key.1.clone());
+        }
+        if !uids.is_empty() {
+            self.owners.insert(key, uids);
+        }
+    }
+
+    fn remove(&mut self, key: &(String, String)) {
+        for uid in self.owners.remove(key).unwrap_or_default() {
+            if let Some(names) = self.by_owner.get_mut(&uid) {
+                names.remove(&key.1);
+                if names.is_empty() {
+                    self.by_owner.remove(&uid);
+                }
+            }
+        }
+    }
+}
+
+impl Owned {
+    /// Follows one event of the ReplicaSet watch.
+    fn follow(&self, event: &watcher::Event<ReplicaSet>) {
+        let mut index = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match event {
+            watcher::Event::Apply(rs) => index.put(rs),
+            watcher::Event::Delete(rs) => {
+                index.remove(&(rs.namespace().unwrap_or_default(), rs.name_any()));
+            }
+            watcher::Event::Init => index.listing = Some(Box::default()),
+            watcher::Event::InitApply(rs) => index.listing.get_or_insert_default().put(rs),
+            watcher::Event::InitDone => {
+                let listed = index.listing.take().unwrap_or_default();
+                *index = *listed;
+            }
+        }
+    }
+
+    /// The names of the ReplicaSets `uid` owns.
+    pub(crate) fn names(&self, uid: &str) -> Vec<String> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_owner
+            .get(uid)
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Ctx {
@@ -238,11 +322,13 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     let client = ctx.client.clone();
     let (deployments, deployments_writer) = reflector::store();
     let (replicasets, replicasets_writer) = reflector::store();
+    let owned = Owned::default();
     *ctx.cache
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cache {
         deployments,
         replicasets,
+        owned: owned.clone(),
     });
     let deployment_events = reflector::reflector(
         deployments_writer,
@@ -260,7 +346,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
             watcher::Config::default(),
         )
         .modify(trim),
-    );
+    )
+    .inspect_ok(move |event| owned.follow(event));
     let replicaset_events = settled(replicaset_events);
     let controller = Controller::new(
         Api::<Rollout>::all(client.clone()),
@@ -641,7 +728,40 @@ mod tests {
     use futures::StreamExt;
     use kube::runtime::watcher::Event;
 
-    use super::settled;
+    use super::{Owned, settled};
+
+    fn set(name: &str, owner: &str) -> k8s_openapi::api::apps::v1::ReplicaSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "d",
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                              "name": "web", "uid": owner}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_owner_index_follows_applies_deletes_and_a_relist() {
+        let owned = Owned::default();
+        owned.follow(&Event::Apply(set("web-1", "u")));
+        owned.follow(&Event::Apply(set("web-2", "u")));
+        owned.follow(&Event::Apply(set("other-1", "v")));
+        assert_eq!(owned.names("u"), ["web-1", "web-2"]);
+        owned.follow(&Event::Delete(set("web-1", "u")));
+        assert_eq!(owned.names("u"), ["web-2"]);
+        // Orphaned: no longer the owner's.
+        let mut orphan = set("web-2", "u");
+        orphan.metadata.owner_references = None;
+        owned.follow(&Event::Apply(orphan));
+        assert!(owned.names("u").is_empty());
+        // A relist: the index is the listing's once it ends, and stays the
+        // old one until then.
+        owned.follow(&Event::Init);
+        owned.follow(&Event::InitApply(set("web-3", "u")));
+        assert_eq!(owned.names("v"), ["other-1"]);
+        owned.follow(&Event::InitDone);
+        assert_eq!(owned.names("u"), ["web-3"]);
+        assert!(owned.names("v").is_empty(), "gone while the watch was down");
+    }
 
     #[tokio::test]
     async fn a_relists_objects_are_released_only_once_the_list_has_ended() {

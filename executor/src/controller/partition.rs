@@ -218,13 +218,11 @@ fn cached(
         // owns, as the watch knows them (a write that depends on them
         // carries the resourceVersion read, so a lagging cache conflicts).
         let owned = cache
-            .replicasets
-            .state()
-            .into_iter()
-            .filter(|rs| {
-                rs.namespace().as_deref() == Some(ns)
-                    && rs.owner_references().iter().any(|o| o.uid == uid)
-            })
+            .owned
+            .names(&uid)
+            .iter()
+            .filter_map(|set| cache.replicasets.get(&ObjectRef::new(set).within(ns)))
+            .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
             .map(|rs| (*rs).clone())
             .collect();
         return Some(((*deployment).clone(), owned));
