@@ -100,7 +100,17 @@ pub struct Ctx {
     events: std::sync::OnceLock<events::EventSink>,
     /// The time.
     pub clock: Clock,
+    /// ReplicaSets this controller created that its cache may not show
+    /// yet, by (namespace, name), with when they were made.
+    created: std::sync::Mutex<HashMap<(String, String), Created>>,
 }
+
+/// A ReplicaSet this controller created, and when.
+type Created = (tokio::time::Instant, Arc<ReplicaSet>);
+
+/// How long a created ReplicaSet is read from memory at most: the watch
+/// shows it well before; past that, the API server is asked.
+const CREATED_FOR: Duration = Duration::from_secs(10);
 
 type PlanKey = (String, String, u32, String);
 
@@ -125,6 +135,46 @@ impl Ctx {
             concurrency: DEFAULT_CONCURRENCY,
             events: std::sync::OnceLock::new(),
             clock: Clock::default(),
+            created: Default::default(),
+        }
+    }
+
+    /// Remembers a ReplicaSet this controller just created.
+    pub(crate) fn created(&self, rs: ReplicaSet) {
+        let key = (rs.namespace().unwrap_or_default(), rs.name_any());
+        let mut created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        created.retain(|_, (at, _)| now.duration_since(*at) < CREATED_FOR);
+        created.insert(key, (now, Arc::new(rs)));
+    }
+
+    /// ReplicaSet `ns/name` from the cache, or as this controller created
+    /// it moments ago when the cache does not show it yet.
+    pub(crate) fn replicaset(
+        &self,
+        cache: &Cache,
+        ns: &str,
+        name: &str,
+    ) -> Option<Arc<ReplicaSet>> {
+        let mut created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (ns.to_owned(), name.to_owned());
+        if let Some(rs) = cache.replicasets.get(&ObjectRef::new(name).within(ns)) {
+            created.remove(&key);
+            return Some(rs);
+        }
+        match created.get(&key) {
+            Some((at, rs)) if at.elapsed() < CREATED_FOR => Some(Arc::clone(rs)),
+            Some(_) => {
+                created.remove(&key);
+                None
+            }
+            None => None,
         }
     }
 

@@ -228,9 +228,7 @@ fn cached(
         return Some(((*deployment).clone(), owned));
     }
     let find = |hash: &String| {
-        cache
-            .replicasets
-            .get(&ObjectRef::new(&format!("{name}-{hash}")).within(ns))
+        ctx.replicaset(&cache, ns, &format!("{name}-{hash}"))
             .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
             .map(|rs| (*rs).clone())
     };
@@ -971,7 +969,6 @@ async fn begin(
     w: &Workload,
     status: &mut RolloutStatus,
 ) -> Result<(), Error> {
-    let _ = ctx;
     let name = rollout.name_any();
     let ours = w.ours(&name);
     let Some(stable) = w.stable(status).cloned() else {
@@ -1045,7 +1042,7 @@ async fn begin(
         }))
         .map_err(|e| Error::Missing(e.to_string()))?;
         match w.replicasets.create(&crate::writes::post(), &rs).await {
-            Ok(_) => {}
+            Ok(created) => ctx.created(created),
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
