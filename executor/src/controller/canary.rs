@@ -15,6 +15,8 @@
 //! then deletes the canary Deployment; the user's Deployment was never
 //! changed.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::{
     Api, Resource, ResourceExt,
@@ -45,7 +47,7 @@ struct Canary {
     /// The user's Deployment.
     deployment: Deployment,
     /// Its ReplicaSets.
-    owned: Vec<ReplicaSet>,
+    owned: Vec<Arc<ReplicaSet>>,
     /// The canary Deployment, once made.
     canary: Option<Deployment>,
     /// The canary Deployment's newest ReplicaSet.
@@ -94,7 +96,10 @@ impl Canary {
                 .cloned()
                 .collect::<Vec<_>>()
         };
-        let owned = owned_by(deployment.uid());
+        let owned: Vec<Arc<ReplicaSet>> = owned_by(deployment.uid())
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let canary_rs = canary
             .as_ref()
             .map(|c| owned_by(c.uid()))
@@ -126,6 +131,7 @@ impl Canary {
         self.owned
             .iter()
             .find(|rs| rs.labels().get(keys::TEMPLATE_HASH).map(String::as_str) == Some(hash))
+            .map(|rs| &**rs)
     }
 
     fn canary_ready(&self) -> u32 {

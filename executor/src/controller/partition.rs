@@ -21,6 +21,8 @@
 //! maxUnavailable still bound every move, and it is written back when the
 //! Deployment is given back.
 
+use std::sync::Arc;
+
 use k8s_openapi::{
     api::apps::v1::{Deployment, DeploymentStrategy, ReplicaSet},
     apimachinery::pkg::util::intstr::IntOrString,
@@ -209,7 +211,7 @@ fn cached(
     ns: &str,
     name: &str,
     status: &RolloutStatus,
-) -> Option<(Deployment, Vec<ReplicaSet>)> {
+) -> Option<(Arc<Deployment>, Vec<Arc<ReplicaSet>>)> {
     let cache = ctx.cache()?;
     let deployment = cache.deployments.get(&ObjectRef::new(name).within(ns))?;
     let uid = deployment.uid()?;
@@ -223,14 +225,12 @@ fn cached(
             .iter()
             .filter_map(|set| cache.replicasets.get(&ObjectRef::new(set).within(ns)))
             .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
-            .map(|rs| (*rs).clone())
             .collect();
-        return Some(((*deployment).clone(), owned));
+        return Some((deployment, owned));
     }
     let find = |hash: &String| {
         ctx.replicaset(&cache, ns, &format!("{name}-{hash}"))
             .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
-            .map(|rs| (*rs).clone())
     };
     let mut owned = [&status.stable_revision, &status.canary_revision]
         .into_iter()
@@ -238,15 +238,15 @@ fn cached(
         .collect::<Option<Vec<_>>>()?;
     // A superseded version's set may be gone already.
     owned.extend(status.retired_revisions.iter().filter_map(find));
-    Some(((*deployment).clone(), owned))
+    Some((deployment, owned))
 }
 
 struct Workload {
     client: kube::Client,
     deployments: Api<Deployment>,
     replicasets: Api<ReplicaSet>,
-    deployment: Deployment,
-    owned: Vec<ReplicaSet>,
+    deployment: Arc<Deployment>,
+    owned: Vec<Arc<ReplicaSet>>,
     replicas: u32,
     surge: u32,
     unavailable: u32,
@@ -273,14 +273,15 @@ impl Workload {
                     return Ok(None);
                 };
                 let uid = deployment.uid().unwrap_or_default();
-                let owned: Vec<ReplicaSet> = replicasets
+                let owned: Vec<Arc<ReplicaSet>> = replicasets
                     .list(&owned_candidates(&deployment))
                     .await?
                     .items
                     .into_iter()
                     .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
+                    .map(Arc::new)
                     .collect();
-                (deployment, owned)
+                (Arc::new(deployment), owned)
             }
         };
         let spec = deployment.spec.clone().unwrap_or_default();
@@ -311,7 +312,10 @@ impl Workload {
     }
 
     fn by_hash(&self, hash: &str) -> Option<&ReplicaSet> {
-        self.owned.iter().find(|rs| hash_of(rs) == hash)
+        self.owned
+            .iter()
+            .find(|rs| hash_of(rs) == hash)
+            .map(|rs| &**rs)
     }
 
     /// Merge-patches the Deployment, returning it as stored.
@@ -478,7 +482,7 @@ pub(super) fn release_patch(d: &Deployment, template: Value) -> Value {
 pub(super) async fn remove_marks(
     client: &kube::Client,
     d: &Deployment,
-    owned: &[ReplicaSet],
+    owned: &[Arc<ReplicaSet>],
 ) -> Result<(), Error> {
     let ns = d.namespace().unwrap_or_default();
     let marked = |annotations: &std::collections::BTreeMap<String, String>| {
@@ -581,9 +585,15 @@ pub(super) fn slipped(kind: &str, name: &str) -> Start {
 
 /// A bound Deployment's stable ReplicaSet before a release records it: the
 /// one whose template has the digest the webhook recorded.
-pub(super) fn bound_stable<'a>(d: &Deployment, owned: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
+pub(super) fn bound_stable<'a>(
+    d: &Deployment,
+    owned: &'a [Arc<ReplicaSet>],
+) -> Option<&'a ReplicaSet> {
     let before = d.annotations().get(keys::STABLE_TEMPLATE)?;
-    owned.iter().find(|rs| hash(&template_of(rs)) == *before)
+    owned
+        .iter()
+        .find(|rs| hash(&template_of(rs)) == *before)
+        .map(|rs| &**rs)
 }
 
 /// Whether `rollout` holds the Deployment (its mark is on it).
@@ -595,7 +605,7 @@ pub(super) fn held_by(d: &Deployment, rollout: &str) -> bool {
 /// running the Deployment's current template.
 pub(super) fn stable_of<'a>(
     d: &Deployment,
-    owned: &'a [ReplicaSet],
+    owned: &'a [Arc<ReplicaSet>],
     status: &RolloutStatus,
 ) -> Option<&'a ReplicaSet> {
     if status.stable_revision.is_empty() {
@@ -606,6 +616,7 @@ pub(super) fn stable_of<'a>(
             .iter()
             .find(|rs| hash_of(rs) == status.stable_revision)
     }
+    .map(|rs| &**rs)
 }
 
 impl Workload {
@@ -661,6 +672,7 @@ impl Workload {
     fn others_with_pods<'a>(&'a self, keep: &'a str) -> impl Iterator<Item = &'a ReplicaSet> {
         self.owned
             .iter()
+            .map(|rs| &**rs)
             .filter(move |rs| hash_of(rs) != keep && (spec_replicas(rs) > 0 || pods(rs) > 0))
     }
 }
@@ -1015,7 +1027,7 @@ async fn begin(
         .owned
         .iter()
         .find(|rs| template_of(rs) == template && hash_of(rs) != hash_of(&stable))
-        .map(hash_of);
+        .map(|rs| hash_of(rs));
     let new_hash = reused.unwrap_or_else(|| hash(&template));
     if w.by_hash(&new_hash).is_none() {
         let mut labels = template["metadata"]["labels"].clone();
@@ -1058,7 +1070,7 @@ async fn begin(
         .filter(|rs| {
             spec_replicas(rs) > 0 || pods(rs) > 0 || rs.annotations().contains_key(keys::ROLLOUT)
         })
-        .map(hash_of)
+        .map(|rs| hash_of(rs))
         .filter(|h| *h != new_hash && *h != stable_hash)
         .collect();
     status.canary_revision = new_hash;
@@ -1085,6 +1097,7 @@ async fn move_pods(
     let retired: Vec<&ReplicaSet> = w
         .owned
         .iter()
+        .map(|rs| &**rs)
         .filter(|rs| hash_of(rs) != hash_of(canary) && hash_of(rs) != hash_of(stable))
         .filter(|rs| spec_replicas(rs) > 0 || pods(rs) > 0)
         .collect();
