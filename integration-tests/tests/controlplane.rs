@@ -13,80 +13,74 @@ use kube::{
 };
 use serde_json::json;
 use sluice_executor::{
-    controller::{self, Ctx},
     crd::{Phase, Rollout, RolloutStatus},
+    stack::{self, Services},
 };
 use sluice_gate::{
     prometheus::{ClientOptions, Prometheus},
     service::GateService,
 };
 use sluice_integration_tests::controlplane::ControlPlane;
-use sluice_proto::v1::{
-    metrics_gate_client::MetricsGateClient, metrics_gate_server::MetricsGateServer,
-    planner_client::PlannerClient, planner_server::PlannerServer,
-};
+use sluice_proto::v1::{metrics_gate_server::MetricsGateServer, planner_server::PlannerServer};
 use sluice_sim::{
     agent::{self, AgentOptions},
     cluster::profile::{Profile, Profiles},
     metrics::traffic::LoadProfile,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Endpoint, Server};
 
 /// A control plane with Sluice's and the routers' CRDs, the agent's nodes
 /// (with its traffic and metrics), a planner, a gate reading the agent's
-/// metrics, and the executor's controller.
+/// metrics, and the executor, each started as the demo starts them
+/// (`sluice_executor::stack`).
 struct Platform {
     plane: ControlPlane,
     client: kube::Client,
-    planner: tonic::transport::Channel,
-    gate: tonic::transport::Channel,
-    /// Stops the running controller.
-    controller: std::sync::Mutex<CancellationToken>,
+    services: Services,
+    /// Stops the running executor.
+    executor: std::sync::Mutex<CancellationToken>,
+    restarts: std::sync::atomic::AtomicUsize,
     stop: CancellationToken,
 }
 
 impl Platform {
-    /// Stops the controller and starts a fresh one with nothing carried
-    /// over, as a killed and restarted executor would.
-    fn restart_controller(&self) {
-        let mut current = self.controller.lock().unwrap();
-        current.cancel();
-        *current = start_controller(&self.client, &self.planner, &self.gate, &self.stop);
+    /// Stops the executor and starts a fresh one with nothing carried
+    /// over, as a replaced executor would: it leads once the old one has
+    /// given the Lease up.
+    async fn restart_controller(&self) {
+        let n = 1 + self
+            .restarts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let next = start_controller(
+            &self.client,
+            self.services,
+            &self.stop,
+            &format!("executor-{n}"),
+        )
+        .await;
+        let old = std::mem::replace(&mut *self.executor.lock().unwrap(), next);
+        old.cancel();
     }
 }
 
-fn start_controller(
+/// The executor `serve` runs (API, Lease, controller, drain), on the cluster
+/// `client` reaches, as `identity`.
+async fn start_controller(
     client: &kube::Client,
-    planner: &tonic::transport::Channel,
-    gate: &tonic::transport::Channel,
+    services: Services,
     stop: &CancellationToken,
+    identity: &str,
 ) -> CancellationToken {
-    let ctx = Arc::new(Ctx::new(
-        client.clone(),
-        PlannerClient::new(planner.clone()),
-        MetricsGateClient::new(gate.clone()),
-    ));
     let token = stop.child_token();
-    let shutdown = token.clone();
-    tokio::spawn(controller::run(
-        ctx,
-        async move { shutdown.cancelled().await },
-    ));
+    let client = client.clone();
+    stack::executor(
+        stack::config(services, identity),
+        sluice_executor::Cluster::Given(Box::new(move |_| client)),
+        token.clone(),
+    )
+    .await
+    .unwrap();
     token
-}
-
-async fn serve_grpc(router: tonic::transport::server::Router) -> tonic::transport::Channel {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// Pods start fast; `registry.example/web:2.0-bad` answers 30% errors.
@@ -159,24 +153,20 @@ async fn platform(stop: &CancellationToken, loads: &str) -> Platform {
         format!("http://{metrics_addr}").parse().unwrap(),
     ))
     .unwrap();
-    let gate = serve_grpc(
-        Server::builder().add_service(MetricsGateServer::new(GateService::new(
-            prometheus,
-            stop.clone(),
-        ))),
+    let services = stack::services(
+        PlannerServer::new(sluice_planner::service::PlannerService),
+        MetricsGateServer::new(GateService::new(prometheus, stop.clone())),
+        stop.clone(),
     )
-    .await;
-    let planner = serve_grpc(
-        Server::builder().add_service(PlannerServer::new(sluice_planner::service::PlannerService)),
-    )
-    .await;
-    let controller = start_controller(&client, &planner, &gate, stop);
+    .await
+    .unwrap();
+    let executor = start_controller(&client, services, stop, "executor-0").await;
     Platform {
         plane,
         client,
-        planner,
-        gate,
-        controller: std::sync::Mutex::new(controller),
+        services,
+        executor: std::sync::Mutex::new(executor),
+        restarts: std::sync::atomic::AtomicUsize::new(0),
         stop: stop.clone(),
     }
 }
@@ -688,7 +678,7 @@ async fn a_restarted_executor_resumes_at_its_step_on_a_real_control_plane() {
 
     // The executor dies while the first step waits; a new one starts with
     // nothing but the cluster, and the promotion reaches it.
-    p.restart_controller();
+    p.restart_controller().await;
     let promote = json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}});
     rollouts
         .patch(
@@ -703,7 +693,7 @@ async fn a_restarted_executor_resumes_at_its_step_on_a_real_control_plane() {
         matches!(second.phase, Phase::Progressing | Phase::Succeeded),
         "{second:#?}"
     );
-    p.restart_controller();
+    p.restart_controller().await;
     let phase = wait_rollout(&rollouts, "web").await;
     let status = rollouts.get("web").await.unwrap().status.unwrap();
     assert_eq!(phase, Phase::Succeeded, "{status:#?}");
@@ -1097,7 +1087,7 @@ async fn the_simulator_and_a_real_control_plane_release_alike() {
     .unwrap();
     let sim = sluice_sim::scenario::Simulation::start(empty).unwrap();
     let client = sluice_executor::client_over(sim.api.router(), "default", &Arc::default());
-    let _controller = start_controller(&client, &p.planner, &p.gate, &stop);
+    let _controller = start_controller(&client, p.services, &stop, "simulated").await;
     let simulated = observe_release(&client).await;
     let simulated_scaling = scale_paused(&client).await;
 
@@ -1837,7 +1827,7 @@ async fn a_kubectl_driven_release_runs_alike_on_the_simulator_and_a_real_control
     let sim_dir = dir.path().join("sim");
     std::fs::create_dir(&sim_dir).unwrap();
     register_webhook_at(&client, &kubeconfig, &stop, &sim_dir).await;
-    let _controller = start_controller(&client, &p.planner, &p.gate, &stop);
+    let _controller = start_controller(&client, p.services, &stop, "simulated").await;
     let simulated = kubectl_release(&client, &kubeconfig).await;
 
     assert_eq!(real.steps, [2, 4], "{real:#?}");
