@@ -1837,3 +1837,142 @@ async fn a_kubectl_driven_release_runs_alike_on_the_simulator_and_a_real_control
         "the simulator releases as the real control plane does"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_canary_behind_nginx_rolls_back_a_bad_change_and_restarts_on_a_newer_one_on_a_real_control_plane()
+ {
+    use k8s_openapi::api::{core::v1::Service, networking::v1::Ingress};
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, LOAD_THROUGH_NGINX).await;
+    let (plane, client) = (&p.plane, p.client.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let _webhook = register_webhook(&p, dir.path()).await;
+    apply(plane, &web_behind_nginx());
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let ingresses: Api<Ingress> = Api::default_namespaced(client.clone());
+    let services: Api<Service> = Api::default_namespaced(client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
+    let original = ingresses.get("web").await.unwrap();
+    // The binding: canary-style behind NGINX, each change checked by its
+    // success rate, then held for a promotion.
+    apply(
+        plane,
+        &[json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "workload": {"kind": "Deployment", "name": "web"},
+                "traffic": {"stableService": "web", "nginx": {"ingress": "web"}},
+                "strategy": {"style": "Canary", "canary": {"steps": [
+                    {"replicas": "50%", "traffic": 50, "analyses": ["health"], "pause": {}}]}},
+                "analyses": [{"name": "health", "metrics": [{
+                    "name": "success-rate", "template": "request-success-rate",
+                    "successCondition": {"threshold": {"min": 0.99}},
+                    "failureCondition": {"threshold": {"max": 0.9}},
+                    "initialDelay": "3s", "interval": "1s", "count": 3, "inconclusiveLimit": 2}]}],
+            },
+        })],
+    );
+    let idle = wait_status(&rollouts, "web", |s| s.phase == Phase::Succeeded).await;
+    assert_eq!(idle.phase, Phase::Succeeded, "an idle binding: {idle:?}");
+    // Let the stable version serve through the real objects for a while.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let canary_traces = || async {
+        (
+            deployments.get_opt("web-canary").await.unwrap().is_some(),
+            ingresses.get_opt("web-canary").await.unwrap().is_some(),
+            services.get_opt("web-canary").await.unwrap().is_some(),
+        )
+    };
+
+    // A bad version, by kubectl: held, tried on half the traffic, rolled
+    // back by its analysis; the user's pods were never touched.
+    let (ok, out) = plane.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "web=registry.example/web:2.0-bad",
+    ]);
+    assert!(ok, "{out}");
+    let failed = wait_status(&rollouts, "web", |s| {
+        s.release != idle.release && matches!(s.phase, Phase::RolledBack | Phase::Failed)
+    })
+    .await;
+    assert_eq!(failed.phase, Phase::RolledBack, "{failed:#?}");
+    assert!(
+        failed.message.contains("analysis failed"),
+        "{}",
+        failed.message
+    );
+    assert_eq!(canary_traces().await, (false, false, false));
+    let ingress = ingresses.get("web").await.unwrap();
+    assert_eq!(ingress.spec, original.spec);
+    assert_eq!(ingress.metadata.annotations, original.metadata.annotations);
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        users_fields(&d)["paused"],
+        json!(true),
+        "held on the rejected version"
+    );
+    assert_eq!(
+        d.status.as_ref().unwrap().updated_replicas.unwrap_or(0),
+        0,
+        "kube-controller-manager made no pod of it"
+    );
+
+    // A fix, then a newer one while the fix waits at its step: the release
+    // starts over on the newest from the same stable version, and ends
+    // with every pod on it and nothing of Sluice's left.
+    let (ok, out) = plane.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "web=registry.example/web:2.0",
+    ]);
+    assert!(ok, "{out}");
+    let paused = wait_status(&rollouts, "web", |s| {
+        s.release != failed.release && s.phase == Phase::Paused
+    })
+    .await;
+    assert_eq!(paused.phase, Phase::Paused, "{paused:#?}");
+    let (ok, out) = plane.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "web=registry.example/web:3.0",
+    ]);
+    assert!(ok, "{out}");
+    let again = wait_status(&rollouts, "web", |s| {
+        s.release != paused.release && s.phase == Phase::Paused
+    })
+    .await;
+    assert_eq!(again.phase, Phase::Paused, "{again:#?}");
+    assert_eq!(again.stable_revision, paused.stable_revision, "same stable");
+    let canary = deployments.get("web-canary").await.unwrap();
+    assert_eq!(
+        canary.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("registry.example/web:3.0")
+    );
+    let (ok, out) = plane.kubectl(&["annotate", "rollout", "web", "sluice.dev/promote=step:0"]);
+    assert!(ok, "{out}");
+    let done = wait_status(&rollouts, "web", |s| {
+        s.release == again.release && s.phase == Phase::Succeeded
+    })
+    .await;
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(d.status.as_ref().unwrap().updated_replicas, Some(4));
+    assert_eq!(
+        users_fields(&d),
+        json!({"replicas": 4, "paused": false, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}, "image": "registry.example/web:3.0", "sluice_annotations": []})
+    );
+    assert_eq!(canary_traces().await, (false, false, false));
+    let ingress = ingresses.get("web").await.unwrap();
+    assert_eq!(ingress.spec, original.spec);
+    assert_eq!(ingress.metadata.annotations, original.metadata.annotations);
+}
