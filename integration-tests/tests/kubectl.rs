@@ -256,3 +256,125 @@ fn get_watch_prints_changes_as_they_happen() {
     assert!(seen.contains("ADDED"), "{seen}");
     assert!(seen.contains("MODIFIED") && seen.contains("0/7"), "{seen}");
 }
+
+/// kubectl reading a Deployment's ready replicas until it has `n`.
+fn wait_ready(c: &Cluster, name: &str, n: &str) {
+    for _ in 0..300 {
+        let out = c.run(&[
+            "get",
+            "deploy",
+            name,
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ]);
+        if String::from_utf8_lossy(&out.stdout) == n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("deployment {name} never had {n} ready replicas");
+}
+
+#[test]
+fn dry_runs_store_nothing_invalid_objects_are_refused_naming_the_field_and_the_cluster_goes_on() {
+    let c = cluster();
+    c.ok(&["apply", "-f", &manifest("app.yaml")]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let changed = std::fs::read_to_string(manifest("app.yaml"))
+        .unwrap()
+        .replace("registry.example/web:1.0", "registry.example/web:9.9")
+        .replace("replicas: 3", "replicas: 5");
+    let changed = write("changed.yaml", &changed);
+    let image = || {
+        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.generation}"])
+    };
+    let before = image();
+    // A server-side dry run answers with the change and keeps nothing; so
+    // does kubectl diff (which exits 1 when there are differences).
+    let out = c.ok(&["apply", "--dry-run=server", "-f", &changed]);
+    assert!(
+        out.contains("deployment.apps/web configured (server dry run)"),
+        "{out}"
+    );
+    let out = c.ok(&["apply", "--server-side", "--dry-run=server", "-f", &changed]);
+    assert!(out.contains("(server dry run)"), "{out}");
+    let diff = c.run(&["diff", "-f", &changed]);
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("registry.example/web:9.9"));
+    c.ok(&["delete", "deploy", "web", "--dry-run=server"]);
+    c.ok(&[
+        "create",
+        "-f",
+        &write(
+            "other.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n",
+        ),
+        "--dry-run=server",
+    ]);
+    assert_eq!(image(), before, "nothing changed");
+    assert!(
+        c.fails(&["get", "configmap", "other"])
+            .contains("not found")
+    );
+
+    // Invalid workloads are refused as kube-apiserver refuses them.
+    let bad = [
+        (
+            "replicas: 3",
+            "replicas: -1",
+            "spec.replicas: Invalid value: -1",
+        ),
+        (
+            "containerPort: 8080",
+            "containerPort: 80800",
+            "spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 80800",
+        ),
+        (
+            "metadata: {labels: {app: web}}\n    spec",
+            "metadata: {labels: {app: other}}\n    spec",
+            "`selector` does not match template `labels`",
+        ),
+        (
+            "image: registry.example/web:1.0",
+            "image: \"\"",
+            "spec.template.spec.containers[0].image: Required value",
+        ),
+    ];
+    let original = std::fs::read_to_string(manifest("app.yaml")).unwrap();
+    let deployment = original
+        .split("---")
+        .next()
+        .unwrap()
+        .replace("name: web\n", "name: bad\n");
+    for (from, to, said) in bad {
+        assert!(deployment.contains(from), "{from}");
+        let file = write("bad.yaml", &deployment.replace(from, to));
+        let err = c.fails(&["apply", "-f", &file]);
+        assert!(
+            err.contains("is invalid") && err.contains(said),
+            "{to}: {err}"
+        );
+    }
+    assert!(c.fails(&["get", "deploy", "bad"]).contains("not found"));
+    // An invalid change of a stored one is refused too, and it keeps going.
+    let err = c.fails(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"replicas":-1}}"#,
+    ]);
+    assert!(err.contains("spec.replicas: Invalid value: -1"), "{err}");
+    c.ok(&["scale", "deploy", "web", "--replicas=4"]);
+    wait_ready(&c, "web", "4");
+}

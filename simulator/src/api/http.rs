@@ -289,6 +289,23 @@ async fn handle(
                 .unwrap_or_else(|e| error_response(&e));
         }
     }
+    let dry = match dry_run(&query) {
+        // A delete says it in its DeleteOptions too.
+        Ok(dry) => {
+            dry || (verb == "delete"
+                && serde_json::from_slice::<Value>(&body).is_ok_and(|o| {
+                    o["dryRun"]
+                        .as_array()
+                        .is_some_and(|d| d.iter().any(|v| v == "All"))
+                }))
+        }
+        Err(e) => return error_response(&e),
+    };
+    if dry && matches!(verb, "create" | "update" | "patch" | "delete") {
+        return api
+            .dry_write(verb, &target, content_type, &body)
+            .unwrap_or_else(|e| error_response(&e));
+    }
     let result = match verb {
         "get" => api.get(&target, &accept),
         "list" => api.list(&target, &query, &accept),
@@ -316,6 +333,18 @@ fn aggregated(value: &Value) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Whether the request asks for a dry run (`dryRun=All`, the one value
+/// kube-apiserver takes).
+fn dry_run(query: &Query) -> Result<bool, ApiError> {
+    match query.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid dry run value: {other:?}; the only supported value is \"All\""
+        ))),
+    }
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
@@ -420,6 +449,55 @@ impl ApiServer {
         Ok(raw(StatusCode::OK, out))
     }
 
+    /// A write with `dryRun=All` and no admission webhook to call: what it
+    /// would store, answered as the write would be, stored nowhere.
+    fn dry_write(
+        &self,
+        verb: &str,
+        target: &Target,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let res = &target.resource;
+        let ns = self.ns(target);
+        let part = match target.sub.as_deref() {
+            None => Part::Main,
+            Some("status") => Part::Status,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "a dry run of the {other} subresource is not served by the simulator"
+                )));
+            }
+        };
+        let name = target.name.as_deref();
+        let (code, value) = match (verb, name) {
+            ("create", None) => (
+                StatusCode::CREATED,
+                self.store.create_dry(res, ns, parse_body(body)?)?,
+            ),
+            ("update", Some(name)) => (
+                StatusCode::OK,
+                self.store
+                    .update_dry(res, ns, name, parse_body(body)?, part)?,
+            ),
+            ("patch", Some(name)) => {
+                let kind = crate::api::patch::PatchType::from_content_type(content_type)?;
+                (
+                    StatusCode::OK,
+                    self.store.patch_dry(res, ns, name, kind, body, part)?,
+                )
+            }
+            // The object as it is: a dry-run delete deletes nothing.
+            ("delete", Some(name)) => (StatusCode::OK, self.store.get_value(res, ns, name)?),
+            _ => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{verb} is not allowed here"
+                )));
+            }
+        };
+        Ok(json_response(code, &value))
+    }
+
     fn create(&self, target: &Target, body: &[u8]) -> Result<Response, ApiError> {
         if target.name.is_some() {
             return Err(ApiError::method_not_allowed(
@@ -515,19 +593,26 @@ impl ApiServer {
                     },
                 )
                 .await?;
+            let dry = dry_run(query)?;
             let written = if operation == "CREATE" {
-                self.store
-                    .create(res, ns, admitted)
-                    .map(|v| (StatusCode::CREATED, v))
+                if dry {
+                    self.store.create_dry(res, ns, admitted)
+                } else {
+                    self.store.create(res, ns, admitted)
+                }
+                .map(|v| (StatusCode::CREATED, v))
             } else {
                 if verb == "patch"
                     && let Some(version) = read_version
                 {
                     admitted["metadata"]["resourceVersion"] = version;
                 }
-                self.store
-                    .update(res, ns, &name, admitted, Part::Main)
-                    .map(|v| (StatusCode::OK, v))
+                if dry {
+                    self.store.update_dry(res, ns, &name, admitted, Part::Main)
+                } else {
+                    self.store.update(res, ns, &name, admitted, Part::Main)
+                }
+                .map(|v| (StatusCode::OK, v))
             };
             match written {
                 Err(e) if e.code == 409 && verb == "patch" => {}

@@ -29,6 +29,7 @@ pub mod status;
 pub mod store;
 pub mod table;
 pub mod time;
+pub mod validation;
 
 use std::{
     sync::Arc,

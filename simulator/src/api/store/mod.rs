@@ -532,6 +532,15 @@ impl Store {
                     }
                 }
                 self.defaults(res, &mut object);
+                let problems = crate::api::validation::problems(res, &object);
+                if !problems.is_empty() {
+                    return Err(ApiError::invalid(
+                        &res.group,
+                        &res.kind,
+                        text(current, &["metadata", "name"]),
+                        &problems,
+                    ));
+                }
                 // Fields the server owns keep their values.
                 for field in [
                     "uid",
@@ -683,6 +692,115 @@ impl Store {
         inner.commit_prepared(res, new.key, new.prepared, EventType::Added)
     }
 
+    /// Object `name` as read, and as `body` patches it; or, for a
+    /// server-side apply of an object that does not exist, the object the
+    /// apply creates.
+    fn read_patched(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        kind: crate::api::patch::PatchType,
+        body: &[u8],
+        part: Part,
+    ) -> Result<Patched, ApiError> {
+        use crate::api::patch::{PatchType, apply};
+        let builtin = !res.group.contains('.') || res.group.ends_with(".k8s.io");
+        match self.get_value(res, namespace, name) {
+            Ok(current) => {
+                let mut patched = current.clone();
+                apply(kind, &mut patched, body, builtin)?;
+                Ok(Patched::Existing(current, patched))
+            }
+            Err(e) if e.code == 404 && kind == PatchType::Apply && part == Part::Main => {
+                let mut fresh = json!({});
+                apply(kind, &mut fresh, body, builtin)?;
+                if fresh["metadata"]["name"].is_null() {
+                    fresh["metadata"]["name"] = json!(name);
+                }
+                Ok(Patched::Fresh(fresh))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What [`Store::create`] would store, stored nowhere (`dryRun=All`):
+    /// the same checks, names, defaults and validation, no
+    /// resourceVersion, no event.
+    ///
+    /// # Errors
+    /// As [`Store::create`].
+    pub fn create_dry(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let new = self.prepare_create(res, namespace, object, None)?;
+        self.read().check_new(res, &new.key)?;
+        Ok(dry_result(new.prepared.object))
+    }
+
+    /// What [`Store::update`] would store, stored nowhere (`dryRun=All`).
+    ///
+    /// # Errors
+    /// As [`Store::update`].
+    pub fn update_dry(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        part: Part,
+    ) -> Result<Value, ApiError> {
+        check_kind(res, &object)?;
+        let body_name = text(&object, &["metadata", "name"]);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let current = self.get_value(res, namespace, name)?;
+        check_version(res, name, &object, &current)?;
+        Ok(match self.replacement(res, &current, object, part)? {
+            Some(next) => {
+                let mut next = next;
+                next["metadata"]["resourceVersion"] =
+                    current["metadata"]["resourceVersion"].clone();
+                next
+            }
+            None => current,
+        })
+    }
+
+    /// What [`Store::patch`] would store, stored nowhere (`dryRun=All`).
+    ///
+    /// # Errors
+    /// As [`Store::patch`].
+    pub fn patch_dry(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        kind: crate::api::patch::PatchType,
+        body: &[u8],
+        part: Part,
+    ) -> Result<Value, ApiError> {
+        let (current, patched) = match self.read_patched(res, namespace, name, kind, body, part)? {
+            Patched::Existing(current, patched) => (current, patched),
+            Patched::Fresh(fresh) => return self.create_dry(res, namespace, fresh),
+        };
+        check_version(res, name, &patched, &current)?;
+        Ok(match self.replacement(res, &current, patched, part)? {
+            Some(mut next) => {
+                next["metadata"]["resourceVersion"] =
+                    current["metadata"]["resourceVersion"].clone();
+                next
+            }
+            None => current,
+        })
+    }
+
     /// A new object made ready to commit: checked, named (with `identity`,
     /// a name and uid, when given), defaulted and serialized.
     fn prepare_create(
@@ -768,6 +886,10 @@ impl Store {
         meta.remove("deletionTimestamp");
         meta.remove("managedFields");
         self.defaults(res, &mut object);
+        let problems = crate::api::validation::problems(res, &object);
+        if !problems.is_empty() {
+            return Err(ApiError::invalid(&res.group, &res.kind, &name, &problems));
+        }
         if res.group.is_empty() && res.plural == "namespaces" {
             object["status"] = json!({"phase": "Active"});
             object["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -997,24 +1119,14 @@ impl Store {
         body: &[u8],
         part: Part,
     ) -> Result<Value, ApiError> {
-        use crate::api::patch::{PatchType, apply};
+        use crate::api::patch::apply;
         let builtin = !res.group.contains('.') || res.group.ends_with(".k8s.io");
         // Parsed outside the lock; a write that came first meanwhile is
         // caught when the patched object is stored.
-        let current = match self.get_value(res, namespace, name) {
-            Ok(current) => current,
-            Err(e) if e.code == 404 && kind == PatchType::Apply && part == Part::Main => {
-                let mut fresh = json!({});
-                apply(kind, &mut fresh, body, builtin)?;
-                if fresh["metadata"]["name"].is_null() {
-                    fresh["metadata"]["name"] = json!(name);
-                }
-                return self.create(res, namespace, fresh);
-            }
-            Err(e) => return Err(e),
+        let (current, patched) = match self.read_patched(res, namespace, name, kind, body, part)? {
+            Patched::Existing(current, patched) => (current, patched),
+            Patched::Fresh(fresh) => return self.create(res, namespace, fresh),
         };
-        let mut patched = current.clone();
-        apply(kind, &mut patched, body, builtin)?;
         let mut inner = self.lock();
         // Another write may have landed since the read: patch again on top.
         let latest = inner.value(res, namespace, name)?;
@@ -1175,6 +1287,22 @@ impl Store {
 
 /// Optimistic concurrency: a write that names a resourceVersion must name
 /// the current one.
+/// What a patch reads: the stored object and its patched copy, or the
+/// object a server-side apply creates.
+enum Patched {
+    Existing(Value, Value),
+    Fresh(Value),
+}
+
+/// A dry run's answer: the object without the resourceVersion it was
+/// never given.
+fn dry_result(mut object: Value) -> Value {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
+    object
+}
+
 fn check_version(
     res: &Resource,
     name: &str,
