@@ -754,12 +754,7 @@ impl Store {
         part: Part,
     ) -> Result<Value, ApiError> {
         check_kind(res, &object)?;
-        let body_name = text(&object, &["metadata", "name"]);
-        if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
-        }
+        check_name(name, &object)?;
         let current = self.get_value(res, namespace, name)?;
         check_version(res, name, &object, &current)?;
         Ok(match self.replacement(res, &current, object, part)? {
@@ -1095,12 +1090,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut inner = self.lock();
         check_kind(res, &object)?;
-        let body_name = text(&object, &["metadata", "name"]);
-        if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
-        }
+        check_name(name, &object)?;
         let current = inner.value(res, namespace, name)?;
         check_version(res, name, &object, &current)?;
         inner.replace(self, res, namespace, name, current, object, part)
@@ -1287,6 +1277,17 @@ impl Store {
 
 /// Optimistic concurrency: a write that names a resourceVersion must name
 /// the current one.
+/// A replacement's body names the object of its URL, or no object.
+fn check_name(name: &str, object: &Value) -> Result<(), ApiError> {
+    let body_name = text(object, &["metadata", "name"]);
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    Ok(())
+}
+
 /// What a patch reads: the stored object and its patched copy, or the
 /// object a server-side apply creates.
 enum Patched {
