@@ -515,7 +515,56 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
         "one pod in the first batch"
     );
 
-    // Aborted: every pod back on 1.0, the StatefulSet held on 2.0.
+    // On to the second batch: two new pods.
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}})),
+        )
+        .await
+        .unwrap();
+    for _ in 0..600 {
+        let s = rollouts.get("web").await.unwrap().status.unwrap();
+        if s.phase == Phase::Paused && s.current_step == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(db_ready_with(&world, "registry.example/db:2.0").await, 2);
+
+    // Aborted: every pod back on 1.0, the StatefulSet held on 2.0, and
+    // never more than its maxUnavailable (1) pod missing on the way.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let fewest = {
+        let (watching, world_client) = (watching.clone(), world.client.clone());
+        tokio::spawn(async move {
+            use k8s_openapi::api::core::v1::Pod;
+            let pods: Api<Pod> = Api::default_namespaced(world_client);
+            let mut fewest = usize::MAX;
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                let ready = pods
+                    .list(&ListParams::default().labels("app=db"))
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| {
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count();
+                fewest = fewest.min(ready);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            fewest
+        })
+    };
     rollouts
         .patch(
             "web",
@@ -525,8 +574,10 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
         .await
         .unwrap();
     let aborted = wait_release(&rollouts, &idle.release).await.status.unwrap();
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(aborted.phase, Phase::RolledBack, "{aborted:#?}");
     assert_eq!(db_ready_with(&world, "registry.example/db:1.0").await, 4);
+    assert_eq!(fewest.await.unwrap(), 3, "one pod at a time");
     let s = sets.get("db").await.unwrap();
     assert_eq!(partition(&s), Some(4), "held on the rejected template");
     assert_eq!(

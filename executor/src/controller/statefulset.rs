@@ -485,8 +485,24 @@ impl steps::Release for Set {
                 self.sets.clone().into_client(),
                 &self.sts.namespace().unwrap_or_default(),
             );
-            for (revision, pod) in &self.pods_by_revision {
+            // New pods that are not ready serve nobody and go at once; ready
+            // ones only as the StatefulSet's maxUnavailable allows, counting
+            // every pod missing or not ready now (the ones deleted before
+            // come back at the stable revision first).
+            let ready_now = self.ready_by_revision.iter().filter(|(_, r)| *r).count() as u32;
+            let mut budget = self
+                .max_unavailable()
+                .saturating_sub(self.replicas.saturating_sub(ready_now));
+            for ((revision, pod), (_, ready)) in
+                self.pods_by_revision.iter().zip(&self.ready_by_revision)
+            {
                 if *revision == update {
+                    if *ready {
+                        if budget == 0 {
+                            continue;
+                        }
+                        budget -= 1;
+                    }
                     match pods.delete(pod, &Default::default()).await {
                         Err(kube::Error::Api(e)) if e.code == 404 => {}
                         Err(e) => return Err(e.into()),
@@ -511,6 +527,29 @@ impl steps::Release for Set {
 }
 
 impl Set {
+    /// Pods its controller may have unavailable in a rolling update
+    /// (`updateStrategy.rollingUpdate.maxUnavailable`, 1 when unset, a
+    /// percentage rounded down but at least 1).
+    fn max_unavailable(&self) -> u32 {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let given = self
+            .sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.max_unavailable.clone());
+        let n = match given {
+            Some(IntOrString::Int(n)) => n.max(0) as u32,
+            Some(IntOrString::String(p)) => p
+                .trim_end_matches('%')
+                .parse::<u32>()
+                .map_or(1, |p| p * self.replicas / 100),
+            None => 1,
+        };
+        n.max(1)
+    }
+
     /// Takes the release's annotations off the StatefulSet.
     async fn remove_marks(&self) -> Result<(), Error> {
         // The marks off, and Sluice's ownership of the partition it gave back.
