@@ -44,6 +44,54 @@ fn is_container_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// What a pod template needs before any API server sees it: containers,
+/// each with a name (an RFC 1123 label, unique) and an image.
+fn pod_template_problems(template: &serde_json::Value) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let containers = template["spec"]["containers"].as_array();
+    let Some(containers) = containers.filter(|c| !c.is_empty()) else {
+        return vec![(
+            "spec.podTemplate.spec.containers".into(),
+            "must list at least one container".into(),
+        )];
+    };
+    let mut names = BTreeSet::new();
+    for (i, c) in containers.iter().enumerate() {
+        let field = format!("spec.podTemplate.spec.containers[{i}]");
+        let name = c["name"].as_str().unwrap_or_default();
+        if !is_container_name(name) {
+            problems.push((
+                format!("{field}.name"),
+                format!(
+                    "must be a container name (an RFC 1123 label), got {}",
+                    quoted(name)
+                ),
+            ));
+        } else if !names.insert(name) {
+            problems.push((
+                format!("{field}.name"),
+                format!("{} names another container too", quoted(name)),
+            ));
+        }
+        let image = c["image"].as_str().unwrap_or_default();
+        if image.trim().is_empty() {
+            problems.push((
+                format!("{field}.image"),
+                "must name an image, got \"\"".into(),
+            ));
+        } else if image.len() > MAX_IMAGE_BYTES {
+            problems.push((
+                format!("{field}.image"),
+                format!(
+                    "must be at most {MAX_IMAGE_BYTES} bytes, got {}",
+                    quoted(image)
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// Problems no cluster could fix: too many steps, images that are too long
 /// or empty or given twice, analyses and metrics named twice, metrics
 /// without a query or with an unknown template, steps naming an analysis
@@ -59,6 +107,17 @@ pub fn spec_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
         problems.push((
             "spec.strategy.canary.steps".into(),
             format!("at most {MAX_STEPS} steps, got {steps}"),
+        ));
+    }
+    if let Some(template) = &spec.pod_template {
+        if !spec.images.is_empty() {
+            problems.push((
+                "spec.podTemplate".into(),
+                "set podTemplate or images, not both (images would be ignored)".into(),
+            ));
+        }
+        problems.extend(pod_template_problems(
+            &sluice_model::rollout_convert::struct_to_json(template),
         ));
     }
     let mut containers = BTreeSet::new();
@@ -475,6 +534,43 @@ mod tests {
             problems[0].1.contains("\"latency\"") && problems[0].1.contains("defined: health"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_pod_template_needs_named_containers_with_images_and_excludes_images() {
+        let template = |containers: serde_json::Value| {
+            sluice_model::rollout_convert::json_to_struct(
+                &serde_json::json!({"spec": {"containers": containers}}),
+            )
+        };
+        let mut spec = pb::RolloutSpec {
+            pod_template: template(serde_json::json!([{"name": "web", "image": "web:2"}])),
+            ..Default::default()
+        };
+        assert!(
+            spec_problems(&spec).is_empty(),
+            "{:?}",
+            spec_problems(&spec)
+        );
+        let fields = |spec: &pb::RolloutSpec| -> Vec<String> {
+            spec_problems(spec).into_iter().map(|(f, _)| f).collect()
+        };
+        spec.pod_template = template(serde_json::json!([{"image": "y:1"}, {"name": "b"}]));
+        assert_eq!(
+            fields(&spec),
+            [
+                "spec.podTemplate.spec.containers[0].name",
+                "spec.podTemplate.spec.containers[1].image"
+            ]
+        );
+        spec.pod_template = template(serde_json::json!([]));
+        assert_eq!(fields(&spec), ["spec.podTemplate.spec.containers"]);
+        spec.pod_template = template(serde_json::json!([{"name": "web", "image": "y:1"}]));
+        spec.images = vec![pb::ImageUpdate {
+            container: "web".into(),
+            image: "z:9".into(),
+        }];
+        assert_eq!(fields(&spec), ["spec.podTemplate"]);
     }
 
     #[test]

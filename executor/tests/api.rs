@@ -89,11 +89,17 @@ fn full_spec(router: pb::traffic_routing::Router) -> pb::RolloutSpec {
             kind: pb::WorkloadKind::Deployment as i32,
             name: "web".into(),
         }),
-        pod_template: Some(template),
-        images: vec![pb::ImageUpdate {
-            container: "web".into(),
-            image: "registry.example/web:2.0".into(),
-        }],
+        // One or the other, never both: the NGINX spec carries the images,
+        // the others the template, so both round-trip.
+        pod_template: (!one_header).then_some(template),
+        images: if one_header {
+            vec![pb::ImageUpdate {
+                container: "web".into(),
+                image: "registry.example/web:2.0".into(),
+            }]
+        } else {
+            Vec::new()
+        },
         strategy: Some(pb::Strategy {
             style: pb::ReleaseStyle::Canary as i32,
             canary: Some(pb::CanaryStrategy {

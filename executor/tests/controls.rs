@@ -518,3 +518,42 @@ async fn a_newer_version_mid_release_retires_the_middle_one_and_leaves_no_trace(
     );
     assert_handed_back(&world, "registry.example/web:3.0").await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_release_whose_status_was_lost_after_it_held_the_deployment_is_resumed_not_called_done() {
+    // A status write can lose to a concurrent change of the Rollout (a
+    // Pause, a new version on an ended rollout) after the release has
+    // already held the Deployment with the new template: the next look
+    // sees a Pending status without revisions. It must carry on from the
+    // stable version recorded on the Deployment, never read the held
+    // template as "already running".
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml("Partition", "[{replicas: 1, pause: {}}]", "web"),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    assert_eq!(ready_with(&world, "registry.example/web:2.0").await, 1);
+    // The status, lost.
+    rollouts
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": null})),
+        )
+        .await
+        .unwrap();
+    wait_for(&rollouts, "paused at step 1 again", |s| {
+        finished(s.phase) || (s.phase == Phase::Paused && s.current_step == 0)
+    })
+    .await;
+    let again = status(&rollouts).await;
+    assert_eq!(again.phase, Phase::Paused, "{again:#?}");
+    assert_eq!(ready_with(&world, "registry.example/web:2.0").await, 1);
+    promote(&rollouts, true).await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    assert_handed_back(&world, "registry.example/web:2.0").await;
+}

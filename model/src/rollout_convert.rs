@@ -135,7 +135,8 @@ pub fn spec_from_proto(spec: &pb::RolloutSpec) -> RolloutSpec {
     }
 }
 
-fn struct_to_json(s: &prost_types::Struct) -> serde_json::Value {
+/// A protobuf Struct as the JSON object it carries.
+pub fn struct_to_json(s: &prost_types::Struct) -> serde_json::Value {
     serde_json::Value::Object(
         s.fields
             .iter()
@@ -157,7 +158,8 @@ fn number_to_json(n: f64) -> serde_json::Value {
     }
 }
 
-fn json_to_struct(v: &serde_json::Value) -> Option<prost_types::Struct> {
+/// A JSON object as a protobuf Struct; `None` for anything but an object.
+pub fn json_to_struct(v: &serde_json::Value) -> Option<prost_types::Struct> {
     match json_to_value(v).kind {
         Some(prost_types::value::Kind::StructValue(s)) => Some(s),
         _ => None,

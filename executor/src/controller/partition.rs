@@ -609,6 +609,13 @@ pub(super) fn stable_of<'a>(
     status: &RolloutStatus,
 ) -> Option<&'a ReplicaSet> {
     if status.stable_revision.is_empty() {
+        // A release that has held the Deployment but not yet recorded its
+        // revisions (its status write lost to a concurrent change of the
+        // Rollout) named the stable template on the Deployment: the
+        // Deployment's own template is already the new one.
+        if let Some(found) = bound_stable(d, owned) {
+            return Some(found);
+        }
         let current = deployment_template(d);
         owned.iter().find(|rs| template_of(rs) == current)
     } else {
