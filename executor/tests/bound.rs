@@ -916,6 +916,48 @@ async fn the_executor_keeps_the_webhook_certificate_and_its_ca_bundle_itself() {
         .await
         .unwrap();
     assert_eq!(held.spec.as_ref().unwrap().paused, Some(true));
+
+    // Running, it also fills a configuration installed after it started
+    // (here: deleted and made again without a bundle) within half a minute.
+    tokio::spawn(
+        managed
+            .clone()
+            .run(world.client.clone(), current.clone(), stop.clone()),
+    );
+    // (Its first check done before the configuration changes.)
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let resource = kube::api::ApiResource {
+        group: "admissionregistration.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "admissionregistration.k8s.io/v1".into(),
+        plural: "validatingwebhookconfigurations".into(),
+        kind: "ValidatingWebhookConfiguration".into(),
+    };
+    let configurations: Api<kube::api::DynamicObject> =
+        Api::all_with(world.client.clone(), &resource);
+    configurations
+        .delete("sluice", &DeleteParams::default())
+        .await
+        .unwrap();
+    let bare = sluice_executor::admission::registration(addr, b"")
+        .into_iter()
+        .find(|m| m["kind"] == "ValidatingWebhookConfiguration")
+        .unwrap();
+    configurations
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(bare).unwrap(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(31)).await;
+    let filled = configurations.get("sluice").await.unwrap();
+    assert_eq!(
+        filled.data["webhooks"][0]["clientConfig"]["caBundle"],
+        json!(first["ca.crt"]),
+        "{:?}",
+        filled.data["webhooks"][0]["clientConfig"]
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -39,8 +39,11 @@ pub const SERVING_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How long before its end a serving certificate is replaced.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// How often the Secret and the configurations are looked at.
-const CHECK_EVERY: Duration = Duration::from_secs(3600);
+/// How often the Secret and the configurations are looked at: a
+/// configuration installed (or replaced without its `caBundle`, as a
+/// `kubectl apply` of `deploy/webhook.yaml` does) after the executor
+/// started gets the CA within this.
+const CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// What the executor manages.
 #[derive(Debug, Clone)]
@@ -281,8 +284,8 @@ impl Managed {
     }
 
     /// Keeps the certificate current until `stop`: checks now and then every
-    /// hour (every ten seconds after a failure), and puts each new serving
-    /// key in `current`.
+    /// 30 seconds (ten after a failure), and puts each new serving key in
+    /// `current`.
     pub async fn run(self, client: kube::Client, current: Arc<Current>, stop: CancellationToken) {
         loop {
             let wait = match self.ensure(&client, SystemTime::now()).await {
