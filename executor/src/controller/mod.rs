@@ -159,23 +159,20 @@ impl Ctx {
         ns: &str,
         name: &str,
     ) -> Option<Arc<ReplicaSet>> {
-        let mut created = self
+        // The cache first, without the lock: it answers nearly every call.
+        // A remembered set the cache shows is never read again; it goes
+        // with the next `created` past CREATED_FOR.
+        if let Some(rs) = cache.replicasets.get(&ObjectRef::new(name).within(ns)) {
+            return Some(rs);
+        }
+        let created = self
             .created
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (ns.to_owned(), name.to_owned());
-        if let Some(rs) = cache.replicasets.get(&ObjectRef::new(name).within(ns)) {
-            created.remove(&key);
-            return Some(rs);
-        }
-        match created.get(&key) {
-            Some((at, rs)) if at.elapsed() < CREATED_FOR => Some(Arc::clone(rs)),
-            Some(_) => {
-                created.remove(&key);
-                None
-            }
-            None => None,
-        }
+        created
+            .get(&(ns.to_owned(), name.to_owned()))
+            .filter(|(at, _)| at.elapsed() < CREATED_FOR)
+            .map(|(_, rs)| Arc::clone(rs))
     }
 
     /// The same, counting into `metrics`.

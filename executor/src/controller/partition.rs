@@ -166,7 +166,7 @@ pub(super) fn max_surge_text(d: &Deployment) -> String {
 
 /// A Deployment's maxSurge or maxUnavailable (25% when unset), read the
 /// way the planner reads its quantities; unreadable text allows nothing.
-fn allowance(v: Option<&IntOrString>) -> Amount {
+pub(super) fn allowance(v: Option<&IntOrString>) -> Amount {
     let quantity = match v {
         Some(IntOrString::Int(i)) => Quantity::Number(i64::from(*i)),
         Some(IntOrString::String(s)) => Quantity::Text(s.clone()),

@@ -531,23 +531,17 @@ impl Set {
     /// (`updateStrategy.rollingUpdate.maxUnavailable`, 1 when unset, a
     /// percentage rounded down but at least 1).
     fn max_unavailable(&self) -> u32 {
-        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-        let given = self
-            .sts
+        // Read as a Deployment's allowance is; unset means 1 for a StatefulSet.
+        self.sts
             .spec
             .as_ref()
             .and_then(|s| s.update_strategy.as_ref())
             .and_then(|u| u.rolling_update.as_ref())
-            .and_then(|r| r.max_unavailable.clone());
-        let n = match given {
-            Some(IntOrString::Int(n)) => n.max(0) as u32,
-            Some(IntOrString::String(p)) => p
-                .trim_end_matches('%')
-                .parse::<u32>()
-                .map_or(1, |p| p * self.replicas / 100),
-            None => 1,
-        };
-        n.max(1)
+            .and_then(|r| r.max_unavailable.as_ref())
+            .map_or(1, |given| {
+                super::partition::allowance(Some(given)).pods_floor(self.replicas)
+            })
+            .max(1)
     }
 
     /// Takes the release's annotations off the StatefulSet.

@@ -529,7 +529,7 @@ impl ApiServer {
         };
         let res = &target.resource;
         let ns = self.ns(target);
-        let builtin = !res.group.contains('.') || res.group.ends_with(".k8s.io");
+        let builtin = res.builtin();
         for _ in 0..5 {
             let name = target.name.clone().unwrap_or_default();
             let (operation, old, mut object) = match verb {

@@ -56,6 +56,12 @@ impl Resource {
         }
     }
 
+    /// Whether Kubernetes itself defines it (core or a `*.k8s.io` group,
+    /// so strategic merge patches apply), rather than a CRD.
+    pub fn builtin(&self) -> bool {
+        !self.group.contains('.') || self.group.ends_with(".k8s.io")
+    }
+
     /// Whether `version` is served.
     pub fn serves(&self, version: &str) -> bool {
         self.versions.iter().any(|v| v == version)

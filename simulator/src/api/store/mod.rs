@@ -705,7 +705,7 @@ impl Store {
         part: Part,
     ) -> Result<Patched, ApiError> {
         use crate::api::patch::{PatchType, apply};
-        let builtin = !res.group.contains('.') || res.group.ends_with(".k8s.io");
+        let builtin = res.builtin();
         match self.get_value(res, namespace, name) {
             Ok(current) => {
                 let mut patched = current.clone();
@@ -1110,7 +1110,7 @@ impl Store {
         part: Part,
     ) -> Result<Value, ApiError> {
         use crate::api::patch::apply;
-        let builtin = !res.group.contains('.') || res.group.ends_with(".k8s.io");
+        let builtin = res.builtin();
         // Parsed outside the lock; a write that came first meanwhile is
         // caught when the patched object is stored.
         let (current, patched) = match self.read_patched(res, namespace, name, kind, body, part)? {
