@@ -25,11 +25,35 @@ pub struct Config {
     #[arg(long, env = "SLUICE_GATE_ADDR", default_value = "127.0.0.1:7102")]
     pub gate_addr: String,
 
-    /// Kubeconfig of the cluster to release on; without it, `KUBECONFIG` or
-    /// the in-cluster service account. Without any, the API answers
+    /// Kubeconfig of the cluster to release on; without it, `KUBECONFIG`,
+    /// `~/.kube/config` or the pod's service account (below). Without any, the API answers
     /// UNAVAILABLE and health stays NOT_SERVING.
     #[arg(long, env = "SLUICE_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+
+    /// Folder with the pod's service-account credentials (`token`, `ca.crt`,
+    /// `namespace`), used with `KUBERNETES_SERVICE_HOST` and
+    /// `KUBERNETES_SERVICE_PORT` when no kubeconfig is given; the token
+    /// file is read again as the kubelet renews it.
+    #[arg(
+        long,
+        env = "SLUICE_SERVICE_ACCOUNT_DIR",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount"
+    )]
+    pub service_account_dir: PathBuf,
+
+    /// The API server's host inside a pod; the kubelet sets it.
+    #[arg(long, env = "KUBERNETES_SERVICE_HOST", hide = true)]
+    pub kubernetes_service_host: Option<String>,
+
+    /// The API server's port inside a pod; the kubelet sets it.
+    #[arg(
+        long,
+        env = "KUBERNETES_SERVICE_PORT",
+        hide = true,
+        default_value_t = 443
+    )]
+    pub kubernetes_service_port: u16,
 
     /// YAML file mapping bearer tokens to the namespaces they may act on.
     /// Without it the Rollouts API accepts every caller.

@@ -22,6 +22,7 @@ pub mod admission;
 pub mod api;
 pub mod config;
 pub mod controller;
+pub mod kubeconfig;
 pub mod lease;
 pub mod metrics;
 pub mod stack;
@@ -75,18 +76,7 @@ async fn cluster_client(
     config: &Config,
     metrics: &Arc<metrics::Metrics>,
 ) -> Result<kube::Client, String> {
-    let kube_config = match &config.kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
-        }
-        None => kube::Config::infer().await.map_err(|e| {
-            format!("no cluster configured (--kubeconfig, KUBECONFIG or in-cluster): {e}")
-        })?,
-    };
+    let kube_config = kubeconfig::read(config).await?;
     Ok(kube::client::ClientBuilder::try_from(kube_config)
         .map_err(|e| e.to_string())?
         .with_layer(&metrics.kube_layer())

@@ -14,6 +14,15 @@ use std::{
 /// The admin token the API server accepts.
 pub const TOKEN: &str = "sluice-admin-token-0123456789";
 
+/// What the API server admits and authorizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// RBAC, no ServiceAccount admission (pods need no ServiceAccount).
+    Plain,
+    /// `Node,RBAC` and ServiceAccount admission, as in production.
+    ServiceAccounts,
+}
+
 /// A running control plane.
 pub struct ControlPlane {
     children: Vec<Child>,
@@ -72,10 +81,25 @@ impl ControlPlane {
     /// # Panics
     /// When a component does not start.
     pub async fn start() -> Self {
+        Self::start_as(Admission::Plain).await
+    }
+
+    /// Starts one as a production cluster runs: the authorizers `Node,RBAC`,
+    /// the ServiceAccount admission plugin, and the controllers that make
+    /// each namespace's `default` ServiceAccount and publish the cluster's
+    /// CA (`kube-root-ca.crt`) — what a pod's credentials need.
+    ///
+    /// # Panics
+    /// As [`ControlPlane::start`].
+    pub async fn start_with_service_accounts() -> Self {
+        Self::start_as(Admission::ServiceAccounts).await
+    }
+
+    async fn start_as(admission: Admission) -> Self {
         let bin = binaries();
         let mut attempt = 1;
         loop {
-            match Self::launch(&bin).await {
+            match Self::launch(&bin, admission).await {
                 Ok(plane) => return plane,
                 Err(why) if attempt < ATTEMPTS => {
                     eprintln!("control plane attempt {attempt} failed, starting afresh: {why}");
@@ -86,7 +110,7 @@ impl ControlPlane {
         }
     }
 
-    async fn launch(bin: &Path) -> Result<Self, String> {
+    async fn launch(bin: &Path, admission: Admission) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_owned();
         let path = |name: &str| root.join(name);
@@ -138,9 +162,15 @@ impl ControlPlane {
                     "--token-auth-file={}",
                     path("tokens.csv").display()
                 ))
-                .arg("--authorization-mode=RBAC")
+                .arg(match admission {
+                    Admission::Plain => "--authorization-mode=RBAC",
+                    Admission::ServiceAccounts => "--authorization-mode=Node,RBAC",
+                })
                 .arg("--service-cluster-ip-range=10.0.0.0/24")
-                .arg("--disable-admission-plugins=ServiceAccount")
+                .args(match admission {
+                    Admission::Plain => &["--disable-admission-plugins=ServiceAccount"][..],
+                    Admission::ServiceAccounts => &[],
+                })
                 .arg("--enable-priority-and-fairness=false")
                 .stdout(Stdio::null())
                 .stderr(log("kube-apiserver"))
@@ -163,9 +193,17 @@ impl ControlPlane {
             url,
         };
         plane.wait_ready().await?;
-        let kcm = Command::new(bin.join("kube-controller-manager"))
+        let mut controllers = "deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,endpointslice-controller,garbage-collector-controller,namespace-controller".to_owned();
+        let mut kcm = Command::new(bin.join("kube-controller-manager"));
+        if admission == Admission::ServiceAccounts {
+            controllers
+                .push_str(",serviceaccount-controller,root-ca-certificate-publisher-controller");
+            std::fs::write(path("ca.crt"), plane.ca_pem()).expect("write ca");
+            kcm.arg(format!("--root-ca-file={}", path("ca.crt").display()));
+        }
+        let kcm = kcm
             .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
-            .arg("--controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,endpointslice-controller,garbage-collector-controller,namespace-controller")
+            .arg(format!("--controllers={controllers}"))
             .arg("--leader-elect=false")
             // The default client limit (20 requests/s) would cap pod
             // creation at 20 pods/s; a test cluster wants the controllers
@@ -213,6 +251,41 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The CA the API server's serving certificate chains to (the last
+    /// certificate of the chain it generated), in PEM: what a pod finds in
+    /// its `ca.crt`.
+    ///
+    /// # Panics
+    /// When the API server wrote no certificate.
+    pub fn ca_pem(&self) -> String {
+        let chain = std::fs::read_to_string(self.dir.path().join("certs/apiserver.crt"))
+            .expect("the API server's certificate");
+        let start = chain
+            .rfind("-----BEGIN CERTIFICATE-----")
+            .expect("a certificate");
+        chain[start..].to_owned()
+    }
+
+    /// The API server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the URL")
+    }
+
+    /// A token the API server issues (TokenRequest) for the ServiceAccount
+    /// `namespace/name`, as the kubelet gets one for a pod.
+    ///
+    /// # Panics
+    /// When the API server refuses.
+    pub fn token_for(&self, namespace: &str, name: &str) -> String {
+        let (ok, out) = self.kubectl(&["create", "token", name, "-n", namespace, "--duration=2h"]);
+        assert!(ok, "TokenRequest for {namespace}/{name}: {out}");
+        out.trim().to_owned()
     }
 
     /// A component's log.

@@ -56,7 +56,8 @@ impl Service {
     /// # Panics
     /// When it cannot start or exits before listening.
     pub fn start(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(binary(name))
+        let mut command = Command::new(binary(name));
+        command
             .args([
                 "--grpc-addr",
                 "127.0.0.1:0",
@@ -67,7 +68,27 @@ impl Service {
             ])
             .args(args)
             .env_remove("RUST_LOG")
-            .env_remove("KUBECONFIG")
+            .env_remove("KUBECONFIG");
+        Self::spawn(name, command)
+    }
+
+    /// Starts `name` as a container would run it: exactly `args` and `env`,
+    /// nothing inherited from this process (the container's command line
+    /// and environment, read from a manifest). It must log JSON.
+    ///
+    /// # Panics
+    /// As [`Service::start`].
+    pub fn start_as_container(name: &str, args: &[String], env: &[(String, String)]) -> Self {
+        let mut command = Command::new(binary(name));
+        command
+            .args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        Self::spawn(name, command)
+    }
+
+    fn spawn(name: &str, mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -22,12 +22,9 @@ use sluice_gate::{
 };
 use sluice_integration_tests::controlplane::ControlPlane;
 use sluice_proto::v1::{metrics_gate_server::MetricsGateServer, planner_server::PlannerServer};
-use sluice_sim::{
-    agent::{self, AgentOptions},
-    cluster::profile::{Profile, Profiles},
-    metrics::traffic::LoadProfile,
-};
 use tokio_util::sync::CancellationToken;
+
+mod fleet;
 
 /// A control plane with Sluice's and the routers' CRDs, the agent's nodes
 /// (with its traffic and metrics), a planner, a gate reading the agent's
@@ -83,24 +80,6 @@ async fn start_controller(
     token
 }
 
-/// Pods start fast; `registry.example/web:2.0-bad` answers 30% errors.
-fn profiles() -> Profiles {
-    let fast = Profile {
-        start_min_seconds: 0.2,
-        start_max_seconds: 0.5,
-        ready_after_seconds: 0.2,
-        ..Profile::default()
-    };
-    let bad = Profile {
-        error_ratio: 0.3,
-        ..fast.clone()
-    };
-    Profiles {
-        by_image: [("registry.example/web:2.0-bad".to_owned(), bad)].into(),
-        default: fast,
-    }
-}
-
 async fn platform(stop: &CancellationToken, loads: &str) -> Platform {
     let plane = ControlPlane::start().await;
     // Sluice's own CRD and the upstream routers' (Gateway API, Istio).
@@ -129,26 +108,7 @@ async fn platform(stop: &CancellationToken, loads: &str) -> Platform {
     ]);
     assert!(ok, "{out}");
     let client = plane.client().await;
-    let options = AgentOptions {
-        nodes: 2,
-        capacity: 50,
-        profiles: profiles(),
-        seed: 1,
-    };
-    let (agent_stop, agent_client) = (stop.clone(), client.clone());
-    tokio::spawn(async move {
-        agent::run(agent_client, options, agent_stop)
-            .await
-            .expect("the agent registers its nodes")
-    });
-    // The agent's traffic and metrics, and a gate reading them.
-    let loads: Vec<LoadProfile> = serde_yaml::from_str(loads).unwrap();
-    let metrics = agent::traffic(client.clone(), profiles(), loads, stop.clone())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, sluice_sim::metrics::http::router(metrics)).into_future());
+    let metrics_addr = fleet::start(&client, loads, stop).await;
     let prometheus = Prometheus::new(ClientOptions::new(
         format!("http://{metrics_addr}").parse().unwrap(),
     ))

@@ -1,0 +1,598 @@
+//! Sluice installed from `deploy/` (`kubectl kustomize`) on a real control
+//! plane with the `Node,RBAC` authorizers and ServiceAccount admission, each
+//! service run as its pod would run it: the command line and environment
+//! read from the rendered Deployment, and the credentials a pod gets (a
+//! token the API server issues for the Deployment's ServiceAccount, the
+//! cluster's CA, the namespace) laid out in a folder. So every request the
+//! executor makes is authorized by the rendered RBAC and nothing else.
+//!
+//! What cannot be as in a cluster, and how it is bridged (every change
+//! named in `Pods::environment`): there is no pod network or cluster DNS,
+//! so a Service's DNS name in an address becomes the loopback address of
+//! the process behind it, each process listens on a port of its own, and
+//! the API server calls the webhook by address (its configurations'
+//! `clientConfig` set to a URL, the address added to the certificate's
+//! names).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease};
+use kube::Api;
+use serde_json::{Value, json};
+use sluice_executor::crd::{Phase, Rollout, RolloutStatus};
+use sluice_integration_tests::{controlplane::ControlPlane, process::Service};
+use sluice_proto::v1 as pb;
+use tokio_util::sync::CancellationToken;
+
+mod fleet;
+
+const NAMESPACE: &str = "sluice-system";
+
+/// `kubectl kustomize deploy/`, one JSON value per object.
+fn kustomize(dir: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    documents(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The objects of a multi-document YAML stream.
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("YAML"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered manifests"))
+}
+
+/// The rendered Deployments run as processes, and what stands in for the
+/// pod network: the loopback address behind each `Service:port`.
+struct Pods<'a> {
+    plane: &'a ControlPlane,
+    objects: &'a [Value],
+    /// `host:port` as the manifests write it -> the loopback address.
+    addresses: BTreeMap<String, String>,
+    /// Folders with each pod's credentials, kept while it runs.
+    folders: Vec<tempfile::TempDir>,
+}
+
+/// A pod's process and the loopback ports its container ports became.
+struct Pod {
+    name: String,
+    process: Service,
+    ports: BTreeMap<String, u16>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Pods<'_> {
+    /// Starts pod `pod` of Deployment `deployment`: the rendered container's
+    /// command, arguments and environment; the downward API's fields; the
+    /// service account's credentials when the pod mounts them.
+    fn start(&mut self, deployment: &str, pod: &str) -> Pod {
+        let d = find(self.objects, "Deployment", deployment);
+        let spec = &d["spec"]["template"]["spec"];
+        let container = &spec["containers"][0];
+        let command: Vec<String> = serde_json::from_value(container["command"].clone()).unwrap();
+        let binary = Path::new(&command[0])
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let mut args: Vec<String> = command[1..].to_vec();
+        args.extend(
+            container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| a.as_str().unwrap().to_owned()),
+        );
+        // Each container port gets a loopback port of its own.
+        let mut ports = BTreeMap::new();
+        for port in container["ports"].as_array().into_iter().flatten() {
+            ports.insert(
+                port["containerPort"].to_string(),
+                (port["name"].as_str().unwrap().to_owned(), free_port()),
+            );
+        }
+        let mut env = Vec::new();
+        for var in container["env"].as_array().into_iter().flatten() {
+            let name = var["name"].as_str().unwrap().to_owned();
+            let value = if let Some(value) = var["value"].as_str() {
+                self.environment(&name, value, &ports)
+            } else {
+                match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                    Some("metadata.namespace") => NAMESPACE.to_owned(),
+                    Some("metadata.name") => pod.to_owned(),
+                    other => panic!("{name}: a source the test does not lay out: {other:?}"),
+                }
+            };
+            env.push((name, value));
+        }
+        let account = spec["serviceAccountName"].as_str().unwrap();
+        let sa = find(self.objects, "ServiceAccount", account);
+        let mounted = spec["automountServiceAccountToken"]
+            .as_bool()
+            .or(sa["automountServiceAccountToken"].as_bool())
+            .unwrap_or(true);
+        if mounted {
+            let folder = tempfile::tempdir().unwrap();
+            std::fs::write(
+                folder.path().join("token"),
+                self.plane.token_for(NAMESPACE, account),
+            )
+            .unwrap();
+            std::fs::write(folder.path().join("ca.crt"), self.plane.ca_pem()).unwrap();
+            std::fs::write(folder.path().join("namespace"), NAMESPACE).unwrap();
+            env.push(("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()));
+            env.push((
+                "KUBERNETES_SERVICE_PORT".into(),
+                self.plane.port().to_string(),
+            ));
+            env.push((
+                "SLUICE_SERVICE_ACCOUNT_DIR".into(),
+                folder.path().display().to_string(),
+            ));
+            self.folders.push(folder);
+        }
+        let process = Service::start_as_container(&binary, &args, &env);
+        let ports: BTreeMap<String, u16> = ports.into_values().collect();
+        // The Services selecting this Deployment now lead to it.
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        for service in self.objects.iter().filter(|o| o["kind"] == "Service") {
+            let selector = service["spec"]["selector"].as_object().unwrap();
+            if selector.iter().all(|(k, v)| labels[k] == *v) {
+                let host = format!(
+                    "{}.{NAMESPACE}.svc",
+                    service["metadata"]["name"].as_str().unwrap()
+                );
+                for port in service["spec"]["ports"].as_array().unwrap() {
+                    let target = &ports[port["targetPort"].as_str().unwrap()];
+                    self.addresses
+                        .entry(format!("{host}:{}", port["port"]))
+                        .or_insert(format!("127.0.0.1:{target}"));
+                }
+            }
+        }
+        Pod {
+            name: pod.to_owned(),
+            process,
+            ports,
+        }
+    }
+
+    /// The value the process gets for `name`: the manifest's, with what
+    /// has no counterpart on one machine bridged.
+    fn environment(
+        &self,
+        name: &str,
+        value: &str,
+        ports: &BTreeMap<String, (String, u16)>,
+    ) -> String {
+        // A listening address: the pod's port, on loopback.
+        if let Some(port) = value.strip_prefix("0.0.0.0:") {
+            return format!("127.0.0.1:{}", ports[port].1);
+        }
+        // The webhook is called by address here, so its certificate must
+        // name the address too.
+        if name == "SLUICE_WEBHOOK_HOST" {
+            return format!("{value},127.0.0.1");
+        }
+        // A Service's DNS name: the process behind it.
+        let mut value = value.to_owned();
+        for (from, to) in &self.addresses {
+            value = value.replace(from, to);
+        }
+        assert!(
+            !value.contains(".svc"),
+            "{name}={value}: a Service the test has not started"
+        );
+        value
+    }
+}
+
+/// A stand-in for a Service's virtual address: each connection goes to the
+/// first of `backends` that accepts it, as kube-proxy sends it to a ready
+/// endpoint (a killed replica's port refuses).
+async fn service(backends: Vec<String>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backends = std::sync::Arc::new(backends);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let backends = backends.clone();
+            tokio::spawn(async move {
+                for backend in backends.iter() {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The executor that holds the Lease.
+async fn leader(client: &kube::Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+    leases
+        .get_opt("sluice-executor")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+async fn wait_status(
+    rollouts: &Api<Rollout>,
+    name: &str,
+    until: impl Fn(&RolloutStatus) -> bool,
+) -> RolloutStatus {
+    let mut status = RolloutStatus::default();
+    for _ in 0..1200 {
+        if let Some(r) = rollouts.get_opt(name).await.unwrap() {
+            status = r.status.unwrap_or_default();
+            if until(&status) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
+}
+
+fn ended(s: &RolloutStatus) -> bool {
+    matches!(
+        s.phase,
+        Phase::Succeeded | Phase::RolledBack | Phase::Failed
+    )
+}
+
+async fn wait_ready(client: &kube::Client, namespace: &str, name: &str, replicas: i32) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    for _ in 0..600 {
+        let status = deployments
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.ready_replicas == Some(replicas) && status.updated_replicas == Some(replicas) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{namespace}/{name} never became ready");
+}
+
+/// Waits until the pod's `/readyz` answers 200, as its readiness probe
+/// would: its dependencies (planner, gate, the Kubernetes API) answer.
+async fn serving(pod: &Pod) {
+    let url = format!("http://127.0.0.1:{}/readyz", pod.ports["admin"]);
+    for _ in 0..600 {
+        if reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{} never became ready:\n{}",
+        pod.name,
+        pod.process.log().join("\n")
+    );
+}
+
+/// The executors' warnings and errors, for a failed assertion.
+fn trouble(plane: &ControlPlane, executors: &[Pod]) -> String {
+    let (_, cluster) = plane.kubectl(&["get", "deploy,rs,pods", "-n", "default", "-o", "wide"]);
+    let warnings = executors
+        .iter()
+        .flat_map(|e| {
+            e.process
+                .log()
+                .into_iter()
+                .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+                .map(move |l| format!("{}: {l}", e.name))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!("{cluster}\n{warnings}")
+}
+
+/// Kubernetes API answers 403 the executor counted, from its `/metrics`.
+async fn forbidden(executor: &Pod) -> Vec<String> {
+    let url = format!("http://127.0.0.1:{}/metrics", executor.ports["admin"]);
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("sluice_executor_kube_requests_total"))
+        .collect();
+    assert!(
+        !requests.is_empty(),
+        "the executor counts its requests:\n{text}"
+    );
+    requests
+        .into_iter()
+        .filter(|l| l.contains("code=\"403\""))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn kubectl_apply(plane: &ControlPlane, objects: &[Value]) {
+    let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    std::fs::write(file.path(), list.to_string()).unwrap();
+    let (ok, out) = plane.kubectl(&["apply", "-f", file.path().to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
+
+fn web(name: &str, image: &str) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "web", "image": image}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_under_rbac_on_a_real_control_plane()
+ {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let plane = ControlPlane::start_with_service_accounts().await;
+    let client = plane.client().await;
+    let objects = kustomize("deploy");
+
+    // The install, as an admin applies it.
+    let (ok, out) = plane.kubectl(&[
+        "apply",
+        "-k",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(ok, "kubectl apply -k deploy/: {out}");
+    let (ok, out) = plane.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/rollouts.sluice.dev",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{out}");
+
+    // The nodes, their traffic and metrics (the gate's "Prometheus").
+    let metrics_addr = fleet::start(
+        &client,
+        "[{namespace: default, target: {service: web}, rps: 200}]",
+        &stop,
+    )
+    .await;
+
+    let mut pods = Pods {
+        plane: &plane,
+        objects: &objects,
+        addresses: [(
+            "prometheus.monitoring.svc:9090".to_owned(),
+            metrics_addr.to_string(),
+        )]
+        .into(),
+        folders: Vec::new(),
+    };
+    let _planner = pods.start("sluice-planner", "sluice-planner-0");
+    let _gate = pods.start("sluice-gate", "sluice-gate-0");
+    let mut executors = vec![
+        pods.start("sluice-executor", "sluice-executor-0"),
+        pods.start("sluice-executor", "sluice-executor-1"),
+    ];
+    for e in &executors {
+        serving(e).await;
+    }
+    // The API server calls the webhook by address (no pod network here),
+    // through a stand-in for the Service: any executor that answers.
+    let webhook = format!(
+        "https://{}",
+        service(
+            executors
+                .iter()
+                .map(|e| format!("127.0.0.1:{}", e.ports["webhook"]))
+                .collect()
+        )
+        .await
+    );
+    for (kind, path) in [
+        ("mutatingwebhookconfiguration", "/mutate"),
+        ("validatingwebhookconfiguration", "/validate"),
+    ] {
+        let patch = json!([
+            {"op": "remove", "path": "/webhooks/0/clientConfig/service"},
+            {"op": "add", "path": "/webhooks/0/clientConfig/url", "value": format!("{webhook}{path}")},
+        ]);
+        let (ok, out) = plane.kubectl(&[
+            "patch",
+            kind,
+            "sluice",
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ]);
+        assert!(ok, "{out}");
+        // The executors write their CA into it.
+        let mut bundle = String::new();
+        for _ in 0..600 {
+            let (_, out) = plane.kubectl(&[
+                "get",
+                kind,
+                "sluice",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ]);
+            bundle = out;
+            if !bundle.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!bundle.is_empty(), "no caBundle in {kind} sluice");
+    }
+
+    // The workloads.
+    let mut manifests = web("web", "registry.example/web:1.0");
+    manifests.extend(web("api", "registry.example/api:1.0"));
+    kubectl_apply(&plane, &manifests);
+    wait_ready(&client, "default", "web", 4).await;
+    wait_ready(&client, "default", "api", 4).await;
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), "default");
+
+    // 1. A release a platform starts through the API: the executor writes
+    //    the Rollout with its own ServiceAccount.
+    let executor_api = format!("http://127.0.0.1:{}", executors[1].ports["grpc"]);
+    let mut api = pb::rollouts_client::RolloutsClient::connect(executor_api)
+        .await
+        .unwrap();
+    api.start_rollout(pb::StartRolloutRequest {
+        namespace: "default".into(),
+        name: "web".into(),
+        spec: Some(pb::RolloutSpec {
+            workload: Some(pb::WorkloadRef {
+                kind: pb::WorkloadKind::Deployment as i32,
+                name: "web".into(),
+            }),
+            images: vec![pb::ImageUpdate {
+                container: "web".into(),
+                image: "registry.example/web:2.0".into(),
+            }],
+            strategy: Some(pb::Strategy {
+                canary: Some(pb::CanaryStrategy {
+                    steps: vec![
+                        pb::CanaryStep {
+                            replicas: "50%".into(),
+                            ..Default::default()
+                        },
+                        pb::CanaryStep {
+                            replicas: "100%".into(),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("StartRollout");
+    let done = wait_status(&rollouts, "web", ended).await;
+    assert_eq!(
+        done.phase,
+        Phase::Succeeded,
+        "{done:#?}\n{}",
+        trouble(&plane, &executors)
+    );
+
+    // 2. A bad version, with an analysis on the canary's success rate:
+    //    rolled back by the gate's verdict.
+    kubectl_apply(
+        &plane,
+        &[
+            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"},
+                "images": [{"container": "web", "image": "registry.example/web:2.0-bad"}],
+                "traffic": {"stableService": "web"},
+                "strategy": {"canary": {"steps": [{"replicas": "50%", "analyses": ["health"]}, {"replicas": "100%"}]}},
+                "analyses": [{"name": "health", "metrics": [{"name": "success-rate", "template": "request-success-rate",
+                    "successCondition": {"threshold": {"min": 0.99}}, "failureCondition": {"threshold": {"max": 0.9}},
+                    "initialDelay": "3s", "interval": "1s", "count": 3, "inconclusiveLimit": 2}]}]}}),
+        ],
+    );
+    let done = wait_status(&rollouts, "web", |s| {
+        ended(s) && s.steps.first().is_some_and(|st| !st.evidence.is_empty())
+    })
+    .await;
+    assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+
+    // 3. A bound workload changed with kubectl set image, and the Lease
+    //    handed over mid-release: the leader is killed, the other replica
+    //    takes the release on to the end.
+    kubectl_apply(
+        &plane,
+        &[
+            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "api", "namespace": "default"},
+            "spec": {"workload": {"kind": "Deployment", "name": "api"},
+                "strategy": {"canary": {"steps": [{"replicas": "25%", "pause": {"duration": "5s"}}, {"replicas": "100%"}]}}}}),
+        ],
+    );
+    let idle = wait_status(&rollouts, "api", |s| s.phase == Phase::Succeeded).await;
+    assert_eq!(idle.phase, Phase::Succeeded, "an idle binding: {idle:#?}");
+    let (ok, out) = plane.kubectl(&[
+        "set",
+        "image",
+        "deployment/api",
+        "web=registry.example/api:2.0",
+    ]);
+    assert!(ok, "{out}");
+    let paused = wait_status(&rollouts, "api", |s| {
+        s.phase == Phase::Progressing && !s.canary_revision.is_empty()
+    })
+    .await;
+    assert_eq!(paused.phase, Phase::Progressing, "{paused:#?}");
+    let holder = leader(&client).await.expect("a Lease holder");
+    let (kill, keep): (Vec<_>, Vec<_>) = executors.drain(..).partition(|e| e.name == holder);
+    let mut killed = kill
+        .into_iter()
+        .next()
+        .expect("the holder is one of the two");
+    let survivor = keep.into_iter().next().unwrap();
+    let refused = forbidden(&killed).await;
+    assert!(refused.is_empty(), "403s at {}: {refused:?}", killed.name);
+    killed.process.kill();
+    let done = wait_status(&rollouts, "api", ended).await;
+    assert_eq!(
+        done.phase,
+        Phase::Succeeded,
+        "{done:#?}\n{}",
+        trouble(&plane, std::slice::from_ref(&survivor))
+    );
+    assert_eq!(
+        leader(&client).await.as_deref(),
+        Some(survivor.name.as_str())
+    );
+    let refused = forbidden(&survivor).await;
+    assert!(refused.is_empty(), "403s at {}: {refused:?}", survivor.name);
+    stop.cancel();
+}
