@@ -12,7 +12,7 @@
 //! With `--trigger apply` it acts as a team shipping with kubectl instead:
 //! the executor's admission webhook is served (with a certificate made for
 //! the run) and registered on the simulated API server from
-//! `deploy/webhook.yaml`, a Rollout with the same strategy and no version
+//! `deploy/base/webhook.yaml`, a Rollout with the same strategy and no version
 //! is bound to the workload, and the release starts from
 //! `kubectl set image` (the same patch, made in process).
 
@@ -397,7 +397,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Serves the executor's admission webhook with a certificate made for
-/// this run, registers it on the cluster from `deploy/webhook.yaml`, binds
+/// this run, registers it on the cluster from `deploy/base/webhook.yaml`, binds
 /// a Rollout with `request`'s strategy (and no version) to the workload,
 /// and changes the workload's image as `kubectl set image` does; returns
 /// once the release of that change has begun.

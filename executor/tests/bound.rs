@@ -1,6 +1,6 @@
 //! Releases started by a change of the workload itself, end to end on the
 //! simulated cluster: its API server calls the executor's admission
-//! webhook (registered from `deploy/webhook.yaml`) over HTTPS as
+//! webhook (registered from `deploy/base/webhook.yaml`) over HTTPS as
 //! kube-apiserver does, and the controller releases what the webhook held.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
@@ -26,7 +26,7 @@ mod common;
 use common::{World, ready_workload, wait_phase, world};
 
 /// Serves the webhook over HTTPS with a fresh CA, and registers
-/// `deploy/webhook.yaml` with its clientConfig pointed at it.
+/// `deploy/base/webhook.yaml` with its clientConfig pointed at it.
 async fn register_webhook(
     world: &World,
     dir: &std::path::Path,

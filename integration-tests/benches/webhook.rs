@@ -3,7 +3,7 @@
 //! timed from the client, alternately on a Deployment the webhook holds
 //! (namespace `default`, a bound Rollout) and on one the API server does
 //! not call it for (namespace `sluice-system`, left out by
-//! `deploy/webhook.yaml`'s namespace selector), in the same run. Reports
+//! `deploy/base/webhook.yaml`'s namespace selector), in the same run. Reports
 //! p50 and p99 of each and their difference, and the webhook's own answer
 //! time. No controller runs, so no release starts: only admission is
 //! measured.
@@ -57,7 +57,7 @@ async fn main() {
         "crd/rollouts.sluice.dev",
     ]);
 
-    // The webhook, registered as deploy/webhook.yaml says, at a loopback URL.
+    // The webhook, registered as deploy/base/webhook.yaml says, at a loopback URL.
     let dir = tempfile::tempdir().unwrap();
     let ca = Authority::new(dir.path(), "ca");
     let pair = ca.issue("webhook");

@@ -5,6 +5,7 @@
 //! - [`process`]: a running service binary, its log and its exit.
 //! - [`controlplane`]: a real Kubernetes control plane on loopback.
 //! - [`fake`]: stand-ins for edges not under test.
+//! - [`helm`]: the pinned Helm, for the chart's tests.
 //! - [`pki`]: a throwaway CA and certificates for TLS tests.
 //! - [`prometheus`]: a real Prometheus and an exporter a test controls.
 //! - [`python`]: independent clients written in Python (grpcio).
@@ -14,6 +15,7 @@
 
 pub mod controlplane;
 pub mod fake;
+pub mod helm;
 pub mod pki;
 pub mod process;
 pub mod prometheus;

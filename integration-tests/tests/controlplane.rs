@@ -1152,7 +1152,7 @@ impl Webhook {
 
 /// The executor's admission webhook, served in process over HTTPS with a
 /// certificate the API server trusts, and registered from
-/// `deploy/webhook.yaml` with its clientConfig pointed at it.
+/// `deploy/base/webhook.yaml` with its clientConfig pointed at it.
 async fn register_webhook(p: &Platform, dir: &std::path::Path) -> Webhook {
     register_webhook_at(&p.client, &p.plane.kubeconfig, &p.stop, dir).await
 }

@@ -22,7 +22,7 @@ use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease};
 use kube::Api;
 use serde_json::{Value, json};
 use sluice_executor::crd::{Phase, Rollout, RolloutStatus};
-use sluice_integration_tests::{controlplane::ControlPlane, process::Service};
+use sluice_integration_tests::{controlplane::ControlPlane, helm, process::Service};
 use sluice_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +53,131 @@ fn documents(yaml: &str) -> Vec<Value> {
         .map(|doc| serde::Deserialize::deserialize(doc).expect("YAML"))
         .filter(|v: &Value| !v.is_null())
         .collect()
+}
+
+/// The chart's render (`helm template`, CRDs included) in the namespace
+/// `sluice-system`, with `set` values.
+fn helm_template(set: &[&str]) -> Vec<Value> {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice");
+    let mut args = vec![
+        "template",
+        "sluice",
+        chart.to_str().unwrap(),
+        "--namespace",
+        NAMESPACE,
+        "--include-crds",
+    ];
+    for value in set {
+        args.extend(["--set", value]);
+    }
+    let (ok, out, err) = helm::run(&args);
+    assert!(ok, "helm template: {err}");
+    documents(&out)
+}
+
+/// `v` with whole floats as integers: YAML's `0.0` and `0` are one number
+/// to the API server, and kustomize writes the first as the second.
+fn canonical(v: Value) -> Value {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => json!(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Objects by apiVersion, kind, namespace and name, so two renders compare
+/// whatever their order; the Namespace left out (Helm installs into one).
+fn by_identity(objects: Vec<Value>) -> BTreeMap<String, Value> {
+    objects
+        .into_iter()
+        .filter(|o| o["kind"] != "Namespace")
+        .map(|o| {
+            let key = format!(
+                "{} {} {}/{}",
+                o["apiVersion"].as_str().unwrap_or_default(),
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            (key, canonical(o))
+        })
+        .collect()
+}
+
+fn assert_same(chart: Vec<Value>, kustomize: Vec<Value>, what: &str) {
+    let (chart, kustomize) = (by_identity(chart), by_identity(kustomize));
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        kustomize.keys().collect::<Vec<_>>(),
+        "{what}: the same objects"
+    );
+    for (key, object) in &chart {
+        assert_eq!(
+            object, &kustomize[key],
+            "{what}: {key} differs (left: the chart, right: kustomize)"
+        );
+    }
+}
+
+#[test]
+fn the_chart_passes_helm_lint() {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice");
+    let (ok, out, err) = helm::run(&["lint", "--strict", chart.to_str().unwrap()]);
+    assert!(ok, "helm lint:\n{out}{err}");
+}
+
+#[test]
+fn the_chart_with_its_defaults_renders_what_kustomize_does() {
+    assert_same(helm_template(&[]), kustomize("deploy"), "defaults");
+}
+
+#[test]
+fn the_charts_options_render_what_the_overlays_do() {
+    assert_same(
+        helm_template(&["tls.enabled=true"]),
+        kustomize("deploy/overlays/mtls"),
+        "mutual TLS",
+    );
+    assert_same(
+        helm_template(&["serviceMonitor.enabled=true"]),
+        kustomize("deploy/overlays/servicemonitor"),
+        "ServiceMonitor",
+    );
+}
+
+#[test]
+fn the_mtls_overlay_gives_every_service_a_certificate_for_its_service_name() {
+    let objects = kustomize("deploy/overlays/mtls");
+    for service in ["sluice-planner", "sluice-gate", "sluice-executor"] {
+        let d = find(&objects, "Deployment", service);
+        let spec = &d["spec"]["template"]["spec"];
+        let secret = spec["volumes"][0]["secret"]["secretName"].as_str().unwrap();
+        let certificate = find(&objects, "Certificate", secret);
+        assert_eq!(
+            certificate["spec"]["dnsNames"],
+            json!([format!("{service}.{NAMESPACE}.svc")])
+        );
+        let env: Vec<&str> = spec["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        for var in [
+            "SLUICE_TLS_CERT",
+            "SLUICE_TLS_KEY",
+            "SLUICE_TLS_CLIENT_CA",
+            "SLUICE_TLS_CA",
+        ] {
+            assert!(env.contains(&var), "{service} lacks {var}: {env:?}");
+        }
+    }
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -392,6 +517,19 @@ async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_unde
         "--timeout=60s",
     ]);
     assert!(ok, "{out}");
+
+    // The chart's render is accepted by the same API server (as an
+    // upgrade of what kustomize installed).
+    let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": helm_template(&[])});
+    std::fs::write(file.path(), list.to_string()).unwrap();
+    let (ok, out) = plane.kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        file.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "the chart's render, applied: {out}");
 
     // The nodes, their traffic and metrics (the gate's "Prometheus").
     let metrics_addr = fleet::start(

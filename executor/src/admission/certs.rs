@@ -41,7 +41,7 @@ pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How often the Secret and the configurations are looked at: a
 /// configuration installed (or replaced without its `caBundle`, as a
-/// `kubectl apply` of `deploy/webhook.yaml` does) after the executor
+/// `kubectl apply` of `deploy/base/webhook.yaml` does) after the executor
 /// started gets the CA within this.
 const CHECK_EVERY: Duration = Duration::from_secs(30);
 

@@ -143,7 +143,7 @@ impl Bindings {
     }
 }
 
-/// The webhook configurations of `deploy/webhook.yaml`, each webhook's
+/// The webhook configurations of `deploy/base/webhook.yaml`, each webhook's
 /// `clientConfig` pointed at `https://{addr}{path}` and trusting `ca_pem`
 /// (for a webhook served outside the cluster: tests, the demo, a
 /// development machine).
@@ -154,7 +154,7 @@ pub fn registration(addr: SocketAddr, ca_pem: &[u8]) -> Vec<Value> {
     use serde::Deserialize as _;
     let ca_bundle =
         serde_json::to_value(k8s_openapi::ByteString(ca_pem.to_vec())).unwrap_or(Value::Null);
-    serde_yaml::Deserializer::from_str(include_str!("../../../deploy/webhook.yaml"))
+    serde_yaml::Deserializer::from_str(include_str!("../../../deploy/base/webhook.yaml"))
         .filter_map(|doc| Value::deserialize(doc).ok())
         .map(|mut manifest| {
             for hook in manifest["webhooks"].as_array_mut().into_iter().flatten() {
