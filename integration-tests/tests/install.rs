@@ -180,6 +180,39 @@ fn the_mtls_overlay_gives_every_service_a_certificate_for_its_service_name() {
     }
 }
 
+/// The image cannot be built here (no container runtime); what it promises
+/// the manifests is checked instead: every command they run is a binary
+/// the Containerfile builds and copies to that path, and it runs as the
+/// user the pods require.
+#[test]
+fn the_image_holds_every_binary_the_manifests_run_as_the_user_they_require() {
+    let containerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Containerfile"))
+            .unwrap();
+    let objects = kustomize("deploy");
+    for d in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let spec = &d["spec"]["template"]["spec"];
+        let command = spec["containers"][0]["command"][0].as_str().unwrap();
+        let binary = command
+            .strip_prefix("/usr/local/bin/")
+            .unwrap_or_else(|| panic!("{command}: the image keeps its binaries in /usr/local/bin"));
+        assert!(
+            containerfile.contains(&format!("--bin {binary} "))
+                && containerfile.contains(&format!("release/{binary} ")),
+            "the Containerfile builds and copies {binary}"
+        );
+        // A workspace binary of that name exists (built for the tests).
+        sluice_integration_tests::process::binary(binary);
+        let user = spec["securityContext"]["runAsUser"].as_u64().unwrap();
+        assert!(
+            containerfile.contains(&format!("\nUSER {user}:{user}\n")),
+            "the image runs as {user}"
+        );
+        assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    }
+    assert!(containerfile.contains("COPY --from=build /out/ /usr/local/bin/"));
+}
+
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
     objects
         .iter()
