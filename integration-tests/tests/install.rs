@@ -524,11 +524,11 @@ fn web(name: &str, image: &str) -> Vec<Value> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_under_rbac_on_a_real_control_plane()
- {
-    let stop = CancellationToken::new();
-    let _guard = stop.clone().drop_guard();
+/// A real control plane with ServiceAccount admission and `Node,RBAC`,
+/// Sluice applied to it with `kubectl apply -k deploy/`, and the agent's
+/// nodes with load on the Service `default/web`. Returns the plane, an
+/// admin client, the rendered objects and the agent's metrics address.
+async fn install(stop: &CancellationToken) -> (ControlPlane, kube::Client, Vec<Value>, String) {
     let plane = ControlPlane::start_with_service_accounts().await;
     let client = plane.client().await;
     let objects = kustomize("deploy");
@@ -568,29 +568,24 @@ async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_unde
     let metrics_addr = fleet::start(
         &client,
         "[{namespace: default, target: {service: web}, rps: 200}]",
-        &stop,
+        stop,
     )
     .await;
+    (plane, client, objects, metrics_addr.to_string())
+}
 
-    let mut pods = Pods {
-        plane: &plane,
-        objects: &objects,
-        addresses: [(
-            "prometheus.monitoring.svc:9090".to_owned(),
-            metrics_addr.to_string(),
-        )]
-        .into(),
-        folders: Vec::new(),
-    };
-    let _planner = pods.start("sluice-planner", "sluice-planner-0");
-    let _gate = pods.start("sluice-gate", "sluice-gate-0");
-    let mut executors = vec![
-        pods.start("sluice-executor", "sluice-executor-0"),
-        pods.start("sluice-executor", "sluice-executor-1"),
-    ];
+/// Starts the planner, the gate and `executors` executor pods, waits until
+/// they serve, and points the webhook configurations at the executors.
+async fn start_sluice(pods: &mut Pods<'_>, executors: usize) -> (Pod, Pod, Vec<Pod>) {
+    let planner = pods.start("sluice-planner", "sluice-planner-0");
+    let gate = pods.start("sluice-gate", "sluice-gate-0");
+    let executors: Vec<Pod> = (0..executors)
+        .map(|i| pods.start("sluice-executor", &format!("sluice-executor-{i}")))
+        .collect();
     for e in &executors {
         serving(e).await;
     }
+    let plane = pods.plane;
     // The API server calls the webhook by address (no pod network here),
     // through a stand-in for the Service: any executor that answers.
     let webhook = format!(
@@ -638,6 +633,22 @@ async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_unde
         }
         assert!(!bundle.is_empty(), "no caBundle in {kind} sluice");
     }
+    (planner, gate, executors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_under_rbac_on_a_real_control_plane()
+ {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let (plane, client, objects, metrics_addr) = install(&stop).await;
+    let mut pods = Pods {
+        plane: &plane,
+        objects: &objects,
+        addresses: [("prometheus.monitoring.svc:9090".to_owned(), metrics_addr)].into(),
+        folders: Vec::new(),
+    };
+    let (_planner, _gate, mut executors) = start_sluice(&mut pods, 2).await;
 
     // The workloads.
     let mut manifests = web("web", "registry.example/web:1.0");
@@ -765,5 +776,158 @@ async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_unde
     );
     let refused = forbidden(&survivor).await;
     assert!(refused.is_empty(), "403s at {}: {refused:?}", survivor.name);
+    stop.cancel();
+}
+
+/// Takes `verb` on `resource` out of the executor's ClusterRole (the whole
+/// rule when it was the rule's only verb); returns the role as it was.
+async fn revoke(
+    client: &kube::Client,
+    resource: &str,
+    verb: &str,
+) -> k8s_openapi::api::rbac::v1::ClusterRole {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let original = roles.get("sluice-executor").await.unwrap();
+    let mut role = original.clone();
+    let rules = role.rules.as_mut().unwrap();
+    for rule in rules.iter_mut() {
+        if rule
+            .resources
+            .as_ref()
+            .is_some_and(|rs| rs.iter().any(|x| x == resource))
+        {
+            assert!(
+                rule.resources.as_ref().unwrap().len() == 1,
+                "{resource} shares its rule"
+            );
+            assert!(
+                rule.verbs.iter().any(|v| v == verb),
+                "{resource} {verb} is granted"
+            );
+            rule.verbs.retain(|v| v != verb);
+        }
+    }
+    rules.retain(|r| !r.verbs.is_empty());
+    roles
+        .replace("sluice-executor", &Default::default(), &role)
+        .await
+        .unwrap();
+    original
+}
+
+/// Puts the executor's ClusterRole back as `original` was.
+async fn restore(client: &kube::Client, mut original: k8s_openapi::api::rbac::v1::ClusterRole) {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    original.metadata.resource_version = None;
+    roles
+        .replace("sluice-executor", &Default::default(), &original)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_permission_a_release_needs_when_missing_is_named_in_the_log_and_on_the_rollout_on_a_real_control_plane()
+ {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let (plane, client, objects, metrics_addr) = install(&stop).await;
+    let mut pods = Pods {
+        plane: &plane,
+        objects: &objects,
+        addresses: [("prometheus.monitoring.svc:9090".to_owned(), metrics_addr)].into(),
+        folders: Vec::new(),
+    };
+    let (_planner, _gate, executors) = start_sluice(&mut pods, 1).await;
+    let executor = &executors[0];
+    kubectl_apply(&plane, &web("web", "registry.example/web:1.0"));
+    wait_ready(&client, "default", "web", 4).await;
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), "default");
+    let release = |version: usize| {
+        json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"},
+                "images": [{"container": "web", "image": format!("registry.example/web:{version}.0")}],
+                "strategy": {"canary": {"steps": [{"replicas": "50%"}, {"replicas": "100%"}]}}}})
+    };
+
+    // Each verb a partition release of a Deployment uses, taken away in
+    // turn: the release stops there, the log and the Rollout say which
+    // request was refused, and once the verb is given back the release
+    // goes on to the end.
+    let mut version = 2;
+    for (resource, verb, group) in [
+        ("deployments", "patch", "apps"),
+        ("replicasets", "create", "apps"),
+        ("replicasets", "patch", "apps"),
+        ("rollouts/status", "patch", "sluice.dev"),
+    ] {
+        let granted = revoke(&client, resource, verb).await;
+        let previous = rollouts
+            .get_opt("web")
+            .await
+            .unwrap()
+            .and_then(|r| r.status)
+            .map(|s| s.release);
+        kubectl_apply(&plane, &[release(version)]);
+        let refusal = format!("cannot {verb} resource \"{resource}\" in API group \"{group}\"");
+        let line = executor.process.wait_for_log(|l| {
+            l["forbidden"]
+                .as_str()
+                .is_some_and(|f| f.contains(&refusal))
+        });
+        assert!(
+            line["message"].as_str().unwrap().contains("not allowed"),
+            "{line}"
+        );
+        if resource != "rollouts/status" {
+            // Where the status can be written, it says so.
+            let blocked = wait_status(&rollouts, "web", |s| s.message.contains(&refusal)).await;
+            assert!(
+                blocked.message.starts_with("blocked by permissions: "),
+                "{resource} {verb}: {blocked:#?}"
+            );
+            let progressing = blocked
+                .conditions
+                .iter()
+                .find(|c| c.kind == "Progressing")
+                .unwrap();
+            assert_eq!(
+                (progressing.status.as_str(), progressing.reason.as_str()),
+                ("False", "Forbidden"),
+                "{blocked:#?}"
+            );
+            // (The phase is the last one recorded: a release refused its
+            // first write has not begun, so it may still read the previous
+            // release's Succeeded, with observedGeneration behind.)
+        }
+        restore(&client, granted).await;
+        let done = wait_status(&rollouts, "web", |s| {
+            ended(s) && Some(&s.release) != previous.as_ref()
+        })
+        .await;
+        assert_eq!(
+            done.phase,
+            Phase::Succeeded,
+            "{resource} {verb} given back: {done:#?}\n{}",
+            trouble(&plane, &executors)
+        );
+        let progressing = done
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Progressing")
+            .unwrap();
+        assert_eq!(progressing.reason, "Succeeded");
+        version += 1;
+    }
+
+    // Events are notes for people: without them a release still ends.
+    let granted = revoke(&client, "events", "create").await;
+    let previous = rollouts.get("web").await.unwrap().status.unwrap().release;
+    kubectl_apply(&plane, &[release(version)]);
+    let done = wait_status(&rollouts, "web", |s| ended(s) && s.release != previous).await;
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    restore(&client, granted).await;
     stop.cancel();
 }

@@ -598,9 +598,52 @@ async fn plan(
 async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let start = tokio::time::Instant::now();
     let rollout = ctx.analyses.fresher(rollout);
-    let result = reconcile_once(rollout, &ctx).await;
+    let result = reconcile_once(Arc::clone(&rollout), &ctx).await;
     ctx.metrics.reconciled(result.is_ok(), start.elapsed());
+    if let Err(Error::Kube(kube::Error::Api(answer))) = &result
+        && answer.code == 403
+    {
+        blocked(&rollout, &ctx, &answer.message).await;
+    }
     result
+}
+
+/// The API server refused the executor a request this release needs: says
+/// so in a log line and on the Rollout (message, `Progressing` False with
+/// the reason `Forbidden`, a Warning Event), once per refusal, instead of a
+/// silent stall. The release goes on from where it was once the permission
+/// is granted. `why` is the API server's answer, which names the verb, the
+/// resource and the namespace.
+async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
+    let name = rollout.name_any();
+    let ns = rollout.namespace().unwrap_or_default();
+    tracing::error!(
+        rollout = %name,
+        namespace = %ns,
+        forbidden = %why,
+        "the executor is not allowed a request this release needs; it waits until the permission is granted"
+    );
+    let before = rollout.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    sluice_model::machine::set_blocked(
+        &mut status,
+        why,
+        rollout.metadata.generation.unwrap_or(0),
+        ctx.clock.now(),
+    );
+    if status.message == before.message {
+        return;
+    }
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"status": {"message": status.message, "conditions": status.conditions}});
+    if let Err(error) = api
+        .patch_status(&name, &crate::writes::patch(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::error!(rollout = %name, namespace = %ns, %error, "could not record the refusal on the Rollout");
+        return;
+    }
+    publish_blocked_event(ctx, rollout, &status.message);
 }
 
 #[tracing::instrument(skip_all, fields(rollout = %rollout.name_any()))]
@@ -762,6 +805,24 @@ fn publish_event(ctx: &Ctx, rollout: &Rollout, before: &RolloutStatus, after: &R
             .take(1000)
             .collect(),
         ),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    ctx.events
+        .get_or_init(|| events::EventSink::start(ctx.client.clone(), Arc::clone(&ctx.metrics)))
+        .send(event, rollout.object_ref(&()));
+}
+
+/// A Warning Event `Forbidden` on the Rollout.
+fn publish_blocked_event(ctx: &Ctx, rollout: &Rollout, message: &str) {
+    use kube::{
+        Resource,
+        runtime::events::{Event, EventType},
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: sluice_model::machine::reasons::FORBIDDEN.into(),
+        note: Some(message.chars().take(1000).collect()),
         action: "Reconcile".into(),
         secondary: None,
     };

@@ -4,7 +4,7 @@
 //!
 //! | type | True when | reasons |
 //! |---|---|---|
-//! | `Progressing` | the release runs (Pending, Progressing, Paused, RollingBack) | `Waiting`, `Releasing`, `HandingBack`, `Paused`, `RollingBack`; False: `Succeeded`, `RolledBack`, `Failed` |
+//! | `Progressing` | the release runs (Pending, Progressing, Paused, RollingBack) | `Waiting`, `Releasing`, `HandingBack`, `Paused`, `RollingBack`; False: `Succeeded`, `RolledBack`, `Failed`, and `Forbidden` while the API server refuses the executor a request the release needs ([`set_blocked`]) |
 //! | `Paused` | held by a person or by a step | `PausedByRequest`, `StepPause`, `AnalysisInconclusive`; False: `NotPaused` |
 //! | `Completed` | every replica runs the new version, handed back | `Succeeded`; False: `InProgress`, `RolledBack`, `Failed` |
 //!
@@ -53,6 +53,8 @@ pub mod reasons {
     pub const NOT_PAUSED: &str = "NotPaused";
     /// Not finished.
     pub const IN_PROGRESS: &str = "InProgress";
+    /// The executor may not make a request the release needs.
+    pub const FORBIDDEN: &str = "Forbidden";
 }
 
 fn flag(b: bool) -> &'static str {
@@ -132,4 +134,78 @@ pub fn set_conditions(
         });
     }
     status.conditions = next;
+}
+
+/// Marks a release that cannot go on because the API server refused the
+/// executor a request (`why`, its answer, which names the verb and the
+/// resource): the message says so and `Progressing` turns False with the
+/// reason `Forbidden`. The phase and the steps stay as they are; the next
+/// decision that goes through writes the conditions afresh.
+pub fn set_blocked(status: &mut RolloutStatus, why: &str, generation: i64, now: SystemTime) {
+    let message = format!("blocked by permissions: {why}");
+    status.message.clone_from(&message);
+    let now = time_text(now);
+    let condition = RolloutCondition {
+        kind: condition_types::PROGRESSING.to_owned(),
+        status: flag(false).to_owned(),
+        reason: reasons::FORBIDDEN.to_owned(),
+        message,
+        last_transition_time: now,
+        observed_generation: generation,
+    };
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.kind == condition_types::PROGRESSING)
+    {
+        Some(old) => {
+            let time = if old.status == condition.status {
+                old.last_transition_time.clone()
+            } else {
+                condition.last_transition_time.clone()
+            };
+            *old = RolloutCondition {
+                last_transition_time: time,
+                ..condition
+            };
+        }
+        None => status.conditions.push(condition),
+    }
+}
+
+#[cfg(test)]
+mod blocked_tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_request_turns_progressing_false_and_back_on_the_next_decision() {
+        let mut status = RolloutStatus {
+            phase: Phase::Progressing,
+            total_steps: 2,
+            ..RolloutStatus::default()
+        };
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        set_conditions(&mut status, false, 1, t0);
+        let why = r#"replicasets.apps is forbidden: User "system:serviceaccount:sluice-system:sluice-executor" cannot create resource "replicasets""#;
+        set_blocked(&mut status, why, 1, t0 + std::time::Duration::from_secs(5));
+        let progressing = &status.conditions[0];
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("False", reasons::FORBIDDEN)
+        );
+        assert!(
+            status.message.starts_with("blocked by permissions: ")
+                && status.message.contains("cannot create")
+        );
+        assert_eq!(status.phase, Phase::Progressing, "the phase stays");
+        assert_eq!(status.conditions.len(), 3, "the others stay");
+        set_conditions(
+            &mut status,
+            false,
+            1,
+            t0 + std::time::Duration::from_secs(9),
+        );
+        assert_eq!(status.conditions[0].status, "True");
+        assert_eq!(status.conditions[0].reason, reasons::RELEASING);
+    }
 }

@@ -41,7 +41,7 @@ mod tests;
 
 use std::time::{Duration, SystemTime};
 
-pub use conditions::{condition_types, reasons, set_conditions};
+pub use conditions::{condition_types, reasons, set_blocked, set_conditions};
 
 use crate::crd::{Phase, RolloutStatus, StepRecord, StepState, Verdict};
 
