@@ -246,7 +246,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-impl Pods<'_> {
+impl<'a> Pods<'a> {
+    /// Pods of `objects` on `plane`, whose gate's Prometheus (the base's
+    /// `prometheus.monitoring.svc:9090`) is the agent's `metrics` address.
+    fn new(plane: &'a ControlPlane, objects: &'a [Value], metrics: String) -> Self {
+        Self {
+            plane,
+            objects,
+            addresses: [("prometheus.monitoring.svc:9090".to_owned(), metrics)].into(),
+            folders: Vec::new(),
+        }
+    }
+
     /// Starts pod `pod` of Deployment `deployment`: the rendered container's
     /// command, arguments and environment; the downward API's fields; the
     /// service account's credentials when the pod mounts them.
@@ -642,12 +653,7 @@ async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_unde
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
     let (plane, client, objects, metrics_addr) = install(&stop).await;
-    let mut pods = Pods {
-        plane: &plane,
-        objects: &objects,
-        addresses: [("prometheus.monitoring.svc:9090".to_owned(), metrics_addr)].into(),
-        folders: Vec::new(),
-    };
+    let mut pods = Pods::new(&plane, &objects, metrics_addr);
     let (_planner, _gate, mut executors) = start_sluice(&mut pods, 2).await;
 
     // The workloads.
@@ -833,12 +839,7 @@ async fn each_permission_a_release_needs_when_missing_is_named_in_the_log_and_on
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
     let (plane, client, objects, metrics_addr) = install(&stop).await;
-    let mut pods = Pods {
-        plane: &plane,
-        objects: &objects,
-        addresses: [("prometheus.monitoring.svc:9090".to_owned(), metrics_addr)].into(),
-        folders: Vec::new(),
-    };
+    let mut pods = Pods::new(&plane, &objects, metrics_addr);
     let (_planner, _gate, executors) = start_sluice(&mut pods, 1).await;
     let executor = &executors[0];
     kubectl_apply(&plane, &web("web", "registry.example/web:1.0"));
