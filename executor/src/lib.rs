@@ -159,6 +159,19 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
         Some(path) => Authenticator::from_file("--token-file", path)?,
         None => Authenticator::open(),
     };
+    // Confined to one namespace: so is every caller of the API.
+    let auth = match &config.namespace {
+        Some(namespace) if !api::is_dns_label(namespace) => {
+            return Err(Error::config(
+                "--namespace",
+                format!("must be a namespace name (a lowercase RFC 1123 label), got {namespace:?}"),
+            ));
+        }
+        Some(namespace) => auth.within(sluice_runtime::auth::Scope::Namespaces(vec![
+            namespace.clone(),
+        ])),
+        None => auth,
+    };
     let tls = &config.server.tls;
     let planner = channel("--planner-addr", &config.planner_addr, tls)?;
     let gate = channel("--gate-addr", &config.gate_addr, tls)?;
@@ -176,8 +189,9 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
         }
     };
     let stop = server.shutdown_token();
-    let api = api::RolloutsApi::new(
+    let api = api::RolloutsApi::within(
         client.clone(),
+        config.namespace.clone(),
         PlannerClient::new(planner.clone()),
         stop.clone(),
     );
@@ -241,7 +255,8 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
                 MetricsGateClient::new(gate.clone()),
             )
             .with_metrics(metrics)
-            .with_concurrency(config.max_concurrent_reconciles),
+            .with_concurrency(config.max_concurrent_reconciles)
+            .within(config.namespace.clone()),
         );
         // Every replica serves the API; the Lease's holder drives.
         let lease_duration = std::time::Duration::from_secs(config.lease_seconds);

@@ -108,6 +108,7 @@ pub fn config(services: Services, identity: &str) -> Config {
         service_account_dir: std::path::PathBuf::new(),
         kubernetes_service_host: None,
         kubernetes_service_port: 443,
+        namespace: None,
         token_file: None,
         lease_namespace: "default".into(),
         lease_name: "sluice-executor".into(),

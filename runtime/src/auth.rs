@@ -41,6 +41,18 @@ pub enum Scope {
     Namespaces(Vec<String>),
 }
 
+impl Scope {
+    /// What both `self` and `other` allow.
+    pub fn and(&self, other: &Scope) -> Scope {
+        match (self, other) {
+            (Scope::All, s) | (s, Scope::All) => s.clone(),
+            (Scope::Namespaces(a), Scope::Namespaces(b)) => {
+                Scope::Namespaces(a.iter().filter(|n| b.contains(n)).cloned().collect())
+            }
+        }
+    }
+}
+
 impl Caller {
     /// True when the caller may act on `namespace`.
     pub fn may_access(&self, namespace: &str) -> bool {
@@ -67,10 +79,21 @@ pub fn authorize<T>(request: &Request<T>, namespace: &str) -> Result<Caller, Sta
     if caller.may_access(namespace) {
         Ok(caller.clone())
     } else {
-        Err(Status::permission_denied(format!(
-            "caller `{}` may not act on namespace `{namespace}`",
-            caller.name
-        )))
+        Err(Status::permission_denied(match &caller.scope {
+            Scope::Namespaces(allowed) => format!(
+                "caller `{}` may not act on namespace `{namespace}`: only on {}",
+                caller.name,
+                if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                }
+            ),
+            Scope::All => format!(
+                "caller `{}` may not act on namespace `{namespace}`",
+                caller.name
+            ),
+        }))
     }
 }
 
@@ -90,9 +113,20 @@ struct TokenEntry {
 
 /// Maps bearer tokens to callers; without a token file everyone is an
 /// anonymous caller of every namespace.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Authenticator {
     tokens: Option<Arc<HashMap<String, Caller>>>,
+    /// Where the service itself acts: every caller's scope is cut to it.
+    within: Scope,
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Self {
+            tokens: None,
+            within: Scope::All,
+        }
+    }
 }
 
 impl Authenticator {
@@ -156,7 +190,18 @@ impl Authenticator {
         }
         Ok(Self {
             tokens: Some(Arc::new(tokens)),
+            within: Scope::All,
         })
+    }
+
+    /// The same, for a service that acts only in `scope`: a caller may act
+    /// where its token and the service both allow.
+    #[must_use]
+    pub fn within(self, scope: Scope) -> Self {
+        Self {
+            within: scope,
+            ..self
+        }
     }
 
     /// The caller a request's metadata names.
@@ -167,7 +212,7 @@ impl Authenticator {
         let Some(tokens) = &self.tokens else {
             return Ok(Caller {
                 name: "anonymous".into(),
-                scope: Scope::All,
+                scope: self.within.clone(),
             });
         };
         let header = metadata
@@ -180,7 +225,10 @@ impl Authenticator {
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
         tokens
             .get(token.trim())
-            .cloned()
+            .map(|caller| Caller {
+                name: caller.name.clone(),
+                scope: caller.scope.and(&self.within),
+            })
             .ok_or_else(|| Status::unauthenticated("unknown token"))
     }
 
@@ -234,6 +282,46 @@ mod tests {
             .unwrap()
             .interceptor()
             .call(request_with(token))
+    }
+
+    #[test]
+    fn a_service_confined_to_namespaces_cuts_every_callers_scope_to_them() {
+        let within = Scope::Namespaces(vec!["payments".into(), "shop".into()]);
+        let open = Authenticator::open()
+            .within(within.clone())
+            .interceptor()
+            .call(request_with(None))
+            .unwrap();
+        assert!(authorize(&open, "shop").is_ok());
+        let denied = authorize(&open, "checkout").unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert!(
+            denied.message().contains("only on payments, shop"),
+            "{}",
+            denied.message()
+        );
+        let tokens = Authenticator::from_yaml("--token-file", FILE)
+            .unwrap()
+            .within(within);
+        let admin = tokens
+            .clone()
+            .interceptor()
+            .call(request_with(Some("Bearer bbbbbbbbbbbbbbbbbbbb")))
+            .unwrap();
+        assert!(
+            authorize(&admin, "shop").is_ok(),
+            "'*' meets the service's scope"
+        );
+        assert!(authorize(&admin, "checkout").is_err());
+        let bot = tokens
+            .interceptor()
+            .call(request_with(Some("Bearer aaaaaaaaaaaaaaaaaaaa")))
+            .unwrap();
+        assert!(authorize(&bot, "payments").is_ok());
+        assert!(
+            authorize(&bot, "shop").is_err(),
+            "not the token's namespace"
+        );
     }
 
     #[test]

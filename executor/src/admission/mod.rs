@@ -79,10 +79,23 @@ impl std::fmt::Debug for Bindings {
 impl Bindings {
     /// Starts watching the Rollouts through `client`, until `stop`.
     pub fn start(client: kube::Client, stop: CancellationToken) -> Self {
+        Self::start_in(client, None, stop)
+    }
+
+    /// Starts watching the Rollouts of `namespace` (all when `None`).
+    pub fn start_in(
+        client: kube::Client,
+        namespace: Option<&str>,
+        stop: CancellationToken,
+    ) -> Self {
         let (rollouts, writer) = reflector::store();
+        let api: Api<Rollout> = match namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        };
         let watch = reflector::reflector(
             writer,
-            watcher(Api::<Rollout>::all(client), watcher::Config::default())
+            watcher(api, watcher::Config::default())
                 .default_backoff()
                 .modify(|r: &mut Rollout| {
                     r.metadata.managed_fields = None;

@@ -51,6 +51,9 @@ pub struct RolloutsApi {
     planner: PlannerClient<Channel>,
     /// Cancelled at shutdown; watch streams end on it.
     shutdown: CancellationToken,
+    /// The one namespace this executor acts in (`--namespace`); `None`:
+    /// the whole cluster.
+    namespace: Option<String>,
 }
 
 impl std::fmt::Debug for RolloutsApi {
@@ -67,14 +70,27 @@ impl RolloutsApi {
         planner: PlannerClient<Channel>,
         shutdown: CancellationToken,
     ) -> Self {
-        let bindings = client
-            .clone()
-            .map(|c| crate::admission::Bindings::start(c, shutdown.clone()));
+        Self::within(client, None, planner, shutdown)
+    }
+
+    /// The same, acting only in `namespace` when one is given: its watch
+    /// of the Rollouts and every list stay there (callers are confined to
+    /// it by the authenticator, see `Authenticator::within`).
+    pub fn within(
+        client: Option<Client>,
+        namespace: Option<String>,
+        planner: PlannerClient<Channel>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let bindings = client.clone().map(|c| {
+            crate::admission::Bindings::start_in(c, namespace.as_deref(), shutdown.clone())
+        });
         Self {
             client,
             bindings,
             planner,
             shutdown,
+            namespace,
         }
     }
 
@@ -151,7 +167,7 @@ impl RolloutsApi {
 }
 
 /// True for a valid RFC 1123 label, the rule for namespaces and most names.
-fn is_dns_label(name: &str) -> bool {
+pub(crate) fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
@@ -429,10 +445,10 @@ impl Rollouts for RolloutsApi {
             })?)
         };
         let client = self.client()?;
-        let api: Api<Rollout> = if r.namespace.is_empty() {
-            Api::all(client)
-        } else {
-            Api::namespaced(client, &r.namespace)
+        let api: Api<Rollout> = match (r.namespace.as_str(), &self.namespace) {
+            ("", None) => Api::all(client),
+            ("", Some(only)) => Api::namespaced(client, only),
+            (namespace, _) => Api::namespaced(client, namespace),
         };
         let items = api
             .list(&ListParams::default())

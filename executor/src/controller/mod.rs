@@ -96,6 +96,8 @@ pub struct Ctx {
     /// Reconciles that may run at once (different Rollouts; one Rollout is
     /// never reconciled twice at once).
     pub concurrency: u16,
+    /// The one namespace watched (`--namespace`); `None`: the cluster.
+    pub namespace: Option<String>,
     /// Where Events go, started with the first one.
     events: std::sync::OnceLock<events::EventSink>,
     /// The time.
@@ -136,6 +138,24 @@ impl Ctx {
             events: std::sync::OnceLock::new(),
             clock: Clock::default(),
             created: Default::default(),
+            namespace: None,
+        }
+    }
+
+    /// The same, watching only `namespace` when one is given.
+    pub fn within(self, namespace: Option<String>) -> Self {
+        Self { namespace, ..self }
+    }
+
+    /// The API of `K` over what this controller watches.
+    fn watched<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
         }
     }
 
@@ -366,7 +386,6 @@ fn trim<K: kube::Resource>(object: &mut K) {
 /// Runs the controller until `shutdown` completes.
 pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     use kube::runtime::WatchStreamExt;
-    let client = ctx.client.clone();
     let (deployments, deployments_writer) = reflector::store();
     let (replicasets, replicasets_writer) = reflector::store();
     let owned = Owned::default();
@@ -379,28 +398,17 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     });
     let deployment_events = reflector::reflector(
         deployments_writer,
-        watcher(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .modify(trim),
+        watcher(ctx.watched::<Deployment>(), watcher::Config::default()).modify(trim),
     );
     let deployment_events = settled(deployment_events);
     let replicaset_events = reflector::reflector(
         replicasets_writer,
-        watcher(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .modify(trim),
+        watcher(ctx.watched::<ReplicaSet>(), watcher::Config::default()).modify(trim),
     )
     .inspect_ok(move |event| owned.follow(event));
     let replicaset_events = settled(replicaset_events);
-    let controller = Controller::new(
-        Api::<Rollout>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
+    let controller = Controller::new(ctx.watched::<Rollout>(), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let metrics = Arc::clone(&ctx.metrics);
     metrics.leading(Some(controller.store()));
     let rollouts = controller.store();
@@ -414,7 +422,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         })
         .watches_stream(replicaset_events, |rs| owner_of(&rs.metadata))
         .watches(
-            Api::<StatefulSet>::all(client),
+            ctx.watched::<StatefulSet>(),
             watcher::Config::default(),
             move |s| {
                 owner_of(&s.metadata)
