@@ -287,11 +287,50 @@ impl<'a> Pods<'a> {
                 (port["name"].as_str().unwrap().to_owned(), free_port()),
             );
         }
+        // Secret volumes: the Secret's keys as files in a folder.
+        let mut mounts = BTreeMap::new();
+        for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+            let volume = spec["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"] == mount["name"])
+                .unwrap();
+            let secret = volume["secret"]["secretName"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{volume}: a volume the test does not lay out"));
+            let (ok, out) = self
+                .plane
+                .kubectl(&["get", "secret", secret, "-n", NAMESPACE, "-o", "json"]);
+            assert!(ok, "the Secret {secret} the pod mounts: {out}");
+            let secret: Value = serde_json::from_str(&out).unwrap();
+            let folder = tempfile::tempdir().unwrap();
+            for (key, data) in secret["data"].as_object().unwrap() {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data.as_str().unwrap())
+                    .unwrap();
+                std::fs::write(folder.path().join(key), bytes).unwrap();
+            }
+            mounts.insert(
+                mount["mountPath"].as_str().unwrap().to_owned(),
+                folder.path().display().to_string(),
+            );
+            self.folders.push(folder);
+        }
         let mut env = Vec::new();
         for var in container["env"].as_array().into_iter().flatten() {
             let name = var["name"].as_str().unwrap().to_owned();
             let value = if let Some(value) = var["value"].as_str() {
-                self.environment(&name, value, &ports)
+                let value = mounts
+                    .iter()
+                    .find_map(|(path, folder)| {
+                        value
+                            .strip_prefix(path.as_str())
+                            .map(|rest| format!("{folder}{rest}"))
+                    })
+                    .unwrap_or_else(|| value.to_owned());
+                self.environment(&name, &value, &ports)
             } else {
                 match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                     Some("metadata.namespace") => NAMESPACE.to_owned(),
@@ -526,13 +565,27 @@ fn kubectl_apply(plane: &ControlPlane, objects: &[Value]) {
 }
 
 fn web(name: &str, image: &str) -> Vec<Value> {
+    web_in("default", name, image)
+}
+
+fn web_in(namespace: &str, name: &str, image: &str) -> Vec<Value> {
     vec![
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
             "spec": {"replicas": 4, "selector": {"matchLabels": {"app": name}},
                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "web", "image": image}]}}}}),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
             "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}}),
     ]
+}
+
+fn crd_established(plane: &ControlPlane) {
+    let (ok, out) = plane.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/rollouts.sluice.dev",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{out}");
 }
 
 /// A real control plane with ServiceAccount admission and `Node,RBAC`,
@@ -554,13 +607,7 @@ async fn install(stop: &CancellationToken) -> (ControlPlane, kube::Client, Vec<V
             .unwrap(),
     ]);
     assert!(ok, "kubectl apply -k deploy/: {out}");
-    let (ok, out) = plane.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/rollouts.sluice.dev",
-        "--timeout=60s",
-    ]);
-    assert!(ok, "{out}");
+    crd_established(&plane);
 
     // The chart's render is accepted by the same API server (as an
     // upgrade of what kustomize installed).
@@ -930,5 +977,122 @@ async fn each_permission_a_release_needs_when_missing_is_named_in_the_log_and_on
     let done = wait_status(&rollouts, "web", |s| ended(s) && s.release != previous).await;
     assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
     restore(&client, granted).await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_namespaced_mode_releases_with_roles_only_and_keeps_callers_in_its_namespace_on_a_real_control_plane()
+ {
+    use base64::Engine;
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let plane = ControlPlane::start_with_service_accounts().await;
+    let client = plane.client().await;
+    for namespace in [NAMESPACE, "shop"] {
+        let (ok, out) = plane.kubectl(&["create", "namespace", namespace]);
+        assert!(ok, "{out}");
+    }
+    // The webhook's certificate, made by the user (webhook.certificate
+    // secret): a CA, and a serving certificate in the Secret sluice-webhook.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = sluice_integration_tests::pki::Authority::new(dir.path(), "webhook-ca");
+    let serving = ca.issue("webhook");
+    let (ok, out) = plane.kubectl(&[
+        "create",
+        "secret",
+        "tls",
+        "sluice-webhook",
+        "-n",
+        NAMESPACE,
+        "--cert",
+        serving.cert.to_str().unwrap(),
+        "--key",
+        serving.key.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let bundle = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&ca.cert).unwrap());
+    let objects = helm_template(&[
+        "watchNamespace=shop",
+        "webhook.certificate=secret",
+        &format!("webhook.caBundle={bundle}"),
+    ]);
+    let cluster_wide: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "ClusterRoleBinding")
+        .collect();
+    assert!(cluster_wide.is_empty(), "Roles only: {cluster_wide:?}");
+    kubectl_apply(&plane, &objects);
+    crd_established(&plane);
+    let metrics = fleet::start(
+        &client,
+        "[{namespace: shop, target: {service: web}, rps: 50}]",
+        &stop,
+    )
+    .await;
+    let mut pods = Pods::new(&plane, &objects, metrics.to_string());
+    let (_planner, _gate, executors) = start_sluice(&mut pods, 1).await;
+    let executor = &executors[0];
+
+    // A bound workload in its namespace, released on kubectl set image.
+    kubectl_apply(&plane, &web_in("shop", "web", "registry.example/web:1.0"));
+    wait_ready(&client, "shop", "web", 4).await;
+    kubectl_apply(
+        &plane,
+        &[
+            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"},
+                "strategy": {"canary": {"steps": [{"replicas": "50%"}, {"replicas": "100%"}]}}}}),
+        ],
+    );
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let idle = wait_status(&rollouts, "web", |s| s.phase == Phase::Succeeded).await;
+    assert_eq!(idle.phase, Phase::Succeeded, "{idle:#?}");
+    let before = idle.release;
+    let (ok, out) = plane.kubectl(&[
+        "set",
+        "image",
+        "-n",
+        "shop",
+        "deployment/web",
+        "web=registry.example/web:2.0",
+    ]);
+    assert!(ok, "{out}");
+    let done = wait_status(&rollouts, "web", |s| ended(s) && s.release != before).await;
+    assert_eq!(
+        done.phase,
+        Phase::Succeeded,
+        "{done:#?}\n{}",
+        trouble(&plane, &executors)
+    );
+
+    // The API keeps every caller to that namespace.
+    let mut api = pb::rollouts_client::RolloutsClient::connect(format!(
+        "http://127.0.0.1:{}",
+        executor.ports["grpc"]
+    ))
+    .await
+    .unwrap();
+    let refused = api
+        .get_rollout(pb::GetRolloutRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("only on shop"),
+        "{}",
+        refused.message()
+    );
+    let listed = api
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.rollouts.len(), 1, "{listed:?}");
+    let refused = forbidden(executor).await;
+    assert!(refused.is_empty(), "403s: {refused:?}");
     stop.cancel();
 }

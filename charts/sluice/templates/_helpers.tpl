@@ -65,3 +65,59 @@ readinessProbe:
   value: /etc/sluice/tls/ca.crt
 {{- end }}
 {{- end }}
+
+{{/* Checks the values that only make sense together. */}}
+{{- define "sluice.check" -}}
+{{- if not (has .Values.webhook.certificate (list "executor" "cert-manager" "secret")) }}
+{{- fail (printf "webhook.certificate must be executor, cert-manager or secret, got %q" .Values.webhook.certificate) }}
+{{- end }}
+{{- if and .Values.watchNamespace (eq .Values.webhook.certificate "executor") }}
+{{- fail "watchNamespace: the executor has no cluster-wide permission to write the webhook configurations' caBundle; set webhook.certificate to cert-manager or secret" }}
+{{- end }}
+{{- if and (eq .Values.webhook.certificate "secret") (not .Values.webhook.caBundle) }}
+{{- fail "webhook.certificate secret needs webhook.caBundle (the base64 PEM of the CA that signed the Secret sluice-webhook)" }}
+{{- end }}
+{{- end }}
+
+{{/* The executor's rules on what it releases: workloads, traffic, Rollouts. */}}
+{{- define "sluice.executorRules" -}}
+- apiGroups: [sluice.dev]
+  resources: [rollouts]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [sluice.dev]
+  resources: [rollouts/status]
+  verbs: [patch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [apps]
+  resources: [deployments/finalizers]
+  verbs: [update]
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [list, watch, create, patch]
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [get, list, watch, patch]
+- apiGroups: [apps]
+  resources: [controllerrevisions]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses]
+  verbs: [get, create, patch, delete]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, patch]
+- apiGroups: [networking.istio.io]
+  resources: [virtualservices]
+  verbs: [get, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create]
+{{- end }}
