@@ -423,21 +423,28 @@ impl<'a> Pods<'a> {
 }
 
 /// A stand-in for a Service's virtual address: each connection goes to the
-/// first of `backends` that accepts it, as kube-proxy sends it to a ready
-/// endpoint (a killed replica's port refuses).
-async fn service(backends: Vec<String>) -> std::net::SocketAddr {
+/// first of the endpoints that accepts it, as kube-proxy sends it to a
+/// ready endpoint (a killed replica's port refuses). New endpoints are
+/// added through the returned list.
+async fn service(
+    backends: Vec<String>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let backends = std::sync::Arc::new(backends);
+    let endpoints = std::sync::Arc::new(std::sync::Mutex::new(backends));
+    let shared = endpoints.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut inbound, _)) = listener.accept().await else {
                 return;
             };
-            let backends = backends.clone();
+            let backends = shared.lock().unwrap().clone();
             tokio::spawn(async move {
-                for backend in backends.iter() {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                for backend in backends {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&backend).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         return;
                     }
@@ -445,7 +452,7 @@ async fn service(backends: Vec<String>) -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, endpoints)
 }
 
 /// The executor that holds the Lease.
@@ -634,7 +641,7 @@ async fn install(stop: &CancellationToken) -> (ControlPlane, kube::Client, Vec<V
 
 /// Starts the planner, the gate and `executors` executor pods, waits until
 /// they serve, and points the webhook configurations at the executors.
-async fn start_sluice(pods: &mut Pods<'_>, executors: usize) -> (Pod, Pod, Vec<Pod>) {
+async fn start_sluice(pods: &mut Pods<'_>, executors: usize) -> (Pod, Pod, Executors) {
     let planner = pods.start("sluice-planner", "sluice-planner-0");
     let gate = pods.start("sluice-gate", "sluice-gate-0");
     let executors: Vec<Pod> = (0..executors)
@@ -646,16 +653,14 @@ async fn start_sluice(pods: &mut Pods<'_>, executors: usize) -> (Pod, Pod, Vec<P
     let plane = pods.plane;
     // The API server calls the webhook by address (no pod network here),
     // through a stand-in for the Service: any executor that answers.
-    let webhook = format!(
-        "https://{}",
-        service(
-            executors
-                .iter()
-                .map(|e| format!("127.0.0.1:{}", e.ports["webhook"]))
-                .collect()
-        )
-        .await
-    );
+    let (webhook, endpoints) = service(
+        executors
+            .iter()
+            .map(|e| format!("127.0.0.1:{}", e.ports["webhook"]))
+            .collect(),
+    )
+    .await;
+    let webhook = format!("https://{webhook}");
     for (kind, path) in [
         ("mutatingwebhookconfiguration", "/mutate"),
         ("validatingwebhookconfiguration", "/validate"),
@@ -691,7 +696,20 @@ async fn start_sluice(pods: &mut Pods<'_>, executors: usize) -> (Pod, Pod, Vec<P
         }
         assert!(!bundle.is_empty(), "no caBundle in {kind} sluice");
     }
-    (planner, gate, executors)
+    (
+        planner,
+        gate,
+        Executors {
+            pods: executors,
+            endpoints,
+        },
+    )
+}
+
+/// The executor pods, and the webhook Service's endpoints they stand behind.
+struct Executors {
+    pods: Vec<Pod>,
+    endpoints: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -701,7 +719,14 @@ async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_unde
     let _guard = stop.clone().drop_guard();
     let (plane, client, objects, metrics_addr) = install(&stop).await;
     let mut pods = Pods::new(&plane, &objects, metrics_addr);
-    let (_planner, _gate, mut executors) = start_sluice(&mut pods, 2).await;
+    let (
+        _planner,
+        _gate,
+        Executors {
+            pods: mut executors,
+            endpoints,
+        },
+    ) = start_sluice(&mut pods, 2).await;
 
     // The workloads.
     let mut manifests = web("web", "registry.example/web:1.0");
@@ -829,6 +854,82 @@ async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_unde
     );
     let refused = forbidden(&survivor).await;
     assert!(refused.is_empty(), "403s at {}: {refused:?}", survivor.name);
+
+    // 4. An upgrade mid-release: a release waits at its approval pause,
+    //    the executor stops, the chart's render (the "newer manifests") is
+    //    applied over the kustomize install, and an executor started from
+    //    the chart's Deployment carries the release on from the same step.
+    kubectl_apply(
+        &plane,
+        &[
+            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"},
+                "images": [{"container": "web", "image": "registry.example/web:3.0"}],
+                "strategy": {"canary": {"steps": [{"replicas": "50%", "pause": {}}, {"replicas": "100%"}]}}}}),
+        ],
+    );
+    let waiting = wait_status(&rollouts, "web", |s| {
+        s.phase == Phase::Paused && s.canary_replicas == 2
+    })
+    .await;
+    assert_eq!(waiting.phase, Phase::Paused, "{waiting:#?}");
+    survivor.process.terminate();
+    let chart = helm_template(&[]);
+    // (The webhook configurations stay as the test bridged them: a URL
+    // where a cluster has the Service.)
+    let upgrade: Vec<Value> = chart
+        .iter()
+        .filter(|o| {
+            !o["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("WebhookConfiguration")
+        })
+        .cloned()
+        .collect();
+    kubectl_apply(&plane, &upgrade);
+    let mut upgraded = Pods::new(&plane, &chart, String::new());
+    upgraded.addresses = pods.addresses.clone();
+    let next = upgraded.start("sluice-executor", "sluice-executor-2");
+    serving(&next).await;
+    // Ready, it joins the webhook's Service.
+    endpoints
+        .lock()
+        .unwrap()
+        .push(format!("127.0.0.1:{}", next.ports["webhook"]));
+    let mut api = pb::rollouts_client::RolloutsClient::connect(format!(
+        "http://127.0.0.1:{}",
+        next.ports["grpc"]
+    ))
+    .await
+    .unwrap();
+    let still = wait_status(&rollouts, "web", |_| true).await;
+    assert_eq!(
+        (still.phase, still.current_step, still.release.as_str()),
+        (Phase::Paused, 0, waiting.release.as_str()),
+        "the release in flight is where it was: {still:#?}"
+    );
+    api.promote(pb::PromoteRequest {
+        namespace: "default".into(),
+        name: "web".into(),
+        full: false,
+    })
+    .await
+    .expect("Promote");
+    let done = wait_status(&rollouts, "web", ended).await;
+    assert_eq!(
+        done.phase,
+        Phase::Succeeded,
+        "{done:#?}\n{}",
+        trouble(&plane, std::slice::from_ref(&next))
+    );
+    assert_eq!(
+        done.steps[0].started, waiting.steps[0].started,
+        "the first step was not done again"
+    );
+    let refused = forbidden(&next).await;
+    assert!(refused.is_empty(), "403s at {}: {refused:?}", next.name);
     stop.cancel();
 }
 
@@ -887,7 +988,13 @@ async fn each_permission_a_release_needs_when_missing_is_named_in_the_log_and_on
     let _guard = stop.clone().drop_guard();
     let (plane, client, objects, metrics_addr) = install(&stop).await;
     let mut pods = Pods::new(&plane, &objects, metrics_addr);
-    let (_planner, _gate, executors) = start_sluice(&mut pods, 1).await;
+    let (
+        _planner,
+        _gate,
+        Executors {
+            pods: executors, ..
+        },
+    ) = start_sluice(&mut pods, 1).await;
     let executor = &executors[0];
     kubectl_apply(&plane, &web("web", "registry.example/web:1.0"));
     wait_ready(&client, "default", "web", 4).await;
@@ -1030,7 +1137,13 @@ async fn the_charts_namespaced_mode_releases_with_roles_only_and_keeps_callers_i
     )
     .await;
     let mut pods = Pods::new(&plane, &objects, metrics.to_string());
-    let (_planner, _gate, executors) = start_sluice(&mut pods, 1).await;
+    let (
+        _planner,
+        _gate,
+        Executors {
+            pods: executors, ..
+        },
+    ) = start_sluice(&mut pods, 1).await;
     let executor = &executors[0];
 
     // A bound workload in its namespace, released on kubectl set image.
