@@ -66,6 +66,12 @@ pub struct Config {
     #[arg(long, env = "SLUICE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// `namespace/name` of a Secret whose key `tokens.yaml` is the token
+    /// file, made with one admin token when missing; instead of
+    /// --token-file. Read at start.
+    #[arg(long, env = "SLUICE_TOKEN_SECRET", conflicts_with = "token_file")]
+    pub token_secret: Option<String>,
+
     /// Namespace of the Lease that picks the replica driving rollouts.
     #[arg(long, env = "SLUICE_LEASE_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,

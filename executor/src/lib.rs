@@ -26,6 +26,7 @@ pub mod kubeconfig;
 pub mod lease;
 pub mod metrics;
 pub mod stack;
+pub mod tokens;
 pub mod validate;
 pub mod writes;
 
@@ -69,16 +70,32 @@ use sluice_runtime::{
     tls::channel,
 };
 
+/// Why no client was made for the configured cluster.
+enum NoCluster {
+    /// Nothing names a cluster: the API answers UNAVAILABLE.
+    Unconfigured(String),
+    /// A cluster was named (a kubeconfig, or a pod's variables) but its
+    /// configuration cannot be read: a configuration error.
+    Broken(String),
+}
+
 /// A client for the configured cluster, or why there is none. Its calls
 /// are counted in `metrics`, and retried with exponential back-off on 429,
 /// 503 and 504 (honouring `Retry-After`), as kube's default stack does.
 async fn cluster_client(
     config: &Config,
     metrics: &Arc<metrics::Metrics>,
-) -> Result<kube::Client, String> {
-    let kube_config = kubeconfig::read(config).await?;
+) -> Result<kube::Client, NoCluster> {
+    let named = config.kubeconfig.is_some() || config.kubernetes_service_host.is_some();
+    let kube_config = kubeconfig::read(config).await.map_err(|why| {
+        if named {
+            NoCluster::Broken(why)
+        } else {
+            NoCluster::Unconfigured(why)
+        }
+    })?;
     Ok(kube::client::ClientBuilder::try_from(kube_config)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| NoCluster::Broken(e.to_string()))?
         .with_layer(&metrics.kube_layer())
         .build())
 }
@@ -159,19 +176,14 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
         Some(path) => Authenticator::from_file("--token-file", path)?,
         None => Authenticator::open(),
     };
-    // Confined to one namespace: so is every caller of the API.
-    let auth = match &config.namespace {
-        Some(namespace) if !api::is_dns_label(namespace) => {
-            return Err(Error::config(
-                "--namespace",
-                format!("must be a namespace name (a lowercase RFC 1123 label), got {namespace:?}"),
-            ));
-        }
-        Some(namespace) => auth.within(sluice_runtime::auth::Scope::Namespaces(vec![
-            namespace.clone(),
-        ])),
-        None => auth,
-    };
+    if let Some(namespace) = &config.namespace
+        && !api::is_dns_label(namespace)
+    {
+        return Err(Error::config(
+            "--namespace",
+            format!("must be a namespace name (a lowercase RFC 1123 label), got {namespace:?}"),
+        ));
+    }
     let tls = &config.server.tls;
     let planner = channel("--planner-addr", &config.planner_addr, tls)?;
     let gate = channel("--gate-addr", &config.gate_addr, tls)?;
@@ -183,10 +195,45 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
     };
     let client = match client {
         Ok(client) => Some(client),
-        Err(why) => {
+        Err(NoCluster::Unconfigured(why)) => {
             tracing::warn!(%why, "no Kubernetes cluster; the Rollouts API answers UNAVAILABLE");
             None
         }
+        Err(NoCluster::Broken(why)) => {
+            let flag = if config.kubeconfig.is_some() {
+                "--kubeconfig"
+            } else {
+                "--service-account-dir"
+            };
+            return Err(Error::config(flag, why));
+        }
+    };
+    let auth = match (&config.token_secret, &client) {
+        (None, _) => auth,
+        (Some(at), Some(client)) => {
+            let (namespace, name) = at.split_once('/').ok_or_else(|| {
+                Error::config(
+                    "--token-secret",
+                    format!("must be namespace/name, got {at:?}"),
+                )
+            })?;
+            tokens::from_secret(client, namespace, name)
+                .await
+                .map_err(|why| Error::config("--token-secret", why))?
+        }
+        (Some(_), None) => {
+            return Err(Error::config(
+                "--token-secret",
+                "the tokens' Secret needs a cluster (--kubeconfig or a pod's service account)",
+            ));
+        }
+    };
+    // Confined to one namespace: so is every caller of the API.
+    let auth = match &config.namespace {
+        Some(namespace) => auth.within(sluice_runtime::auth::Scope::Namespaces(vec![
+            namespace.clone(),
+        ])),
+        None => auth,
     };
     let stop = server.shutdown_token();
     let api = api::RolloutsApi::within(

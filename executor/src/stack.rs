@@ -110,6 +110,7 @@ pub fn config(services: Services, identity: &str) -> Config {
         kubernetes_service_port: 443,
         namespace: None,
         token_file: None,
+        token_secret: None,
         lease_namespace: "default".into(),
         lease_name: "sluice-executor".into(),
         lease_seconds: 15,

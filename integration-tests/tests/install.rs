@@ -455,6 +455,63 @@ async fn service(
     (addr, endpoints)
 }
 
+/// Sends the admin token with every call.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// The Rollouts API of `executor`, called with the admin token the
+/// executor put in the Secret sluice-api-tokens, as an admin reads it.
+async fn api_as_admin(
+    plane: &ControlPlane,
+    executor: &Pod,
+) -> pb::rollouts_client::RolloutsClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+> {
+    use base64::Engine;
+    let (ok, out) = plane.kubectl(&[
+        "get",
+        "secret",
+        "sluice-api-tokens",
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.data.tokens\\.yaml}",
+    ]);
+    assert!(ok, "{out}");
+    let file = base64::engine::general_purpose::STANDARD
+        .decode(out.trim())
+        .unwrap();
+    let file = String::from_utf8(file).unwrap();
+    let token = file
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("the admin token");
+    let channel = tonic::transport::Channel::from_shared(format!(
+        "http://127.0.0.1:{}",
+        executor.ports["grpc"]
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    pb::rollouts_client::RolloutsClient::with_interceptor(
+        channel,
+        Bearer(format!("Bearer {token}").parse().unwrap()),
+    )
+}
+
 /// The executor that holds the Lease.
 async fn leader(client: &kube::Client) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
@@ -738,10 +795,20 @@ async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_unde
 
     // 1. A release a platform starts through the API: the executor writes
     //    the Rollout with its own ServiceAccount.
-    let executor_api = format!("http://127.0.0.1:{}", executors[1].ports["grpc"]);
-    let mut api = pb::rollouts_client::RolloutsClient::connect(executor_api)
+    // Without a token the API serves nobody: the install keeps tokens in
+    // the Secret sluice-api-tokens, made by the executor with one admin token.
+    let mut anonymous = pb::rollouts_client::RolloutsClient::connect(format!(
+        "http://127.0.0.1:{}",
+        executors[1].ports["grpc"]
+    ))
+    .await
+    .unwrap();
+    let refused = anonymous
+        .list_rollouts(pb::ListRolloutsRequest::default())
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let mut api = api_as_admin(&plane, &executors[1]).await;
     api.start_rollout(pb::StartRolloutRequest {
         namespace: "default".into(),
         name: "web".into(),
@@ -898,12 +965,7 @@ async fn the_kustomize_install_releases_rolls_back_and_hands_the_lease_over_unde
         .lock()
         .unwrap()
         .push(format!("127.0.0.1:{}", next.ports["webhook"]));
-    let mut api = pb::rollouts_client::RolloutsClient::connect(format!(
-        "http://127.0.0.1:{}",
-        next.ports["grpc"]
-    ))
-    .await
-    .unwrap();
+    let mut api = api_as_admin(&plane, &next).await;
     let still = wait_status(&rollouts, "web", |_| true).await;
     assert_eq!(
         (still.phase, still.current_step, still.release.as_str()),
@@ -1180,12 +1242,7 @@ async fn the_charts_namespaced_mode_releases_with_roles_only_and_keeps_callers_i
     );
 
     // The API keeps every caller to that namespace.
-    let mut api = pb::rollouts_client::RolloutsClient::connect(format!(
-        "http://127.0.0.1:{}",
-        executor.ports["grpc"]
-    ))
-    .await
-    .unwrap();
+    let mut api = api_as_admin(&plane, executor).await;
     let refused = api
         .get_rollout(pb::GetRolloutRequest {
             namespace: "default".into(),

@@ -288,4 +288,38 @@ fn a_wrong_flag_or_value_names_it_and_exits_2() {
         "a token file that cannot be read is a bad value: {stderr}"
     );
     assert!(stderr.contains("--token-file"), "{stderr}");
+    // A cluster that is named but cannot be read is a bad value too, not
+    // an executor that runs on unready (in a pod: never restarted).
+    let (code, stderr) = run_to_exit(
+        "sluice-executor",
+        &["--kubeconfig", "/nonexistent.kubeconfig"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--kubeconfig"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_to_exit(
+        "sluice-executor",
+        &[
+            "--kubernetes-service-host",
+            "10.96.0.1",
+            "--service-account-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(2), "a pod's folder without its files: {stderr}");
+    assert!(
+        stderr.contains("--service-account-dir") && stderr.contains("ca.crt"),
+        "{stderr}"
+    );
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let (code, stderr) = run_to_exit("sluice-executor", &["--tls-ca", ca.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "a CA that is not PEM: {stderr}");
+    assert!(stderr.contains("--tls-ca"), "{stderr}");
+    let (code, stderr) = run_to_exit("sluice-executor", &["--namespace", "Shop_Bad"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--namespace") && stderr.contains("Shop_Bad"),
+        "{stderr}"
+    );
 }

@@ -17,6 +17,24 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// A file of PEM certificates, at least one: a CA bundle or a chain. A file
+/// that holds none is refused here, naming the flag, rather than failing
+/// every handshake later.
+fn read_certificates(flag: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let pem = read(flag, path)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::config(flag, format!("{}: not PEM: {e}", path.display())))?;
+    if certificates.is_empty() {
+        return Err(Error::config(
+            flag,
+            format!("{}: holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(pem)
+}
+
 impl TlsArgs {
     /// The server-side TLS settings, or `None` for plaintext.
     ///
@@ -26,10 +44,16 @@ impl TlsArgs {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        let identity = Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
+        let identity = Identity::from_pem(
+            read_certificates("--tls-cert", cert)?,
+            read("--tls-key", key)?,
+        );
         let mut config = ServerTlsConfig::new().identity(identity);
         if let Some(ca) = &self.tls_client_ca {
-            config = config.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
+            config = config.client_ca_root(Certificate::from_pem(read_certificates(
+                "--tls-client-ca",
+                ca,
+            )?));
         }
         Ok(Some(config))
     }
@@ -44,11 +68,11 @@ impl TlsArgs {
         let Some(ca) = &self.tls_ca else {
             return Ok(None);
         };
-        let mut config =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?));
+        let mut config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read_certificates("--tls-ca", ca)?));
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config = config.identity(Identity::from_pem(
-                read("--tls-cert", cert)?,
+                read_certificates("--tls-cert", cert)?,
                 read("--tls-key", key)?,
             ));
         }
@@ -87,4 +111,28 @@ pub fn channel(
         endpoint = endpoint.tls_config(client_tls)?;
     }
     Ok(endpoint.connect_lazy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_naming_the_flag() {
+        let dir = tempfile::tempdir().expect("dir");
+        let junk = dir.path().join("ca.crt");
+        std::fs::write(&junk, "not a certificate").expect("write");
+        let args = TlsArgs {
+            tls_ca: Some(junk.clone()),
+            ..TlsArgs::default()
+        };
+        let Err(error) = args.client_config() else {
+            panic!("a junk CA must be refused")
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains("--tls-ca") && text.contains("ca.crt"),
+            "{text}"
+        );
+    }
 }

@@ -145,9 +145,20 @@ pub fn kube_status(error: kube::Error, target: Target<'_>) -> Status {
         kube::Error::Api(e) if e.code == 422 || e.code == 400 => {
             Status::invalid_argument(clip(&e.message, MAX_MESSAGE_BYTES))
         }
-        kube::Error::Api(e) if e.code == 403 => {
-            Status::permission_denied(clip(&e.message, MAX_MESSAGE_BYTES))
+        // An admission webhook refused the object (a second binding of a
+        // workload, a policy): what the cluster holds forbids it.
+        kube::Error::Api(e) if e.code == 403 && e.message.contains("admission webhook") => {
+            Status::failed_precondition(clip(&e.message, MAX_MESSAGE_BYTES))
         }
+        // The caller was allowed (its token); the executor's own account
+        // was not: an install to fix, not the caller's permission.
+        kube::Error::Api(e) if e.code == 403 => Status::failed_precondition(clip(
+            &format!(
+                "the executor is not allowed this request (its RBAC needs the permission): {}",
+                e.message
+            ),
+            MAX_MESSAGE_BYTES,
+        )),
         other => Status::unavailable(clip(
             &format!("the Kubernetes API failed: {other}"),
             MAX_MESSAGE_BYTES,
@@ -175,6 +186,45 @@ mod tests {
             })
             .sum();
         status.details().len().div_ceil(3) * 4 + message
+    }
+
+    fn refused(message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, "Forbidden")
+                .with_code(403)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn a_refusal_of_the_executors_own_account_is_a_failed_precondition_naming_it() {
+        let status = kube_status(
+            refused(
+                r#"rollouts.sluice.dev "web" is forbidden: User "system:serviceaccount:sluice-system:sluice-executor" cannot patch resource "rollouts/status""#,
+            ),
+            Target::Rollout("shop", "web"),
+        );
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status
+                .message()
+                .starts_with("the executor is not allowed this request")
+                && status.message().contains("cannot patch resource"),
+            "{}",
+            status.message()
+        );
+        let webhook = kube_status(
+            refused(
+                r#"admission webhook "rollouts.sluice.dev" denied the request: Deployment web is bound to Rollout "web""#,
+            ),
+            Target::NewRollout("shop", "web-2"),
+        );
+        assert_eq!(webhook.code(), Code::FailedPrecondition);
+        assert!(
+            webhook.message().starts_with("admission webhook"),
+            "{}",
+            webhook.message()
+        );
     }
 
     #[test]

@@ -475,9 +475,19 @@ where
 }
 
 fn error_policy(rollout: Arc<Rollout>, error: &Error, _: Arc<Ctx>) -> Action {
+    if let Error::Kube(kube::Error::Api(answer)) = error
+        && answer.code == 403
+    {
+        // `blocked` has said it, once; a permission comes back by hand.
+        tracing::debug!(rollout = %rollout.name_any(), %error, "reconcile refused; retrying");
+        return Action::requeue(FORBIDDEN_RETRY);
+    }
     tracing::warn!(rollout = %rollout.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
+
+/// How often a release the API server refused a request tries again.
+const FORBIDDEN_RETRY: Duration = Duration::from_secs(5);
 
 /// Writes the status computed from the object at `resource_version`; the
 /// write fails with a conflict when the object changed since (the
@@ -625,12 +635,6 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
 async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
     let name = rollout.name_any();
     let ns = rollout.namespace().unwrap_or_default();
-    tracing::error!(
-        rollout = %name,
-        namespace = %ns,
-        forbidden = %why,
-        "the executor is not allowed a request this release needs; it waits until the permission is granted"
-    );
     let before = rollout.status.clone().unwrap_or_default();
     let mut status = before.clone();
     sluice_model::machine::set_blocked(
@@ -640,8 +644,16 @@ async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
         ctx.clock.now(),
     );
     if status.message == before.message {
+        // Said already; the retries log at debug only.
+        tracing::debug!(rollout = %name, namespace = %ns, forbidden = %why, "still not allowed");
         return;
     }
+    tracing::error!(
+        rollout = %name,
+        namespace = %ns,
+        forbidden = %why,
+        "the executor is not allowed a request this release needs; it waits until the permission is granted"
+    );
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = json!({"status": {"message": status.message, "conditions": status.conditions}});
     if let Err(error) = api
