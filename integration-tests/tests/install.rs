@@ -133,6 +133,38 @@ fn the_chart_passes_helm_lint() {
 }
 
 #[test]
+fn the_chart_refuses_bad_values_naming_them() {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice");
+    for (value, named) in [
+        ("executor.replicas=-1", "/executor/replicas"),
+        ("prometheus.port=99999", "/prometheus/port"),
+        ("watchNamespace=Shop_Bad", "/watchNamespace"),
+        ("webhook.certificate=magic", "/webhook/certificate"),
+        ("nonsense=1", "nonsense"),
+        (
+            "watchNamespace=shop",
+            "webhook.certificate to cert-manager or secret",
+        ),
+        (
+            "webhook.certificate=secret,webhook.caBundle=Zm9v",
+            "webhook.caBundle must be the base64 of a PEM certificate",
+        ),
+    ] {
+        let (ok, _, err) = helm::run(&[
+            "template",
+            "sluice",
+            chart.to_str().unwrap(),
+            "--namespace",
+            NAMESPACE,
+            "--set",
+            value,
+        ]);
+        assert!(!ok, "{value} must be refused");
+        assert!(err.contains(named), "{value}: {err}");
+    }
+}
+
+#[test]
 fn the_chart_with_its_defaults_renders_what_kustomize_does() {
     assert_same(helm_template(&[]), kustomize("deploy"), "defaults");
 }

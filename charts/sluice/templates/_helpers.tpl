@@ -77,6 +77,9 @@ readinessProbe:
 {{- if and (eq .Values.webhook.certificate "secret") (not .Values.webhook.caBundle) }}
 {{- fail "webhook.certificate secret needs webhook.caBundle (the base64 PEM of the CA that signed the Secret sluice-webhook)" }}
 {{- end }}
+{{- if and .Values.webhook.caBundle (not (contains "-----BEGIN CERTIFICATE-----" (b64dec .Values.webhook.caBundle))) }}
+{{- fail "webhook.caBundle must be the base64 of a PEM certificate (-----BEGIN CERTIFICATE-----)" }}
+{{- end }}
 {{- end }}
 
 {{/* The executor's rules on what it releases: workloads, traffic, Rollouts. */}}
