@@ -54,6 +54,9 @@ pub async fn read(config: &Config) -> Result<kube::Config, String> {
 /// # Errors
 /// Text naming the file that is missing or not what it should be.
 pub fn in_pod(host: &str, port: u16, dir: &Path) -> Result<kube::Config, String> {
+    if host.trim().is_empty() {
+        return Err("KUBERNETES_SERVICE_HOST is set but empty".into());
+    }
     let file = |name: &str| dir.join(name);
     let read = |name: &str| {
         std::fs::read(file(name))
@@ -79,7 +82,12 @@ pub fn in_pod(host: &str, port: u16, dir: &Path) -> Result<kube::Config, String>
             file("ca.crt").display()
         ));
     }
-    read("token")?;
+    if String::from_utf8_lossy(&read("token")?).trim().is_empty() {
+        return Err(format!(
+            "--service-account-dir: {}: the token is empty",
+            file("token").display()
+        ));
+    }
     let namespace = String::from_utf8_lossy(&read("namespace")?)
         .trim()
         .to_owned();
@@ -138,5 +146,11 @@ mod tests {
         std::fs::write(dir.path().join("ca.crt"), "not a certificate").expect("ca");
         let why = in_pod("10.96.0.1", 443, dir.path()).expect_err("bad ca");
         assert!(why.contains("ca.crt"), "{why}");
+        let dir = pod_folder();
+        std::fs::write(dir.path().join("token"), "\n").expect("token");
+        let why = in_pod("10.96.0.1", 443, dir.path()).expect_err("empty token");
+        assert!(why.contains("token is empty"), "{why}");
+        let why = in_pod("", 443, pod_folder().path()).expect_err("no host");
+        assert!(why.contains("KUBERNETES_SERVICE_HOST"), "{why}");
     }
 }

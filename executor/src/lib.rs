@@ -184,6 +184,21 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
             format!("must be a namespace name (a lowercase RFC 1123 label), got {namespace:?}"),
         ));
     }
+    let token_secret = match &config.token_secret {
+        None => None,
+        Some(at) => Some(
+            at.split_once('/')
+                .filter(|(ns, name)| {
+                    api::is_dns_label(ns) && !name.is_empty() && !name.contains('/')
+                })
+                .ok_or_else(|| {
+                    Error::config(
+                        "--token-secret",
+                        format!("must be namespace/name, got {at:?}"),
+                    )
+                })?,
+        ),
+    };
     let tls = &config.server.tls;
     let planner = channel("--planner-addr", &config.planner_addr, tls)?;
     let gate = channel("--gate-addr", &config.gate_addr, tls)?;
@@ -205,22 +220,20 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
             } else {
                 "--service-account-dir"
             };
+            // The reason may start with the flag already.
+            let why = why
+                .strip_prefix(&format!("{flag}: "))
+                .or_else(|| why.strip_prefix(&format!("{flag} ")))
+                .unwrap_or(&why)
+                .to_owned();
             return Err(Error::config(flag, why));
         }
     };
-    let auth = match (&config.token_secret, &client) {
+    let auth = match (token_secret, &client) {
         (None, _) => auth,
-        (Some(at), Some(client)) => {
-            let (namespace, name) = at.split_once('/').ok_or_else(|| {
-                Error::config(
-                    "--token-secret",
-                    format!("must be namespace/name, got {at:?}"),
-                )
-            })?;
-            tokens::from_secret(client, namespace, name)
-                .await
-                .map_err(|why| Error::config("--token-secret", why))?
-        }
+        (Some((namespace, name)), Some(client)) => tokens::from_secret(client, namespace, name)
+            .await
+            .map_err(|why| Error::config("--token-secret", why))?,
         (Some(_), None) => {
             return Err(Error::config(
                 "--token-secret",

@@ -316,6 +316,12 @@ fn a_wrong_flag_or_value_names_it_and_exits_2() {
     let (code, stderr) = run_to_exit("sluice-executor", &["--tls-ca", ca.to_str().unwrap()]);
     assert_eq!(code, Some(2), "a CA that is not PEM: {stderr}");
     assert!(stderr.contains("--tls-ca"), "{stderr}");
+    let (code, stderr) = run_to_exit("sluice-planner", &["--tls-ca", ca.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "every service checks its CA file: {stderr}");
+    assert!(stderr.contains("--tls-ca"), "{stderr}");
+    let (code, stderr) = run_to_exit("sluice-executor", &["--token-secret", "sluice-system/"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("must be namespace/name"), "{stderr}");
     let (code, stderr) = run_to_exit("sluice-executor", &["--namespace", "Shop_Bad"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(

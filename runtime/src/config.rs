@@ -99,6 +99,17 @@ impl ServerArgs {
                 ));
             }
         }
+        // Certificate files hold certificates, found now rather than at
+        // the first handshake.
+        for (flag, path) in [
+            ("--tls-cert", &self.tls.tls_cert),
+            ("--tls-client-ca", &self.tls.tls_client_ca),
+            ("--tls-ca", &self.tls.tls_ca),
+        ] {
+            if let Some(path) = path {
+                crate::tls::read_certificates(flag, path)?;
+            }
+        }
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
 /// A file of PEM certificates, at least one: a CA bundle or a chain. A file
 /// that holds none is refused here, naming the flag, rather than failing
 /// every handshake later.
-fn read_certificates(flag: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
+pub(crate) fn read_certificates(flag: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
     use rustls_pki_types::{CertificateDer, pem::PemObject};
     let pem = read(flag, path)?;
     let certificates = CertificateDer::pem_slice_iter(&pem)
