@@ -15,35 +15,63 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::config::Config;
 
+/// Why there is no client configuration.
+#[derive(Debug)]
+pub enum Unreadable {
+    /// Nothing names a cluster.
+    Unconfigured(String),
+    /// A cluster is named (`flag`: the flag or variable that names it) but
+    /// its configuration cannot be read.
+    Broken {
+        /// `--kubeconfig`, `KUBECONFIG` or `--service-account-dir`.
+        flag: &'static str,
+        /// What is missing or wrong.
+        why: String,
+    },
+}
+
 /// The client configuration for `config`'s cluster.
 ///
 /// # Errors
-/// Text naming the flag, variable or file that is missing or unreadable.
-pub async fn read(config: &Config) -> Result<kube::Config, String> {
+/// [`Unreadable`], naming the flag, variable or file at fault.
+pub async fn read(config: &Config) -> Result<kube::Config, Unreadable> {
     let options = kube::config::KubeConfigOptions::default();
+    let broken = |flag| move |why: String| Unreadable::Broken { flag, why };
     if let Some(path) = &config.kubeconfig {
         let file = kube::config::Kubeconfig::read_from(path)
-            .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(broken("--kubeconfig"))?;
         return kube::Config::from_custom_kubeconfig(file, &options)
             .await
-            .map_err(|e| format!("--kubeconfig {}: {e}", path.display()));
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(broken("--kubeconfig"));
     }
     if let Ok(file) = kube::config::Kubeconfig::read() {
         return kube::Config::from_custom_kubeconfig(file, &options)
             .await
-            .map_err(|e| format!("KUBECONFIG: {e}"));
+            .map_err(|e| e.to_string())
+            .map_err(broken("KUBECONFIG"));
     }
+    pod(config)
+}
+
+/// The pod's configuration when `config` says this is a pod.
+fn pod(config: &Config) -> Result<kube::Config, Unreadable> {
     match &config.kubernetes_service_host {
         Some(host) => in_pod(
             host,
             config.kubernetes_service_port,
             &config.service_account_dir,
-        ),
-        None => Err(
+        )
+        .map_err(|why| Unreadable::Broken {
+            flag: "--service-account-dir",
+            why,
+        }),
+        None => Err(Unreadable::Unconfigured(
             "no cluster configured: no --kubeconfig, no KUBECONFIG or ~/.kube/config, \
              and not in a pod (KUBERNETES_SERVICE_HOST is unset)"
                 .into(),
-        ),
+        )),
     }
 }
 
@@ -59,8 +87,7 @@ pub fn in_pod(host: &str, port: u16, dir: &Path) -> Result<kube::Config, String>
     }
     let file = |name: &str| dir.join(name);
     let read = |name: &str| {
-        std::fs::read(file(name))
-            .map_err(|e| format!("--service-account-dir: {}: {e}", file(name).display()))
+        std::fs::read(file(name)).map_err(|e| format!("{}: {e}", file(name).display()))
     };
     // An IPv6 address goes in brackets in a URL.
     let authority = if host.contains(':') && !host.starts_with('[') {
@@ -83,10 +110,7 @@ pub fn in_pod(host: &str, port: u16, dir: &Path) -> Result<kube::Config, String>
         ));
     }
     if String::from_utf8_lossy(&read("token")?).trim().is_empty() {
-        return Err(format!(
-            "--service-account-dir: {}: the token is empty",
-            file("token").display()
-        ));
+        return Err(format!("{}: the token is empty", file("token").display()));
     }
     let namespace = String::from_utf8_lossy(&read("namespace")?)
         .trim()
@@ -134,12 +158,32 @@ mod tests {
     }
 
     #[test]
+    fn a_pods_unreadable_folder_is_a_broken_configuration_of_service_account_dir() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let config = Config::parse_from([
+            "sluice-executor",
+            "--kubernetes-service-host",
+            "10.96.0.1",
+            "--service-account-dir",
+            dir.path().to_str().expect("utf-8"),
+        ]);
+        match pod(&config) {
+            Err(Unreadable::Broken { flag, why }) => {
+                assert_eq!(flag, "--service-account-dir");
+                assert!(why.contains("ca.crt"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_missing_or_bad_file_is_named() {
         let dir = pod_folder();
         std::fs::remove_file(dir.path().join("token")).expect("rm");
         let why = in_pod("10.96.0.1", 443, dir.path()).expect_err("no token");
         assert!(
-            why.contains("--service-account-dir") && why.contains("token"),
+            why.contains("token") && why.contains("No such file"),
             "{why}"
         );
         let dir = pod_folder();

@@ -70,34 +70,33 @@ use sluice_runtime::{
     tls::channel,
 };
 
-/// Why no client was made for the configured cluster.
-enum NoCluster {
-    /// Nothing names a cluster: the API answers UNAVAILABLE.
-    Unconfigured(String),
-    /// A cluster was named (a kubeconfig, or a pod's variables) but its
-    /// configuration cannot be read: a configuration error.
-    Broken(String),
-}
-
 /// A client for the configured cluster, or why there is none. Its calls
 /// are counted in `metrics`, and retried with exponential back-off on 429,
 /// 503 and 504 (honouring `Retry-After`), as kube's default stack does.
 async fn cluster_client(
     config: &Config,
     metrics: &Arc<metrics::Metrics>,
-) -> Result<kube::Client, NoCluster> {
-    let named = config.kubeconfig.is_some() || config.kubernetes_service_host.is_some();
-    let kube_config = kubeconfig::read(config).await.map_err(|why| {
-        if named {
-            NoCluster::Broken(why)
-        } else {
-            NoCluster::Unconfigured(why)
-        }
-    })?;
+) -> Result<kube::Client, kubeconfig::Unreadable> {
+    let kube_config = kubeconfig::read(config).await?;
     Ok(kube::client::ClientBuilder::try_from(kube_config)
-        .map_err(|e| NoCluster::Broken(e.to_string()))?
+        .map_err(|e| kubeconfig::Unreadable::Broken {
+            flag: "--kubeconfig",
+            why: e.to_string(),
+        })?
         .with_layer(&metrics.kube_layer())
         .build())
+}
+
+/// The API of `K` in `namespace`, or in every namespace.
+pub(crate) fn api_in<K>(client: kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client, ns),
+        None => kube::Api::all(client),
+    }
 }
 
 /// A client over an in-process service (the embedded simulator), with the
@@ -210,24 +209,11 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
     };
     let client = match client {
         Ok(client) => Some(client),
-        Err(NoCluster::Unconfigured(why)) => {
+        Err(kubeconfig::Unreadable::Unconfigured(why)) => {
             tracing::warn!(%why, "no Kubernetes cluster; the Rollouts API answers UNAVAILABLE");
             None
         }
-        Err(NoCluster::Broken(why)) => {
-            let flag = if config.kubeconfig.is_some() {
-                "--kubeconfig"
-            } else {
-                "--service-account-dir"
-            };
-            // The reason may start with the flag already.
-            let why = why
-                .strip_prefix(&format!("{flag}: "))
-                .or_else(|| why.strip_prefix(&format!("{flag} ")))
-                .unwrap_or(&why)
-                .to_owned();
-            return Err(Error::config(flag, why));
-        }
+        Err(kubeconfig::Unreadable::Broken { flag, why }) => return Err(Error::config(flag, why)),
     };
     let auth = match (token_secret, &client) {
         (None, _) => auth,

@@ -37,7 +37,7 @@ use axum::{
 };
 use futures::StreamExt;
 use kube::{
-    Api, ResourceExt,
+    ResourceExt,
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use rustls::{
@@ -89,18 +89,17 @@ impl Bindings {
         stop: CancellationToken,
     ) -> Self {
         let (rollouts, writer) = reflector::store();
-        let api: Api<Rollout> = match namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
-        };
         let watch = reflector::reflector(
             writer,
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(|r: &mut Rollout| {
-                    r.metadata.managed_fields = None;
-                    r.status = None;
-                }),
+            watcher(
+                crate::api_in::<Rollout>(client, namespace),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(|r: &mut Rollout| {
+                r.metadata.managed_fields = None;
+                r.status = None;
+            }),
         );
         tokio::spawn(async move {
             let run = watch.for_each(|event| async move {

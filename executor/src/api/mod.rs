@@ -445,11 +445,9 @@ impl Rollouts for RolloutsApi {
             })?)
         };
         let client = self.client()?;
-        let api: Api<Rollout> = match (r.namespace.as_str(), &self.namespace) {
-            ("", None) => Api::all(client),
-            ("", Some(only)) => Api::namespaced(client, only),
-            (namespace, _) => Api::namespaced(client, namespace),
-        };
+        // Every namespace when none is asked, unless confined to one.
+        let asked = Some(r.namespace.as_str()).filter(|ns| !ns.is_empty());
+        let api: Api<Rollout> = crate::api_in(client, asked.or(self.namespace.as_deref()));
         let items = api
             .list(&ListParams::default())
             .await

@@ -153,10 +153,7 @@ impl Ctx {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         K::DynamicType: Default,
     {
-        match &self.namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        }
+        crate::api_in(self.client.clone(), self.namespace.as_deref())
     }
 
     /// Remembers a ReplicaSet this controller just created.
@@ -789,10 +786,7 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
 /// Event is queued, not awaited (see [`events`]); failing to record one is
 /// logged, never fatal.
 fn publish_event(ctx: &Ctx, rollout: &Rollout, before: &RolloutStatus, after: &RolloutStatus) {
-    use kube::{
-        Resource,
-        runtime::events::{Event, EventType},
-    };
+    use kube::runtime::events::{Event, EventType};
     let (reason, kind) = if before.phase != after.phase {
         let warning = matches!(
             after.phase,
@@ -828,17 +822,12 @@ fn publish_event(ctx: &Ctx, rollout: &Rollout, before: &RolloutStatus, after: &R
         action: "Reconcile".into(),
         secondary: None,
     };
-    ctx.events
-        .get_or_init(|| events::EventSink::start(ctx.client.clone(), Arc::clone(&ctx.metrics)))
-        .send(event, rollout.object_ref(&()));
+    send_event(ctx, rollout, event);
 }
 
 /// A Warning Event `Forbidden` on the Rollout.
 fn publish_blocked_event(ctx: &Ctx, rollout: &Rollout, message: &str) {
-    use kube::{
-        Resource,
-        runtime::events::{Event, EventType},
-    };
+    use kube::runtime::events::{Event, EventType};
     let event = Event {
         type_: EventType::Warning,
         reason: sluice_model::machine::reasons::FORBIDDEN.into(),
@@ -846,6 +835,12 @@ fn publish_blocked_event(ctx: &Ctx, rollout: &Rollout, message: &str) {
         action: "Reconcile".into(),
         secondary: None,
     };
+    send_event(ctx, rollout, event);
+}
+
+/// Queues `event` about `rollout` (see [`events`]).
+fn send_event(ctx: &Ctx, rollout: &Rollout, event: kube::runtime::events::Event) {
+    use kube::Resource;
     ctx.events
         .get_or_init(|| events::EventSink::start(ctx.client.clone(), Arc::clone(&ctx.metrics)))
         .send(event, rollout.object_ref(&()));
