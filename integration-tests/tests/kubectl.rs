@@ -378,3 +378,124 @@ fn dry_runs_store_nothing_invalid_objects_are_refused_naming_the_field_and_the_c
     c.ok(&["scale", "deploy", "web", "--replicas=4"]);
     wait_ready(&c, "web", "4");
 }
+
+#[test]
+fn sluices_own_install_applies_and_the_kinds_charts_ship_are_served() {
+    let c = cluster();
+    // Everything `kubectl apply -k deploy/` makes: RBAC, PDBs, NetworkPolicies,
+    // webhook configurations, as on a real cluster (stored; no controller
+    // acts on them here).
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let out = c.ok(&["apply", "-k", deploy.to_str().unwrap()]);
+    for made in [
+        "clusterrole.rbac.authorization.k8s.io/sluice-executor created",
+        "role.rbac.authorization.k8s.io/sluice-executor created",
+        "poddisruptionbudget.policy/sluice-executor created",
+        "networkpolicy.networking.k8s.io/sluice-default-deny created",
+        "deployment.apps/sluice-executor created",
+    ] {
+        assert!(out.contains(made), "{made}:\n{out}");
+    }
+    let pdb = c.ok(&["get", "pdb", "-n", "sluice-system", "-o", "name"]);
+    assert!(
+        pdb.contains("poddisruptionbudget.policy/sluice-gate"),
+        "{pdb}"
+    );
+    // The namespace label a real server sets, which namespace selectors use.
+    let label = c.ok(&[
+        "get",
+        "namespace",
+        "sluice-system",
+        "-o",
+        "jsonpath={.metadata.labels.kubernetes\\.io/metadata\\.name}",
+    ]);
+    assert_eq!(label, "sluice-system");
+    let resources = c.ok(&["api-resources", "-o", "name"]);
+    for kind in [
+        "jobs.batch",
+        "cronjobs.batch",
+        "horizontalpodautoscalers.autoscaling",
+        "persistentvolumeclaims",
+        "storageclasses.storage.k8s.io",
+        "priorityclasses.scheduling.k8s.io",
+    ] {
+        assert!(resources.lines().any(|l| l == kind), "{kind}:\n{resources}");
+    }
+    // `kubectl auth can-i` (a SelfSubjectAccessReview): every request is
+    // allowed here.
+    let can = c.ok(&["auth", "can-i", "create", "deployments", "-n", "shop"]);
+    assert_eq!(can.trim(), "yes");
+    // The version clients check (a chart's kubeVersion, kubectl's skew).
+    let version = c.ok(&["version", "-o", "json"]);
+    let version: serde_json::Value = serde_json::from_str(&version).unwrap();
+    assert_eq!(version["serverVersion"]["gitVersion"], "v1.34.4+sluice");
+    // The executor's Deployment, as stored, carries the probe defaults.
+    let probe = c.ok(&[
+        "get",
+        "deployment",
+        "sluice-executor",
+        "-n",
+        "sluice-system",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].readinessProbe.timeoutSeconds}/{.spec.template.spec.containers[0].readinessProbe.failureThreshold}",
+    ]);
+    assert_eq!(probe, "1/3");
+}
+
+#[test]
+fn a_custom_resource_against_its_crd_schema_is_refused_pruned_or_warned_as_kube_apiserver_does() {
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let rollout = |workload: &str, extra: &str| {
+        format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: web}}\nspec:\n  workload: {workload}\n{extra}"
+        )
+    };
+    // A value outside the schema's enum: 422, the field and the allowed
+    // values named, nothing stored.
+    let bad = write("bad.yaml", &rollout("{kind: Job, name: web}", ""));
+    let err = c.fails(&["apply", "-f", &bad]);
+    assert!(
+        err.contains("spec.workload.kind: Unsupported value: \"Job\": supported values: \"Deployment\", \"StatefulSet\""),
+        "{err}"
+    );
+    let none = c.run(&["get", "rollout", "web"]);
+    assert!(!none.status.success(), "nothing stored");
+    // An unknown field: kubectl asks for strict validation, and the server
+    // refuses naming it.
+    let unknown = write(
+        "unknown.yaml",
+        &rollout("{kind: Deployment, name: web}", "  colour: red\n"),
+    );
+    let err = c.fails(&["apply", "-f", &unknown]);
+    assert!(
+        err.contains("strict decoding error: unknown field \"spec.colour\""),
+        "{err}"
+    );
+    // Asked to warn, the write is made without the field, and kubectl
+    // prints the server's warning.
+    let out = c.run(&["apply", "--validate=warn", "-f", &unknown]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field \"spec.colour\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = c.ok(&["get", "rollout", "web", "-o", "json"]);
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert!(stored["spec"].get("colour").is_none(), "pruned: {stored}");
+    assert_eq!(stored["spec"]["workload"]["name"], "web");
+    // A required field missing.
+    let missing = write("missing.yaml", &rollout("{kind: Deployment}", ""));
+    let err = c.fails(&["apply", "-f", &missing]);
+    assert!(err.contains("spec.workload.name: Required value"), "{err}");
+}

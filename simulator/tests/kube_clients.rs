@@ -627,3 +627,20 @@ async fn custom_resources_appear_once_their_crd_exists() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_version_is_a_release_that_version_checks_accept() {
+    let (_, client) = cluster();
+    let info = client.apiserver_version().await.unwrap();
+    assert_eq!((info.major.as_str(), info.minor.as_str()), ("1", "34"));
+    // A release with build metadata (v1.34.4+sluice), as k3s says
+    // v1.34.4+k3s1: a constraint such as a chart's `>=1.30.0` holds for it,
+    // where a pre-release (v1.34.0-sluice) would fail it.
+    let version = info.git_version.strip_prefix('v').unwrap();
+    let (release, build) = version.split_once('+').unwrap();
+    assert!(!release.contains('-'), "not a pre-release: {version}");
+    assert_eq!(build, "sluice");
+    let parts: Vec<u32> = release.split('.').map(|p| p.parse().unwrap()).collect();
+    assert_eq!(parts.len(), 3, "{version}");
+    assert!(parts[..2] >= [1, 30][..], "{version}");
+}

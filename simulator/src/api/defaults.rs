@@ -29,6 +29,11 @@ fn pod_spec(spec: &mut Value) {
                 default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "terminationMessagePolicy", json!("File"));
                 default(c, "resources", json!({}));
+                for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                    if let Some(p) = c.get_mut(probe).filter(|p| p.is_object()) {
+                        self::probe(p);
+                    }
+                }
                 // `get_mut`, not indexing: indexing would add `"ports": null`.
                 if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
                     for p in ports {
@@ -37,6 +42,18 @@ fn pod_spec(spec: &mut Value) {
                 }
             }
         }
+    }
+}
+
+/// A probe's timings, and an HTTP probe's path and scheme.
+fn probe(p: &mut Value) {
+    default(p, "timeoutSeconds", json!(1));
+    default(p, "periodSeconds", json!(10));
+    default(p, "successThreshold", json!(1));
+    default(p, "failureThreshold", json!(3));
+    if let Some(get) = p.get_mut("httpGet").filter(|g| g.is_object()) {
+        default(get, "path", json!("/"));
+        default(get, "scheme", json!("HTTP"));
     }
 }
 
@@ -51,6 +68,23 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
     match (group, plural) {
         ("", "pods") => {
             pod_spec(&mut object["spec"]);
+            // Pods only, not templates: the defaulting of a Pod, and the
+            // DefaultTolerationSeconds admission plugin.
+            default(&mut object["spec"], "enableServiceLinks", json!(true));
+            let spec = &mut object["spec"];
+            if spec.get("tolerations").is_none_or(Value::is_null) {
+                spec["tolerations"] = json!([]);
+            }
+            if let Some(tolerations) = spec["tolerations"].as_array_mut() {
+                for taint in [
+                    "node.kubernetes.io/not-ready",
+                    "node.kubernetes.io/unreachable",
+                ] {
+                    if !tolerations.iter().any(|t| t["key"] == taint) {
+                        tolerations.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+                    }
+                }
+            }
             if object["status"].is_null() {
                 object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
             }
@@ -126,11 +160,50 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
             );
             template(spec);
         }
+        ("", "namespaces") => {
+            // Set on every write, as the real server does, so a namespace
+            // selector can always name a namespace.
+            let name = object["metadata"]["name"].clone();
+            if name.is_string() {
+                if !object["metadata"]["labels"].is_object() {
+                    object["metadata"]["labels"] = json!({});
+                }
+                object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+            }
+        }
+        ("", "persistentvolumeclaims") => {
+            default(&mut object["spec"], "volumeMode", json!("Filesystem"));
+            if object["status"].is_null() {
+                object["status"] = json!({"phase": "Pending"});
+            }
+        }
+        ("batch", "jobs") => {
+            let spec = &mut object["spec"];
+            default(spec, "parallelism", json!(1));
+            default(spec, "completions", json!(1));
+            default(spec, "backoffLimit", json!(6));
+            default(spec, "completionMode", json!("NonIndexed"));
+            default(spec, "suspend", json!(false));
+            template(spec);
+        }
+        ("batch", "cronjobs") => {
+            let spec = &mut object["spec"];
+            default(spec, "concurrencyPolicy", json!("Allow"));
+            default(spec, "suspend", json!(false));
+            default(spec, "successfulJobsHistoryLimit", json!(3));
+            default(spec, "failedJobsHistoryLimit", json!(1));
+            if spec["jobTemplate"]["spec"].is_object() {
+                template(&mut spec["jobTemplate"]["spec"]);
+            }
+        }
         ("", "services") => {
             let spec = &mut object["spec"];
             default(spec, "type", json!("ClusterIP"));
             default(spec, "sessionAffinity", json!("None"));
-            if spec["clusterIP"].as_str().is_none_or(str::is_empty)
+            if spec["clusterIP"] == "None" {
+                // Headless.
+                default(spec, "clusterIPs", json!(["None"]));
+            } else if spec["clusterIP"].as_str().is_none_or(str::is_empty)
                 && spec["type"] != "ExternalName"
             {
                 let ip = next_ip();

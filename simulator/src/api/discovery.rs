@@ -5,15 +5,24 @@ use serde_json::{Value, json};
 
 use crate::api::resources::Registry;
 
-/// The Kubernetes version the simulator presents itself as.
-pub const KUBERNETES_VERSION: (&str, &str) = ("1", "34");
+/// The Kubernetes version the simulator presents itself as: the release the
+/// real control plane of the tests is pinned to. The `+sluice` is build
+/// metadata, which version constraints ignore (a Helm chart's
+/// `kubeVersion: >=1.30.0` accepts it; a `-sluice` pre-release would not).
+pub const KUBERNETES_VERSION: (&str, &str, &str) = ("1", "34", "4");
+
+/// `gitVersion` as `/version` and the nodes report it.
+pub fn git_version() -> String {
+    let (major, minor, patch) = KUBERNETES_VERSION;
+    format!("v{major}.{minor}.{patch}+sluice")
+}
 
 /// `/version`.
 pub fn version() -> Value {
     json!({
         "major": KUBERNETES_VERSION.0,
         "minor": KUBERNETES_VERSION.1,
-        "gitVersion": format!("v{}.{}.0-sluice", KUBERNETES_VERSION.0, KUBERNETES_VERSION.1),
+        "gitVersion": git_version(),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2026-01-01T00:00:00Z",

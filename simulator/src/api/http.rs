@@ -261,6 +261,9 @@ async fn handle(
                 |v| json_response(StatusCode::OK, &v),
             );
         }
+        ("POST", ["apis", "authorization.k8s.io", "v1", review]) => {
+            return access_review(review, &body);
+        }
         _ => {}
     }
     let target = match api.target(path) {
@@ -280,49 +283,183 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if matches!(verb, "create" | "update" | "patch") && target.sub.is_none() {
-        api.admission.wrote(&target.resource);
-        if api.admission.active(&target.resource) {
-            return api
-                .admitted_write(verb, &target, content_type, &query, &body)
-                .await
-                .unwrap_or_else(|e| error_response(&e));
-        }
-    }
-    let dry = match dry_run(&query) {
-        // A delete says it in its DeleteOptions too.
-        Ok(dry) => {
-            dry || (verb == "delete"
-                && serde_json::from_slice::<Value>(&body).is_ok_and(|o| {
-                    o["dryRun"]
-                        .as_array()
-                        .is_some_and(|d| d.iter().any(|v| v == "All"))
-                }))
-        }
+    let unknown = match unknown_fields(&target, verb, content_type, &query, &body) {
+        Ok(unknown) => unknown,
         Err(e) => return error_response(&e),
     };
-    if dry && matches!(verb, "create" | "update" | "patch" | "delete") {
-        return api
-            .dry_write(verb, &target, content_type, &body)
-            .unwrap_or_else(|e| error_response(&e));
+    let mut response = api
+        .dispatch(&method, verb, target, content_type, &query, &accept, &body)
+        .await;
+    // Warn (the default): the write is made without them, and said so.
+    for field in unknown {
+        if let Ok(value) =
+            header::HeaderValue::from_str(&format!("299 - \"unknown field \\\"{field}\\\"\""))
+        {
+            response.headers_mut().append(header::WARNING, value);
+        }
     }
-    let result = match verb {
-        "get" => api.get(&target, &accept),
-        "list" => api.list(&target, &query, &accept),
-        "watch" => return api.watch(target, &query, &accept),
-        "create" => api.create(&target, &body),
-        "update" => api.update(&target, &body),
-        "patch" => api.patch(&target, content_type, &body),
-        "delete" => api.delete(&target, &query, &body),
-        "deletecollection" => api.delete_collection(&target, &query),
-        _ => Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource: {method}"
-        ))),
+    response
+}
+
+/// A custom resource's fields its schema does not know, in a create,
+/// update or patch of the object: refused under `fieldValidation=Strict`
+/// (kubectl's default) as kube-apiserver refuses them, dropped silently
+/// under `Ignore`, and otherwise (`Warn`, the default) given back to be
+/// warned of. The store prunes them in every case.
+fn unknown_fields(
+    target: &Target,
+    verb: &str,
+    content_type: &str,
+    query: &Query,
+    body: &[u8],
+) -> Result<Vec<String>, ApiError> {
+    let directive = query.get("fieldValidation").map_or("Warn", String::as_str);
+    if !matches!(directive, "Ignore" | "Warn" | "Strict") {
+        return Err(ApiError::bad_request(format!(
+            "invalid field validation directive: {directive}"
+        )));
+    }
+    let Some(schema) = &target.resource.schema else {
+        return Ok(Vec::new());
     };
-    match result {
-        Ok(response) => response,
-        Err(e) => error_response(&e),
+    if directive == "Ignore"
+        || target.sub.is_some()
+        || !matches!(verb, "create" | "update" | "patch")
+        || content_type.starts_with("application/json-patch")
+    {
+        return Ok(Vec::new());
     }
+    let Ok(mut object) = parse_body(body) else {
+        // The write itself says what is wrong with the body.
+        return Ok(Vec::new());
+    };
+    if verb == "patch" {
+        // A merge patch's null takes a field away: nothing is set there.
+        drop_nulls(&mut object);
+    }
+    let unknown = crate::api::schema::prune(&mut object, schema);
+    if directive == "Strict" && !unknown.is_empty() {
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            list.join(", ")
+        )));
+    }
+    Ok(unknown)
+}
+
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+impl ApiServer {
+    /// The request, once routed and checked.
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch(
+        &self,
+        method: &Method,
+        verb: &'static str,
+        target: Target,
+        content_type: &str,
+        query: &Query,
+        accept: &str,
+        body: &[u8],
+    ) -> Response {
+        let api = self;
+        if matches!(verb, "create" | "update" | "patch") && target.sub.is_none() {
+            api.admission.wrote(&target.resource);
+            if api.admission.active(&target.resource) {
+                return api
+                    .admitted_write(verb, &target, content_type, query, body)
+                    .await
+                    .unwrap_or_else(|e| error_response(&e));
+            }
+        }
+        let dry = match dry_run(query) {
+            // A delete says it in its DeleteOptions too.
+            Ok(dry) => {
+                dry || (verb == "delete"
+                    && serde_json::from_slice::<Value>(body).is_ok_and(|o| {
+                        o["dryRun"]
+                            .as_array()
+                            .is_some_and(|d| d.iter().any(|v| v == "All"))
+                    }))
+            }
+            Err(e) => return error_response(&e),
+        };
+        if dry && matches!(verb, "create" | "update" | "patch" | "delete") {
+            return api
+                .dry_write(verb, &target, content_type, body)
+                .unwrap_or_else(|e| error_response(&e));
+        }
+        let result = match verb {
+            "get" => api.get(&target, accept),
+            "list" => api.list(&target, query, accept),
+            "watch" => return api.watch(target, query, accept),
+            "create" => api.create(&target, body),
+            "update" => api.update(&target, body),
+            "patch" => api.patch(&target, content_type, body),
+            "delete" => api.delete(&target, query, body),
+            "deletecollection" => api.delete_collection(&target, query),
+            _ => Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource: {method}"
+            ))),
+        };
+        match result {
+            Ok(response) => response,
+            Err(e) => error_response(&e),
+        }
+    }
+}
+
+/// `kubectl auth can-i` and its kin: the simulator authorizes every
+/// request, and says so (the reviews are answered, never stored).
+fn access_review(review: &str, body: &[u8]) -> Response {
+    let (kind, status) = match review {
+        "selfsubjectaccessreviews" | "subjectaccessreviews" | "localsubjectaccessreviews" => (
+            "SubjectAccessReview",
+            json!({"allowed": true, "reason": "the simulator authorizes every request"}),
+        ),
+        "selfsubjectrulesreviews" => (
+            "SelfSubjectRulesReview",
+            json!({
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "incomplete": false,
+            }),
+        ),
+        other => {
+            return error_response(&ApiError::no_route(&format!(
+                "/apis/authorization.k8s.io/v1/{other}"
+            )));
+        }
+    };
+    // kubectl sends these as protobuf, which the simulator does not
+    // decode: the answer is the same whatever was asked, so a body that is
+    // not JSON is answered with an empty spec.
+    let mut object = parse_body(body)
+        .ok()
+        .filter(|o| o["spec"].is_object())
+        .unwrap_or_else(|| json!({"spec": {}}));
+    object["apiVersion"] = json!("authorization.k8s.io/v1");
+    object["kind"] = json!(match review {
+        "selfsubjectaccessreviews" => "SelfSubjectAccessReview",
+        "localsubjectaccessreviews" => "LocalSubjectAccessReview",
+        "selfsubjectrulesreviews" => "SelfSubjectRulesReview",
+        _ => kind,
+    });
+    object["status"] = status;
+    json_response(StatusCode::CREATED, &object)
 }
 
 fn aggregated(value: &Value) -> Response {

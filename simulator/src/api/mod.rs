@@ -23,6 +23,7 @@ pub mod http;
 pub mod openapi;
 pub mod patch;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod splice;
 pub mod status;

@@ -256,6 +256,209 @@ const BUILTIN: &[Row] = &[
         true,
         false,
     ),
+    // Stored (with their defaults and the checks every object gets) but
+    // acted on by no controller: what charts ship beside their workloads.
+    (
+        "",
+        "v1",
+        "limitranges",
+        "LimitRange",
+        true,
+        &["limits"],
+        false,
+        false,
+    ),
+    (
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        true,
+        false,
+    ),
+    (
+        "",
+        "v1",
+        "persistentvolumes",
+        "PersistentVolume",
+        false,
+        &["pv"],
+        true,
+        false,
+    ),
+    (
+        "",
+        "v1",
+        "podtemplates",
+        "PodTemplate",
+        true,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "",
+        "v1",
+        "replicationcontrollers",
+        "ReplicationController",
+        true,
+        &["rc"],
+        true,
+        false,
+    ),
+    (
+        "",
+        "v1",
+        "resourcequotas",
+        "ResourceQuota",
+        true,
+        &["quota"],
+        true,
+        false,
+    ),
+    (
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        true,
+        &["hpa"],
+        true,
+        false,
+    ),
+    ("batch", "v1", "jobs", "Job", true, &[], true, false),
+    (
+        "batch",
+        "v1",
+        "cronjobs",
+        "CronJob",
+        true,
+        &["cj"],
+        true,
+        false,
+    ),
+    (
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "CertificateSigningRequest",
+        false,
+        &["csr"],
+        true,
+        false,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        &["netpol"],
+        false,
+        false,
+    ),
+    (
+        "node.k8s.io",
+        "v1",
+        "runtimeclasses",
+        "RuntimeClass",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "ClusterRole",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "RoleBinding",
+        true,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "Role",
+        true,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "scheduling.k8s.io",
+        "v1",
+        "priorityclasses",
+        "PriorityClass",
+        false,
+        &["pc"],
+        false,
+        false,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "csidrivers",
+        "CSIDriver",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "StorageClass",
+        false,
+        &["sc"],
+        false,
+        false,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "volumeattachments",
+        "VolumeAttachment",
+        false,
+        &[],
+        true,
+        false,
+    ),
 ];
 
 /// Resources that `kubectl get all` lists.
@@ -266,6 +469,10 @@ const IN_ALL: &[&str] = &[
     "replicasets",
     "statefulsets",
     "daemonsets",
+    "replicationcontrollers",
+    "jobs",
+    "cronjobs",
+    "horizontalpodautoscalers",
 ];
 
 /// The set of known resources, keyed by (group, plural).
@@ -448,76 +655,4 @@ pub fn from_crd(crd: &Value) -> Result<Resource, Vec<(String, String)>> {
             .cloned()
             .map(std::sync::Arc::new),
     })
-}
-
-/// Fills in the `default`s a structural schema declares, as the API server
-/// does for custom resources: an absent (or null, when not nullable)
-/// property with a default takes it; then every property present, every
-/// array item and every value of a map is defaulted by its own schema. A
-/// default never creates the object around it.
-pub fn schema_defaults(object: &mut Value, schema: &Value) {
-    match object {
-        Value::Object(map) => {
-            if let Some(properties) = schema["properties"].as_object() {
-                for (key, property) in properties {
-                    let Some(default) = property.get("default") else {
-                        continue;
-                    };
-                    let nullable = property["nullable"].as_bool().unwrap_or(false);
-                    match map.get(key) {
-                        None => {
-                            map.insert(key.clone(), default.clone());
-                        }
-                        Some(Value::Null) if !nullable => {
-                            map.insert(key.clone(), default.clone());
-                        }
-                        Some(_) => {}
-                    }
-                }
-            }
-            for (key, value) in map.iter_mut() {
-                if let Some(property) = schema["properties"].get(key) {
-                    schema_defaults(value, property);
-                } else if schema["additionalProperties"].is_object() {
-                    schema_defaults(value, &schema["additionalProperties"]);
-                }
-            }
-        }
-        Value::Array(items) if schema["items"].is_object() => {
-            for item in items {
-                schema_defaults(item, &schema["items"]);
-            }
-        }
-        _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn schema_defaults_fill_absent_fields_inside_objects_that_exist() {
-        let schema = json!({"type": "object", "properties": {
-            "spec": {"type": "object", "properties": {
-                "rules": {"type": "array", "items": {"type": "object", "properties": {
-                    "matches": {"type": "array", "default": [{"path": {"type": "PathPrefix", "value": "/"}}]},
-                    "backendRefs": {"type": "array", "items": {"type": "object", "properties": {
-                        "weight": {"type": "integer", "default": 1},
-                        "kind": {"type": "string", "default": "Service"}}}}}}},
-                "absent": {"type": "object", "properties": {"x": {"type": "integer", "default": 3}}}}}}});
-        let mut route = json!({"spec": {"rules": [
-            {"backendRefs": [{"name": "web"}, {"name": "web-canary", "weight": 10}]}]}});
-        schema_defaults(&mut route, &schema);
-        assert_eq!(
-            route,
-            json!({"spec": {"rules": [{
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [
-                    {"name": "web", "weight": 1, "kind": "Service"},
-                    {"name": "web-canary", "weight": 10, "kind": "Service"}]}]}})
-        );
-    }
 }

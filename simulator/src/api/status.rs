@@ -77,7 +77,7 @@ impl ApiError {
         );
         let causes: Vec<Value> = causes
             .iter()
-            .map(|(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}))
+            .map(|(field, message)| json!({"reason": cause_reason(message), "message": message, "field": field}))
             .collect();
         e.details = Some(json!({"name": name, "group": group, "kind": kind, "causes": causes}));
         e
@@ -155,4 +155,20 @@ fn qualified(group: &str, resource: &str) -> String {
     } else {
         format!("{resource}.{group}")
     }
+}
+
+/// A cause's reason, from how its message begins (the words
+/// kube-apiserver's field errors begin with).
+fn cause_reason(message: &str) -> &'static str {
+    [
+        ("Required value", "FieldValueRequired"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Too long", "FieldValueTooLong"),
+        ("Too many", "FieldValueTooMany"),
+        ("Duplicate value", "FieldValueDuplicate"),
+        ("Forbidden", "FieldValueForbidden"),
+    ]
+    .iter()
+    .find(|(start, _)| message.starts_with(start))
+    .map_or("FieldValueInvalid", |(_, reason)| reason)
 }

@@ -5,6 +5,9 @@
 //! is a `(field path, message)` as kube-apiserver words it, so a client
 //! sees the same `causes[].field`.
 //!
+//! A custom resource is also checked against its CRD's structural schema
+//! ([`crate::api::schema`]).
+//!
 //! This is a subset of the real validation: an object it lets through may
 //! still be refused by a real API server (see the README's simulator
 //! section), but one it refuses is refused there too.
@@ -24,6 +27,9 @@ pub fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> {
         ("", "pods") => pod_spec(&object["spec"], "spec", &mut out),
         ("", "services") => service(object, &mut out),
         _ => {}
+    }
+    if let Some(schema) = &res.schema {
+        out.extend(crate::api::schema::problems(object, schema));
     }
     out
 }

@@ -135,7 +135,7 @@ pub fn node(name: &str, capacity: u32) -> Value {
             "capacity": {"pods": capacity.to_string(), "cpu": "16", "memory": "64Gi"},
             "allocatable": {"pods": capacity.to_string(), "cpu": "16", "memory": "64Gi"},
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated kubelet is posting ready status"}],
-            "nodeInfo": {"kubeletVersion": "v1.34.0-sluice", "containerRuntimeVersion": "sluice://1", "architecture": "amd64", "operatingSystem": "linux"}
+            "nodeInfo": {"kubeletVersion": crate::api::discovery::git_version(), "containerRuntimeVersion": "sluice://1", "architecture": "amd64", "operatingSystem": "linux"}
         }
     })
 }

@@ -610,7 +610,9 @@ impl Store {
         };
         crate::api::defaults::apply(&res.group, &res.plural, object, &mut next_ip);
         if let Some(schema) = &res.schema {
-            crate::api::resources::schema_defaults(object, schema);
+            // As kube-apiserver: unknown fields go, then defaults come.
+            crate::api::schema::prune(object, schema);
+            crate::api::schema::defaults(object, schema);
         }
     }
 
