@@ -46,11 +46,27 @@ pub async fn read(config: &Config) -> Result<kube::Config, Unreadable> {
             .map_err(|e| format!("{}: {e}", path.display()))
             .map_err(broken("--kubeconfig"));
     }
-    if let Ok(file) = kube::config::Kubeconfig::read() {
-        return kube::Config::from_custom_kubeconfig(file, &options)
-            .await
-            .map_err(|e| e.to_string())
-            .map_err(broken("KUBECONFIG"));
+    match kube::config::Kubeconfig::read() {
+        Ok(file) => {
+            return kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| e.to_string())
+                .map_err(broken("KUBECONFIG"));
+        }
+        // Named but not readable: a mistake to say, not a reason to look
+        // elsewhere (only a missing ~/.kube/config is).
+        Err(e) if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) => {
+            return Err(Unreadable::Broken {
+                flag: "KUBECONFIG",
+                why: format!(
+                    "{}: {e}",
+                    std::env::var_os("KUBECONFIG")
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                ),
+            });
+        }
+        Err(_) => {}
     }
     pod(config)
 }

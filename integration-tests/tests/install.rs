@@ -57,20 +57,26 @@ fn documents(yaml: &str) -> Vec<Value> {
 
 /// The chart's render (`helm template`, CRDs included) in the namespace
 /// `sluice-system`, with `set` values.
-fn helm_template(set: &[&str]) -> Vec<Value> {
+/// Runs `helm VERB sluice charts/sluice --namespace sluice-system` with
+/// `extra` flags and each of `set` as `--set`: (success, stdout, stderr).
+fn helm_chart(verb: &str, extra: &[&str], set: &[&str]) -> (bool, String, String) {
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice");
     let mut args = vec![
-        "template",
+        verb,
         "sluice",
         chart.to_str().unwrap(),
         "--namespace",
         NAMESPACE,
-        "--include-crds",
     ];
+    args.extend(extra);
     for value in set {
         args.extend(["--set", value]);
     }
-    let (ok, out, err) = helm::run(&args);
+    helm::run(&args)
+}
+
+fn helm_template(set: &[&str]) -> Vec<Value> {
+    let (ok, out, err) = helm_chart("template", &["--include-crds"], set);
     assert!(ok, "helm template: {err}");
     documents(&out)
 }
@@ -134,7 +140,6 @@ fn the_chart_passes_helm_lint() {
 
 #[test]
 fn the_chart_refuses_bad_values_naming_them() {
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice");
     for (value, named) in [
         ("executor.replicas=-1", "/executor/replicas"),
         ("prometheus.port=99999", "/prometheus/port"),
@@ -150,15 +155,7 @@ fn the_chart_refuses_bad_values_naming_them() {
             "webhook.caBundle must be the base64 of a PEM certificate",
         ),
     ] {
-        let (ok, _, err) = helm::run(&[
-            "template",
-            "sluice",
-            chart.to_str().unwrap(),
-            "--namespace",
-            NAMESPACE,
-            "--set",
-            value,
-        ]);
+        let (ok, _, err) = helm_chart("template", &[], &[value]);
         assert!(!ok, "{value} must be refused");
         assert!(err.contains(named), "{value}: {err}");
     }
@@ -1168,6 +1165,24 @@ async fn each_permission_a_release_needs_when_missing_is_named_in_the_log_and_on
             .find(|c| c.kind == "Progressing")
             .unwrap();
         assert_eq!(progressing.reason, "Succeeded");
+        if resource != "rollouts/status" {
+            // Said once, however many looks met the refusal.
+            let said = executor
+                .process
+                .log()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|l| {
+                    l["forbidden"]
+                        .as_str()
+                        .is_some_and(|f| f.contains(&refusal))
+                        && l["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("not allowed"))
+                })
+                .count();
+            assert_eq!(said, 1, "{resource} {verb}: logged {said} times");
+        }
         version += 1;
     }
 
@@ -1212,18 +1227,37 @@ async fn the_charts_namespaced_mode_releases_with_roles_only_and_keeps_callers_i
     ]);
     assert!(ok, "{out}");
     let bundle = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&ca.cert).unwrap());
-    let objects = helm_template(&[
+    // The namespace holds the Secret already, so the chart does not make it.
+    let values = [
         "watchNamespace=shop",
         "webhook.certificate=secret",
         &format!("webhook.caBundle={bundle}"),
-    ]);
+        "namespace.create=false",
+    ];
+    let objects = helm_template(&values);
     let cluster_wide: Vec<&Value> = objects
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "ClusterRoleBinding")
         .collect();
     assert!(cluster_wide.is_empty(), "Roles only: {cluster_wide:?}");
-    kubectl_apply(&plane, &objects);
+    // Installed as a user would: `helm install` (which also checks the
+    // chart's kubeVersion against the API server's).
+    let kubeconfig = plane.kubeconfig.to_str().unwrap();
+    let (ok, out, err) = helm_chart("install", &["--kubeconfig", kubeconfig], &values);
+    assert!(ok, "helm install: {out}{err}");
     crd_established(&plane);
+    let (ok, out, err) = helm::run(&[
+        "list",
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        kubeconfig,
+        "--output",
+        "json",
+    ]);
+    assert!(ok, "helm list: {err}");
+    let releases: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(releases[0]["status"], "deployed", "{releases}");
     let metrics = fleet::start(
         &client,
         "[{namespace: shop, target: {service: web}, rps: 50}]",

@@ -296,6 +296,20 @@ fn a_wrong_flag_or_value_names_it_and_exits_2() {
     );
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--kubeconfig"), "{stderr}");
+    // So is a KUBECONFIG naming a file that is not there (only a missing
+    // ~/.kube/config means "look elsewhere").
+    let out =
+        std::process::Command::new(sluice_integration_tests::process::binary("sluice-executor"))
+            .env("KUBECONFIG", "/nonexistent/config")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("KUBECONFIG") && stderr.contains("/nonexistent/config"),
+        "{stderr}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let (code, stderr) = run_to_exit(
         "sluice-executor",

@@ -419,7 +419,8 @@ pub struct RolloutStatus {
     /// Revision of the new pods.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub canary_revision: String,
-    /// Revision of the old pods.
+    /// Revision of the old pods; once a release succeeded, the released one
+    /// (the same as `canaryRevision`: every pod runs it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stable_revision: String,
     /// New pods wanted now.

@@ -52,7 +52,12 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, Box::pin(shutdown::signal()))) {
+    // Listening for SIGTERM from here on, before anything is served.
+    let shutdown = {
+        let _entered = runtime.enter();
+        shutdown::signal()
+    };
+    match runtime.block_on(serve(config, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is_usage() => {
             C::command().error(ErrorKind::ValueValidation, error).exit()

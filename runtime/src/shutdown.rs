@@ -7,32 +7,50 @@ pub type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C).
 ///
-/// If a signal handler cannot be installed the future never completes for
-/// that signal; the other still works, and the failure is logged.
-pub async fn signal() {
+/// The handlers are installed when this is called, not when the future is
+/// first polled: a SIGTERM that arrives while the service is still starting
+/// (a pod deleted at once) shuts it down cleanly instead of killing it.
+/// Call it inside the runtime.
+///
+/// If a handler cannot be installed the future never completes for that
+/// signal; the other still works, and the failure is logged.
+pub fn signal() -> Signal {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())
+            .inspect_err(|error| tracing::error!(%error, "cannot listen for SIGTERM"))
+            .ok();
+        let mut interrupt = signal(SignalKind::interrupt())
+            .inspect_err(|error| tracing::error!(%error, "cannot listen for SIGINT"))
+            .ok();
+        Box::pin(async move {
+            let term = async {
+                match &mut terminate {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match &mut interrupt {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term => tracing::info!("SIGTERM received, shutting down"),
+                _ = int => tracing::info!("SIGINT received, shutting down"),
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
-        result = tokio::signal::ctrl_c() => match result {
+    Box::pin(async {
+        match tokio::signal::ctrl_c().await {
             Ok(()) => tracing::info!("SIGINT received, shutting down"),
             Err(error) => {
                 tracing::error!(%error, "cannot listen for SIGINT");
                 std::future::pending::<()>().await;
             }
-        },
-    }
+        }
+    })
 }

@@ -645,21 +645,41 @@ async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
         tracing::debug!(rollout = %name, namespace = %ns, forbidden = %why, "still not allowed");
         return;
     }
+    // Written only over the Rollout this look read: a second look at the
+    // same refusal before the watch shows the first write conflicts here
+    // instead of logging and recording it twice.
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({
+        "metadata": {"resourceVersion": rollout.resource_version()},
+        "status": {"message": status.message, "conditions": status.conditions},
+    });
+    match api
+        .patch_status(&name, &crate::writes::patch(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!(rollout = %name, namespace = %ns, forbidden = %why, "refusal recorded already");
+            return;
+        }
+        Err(error) => {
+            // Said at every retry: nothing on the Rollout says it.
+            tracing::error!(
+                rollout = %name,
+                namespace = %ns,
+                forbidden = %why,
+                %error,
+                "the executor is not allowed a request this release needs, nor to record that on the Rollout; it waits until the permission is granted"
+            );
+            return;
+        }
+    }
     tracing::error!(
         rollout = %name,
         namespace = %ns,
         forbidden = %why,
         "the executor is not allowed a request this release needs; it waits until the permission is granted"
     );
-    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"status": {"message": status.message, "conditions": status.conditions}});
-    if let Err(error) = api
-        .patch_status(&name, &crate::writes::patch(), &Patch::Merge(&patch))
-        .await
-    {
-        tracing::error!(rollout = %name, namespace = %ns, %error, "could not record the refusal on the Rollout");
-        return;
-    }
     publish_blocked_event(ctx, rollout, &status.message);
 }
 

@@ -215,8 +215,9 @@ fn cached(
     let cache = ctx.cache()?;
     let deployment = cache.deployments.get(&ObjectRef::new(name).within(ns))?;
     let uid = deployment.uid()?;
-    if status.stable_revision.is_empty() || status.canary_revision.is_empty() {
-        // Before the release has named its sets: every set the Deployment
+    if !in_flight(status) || status.canary_revision.is_empty() {
+        // Before the release has named its sets (or after it ended, when
+        // the next change may bring back any set): every set the Deployment
         // owns, as the watch knows them (a write that depends on them
         // carries the resourceVersion read, so a lagging cache conflicts).
         let owned = cache

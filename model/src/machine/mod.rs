@@ -828,6 +828,9 @@ impl Decision<'_> {
             (Ok(()), true) => {
                 self.status.traffic = 100;
                 self.status.handback_after = None;
+                // Every pod runs the new version now: it is the stable one,
+                // as `kubectl get rollouts` should show.
+                self.status.stable_revision = self.status.canary_revision.clone();
                 self.effect(Effect::Unmark);
                 self.end(
                     Phase::Succeeded,

@@ -442,6 +442,14 @@ fn success_waits_for_the_hand_back_and_clean_traffic() {
     assert_eq!(out.status.phase, Phase::Succeeded);
     assert_eq!(out.effects, [Effect::Unmark, Effect::StopAnalyses]);
     assert_eq!(out.status.finished, Some(time_text(at(10))));
+    assert_eq!(
+        (
+            out.status.stable_revision.as_str(),
+            out.status.canary_revision.as_str()
+        ),
+        ("new", "new"),
+        "after a success the released version is the stable one"
+    );
 }
 
 #[test]

@@ -1,0 +1,23 @@
+//! A real control plane (kube-apiserver with `Node,RBAC` and ServiceAccount
+//! admission, kube-controller-manager, etcd) for trying Sluice by hand:
+//! writes an admin kubeconfig to the path given and runs until Ctrl-C.
+//!
+//! `cargo run -p sluice-integration-tests --example control-plane -- /tmp/plane.kubeconfig`
+//!
+//! It has no nodes: `sluice-sim --agent-kubeconfig FILE` is one (its pods
+//! run by the simulator's kubelets).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a tool for people: stop at the first failure
+
+use sluice_integration_tests::controlplane::ControlPlane;
+
+#[tokio::main]
+async fn main() {
+    let out = std::env::args()
+        .nth(1)
+        .expect("usage: control-plane KUBECONFIG_OUT");
+    let plane = ControlPlane::start_with_service_accounts().await;
+    std::fs::copy(&plane.kubeconfig, &out).expect("writing the kubeconfig");
+    println!("ready: KUBECONFIG={out} (Ctrl-C stops it)");
+    tokio::signal::ctrl_c().await.expect("waiting for Ctrl-C");
+}
