@@ -1,6 +1,7 @@
 //! A real control plane (kube-apiserver with `Node,RBAC` and ServiceAccount
 //! admission, kube-controller-manager, etcd) for trying Sluice by hand:
-//! writes an admin kubeconfig to the path given and runs until Ctrl-C.
+//! writes an admin kubeconfig to the path given and runs until Ctrl-C or
+//! SIGTERM.
 //!
 //! `cargo run -p sluice-integration-tests --example control-plane -- /tmp/plane.kubeconfig`
 //!
@@ -18,6 +19,14 @@ async fn main() {
         .expect("usage: control-plane KUBECONFIG_OUT");
     let plane = ControlPlane::start_with_service_accounts().await;
     std::fs::copy(&plane.kubeconfig, &out).expect("writing the kubeconfig");
-    println!("ready: KUBECONFIG={out} (Ctrl-C stops it)");
-    tokio::signal::ctrl_c().await.expect("waiting for Ctrl-C");
+    println!("ready: KUBECONFIG={out} (Ctrl-C or SIGTERM stops it)");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    // Dropping the plane stops etcd, kube-apiserver and
+    // kube-controller-manager.
+    drop(plane);
 }

@@ -854,3 +854,44 @@ async fn a_pod_waiting_for_room_is_scheduled_when_a_pod_leaves_its_node() {
     };
     until("both pods on web:2", rolled, async || {}).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_named_target_port_is_the_port_the_pods_declare_under_that_name() {
+    let s = sim(ClusterOptions::default());
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(s.client.clone());
+    services.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}, "ports": [{"name": "http", "port": 80, "targetPort": "web"}, {"name": "admin", "port": 9000, "targetPort": "nowhere"}]}})).unwrap()).await.unwrap();
+    let mut d = deployment("api", 2, "api:1", rolling(1, 0));
+    d.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .ports = Some(vec![
+        serde_json::from_value(json!({"name": "web", "containerPort": 8443})).unwrap(),
+    ]);
+    Api::<Deployment>::default_namespaced(s.client.clone())
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let slices: Api<EndpointSlice> = Api::default_namespaced(s.client.clone());
+    let filled = async || {
+        slices
+            .get_opt("api-sim")
+            .await
+            .unwrap()
+            .is_some_and(|s| s.endpoints.len() == 2)
+    };
+    until("two endpoints", filled, async || {}).await;
+    let ports = slices.get("api-sim").await.unwrap().ports.unwrap();
+    // The named port resolves to the container's 8443; a name no container
+    // declares gives no port.
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].port),
+        (Some("http"), Some(8443))
+    );
+}

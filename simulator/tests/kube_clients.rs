@@ -644,3 +644,76 @@ async fn the_version_is_a_release_that_version_checks_accept() {
     assert_eq!(parts.len(), 3, "{version}");
     assert!(parts[..2] >= [1, 30][..], "{version}");
 }
+
+#[tokio::test]
+async fn a_label_filtered_watch_sees_objects_arrive_and_leave_as_added_and_deleted() {
+    let (_, client) = cluster();
+    let maps: Api<ConfigMap> = Api::default_namespaced(client);
+    let created = maps
+        .create(&PostParams::default(), &config_map("c"))
+        .await
+        .unwrap();
+    let from = created.metadata.resource_version.unwrap();
+    let relabel = |team: &str| Patch::Merge(json!({"metadata": {"labels": {"team": team}}}));
+    maps.patch("c", &PatchParams::default(), &relabel("b"))
+        .await
+        .unwrap();
+    maps.patch("c", &PatchParams::default(), &relabel("a"))
+        .await
+        .unwrap();
+    maps.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "w"}})),
+    )
+    .await
+    .unwrap();
+    // Out of the selection, changed, and back: nothing between.
+    maps.patch("c", &PatchParams::default(), &relabel("b"))
+        .await
+        .unwrap();
+    maps.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "x"}})),
+    )
+    .await
+    .unwrap();
+    let events: Vec<_> = maps
+        .watch(
+            &kube::api::WatchParams::default()
+                .labels("team=a")
+                .timeout(1),
+            &from,
+        )
+        .await
+        .unwrap()
+        .take(4)
+        .try_collect()
+        .await
+        .unwrap();
+    let kinds: Vec<(&str, String)> = events
+        .iter()
+        .map(|e| match e {
+            kube::api::WatchEvent::Added(c) => {
+                ("ADDED", kube::ResourceExt::labels(c)["team"].clone())
+            }
+            kube::api::WatchEvent::Modified(c) => {
+                ("MODIFIED", kube::ResourceExt::labels(c)["team"].clone())
+            }
+            kube::api::WatchEvent::Deleted(c) => {
+                ("DELETED", kube::ResourceExt::labels(c)["team"].clone())
+            }
+            other => ("OTHER", format!("{other:?}")),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("DELETED", "b".to_owned()),
+            ("ADDED", "a".to_owned()),
+            ("MODIFIED", "a".to_owned()),
+            ("DELETED", "b".to_owned()),
+        ]
+    );
+}

@@ -171,6 +171,23 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
                 object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
             }
         }
+        ("", "secrets") => {
+            // `stringData` is write-only: merged into `data` (base64), its
+            // keys winning, and never stored.
+            if let Some(Value::Object(plain)) =
+                object.as_object_mut().and_then(|o| o.remove("stringData"))
+            {
+                if !object["data"].is_object() {
+                    object["data"] = json!({});
+                }
+                for (key, value) in plain {
+                    let bytes = value.as_str().unwrap_or_default().as_bytes().to_vec();
+                    object["data"][key] =
+                        serde_json::to_value(k8s_openapi::ByteString(bytes)).unwrap_or_default();
+                }
+            }
+            default(object, "type", json!("Opaque"));
+        }
         ("", "persistentvolumeclaims") => {
             default(&mut object["spec"], "volumeMode", json!("Filesystem"));
             if object["status"].is_null() {
@@ -233,6 +250,17 @@ mod tests {
         let mut d = json!({"spec": spec});
         apply("apps", "deployments", &mut d, &mut || "10.0.0.1".into());
         d
+    }
+
+    #[test]
+    fn a_secrets_string_data_is_merged_into_its_data_and_not_kept() {
+        let mut secret = json!({"metadata": {"name": "s"}, "data": {"a": "b2xk", "b": "Yg=="}, "stringData": {"a": "new", "c": "é"}});
+        apply("", "secrets", &mut secret, &mut || unreachable!());
+        assert_eq!(
+            secret,
+            json!({"metadata": {"name": "s"}, "type": "Opaque",
+                "data": {"a": "bmV3", "b": "Yg==", "c": "w6k="}})
+        );
     }
 
     #[test]

@@ -937,12 +937,10 @@ impl ApiServer {
         let mut drops = self.faults.drop_signals();
         let plural = res.plural.clone();
         let encode = move |event: &WatchEvent| -> Option<Bytes> {
-            if !event.visible(namespace.as_deref(), &labels, &fields) {
-                return None;
-            }
+            let kind = event.seen_as(namespace.as_deref(), &labels, &fields)?;
             let mut line = Vec::with_capacity(event.object.len() + 32);
             line.extend_from_slice(
-                format!("{{\"type\":\"{}\",\"object\":", event.kind.as_str()).as_bytes(),
+                format!("{{\"type\":\"{}\",\"object\":", kind.as_str()).as_bytes(),
             );
             if as_table {
                 let object: Value = serde_json::from_slice(&event.object).ok()?;

@@ -33,15 +33,17 @@ pub fn reconcile_endpoints(ctx: &mut Ctx, ns: &str, service: &str) {
     else {
         return;
     };
+    let pods: Vec<Value> = page
+        .items
+        .iter()
+        .filter_map(|bytes| serde_json::from_slice::<Value>(bytes).ok())
+        .collect();
     let mut endpoints = Vec::new();
-    for bytes in page.items {
-        let Ok(pod) = serde_json::from_slice::<Value>(&bytes) else {
-            continue;
-        };
+    for pod in &pods {
         let Some(ip) = pod["status"]["podIP"].as_str() else {
             continue;
         };
-        let ready = is_ready(&pod);
+        let ready = is_ready(pod);
         let terminating = pod["metadata"]["deletionTimestamp"].is_string();
         endpoints.push(json!({
             "addresses": [ip],
@@ -50,12 +52,28 @@ pub fn reconcile_endpoints(ctx: &mut Ctx, ns: &str, service: &str) {
             "targetRef": {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]},
         }));
     }
+    // The port the pods listen on: a number, or a name looked up in the
+    // pods' container ports (a name no pod declares gives no port).
+    let target = |p: &Value| match &p["targetPort"] {
+        Value::String(name) => pods.iter().find_map(|pod| {
+            pod["spec"]["containers"]
+                .as_array()?
+                .iter()
+                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                .find(|cp| cp["name"] == name.as_str())
+                .and_then(|cp| cp["containerPort"].as_i64())
+        }),
+        other => other.as_i64().or(p["port"].as_i64()),
+    };
     let ports: Vec<Value> = svc["spec"]["ports"]
         .as_array()
         .map(|ports| {
             ports
                 .iter()
-                .map(|p| json!({"name": p["name"].as_str().unwrap_or_default(), "port": p["targetPort"].as_i64().or(p["port"].as_i64()), "protocol": p["protocol"].as_str().unwrap_or("TCP")}))
+                .filter_map(|p| {
+                    let port = target(p)?;
+                    Some(json!({"name": p["name"].as_str().unwrap_or_default(), "port": port, "protocol": p["protocol"].as_str().unwrap_or("TCP")}))
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -158,6 +158,9 @@ pub struct WatchEvent {
     pub labels: Arc<[(String, String)]>,
     /// Its indexed fields, for selector filtering.
     pub fields: Arc<[(&'static str, String)]>,
+    /// For a modification, the labels and indexed fields the object had
+    /// before it: a filtered watch sees it arrive or leave.
+    pub before: Option<Before>,
     /// The object as JSON.
     pub object: Arc<[u8]>,
     /// The object as an in-process watcher decoded it, kept for the next
@@ -166,17 +169,37 @@ pub struct WatchEvent {
     pub decoded: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
+/// An object's labels and indexed fields before a change.
+pub type Before = (Arc<[(String, String)]>, Arc<[(&'static str, String)]>);
+
 impl WatchEvent {
-    /// Whether a watch with these filters should see this event.
-    pub fn visible(
+    /// What a watch with these filters sees of this event, if anything.
+    /// As kube-apiserver: an object modified into the selection is ADDED
+    /// for it, and one modified out of it DELETED (with its new state).
+    pub fn seen_as(
         &self,
         namespace: Option<&str>,
         labels: &LabelSelector,
         fields: &FieldSelector,
-    ) -> bool {
-        namespace.is_none_or(|ns| ns == self.namespace)
-            && labels.matches(&self.labels)
-            && fields.matches(&self.namespace, &self.name, &self.fields)
+    ) -> Option<EventType> {
+        if namespace.is_some_and(|ns| ns != self.namespace) {
+            return None;
+        }
+        let matches = |l: &[(String, String)], f: &[(&'static str, String)]| {
+            labels.matches(l) && fields.matches(&self.namespace, &self.name, f)
+        };
+        let now = matches(&self.labels, &self.fields);
+        match (&self.before, self.kind) {
+            (Some((old_labels, old_fields)), EventType::Modified) => {
+                match (matches(old_labels, old_fields), now) {
+                    (true, true) => Some(EventType::Modified),
+                    (false, true) => Some(EventType::Added),
+                    (true, false) => Some(EventType::Deleted),
+                    (false, false) => None,
+                }
+            }
+            _ => now.then_some(self.kind),
+        }
     }
 }
 
@@ -1065,6 +1088,7 @@ impl Store {
                         name: key.1.clone(),
                         labels: entry.labels.clone(),
                         fields: entry.fields.clone(),
+                        before: None,
                         object: entry.bytes.clone(),
                         decoded: entry.decoded_cell(),
                     })
@@ -1565,6 +1589,9 @@ impl Inner {
                 .is_some_and(|old| old.owners == entry.owners && old.uid == entry.uid);
         let location = (!owners_unchanged)
             .then(|| Arc::new(((res.group.clone(), res.plural.clone()), key.clone())));
+        let before = (kind == EventType::Modified)
+            .then(|| old.as_ref().map(|o| (o.labels.clone(), o.fields.clone())))
+            .flatten();
         let event = Arc::new(WatchEvent {
             kind,
             rv,
@@ -1572,6 +1599,7 @@ impl Inner {
             name: key.1,
             labels: entry.labels.clone(),
             fields: entry.fields.clone(),
+            before,
             object: entry.bytes.clone(),
             decoded: entry.decoded_cell(),
         });
