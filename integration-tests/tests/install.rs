@@ -142,6 +142,10 @@ fn the_chart_passes_helm_lint() {
 fn the_chart_refuses_bad_values_naming_them() {
     for (value, named) in [
         ("executor.replicas=-1", "/executor/replicas"),
+        ("image.tag=1.0 bad", "/image/tag"),
+        ("image.tag=-x", "/image/tag"),
+        ("image.tag=:::", "/image/tag"),
+        ("image.repository=UPPER/x", "/image/repository"),
         ("prometheus.port=99999", "/prometheus/port"),
         ("watchNamespace=Shop_Bad", "/watchNamespace"),
         ("webhook.certificate=magic", "/webhook/certificate"),
@@ -1144,9 +1148,22 @@ async fn each_permission_a_release_needs_when_missing_is_named_in_the_log_and_on
                 ("False", "Forbidden"),
                 "{blocked:#?}"
             );
-            // (The phase is the last one recorded: a release refused its
-            // first write has not begun, so it may still read the previous
-            // release's Succeeded, with observedGeneration behind.)
+            // Never the previous release's outcome: a release refused its
+            // first write reads Pending (it has not begun).
+            assert!(
+                !matches!(
+                    blocked.phase,
+                    Phase::Succeeded | Phase::RolledBack | Phase::Failed
+                ),
+                "{resource} {verb}: {blocked:#?}"
+            );
+            assert!(
+                !blocked
+                    .conditions
+                    .iter()
+                    .any(|c| c.kind == "Completed" && c.status == "True"),
+                "{resource} {verb}: {blocked:#?}"
+            );
         }
         restore(&client, granted).await;
         let done = wait_status(&rollouts, "web", |s| {

@@ -425,6 +425,38 @@ fn sluices_own_install_applies_and_the_kinds_charts_ship_are_served() {
     // allowed here.
     let can = c.ok(&["auth", "can-i", "create", "deployments", "-n", "shop"]);
     assert_eq!(can.trim(), "yes");
+    // With the webhook registered but unreachable here, a Rollout that
+    // breaks its schema is still answered 422 first (the API server checks
+    // the object before calling validating webhooks).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Job, name: web}\n",
+    )
+    .unwrap();
+    let err = c.fails(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(err.contains("Unsupported value: \"Job\""), "{err}");
+    // kubectl create sends protobuf, which the simulator does not read: a
+    // 415 that says what to do instead.
+    let err = c.fails(&["create", "namespace", "shop"]);
+    assert!(
+        err.contains("does not read protobuf") && err.contains("--dry-run=client -o yaml"),
+        "{err}"
+    );
+    // A built-in object's value of the wrong type is refused as the Go
+    // types refuse it.
+    let typed = dir.path().join("typed.yaml");
+    std::fs::write(
+        &typed,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: i, command: [true]}]\n",
+    )
+    .unwrap();
+    let err = c.fails(&["apply", "-f", typed.to_str().unwrap()]);
+    assert!(
+        err.contains("Pod in version \"v1\" cannot be handled as a Pod"),
+        "{err}"
+    );
     // The version clients check (a chart's kubeVersion, kubectl's skew).
     let version = c.ok(&["version", "-o", "json"]);
     let version: serde_json::Value = serde_json::from_str(&version).unwrap();
@@ -474,7 +506,14 @@ fn a_custom_resource_against_its_crd_schema_is_refused_pruned_or_warned_as_kube_
     );
     let err = c.fails(&["apply", "-f", &unknown]);
     assert!(
-        err.contains("strict decoding error: unknown field \"spec.colour\""),
+        err.contains("Rollout in version \"v1alpha1\" cannot be handled as a Rollout: strict decoding error: unknown field \"spec.colour\""),
+        "{err}"
+    );
+    // A value of the wrong type: its type is named, as kube-apiserver does.
+    let typed = write("typed.yaml", &rollout("{kind: Deployment, name: 5}", ""));
+    let err = c.fails(&["apply", "-f", &typed]);
+    assert!(
+        err.contains("spec.workload.name: Invalid value: \"integer\": spec.workload.name in body must be of type string: \"integer\""),
         "{err}"
     );
     // Asked to warn, the write is made without the field, and kubectl

@@ -648,13 +648,14 @@ async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
     // Written only over the Rollout this look read: a second look at the
     // same refusal before the watch shows the first write conflicts here
     // instead of logging and recording it twice.
+    // The whole status is written (an ended release's gives way to a
+    // Pending one), so fields it no longer has go.
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({
-        "metadata": {"resourceVersion": rollout.resource_version()},
-        "status": {"message": status.message, "conditions": status.conditions},
-    });
+    let mut next = Rollout::clone(rollout);
+    next.metadata.managed_fields = None;
+    next.status = Some(status.clone());
     match api
-        .patch_status(&name, &crate::writes::patch(), &Patch::Merge(&patch))
+        .replace_status(&name, &crate::writes::post(), &next)
         .await
     {
         Ok(_) => {}

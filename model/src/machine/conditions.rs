@@ -139,9 +139,26 @@ pub fn set_conditions(
 /// Marks a release that cannot go on because the API server refused the
 /// executor a request (`why`, its answer, which names the verb and the
 /// resource): the message says so and `Progressing` turns False with the
-/// reason `Forbidden`. The phase and the steps stay as they are; the next
-/// decision that goes through writes the conditions afresh.
+/// reason `Forbidden`. A running release keeps its phase and steps; the
+/// next decision that goes through writes the conditions afresh. An ended
+/// release's status describes that release, and a refusal after it is the
+/// next one's, refused its first write: it becomes a Pending release that
+/// has done nothing (no revisions, no steps; the next look takes it from
+/// there as a new release), so nothing reads as the old outcome.
 pub fn set_blocked(status: &mut RolloutStatus, why: &str, generation: i64, now: SystemTime) {
+    if matches!(
+        status.phase,
+        Phase::Succeeded | Phase::RolledBack | Phase::Failed
+    ) {
+        *status = RolloutStatus {
+            observed_generation: status.observed_generation,
+            conditions: std::mem::take(&mut status.conditions)
+                .into_iter()
+                .filter(|c| c.kind == condition_types::PROGRESSING)
+                .collect(),
+            ..RolloutStatus::default()
+        };
+    }
     let message = format!("blocked by permissions: {why}");
     status.message.clone_from(&message);
     let now = time_text(now);
@@ -207,5 +224,38 @@ mod blocked_tests {
         );
         assert_eq!(status.conditions[0].status, "True");
         assert_eq!(status.conditions[0].reason, reasons::RELEASING);
+    }
+
+    #[test]
+    fn a_refusal_after_an_ended_release_is_a_new_release_that_has_not_begun() {
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let mut status = RolloutStatus {
+            phase: Phase::RolledBack,
+            release: "old".into(),
+            stable_revision: "a".into(),
+            canary_revision: "b".into(),
+            current_step: 1,
+            total_steps: 2,
+            message: "aborted: by hand".into(),
+            observed_generation: 4,
+            ..RolloutStatus::default()
+        };
+        set_conditions(&mut status, false, 4, t0);
+        set_blocked(&mut status, "cannot patch resource \"replicasets\"", 4, t0);
+        assert_eq!(status.phase, Phase::Pending);
+        assert_eq!(
+            (
+                status.release.as_str(),
+                status.stable_revision.as_str(),
+                status.canary_revision.as_str(),
+                status.total_steps
+            ),
+            ("", "", "", 0),
+            "nothing of the ended release: {status:#?}"
+        );
+        let kinds: Vec<&str> = status.conditions.iter().map(|c| c.kind.as_str()).collect();
+        assert_eq!(kinds, [condition_types::PROGRESSING], "no stale Completed");
+        assert_eq!(status.conditions[0].reason, reasons::FORBIDDEN);
+        assert_eq!(status.observed_generation, 4);
     }
 }

@@ -92,6 +92,20 @@ impl Admission {
             ("mutatingwebhookconfigurations", true),
             ("validatingwebhookconfigurations", false),
         ] {
+            if !mutating {
+                // As kube-apiserver: the object, as the mutating webhooks
+                // left it, is checked (its schema, the built-in rules)
+                // before any validating webhook is called.
+                let problems = crate::api::validation::problems(attempt.resource, &attempt.object);
+                if !problems.is_empty() {
+                    return Err(ApiError::invalid(
+                        &attempt.resource.group,
+                        &attempt.resource.kind,
+                        attempt.name,
+                        &problems,
+                    ));
+                }
+            }
             let Some(res) = store.resource(GROUP, plural) else {
                 continue;
             };

@@ -283,6 +283,22 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
+        // kube-apiserver reads protobuf; the simulator reads JSON and YAML
+        // only. kubectl sends protobuf for `kubectl create namespace|
+        // configmap|secret|deployment`; the same object through
+        // `--dry-run=client -o yaml | kubectl apply -f -` is JSON.
+        return error_response(&ApiError::unreadable_encoding(format!(
+            "the simulator does not read protobuf request bodies ({content_type}); send JSON or YAML \
+             (for kubectl create: kubectl create ... --dry-run=client -o yaml | kubectl apply -f -)"
+        )));
+    }
+    if matches!(verb, "create" | "update")
+        && target.sub.is_none()
+        && let Err(e) = typed(&target, &body)
+    {
+        return error_response(&e);
+    }
     let unknown = match unknown_fields(&target, verb, content_type, &query, &body) {
         Ok(unknown) => unknown,
         Err(e) => return error_response(&e),
@@ -299,6 +315,58 @@ async fn handle(
         }
     }
     response
+}
+
+/// A built-in object's body read as its Go type would read it: a value of
+/// the wrong type (a boolean in a list of strings, a number past int32) is
+/// refused with 400 as kube-apiserver refuses it, before anything else.
+fn typed(target: &Target, body: &[u8]) -> Result<(), ApiError> {
+    use k8s_openapi::api::{
+        apps::v1 as apps, batch::v1 as batch, core::v1 as core, networking::v1 as networking,
+        policy::v1 as policy,
+    };
+    fn read<T: serde::de::DeserializeOwned>(object: Value) -> Result<(), String> {
+        serde_json::from_value::<T>(object)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    let res = &target.resource;
+    if res.schema.is_some() {
+        return Ok(());
+    }
+    let Ok(mut object) = parse_body(body) else {
+        return Ok(());
+    };
+    // Naming another kind, or none, is the store's to answer.
+    let api_version = res.api_version(&target.version);
+    if object["kind"] != res.kind.as_str() || object["apiVersion"] != api_version.as_str() {
+        return Ok(());
+    }
+    object["apiVersion"] = json!(api_version);
+    let checked = match (res.group.as_str(), res.plural.as_str()) {
+        ("", "pods") => read::<core::Pod>(object),
+        ("", "services") => read::<core::Service>(object),
+        ("", "configmaps") => read::<core::ConfigMap>(object),
+        ("", "secrets") => read::<core::Secret>(object),
+        ("", "namespaces") => read::<core::Namespace>(object),
+        ("", "serviceaccounts") => read::<core::ServiceAccount>(object),
+        ("apps", "deployments") => read::<apps::Deployment>(object),
+        ("apps", "replicasets") => read::<apps::ReplicaSet>(object),
+        ("apps", "statefulsets") => read::<apps::StatefulSet>(object),
+        ("apps", "daemonsets") => read::<apps::DaemonSet>(object),
+        ("batch", "jobs") => read::<batch::Job>(object),
+        ("batch", "cronjobs") => read::<batch::CronJob>(object),
+        ("networking.k8s.io", "ingresses") => read::<networking::Ingress>(object),
+        ("policy", "poddisruptionbudgets") => read::<policy::PodDisruptionBudget>(object),
+        _ => Ok(()),
+    };
+    checked.map_err(|why| {
+        let kind = &res.kind;
+        ApiError::bad_request(format!(
+            "{kind} in version \"{}\" cannot be handled as a {kind}: {why}",
+            target.version
+        ))
+    })
 }
 
 /// A custom resource's fields its schema does not know, in a create,
@@ -343,8 +411,10 @@ fn unknown_fields(
             .iter()
             .map(|f| format!("unknown field \"{f}\""))
             .collect();
+        let kind = &target.resource.kind;
         return Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
+            "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+            target.version,
             list.join(", ")
         )));
     }

@@ -26,6 +26,7 @@ pub fn prune(object: &mut Value, schema: &Value) -> Vec<String> {
                 None => unknown.push(key.clone()),
             }
         }
+        drop_nulls(map, schema);
         let known = |k: &String| {
             matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
                 || schema["properties"].get(k).is_some()
@@ -34,6 +35,17 @@ pub fn prune(object: &mut Value, schema: &Value) -> Vec<String> {
         map.retain(|k, _| known(k));
     }
     unknown
+}
+
+/// A null where the schema does not allow one is dropped, as if absent
+/// (so a default fills it, or `required` names it).
+fn drop_nulls(map: &mut Map<String, Value>, schema: &Value) {
+    map.retain(|key, value| {
+        !value.is_null()
+            || schema["properties"]
+                .get(key)
+                .is_none_or(|p| p["nullable"] == true)
+    });
 }
 
 fn keeps_unknown(schema: &Value) -> bool {
@@ -61,6 +73,7 @@ fn prune_in(value: &mut Value, schema: &Value, path: &str, unknown: &mut Vec<Str
                     }
                     known
                 });
+                drop_nulls(map, schema);
                 for (key, inner) in map.iter_mut() {
                     if let Some(property) = properties.get(key) {
                         prune_in(inner, property, &format!("{path}.{key}"), unknown);
@@ -183,6 +196,15 @@ fn shown(value: &Value) -> String {
     }
 }
 
+/// A bound as kube-apiserver prints it: a whole number without `.0`.
+fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        x.to_string()
+    }
+}
+
 /// Whether `text` matches `pattern`; `None` for a pattern this regex
 /// engine does not take (then nothing is refused for it). Compiled once.
 fn matches(pattern: &str, text: &str) -> Option<bool> {
@@ -203,7 +225,8 @@ fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        // Integers are int64: a larger one is a number.
+        Value::Number(n) if n.is_i64() => "integer",
         Value::Number(_) => "number",
         Value::String(_) => "string",
         Value::Array(_) => "array",
@@ -218,34 +241,39 @@ fn check(value: &Value, schema: &Value, path: &str, out: &mut Vec<(String, Strin
             format!("Invalid value: {}: {why}", shown(value)),
         ));
     };
+    // A type error shows the type it got, not the value.
+    let wrong_type = |out: &mut Vec<(String, String)>, expected: &str, actual: &str| {
+        out.push((
+            path.to_owned(),
+            format!("Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\""),
+        ));
+    };
     if value.is_null() {
-        if schema["nullable"] != true && !schema["type"].is_null() {
-            invalid(
-                out,
+        // (A null where the schema does not allow one was pruned.)
+        if let Some(allowed) = schema["enum"].as_array()
+            && !allowed.contains(value)
+        {
+            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+            out.push((
+                path.to_owned(),
                 format!(
-                    "{path} in body must be of type {}: \"null\"",
-                    schema["type"].as_str().unwrap_or("object")
+                    "Unsupported value: null: supported values: {}",
+                    list.join(", ")
                 ),
-            );
+            ));
         }
         return;
     }
     let actual = type_name(value);
     if schema["x-kubernetes-int-or-string"] == true {
         if !matches!(actual, "integer" | "string") {
-            invalid(
-                out,
-                format!("{path} in body must be of type integer-or-string: \"{actual}\""),
-            );
+            wrong_type(out, "integer,string", actual);
             return;
         }
     } else if let Some(expected) = schema["type"].as_str() {
         let fits = expected == actual || (expected == "number" && actual == "integer");
         if !fits {
-            invalid(
-                out,
-                format!("{path} in body must be of type {expected}: \"{actual}\""),
-            );
+            wrong_type(out, expected, actual);
             return;
         }
     }
@@ -270,17 +298,14 @@ fn check(value: &Value, schema: &Value, path: &str, out: &mut Vec<(String, Strin
                 if exclusive("exclusiveMinimum") && x <= min {
                     invalid(
                         out,
-                        format!(
-                            "{path} in body should be greater than {}",
-                            schema["minimum"]
-                        ),
+                        format!("{path} in body should be greater than {}", number(min)),
                     );
                 } else if x < min {
                     invalid(
                         out,
                         format!(
                             "{path} in body should be greater than or equal to {}",
-                            schema["minimum"]
+                            number(min)
                         ),
                     );
                 }
@@ -289,14 +314,14 @@ fn check(value: &Value, schema: &Value, path: &str, out: &mut Vec<(String, Strin
                 if exclusive("exclusiveMaximum") && x >= max {
                     invalid(
                         out,
-                        format!("{path} in body should be less than {}", schema["maximum"]),
+                        format!("{path} in body should be less than {}", number(max)),
                     );
                 } else if x > max {
                     invalid(
                         out,
                         format!(
                             "{path} in body should be less than or equal to {}",
-                            schema["maximum"]
+                            number(max)
                         ),
                     );
                 }
@@ -479,16 +504,16 @@ mod tests {
             ),
             (
                 "spec.surge",
-                "Invalid value: true: spec.surge in body must be of type integer-or-string: \"boolean\"",
+                "Invalid value: \"boolean\": spec.surge in body must be of type integer,string: \"boolean\"",
             ),
             ("spec.steps", "Too many: 3: must have at most 2 items"),
             (
                 "spec.steps[0].weight",
-                "Invalid value: \"x\": spec.steps[0].weight in body must be of type integer: \"string\"",
+                "Invalid value: \"string\": spec.steps[0].weight in body must be of type integer: \"string\"",
             ),
             (
                 "spec.labels.a",
-                "Invalid value: 1: spec.labels.a in body must be of type string: \"integer\"",
+                "Invalid value: \"integer\": spec.labels.a in body must be of type string: \"integer\"",
             ),
         ];
         for (field, message) in expect {
@@ -502,6 +527,22 @@ mod tests {
         assert_eq!(
             missing,
             [("spec.workload.name".to_owned(), "Required value".to_owned())]
+        );
+        // A null where none is allowed is as if absent; a nullable enum
+        // still names its values; an integer past int64 is a number.
+        let mut nulls = json!({"spec": {"workload": null, "style": null, "replicas": 9_223_372_036_854_775_808_u64}});
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "required": ["workload"], "properties": {
+            "workload": {"type": "object"},
+            "style": {"type": "string", "nullable": true, "enum": ["A", "B"]},
+            "replicas": {"type": "integer"}}}}});
+        prune(&mut nulls, &schema);
+        assert_eq!(
+            problems(&nulls, &schema),
+            [
+                ("spec.workload".to_owned(), "Required value".to_owned()),
+                ("spec.replicas".to_owned(), "Invalid value: \"number\": spec.replicas in body must be of type integer: \"number\"".to_owned()),
+                ("spec.style".to_owned(), "Unsupported value: null: supported values: \"A\", \"B\"".to_owned()),
+            ]
         );
         let no_spec = problems(
             &json!({"metadata": {}}),

@@ -73,7 +73,15 @@ impl ApiError {
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("{kind}.{group} \"{name}\" is invalid: {}", list.join(", ")),
+            // One problem as it is, several in brackets, as kube-apiserver.
+            if list.len() == 1 {
+                format!("{kind}.{group} \"{name}\" is invalid: {}", list[0])
+            } else {
+                format!(
+                    "{kind}.{group} \"{name}\" is invalid: [{}]",
+                    list.join(", ")
+                )
+            },
         );
         let causes: Vec<Value> = causes
             .iter()
@@ -86,6 +94,11 @@ impl ApiError {
     /// 403 Forbidden (an admission webhook's denial).
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)
+    }
+
+    /// 415: a request body in an encoding the simulator does not read.
+    pub fn unreadable_encoding(message: impl Into<String>) -> Self {
+        Self::new(415, "UnsupportedMediaType", message)
     }
 
     /// 400 BadRequest.
@@ -160,6 +173,9 @@ fn qualified(group: &str, resource: &str) -> String {
 /// A cause's reason, from how its message begins (the words
 /// kube-apiserver's field errors begin with).
 fn cause_reason(message: &str) -> &'static str {
+    if message.contains(" in body must be of type ") {
+        return "FieldValueTypeInvalid";
+    }
     [
         ("Required value", "FieldValueRequired"),
         ("Unsupported value", "FieldValueNotSupported"),

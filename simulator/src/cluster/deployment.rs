@@ -206,7 +206,7 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
         json: &json,
         value: None,
     };
-    let replicas = d.spec.replicas.unwrap_or(1).max(0);
+    let replicas = d.spec.replicas.unwrap_or(1).clamp(0, i64::from(i32::MAX));
     let paused = d.spec.paused == Some(true);
     let mut all = replicasets_of(ctx, &d.metadata.uid);
     let max_revision = all.iter().map(|rs| rs.metadata.revision()).max();
@@ -364,7 +364,7 @@ fn new_replicaset(
     max_surge: i64,
 ) -> Value {
     let template = &whole["spec"]["template"];
-    let replicas = d.spec.replicas.unwrap_or(1).max(0);
+    let replicas = d.spec.replicas.unwrap_or(1).clamp(0, i64::from(i32::MAX));
     let hash = template_hash(template);
     let mut labels = template["metadata"]["labels"].clone();
     labels[keys::TEMPLATE_HASH] = json!(hash);
@@ -440,7 +440,7 @@ fn scale(
     rolling: bool,
     max_surge: i64,
 ) {
-    let replicas = d.spec.replicas.unwrap_or(1).max(0);
+    let replicas = d.spec.replicas.unwrap_or(1).clamp(0, i64::from(i32::MAX));
     let annotations = [
         (keys::DESIRED, replicas.to_string()),
         (keys::MAX, (replicas + max_surge).to_string()),
@@ -592,7 +592,7 @@ fn update_status(ctx: &mut Ctx, d: &DeploymentView, rollout: &Rollout) {
     let Rollout { all, .. } = rollout;
     let (ns, name) = (&d.metadata.namespace, &d.metadata.name);
     let generation = d.metadata.generation.unwrap_or(1);
-    let replicas = d.spec.replicas.unwrap_or(1).max(0);
+    let replicas = d.spec.replicas.unwrap_or(1).clamp(0, i64::from(i32::MAX));
     let sum = |f: fn(&ReplicaSetStatus) -> i64| -> i64 { all.iter().map(|r| f(&r.status)).sum() };
     let (current, ready, available) = (
         sum(|s| s.replicas),
@@ -621,7 +621,11 @@ fn update_status(ctx: &mut Ctx, d: &DeploymentView, rollout: &Rollout) {
         .as_ref()
         .and_then(|p| p["lastUpdateTime"].as_str())
         .map_or_else(|| now.clone(), str::to_owned);
-    let deadline = d.spec.progress_deadline_seconds.unwrap_or(600).max(0);
+    let deadline = d
+        .spec
+        .progress_deadline_seconds
+        .unwrap_or(600)
+        .clamp(0, i64::from(i32::MAX));
     let deadline = Duration::from_secs(deadline as u64);
     let progressing = if d.spec.paused == Some(true) {
         condition(

@@ -426,7 +426,10 @@ fn stop(ctx: &mut Ctx, key: (String, String), image: &str, grace_seconds: i64) {
         Some(Stage::Stopping(_)) => {}
         _ => {
             let profile = profile_of(ctx, image);
-            let grace = Duration::from_secs(grace_seconds.unsigned_abs());
+            // However long a grace period was asked for, the time it ends
+            // stays representable.
+            let grace =
+                Duration::from_secs(grace_seconds.clamp(0, i64::from(i32::MAX)).unsigned_abs());
             let wait = ctx.real(profile.stop_delay(grace));
             ctx.kubelet
                 .stages

@@ -178,7 +178,10 @@ pub struct ReplicaSetStatus {
 impl ReplicaSetView {
     /// `spec.replicas`, 0 when absent.
     pub fn replicas(&self) -> i64 {
-        self.spec.replicas.unwrap_or(0)
+        self.spec
+            .replicas
+            .unwrap_or(0)
+            .clamp(0, i64::from(i32::MAX))
     }
 }
 

@@ -87,23 +87,28 @@ pub fn int(v: &Value, path: &[&str], default: i64) -> i64 {
         .fold(v, |v, p| &v[*p])
         .as_i64()
         .unwrap_or(default)
+        // The API's counts are int32.
+        .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
 }
 
 /// An int-or-percent of `total`, rounded up or down.
 pub fn int_or_percent(v: &Value, total: i64, round_up: bool, default: i64) -> i64 {
-    match v {
-        Value::Number(n) => n.as_i64().unwrap_or(default),
+    let value = match v {
+        Value::Number(n) => n.as_i64().map_or(i128::from(default), i128::from),
         Value::String(s) => match s
             .trim()
             .strip_suffix('%')
-            .and_then(|p| p.parse::<i64>().ok())
+            .and_then(|p| p.parse::<i128>().ok())
         {
-            Some(p) if round_up => (p * total + 99) / 100,
-            Some(p) => p * total / 100,
-            None => s.parse().unwrap_or(default),
+            Some(p) if round_up => (p.saturating_mul(i128::from(total)) + 99) / 100,
+            Some(p) => p.saturating_mul(i128::from(total)) / 100,
+            None => s.parse().unwrap_or(i128::from(default)),
         },
-        _ => default,
-    }
+        _ => i128::from(default),
+    };
+    // The API's fields are int32: whatever was written, the arithmetic
+    // done with it stays in range.
+    value.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i64
 }
 
 /// An owner reference to `owner` of `kind`.
@@ -137,7 +142,7 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     if rs.metadata.deletion_timestamp.is_some() {
         return;
     }
-    let replicas = rs.spec.replicas.unwrap_or(1);
+    let replicas = rs.spec.replicas.unwrap_or(1).clamp(0, i64::from(i32::MAX));
     let pods_res = ctx.kinds.pods.clone();
     let mut pods: Vec<_> = ctx
         .pods_of(&rs.metadata.uid)
