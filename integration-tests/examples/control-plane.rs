@@ -14,9 +14,22 @@ use sluice_integration_tests::controlplane::ControlPlane;
 
 #[tokio::main]
 async fn main() {
-    let out = std::env::args()
-        .nth(1)
-        .expect("usage: control-plane KUBECONFIG_OUT");
+    let usage = "usage: control-plane KUBECONFIG_OUT (set SLUICE_CONTROL_PLANE to the folder scripts/build-control-plane prints)";
+    let out = match std::env::args().nth(1) {
+        Some(flag) if flag.starts_with('-') => {
+            eprintln!("{usage}");
+            std::process::exit(if flag == "-h" || flag == "--help" {
+                0
+            } else {
+                2
+            });
+        }
+        Some(out) => out,
+        None => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    };
     let plane = ControlPlane::start_with_service_accounts().await;
     std::fs::copy(&plane.kubeconfig, &out).expect("writing the kubeconfig");
     println!("ready: KUBECONFIG={out} (Ctrl-C or SIGTERM stops it)");

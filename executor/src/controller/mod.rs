@@ -647,15 +647,30 @@ async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
     }
     // Written only over the Rollout this look read: a second look at the
     // same refusal before the watch shows the first write conflicts here
-    // instead of logging and recording it twice.
-    // The whole status is written (an ended release's gives way to a
-    // Pending one), so fields it no longer has go.
+    // instead of logging and recording it twice. The whole status is
+    // written (an ended release's gives way to a Pending one): a merge
+    // patch that sets every field and takes away the ones it no longer
+    // has (the executor may patch the status, not replace it).
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut next = Rollout::clone(rollout);
-    next.metadata.managed_fields = None;
-    next.status = Some(status.clone());
+    let mut fields = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
+    if let (Some(old), Some(new)) = (
+        serde_json::to_value(&before)
+            .ok()
+            .as_ref()
+            .and_then(Value::as_object)
+            .cloned(),
+        fields.as_object_mut(),
+    ) {
+        for key in old.keys() {
+            new.entry(key.clone()).or_insert(Value::Null);
+        }
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": rollout.resource_version()},
+        "status": fields,
+    });
     match api
-        .replace_status(&name, &crate::writes::post(), &next)
+        .patch_status(&name, &crate::writes::patch(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => {}

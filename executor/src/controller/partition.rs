@@ -205,7 +205,7 @@ fn hash_of(rs: &ReplicaSet) -> String {
 /// The Deployment and its ReplicaSets from the controller's cache: the
 /// release's own sets once it knows both revisions (a Deployment's
 /// ReplicaSets are named `<deployment>-<pod-template-hash>`), every set it
-/// owns before that. `None` until the caches hold the Deployment.
+/// owns before that or once the release ended. `None` until the caches hold the Deployment.
 fn cached(
     ctx: &Ctx,
     ns: &str,
