@@ -38,8 +38,9 @@ pub async fn read(config: &Config) -> Result<kube::Config, Unreadable> {
     let options = kube::config::KubeConfigOptions::default();
     let broken = |flag| move |why: String| Unreadable::Broken { flag, why };
     if let Some(path) = &config.kubeconfig {
+        // (kube's read error names the file already.)
         let file = kube::config::Kubeconfig::read_from(path)
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| e.to_string())
             .map_err(broken("--kubeconfig"))?;
         return kube::Config::from_custom_kubeconfig(file, &options)
             .await

@@ -296,6 +296,11 @@ fn a_wrong_flag_or_value_names_it_and_exits_2() {
     );
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--kubeconfig"), "{stderr}");
+    assert_eq!(
+        stderr.matches("/nonexistent.kubeconfig").count(),
+        1,
+        "the path once: {stderr}"
+    );
     // So is a KUBECONFIG naming a file that is not there (only a missing
     // ~/.kube/config means "look elsewhere").
     let out =
