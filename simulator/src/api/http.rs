@@ -334,7 +334,7 @@ fn typed(target: &Target, body: &[u8]) -> Result<(), ApiError> {
     if res.schema.is_some() {
         return Ok(());
     }
-    let Ok(mut object) = parse_body(body) else {
+    let Ok(object) = parse_body(body) else {
         return Ok(());
     };
     // Naming another kind, or none, is the store's to answer.
@@ -342,7 +342,6 @@ fn typed(target: &Target, body: &[u8]) -> Result<(), ApiError> {
     if object["kind"] != res.kind.as_str() || object["apiVersion"] != api_version.as_str() {
         return Ok(());
     }
-    object["apiVersion"] = json!(api_version);
     let checked = match (res.group.as_str(), res.plural.as_str()) {
         ("", "pods") => read::<core::Pod>(object),
         ("", "services") => read::<core::Service>(object),

@@ -11,41 +11,50 @@
 use serde_json::{Map, Value};
 
 /// The fields of `object` its schema does not know, as paths
-/// (`spec.foo`, `spec.items[0].bar`); removed from `object`.
+/// (`spec.foo`, `spec.items[0].bar`); removed from `object`. Its
+/// `apiVersion`, `kind` and `metadata` stay whatever the schema says.
 pub fn prune(object: &mut Value, schema: &Value) -> Vec<String> {
     let mut unknown = Vec::new();
     if let Value::Object(map) = object {
-        // The server keeps these whatever the schema says.
-        for (key, value) in map.iter_mut() {
-            if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
-                continue;
-            }
-            match schema["properties"].get(key) {
-                Some(property) => prune_in(value, property, key, &mut unknown),
-                None if keeps_unknown(schema) => {}
-                None => unknown.push(key.clone()),
-            }
-        }
-        drop_nulls(map, schema);
-        let known = |k: &String| {
-            matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
-                || schema["properties"].get(k).is_some()
-                || keeps_unknown(schema)
-        };
-        map.retain(|k, _| known(k));
+        prune_map(map, schema, "", true, &mut unknown);
     }
     unknown
 }
 
-/// A null where the schema does not allow one is dropped, as if absent
-/// (so a default fills it, or `required` names it).
-fn drop_nulls(map: &mut Map<String, Value>, schema: &Value) {
+/// The members of an object under `schema` at `path`: unknown ones go (and
+/// are named), nulls the schema does not allow go, the rest are pruned by
+/// their own schemas. An object's `root` keeps its type and metadata.
+fn prune_map(
+    map: &mut Map<String, Value>,
+    schema: &Value,
+    path: &str,
+    root: bool,
+    unknown: &mut Vec<String>,
+) {
+    let keep = |key: &str| {
+        (root && matches!(key, "apiVersion" | "kind" | "metadata"))
+            || schema["properties"].get(key).is_some()
+            || keeps_unknown(schema)
+    };
     map.retain(|key, value| {
+        if !keep(key) {
+            unknown.push(join(path, key));
+            return false;
+        }
+        // A null where the schema does not allow one is as if absent (so
+        // a default fills it, or `required` names it).
         !value.is_null()
             || schema["properties"]
                 .get(key)
                 .is_none_or(|p| p["nullable"] == true)
     });
+    for (key, inner) in map.iter_mut() {
+        if let Some(property) = schema["properties"].get(key)
+            && !(root && matches!(key.as_str(), "apiVersion" | "kind" | "metadata"))
+        {
+            prune_in(inner, property, &join(path, key), unknown);
+        }
+    }
 }
 
 fn keeps_unknown(schema: &Value) -> bool {
@@ -53,50 +62,30 @@ fn keeps_unknown(schema: &Value) -> bool {
 }
 
 fn prune_in(value: &mut Value, schema: &Value, path: &str, unknown: &mut Vec<String>) {
-    if schema["x-kubernetes-embedded-resource"] == true {
-        // An embedded object keeps its own apiVersion, kind and metadata.
-        let mut inner = std::mem::take(value);
-        for field in prune(&mut inner, schema) {
-            unknown.push(format!("{path}.{field}"));
-        }
-        *value = inner;
-        return;
-    }
+    let embedded = schema["x-kubernetes-embedded-resource"] == true;
     match value {
-        Value::Object(map) => {
-            if let Some(properties) = schema["properties"].as_object() {
-                let keep = keeps_unknown(schema);
-                map.retain(|key, _| {
-                    let known = properties.contains_key(key) || keep;
-                    if !known {
-                        unknown.push(format!("{path}.{key}"));
-                    }
-                    known
-                });
-                drop_nulls(map, schema);
-                for (key, inner) in map.iter_mut() {
-                    if let Some(property) = properties.get(key) {
-                        prune_in(inner, property, &format!("{path}.{key}"), unknown);
-                    }
-                }
-            } else if schema["additionalProperties"].is_object() {
-                for (key, inner) in map.iter_mut() {
-                    prune_in(
-                        inner,
-                        &schema["additionalProperties"],
-                        &format!("{path}.{key}"),
-                        unknown,
-                    );
-                }
-            } else if !keeps_unknown(schema)
-                && schema["additionalProperties"] != true
-                && schema["type"] == "object"
-            {
-                for key in map.keys() {
-                    unknown.push(format!("{path}.{key}"));
-                }
-                map.clear();
+        Value::Object(map) if schema["properties"].is_object() || embedded => {
+            prune_map(map, schema, path, embedded, unknown);
+        }
+        Value::Object(map) if schema["additionalProperties"].is_object() => {
+            for (key, inner) in map.iter_mut() {
+                prune_in(
+                    inner,
+                    &schema["additionalProperties"],
+                    &join(path, key),
+                    unknown,
+                );
             }
+        }
+        Value::Object(map)
+            if !keeps_unknown(schema)
+                && schema["additionalProperties"] != true
+                && schema["type"] == "object" =>
+        {
+            for key in map.keys() {
+                unknown.push(join(path, key));
+            }
+            map.clear();
         }
         Value::Array(items) if schema["items"].is_object() => {
             for (i, item) in items.iter_mut().enumerate() {
