@@ -47,8 +47,9 @@ pub async fn read(config: &Config) -> Result<kube::Config, Unreadable> {
             .map_err(|e| format!("{}: {e}", path.display()))
             .map_err(broken("--kubeconfig"));
     }
-    match kube::config::Kubeconfig::read() {
-        Ok(file) => {
+    let named = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty());
+    match (kube::config::Kubeconfig::read(), named) {
+        (Ok(file), _) => {
             return kube::Config::from_custom_kubeconfig(file, &options)
                 .await
                 .map_err(|e| e.to_string())
@@ -56,18 +57,13 @@ pub async fn read(config: &Config) -> Result<kube::Config, Unreadable> {
         }
         // Named but not readable: a mistake to say, not a reason to look
         // elsewhere (only a missing ~/.kube/config is).
-        Err(e) if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) => {
-            return Err(Unreadable::Broken {
-                flag: "KUBECONFIG",
-                why: format!(
-                    "{}: {e}",
-                    std::env::var_os("KUBECONFIG")
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                ),
-            });
+        (Err(e), Some(named)) => {
+            return Err(broken("KUBECONFIG")(format!(
+                "{}: {e}",
+                named.to_string_lossy()
+            )));
         }
-        Err(_) => {}
+        (Err(_), None) => {}
     }
     pod(config)
 }

@@ -982,6 +982,9 @@ async fn going_back_to_an_earlier_version_after_a_release_is_a_release_of_its_ow
         .unwrap();
     let first = wait_release(&rollouts, &idle.release).await.status.unwrap();
     assert_eq!(first.phase, Phase::Succeeded, "{first:#?}");
+    // Every pod runs the released version: STABLE shows it too.
+    assert_eq!(first.stable_revision, first.canary_revision, "{first:#?}");
+    assert!(!first.stable_revision.is_empty(), "{first:#?}");
     // Back to 1.0 (a revert in git, after the release ended): released in
     // batches too, on the ReplicaSet that ran 1.0 before.
     set_image(&deployments, "registry.example/web:1.0")

@@ -653,16 +653,11 @@ async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
     // has (the executor may patch the status, not replace it).
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
     let mut fields = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
-    if let (Some(old), Some(new)) = (
-        serde_json::to_value(&before)
-            .ok()
-            .as_ref()
-            .and_then(Value::as_object)
-            .cloned(),
-        fields.as_object_mut(),
-    ) {
-        for key in old.keys() {
-            new.entry(key.clone()).or_insert(Value::Null);
+    if let (Ok(Value::Object(old)), Value::Object(new)) =
+        (serde_json::to_value(&before), &mut fields)
+    {
+        for (key, _) in old {
+            new.entry(key).or_insert(Value::Null);
         }
     }
     let patch = json!({
