@@ -55,11 +55,12 @@ pub struct Config {
     )]
     pub kubernetes_service_port: u16,
 
-    /// Release only in this namespace: watch, serve and admit its Rollouts
-    /// and workloads only, so a Role there is all the executor needs
-    /// (besides its Lease). Unset: the whole cluster.
-    #[arg(long, env = "SLUICE_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Release only in these namespaces (repeat the flag or separate them
+    /// with commas): watch, serve and admit their Rollouts and workloads
+    /// only, so a Role in each is all the executor needs (besides its
+    /// Lease). Unset: the whole cluster.
+    #[arg(long, env = "SLUICE_NAMESPACE", value_delimiter = ',')]
+    pub namespace: Vec<String>,
 
     /// YAML file mapping bearer tokens to the namespaces they may act on.
     /// Without it the Rollouts API accepts every caller.

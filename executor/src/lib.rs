@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod stack;
 pub mod tokens;
 pub mod validate;
+mod watch;
 pub mod writes;
 
 pub use sluice_model::{crd, keys, machine};
@@ -87,16 +88,26 @@ async fn cluster_client(
         .build())
 }
 
-/// The API of `K` in `namespace`, or in every namespace.
-pub(crate) fn api_in<K>(client: kube::Client, namespace: Option<&str>) -> kube::Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => kube::Api::namespaced(client, ns),
-        None => kube::Api::all(client),
+/// The namespaces of `--namespace` (none: every namespace).
+///
+/// # Errors
+/// [`Error::Config`] naming a value that is not a namespace name.
+fn scope(namespaces: &[String]) -> Result<sluice_runtime::auth::Scope, Error> {
+    use sluice_runtime::auth::Scope;
+    if let Some(bad) = namespaces.iter().find(|ns| !api::is_dns_label(ns)) {
+        return Err(Error::config(
+            "--namespace",
+            format!("must be namespace names (lowercase RFC 1123 labels), got {bad:?}"),
+        ));
     }
+    let mut names = namespaces.to_vec();
+    names.sort();
+    names.dedup();
+    Ok(if names.is_empty() {
+        Scope::All
+    } else {
+        Scope::Namespaces(names)
+    })
 }
 
 /// A client over an in-process service (the embedded simulator), with the
@@ -175,14 +186,7 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
         Some(path) => Authenticator::from_file("--token-file", path)?,
         None => Authenticator::open(),
     };
-    if let Some(namespace) = &config.namespace
-        && !api::is_dns_label(namespace)
-    {
-        return Err(Error::config(
-            "--namespace",
-            format!("must be a namespace name (a lowercase RFC 1123 label), got {namespace:?}"),
-        ));
-    }
+    let scope = scope(&config.namespace)?;
     let token_secret = match &config.token_secret {
         None => None,
         Some(at) => Some(
@@ -227,17 +231,12 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
             ));
         }
     };
-    // Confined to one namespace: so is every caller of the API.
-    let auth = match &config.namespace {
-        Some(namespace) => auth.within(sluice_runtime::auth::Scope::Namespaces(vec![
-            namespace.clone(),
-        ])),
-        None => auth,
-    };
+    // Confined to some namespaces: so is every caller of the API.
+    let auth = auth.within(scope.clone());
     let stop = server.shutdown_token();
     let api = api::RolloutsApi::within(
         client.clone(),
-        config.namespace.clone(),
+        scope.clone(),
         PlannerClient::new(planner.clone()),
         stop.clone(),
     );
@@ -302,7 +301,7 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
             )
             .with_metrics(metrics)
             .with_concurrency(config.max_concurrent_reconciles)
-            .within(config.namespace.clone()),
+            .within(scope),
         );
         // Every replica serves the API; the Lease's holder drives.
         let lease_duration = std::time::Duration::from_secs(config.lease_seconds);

@@ -108,7 +108,7 @@ pub fn config(services: Services, identity: &str) -> Config {
         service_account_dir: std::path::PathBuf::new(),
         kubernetes_service_host: None,
         kubernetes_service_port: 443,
-        namespace: None,
+        namespace: Vec::new(),
         token_file: None,
         token_secret: None,
         lease_namespace: "default".into(),

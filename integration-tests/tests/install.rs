@@ -147,11 +147,12 @@ fn the_chart_refuses_bad_values_naming_them() {
         ("image.tag=:::", "/image/tag"),
         ("image.repository=UPPER/x", "/image/repository"),
         ("prometheus.port=99999", "/prometheus/port"),
-        ("watchNamespace=Shop_Bad", "/watchNamespace"),
+        ("watchNamespaces={shop,Shop_Bad}", "/watchNamespaces/1"),
+        ("watchNamespaces={shop,shop}", "/watchNamespaces"),
         ("webhook.certificate=magic", "/webhook/certificate"),
         ("nonsense=1", "nonsense"),
         (
-            "watchNamespace=shop",
+            "watchNamespaces={shop}",
             "webhook.certificate to cert-manager or secret",
         ),
         (
@@ -1221,7 +1222,7 @@ async fn the_charts_namespaced_mode_releases_with_roles_only_and_keeps_callers_i
     let _guard = stop.clone().drop_guard();
     let plane = ControlPlane::start_with_service_accounts().await;
     let client = plane.client().await;
-    for namespace in [NAMESPACE, "shop"] {
+    for namespace in [NAMESPACE, "shop", "cafe", "outside"] {
         let (ok, out) = plane.kubectl(&["create", "namespace", namespace]);
         assert!(ok, "{out}");
     }
@@ -1246,7 +1247,7 @@ async fn the_charts_namespaced_mode_releases_with_roles_only_and_keeps_callers_i
     let bundle = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&ca.cert).unwrap());
     // The namespace holds the Secret already, so the chart does not make it.
     let values = [
-        "watchNamespace=shop",
+        "watchNamespaces={shop,cafe}",
         "webhook.certificate=secret",
         &format!("webhook.caBundle={bundle}"),
         "namespace.create=false",
@@ -1291,38 +1292,63 @@ async fn the_charts_namespaced_mode_releases_with_roles_only_and_keeps_callers_i
     ) = start_sluice(&mut pods, 1).await;
     let executor = &executors[0];
 
-    // A bound workload in its namespace, released on kubectl set image.
-    kubectl_apply(&plane, &web_in("shop", "web", "registry.example/web:1.0"));
-    wait_ready(&client, "shop", "web", 4).await;
-    kubectl_apply(
-        &plane,
-        &[
-            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"workload": {"kind": "Deployment", "name": "web"},
-                "strategy": {"canary": {"steps": [{"replicas": "50%"}, {"replicas": "100%"}]}}}}),
-        ],
-    );
-    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), "shop");
-    let idle = wait_status(&rollouts, "web", |s| s.phase == Phase::Succeeded).await;
-    assert_eq!(idle.phase, Phase::Succeeded, "{idle:#?}");
-    let before = idle.release;
-    let (ok, out) = plane.kubectl(&[
-        "set",
-        "image",
-        "-n",
-        "shop",
-        "deployment/web",
-        "web=registry.example/web:2.0",
-    ]);
-    assert!(ok, "{out}");
-    let done = wait_status(&rollouts, "web", |s| ended(s) && s.release != before).await;
-    assert_eq!(
-        done.phase,
-        Phase::Succeeded,
-        "{done:#?}\n{}",
-        trouble(&plane, &executors)
-    );
+    // A bound workload in each watched namespace, released on kubectl set
+    // image; one outside them, which the executor neither sees nor holds.
+    let bound = |namespace: &str| {
+        json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"workload": {"kind": "Deployment", "name": "web"},
+            "strategy": {"canary": {"steps": [{"replicas": "50%"}, {"replicas": "100%"}]}}}})
+    };
+    let mut before = BTreeMap::new();
+    for namespace in ["shop", "cafe"] {
+        kubectl_apply(
+            &plane,
+            &web_in(namespace, "web", "registry.example/web:1.0"),
+        );
+        wait_ready(&client, namespace, "web", 4).await;
+        kubectl_apply(&plane, &[bound(namespace)]);
+        let rollouts: Api<Rollout> = Api::namespaced(client.clone(), namespace);
+        let idle = wait_status(&rollouts, "web", |s| s.phase == Phase::Succeeded).await;
+        assert_eq!(idle.phase, Phase::Succeeded, "{namespace}: {idle:#?}");
+        before.insert(namespace, idle.release);
+    }
+    let mut outside = web_in("outside", "web", "registry.example/web:1.0");
+    outside.push(bound("outside"));
+    kubectl_apply(&plane, &outside);
+    for namespace in ["shop", "cafe", "outside"] {
+        let (ok, out) = plane.kubectl(&[
+            "set",
+            "image",
+            "-n",
+            namespace,
+            "deployment/web",
+            "web=registry.example/web:2.0",
+        ]);
+        assert!(ok, "{out}");
+    }
+    for namespace in ["shop", "cafe"] {
+        let rollouts: Api<Rollout> = Api::namespaced(client.clone(), namespace);
+        let done = wait_status(&rollouts, "web", |s| {
+            ended(s) && s.release != before[namespace]
+        })
+        .await;
+        assert_eq!(
+            done.phase,
+            Phase::Succeeded,
+            "{namespace}: {done:#?}\n{}",
+            trouble(&plane, &executors)
+        );
+    }
+    // Outside: Kubernetes' own rolling update, not held, and its Rollout
+    // never touched.
+    wait_ready(&client, "outside", "web", 4).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "outside");
+    let web = deployments.get("web").await.unwrap();
+    assert_ne!(web.spec.as_ref().unwrap().paused, Some(true), "{web:?}");
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), "outside");
+    let untouched = rollouts.get("web").await.unwrap();
+    assert!(untouched.status.is_none(), "{untouched:?}");
 
     // The API keeps every caller to that namespace.
     let mut api = api_as_admin(&plane, executor).await;
@@ -1335,7 +1361,7 @@ async fn the_charts_namespaced_mode_releases_with_roles_only_and_keeps_callers_i
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(
-        refused.message().contains("only on shop"),
+        refused.message().contains("only on cafe, shop"),
         "{}",
         refused.message()
     );
@@ -1344,7 +1370,12 @@ async fn the_charts_namespaced_mode_releases_with_roles_only_and_keeps_callers_i
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.rollouts.len(), 1, "{listed:?}");
+    let names: Vec<(&str, &str)> = listed
+        .rollouts
+        .iter()
+        .map(|r| (r.namespace.as_str(), r.name.as_str()))
+        .collect();
+    assert_eq!(names, [("cafe", "web"), ("shop", "web")], "{listed:?}");
     let refused = forbidden(executor).await;
     assert!(refused.is_empty(), "403s: {refused:?}");
     stop.cancel();

@@ -341,10 +341,15 @@ fn a_wrong_flag_or_value_names_it_and_exits_2() {
     let (code, stderr) = run_to_exit("sluice-executor", &["--token-secret", "sluice-system/"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("must be namespace/name"), "{stderr}");
-    let (code, stderr) = run_to_exit("sluice-executor", &["--namespace", "Shop_Bad"]);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("--namespace") && stderr.contains("Shop_Bad"),
-        "{stderr}"
-    );
+    for namespaces in ["Shop_Bad", "shop,Shop_Bad", "shop,,cafe"] {
+        let (code, stderr) = run_to_exit("sluice-executor", &["--namespace", namespaces]);
+        assert_eq!(code, Some(2), "{namespaces}: {stderr}");
+        let bad = namespaces
+            .split(',')
+            .find(|ns| ns.is_empty() || ns.contains('_'));
+        assert!(
+            stderr.contains("--namespace") && stderr.contains(&format!("{:?}", bad.unwrap())),
+            "{namespaces}: {stderr}"
+        );
+    }
 }

@@ -71,8 +71,8 @@ readinessProbe:
 {{- if not (has .Values.webhook.certificate (list "executor" "cert-manager" "secret")) }}
 {{- fail (printf "webhook.certificate must be executor, cert-manager or secret, got %q" .Values.webhook.certificate) }}
 {{- end }}
-{{- if and .Values.watchNamespace (eq .Values.webhook.certificate "executor") }}
-{{- fail "watchNamespace: the executor has no cluster-wide permission to write the webhook configurations' caBundle; set webhook.certificate to cert-manager or secret" }}
+{{- if and .Values.watchNamespaces (eq .Values.webhook.certificate "executor") }}
+{{- fail "watchNamespaces: the executor has no cluster-wide permission to write the webhook configurations' caBundle; set webhook.certificate to cert-manager or secret" }}
 {{- end }}
 {{- if and (eq .Values.webhook.certificate "secret") (not .Values.webhook.caBundle) }}
 {{- fail "webhook.certificate secret needs webhook.caBundle (the base64 PEM of the CA that signed the Secret sluice-webhook)" }}

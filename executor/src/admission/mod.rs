@@ -38,7 +38,7 @@ use axum::{
 use futures::StreamExt;
 use kube::{
     ResourceExt,
-    runtime::{WatchStreamExt, reflector, watcher},
+    runtime::{WatchStreamExt, reflector},
 };
 use rustls::{
     server::{ClientHello, ResolvesServerCert},
@@ -46,7 +46,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::{Value, json};
-use sluice_runtime::Error;
+use sluice_runtime::{Error, auth::Scope};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -79,27 +79,20 @@ impl std::fmt::Debug for Bindings {
 impl Bindings {
     /// Starts watching the Rollouts through `client`, until `stop`.
     pub fn start(client: kube::Client, stop: CancellationToken) -> Self {
-        Self::start_in(client, None, stop)
+        Self::start_in(client, &Scope::All, stop)
     }
 
-    /// Starts watching the Rollouts of `namespace` (all when `None`).
-    pub fn start_in(
-        client: kube::Client,
-        namespace: Option<&str>,
-        stop: CancellationToken,
-    ) -> Self {
+    /// Starts watching the Rollouts of the namespaces of `scope`.
+    pub fn start_in(client: kube::Client, scope: &Scope, stop: CancellationToken) -> Self {
         let (rollouts, writer) = reflector::store();
         let watch = reflector::reflector(
             writer,
-            watcher(
-                crate::api_in::<Rollout>(client, namespace),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .modify(|r: &mut Rollout| {
-                r.metadata.managed_fields = None;
-                r.status = None;
-            }),
+            crate::watch::events::<Rollout>(&client, scope, rollouts.clone()).modify(
+                |r: &mut Rollout| {
+                    r.metadata.managed_fields = None;
+                    r.status = None;
+                },
+            ),
         );
         tokio::spawn(async move {
             let run = watch.for_each(|event| async move {
@@ -565,6 +558,7 @@ impl ResolvesServerCert for CertFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::watcher;
     use tower::ServiceExt;
 
     fn binding(name: &str, workload: &str) -> Rollout {

@@ -29,7 +29,7 @@ use prost::Message;
 use serde_json::json;
 use sluice_proto::v1::{self as pb, planner_client::PlannerClient, rollouts_server::Rollouts};
 use sluice_runtime::{
-    auth::{Caller, authorize},
+    auth::{Caller, Scope, authorize},
     server::CancellationToken,
 };
 use tonic::{Request, Response, Status, transport::Channel};
@@ -51,9 +51,8 @@ pub struct RolloutsApi {
     planner: PlannerClient<Channel>,
     /// Cancelled at shutdown; watch streams end on it.
     shutdown: CancellationToken,
-    /// The one namespace this executor acts in (`--namespace`); `None`:
-    /// the whole cluster.
-    namespace: Option<String>,
+    /// The namespaces this executor acts in (`--namespace`).
+    scope: Scope,
 }
 
 impl std::fmt::Debug for RolloutsApi {
@@ -70,27 +69,27 @@ impl RolloutsApi {
         planner: PlannerClient<Channel>,
         shutdown: CancellationToken,
     ) -> Self {
-        Self::within(client, None, planner, shutdown)
+        Self::within(client, Scope::All, planner, shutdown)
     }
 
-    /// The same, acting only in `namespace` when one is given: its watch
-    /// of the Rollouts and every list stay there (callers are confined to
-    /// it by the authenticator, see `Authenticator::within`).
+    /// The same, acting only in the namespaces of `scope`: its watch of
+    /// the Rollouts and every list stay there (callers are confined to
+    /// them by the authenticator, see `Authenticator::within`).
     pub fn within(
         client: Option<Client>,
-        namespace: Option<String>,
+        scope: Scope,
         planner: PlannerClient<Channel>,
         shutdown: CancellationToken,
     ) -> Self {
-        let bindings = client.clone().map(|c| {
-            crate::admission::Bindings::start_in(c, namespace.as_deref(), shutdown.clone())
-        });
+        let bindings = client
+            .clone()
+            .map(|c| crate::admission::Bindings::start_in(c, &scope, shutdown.clone()));
         Self {
             client,
             bindings,
             planner,
             shutdown,
-            namespace,
+            scope,
         }
     }
 
@@ -445,14 +444,21 @@ impl Rollouts for RolloutsApi {
             })?)
         };
         let client = self.client()?;
-        // Every namespace when none is asked, unless confined to one.
-        let asked = Some(r.namespace.as_str()).filter(|ns| !ns.is_empty());
-        let api: Api<Rollout> = crate::api_in(client, asked.or(self.namespace.as_deref()));
-        let items = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| kube_status(e, Target::Rollout(&r.namespace, "*")))?
-            .items;
+        // The namespace asked, else every namespace this executor acts in.
+        let apis: Vec<Api<Rollout>> = if r.namespace.is_empty() {
+            crate::watch::apis(&client, &self.scope)
+        } else {
+            vec![Api::namespaced(client, &r.namespace)]
+        };
+        let mut items = Vec::new();
+        for api in apis {
+            items.extend(
+                api.list(&ListParams::default())
+                    .await
+                    .map_err(|e| kube_status(e, Target::Rollout(&r.namespace, "*")))?
+                    .items,
+            );
+        }
         let cursor = |ro: &Rollout| Cursor {
             namespace: ro.namespace().unwrap_or_default(),
             name: ro.name_any(),

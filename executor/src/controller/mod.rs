@@ -49,10 +49,13 @@ use sluice_proto::v1::{
 };
 use tonic::transport::Channel;
 
+use sluice_runtime::auth::Scope;
+
 use crate::{
     crd::{Phase, Rollout, RolloutStatus, WorkloadKind},
     keys,
     metrics::Metrics,
+    watch,
 };
 
 pub use analysis::Analyses;
@@ -96,8 +99,8 @@ pub struct Ctx {
     /// Reconciles that may run at once (different Rollouts; one Rollout is
     /// never reconciled twice at once).
     pub concurrency: u16,
-    /// The one namespace watched (`--namespace`); `None`: the cluster.
-    pub namespace: Option<String>,
+    /// The namespaces watched (`--namespace`).
+    pub scope: Scope,
     /// Where Events go, started with the first one.
     events: std::sync::OnceLock<events::EventSink>,
     /// The time.
@@ -138,22 +141,13 @@ impl Ctx {
             events: std::sync::OnceLock::new(),
             clock: Clock::default(),
             created: Default::default(),
-            namespace: None,
+            scope: Scope::All,
         }
     }
 
-    /// The same, watching only `namespace` when one is given.
-    pub fn within(self, namespace: Option<String>) -> Self {
-        Self { namespace, ..self }
-    }
-
-    /// The API of `K` over what this controller watches.
-    fn watched<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        crate::api_in(self.client.clone(), self.namespace.as_deref())
+    /// The same, watching only the namespaces of `scope`.
+    pub fn within(self, scope: Scope) -> Self {
+        Self { scope, ..self }
     }
 
     /// Remembers a ReplicaSet this controller just created.
@@ -389,22 +383,28 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     *ctx.cache
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cache {
-        deployments,
-        replicasets,
+        deployments: deployments.clone(),
+        replicasets: replicasets.clone(),
         owned: owned.clone(),
     });
     let deployment_events = reflector::reflector(
         deployments_writer,
-        watcher(ctx.watched::<Deployment>(), watcher::Config::default()).modify(trim),
+        watch::events(&ctx.client, &ctx.scope, deployments.clone()).modify(trim),
     );
     let deployment_events = settled(deployment_events);
     let replicaset_events = reflector::reflector(
         replicasets_writer,
-        watcher(ctx.watched::<ReplicaSet>(), watcher::Config::default()).modify(trim),
+        watch::events(&ctx.client, &ctx.scope, replicasets.clone()).modify(trim),
     )
     .inspect_ok(move |event| owned.follow(event));
     let replicaset_events = settled(replicaset_events);
-    let controller = Controller::new(ctx.watched::<Rollout>(), watcher::Config::default())
+    let (rollouts_reader, rollouts_writer) = reflector::store();
+    let rollout_events = reflector::reflector(
+        rollouts_writer,
+        watch::events(&ctx.client, &ctx.scope, rollouts_reader.clone()),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(rollout_events, rollouts_reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let metrics = Arc::clone(&ctx.metrics);
     metrics.leading(Some(controller.store()));
@@ -418,9 +418,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
                 .or_else(|| bound_to(&rollouts, WorkloadKind::Deployment, &d.metadata))
         })
         .watches_stream(replicaset_events, |rs| owner_of(&rs.metadata))
-        .watches(
-            ctx.watched::<StatefulSet>(),
-            watcher::Config::default(),
+        .watches_stream(
+            watch::touched::<StatefulSet>(&ctx.client, &ctx.scope),
             move |s| {
                 owner_of(&s.metadata)
                     .or_else(|| bound_to(&bound_sets, WorkloadKind::StatefulSet, &s.metadata))

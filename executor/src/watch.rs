@@ -1,0 +1,337 @@
+//! Watches over the namespaces the executor acts in.
+//!
+//! Cluster-wide, one watch per resource. Confined to some namespaces
+//! (`--namespace a,b`: Roles in each, no ClusterRole), one watch per
+//! namespace, merged here into one stream a single reflector can follow.
+//!
+//! A reflector reads a watch's list as `Init`, `InitApply`…, `InitDone`
+//! and swaps the listed objects in at the end. Several namespaces' lists
+//! interleaved would each reset the others', so [`merged`] turns them into
+//! one list: it keeps what every namespace listed (and what their watches
+//! changed meanwhile) until the last namespace has listed, then emits the
+//! lot as a single list. A namespace that lists again later (its watch
+//! expired or failed) has its objects emitted as changes, and what it no
+//! longer lists as deletions, so the other namespaces' objects stay put.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::{Stream, StreamExt, stream::BoxStream};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{WatchStreamExt, reflector::Store, watcher},
+};
+use serde::de::DeserializeOwned;
+use sluice_runtime::auth::Scope;
+
+/// The APIs of `K` over `scope`: one for the cluster, or one per namespace.
+pub(crate) fn apis<K>(client: &Client, scope: &Scope) -> Vec<Api<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Scope::All => vec![Api::all(client.clone())],
+        Scope::Namespaces(namespaces) => namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect(),
+    }
+}
+
+/// The watch events of `K` over `scope`, for a reflector writing `store`
+/// (read to find what a namespace's relist no longer holds).
+pub(crate) fn events<K>(
+    client: &Client,
+    scope: &Scope,
+    store: Store<K>,
+) -> BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let mut watches: Vec<_> = apis::<K>(client, scope)
+        .into_iter()
+        .map(|api| watcher(api, watcher::Config::default()).default_backoff())
+        .collect();
+    if watches.len() == 1 {
+        return watches.remove(0).boxed();
+    }
+    let namespaces = match scope {
+        Scope::Namespaces(namespaces) => namespaces.clone(),
+        Scope::All => Vec::new(),
+    };
+    merged(namespaces, watches, move |ns| {
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace().as_deref() == Some(ns))
+            .map(|o| (*o).clone())
+            .collect()
+    })
+    .boxed()
+}
+
+/// The objects of `K` over `scope` as their watches touch them, with no
+/// store (for triggers only).
+pub(crate) fn touched<K>(
+    client: &Client,
+    scope: &Scope,
+) -> BoxStream<'static, Result<K, watcher::Error>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    K::DynamicType: Default,
+{
+    futures::stream::select_all(apis::<K>(client, scope).into_iter().map(|api| {
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .touched_objects()
+            .boxed()
+    }))
+    .boxed()
+}
+
+/// Where [`merged`] is.
+struct Merge<K> {
+    /// Each namespace's objects until every namespace has listed once.
+    pending: Option<BTreeMap<(String, String), K>>,
+    /// Whether each namespace has listed once.
+    listed: Vec<bool>,
+    /// The names each namespace's relist has shown so far.
+    relisting: Vec<Option<HashSet<String>>>,
+}
+
+/// The watches of `namespaces[i]` (the `i`th of `watches`) as one watch of
+/// them all; `known(ns)` is what the reflector holds in `ns`.
+fn merged<K, S>(
+    namespaces: Vec<String>,
+    watches: Vec<S>,
+    known: impl Fn(&str) -> Vec<K> + Send + 'static,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    use watcher::Event;
+    let count = watches.len();
+    let tagged = futures::stream::select_all(
+        watches
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| w.map(move |e| (i, e)).boxed()),
+    );
+    let start = Merge {
+        pending: Some(BTreeMap::new()),
+        listed: vec![false; count],
+        relisting: vec![None; count],
+    };
+    let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
+    tagged
+        .scan(start, move |merge, (i, event)| {
+            let ns = namespaces.get(i).map(String::as_str).unwrap_or_default();
+            let out: Vec<Result<Event<K>, watcher::Error>> = match event {
+                Err(e) => vec![Err(e)],
+                Ok(event) => match (&mut merge.pending, event) {
+                    // Before the one list ends: gather.
+                    (Some(pending), Event::Apply(o) | Event::InitApply(o)) => {
+                        if let Some(seen) = &mut merge.relisting[i] {
+                            seen.insert(o.name_any());
+                        }
+                        pending.insert(key(&o), o);
+                        Vec::new()
+                    }
+                    (Some(pending), Event::Delete(o)) => {
+                        pending.remove(&key(&o));
+                        Vec::new()
+                    }
+                    (Some(_), Event::Init) => {
+                        if merge.listed[i] {
+                            merge.relisting[i] = Some(HashSet::new());
+                        }
+                        Vec::new()
+                    }
+                    (Some(pending), Event::InitDone) => {
+                        if let Some(seen) = merge.relisting[i].take() {
+                            pending.retain(|(n, name), _| n != ns || seen.contains(name));
+                        }
+                        merge.listed[i] = true;
+                        if merge.listed.iter().all(|l| *l) {
+                            let all = merge.pending.take().unwrap_or_default();
+                            std::iter::once(Event::Init)
+                                .chain(all.into_values().map(Event::InitApply))
+                                .chain(std::iter::once(Event::InitDone))
+                                .map(Ok)
+                                .collect()
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                    // After it: a namespace's relist is changes to it.
+                    (None, Event::Init) => {
+                        merge.relisting[i] = Some(HashSet::new());
+                        Vec::new()
+                    }
+                    (None, Event::InitApply(o)) => {
+                        if let Some(seen) = &mut merge.relisting[i] {
+                            seen.insert(o.name_any());
+                        }
+                        vec![Ok(Event::Apply(o))]
+                    }
+                    (None, Event::InitDone) => match merge.relisting[i].take() {
+                        Some(seen) => known(ns)
+                            .into_iter()
+                            .filter(|o| !seen.contains(&o.name_any()))
+                            .map(|o| Ok(Event::Delete(o)))
+                            .collect(),
+                        None => Vec::new(),
+                    },
+                    (None, e @ (Event::Apply(_) | Event::Delete(_))) => vec![Ok(e)],
+                },
+            };
+            std::future::ready(Some(futures::stream::iter(out)))
+        })
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::reflector;
+    use watcher::Event;
+
+    fn cm(ns: &str, name: &str, v: &str) -> ConfigMap {
+        let mut c = ConfigMap::default();
+        c.metadata.namespace = Some(ns.into());
+        c.metadata.name = Some(name.into());
+        c.data = Some([("v".to_owned(), v.to_owned())].into());
+        c
+    }
+
+    /// Feeds `script` (namespace index, event) through [`merged`] into a
+    /// reflector and returns what its store holds after each step, as
+    /// sorted `ns/name=v` strings (`None` until the store is ready).
+    async fn run(script: Vec<(usize, Event<ConfigMap>)>) -> Vec<Option<Vec<String>>> {
+        let (reader, writer) = reflector::store::<ConfigMap>();
+        let (a_tx, a_rx) = futures::channel::mpsc::unbounded();
+        let (b_tx, b_rx) = futures::channel::mpsc::unbounded();
+        let known = reader.clone();
+        let stream = merged(
+            vec!["a".into(), "b".into()],
+            vec![a_rx.map(Ok).boxed(), b_rx.map(Ok).boxed()],
+            move |ns| {
+                known
+                    .state()
+                    .into_iter()
+                    .filter(|o| o.namespace().as_deref() == Some(ns))
+                    .map(|o| (*o).clone())
+                    .collect()
+            },
+        );
+        let mut reflected = Box::pin(reflector::reflector(writer, stream));
+        let mut seen = Vec::new();
+        for (i, event) in script {
+            let tx = if i == 0 { &a_tx } else { &b_tx };
+            tx.unbounded_send(event).unwrap();
+            // Drain what the step produced.
+            while let Some(Some(_)) = futures::FutureExt::now_or_never(reflected.next()) {}
+            let ready = futures::FutureExt::now_or_never(reader.wait_until_ready()).is_some();
+            seen.push(ready.then(|| {
+                let mut s: Vec<String> = reader
+                    .state()
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{}/{}={}",
+                            o.namespace().unwrap_or_default(),
+                            o.name_any(),
+                            o.data
+                                .as_ref()
+                                .and_then(|d| d.get("v"))
+                                .cloned()
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                s.sort();
+                s
+            }));
+        }
+        seen
+    }
+
+    fn held(items: &[&str]) -> Option<Vec<String>> {
+        Some(items.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[tokio::test]
+    async fn the_store_is_ready_once_every_namespace_has_listed_and_holds_their_changes_meanwhile()
+    {
+        let seen = run(vec![
+            (0, Event::Init),
+            (0, Event::InitApply(cm("a", "x", "1"))),
+            (0, Event::InitApply(cm("a", "gone", "1"))),
+            (0, Event::InitDone),
+            // a's watch goes on while b still lists.
+            (0, Event::Apply(cm("a", "x", "2"))),
+            (0, Event::Delete(cm("a", "gone", "1"))),
+            (1, Event::Init),
+            (1, Event::InitApply(cm("b", "y", "1"))),
+            (1, Event::InitDone),
+        ])
+        .await;
+        assert!(seen[..8].iter().all(Option::is_none), "{seen:?}");
+        assert_eq!(seen[8], held(&["a/x=2", "b/y=1"]));
+    }
+
+    #[tokio::test]
+    async fn a_later_relist_of_one_namespace_leaves_the_others_and_drops_what_it_no_longer_lists() {
+        let seen = run(vec![
+            (0, Event::Init),
+            (0, Event::InitApply(cm("a", "x", "1"))),
+            (0, Event::InitApply(cm("a", "old", "1"))),
+            (0, Event::InitDone),
+            (1, Event::Init),
+            (1, Event::InitApply(cm("b", "y", "1"))),
+            (1, Event::InitDone),
+            // a's watch expires; it lists again.
+            (0, Event::Init),
+            (0, Event::InitApply(cm("a", "x", "3"))),
+            (0, Event::InitApply(cm("a", "new", "1"))),
+            (0, Event::InitDone),
+            (1, Event::Apply(cm("b", "y", "2"))),
+        ])
+        .await;
+        assert_eq!(seen[6], held(&["a/old=1", "a/x=1", "b/y=1"]));
+        // The relist's objects are changes as they come; b is untouched.
+        assert_eq!(seen[8], held(&["a/old=1", "a/x=3", "b/y=1"]));
+        assert_eq!(seen[10], held(&["a/new=1", "a/x=3", "b/y=1"]));
+        assert_eq!(seen[11], held(&["a/new=1", "a/x=3", "b/y=2"]));
+    }
+
+    #[tokio::test]
+    async fn a_relist_before_the_others_have_listed_still_drops_what_it_no_longer_lists() {
+        let seen = run(vec![
+            (0, Event::Init),
+            (0, Event::InitApply(cm("a", "old", "1"))),
+            (0, Event::InitDone),
+            (0, Event::Init),
+            (0, Event::InitApply(cm("a", "x", "1"))),
+            (0, Event::InitDone),
+            (1, Event::Init),
+            (1, Event::InitDone),
+        ])
+        .await;
+        assert_eq!(seen[7], held(&["a/x=1"]));
+    }
+}
