@@ -129,10 +129,26 @@ fn phase(p: i32) -> String {
 
 fn summary(r: &pb::Rollout) -> Value {
     let s = r.status.clone().unwrap_or_default();
+    // What was asked and not yet acted on leads the message.
+    let mut asked = Vec::new();
+    if !s.abort_requested.is_empty() {
+        asked.push(format!("abort requested ({})", s.abort_requested));
+    }
+    if !s.promote_requested.is_empty() {
+        asked.push(format!("promote ({}) requested", s.promote_requested));
+    }
+    let message = if asked.is_empty() {
+        s.message.clone()
+    } else if s.message.is_empty() {
+        asked.join("; ")
+    } else {
+        format!("{}; {}", asked.join("; "), s.message)
+    };
     json!({
         "namespace": r.namespace, "name": r.name, "revision": r.revision, "phase": phase(s.phase),
         "step": s.current_step + 1, "steps": s.total_steps, "newPods": s.canary_replicas, "readyNewPods": s.ready_canary_replicas,
-        "traffic": s.traffic, "canaryRevision": s.canary_revision, "stableRevision": s.stable_revision, "message": s.message,
+        "traffic": s.traffic, "canaryRevision": s.canary_revision, "stableRevision": s.stable_revision, "message": message,
+        "paused": s.paused, "abortRequested": s.abort_requested, "promoteRequested": s.promote_requested,
     })
 }
 

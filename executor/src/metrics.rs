@@ -467,13 +467,15 @@ fn verb_of<B>(request: &http::Request<B>) -> &'static str {
 }
 
 /// The resource a path names (with a subresource after a `/`), and whether
-/// it names a collection.
+/// it names a collection. A path that names no resource (discovery,
+/// `/version`) is named by its first segment, so the label stays bounded.
 fn resource_of(path: &str) -> (String, bool) {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let rest = match segments.as_slice() {
-        ["api", _version, rest @ ..] => rest,
-        ["apis", _group, _version, rest @ ..] => rest,
-        _ => return (String::new(), false),
+        ["api", _version, rest @ ..] if !rest.is_empty() => rest,
+        ["apis", _group, _version, rest @ ..] if !rest.is_empty() => rest,
+        [first, ..] => return (format!("/{first}"), false),
+        [] => return ("/".to_owned(), false),
     };
     let rest = match rest {
         ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest,
@@ -557,7 +559,9 @@ mod tests {
             resource_of("/api/v1/namespaces"),
             ("namespaces".into(), true)
         );
-        assert_eq!(resource_of("/version"), (String::new(), false));
+        assert_eq!(resource_of("/version"), ("/version".into(), false));
+        assert_eq!(resource_of("/apis/apps/v1"), ("/apis".into(), false));
+        assert_eq!(resource_of("/api"), ("/api".into(), false));
     }
 
     #[test]

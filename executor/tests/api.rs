@@ -878,6 +878,11 @@ async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() 
         .unwrap()
         .into_inner();
     assert_eq!(aborted.name, "pending");
+    // The answer says the abort is asked, not yet done.
+    assert_eq!(
+        aborted.status.unwrap_or_default().abort_requested,
+        "not today"
+    );
     let stored = Api::<Rollout>::default_namespaced(world.client.clone())
         .get("pending")
         .await

@@ -482,6 +482,17 @@ pub fn rollout_at(r: &Rollout, now: SystemTime) -> pb::Rollout {
                 .map(|a| a.evidence.iter().map(evidence).collect())
                 .unwrap_or_default(),
             paused: r.spec.paused,
+            abort_requested: r
+                .annotations()
+                .get(crate::keys::ABORT)
+                .cloned()
+                .unwrap_or_default(),
+            promote_requested: r
+                .annotations()
+                .get(crate::keys::PROMOTE)
+                .map(|v| v.split_once(':').map_or(v.as_str(), |(how, _)| how))
+                .unwrap_or_default()
+                .to_owned(),
         }),
     }
 }
@@ -528,6 +539,36 @@ mod tests {
             json_to_struct(&json),
             Some(template),
             "and reads back the same"
+        );
+    }
+
+    #[test]
+    fn a_promote_or_abort_not_yet_acted_on_is_shown_until_the_controller_takes_it() {
+        let mut r: Rollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop", "annotations": {
+                crate::keys::ABORT: "bad latency", crate::keys::PROMOTE: "full:2"}},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"}},
+        }))
+        .unwrap();
+        let now = at("2026-01-01T10:00:00Z");
+        let asked = rollout_at(&r, now).status.unwrap();
+        assert_eq!(
+            (
+                asked.abort_requested.as_str(),
+                asked.promote_requested.as_str()
+            ),
+            ("bad latency", "full")
+        );
+        // The controller removes the annotations once it has decided.
+        r.metadata.annotations = None;
+        let taken = rollout_at(&r, now).status.unwrap();
+        assert_eq!(
+            (
+                taken.abort_requested.as_str(),
+                taken.promote_requested.as_str()
+            ),
+            ("", "")
         );
     }
 }

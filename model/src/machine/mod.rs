@@ -871,6 +871,9 @@ impl Decision<'_> {
         match (&observed.rolled_back, clean) {
             (Ok(()), true) => {
                 let message = self.status.message.clone();
+                // The workload is back on stable: no new pod is wanted or
+                // counted any more.
+                self.status.ready_canary_replicas = 0;
                 self.effect(Effect::Unmark);
                 self.end(Phase::RolledBack, message);
                 Next::Change

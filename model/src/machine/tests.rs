@@ -812,6 +812,14 @@ impl Run {
                 );
                 prop_assert_eq!(w.traffic, 0);
                 prop_assert!(!w.traffic_objects);
+                // The status says so too: no new pod wanted or counted.
+                prop_assert_eq!(
+                    (
+                        self.status.canary_replicas,
+                        self.status.ready_canary_replicas
+                    ),
+                    (0, 0)
+                );
             }
             _ => {}
         }
