@@ -1936,3 +1936,146 @@ async fn a_bound_canary_behind_nginx_rolls_back_a_bad_change_and_restarts_on_a_n
     assert_eq!(ingress.spec, original.spec);
     assert_eq!(ingress.metadata.annotations, original.metadata.annotations);
 }
+
+/// What a GitOps tool's server-side applies and a person's kubectl meet on
+/// a cluster: each step's outcome (an error's first line), then the
+/// object's labels, annotations and image, and each client manager's
+/// entry (controllers' entries left out: their writes differ by design).
+fn server_side_story(kubeconfig: &std::path::Path) -> Vec<serde_json::Value> {
+    let manifest = |image: &str, labels: serde_json::Value, annotations: serde_json::Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "ssa", "namespace": "default", "labels": labels, "annotations": annotations},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "ssa"}},
+                "template": {"metadata": {"labels": {"app": "ssa"}},
+                    "spec": {"containers": [{"name": "web", "image": image,
+                        "ports": [{"containerPort": 8080, "name": "http"}]}]}}}})
+    };
+    let apply = |m: &serde_json::Value, force: bool| {
+        let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        std::fs::write(file.path(), m.to_string()).unwrap();
+        let mut args = vec![
+            "apply",
+            "--server-side",
+            "--field-manager=flux",
+            "-f",
+            file.path().to_str().unwrap(),
+        ];
+        if force {
+            args.push("--force-conflicts");
+        }
+        kubectl_at(kubeconfig, &args)
+    };
+    let first_line = |(ok, out): (bool, String)| json!({"ok": ok, "said": if ok { String::new() } else { out.lines().next().unwrap_or_default().to_owned() }});
+    let mut story = Vec::new();
+    let full = manifest(
+        "registry.example/web:1.0",
+        json!({"app": "ssa", "tier": "front"}),
+        json!({"note": "from git"}),
+    );
+    story.push(first_line(apply(&full, false)));
+    story.push(first_line(kubectl_at(
+        kubeconfig,
+        &[
+            "set",
+            "image",
+            "deployment/ssa",
+            "web=registry.example/web:2.0",
+        ],
+    )));
+    // Git still says 1.0: a conflict with kubectl-set, unless forced.
+    story.push(first_line(apply(&full, false)));
+    story.push(first_line(apply(&full, true)));
+    // Someone labels it by hand; git drops its tier label and annotation.
+    story.push(first_line(kubectl_at(
+        kubeconfig,
+        &["label", "deployment/ssa", "team=shop"],
+    )));
+    story.push(first_line(apply(
+        &manifest("registry.example/web:1.0", json!({"app": "ssa"}), json!({})),
+        false,
+    )));
+    let (ok, out) = kubectl_at(
+        kubeconfig,
+        &[
+            "get",
+            "deployment/ssa",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    );
+    assert!(ok, "{out}");
+    let object: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let annotations: serde_json::Map<String, serde_json::Value> = object["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("deployment.kubernetes.io/"))
+        .collect();
+    story.push(json!({
+        "labels": object["metadata"]["labels"],
+        "annotations": annotations,
+        "image": object["spec"]["template"]["spec"]["containers"][0]["image"],
+    }));
+    for entry in object["metadata"]["managedFields"].as_array().unwrap() {
+        if entry["manager"] == "kube-controller-manager" {
+            continue;
+        }
+        story.push(json!({
+            "manager": entry["manager"],
+            "operation": entry["operation"],
+            "apiVersion": entry["apiVersion"],
+            "fieldsV1": entry["fieldsV1"],
+        }));
+    }
+    story
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_owns_conflicts_and_removes_alike_on_the_simulator_and_a_real_control_plane()
+ {
+    let plane = ControlPlane::start().await;
+    let real = server_side_story(&plane.kubeconfig);
+
+    let scenario = sluice_sim::scenario::Scenario::parse(
+        "ssa",
+        "name: ssa\nseed: 1\nversions:\n  - {image: registry.example/web:1.0}\n",
+    )
+    .unwrap();
+    let sim = sluice_sim::scenario::Simulation::start(scenario).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, sim.api.router()).into_future());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("sim.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        sluice_sim::kubeconfig(addr, &Default::default()),
+    )
+    .unwrap();
+    let simulated = server_side_story(&kubeconfig);
+
+    // The story as kube-apiserver tells it: the conflict named, forced
+    // away, a dropped field removed and a hand-made label kept.
+    assert_eq!(real[2]["ok"], false, "{real:#?}");
+    assert!(
+        real[2]["said"]
+            .as_str()
+            .unwrap()
+            .contains(r#"conflict with "kubectl-set" using apps/v1: .spec.template.spec.containers[name="web"].image"#),
+        "{real:#?}"
+    );
+    assert_eq!(
+        real[6]["labels"],
+        json!({"app": "ssa", "team": "shop"}),
+        "{real:#?}"
+    );
+    for (step, (s, r)) in simulated.iter().zip(&real).enumerate() {
+        assert_eq!(
+            s, r,
+            "step {step}: the simulator (left) and kube-apiserver (right)"
+        );
+    }
+    assert_eq!(simulated.len(), real.len(), "{simulated:#?}\n{real:#?}");
+}

@@ -301,7 +301,18 @@ fn dry_runs_store_nothing_invalid_objects_are_refused_naming_the_field_and_the_c
         out.contains("deployment.apps/web configured (server dry run)"),
         "{out}"
     );
-    let out = c.ok(&["apply", "--server-side", "--dry-run=server", "-f", &changed]);
+    // Forced: the HTTPRoute's lists, defaulted from its CRD when kubectl
+    // created it client-side, differ from the manifest's, and
+    // kube-apiserver reports them as conflicts with
+    // kubectl-client-side-apply too.
+    let out = c.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--dry-run=server",
+        "-f",
+        &changed,
+    ]);
     assert!(out.contains("(server dry run)"), "{out}");
     let diff = c.run(&["diff", "-f", &changed]);
     assert_eq!(

@@ -303,9 +303,16 @@ async fn handle(
         Ok(unknown) => unknown,
         Err(e) => return error_response(&e),
     };
-    let mut response = api
-        .dispatch(&method, verb, target, content_type, &query, &accept, &body)
-        .await;
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let request = Request {
+        content_type,
+        query: &query,
+        user_agent,
+        body: &body,
+    };
+    let mut response = api.dispatch(&method, verb, target, &accept, &request).await;
     // Warn (the default): the write is made without them, and said so.
     for field in unknown {
         if let Ok(value) =
@@ -439,20 +446,28 @@ impl ApiServer {
         method: &Method,
         verb: &'static str,
         target: Target,
-        content_type: &str,
-        query: &Query,
         accept: &str,
-        body: &[u8],
+        request: &Request<'_>,
     ) -> Response {
         let api = self;
-        if matches!(verb, "create" | "update" | "patch") && target.sub.is_none() {
-            api.admission.wrote(&target.resource);
-            if api.admission.active(&target.resource) {
-                return api
-                    .admitted_write(verb, &target, content_type, query, body)
-                    .await
-                    .unwrap_or_else(|e| error_response(&e));
+        let Request {
+            content_type,
+            query,
+            body,
+            ..
+        } = *request;
+        // Writes of an object or its status: owned fields tracked, and
+        // the object's through admission.
+        if matches!(verb, "create" | "update" | "patch")
+            && matches!(target.sub.as_deref(), None | Some("status"))
+        {
+            if target.sub.is_none() {
+                api.admission.wrote(&target.resource);
             }
+            return api
+                .admitted_write(verb, &target, request)
+                .await
+                .unwrap_or_else(|e| error_response(&e));
         }
         let dry = match dry_run(query) {
             // A delete says it in its DeleteOptions too.
@@ -717,29 +732,82 @@ impl ApiServer {
         Ok(json_response(StatusCode::CREATED, &created))
     }
 
-    /// A create, update or patch of an object under admission: the object
-    /// as it would be stored (defaulted) goes through the registered
-    /// webhooks, and what they leave is written, conditionally on the
-    /// version read (a patch whose object changed meanwhile is made again).
+    /// A create, update or patch of an object (under admission) or of its
+    /// status: the object as it would be stored (defaulted), its owned
+    /// fields tracked (`managedFields`; an apply's conflicts refused), goes
+    /// through the registered webhooks, and what they leave is written,
+    /// conditionally on the version read (a patch whose object changed
+    /// meanwhile is made again).
     async fn admitted_write(
         &self,
         verb: &str,
         target: &Target,
-        content_type: &str,
-        query: &Query,
-        body: &[u8],
+        request: &Request<'_>,
     ) -> Result<Response, ApiError> {
         use crate::api::{
             admission::Attempt,
+            managed,
             patch::{PatchType, apply},
         };
+        let Request {
+            content_type,
+            query,
+            body,
+            user_agent,
+        } = *request;
         let res = &target.resource;
         let ns = self.ns(target);
         let builtin = res.builtin();
+        let part = if target.sub.is_some() {
+            Part::Status
+        } else {
+            Part::Main
+        };
+        let kind = match verb {
+            "patch" => Some(PatchType::from_content_type(content_type)?),
+            _ => None,
+        };
+        let applying = kind == Some(PatchType::Apply);
+        let force = match query.get("force").map(String::as_str) {
+            None => false,
+            Some("true") if applying => true,
+            Some("false") => false,
+            Some(_) if !applying => {
+                return Err(ApiError::bad_request(
+                    "force: Invalid value: true: may not be specified for non-apply patch",
+                ));
+            }
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "force: Invalid value: {other:?}: must be true or false"
+                )));
+            }
+        };
+        let manager = managed::manager_of(
+            query.get("fieldManager").map(String::as_str),
+            user_agent,
+            applying,
+        )?;
+        let config: Option<Value> = if applying {
+            Some(
+                serde_yaml::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let writer = managed::Writer {
+            manager,
+            apply: config.as_ref().map(|c| (c, force)),
+            subresource: target.sub.as_deref(),
+            api_version: res.api_version(&target.version),
+            has_status: res.status,
+            now: crate::api::time::rfc3339((self.options.clock)()),
+        };
         for _ in 0..5 {
             let name = target.name.clone().unwrap_or_default();
-            let (operation, old, mut object) = match verb {
-                "create" => {
+            let (operation, old, mut object) = match (verb, kind) {
+                ("create", _) => {
                     if target.name.is_some() {
                         return Err(ApiError::method_not_allowed(
                             "POST is not allowed on a named object",
@@ -747,19 +815,19 @@ impl ApiServer {
                     }
                     ("CREATE", None, parse_body(body)?)
                 }
-                "update" => {
+                ("update", _) => {
                     let current = self.store.get_value(res, ns, &name)?;
                     ("UPDATE", Some(current), parse_body(body)?)
                 }
-                _ => {
-                    let kind = PatchType::from_content_type(content_type)?;
+                (_, kind) => {
+                    let kind = kind.unwrap_or(PatchType::Merge);
                     match self.store.get_value(res, ns, &name) {
                         Ok(current) => {
                             let mut patched = current.clone();
                             apply(kind, &mut patched, body, builtin)?;
                             ("UPDATE", Some(current), patched)
                         }
-                        Err(e) if e.code == 404 && kind == PatchType::Apply => {
+                        Err(e) if e.code == 404 && applying && part == Part::Main => {
                             let mut fresh = json!({});
                             apply(kind, &mut fresh, body, builtin)?;
                             if fresh["metadata"]["name"].is_null() {
@@ -774,31 +842,44 @@ impl ApiServer {
             if res.namespaced && object["metadata"]["namespace"].is_null() {
                 object["metadata"]["namespace"] = json!(ns);
             }
-            self.store.defaults(res, &mut object);
+            // What the manager applies is its own before defaults fill
+            // anything in; what it writes otherwise, defaults included.
+            if applying {
+                managed::track(old.as_ref(), &mut object, &writer)?;
+                self.store.defaults(res, &mut object);
+            } else {
+                self.store.defaults(res, &mut object);
+                managed::track(old.as_ref(), &mut object, &writer)?;
+            }
             let object_name = object["metadata"]["name"]
                 .as_str()
                 .unwrap_or(&name)
                 .to_owned();
+            // The version a patch is made on: the one read, or the one
+            // the patch itself names (a precondition the client set).
             let read_version = old
                 .as_ref()
-                .map(|o| o["metadata"]["resourceVersion"].clone());
-            let mut admitted = self
-                .admission
-                .admit(
-                    &self.store,
-                    Attempt {
-                        resource: res,
-                        version: &target.version,
-                        operation,
-                        namespace: ns,
-                        name: &object_name,
-                        object,
-                        old,
-                        field_manager: query.get("fieldManager").map(String::as_str),
-                        dry_run: query.contains_key("dryRun"),
-                    },
-                )
-                .await?;
+                .map(|_| object["metadata"]["resourceVersion"].clone());
+            let mut admitted = if part == Part::Main && self.admission.active(res) {
+                self.admission
+                    .admit(
+                        &self.store,
+                        Attempt {
+                            resource: res,
+                            version: &target.version,
+                            operation,
+                            namespace: ns,
+                            name: &object_name,
+                            object,
+                            old,
+                            field_manager: query.get("fieldManager").map(String::as_str),
+                            dry_run: query.contains_key("dryRun"),
+                        },
+                    )
+                    .await?
+            } else {
+                object
+            };
             let dry = dry_run(query)?;
             let written = if operation == "CREATE" {
                 if dry {
@@ -814,9 +895,9 @@ impl ApiServer {
                     admitted["metadata"]["resourceVersion"] = version;
                 }
                 if dry {
-                    self.store.update_dry(res, ns, &name, admitted, Part::Main)
+                    self.store.update_dry(res, ns, &name, admitted, part)
                 } else {
-                    self.store.update(res, ns, &name, admitted, Part::Main)
+                    self.store.update(res, ns, &name, admitted, part)
                 }
                 .map(|v| (StatusCode::OK, v))
             };
@@ -1194,4 +1275,13 @@ fn scale_of(res: &Resource, object: &Value) -> Value {
         "spec": {"replicas": get_path(object, &paths.spec_replicas).as_i64().unwrap_or(0)},
         "status": {"replicas": get_path(object, &paths.status_replicas).as_i64().unwrap_or(0), "selector": selector},
     })
+}
+
+/// What a request carries besides its target.
+#[derive(Debug, Clone, Copy)]
+struct Request<'a> {
+    content_type: &'a str,
+    query: &'a Query,
+    user_agent: Option<&'a str>,
+    body: &'a [u8],
 }

@@ -20,6 +20,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod faults;
 pub mod http;
+pub mod managed;
 pub mod openapi;
 pub mod patch;
 pub mod resources;

@@ -8,10 +8,10 @@
 //! `$patch: replace`, `$setElementOrder/<list>` (accepted, order kept) and
 //! `$deleteFromPrimitiveList/<list>`.
 //!
-//! Server-side apply is served as a strategic merge (built-in kinds) or a
-//! merge patch (custom resources) of the applied configuration, creating
-//! the object when it is absent. Field ownership and conflicts are not
-//! tracked: enough for clients that apply what they own.
+//! Server-side apply merges the applied configuration as a strategic merge
+//! (built-in kinds) or a merge patch (custom resources), creating the
+//! object when it is absent; who owns what, its conflicts and the removal
+//! of fields a manager stops applying are `managed`'s.
 
 use serde_json::{Map, Value};
 

@@ -543,6 +543,10 @@ impl Store {
             Part::Status => {
                 let mut next = current.clone();
                 next["status"] = object.get("status").cloned().unwrap_or(Value::Null);
+                // Who owns which status fields changes with the status.
+                if let Some(managed) = object["metadata"].get("managedFields") {
+                    next["metadata"]["managedFields"] = managed.clone();
+                }
                 next
             }
             Part::Main => {
@@ -904,7 +908,7 @@ impl Store {
         meta.insert("creationTimestamp".into(), json!(now));
         meta.insert("generation".into(), json!(1));
         meta.remove("deletionTimestamp");
-        meta.remove("managedFields");
+        // managedFields are kept: the API layer sets them (`managed`).
         self.defaults(res, &mut object);
         let problems = crate::api::validation::problems(res, &object);
         if !problems.is_empty() {
