@@ -59,7 +59,7 @@ pub struct Config {
     /// with commas): watch, serve and admit their Rollouts and workloads
     /// only, so a Role in each is all the executor needs (besides its
     /// Lease). Unset: the whole cluster.
-    #[arg(long, env = "SLUICE_NAMESPACE", value_delimiter = ',')]
+    #[arg(long, env = "SLUICE_WATCH_NAMESPACES", value_delimiter = ',')]
     pub namespace: Vec<String>,
 
     /// YAML file mapping bearer tokens to the namespaces they may act on.

@@ -94,6 +94,10 @@ async fn cluster_client(
 /// [`Error::Config`] naming a value that is not a namespace name.
 fn scope(namespaces: &[String]) -> Result<sluice_runtime::auth::Scope, Error> {
     use sluice_runtime::auth::Scope;
+    // An empty value (`SLUICE_WATCH_NAMESPACES=`) is no value.
+    if namespaces.iter().all(String::is_empty) {
+        return Ok(Scope::All);
+    }
     if let Some(bad) = namespaces.iter().find(|ns| !api::is_dns_label(ns)) {
         return Err(Error::config(
             "--namespace",
@@ -187,6 +191,12 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
         None => Authenticator::open(),
     };
     let scope = scope(&config.namespace)?;
+    match &scope {
+        sluice_runtime::auth::Scope::All => tracing::info!("releasing in every namespace"),
+        sluice_runtime::auth::Scope::Namespaces(names) => {
+            tracing::info!(namespaces = %names.join(","), "releasing only in these namespaces");
+        }
+    }
     let token_secret = match &config.token_secret {
         None => None,
         Some(at) => Some(

@@ -13,7 +13,10 @@
 //! expired or failed) has its objects emitted as changes, and what it no
 //! longer lists as deletions, so the other namespaces' objects stay put.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use futures::{Stream, StreamExt, stream::BoxStream};
 use kube::{
@@ -38,6 +41,28 @@ where
     }
 }
 
+/// The namespaces of a merged watch that have not listed yet: their
+/// objects are not in the store, whatever it says of the others.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Unlisted(Arc<Mutex<BTreeSet<String>>>);
+
+impl Unlisted {
+    /// Whether `namespace` has not listed yet.
+    pub(crate) fn contains(&self, namespace: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(namespace)
+    }
+
+    fn listed(&self, namespace: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(namespace);
+    }
+}
+
 /// The watch events of `K` over `scope`, for a reflector writing `store`
 /// (read to find what a namespace's relist no longer holds).
 pub(crate) fn events<K>(
@@ -55,18 +80,51 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    tracked(client, scope, store).0
+}
+
+/// [`events`], and which namespaces have not listed yet.
+///
+/// A namespace whose list the API server refuses (403: no Role there, or
+/// no such namespace; 404) does not keep the others waiting: the store is
+/// ready once every other namespace has listed, and the refused one stays
+/// [`Unlisted`] (retried with back-off) until it lists.
+pub(crate) fn tracked<K>(
+    client: &Client,
+    scope: &Scope,
+    store: Store<K>,
+) -> (
+    BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>,
+    Unlisted,
+)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let mut watches: Vec<_> = apis::<K>(client, scope)
         .into_iter()
         .map(|api| watcher(api, watcher::Config::default()).default_backoff())
         .collect();
+    let unlisted = Unlisted::default();
     if watches.len() == 1 {
-        return watches.remove(0).boxed();
+        return (watches.remove(0).boxed(), unlisted);
     }
     let namespaces = match scope {
         Scope::Namespaces(namespaces) => namespaces.clone(),
         Scope::All => Vec::new(),
     };
-    merged(namespaces, watches, move |ns| {
+    unlisted
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(namespaces.iter().cloned());
+    let stream = merged(namespaces, watches, unlisted.clone(), move |ns| {
         store
             .state()
             .into_iter()
@@ -74,7 +132,17 @@ where
             .map(|o| (*o).clone())
             .collect()
     })
-    .boxed()
+    .boxed();
+    (stream, unlisted)
+}
+
+/// Whether `error` is the API server refusing a namespace's first list
+/// (403 or 404), as against the server being unreachable.
+fn refused(error: &watcher::Error) -> bool {
+    matches!(
+        error,
+        watcher::Error::InitialListFailed(kube::Error::Api(e)) if e.code == 403 || e.code == 404
+    )
 }
 
 /// The objects of `K` over `scope` as their watches touch them, with no
@@ -116,6 +184,7 @@ struct Merge<K> {
 fn merged<K, S>(
     namespaces: Vec<String>,
     watches: Vec<S>,
+    unlisted: Unlisted,
     known: impl Fn(&str) -> Vec<K> + Send + 'static,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
@@ -140,6 +209,24 @@ where
         .scan(start, move |merge, (i, event)| {
             let ns = namespaces.get(i).map(String::as_str).unwrap_or_default();
             let out: Vec<Result<Event<K>, watcher::Error>> = match event {
+                // A namespace refused before it ever listed: the others
+                // need not wait for it.
+                Err(e) if refused(&e) && !merge.listed[i] => {
+                    tracing::warn!(namespace = ns, error = %e, "cannot list this namespace; releases there wait until it can be");
+                    merge.listed[i] = true;
+                    let mut out = vec![Err(e)];
+                    if merge.listed.iter().all(|l| *l)
+                        && let Some(all) = merge.pending.take()
+                    {
+                        out.extend(
+                            std::iter::once(Event::Init)
+                                .chain(all.into_values().map(Event::InitApply))
+                                .chain(std::iter::once(Event::InitDone))
+                                .map(Ok),
+                        );
+                    }
+                    out
+                }
                 Err(e) => vec![Err(e)],
                 Ok(event) => match (&mut merge.pending, event) {
                     // Before the one list ends: gather.
@@ -161,6 +248,7 @@ where
                         Vec::new()
                     }
                     (Some(pending), Event::InitDone) => {
+                        unlisted.listed(ns);
                         if let Some(seen) = merge.relisting[i].take() {
                             pending.retain(|(n, name), _| n != ns || seen.contains(name));
                         }
@@ -187,14 +275,17 @@ where
                         }
                         vec![Ok(Event::Apply(o))]
                     }
-                    (None, Event::InitDone) => match merge.relisting[i].take() {
-                        Some(seen) => known(ns)
-                            .into_iter()
-                            .filter(|o| !seen.contains(&o.name_any()))
-                            .map(|o| Ok(Event::Delete(o)))
-                            .collect(),
-                        None => Vec::new(),
-                    },
+                    (None, Event::InitDone) => {
+                        unlisted.listed(ns);
+                        match merge.relisting[i].take() {
+                            Some(seen) => known(ns)
+                                .into_iter()
+                                .filter(|o| !seen.contains(&o.name_any()))
+                                .map(|o| Ok(Event::Delete(o)))
+                                .collect(),
+                            None => Vec::new(),
+                        }
+                    }
                     (None, e @ (Event::Apply(_) | Event::Delete(_))) => vec![Ok(e)],
                 },
             };
@@ -222,13 +313,22 @@ mod tests {
     /// reflector and returns what its store holds after each step, as
     /// sorted `ns/name=v` strings (`None` until the store is ready).
     async fn run(script: Vec<(usize, Event<ConfigMap>)>) -> Vec<Option<Vec<String>>> {
+        let script = script.into_iter().map(|(i, e)| (i, Ok(e))).collect();
+        run_with(script, &Unlisted::default()).await
+    }
+
+    async fn run_with(
+        script: Vec<(usize, Result<Event<ConfigMap>, watcher::Error>)>,
+        unlisted: &Unlisted,
+    ) -> Vec<Option<Vec<String>>> {
         let (reader, writer) = reflector::store::<ConfigMap>();
         let (a_tx, a_rx) = futures::channel::mpsc::unbounded();
         let (b_tx, b_rx) = futures::channel::mpsc::unbounded();
         let known = reader.clone();
         let stream = merged(
             vec!["a".into(), "b".into()],
-            vec![a_rx.map(Ok).boxed(), b_rx.map(Ok).boxed()],
+            vec![a_rx.boxed(), b_rx.boxed()],
+            unlisted.clone(),
             move |ns| {
                 known
                     .state()
@@ -333,5 +433,54 @@ mod tests {
         ])
         .await;
         assert_eq!(seen[7], held(&["a/x=1"]));
+    }
+
+    fn forbidden() -> watcher::Error {
+        watcher::Error::InitialListFailed(kube::Error::Api(
+            serde_json::from_value(serde_json::json!({
+                "status": "Failure", "message": "rollouts is forbidden",
+                "reason": "Forbidden", "code": 403}))
+            .unwrap(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_namespace_the_server_refuses_does_not_hold_the_others_and_stays_unlisted_until_it_lists()
+     {
+        let unlisted = Unlisted::default();
+        unlisted
+            .0
+            .lock()
+            .unwrap()
+            .extend(["a".to_owned(), "b".to_owned()]);
+        let seen = run_with(
+            vec![
+                (0, Ok(Event::Init)),
+                (0, Ok(Event::InitApply(cm("a", "x", "1")))),
+                (0, Ok(Event::InitDone)),
+                // b has no Role yet (or does not exist).
+                (1, Err(forbidden())),
+            ],
+            &unlisted,
+        )
+        .await;
+        assert_eq!(seen[3], held(&["a/x=1"]), "a is served");
+        assert!(!unlisted.contains("a"));
+        assert!(unlisted.contains("b"), "b's objects are not known");
+        // Once b can be listed, its objects arrive and it is listed.
+        let later = run_with(
+            vec![
+                (0, Ok(Event::Init)),
+                (0, Ok(Event::InitDone)),
+                (1, Err(forbidden())),
+                (1, Ok(Event::Init)),
+                (1, Ok(Event::InitApply(cm("b", "y", "1")))),
+                (1, Ok(Event::InitDone)),
+            ],
+            &unlisted,
+        )
+        .await;
+        assert_eq!(later[5], held(&["b/y=1"]));
+        assert!(!unlisted.contains("b"));
     }
 }

@@ -149,6 +149,14 @@ fn the_chart_refuses_bad_values_naming_them() {
         ("prometheus.port=99999", "/prometheus/port"),
         ("watchNamespaces={shop,Shop_Bad}", "/watchNamespaces/1"),
         ("watchNamespaces={shop,shop}", "/watchNamespaces"),
+        (
+            "watchNamespaces={shop,kube-system},webhook.certificate=cert-manager",
+            "\"kube-system\" cannot be watched",
+        ),
+        (
+            "watchNamespaces={sluice-system},webhook.certificate=cert-manager",
+            "\"sluice-system\" cannot be watched",
+        ),
         ("webhook.certificate=magic", "/webhook/certificate"),
         ("nonsense=1", "nonsense"),
         (

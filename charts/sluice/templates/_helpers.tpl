@@ -71,6 +71,11 @@ readinessProbe:
 {{- if not (has .Values.webhook.certificate (list "executor" "cert-manager" "secret")) }}
 {{- fail (printf "webhook.certificate must be executor, cert-manager or secret, got %q" .Values.webhook.certificate) }}
 {{- end }}
+{{- range .Values.watchNamespaces }}
+{{- if or (eq . $.Release.Namespace) (eq . "kube-system") }}
+{{- fail (printf "watchNamespaces: %q cannot be watched: Sluice's own namespace and kube-system are never admitted, so the executor can always be repaired" .) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.watchNamespaces (eq .Values.webhook.certificate "executor") }}
 {{- fail "watchNamespaces: the executor has no cluster-wide permission to write the webhook configurations' caBundle; set webhook.certificate to cert-manager or secret" }}
 {{- end }}

@@ -68,6 +68,7 @@ const SYNC_WAIT: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub struct Bindings {
     rollouts: reflector::Store<Rollout>,
+    unlisted: crate::watch::Unlisted,
 }
 
 impl std::fmt::Debug for Bindings {
@@ -85,14 +86,13 @@ impl Bindings {
     /// Starts watching the Rollouts of the namespaces of `scope`.
     pub fn start_in(client: kube::Client, scope: &Scope, stop: CancellationToken) -> Self {
         let (rollouts, writer) = reflector::store();
+        let (events, unlisted) = crate::watch::tracked::<Rollout>(&client, scope, rollouts.clone());
         let watch = reflector::reflector(
             writer,
-            crate::watch::events::<Rollout>(&client, scope, rollouts.clone()).modify(
-                |r: &mut Rollout| {
-                    r.metadata.managed_fields = None;
-                    r.status = None;
-                },
-            ),
+            events.modify(|r: &mut Rollout| {
+                r.metadata.managed_fields = None;
+                r.status = None;
+            }),
         );
         tokio::spawn(async move {
             let run = watch.for_each(|event| async move {
@@ -105,15 +105,20 @@ impl Bindings {
                 () = stop.cancelled() => {}
             }
         });
-        Self { rollouts }
+        Self { rollouts, unlisted }
     }
 
-    /// Waits (a bounded time) for the watch's first list.
+    /// Waits (a bounded time) for the watch's first list, and says
+    /// whether `namespace`'s Rollouts are in it.
     ///
     /// # Errors
     /// Why no answer can be given yet.
-    pub async fn synced(&self) -> Result<(), String> {
+    pub async fn synced(&self, namespace: &str) -> Result<(), String> {
         match tokio::time::timeout(SYNC_WAIT, self.rollouts.wait_until_ready()).await {
+            Ok(Ok(())) if self.unlisted.contains(namespace) => Err(format!(
+                "Sluice cannot read the Rollouts of namespace {namespace:?} yet (the API server \
+                 refuses the list: is the executor's Role there?); retry once it can"
+            )),
             Ok(Ok(())) => Ok(()),
             _ => Err("Sluice has not read the cluster's Rollouts yet; retry in a moment".into()),
         }
@@ -416,7 +421,7 @@ impl Webhook {
                 match serde_json::from_value::<Rollout>(request["object"].clone()) {
                     // The API server's schema refuses what does not parse.
                     Err(_) => Answer::Allow,
-                    Ok(rollout) => match self.bindings.synced().await {
+                    Ok(rollout) => match self.bindings.synced(namespace).await {
                         Err(why) => Answer::Deny(why),
                         Ok(()) => {
                             let others: Vec<_> = self
@@ -450,7 +455,7 @@ impl Webhook {
         kind: WorkloadKind,
         name: &str,
     ) -> Result<Option<String>, String> {
-        self.bindings.synced().await?;
+        self.bindings.synced(namespace).await?;
         let workload = crate::crd::WorkloadRef {
             kind,
             name: name.to_owned(),
@@ -585,7 +590,10 @@ mod tests {
         }
         let metrics = Arc::new(Metrics::default());
         let app = router(Arc::new(Webhook {
-            bindings: Bindings { rollouts: store },
+            bindings: Bindings {
+                rollouts: store,
+                unlisted: crate::watch::Unlisted::default(),
+            },
             metrics: Arc::clone(&metrics),
         }));
         (app, metrics, writer)
@@ -871,6 +879,7 @@ mod tests {
         let app = router(Arc::new(Webhook {
             bindings: Bindings {
                 rollouts: app_store,
+                unlisted: crate::watch::Unlisted::default(),
             },
             metrics: Arc::default(),
         }));

@@ -320,7 +320,10 @@ impl Rollouts for RolloutsApi {
         }
         // A workload with a bound Rollout takes no other.
         if let Some(bindings) = &self.bindings {
-            bindings.synced().await.map_err(Status::unavailable)?;
+            bindings
+                .synced(&namespace)
+                .await
+                .map_err(Status::unavailable)?;
             if let Some((binding, _)) = bindings
                 .naming(&namespace, &wanted.workload, &name)
                 .into_iter()
@@ -413,13 +416,20 @@ impl Rollouts for RolloutsApi {
             .get::<Caller>()
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no caller identity on the request"))?;
-        let r = request.into_inner();
-        if !r.namespace.is_empty() && !caller.may_access(&r.namespace) {
-            return Err(Status::permission_denied(format!(
-                "caller `{}` may not act on namespace `{}`",
-                caller.name, r.namespace
-            )));
+        // A namespace asked is checked as every other call checks it.
+        if !request.get_ref().namespace.is_empty() {
+            let ns = request.get_ref().namespace.clone();
+            if !is_dns_label(&ns) {
+                return Err(invalid(&[(
+                    "namespace".into(),
+                    format!(
+                        "must be a lowercase RFC 1123 label (a-z, 0-9, '-'; at most 63), got {ns:?}"
+                    ),
+                )]));
+            }
+            authorize(&request, &ns)?;
         }
+        let r = request.into_inner();
         let page_size = match r.page_size {
             0 => 100,
             n if n <= 1000 => n as usize,
@@ -450,14 +460,19 @@ impl Rollouts for RolloutsApi {
         } else {
             vec![Api::namespaced(client, &r.namespace)]
         };
+        let across = apis.len() > 1;
         let mut items = Vec::new();
         for api in apis {
-            items.extend(
-                api.list(&ListParams::default())
-                    .await
-                    .map_err(|e| kube_status(e, Target::Rollout(&r.namespace, "*")))?
-                    .items,
-            );
+            match api.list(&ListParams::default()).await {
+                Ok(list) => items.extend(list.items),
+                // Across several namespaces, one the API server refuses
+                // (no Role there, or no such namespace) lists nothing
+                // rather than failing the others.
+                Err(kube::Error::Api(e)) if across && (e.code == 403 || e.code == 404) => {
+                    tracing::warn!(error = %e.message, "ListRollouts: a watched namespace cannot be listed");
+                }
+                Err(e) => return Err(kube_status(e, Target::Rollout(&r.namespace, "*"))),
+            }
         }
         let cursor = |ro: &Rollout| Cursor {
             namespace: ro.namespace().unwrap_or_default(),
