@@ -211,10 +211,12 @@ where
             let out: Vec<Result<Event<K>, watcher::Error>> = match event {
                 // A namespace refused before it ever listed: the others
                 // need not wait for it.
+                // Each namespace's watch backs off on its own; an error
+                // passed on would make a controller back off them all.
                 Err(e) if refused(&e) && !merge.listed[i] => {
                     tracing::warn!(namespace = ns, error = %e, "cannot list this namespace; releases there wait until it can be");
                     merge.listed[i] = true;
-                    let mut out = vec![Err(e)];
+                    let mut out = Vec::new();
                     if merge.listed.iter().all(|l| *l)
                         && let Some(all) = merge.pending.take()
                     {
@@ -227,7 +229,10 @@ where
                     }
                     out
                 }
-                Err(e) => vec![Err(e)],
+                Err(e) => {
+                    tracing::debug!(namespace = ns, error = %e, "a namespace's watch failed; retrying");
+                    Vec::new()
+                }
                 Ok(event) => match (&mut merge.pending, event) {
                     // Before the one list ends: gather.
                     (Some(pending), Event::Apply(o) | Event::InitApply(o)) => {
