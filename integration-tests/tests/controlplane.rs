@@ -2032,11 +2032,84 @@ fn server_side_story(kubeconfig: &std::path::Path) -> Vec<serde_json::Value> {
     story
 }
 
+/// kubectl moving a Deployment from client-side to server-side apply,
+/// dropping an env var and an annotation on the way: each answer, then
+/// what is left and who owns it.
+fn migration_story(kubeconfig: &std::path::Path) -> Vec<serde_json::Value> {
+    let manifest = |env: serde_json::Value, annotations: serde_json::Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "moved", "namespace": "default", "annotations": annotations},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "moved"}},
+                "template": {"metadata": {"labels": {"app": "moved"}},
+                    "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0", "env": env}]}}}})
+    };
+    let run = |m: &serde_json::Value, server_side: bool| {
+        let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        std::fs::write(file.path(), m.to_string()).unwrap();
+        let mut args = vec!["apply", "-f", file.path().to_str().unwrap()];
+        if server_side {
+            args.push("--server-side");
+        }
+        let (ok, _) = kubectl_at(kubeconfig, &args);
+        json!(ok)
+    };
+    let mut story = vec![
+        run(
+            &manifest(
+                json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]),
+                json!({"note": "x"}),
+            ),
+            false,
+        ),
+        run(
+            &manifest(json!([{"name": "A", "value": "1"}]), json!({})),
+            true,
+        ),
+    ];
+    let (ok, out) = kubectl_at(
+        kubeconfig,
+        &[
+            "get",
+            "deployment/moved",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    );
+    assert!(ok, "{out}");
+    let object: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut annotations: Vec<String> = object["metadata"]["annotations"]
+        .as_object()
+        .map(|a| {
+            a.keys()
+                .filter(|k| !k.starts_with("deployment.kubernetes.io/"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    annotations.sort();
+    story.push(json!({
+        "env": object["spec"]["template"]["spec"]["containers"][0]["env"],
+        "annotations": annotations,
+    }));
+    let mut managers: Vec<String> = object["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["manager"] != "kube-controller-manager")
+        .map(|e| format!("{} {}", e["manager"], e["operation"]))
+        .collect();
+    managers.sort();
+    story.push(json!(managers));
+    story
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply_owns_conflicts_and_removes_alike_on_the_simulator_and_a_real_control_plane()
  {
     let plane = ControlPlane::start().await;
     let real = server_side_story(&plane.kubeconfig);
+    let real_migration = migration_story(&plane.kubeconfig);
 
     let scenario = sluice_sim::scenario::Scenario::parse(
         "ssa",
@@ -2055,6 +2128,7 @@ async fn server_side_apply_owns_conflicts_and_removes_alike_on_the_simulator_and
     )
     .unwrap();
     let simulated = server_side_story(&kubeconfig);
+    let simulated_migration = migration_story(&kubeconfig);
 
     // The story as kube-apiserver tells it: the conflict named, forced
     // away, a dropped field removed and a hand-made label kept.
@@ -2078,4 +2152,14 @@ async fn server_side_apply_owns_conflicts_and_removes_alike_on_the_simulator_and
         );
     }
     assert_eq!(simulated.len(), real.len(), "{simulated:#?}\n{real:#?}");
+    // kubectl's move to server-side apply drops what the new manifest
+    // leaves out, on both.
+    assert_eq!(
+        real_migration[2]["env"],
+        json!([{"name": "A", "value": "1"}])
+    );
+    assert_eq!(
+        simulated_migration, real_migration,
+        "the simulator (left) and kube-apiserver (right)"
+    );
 }

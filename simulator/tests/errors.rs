@@ -218,3 +218,46 @@ async fn dropped_watches_end_so_clients_watch_again() {
     api.faults().drop_watches("configmaps");
     assert!(stream.next().await.is_none(), "the watch ends");
 }
+
+#[tokio::test]
+async fn a_patch_or_apply_that_is_not_an_object_is_refused_and_the_server_goes_on() {
+    let api = ApiServer::new(Options::default());
+    call(&api, Method::POST, PODS, JSON, &pod("p")).await;
+    let at = format!("{PODS}/p?fieldManager=m");
+    for content_type in [
+        "application/apply-patch+yaml",
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+    ] {
+        for (body, code, reason) in [
+            ("[]", 400, "BadRequest"),
+            ("\"s\"", 400, "BadRequest"),
+            ("1", 400, "BadRequest"),
+            ("true", 400, "BadRequest"),
+            ("{\"metadata\": []}", 422, "Invalid"),
+            ("{\"metadata\": \"x\"}", 422, "Invalid"),
+        ] {
+            let answer = call(&api, Method::PATCH, &at, content_type, body).await;
+            assert_eq!(answer.0, code, "{content_type} {body}: {}", answer.1);
+            assert_eq!(answer.1["reason"], reason, "{content_type} {body}");
+        }
+    }
+    // An apply may not bring ownership of its own.
+    let forged = call(
+        &api,
+        Method::PATCH,
+        &at,
+        "application/apply-patch+yaml",
+        "{\"metadata\": {\"managedFields\": [{\"manager\": \"x\"}]}}",
+    )
+    .await;
+    assert_status(&forged, 400, "BadRequest");
+    assert!(
+        forged.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("managedFields must be nil")
+    );
+    let (code, pod) = call(&api, Method::GET, &format!("{PODS}/p"), JSON, "").await;
+    assert_eq!(code, 200, "still served: {pod}");
+}

@@ -789,10 +789,18 @@ impl ApiServer {
             applying,
         )?;
         let config: Option<Value> = if applying {
-            Some(
-                serde_yaml::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
-            )
+            let config: Value = serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            if !config.is_object() {
+                return Err(ApiError::bad_request(format!(
+                    "error decoding YAML: cannot unmarshal {} into an object",
+                    kind_of(&config)
+                )));
+            }
+            if !config["metadata"]["managedFields"].is_null() {
+                return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+            }
+            Some(config)
         } else {
             None
         };
@@ -839,6 +847,28 @@ impl ApiServer {
                     }
                 }
             };
+            // What a patch or a body made must still be an object with
+            // object metadata before anything is read or set in it.
+            if !object.is_object() {
+                return Err(ApiError::bad_request(format!(
+                    "the object is not a JSON object but {}",
+                    kind_of(&object)
+                )));
+            }
+            if !(object["metadata"].is_object() || object["metadata"].is_null()) {
+                return Err(ApiError::invalid(
+                    &res.group,
+                    &res.kind,
+                    &name,
+                    &[(
+                        "metadata".into(),
+                        format!(
+                            "Invalid value: {}: must be an object",
+                            kind_of(&object["metadata"])
+                        ),
+                    )],
+                ));
+            }
             if res.namespaced && object["metadata"]["namespace"].is_null() {
                 object["metadata"]["namespace"] = json!(ns);
             }
@@ -1284,4 +1314,16 @@ struct Request<'a> {
     query: &'a Query,
     user_agent: Option<&'a str>,
     body: &'a [u8],
+}
+
+/// What kind of JSON value `v` is, for error messages.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

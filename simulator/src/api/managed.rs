@@ -175,14 +175,20 @@ pub fn track(old: Option<&Value>, new: &mut Value, writer: &Writer) -> Result<()
                 .map(|e| e.fields.clone())
                 .unwrap_or_default();
             for path in previous.members() {
-                if applied.contains(&path) {
+                // A `.` member is the map or item itself: it goes only
+                // when nothing of it is applied or owned any more.
+                let node = match path.split_last() {
+                    Some((last, parent)) if last == "." => parent,
+                    _ => &path[..],
+                };
+                if applied.touches(node) {
                     continue;
                 }
                 let owned_elsewhere = entries
                     .iter()
-                    .any(|e| !current(e, "Apply") && e.fields.touches(&path));
+                    .any(|e| !current(e, "Apply") && e.fields.touches(node));
                 if !owned_elsewhere {
-                    remove_at(new, &path);
+                    remove_at(new, node);
                 }
             }
             set_entry(&mut entries, writer, "Apply", applied);
@@ -1119,5 +1125,35 @@ mod tests {
             "kubectl"
         );
         assert_eq!(manager_of(None, None, true).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn a_map_marked_in_the_previous_apply_stays_when_its_fields_are_applied_again() {
+        // kubectl's client-side-to-server-side migration leaves `.` marks
+        // in the Apply entry; the same configuration applied again keeps
+        // the maps.
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "labels": {"l": "1"}}, "data": {"a": "1"}});
+        let mut live = config.clone();
+        live["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Apply",
+            "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {
+                "f:data": {".": {}, "f:a": {}}, "f:metadata": {"f:labels": {".": {}, "f:l": {}}}}}]);
+        let mut w = writer("kubectl", Some((&config, false)));
+        w.has_status = false;
+        let mut again = live.clone();
+        track(Some(&live), &mut again, &w).unwrap();
+        assert_eq!(again["data"], json!({"a": "1"}));
+        assert_eq!(again["metadata"]["labels"], json!({"l": "1"}));
+        // Left out entirely, the map goes.
+        let bare = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let mut dropped = live.clone();
+        dropped["data"] = json!({"a": "1"});
+        track(
+            Some(&live),
+            &mut dropped,
+            &writer("kubectl", Some((&bare, false))),
+        )
+        .unwrap();
+        assert!(dropped.get("data").is_none(), "{dropped}");
     }
 }
