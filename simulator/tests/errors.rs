@@ -261,3 +261,26 @@ async fn a_patch_or_apply_that_is_not_an_object_is_refused_and_the_server_goes_o
     let (code, pod) = call(&api, Method::GET, &format!("{PODS}/p"), JSON, "").await;
     assert_eq!(code, 200, "still served: {pod}");
 }
+
+#[tokio::test]
+async fn a_patch_whose_result_has_a_value_of_the_wrong_type_is_refused_and_nothing_is_stored() {
+    let api = ApiServer::new(Options::default());
+    let configmaps = "/api/v1/namespaces/default/configmaps";
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
+    call(&api, Method::POST, configmaps, JSON, &cm.to_string()).await;
+    let at = format!("{configmaps}/c?fieldManager=m");
+    for (content_type, body) in [
+        ("application/merge-patch+json", r#"{"data": [1]}"#),
+        ("application/strategic-merge-patch+json", r#"{"metadata": {"labels": []}}"#),
+        (
+            "application/apply-patch+yaml",
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"x": true}}}"#,
+        ),
+    ] {
+        let answer = call(&api, Method::PATCH, &at, content_type, body).await;
+        assert_status(&answer, 422, "Invalid");
+    }
+    let (_, stored) = call(&api, Method::GET, &format!("{configmaps}/c"), JSON, "").await;
+    assert_eq!(stored["data"], json!({"a": "1"}));
+    assert!(stored["metadata"].get("labels").is_none(), "{stored}");
+}

@@ -328,6 +328,20 @@ async fn handle(
 /// the wrong type (a boolean in a list of strings, a number past int32) is
 /// refused with 400 as kube-apiserver refuses it, before anything else.
 fn typed(target: &Target, body: &[u8]) -> Result<(), ApiError> {
+    let Ok(object) = parse_body(body) else {
+        return Ok(());
+    };
+    typed_value(target, object).map_err(|(kind, why)| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{}\" cannot be handled as a {kind}: {why}",
+            target.version
+        ))
+    })
+}
+
+/// What [`typed`] checks, of an object (a patch's result, say): the kind
+/// and why it cannot be read as its Go type.
+fn typed_value(target: &Target, object: Value) -> Result<(), (String, String)> {
     use k8s_openapi::api::{
         apps::v1 as apps, batch::v1 as batch, core::v1 as core, networking::v1 as networking,
         policy::v1 as policy,
@@ -341,9 +355,6 @@ fn typed(target: &Target, body: &[u8]) -> Result<(), ApiError> {
     if res.schema.is_some() {
         return Ok(());
     }
-    let Ok(object) = parse_body(body) else {
-        return Ok(());
-    };
     // Naming another kind, or none, is the store's to answer.
     let api_version = res.api_version(&target.version);
     if object["kind"] != res.kind.as_str() || object["apiVersion"] != api_version.as_str() {
@@ -366,13 +377,7 @@ fn typed(target: &Target, body: &[u8]) -> Result<(), ApiError> {
         ("policy", "poddisruptionbudgets") => read::<policy::PodDisruptionBudget>(object),
         _ => Ok(()),
     };
-    checked.map_err(|why| {
-        let kind = &res.kind;
-        ApiError::bad_request(format!(
-            "{kind} in version \"{}\" cannot be handled as a {kind}: {why}",
-            target.version
-        ))
-    })
+    checked.map_err(|why| (res.kind.clone(), why))
 }
 
 /// A custom resource's fields its schema does not know, in a create,
@@ -866,6 +871,20 @@ impl ApiServer {
                             "Invalid value: {}: must be an object",
                             kind_of(&object["metadata"])
                         ),
+                    )],
+                ));
+            }
+            // A patch's result must read as its type, as a whole body does.
+            if verb == "patch"
+                && let Err((kind, why)) = typed_value(target, object.clone())
+            {
+                return Err(ApiError::invalid(
+                    &res.group,
+                    &kind,
+                    &name,
+                    &[(
+                        "<patched object>".into(),
+                        format!("cannot be read as a {kind}: {why}"),
                     )],
                 ));
             }
