@@ -24,7 +24,6 @@ mod partition;
 mod statefulset;
 mod steps;
 pub mod traffic;
-pub mod turns;
 
 use std::{
     collections::HashMap,
@@ -100,8 +99,6 @@ pub struct Ctx {
     /// Reconciles that may run at once (different Rollouts; one Rollout is
     /// never reconciled twice at once).
     pub concurrency: u16,
-    /// The reconciles' turns at that bound (none when unbounded).
-    turns: Option<Arc<turns::Turns>>,
     /// The namespaces watched (`--namespace`).
     pub scope: Scope,
     /// Where Events go, started with the first one.
@@ -141,7 +138,6 @@ impl Ctx {
             plans: Default::default(),
             metrics: Arc::default(),
             concurrency: DEFAULT_CONCURRENCY,
-            turns: Some(turns::Turns::new(DEFAULT_CONCURRENCY.into())),
             events: std::sync::OnceLock::new(),
             clock: Clock::default(),
             created: Default::default(),
@@ -199,7 +195,6 @@ impl Ctx {
     pub fn with_concurrency(self, concurrency: u16) -> Self {
         Self {
             concurrency,
-            turns: (concurrency > 0).then(|| turns::Turns::new(concurrency.into())),
             ..self
         }
     }
@@ -410,15 +405,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     )
     .applied_objects();
     let controller = Controller::for_stream(rollout_events, rollouts_reader)
-        // The bound is kept by the turns, in arrival order; the runner's
-        // own bound would take waiting requests in hash order.
-        .with_config(kube::runtime::controller::Config::default().concurrency(
-            if ctx.turns.is_some() {
-                0
-            } else {
-                ctx.concurrency
-            },
-        ));
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let metrics = Arc::clone(&ctx.metrics);
     metrics.leading(Some(controller.store()));
     let rollouts = controller.store();
@@ -623,12 +610,8 @@ async fn plan(
 
 /// One reconcile, timed and counted.
 async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let rollout = ctx.analyses.fresher(rollout);
-    let _turn = match &ctx.turns {
-        Some(turns) => Some(turns.take(must_go_back(&rollout)).await),
-        None => None,
-    };
     let start = tokio::time::Instant::now();
+    let rollout = ctx.analyses.fresher(rollout);
     let result = reconcile_once(Arc::clone(&rollout), &ctx).await;
     ctx.metrics.reconciled(result.is_ok(), start.elapsed());
     if let Err(Error::Kube(kube::Error::Api(answer))) = &result
@@ -637,19 +620,6 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
         blocked(&rollout, &ctx, &answer.message).await;
     }
     result
-}
-
-/// Whether a release must go back (an abort asked, a failed verdict on its
-/// step, a rollback under way): its reconcile goes before any advance.
-fn must_go_back(rollout: &Rollout) -> bool {
-    use crate::crd::Verdict;
-    rollout.annotations().contains_key(keys::ABORT)
-        || rollout.status.as_ref().is_some_and(|s| {
-            s.phase == Phase::RollingBack
-                || s.analysis
-                    .as_ref()
-                    .is_some_and(|a| a.step == s.current_step && a.verdict == Some(Verdict::Fail))
-        })
 }
 
 /// The API server refused the executor a request this release needs: says
