@@ -16,6 +16,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use futures::{Stream, StreamExt, stream::BoxStream};
@@ -56,10 +57,21 @@ impl Unlisted {
     }
 
     fn listed(&self, namespace: &str) {
-        self.0
+        let was = self
+            .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(namespace);
+        if was {
+            tracing::info!(namespace, "listed this namespace; releases there go on");
+        }
+    }
+
+    fn lost(&self, namespace: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(namespace.to_owned());
     }
 }
 
@@ -109,7 +121,7 @@ where
 {
     let mut watches: Vec<_> = apis::<K>(client, scope)
         .into_iter()
-        .map(|api| watcher(api, watcher::Config::default()).default_backoff())
+        .map(|api| patient(watcher(api, watcher::Config::default())))
         .collect();
     let unlisted = Unlisted::default();
     if watches.len() == 1 {
@@ -161,11 +173,47 @@ where
     K::DynamicType: Default,
 {
     futures::stream::select_all(apis::<K>(client, scope).into_iter().map(|api| {
-        watcher(api, watcher::Config::default())
-            .default_backoff()
+        patient(watcher(api, watcher::Config::default()))
             .touched_objects()
             .boxed()
     }))
+    .boxed()
+}
+
+/// The first wait after a failed watch, and the longest.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(800), Duration::from_secs(30));
+
+/// `events` retried with a back-off that doubles on each failure up to 30
+/// s, and starts over only once the watch has listed or changed
+/// something. (kube-runtime's own back-off starts over on any event, and
+/// a watcher announces each new list before making it: a list refused
+/// every time was retried about once a second.)
+fn patient<K, S>(events: S) -> BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    futures::stream::unfold(
+        (events.boxed(), Duration::ZERO, false),
+        |(mut events, mut delay, wait)| async move {
+            if wait {
+                tokio::time::sleep(delay).await;
+            }
+            let item = events.next().await?;
+            let wait = match &item {
+                Err(_) => {
+                    delay = (delay * 2).clamp(BACKOFF.0, BACKOFF.1);
+                    true
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => false,
+                Ok(_) => {
+                    delay = Duration::ZERO;
+                    false
+                }
+            };
+            Some((item, (events, delay, wait)))
+        },
+    )
     .boxed()
 }
 
@@ -228,6 +276,24 @@ where
                         );
                     }
                     out
+                }
+                // Listed once, refused now (its Role or the namespace
+                // gone): what the store holds of it can no longer be
+                // trusted, so it goes, and the namespace is unlisted
+                // again until a list succeeds.
+                Err(e) if refused(&e) => {
+                    if !unlisted.contains(ns) {
+                        tracing::warn!(namespace = ns, error = %e, "this namespace can no longer be listed; releases there wait until it can be");
+                        unlisted.lost(ns);
+                    }
+                    merge.relisting[i] = None;
+                    match &mut merge.pending {
+                        Some(pending) => {
+                            pending.retain(|(n, _), _| n != ns);
+                            Vec::new()
+                        }
+                        None => known(ns).into_iter().map(|o| Ok(Event::Delete(o))).collect(),
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(namespace = ns, error = %e, "a namespace's watch failed; retrying");
@@ -487,5 +553,51 @@ mod tests {
         .await;
         assert_eq!(later[5], held(&["b/y=1"]));
         assert!(!unlisted.contains("b"));
+    }
+
+    #[tokio::test]
+    async fn a_namespace_refused_after_it_listed_is_dropped_and_unlisted_until_it_lists_again() {
+        let unlisted = Unlisted::default();
+        let seen = run_with(
+            vec![
+                (0, Ok(Event::Init)),
+                (0, Ok(Event::InitApply(cm("a", "x", "1")))),
+                (0, Ok(Event::InitDone)),
+                (1, Ok(Event::Init)),
+                (1, Ok(Event::InitApply(cm("b", "y", "1")))),
+                (1, Ok(Event::InitDone)),
+                // b's Role is taken away; its next list is refused.
+                (1, Ok(Event::Init)),
+                (1, Err(forbidden())),
+            ],
+            &unlisted,
+        )
+        .await;
+        assert_eq!(seen[5], held(&["a/x=1", "b/y=1"]));
+        assert_eq!(
+            seen[7],
+            held(&["a/x=1"]),
+            "b's objects are not trusted any more"
+        );
+        assert!(unlisted.contains("b"));
+        assert!(!unlisted.contains("a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_refused_every_time_is_retried_ever_more_slowly() {
+        let attempts = (0..4).flat_map(|_| [Ok(Event::Init), Err(forbidden())]);
+        let events: Vec<Result<Event<ConfigMap>, watcher::Error>> = attempts.collect();
+        let start = tokio::time::Instant::now();
+        let mut stream = patient(futures::stream::iter(events));
+        let mut gaps = Vec::new();
+        let mut last = start;
+        while let Some(item) = stream.next().await {
+            if item.is_ok() {
+                gaps.push((tokio::time::Instant::now() - last).as_millis());
+            }
+            last = tokio::time::Instant::now();
+        }
+        // Each new attempt waits twice as long as the one before.
+        assert_eq!(gaps, [0, 800, 1600, 3200]);
     }
 }

@@ -271,7 +271,10 @@ async fn a_patch_whose_result_has_a_value_of_the_wrong_type_is_refused_and_nothi
     let at = format!("{configmaps}/c?fieldManager=m");
     for (content_type, body) in [
         ("application/merge-patch+json", r#"{"data": [1]}"#),
-        ("application/strategic-merge-patch+json", r#"{"metadata": {"labels": []}}"#),
+        (
+            "application/strategic-merge-patch+json",
+            r#"{"metadata": {"labels": []}}"#,
+        ),
         (
             "application/apply-patch+yaml",
             r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"x": true}}}"#,
