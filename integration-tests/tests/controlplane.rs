@@ -2026,9 +2026,19 @@ fn server_side_story(kubeconfig: &std::path::Path) -> Vec<serde_json::Value> {
             "manager": entry["manager"],
             "operation": entry["operation"],
             "apiVersion": entry["apiVersion"],
+            "subresource": entry["subresource"],
             "fieldsV1": entry["fieldsV1"],
         }));
     }
+    // Scaled by hand (as an autoscaler would): git's replicas conflict
+    // with the scale subresource's writer until forced.
+    story.push(first_line(kubectl_at(
+        kubeconfig,
+        &["scale", "deployment/ssa", "--replicas=3"],
+    )));
+    let back = manifest("registry.example/web:1.0", json!({"app": "ssa"}), json!({}));
+    story.push(first_line(apply(&back, false)));
+    story.push(first_line(apply(&back, true)));
     story
 }
 
@@ -2143,6 +2153,15 @@ async fn server_side_apply_owns_conflicts_and_removes_alike_on_the_simulator_and
     assert_eq!(
         real[6]["labels"],
         json!({"app": "ssa", "team": "shop"}),
+        "{real:#?}"
+    );
+    let scaled_then_applied = &real[real.len() - 2];
+    assert_eq!(scaled_then_applied["ok"], false, "{real:#?}");
+    assert!(
+        scaled_then_applied["said"]
+            .as_str()
+            .unwrap()
+            .contains(r#"with subresource "scale""#),
         "{real:#?}"
     );
     for (step, (s, r)) in simulated.iter().zip(&real).enumerate() {

@@ -496,8 +496,8 @@ impl ApiServer {
             "list" => api.list(&target, query, accept),
             "watch" => return api.watch(target, query, accept),
             "create" => api.create(&target, body),
-            "update" => api.update(&target, body),
-            "patch" => api.patch(&target, content_type, body),
+            "update" => api.update(&target, request),
+            "patch" => api.patch(&target, request),
             "delete" => api.delete(&target, query, body),
             "deletecollection" => api.delete_collection(&target, query),
             _ => Err(ApiError::method_not_allowed(format!(
@@ -963,7 +963,8 @@ impl ApiServer {
         ))
     }
 
-    fn update(&self, target: &Target, body: &[u8]) -> Result<Response, ApiError> {
+    fn update(&self, target: &Target, request: &Request<'_>) -> Result<Response, ApiError> {
+        let body = request.body;
         let res = &target.resource;
         let name = target
             .name
@@ -978,6 +979,7 @@ impl ApiServer {
                     name,
                     replicas,
                     object["metadata"]["resourceVersion"].as_str(),
+                    request,
                 )?;
                 return Ok(json_response(StatusCode::OK, &scale_of(res, &scaled)));
             }
@@ -992,12 +994,16 @@ impl ApiServer {
         Ok(json_response(StatusCode::OK, &updated))
     }
 
+    /// A write of the scale subresource: the replicas set, and owned by
+    /// the writer as a write to `scale` (an apply there is recorded as an
+    /// update of the replicas).
     fn scale(
         &self,
         target: &Target,
         name: &str,
         replicas: Value,
         rv: Option<&str>,
+        request: &Request<'_>,
     ) -> Result<Value, ApiError> {
         let res = &target.resource;
         let paths = res
@@ -1005,20 +1011,30 @@ impl ApiServer {
             .clone()
             .ok_or_else(|| ApiError::no_route("scale"))?;
         let mut current = self.store.get_value(res, self.ns(target), name)?;
+        let before = current.clone();
         if let Some(rv) = rv.filter(|rv| !rv.is_empty()) {
             current["metadata"]["resourceVersion"] = json!(rv);
         }
         set_path(&mut current, &paths.spec_replicas, replicas);
+        let writer = crate::api::managed::Writer {
+            manager: crate::api::managed::manager_of(
+                request.query.get("fieldManager").map(String::as_str),
+                request.user_agent,
+                false,
+            )?,
+            apply: None,
+            subresource: Some("scale"),
+            api_version: res.api_version(&target.version),
+            has_status: res.status,
+            now: crate::api::time::rfc3339((self.options.clock)()),
+        };
+        crate::api::managed::track(Some(&before), &mut current, &writer)?;
         self.store
             .update(res, self.ns(target), name, current, Part::Main)
     }
 
-    fn patch(
-        &self,
-        target: &Target,
-        content_type: &str,
-        body: &[u8],
-    ) -> Result<Response, ApiError> {
+    fn patch(&self, target: &Target, request: &Request<'_>) -> Result<Response, ApiError> {
+        let (content_type, body) = (request.content_type, request.body);
         let res = &target.resource;
         let name = target
             .name
@@ -1030,7 +1046,13 @@ impl ApiServer {
                 let current = self.store.get_value(res, self.ns(target), name)?;
                 let mut scale = scale_of(res, &current);
                 crate::api::patch::apply(kind, &mut scale, body, true)?;
-                let scaled = self.scale(target, name, scale["spec"]["replicas"].clone(), None)?;
+                let scaled = self.scale(
+                    target,
+                    name,
+                    scale["spec"]["replicas"].clone(),
+                    None,
+                    request,
+                )?;
                 return Ok(json_response(StatusCode::OK, &scale_of(res, &scaled)));
             }
             Some("status") => {
