@@ -146,7 +146,8 @@ fn summary(r: &pb::Rollout) -> Value {
     };
     json!({
         "namespace": r.namespace, "name": r.name, "revision": r.revision, "phase": phase(s.phase),
-        "step": s.current_step + 1, "steps": s.total_steps, "newPods": s.canary_replicas, "readyNewPods": s.ready_canary_replicas,
+        // A release with no batches (nothing to release) is at step 0 of 0.
+        "step": if s.total_steps == 0 { 0 } else { s.current_step + 1 }, "steps": s.total_steps, "newPods": s.canary_replicas, "readyNewPods": s.ready_canary_replicas,
         "traffic": s.traffic, "canaryRevision": s.canary_revision, "stableRevision": s.stable_revision, "message": message,
         "paused": s.paused, "abortRequested": s.abort_requested, "promoteRequested": s.promote_requested,
     })
@@ -395,4 +396,39 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
         }
     }
     anyhow::anyhow!(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_steps_from_one_and_leads_with_what_was_asked() {
+        let mut r = pb::Rollout {
+            status: Some(pb::RolloutStatus {
+                current_step: 1,
+                total_steps: 3,
+                message: "waiting for pods".into(),
+                abort_requested: "bad latency".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = summary(&r);
+        assert_eq!(
+            (v["step"].clone(), v["steps"].clone()),
+            (json!(2), json!(3))
+        );
+        assert_eq!(
+            v["message"],
+            "abort requested (bad latency); waiting for pods"
+        );
+        // Nothing to release: no batch, so step 0 of 0, not 1 of 0.
+        r.status = Some(pb::RolloutStatus::default());
+        let v = summary(&r);
+        assert_eq!(
+            (v["step"].clone(), v["steps"].clone()),
+            (json!(0), json!(0))
+        );
+    }
 }
