@@ -961,3 +961,152 @@ async fn a_bound_workload_takes_its_versions_from_its_own_changes_not_from_start
     assert!(spec.images.is_empty() && spec.pod_template.is_none());
     assert_eq!(spec.workload.unwrap().name, "web");
 }
+
+/// The release identity the executor records for binding `name` over
+/// Deployment "web" as it is now.
+async fn bound_release_now(world: &ApiWorld, name: &str) -> String {
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::default_namespaced(world.client.clone());
+    let binding = rollouts.get(name).await.unwrap();
+    let web = deployments.get("web").await.unwrap();
+    sluice_executor::machine::bound_release_id(
+        &binding.spec,
+        &sluice_executor::admission::hold::deployment_template(&web),
+    )
+}
+
+// Real time, as the other watch test (see there).
+#[tokio::test]
+async fn a_held_change_after_an_ended_release_reads_as_pending_until_the_executor_takes_it() {
+    let mut world = api_world("healthy").await;
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web-binding}\nspec:\n  workload: {kind: Deployment, name: web}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&kube::api::PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // Its last release ended, recorded as the executor records it.
+    let released = bound_release_now(&world, "web-binding").await;
+    set_status(
+        &world,
+        "web-binding",
+        json!({"phase": "Succeeded", "release": released, "stableRevision": "abc",
+               "canaryRevision": "abc", "currentStep": 1, "totalSteps": 2, "traffic": 100,
+               "message": "every step done"}),
+    )
+    .await;
+    let phase = |r: &pb::Rollout| r.status.as_ref().unwrap().phase();
+    assert_eq!(
+        phase(&get(&mut world, "web-binding").await),
+        pb::RolloutPhase::Succeeded
+    );
+    // The user changes the workload (`kubectl set image`); the executor has
+    // not looked yet.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::default_namespaced(world.client.clone());
+    let web = deployments.get("web").await.unwrap();
+    let container = web.spec.unwrap().template.spec.unwrap().containers[0]
+        .name
+        .clone();
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": container, "image": "registry.example/web:v9"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let shown = get(&mut world, "web-binding").await;
+    let status = shown.status.as_ref().unwrap();
+    assert_eq!(status.phase(), pb::RolloutPhase::Pending, "{status:?}");
+    assert!(
+        status.message.contains("has not begun"),
+        "{}",
+        status.message
+    );
+    assert!(status.stable_revision.is_empty() && status.steps.is_empty());
+    let completed = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Completed")
+        .unwrap();
+    assert_eq!(completed.status, "False", "{completed:?}");
+    // Listing by phase finds it among the Pending ones, not the Succeeded.
+    let listed = |phase: pb::RolloutPhase| pb::ListRolloutsRequest {
+        namespace: "default".into(),
+        phases: vec![phase as i32],
+        ..pb::ListRolloutsRequest::default()
+    };
+    let pending = world
+        .api
+        .list_rollouts(listed(pb::RolloutPhase::Pending))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&pending), ["web-binding"]);
+    let succeeded = world
+        .api
+        .list_rollouts(listed(pb::RolloutPhase::Succeeded))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(names(&succeeded).is_empty(), "{:?}", names(&succeeded));
+    // A watch started now does not end on the old outcome: it follows the
+    // new release to its own end.
+    let mut events = world
+        .api
+        .watch_rollout(pb::WatchRolloutRequest {
+            namespace: "default".into(),
+            name: "web-binding".into(),
+            since_revision: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = next(&mut events).await.unwrap().unwrap();
+    assert_eq!(
+        phase(initial.rollout.as_ref().unwrap()),
+        pb::RolloutPhase::Pending
+    );
+    // Pause acts on the waiting release rather than being refused as ended.
+    let paused = world
+        .api
+        .pause(pb::PauseRequest {
+            namespace: "default".into(),
+            name: "web-binding".into(),
+            ..pb::PauseRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(phase(&paused), pb::RolloutPhase::Pending);
+    assert!(rollouts.get("web-binding").await.unwrap().spec.paused);
+    let release = bound_release_now(&world, "web-binding").await;
+    assert_ne!(release, released);
+    set_status(
+        &world,
+        "web-binding",
+        json!({"phase": "Progressing", "release": release, "stableRevision": "abc",
+               "canaryRevision": "def", "currentStep": 0, "traffic": 0, "message": ""}),
+    )
+    .await;
+    set_status(&world, "web-binding", json!({"phase": "Succeeded"})).await;
+    let mut phases = Vec::new();
+    while let Some(event) = next(&mut events).await {
+        phases.push(phase(event.unwrap().rollout.as_ref().unwrap()));
+    }
+    assert_eq!(
+        phases.last(),
+        Some(&pb::RolloutPhase::Succeeded),
+        "ends at the new release's end: {phases:?}"
+    );
+    assert!(
+        phases.contains(&pb::RolloutPhase::Progressing),
+        "{phases:?}"
+    );
+}

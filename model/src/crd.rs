@@ -77,7 +77,20 @@ impl RolloutSpec {
 }
 
 /// The kind of workload released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum WorkloadKind {
     /// apps/v1 Deployment.
     #[default]

@@ -34,7 +34,13 @@ pub enum Answer {
 /// so that the digest taken here equals the one the controller takes of
 /// the same template read from a ReplicaSet.
 pub fn deployment_template(d: &Deployment) -> Value {
-    serde_json::to_value(d.spec.as_ref().map(|s| s.template.clone())).unwrap_or(Value::Null)
+    pod_template(d.spec.as_ref().map(|s| &s.template))
+}
+
+/// A workload's pod template as the executor digests it
+/// ([`sluice_model::digest::template_hash`], the bound release's identity).
+pub fn pod_template(t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
 }
 
 /// One JSON Pointer segment (RFC 6901).

@@ -14,10 +14,13 @@
 //! - [`errors`]: capped field violations, Kubernetes answers as statuses.
 //! - [`workload`]: StartRollout's read of the workload it releases.
 //! - [`page`]: ListRollouts' keyset page tokens.
+//! - [`pending`]: a bound Rollout whose workload changed again after its
+//!   last release ended reads as Pending until the executor takes it up.
 //! - [`watch`]: WatchRollout's stream.
 
 pub mod errors;
 pub mod page;
+pub mod pending;
 pub mod watch;
 pub mod workload;
 
@@ -206,10 +209,19 @@ fn check_target<T>(request: &Request<T>, namespace: &str, name: &str) -> Result<
     authorize(request, namespace).map(|_| ())
 }
 
+/// Rollout `name` as the API shows it: as stored, or Pending when its
+/// workload changed since its last release ended ([`pending`]).
 async fn get(api: &Api<Rollout>, namespace: &str, name: &str) -> Result<Rollout, Status> {
-    api.get(name)
+    let stored = api
+        .get(name)
         .await
-        .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))
+        .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))?;
+    Ok(shown(api, stored).await)
+}
+
+/// `rollout`, just read or written through `api`, as the API shows it.
+async fn shown(api: &Api<Rollout>, rollout: Rollout) -> Rollout {
+    pending::present(&api.clone().into_client(), rollout).await
 }
 
 pub(crate) fn phase_of(r: &Rollout) -> Phase {
@@ -230,9 +242,11 @@ impl RolloutsApi {
     ) -> Result<Rollout, Status> {
         let api = self.rollouts(namespace)?;
         let patch = json!({"metadata": {"annotations": {key: value}}});
-        api.patch(name, &crate::writes::patch(), &Patch::Merge(patch))
+        let updated = api
+            .patch(name, &crate::writes::patch(), &Patch::Merge(patch))
             .await
-            .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))
+            .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))?;
+        Ok(shown(&api, updated).await)
     }
 
     async fn set_paused(
@@ -267,7 +281,9 @@ impl RolloutsApi {
             )
             .await
             .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))?;
-        Ok(Response::new(convert::rollout_to_proto(&updated)))
+        Ok(Response::new(convert::rollout_to_proto(
+            &shown(&api, updated).await,
+        )))
     }
 }
 
@@ -458,7 +474,7 @@ impl Rollouts for RolloutsApi {
         let apis: Vec<Api<Rollout>> = if r.namespace.is_empty() {
             crate::watch::apis(&client, &self.scope)
         } else {
-            vec![Api::namespaced(client, &r.namespace)]
+            vec![Api::namespaced(client.clone(), &r.namespace)]
         };
         let across = apis.len() > 1;
         let mut items = Vec::new();
@@ -474,6 +490,9 @@ impl Rollouts for RolloutsApi {
                 Err(e) => return Err(kube_status(e, Target::Rollout(&r.namespace, "*"))),
             }
         }
+        // A bound Rollout waiting for the executor to take up its
+        // workload's change is filtered as the Pending it is shown as.
+        let items = pending::present_all(&client, items).await;
         let cursor = |ro: &Rollout| Cursor {
             namespace: ro.namespace().unwrap_or_default(),
             name: ro.name_any(),

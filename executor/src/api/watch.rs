@@ -93,6 +93,8 @@ impl Watch {
                 None => self.events = None,
                 Some(Ok(WatchEvent::Added(ro) | WatchEvent::Modified(ro))) => {
                     self.revision = ro.resource_version().unwrap_or_default();
+                    // Not ended while a change of the workload waits.
+                    let ro = super::shown(&self.api, ro).await;
                     self.ended = finished(phase_of(&ro));
                     return Some(Ok(event(pb::RolloutEventType::Updated, &ro)));
                 }

@@ -606,5 +606,5 @@ pub(super) async fn reconcile(
 }
 
 fn template(sts: &StatefulSet) -> Value {
-    serde_json::to_value(sts.spec.as_ref().map(|s| s.template.clone())).unwrap_or(Value::Null)
+    crate::admission::hold::pod_template(sts.spec.as_ref().map(|s| &s.template))
 }

@@ -190,9 +190,97 @@ pub fn set_blocked(status: &mut RolloutStatus, why: &str, generation: i64, now: 
     }
 }
 
+/// The message of a bound release the workload's own change asked for
+/// and the executor has not taken up yet.
+pub const AWAITING_EXECUTOR: &str =
+    "the workload's pod template changed and is held; its release has not begun yet";
+
+/// How a bound Rollout whose last release ended reads once its workload's
+/// pod template changed again (the admission webhook held the change) and
+/// before the executor recorded the new release, whose identity is
+/// `release` ([`super::bound_release_id`] of the workload's template now):
+/// Pending, having done nothing, as the executor is about to record it,
+/// so that nobody reads the last release's outcome as this change's.
+/// `None` when the status already describes that release or one in flight.
+pub fn awaiting_release(
+    status: &RolloutStatus,
+    release: &str,
+    paused_by_request: bool,
+    generation: i64,
+    now: SystemTime,
+) -> Option<RolloutStatus> {
+    let ended = matches!(
+        status.phase,
+        Phase::Succeeded | Phase::RolledBack | Phase::Failed
+    );
+    if !ended || status.release.is_empty() || status.release == release {
+        return None;
+    }
+    let mut next = RolloutStatus {
+        release: release.to_owned(),
+        observed_generation: status.observed_generation,
+        conditions: status.conditions.clone(),
+        message: AWAITING_EXECUTOR.to_owned(),
+        ..RolloutStatus::default()
+    };
+    set_conditions(&mut next, paused_by_request, generation, now);
+    Some(next)
+}
+
 #[cfg(test)]
 mod blocked_tests {
     use super::*;
+
+    #[test]
+    fn an_ended_release_whose_workload_changed_again_reads_as_pending() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let mut ended = RolloutStatus {
+            phase: Phase::Succeeded,
+            release: "r1".into(),
+            canary_revision: "new".into(),
+            stable_revision: "new".into(),
+            current_step: 1,
+            total_steps: 2,
+            traffic: 100,
+            canary_replicas: 4,
+            finished: Some(time_text(at)),
+            ..RolloutStatus::default()
+        };
+        set_conditions(&mut ended, false, 3, at);
+        // The same release, or one in flight, reads as recorded.
+        assert_eq!(awaiting_release(&ended, "r1", false, 3, at), None);
+        let running = RolloutStatus {
+            phase: Phase::Progressing,
+            ..ended.clone()
+        };
+        assert_eq!(awaiting_release(&running, "r2", false, 3, at), None);
+        let later = at + std::time::Duration::from_secs(5);
+        let shown = awaiting_release(&ended, "r2", false, 3, later).expect("a new change");
+        assert_eq!(shown.phase, Phase::Pending);
+        assert_eq!(shown.release, "r2");
+        assert!(shown.stable_revision.is_empty() && shown.canary_revision.is_empty());
+        assert_eq!(
+            (shown.current_step, shown.total_steps, shown.traffic),
+            (0, 0, 0)
+        );
+        assert_eq!(shown.finished, None);
+        let of = |kind: &str| shown.conditions.iter().find(|c| c.kind == kind).unwrap();
+        assert_eq!(of(condition_types::COMPLETED).status, "False");
+        assert_eq!(of(condition_types::PROGRESSING).status, "True");
+        assert_eq!(of(condition_types::PROGRESSING).reason, reasons::WAITING);
+        assert_eq!(
+            of(condition_types::PROGRESSING).last_transition_time,
+            time_text(later)
+        );
+        // A binding paused by a person shows it.
+        let paused = awaiting_release(&ended, "r2", true, 3, later).unwrap();
+        let paused_condition = paused
+            .conditions
+            .iter()
+            .find(|c| c.kind == condition_types::PAUSED)
+            .unwrap();
+        assert_eq!(paused_condition.status, "True");
+    }
 
     #[test]
     fn a_refused_request_turns_progressing_false_and_back_on_the_next_decision() {

@@ -41,7 +41,9 @@ mod tests;
 
 use std::time::{Duration, SystemTime};
 
-pub use conditions::{condition_types, reasons, set_blocked, set_conditions};
+pub use conditions::{
+    AWAITING_EXECUTOR, awaiting_release, condition_types, reasons, set_blocked, set_conditions,
+};
 
 use crate::crd::{Phase, RolloutStatus, StepRecord, StepState, Verdict};
 
