@@ -154,7 +154,11 @@ impl Prometheus {
     /// When `prometheus` is not installed (`scripts/test` installs it) or
     /// does not become ready.
     pub async fn start(targets: &[SocketAddr]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::serve(tempfile::tempdir().expect("tempdir"), targets).await
+    }
+
+    /// Prometheus with its storage in `dir/data`, scraping `targets`.
+    async fn serve(dir: tempfile::TempDir, targets: &[SocketAddr]) -> Self {
         let config = dir.path().join("prometheus.yml");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         std::fs::write(
@@ -204,5 +208,34 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Starts Prometheus over stored samples only, scraping nothing: the
+    /// `OpenMetrics` text `samples` (with timestamps, ending `# EOF`) is
+    /// written into its storage first with `promtool tsdb
+    /// create-blocks-from openmetrics`, as a backfill is done.
+    ///
+    /// # Panics
+    /// When `promtool` refuses the samples, or Prometheus does not start.
+    pub async fn with_samples(samples: &str) -> Self {
+        let staging = tempfile::tempdir().expect("tempdir");
+        let input = staging.path().join("samples.om");
+        std::fs::write(&input, samples).expect("write samples");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let out = Command::new("promtool")
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(&data)
+            .output()
+            .expect("promtool comes with Debian's prometheus package");
+        assert!(
+            out.status.success(),
+            "promtool refused the samples: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::serve(dir, &[]).await
     }
 }

@@ -132,3 +132,41 @@ async fn the_same_seed_gives_the_same_run() {
     assert_eq!(first.1, second.1, "same metrics");
     assert!(first.1.contains("http_requests_total{"), "traffic flowed");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_that_went_away_is_stale_at_once_not_five_minutes_later() {
+    let sim = Simulation::start(Scenario::load("healthy").unwrap()).unwrap();
+    while ready_pods(&sim).await < 10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let count = |sim: &Simulation| {
+        query(sim, r#"count(http_requests_total{code="200"})"#)
+            .first()
+            .map_or(0.0, |(_, v)| *v)
+    };
+    assert_eq!(count(&sim), 10.0, "a series per ready pod");
+    let deployments = sim
+        .api
+        .store()
+        .registry()
+        .get("apps", "deployments")
+        .unwrap();
+    sim.api
+        .store()
+        .modify(&deployments, "default", "web", Part::Main, |d| {
+            d["spec"]["replicas"] = json!(4);
+        })
+        .unwrap();
+    // Past the pods' grace period and a few ticks: well inside the
+    // five-minute lookback, so only staleness explains the drop.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    assert_eq!(
+        count(&sim),
+        4.0,
+        "the six pods removed answer no instant query"
+    );
+    // Their samples before the end still count in a range.
+    let rates = query(&sim, r#"count(rate(http_requests_total{code="200"}[2m]))"#);
+    assert_eq!(rates.first().map(|(_, v)| *v), Some(10.0), "{rates:?}");
+}

@@ -2,6 +2,20 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The (year, month 1-12, day 1-31) of a day counted from 1970-01-01 in
+/// the proleptic Gregorian calendar (Howard Hinnant's algorithm).
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// Seconds-precision RFC 3339 in UTC.
 pub fn rfc3339(time: SystemTime) -> String {
     let secs = time
@@ -10,16 +24,7 @@ pub fn rfc3339(time: SystemTime) -> String {
         .as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_date(days as i64);
     if !(0..=9999).contains(&year) {
         return format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z");
     }

@@ -27,16 +27,30 @@ fn api_error(code: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
+/// An evaluation error as Prometheus answers it: 422 `execution` for what
+/// a query met while it ran, 400 `bad_data` for a query that cannot run.
+fn eval_error(e: &promql::EvalError) -> Response {
+    if e.execution {
+        api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", &e.message)
     } else {
-        v.to_string()
+        api_error(StatusCode::BAD_REQUEST, "bad_data", &e.message)
     }
+}
+
+/// A duration parameter as Prometheus reads one: seconds as a float
+/// (`15`, `0.5`) or a duration (`15s`, `1m30s`), in milliseconds.
+fn duration_ms(text: &str) -> Option<i64> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return (seconds.is_finite() && seconds > 0.0).then(|| (seconds * 1000.0).round() as i64);
+    }
+    promql_parser::util::parse_duration(text)
+        .ok()
+        .map(|d| d.as_millis() as i64)
+        .filter(|ms| *ms > 0)
+}
+
+fn number(v: f64) -> String {
+    promql::format_value(v)
 }
 
 fn parse_time(text: Option<&String>, default_ms: i64) -> std::result::Result<i64, String> {
@@ -106,7 +120,7 @@ async fn query(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Respons
     };
     let t = at as f64 / 1000.0;
     let data = match result {
-        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_data", &e.0),
+        Err(e) => return eval_error(&e),
         Ok(Result::Scalar(v)) => json!({"resultType": "scalar", "result": [t, number(v)]}),
         Ok(Result::Vector(samples)) => {
             json!({"resultType": "vector", "result": samples.iter().map(|s| json!({"metric": s.labels, "value": [t, number(s.value)]})).collect::<Vec<Value>>()})
@@ -149,17 +163,16 @@ async fn query_range(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> R
             );
         }
     };
-    let step = params
-        .get("step")
-        .and_then(|s| s.parse::<f64>().ok())
-        .map(|s| (s * 1000.0) as i64)
-        .filter(|s| *s > 0);
-    let Some(step) = step else {
+    let Some(step) = params.get("step").and_then(|s| duration_ms(s)) else {
         return api_error(
             StatusCode::BAD_REQUEST,
             "bad_data",
-            "invalid parameter \"step\"",
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         );
+    };
+    let expr = match promql::parse(q) {
+        Ok(expr) => expr,
+        Err(e) => return eval_error(&e),
     };
     if (end - start) / step > 11_000 {
         return api_error(
@@ -175,8 +188,13 @@ async fn query_range(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> R
     let state = metrics.state.lock().unwrap_or_else(|p| p.into_inner());
     let mut t = start;
     while t <= end {
-        match promql::query(&state.tsdb, q, t) {
-            Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_data", &e.0),
+        let ctx = promql::Ctx {
+            db: &state.tsdb,
+            start,
+            end,
+        };
+        match promql::eval(ctx, &expr, t) {
+            Err(e) => return eval_error(&e),
             Ok(Result::Scalar(v)) => series
                 .entry(Default::default())
                 .or_default()
@@ -238,4 +256,21 @@ pub fn router(metrics: Metrics) -> Router {
         .route("/-/ready", get(ready))
         .route("/-/healthy", get(ready))
         .with_state(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_ms;
+
+    #[test]
+    fn a_step_is_seconds_or_a_duration() {
+        assert_eq!(duration_ms("15"), Some(15_000));
+        assert_eq!(duration_ms("0.5"), Some(500));
+        assert_eq!(duration_ms("15s"), Some(15_000));
+        assert_eq!(duration_ms("1m30s"), Some(90_000));
+        assert_eq!(duration_ms("250ms"), Some(250));
+        for bad in ["0", "-1", "0s", "soon", "NaN", ""] {
+            assert_eq!(duration_ms(bad), None, "{bad:?}");
+        }
+    }
 }

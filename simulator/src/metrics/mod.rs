@@ -256,8 +256,19 @@ impl Metrics {
             counters.count += requests;
         }
         // Pods that are gone stop being reported, as their targets would.
+        // Their series end with a staleness marker, as Prometheus writes
+        // one when a target or a series is gone from a scrape: an instant
+        // query no longer finds them, instead of for five more minutes.
         let State { counters, tsdb, .. } = &mut *state;
-        counters.retain(|(ns, pod), _| self.store.get(&pods_res, ns, pod).is_ok());
+        counters.retain(|(ns, pod), c| {
+            let live = self.store.get(&pods_res, ns, pod).is_ok();
+            if !live {
+                for id in &c.ids {
+                    tsdb.append_id(*id, at, tsdb::stale_marker());
+                }
+            }
+            live
+        });
         for c in counters.values_mut() {
             if c.ids.is_empty() {
                 c.ids = series_labels(&c.labels)

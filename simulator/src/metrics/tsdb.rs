@@ -6,6 +6,20 @@ use std::{
     sync::Arc,
 };
 
+/// The bits of the NaN Prometheus writes as a staleness marker: the
+/// sample after the last one of a series that went away.
+const STALE_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// A staleness marker, as a sample value.
+pub fn stale_marker() -> f64 {
+    f64::from_bits(STALE_BITS)
+}
+
+/// Whether a sample value is a staleness marker (not any other NaN).
+pub fn is_stale(value: f64) -> bool {
+    value.to_bits() == STALE_BITS
+}
+
 /// A series' labels, sorted, `__name__` included.
 pub type Labels = Arc<[(String, String)]>;
 
