@@ -2182,3 +2182,94 @@ async fn server_side_apply_owns_conflicts_and_removes_alike_on_the_simulator_and
         "the simulator (left) and kube-apiserver (right)"
     );
 }
+
+/// The agent's nodes on a real control plane (no node lifecycle
+/// controller runs there): Ready and without the `not-ready` taint the
+/// API server's admission put on them, so kube-controller-manager's
+/// DaemonSet controller makes a pod for each and the agent binds each to
+/// its own node; a pod with a node selector goes only to that node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonsets_and_node_selectors_place_pods_on_the_agents_nodes_of_a_real_control_plane() {
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let plane = ControlPlane::start().await;
+    let client = plane.client().await;
+    let _metrics = fleet::start(&client, "", &stop).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let mut untainted = false;
+    for _ in 0..300 {
+        let list = nodes.list(&ListParams::default()).await.unwrap().items;
+        untainted = list.len() == 2
+            && list.iter().all(|n| {
+                n.spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_none_or(|t| t.iter().all(|t| t.key != "node.kubernetes.io/not-ready"))
+            });
+        if untainted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(untainted, "the agent's two nodes lose the not-ready taint");
+    apply(
+        &plane,
+        &[
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "logs", "namespace": "default"},
+                "spec": {"selector": {"matchLabels": {"app": "logs"}},
+                    "template": {"metadata": {"labels": {"app": "logs"}},
+                        "spec": {"containers": [{"name": "agent", "image": "registry.example/logs:1.0"}]}}}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pinned", "namespace": "default"},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "pinned"}},
+                    "template": {"metadata": {"labels": {"app": "pinned"}},
+                        "spec": {"nodeSelector": {"kubernetes.io/hostname": "sluice-node-1"},
+                            "containers": [{"name": "web", "image": "registry.example/web:1.0"}]}}}}),
+        ],
+    );
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    wait_deployment_ready(&plane, &deployments, "pinned", 3).await;
+    let daemonsets: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        Api::default_namespaced(client.clone());
+    let mut status = None;
+    for _ in 0..600 {
+        let s = daemonsets
+            .get("logs")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if s.desired_number_scheduled == 2 && s.number_ready == 2 {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        status.is_some(),
+        "the DaemonSet is scheduled and ready on both nodes: {:?}; kcm log:\n{}",
+        daemonsets.get("logs").await.unwrap().status,
+        plane.log("kube-controller-manager")
+    );
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(client.clone());
+    let on = |app: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let mut nodes: Vec<String> = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|p| p.spec.unwrap().node_name.unwrap_or_default())
+                .collect();
+            nodes.sort();
+            nodes
+        }
+    };
+    assert_eq!(
+        on("logs").await,
+        ["sluice-node-0", "sluice-node-1"],
+        "one per node, each on its own"
+    );
+    assert_eq!(on("pinned").await, ["sluice-node-1"; 3]);
+}

@@ -6,7 +6,12 @@
 //!
 //! Pods being deleted are removed at once, as a kubelet does once their
 //! containers stop. Each node's Lease in `kube-node-lease` is renewed every
-//! [`LEASE_RENEW`], as a kubelet's heartbeat is.
+//! [`LEASE_RENEW`], as a kubelet's heartbeat is. A node's `not-ready`
+//! taint is taken off once it reports Ready, as the node lifecycle
+//! controller does, and pods are bound only to nodes their node selector,
+//! required node affinity and tolerations allow (see
+//! [`crate::cluster::placement`]), so a DaemonSet's pods land on the node
+//! its controller made them for.
 //!
 //! [`traffic`] adds the in-memory cluster's traffic and metrics: the
 //! cluster's routing objects and pods are mirrored into a local store (see
@@ -19,7 +24,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
-    runtime::{WatchStreamExt, watcher},
+    runtime::{WatchStreamExt, reflector, watcher},
 };
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -29,6 +34,7 @@ use crate::{
     api::time::rfc3339,
     cluster::{
         kubelet::node,
+        placement::{NodeFacts, Placement},
         profile::{Profiles, Rng},
     },
 };
@@ -77,6 +83,30 @@ pub async fn run(
             )
             .await?;
     }
+    for name in &names {
+        ready_untainted(&nodes, name).await?;
+    }
+    // The nodes' labels and taints, for placing pods as kube-scheduler
+    // would.
+    let (facts, writer) = reflector::store();
+    let node_watch = reflector::reflector(
+        writer,
+        watcher(
+            nodes.clone(),
+            watcher::Config::default().labels("type=sluice-simulated"),
+        ),
+    )
+    .applied_objects();
+    let watching = stop.clone();
+    tokio::spawn(async move {
+        futures::pin_mut!(node_watch);
+        loop {
+            tokio::select! {
+                () = watching.cancelled() => return,
+                next = node_watch.try_next() => if let Ok(None) = next { return },
+            }
+        }
+    });
     tokio::spawn(keep_leases(client.clone(), names.clone(), stop.clone()));
     let pods: Api<Pod> = Api::all(client.clone());
     let seen = Arc::new(Mutex::new(HashSet::new()));
@@ -124,12 +154,13 @@ pub async fn run(
         if !seen.lock().await.insert(key) {
             continue;
         }
-        let (client, names, options, rng, load) = (
+        let (client, names, options, rng, load, facts) = (
             client.clone(),
             names.clone(),
             options.clone(),
             rng.clone(),
             load.clone(),
+            facts.clone(),
         );
         tokio::spawn(async move {
             // A failed write (a conflict, a restarting API server) is tried
@@ -138,7 +169,7 @@ pub async fn run(
                 match serve_pod(
                     client.clone(),
                     pod.clone(),
-                    &names,
+                    (&names, &facts),
                     &options,
                     rng.clone(),
                     load.clone(),
@@ -156,10 +187,59 @@ pub async fn run(
     }
 }
 
+/// Takes the `node.kubernetes.io/not-ready` taint off node `name` once it
+/// reports Ready, as the node lifecycle controller does (the taint
+/// admission puts it on every new node; a control plane without that
+/// controller would leave it, and DaemonSets and most pods would never be
+/// placed there).
+async fn ready_untainted(nodes: &Api<Node>, name: &str) -> Result<(), kube::Error> {
+    let node = nodes.get(name).await?;
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    if !taints.iter().any(|t| t.key == NOT_READY_TAINT) {
+        return Ok(());
+    }
+    let kept: Vec<_> = taints
+        .into_iter()
+        .filter(|t| t.key != NOT_READY_TAINT)
+        .collect();
+    // Conditional on the version read, so a taint added meanwhile is kept.
+    let patch =
+        json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": kept}});
+    nodes
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+/// The taint new nodes carry until their controller sees them Ready.
+const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+
+/// The first of `candidates` (node indexes, best first) a pod with
+/// `placement` may run on, by the nodes' labels and taints in `facts`.
+fn placeable(
+    candidates: impl Iterator<Item = usize>,
+    names: &[String],
+    facts: &reflector::Store<Node>,
+    placement: &Placement,
+) -> Option<usize> {
+    candidates.into_iter().find(|i| {
+        facts
+            .get(&reflector::ObjectRef::new(&names[*i]))
+            .is_none_or(|node| {
+                serde_json::to_value(&*node)
+                    .is_ok_and(|v| placement.fits(&names[*i], &NodeFacts::of(&v)))
+            })
+    })
+}
+
 async fn serve_pod(
     client: Client,
     pod: Pod,
-    names: &[String],
+    (names, facts): (&[String], &reflector::Store<Node>),
     options: &AgentOptions,
     rng: Arc<Mutex<Rng>>,
     load: Arc<Mutex<Vec<u32>>>,
@@ -174,14 +254,19 @@ async fn serve_pod(
         Some(n) if names.contains(n) => n.clone(),
         Some(_) => return Ok(()),
         None => {
+            let placement = Placement::of_spec(
+                &serde_json::to_value(&spec.node_selector).unwrap_or_default(),
+                &serde_json::to_value(&spec.affinity).unwrap_or_default(),
+                &serde_json::to_value(&spec.tolerations).unwrap_or_default(),
+            );
             let chosen = {
                 let mut load = load.lock().await;
-                let Some((i, _)) = load
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| **l < options.capacity)
-                    .min_by_key(|(_, l)| **l)
-                else {
+                let mut by_load: Vec<usize> = (0..load.len())
+                    .filter(|i| load[*i] < options.capacity)
+                    .collect();
+                by_load.sort_by_key(|i| (load[*i], *i));
+                let Some(i) = placeable(by_load.into_iter(), names, facts, &placement) else {
+                    tracing::info!(pod = %name, namespace = %ns, "no simulated node fits the pod (room, selector, affinity, taints); it stays Pending");
                     return Ok(());
                 };
                 load[i] += 1;

@@ -895,3 +895,181 @@ async fn a_named_target_port_is_the_port_the_pods_declare_under_that_name() {
         (Some("http"), Some(8443))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn pods_and_daemonsets_go_only_where_selectors_affinity_and_taints_allow() {
+    let s = sim(ClusterOptions {
+        nodes: 3,
+        node_capacity: 10,
+        ..ClusterOptions::default()
+    });
+    let nodes: Api<Node> = Api::all(s.client.clone());
+    // sim-node-0: pool=web; sim-node-1: pool=gpu, tainted; sim-node-2: pool=web, spot (a soft taint).
+    for (name, patch) in [
+        (
+            "sim-node-0",
+            json!({"metadata": {"labels": {"pool": "web"}}}),
+        ),
+        (
+            "sim-node-1",
+            json!({"metadata": {"labels": {"pool": "gpu"}},
+            "spec": {"taints": [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]}}),
+        ),
+        (
+            "sim-node-2",
+            json!({"metadata": {"labels": {"pool": "web"}},
+            "spec": {"taints": [{"key": "spot", "effect": "PreferNoSchedule"}]}}),
+        ),
+    ] {
+        nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    let node_of = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .unwrap()
+            .node_name
+            .clone()
+            .unwrap_or_default()
+    };
+    let mut any = deployment("any", 6, "web:1", rolling(1, 0));
+    any.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .tolerations = None;
+    deployments
+        .create(&PostParams::default(), &any)
+        .await
+        .unwrap();
+    let mut ml = deployment("ml", 2, "ml:1", rolling(1, 0));
+    let spec = ml.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    spec.node_selector = Some([("pool".to_owned(), "gpu".to_owned())].into());
+    spec.tolerations =
+        Some(vec![serde_json::from_value(
+        json!({"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}),
+    )
+    .unwrap()]);
+    deployments
+        .create(&PostParams::default(), &ml)
+        .await
+        .unwrap();
+    let mut nowhere = deployment("nowhere", 1, "web:1", rolling(1, 0));
+    let spec = nowhere
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap();
+    spec.affinity = Some(serde_json::from_value(json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+        {"nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["db"]}]}]}}}))
+    .unwrap());
+    deployments
+        .create(&PostParams::default(), &nowhere)
+        .await
+        .unwrap();
+    let daemons: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        Api::default_namespaced(s.client.clone());
+    let agent = |name: &str, selector: Option<serde_json::Value>| {
+        serde_json::from_value::<k8s_openapi::api::apps::v1::DaemonSet>(json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"nodeSelector": selector, "containers": [{"name": "agent", "image": "agent:1"}]}}}
+        }))
+        .unwrap()
+    };
+    daemons
+        .create(&PostParams::default(), &agent("logs", None))
+        .await
+        .unwrap();
+    daemons
+        .create(
+            &PostParams::default(),
+            &agent("web-agent", Some(json!({"pool": "web"}))),
+        )
+        .await
+        .unwrap();
+    let ready_count = async || {
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        list.iter().filter(|p| ready(p)).count()
+    };
+    until(
+        "every placeable pod ready",
+        async || ready_count().await == 6 + 2 + 2 + 2,
+        async || {},
+    )
+    .await;
+    let all = pods.list(&ListParams::default()).await.unwrap().items;
+    let on = |app: &str| {
+        let mut nodes: Vec<String> = all
+            .iter()
+            .filter(|p| p.metadata.labels.as_ref().unwrap()["app"] == app)
+            .map(node_of)
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    assert!(
+        on("any").iter().all(|n| n != "sim-node-1"),
+        "an intolerant pod stays off the tainted node: {:?}",
+        on("any")
+    );
+    assert_eq!(on("ml"), ["sim-node-1", "sim-node-1"]);
+    assert_eq!(on("web-agent"), ["sim-node-0", "sim-node-2"]);
+    assert_eq!(
+        on("logs"),
+        ["sim-node-0", "sim-node-2"],
+        "a NoSchedule taint keeps a DaemonSet off too"
+    );
+    let waiting = all
+        .iter()
+        .find(|p| p.metadata.labels.as_ref().unwrap()["app"] == "nowhere")
+        .unwrap();
+    assert_eq!(node_of(waiting), "");
+    let condition = &waiting
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(condition.reason.as_deref(), Some("Unschedulable"));
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("0/3 nodes are available"),
+        "{condition:?}"
+    );
+    let logs = daemons.get("logs").await.unwrap().status.unwrap();
+    assert_eq!((logs.desired_number_scheduled, logs.number_ready), (2, 2));
+    // A node labelled into the pool gets the web agent; untainting the gpu
+    // node lets the logs agent on.
+    nodes
+        .patch(
+            "sim-node-1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"pool": "web"}}, "spec": {"taints": null}}),
+            ),
+        )
+        .await
+        .unwrap();
+    until(
+        "agents on the relabelled node",
+        async || ready_count().await == 6 + 2 + 3 + 3,
+        async || {},
+    )
+    .await;
+}

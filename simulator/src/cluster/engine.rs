@@ -703,6 +703,14 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
             ctx.enqueue(Work::Schedule);
         }
         "nodes" => {
+            // The DaemonSet controller places a pod on every node it may:
+            // it keeps the nodes' readiness, labels and taints too.
+            let object = if event.kind == EventType::Deleted {
+                None
+            } else {
+                serde_json::from_slice::<Value>(&event.object).ok()
+            };
+            crate::cluster::kubelet::observe_node(&mut ctx.kubelet, name, object.as_ref());
             let daemonsets = ctx.store.list(
                 &ctx.kinds.daemonsets.clone(),
                 None,

@@ -26,6 +26,7 @@ use crate::{
     },
     cluster::{
         engine::{Ctx, Role, Work},
+        placement::{NodeFacts, Placement},
         profile::Profile,
     },
 };
@@ -55,6 +56,11 @@ pub enum Stage {
 pub struct Kubelet {
     /// Node name -> (ready, capacity, pods bound).
     pub nodes: BTreeMap<String, (bool, u32, u32)>,
+    /// Node name -> its labels and the taints that keep pods off.
+    pub facts: HashMap<String, NodeFacts>,
+    /// Nodes with such taints: while none has, a pod that selects no
+    /// labels goes to the first free node without a look at its facts.
+    tainted: usize,
     /// Pod key -> node.
     pub bound: HashMap<(String, String), String>,
     /// Pod key -> lifecycle stage.
@@ -99,6 +105,51 @@ impl Kubelet {
     /// The ready node with room and the fewest pods (ties by name).
     pub fn best_node(&self) -> Option<String> {
         self.free.first().map(|(_, name)| name.clone())
+    }
+
+    /// The ready node with room and the fewest pods among those a pod
+    /// with `placement` may run on.
+    pub fn node_for(&self, placement: &Placement) -> Option<String> {
+        if self.tainted == 0 && !placement.selects() {
+            return self.best_node();
+        }
+        self.free
+            .iter()
+            .find(|(_, name)| {
+                self.facts
+                    .get(name)
+                    .is_none_or(|facts| placement.fits(name, facts))
+            })
+            .map(|(_, name)| name.clone())
+    }
+
+    /// The ready nodes a pod with `placement` may run on, room or not (a
+    /// DaemonSet's).
+    pub fn eligible(&self, placement: &Placement) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(name, (ready, _, _))| {
+                *ready
+                    && self
+                        .facts
+                        .get(*name)
+                        .is_none_or(|facts| placement.fits(name, facts))
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn set_facts(&mut self, name: &str, facts: Option<NodeFacts>) {
+        let old = match facts {
+            Some(f) => {
+                self.tainted += usize::from(!f.taints.is_empty());
+                self.facts.insert(name.to_owned(), f)
+            }
+            None => self.facts.remove(name),
+        };
+        if old.is_some_and(|f| !f.taints.is_empty()) {
+            self.tainted -= 1;
+        }
     }
 
     /// Notes a pod no node had room for.
@@ -153,6 +204,7 @@ pub fn observe_node(kubelet: &mut Kubelet, name: &str, object: Option<&Value>) {
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(DEFAULT_CAPACITY);
             kubelet.unindex(name);
+            kubelet.set_facts(name, Some(NodeFacts::of(o)));
             let entry = kubelet
                 .nodes
                 .entry(name.to_owned())
@@ -163,6 +215,7 @@ pub fn observe_node(kubelet: &mut Kubelet, name: &str, object: Option<&Value>) {
         }
         None => {
             kubelet.unindex(name);
+            kubelet.set_facts(name, None);
             kubelet.nodes.remove(name);
         }
     }
@@ -225,13 +278,18 @@ fn conditions(now: &str, scheduled: bool, ready: bool) -> Value {
 }
 
 /// Binds one pending pod, if a node has room; the node it was bound to.
-fn schedule(ctx: &mut Ctx, ns: &str, name: &str) -> Option<String> {
-    let choice = ctx.kubelet.best_node();
+fn schedule(ctx: &mut Ctx, ns: &str, name: &str, placement: &Placement) -> Option<String> {
+    let choice = ctx.kubelet.node_for(placement);
     let pods = ctx.kinds.pods.clone();
     let now = rfc3339(ctx.now());
     let Some(node) = choice else {
         ctx.kubelet.wait((ns.to_owned(), name.to_owned()));
-        let unschedulable = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0 nodes are available: no node has room for another pod", "lastTransitionTime": now}]);
+        let why = if ctx.kubelet.tainted == 0 && !placement.selects() {
+            "no node has room for another pod"
+        } else {
+            placement.refusal()
+        };
+        let unschedulable = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": format!("0/{} nodes are available: {why}", ctx.kubelet.nodes.len()), "lastTransitionTime": now}]);
         ctx.modify_status_entries(&pods, ns, name, |s| {
             s.set("phase", &"Pending")?;
             s.set("conditions", &unschedulable)
@@ -274,7 +332,7 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     }
     let node = &pod.node;
     if node.is_empty() {
-        if let Some(node) = schedule(ctx, ns, name)
+        if let Some(node) = schedule(ctx, ns, name, &pod.placement)
             && let Role::Nodes(share) = ctx.role()
             && share.has_node(&node)
         {

@@ -12,6 +12,8 @@
 //! - [`statefulset`]: StatefulSets and DaemonSets.
 //! - [`kubelet`]: nodes, scheduling and the pod lifecycle.
 //! - [`pod`]: what the engines know of a pod, decoded by its writer.
+//! - [`placement`]: which nodes a pod may run on (selectors, affinity,
+//!   taints).
 //! - [`endpoints`]: the EndpointSlice controller.
 //! - [`profile`]: how each version behaves, and seeded randomness.
 
@@ -19,6 +21,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod engine;
 pub mod kubelet;
+pub mod placement;
 pub mod pod;
 pub mod profile;
 pub mod statefulset;

@@ -45,6 +45,8 @@ pub struct PodSummary {
     pub restarts: i64,
     /// When its first container started running, if it runs.
     pub started_at: Option<String>,
+    /// The nodes it may be scheduled on.
+    pub placement: crate::cluster::placement::Placement,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -79,6 +81,9 @@ struct PodWireOwner {
 struct PodWireSpec {
     node_name: Option<String>,
     containers: Vec<PodWireContainer>,
+    node_selector: Value,
+    affinity: Value,
+    tolerations: Value,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -159,6 +164,11 @@ impl PodSummary {
     fn set_spec(&mut self, spec: PodWireSpec) {
         self.scheduled = spec.node_name.as_ref().is_some_and(|n| !n.is_empty());
         self.node = spec.node_name.unwrap_or_default();
+        self.placement = crate::cluster::placement::Placement::of_spec(
+            &spec.node_selector,
+            &spec.affinity,
+            &spec.tolerations,
+        );
         self.set_containers(spec.containers);
     }
 
@@ -178,6 +188,10 @@ impl PodSummary {
             ("spec", "containers") => {
                 let containers: Vec<PodWireContainer> = serde_json::from_str(json).ok()?;
                 self.set_containers(containers);
+            }
+            ("spec", "tolerations") => {
+                // The one placement field a pod's update may change.
+                self.placement.tolerations = serde_json::from_str(json).ok()?;
             }
             ("status", "phase") => {
                 let phase: Option<String> = serde_json::from_str(json).ok()?;

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{
     engine::Ctx,
+    placement::Placement,
     workloads::{int, is_ready, owner_ref, template_hash},
 };
 
@@ -190,8 +191,28 @@ pub fn reconcile_statefulset(ctx: &mut Ctx, ns: &str, name: &str) {
     ctx.set_status(&res, ns, name, &status);
 }
 
-/// Reconciles one DaemonSet: a pod on every ready node, updated one node at
-/// a time (maxUnavailable 1).
+/// The tolerations of a DaemonSet's pods: the template's, and those the
+/// DaemonSet controller adds when missing.
+fn daemon_tolerations(own: &Value) -> Value {
+    let mut all = own.as_array().cloned().unwrap_or_default();
+    let added = [
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+    ];
+    for (key, effect) in added {
+        if !all.iter().any(|t| t["key"] == key && t["effect"] == effect) {
+            all.push(json!({"key": key, "operator": "Exists", "effect": effect}));
+        }
+    }
+    Value::Array(all)
+}
+
+/// Reconciles one DaemonSet: a pod on every ready node its pods may run
+/// on, updated one node at a time (maxUnavailable 1).
 pub fn reconcile_daemonset(ctx: &mut Ctx, ns: &str, name: &str) {
     let res = ctx.kinds.daemonsets.clone();
     let Some(ds) = ctx.get(&res, ns, name) else {
@@ -200,15 +221,19 @@ pub fn reconcile_daemonset(ctx: &mut Ctx, ns: &str, name: &str) {
     if ds["metadata"]["deletionTimestamp"].is_string() {
         return;
     }
-    let template = ds["spec"]["template"].clone();
+    let mut template = ds["spec"]["template"].clone();
     let hash = template_hash(&template);
-    let nodes: Vec<String> = ctx
-        .kubelet
-        .nodes
-        .iter()
-        .filter(|(_, (ready, _, _))| *ready)
-        .map(|(n, _)| n.clone())
-        .collect();
+    // Its pods tolerate what the DaemonSet controller adds to every one
+    // (nodes not ready, unreachable, under pressure, unschedulable), and
+    // go on every ready node their selector, affinity and tolerations allow.
+    let tolerations = daemon_tolerations(&template["spec"]["tolerations"]);
+    template["spec"]["tolerations"] = tolerations.clone();
+    let placement = Placement::of_spec(
+        &template["spec"]["nodeSelector"],
+        &template["spec"]["affinity"],
+        &tolerations,
+    );
+    let nodes = ctx.kubelet.eligible(&placement);
     let pods_res = ctx.kinds.pods.clone();
     let pods = ctx.owned(text(&ds, &["metadata", "uid"]), &pods_res);
     let on = |node: &str| {
