@@ -105,6 +105,23 @@ fn apply_get_describe_and_delete_a_whole_app() {
         described.contains("Replicas:") && described.contains("registry.example/web:1.0"),
         "{described}"
     );
+    // The controllers' Events, as describe and `kubectl events` find them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let described = c.ok(&["describe", "deploy", "web"]);
+        let events = c.ok(&["events", "--for", "deployment/web"]);
+        if described.contains("ScalingReplicaSet")
+            && described.contains("Scaled up replica set web-")
+            && events.contains("ScalingReplicaSet")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ScalingReplicaSet event: {described}\n{events}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     c.ok(&["delete", "-f", &manifest("app.yaml")]);
     let empty = c.run(&["get", "deploy,svc", "-o", "name"]);

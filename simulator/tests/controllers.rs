@@ -1073,3 +1073,134 @@ async fn pods_and_daemonsets_go_only_where_selectors_affinity_and_taints_allow()
     )
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_built_in_controllers_record_events_as_kubectl_describe_reads_them_and_they_expire() {
+    let s = sim(ClusterOptions {
+        nodes: 2,
+        node_capacity: 4,
+        ..ClusterOptions::default()
+    });
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(s.client.clone());
+    let web = deployment("web", 2, "web:1", rolling(1, 0));
+    let created = deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    until("2 ready", async || all_ready(&pods, 2).await, async || {}).await;
+    // kubectl describe finds an object's Events by kind, name and uid.
+    let about = |kind: &str, name: &str, uid: &str| {
+        ListParams::default().fields(&format!(
+            "involvedObject.kind={kind},involvedObject.name={name},involvedObject.uid={uid}"
+        ))
+    };
+    let reasons = async |params: ListParams| -> Vec<(String, String, String)> {
+        events
+            .list(&params)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let on_deployment = reasons(about(
+        "Deployment",
+        "web",
+        created.metadata.uid.as_deref().unwrap(),
+    ))
+    .await;
+    assert_eq!(on_deployment.len(), 1, "{on_deployment:?}");
+    assert_eq!(on_deployment[0].1, "ScalingReplicaSet");
+    assert!(
+        on_deployment[0].2.starts_with("Scaled up replica set web-")
+            && on_deployment[0].2.ends_with(" from 0 to 2"),
+        "{on_deployment:?}"
+    );
+    let rs: Api<ReplicaSet> = Api::default_namespaced(s.client.clone());
+    let set = rs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let on_set = reasons(about(
+        "ReplicaSet",
+        &set.metadata.name.clone().unwrap(),
+        set.metadata.uid.as_deref().unwrap(),
+    ))
+    .await;
+    let pod_list = pods.list(&ListParams::default()).await.unwrap().items;
+    let mut expected: Vec<String> = pod_list
+        .iter()
+        .map(|p| format!("Created pod: {}", p.metadata.name.clone().unwrap()))
+        .collect();
+    expected.sort();
+    let mut made: Vec<String> = on_set.iter().map(|(_, _, m)| m.clone()).collect();
+    made.sort();
+    assert_eq!(made, expected);
+    let pod = &pod_list[0];
+    let on_pod = reasons(about(
+        "Pod",
+        &pod.metadata.name.clone().unwrap(),
+        pod.metadata.uid.as_deref().unwrap(),
+    ))
+    .await;
+    assert_eq!(
+        on_pod,
+        [(
+            "Normal".to_owned(),
+            "Scheduled".to_owned(),
+            format!(
+                "Successfully assigned default/{} to {}",
+                pod.metadata.name.clone().unwrap(),
+                pod.spec.as_ref().unwrap().node_name.clone().unwrap()
+            )
+        )]
+    );
+    // A pod no node has room for: one Warning, however often it is tried.
+    let big = deployment("big", 9, "web:1", rolling(1, 0));
+    deployments
+        .create(&PostParams::default(), &big)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let warnings: Vec<_> = reasons(ListParams::default().fields("reason=FailedScheduling"))
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        3,
+        "one per pod left without a node: {warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .all(|(kind, _, m)| kind == "Warning" && m.starts_with("0/2 nodes are available"))
+    );
+    // Scaled down: the ReplicaSet deletes pods and says so.
+    deployments
+        .patch(
+            "big",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let deleted = reasons(ListParams::default().fields("reason=SuccessfulDelete")).await;
+    assert_eq!(deleted.len(), 8, "{deleted:?}");
+    // An hour on, they are gone, as kube-apiserver's event TTL removes them.
+    tokio::time::sleep(Duration::from_secs(3600 + 120)).await;
+    let left = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(left.is_empty(), "{} events left", left.len());
+}

@@ -149,13 +149,33 @@ impl LabelSelector {
     }
 }
 
-/// Fields that field selectors may name, besides name and namespace.
-pub const INDEXED_FIELDS: [&str; 4] = [
+/// Fields that field selectors may name, besides name and namespace: a
+/// pod's, and an Event's as `kubectl describe` and `kubectl events` ask
+/// for them (`source` is `source.component`); `type` is a Secret's too.
+pub const INDEXED_FIELDS: [&str; 13] = [
     "status.phase",
     "spec.nodeName",
-    "involvedObject.name",
     "spec.schedulerName",
+    "involvedObject.name",
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "type",
+    "reportingComponent",
+    "source",
 ];
+
+/// The value of an indexed field in `object`.
+fn field_value<'a>(object: &'a serde_json::Value, field: &str) -> Option<&'a str> {
+    match (field, field.split_once('.')) {
+        ("source", _) => object["source"]["component"].as_str(),
+        (_, Some((a, b))) => object[a][b].as_str(),
+        (_, None) => object[field].as_str(),
+    }
+}
 
 /// A parsed field selector.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -229,10 +249,7 @@ pub fn labels_of(object: &serde_json::Value) -> Arc<[(String, String)]> {
 pub fn fields_of(object: &serde_json::Value) -> Arc<[(&'static str, String)]> {
     INDEXED_FIELDS
         .iter()
-        .filter_map(|f| {
-            let (a, b) = f.split_once('.')?;
-            object[a][b].as_str().map(|v| (*f, v.to_owned()))
-        })
+        .filter_map(|f| field_value(object, f).map(|v| (*f, v.to_owned())))
         .collect()
 }
 

@@ -41,7 +41,7 @@ use crate::{
         time::{parse_rfc3339, rfc3339},
     },
     cluster::{
-        engine::{Ctx, Work},
+        engine::{Ctx, Involved, Work},
         views::{DeploymentView, ReplicaSetStatus, ReplicaSetView, view},
         workloads::{int, int_or_percent, keys, owner_ref, same_template, template_hash},
     },
@@ -155,6 +155,29 @@ fn set_replicas(ctx: &mut Ctx, rs: &ReplicaSetView, replicas: i64, annotations: 
             r["metadata"]["annotations"][*k] = json!(v);
         }
     });
+    let before = rs.spec.replicas.unwrap_or(1);
+    if let Some(owner) = m.owner_references.iter().find(|o| o.kind == "Deployment")
+        && before != replicas
+    {
+        let way = if replicas > before { "up" } else { "down" };
+        let about = Involved {
+            kind: "Deployment",
+            api_version: "apps/v1",
+            namespace: &m.namespace,
+            name: &owner.name,
+            uid: &owner.uid,
+        };
+        let message = format!(
+            "Scaled {way} replica set {} from {before} to {replicas}",
+            m.name
+        );
+        ctx.event(
+            about,
+            false,
+            ("ScalingReplicaSet", &message),
+            "deployment-controller",
+        );
+    }
 }
 
 /// The whole Deployment, parsed on first need.
@@ -250,6 +273,25 @@ pub fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
         let rs = new_replicaset(&d, whole.get(), initial, max_revision + 1, max_surge);
         match ctx.store.create(&ctx.kinds.replicasets, ns, rs) {
             Ok(rs) => {
+                if initial > 0 {
+                    let about = Involved {
+                        kind: "Deployment",
+                        api_version: "apps/v1",
+                        namespace: ns,
+                        name: &d.metadata.name,
+                        uid: &d.metadata.uid,
+                    };
+                    let message = format!(
+                        "Scaled up replica set {} from 0 to {initial}",
+                        rs["metadata"]["name"].as_str().unwrap_or_default()
+                    );
+                    ctx.event(
+                        about,
+                        false,
+                        ("ScalingReplicaSet", &message),
+                        "deployment-controller",
+                    );
+                }
                 // Found as the new one already: its template is not
                 // looked up again in this reconcile.
                 let made = Rs {

@@ -50,7 +50,30 @@ pub enum Work {
     Endpoints(String, String),
     /// Pods waiting for a node.
     Schedule,
+    /// Events past their time to live are removed.
+    ExpireEvents,
 }
+
+/// The object an Event is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Involved<'a> {
+    /// Its kind.
+    pub kind: &'a str,
+    /// Its apiVersion.
+    pub api_version: &'a str,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its uid.
+    pub uid: &'a str,
+}
+
+/// How long an Event is kept (kube-apiserver's `--event-ttl` default).
+pub const EVENT_TTL: Duration = Duration::from_secs(3600);
+
+/// How often Events past [`EVENT_TTL`] are looked for.
+pub const EVENT_SWEEP: Duration = Duration::from_secs(60);
 
 /// Which part of the cluster an engine runs. The control plane's
 /// controllers and the nodes' kubelets (with the scheduler) run as
@@ -187,6 +210,8 @@ pub struct Ctx {
     /// writes whose events have not come back yet: the event of such a
     /// write does not wake the controller that made it (see [`route`]).
     echoes: HashSet<u64>,
+    /// Events recorded, for their names.
+    events: u64,
 }
 
 impl Ctx {
@@ -219,7 +244,38 @@ impl Ctx {
             pods: HashMap::new(),
             pods_of: HashMap::new(),
             echoes: HashSet::new(),
+            events: 0,
         })
+    }
+
+    /// Records an Event about `about`, as a controller's event recorder
+    /// does (`component` is its `source.component`): `Normal`, or
+    /// `Warning` when `warning`.
+    pub fn event(
+        &mut self,
+        about: Involved<'_>,
+        warning: bool,
+        (reason, message): (&str, &str),
+        component: &str,
+    ) {
+        self.events += 1;
+        let now = self.now();
+        let nanos = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let stamp = crate::api::time::rfc3339(now);
+        let event = serde_json::json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{}.{:x}", about.name, nanos.wrapping_add(self.events)), "namespace": about.namespace},
+            "involvedObject": {"kind": about.kind, "apiVersion": about.api_version, "namespace": about.namespace, "name": about.name, "uid": about.uid},
+            "reason": reason, "message": message, "type": if warning { "Warning" } else { "Normal" },
+            "source": {"component": component}, "reportingComponent": component, "reportingInstance": "",
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        });
+        let events = self.kinds.events.clone();
+        if let Err(e) = self.store.create(&events, about.namespace, event) {
+            tracing::debug!(reason, error = %e.message, "recording an event failed");
+        }
     }
 
     /// The part of the cluster this engine runs.
@@ -423,6 +479,10 @@ pub async fn run(
         tracing::error!("built-in resources missing; controllers not started");
         return;
     };
+    if role == Role::ControlPlane {
+        let sweep = ctx.real(EVENT_SWEEP);
+        ctx.after(sweep, Work::ExpireEvents);
+    }
     let store = ctx.store.clone();
     let kinds = &ctx.kinds;
     let watched = match role {

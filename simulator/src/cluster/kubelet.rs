@@ -25,7 +25,7 @@ use crate::{
         time::rfc3339,
     },
     cluster::{
-        engine::{Ctx, Role, Work},
+        engine::{Ctx, Involved, Role, Work},
         placement::{NodeFacts, Placement},
         profile::Profile,
     },
@@ -152,13 +152,15 @@ impl Kubelet {
         }
     }
 
-    /// Notes a pod no node had room for.
-    fn wait(&mut self, key: (String, String)) {
-        if !self.waiting_at.contains_key(&key) {
-            self.waiting_seq += 1;
-            self.waiting.insert(self.waiting_seq, key.clone());
-            self.waiting_at.insert(key, self.waiting_seq);
+    /// Notes a pod no node had room for; true when it was not waiting yet.
+    fn wait(&mut self, key: (String, String)) -> bool {
+        if self.waiting_at.contains_key(&key) {
+            return false;
         }
+        self.waiting_seq += 1;
+        self.waiting.insert(self.waiting_seq, key.clone());
+        self.waiting_at.insert(key, self.waiting_seq);
+        true
     }
 
     /// Forgets a waiting pod (bound or gone).
@@ -277,19 +279,34 @@ fn conditions(now: &str, scheduled: bool, ready: bool) -> Value {
     ])
 }
 
+/// The scheduler's name on its Events.
+const SCHEDULER: &str = "default-scheduler";
+
 /// Binds one pending pod, if a node has room; the node it was bound to.
-fn schedule(ctx: &mut Ctx, ns: &str, name: &str, placement: &Placement) -> Option<String> {
+fn schedule(ctx: &mut Ctx, ns: &str, pod: &crate::cluster::pod::PodSummary) -> Option<String> {
+    let (name, placement) = (pod.name.as_str(), &pod.placement);
     let choice = ctx.kubelet.node_for(placement);
     let pods = ctx.kinds.pods.clone();
     let now = rfc3339(ctx.now());
+    let about = Involved {
+        kind: "Pod",
+        api_version: "v1",
+        namespace: ns,
+        name,
+        uid: &pod.uid,
+    };
     let Some(node) = choice else {
-        ctx.kubelet.wait((ns.to_owned(), name.to_owned()));
+        let first = ctx.kubelet.wait((ns.to_owned(), name.to_owned()));
         let why = if ctx.kubelet.tainted == 0 && !placement.selects() {
             "no node has room for another pod"
         } else {
             placement.refusal()
         };
-        let unschedulable = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": format!("0/{} nodes are available: {why}", ctx.kubelet.nodes.len()), "lastTransitionTime": now}]);
+        let message = format!("0/{} nodes are available: {why}", ctx.kubelet.nodes.len());
+        if first {
+            ctx.event(about, true, ("FailedScheduling", &message), SCHEDULER);
+        }
+        let unschedulable = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastTransitionTime": now}]);
         ctx.modify_status_entries(&pods, ns, name, |s| {
             s.set("phase", &"Pending")?;
             s.set("conditions", &unschedulable)
@@ -309,6 +326,8 @@ fn schedule(ctx: &mut Ctx, ns: &str, name: &str, placement: &Placement) -> Optio
         }
     };
     if bound {
+        let message = format!("Successfully assigned {ns}/{name} to {node}");
+        ctx.event(about, false, ("Scheduled", &message), SCHEDULER);
         ctx.kubelet.unwait((ns, name));
         observe_pod(&mut ctx.kubelet, (ns, name), Some(&node), false);
         ctx.transitions += 1;
@@ -332,7 +351,7 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     }
     let node = &pod.node;
     if node.is_empty() {
-        if let Some(node) = schedule(ctx, ns, name, &pod.placement)
+        if let Some(node) = schedule(ctx, ns, &pod)
             && let Role::Nodes(share) = ctx.role()
             && share.has_node(&node)
         {

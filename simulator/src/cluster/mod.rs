@@ -83,7 +83,51 @@ fn reconcile(ctx: &mut Ctx, work: &Work) {
         Work::Pod(ns, name) => kubelet::reconcile_pod(ctx, ns, name),
         Work::Endpoints(ns, name) => endpoints::reconcile_endpoints(ctx, ns, name),
         Work::Schedule => kubelet::schedule_pending(ctx),
+        Work::ExpireEvents => expire_events(ctx),
     }
+}
+
+/// Removes the Events recorded longer than [`engine::EVENT_TTL`] ago, as
+/// kube-apiserver lets them expire, and looks again after
+/// [`engine::EVENT_SWEEP`].
+fn expire_events(ctx: &mut Ctx) {
+    let res = ctx.kinds.events.clone();
+    let cutoff = crate::api::time::rfc3339(
+        ctx.now()
+            .checked_sub(engine::EVENT_TTL)
+            .unwrap_or(std::time::UNIX_EPOCH),
+    );
+    if let Ok(page) = ctx.store.list(
+        &res,
+        None,
+        &Default::default(),
+        &Default::default(),
+        None,
+        None,
+    ) {
+        for bytes in page.items {
+            let Ok(event) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            let last = event["lastTimestamp"]
+                .as_str()
+                .or_else(|| event["eventTime"].as_str())
+                .or_else(|| event["metadata"]["creationTimestamp"].as_str())
+                .unwrap_or_default();
+            // RFC 3339 in UTC to the second compares as text.
+            if last.get(..19) < cutoff.get(..19) {
+                let meta = &event["metadata"];
+                let _ = ctx.store.delete(
+                    &res,
+                    meta["namespace"].as_str().unwrap_or_default(),
+                    meta["name"].as_str().unwrap_or_default(),
+                    &Default::default(),
+                );
+            }
+        }
+    }
+    let sweep = ctx.real(engine::EVENT_SWEEP);
+    ctx.after(sweep, Work::ExpireEvents);
 }
 
 /// A running simulated cluster.

@@ -20,6 +20,8 @@ use crate::api::{
 pub struct PodSummary {
     /// Its name.
     pub name: String,
+    /// Its uid.
+    pub uid: String,
     /// When it was made (RFC 3339).
     pub created: String,
     /// Being deleted.
@@ -61,6 +63,7 @@ struct PodWire {
 #[serde(default, rename_all = "camelCase")]
 struct PodWireMeta {
     name: String,
+    uid: String,
     creation_timestamp: String,
     deletion_timestamp: Option<String>,
     deletion_grace_period_seconds: Option<i64>,
@@ -151,6 +154,7 @@ impl PodSummary {
                 .map(|o| (o.kind.clone(), o.name.clone()))
                 .collect(),
             name: wire.metadata.name,
+            uid: wire.metadata.uid,
             created: wire.metadata.creation_timestamp,
             deleting: wire.metadata.deletion_timestamp.is_some(),
             grace_seconds: wire.metadata.deletion_grace_period_seconds.unwrap_or(0),

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::cluster::{
-    engine::Ctx,
+    engine::{Ctx, Involved},
     placement::Placement,
     workloads::{int, is_ready, owner_ref, template_hash},
 };
@@ -127,7 +127,7 @@ pub fn reconcile_statefulset(ctx: &mut Ctx, ns: &str, name: &str) {
                     "metadata": {"name": format!("{name}-{ord}"), "namespace": ns, "labels": labels, "annotations": pod_template["metadata"]["annotations"], "ownerReferences": [owner_ref("apps/v1", "StatefulSet", &sts)]},
                     "spec": pod_template["spec"],
                 });
-                let _ = ctx.store.create(&pods_res, ns, pod);
+                pod_event(ctx, ns, ("StatefulSet", &sts), Change::Create(pod));
                 if !parallel {
                     break;
                 }
@@ -136,12 +136,8 @@ pub fn reconcile_statefulset(ctx: &mut Ctx, ns: &str, name: &str) {
     }
     // Remove pods beyond replicas, highest first.
     for (_, pod) in pods.iter().rev().filter(|(o, _)| **o >= replicas) {
-        let _ = ctx.store.delete(
-            &pods_res,
-            ns,
-            text(pod, &["metadata", "name"]),
-            &Default::default(),
-        );
+        let doomed = text(pod, &["metadata", "name"]).to_owned();
+        pod_event(ctx, ns, ("StatefulSet", &sts), Change::Delete(&doomed));
         if !parallel {
             break;
         }
@@ -155,12 +151,8 @@ pub fn reconcile_statefulset(ctx: &mut Ctx, ns: &str, name: &str) {
             .rev()
             .find(|(o, p)| **o >= partition && **o < replicas && revision_of(p) != update_revision)
     {
-        let _ = ctx.store.delete(
-            &pods_res,
-            ns,
-            text(stale, &["metadata", "name"]),
-            &Default::default(),
-        );
+        let doomed = text(stale, &["metadata", "name"]).to_owned();
+        pod_event(ctx, ns, ("StatefulSet", &sts), Change::Delete(&doomed));
     }
     let live: Vec<&Value> = pods
         .iter()
@@ -189,6 +181,64 @@ pub fn reconcile_statefulset(ctx: &mut Ctx, ns: &str, name: &str) {
         "collisionCount": 0,
     });
     ctx.set_status(&res, ns, name, &status);
+}
+
+/// What a workload controller does to one of its pods.
+enum Change<'a> {
+    Create(Value),
+    Delete(&'a str),
+}
+
+/// Makes or deletes a pod of `owner` (its kind and object) and records the
+/// Event its controller records when that succeeds.
+fn pod_event(ctx: &mut Ctx, ns: &str, (kind, owner): (&str, &Value), change: Change<'_>) {
+    let pods = ctx.kinds.pods.clone();
+    let owner_name = text(owner, &["metadata", "name"]).to_owned();
+    let (reason, message) = match change {
+        Change::Create(pod) => {
+            let Ok(made) = ctx.store.create(&pods, ns, pod) else {
+                return;
+            };
+            let pod = made["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let message = if kind == "StatefulSet" {
+                format!("create Pod {pod} in StatefulSet {owner_name} successful")
+            } else {
+                format!("Created pod: {pod}")
+            };
+            ("SuccessfulCreate", message)
+        }
+        Change::Delete(pod) => {
+            if ctx
+                .store
+                .delete(&pods, ns, pod, &Default::default())
+                .is_err()
+            {
+                return;
+            }
+            let message = if kind == "StatefulSet" {
+                format!("delete Pod {pod} in StatefulSet {owner_name} successful")
+            } else {
+                format!("Deleted pod: {pod}")
+            };
+            ("SuccessfulDelete", message)
+        }
+    };
+    let component = if kind == "StatefulSet" {
+        "statefulset-controller"
+    } else {
+        "daemonset-controller"
+    };
+    let about = Involved {
+        kind,
+        api_version: "apps/v1",
+        namespace: ns,
+        name: &owner_name,
+        uid: text(owner, &["metadata", "uid"]),
+    };
+    ctx.event(about, false, (reason, &message), component);
 }
 
 /// The tolerations of a DaemonSet's pods: the template's, and those the
@@ -252,17 +302,13 @@ pub fn reconcile_daemonset(ctx: &mut Ctx, ns: &str, name: &str) {
                 "metadata": {"generateName": format!("{name}-"), "namespace": ns, "labels": labels, "ownerReferences": [owner_ref("apps/v1", "DaemonSet", &ds)]},
                 "spec": spec,
             });
-            let _ = ctx.store.create(&pods_res, ns, pod);
+            pod_event(ctx, ns, ("DaemonSet", &ds), Change::Create(pod));
         }
     }
     for pod in &pods {
         if !nodes.iter().any(|n| n == text(pod, &["spec", "nodeName"])) {
-            let _ = ctx.store.delete(
-                &pods_res,
-                ns,
-                text(pod, &["metadata", "name"]),
-                &Default::default(),
-            );
+            let doomed = text(pod, &["metadata", "name"]).to_owned();
+            pod_event(ctx, ns, ("DaemonSet", &ds), Change::Delete(&doomed));
         }
     }
     if pods.len() == nodes.len()
@@ -271,12 +317,8 @@ pub fn reconcile_daemonset(ctx: &mut Ctx, ns: &str, name: &str) {
             .iter()
             .find(|p| text(p, &["metadata", "labels", REVISION_HASH]) != hash)
     {
-        let _ = ctx.store.delete(
-            &pods_res,
-            ns,
-            text(stale, &["metadata", "name"]),
-            &Default::default(),
-        );
+        let doomed = text(stale, &["metadata", "name"]).to_owned();
+        pod_event(ctx, ns, ("DaemonSet", &ds), Change::Delete(&doomed));
     }
     let ready = pods.iter().filter(|p| is_ready(p)).count();
     let updated = pods

@@ -68,6 +68,8 @@ pub struct OwnerReference {
     pub kind: String,
     /// `name`.
     pub name: String,
+    /// `uid`.
+    pub uid: String,
 }
 
 /// The annotations the controllers read.

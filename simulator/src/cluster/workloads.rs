@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 
 use crate::cluster::{
-    engine::Ctx,
+    engine::{Ctx, Involved},
     views::{ReplicaSetStatus, ReplicaSetView, view},
 };
 
@@ -128,6 +128,9 @@ pub fn is_ready(pod: &Value) -> bool {
     })
 }
 
+/// The ReplicaSet controller's name on its Events.
+const COMPONENT: &str = "replicaset-controller";
+
 /// Reconciles one ReplicaSet: pods to match replicas, then status.
 pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     let res = ctx.kinds.replicasets.clone();
@@ -150,6 +153,14 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
         .filter(|p| !p.deleting)
         .collect();
     let active = pods.len() as i64;
+    let uid = rs.metadata.uid.clone();
+    let about = Involved {
+        kind: "ReplicaSet",
+        api_version: "apps/v1",
+        namespace: ns,
+        name,
+        uid: &uid,
+    };
     if active < replicas {
         let Ok(rs) = serde_json::from_slice::<Value>(&json) else {
             return;
@@ -164,16 +175,31 @@ pub fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
             pod["metadata"]["annotations"] = annotations.clone();
         }
         let missing = (replicas - active) as usize;
-        if let Err(e) = ctx.store.create_copies(&pods_res, ns, pod, missing) {
-            tracing::warn!(namespace = ns, replicaset = name, error = %e.message, "creating pods failed");
+        match ctx.store.create_copies(&pods_res, ns, pod, missing) {
+            Ok(names) => {
+                for pod in names {
+                    let message = format!("Created pod: {pod}");
+                    ctx.event(about, false, ("SuccessfulCreate", &message), COMPONENT);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(namespace = ns, replicaset = name, error = %e.message, "creating pods failed");
+                let message = format!("Error creating: {}", e.message);
+                ctx.event(about, true, ("FailedCreate", &message), COMPONENT);
+            }
         }
     } else if active > replicas {
         pods.sort_by_key(|p| p.rank());
         let excess = (active - replicas) as usize;
         for pod in pods.iter().take(excess) {
-            let _ = ctx
+            if ctx
                 .store
-                .delete(&pods_res, ns, &pod.name, &Default::default());
+                .delete(&pods_res, ns, &pod.name, &Default::default())
+                .is_ok()
+            {
+                let message = format!("Deleted pod: {}", pod.name);
+                ctx.event(about, false, ("SuccessfulDelete", &message), COMPONENT);
+            }
         }
         pods.drain(..excess);
     }

@@ -29,14 +29,14 @@ impl Store {
     ///
     /// # Errors
     /// Those of [`Store::create`], for the first copy that failed (the
-    /// copies before it are created).
+    /// copies before it are created). On success, the copies' names.
     pub fn create_copies(
         &self,
         res: &Resource,
         namespace: &str,
         object: Value,
         count: usize,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<String>, ApiError> {
         let named = object["metadata"]["name"]
             .as_str()
             .is_some_and(|n| !n.is_empty());
@@ -46,16 +46,13 @@ impl Store {
             .to_owned();
         let special = res.group == "apiextensions.k8s.io" || res.plural == "namespaces";
         if count < 2 || named || prefix.is_empty() || special {
-            for _ in 0..count {
-                self.create(res, namespace, object.clone())?;
-            }
-            return Ok(());
+            return self.each(res, namespace, &object, count);
         }
         let first = format!("{prefix}{}", self.suffix());
         if !valid_name(&first) {
             // Every copy's name would be as invalid: the error a create
             // gives.
-            return self.create(res, namespace, object).map(drop);
+            return self.each(res, namespace, &object, 1);
         }
         let NewObject { key, prepared, .. } =
             self.prepare_create(res, namespace, object.clone(), Some((NAME_HOLE, UID_HOLE)))?;
@@ -71,11 +68,9 @@ impl Store {
         let holes = (find_once(&bytes, &NAME), find_once(&bytes, &UID), hole);
         let (Some(name_at), Some(uid_at), Some(rv_at)) = holes else {
             // The object quotes a hole's text: each copy is made whole.
-            for _ in 0..count {
-                self.create(res, namespace, object.clone())?;
-            }
-            return Ok(());
+            return self.each(res, namespace, &object, count);
         };
+        let mut names = Vec::with_capacity(count);
         let decoder = self.decoders.of(res);
         for i in 0..count {
             let name = if i == 0 {
@@ -107,6 +102,7 @@ impl Store {
                 from = at + len;
             }
             copy.extend_from_slice(&bytes[from..]);
+            names.push(name.clone());
             let key = (key.0.clone(), name);
             let mut inner = self.lock();
             inner.check_new(res, &key)?;
@@ -124,6 +120,25 @@ impl Store {
             };
             inner.install(res, key, entry, EventType::Added);
         }
-        Ok(())
+        Ok(names)
+    }
+
+    /// `count` copies made one create at a time; their names.
+    fn each(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        object: &Value,
+        count: usize,
+    ) -> Result<Vec<String>, ApiError> {
+        (0..count)
+            .map(|_| {
+                let created = self.create(res, namespace, object.clone())?;
+                Ok(created["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned())
+            })
+            .collect()
     }
 }
