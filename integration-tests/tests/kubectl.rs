@@ -166,6 +166,30 @@ fn kubectl_reaches_a_simulator_serving_tls() {
 }
 
 #[test]
+fn kubectl_explain_describes_a_custom_resource_from_its_crd() {
+    let c = cluster();
+    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds/rollouts.yaml");
+    c.ok(&["apply", "-f", crd]);
+    let top = c.ok(&["explain", "rollouts"]);
+    assert!(
+        top.contains("KIND:")
+            && top.contains("Rollout")
+            && top.contains("GROUP:")
+            && top.contains("sluice.dev")
+            && top.contains("v1alpha1"),
+        "{top}"
+    );
+    assert!(top.contains("spec") && top.contains("status"), "{top}");
+    let field = c.ok(&["explain", "rollouts.spec.analyses"]);
+    assert!(
+        field.contains("Analyses the strategy's steps refer to by name."),
+        "{field}"
+    );
+    let missing = c.run(&["explain", "rollouts.spec.nonesuch"]);
+    assert!(!missing.status.success(), "an unknown field is an error");
+}
+
+#[test]
 fn a_crd_and_its_objects_show_their_printer_columns() {
     let c = cluster();
     // As with a real cluster, a CRD is installed before objects of its kind.

@@ -230,10 +230,7 @@ async fn handle(
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
         ("GET", ["openapi", "v3"]) => {
-            return json_response(
-                StatusCode::OK,
-                &crate::api::openapi::root(&registry(), api.store.resource_version()),
-            );
+            return json_response(StatusCode::OK, &crate::api::openapi::root(&registry()));
         }
         ("GET", ["openapi", "v3", "api", version])
         | ("GET", ["openapi", "v3", "apis", _, version]) => {
