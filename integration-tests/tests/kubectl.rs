@@ -166,7 +166,7 @@ fn kubectl_reaches_a_simulator_serving_tls() {
 }
 
 #[test]
-fn kubectl_explain_describes_a_custom_resource_from_its_crd() {
+fn kubectl_explain_describes_custom_resources_from_their_crd_and_the_built_in_kinds() {
     let c = cluster();
     let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds/rollouts.yaml");
     c.ok(&["apply", "-f", crd]);
@@ -187,6 +187,22 @@ fn kubectl_explain_describes_a_custom_resource_from_its_crd() {
     );
     let missing = c.run(&["explain", "rollouts.spec.nonesuch"]);
     assert!(!missing.status.success(), "an unknown field is an error");
+    // The built-in kinds, from Kubernetes' own descriptions.
+    let strategy = c.ok(&["explain", "deployment.spec.strategy"]);
+    assert!(
+        strategy.contains("DeploymentStrategy") && strategy.contains("rollingUpdate"),
+        "{strategy}"
+    );
+    let probe = c.ok(&[
+        "explain",
+        "pods.spec.containers.readinessProbe.periodSeconds",
+    ]);
+    assert!(
+        probe.contains("How often (in seconds) to perform the probe"),
+        "{probe}"
+    );
+    let hpa = c.ok(&["explain", "hpa.spec.metrics"]);
+    assert!(hpa.contains("autoscaling"), "{hpa}");
 }
 
 #[test]

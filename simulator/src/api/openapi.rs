@@ -6,9 +6,16 @@
 //! against a schema it would have to download). A custom resource's schema
 //! is its CRD's, under the name kube-apiserver gives it (the group
 //! reversed, the version, the kind) with its group-version-kind, which is
-//! what `kubectl explain` reads; the built-in kinds' schemas are not
-//! described.
+//! what `kubectl explain` reads; the built-in kinds' are k8s-openapi's,
+//! which Kubernetes' own OpenAPI document generated, descriptions
+//! included.
 
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use k8s_openapi::schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Value, json};
 
 use crate::api::resources::Registry;
@@ -87,7 +94,12 @@ pub fn root(registry: &Registry) -> Value {
 pub fn group_version(registry: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     let field_validation = json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    let mut schemas = serde_json::Map::new();
+    let builtin_kinds: Vec<String> = registry
+        .all()
+        .filter(|r| r.group == group && r.serves(version) && r.schema.is_none())
+        .map(|r| r.kind.clone())
+        .collect();
+    let mut schemas = (*builtin_schemas(group, version, &builtin_kinds)).clone();
     for r in registry
         .all()
         .filter(|r| r.group == group && r.serves(version))
@@ -131,4 +143,122 @@ pub fn group_version(registry: &Registry, group: &str, version: &str) -> Option<
     Some(
         json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (sluice simulator)", "version": version}, "paths": paths, "components": {"schemas": schemas}}),
     )
+}
+
+/// Schemas by name.
+type Schemas = serde_json::Map<String, Value>;
+
+/// The built-in schemas made so far, by group and version.
+type Made = BTreeMap<(String, String), Arc<Schemas>>;
+
+/// The schemas of the built-in kinds of one group-version, from
+/// k8s-openapi's (generated from Kubernetes' own OpenAPI, descriptions
+/// included), each kind's marked with its group-version-kind; made once
+/// per group-version.
+fn builtin_schemas(group: &str, version: &str, kinds: &[String]) -> Arc<Schemas> {
+    static MADE: OnceLock<Mutex<Made>> = OnceLock::new();
+    let made = MADE.get_or_init(Mutex::default);
+    let key = (group.to_owned(), version.to_owned());
+    if let Some(found) = made.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return found;
+    }
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let roots: Vec<(String, &String)> = kinds
+        .iter()
+        .filter_map(|kind| builtin(&mut generator, group, version, kind).map(|name| (name, kind)))
+        .collect();
+    let mut schemas = generator.take_definitions(true);
+    for (name, kind) in roots {
+        if let Some(schema) = schemas.get_mut(&name) {
+            schema["x-kubernetes-group-version-kind"] =
+                json!([{"group": group, "version": version, "kind": kind}]);
+        }
+    }
+    let schemas = Arc::new(schemas);
+    if let Ok(mut m) = made.lock() {
+        m.insert(key, schemas.clone());
+    }
+    schemas
+}
+
+/// Adds the schema of built-in kind `kind` of `group`/`version`, if it is
+/// one; its name.
+fn builtin(
+    generator: &mut SchemaGenerator,
+    group: &str,
+    version: &str,
+    kind: &str,
+) -> Option<String> {
+    use k8s_openapi::{
+        api::{
+            admissionregistration::v1 as admission, apps::v1 as apps,
+            autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
+            coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+            networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+            scheduling::v1 as scheduling, storage::v1 as storage,
+        },
+        apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions,
+    };
+    fn add<T: JsonSchema>(generator: &mut SchemaGenerator) -> Option<String> {
+        generator.subschema_for::<T>();
+        Some(T::schema_name().into_owned())
+    }
+    let g = generator;
+    match (group, version, kind) {
+        ("", "v1", "Pod") => add::<core::Pod>(g),
+        ("", "v1", "Service") => add::<core::Service>(g),
+        ("", "v1", "ConfigMap") => add::<core::ConfigMap>(g),
+        ("", "v1", "Secret") => add::<core::Secret>(g),
+        ("", "v1", "Namespace") => add::<core::Namespace>(g),
+        ("", "v1", "Node") => add::<core::Node>(g),
+        ("", "v1", "ServiceAccount") => add::<core::ServiceAccount>(g),
+        ("", "v1", "Endpoints") => add::<core::Endpoints>(g),
+        ("", "v1", "Event") => add::<core::Event>(g),
+        ("", "v1", "PersistentVolumeClaim") => add::<core::PersistentVolumeClaim>(g),
+        ("", "v1", "PersistentVolume") => add::<core::PersistentVolume>(g),
+        ("", "v1", "LimitRange") => add::<core::LimitRange>(g),
+        ("", "v1", "ResourceQuota") => add::<core::ResourceQuota>(g),
+        ("", "v1", "ReplicationController") => add::<core::ReplicationController>(g),
+        ("", "v1", "PodTemplate") => add::<core::PodTemplate>(g),
+        ("apps", "v1", "Deployment") => add::<apps::Deployment>(g),
+        ("apps", "v1", "ReplicaSet") => add::<apps::ReplicaSet>(g),
+        ("apps", "v1", "StatefulSet") => add::<apps::StatefulSet>(g),
+        ("apps", "v1", "DaemonSet") => add::<apps::DaemonSet>(g),
+        ("apps", "v1", "ControllerRevision") => add::<apps::ControllerRevision>(g),
+        ("batch", "v1", "Job") => add::<batch::Job>(g),
+        ("batch", "v1", "CronJob") => add::<batch::CronJob>(g),
+        ("autoscaling", "v2", "HorizontalPodAutoscaler") => {
+            add::<autoscaling::HorizontalPodAutoscaler>(g)
+        }
+        ("policy", "v1", "PodDisruptionBudget") => add::<policy::PodDisruptionBudget>(g),
+        ("networking.k8s.io", "v1", "Ingress") => add::<networking::Ingress>(g),
+        ("networking.k8s.io", "v1", "IngressClass") => add::<networking::IngressClass>(g),
+        ("networking.k8s.io", "v1", "NetworkPolicy") => add::<networking::NetworkPolicy>(g),
+        ("discovery.k8s.io", "v1", "EndpointSlice") => add::<discovery::EndpointSlice>(g),
+        ("coordination.k8s.io", "v1", "Lease") => add::<coordination::Lease>(g),
+        ("rbac.authorization.k8s.io", "v1", "Role") => add::<rbac::Role>(g),
+        ("rbac.authorization.k8s.io", "v1", "RoleBinding") => add::<rbac::RoleBinding>(g),
+        ("rbac.authorization.k8s.io", "v1", "ClusterRole") => add::<rbac::ClusterRole>(g),
+        ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => {
+            add::<rbac::ClusterRoleBinding>(g)
+        }
+        ("storage.k8s.io", "v1", "StorageClass") => add::<storage::StorageClass>(g),
+        ("storage.k8s.io", "v1", "CSIDriver") => add::<storage::CSIDriver>(g),
+        ("storage.k8s.io", "v1", "VolumeAttachment") => add::<storage::VolumeAttachment>(g),
+        ("scheduling.k8s.io", "v1", "PriorityClass") => add::<scheduling::PriorityClass>(g),
+        ("node.k8s.io", "v1", "RuntimeClass") => add::<node::RuntimeClass>(g),
+        ("certificates.k8s.io", "v1", "CertificateSigningRequest") => {
+            add::<certificates::CertificateSigningRequest>(g)
+        }
+        ("apiextensions.k8s.io", "v1", "CustomResourceDefinition") => {
+            add::<apiextensions::CustomResourceDefinition>(g)
+        }
+        ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration") => {
+            add::<admission::MutatingWebhookConfiguration>(g)
+        }
+        ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration") => {
+            add::<admission::ValidatingWebhookConfiguration>(g)
+        }
+        _ => None,
+    }
 }
