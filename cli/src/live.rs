@@ -85,6 +85,16 @@ fn measurement_lines(measurements: &[pb::Measurement]) -> Vec<String> {
         .collect()
 }
 
+/// The step a status is at, counted from one; a release with no batches
+/// (nothing to release yet, or nothing at all) is at step 0 of 0.
+pub(crate) fn step_number(status: &pb::RolloutStatus) -> u32 {
+    if status.total_steps == 0 {
+        0
+    } else {
+        (status.current_step + 1).min(status.total_steps)
+    }
+}
+
 impl Live {
     /// A view writing to stdout.
     pub(crate) fn new(terminal: bool) -> Self {
@@ -103,7 +113,7 @@ impl Live {
         if !self.terminal {
             let line = format!(
                 "step {}/{}  {:<11}  new pods {}/{}  traffic {:>3}%  {}",
-                (status.current_step + 1).min(status.total_steps.max(1)),
+                step_number(&status),
                 status.total_steps,
                 phase_name(status.phase),
                 status.ready_canary_replicas,
@@ -156,7 +166,7 @@ impl Live {
                 rollout.namespace,
                 rollout.name,
                 phase_name(status.phase),
-                (status.current_step + 1).min(status.total_steps.max(1)),
+                step_number(&status),
                 status.total_steps,
                 state,
                 self.started.elapsed().as_secs_f64()
@@ -199,6 +209,21 @@ mod tests {
         );
         assert_eq!(bar(3, 0), format!("[{}]", ".".repeat(20)));
         assert_eq!(bar(20, 10), format!("[{}]", "#".repeat(20)));
+    }
+
+    #[test]
+    fn a_release_not_planned_yet_is_at_step_zero_of_zero() {
+        let at = |current_step, total_steps| {
+            step_number(&pb::RolloutStatus {
+                current_step,
+                total_steps,
+                ..pb::RolloutStatus::default()
+            })
+        };
+        assert_eq!(at(0, 0), 0, "pending, no plan yet");
+        assert_eq!(at(0, 3), 1);
+        assert_eq!(at(2, 3), 3);
+        assert_eq!(at(5, 3), 3, "never past the last");
     }
 
     #[test]

@@ -147,7 +147,7 @@ fn summary(r: &pb::Rollout) -> Value {
     json!({
         "namespace": r.namespace, "name": r.name, "revision": r.revision, "phase": phase(s.phase),
         // A release with no batches (nothing to release) is at step 0 of 0.
-        "step": if s.total_steps == 0 { 0 } else { s.current_step + 1 }, "steps": s.total_steps, "newPods": s.canary_replicas, "readyNewPods": s.ready_canary_replicas,
+        "step": crate::live::step_number(&s), "steps": s.total_steps, "newPods": s.canary_replicas, "readyNewPods": s.ready_canary_replicas,
         "traffic": s.traffic, "canaryRevision": s.canary_revision, "stableRevision": s.stable_revision, "message": message,
         "paused": s.paused, "abortRequested": s.abort_requested, "promoteRequested": s.promote_requested,
     })
