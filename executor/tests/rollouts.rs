@@ -125,6 +125,73 @@ async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
     );
 }
 
+/// Every batch's scale of the new ReplicaSet, seen from a watch of its own:
+/// a release moves forward only. A reconcile woken by its own write to a
+/// ReplicaSet before the watch shows its status write must act on the step
+/// it recorded, not on the one before (which scaled the new set back down).
+#[tokio::test(start_paused = true)]
+async fn the_new_replicaset_never_scales_back_during_a_release() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    // The Rollouts' watch lags behind the ReplicaSets' (as one watch cache
+    // may behind another): each scale's event reaches the controller before
+    // the status write that recorded the step.
+    world
+        .sim
+        .api
+        .faults()
+        .add(sluice_sim::api::faults::Rule::WatchLag {
+            id: "rollouts-late".into(),
+            resource: "rollouts".into(),
+            lag: Duration::from_millis(300),
+        });
+    let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i32>::new()));
+    let recorder = {
+        let seen = std::sync::Arc::clone(&seen);
+        let mut events = watcher(sets, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        tokio::spawn(async move {
+            while let Some(Ok(rs)) = events.next().await {
+                let spec = rs.spec.unwrap_or_default();
+                let image = spec
+                    .template
+                    .and_then(|t| t.spec)
+                    .and_then(|s| s.containers.into_iter().next())
+                    .and_then(|c| c.image);
+                if image.as_deref() == Some("registry.example/web:2.0") {
+                    let replicas = spec.replicas.unwrap_or(1);
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&replicas) {
+                        seen.push(replicas);
+                    }
+                }
+            }
+        })
+    };
+    let mut r: Rollout = rollout("registry.example/web:2.0");
+    r.spec.analyses.clear();
+    r.spec.strategy = serde_json::from_value(serde_json::json!({"canary": {"steps": [
+        {"replicas": 1}, {"replicas": 2}, {"replicas": 3}, {"replicas": "50%"}, {"replicas": 7}
+    ]}}))
+    .unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts.create(&PostParams::default(), &r).await.unwrap();
+    let done = wait_phase(&rollouts, finished).await;
+    assert_eq!(done.status.as_ref().unwrap().phase, Phase::Succeeded);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "the new ReplicaSet's replicas went back: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&10), "{seen:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_bad_canary_rolls_back_on_its_first_analysis() {
     let world = world("bad-canary").await;

@@ -282,6 +282,40 @@ async fn a_statefulset_release_on_a_real_control_plane() {
     );
 }
 
+/// Every `spec.replicas` the ReplicaSet running `image` is given, in order,
+/// from a watch independent of the executor's.
+fn new_replicas(
+    client: &kube::Client,
+    image: &str,
+) -> (tokio::task::JoinHandle<()>, Arc<std::sync::Mutex<Vec<i32>>>) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    let (image, record) = (image.to_owned(), Arc::clone(&seen));
+    let task = tokio::spawn(async move {
+        let mut events = watcher(sets, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(rs)) = events.next().await {
+            let spec = rs.spec.unwrap_or_default();
+            let runs = spec
+                .template
+                .and_then(|t| t.spec)
+                .and_then(|s| s.containers.into_iter().next())
+                .and_then(|c| c.image);
+            if runs.as_deref() == Some(image.as_str()) {
+                let replicas = spec.replicas.unwrap_or(1);
+                let mut seen = record.lock().unwrap();
+                if seen.last() != Some(&replicas) {
+                    seen.push(replicas);
+                }
+            }
+        }
+    });
+    (task, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_release_on_a_real_control_plane() {
     let stop = CancellationToken::new();
@@ -302,13 +336,25 @@ async fn a_partition_release_on_a_real_control_plane() {
         .unwrap();
     wait_deployment_ready(plane, &deployments, "web", 4).await;
 
+    let scales = new_replicas(&client, "registry.example/web:2.0");
     let rollouts = create_rollout(&client,
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 50%, pause: {duration: 1s}}]}}\n",
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 1}, {replicas: 50%, pause: {duration: 1s}}]}}\n",
     )
     .await;
     let phase = wait_rollout(&rollouts, "web").await;
     let status = rollouts.get("web").await.unwrap().status;
     assert_eq!(phase, Phase::Succeeded, "{status:#?}");
+    // Seen from a watch of its own, the new ReplicaSet only ever grows:
+    // neither kube-controller-manager nor a reconcile acting on a stale
+    // step scaled it back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    scales.0.abort();
+    let seen = scales.1.lock().unwrap().clone();
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "the new ReplicaSet's replicas went back: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&4), "{seen:?}");
 
     let d = deployments.get("web").await.unwrap();
     let spec = d.spec.clone().unwrap();

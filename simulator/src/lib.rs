@@ -299,7 +299,7 @@ impl SimulatorService {
 fn fault_from_proto(fault: &pb::Fault) -> Result<scenario::FaultSpec, Status> {
     use pb::fault::Kind;
     use scenario::FaultSpec as F;
-    let kind = fault.kind.as_ref().ok_or_else(|| Status::invalid_argument("fault.kind: one of apiErrors, apiLatency, dropWatches, prometheusUnavailable, nodeLoss, versionDegradation is required"))?;
+    let kind = fault.kind.as_ref().ok_or_else(|| Status::invalid_argument("fault.kind: one of apiErrors, apiLatency, watchLag, dropWatches, prometheusUnavailable, nodeLoss, versionDegradation is required"))?;
     Ok(match kind {
         Kind::ApiErrors(e) => {
             if !(0.0..=1.0).contains(&e.rate) {
@@ -328,6 +328,12 @@ fn fault_from_proto(fault: &pb::Fault) -> Result<scenario::FaultSpec, Status> {
             verb: l.verb.clone(),
             resource: l.resource.clone(),
             latency_ms: l.latency.as_ref().map_or(0, |d| {
+                (d.seconds.max(0) as u64) * 1000 + (d.nanos.max(0) as u64) / 1_000_000
+            }),
+        },
+        Kind::WatchLag(l) => F::WatchLag {
+            resource: l.resource.clone(),
+            lag_ms: l.lag.as_ref().map_or(0, |d| {
                 (d.seconds.max(0) as u64) * 1000 + (d.nanos.max(0) as u64) / 1_000_000
             }),
         },

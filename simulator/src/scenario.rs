@@ -122,6 +122,15 @@ pub enum FaultSpec {
         /// Added latency.
         latency_ms: u64,
     },
+    /// Watch events of a resource are delivered late, in order.
+    #[serde(rename_all = "camelCase")]
+    WatchLag {
+        /// Resource or empty.
+        #[serde(default)]
+        resource: String,
+        /// How late, milliseconds.
+        lag_ms: u64,
+    },
     /// Open watches are closed.
     DropWatches {
         /// Resource or empty.
@@ -440,6 +449,13 @@ impl Simulation {
                     verb: verb.clone(),
                     resource: resource.clone(),
                     latency: Duration::from_millis(*latency_ms),
+                });
+            }
+            FaultSpec::WatchLag { resource, lag_ms } => {
+                self.api.faults().add(Rule::WatchLag {
+                    id: id.into(),
+                    resource: resource.clone(),
+                    lag: Duration::from_millis(*lag_ms),
                 });
             }
             FaultSpec::DropWatches { resource } => self.api.faults().drop_watches(resource),

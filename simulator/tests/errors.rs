@@ -219,6 +219,80 @@ async fn dropped_watches_end_so_clients_watch_again() {
     assert!(stream.next().await.is_none(), "the watch ends");
 }
 
+/// A lagging watch delivers its events late and in order; requests, and
+/// watches of other resources, see the change at once.
+#[tokio::test(start_paused = true)]
+async fn a_lagging_watch_delivers_its_events_late_and_in_order() {
+    use futures::StreamExt;
+    let api = ApiServer::new(Options::default());
+    api.faults().add(sluice_sim::api::faults::Rule::WatchLag {
+        id: "slow".into(),
+        resource: "configmaps".into(),
+        lag: std::time::Duration::from_secs(2),
+    });
+    let watch = |plural: &str| {
+        let request = Request::get(format!("/api/v1/namespaces/default/{plural}?watch=true"))
+            .body(Body::empty())
+            .unwrap();
+        api.router().oneshot(request)
+    };
+    let mut maps = watch("configmaps")
+        .await
+        .unwrap()
+        .into_body()
+        .into_data_stream();
+    let mut pods = watch("pods").await.unwrap().into_body().into_data_stream();
+    let start = tokio::time::Instant::now();
+    for name in ["a", "b"] {
+        let body = json!({"metadata": {"name": name}}).to_string();
+        let (code, _) = call(
+            &api,
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            JSON,
+            &body,
+        )
+        .await;
+        assert_eq!(code, 201);
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
+    }
+    let (code, _) = call(
+        &api,
+        Method::GET,
+        "/api/v1/namespaces/default/configmaps/b",
+        JSON,
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "a read sees the change at once");
+    call(&api, Method::POST, PODS, JSON, &pod("p")).await;
+    let line = pods.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&line).contains("\"ADDED\""));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "other resources are not late"
+    );
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let line = maps.next().await.unwrap().unwrap();
+        let event: Value = serde_json::from_slice(&line).unwrap();
+        names.push((
+            event["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            start.elapsed(),
+        ));
+    }
+    assert_eq!(names[0].0, "a");
+    assert_eq!(names[1].0, "b");
+    assert!(names[0].1 >= std::time::Duration::from_secs(2), "{names:?}");
+    assert!(
+        names[1].1 - names[0].1 <= std::time::Duration::from_millis(600),
+        "each event is late by the lag, not by the lags of those before it: {names:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_patch_or_apply_that_is_not_an_object_is_refused_and_the_server_goes_on() {
     let api = ApiServer::new(Options::default());

@@ -5,7 +5,7 @@
 //!
 //! A written verdict wakes the reconciler at once, with the Rollout the
 //! write returned: the reconciler reads that version instead of the watch
-//! cache's older one until the watch catches up ([`Analyses::fresher`]), so
+//! cache's older one until the watch catches up ([`super::written`]), so
 //! a failed verdict turns into a rollback without waiting for the write to
 //! come back through the watch.
 
@@ -14,7 +14,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use kube::{Api, Client, ResourceExt, api::Patch, runtime::reflector::ObjectRef};
+use kube::{Api, Client, api::Patch, runtime::reflector::ObjectRef};
 use serde_json::json;
 use sluice_proto::v1::{self as pb, metrics_gate_client::MetricsGateClient};
 use tokio::sync::mpsc;
@@ -22,27 +22,17 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
+use super::written::Written;
 use crate::crd::{Evidence, Rollout, Verdict};
-
-/// Rollouts as a write returned them, by namespace and name.
-type Written = HashMap<(String, String), Arc<Rollout>>;
 
 /// Running analyses, by `namespace/name/step`.
 #[derive(Debug, Default)]
 pub struct Analyses {
     running: Mutex<HashMap<String, JoinHandle<()>>>,
-    /// Rollouts as their verdict's write returned them, by namespace and
-    /// name, until the watch cache shows them.
-    written: Arc<Mutex<Written>>,
+    /// Where a verdict's write leaves the Rollout it returned.
+    written: Arc<Written>,
     /// Where a written verdict asks the controller for a reconcile.
     wake: Mutex<Option<mpsc::UnboundedSender<ObjectRef<Rollout>>>>,
-}
-
-/// A resourceVersion as a number. Kubernetes calls it opaque; every API
-/// server in use (etcd revisions, the simulator) writes a decimal counter.
-/// `None` for anything else, and then the watch cache is used as it is.
-fn version(rollout: &Rollout) -> Option<u64> {
-    rollout.resource_version()?.parse().ok()
 }
 
 fn verdict(v: i32) -> Verdict {
@@ -79,20 +69,12 @@ impl Analyses {
         UnboundedReceiverStream::new(receiver)
     }
 
-    /// `rollout` as the watch cache gave it, or the newer version a verdict's
-    /// write returned while the cache has not caught up.
-    pub fn fresher(&self, rollout: Arc<Rollout>) -> Arc<Rollout> {
-        let key = (rollout.namespace().unwrap_or_default(), rollout.name_any());
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        match written.get(&key) {
-            Some(newer) if version(newer) > version(&rollout) && version(&rollout).is_some() => {
-                Arc::clone(newer)
-            }
-            Some(_) => {
-                written.remove(&key);
-                rollout
-            }
-            None => rollout,
+    /// Analyses whose verdicts' writes are kept in `written`.
+    pub fn new(written: Arc<Written>) -> Self {
+        Self {
+            running: Mutex::default(),
+            written,
+            wake: Mutex::default(),
         }
     }
 
@@ -163,10 +145,7 @@ impl Analyses {
             {
                 Ok(rollout) => {
                     let reference = ObjectRef::from_obj(&rollout);
-                    written
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert((ns, name), Arc::new(rollout));
+                    written.record(rollout);
                     if let Some(wake) = wake {
                         // The controller has stopped when nobody listens;
                         // its successor reads the verdict from the cluster.
@@ -183,10 +162,7 @@ impl Analyses {
 
     /// Stops every analysis of a rollout.
     pub fn stop(&self, namespace: &str, name: &str) {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(namespace.to_owned(), name.to_owned()));
+        self.written.forget(namespace, name);
         let prefix = format!("{namespace}/{name}/");
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.retain(|k, h| {
@@ -197,52 +173,5 @@ impl Analyses {
                 true
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rollout(version: &str, message: &str) -> Arc<Rollout> {
-        let mut r: Rollout = serde_json::from_value(json!({
-            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
-            "metadata": {"name": "web", "namespace": "default", "resourceVersion": version},
-            "spec": {"workload": {"kind": "Deployment", "name": "web"}},
-        }))
-        .unwrap();
-        r.status = Some(crate::crd::RolloutStatus {
-            message: message.into(),
-            ..Default::default()
-        });
-        Arc::new(r)
-    }
-
-    #[test]
-    fn a_written_verdict_is_read_until_the_watch_cache_catches_up() {
-        let analyses = Analyses::default();
-        let key = ("default".to_owned(), "web".to_owned());
-        analyses
-            .written
-            .lock()
-            .unwrap()
-            .insert(key.clone(), rollout("7", "verdict written"));
-        let read = analyses.fresher(rollout("5", "cached"));
-        assert_eq!(read.status.as_ref().unwrap().message, "verdict written");
-        // The cache caught up (or went past): it is read, the copy dropped.
-        let read = analyses.fresher(rollout("8", "cached later"));
-        assert_eq!(read.status.as_ref().unwrap().message, "cached later");
-        assert!(analyses.written.lock().unwrap().get(&key).is_none());
-    }
-
-    #[test]
-    fn an_unreadable_version_leaves_the_cache_as_it_is() {
-        let analyses = Analyses::default();
-        analyses.written.lock().unwrap().insert(
-            ("default".to_owned(), "web".to_owned()),
-            rollout("7", "verdict written"),
-        );
-        let read = analyses.fresher(rollout("opaque", "cached"));
-        assert_eq!(read.status.as_ref().unwrap().message, "cached");
     }
 }

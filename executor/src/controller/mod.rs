@@ -24,6 +24,7 @@ mod partition;
 mod statefulset;
 mod steps;
 pub mod traffic;
+mod written;
 
 use std::{
     collections::HashMap,
@@ -88,6 +89,9 @@ pub struct Ctx {
     pub gate: MetricsGateClient<Channel>,
     /// Running analyses.
     pub analyses: Analyses,
+    /// Rollouts as the executor's writes returned them, read until the
+    /// watch cache catches up.
+    written: Arc<written::Written>,
     /// The running controller's cache of Deployments and ReplicaSets.
     cache: std::sync::RwLock<Option<Cache>>,
     /// Plans already made, by rollout uid, strategy and analyses, replicas
@@ -129,11 +133,13 @@ impl Ctx {
         planner: PlannerClient<Channel>,
         gate: MetricsGateClient<Channel>,
     ) -> Self {
+        let written = Arc::new(written::Written::default());
         Self {
             client,
             planner,
             gate,
-            analyses: Analyses::default(),
+            analyses: Analyses::new(Arc::clone(&written)),
+            written,
             cache: Default::default(),
             plans: Default::default(),
             metrics: Arc::default(),
@@ -524,13 +530,20 @@ async fn write_status(
     }
 }
 
-async fn clear_annotation(api: &Api<Rollout>, name: &str, key: &str) -> Result<(), Error> {
-    api.patch(
-        name,
-        &crate::writes::patch(),
-        &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
-    )
-    .await?;
+async fn clear_annotation(
+    api: &Api<Rollout>,
+    written: &written::Written,
+    name: &str,
+    key: &str,
+) -> Result<(), Error> {
+    let rollout = api
+        .patch(
+            name,
+            &crate::writes::patch(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
+        )
+        .await?;
+    written.record(rollout);
     Ok(())
 }
 
@@ -611,7 +624,7 @@ async fn plan(
 /// One reconcile, timed and counted.
 async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let start = tokio::time::Instant::now();
-    let rollout = ctx.analyses.fresher(rollout);
+    let rollout = ctx.written.fresher(rollout);
     let result = reconcile_once(Arc::clone(&rollout), &ctx).await;
     ctx.metrics.reconciled(result.is_ok(), start.elapsed());
     if let Err(Error::Kube(kube::Error::Api(answer))) = &result
@@ -727,6 +740,7 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
                 let patch = serde_json::json!({"metadata": {"resourceVersion": rollout.resource_version(), "finalizers": rest}});
                 api.patch(&name, &crate::writes::patch(), &Patch::Merge(patch))
                     .await?;
+                ctx.written.forget(&ns, &name);
                 tracing::info!(rollout = %name, "binding deleted; workload handed back");
             }
             return Ok(Action::await_change());
@@ -735,8 +749,10 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
             let mut all = rollout.finalizers().to_vec();
             all.push(keys::FINALIZER.to_owned());
             let patch = serde_json::json!({"metadata": {"resourceVersion": rollout.resource_version(), "finalizers": all}});
-            api.patch(&name, &crate::writes::patch(), &Patch::Merge(patch))
+            let with = api
+                .patch(&name, &crate::writes::patch(), &Patch::Merge(patch))
                 .await?;
+            ctx.written.record(with);
             // The write's own event brings the next reconcile.
             return Ok(Action::await_change());
         }
@@ -774,27 +790,25 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
     let mut written = None;
     if status != before {
         written = write_status(&api, &name, rollout.resource_version(), &before, &status).await?;
+        if let Some(rollout) = &written {
+            ctx.written.record(rollout.clone());
+        }
         if written.is_none() {
             // The Rollout changed since it was read: its newer version is
             // on its way through the watch and triggers the next reconcile.
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
     }
-    // The status just written comes back through the watch and wakes the
-    // next reconcile with it; acting again at once would read the cache
-    // from before the write and only conflict. The timer is a fallback.
-    let action = if status != before && action == Action::requeue(Duration::ZERO) {
-        Action::requeue(Duration::from_secs(2))
-    } else {
-        action
-    };
+    // A reconcile asked for at once reads the status just written (kept in
+    // `ctx.written` until the watch shows it), so the next step does not
+    // wait for the write's trip through the watch.
     if status != before {
         ctx.metrics.observe(&before, &status);
         publish_event(ctx, &rollout, &before, &status);
     }
     // Intents are removed only once what they caused is recorded.
     for key in &consumed {
-        clear_annotation(&api, &name, key).await?;
+        clear_annotation(&api, &ctx.written, &name, key).await?;
     }
     // A rollback just decided and recorded acts at once, from the Rollout
     // the write returned, rather than after a trip through the watch: the

@@ -1,5 +1,5 @@
 //! Faults the API server can be told to inject: error rates and latency per
-//! verb and resource, and dropped watches. The scenario engine drives them.
+//! verb and resource, late watch events, and dropped watches. The scenario engine drives them.
 
 use std::{
     sync::{Mutex, RwLock},
@@ -35,12 +35,21 @@ pub enum Rule {
         /// The delay.
         latency: Duration,
     },
+    /// Deliver the live events of matching watches this late.
+    WatchLag {
+        /// Caller's id.
+        id: String,
+        /// Resource, or empty.
+        resource: String,
+        /// How late.
+        lag: Duration,
+    },
 }
 
 impl Rule {
     fn id(&self) -> &str {
         match self {
-            Self::Errors { id, .. } | Self::Latency { id, .. } => id,
+            Self::Errors { id, .. } | Self::Latency { id, .. } | Self::WatchLag { id, .. } => id,
         }
     }
 }
@@ -97,6 +106,20 @@ impl Faults {
         *state ^= *state << 25;
         *state ^= *state >> 27;
         (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// How late the live events of a watch of `resource` are delivered.
+    pub fn watch_lag(&self, resource: &str) -> Duration {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner());
+        rules
+            .iter()
+            .map(|rule| match rule {
+                Rule::WatchLag {
+                    resource: r, lag, ..
+                } if r.is_empty() || r == resource => *lag,
+                _ => Duration::ZERO,
+            })
+            .sum()
     }
 
     /// The delay and the error code (if any) for a request.

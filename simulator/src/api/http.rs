@@ -1151,6 +1151,7 @@ impl ApiServer {
             }
         };
         let api = self.clone();
+        let faults = Arc::clone(&self.faults);
         let version = target.version.clone();
         let mut drops = self.faults.drop_signals();
         let plural = res.plural.clone();
@@ -1200,6 +1201,9 @@ impl ApiServer {
             // Added event at or below it is one of them again.
             let initial_max = start.initial.iter().map(|e| e.rv).max();
             let mut live = start.live;
+            // Events held back by a watch-lag fault, each with when it is due.
+            let mut late: std::collections::VecDeque<(tokio::time::Instant, Arc<WatchEvent>)> =
+                std::collections::VecDeque::new();
             let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
             let mut ticker =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -1218,6 +1222,22 @@ impl ApiServer {
                             return;
                         }
                     }
+                    () = async {
+                        match late.front() {
+                            Some((due, _)) => tokio::time::sleep_until(*due).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        if let Some((_, event)) = late.pop_front() {
+                            // Bookmarks never pass an event not sent yet.
+                            last_rv = event.rv;
+                            if let Some(line) = encode(&event)
+                                && tx.send(line).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
                     _ = ticker.tick(), if bookmarks => {
                         if tx.send(bookmark(last_rv, false)).await.is_err() {
                             return;
@@ -1225,10 +1245,15 @@ impl ApiServer {
                     }
                     event = live.recv() => match event {
                         Ok(event) => {
-                            last_rv = event.rv;
                             if event.kind == EventType::Added && initial_max.is_some_and(|max| max >= event.rv) {
                                 continue;
                             }
+                            let lag = faults.watch_lag(&plural);
+                            if !lag.is_zero() || !late.is_empty() {
+                                late.push_back((tokio::time::Instant::now() + lag, event));
+                                continue;
+                            }
+                            last_rv = event.rv;
                             if let Some(line) = encode(&event)
                                 && tx.send(line).await.is_err() {
                                     return;
