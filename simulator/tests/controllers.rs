@@ -1154,17 +1154,27 @@ async fn the_built_in_controllers_record_events_as_kubectl_describe_reads_them_a
         pod.metadata.uid.as_deref().unwrap(),
     ))
     .await;
+    // The scheduler's, then the kubelet's, in order, as kubectl describe
+    // pod lists them.
+    let normal = |reason: &str, message: String| ("Normal".to_owned(), reason.to_owned(), message);
     assert_eq!(
         on_pod,
-        [(
-            "Normal".to_owned(),
-            "Scheduled".to_owned(),
-            format!(
-                "Successfully assigned default/{} to {}",
-                pod.metadata.name.clone().unwrap(),
-                pod.spec.as_ref().unwrap().node_name.clone().unwrap()
-            )
-        )]
+        [
+            normal(
+                "Scheduled",
+                format!(
+                    "Successfully assigned default/{} to {}",
+                    pod.metadata.name.clone().unwrap(),
+                    pod.spec.as_ref().unwrap().node_name.clone().unwrap()
+                )
+            ),
+            normal(
+                "Pulled",
+                "Container image \"web:1\" already present on machine".to_owned()
+            ),
+            normal("Created", "Created container: app".to_owned()),
+            normal("Started", "Started container app".to_owned()),
+        ]
     );
     // A pod no node has room for: one Warning, however often it is tried.
     let big = deployment("big", 9, "web:1", rolling(1, 0));
@@ -1199,6 +1209,15 @@ async fn the_built_in_controllers_record_events_as_kubectl_describe_reads_them_a
     tokio::time::sleep(Duration::from_secs(5)).await;
     let deleted = reasons(ListParams::default().fields("reason=SuccessfulDelete")).await;
     assert_eq!(deleted.len(), 8, "{deleted:?}");
+    // The kubelet stops the containers of the deleted pods that had a node.
+    let killed = reasons(ListParams::default().fields("reason=Killing")).await;
+    assert_eq!(killed.len(), 5, "{killed:?}");
+    assert!(
+        killed
+            .iter()
+            .all(|(kind, _, m)| kind == "Normal" && m == "Stopping container app"),
+        "{killed:?}"
+    );
     // An hour on, they are gone, as kube-apiserver's event TTL removes them.
     tokio::time::sleep(Duration::from_secs(3600 + 120)).await;
     let left = events.list(&ListParams::default()).await.unwrap().items;

@@ -10,6 +10,11 @@
 //! node that disappears are deleted (their controllers replace them).
 //! These waits are on the cluster's clock: at a scenario speed of 10 a
 //! 10 s back-off takes one second of real time.
+//!
+//! The kubelet records the Events a real one does about each container:
+//! `Pulled`, `Created` and `Started` at every start, `BackOff` (Warning)
+//! when a crashed container waits to restart, `Killing` when a pod is
+//! asked to stop.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -33,6 +38,9 @@ use crate::{
 
 /// Pods a node takes when it does not say.
 pub const DEFAULT_CAPACITY: u32 = 110;
+/// The `source.component` of the kubelet's Events.
+const KUBELET: &str = "kubelet";
+
 /// Time a crash-looping container runs before it exits.
 const CRASH_AFTER: Duration = Duration::from_secs(2);
 
@@ -288,13 +296,7 @@ fn schedule(ctx: &mut Ctx, ns: &str, pod: &crate::cluster::pod::PodSummary) -> O
     let choice = ctx.kubelet.node_for(placement);
     let pods = ctx.kinds.pods.clone();
     let now = rfc3339(ctx.now());
-    let about = Involved {
-        kind: "Pod",
-        api_version: "v1",
-        namespace: ns,
-        name,
-        uid: &pod.uid,
-    };
+    let about = involved(ns, pod);
     let Some(node) = choice else {
         let first = ctx.kubelet.wait((ns.to_owned(), name.to_owned()));
         let why = if ctx.kubelet.tainted == 0 && !placement.selects() {
@@ -346,6 +348,13 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
     };
     let key = (ns.to_owned(), name.to_owned());
     if pod.deleting {
+        if !matches!(ctx.kubelet.stages.get(&key), Some(Stage::Stopping(_))) && !pod.node.is_empty()
+        {
+            for (container, _) in &pod.containers {
+                let message = format!("Stopping container {container}");
+                ctx.event(involved(ns, &pod), false, ("Killing", &message), KUBELET);
+            }
+        }
         stop(ctx, key, pod.image(), pod.grace_seconds);
         return;
     }
@@ -395,6 +404,15 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
             );
             let conditions = conditions(&stamp, true, false);
             let statuses = container_statuses(&pod.containers, false, &running, restarts);
+            for (container, image) in &pod.containers {
+                let about = involved(ns, &pod);
+                let pulled = format!("Container image {image:?} already present on machine");
+                ctx.event(about, false, ("Pulled", &pulled), KUBELET);
+                let created = format!("Created container: {container}");
+                ctx.event(about, false, ("Created", &created), KUBELET);
+                let started = format!("Started container {container}");
+                ctx.event(about, false, ("Started", &started), KUBELET);
+            }
             ctx.modify_status_entries(&pods, ns, name, |s| {
                 s.set("phase", &"Running")?;
                 s.set("hostIP", &"10.0.0.1")?;
@@ -436,6 +454,13 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
                 s.set("conditions", &conditions)?;
                 s.set("containerStatuses", &statuses)
             });
+            if let Some((container, _)) = pod.containers.first() {
+                let message = format!(
+                    "Back-off restarting failed container {container} in pod {name}_{ns}({})",
+                    pod.uid
+                );
+                ctx.event(involved(ns, &pod), true, ("BackOff", &message), KUBELET);
+            }
             ctx.transitions += 1;
             let wait = ctx.real(backoff);
             ctx.kubelet
@@ -458,6 +483,17 @@ pub fn reconcile_pod(ctx: &mut Ctx, ns: &str, name: &str) {
             ctx.kubelet.stages.insert(key, Stage::Ready);
         }
         _ => {}
+    }
+}
+
+/// The pod, as an Event's subject.
+fn involved<'a>(ns: &'a str, pod: &'a crate::cluster::pod::PodSummary) -> Involved<'a> {
+    Involved {
+        kind: "Pod",
+        api_version: "v1",
+        namespace: ns,
+        name: &pod.name,
+        uid: &pod.uid,
     }
 }
 
