@@ -1,7 +1,8 @@
 //! What kube-apiserver refuses with 422 Invalid in the built-in kinds'
 //! fields that Sluice, kubectl and common charts write: label values, a
 //! workload's replicas, its selector against its template's labels, its
-//! containers' names, images and ports, and a Service's ports. Each problem
+//! containers' names, images and ports, a Service's ports, an Ingress
+//! path's `pathType` and a CRD version's schema. Each problem
 //! is a `(field path, message)` as kube-apiserver words it, so a client
 //! sees the same `causes[].field`.
 //!
@@ -26,6 +27,8 @@ pub fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> {
         }
         ("", "pods") => pod_spec(&object["spec"], "spec", &mut out),
         ("", "services") => service(object, &mut out),
+        ("networking.k8s.io", "ingresses") => ingress(object, &mut out),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => crd(object, &mut out),
         _ => {}
     }
     if let Some(schema) = &res.schema {
@@ -173,6 +176,35 @@ fn service(object: &Value, out: &mut Vec<(String, String)>) {
             out.push((
                 format!("spec.ports[{i}].targetPort"),
                 format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+            ));
+        }
+    }
+}
+
+/// Every Ingress path says how it matches.
+fn ingress(object: &Value, out: &mut Vec<(String, String)>) {
+    let rules = object["spec"]["rules"].as_array().into_iter().flatten();
+    for (i, rule) in rules.enumerate() {
+        let paths = rule["http"]["paths"].as_array().into_iter().flatten();
+        for (j, path) in paths.enumerate() {
+            if path["pathType"].as_str().is_none_or(str::is_empty) {
+                out.push((
+                    format!("spec.rules[{i}].http.paths[{j}].pathType"),
+                    "Required value: pathType must be specified".to_owned(),
+                ));
+            }
+        }
+    }
+}
+
+/// Every version of an `apiextensions.k8s.io/v1` CRD has a schema.
+fn crd(object: &Value, out: &mut Vec<(String, String)>) {
+    let versions = object["spec"]["versions"].as_array().into_iter().flatten();
+    for (i, version) in versions.enumerate() {
+        if !version["schema"]["openAPIV3Schema"].is_object() {
+            out.push((
+                format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                "Required value: schemas are required".to_owned(),
             ));
         }
     }

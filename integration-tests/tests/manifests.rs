@@ -1,0 +1,409 @@
+//! The manifest half of the simulator's differential harness: the same
+//! requests (valid and invalid objects of the kinds Sluice, kubectl and
+//! charts touch, and the upstream CRDs in `../shared/crds/` with custom
+//! resources of them) sent to the simulator and to kube-apiserver. For each
+//! the answers are compared: the status code, the reason, the fields named
+//! in `details.causes`, and for an accepted object its `spec` (and a
+//! Secret's `data`) as stored with the server's defaults, allocated
+//! addresses left out. A difference fails the test unless it is named in
+//! [`KNOWN`] with its reason; the match rate is printed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use sluice_integration_tests::controlplane::{ControlPlane, TOKEN};
+
+/// Differences accepted, by case name, with the reason.
+const KNOWN: &[(&str, &str)] = &[
+    (
+        "deployment with an unknown field, strict",
+        "the simulator keeps the fields of built-in kinds it does not know and never refuses them \
+         (kube-apiserver drops them, and refuses them under fieldValidation=Strict); custom \
+         resources are pruned and checked by their schema",
+    ),
+    (
+        "httproute with a port as text",
+        "kube-apiserver adds a cause with the field \"<nil>\" saying the CRD's CEL rules \
+         (x-kubernetes-validations) were not checked; the simulator does not run CEL",
+    ),
+    (
+        "virtualservice with a weight as text",
+        "as for the HTTPRoute: the note on CEL rules not checked",
+    ),
+];
+
+/// One API server, spoken to over HTTP.
+struct Server {
+    base: String,
+    token: Option<&'static str>,
+    http: reqwest::Client,
+}
+
+impl Server {
+    async fn send(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(token) = self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let code = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+/// A request of the corpus.
+struct Case {
+    name: &'static str,
+    path: String,
+    body: Value,
+}
+
+fn case(name: &'static str, path: &str, body: Value) -> Case {
+    Case {
+        name,
+        path: path.to_owned(),
+        body,
+    }
+}
+
+fn deployment(edit: impl FnOnce(&mut Value)) -> Value {
+    let mut d = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0",
+                    "ports": [{"containerPort": 8080}]}]}}}
+    });
+    edit(&mut d);
+    d
+}
+
+fn http_route(edit: impl FnOnce(&mut Value)) -> Value {
+    let mut r = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"name": "gateway"}],
+            "rules": [{"backendRefs": [{"name": "web", "port": 80, "weight": 90}, {"name": "web-canary", "port": 80, "weight": 10}]}]}
+    });
+    edit(&mut r);
+    r
+}
+
+fn virtual_service(edit: impl FnOnce(&mut Value)) -> Value {
+    let mut v = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "web"},
+        "spec": {"hosts": ["web"], "http": [{"route": [
+            {"destination": {"host": "web", "subset": "stable"}, "weight": 90},
+            {"destination": {"host": "web", "subset": "canary"}, "weight": 10}]}]}
+    });
+    edit(&mut v);
+    v
+}
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments?dryRun=All";
+const SERVICES: &str = "/api/v1/namespaces/default/services?dryRun=All";
+
+fn corpus() -> Vec<Case> {
+    vec![
+        case("deployment", DEPLOYMENTS, deployment(|_| {})),
+        case(
+            "deployment with negative replicas",
+            DEPLOYMENTS,
+            deployment(|d| d["spec"]["replicas"] = json!(-1)),
+        ),
+        case(
+            "deployment whose selector misses its template",
+            DEPLOYMENTS,
+            deployment(|d| d["spec"]["template"]["metadata"]["labels"]["app"] = json!("other")),
+        ),
+        case(
+            "deployment with port 80800",
+            DEPLOYMENTS,
+            deployment(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] =
+                    json!(80800);
+            }),
+        ),
+        case(
+            "deployment with a container without image",
+            DEPLOYMENTS,
+            deployment(|d| d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("")),
+        ),
+        case(
+            "deployment with an unknown field, strict",
+            "/apis/apps/v1/namespaces/default/deployments?dryRun=All&fieldValidation=Strict",
+            deployment(|d| d["spec"]["surprise"] = json!(true)),
+        ),
+        case(
+            "deployment with a label value with a space",
+            DEPLOYMENTS,
+            deployment(|d| d["metadata"]["labels"]["team"] = json!("two words")),
+        ),
+        case(
+            "deployment with an upper-case name",
+            DEPLOYMENTS,
+            deployment(|d| d["metadata"]["name"] = json!("Web")),
+        ),
+        case(
+            "statefulset",
+            "/apis/apps/v1/namespaces/default/statefulsets?dryRun=All",
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+                "spec": {"serviceName": "db", "replicas": 2, "selector": {"matchLabels": {"app": "db"}},
+                    "template": {"metadata": {"labels": {"app": "db"}},
+                        "spec": {"containers": [{"name": "db", "image": "registry.example/db:1"}]}}}}),
+        ),
+        case(
+            "service",
+            SERVICES,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+        ),
+        case(
+            "headless service",
+            SERVICES,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
+                "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]}}),
+        ),
+        case(
+            "service with port 0",
+            SERVICES,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "zero"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 0}]}}),
+        ),
+        case(
+            "secret with string data",
+            "/api/v1/namespaces/default/secrets?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"a": "YQ=="}, "stringData": {"b": "bee"}}),
+        ),
+        case(
+            "secret with data not base64",
+            "/api/v1/namespaces/default/secrets?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"a": "not base64!"}}),
+        ),
+        case(
+            "ingress path without pathType",
+            "/apis/networking.k8s.io/v1/namespaces/default/ingresses?dryRun=All",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"},
+                "spec": {"rules": [{"host": "web.example", "http": {"paths": [
+                    {"path": "/", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
+        ),
+        case(
+            "ingress",
+            "/apis/networking.k8s.io/v1/namespaces/default/ingresses?dryRun=All",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"},
+                "spec": {"rules": [{"host": "web.example", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
+        ),
+        case(
+            "crd without a schema",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions?dryRun=All",
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "widgets.example.com"},
+                "spec": {"group": "example.com", "scope": "Namespaced",
+                    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                    "versions": [{"name": "v1", "served": true, "storage": true}]}}),
+        ),
+        case(
+            "httproute",
+            "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes?dryRun=All",
+            http_route(|_| {}),
+        ),
+        case(
+            "httproute with a negative weight",
+            "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes?dryRun=All",
+            http_route(|r| r["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(-1)),
+        ),
+        case(
+            "httproute with a port as text",
+            "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes?dryRun=All",
+            http_route(|r| r["spec"]["rules"][0]["backendRefs"][0]["port"] = json!("eighty")),
+        ),
+        case(
+            "virtualservice",
+            "/apis/networking.istio.io/v1/namespaces/default/virtualservices?dryRun=All",
+            virtual_service(|_| {}),
+        ),
+        case(
+            "virtualservice with a weight as text",
+            "/apis/networking.istio.io/v1/namespaces/default/virtualservices?dryRun=All",
+            virtual_service(|v| v["spec"]["http"][0]["route"][0]["weight"] = json!("ninety")),
+        ),
+    ]
+}
+
+/// What is compared of one answer.
+fn view(answer: &(u16, Value)) -> Value {
+    let (code, body) = answer;
+    if *code >= 300 {
+        let fields: BTreeSet<String> = body["details"]["causes"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|c| c["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return json!({"code": code, "reason": body["reason"], "fields": fields});
+    }
+    let mut spec = body["spec"].clone();
+    // Addresses and ports the server allocates.
+    for key in ["clusterIP", "clusterIPs"] {
+        if spec[key] != json!("None")
+            && spec[key] != json!(["None"])
+            && let Some(spec) = spec.as_object_mut()
+        {
+            spec.remove(key);
+        }
+    }
+    json!({"code": code, "spec": spec, "data": body["data"]})
+}
+
+/// The paths at which two values differ.
+fn differences(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                differences(
+                    &format!("{path}.{k}"),
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                differences(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        _ if a != b => out.push(format!("{path}: real {a}, simulator {b}")),
+        _ => {}
+    }
+}
+
+async fn install_crds(server: &Server) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/crds");
+    for file in [
+        "gateway-api-v1.6.1/httproutes.yaml",
+        "istio-1.30.3/virtualservices.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for doc in text.split("\n---") {
+            let Ok(crd) = serde_yaml::from_str::<Value>(doc) else {
+                continue;
+            };
+            if crd["kind"] != "CustomResourceDefinition" {
+                continue;
+            }
+            let (code, body) = server
+                .send(
+                    "POST",
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                    &crd,
+                )
+                .await;
+            // The simulator serves the routers' CRDs from its start.
+            assert!(code == 201 || code == 409, "{file}: {code} {body}");
+        }
+    }
+}
+
+async fn wait_served(server: &Server, path: &str) {
+    for _ in 0..100 {
+        if server.send("GET", path, &Value::Null).await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{path} never served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_api_server() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let plane = ControlPlane::start().await;
+    let real = Server {
+        base: format!("https://127.0.0.1:{}", plane.port()),
+        token: Some(TOKEN),
+        http: reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap(),
+    };
+    let scenario = sluice_sim::scenario::Scenario::parse(
+        "manifests",
+        "name: manifests\nseed: 1\nversions:\n  - {image: registry.example/web:1.0}\n",
+    )
+    .unwrap();
+    let sim = sluice_sim::scenario::Simulation::start(scenario).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, sim.api.router()).into_future());
+    let simulated = Server {
+        base: format!("http://{addr}"),
+        token: None,
+        http: reqwest::Client::new(),
+    };
+    install_crds(&real).await;
+    install_crds(&simulated).await;
+    for server in [&real, &simulated] {
+        wait_served(
+            server,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes",
+        )
+        .await;
+        wait_served(
+            server,
+            "/apis/networking.istio.io/v1/namespaces/default/virtualservices",
+        )
+        .await;
+    }
+
+    let cases = corpus();
+    let mut same = 0;
+    let mut new = Vec::new();
+    let mut report = Vec::new();
+    for c in &cases {
+        let a = view(&real.send("POST", &c.path, &c.body).await);
+        let b = view(&simulated.send("POST", &c.path, &c.body).await);
+        let mut diff = Vec::new();
+        differences("", &a, &b, &mut diff);
+        if diff.is_empty() {
+            same += 1;
+            continue;
+        }
+        report.push(format!("{}: {}", c.name, diff.join("; ")));
+        if !KNOWN.iter().any(|(name, _)| *name == c.name) {
+            new.push(format!("{}:\n  {}", c.name, diff.join("\n  ")));
+        }
+    }
+    eprintln!(
+        "manifests: {same} of {} answered alike\n{}",
+        cases.len(),
+        report.join("\n")
+    );
+    assert!(new.is_empty(), "differences not known:\n{}", new.join("\n"));
+    // A known difference that went away is taken off the list.
+    for (name, _) in KNOWN {
+        assert!(
+            report.iter().any(|r| r.starts_with(&format!("{name}:"))),
+            "{name} answers alike now: take it off KNOWN"
+        );
+    }
+}
