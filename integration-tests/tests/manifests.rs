@@ -18,12 +18,6 @@ use sluice_integration_tests::controlplane::{ControlPlane, TOKEN};
 /// Differences accepted, by case name, with the reason.
 const KNOWN: &[(&str, &str)] = &[
     (
-        "deployment with an unknown field, strict",
-        "the simulator keeps the fields of built-in kinds it does not know and never refuses them \
-         (kube-apiserver drops them, and refuses them under fieldValidation=Strict); custom \
-         resources are pruned and checked by their schema",
-    ),
-    (
         "httproute with a port as text",
         "kube-apiserver adds a cause with the field \"<nil>\" saying the CRD's CEL rules \
          (x-kubernetes-validations) were not checked; the simulator does not run CEL",
@@ -146,6 +140,21 @@ fn corpus() -> Vec<Case> {
             "deployment with an unknown field, strict",
             "/apis/apps/v1/namespaces/default/deployments?dryRun=All&fieldValidation=Strict",
             deployment(|d| d["spec"]["surprise"] = json!(true)),
+        ),
+        case(
+            "deployment with an unknown field, warned",
+            DEPLOYMENTS,
+            deployment(|d| {
+                d["spec"]["surprise"] = json!(true);
+                d["spec"]["template"]["spec"]["containers"][0]["colour"] = json!("red");
+            }),
+        ),
+        case(
+            "pod with an unknown field, ignored",
+            "/api/v1/namespaces/default/pods?dryRun=All&fieldValidation=Ignore",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "p", "image": "registry.example/p:1", "colour": "red"}],
+                    "nodeSelector": {"pool": "web"}, "surprise": 1}}),
         ),
         case(
             "deployment with a label value with a space",

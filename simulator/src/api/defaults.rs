@@ -72,6 +72,12 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
             // DefaultTolerationSeconds admission plugin.
             default(&mut object["spec"], "enableServiceLinks", json!(true));
             let spec = &mut object["spec"];
+            // The Priority admission plugin: with no priority class (and no
+            // global default class) a pod has priority 0, and may preempt.
+            if spec["priorityClassName"].as_str().is_none_or(str::is_empty) {
+                default(spec, "priority", json!(0));
+            }
+            default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
             if spec.get("tolerations").is_none_or(Value::is_null) {
                 spec["tolerations"] = json!([]);
             }

@@ -377,11 +377,12 @@ fn typed_value(target: &Target, object: Value) -> Result<(), (String, String)> {
     checked.map_err(|why| (res.kind.clone(), why))
 }
 
-/// A custom resource's fields its schema does not know, in a create,
-/// update or patch of the object: refused under `fieldValidation=Strict`
-/// (kubectl's default) as kube-apiserver refuses them, dropped silently
-/// under `Ignore`, and otherwise (`Warn`, the default) given back to be
-/// warned of. The store prunes them in every case.
+/// The fields an object's schema does not know (a custom resource's CRD
+/// schema, a built-in kind's Go type), in a create, update or patch of
+/// the object: refused under `fieldValidation=Strict` (kubectl's default)
+/// as kube-apiserver refuses them, dropped silently under `Ignore`, and
+/// otherwise (`Warn`, the default) given back to be warned of. The store
+/// prunes them in every case.
 fn unknown_fields(
     target: &Target,
     verb: &str,
@@ -395,8 +396,20 @@ fn unknown_fields(
             "invalid field validation directive: {directive}"
         )));
     }
-    let Some(schema) = &target.resource.schema else {
-        return Ok(Vec::new());
+    let builtin;
+    let schema = match &target.resource.schema {
+        Some(schema) => schema,
+        None => {
+            builtin = crate::api::openapi::structural(
+                &target.resource.group,
+                &target.version,
+                &target.resource.kind,
+            );
+            match &builtin {
+                Some(schema) => schema,
+                None => return Ok(Vec::new()),
+            }
+        }
     };
     if directive == "Ignore"
         || target.sub.is_some()
@@ -413,6 +426,10 @@ fn unknown_fields(
         // A merge patch's null takes a field away: nothing is set there.
         drop_nulls(&mut object);
     }
+    if content_type.starts_with("application/strategic-merge-patch") {
+        // Its directives (`$patch`, `$setElementOrder/...`) are no fields.
+        drop_directives(&mut object);
+    }
     let unknown = crate::api::schema::prune(&mut object, schema);
     if directive == "Strict" && !unknown.is_empty() {
         let list: Vec<String> = unknown
@@ -427,6 +444,17 @@ fn unknown_fields(
         )));
     }
     Ok(unknown)
+}
+
+fn drop_directives(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|k, _| !k.starts_with('$'));
+            map.values_mut().for_each(drop_directives);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_directives),
+        _ => {}
+    }
 }
 
 fn drop_nulls(value: &mut Value) {

@@ -11,7 +11,7 @@
 //! included.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -181,6 +181,101 @@ fn builtin_schemas(group: &str, version: &str, kinds: &[String]) -> Arc<Schemas>
     schemas
 }
 
+/// The structural schema of built-in kind `kind` of `group`/`version`
+/// (its properties, items and maps, `$ref`s resolved, descriptions left
+/// out), to drop the fields kube-apiserver does not know as it drops them
+/// when it decodes the object into its Go type. A free-form object (a
+/// `RawExtension`, `FieldsV1`) keeps whatever it holds. `None` for a kind
+/// the simulator has no schema of, and for CustomResourceDefinition (whose
+/// schema of schemas nests without end). Made once per kind.
+pub fn structural(group: &str, version: &str, kind: &str) -> Option<Arc<Value>> {
+    type Made = HashMap<(String, String, String), Option<Arc<Value>>>;
+    static MADE: OnceLock<Mutex<Made>> = OnceLock::new();
+    if kind == "CustomResourceDefinition" {
+        return None;
+    }
+    let made = MADE.get_or_init(Mutex::default);
+    let key = (group.to_owned(), version.to_owned(), kind.to_owned());
+    if let Some(found) = made.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return found;
+    }
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let schema = builtin(&mut generator, group, version, kind).and_then(|name| {
+        let definitions = generator.take_definitions(true);
+        let root = definitions.get(&name)?;
+        Some(Arc::new(inline(root, &definitions, 0)))
+    });
+    if let Ok(mut m) = made.lock() {
+        m.insert(key, schema.clone());
+    }
+    schema
+}
+
+/// `schema` with its references resolved and only what pruning reads.
+fn inline(schema: &Value, definitions: &Schemas, depth: usize) -> Value {
+    let free = || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let Value::Object(map) = schema else {
+        return Value::Bool(true);
+    };
+    if depth > 48 {
+        return free();
+    }
+    let reference = map
+        .get("$ref")
+        .or_else(|| map.get("allOf")?.as_array()?.first()?.get("$ref"));
+    if let Some(Value::String(reference)) = reference {
+        let name = reference.rsplit('/').next().unwrap_or_default();
+        return definitions
+            .get(name)
+            .map_or_else(free, |s| inline(s, definitions, depth + 1));
+    }
+    if map.contains_key("anyOf") || map.contains_key("oneOf") {
+        return free();
+    }
+    let mut out = serde_json::Map::new();
+    for key in [
+        "type",
+        "nullable",
+        "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-embedded-resource",
+        "x-kubernetes-int-or-string",
+    ] {
+        if let Some(v) = map.get(key) {
+            out.insert(key.to_owned(), v.clone());
+        }
+    }
+    if let Some(Value::Object(properties)) = map.get("properties") {
+        let inlined: serde_json::Map<String, Value> = properties
+            .iter()
+            .map(|(k, v)| (k.clone(), inline(v, definitions, depth + 1)))
+            .collect();
+        out.insert("properties".to_owned(), Value::Object(inlined));
+    }
+    if let Some(items) = map.get("items") {
+        out.insert("items".to_owned(), inline(items, definitions, depth + 1));
+    }
+    match map.get("additionalProperties") {
+        Some(v @ Value::Object(_)) => {
+            out.insert(
+                "additionalProperties".to_owned(),
+                inline(v, definitions, depth + 1),
+            );
+        }
+        Some(Value::Bool(b)) => {
+            out.insert("additionalProperties".to_owned(), Value::Bool(*b));
+        }
+        _ => {}
+    }
+    let object = out.get("type") == Some(&json!("object"));
+    if object && !out.contains_key("properties") && !out.contains_key("additionalProperties") {
+        out.insert(
+            "x-kubernetes-preserve-unknown-fields".to_owned(),
+            Value::Bool(true),
+        );
+    }
+    Value::Object(out)
+}
+
 /// Adds the schema of built-in kind `kind` of `group`/`version`, if it is
 /// one; its name.
 fn builtin(
@@ -260,5 +355,47 @@ fn builtin(
             add::<admission::ValidatingWebhookConfiguration>(g)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_built_in_kinds_unknown_fields_are_named_and_dropped_and_its_maps_and_free_forms_kept() {
+        let schema = structural("apps", "v1", "Deployment").unwrap();
+        let mut d = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"surprise": true, "replicas": 2, "strategy": {"rollingUpdate": {"maxSurge": "25%"}},
+                "template": {"metadata": {"annotations": {"a/b": "c"}, "colour": "red"},
+                    "spec": {"containers": [{"name": "web", "image": "w", "colour": "red",
+                        "resources": {"limits": {"cpu": "250m"}}}]}}},
+            "status": {"replicas": 2, "mood": "fine"}
+        });
+        let mut unknown = crate::api::schema::prune(&mut d, &schema);
+        unknown.sort();
+        assert_eq!(
+            unknown,
+            [
+                "spec.surprise",
+                "spec.template.metadata.colour",
+                "spec.template.spec.containers[0].colour",
+                "status.mood"
+            ]
+        );
+        assert_eq!(d["spec"]["template"]["metadata"]["annotations"]["a/b"], "c");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+            "250m"
+        );
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(
+            d["metadata"]["managedFields"][0]["fieldsV1"],
+            json!({"f:spec": {}})
+        );
+        assert!(structural("apiextensions.k8s.io", "v1", "CustomResourceDefinition").is_none());
+        assert!(structural("example.com", "v1", "Widget").is_none());
     }
 }

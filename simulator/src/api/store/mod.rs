@@ -640,6 +640,13 @@ impl Store {
             // As kube-apiserver: unknown fields go, then defaults come.
             crate::api::schema::prune(object, schema);
             crate::api::schema::defaults(object, schema);
+        } else if let Some(schema) = res
+            .versions
+            .first()
+            .and_then(|version| crate::api::openapi::structural(&res.group, version, &res.kind))
+        {
+            // A built-in kind's unknown fields go as its Go type drops them.
+            crate::api::schema::prune(object, &schema);
         }
     }
 
