@@ -16,17 +16,7 @@ use serde_json::{Value, json};
 use sluice_integration_tests::controlplane::{ControlPlane, TOKEN};
 
 /// Differences accepted, by case name, with the reason.
-const KNOWN: &[(&str, &str)] = &[
-    (
-        "httproute with a port as text",
-        "kube-apiserver adds a cause with the field \"<nil>\" saying the CRD's CEL rules \
-         (x-kubernetes-validations) were not checked; the simulator does not run CEL",
-    ),
-    (
-        "virtualservice with a weight as text",
-        "as for the HTTPRoute: the note on CEL rules not checked",
-    ),
-];
+const KNOWN: &[(&str, &str)] = &[];
 
 /// One API server, spoken to over HTTP.
 struct Server {

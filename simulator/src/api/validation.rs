@@ -32,9 +32,41 @@ pub fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> {
         _ => {}
     }
     if let Some(schema) = &res.schema {
-        out.extend(crate::api::schema::problems(object, schema));
+        let found = crate::api::schema::problems(object, schema);
+        // kube-apiserver runs a CRD's CEL rules only on an object without
+        // such problems, and says when it skipped them (in a cause with no
+        // field). The simulator runs no CEL, but says the same.
+        let blocking = found.iter().any(|(_, m)| {
+            m.contains(" in body must be of type ")
+                || [
+                    "Required value",
+                    "Unsupported value",
+                    "Too long",
+                    "Too many",
+                ]
+                .iter()
+                .any(|start| m.starts_with(start))
+        });
+        out.extend(found);
+        if blocking && has_rules(schema) {
+            out.push((
+                "<nil>".to_owned(),
+                "Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".to_owned(),
+            ));
+        }
     }
     out
+}
+
+/// Whether a schema has CEL rules (`x-kubernetes-validations`) anywhere.
+fn has_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => {
+            map.contains_key("x-kubernetes-validations") || map.values().any(has_rules)
+        }
+        Value::Array(items) => items.iter().any(has_rules),
+        _ => false,
+    }
 }
 
 /// A valid label value: at most 63 characters, alphanumerics, `-`, `_`
@@ -275,5 +307,32 @@ mod tests {
                 "Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`",
             ]
         );
+    }
+
+    #[test]
+    fn a_custom_resource_with_cel_rules_refused_for_its_types_says_they_were_skipped() {
+        let mut widgets = deployments();
+        widgets.group = "example.com".into();
+        widgets.plural = "widgets".into();
+        let schema = |rules: bool| {
+            let mut replicas = json!({"type": "integer"});
+            if rules {
+                replicas["x-kubernetes-validations"] = json!([{"rule": "self >= 0"}]);
+            }
+            json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"replicas": replicas}}}})
+        };
+        let object = json!({"metadata": {"name": "w"}, "spec": {"replicas": "two"}});
+        widgets.schema = Some(std::sync::Arc::new(schema(true)));
+        let fields: Vec<String> = problems(&widgets, &object)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(fields, ["spec.replicas", "<nil>"]);
+        widgets.schema = Some(std::sync::Arc::new(schema(false)));
+        let fields: Vec<String> = problems(&widgets, &object)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(fields, ["spec.replicas"], "no rules, no note");
     }
 }
