@@ -63,6 +63,13 @@ fn template(spec: &mut Value) {
     }
 }
 
+/// A node port from kube-apiserver's default range (30000-32767), handed
+/// out in turn.
+fn next_node_port() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    30000 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2768
+}
+
 /// Fills in defaults for `group/plural`; `next_ip` hands out cluster IPs.
 pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn FnMut() -> String) {
     match (group, plural) {
@@ -236,13 +243,26 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
             default(spec, "ipFamilies", json!(["IPv4"]));
             default(spec, "ipFamilyPolicy", json!("SingleStack"));
             default(spec, "internalTrafficPolicy", json!("Cluster"));
+            let exposed = matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer"));
+            if exposed {
+                default(spec, "externalTrafficPolicy", json!("Cluster"));
+            }
+            if spec["type"] == "LoadBalancer" {
+                default(spec, "allocateLoadBalancerNodePorts", json!(true));
+            }
             if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports {
                     default(p, "protocol", json!("TCP"));
                     let port = p["port"].clone();
                     default(p, "targetPort", port);
+                    if exposed && p["nodePort"].as_i64().is_none_or(|n| n == 0) {
+                        p["nodePort"] = json!(next_node_port());
+                    }
                 }
             }
+        }
+        ("autoscaling", "horizontalpodautoscalers") => {
+            default(&mut object["spec"], "minReplicas", json!(1));
         }
         _ => {}
     }
