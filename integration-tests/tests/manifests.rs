@@ -240,6 +240,57 @@ fn corpus() -> Vec<Case> {
                     "maxReplicas": 5, "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}}),
         ),
         case(
+            "deployment with probes and quantities",
+            DEPLOYMENTS,
+            deployment(|d| {
+                let c = &mut d["spec"]["template"]["spec"]["containers"][0];
+                c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": 8080}});
+                c["livenessProbe"] = json!({"tcpSocket": {"port": 8080}, "periodSeconds": 5});
+                c["resources"] = json!({"requests": {"cpu": "0.25", "memory": "128974848"}, "limits": {"cpu": "1000m", "memory": "1Gi"}});
+                c["env"] = json!([{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]);
+            }),
+        ),
+        case(
+            "statefulset with a volume claim template",
+            "/apis/apps/v1/namespaces/default/statefulsets?dryRun=All",
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+                "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                    "template": {"metadata": {"labels": {"app": "db"}},
+                        "spec": {"containers": [{"name": "db", "image": "registry.example/db:1",
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                    "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}),
+        ),
+        case(
+            "service of an unknown type",
+            SERVICES,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "odd"},
+                "spec": {"type": "Sideways", "selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+        ),
+        case(
+            "namespace with an invalid name",
+            "/api/v1/namespaces?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "Shop_Front"}}),
+        ),
+        case(
+            "configmap with an invalid key",
+            "/api/v1/namespaces/default/configmaps?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                "data": {"a b": "c"}}),
+        ),
+        case(
+            "tls secret without its keys",
+            "/api/v1/namespaces/default/secrets?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"},
+                "type": "kubernetes.io/tls", "data": {"ca.crt": "YQ=="}}),
+        ),
+        case(
+            "service with an external name",
+            SERVICES,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db-external"},
+                "spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
+        ),
+        case(
             "secret with string data",
             "/api/v1/namespaces/default/secrets?dryRun=All",
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
@@ -321,7 +372,8 @@ fn view(answer: &(u16, Value)) -> Value {
         map.remove("metadata");
         map.remove("status");
     }
-    let spec = &mut stored["spec"];
+    let mut nothing = Value::Null;
+    let spec = stored.get_mut("spec").unwrap_or(&mut nothing);
     // Addresses and ports the server allocates.
     for key in ["clusterIP", "clusterIPs"] {
         if spec[key] != json!("None")

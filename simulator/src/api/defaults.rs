@@ -29,6 +29,22 @@ fn pod_spec(spec: &mut Value) {
                 default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "terminationMessagePolicy", json!("File"));
                 default(c, "resources", json!({}));
+                for kind in ["requests", "limits"] {
+                    if let Some(map) = c.get_mut("resources").and_then(|r| r.get_mut(kind)) {
+                        canonical_quantities(map);
+                    }
+                }
+                if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
+                    for e in env {
+                        if let Some(field) = e
+                            .get_mut("valueFrom")
+                            .and_then(|v| v.get_mut("fieldRef"))
+                            .filter(|f| f.is_object())
+                        {
+                            default(field, "apiVersion", json!("v1"));
+                        }
+                    }
+                }
                 for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
                     if let Some(p) = c.get_mut(probe).filter(|p| p.is_object()) {
                         self::probe(p);
@@ -45,6 +61,110 @@ fn pod_spec(spec: &mut Value) {
     }
 }
 
+/// Each quantity of a map (`{"cpu": "0.25"}`) in its canonical form, as
+/// kube-apiserver stores it.
+fn canonical_quantities(map: &mut Value) {
+    if let Some(map) = map.as_object_mut() {
+        for value in map.values_mut() {
+            if let Some(canonical) = value.as_str().and_then(canonical_quantity) {
+                *value = Value::String(canonical);
+            }
+        }
+    }
+}
+
+/// A quantity in Kubernetes' canonical form: the largest suffix of its own
+/// kind (binary `Ki`..`Ei`, or decimal `m`, none, `k`..`E`) that leaves a
+/// whole number (`0.25` is `250m`, `1000m` is `1`, `1.5Gi` is `1536Mi`);
+/// a binary amount that is no whole number of bytes, or below 1024, is
+/// written in decimal. `None` when it is not a quantity this reads (an
+/// exponent, or more precision than a nano): left as written.
+pub fn canonical_quantity(text: &str) -> Option<String> {
+    const BINARY: [(&str, u32); 6] = [
+        ("Ki", 10),
+        ("Mi", 20),
+        ("Gi", 30),
+        ("Ti", 40),
+        ("Pi", 50),
+        ("Ei", 60),
+    ];
+    const DECIMAL: [(&str, i32); 10] = [
+        ("n", -9),
+        ("u", -6),
+        ("m", -3),
+        ("", 0),
+        ("k", 3),
+        ("M", 6),
+        ("G", 9),
+        ("T", 12),
+        ("P", 15),
+        ("E", 18),
+    ];
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    if number.is_empty() || number.starts_with('-') || suffix.contains(['e', 'E']) && suffix != "E"
+    {
+        return None;
+    }
+    let number = number.trim_start_matches('+');
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if !whole.chars().all(|c| c.is_ascii_digit()) || !fraction.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    // The amount in nano-units of the suffix's base, as an integer.
+    let digits: String = format!("{whole}{fraction}");
+    let digits: u128 = if digits.is_empty() {
+        return None;
+    } else {
+        digits.parse().ok()?
+    };
+    let scale = i32::try_from(fraction.len()).ok()?;
+    if let Some((_, shift)) = BINARY.iter().find(|(s, _)| *s == suffix) {
+        // Bytes times 10^scale.
+        let scaled = digits.checked_mul(1u128 << shift)?;
+        let divisor = 10u128.checked_pow(scale as u32)?;
+        if scaled.is_multiple_of(divisor) {
+            let bytes = scaled / divisor;
+            if bytes >= 1024 {
+                let (name, shift) = BINARY
+                    .iter()
+                    .rev()
+                    .find(|(_, shift)| bytes.is_multiple_of(1u128 << shift))?;
+                return Some(format!("{}{name}", bytes >> shift));
+            }
+            return Some(bytes.to_string());
+        }
+        // Not whole bytes: decimal, in nano-bytes.
+        let nanos = scaled.checked_mul(1_000_000_000)? / divisor;
+        return Some(decimal(nanos, &DECIMAL));
+    }
+    let (_, exponent) = DECIMAL.iter().find(|(s, _)| *s == suffix)?;
+    // Nano-units: digits * 10^(exponent + 9 - scale).
+    let power = exponent + 9 - scale;
+    if power < 0 {
+        return None;
+    }
+    let nanos = digits.checked_mul(10u128.checked_pow(power as u32)?)?;
+    Some(decimal(nanos, &DECIMAL))
+}
+
+/// Nano-units written with the largest decimal suffix that is whole.
+fn decimal(nanos: u128, suffixes: &[(&str, i32)]) -> String {
+    if nanos == 0 {
+        return "0".to_owned();
+    }
+    for (name, exponent) in suffixes.iter().rev() {
+        let unit = 10u128.pow((exponent + 9) as u32);
+        if nanos.is_multiple_of(unit) {
+            return format!("{}{name}", nanos / unit);
+        }
+    }
+    format!("{nanos}n")
+}
+
 /// A probe's timings, and an HTTP probe's path and scheme.
 fn probe(p: &mut Value) {
     default(p, "timeoutSeconds", json!(1));
@@ -54,6 +174,20 @@ fn probe(p: &mut Value) {
     if let Some(get) = p.get_mut("httpGet").filter(|g| g.is_object()) {
         default(get, "path", json!("/"));
         default(get, "scheme", json!("HTTP"));
+    }
+}
+
+fn persistent_volume_claim(claim: &mut Value) {
+    default(&mut claim["spec"], "volumeMode", json!("Filesystem"));
+    if let Some(map) = claim
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("resources"))
+        .and_then(|r| r.get_mut("requests"))
+    {
+        canonical_quantities(map);
+    }
+    if claim["status"].is_null() {
+        claim["status"] = json!({"phase": "Pending"});
     }
 }
 
@@ -162,6 +296,16 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
                 json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
             );
             template(spec);
+            if let Some(claims) = spec
+                .get_mut("volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+            {
+                for claim in claims {
+                    default(claim, "apiVersion", json!("v1"));
+                    default(claim, "kind", json!("PersistentVolumeClaim"));
+                    persistent_volume_claim(claim);
+                }
+            }
         }
         ("apps", "daemonsets") => {
             let spec = &mut object["spec"];
@@ -201,12 +345,7 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
             }
             default(object, "type", json!("Opaque"));
         }
-        ("", "persistentvolumeclaims") => {
-            default(&mut object["spec"], "volumeMode", json!("Filesystem"));
-            if object["status"].is_null() {
-                object["status"] = json!({"phase": "Pending"});
-            }
-        }
+        ("", "persistentvolumeclaims") => persistent_volume_claim(object),
         ("batch", "jobs") => {
             let spec = &mut object["spec"];
             default(spec, "parallelism", json!(1));
@@ -240,9 +379,11 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
                 spec["clusterIP"] = json!(ip);
                 spec["clusterIPs"] = json!([ip]);
             }
-            default(spec, "ipFamilies", json!(["IPv4"]));
-            default(spec, "ipFamilyPolicy", json!("SingleStack"));
-            default(spec, "internalTrafficPolicy", json!("Cluster"));
+            if spec["type"] != "ExternalName" {
+                default(spec, "ipFamilies", json!(["IPv4"]));
+                default(spec, "ipFamilyPolicy", json!("SingleStack"));
+                default(spec, "internalTrafficPolicy", json!("Cluster"));
+            }
             let exposed = matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer"));
             if exposed {
                 default(spec, "externalTrafficPolicy", json!("Cluster"));
@@ -311,5 +452,37 @@ mod tests {
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         let paused = deployment(json!({"paused": true}));
         assert_eq!(paused["spec"]["paused"], json!(true));
+    }
+
+    #[test]
+    fn quantities_take_their_canonical_form() {
+        for (written, canonical) in [
+            ("0.25", "250m"),
+            ("1000m", "1"),
+            ("1", "1"),
+            ("100m", "100m"),
+            ("1.5", "1500m"),
+            ("128974848", "128974848"),
+            ("1Gi", "1Gi"),
+            ("1.5Gi", "1536Mi"),
+            ("1024Mi", "1Gi"),
+            ("0.5Ki", "512"),
+            ("1000k", "1M"),
+            ("0", "0"),
+            ("2E", "2E"),
+        ] {
+            assert_eq!(
+                canonical_quantity(written).as_deref(),
+                Some(canonical),
+                "{written}"
+            );
+        }
+        assert_eq!(
+            canonical_quantity("1e3"),
+            None,
+            "exponents are left as written"
+        );
+        assert_eq!(canonical_quantity("-1"), None);
+        assert_eq!(canonical_quantity("lots"), None);
     }
 }

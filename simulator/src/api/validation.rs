@@ -1,8 +1,9 @@
 //! What kube-apiserver refuses with 422 Invalid in the built-in kinds'
 //! fields that Sluice, kubectl and common charts write: label values, a
 //! workload's replicas, its selector against its template's labels, its
-//! containers' names, images and ports, a Service's ports, an Ingress
-//! path's `pathType` and a CRD version's schema. Each problem
+//! containers' names, images and ports, a Service's type and ports, the
+//! keys of ConfigMaps and Secrets and those a Secret's type requires, an
+//! Ingress path's `pathType` and a CRD version's schema. Each problem
 //! is a `(field path, message)` as kube-apiserver words it, so a client
 //! sees the same `causes[].field`.
 //!
@@ -27,6 +28,11 @@ pub fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> {
         }
         ("", "pods") => pod_spec(&object["spec"], "spec", &mut out),
         ("", "services") => service(object, &mut out),
+        ("", "configmaps") => keys(object, &["data", "binaryData"], &mut out),
+        ("", "secrets") => {
+            keys(object, &["data"], &mut out);
+            secret_type(object, &mut out);
+        }
         ("networking.k8s.io", "ingresses") => ingress(object, &mut out),
         ("apiextensions.k8s.io", "customresourcedefinitions") => crd(object, &mut out),
         _ => {}
@@ -187,7 +193,63 @@ fn pod_spec(spec: &Value, path: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// The keys of a ConfigMap's or Secret's maps: `[-._a-zA-Z0-9]+`, at
+/// most 253 characters.
+fn keys(object: &Value, maps: &[&str], out: &mut Vec<(String, String)>) {
+    for map in maps {
+        for key in object[*map]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            let ok = !key.is_empty()
+                && key.len() <= 253
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+            if !ok {
+                out.push((
+                    format!("{map}[{key}]"),
+                    format!(
+                        "Invalid value: {key:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The keys a Secret's type requires.
+fn secret_type(object: &Value, out: &mut Vec<(String, String)>) {
+    let needed: &[&str] = match object["type"].as_str() {
+        Some("kubernetes.io/tls") => &["tls.crt", "tls.key"],
+        Some("kubernetes.io/basic-auth") => &[],
+        Some("kubernetes.io/dockerconfigjson") => &[".dockerconfigjson"],
+        Some("kubernetes.io/ssh-auth") => &["ssh-privatekey"],
+        _ => &[],
+    };
+    for key in needed {
+        if object["data"].get(*key).is_none() {
+            out.push((format!("data[{key}]"), "Required value".to_owned()));
+        }
+    }
+}
+
 fn service(object: &Value, out: &mut Vec<(String, String)>) {
+    if let Some(kind) = object["spec"]["type"].as_str()
+        && !matches!(
+            kind,
+            "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+        )
+    {
+        out.push((
+            "spec.type".to_owned(),
+            format!(
+                "Unsupported value: {kind:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+            ),
+        ));
+    }
     for (i, port) in object["spec"]["ports"]
         .as_array()
         .into_iter()
