@@ -1,7 +1,8 @@
 //! The manifest half of the simulator's differential harness: the same
-//! requests (valid and invalid objects of the kinds Sluice, kubectl and
-//! charts touch, and the upstream CRDs in `../shared/crds/` with custom
-//! resources of them) sent to the simulator and to kube-apiserver. For each
+//! requests (creates of valid and invalid objects of the kinds Sluice,
+//! kubectl and charts touch, and of custom resources under the upstream
+//! CRDs in `../shared/crds/`; reads, lists, replaces and deletes with a
+//! client's mistakes) sent to the simulator and to kube-apiserver. For each
 //! the answers are compared: the status code, the reason, the fields named
 //! in `details.causes`, and for an accepted object all it stores but its
 //! metadata and status, with the server's defaults (cluster addresses left
@@ -28,11 +29,12 @@ struct Server {
 impl Server {
     async fn send(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body.to_string());
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if !body.is_null() {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
         if let Some(token) = self.token {
             request = request.bearer_auth(token);
         }
@@ -49,16 +51,115 @@ impl Server {
 /// A request of the corpus.
 struct Case {
     name: &'static str,
+    method: &'static str,
     path: String,
     body: Value,
 }
 
+/// A create.
 fn case(name: &'static str, path: &str, body: Value) -> Case {
+    request(name, "POST", path, body)
+}
+
+fn request(name: &'static str, method: &'static str, path: &str, body: Value) -> Case {
     Case {
         name,
+        method,
         path: path.to_owned(),
         body,
     }
+}
+
+/// Requests other than creates: reads, lists, replaces, deletes, each
+/// with a mistake a client makes.
+fn mistakes() -> Vec<Case> {
+    let web = "/apis/apps/v1/namespaces/default/deployments/web";
+    vec![
+        request(
+            "get of a missing object",
+            "GET",
+            "/apis/apps/v1/namespaces/default/deployments/nothing",
+            Value::Null,
+        ),
+        request(
+            "list with a broken label selector",
+            "GET",
+            "/api/v1/namespaces/default/pods?labelSelector=app%20in%20(",
+            Value::Null,
+        ),
+        request(
+            "list with an unsupported field selector",
+            "GET",
+            "/api/v1/namespaces/default/pods?fieldSelector=spec.colour%3Dred",
+            Value::Null,
+        ),
+        request(
+            "list with a supported field selector",
+            "GET",
+            "/api/v1/namespaces/default/pods?fieldSelector=spec.nodeName%3Dnone",
+            Value::Null,
+        ),
+        request(
+            "create in a missing namespace",
+            "POST",
+            "/api/v1/namespaces/nowhere/configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+        ),
+        request(
+            "create of an existing object",
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments",
+            deployment(|_| {}),
+        ),
+        request(
+            "create without a name",
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}),
+        ),
+        request(
+            "create of another kind than the path's",
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}),
+        ),
+        request(
+            "replace with a stale resourceVersion",
+            "PUT",
+            web,
+            deployment(|d| d["metadata"]["resourceVersion"] = json!("1")),
+        ),
+        request(
+            "replace under another name",
+            "PUT",
+            web,
+            deployment(|d| d["metadata"]["name"] = json!("other")),
+        ),
+        request(
+            "replace of a missing object",
+            "PUT",
+            "/apis/apps/v1/namespaces/default/deployments/nothing",
+            deployment(|d| d["metadata"]["name"] = json!("nothing")),
+        ),
+        request(
+            "delete with an unknown propagation policy",
+            "DELETE",
+            &format!("{web}?propagationPolicy=Sideways"),
+            Value::Null,
+        ),
+        request(
+            "delete with a wrong uid precondition",
+            "DELETE",
+            web,
+            json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "not-the-uid"}}),
+        ),
+        request(
+            "dry-run with a bad value",
+            "POST",
+            "/api/v1/namespaces/default/configmaps?dryRun=Maybe",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+        ),
+    ]
 }
 
 fn deployment(edit: impl FnOnce(&mut Value)) -> Value {
@@ -494,13 +595,29 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
         .await;
     }
 
-    let cases = corpus();
+    // The object the replaces and deletes are made on, on both.
+    for server in [&real, &simulated] {
+        let (code, body) = server
+            .send(
+                "POST",
+                "/apis/apps/v1/namespaces/default/deployments",
+                &deployment(|_| {}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let mut cases = corpus();
+    cases.extend(mistakes());
     let mut same = 0;
     let mut new = Vec::new();
     let mut report = Vec::new();
     for c in &cases {
-        let a = view(&real.send("POST", &c.path, &c.body).await);
-        let b = view(&simulated.send("POST", &c.path, &c.body).await);
+        let raw = real.send(c.method, &c.path, &c.body).await;
+        if std::env::var_os("SHOW_REAL").is_some() {
+            eprintln!("REAL {}: {}", c.name, raw.1);
+        }
+        let a = view(&raw);
+        let b = view(&simulated.send(c.method, &c.path, &c.body).await);
         let mut diff = Vec::new();
         differences("", &a, &b, &mut diff);
         if diff.is_empty() {

@@ -499,7 +499,7 @@ impl ApiServer {
                 .await
                 .unwrap_or_else(|e| error_response(&e));
         }
-        let dry = match dry_run(query) {
+        let dry = match dry_run(query, verb) {
             // A delete says it in its DeleteOptions too.
             Ok(dry) => {
                 dry || (verb == "delete"
@@ -588,13 +588,31 @@ fn aggregated(value: &Value) -> Response {
 
 /// Whether the request asks for a dry run (`dryRun=All`, the one value
 /// kube-apiserver takes).
-fn dry_run(query: &Query) -> Result<bool, ApiError> {
+/// Any other value is refused as kube-apiserver refuses it: 422, naming
+/// the options of the verb (`CreateOptions`, ...) and the field `dryRun`.
+fn dry_run(query: &Query, verb: &str) -> Result<bool, ApiError> {
     match query.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "Invalid dry run value: {other:?}; the only supported value is \"All\""
-        ))),
+        Some(other) => Err(ApiError::invalid(
+            "meta.k8s.io",
+            options_kind(verb),
+            "",
+            &[(
+                "dryRun".to_owned(),
+                format!("Unsupported value: [{other:?}]: supported values: \"All\""),
+            )],
+        )),
+    }
+}
+
+/// The options kind of a verb's request.
+fn options_kind(verb: &str) -> &'static str {
+    match verb {
+        "update" => "UpdateOptions",
+        "patch" => "PatchOptions",
+        "delete" | "deletecollection" => "DeleteOptions",
+        _ => "CreateOptions",
     }
 }
 
@@ -954,7 +972,7 @@ impl ApiServer {
             } else {
                 object
             };
-            let dry = dry_run(query)?;
+            let dry = dry_run(query, verb)?;
             let written = if operation == "CREATE" {
                 if dry {
                     self.store.create_dry(res, ns, admitted)
@@ -1335,9 +1353,17 @@ fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError>
         Some("Foreground") => Some(Propagation::Foreground),
         Some("Orphan") => Some(Propagation::Orphan),
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy: unsupported value {other:?}"
-            )));
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                &[(
+                    "propagationPolicy".to_owned(),
+                    format!(
+                        "Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                    ),
+                )],
+            ));
         }
     };
     let propagation = propagation.or(if body["orphanDependents"] == json!(true) {

@@ -40,14 +40,18 @@ fn split_top(text: &str) -> Vec<&str> {
     parts
 }
 
-fn set(values: &str) -> Vec<String> {
-    values
+/// The values of `in (a, b)`, which must be in parentheses.
+fn set(values: &str) -> Result<Vec<String>, ApiError> {
+    let inner = values
         .trim()
-        .trim_start_matches('(')
-        .trim_end_matches(')')
-        .split(',')
-        .map(|v| v.trim().to_owned())
-        .collect()
+        .strip_prefix('(')
+        .and_then(|v| v.strip_suffix(')'))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "unable to parse requirement: found '', expected: ',', ')' or identifier",
+            )
+        })?;
+    Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
 }
 
 impl LabelSelector {
@@ -74,9 +78,9 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 Requirement::Equals(k.trim().into(), v.trim().into())
             } else if let Some((k, v)) = part.split_once(" notin ") {
-                Requirement::NotIn(k.trim().into(), set(v))
+                Requirement::NotIn(k.trim().into(), set(v)?)
             } else if let Some((k, v)) = part.split_once(" in ") {
-                Requirement::In(k.trim().into(), set(v))
+                Requirement::In(k.trim().into(), set(v)?)
             } else if let Some(k) = part.strip_prefix('!') {
                 Requirement::NotExists(k.trim().into())
             } else if part
