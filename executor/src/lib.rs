@@ -244,12 +244,16 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
     // Confined to some namespaces: so is every caller of the API.
     let auth = auth.within(scope.clone());
     let stop = server.shutdown_token();
+    // The API's controls reach this process's controller without waiting
+    // for its watch (see `controller::written`).
+    let written = std::sync::Arc::new(controller::written::Written::default());
     let api = api::RolloutsApi::within(
         client.clone(),
         scope.clone(),
         PlannerClient::new(planner.clone()),
         stop.clone(),
-    );
+    )
+    .with_written(std::sync::Arc::clone(&written));
     let kubernetes = {
         let client = client.clone();
         Dependency::new("the Kubernetes API", move || {
@@ -309,6 +313,7 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
                 PlannerClient::new(planner.clone()),
                 MetricsGateClient::new(gate.clone()),
             )
+            .with_written(written)
             .with_metrics(metrics)
             .with_concurrency(config.max_concurrent_reconciles)
             .within(scope),

@@ -233,6 +233,90 @@ async fn pause_and_resume_at_a_partition_step_keep_its_progress_until_promoted()
     assert_handed_back(&world, "registry.example/web:2.0").await;
 }
 
+/// The new version's ReplicaSet's `spec.replicas`.
+async fn new_replicas(world: &World) -> i32 {
+    let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
+    sets.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|rs| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.spec.as_ref())
+                .is_some_and(|p| {
+                    p.containers[0].image.as_deref() == Some("registry.example/web:2.0")
+                })
+        })
+        .filter_map(|rs| rs.spec.as_ref()?.replicas)
+        .sum()
+}
+
+/// A pause that lands between a promotion's moves and the status write that
+/// records them (the Rollouts' watch lags, the status write is slow): the
+/// status still says where the release is, and it holds there.
+#[tokio::test(start_paused = true)]
+async fn a_pause_landing_while_a_promotion_is_recorded_leaves_a_true_status() {
+    use sluice_sim::api::faults::Rule;
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml(
+            "Partition",
+            "[{replicas: 2, pause: {}}, {replicas: 4, pause: {}}, {replicas: 6}]",
+            "web",
+        ),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    let faults = world.sim.api.faults();
+    faults.add(Rule::WatchLag {
+        id: "late".into(),
+        resource: "rollouts".into(),
+        lag: Duration::from_millis(300),
+    });
+    faults.add(Rule::Latency {
+        id: "slow".into(),
+        verb: "patch".into(),
+        resource: "rollouts".into(),
+        latency: Duration::from_millis(500),
+    });
+    promote(&rollouts, true).await;
+    // The moment the promotion moves pods, a pause (a replace: not slowed)
+    // lands before the status write that records the move.
+    for _ in 0..500 {
+        if new_replicas(&world).await > 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(new_replicas(&world).await > 2, "the promotion moved no pod");
+    let mut paused = rollouts.get("web").await.unwrap();
+    paused.spec.paused = true;
+    rollouts
+        .replace("web", &PostParams::default(), &paused)
+        .await
+        .unwrap();
+    faults.clear(&[]);
+    wait_for(&rollouts, "paused by request", |s| {
+        condition(s, "Paused") == ("True", "PausedByRequest")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = status(&rollouts).await;
+    let moved = new_replicas(&world).await;
+    assert!(s.current_step >= 1, "the promotion is recorded: {s:#?}");
+    assert!(
+        i32::try_from(s.canary_replicas).unwrap() >= moved,
+        "the status's batch holds the new pods there are ({moved}): {s:#?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(new_replicas(&world).await, moved, "held while paused");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_canary_release_keeps_its_pods_through_pause_and_resume_then_aborts_and_retries() {
     let world = world("healthy").await;

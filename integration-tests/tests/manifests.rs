@@ -28,11 +28,21 @@ struct Server {
 
 impl Server {
     async fn send(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        self.send_as(method, path, "application/json", body).await
+    }
+
+    async fn send_as(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if !body.is_null() {
             request = request
-                .header("content-type", "application/json")
+                .header("content-type", content_type)
                 .body(body.to_string());
         }
         if let Some(token) = self.token {
@@ -52,6 +62,7 @@ impl Server {
 struct Case {
     name: &'static str,
     method: &'static str,
+    content_type: &'static str,
     path: String,
     body: Value,
 }
@@ -65,9 +76,119 @@ fn request(name: &'static str, method: &'static str, path: &str, body: Value) ->
     Case {
         name,
         method,
+        content_type: "application/json",
         path: path.to_owned(),
         body,
     }
+}
+
+fn patch(name: &'static str, content_type: &'static str, path: &str, body: Value) -> Case {
+    Case {
+        content_type,
+        ..request(name, "PATCH", path, body)
+    }
+}
+
+const MERGE: &str = "application/merge-patch+json";
+const STRATEGIC: &str = "application/strategic-merge-patch+json";
+const JSON_PATCH: &str = "application/json-patch+json";
+
+/// Patches and subresources, right and wrong.
+fn patches() -> Vec<Case> {
+    let web = "/apis/apps/v1/namespaces/default/deployments/web";
+    let route = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/web";
+    vec![
+        patch(
+            "merge patch of the replicas",
+            MERGE,
+            &format!("{web}?dryRun=All"),
+            json!({"spec": {"replicas": 4}}),
+        ),
+        patch(
+            "merge patch with replicas as text",
+            MERGE,
+            &format!("{web}?dryRun=All"),
+            json!({"spec": {"replicas": "four"}}),
+        ),
+        patch(
+            "merge patch to negative replicas",
+            MERGE,
+            &format!("{web}?dryRun=All"),
+            json!({"spec": {"replicas": -4}}),
+        ),
+        patch(
+            "strategic patch of a container's image",
+            STRATEGIC,
+            &format!("{web}?dryRun=All"),
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "registry.example/web:2.0"}]}}}}),
+        ),
+        patch(
+            "strategic patch with an unknown field, strict",
+            STRATEGIC,
+            &format!("{web}?dryRun=All&fieldValidation=Strict"),
+            json!({"spec": {"colour": "red"}}),
+        ),
+        patch(
+            "json patch whose test fails",
+            JSON_PATCH,
+            &format!("{web}?dryRun=All"),
+            json!([{"op": "test", "path": "/spec/replicas", "value": 99}, {"op": "replace", "path": "/spec/replicas", "value": 1}]),
+        ),
+        patch(
+            "json patch removing a missing field",
+            JSON_PATCH,
+            &format!("{web}?dryRun=All"),
+            json!([{"op": "remove", "path": "/spec/colour"}]),
+        ),
+        patch(
+            "json patch that is not a list",
+            JSON_PATCH,
+            &format!("{web}?dryRun=All"),
+            json!({"op": "remove"}),
+        ),
+        patch(
+            "patch in an unknown format",
+            "text/plain",
+            &format!("{web}?dryRun=All"),
+            json!({}),
+        ),
+        patch(
+            "strategic patch of a custom resource",
+            STRATEGIC,
+            &format!("{route}?dryRun=All"),
+            json!({"spec": {"hostnames": ["web.example"]}}),
+        ),
+        patch(
+            "merge patch of a custom resource",
+            MERGE,
+            &format!("{route}?dryRun=All"),
+            json!({"spec": {"hostnames": ["web.example"]}}),
+        ),
+        patch(
+            "merge patch of a missing object",
+            MERGE,
+            "/apis/apps/v1/namespaces/default/deployments/nothing",
+            json!({"spec": {"replicas": 1}}),
+        ),
+        request(
+            "read of the scale",
+            "GET",
+            &format!("{web}/scale"),
+            Value::Null,
+        ),
+        request(
+            "scale to negative replicas",
+            "PUT",
+            &format!("{web}/scale?dryRun=All"),
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": -1}}),
+        ),
+        patch(
+            "merge patch of the status",
+            MERGE,
+            &format!("{web}/status?dryRun=All"),
+            json!({"status": {"observedGeneration": 9}}),
+        ),
+    ]
 }
 
 /// Requests other than creates: reads, lists, replaces, deletes, each
@@ -606,18 +727,36 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
             .await;
         assert_eq!(code, 201, "{body}");
     }
+    // And the route the custom resource's patches are made on.
+    for server in [&real, &simulated] {
+        let (code, body) = server
+            .send(
+                "POST",
+                "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes",
+                &http_route(|_| {}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
     let mut cases = corpus();
     cases.extend(mistakes());
+    cases.extend(patches());
     let mut same = 0;
     let mut new = Vec::new();
     let mut report = Vec::new();
     for c in &cases {
-        let raw = real.send(c.method, &c.path, &c.body).await;
+        let raw = real
+            .send_as(c.method, &c.path, c.content_type, &c.body)
+            .await;
         if std::env::var_os("SHOW_REAL").is_some() {
             eprintln!("REAL {}: {}", c.name, raw.1);
         }
         let a = view(&raw);
-        let b = view(&simulated.send(c.method, &c.path, &c.body).await);
+        let b = view(
+            &simulated
+                .send_as(c.method, &c.path, c.content_type, &c.body)
+                .await,
+        );
         let mut diff = Vec::new();
         differences("", &a, &b, &mut diff);
         if diff.is_empty() {

@@ -163,11 +163,37 @@ pub enum FaultSpec {
 pub struct TimedEvent {
     /// Seconds after the start.
     pub at_seconds: f64,
-    /// The fault.
+    /// The fault: `{prometheusUnavailable: {}}` or, as YAML tags it,
+    /// `!prometheusUnavailable {}`.
+    #[serde(deserialize_with = "fault")]
     pub fault: FaultSpec,
     /// How long it lasts; forever when unset.
     #[serde(default)]
     pub for_seconds: Option<f64>,
+}
+
+/// A fault written either way: a map with one key naming the fault, or a
+/// YAML tag.
+fn fault<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<FaultSpec, D::Error> {
+    use serde::de::Error;
+    let value = serde_yaml::Value::deserialize(deserializer)?;
+    let value = match value {
+        serde_yaml::Value::Mapping(map) if map.len() == 1 => {
+            let (key, inner) = map
+                .into_iter()
+                .next()
+                .ok_or_else(|| D::Error::custom("empty"))?;
+            let tag = key
+                .as_str()
+                .ok_or_else(|| D::Error::custom("a fault's name must be text"))?;
+            serde_yaml::Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+                tag: serde_yaml::value::Tag::new(tag),
+                value: inner,
+            }))
+        }
+        other => other,
+    };
+    serde_yaml::from_value(value).map_err(D::Error::custom)
 }
 
 /// What a demo releases.
@@ -573,4 +599,47 @@ pub fn apply_manifests(api: &ApiServer, manifests: &[Value]) -> Result<(), ApiEr
         store.create(&res, &namespace, object.clone())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_scenario_loads() {
+        for (name, _) in BUILT_IN {
+            if let Err(e) = Scenario::load(name) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_fault_is_read_as_a_map_or_a_tag() {
+        let scenario = |fault: &str| {
+            Scenario::parse(
+                "faults",
+                &format!("name: faults\nevents:\n  - {{atSeconds: 1, fault: {fault}}}\n"),
+            )
+            .map(|s| s.events[0].fault.clone())
+        };
+        let wanted = FaultSpec::WatchLag {
+            resource: "rollouts".into(),
+            lag_ms: 300,
+        };
+        assert_eq!(
+            scenario("{watchLag: {resource: rollouts, lagMs: 300}}").unwrap(),
+            wanted
+        );
+        assert_eq!(
+            scenario("!watchLag {resource: rollouts, lagMs: 300}").unwrap(),
+            wanted
+        );
+        assert_eq!(
+            scenario("{prometheusUnavailable: {}}").unwrap(),
+            FaultSpec::PrometheusUnavailable {}
+        );
+        let err = scenario("{watchLag: {resource: rollouts, lagMs: 300, extra: 1}}").unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+    }
 }

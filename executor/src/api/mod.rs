@@ -24,6 +24,8 @@ pub mod pending;
 pub mod watch;
 pub mod workload;
 
+use std::sync::Arc;
+
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, Patch, Preconditions},
@@ -56,6 +58,8 @@ pub struct RolloutsApi {
     shutdown: CancellationToken,
     /// The namespaces this executor acts in (`--namespace`).
     scope: Scope,
+    /// Where the controls' writes go for this process's controller.
+    written: Arc<crate::controller::written::Written>,
 }
 
 impl std::fmt::Debug for RolloutsApi {
@@ -93,7 +97,14 @@ impl RolloutsApi {
             planner,
             shutdown,
             scope,
+            written: Arc::default(),
         }
+    }
+
+    /// The same, leaving the Rollouts its controls write in `written`,
+    /// shared with the controller of this process.
+    pub fn with_written(self, written: Arc<crate::controller::written::Written>) -> Self {
+        Self { written, ..self }
     }
 
     /// The Rollouts as a watch sees them, for the bindings (`None` without
@@ -246,6 +257,7 @@ impl RolloutsApi {
             .patch(name, &crate::writes::patch(), &Patch::Merge(patch))
             .await
             .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))?;
+        self.written.record_and_wake(updated.clone());
         Ok(shown(&api, updated).await)
     }
 
@@ -281,6 +293,7 @@ impl RolloutsApi {
             )
             .await
             .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))?;
+        self.written.record_and_wake(updated.clone());
         Ok(Response::new(convert::rollout_to_proto(
             &shown(&api, updated).await,
         )))

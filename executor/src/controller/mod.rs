@@ -24,7 +24,7 @@ mod partition;
 mod statefulset;
 mod steps;
 pub mod traffic;
-mod written;
+pub mod written;
 
 use std::{
     collections::HashMap,
@@ -91,7 +91,7 @@ pub struct Ctx {
     pub analyses: Analyses,
     /// Rollouts as the executor's writes returned them, read until the
     /// watch cache catches up.
-    written: Arc<written::Written>,
+    pub written: Arc<written::Written>,
     /// The running controller's cache of Deployments and ReplicaSets.
     cache: std::sync::RwLock<Option<Cache>>,
     /// Plans already made, by rollout uid, strategy and analyses, replicas
@@ -190,6 +190,16 @@ impl Ctx {
             .get(&(ns.to_owned(), name.to_owned()))
             .filter(|(at, _)| at.elapsed() < CREATED_FOR)
             .map(|(_, rs)| Arc::clone(rs))
+    }
+
+    /// The same, keeping written Rollouts in `written`, which the API
+    /// shares so its controls reach the next reconcile at once.
+    pub fn with_written(self, written: Arc<written::Written>) -> Self {
+        Self {
+            analyses: Analyses::new(Arc::clone(&written)),
+            written,
+            ..self
+        }
     }
 
     /// The same, counting into `metrics`.
@@ -431,7 +441,10 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
                     .or_else(|| bound_to(&bound_sets, WorkloadKind::StatefulSet, &s.metadata))
             },
         )
-        .reconcile_on(ctx.analyses.wakes())
+        .reconcile_on(futures::stream::select(
+            ctx.analyses.wakes(),
+            ctx.written.wakes(),
+        ))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -494,7 +507,8 @@ const FORBIDDEN_RETRY: Duration = Duration::from_secs(5);
 /// Writes the status computed from the object at `resource_version`; the
 /// write fails with a conflict when the object changed since (the
 /// controller's cache may lag its own writes), and the reconcile runs again
-/// on the fresh object. A field `before` had that `status` leaves out is
+/// on the fresh object, unless only the spec or metadata changed (then the
+/// status is written over the fresh version: see below). A field `before` had that `status` leaves out is
 /// written as null (a merge patch leaves absent fields alone). Returns the
 /// Rollout as written.
 async fn write_status(
@@ -519,9 +533,30 @@ async fn write_status(
             new.entry(key.clone()).or_insert(Value::Null);
         }
     }
-    let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": body});
+    let mut patch = json!({"metadata": {"resourceVersion": resource_version}, "status": body});
     match api
-        .patch_status(name, &crate::writes::patch(), &Patch::Merge(patch))
+        .patch_status(name, &crate::writes::patch(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(written) => return Ok(Some(written)),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    // The Rollout changed since it was read. If only its spec or metadata
+    // did (a pause or another control arrived meanwhile), what this
+    // reconcile did is recorded all the same: its effects on the cluster
+    // are made, and a status that left them out would misstate where the
+    // release is. If its status changed too, the next reconcile starts over
+    // from it.
+    let Some(fresh) = api.get_opt(name).await? else {
+        return Ok(None);
+    };
+    if fresh.status.clone().unwrap_or_default() != *before {
+        return Ok(None);
+    }
+    patch["metadata"]["resourceVersion"] = json!(fresh.resource_version());
+    match api
+        .patch_status(name, &crate::writes::patch(), &Patch::Merge(&patch))
         .await
     {
         Ok(written) => Ok(Some(written)),

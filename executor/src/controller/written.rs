@@ -15,14 +15,23 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use kube::ResourceExt;
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::crd::Rollout;
 
 /// Rollouts as a write returned them, by namespace and name, until the
-/// watch cache shows them or a newer version.
+/// watch cache shows them or a newer version. The API's writes (a pause,
+/// a promotion, an abort) are kept here too and wake the controller at
+/// once, so a control acts on the next reconcile however far the
+/// controller's watch of Rollouts lags (in the replica that serves the
+/// call; another replica's controller sees it through its watch).
 #[derive(Debug, Default)]
-pub struct Written(Mutex<HashMap<(String, String), Arc<Rollout>>>);
+pub struct Written {
+    kept: Mutex<HashMap<(String, String), Arc<Rollout>>>,
+    wake: Mutex<Option<mpsc::UnboundedSender<ObjectRef<Rollout>>>>,
+}
 
 /// A resourceVersion as a number. Kubernetes calls it opaque; every API
 /// server in use (etcd revisions, the simulator) writes a decimal counter.
@@ -42,7 +51,7 @@ impl Written {
         let Some(new) = version(&rollout) else {
             return;
         };
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         let key = key(&rollout);
         if map.get(&key).and_then(|kept| version(kept)) < Some(new) {
             map.insert(key, Arc::new(rollout));
@@ -53,7 +62,7 @@ impl Written {
     /// returned while the cache has not caught up.
     pub fn fresher(&self, rollout: Arc<Rollout>) -> Arc<Rollout> {
         let key = key(&rollout);
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&key) {
             Some(newer) if version(newer) > version(&rollout) && version(&rollout).is_some() => {
                 Arc::clone(newer)
@@ -66,9 +75,28 @@ impl Written {
         }
     }
 
+    /// Keeps `rollout` as [`Written::record`] does and asks the controller
+    /// for a reconcile of it now.
+    pub fn record_and_wake(&self, rollout: Rollout) {
+        let reference = ObjectRef::from_obj(&rollout);
+        self.record(rollout);
+        if let Some(wake) = self.wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            // Nobody listens when no controller runs here.
+            let _ = wake.send(reference);
+        }
+    }
+
+    /// The reconciles [`Written::record_and_wake`] asks for, for the
+    /// controller's `reconcile_on`.
+    pub fn wakes(&self) -> impl futures::Stream<Item = ObjectRef<Rollout>> + use<> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        UnboundedReceiverStream::new(receiver)
+    }
+
     /// Forgets what was kept of one Rollout.
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.0
+        self.kept
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(namespace.to_owned(), name.to_owned()));

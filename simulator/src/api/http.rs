@@ -436,6 +436,17 @@ fn unknown_fields(
             .iter()
             .map(|f| format!("unknown field \"{f}\""))
             .collect();
+        if verb == "patch" {
+            // A patch's unknown fields are the patch's fault: 422, naming
+            // it, as kube-apiserver answers.
+            let message = format!(
+                "Invalid value: \"the patch\": strict decoding error: {}",
+                list.join(", ")
+            );
+            let mut error = ApiError::invalid("", "", "", &[("patch".to_owned(), message.clone())]);
+            error.message = format!(" \"\" is invalid: patch: {message}");
+            return Err(error);
+        }
         let kind = &target.resource.kind;
         return Err(ApiError::bad_request(format!(
             "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
@@ -732,6 +743,7 @@ impl ApiServer {
         let part = match target.sub.as_deref() {
             None => Part::Main,
             Some("status") => Part::Status,
+            Some("scale") => return self.dry_scale(verb, target, content_type, body),
             Some(other) => {
                 return Err(ApiError::bad_request(format!(
                     "a dry run of the {other} subresource is not served by the simulator"
@@ -926,8 +938,10 @@ impl ApiServer {
                     &kind,
                     &name,
                     &[(
-                        "<patched object>".into(),
-                        format!("cannot be read as a {kind}: {why}"),
+                        "patch".into(),
+                        format!(
+                            "Invalid value: the patched object: cannot be read as a {kind}: {why}"
+                        ),
                     )],
                 ));
             }
@@ -1037,6 +1051,45 @@ impl ApiServer {
         Ok(json_response(StatusCode::OK, &updated))
     }
 
+    /// A dry run of a write of the scale subresource: the Scale it would
+    /// give, nothing stored.
+    fn dry_scale(
+        &self,
+        verb: &str,
+        target: &Target,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let res = &target.resource;
+        let name = target
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::method_not_allowed("the scale subresource needs a name"))?;
+        let paths = res
+            .scale
+            .clone()
+            .ok_or_else(|| ApiError::no_route("scale"))?;
+        let current = self.store.get_value(res, self.ns(target), name)?;
+        let mut scale = scale_of(res, &current);
+        match verb {
+            "update" => scale = parse_body(body)?,
+            "patch" => {
+                let kind = PatchType::from_content_type(content_type)?;
+                crate::api::patch::apply(kind, &mut scale, body, true)?;
+            }
+            _ => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "the scale subresource does not allow {verb}"
+                )));
+            }
+        }
+        let replicas = scale["spec"]["replicas"].clone();
+        check_scale(name, &replicas)?;
+        let mut after = current;
+        set_path(&mut after, &paths.spec_replicas, replicas);
+        Ok(json_response(StatusCode::OK, &scale_of(res, &after)))
+    }
+
     /// A write of the scale subresource: the replicas set, and owned by
     /// the writer as a write to `scale` (an apply there is recorded as an
     /// update of the replicas).
@@ -1053,6 +1106,7 @@ impl ApiServer {
             .scale
             .clone()
             .ok_or_else(|| ApiError::no_route("scale"))?;
+        check_scale(name, &replicas)?;
         let mut current = self.store.get_value(res, self.ns(target), name)?;
         let before = current.clone();
         if let Some(rv) = rv.filter(|rv| !rv.is_empty()) {
@@ -1323,6 +1377,22 @@ impl ApiServer {
             Body::from_stream(stream.map(Ok::<Bytes, std::io::Error>)),
         )
             .into_response()
+    }
+}
+
+/// A Scale's replicas are never negative.
+fn check_scale(name: &str, replicas: &Value) -> Result<(), ApiError> {
+    match replicas.as_i64() {
+        Some(n) if n < 0 => Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            name,
+            &[(
+                "spec.replicas".to_owned(),
+                format!("Invalid value: {n}: must be greater than or equal to 0"),
+            )],
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -56,10 +56,11 @@ impl Resource {
         }
     }
 
-    /// Whether Kubernetes itself defines it (core or a `*.k8s.io` group,
-    /// so strategic merge patches apply), rather than a CRD.
+    /// Whether Kubernetes itself defines it (so strategic merge patches
+    /// apply), rather than a CRD: a CRD's resource has its schema, even
+    /// in a `*.k8s.io` group such as the Gateway API's.
     pub fn builtin(&self) -> bool {
-        !self.group.contains('.') || self.group.ends_with(".k8s.io")
+        self.schema.is_none()
     }
 
     /// Whether `version` is served.
