@@ -112,12 +112,11 @@ impl Live {
         let status = rollout.status.clone().unwrap_or_default();
         if !self.terminal {
             let line = format!(
-                "step {}/{}  {:<11}  new pods {}/{}  traffic {:>3}%  {}",
+                "step {}/{}  {:<11}  new pods {}  traffic {:>3}%  {}",
                 step_number(&status),
                 status.total_steps,
                 phase_name(status.phase),
-                status.ready_canary_replicas,
-                status.canary_replicas,
+                new_pods(&status),
                 status.traffic,
                 status.message
             );
@@ -172,10 +171,9 @@ impl Live {
                 self.started.elapsed().as_secs_f64()
             ),
             format!(
-                "  new pods {} {}/{} ready",
+                "  new pods {} {} ready",
                 bar(status.ready_canary_replicas, status.canary_replicas.max(1)),
-                status.ready_canary_replicas,
-                status.canary_replicas
+                new_pods(&status)
             ),
             format!(
                 "  traffic  {} {}%",
@@ -194,6 +192,18 @@ impl Live {
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(out.as_bytes());
         let _ = stdout.flush();
+    }
+}
+
+/// Ready new pods of those wanted (`2/4`); while more are ready than
+/// wanted (a rollback or a smaller batch draining them), how many are
+/// left and what they go down to.
+fn new_pods(status: &pb::RolloutStatus) -> String {
+    let (ready, wanted) = (status.ready_canary_replicas, status.canary_replicas);
+    if ready > wanted {
+        format!("{ready}, going down to {wanted}")
+    } else {
+        format!("{ready}/{wanted}")
     }
 }
 
@@ -224,6 +234,20 @@ mod tests {
         assert_eq!(at(0, 3), 1);
         assert_eq!(at(2, 3), 3);
         assert_eq!(at(5, 3), 3, "never past the last");
+    }
+
+    #[test]
+    fn new_pods_read_as_ready_of_wanted_or_as_draining() {
+        let pods = |ready_canary_replicas, canary_replicas| {
+            new_pods(&pb::RolloutStatus {
+                ready_canary_replicas,
+                canary_replicas,
+                ..pb::RolloutStatus::default()
+            })
+        };
+        assert_eq!(pods(2, 4), "2/4");
+        assert_eq!(pods(4, 4), "4/4");
+        assert_eq!(pods(3, 0), "3, going down to 0", "a rollback draining them");
     }
 
     #[test]
