@@ -599,6 +599,21 @@ impl Decision<'_> {
                 ));
             }
             self.status.phase = Phase::Paused;
+            // Held, but still said as it is: moves made before the pause
+            // (a batch already under way) go on landing, and the status
+            // shows the pods and the share of traffic they have.
+            if let Some(progress) = input
+                .observed
+                .progress
+                .get(self.status.current_step as usize)
+                .copied()
+                .flatten()
+            {
+                self.status.ready_canary_replicas = progress.ready_new;
+                if !input.routed {
+                    self.status.traffic = progress.pod_share;
+                }
+            }
             if !self.status.message.starts_with(PAUSED_BY_REQUEST) {
                 // A step's own pause keeps its message for after Resume.
                 self.status.message = if self.status.step_state == StepState::Paused

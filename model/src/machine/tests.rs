@@ -310,6 +310,23 @@ fn pause_holds_without_effects_and_resume_continues_the_same_step() {
 }
 
 #[test]
+fn a_pause_mid_batch_still_shows_the_pods_the_batch_brought_up() {
+    let status = running(2, StepState::Upgrading);
+    let paused = Controls {
+        paused: true,
+        ..Controls::default()
+    };
+    // Moves made before the pause land while it holds.
+    let mut landed = observed();
+    landed.progress[2] = progress(3, false);
+    let held = decide_with(&status, &plan(), &paused, &landed, at(10));
+    assert_eq!(held.status.phase, Phase::Paused);
+    assert!(held.effects.is_empty(), "nothing moves while paused");
+    assert_eq!(held.status.ready_canary_replicas, 3);
+    assert_eq!(held.status.current_step, 2);
+}
+
+#[test]
 fn pause_and_resume_in_a_steps_own_pause_give_its_message_back() {
     let mut status = running(0, StepState::Paused);
     status.phase = Phase::Paused;
