@@ -128,24 +128,29 @@ fn condition<'a>(s: &'a RolloutStatus, kind: &str) -> (&'a str, &'a str) {
         .map_or(("", ""), |c| (c.status.as_str(), c.reason.as_str()))
 }
 
-/// Ready pods running `image`, across every ReplicaSet.
-async fn ready_with(world: &World, image: &str) -> i32 {
+/// The ReplicaSets whose pods run `image`.
+async fn sets_running(world: &World, image: &str) -> Vec<ReplicaSet> {
     let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
     sets.list(&ListParams::default())
         .await
         .unwrap()
         .items
-        .iter()
+        .into_iter()
         .filter(|rs| {
             rs.spec
                 .as_ref()
                 .and_then(|s| s.template.as_ref())
-                .is_some_and(|t| {
-                    t.spec
-                        .as_ref()
-                        .is_some_and(|p| p.containers[0].image.as_deref() == Some(image))
-                })
+                .and_then(|t| t.spec.as_ref())
+                .is_some_and(|p| p.containers[0].image.as_deref() == Some(image))
         })
+        .collect()
+}
+
+/// Ready pods running `image`, across every ReplicaSet.
+async fn ready_with(world: &World, image: &str) -> i32 {
+    sets_running(world, image)
+        .await
+        .iter()
         .map(|rs| {
             rs.status
                 .as_ref()
@@ -235,21 +240,9 @@ async fn pause_and_resume_at_a_partition_step_keep_its_progress_until_promoted()
 
 /// The new version's ReplicaSet's `spec.replicas`.
 async fn new_replicas(world: &World) -> i32 {
-    let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
-    sets.list(&ListParams::default())
+    sets_running(world, "registry.example/web:2.0")
         .await
-        .unwrap()
-        .items
         .iter()
-        .filter(|rs| {
-            rs.spec
-                .as_ref()
-                .and_then(|s| s.template.as_ref())
-                .and_then(|t| t.spec.as_ref())
-                .is_some_and(|p| {
-                    p.containers[0].image.as_deref() == Some("registry.example/web:2.0")
-                })
-        })
         .filter_map(|rs| rs.spec.as_ref()?.replicas)
         .sum()
 }

@@ -76,12 +76,19 @@ impl Written {
     }
 
     /// Keeps `rollout` as [`Written::record`] does and asks the controller
-    /// for a reconcile of it now.
+    /// for a reconcile of it now; nothing when no controller runs in this
+    /// process (a replica not holding the Lease), whose reads would never
+    /// take the copy away.
     pub fn record_and_wake(&self, rollout: Rollout) {
-        let reference = ObjectRef::from_obj(&rollout);
-        self.record(rollout);
-        if let Some(wake) = self.wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            // Nobody listens when no controller runs here.
+        let wake = self
+            .wake
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|w| !w.is_closed());
+        if let Some(wake) = wake {
+            let reference = ObjectRef::from_obj(&rollout);
+            self.record(rollout);
             let _ = wake.send(reference);
         }
     }
@@ -156,6 +163,20 @@ mod tests {
         written.record(rollout("opaque", "written"));
         let read = written.fresher(Arc::new(rollout("3", "cached")));
         assert_eq!(message(&read), "cached");
+    }
+
+    #[tokio::test]
+    async fn a_control_is_kept_and_wakes_only_where_a_controller_listens() {
+        use futures::StreamExt;
+        let written = Written::default();
+        written.record_and_wake(rollout("7", "paused"));
+        let read = written.fresher(Arc::new(rollout("5", "cached")));
+        assert_eq!(message(&read), "cached", "no controller: nothing kept");
+        let mut wakes = written.wakes();
+        written.record_and_wake(rollout("8", "paused"));
+        let read = written.fresher(Arc::new(rollout("5", "cached")));
+        assert_eq!(message(&read), "paused");
+        assert_eq!(wakes.next().await.unwrap().name, "web");
     }
 
     #[test]

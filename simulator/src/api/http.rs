@@ -424,11 +424,11 @@ fn unknown_fields(
     };
     if verb == "patch" {
         // A merge patch's null takes a field away: nothing is set there.
-        drop_nulls(&mut object);
+        drop_members(&mut object, &|_, v| v.is_null());
     }
     if content_type.starts_with("application/strategic-merge-patch") {
         // Its directives (`$patch`, `$setElementOrder/...`) are no fields.
-        drop_directives(&mut object);
+        drop_members(&mut object, &|k, _| k.starts_with('$'));
     }
     let unknown = crate::api::schema::prune(&mut object, schema);
     if directive == "Strict" && !unknown.is_empty() {
@@ -457,24 +457,14 @@ fn unknown_fields(
     Ok(unknown)
 }
 
-fn drop_directives(value: &mut Value) {
+/// Takes away, at every depth, the members `gone` names.
+fn drop_members(value: &mut Value, gone: &dyn Fn(&str, &Value) -> bool) {
     match value {
         Value::Object(map) => {
-            map.retain(|k, _| !k.starts_with('$'));
-            map.values_mut().for_each(drop_directives);
+            map.retain(|k, v| !gone(k, v));
+            map.values_mut().for_each(|v| drop_members(v, gone));
         }
-        Value::Array(items) => items.iter_mut().for_each(drop_directives),
-        _ => {}
-    }
-}
-
-fn drop_nulls(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(drop_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        Value::Array(items) => items.iter_mut().for_each(|v| drop_members(v, gone)),
         _ => {}
     }
 }

@@ -189,14 +189,19 @@ fn builtin_schemas(group: &str, version: &str, kinds: &[String]) -> Arc<Schemas>
 /// the simulator has no schema of, and for CustomResourceDefinition (whose
 /// schema of schemas nests without end). Made once per kind.
 pub fn structural(group: &str, version: &str, kind: &str) -> Option<Arc<Value>> {
-    type Made = HashMap<(String, String, String), Option<Arc<Value>>>;
+    // By group, version and kind: looked up on every write of a built-in
+    // object, so without building a key.
+    type Made = HashMap<String, HashMap<String, HashMap<String, Option<Arc<Value>>>>>;
     static MADE: OnceLock<Mutex<Made>> = OnceLock::new();
     if kind == "CustomResourceDefinition" {
         return None;
     }
     let made = MADE.get_or_init(Mutex::default);
-    let key = (group.to_owned(), version.to_owned(), kind.to_owned());
-    if let Some(found) = made.lock().ok().and_then(|m| m.get(&key).cloned()) {
+    if let Some(found) = made
+        .lock()
+        .ok()
+        .and_then(|m| m.get(group)?.get(version)?.get(kind).cloned())
+    {
         return found;
     }
     let mut generator = SchemaSettings::openapi3().into_generator();
@@ -206,7 +211,11 @@ pub fn structural(group: &str, version: &str, kind: &str) -> Option<Arc<Value>> 
         Some(Arc::new(inline(root, &definitions, 0)))
     });
     if let Ok(mut m) = made.lock() {
-        m.insert(key, schema.clone());
+        m.entry(group.to_owned())
+            .or_default()
+            .entry(version.to_owned())
+            .or_default()
+            .insert(kind.to_owned(), schema.clone());
     }
     schema
 }
