@@ -505,13 +505,16 @@ fn sluices_own_install_applies_and_the_kinds_charts_ship_are_served() {
     .unwrap();
     let err = c.fails(&["apply", "-f", bad.to_str().unwrap()]);
     assert!(err.contains("Unsupported value: \"Job\""), "{err}");
-    // kubectl create sends protobuf, which the simulator does not read: a
-    // 415 that says what to do instead.
-    let err = c.fails(&["create", "namespace", "shop"]);
-    assert!(
-        err.contains("does not read protobuf") && err.contains("--dry-run=client -o yaml"),
-        "{err}"
-    );
+    // kubectl create sends protobuf, which the simulator reads.
+    c.ok(&["create", "namespace", "shop"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "created",
+        "--image=registry.example/web:1.0",
+        "--replicas=2",
+    ]);
+    wait_ready(&c, "created", "2");
     // A built-in object's value of the wrong type is refused as the Go
     // types refuse it.
     let typed = dir.path().join("typed.yaml");

@@ -773,6 +773,9 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
         cases.len(),
         report.join("\n")
     );
+    let made = kubectl_creates(&plane.kubeconfig, addr).await;
+    report.extend(made.iter().map(|d| format!("kubectl: {d}")));
+    new.extend(made.iter().map(|d| format!("kubectl: {d}")));
     assert!(new.is_empty(), "differences not known:\n{}", new.join("\n"));
     // A known difference that went away is taken off the list.
     for (name, _) in KNOWN {
@@ -781,4 +784,124 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
             "{name} answers alike now: take it off KNOWN"
         );
     }
+}
+
+/// `kubectl create`, which sends built-in objects as protobuf, run against
+/// both servers: the same objects stored, the same refusals. Returns the
+/// differences.
+async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> Vec<String> {
+    let real = real.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let sim_config = dir.path().join("sim");
+        std::fs::write(
+            &sim_config,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: sim, cluster: {{server: \"http://{sim}\"}}}}]\n\
+                 users: [{{name: sim, user: {{}}}}]\ncontexts: [{{name: sim, context: {{cluster: sim, user: sim}}}}]\n\
+                 current-context: sim\n"
+            ),
+        )
+        .unwrap();
+        let kubectl = |config: &std::path::Path, args: &[&str]| {
+            let out = std::process::Command::new("kubectl")
+                .args(args)
+                .env("KUBECONFIG", config)
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .output()
+                .expect("kubectl is on the machine");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            )
+        };
+        let image = "--image=registry.example/web:1.0";
+        let creates: &[&[&str]] = &[
+            &["create", "namespace", "made"],
+            &["create", "configmap", "settings", "-n", "made", "--from-literal=mode=fast", "--from-literal=empty="],
+            &["create", "secret", "generic", "creds", "-n", "made", "--from-literal=password=s3cret"],
+            &["create", "deployment", "web", "-n", "made", image, "--replicas=3", "--port=8080"],
+            &["create", "deployment", "none", "-n", "made", image, "--replicas=0"],
+            &["create", "service", "clusterip", "web", "-n", "made", "--tcp=80:8080"],
+            &["create", "serviceaccount", "robot", "-n", "made"],
+            &["create", "role", "reader", "-n", "made", "--verb=get,list", "--resource=pods"],
+            &["create", "rolebinding", "reader", "-n", "made", "--role=reader", "--serviceaccount=made:robot"],
+            &["create", "quota", "pods", "-n", "made", "--hard=pods=10,requests.cpu=1500m"],
+            &["create", "poddisruptionbudget", "web", "-n", "made", "--selector=app=web", "--min-available=1"],
+            &["create", "priorityclass", "made-high", "--value=1000", "--description=made by kubectl"],
+            &["create", "secret", "docker-registry", "pull", "-n", "made", "--docker-server=registry.example", "--docker-username=u", "--docker-password=p"],
+            &["create", "service", "nodeport", "edge", "-n", "made", "--tcp=80:8080"],
+            &["create", "service", "externalname", "away", "-n", "made", "--external-name=db.example.com"],
+            &["create", "ingress", "web", "-n", "made", "--rule=shop.example/cart*=web:80", "--class=nginx"],
+            &["create", "cronjob", "nightly", "-n", "made", image, "--schedule=0 3 * * *"],
+            &["create", "clusterrole", "made-reader", "--verb=get", "--resource=deployments.apps"],
+            &["create", "clusterrolebinding", "made-reader", "--clusterrole=made-reader", "--user=alice"],
+            // Refused, by both: a bad name, a negative count, a wrong port.
+            &["create", "configmap", "Bad_Name", "-n", "made"],
+            &["create", "deployment", "neg", "-n", "made", image, "--replicas=-1"],
+            &["create", "service", "clusterip", "far", "-n", "made", "--tcp=80800:80"],
+        ];
+        let mut diffs = Vec::new();
+        for args in creates {
+            let (a, b) = (kubectl(&real, args), kubectl(&sim_config, args));
+            if (a.0, &a.2) != (b.0, &b.2) {
+                diffs.push(format!(
+                    "{}: real {:?} {:?}, simulator {:?} {:?}",
+                    args.join(" "),
+                    a.0,
+                    a.2,
+                    b.0,
+                    b.2
+                ));
+            }
+        }
+        let objects: &[(&str, &str)] = &[
+            ("namespace", "made"),
+            ("configmap", "settings"),
+            ("secret", "creds"),
+            ("deployment", "web"),
+            ("deployment", "none"),
+            ("service", "web"),
+            ("serviceaccount", "robot"),
+            ("role", "reader"),
+            ("rolebinding", "reader"),
+            ("resourcequota", "pods"),
+            ("poddisruptionbudget", "web"),
+            ("priorityclass", "made-high"),
+            ("secret", "pull"),
+            ("service", "edge"),
+            ("service", "away"),
+            ("ingress", "web"),
+            ("cronjob", "nightly"),
+            ("clusterrole", "made-reader"),
+            ("clusterrolebinding", "made-reader"),
+        ];
+        for (kind, name) in objects {
+            let get = |config: &std::path::Path| {
+                let (ok, out, err) = kubectl(config, &["get", kind, name, "-n", "made", "-o", "json"]);
+                assert!(ok, "kubectl get {kind} {name}: {err}");
+                view(&(200, serde_json::from_str(&out).unwrap()))
+            };
+            let mut diff = Vec::new();
+            differences("", &get(&real), &get(&sim_config), &mut diff);
+            if !diff.is_empty() {
+                diffs.push(format!("{kind} {name}: {}", diff.join("; ")));
+            }
+        }
+        eprintln!(
+            "kubectl: {} creates and {} objects, {} differences",
+            creates.len(),
+            objects.len(),
+            diffs.len()
+        );
+        // A delete sends its options as protobuf too.
+        for config in [&real, &sim_config] {
+            let (ok, _, err) = kubectl(config, &["delete", "configmap", "settings", "-n", "made", "--wait=false"]);
+            assert!(ok, "{err}");
+        }
+        diffs
+    })
+    .await
+    .unwrap()
 }

@@ -248,11 +248,10 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
             default(spec, "replicas", json!(1));
             default(spec, "revisionHistoryLimit", json!(10));
             default(spec, "progressDeadlineSeconds", json!(600));
-            default(
-                spec,
-                "strategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
-            );
+            // An empty strategy (what a Go client sends: the struct is not
+            // a pointer) is defaulted like a missing one.
+            default(spec, "strategy", json!({}));
+            default(&mut spec["strategy"], "type", json!("RollingUpdate"));
             if spec["strategy"]["type"] == "RollingUpdate" {
                 default(&mut spec["strategy"], "rollingUpdate", json!({}));
                 default(
@@ -277,11 +276,8 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
             default(spec, "replicas", json!(1));
             default(spec, "podManagementPolicy", json!("OrderedReady"));
             default(spec, "revisionHistoryLimit", json!(10));
-            default(
-                spec,
-                "updateStrategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-            );
+            default(spec, "updateStrategy", json!({}));
+            default(&mut spec["updateStrategy"], "type", json!("RollingUpdate"));
             if spec["updateStrategy"]["type"] == "RollingUpdate" {
                 default(&mut spec["updateStrategy"], "rollingUpdate", json!({}));
                 default(
@@ -310,11 +306,18 @@ pub fn apply(group: &str, plural: &str, object: &mut Value, next_ip: &mut dyn Fn
         ("apps", "daemonsets") => {
             let spec = &mut object["spec"];
             default(spec, "revisionHistoryLimit", json!(10));
-            default(
-                spec,
-                "updateStrategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
-            );
+            default(spec, "updateStrategy", json!({}));
+            default(&mut spec["updateStrategy"], "type", json!("RollingUpdate"));
+            if spec["updateStrategy"]["type"] == "RollingUpdate" {
+                default(
+                    &mut spec["updateStrategy"],
+                    "rollingUpdate",
+                    json!({"maxSurge": 0, "maxUnavailable": 1}),
+                );
+                let rolling = &mut spec["updateStrategy"]["rollingUpdate"];
+                default(rolling, "maxSurge", json!(0));
+                default(rolling, "maxUnavailable", json!(1));
+            }
             template(spec);
         }
         ("", "namespaces") => {

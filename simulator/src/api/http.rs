@@ -17,6 +17,7 @@ use crate::api::{
     Options, discovery,
     faults::Faults,
     patch::PatchType,
+    protobuf,
     resources::Resource,
     selector::{FieldSelector, LabelSelector},
     status::ApiError,
@@ -280,16 +281,24 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if content_type.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
-        // kube-apiserver reads protobuf; the simulator reads JSON and YAML
-        // only. kubectl sends protobuf for `kubectl create namespace|
-        // configmap|secret|deployment`; the same object through
-        // `--dry-run=client -o yaml | kubectl apply -f -` is JSON.
-        return error_response(&ApiError::unreadable_encoding(format!(
-            "the simulator does not read protobuf request bodies ({content_type}); send JSON or YAML \
-             (for kubectl create: kubectl create ... --dry-run=client -o yaml | kubectl apply -f -)"
-        )));
-    }
+    // A protobuf body (client-go's choice for built-in kinds, kubectl's for
+    // `kubectl create namespace|configmap|secret|deployment`) is read into
+    // the JSON object it carries; the request goes on as JSON.
+    let (content_type, body) = if protobuf::is_protobuf(content_type) && !body.is_empty() {
+        match protobuf::decode(&body) {
+            Ok(object) => (
+                "application/json",
+                Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
+            ),
+            Err(e) => {
+                return error_response(&ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as protobuf: {e}"
+                )));
+            }
+        }
+    } else {
+        (content_type, body)
+    };
     if matches!(verb, "create" | "update")
         && target.sub.is_none()
         && let Err(e) = typed(&target, &body)
@@ -559,10 +568,12 @@ fn access_review(review: &str, body: &[u8]) -> Response {
             )));
         }
     };
-    // kubectl sends these as protobuf, which the simulator does not
-    // decode: the answer is the same whatever was asked, so a body that is
-    // not JSON is answered with an empty spec.
-    let mut object = parse_body(body)
+    // kubectl sends these as protobuf; the answer is the same whatever was
+    // asked, so a body that cannot be read is answered with an empty spec.
+    let decoded = protobuf::decode(body)
+        .ok()
+        .map(|o| serde_json::to_vec(&o).unwrap_or_default());
+    let mut object = parse_body(decoded.as_deref().unwrap_or(body))
         .ok()
         .filter(|o| o["spec"].is_object())
         .unwrap_or_else(|| json!({"spec": {}}));

@@ -70,17 +70,21 @@ impl ApiError {
     /// 422 with causes, one per bad field.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: &[(String, String)]) -> Self {
         let list: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        // A core kind is named alone (ConfigMap), another with its group
+        // (Deployment.apps), as kube-apiserver names a GroupKind.
+        let kind_name = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
         let mut e = Self::new(
             422,
             "Invalid",
             // One problem as it is, several in brackets, as kube-apiserver.
             if list.len() == 1 {
-                format!("{kind}.{group} \"{name}\" is invalid: {}", list[0])
+                format!("{kind_name} \"{name}\" is invalid: {}", list[0])
             } else {
-                format!(
-                    "{kind}.{group} \"{name}\" is invalid: [{}]",
-                    list.join(", ")
-                )
+                format!("{kind_name} \"{name}\" is invalid: [{}]", list.join(", "))
             },
         );
         let causes: Vec<Value> = causes
