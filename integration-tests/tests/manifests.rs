@@ -905,3 +905,28 @@ async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> V
     .await
     .unwrap()
 }
+
+/// The simulator's protobuf layout table is what the Go types pinned for
+/// the real control plane say; after a bump of `controlplane/go.mod`,
+/// regenerate it with `go run ./prototable > ../../simulator/src/api/protobuf.table`
+/// in `integration-tests/controlplane`.
+#[test]
+fn the_protobuf_table_is_what_the_pinned_go_types_say() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane");
+    let out = std::process::Command::new("go")
+        .args(["run", "./prototable"])
+        .current_dir(&dir)
+        .output()
+        .expect("go is on the machine (it builds the real control plane)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed =
+        std::fs::read_to_string(dir.join("../../simulator/src/api/protobuf.table")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "simulator/src/api/protobuf.table is stale: regenerate it (see this test's doc)"
+    );
+}
