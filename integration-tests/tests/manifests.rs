@@ -776,6 +776,9 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
     let made = kubectl_creates(&plane.kubeconfig, addr).await;
     report.extend(made.iter().map(|d| format!("kubectl: {d}")));
     new.extend(made.iter().map(|d| format!("kubectl: {d}")));
+    let go = client_go(&plane.kubeconfig, addr).await;
+    report.extend(go.iter().map(|d| format!("client-go: {d}")));
+    new.extend(go.iter().map(|d| format!("client-go: {d}")));
     assert!(new.is_empty(), "differences not known:\n{}", new.join("\n"));
     // A known difference that went away is taken off the list.
     for (name, _) in KNOWN {
@@ -786,6 +789,67 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
     }
 }
 
+/// A kubeconfig for the simulator at `addr`, written into `dir`.
+fn simulator_kubeconfig(dir: &std::path::Path, addr: std::net::SocketAddr) -> std::path::PathBuf {
+    let path = dir.join("sim");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: sim, cluster: {{server: \"http://{addr}\"}}}}]\n\
+             users: [{{name: sim, user: {{}}}}]\ncontexts: [{{name: sim, context: {{cluster: sim, user: sim}}}}]\n\
+             current-context: sim\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// client-go configured for protobuf (`controlplane/protoclient`), as
+/// controllers built on it run: creates, an update seen by a watch, a
+/// scale, a Secret with bytes, an events/v1 Event, a refusal, deletes.
+/// What it saw on each server, step by step; returns the differences.
+async fn client_go(real: &std::path::Path, sim: std::net::SocketAddr) -> Vec<String> {
+    let real = real.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let sim_config = simulator_kubeconfig(dir.path(), sim);
+        let controlplane = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane");
+        let run = |config: &std::path::Path| -> Vec<Value> {
+            let out = std::process::Command::new("go")
+                .args(["run", "./protoclient"])
+                .arg(config)
+                .arg("over-protobuf")
+                .current_dir(&controlplane)
+                .output()
+                .expect("go is on the machine (it builds the real control plane)");
+            assert!(
+                out.status.success(),
+                "protoclient against {}: {}",
+                config.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let (a, b) = (run(&real), run(&sim_config));
+        assert_eq!(a.len(), b.len(), "real {a:?}\nsimulator {b:?}");
+        let mut diffs = Vec::new();
+        for (x, y) in a.iter().zip(&b) {
+            let mut diff = Vec::new();
+            differences("", x, y, &mut diff);
+            if !diff.is_empty() {
+                diffs.push(format!("{}: {}", x["step"], diff.join("; ")));
+            }
+        }
+        eprintln!("client-go: {} steps, {} differences", a.len(), diffs.len());
+        diffs
+    })
+    .await
+    .unwrap()
+}
+
 /// `kubectl create`, which sends built-in objects as protobuf, run against
 /// both servers: the same objects stored, the same refusals. Returns the
 /// differences.
@@ -793,16 +857,7 @@ async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> V
     let real = real.to_owned();
     tokio::task::spawn_blocking(move || {
         let dir = tempfile::tempdir().unwrap();
-        let sim_config = dir.path().join("sim");
-        std::fs::write(
-            &sim_config,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters: [{{name: sim, cluster: {{server: \"http://{sim}\"}}}}]\n\
-                 users: [{{name: sim, user: {{}}}}]\ncontexts: [{{name: sim, context: {{cluster: sim, user: sim}}}}]\n\
-                 current-context: sim\n"
-            ),
-        )
-        .unwrap();
+        let sim_config = simulator_kubeconfig(dir.path(), sim);
         let kubectl = |config: &std::path::Path, args: &[&str]| {
             let out = std::process::Command::new("kubectl")
                 .args(args)
@@ -819,28 +874,176 @@ async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> V
         let image = "--image=registry.example/web:1.0";
         let creates: &[&[&str]] = &[
             &["create", "namespace", "made"],
-            &["create", "configmap", "settings", "-n", "made", "--from-literal=mode=fast", "--from-literal=empty="],
-            &["create", "secret", "generic", "creds", "-n", "made", "--from-literal=password=s3cret"],
-            &["create", "deployment", "web", "-n", "made", image, "--replicas=3", "--port=8080"],
-            &["create", "deployment", "none", "-n", "made", image, "--replicas=0"],
-            &["create", "service", "clusterip", "web", "-n", "made", "--tcp=80:8080"],
+            &[
+                "create",
+                "configmap",
+                "settings",
+                "-n",
+                "made",
+                "--from-literal=mode=fast",
+                "--from-literal=empty=",
+            ],
+            &[
+                "create",
+                "secret",
+                "generic",
+                "creds",
+                "-n",
+                "made",
+                "--from-literal=password=s3cret",
+            ],
+            &[
+                "create",
+                "deployment",
+                "web",
+                "-n",
+                "made",
+                image,
+                "--replicas=3",
+                "--port=8080",
+            ],
+            &[
+                "create",
+                "deployment",
+                "none",
+                "-n",
+                "made",
+                image,
+                "--replicas=0",
+            ],
+            &[
+                "create",
+                "service",
+                "clusterip",
+                "web",
+                "-n",
+                "made",
+                "--tcp=80:8080",
+            ],
             &["create", "serviceaccount", "robot", "-n", "made"],
-            &["create", "role", "reader", "-n", "made", "--verb=get,list", "--resource=pods"],
-            &["create", "rolebinding", "reader", "-n", "made", "--role=reader", "--serviceaccount=made:robot"],
-            &["create", "quota", "pods", "-n", "made", "--hard=pods=10,requests.cpu=1500m"],
-            &["create", "poddisruptionbudget", "web", "-n", "made", "--selector=app=web", "--min-available=1"],
-            &["create", "priorityclass", "made-high", "--value=1000", "--description=made by kubectl"],
-            &["create", "secret", "docker-registry", "pull", "-n", "made", "--docker-server=registry.example", "--docker-username=u", "--docker-password=p"],
-            &["create", "service", "nodeport", "edge", "-n", "made", "--tcp=80:8080"],
-            &["create", "service", "externalname", "away", "-n", "made", "--external-name=db.example.com"],
-            &["create", "ingress", "web", "-n", "made", "--rule=shop.example/cart*=web:80", "--class=nginx"],
-            &["create", "cronjob", "nightly", "-n", "made", image, "--schedule=0 3 * * *"],
-            &["create", "clusterrole", "made-reader", "--verb=get", "--resource=deployments.apps"],
-            &["create", "clusterrolebinding", "made-reader", "--clusterrole=made-reader", "--user=alice"],
+            &[
+                "create",
+                "role",
+                "reader",
+                "-n",
+                "made",
+                "--verb=get,list",
+                "--resource=pods",
+            ],
+            &[
+                "create",
+                "rolebinding",
+                "reader",
+                "-n",
+                "made",
+                "--role=reader",
+                "--serviceaccount=made:robot",
+            ],
+            &[
+                "create",
+                "quota",
+                "pods",
+                "-n",
+                "made",
+                "--hard=pods=10,requests.cpu=1500m",
+            ],
+            &[
+                "create",
+                "poddisruptionbudget",
+                "web",
+                "-n",
+                "made",
+                "--selector=app=web",
+                "--min-available=1",
+            ],
+            &[
+                "create",
+                "priorityclass",
+                "made-high",
+                "--value=1000",
+                "--description=made by kubectl",
+            ],
+            &[
+                "create",
+                "secret",
+                "docker-registry",
+                "pull",
+                "-n",
+                "made",
+                "--docker-server=registry.example",
+                "--docker-username=u",
+                "--docker-password=p",
+            ],
+            &[
+                "create",
+                "service",
+                "nodeport",
+                "edge",
+                "-n",
+                "made",
+                "--tcp=80:8080",
+            ],
+            &[
+                "create",
+                "service",
+                "externalname",
+                "away",
+                "-n",
+                "made",
+                "--external-name=db.example.com",
+            ],
+            &[
+                "create",
+                "ingress",
+                "web",
+                "-n",
+                "made",
+                "--rule=shop.example/cart*=web:80",
+                "--class=nginx",
+            ],
+            &[
+                "create",
+                "cronjob",
+                "nightly",
+                "-n",
+                "made",
+                image,
+                "--schedule=0 3 * * *",
+            ],
+            &[
+                "create",
+                "clusterrole",
+                "made-reader",
+                "--verb=get",
+                "--resource=deployments.apps",
+            ],
+            &[
+                "create",
+                "clusterrolebinding",
+                "made-reader",
+                "--clusterrole=made-reader",
+                "--user=alice",
+            ],
             // Refused, by both: a bad name, a negative count, a wrong port.
             &["create", "configmap", "Bad_Name", "-n", "made"],
-            &["create", "deployment", "neg", "-n", "made", image, "--replicas=-1"],
-            &["create", "service", "clusterip", "far", "-n", "made", "--tcp=80800:80"],
+            &[
+                "create",
+                "deployment",
+                "neg",
+                "-n",
+                "made",
+                image,
+                "--replicas=-1",
+            ],
+            &[
+                "create",
+                "service",
+                "clusterip",
+                "far",
+                "-n",
+                "made",
+                "--tcp=80800:80",
+            ],
         ];
         let mut diffs = Vec::new();
         for args in creates {
@@ -879,7 +1082,8 @@ async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> V
         ];
         for (kind, name) in objects {
             let get = |config: &std::path::Path| {
-                let (ok, out, err) = kubectl(config, &["get", kind, name, "-n", "made", "-o", "json"]);
+                let (ok, out, err) =
+                    kubectl(config, &["get", kind, name, "-n", "made", "-o", "json"]);
                 assert!(ok, "kubectl get {kind} {name}: {err}");
                 view(&(200, serde_json::from_str(&out).unwrap()))
             };
@@ -897,7 +1101,17 @@ async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> V
         );
         // A delete sends its options as protobuf too.
         for config in [&real, &sim_config] {
-            let (ok, _, err) = kubectl(config, &["delete", "configmap", "settings", "-n", "made", "--wait=false"]);
+            let (ok, _, err) = kubectl(
+                config,
+                &[
+                    "delete",
+                    "configmap",
+                    "settings",
+                    "-n",
+                    "made",
+                    "--wait=false",
+                ],
+            );
             assert!(ok, "{err}");
         }
         diffs
