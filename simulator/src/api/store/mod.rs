@@ -14,15 +14,20 @@
 //!
 //! *Assumptions*: callers have resolved the resource and checked the verb.
 //!
-//! Writes that change one part of an object (a status, a pod's binding) are
-//! in `parts`, which splices the part into the stored JSON; the decoding of
-//! objects by their writers for in-process watchers is in `decode`.
+//! *Layout, by job*: this file holds the objects and their writes
+//! (create, read, update, patch, watch); `keys` how they are found and
+//! named; `lock` how the store is held; `list` paging; `delete` deletion
+//! with its preconditions, finalizers, owners and namespaces. Writes that
+//! change one part of an object (a status, a pod's binding) are in
+//! `parts`, which splices the part into the stored JSON; writes of many
+//! objects at once in `copies`; the decoding of objects by their writers
+//! for in-process watchers is in `decode`.
 
 use std::{
     any::Any,
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{
-        Arc, LazyLock, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, LazyLock, OnceLock, RwLock,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::SystemTime,
@@ -32,6 +37,13 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 pub use decode::{Decoded, Decoder};
+use delete::finalizers;
+pub use delete::{DeleteOptions, Propagation};
+pub(crate) use keys::Pair;
+pub use keys::valid_name;
+use keys::{ObjectKey, TableKey};
+pub use list::ListPage;
+use lock::Garbage;
 
 use crate::api::{
     resources::{self, Registry, Resource},
@@ -43,6 +55,10 @@ use crate::api::{
 
 mod copies;
 mod decode;
+mod delete;
+mod keys;
+mod list;
+mod lock;
 mod parts;
 #[cfg(test)]
 mod tests;
@@ -54,61 +70,7 @@ pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 /// Events a slow watcher may fall behind before it is closed.
 const WATCH_BUFFER: usize = 4096;
 
-type TableKey = (String, String);
-type ObjectKey = (String, String);
-
-/// A key of two strings (a table's or an object's), so that the maps keyed
-/// by owned pairs can be searched with borrowed ones: every read looks an
-/// object up, and it should not allocate four strings to do so.
-pub(crate) trait Pair {
-    /// The two strings.
-    fn pair(&self) -> (&str, &str);
-}
-
-impl Pair for (String, String) {
-    fn pair(&self) -> (&str, &str) {
-        (&self.0, &self.1)
-    }
-}
-
-impl Pair for (&str, &str) {
-    fn pair(&self) -> (&str, &str) {
-        (self.0, self.1)
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn Pair + 'a> for (String, String) {
-    fn borrow(&self) -> &(dyn Pair + 'a) {
-        self
-    }
-}
-
 // Hash and order as the owned tuple does, as `Borrow` requires.
-impl std::hash::Hash for dyn Pair + '_ {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.pair().hash(state);
-    }
-}
-
-impl PartialEq for dyn Pair + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.pair() == other.pair()
-    }
-}
-
-impl Eq for dyn Pair + '_ {}
-
-impl PartialOrd for dyn Pair + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn Pair + '_ {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.pair().cmp(&other.pair())
-    }
-}
 
 /// An object that names another as its owner.
 #[derive(Clone)]
@@ -335,45 +297,6 @@ struct Inner {
     decoders: Arc<decode::Decoders>,
 }
 
-/// How a deletion treats dependents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Propagation {
-    /// Delete the object now and its dependents after.
-    #[default]
-    Background,
-    /// Delete dependents first; the object waits with a finalizer.
-    Foreground,
-    /// Leave dependents, removing their owner reference.
-    Orphan,
-}
-
-/// Options of a DELETE.
-#[derive(Debug, Clone, Default)]
-pub struct DeleteOptions {
-    /// Dependents' fate.
-    pub propagation: Option<Propagation>,
-    /// Seconds a running pod has to stop; `None` takes the pod's
-    /// `terminationGracePeriodSeconds` (30 when unset), 0 removes it at once.
-    pub grace_period_seconds: Option<i64>,
-    /// Delete only if the uid matches.
-    pub uid: Option<String>,
-    /// Delete only if the resourceVersion matches.
-    pub resource_version: Option<String>,
-}
-
-/// A page of a list.
-#[derive(Debug)]
-pub struct ListPage {
-    /// The objects, as JSON.
-    pub items: Vec<Arc<[u8]>>,
-    /// The store's resourceVersion when listed.
-    pub resource_version: u64,
-    /// Token for the next page.
-    pub continue_token: Option<String>,
-    /// Objects after this page.
-    pub remaining: usize,
-}
-
 /// The start of a watch.
 pub struct WatchStart {
     /// Events to send first (the history after the requested version, or
@@ -392,66 +315,6 @@ pub enum Part {
     Main,
     /// Only the status.
     Status,
-}
-
-/// The store held to write. What a write replaced (an object's previous
-/// entry, the event that fell out of the history) is freed after the lock
-/// is let go, so that the other writers and readers do not wait on it.
-struct WriteGuard<'a>(Option<RwLockWriteGuard<'a, Inner>>);
-
-impl std::ops::Deref for WriteGuard<'_> {
-    type Target = Inner;
-
-    fn deref(&self) -> &Inner {
-        // Some until dropped.
-        self.0.as_deref().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl std::ops::DerefMut for WriteGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Inner {
-        self.0.as_deref_mut().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl Drop for WriteGuard<'_> {
-    fn drop(&mut self) {
-        let garbage = self
-            .0
-            .as_mut()
-            .map(|inner| std::mem::take(&mut inner.garbage));
-        drop(self.0.take());
-        drop(garbage);
-    }
-}
-
-/// Tries to take a lock for a few microseconds before the caller sleeps on
-/// it: the store is held for about that long at a time, and a thread that
-/// sleeps costs two context switches and the wait for the scheduler to run
-/// it again (measured: 12,000 such sleeps in a 100,000-pod run).
-fn spin<G>(mut attempt: impl FnMut() -> std::sync::TryLockResult<G>) -> Option<G> {
-    for _ in 0..SPINS {
-        match attempt() {
-            Ok(guard) => return Some(guard),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                for _ in 0..16 {
-                    std::hint::spin_loop();
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Attempts [`spin`] makes.
-const SPINS: usize = 200;
-
-/// What a write replaced, to free once the lock is let go.
-#[derive(Default)]
-struct Garbage {
-    entries: Vec<Entry>,
-    events: Vec<Arc<WatchEvent>>,
 }
 
 /// The in-memory object store.
@@ -480,17 +343,6 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
         cur = &cur[*p];
     }
     cur.as_str().unwrap_or_default()
-}
-
-/// True for a DNS subdomain name (lowercase alphanumerics, `-` and `.`).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
 impl Store {
@@ -648,33 +500,6 @@ impl Store {
             // A built-in kind's unknown fields go as its Go type drops them.
             crate::api::schema::prune(object, &schema);
         }
-    }
-
-    /// The store, to write. A panic while holding the lock leaves
-    /// consistent data (every write is a single insert at its end), so a
-    /// poisoned lock is used as it is.
-    fn lock(&self) -> WriteGuard<'_> {
-        // Room for what a write replaces, made before the lock is taken.
-        let room = Garbage {
-            entries: Vec::with_capacity(1),
-            events: Vec::with_capacity(1),
-        };
-        let mut guard = spin(|| self.inner.try_write()).unwrap_or_else(|| {
-            self.inner
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        });
-        guard.garbage = room;
-        WriteGuard(Some(guard))
-    }
-
-    /// The store, to read, beside other readers.
-    fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        spin(|| self.inner.try_read()).unwrap_or_else(|| {
-            self.inner
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        })
     }
 
     /// A snapshot of the known resources.
@@ -989,74 +814,6 @@ impl Store {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    /// Lists objects, in name order, a page at a time.
-    ///
-    /// # Errors
-    /// 400 for a continue token that does not parse.
-    pub fn list(
-        &self,
-        res: &Resource,
-        namespace: Option<&str>,
-        labels: &LabelSelector,
-        fields: &FieldSelector,
-        limit: Option<usize>,
-        continue_token: Option<&str>,
-    ) -> Result<ListPage, ApiError> {
-        let inner = self.read();
-        // Every page of a list reports the first page's resourceVersion, as
-        // the real API server's do: a client watches from there, and the
-        // watch replays what changed while it paged (objects in pages
-        // already served included), so nothing is lost between the list
-        // and the watch.
-        let (list_rv, start): (u64, ObjectKey) = match continue_token {
-            None | Some("") => (
-                inner.rv,
-                (namespace.unwrap_or_default().to_owned(), String::new()),
-            ),
-            Some(token) => decode_continue(token)?,
-        };
-        let mut page = ListPage {
-            items: Vec::new(),
-            resource_version: list_rv,
-            continue_token: None,
-            remaining: 0,
-        };
-        let Some(table) = inner.tables.get(&(res.group.clone(), res.plural.clone())) else {
-            return Ok(page);
-        };
-        if list_rv < table.compacted {
-            return Err(ApiError::gone(format!(
-                "the provided continue parameter is too old: resource version {list_rv} is compacted ({})",
-                table.compacted
-            )));
-        }
-        let mut last: Option<&ObjectKey> = None;
-        let after_start = continue_token.is_some_and(|t| !t.is_empty());
-        for (key, entry) in table.objects.range(start.clone()..) {
-            if after_start && *key == start {
-                continue;
-            }
-            if let Some(ns) = namespace
-                && key.0 != ns
-            {
-                break;
-            }
-            if !labels.matches(&entry.labels) || !fields.matches(&key.0, &key.1, &entry.fields) {
-                continue;
-            }
-            if limit.is_some_and(|l| page.items.len() >= l) {
-                page.remaining += 1;
-                continue;
-            }
-            page.items.push(entry.bytes.clone());
-            last = Some(key);
-        }
-        if page.remaining > 0 {
-            page.continue_token = last.map(|key| encode_continue(list_rv, key));
-        }
-        Ok(page)
-    }
-
     /// Starts a watch after `since` (or at the current state when `None`).
     ///
     /// # Errors
@@ -1216,100 +973,6 @@ impl Store {
             return inner.commit_replacement(self, res, namespace, name, prepared);
         }
     }
-
-    /// The objects whose owner references name `owner_uid`, with the
-    /// resource (group, plural) each belongs to.
-    pub fn dependents(&self, owner_uid: &str) -> Vec<Dependent> {
-        let inner = self.read();
-        let Some(set) = inner.dependents.get(owner_uid) else {
-            return Vec::new();
-        };
-        set.iter()
-            .filter_map(|location| {
-                let (table, key) = &**location;
-                let entry = inner.tables.get(table)?.objects.get(key)?;
-                Some(Dependent {
-                    resource: table.clone(),
-                    json: entry.bytes.clone(),
-                    decoded: entry.decoded.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// Deletes an object.
-    ///
-    /// # Errors
-    /// 404, 409 for a failed precondition.
-    pub fn delete(
-        &self,
-        res: &Resource,
-        namespace: &str,
-        name: &str,
-        options: &DeleteOptions,
-    ) -> Result<Value, ApiError> {
-        let now = self.now();
-        let mut inner = self.lock();
-        let current = inner.value(res, namespace, name)?;
-        if let Some(uid) = &options.uid
-            && text(&current, &["metadata", "uid"]) != uid
-        {
-            return Err(ApiError::conflict(
-                &res.group,
-                &res.plural,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    text(&current, &["metadata", "uid"])
-                ),
-            ));
-        }
-        if let Some(rv) = &options.resource_version
-            && text(&current, &["metadata", "resourceVersion"]) != rv
-        {
-            return Err(ApiError::conflict(
-                &res.group,
-                &res.plural,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    text(&current, &["metadata", "resourceVersion"])
-                ),
-            ));
-        }
-        // A pod bound to a node is stopped by its kubelet first: it is
-        // marked for deletion with its grace period, and the kubelet removes
-        // it (grace 0) once its containers have exited. An unbound pod has
-        // nothing to stop and goes at once, as with the real API server.
-        if res.group.is_empty() && res.plural == "pods" {
-            let grace = options
-                .grace_period_seconds
-                .or_else(|| current["spec"]["terminationGracePeriodSeconds"].as_i64())
-                .unwrap_or(DEFAULT_GRACE_SECONDS);
-            let bound = !text(&current, &["spec", "nodeName"]).is_empty();
-            let terminating = !text(&current, &["metadata", "deletionTimestamp"]).is_empty();
-            if grace > 0 && bound {
-                if terminating {
-                    return Ok(current);
-                }
-                let until = (self.clock)() + std::time::Duration::from_secs(grace.unsigned_abs());
-                let mut next = current;
-                next["metadata"]["deletionTimestamp"] = json!(rfc3339(until));
-                next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-                let key = (namespace.to_owned(), name.to_owned());
-                return inner.commit(res, key, next, EventType::Modified);
-            }
-        }
-        inner.delete(
-            self,
-            res,
-            namespace,
-            name,
-            current,
-            options.propagation.unwrap_or_default(),
-            &now,
-        )
-    }
 }
 
 /// Optimistic concurrency: a write that names a resourceVersion must name
@@ -1394,31 +1057,6 @@ fn established(crd: &mut Value, now: &str) {
     });
 }
 
-/// A continue token: the resourceVersion of the list's first page and the
-/// last key served, hex-encoded.
-fn encode_continue(rv: u64, key: &ObjectKey) -> String {
-    let raw = format!("{rv}\u{0}{}\u{0}{}", key.0, key.1);
-    raw.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_continue(token: &str) -> Result<(u64, ObjectKey), ApiError> {
-    let bad = || ApiError::bad_request(format!("continue token {token:?} is not valid"));
-    if !token.len().is_multiple_of(2) {
-        return Err(bad());
-    }
-    let bytes: Result<Vec<u8>, _> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect();
-    let raw = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
-    let mut parts = raw.splitn(3, '\u{0}');
-    let (Some(rv), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad());
-    };
-    let rv = rv.parse().map_err(|_| bad())?;
-    Ok((rv, (ns.to_owned(), name.to_owned())))
-}
-
 /// Whether two versions of an object differ outside metadata (and outside
 /// status, when it has its own subresource): what bumps the generation.
 fn spec_changed(a: &Value, b: &Value, res: &Resource) -> bool {
@@ -1445,20 +1083,6 @@ fn owners_of(object: &Value) -> Box<[Arc<str>]> {
         })
         .unwrap_or_default()
 }
-
-fn finalizers(object: &Value) -> Vec<String> {
-    object["metadata"]["finalizers"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-const FOREGROUND: &str = "foregroundDeletion";
-const ORPHAN: &str = "orphan";
 
 impl Inner {
     /// Whether an object may be created under `key`: its namespace is
@@ -1697,272 +1321,6 @@ impl Inner {
     }
 
     // The arguments are one deletion's facts; a struct would only rename them.
-    #[allow(clippy::too_many_arguments)]
-    fn delete(
-        &mut self,
-        store: &Store,
-        res: &Resource,
-        namespace: &str,
-        name: &str,
-        current: Value,
-        propagation: Propagation,
-        now: &str,
-    ) -> Result<Value, ApiError> {
-        let namespace = if res.namespaced { namespace } else { "" };
-        let already = !text(&current, &["metadata", "deletionTimestamp"]).is_empty();
-        let mut pending = finalizers(&current);
-        let is_namespace = res.group.is_empty() && res.plural == "namespaces";
-        match propagation {
-            Propagation::Foreground if !pending.iter().any(|f| f == FOREGROUND) => {
-                pending.push(FOREGROUND.into())
-            }
-            Propagation::Orphan if !pending.iter().any(|f| f == ORPHAN) => {
-                pending.push(ORPHAN.into())
-            }
-            _ => {}
-        }
-        if pending.is_empty() && !is_namespace {
-            let removed = self.remove(store, res, namespace, name, current)?;
-            return Ok(removed);
-        }
-        let mut next = current.clone();
-        if !already {
-            next["metadata"]["deletionTimestamp"] = json!(now);
-            next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        }
-        if !pending.is_empty() {
-            next["metadata"]["finalizers"] = json!(pending);
-        }
-        if is_namespace {
-            next["status"]["phase"] = json!("Terminating");
-        }
-        let key = (namespace.to_owned(), name.to_owned());
-        let committed = if next == current {
-            current
-        } else {
-            self.commit(res, key, next, EventType::Modified)?
-        };
-        let uid: Arc<str> = Arc::from(text(&committed, &["metadata", "uid"]));
-        if is_namespace {
-            self.empty_namespace(store, name, now)?;
-            return self
-                .finish_namespace(store, name)
-                .map(|done| done.unwrap_or(committed));
-        }
-        match propagation {
-            Propagation::Orphan => {
-                self.orphan_dependents(&uid)?;
-                self.drop_finalizer(store, res, namespace, name, ORPHAN)
-            }
-            Propagation::Foreground => {
-                self.delete_dependents(store, &uid, Propagation::Foreground, now)?;
-                self.finish_foreground(store, &uid)?;
-                self.value(res, namespace, name).or(Ok(committed))
-            }
-            Propagation::Background => Ok(committed),
-        }
-    }
-
-    /// Removes an object for good, then deletes its dependents (background).
-    fn remove(
-        &mut self,
-        store: &Store,
-        res: &Resource,
-        namespace: &str,
-        name: &str,
-        object: Value,
-    ) -> Result<Value, ApiError> {
-        let key = (namespace.to_owned(), name.to_owned());
-        let uid: Arc<str> = Arc::from(text(&object, &["metadata", "uid"]));
-        let owners = owners_of(&object);
-        let removed = self.commit(res, key, object, EventType::Deleted)?;
-        if res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions" {
-            let spec = &removed["spec"];
-            self.registry
-                .remove(text(spec, &["group"]), text(spec, &["names", "plural"]));
-        }
-        let now = store.now();
-        self.delete_dependents(store, &uid, Propagation::Background, &now)?;
-        for owner in owners.iter() {
-            self.finish_foreground(store, owner)?;
-        }
-        if res.namespaced {
-            self.finish_namespace(store, namespace)?;
-        }
-        Ok(removed)
-    }
-
-    fn resource_at(&self, location: &Location) -> Option<Arc<Resource>> {
-        self.registry.get(&location.0.0, &location.0.1)
-    }
-
-    fn delete_dependents(
-        &mut self,
-        store: &Store,
-        owner: &Arc<str>,
-        propagation: Propagation,
-        now: &str,
-    ) -> Result<(), ApiError> {
-        let dependents: Vec<Location> = self
-            .dependents
-            .get(owner)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        for location in dependents {
-            let Some(res) = self.resource_at(&location) else {
-                continue;
-            };
-            let Ok(current) = self.value(&res, &location.1.0, &location.1.1) else {
-                continue;
-            };
-            if !text(&current, &["metadata", "deletionTimestamp"]).is_empty()
-                && propagation == Propagation::Background
-            {
-                continue;
-            }
-            self.delete(
-                store,
-                &res,
-                &location.1.0,
-                &location.1.1,
-                current,
-                propagation,
-                now,
-            )?;
-        }
-        Ok(())
-    }
-
-    fn orphan_dependents(&mut self, owner: &Arc<str>) -> Result<(), ApiError> {
-        let dependents: Vec<Location> = self
-            .dependents
-            .get(owner)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        for location in dependents {
-            let Some(res) = self.resource_at(&location) else {
-                continue;
-            };
-            let Ok(mut current) = self.value(&res, &location.1.0, &location.1.1) else {
-                continue;
-            };
-            if let Some(refs) = current["metadata"]["ownerReferences"].as_array_mut() {
-                refs.retain(|r| r["uid"].as_str() != Some(owner));
-            }
-            self.commit(&res, location.1.clone(), current, EventType::Modified)?;
-        }
-        Ok(())
-    }
-
-    fn drop_finalizer(
-        &mut self,
-        store: &Store,
-        res: &Resource,
-        namespace: &str,
-        name: &str,
-        finalizer: &str,
-    ) -> Result<Value, ApiError> {
-        let mut current = self.value(res, namespace, name)?;
-        let mut list = finalizers(&current);
-        list.retain(|f| f != finalizer);
-        current["metadata"]["finalizers"] = json!(list);
-        if list.is_empty() {
-            if let Some(meta) = current["metadata"].as_object_mut() {
-                meta.remove("finalizers");
-            }
-            return self.remove(store, res, namespace, name, current);
-        }
-        self.commit(
-            res,
-            (namespace.to_owned(), name.to_owned()),
-            current,
-            EventType::Modified,
-        )
-    }
-
-    /// An owner in foreground deletion goes once no dependent is left.
-    fn finish_foreground(&mut self, store: &Store, owner: &Arc<str>) -> Result<(), ApiError> {
-        if self.dependents.get(owner).is_some_and(|s| !s.is_empty()) {
-            return Ok(());
-        }
-        let Some(location) = self.by_uid.get(owner).cloned() else {
-            return Ok(());
-        };
-        let Some(res) = self.resource_at(&location) else {
-            return Ok(());
-        };
-        let Ok(current) = self.value(&res, &location.1.0, &location.1.1) else {
-            return Ok(());
-        };
-        if finalizers(&current).iter().any(|f| f == FOREGROUND) {
-            self.drop_finalizer(store, &res, &location.1.0, &location.1.1, FOREGROUND)?;
-        }
-        Ok(())
-    }
-
-    fn empty_namespace(
-        &mut self,
-        store: &Store,
-        namespace: &str,
-        now: &str,
-    ) -> Result<(), ApiError> {
-        let locations: Vec<Location> = self
-            .tables
-            .iter()
-            .flat_map(|(tk, t)| {
-                t.objects
-                    .keys()
-                    .filter(|k| k.0 == namespace)
-                    .map(move |k| Arc::new((tk.clone(), k.clone())))
-            })
-            .collect();
-        for location in locations {
-            let Some(res) = self.resource_at(&location) else {
-                continue;
-            };
-            let Ok(current) = self.value(&res, &location.1.0, &location.1.1) else {
-                continue;
-            };
-            if text(&current, &["metadata", "deletionTimestamp"]).is_empty() {
-                self.delete(
-                    store,
-                    &res,
-                    &location.1.0,
-                    &location.1.1,
-                    current,
-                    Propagation::Background,
-                    now,
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A terminating namespace goes once nothing is left in it.
-    fn finish_namespace(
-        &mut self,
-        store: &Store,
-        namespace: &str,
-    ) -> Result<Option<Value>, ApiError> {
-        let Some(ns_res) = self.registry.get("", "namespaces") else {
-            return Ok(None);
-        };
-        let Ok(ns) = self.value(&ns_res, "", namespace) else {
-            return Ok(None);
-        };
-        if text(&ns, &["status", "phase"]) != "Terminating" {
-            return Ok(None);
-        }
-        let occupied = self.tables.iter().any(|((_, plural), t)| {
-            plural != "namespaces" && t.objects.keys().any(|k| k.0 == namespace)
-        });
-        if occupied {
-            return Ok(None);
-        }
-        let mut ns = ns;
-        ns["spec"]["finalizers"] = json!([]);
-        self.remove(store, &ns_res, "", namespace, ns).map(Some)
-    }
 }
 
 /// Reads a `.a.b.c` path.
