@@ -1122,7 +1122,7 @@ async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> V
 
 /// The simulator's protobuf layout table is what the Go types pinned for
 /// the real control plane say; after a bump of `controlplane/go.mod`,
-/// regenerate it with `go run ./prototable > ../../simulator/src/api/protobuf.table`
+/// regenerate it with `go run ./prototable > ../../simulator/api/src/protobuf.table`
 /// in `integration-tests/controlplane`.
 #[test]
 fn the_protobuf_table_is_what_the_pinned_go_types_say() {
@@ -1138,9 +1138,9 @@ fn the_protobuf_table_is_what_the_pinned_go_types_say() {
         String::from_utf8_lossy(&out.stderr)
     );
     let committed =
-        std::fs::read_to_string(dir.join("../../simulator/src/api/protobuf.table")).unwrap();
+        std::fs::read_to_string(dir.join("../../simulator/api/src/protobuf.table")).unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout) == committed,
-        "simulator/src/api/protobuf.table is stale: regenerate it (see this test's doc)"
+        "simulator/api/src/protobuf.table is stale: regenerate it (see this test's doc)"
     );
 }

@@ -11,9 +11,9 @@
 //! - [`serve`]: the `sluice.v1.Simulator` control API.
 
 pub mod agent;
-pub mod api;
-pub mod cluster;
-pub mod metrics;
+pub use sluice_sim_api as api;
+pub use sluice_sim_cluster as cluster;
+pub use sluice_sim_metrics as metrics;
 pub mod mirror;
 pub mod scenario;
 

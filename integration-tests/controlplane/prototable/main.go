@@ -2,10 +2,10 @@
 // in protobuf, read from the Go types' struct tags by reflection: for every
 // struct reachable from a kind client-go knows, its fields' protobuf
 // numbers, JSON names and how Go's encoding/json would write them. The
-// simulator reads this table (simulator/src/api/protobuf.table) to turn a
+// simulator reads this table (simulator/api/src/protobuf.table) to turn a
 // protobuf request body into the JSON object kube-apiserver would store.
 //
-//	go run ./prototable > ../../simulator/src/api/protobuf.table
+//	go run ./prototable > ../../simulator/api/src/protobuf.table
 //
 // Format, one record a line, fields separated by spaces:
 //

@@ -1,0 +1,400 @@
+//! What kube-apiserver refuses with 422 Invalid in the built-in kinds'
+//! fields that Sluice, kubectl and common charts write: label values, a
+//! workload's replicas, its selector against its template's labels, its
+//! containers' names, images and ports, a Service's type and ports, the
+//! keys of ConfigMaps and Secrets and those a Secret's type requires, an
+//! Ingress path's `pathType` and a CRD version's schema. Each problem
+//! is a `(field path, message)` as kube-apiserver words it, so a client
+//! sees the same `causes[].field`.
+//!
+//! A custom resource is also checked against its CRD's structural schema
+//! ([`crate::schema`]).
+//!
+//! This is a subset of the real validation: an object it lets through may
+//! still be refused by a real API server (see the README's simulator
+//! section), but one it refuses is refused there too.
+
+use serde_json::Value;
+
+use crate::resources::Resource;
+
+/// The problems of `object` (defaulted, as it would be stored) of `res`.
+pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    labels(&object["metadata"]["labels"], "metadata.labels", &mut out);
+    match (res.group.as_str(), res.plural.as_str()) {
+        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => {
+            workload(object, &mut out);
+        }
+        ("", "pods") => pod_spec(&object["spec"], "spec", &mut out),
+        ("", "services") => service(object, &mut out),
+        ("", "configmaps") => keys(object, &["data", "binaryData"], &mut out),
+        ("", "secrets") => {
+            keys(object, &["data"], &mut out);
+            secret_type(object, &mut out);
+        }
+        ("networking.k8s.io", "ingresses") => ingress(object, &mut out),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => crd(object, &mut out),
+        _ => {}
+    }
+    if let Some(schema) = &res.schema {
+        let found = crate::schema::problems(object, schema);
+        // kube-apiserver runs a CRD's CEL rules only on an object without
+        // such problems, and says when it skipped them (in a cause with no
+        // field). The simulator runs no CEL, but says the same.
+        let blocking = found.iter().any(|(_, m)| {
+            m.contains(" in body must be of type ")
+                || [
+                    "Required value",
+                    "Unsupported value",
+                    "Too long",
+                    "Too many",
+                ]
+                .iter()
+                .any(|start| m.starts_with(start))
+        });
+        out.extend(found);
+        if blocking && has_rules(schema) {
+            out.push((
+                "<nil>".to_owned(),
+                "Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// Whether a schema has CEL rules (`x-kubernetes-validations`) anywhere.
+fn has_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => {
+            map.contains_key("x-kubernetes-validations") || map.values().any(has_rules)
+        }
+        Value::Array(items) => items.iter().any(has_rules),
+        _ => false,
+    }
+}
+
+/// A valid label value: at most 63 characters, alphanumerics, `-`, `_`
+/// and `.`, beginning and ending with an alphanumeric (or empty).
+fn label_value_ok(v: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    v.is_empty()
+        || (v.len() <= 63
+            && v.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.'))
+            && v.starts_with(alnum)
+            && v.ends_with(alnum))
+}
+
+fn labels(labels: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    let Some(map) = labels.as_object() else {
+        return;
+    };
+    for value in map.values() {
+        let text = value.as_str().unwrap_or_default();
+        if !label_value_ok(text) {
+            out.push((
+                path.to_owned(),
+                format!(
+                    "Invalid value: {text:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+                ),
+            ));
+        }
+    }
+}
+
+fn workload(object: &Value, out: &mut Vec<(String, String)>) {
+    let spec = &object["spec"];
+    if let Some(replicas) = spec["replicas"].as_i64()
+        && replicas < 0
+    {
+        out.push((
+            "spec.replicas".into(),
+            format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+        ));
+    }
+    let selector = &spec["selector"];
+    let template_labels = &spec["template"]["metadata"]["labels"];
+    labels(template_labels, "spec.template.metadata.labels", out);
+    let match_labels = selector["matchLabels"].as_object();
+    let expressions = selector["matchExpressions"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty());
+    if match_labels.is_none_or(serde_json::Map::is_empty) && !expressions {
+        // A ReplicaSet made by a Deployment always has one; only a bare
+        // workload without a selector gets here.
+        out.push(("spec.selector".into(), "Required value".into()));
+    } else if let Some(wanted) = match_labels {
+        let matches = wanted
+            .iter()
+            .all(|(k, v)| template_labels.get(k).is_some_and(|t| t == v));
+        if !matches {
+            out.push((
+                "spec.template.metadata.labels".into(),
+                format!(
+                    "Invalid value: {}: `selector` does not match template `labels`",
+                    go_map(template_labels)
+                ),
+            ));
+        }
+    }
+    pod_spec(&spec["template"]["spec"], "spec.template.spec", out);
+}
+
+/// A label map as Go's `%#v` prints it, as kube-apiserver's message does.
+fn go_map(labels: &Value) -> String {
+    let pairs: Vec<String> = labels
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("map[string]string{{{}}}", pairs.join(", "))
+}
+
+fn pod_spec(spec: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    let Some(containers) = spec["containers"].as_array() else {
+        out.push((format!("{path}.containers"), "Required value".into()));
+        return;
+    };
+    if containers.is_empty() {
+        out.push((format!("{path}.containers"), "Required value".into()));
+    }
+    for (list, key) in [
+        (containers.as_slice(), "containers"),
+        (
+            spec["initContainers"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice),
+            "initContainers",
+        ),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            let at = format!("{path}.{key}[{i}]");
+            if c["name"].as_str().is_none_or(str::is_empty) {
+                out.push((format!("{at}.name"), "Required value".into()));
+            }
+            if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+                out.push((format!("{at}.image"), "Required value".into()));
+            }
+            for (j, port) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                if let Some(n) = port["containerPort"].as_i64()
+                    && !(1..=65535).contains(&n)
+                {
+                    out.push((
+                        format!("{at}.ports[{j}].containerPort"),
+                        format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The keys of a ConfigMap's or Secret's maps: `[-._a-zA-Z0-9]+`, at
+/// most 253 characters.
+fn keys(object: &Value, maps: &[&str], out: &mut Vec<(String, String)>) {
+    for map in maps {
+        for key in object[*map]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            let ok = !key.is_empty()
+                && key.len() <= 253
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+            if !ok {
+                out.push((
+                    format!("{map}[{key}]"),
+                    format!(
+                        "Invalid value: {key:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The keys a Secret's type requires.
+fn secret_type(object: &Value, out: &mut Vec<(String, String)>) {
+    let needed: &[&str] = match object["type"].as_str() {
+        Some("kubernetes.io/tls") => &["tls.crt", "tls.key"],
+        Some("kubernetes.io/basic-auth") => &[],
+        Some("kubernetes.io/dockerconfigjson") => &[".dockerconfigjson"],
+        Some("kubernetes.io/ssh-auth") => &["ssh-privatekey"],
+        _ => &[],
+    };
+    for key in needed {
+        if object["data"].get(*key).is_none() {
+            out.push((format!("data[{key}]"), "Required value".to_owned()));
+        }
+    }
+}
+
+fn service(object: &Value, out: &mut Vec<(String, String)>) {
+    if let Some(kind) = object["spec"]["type"].as_str()
+        && !matches!(
+            kind,
+            "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+        )
+    {
+        out.push((
+            "spec.type".to_owned(),
+            format!(
+                "Unsupported value: {kind:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+            ),
+        ));
+    }
+    for (i, port) in object["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(n) = port["port"].as_i64()
+            && !(1..=65535).contains(&n)
+        {
+            out.push((
+                format!("spec.ports[{i}].port"),
+                format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+            ));
+        }
+        if let Some(n) = port["targetPort"].as_i64()
+            && !(1..=65535).contains(&n)
+        {
+            out.push((
+                format!("spec.ports[{i}].targetPort"),
+                format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+            ));
+        }
+    }
+}
+
+/// Every Ingress path says how it matches.
+fn ingress(object: &Value, out: &mut Vec<(String, String)>) {
+    let rules = object["spec"]["rules"].as_array().into_iter().flatten();
+    for (i, rule) in rules.enumerate() {
+        let paths = rule["http"]["paths"].as_array().into_iter().flatten();
+        for (j, path) in paths.enumerate() {
+            if path["pathType"].as_str().is_none_or(str::is_empty) {
+                out.push((
+                    format!("spec.rules[{i}].http.paths[{j}].pathType"),
+                    "Required value: pathType must be specified".to_owned(),
+                ));
+            }
+        }
+    }
+}
+
+/// Every version of an `apiextensions.k8s.io/v1` CRD has a schema.
+fn crd(object: &Value, out: &mut Vec<(String, String)>) {
+    let versions = object["spec"]["versions"].as_array().into_iter().flatten();
+    for (i, version) in versions.enumerate() {
+        if !version["schema"]["openAPIV3Schema"].is_object() {
+            out.push((
+                format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                "Required value: schemas are required".to_owned(),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn deployments() -> Resource {
+        (*crate::resources::Registry::builtin()
+            .get("apps", "deployments")
+            .expect("deployments are served"))
+        .clone()
+    }
+
+    fn deployment() -> Value {
+        json!({"metadata": {"name": "web", "labels": {"app": "web"}},
+               "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "web", "image": "web:1", "ports": [{"containerPort": 8080}]}]}}}})
+    }
+
+    #[test]
+    fn a_valid_deployment_has_no_problem_and_each_bad_field_is_named() {
+        let res = deployments();
+        assert!(problems(&res, &deployment()).is_empty());
+        let fields =
+            |d: Value| -> Vec<String> { problems(&res, &d).into_iter().map(|(f, _)| f).collect() };
+        let mut d = deployment();
+        d["spec"]["replicas"] = json!(-1);
+        assert_eq!(fields(d), ["spec.replicas"]);
+        let mut d = deployment();
+        d["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+        assert_eq!(fields(d), ["spec.template.metadata.labels"]);
+        let mut d = deployment();
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(80800);
+        assert_eq!(
+            fields(d),
+            ["spec.template.spec.containers[0].ports[0].containerPort"]
+        );
+        let mut d = deployment();
+        d["spec"]["template"]["spec"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("image");
+        assert_eq!(fields(d), ["spec.template.spec.containers[0].image"]);
+        let mut d = deployment();
+        d["metadata"]["labels"] = json!({"team": "a b"});
+        assert_eq!(fields(d), ["metadata.labels"]);
+    }
+
+    #[test]
+    fn the_messages_read_as_kube_apiservers() {
+        let mut d = deployment();
+        d["spec"]["replicas"] = json!(-1);
+        d["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+        let messages: Vec<String> = problems(&deployments(), &d)
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "Invalid value: -1: must be greater than or equal to 0",
+                "Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_custom_resource_with_cel_rules_refused_for_its_types_says_they_were_skipped() {
+        let mut widgets = deployments();
+        widgets.group = "example.com".into();
+        widgets.plural = "widgets".into();
+        let schema = |rules: bool| {
+            let mut replicas = json!({"type": "integer"});
+            if rules {
+                replicas["x-kubernetes-validations"] = json!([{"rule": "self >= 0"}]);
+            }
+            json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"replicas": replicas}}}})
+        };
+        let object = json!({"metadata": {"name": "w"}, "spec": {"replicas": "two"}});
+        widgets.schema = Some(std::sync::Arc::new(schema(true)));
+        let fields: Vec<String> = problems(&widgets, &object)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(fields, ["spec.replicas", "<nil>"]);
+        widgets.schema = Some(std::sync::Arc::new(schema(false)));
+        let fields: Vec<String> = problems(&widgets, &object)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(fields, ["spec.replicas"], "no rules, no note");
+    }
+}

@@ -1,0 +1,276 @@
+//! `/metrics` and the Prometheus HTTP API (`/api/v1/query`,
+//! `/api/v1/query_range`, `/-/ready`) over the simulator's own series.
+
+use std::collections::HashMap;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    Metrics,
+    promql::{self, Value as Result},
+};
+
+fn api_error(code: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": "error", "errorType": kind, "error": message}).to_string(),
+    )
+        .into_response()
+}
+
+/// An evaluation error as Prometheus answers it: 422 `execution` for what
+/// a query met while it ran, 400 `bad_data` for a query that cannot run.
+fn eval_error(e: &promql::EvalError) -> Response {
+    if e.execution {
+        api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", &e.message)
+    } else {
+        api_error(StatusCode::BAD_REQUEST, "bad_data", &e.message)
+    }
+}
+
+/// A duration parameter as Prometheus reads one: seconds as a float
+/// (`15`, `0.5`) or a duration (`15s`, `1m30s`), in milliseconds.
+fn duration_ms(text: &str) -> Option<i64> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return (seconds.is_finite() && seconds > 0.0).then(|| (seconds * 1000.0).round() as i64);
+    }
+    promql_parser::util::parse_duration(text)
+        .ok()
+        .map(|d| d.as_millis() as i64)
+        .filter(|ms| *ms > 0)
+}
+
+fn number(v: f64) -> String {
+    promql::format_value(v)
+}
+
+fn parse_time(text: Option<&String>, default_ms: i64) -> std::result::Result<i64, String> {
+    match text {
+        None => Ok(default_ms),
+        Some(t) => t
+            .parse::<f64>()
+            .map(|s| (s * 1000.0) as i64)
+            .or_else(|_| {
+                sluice_sim_api::time::parse_rfc3339(t)
+                    .map(|s| {
+                        s.duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64)
+                    })
+                    .ok_or(())
+            })
+            .map_err(|()| format!("cannot parse {t:?} to a valid timestamp")),
+    }
+}
+
+fn unavailable(metrics: &Metrics) -> Option<Response> {
+    let down = metrics.state.lock().map(|s| s.unavailable).unwrap_or(false);
+    down.then(|| {
+        api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the simulated Prometheus is down (injected fault)",
+        )
+    })
+}
+
+/// Parameters from the URL and, for POST, the form body.
+fn params(uri: &Uri, body: &[u8]) -> HashMap<String, String> {
+    let mut all: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    all.extend(url::form_urlencoded::parse(body).into_owned());
+    all
+}
+
+async fn query(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Response {
+    let params = params(&uri, &body);
+    if let Some(r) = unavailable(&metrics) {
+        return r;
+    }
+    let Some(q) = params.get("query") else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "invalid parameter \"query\": no query given",
+        );
+    };
+    let at = match parse_time(params.get("time"), metrics.now_ms()) {
+        Ok(t) => t,
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                &format!("invalid parameter \"time\": {e}"),
+            );
+        }
+    };
+    let result = {
+        let state = metrics.state.lock().unwrap_or_else(|p| p.into_inner());
+        promql::query(&state.tsdb, q, at)
+    };
+    let t = at as f64 / 1000.0;
+    let data = match result {
+        Err(e) => return eval_error(&e),
+        Ok(Result::Scalar(v)) => json!({"resultType": "scalar", "result": [t, number(v)]}),
+        Ok(Result::Vector(samples)) => {
+            json!({"resultType": "vector", "result": samples.iter().map(|s| json!({"metric": s.labels, "value": [t, number(s.value)]})).collect::<Vec<Value>>()})
+        }
+        Ok(Result::Matrix(series)) => {
+            json!({"resultType": "matrix", "result": series.iter().map(|(l, p)| json!({"metric": l, "values": p.iter().map(|(t, v)| json!([*t as f64 / 1000.0, number(*v)])).collect::<Vec<Value>>()})).collect::<Vec<Value>>()})
+        }
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": "success", "data": data}).to_string(),
+    )
+        .into_response()
+}
+
+async fn query_range(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Response {
+    let params = params(&uri, &body);
+    if let Some(r) = unavailable(&metrics) {
+        return r;
+    }
+    let Some(q) = params.get("query") else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "invalid parameter \"query\": no query given",
+        );
+    };
+    let now = metrics.now_ms();
+    let (start, end) = match (
+        parse_time(params.get("start"), now),
+        parse_time(params.get("end"), now),
+    ) {
+        (Ok(s), Ok(e)) if s <= e => (s, e),
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                "invalid parameter \"start\" or \"end\"",
+            );
+        }
+    };
+    let Some(step) = params.get("step").and_then(|s| duration_ms(s)) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        );
+    };
+    let expr = match promql::parse(q) {
+        Ok(expr) => expr,
+        Err(e) => return eval_error(&e),
+    };
+    if (end - start) / step > 11_000 {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "exceeded maximum resolution of 11,000 points per timeseries",
+        );
+    }
+    let mut series: std::collections::BTreeMap<
+        std::collections::BTreeMap<String, String>,
+        Vec<Value>,
+    > = Default::default();
+    let state = metrics.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut t = start;
+    while t <= end {
+        let ctx = promql::Ctx {
+            db: &state.tsdb,
+            start,
+            end,
+        };
+        match promql::eval(ctx, &expr, t) {
+            Err(e) => return eval_error(&e),
+            Ok(Result::Scalar(v)) => series
+                .entry(Default::default())
+                .or_default()
+                .push(json!([t as f64 / 1000.0, number(v)])),
+            Ok(Result::Vector(samples)) => {
+                for s in samples {
+                    series
+                        .entry(s.labels)
+                        .or_default()
+                        .push(json!([t as f64 / 1000.0, number(s.value)]));
+                }
+            }
+            Ok(Result::Matrix(_)) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector",
+                );
+            }
+        }
+        t += step;
+    }
+    let result: Vec<Value> = series
+        .into_iter()
+        .map(|(l, v)| json!({"metric": l, "values": v}))
+        .collect();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": "success", "data": {"resultType": "matrix", "result": result}})
+            .to_string(),
+    )
+        .into_response()
+}
+
+async fn exposition(State(metrics): State<Metrics>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.exposition(),
+    )
+        .into_response()
+}
+
+async fn ready(State(metrics): State<Metrics>) -> Response {
+    unavailable(&metrics)
+        .unwrap_or_else(|| (StatusCode::OK, "Prometheus Server is Ready.\n").into_response())
+}
+
+/// The router for `--metrics-addr`.
+pub fn router(metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(exposition))
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/-/ready", get(ready))
+        .route("/-/healthy", get(ready))
+        .with_state(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_ms;
+
+    #[test]
+    fn a_step_is_seconds_or_a_duration() {
+        assert_eq!(duration_ms("15"), Some(15_000));
+        assert_eq!(duration_ms("0.5"), Some(500));
+        assert_eq!(duration_ms("15s"), Some(15_000));
+        assert_eq!(duration_ms("1m30s"), Some(90_000));
+        assert_eq!(duration_ms("250ms"), Some(250));
+        for bad in ["0", "-1", "0s", "soon", "NaN", ""] {
+            assert_eq!(duration_ms(bad), None, "{bad:?}");
+        }
+    }
+}
