@@ -50,8 +50,9 @@ func main() {
 	if err != nil {
 		fail("kubeconfig", err)
 	}
+	// Protobuf bodies, and protobuf alone accepted (AcceptContentTypes
+	// left to default to ContentType), as controllers usually set it.
 	config.ContentType = "application/vnd.kubernetes.protobuf"
-	config.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	client, err := kubernetes.NewForConfig(config)
 	if err != nil {
 		fail("client", err)

@@ -14,7 +14,8 @@
 //! decoded struct, then written as `encoding/json` writes it, so a field a
 //! Go client always sends (a non-pointer string, say) is left out when it
 //! is empty and `omitempty`, and a pointer sent as zero (`replicas: 0`)
-//! stays. Responses are JSON: client-go accepts them alongside protobuf.
+//! stays. Responses are JSON: client-go decodes an answer by its
+//! Content-Type, so it reads them even when it accepted protobuf alone.
 //!
 //! No built-in type contains itself, so how deep a body can nest is bounded
 //! by the types, not by the bytes a client sends.
