@@ -1163,3 +1163,209 @@ async fn a_bound_deployment_released_blue_green_switches_its_service_and_is_hand
         "the Service selects as the user wrote it"
     );
 }
+
+/// Ready pods of `web` (not terminating), tracked from a watch, so that no
+/// moment between two looks is missed; the fewest seen after the first
+/// list, until `stop`.
+fn fewest_ready(
+    world: &World,
+) -> (
+    tokio::task::JoinHandle<usize>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher;
+    let pods: Api<Pod> = Api::default_namespaced(world.client.clone());
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut ready = std::collections::HashMap::<String, bool>::new();
+        let mut fewest = usize::MAX;
+        let mut listed = false;
+        let mut events = watcher(pods, watcher::Config::default().labels("app=web")).boxed();
+        loop {
+            let pod = tokio::select! {
+                _ = &mut stopped => return fewest,
+                Some(Ok(event)) = events.next() => match event {
+                    watcher::Event::InitDone => {
+                        listed = true;
+                        None
+                    }
+                    watcher::Event::Init => None,
+                    watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => Some((pod, true)),
+                    watcher::Event::Delete(pod) => Some((pod, false)),
+                },
+            };
+            let Some((pod, present)) = pod else { continue };
+            let is_ready = present
+                && pod.metadata.deletion_timestamp.is_none()
+                && pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            ready.insert(pod.name_any(), is_ready);
+            if listed {
+                fewest = fewest.min(ready.values().filter(|r| **r).count());
+            }
+        }
+    });
+    (task, stop)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revert_keeps_replicas_minus_max_unavailable_available() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 60%, pause: {}}]}}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await.status.unwrap();
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    for _ in 0..600 {
+        let s = rollouts.get("web").await.unwrap().status.unwrap();
+        if s.phase == Phase::Paused && s.ready_canary_replicas == 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (fewest, stop) = fewest_ready(&world);
+    // The stable template again (a `git revert`): 4 stable pods must come
+    // back while 6 new ones go, never more than maxUnavailable (25% of 10,
+    // so 2) missing at once.
+    set_image(&deployments, "registry.example/web:1.0")
+        .await
+        .unwrap();
+    let _ = idle;
+    let mut done = None;
+    for _ in 0..600 {
+        let s = rollouts.get("web").await.unwrap().status.unwrap();
+        if matches!(s.phase, Phase::RolledBack | Phase::Succeeded) {
+            done = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let done = done.expect("the revert ends");
+    assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+    assert!(done.message.starts_with("reverted"), "{}", done.message);
+    stop.send(()).unwrap();
+    let fewest = fewest.await.unwrap();
+    assert!(
+        fewest >= 8,
+        "only {fewest} of 10 pods ready during the revert"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_binding_that_got_past_the_webhook_is_refused_and_touches_nothing() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    // Two bindings of one Deployment, as two creates at the same moment can
+    // both pass the webhook (here: made before it is registered).
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 30%}]}}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let mut second = binding.clone();
+    second.metadata.name = Some("zz-second".into());
+    rollouts
+        .create(&PostParams::default(), &second)
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await.status.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+
+    // The change is held for the first made, and released by it.
+    let held = set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        held.annotations()
+            .get("sluice.dev/rollout")
+            .map(String::as_str),
+        Some("web")
+    );
+    let done = wait_release(&rollouts, &idle.release).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    // The second says why it does nothing.
+    let mut refused = None;
+    for _ in 0..100 {
+        let s = rollouts
+            .get("zz-second")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if s.phase == Phase::Failed {
+            refused = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let refused = refused.expect("the second binding is refused");
+    assert!(
+        refused.message.contains("is bound to Rollout \"web\""),
+        "{}",
+        refused.message
+    );
+    // An update that keeps the workload passes the webhook (a control, a
+    // finalizer): deleting the second completes and leaves the Deployment
+    // as the first gave it back.
+    rollouts
+        .delete("zz-second", &DeleteParams::default())
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if rollouts.get_opt("zz-second").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(rollouts.get_opt("zz-second").await.unwrap().is_none());
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(image_of(&d), "registry.example/web:2.0");
+    assert_ne!(d.spec.as_ref().unwrap().paused, Some(true));
+    assert_eq!(sluice_marks(&d), Vec::<String>::new());
+    // A binding's workload cannot be changed, nor a binding turned into a
+    // release of a version.
+    let moved = rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"workload": {"name": "other"}}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        moved.to_string().contains("spec.workload") && moved.to_string().contains("cannot change"),
+        "{moved}"
+    );
+    let versioned = rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"images": [{"container": "web", "image": "registry.example/web:9"}]}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(versioned.to_string().contains("spec.images"), "{versioned}");
+}

@@ -284,6 +284,64 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
     }
 }
 
+/// What an update of a Rollout may not change: whether it is bound (a
+/// binding releases its workload's own changes, a Rollout with a version
+/// releases that version), and the workload of a binding or of a release
+/// in flight (the workload it holds would be left held). An update that
+/// keeps the workload is allowed (a control, a finalizer, a new strategy:
+/// not a new binding); `None` for one that names another workload and may,
+/// to be checked as a create is.
+pub fn rollout_update(old: &crate::crd::Rollout, new: &crate::crd::Rollout) -> Option<Answer> {
+    use kube::ResourceExt as _;
+    let (before, after) = (&old.spec, &new.spec);
+    if before.bound() && !after.bound() {
+        return Some(Answer::Deny(format!(
+            "spec.images: Rollout {:?} is bound to {} {:?} and releases the changes made to it: \
+             change the workload (in git) instead, or delete this Rollout and create one that \
+             names a version",
+            new.name_any(),
+            before.workload.kind_name(),
+            before.workload.name
+        )));
+    }
+    if !before.bound() && after.bound() {
+        return Some(Answer::Deny(format!(
+            "spec.images: Rollout {:?} releases a version; leaving out its images and template \
+             would bind it to {} {:?} instead: delete it and create the binding",
+            new.name_any(),
+            before.workload.kind_name(),
+            before.workload.name
+        )));
+    }
+    if before.workload == after.workload {
+        return Some(Answer::Allow);
+    }
+    let in_flight = old.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.phase,
+            crate::crd::Phase::Progressing
+                | crate::crd::Phase::Paused
+                | crate::crd::Phase::RollingBack
+        )
+    });
+    if before.bound() || in_flight {
+        let why = if before.bound() {
+            "a bound Rollout's workload cannot change"
+        } else {
+            "the workload of a release in flight cannot change"
+        };
+        return Some(Answer::Deny(format!(
+            "spec.workload: Invalid value: {} {:?}: {why} (it is {} {:?}); delete this Rollout \
+             (its workload is given back whole) and create one for the other workload",
+            after.workload.kind_name(),
+            after.workload.name,
+            before.workload.kind_name(),
+            before.workload.name
+        )));
+    }
+    None
+}
+
 /// Whether a Rollout (`name`, its spec as raw JSON) may be created or
 /// changed beside `others` (the namespace's other Rollouts: name, bound,
 /// workload kind and name): a workload takes one Rollout bound to it, and

@@ -134,19 +134,27 @@ impl Bindings {
     }
 
     /// The Rollouts of `namespace` naming `workload`, other than `except`:
-    /// each with its name and whether it is bound.
+    /// each with its name and whether it is bound, oldest first (by
+    /// creation, then name), so that when two bindings of one workload got
+    /// past the webhook at once, the first made is the one that holds it.
     pub fn naming(
         &self,
         namespace: &str,
         workload: &crate::crd::WorkloadRef,
         except: &str,
     ) -> Vec<(String, bool)> {
-        self.rollouts
-            .state_filter(|r| {
-                r.metadata.namespace.as_deref() == Some(namespace)
-                    && r.spec.workload == *workload
-                    && r.metadata.name.as_deref() != Some(except)
-            })
+        let mut found = self.rollouts.state_filter(|r| {
+            r.metadata.namespace.as_deref() == Some(namespace)
+                && r.spec.workload == *workload
+                && r.metadata.name.as_deref() != Some(except)
+        });
+        found.sort_by(|a, b| {
+            let age = |r: &Rollout| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            age(a)
+                .cmp(&age(b))
+                .then_with(|| a.name_any().cmp(&b.name_any()))
+        });
+        found
             .iter()
             .map(|r| (r.name_any(), r.spec.bound()))
             .collect()
@@ -417,10 +425,19 @@ impl Webhook {
                     }
                 }
             }
-            ("sluice.dev", "Rollout", "CREATE" | "UPDATE") => {
-                match serde_json::from_value::<Rollout>(request["object"].clone()) {
+            ("sluice.dev", "Rollout", operation @ ("CREATE" | "UPDATE")) => {
+                let old = (operation == "UPDATE")
+                    .then(|| serde_json::from_value::<Rollout>(request["oldObject"].clone()).ok())
+                    .flatten();
+                let rollout = serde_json::from_value::<Rollout>(request["object"].clone());
+                let update = match (&old, &rollout) {
+                    (Some(old), Ok(new)) => hold::rollout_update(old, new),
+                    _ => None,
+                };
+                match rollout {
                     // The API server's schema refuses what does not parse.
                     Err(_) => Answer::Allow,
+                    Ok(_) if update.is_some() => update.unwrap_or(Answer::Allow),
                     Ok(rollout) => match self.bindings.synced(namespace).await {
                         Err(why) => Answer::Deny(why),
                         Ok(()) => {

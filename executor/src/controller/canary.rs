@@ -330,10 +330,7 @@ impl steps::Release for Canary {
             if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)
                 && !self.ours(&rollout.name_any())
             {
-                return Start::Busy(format!(
-                    "Deployment {:?} is held by Rollout {holder:?}, whose release must end first",
-                    self.name()
-                ));
+                return super::partition::bound_elsewhere("Deployment", &self.name(), holder);
             }
             return bound_start(&self.deployment, rollout, status, self.stable(status));
         }

@@ -267,14 +267,32 @@ fn bound_to(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> Option<ObjectRef<Rollout>> {
     let (ns, name) = (meta.namespace.as_deref()?, meta.name.as_deref()?);
+    first_binding(rollouts, ns, kind, name).map(|r| ObjectRef::from_obj(&*r))
+}
+
+/// The Rollout bound to a workload: the first made (then by name) when two
+/// got past the webhook at once, as the webhook holds the workload for it.
+fn first_binding(
+    rollouts: &reflector::Store<Rollout>,
+    ns: &str,
+    kind: WorkloadKind,
+    name: &str,
+) -> Option<Arc<Rollout>> {
     rollouts
-        .find(|r| {
+        .state()
+        .into_iter()
+        .filter(|r| {
             r.spec.bound()
                 && r.spec.workload.kind == kind
                 && r.spec.workload.name == name
                 && r.metadata.namespace.as_deref() == Some(ns)
         })
-        .map(|r| ObjectRef::from_obj(&*r))
+        .min_by(|a, b| {
+            let age = |r: &Rollout| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            age(a)
+                .cmp(&age(b))
+                .then_with(|| a.name_any().cmp(&b.name_any()))
+        })
 }
 
 /// The Deployments and ReplicaSets as the controller's watches last saw
@@ -292,6 +310,8 @@ pub(crate) struct Cache {
     /// The names of the ReplicaSets each owner (by uid) has, as the same
     /// watch saw them.
     pub owned: Owned,
+    /// Every Rollout (the controller's own store).
+    pub rollouts: reflector::Store<Rollout>,
 }
 
 /// ReplicaSet names by owner uid, kept from the ReplicaSet watch's events,
@@ -395,6 +415,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     use kube::runtime::WatchStreamExt;
     let (deployments, deployments_writer) = reflector::store();
     let (replicasets, replicasets_writer) = reflector::store();
+    let (rollouts_reader, rollouts_writer) = reflector::store();
     let owned = Owned::default();
     *ctx.cache
         .write()
@@ -402,6 +423,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         deployments: deployments.clone(),
         replicasets: replicasets.clone(),
         owned: owned.clone(),
+        rollouts: rollouts_reader.clone(),
     });
     let deployment_events = reflector::reflector(
         deployments_writer,
@@ -414,7 +436,6 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     )
     .inspect_ok(move |event| owned.follow(event));
     let replicaset_events = settled(replicaset_events);
-    let (rollouts_reader, rollouts_writer) = reflector::store();
     let rollout_events = reflector::reflector(
         rollouts_writer,
         watch::events(&ctx.client, &ctx.scope, rollouts_reader.clone()),
@@ -791,6 +812,32 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
             // The write's own event brings the next reconcile.
             return Ok(Action::await_change());
         }
+    }
+    if rollout.spec.bound()
+        && let Some(cache) = ctx.cache()
+        && let Some(first) = first_binding(
+            &cache.rollouts,
+            &ns,
+            rollout.spec.workload.kind,
+            &rollout.spec.workload.name,
+        )
+        && first.name_any() != name
+    {
+        // A second binding (two made at once can both pass the webhook):
+        // it touches nothing, and says why.
+        let why = format!(
+            "spec.workload: {} {:?} is bound to Rollout {:?}, made first; a workload takes one \
+             bound Rollout: delete this one",
+            rollout.spec.workload.kind_name(),
+            rollout.spec.workload.name,
+            first.name_any()
+        );
+        if status.phase != Phase::Failed || status.message != why {
+            fail(&mut status, why);
+            status.observed_generation = generation;
+            write_status(&api, &name, rollout.resource_version(), &before, &status).await?;
+        }
+        return Ok(Action::await_change());
     }
     let mut consumed = Vec::new();
     use sluice_model::spec::Style;

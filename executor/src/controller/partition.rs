@@ -597,6 +597,16 @@ pub(super) fn bound_stable<'a>(
         .map(|rs| &**rs)
 }
 
+/// A second binding of a workload another binding holds (two made at once
+/// can both pass the webhook, which holds the workload for the older one):
+/// it ends Failed, touching nothing.
+pub(super) fn bound_elsewhere(kind: &str, name: &str, holder: &str) -> Start {
+    Start::Refused(format!(
+        "spec.workload: {kind} {name:?} is bound to Rollout {holder:?}, which holds it; a \
+         workload takes one bound Rollout: delete this one"
+    ))
+}
+
 /// Whether `rollout` holds the Deployment (its mark is on it).
 pub(super) fn held_by(d: &Deployment, rollout: &str) -> bool {
     d.annotations().get(keys::ROLLOUT).map(String::as_str) == Some(rollout)
@@ -721,6 +731,9 @@ impl steps::Release for Workload {
         if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)
             && !ours
         {
+            if self.bound {
+                return bound_elsewhere("Deployment", &self.deployment.name_any(), holder);
+            }
             return Start::Busy(format!(
                 "Deployment {:?} is held by Rollout {holder:?}, whose release must end first",
                 self.deployment.name_any()
@@ -874,31 +887,26 @@ impl steps::Release for Workload {
         let Some(stable) = self.by_hash(&status.stable_revision) else {
             return Ok(());
         };
-        // Capacity back on stable first, then the other revisions go. After
-        // a failure they go at once (their pods are what hurts). After an
-        // Abort of healthy pods: their unready pods at once (they serve
-        // nobody), their ready ones only while replicas - maxUnavailable
-        // pods stay available, as the user's strategy allows.
+        // Capacity back on stable first, then the other revisions go (see
+        // `rollback_targets`).
         if spec_replicas(stable) != self.replicas {
             self.scale(stable, self.replicas).await?;
         }
         let others: Vec<&ReplicaSet> = self.others_with_pods(&status.stable_revision).collect();
-        let available = ready(stable) + others.iter().map(|rs| ready(rs)).sum::<u32>();
-        let mut budget = if crate::machine::rollback_requested(status) {
-            available.saturating_sub(self.replicas.saturating_sub(self.unavailable))
-        } else {
-            u32::MAX
-        };
-        for rs in others {
-            let spec = spec_replicas(rs);
-            if spec == 0 {
-                continue;
-            }
-            let healthy = ready(rs).min(spec);
-            let cut = (spec - healthy) + healthy.min(budget);
-            budget -= healthy.min(budget);
-            if cut > 0 {
-                self.scale(rs, spec - cut).await?;
+        let counts: Vec<(u32, u32)> = others
+            .iter()
+            .map(|rs| (spec_replicas(rs), ready(rs)))
+            .collect();
+        let targets = rollback_targets(
+            (spec_replicas(stable), ready(stable)),
+            &counts,
+            self.replicas,
+            self.unavailable,
+            crate::machine::rollback_requested(status),
+        );
+        for ((rs, (spec, _)), target) in others.iter().zip(&counts).zip(targets) {
+            if target < *spec {
+                self.scale(rs, target).await?;
             }
         }
         let others = self
@@ -949,6 +957,18 @@ pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
     let ns = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     ctx.analyses.stop(&ns, &name);
+    let status = RolloutStatus::default();
+    let w = Workload::load(ctx, &ns, rollout, &status).await?;
+    // A binding that does not hold its Deployment (a second one, refused)
+    // leaves it and its traffic to the one that does.
+    if w.as_ref().is_some_and(|w| {
+        w.deployment
+            .annotations()
+            .get(keys::ROLLOUT)
+            .is_some_and(|holder| *holder != name)
+    }) {
+        return Ok(());
+    }
     if let Some(t) = Traffic::new(
         &ctx.client,
         &ns,
@@ -958,8 +978,7 @@ pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
     ) {
         t.restore().await?;
     }
-    let status = RolloutStatus::default();
-    let Some(w) = Workload::load(ctx, &ns, rollout, &status).await? else {
+    let Some(w) = w else {
         return Ok(());
     };
     if !w.ours(&name) {
@@ -1114,7 +1133,7 @@ async fn move_pods(
         .map(|rs| spec_replicas(rs).max(pods(rs)))
         .sum();
     let min_available = n.saturating_sub(w.unavailable);
-    let available = ready(canary)
+    let available = ready(canary).min(new_spec)
         + ready(stable).min(old_spec)
         + retired
             .iter()
@@ -1161,6 +1180,44 @@ async fn move_pods(
     Ok(())
 }
 
+/// Where a rollback scales the sets other than stable (each `(spec, ready)`)
+/// this look. After a failure they go at once (their pods are what hurts).
+/// After an Abort or a revert of healthy pods: their unready pods at once
+/// (they serve nobody), their ready ones only while `replicas -
+/// unavailable` pods stay available, as the user's strategy allows.
+///
+/// A set's ready count lags its own scale-down (its status is written after
+/// the pods go, kube-controller-manager counting the deleted pods once
+/// more), so at most its spec counts: otherwise each look before the
+/// status catches up would cut again from the same budget.
+fn rollback_targets(
+    stable: (u32, u32),
+    others: &[(u32, u32)],
+    replicas: u32,
+    unavailable: u32,
+    requested: bool,
+) -> Vec<u32> {
+    let available = stable.1.min(stable.0)
+        + others
+            .iter()
+            .map(|(spec, ready)| (*ready).min(*spec))
+            .sum::<u32>();
+    let mut budget = if requested {
+        available.saturating_sub(replicas.saturating_sub(unavailable))
+    } else {
+        u32::MAX
+    };
+    others
+        .iter()
+        .map(|&(spec, ready)| {
+            let healthy = ready.min(spec);
+            let cut = (spec - healthy) + healthy.min(budget);
+            budget -= healthy.min(budget);
+            spec - cut
+        })
+        .collect()
+}
+
 /// The strategy a held Deployment has: one kube-controller-manager never
 /// scales proportionally (see the module's comment).
 fn hold_strategy() -> Value {
@@ -1178,4 +1235,24 @@ async fn release_hold(w: &Workload, template: Value) -> Result<(), Error> {
         .await?;
     tracing::debug!(deployment = %w.deployment.name_any(), "workload handed back");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rollback_targets;
+
+    #[test]
+    fn an_abort_or_a_revert_keeps_replicas_minus_max_unavailable_available() {
+        // 10 replicas, 2 may be missing: stable at 5 ready of 10 wanted, the
+        // new set 4 ready. One new pod may go now.
+        assert_eq!(rollback_targets((10, 5), &[(4, 4)], 10, 2, true), vec![3]);
+        // Its scale-down seen before its status: still 4 counted ready of
+        // a spec of 3. No further cut until stable pods come up.
+        assert_eq!(rollback_targets((10, 5), &[(3, 4)], 10, 2, true), vec![3]);
+        // Unready new pods go at once.
+        assert_eq!(rollback_targets((10, 8), &[(4, 1)], 10, 2, true), vec![0]);
+        assert_eq!(rollback_targets((10, 6), &[(4, 2)], 10, 2, true), vec![2]);
+        // After a failed analysis every new pod goes at once.
+        assert_eq!(rollback_targets((10, 5), &[(4, 4)], 10, 2, false), vec![0]);
+    }
 }

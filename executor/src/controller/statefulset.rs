@@ -205,9 +205,7 @@ impl Set {
         let (current, update) = self.revisions();
         if !self.ours(&rollout.name_any()) {
             if let Some(holder) = self.sts.annotations().get(keys::ROLLOUT) {
-                return Start::Busy(format!(
-                    "StatefulSet {name:?} is held by Rollout {holder:?}, whose release must end first"
-                ));
+                return super::partition::bound_elsewhere("StatefulSet", &name, holder);
             }
             if super::partition::ended(status) {
                 return super::partition::slipped("StatefulSet", &name);
@@ -564,6 +562,17 @@ pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
     let ns = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     ctx.analyses.stop(&ns, &name);
+    let set = Set::load(ctx, &ns, rollout).await?;
+    // A binding that does not hold its StatefulSet (a second one, refused)
+    // leaves it and its traffic to the one that does.
+    if set.as_ref().is_some_and(|set| {
+        set.sts
+            .annotations()
+            .get(keys::ROLLOUT)
+            .is_some_and(|holder| *holder != name)
+    }) {
+        return Ok(());
+    }
     if let Some(t) = Traffic::new(
         &ctx.client,
         &ns,
@@ -573,7 +582,7 @@ pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
     ) {
         t.restore().await?;
     }
-    let Some(set) = Set::load(ctx, &ns, rollout).await? else {
+    let Some(set) = set else {
         return Ok(());
     };
     if !set.ours(&name) {
