@@ -489,6 +489,11 @@ pub struct RolloutStatus {
     /// when the release ends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired_revisions: Vec<String>,
+    /// A digest of the strategy the release's steps were made from: when
+    /// the strategy changes mid-release, the release starts over from its
+    /// first step with the new one (its pods move to that step's batch).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub strategy_digest: String,
 }
 
 /// The gate's verdict on one step.

@@ -292,10 +292,12 @@ pub(super) async fn drive<R: Release>(
         observed.failing_pod = failing_pod(ctx, &ns, &w.pins(status), limit).await?;
     }
 
+    let strategy = machine::strategy_digest(&rollout.spec.strategy);
     let input = machine::Input {
         status,
         release: &release,
         plan: &batches,
+        strategy: &strategy,
         handback_window: if rollout.spec.strategy.style
             == Some(sluice_model::spec::Style::BlueGreen)
         {

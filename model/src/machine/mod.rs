@@ -157,6 +157,8 @@ pub struct Input<'a> {
     pub release: &'a str,
     /// The plan's batches.
     pub plan: &'a [Batch],
+    /// A digest of the strategy the plan was made from ([`strategy_digest`]).
+    pub strategy: &'a str,
     /// How long the old version is kept after the last step (blue-green).
     pub handback_window: Duration,
     /// Whether traffic weight is set by a router or switch (otherwise
@@ -294,6 +296,12 @@ pub fn bound_release_id(spec: &crate::crd::RolloutSpec, template: &serde_json::V
         ))
         .unwrap_or_default(),
     )
+}
+
+/// A digest of a strategy: what its steps are made from, whatever the
+/// workload's size.
+pub fn strategy_digest(strategy: &crate::spec::Strategy) -> String {
+    crate::digest::hex(&serde_json::to_string(strategy).unwrap_or_default())
 }
 
 /// A time as RFC 3339, to the second.
@@ -548,6 +556,7 @@ impl Decision<'_> {
                 self.effect(Effect::RouteStable);
                 self.status.phase = Phase::Progressing;
                 self.status.started = Some(time_text(input.now));
+                self.status.strategy_digest = input.strategy.to_owned();
                 self.status.total_steps = input.plan.len() as u32;
                 self.status.current_step = 0;
                 self.status.step_state = StepState::Upgrading;
@@ -577,6 +586,32 @@ impl Decision<'_> {
 
     fn running(&mut self) -> Hop {
         let input = self.input;
+        if self.status.strategy_digest.is_empty() {
+            // Recorded before strategies were: adopt this one.
+            self.status.strategy_digest = input.strategy.to_owned();
+        } else if self.status.strategy_digest != input.strategy {
+            // The strategy changed mid-release: its steps are not the ones
+            // the release is at, so it starts over from the first of the
+            // new ones (its pods move to that batch; a step only goes on as
+            // the new strategy says).
+            self.status.strategy_digest = input.strategy.to_owned();
+            self.effect(Effect::StopAnalyses);
+            self.status.steps.clear();
+            self.status.total_steps = input.plan.len() as u32;
+            self.status.current_step = 0;
+            self.status.step_state = StepState::Upgrading;
+            self.status.pause_until = None;
+            self.status.analysis = None;
+            if self.status.phase == Phase::Paused {
+                self.status.phase = Phase::Progressing;
+            }
+            self.status.message = format!(
+                "the strategy changed: starting over from step 1 of {}",
+                input.plan.len()
+            );
+            self.record();
+            return Hop::Again;
+        }
         self.status.total_steps = input.plan.len() as u32;
         self.status.current_step = self.status.current_step.min(self.last());
         if let Some(reason) = &input.controls.abort {

@@ -41,6 +41,7 @@ fn plan() -> Vec<Batch> {
 }
 
 const RELEASE: &str = "r1";
+const STRATEGY: &str = "s1";
 
 fn progress(ready_new: u32, reached: bool) -> Option<Progress> {
     Some(Progress {
@@ -69,6 +70,7 @@ fn decide_with(
         status,
         release: RELEASE,
         plan,
+        strategy: STRATEGY,
         handback_window: Duration::ZERO,
         routed: true,
         rollback_on_error: false,
@@ -182,6 +184,7 @@ fn nothing_to_do_succeeds_at_once_but_a_refusal_fails() {
         status: &RolloutStatus::default(),
         release: RELEASE,
         plan: &plan(),
+        strategy: STRATEGY,
         handback_window: Duration::ZERO,
         routed: true,
         rollback_on_error: false,
@@ -501,6 +504,7 @@ fn a_new_release_in_flight_starts_over_from_the_same_stable_revision() {
         status: &status,
         release: "r2",
         plan: &plan(),
+        strategy: STRATEGY,
         handback_window: Duration::ZERO,
         routed: true,
         rollback_on_error: false,
@@ -527,6 +531,7 @@ fn a_new_spec_in_flight_asking_for_the_stable_version_rolls_the_old_release_back
         status: &status,
         release: "r0",
         plan: &plan(),
+        strategy: STRATEGY,
         handback_window: Duration::ZERO,
         routed: true,
         rollback_on_error: false,
@@ -739,6 +744,7 @@ fn plans() -> impl Strategy<Value = (u32, Vec<Batch>)> {
 /// One reconcile against the model: decide, check, act.
 struct Run {
     plan: Vec<Batch>,
+    strategy: String,
     world: World,
     status: RolloutStatus,
     controls: Controls,
@@ -750,6 +756,7 @@ impl Run {
     fn new(replicas: u32, plan: Vec<Batch>) -> Self {
         Self {
             plan,
+            strategy: STRATEGY.to_owned(),
             world: World {
                 replicas,
                 ..World::default()
@@ -768,6 +775,7 @@ impl Run {
             status: &self.status,
             release: RELEASE,
             plan: &self.plan,
+            strategy: &self.strategy,
             handback_window: Duration::ZERO,
             routed: true,
             rollback_on_error: false,
@@ -991,4 +999,64 @@ fn a_workload_scaled_during_a_steps_pause_keeps_its_batch_in_place_and_waits_on(
     };
     let out = decide_with(&status, &scaled, &held, &seen, at(10));
     assert!(out.effects.is_empty(), "{:?}", out.effects);
+}
+
+#[test]
+fn a_strategy_changed_mid_release_starts_over_from_its_first_step() {
+    // Waiting at step 2's pause (2 new pods) when the strategy changes.
+    let mut status = running(1, StepState::Paused);
+    status.strategy_digest = STRATEGY.into();
+    // The new first step's batch (1) is not the pods there (2).
+    let observed = Observed {
+        progress: vec![progress(2, false); 3],
+        ..observed()
+    };
+    let new_plan = vec![
+        Batch {
+            pause: Some(None),
+            ..batch(1, 10)
+        },
+        batch(4, 100),
+    ];
+    let out = decide(&Input {
+        status: &status,
+        release: RELEASE,
+        plan: &new_plan,
+        strategy: "s2",
+        handback_window: Duration::ZERO,
+        routed: true,
+        rollback_on_error: false,
+        refusal: None,
+        controls: &Controls::default(),
+        observed: &observed,
+        now: at(10),
+    });
+    assert_eq!(
+        (
+            out.status.current_step,
+            out.status.step_state,
+            out.status.phase
+        ),
+        (0, StepState::Upgrading, Phase::Progressing),
+        "{:#?}",
+        out.status
+    );
+    assert_eq!(out.status.canary_replicas, 1);
+    assert_eq!(out.status.total_steps, 2);
+    assert_eq!(out.status.strategy_digest, "s2");
+    assert_eq!(out.status.steps.len(), 1, "the old steps' records go");
+    assert!(
+        out.effects.contains(&Effect::MovePods { step: 0 }),
+        "{:?}",
+        out.effects
+    );
+    assert!(out.effects.contains(&Effect::StopAnalyses));
+    // A status recorded before digests were adopts the strategy as it is.
+    let mut old = running(1, StepState::Paused);
+    old.strategy_digest.clear();
+    let out = decide_with(&old, &plan(), &Controls::default(), &observed, at(10));
+    assert_eq!(
+        (out.status.current_step, out.status.strategy_digest.as_str()),
+        (1, STRATEGY)
+    );
 }
