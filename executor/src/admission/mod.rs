@@ -264,17 +264,35 @@ impl Bound {
 
 fn router(webhook: Arc<Webhook>) -> Router {
     Router::new()
-        .route("/mutate", post(review))
-        .route("/validate", post(review))
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(webhook)
 }
 
+/// Answers one AdmissionReview sent to the mutating webhook.
+async fn mutate(State(webhook): State<Arc<Webhook>>, body: axum::body::Body) -> impl IntoResponse {
+    review(webhook, body, true).await
+}
+
+/// Answers one AdmissionReview sent to the validating webhook: allowed or
+/// denied, never a patch (a change a validating webhook cannot make).
+async fn validate(
+    State(webhook): State<Arc<Webhook>>,
+    body: axum::body::Body,
+) -> impl IntoResponse {
+    review(webhook, body, false).await
+}
+
 /// Answers one AdmissionReview.
-async fn review(State(webhook): State<Arc<Webhook>>, body: axum::body::Body) -> impl IntoResponse {
+async fn review(
+    webhook: Arc<Webhook>,
+    body: axum::body::Body,
+    may_patch: bool,
+) -> impl IntoResponse {
     let start = Instant::now();
     let (kind, result, answer) = match read_review(body).await {
-        Ok(body) => webhook.answer(&body).await,
+        Ok(body) => webhook.answer(&body, may_patch).await,
         // Too large (or cut off): still a well-formed answer with the
         // reason, under the request's uid when its start names it (the API
         // server takes an answer without it for a failed call).
@@ -290,7 +308,13 @@ async fn review(State(webhook): State<Arc<Webhook>>, body: axum::body::Body) -> 
             ),
         ),
     };
-    webhook.metrics.admitted(&kind, result, start.elapsed());
+    // The kind comes from the request's body: only the kinds the webhook
+    // is registered for are labels, so a caller cannot grow the series.
+    let kind = match kind.as_str() {
+        "Deployment" | "StatefulSet" | "Rollout" | "" => kind.as_str(),
+        _ => "other",
+    };
+    webhook.metrics.admitted(kind, result, start.elapsed());
     (
         [(header::CONTENT_TYPE, "application/json")],
         answer.to_string(),
@@ -366,7 +390,7 @@ fn response(api_version: &str, uid: &str, answer: &Answer) -> Value {
 impl Webhook {
     /// The review's answer, with the kind it concerned and the result for
     /// the metrics.
-    async fn answer(&self, body: &[u8]) -> (String, &'static str, Value) {
+    async fn answer(&self, body: &[u8], may_patch: bool) -> (String, &'static str, Value) {
         let invalid = |why: String| {
             (
                 String::new(),
@@ -453,6 +477,10 @@ impl Webhook {
                 }
             }
             _ => Answer::Allow,
+        };
+        let answer = match answer {
+            Answer::Patch(_) if !may_patch => Answer::Allow,
+            other => other,
         };
         let result = match &answer {
             Answer::Allow => "allowed",
@@ -793,6 +821,21 @@ mod tests {
             "{ops:?}"
         );
         assert_eq!(metrics.admissions("held"), 1);
+        // The validating webhook never patches: the same change is allowed.
+        let (code, answer) = post(
+            &app,
+            "/validate",
+            review(
+                ("apps", "Deployment"),
+                "UPDATE",
+                deployment("v2", 10),
+                deployment("v1", 10),
+            ),
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(answer["response"]["allowed"], true, "{answer}");
+        assert!(answer["response"].get("patch").is_none(), "{answer}");
         // Past the limit: not read into memory, and still answered with a
         // well-formed denial giving the reason.
         let mut huge = br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"big-1","object":{"a":""#.to_vec();
