@@ -830,8 +830,8 @@ async fn a_deployment_scaled_during_a_steps_pause_keeps_its_batch_share() {
     );
     let status = rollouts.get("web").await.unwrap().status.unwrap();
     assert_eq!(
-        (status.phase, status.current_step),
-        (Phase::Paused, 0),
+        (status.phase, status.current_step, status.canary_replicas),
+        (Phase::Paused, 0, 6),
         "{status:#?}"
     );
 }
@@ -1368,4 +1368,58 @@ async fn a_second_binding_that_got_past_the_webhook_is_refused_and_touches_nothi
         .await
         .unwrap_err();
     assert!(versioned.to_string().contains("spec.images"), "{versioned}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deployment_scaled_to_zero_keeps_its_outcome_and_releases_once_scaled_up() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 50%}]}}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let idle = wait_release(&rollouts, "").await.status.unwrap();
+    let scale = |n: i32| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch_scale(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": n}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    scale(0).await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let s = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (s.phase, s.message.as_str()),
+        (idle.phase, idle.message.as_str())
+    );
+    // A change at 0 replicas is held and waits, saying why.
+    let held = set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    assert_eq!(held.spec.as_ref().unwrap().paused, Some(true));
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let s = rollouts.get("web").await.unwrap().status.unwrap();
+    assert!(s.message.contains("0 replicas"), "{s:#?}");
+    // Scaled up, it is released.
+    scale(4).await;
+    let done = wait_release(&rollouts, &idle.release).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(image_of(&d), "registry.example/web:2.0");
+    assert_ne!(d.spec.as_ref().unwrap().paused, Some(true));
 }

@@ -243,6 +243,17 @@ pub(super) async fn drive<R: Release>(
         rollout.spec.traffic.as_ref(),
         rollout.spec.strategy.style == Some(sluice_model::spec::Style::BlueGreen),
     );
+    if w.replicas() == 0 {
+        // Nothing runs, so nothing is released in batches: an ended release
+        // stays as it ended, and a change waits (held) until the workload
+        // is scaled up, which wakes the next look.
+        if !(status.release == w.release_id(rollout) && super::partition::ended(status)) {
+            status.message = "the workload has 0 replicas: its release starts once it is \
+                              scaled up"
+                .into();
+        }
+        return Ok(Action::await_change());
+    }
     let plan = match plan(ctx, rollout, w.replicas(), &w.max_surge()).await {
         Ok(plan) => plan,
         // Shown on the status (not only in the log) until the spec is fixed;

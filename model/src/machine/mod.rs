@@ -957,6 +957,7 @@ impl Decision<'_> {
         };
         if record.canary_replicas != wanted {
             record.canary_replicas = wanted;
+            self.status.canary_replicas = wanted;
             self.effect(Effect::MovePods { step });
         }
     }
