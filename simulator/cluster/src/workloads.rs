@@ -201,7 +201,11 @@ pub(crate) fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
                 ctx.event(about, false, ("SuccessfulDelete", &message), COMPONENT);
             }
         }
-        pods.drain(..excess);
+        // The status below still counts the pods just deleted, as
+        // kube-controller-manager's does (it counts the pods it listed
+        // before deleting); their deletion brings the next sync, which
+        // counts them out. A controller reading `readyReplicas` right after
+        // a scale-down sees the old count, on a real cluster as here.
     }
     let (current, ready) = (
         pods.len() as i64,
