@@ -380,6 +380,18 @@ pub fn decide(input: &Input<'_>) -> Output {
         d.new_release();
     }
     let next = d.run();
+    // The record of the step under way says the state the status says.
+    if matches!(d.status.phase, Phase::Progressing | Phase::Paused) {
+        let (index, state) = (d.status.current_step, d.status.step_state);
+        if let Some(record) = d
+            .status
+            .steps
+            .iter_mut()
+            .find(|s| s.index == index && s.finished.is_none())
+        {
+            record.state = state;
+        }
+    }
     Output {
         status: d.status,
         effects: d.effects,

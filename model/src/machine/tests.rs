@@ -785,6 +785,15 @@ impl Run {
             now: self.now,
         });
         let s = &out.status;
+        // The record of the step under way says the state the status says.
+        if matches!(s.phase, Phase::Progressing | Phase::Paused)
+            && let Some(r) = s
+                .steps
+                .iter()
+                .find(|r| r.index == s.current_step && r.finished.is_none())
+        {
+            prop_assert_eq!(r.state, s.step_state, "{:?}", s);
+        }
         // No step twice: within one release the step never goes back.
         if before.phase != Phase::Pending {
             prop_assert!(s.current_step >= before.current_step, "{before:?} -> {s:?}");
