@@ -1110,3 +1110,63 @@ async fn a_held_change_after_an_ended_release_reads_as_pending_until_the_executo
         "{phases:?}"
     );
 }
+
+#[tokio::test]
+async fn a_newer_template_mid_release_reads_as_pending_and_its_promote_is_refused() {
+    let mut world = api_world("healthy").await;
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web-binding}\nspec:\n  workload: {kind: Deployment, name: web}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&kube::api::PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // A release waiting at its first step's pause, as the executor records it.
+    let released = bound_release_now(&world, "web-binding").await;
+    set_status(
+        &world,
+        "web-binding",
+        json!({"phase": "Paused", "release": released, "stableRevision": "abc",
+               "canaryRevision": "def", "currentStep": 0, "totalSteps": 2, "stepState": "Paused",
+               "message": "step 1 waits for promotion"}),
+    )
+    .await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::default_namespaced(world.client.clone());
+    let web = deployments.get("web").await.unwrap();
+    let container = web.spec.unwrap().template.spec.unwrap().containers[0]
+        .name
+        .clone();
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": container, "image": "registry.example/web:v9"}]}}}})),
+        )
+        .await
+        .unwrap();
+    // Until the executor takes the newer template up: Pending, from the
+    // same stable revision, and a Promote meant for the replaced release is
+    // refused, not dropped.
+    let shown = get(&mut world, "web-binding").await;
+    let status = shown.status.as_ref().unwrap();
+    assert_eq!(status.phase(), pb::RolloutPhase::Pending, "{status:?}");
+    assert_eq!(status.stable_revision, "abc");
+    let refused = world
+        .api
+        .promote(pb::PromoteRequest {
+            namespace: "default".into(),
+            name: "web-binding".into(),
+            full: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+}

@@ -221,7 +221,7 @@ fn check_target<T>(request: &Request<T>, namespace: &str, name: &str) -> Result<
 }
 
 /// Rollout `name` as the API shows it: as stored, or Pending when its
-/// workload changed since its last release ended ([`pending`]).
+/// workload changed since its last release was recorded ([`pending`]).
 async fn get(api: &Api<Rollout>, namespace: &str, name: &str) -> Result<Rollout, Status> {
     let stored = api
         .get(name)

@@ -8,7 +8,8 @@
 //! last release's Succeeded as the outcome of the change just made, and
 //! Pause, Abort and Delete act on the release that is waiting.
 //!
-//! Only Rollouts whose status ended are looked at, with one read of their
+//! Only bound Rollouts whose status ended or is in flight are looked at
+//! (a newer template mid-release is a new release too), with one read of their
 //! workload each (a list of the kind per namespace when many are); a
 //! workload that cannot be read leaves the Rollout as stored.
 
@@ -35,14 +36,18 @@ const READS_BEFORE_A_LIST: usize = 4;
 const CONCURRENT_READS: usize = 8;
 
 /// Whether `rollout` could be waiting for a change of its workload: bound,
-/// and its last recorded release ended.
+/// and its last recorded release ended or in flight (not rolling back).
 fn candidate(rollout: &Rollout) -> bool {
     rollout.spec.bound()
         && rollout.status.as_ref().is_some_and(|s| {
             !s.release.is_empty()
                 && matches!(
                     s.phase,
-                    Phase::Succeeded | Phase::RolledBack | Phase::Failed
+                    Phase::Succeeded
+                        | Phase::RolledBack
+                        | Phase::Failed
+                        | Phase::Progressing
+                        | Phase::Paused
                 )
         })
 }

@@ -195,13 +195,15 @@ pub fn set_blocked(status: &mut RolloutStatus, why: &str, generation: i64, now: 
 pub const AWAITING_EXECUTOR: &str =
     "the workload's pod template changed and is held; its release has not begun yet";
 
-/// How a bound Rollout whose last release ended reads once its workload's
-/// pod template changed again (the admission webhook held the change) and
-/// before the executor recorded the new release, whose identity is
-/// `release` ([`super::bound_release_id`] of the workload's template now):
-/// Pending, having done nothing, as the executor is about to record it,
-/// so that nobody reads the last release's outcome as this change's.
-/// `None` when the status already describes that release or one in flight.
+/// How a bound Rollout reads once its workload's pod template changed
+/// again (the admission webhook held the change) and before the executor
+/// recorded the new release, whose identity is `release`
+/// ([`super::bound_release_id`] of the workload's template now): Pending,
+/// having done nothing, as the executor is about to record it, so that
+/// nobody reads the last release's outcome as this change's, nor promotes
+/// a step of a release the change replaces. A release in flight keeps its
+/// stable revision, which the new one starts from. `None` when the status
+/// already describes that release, or one rolling back.
 pub fn awaiting_release(
     status: &RolloutStatus,
     release: &str,
@@ -209,11 +211,12 @@ pub fn awaiting_release(
     generation: i64,
     now: SystemTime,
 ) -> Option<RolloutStatus> {
+    let in_flight = matches!(status.phase, Phase::Progressing | Phase::Paused);
     let ended = matches!(
         status.phase,
         Phase::Succeeded | Phase::RolledBack | Phase::Failed
     );
-    if !ended || status.release.is_empty() || status.release == release {
+    if !(ended || in_flight) || status.release.is_empty() || status.release == release {
         return None;
     }
     let mut next = RolloutStatus {
@@ -221,6 +224,11 @@ pub fn awaiting_release(
         observed_generation: status.observed_generation,
         conditions: status.conditions.clone(),
         message: AWAITING_EXECUTOR.to_owned(),
+        stable_revision: if in_flight {
+            status.stable_revision.clone()
+        } else {
+            String::new()
+        },
         ..RolloutStatus::default()
     };
     set_conditions(&mut next, paused_by_request, generation, now);
@@ -247,13 +255,31 @@ mod blocked_tests {
             ..RolloutStatus::default()
         };
         set_conditions(&mut ended, false, 3, at);
-        // The same release, or one in flight, reads as recorded.
+        // The same release reads as recorded.
         assert_eq!(awaiting_release(&ended, "r1", false, 3, at), None);
+        // One in flight whose workload changed again (a newer template
+        // mid-release) reads as the new release, from the same stable
+        // revision; one rolling back reads as recorded.
         let running = RolloutStatus {
-            phase: Phase::Progressing,
+            phase: Phase::Paused,
+            stable_revision: "old".into(),
             ..ended.clone()
         };
-        assert_eq!(awaiting_release(&running, "r2", false, 3, at), None);
+        assert_eq!(awaiting_release(&running, "r1", false, 3, at), None);
+        let replaced = awaiting_release(&running, "r2", false, 3, at).expect("a newer template");
+        assert_eq!(
+            (
+                replaced.phase,
+                replaced.stable_revision.as_str(),
+                replaced.current_step
+            ),
+            (Phase::Pending, "old", 0)
+        );
+        let rolling_back = RolloutStatus {
+            phase: Phase::RollingBack,
+            ..running.clone()
+        };
+        assert_eq!(awaiting_release(&rolling_back, "r2", false, 3, at), None);
         let later = at + std::time::Duration::from_secs(5);
         let shown = awaiting_release(&ended, "r2", false, 3, later).expect("a new change");
         assert_eq!(shown.phase, Phase::Pending);
