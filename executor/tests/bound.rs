@@ -108,6 +108,15 @@ spec:
     .unwrap()
 }
 
+/// A binding of `web` with these steps (YAML flow, as in a manifest).
+fn binding_with(steps: &str) -> Rollout {
+    serde_yaml::from_str(&format!(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: web}}\nspec:\n  \
+         workload: {{kind: Deployment, name: web}}\n  strategy: {{canary: {{steps: [{steps}]}}}}\n"
+    ))
+    .unwrap()
+}
+
 /// Changes `web`'s image as `kubectl set image` does.
 async fn set_image(deployments: &Api<Deployment>, image: &str) -> Result<Deployment, kube::Error> {
     let patch =
@@ -357,10 +366,7 @@ async fn a_binding_deleted_mid_release_hands_the_deployment_back_whole() {
     register_webhook(&world, dir.path()).await;
     let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    let paused_binding: Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 30%, pause: {}}]}}\n",
-    )
-    .unwrap();
+    let paused_binding: Rollout = binding_with("{replicas: 30%, pause: {}}");
     rollouts
         .create(&PostParams::default(), &paused_binding)
         .await
@@ -767,10 +773,7 @@ async fn a_deployment_scaled_during_a_steps_pause_keeps_its_batch_share() {
     register_webhook(&world, dir.path()).await;
     let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    let binding: Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 30%, pause: {}}]}}\n",
-    )
-    .unwrap();
+    let binding: Rollout = binding_with("{replicas: 30%, pause: {}}");
     rollouts
         .create(&PostParams::default(), &binding)
         .await
@@ -968,10 +971,7 @@ async fn going_back_to_an_earlier_version_after_a_release_is_a_release_of_its_ow
     register_webhook(&world, dir.path()).await;
     let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    let binding: Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 50%}]}}\n",
-    )
-    .unwrap();
+    let binding: Rollout = binding_with("{replicas: 50%}");
     rollouts
         .create(&PostParams::default(), &binding)
         .await
@@ -1221,10 +1221,7 @@ async fn a_revert_keeps_replicas_minus_max_unavailable_available() {
     register_webhook(&world, dir.path()).await;
     let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    let binding: Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 60%, pause: {}}]}}\n",
-    )
-    .unwrap();
+    let binding: Rollout = binding_with("{replicas: 60%, pause: {}}");
     rollouts
         .create(&PostParams::default(), &binding)
         .await
@@ -1276,10 +1273,7 @@ async fn a_second_binding_that_got_past_the_webhook_is_refused_and_touches_nothi
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
     // Two bindings of one Deployment, as two creates at the same moment can
     // both pass the webhook (here: made before it is registered).
-    let binding: Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 30%}]}}\n",
-    )
-    .unwrap();
+    let binding: Rollout = binding_with("{replicas: 30%}");
     rollouts
         .create(&PostParams::default(), &binding)
         .await
@@ -1378,10 +1372,7 @@ async fn a_deployment_scaled_to_zero_keeps_its_outcome_and_releases_once_scaled_
     register_webhook(&world, dir.path()).await;
     let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    let binding: Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  strategy: {canary: {steps: [{replicas: 50%}]}}\n",
-    )
-    .unwrap();
+    let binding: Rollout = binding_with("{replicas: 50%}");
     rollouts
         .create(&PostParams::default(), &binding)
         .await
