@@ -831,10 +831,22 @@ async fn a_deployment_scaled_during_a_steps_pause_keeps_its_batch_share() {
         (14, 6),
         "30% of 20 new, the rest stable, while the step waits"
     );
-    let status = rollouts.get("web").await.unwrap().status.unwrap();
+    let mut status = rollouts.get("web").await.unwrap().status.unwrap();
+    for _ in 0..100 {
+        if status.ready_canary_replicas == 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = rollouts.get("web").await.unwrap().status.unwrap();
+    }
     assert_eq!(
-        (status.phase, status.current_step, status.canary_replicas),
-        (Phase::Paused, 0, 6),
+        (
+            status.phase,
+            status.current_step,
+            status.canary_replicas,
+            status.ready_canary_replicas
+        ),
+        (Phase::Paused, 0, 6, 6),
         "{status:#?}"
     );
 }
@@ -1413,4 +1425,61 @@ async fn a_deployment_scaled_to_zero_keeps_its_outcome_and_releases_once_scaled_
     let d = deployments.get("web").await.unwrap();
     assert_eq!(image_of(&d), "registry.example/web:2.0");
     assert_ne!(d.spec.as_ref().unwrap().paused, Some(true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_smaller_batch_after_a_changed_strategy_keeps_pods_available() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts
+        .create(
+            &PostParams::default(),
+            &binding_with("{replicas: 60%, pause: {}}, {replicas: 100%}"),
+        )
+        .await
+        .unwrap();
+    wait_release(&rollouts, "").await;
+    set_image(&deployments, "registry.example/web:2.0")
+        .await
+        .unwrap();
+    for _ in 0..600 {
+        let s = rollouts.get("web").await.unwrap().status.unwrap();
+        if s.phase == Phase::Paused && s.ready_canary_replicas == 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (fewest, stop) = fewest_ready(&world);
+    // The strategy changes to a first step of 10%: the release starts over
+    // there, 5 new pods go, and never more than 2 of 10 are missing.
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"strategy": {"canary": {"steps": [
+                {"replicas": "10%", "pause": {}}, {"replicas": "100%"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let mut settled = None;
+    for _ in 0..600 {
+        let s = rollouts.get("web").await.unwrap().status.unwrap();
+        if s.phase == Phase::Paused && s.current_step == 0 && s.ready_canary_replicas == 1 {
+            settled = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let settled = settled.expect("the release waits at the new first step");
+    assert_eq!((settled.canary_replicas, settled.total_steps), (1, 2));
+    stop.send(()).unwrap();
+    let fewest = fewest.await.unwrap();
+    assert!(
+        fewest >= 8,
+        "only {fewest} of 10 pods ready while the batch shrank"
+    );
 }

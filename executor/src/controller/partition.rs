@@ -1165,7 +1165,18 @@ async fn move_pods(
             w.scale(canary, (new_spec + room).min(target_new)).await?;
         }
     } else if new_spec > target_new {
-        w.scale(canary, target_new).await?;
+        // Fewer new pods than there are (a smaller batch after a changed
+        // strategy or a scale-down): the stable ones come back below first,
+        // and ready new pods go only while replicas - maxUnavailable stay
+        // available; unready ones go at once.
+        let healthy = ready(canary).min(new_spec);
+        let unready = new_spec - healthy;
+        let ready_cut = (new_spec - target_new).saturating_sub(unready).min(budget);
+        budget -= ready_cut;
+        let cut = (new_spec - target_new).min(unready) + ready_cut;
+        if cut > 0 {
+            w.scale(canary, new_spec - cut).await?;
+        }
     }
     if old_spec > target_old {
         // Old pods go as new ones become ready, keeping at least

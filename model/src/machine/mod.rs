@@ -713,6 +713,18 @@ impl Decision<'_> {
                 if promotion.is_none() {
                     self.follow_replicas();
                 }
+                if let Some(progress) = input
+                    .observed
+                    .progress
+                    .get(self.status.current_step as usize)
+                    .copied()
+                    .flatten()
+                {
+                    self.status.ready_canary_replicas = progress.ready_new;
+                    if !input.routed {
+                        self.status.traffic = progress.pod_share;
+                    }
+                }
                 let over = promotion.is_some()
                     || match self.status.pause_until.as_deref().and_then(parse_time) {
                         Some(until) => match until.duration_since(self.now()) {
@@ -779,6 +791,12 @@ impl Decision<'_> {
                 batch.canary_replicas,
                 deadline.as_secs()
             ));
+        }
+        if input.routed && batch.traffic < self.status.traffic {
+            // A smaller batch than the pods there (a changed strategy):
+            // traffic leaves the new pods before they go, as in a rollback.
+            self.effect(Effect::Route { step });
+            self.status.traffic = batch.traffic;
         }
         self.effect(Effect::MovePods { step });
         self.status.message = format!(
