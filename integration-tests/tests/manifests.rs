@@ -369,6 +369,30 @@ fn corpus() -> Vec<Case> {
                     "nodeSelector": {"pool": "web"}, "surprise": 1}}),
         ),
         case(
+            "pod with projected volumes and a wildcard toleration",
+            "/api/v1/namespaces/default/pods?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "v"},
+            "spec": {"containers": [{"name": "v", "image": "registry.example/v:1"}],
+                "tolerations": [{"operator": "Exists"}],
+                "volumes": [
+                    {"name": "c", "configMap": {"name": "settings"}},
+                    {"name": "s", "secret": {"secretName": "creds"}},
+                    {"name": "d", "downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                    {"name": "p", "projected": {"sources": [{"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
+                ]}}),
+        ),
+        case(
+            "service port with target port 0",
+            SERVICES,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "zero"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 81, "protocol": "UDP", "targetPort": 0}]}}),
+        ),
+        case(
+            "namespace with a dot in its name",
+            "/api/v1/namespaces?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a.b"}}),
+        ),
+        case(
             "deployment with a label value with a space",
             DEPLOYMENTS,
             deployment(|d| d["metadata"]["labels"]["team"] = json!("two words")),

@@ -10,6 +10,11 @@ fn default(object: &mut Value, key: &str, value: Value) {
 }
 
 fn pod_spec(spec: &mut Value) {
+    if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        for v in volumes {
+            volume(v);
+        }
+    }
     default(spec, "restartPolicy", json!("Always"));
     default(spec, "terminationGracePeriodSeconds", json!(30));
     default(spec, "dnsPolicy", json!("ClusterFirst"));
@@ -57,6 +62,37 @@ fn pod_spec(spec: &mut Value) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A volume's defaults: file modes 0644 (420) for what it projects from the
+/// API, and `apiVersion: v1` on a downward API field reference.
+fn volume(v: &mut Value) {
+    for source in ["configMap", "secret", "downwardAPI", "projected"] {
+        if let Some(s) = v.get_mut(source).filter(|s| s.is_object()) {
+            default(s, "defaultMode", json!(420));
+        }
+    }
+    let field_refs = |items: Option<&mut Value>| {
+        for item in items.and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(field) = item.get_mut("fieldRef").filter(|f| f.is_object()) {
+                default(field, "apiVersion", json!("v1"));
+            }
+        }
+    };
+    field_refs(v.get_mut("downwardAPI").and_then(|d| d.get_mut("items")));
+    if let Some(sources) = v
+        .get_mut("projected")
+        .and_then(|p| p.get_mut("sources"))
+        .and_then(Value::as_array_mut)
+    {
+        for source in sources {
+            field_refs(
+                source
+                    .get_mut("downwardAPI")
+                    .and_then(|d| d.get_mut("items")),
+            );
         }
     }
 }
@@ -232,7 +268,16 @@ pub(crate) fn apply(
                     "node.kubernetes.io/not-ready",
                     "node.kubernetes.io/unreachable",
                 ] {
-                    if !tolerations.iter().any(|t| t["key"] == taint) {
+                    // Not when a toleration already tolerates the taint
+                    // (a wildcard `operator: Exists` among them).
+                    let tolerates = |t: &Value| {
+                        let effect = t["effect"].as_str().unwrap_or_default();
+                        let key = t["key"].as_str().unwrap_or_default();
+                        let exists = t["operator"] == "Exists";
+                        (effect.is_empty() || effect == "NoExecute")
+                            && ((key.is_empty() && exists) || key == taint)
+                    };
+                    if !tolerations.iter().any(tolerates) {
                         tolerations.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
                     }
                 }
@@ -403,7 +448,11 @@ pub(crate) fn apply(
                 for p in ports {
                     default(p, "protocol", json!("TCP"));
                     let port = p["port"].clone();
-                    default(p, "targetPort", port);
+                    // Unset or 0 (what a Go client sends for an unset
+                    // IntOrString): the Service's own port.
+                    if p["targetPort"] == json!(0) || p["targetPort"].is_null() {
+                        p["targetPort"] = port;
+                    }
                     if exposed && p["nodePort"].as_i64().is_none_or(|n| n == 0) {
                         p["nodePort"] = json!(next_node_port());
                     }

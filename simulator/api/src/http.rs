@@ -284,21 +284,24 @@ async fn handle(
     // A protobuf body (client-go's choice for built-in kinds, kubectl's for
     // `kubectl create namespace|configmap|secret|deployment`) is read into
     // the JSON object it carries; the request goes on as JSON.
-    let (content_type, body) = if protobuf::is_protobuf(content_type) && !body.is_empty() {
-        match protobuf::decode(&body) {
-            Ok(object) => (
-                "application/json",
-                Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
-            ),
-            Err(e) => {
-                return error_response(&ApiError::bad_request(format!(
-                    "the body of the request could not be decoded as protobuf: {e}"
-                )));
+    // (A patch is never protobuf: its content type names its kind, and a
+    // protobuf one is refused as such below.)
+    let (content_type, body) =
+        if protobuf::is_protobuf(content_type) && !body.is_empty() && verb != "patch" {
+            match protobuf::decode(&body) {
+                Ok(object) => (
+                    "application/json",
+                    Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
+                ),
+                Err(e) => {
+                    return error_response(&ApiError::bad_request(format!(
+                        "the body of the request could not be decoded as protobuf: {e}"
+                    )));
+                }
             }
-        }
-    } else {
-        (content_type, body)
-    };
+        } else {
+            (content_type, body)
+        };
     if matches!(verb, "create" | "update")
         && target.sub.is_none()
         && let Err(e) = typed(&target, &body)

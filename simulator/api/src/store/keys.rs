@@ -67,3 +67,9 @@ pub fn valid_name(name: &str) -> bool {
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
+
+/// True for an RFC 1123 label (a namespace's name): lowercase
+/// alphanumerics and `-`, at most 63, alphanumeric at both ends.
+pub(super) fn valid_label(name: &str) -> bool {
+    valid_name(name) && name.len() <= 63 && !name.contains('.')
+}

@@ -711,16 +711,26 @@ impl Store {
             }
             name = format!("{prefix}{}", self.suffix());
         }
-        if !valid_name(&name) {
+        // A namespace's name is an RFC 1123 label (no dots, 63 at most);
+        // other objects' a subdomain.
+        let namespace_name = res.group.is_empty() && res.plural == "namespaces";
+        let why = if namespace_name {
+            (!keys::valid_label(&name)).then_some(
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+            )
+        } else {
+            (!valid_name(&name)).then_some(
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+            )
+        };
+        if let Some(why) = why {
             return Err(ApiError::invalid(
                 &res.group,
                 &res.kind,
                 &name,
                 &[(
                     "metadata.name".into(),
-                    format!(
-                        "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-                    ),
+                    format!("Invalid value: {name:?}: {why}"),
                 )],
             ));
         }
