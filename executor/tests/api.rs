@@ -976,6 +976,25 @@ async fn bound_release_now(world: &ApiWorld, name: &str) -> String {
     )
 }
 
+/// Changes the image of Deployment "web" as `kubectl set image` does.
+async fn set_web_image(world: &ApiWorld, image: &str) {
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::default_namespaced(world.client.clone());
+    let web = deployments.get("web").await.unwrap();
+    let container = web.spec.unwrap().template.spec.unwrap().containers[0]
+        .name
+        .clone();
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": container, "image": image}]}}}})),
+        )
+        .await
+        .unwrap();
+}
+
 // Real time, as the other watch test (see there).
 #[tokio::test]
 async fn a_held_change_after_an_ended_release_reads_as_pending_until_the_executor_takes_it() {
@@ -1006,21 +1025,7 @@ async fn a_held_change_after_an_ended_release_reads_as_pending_until_the_executo
     );
     // The user changes the workload (`kubectl set image`); the executor has
     // not looked yet.
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::default_namespaced(world.client.clone());
-    let web = deployments.get("web").await.unwrap();
-    let container = web.spec.unwrap().template.spec.unwrap().containers[0]
-        .name
-        .clone();
-    deployments
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": container, "image": "registry.example/web:v9"}]}}}})),
-        )
-        .await
-        .unwrap();
+    set_web_image(&world, "registry.example/web:v9").await;
     let shown = get(&mut world, "web-binding").await;
     let status = shown.status.as_ref().unwrap();
     assert_eq!(status.phase(), pb::RolloutPhase::Pending, "{status:?}");
@@ -1133,21 +1138,7 @@ async fn a_newer_template_mid_release_reads_as_pending_and_its_promote_is_refuse
                "message": "step 1 waits for promotion"}),
     )
     .await;
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::default_namespaced(world.client.clone());
-    let web = deployments.get("web").await.unwrap();
-    let container = web.spec.unwrap().template.spec.unwrap().containers[0]
-        .name
-        .clone();
-    deployments
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": container, "image": "registry.example/web:v9"}]}}}})),
-        )
-        .await
-        .unwrap();
+    set_web_image(&world, "registry.example/web:v9").await;
     // Until the executor takes the newer template up: Pending, from the
     // same stable revision, and a Promote meant for the replaced release is
     // refused, not dropped.

@@ -653,4 +653,58 @@ mod tests {
             Answer::Deny(_)
         ));
     }
+
+    #[test]
+    fn an_update_may_not_move_a_release_in_flight_or_a_binding_but_may_move_an_idle_release() {
+        let rollout = |images: bool, workload: &str, phase: Option<crate::crd::Phase>| {
+            let mut r: crate::crd::Rollout = serde_json::from_value(json!({
+                "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+                "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"workload": {"kind": "Deployment", "name": workload}},
+            }))
+            .unwrap();
+            if images {
+                r.spec.images = serde_json::from_value(
+                    json!([{"container": "app", "image": "registry.example/web:2"}]),
+                )
+                .unwrap();
+            }
+            r.status = phase.map(|phase| crate::crd::RolloutStatus {
+                phase,
+                ..Default::default()
+            });
+            r
+        };
+        use crate::crd::Phase;
+        // The same workload: allowed, whatever else changes.
+        assert_eq!(
+            rollout_update(&rollout(false, "web", None), &rollout(false, "web", None)),
+            Some(Answer::Allow)
+        );
+        // A release in flight keeps its workload; an ended one may move,
+        // checked then as a create is (None).
+        let Some(Answer::Deny(why)) = rollout_update(
+            &rollout(true, "web", Some(Phase::Paused)),
+            &rollout(true, "api", Some(Phase::Paused)),
+        ) else {
+            panic!("a release in flight moved");
+        };
+        assert!(why.contains("release in flight cannot change"), "{why}");
+        assert_eq!(
+            rollout_update(
+                &rollout(true, "web", Some(Phase::Succeeded)),
+                &rollout(true, "api", Some(Phase::Succeeded)),
+            ),
+            None
+        );
+        // A binding never moves, nor turns into a release of a version.
+        assert!(matches!(
+            rollout_update(&rollout(false, "web", None), &rollout(false, "api", None)),
+            Some(Answer::Deny(_))
+        ));
+        assert!(matches!(
+            rollout_update(&rollout(false, "web", None), &rollout(true, "web", None)),
+            Some(Answer::Deny(_))
+        ));
+    }
 }

@@ -458,11 +458,11 @@ impl Webhook {
                     (Some(old), Ok(new)) => hold::rollout_update(old, new),
                     _ => None,
                 };
-                match rollout {
+                match (rollout, update) {
                     // The API server's schema refuses what does not parse.
-                    Err(_) => Answer::Allow,
-                    Ok(_) if update.is_some() => update.unwrap_or(Answer::Allow),
-                    Ok(rollout) => match self.bindings.synced(namespace).await {
+                    (Err(_), _) => Answer::Allow,
+                    (Ok(_), Some(answer)) => answer,
+                    (Ok(rollout), None) => match self.bindings.synced(namespace).await {
                         Err(why) => Answer::Deny(why),
                         Ok(()) => {
                             let others: Vec<_> = self

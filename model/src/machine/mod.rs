@@ -649,18 +649,7 @@ impl Decision<'_> {
             // Held, but still said as it is: moves made before the pause
             // (a batch already under way) go on landing, and the status
             // shows the pods and the share of traffic they have.
-            if let Some(progress) = input
-                .observed
-                .progress
-                .get(self.status.current_step as usize)
-                .copied()
-                .flatten()
-            {
-                self.status.ready_canary_replicas = progress.ready_new;
-                if !input.routed {
-                    self.status.traffic = progress.pod_share;
-                }
-            }
+            self.show_progress();
             if !self.status.message.starts_with(PAUSED_BY_REQUEST) {
                 // A step's own pause keeps its message for after Resume.
                 self.status.message = if self.status.step_state == StepState::Paused
@@ -713,18 +702,7 @@ impl Decision<'_> {
                 if promotion.is_none() {
                     self.follow_replicas();
                 }
-                if let Some(progress) = input
-                    .observed
-                    .progress
-                    .get(self.status.current_step as usize)
-                    .copied()
-                    .flatten()
-                {
-                    self.status.ready_canary_replicas = progress.ready_new;
-                    if !input.routed {
-                        self.status.traffic = progress.pod_share;
-                    }
-                }
+                self.show_progress();
                 let over = promotion.is_some()
                     || match self.status.pause_until.as_deref().and_then(parse_time) {
                         Some(until) => match until.duration_since(self.now()) {
@@ -979,6 +957,24 @@ impl Decision<'_> {
     /// it. Only a change of the plan moves them, never what a possibly
     /// stale status says of the pods (a lagging read of an earlier step
     /// must not move a later step's pods back).
+    /// The new pods ready for the current step, and (when nothing routes
+    /// traffic) the share they take, as observed.
+    fn show_progress(&mut self) {
+        let input = self.input;
+        if let Some(progress) = input
+            .observed
+            .progress
+            .get(self.status.current_step as usize)
+            .copied()
+            .flatten()
+        {
+            self.status.ready_canary_replicas = progress.ready_new;
+            if !input.routed {
+                self.status.traffic = progress.pod_share;
+            }
+        }
+    }
+
     fn follow_replicas(&mut self) {
         let step = self.status.current_step;
         let wanted = self.batch().canary_replicas;
