@@ -25,6 +25,7 @@ pub mod controller;
 pub mod kubeconfig;
 pub mod lease;
 pub mod metrics;
+pub mod ownership;
 pub mod stack;
 pub mod tokens;
 pub mod validate;

@@ -26,7 +26,8 @@ pub fn post() -> PostParams {
 /// Finishes a release's writes to a user's workload: `patch` (a merge
 /// patch, e.g. the marks taken off) together with Sluice's entries removed
 /// from its `managedFields`, so that Sluice owns none of the fields it set
-/// and gave back. Otherwise the fields a release wrote last (the strategy,
+/// and gave back, and the fields the hold changed given back to the
+/// managers that owned them when it began (`crate::ownership`). Otherwise the fields a release wrote last (the strategy,
 /// the partition) would stay Sluice's, and a GitOps tool's later
 /// server-side apply of another value would conflict with `sluice`.
 /// Reads the object afresh (the controller's caches drop `managedFields`);
@@ -49,16 +50,13 @@ where
     };
     let meta = fresh.meta();
     let fields = meta.managed_fields.clone().unwrap_or_default();
-    let ours = fields
-        .iter()
-        .any(|m| m.manager.as_deref() == Some(keys::FIELD_MANAGER));
+    let record = crate::ownership::recorded(meta.annotations.as_ref());
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let given = crate::ownership::give_back(fields.clone(), &record, &now);
     let mut patch = patch;
-    if ours {
-        let rest: Vec<_> = fields
-            .into_iter()
-            .filter(|m| m.manager.as_deref() != Some(keys::FIELD_MANAGER))
-            .collect();
-        patch["metadata"]["managedFields"] = serde_json::to_value(rest).unwrap_or_default();
+    if given != fields {
+        patch["metadata"]["managedFields"] = serde_json::to_value(given).unwrap_or_default();
     }
     if patch.as_object().is_none_or(serde_json::Map::is_empty) {
         return Ok(());

@@ -1467,6 +1467,17 @@ async fn wait_status(
     status
 }
 
+/// The fields under `spec.<field>` the GitOps tool's apply owns on `d`.
+fn gitops_owns(d: &Deployment, field: &str) -> serde_json::Value {
+    d.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| m.manager.as_deref() == Some("gitops") && m.operation.as_deref() == Some("Apply"))
+        .and_then(|m| m.fields_v1.as_ref())
+        .map_or(serde_json::Value::Null, |f| f.0["f:spec"][field].clone())
+}
+
 /// The user's view of `web`: what a GitOps tool compares with git.
 fn users_fields(d: &Deployment) -> serde_json::Value {
     let spec = d.spec.clone().unwrap();
@@ -1495,6 +1506,8 @@ async fn a_gitops_change_is_released_in_batches_through_the_webhook_on_a_real_co
     let (ok, out) = gitops_apply(plane, &web_manifest("registry.example/web:1.0"), false);
     assert!(ok, "{out}");
     wait_deployment_ready(plane, &deployments, "web", 4).await;
+    let strategy_owned_before = gitops_owns(&deployments.get("web").await.unwrap(), "f:strategy");
+    assert!(strategy_owned_before.is_object(), "{strategy_owned_before}");
     // The binding: a strategy and no version.
     apply(
         plane,
@@ -1584,6 +1597,29 @@ async fn a_gitops_change_is_released_in_batches_through_the_webhook_on_a_real_co
     assert!(ok, "{out}");
     let done = wait_status(&rollouts, "web", |s| s.phase == Phase::Succeeded).await;
     assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    // The strategy the release held and gave back is git's tool's again,
+    // as it was before: a manifest that drops it has it removed (the
+    // server's defaults come back), as with no Sluice.
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        gitops_owns(&d, "f:strategy"),
+        strategy_owned_before,
+        "{:#?}",
+        d.metadata.managed_fields
+    );
+    let mut no_strategy = web_manifest("registry.example/web:2.0");
+    no_strategy["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("strategy");
+    let (ok, out) = gitops_apply(plane, &no_strategy, false);
+    assert!(ok, "{out}");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        serde_json::to_value(d.spec.unwrap().strategy).unwrap(),
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+        "git dropped the strategy"
+    );
     // After: the repository's manifest applies cleanly and is what runs.
     let (ok, out) = gitops_apply(plane, &web_manifest("registry.example/web:2.0"), false);
     assert!(ok, "no conflict after the release: {out}");
@@ -1699,6 +1735,21 @@ async fn a_bound_statefulset_on_a_real_control_plane_and_a_change_while_no_execu
     let rollouts: Api<Rollout> = Api::default_namespaced(client.clone());
     let idle = wait_status(&rollouts, "db", |s| s.phase == Phase::Succeeded).await;
     assert_eq!(idle.phase, Phase::Succeeded, "{idle:#?}");
+    // Who owns which part of the update strategy, which the release holds
+    // and moves.
+    let strategy_owners = |set: &StatefulSet| -> Vec<(String, serde_json::Value)> {
+        set.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| {
+                let part = m.fields_v1.as_ref()?.0["f:spec"]["f:updateStrategy"].clone();
+                (!part.is_null()).then(|| (m.manager.clone().unwrap_or_default(), part))
+            })
+            .collect()
+    };
+    let owners_before = strategy_owners(&sets.get("db").await.unwrap());
+    assert!(!owners_before.is_empty());
 
     let (ok, out) = plane.kubectl(&[
         "set",
@@ -1792,6 +1843,11 @@ async fn a_bound_statefulset_on_a_real_control_plane_and_a_change_while_no_execu
             .unwrap_or(0),
         0,
         "the partition is the user's again"
+    );
+    assert_eq!(
+        strategy_owners(&sets.get("db").await.unwrap()),
+        owners_before,
+        "the strategy's owners are the user's again"
     );
     assert!(
         db.metadata

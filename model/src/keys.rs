@@ -40,6 +40,11 @@ pub const FINALIZER: &str = "sluice.dev/release";
 /// On a StatefulSet a release holds: its partition before the release.
 pub const PARTITION_BEFORE: &str = "sluice.dev/partition-before";
 
+/// On a workload a bound Rollout holds: who owned the fields the hold
+/// changes (`managedFields` entries cut down to those fields, JSON), so
+/// the release's end gives them back to their owners.
+pub const FIELD_OWNERS: &str = "sluice.dev/field-owners";
+
 /// On a ReplicaSet: the Deployment's replicas when it was last scaled
 /// (kube-controller-manager reads it to tell a saturated ReplicaSet).
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";

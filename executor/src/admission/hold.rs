@@ -17,7 +17,29 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
 
-use crate::keys;
+use crate::{keys, ownership};
+
+/// Adds to `marks` the owners of the held fields, `recorded` (the
+/// workload's record, if any) with the managers of `new` (the object after
+/// the request) that own some of them now, when that differs from the
+/// record `new` carries.
+fn record_owners(
+    marks: &mut Vec<(&'static str, String)>,
+    recorded: Option<String>,
+    new: &Value,
+    held: &[&[&str]],
+) {
+    let before: Vec<_> = recorded
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    let all = ownership::merged(before, ownership::held_owners(new, held));
+    let text = ownership::record_text(&all);
+    if new["metadata"]["annotations"][keys::FIELD_OWNERS].as_str() != Some(text.as_str()) {
+        marks.retain(|(k, _)| *k != keys::FIELD_OWNERS);
+        marks.push((keys::FIELD_OWNERS, text));
+    }
+}
 
 /// The webhook's answer to one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +165,13 @@ pub fn deployment_update(old: &Value, new: &Value, binding: &str) -> Answer {
                 marks.retain(|(k, _)| *k != keys::PAUSED_BEFORE);
                 marks.push((keys::PAUSED_BEFORE, "false".into()));
             }
+            record_owners(
+                &mut marks,
+                annotation(&new_typed, keys::FIELD_OWNERS)
+                    .or(annotation(&old_typed, keys::FIELD_OWNERS)),
+                new,
+                ownership::DEPLOYMENT_HELD,
+            );
             let mut ops = Vec::new();
             let strategy = serde_json::to_value(&new_spec.strategy).unwrap_or(Value::Null);
             if strategy != hold_strategy() {
@@ -179,6 +208,13 @@ pub fn deployment_update(old: &Value, new: &Value, binding: &str) -> Answer {
                     (keys::PAUSED_BEFORE, paused.to_string()),
                     (keys::ORIGINAL_STRATEGY, strategy),
                     (keys::STABLE_TEMPLATE, stable),
+                    (
+                        keys::FIELD_OWNERS,
+                        ownership::record_text(&ownership::held_owners(
+                            new,
+                            ownership::DEPLOYMENT_HELD,
+                        )),
+                    ),
                 ],
             );
             ops.push(json!({"op": "add", "path": "/spec/paused", "value": true}));
@@ -231,7 +267,18 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
         .as_ref()
         .and_then(|s| s.replicas)
         .unwrap_or(1);
-    let hold = |at: i32| json!({"op": "add", "path": "/spec/updateStrategy", "value": {"type": "RollingUpdate", "rollingUpdate": {"partition": at}}});
+    // The partition alone is set: the rest of the strategy (its
+    // maxUnavailable) stays the user's.
+    let hold = |object: &Value, at: i32| {
+        let update = &object["spec"]["updateStrategy"];
+        if update["rollingUpdate"].is_object() {
+            json!({"op": "add", "path": "/spec/updateStrategy/rollingUpdate/partition", "value": at})
+        } else if update.is_object() {
+            json!({"op": "add", "path": "/spec/updateStrategy/rollingUpdate", "value": {"partition": at}})
+        } else {
+            json!({"op": "add", "path": "/spec/updateStrategy", "value": {"type": "RollingUpdate", "rollingUpdate": {"partition": at}}})
+        }
+    };
     match annotation(&old_typed, keys::ROLLOUT) {
         Some(holder) if holder != binding => {
             if changed {
@@ -254,11 +301,28 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
                     marks.push((key, kept));
                 }
             }
+            record_owners(
+                &mut marks,
+                annotation(&new_typed, keys::FIELD_OWNERS)
+                    .or(annotation(&old_typed, keys::FIELD_OWNERS)),
+                new,
+                ownership::STATEFULSET_HELD,
+            );
             let mut ops = Vec::new();
             if strategy(&new_typed) != strategy(&old_typed) {
+                if strategy(&new_typed).type_.as_deref() == Some("OnDelete") {
+                    return Answer::Deny(format!(
+                        "spec.updateStrategy.type: StatefulSet {name:?} is being released in \
+                         batches by Rollout {binding:?}, which moves its partition; it cannot \
+                         become OnDelete until that release has ended (or Abort it)"
+                    ));
+                }
+                // The user's strategy is kept (their maxUnavailable
+                // included); only the partition stays where the release
+                // has it, the one asked for given back at the end.
                 marks.retain(|(k, _)| *k != keys::PARTITION_BEFORE);
                 marks.push((keys::PARTITION_BEFORE, partition(&new_typed).to_string()));
-                ops.push(hold(partition(&old_typed)));
+                ops.push(hold(new, partition(&old_typed)));
             }
             let mut all = set_annotations(new, &marks);
             all.extend(ops);
@@ -276,9 +340,16 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
                 &[
                     (keys::ROLLOUT, binding.to_owned()),
                     (keys::PARTITION_BEFORE, partition(&new_typed).to_string()),
+                    (
+                        keys::FIELD_OWNERS,
+                        ownership::record_text(&ownership::held_owners(
+                            new,
+                            ownership::STATEFULSET_HELD,
+                        )),
+                    ),
                 ],
             );
-            ops.push(hold(replicas));
+            ops.push(hold(new, replicas));
             Answer::Patch(ops)
         }
     }
@@ -594,6 +665,38 @@ mod tests {
             2
         );
         assert_eq!(kept["metadata"]["annotations"][keys::PARTITION_BEFORE], "1");
+        // The rest of the user's strategy is kept, when held and when a
+        // change mid-release brings a new maxUnavailable.
+        let mut limited = sts("v2", Some(0));
+        limited["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] = json!(2);
+        let mut before = limited.clone();
+        before["spec"]["template"]["spec"]["containers"][0]["image"] = json!("v1");
+        let Answer::Patch(ops) = statefulset_update(&before, &limited, "db") else {
+            panic!("not held");
+        };
+        let held = apply(&limited, &ops);
+        assert_eq!(
+            held["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 3, "maxUnavailable": 2}})
+        );
+        let mut wider = held.clone();
+        wider["spec"]["updateStrategy"]["rollingUpdate"] =
+            json!({"partition": 0, "maxUnavailable": 3});
+        let Answer::Patch(ops) = statefulset_update(&held, &wider, "db") else {
+            panic!("hold not kept");
+        };
+        assert_eq!(
+            apply(&wider, &ops)["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 3, "maxUnavailable": 3}})
+        );
+        // Made OnDelete mid-release, it would stop the release's moves: refused,
+        // naming the field.
+        let mut on_delete = held.clone();
+        on_delete["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+        let Answer::Deny(why) = statefulset_update(&held, &on_delete, "db") else {
+            panic!("not refused");
+        };
+        assert!(why.starts_with("spec.updateStrategy.type"), "{why}");
         // OnDelete replaces no pod by itself: not held.
         let mut on_delete = sts("v2", None);
         on_delete["spec"]["updateStrategy"] = json!({"type": "OnDelete"});

@@ -993,11 +993,12 @@ pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
 /// The annotations a release puts on the Deployment (and that
 /// kube-controller-manager copies onto its ReplicaSets), all taken off at
 /// its end.
-pub(super) const MARKS: [&str; 4] = [
+pub(super) const MARKS: [&str; 5] = [
     keys::ROLLOUT,
     keys::PAUSED_BEFORE,
     keys::ORIGINAL_STRATEGY,
     keys::STABLE_TEMPLATE,
+    keys::FIELD_OWNERS,
 ];
 
 /// Creates the release's ReplicaSet (at 0) and holds the Deployment on the

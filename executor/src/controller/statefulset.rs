@@ -546,7 +546,7 @@ impl Set {
     async fn remove_marks(&self) -> Result<(), Error> {
         // The marks off, and Sluice's ownership of the partition it gave back.
         let patch = if self.marked() || self.sts.annotations().contains_key(PARTITION_BEFORE) {
-            json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null}}})
+            json!({"metadata": {"annotations": {keys::ROLLOUT: null, PARTITION_BEFORE: null, keys::FIELD_OWNERS: null}}})
         } else {
             json!({})
         };
