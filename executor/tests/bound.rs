@@ -714,6 +714,31 @@ async fn a_bound_deployment_released_canary_style_beside_its_own_pods() {
         deployments.get_opt("web-canary").await.unwrap().is_none(),
         "the canary is gone"
     );
+    // STABLE and NEW name the revision the Deployment's own pods run now,
+    // not the canary's, which is gone.
+    let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::default_namespaced(world.client.clone());
+    let running = sets
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|rs| {
+            rs.spec.as_ref().and_then(|s| s.replicas) == Some(10)
+                && rs
+                    .metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| !n.contains("canary"))
+        })
+        .and_then(|rs| rs.metadata.labels?.get("pod-template-hash").cloned())
+        .expect("the Deployment's own ReplicaSet runs every pod");
+    let shown = wait_status(&rollouts, "web", "named the running revision", |s| {
+        s.stable_revision == running
+    })
+    .await;
+    assert_eq!(shown.canary_revision, running);
 
     // Reverted mid-release: the canary goes, the Deployment is given back.
     set_image(&deployments, "registry.example/web:4.0")
@@ -1391,6 +1416,10 @@ async fn a_deployment_scaled_to_zero_keeps_its_outcome_and_releases_once_scaled_
         .await
         .unwrap();
     let idle = wait_release(&rollouts, "").await.status.unwrap();
+    // Before any release, STABLE and NEW name what runs.
+    assert!(!idle.stable_revision.is_empty(), "{idle:#?}");
+    assert_eq!(idle.canary_revision, idle.stable_revision);
+    assert_eq!(idle.step_state, sluice_executor::crd::StepState::Completed);
     let scale = |n: i32| {
         let deployments = deployments.clone();
         async move {
@@ -1419,6 +1448,11 @@ async fn a_deployment_scaled_to_zero_keeps_its_outcome_and_releases_once_scaled_
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let s = rollouts.get("web").await.unwrap().status.unwrap();
     assert!(s.message.contains("0 replicas"), "{s:#?}");
+    assert_eq!(
+        s.phase,
+        Phase::Pending,
+        "recorded as a release waiting: {s:#?}"
+    );
     // Scaled up, it is released.
     scale(4).await;
     let done = wait_release(&rollouts, &idle.release).await.status.unwrap();

@@ -318,11 +318,16 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
                     ));
                 }
                 // The user's strategy is kept (their maxUnavailable
-                // included); only the partition stays where the release
-                // has it, the one asked for given back at the end.
-                marks.retain(|(k, _)| *k != keys::PARTITION_BEFORE);
-                marks.push((keys::PARTITION_BEFORE, partition(&new_typed).to_string()));
-                ops.push(hold(new, partition(&old_typed)));
+                // included). A partition the request changed is the
+                // user's from now on, given back at the end, and stays
+                // where the release has it meanwhile; one it kept (a sync
+                // of a manifest that leaves the partition out) is the
+                // release's, not the user's.
+                if partition(&new_typed) != partition(&old_typed) {
+                    marks.retain(|(k, _)| *k != keys::PARTITION_BEFORE);
+                    marks.push((keys::PARTITION_BEFORE, partition(&new_typed).to_string()));
+                    ops.push(hold(new, partition(&old_typed)));
+                }
             }
             let mut all = set_annotations(new, &marks);
             all.extend(ops);
@@ -332,7 +337,10 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
                 Answer::Patch(all)
             }
         }
-        None if !changed => Answer::Allow,
+        // Switched from OnDelete to RollingUpdate with pods not yet on
+        // the template: its controller would now replace them all at once,
+        // so that is a change to release as well.
+        None if !changed && !(leaves_on_delete(&old_typed, &new_typed)) => Answer::Allow,
         None if strategy(&new_typed).type_.as_deref() == Some("OnDelete") => Answer::Allow,
         None => {
             let mut ops = set_annotations(
@@ -353,6 +361,26 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
             Answer::Patch(ops)
         }
     }
+}
+
+/// Whether an update of StatefulSet `old` into `new` leaves `OnDelete`
+/// for `RollingUpdate` while some pods run another revision than the
+/// template's (`status.currentRevision` behind `status.updateRevision`).
+fn leaves_on_delete(
+    old: &k8s_openapi::api::apps::v1::StatefulSet,
+    new: &k8s_openapi::api::apps::v1::StatefulSet,
+) -> bool {
+    let kind = |s: &k8s_openapi::api::apps::v1::StatefulSet| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.type_.clone())
+    };
+    let behind = old
+        .status
+        .as_ref()
+        .is_some_and(|s| s.current_revision.is_some() && s.current_revision != s.update_revision);
+    kind(old).as_deref() == Some("OnDelete") && kind(new).as_deref() != Some("OnDelete") && behind
 }
 
 /// What an update of a Rollout may not change: whether it is bound (a
@@ -689,6 +717,23 @@ mod tests {
             apply(&wider, &ops)["spec"]["updateStrategy"],
             json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 3, "maxUnavailable": 3}})
         );
+        // A sync of a manifest that leaves the partition out but brings
+        // another strategy field keeps the user's partition as it was: the
+        // live one is the release's.
+        let mut moved = held.clone();
+        moved["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = json!(1);
+        let mut resynced = moved.clone();
+        resynced["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] = json!(1);
+        match statefulset_update(&moved, &resynced, "db") {
+            Answer::Allow => {}
+            Answer::Patch(ops) => assert!(
+                ops.iter().all(|op| op["path"]
+                    != "/metadata/annotations/sluice.dev~1partition-before"
+                    && !op["path"].as_str().unwrap().contains("partition")),
+                "{ops:?}"
+            ),
+            Answer::Deny(why) => panic!("{why}"),
+        }
         // Made OnDelete mid-release, it would stop the release's moves: refused,
         // naming the field.
         let mut on_delete = held.clone();
@@ -704,6 +749,21 @@ mod tests {
             statefulset_update(&sts("v1", None), &on_delete, "db"),
             Answer::Allow
         );
+        // Back to RollingUpdate with pods still on the old revision: its
+        // controller would replace them all, so it is held; with every pod
+        // on the template there is nothing to release.
+        let mut behind = on_delete.clone();
+        behind["status"] = json!({"currentRevision": "db-1", "updateRevision": "db-2"});
+        let rolling = sts("v2", None);
+        let Answer::Patch(ops) = statefulset_update(&behind, &rolling, "db") else {
+            panic!("not held");
+        };
+        assert_eq!(
+            apply(&rolling, &ops)["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+            3
+        );
+        behind["status"]["currentRevision"] = json!("db-2");
+        assert_eq!(statefulset_update(&behind, &rolling, "db"), Answer::Allow);
     }
 
     #[test]

@@ -292,6 +292,18 @@ impl steps::Release for Canary {
         self.replicas
     }
 
+    fn running_revision(&self) -> Option<String> {
+        let canary_pods = self
+            .canary_rs
+            .as_ref()
+            .and_then(|rs| rs.status.as_ref())
+            .is_some_and(|s| s.replicas > 0);
+        if canary_pods {
+            return None;
+        }
+        super::partition::sole_revision(&self.owned, self.replicas)
+    }
+
     fn max_surge(&self) -> String {
         max_surge_text(&self.deployment)
     }

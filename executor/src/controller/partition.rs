@@ -195,6 +195,20 @@ fn pods(rs: &ReplicaSet) -> u32 {
     rs.status.as_ref().map_or(0, |s| s.replicas).max(0) as u32
 }
 
+/// The revision of the one ReplicaSet of `owned` with pods (or wanting
+/// some), when all `replicas` of them are ready.
+pub(super) fn sole_revision(owned: &[Arc<ReplicaSet>], replicas: u32) -> Option<String> {
+    let mut with_pods = owned
+        .iter()
+        .filter(|rs| spec_replicas(rs) > 0 || pods(rs) > 0);
+    match (with_pods.next(), with_pods.next()) {
+        (Some(rs), None) if replicas > 0 && ready(rs) >= replicas => {
+            Some(hash_of(rs)).filter(|h| !h.is_empty())
+        }
+        _ => None,
+    }
+}
+
 fn hash_of(rs: &ReplicaSet) -> String {
     rs.labels()
         .get(keys::TEMPLATE_HASH)
@@ -698,6 +712,10 @@ impl Workload {
 impl steps::Release for Workload {
     fn replicas(&self) -> u32 {
         self.replicas
+    }
+
+    fn running_revision(&self) -> Option<String> {
+        sole_revision(&self.owned, self.replicas)
     }
 
     fn max_surge(&self) -> String {

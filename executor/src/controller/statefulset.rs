@@ -256,6 +256,17 @@ impl steps::Release for Set {
         self.replicas
     }
 
+    fn running_revision(&self) -> Option<String> {
+        let (current, update) = self.revisions();
+        let (pods, ready) = self.pods_at(&current);
+        (!current.is_empty()
+            && current == update
+            && self.replicas > 0
+            && pods >= self.replicas
+            && ready >= self.replicas)
+            .then_some(current)
+    }
+
     fn max_surge(&self) -> String {
         // A StatefulSet replaces pods in place: no surge.
         "0".into()

@@ -44,6 +44,13 @@ pub(super) trait Release {
     fn paused_by_user(&self) -> Option<String> {
         None
     }
+    /// The revision every pod runs, all of them ready, when that is one
+    /// revision of the workload's own: what STABLE and NEW show once a
+    /// release has succeeded (a canary-style release's new pods ran in a
+    /// Deployment of its own, whose revision is gone by then).
+    fn running_revision(&self) -> Option<String> {
+        None
+    }
     /// Whether the release may start.
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start;
     /// How far the workload is towards `batch`; `None` when the release's
@@ -247,7 +254,19 @@ pub(super) async fn drive<R: Release>(
         // Nothing runs, so nothing is released in batches: an ended release
         // stays as it ended, and a change waits (held) until the workload
         // is scaled up, which wakes the next look.
-        if !(status.release == w.release_id(rollout) && super::partition::ended(status)) {
+        let release = w.release_id(rollout);
+        if !(status.release == release && super::partition::ended(status)) {
+            if super::partition::ended(status) {
+                // A change made at 0 replicas is a release waiting, and is
+                // recorded as one (every view then says Pending and why).
+                *status = RolloutStatus {
+                    release,
+                    phase: crate::crd::Phase::Pending,
+                    observed_generation: status.observed_generation,
+                    conditions: std::mem::take(&mut status.conditions),
+                    ..RolloutStatus::default()
+                };
+            }
             status.message = "the workload has 0 replicas: its release starts once it is \
                               scaled up"
                 .into();
@@ -394,6 +413,12 @@ pub(super) async fn drive<R: Release>(
             }
             Effect::Unmark => w.unmark().await?,
         }
+    }
+    if out.status.phase == crate::crd::Phase::Succeeded
+        && let Some(running) = w.running_revision()
+    {
+        out.status.stable_revision.clone_from(&running);
+        out.status.canary_revision = running;
     }
     *status = out.status;
     Ok(match out.next {

@@ -476,6 +476,10 @@ impl Decision<'_> {
         self.status.message = message.into();
         self.status.pause_until = None;
         self.status.finished = Some(time_text(self.now()));
+        if phase == Phase::Succeeded {
+            // Nothing is left to do in any step.
+            self.status.step_state = StepState::Completed;
+        }
         if phase != Phase::Failed {
             self.close_step();
         }
@@ -517,7 +521,7 @@ impl Decision<'_> {
                 // before: what the old release changed is undone.
                 self.roll_back(format!(
                     "{REVERTED}: the version asked for now is the one the workload ran before \
-                     the release; rolling back to it without analysis"
+                     the release; back to it without analysis"
                 ))
             }
             Start::NothingToDo => {
