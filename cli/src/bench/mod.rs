@@ -13,6 +13,7 @@
 //! per-call costs are measured against minimal baselines in the same run.
 
 mod overhead;
+mod peer;
 mod probe;
 mod report;
 
@@ -64,6 +65,15 @@ pub(crate) struct BenchArgs {
     /// Folder for bench.json, bench.md and bench.svg.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Also run Argo Rollouts' controller on the same workload, per size:
+    /// the folder `scripts/build-peers` prints. Compare with
+    /// `--bad-share 0` (the peer releases only the healthy version).
+    #[arg(long)]
+    argo_rollouts: Option<PathBuf>,
+    /// The API request rates (QPS, burst twice that) Argo Rollouts runs at,
+    /// one run each per size; its own default is 40.
+    #[arg(long, value_delimiter = ',', default_value = "40,1000", value_parser = qps)]
+    argo_qps: Vec<f64>,
     /// Log filter (tracing's env-filter syntax) for the in-process simulated
     /// cluster and the executor it starts; warnings by default.
     #[arg(long, default_value = "warn")]
@@ -91,6 +101,15 @@ fn pace(text: &str) -> Result<f64, String> {
     }
 }
 
+fn qps(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "must be a number of requests per second above 0, got {text:?}"
+        )),
+    }
+}
+
 fn share(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -106,6 +125,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let argo = args
+        .argo_rollouts
+        .as_deref()
+        .map(peer::Argo::load)
+        .transpose()?;
     let overheads = runtime.block_on(overhead::measure(args.calls))?;
     eprintln!(
         "per-call: Plan {:.0} µs vs bare tonic {:.0} µs; gate {:.0} µs vs bare tonic + raw query {:.0} µs",
@@ -115,16 +139,36 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         overheads.tonic_us + overheads.query_us
     );
     let mut sizes = Vec::new();
+    let mut peers = Vec::new();
     let mut report = report::Report::new(overheads.clone(), Vec::new());
     for &n in &args.sizes {
         let figures = runtime.block_on(size(n, args.bad_share, args.pace, &args.log))?;
         eprintln!("{}", figures.line());
         sizes.push(figures);
+        if let Some(argo) = &argo {
+            for &qps in &args.argo_qps {
+                let figures = runtime.block_on(peer::run(argo, n, qps, &args.log))?;
+                eprintln!(
+                    "{}: {} releases in {:.1} s; advance p50 {:?} ms p99 {:?} ms; CPU {:.2} s, peak {:.0} MiB, {:.1} requests per release",
+                    figures.controller,
+                    figures.rollouts,
+                    figures.wall_seconds,
+                    figures.advance_p50_ms,
+                    figures.advance_p99_ms,
+                    figures.cpu_seconds,
+                    figures.peak_rss_mib,
+                    figures.api_calls_per_release
+                );
+                peers.push(figures);
+            }
+        }
         // Written after every size, so a long run keeps what it measured.
-        report = report::Report::new(overheads.clone(), sizes.clone()).paced(args.pace);
+        report = report::Report::new(overheads.clone(), sizes.clone())
+            .paced(args.pace)
+            .with_peers(peers.clone());
         report.write(&args.out)?;
     }
-    println!("{}", report.markdown());
+    println!("{}{}", report.markdown(), report.side_by_side());
     eprintln!(
         "wrote {}/bench.json, bench.md and bench.svg",
         args.out.display()
@@ -435,6 +479,7 @@ async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<
         .filter(|s| s.phase == Phase::Succeeded)
         .count();
     let advances = watch.advances();
+    let releases = watch.release_times(began);
     // Two batches per healthy rollout; one for a rolled-back one.
     let steps = (2 * succeeded + rolled_back).max(1) as f64;
     Ok(SizeFigures {
@@ -448,6 +493,8 @@ async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<
         advance_p50_ms: probe::quantile_ms(&advances, 0.5),
         advance_p99_ms: probe::quantile_ms(&advances, 0.99),
         advance_samples: advances.len(),
+        release_p50_ms: probe::quantile_ms(&releases, 0.5),
+        release_p99_ms: probe::quantile_ms(&releases, 0.99),
         decision_p50_ms: probe::quantile_ms(&total, 0.5),
         decision_p99_ms: probe::quantile_ms(&total, 0.99),
         decision_gate_p99_ms: probe::quantile_ms(&gate_share, 0.99),

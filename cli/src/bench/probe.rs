@@ -116,6 +116,8 @@ struct Seen {
     verdicts: HashMap<String, SystemTime>,
     /// Per rollout: its status as last seen.
     statuses: HashMap<String, RolloutStatus>,
+    /// Per rollout: when its status first showed an ended phase.
+    ended_at: HashMap<String, Instant>,
 }
 
 /// Watches ReplicaSets and Rollouts until dropped.
@@ -185,6 +187,14 @@ impl Watch {
                 let key = format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
                 if let Some(status) = &r.status {
                     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    if matches!(
+                        status.phase,
+                        Phase::Succeeded | Phase::RolledBack | Phase::Failed
+                    ) {
+                        seen.ended_at
+                            .entry(key.clone())
+                            .or_insert_with(Instant::now);
+                    }
                     seen.statuses.insert(key.clone(), status.clone());
                 }
                 let failed = r
@@ -209,6 +219,17 @@ impl Watch {
             .unwrap_or_else(|e| e.into_inner())
             .advances
             .clone()
+    }
+
+    /// Each ended release's time from `began`.
+    pub(crate) fn release_times(&self, began: Instant) -> Vec<Duration> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ended_at
+            .values()
+            .map(|t| t.saturating_duration_since(began))
+            .collect()
     }
 
     /// How many rollouts have ended; cheap enough to ask often.

@@ -35,6 +35,10 @@ pub(crate) struct SizeFigures {
     pub advance_p99_ms: Option<f64>,
     /// How many step advances were timed.
     pub advance_samples: usize,
+    /// From the first Rollout created to each release's end (ms), median.
+    pub release_p50_ms: Option<f64>,
+    /// Same, 99th percentile.
+    pub release_p99_ms: Option<f64>,
     /// A breaching measurement until the new pods are drained (ms).
     pub decision_p50_ms: Option<f64>,
     /// Same, 99th percentile.
@@ -111,6 +115,9 @@ pub(crate) struct Report {
     pub pace: f64,
     /// One entry per size.
     pub sizes: Vec<SizeFigures>,
+    /// Peer controllers on the same workload, per size (`--argo-rollouts`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<super::peer::PeerFigures>,
 }
 
 fn machine() -> String {
@@ -136,7 +143,65 @@ impl Report {
             overheads,
             pace: 0.0,
             sizes,
+            peers: Vec::new(),
         }
+    }
+
+    /// The same, with the peers' figures.
+    pub(crate) fn with_peers(self, peers: Vec<super::peer::PeerFigures>) -> Self {
+        Self { peers, ..self }
+    }
+
+    /// Sluice and its peers side by side, per size: the same figures for
+    /// each, all measured in this run.
+    pub(crate) fn side_by_side(&self) -> String {
+        if self.peers.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\n| rollouts | controller | step advance p50 / p99 ms | release p50 / p99 ms | all released s | controller CPU s | controller peak MiB | API requests / release |\n|---:|---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for s in &self.sizes {
+            let requests: f64 = s.api_calls_per_rollout.values().sum();
+            let _ = writeln!(
+                out,
+                "| {} | Sluice | {} / {} | {} / {} | {:.1} | {:.2} | {:.0} | {:.1} |",
+                s.rollouts,
+                ms(s.advance_p50_ms),
+                ms(s.advance_p99_ms),
+                ms(s.release_p50_ms),
+                ms(s.release_p99_ms),
+                s.wall_seconds,
+                s.executor_cpu_seconds,
+                s.executor_peak_rss_mib,
+                requests
+            );
+            for p in self.peers.iter().filter(|p| p.rollouts == s.rollouts) {
+                if let Some(u) = &p.unfinished {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | unfinished: {u} ||||||",
+                        p.rollouts, p.controller
+                    );
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} / {} | {} / {} | {:.1} | {:.2} | {:.0} | {:.1} |",
+                    p.rollouts,
+                    p.controller,
+                    ms(p.advance_p50_ms),
+                    ms(p.advance_p99_ms),
+                    ms(p.release_p50_ms),
+                    ms(p.release_p99_ms),
+                    p.wall_seconds,
+                    p.cpu_seconds,
+                    p.peak_rss_mib,
+                    p.api_calls_per_release
+                );
+            }
+        }
+        out
     }
 
     /// The same, for rollouts started at `pace` per second.
@@ -205,7 +270,11 @@ impl Report {
     pub(crate) fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(self)?)
             .context("writing bench.json")?;
-        std::fs::write(dir.join("bench.md"), self.markdown()).context("writing bench.md")?;
+        std::fs::write(
+            dir.join("bench.md"),
+            format!("{}{}", self.markdown(), self.side_by_side()),
+        )
+        .context("writing bench.md")?;
         self.chart(&dir.join("bench.svg"))
             .map_err(|e| anyhow::anyhow!("drawing bench.svg: {e}"))
     }
