@@ -150,14 +150,35 @@ pub fn recorded(
         .unwrap_or_default()
 }
 
+/// The server-side appliers that wrote in a request from `old` to `new`
+/// (raw objects): their entries differ. An applier's entry is what its
+/// last apply said, so their share now replaces the recorded one.
+pub fn appliers(old: &Value, new: &Value) -> Vec<ManagedFieldsEntry> {
+    let read = |o: &Value| -> Vec<ManagedFieldsEntry> {
+        serde_json::from_value(o["metadata"]["managedFields"].clone()).unwrap_or_default()
+    };
+    let before = read(old);
+    read(new)
+        .into_iter()
+        .filter(|e| e.operation.as_deref() == Some("Apply") && !ours(e))
+        .filter(|e| !before.contains(e))
+        .collect()
+}
+
 /// `before` and `now` together: a manager in both owns the union of its
-/// shares. For a workload held again by a later request (a newer template,
-/// a GitOps sync): who owned the fields then, and who applies them now.
+/// shares, except the `appliers` of this request, whose share is what
+/// they applied now (none when they dropped the fields). For a workload
+/// held again by a later request (a newer template, a GitOps sync): who
+/// owned the fields then, and who applies them now.
 pub fn merged(
     before: Vec<ManagedFieldsEntry>,
     now: Vec<ManagedFieldsEntry>,
+    appliers: &[ManagedFieldsEntry],
 ) -> Vec<ManagedFieldsEntry> {
-    let mut out = before;
+    let mut out: Vec<ManagedFieldsEntry> = before
+        .into_iter()
+        .filter(|o| !appliers.iter().any(|a| same_owner(a, o)))
+        .collect();
     for e in now {
         match out.iter_mut().find(|o| same_owner(o, &e)) {
             Some(o) => {
@@ -334,7 +355,7 @@ mod tests {
             ),
             entry("kubectl", "Update", json!({"f:spec": {"f:paused": {}}})),
         ];
-        let all = merged(first, now);
+        let all = merged(first, now, &[]);
         assert_eq!(all.len(), 2);
         assert_eq!(
             all[0].fields_v1.as_ref().map(|f| &f.0),
@@ -342,6 +363,30 @@ mod tests {
                 &json!({"f:spec": {"f:strategy": {"f:rollingUpdate": {"f:maxSurge": {}}, "f:type": {}}}})
             )
         );
+    }
+
+    #[test]
+    fn an_applier_that_drops_a_held_field_mid_release_no_longer_owns_it() {
+        let applied = |fields: Value| {
+            json!({"metadata": {"managedFields": [{"manager": "argocd-controller", "operation": "Apply",
+                "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "time": "2026-01-01T00:00:00Z", "fieldsV1": fields}]}})
+        };
+        let with_strategy =
+            applied(json!({"f:spec": {"f:replicas": {}, "f:strategy": {"f:type": {}}}}));
+        let without = applied(json!({"f:spec": {"f:replicas": {}}}));
+        let recorded = held_owners(&with_strategy, DEPLOYMENT_HELD);
+        assert_eq!(recorded.len(), 1);
+        let who = appliers(&with_strategy, &without);
+        assert_eq!(who.len(), 1);
+        let all = merged(
+            recorded.clone(),
+            held_owners(&without, DEPLOYMENT_HELD),
+            &who,
+        );
+        assert!(all.is_empty(), "{all:?}");
+        // A request by someone else leaves the applier's record alone.
+        assert!(appliers(&with_strategy, &with_strategy).is_empty());
+        assert_eq!(merged(recorded.clone(), Vec::new(), &[]), recorded);
     }
 
     fn epoch() -> k8s_openapi::jiff::Timestamp {

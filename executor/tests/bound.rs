@@ -467,12 +467,17 @@ async fn db_ready_with(world: &World, image: &str) -> usize {
         .count()
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_reverted() {
+/// StatefulSet `db` (4 pods of db:1.0, ready) and Rollout `web` bound to
+/// it with `steps`, idle.
+async fn bound_db(
+    world: &World,
+    steps: &str,
+) -> (
+    Api<k8s_openapi::api::apps::v1::StatefulSet>,
+    Api<Rollout>,
+    sluice_executor::crd::RolloutStatus,
+) {
     use k8s_openapi::api::apps::v1::StatefulSet;
-    let world = world("healthy").await;
-    let dir = tempfile::tempdir().unwrap();
-    register_webhook(&world, dir.path()).await;
     let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
     let db: StatefulSet = serde_json::from_value(json!({
         "metadata": {"name": "db"},
@@ -482,14 +487,14 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
     .unwrap();
     sets.create(&PostParams::default(), &db).await.unwrap();
     for _ in 0..300 {
-        if db_ready_with(&world, "registry.example/db:1.0").await == 4 {
+        if db_ready_with(world, "registry.example/db:1.0").await == 4 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
     let binding: Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: StatefulSet, name: db}\n  strategy: {canary: {steps: [{replicas: 1, pause: {}}, {replicas: 50%, pause: {}}]}}\n",
+        &format!("apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: web}}\nspec:\n  workload: {{kind: StatefulSet, name: db}}\n  strategy: {{canary: {{steps: [{steps}]}}}}\n"),
     )
     .unwrap();
     rollouts
@@ -498,6 +503,20 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
         .unwrap();
     let idle = wait_release(&rollouts, "").await.status.unwrap();
     assert_eq!(idle.phase, Phase::Succeeded, "{idle:#?}");
+    (sets, rollouts, idle)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_reverted() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let world = world("healthy").await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let (sets, rollouts, idle) = bound_db(
+        &world,
+        "{replicas: 1, pause: {}}, {replicas: 50%, pause: {}}",
+    )
+    .await;
 
     let set_db_image = |image: &'static str| {
         let sets = sets.clone();
@@ -638,6 +657,117 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
             .all(|k| !k.starts_with("sluice.dev/"))
     );
     assert_eq!(db_ready_with(&world, "registry.example/db:1.0").await, 4);
+
+    // Made OnDelete and changed: not held, refused as a release; made
+    // RollingUpdate again with its pods behind, it is held and released
+    // in batches, not all at once.
+    let strategy = |kind: &str| {
+        let sets = sets.clone();
+        let patch = json!({"spec": {"updateStrategy": {"type": kind, "rollingUpdate": if kind == "OnDelete" { json!(null) } else { json!({"partition": 0}) }}}});
+        async move {
+            sets.patch("db", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap()
+        }
+    };
+    strategy("OnDelete").await;
+    set_db_image("registry.example/db:3.0").await;
+    let refused = wait_release(&rollouts, &reverted.release)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(refused.phase, Phase::Failed, "{refused:#?}");
+    assert!(refused.message.contains("OnDelete"), "{}", refused.message);
+    let held = strategy("RollingUpdate").await;
+    assert_eq!(partition(&held), Some(4), "held when it leaves OnDelete");
+    let paused = wait_status(&rollouts, "web", "released the change in batches", |s| {
+        s.phase == Phase::Paused && s.current_step == 0 && s.release != refused.release
+    })
+    .await;
+    assert_eq!(paused.ready_canary_replicas, 1, "{paused:#?}");
+    assert_eq!(db_ready_with(&world, "registry.example/db:3.0").await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bound_statefulset_keeps_its_batch_through_a_scale_up_and_a_newer_template() {
+    let world = world("healthy").await;
+    let dir = tempfile::tempdir().unwrap();
+    register_webhook(&world, dir.path()).await;
+    let (sets, rollouts, _) = bound_db(
+        &world,
+        "{replicas: 25%, pause: {}}, {replicas: 50%, pause: {}}, {replicas: 100%}",
+    )
+    .await;
+    let set_image = |image: &'static str| {
+        let sets = sets.clone();
+        async move {
+            let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "db", "image": image}]}}}});
+            sets.patch("db", &PatchParams::default(), &Patch::Strategic(patch))
+                .await
+                .unwrap()
+        }
+    };
+    set_image("registry.example/db:2.0").await;
+    wait_status(&rollouts, "web", "paused at its first batch", |s| {
+        s.phase == Phase::Paused && s.current_step == 0 && s.ready_canary_replicas == 1
+    })
+    .await;
+    // Scaled to 8 through its scale subresource: the batch is 2 of 8, and
+    // no more than 2 pods run the new version once it settles.
+    sets.patch_scale(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 8}})),
+    )
+    .await
+    .unwrap();
+    let mut counts = (0, 0);
+    for _ in 0..600 {
+        counts = (
+            db_ready_with(&world, "registry.example/db:2.0").await,
+            db_ready_with(&world, "registry.example/db:1.0").await,
+        );
+        if counts == (2, 6) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts, (2, 6), "new and stable pods after the scale-up");
+    let s = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (s.canary_replicas, s.ready_canary_replicas),
+        (2, 2),
+        "{s:#?}"
+    );
+
+    // On to 50% (4 of 8), then a newer template: the middle version's pods
+    // go back to stable, and the newest starts over at its first batch.
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}})),
+        )
+        .await
+        .unwrap();
+    wait_status(&rollouts, "web", "paused at its second batch", |s| {
+        s.phase == Phase::Paused && s.current_step == 1 && s.ready_canary_replicas == 4
+    })
+    .await;
+    set_image("registry.example/db:3.0").await;
+    let mut counts = (0, 0, 0);
+    for _ in 0..600 {
+        counts = (
+            db_ready_with(&world, "registry.example/db:3.0").await,
+            db_ready_with(&world, "registry.example/db:2.0").await,
+            db_ready_with(&world, "registry.example/db:1.0").await,
+        );
+        if counts == (2, 0, 6) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts, (2, 0, 6), "newest, middle and stable pods");
 }
 
 #[tokio::test(start_paused = true)]

@@ -21,19 +21,24 @@ use crate::{keys, ownership};
 
 /// Adds to `marks` the owners of the held fields, `recorded` (the
 /// workload's record, if any) with the managers of `new` (the object after
-/// the request) that own some of them now, when that differs from the
-/// record `new` carries.
+/// the request from `old`) that own some of them now, a server-side
+/// applier of this request owning what it applied now, when that differs
+/// from the record `new` carries.
 fn record_owners(
     marks: &mut Vec<(&'static str, String)>,
     recorded: Option<String>,
-    new: &Value,
+    (old, new): (&Value, &Value),
     held: &[&[&str]],
 ) {
     let before: Vec<_> = recorded
         .as_deref()
         .and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or_default();
-    let all = ownership::merged(before, ownership::held_owners(new, held));
+    let all = ownership::merged(
+        before,
+        ownership::held_owners(new, held),
+        &ownership::appliers(old, new),
+    );
     let text = ownership::record_text(&all);
     if new["metadata"]["annotations"][keys::FIELD_OWNERS].as_str() != Some(text.as_str()) {
         marks.retain(|(k, _)| *k != keys::FIELD_OWNERS);
@@ -169,7 +174,7 @@ pub fn deployment_update(old: &Value, new: &Value, binding: &str) -> Answer {
                 &mut marks,
                 annotation(&new_typed, keys::FIELD_OWNERS)
                     .or(annotation(&old_typed, keys::FIELD_OWNERS)),
-                new,
+                (old, new),
                 ownership::DEPLOYMENT_HELD,
             );
             let mut ops = Vec::new();
@@ -305,7 +310,7 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
                 &mut marks,
                 annotation(&new_typed, keys::FIELD_OWNERS)
                     .or(annotation(&old_typed, keys::FIELD_OWNERS)),
-                new,
+                (old, new),
                 ownership::STATEFULSET_HELD,
             );
             let mut ops = Vec::new();

@@ -159,6 +159,16 @@ impl Set {
         self.merge(patch).await
     }
 
+    /// Its `updateStrategy.type` (RollingUpdate when unset).
+    fn update_type(&self) -> String {
+        self.sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.type_.clone())
+            .unwrap_or_else(|| "RollingUpdate".into())
+    }
+
     fn partition_before(&self) -> u32 {
         self.sts
             .annotations()
@@ -282,20 +292,21 @@ impl steps::Release for Set {
 
     fn release_id(&self, rollout: &Rollout) -> String {
         if self.bound {
-            crate::machine::bound_release_id(&rollout.spec, &template(&self.sts))
+            let id = crate::machine::bound_release_id(&rollout.spec, &template(&self.sts));
+            // A template refused for OnDelete is released anew once the
+            // StatefulSet is RollingUpdate again (the webhook held it).
+            if self.update_type() == "OnDelete" {
+                format!("{id}/OnDelete")
+            } else {
+                id
+            }
         } else {
             crate::machine::release_id(&rollout.spec)
         }
     }
 
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
-        let strategy = self
-            .sts
-            .spec
-            .as_ref()
-            .and_then(|s| s.update_strategy.as_ref())
-            .and_then(|u| u.type_.clone())
-            .unwrap_or_else(|| "RollingUpdate".into());
+        let strategy = self.update_type();
         if strategy != "RollingUpdate" {
             return Start::Refused(format!(
                 "StatefulSet {:?} uses {strategy}; only RollingUpdate can be released in batches",
@@ -337,9 +348,16 @@ impl steps::Release for Set {
             self.pods_at(&status.canary_revision)
         };
         let target = self.replicas.saturating_sub(batch.canary_replicas);
+        // Pods of neither version (a replaced release's) are not the batch.
+        let (current, _) = self.revisions();
+        let others = self
+            .pods_by_revision
+            .iter()
+            .any(|(r, _)| *r != current && *r != status.canary_revision);
         Some(Progress {
             ready_new: ready,
             reached: !status.canary_revision.is_empty()
+                && !others
                 && self.partition() == target
                 && pods == batch.canary_replicas
                 && ready + batch.max_unready >= batch.canary_replicas,
@@ -447,6 +465,14 @@ impl steps::Release for Set {
         if self.partition() != target {
             self.set_partition(target).await?;
         }
+        // Pods below the partition keep the revision they run: new ones
+        // left there by a smaller batch or a scale-up, and a replaced
+        // release's, go back to the stable revision, as its controller
+        // makes a pod below the partition again.
+        let (current, _) = self.revisions();
+        if !current.is_empty() && current != status.canary_revision {
+            self.replace_strays(target, &current).await?;
+        }
         Ok(())
     }
 
@@ -489,35 +515,9 @@ impl steps::Release for Set {
             if self.partition() != self.replicas {
                 self.set_partition(self.replicas).await?;
             }
-            let (_, update) = self.revisions();
-            let pods: Api<Pod> = Api::namespaced(
-                self.sets.clone().into_client(),
-                &self.sts.namespace().unwrap_or_default(),
-            );
-            // New pods that are not ready serve nobody and go at once; ready
-            // ones only as the StatefulSet's maxUnavailable allows, counting
-            // every pod missing or not ready now (the ones deleted before
-            // come back at the stable revision first).
-            let ready_now = self.ready_by_revision.iter().filter(|(_, r)| *r).count() as u32;
-            let mut budget = self
-                .max_unavailable()
-                .saturating_sub(self.replicas.saturating_sub(ready_now));
-            for ((revision, pod), (_, ready)) in
-                self.pods_by_revision.iter().zip(&self.ready_by_revision)
-            {
-                if *revision == update {
-                    if *ready {
-                        if budget == 0 {
-                            continue;
-                        }
-                        budget -= 1;
-                    }
-                    match pods.delete(pod, &Default::default()).await {
-                        Err(kube::Error::Api(e)) if e.code == 404 => {}
-                        Err(e) => return Err(e.into()),
-                        Ok(_) => {}
-                    }
-                }
+            let (current, _) = self.revisions();
+            if !current.is_empty() {
+                self.replace_strays(self.replicas, &current).await?;
             }
             return Ok(());
         }
@@ -551,6 +551,47 @@ impl Set {
                 super::partition::allowance(Some(given)).pods_floor(self.replicas)
             })
             .max(1)
+    }
+
+    /// Deletes its pods below ordinal `below` that run another revision
+    /// than `keep` (its controller makes a pod below the partition again
+    /// at its current revision): those not ready at once, ready ones only
+    /// as its maxUnavailable allows, counting every pod missing or not
+    /// ready now (the ones deleted before come back first).
+    async fn replace_strays(&self, below: u32, keep: &str) -> Result<(), Error> {
+        let pods: Api<Pod> = Api::namespaced(
+            self.sets.clone().into_client(),
+            &self.sts.namespace().unwrap_or_default(),
+        );
+        let prefix = format!("{}-", self.sts.name_any());
+        let below_partition = |pod: &str| {
+            pod.strip_prefix(&prefix)
+                .and_then(|o| o.parse::<u32>().ok())
+                .is_some_and(|o| o < below)
+        };
+        let ready_now = self.ready_by_revision.iter().filter(|(_, r)| *r).count() as u32;
+        let mut budget = self
+            .max_unavailable()
+            .saturating_sub(self.replicas.saturating_sub(ready_now));
+        for ((revision, pod), (_, ready)) in
+            self.pods_by_revision.iter().zip(&self.ready_by_revision)
+        {
+            if revision == keep || !below_partition(pod) {
+                continue;
+            }
+            if *ready {
+                if budget == 0 {
+                    continue;
+                }
+                budget -= 1;
+            }
+            match pods.delete(pod, &Default::default()).await {
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Takes the release's annotations off the StatefulSet.
