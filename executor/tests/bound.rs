@@ -137,6 +137,19 @@ async fn wait_status(
     panic!("{name} never {what}: {last:#?}");
 }
 
+/// Promotes Rollout `web` past its first step, as `sluice rollout promote`
+/// does through its annotation.
+async fn promote_first_step(rollouts: &Api<Rollout>) {
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// Changes `web`'s image as `kubectl set image` does.
 async fn set_image(deployments: &Api<Deployment>, image: &str) -> Result<Deployment, kube::Error> {
     let patch =
@@ -561,14 +574,7 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
     );
 
     // On to the second batch: two new pods.
-    rollouts
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}})),
-        )
-        .await
-        .unwrap();
+    promote_first_step(&rollouts).await;
     for _ in 0..600 {
         let s = rollouts.get("web").await.unwrap().status.unwrap();
         if s.phase == Phase::Paused && s.current_step == 1 {
@@ -742,14 +748,7 @@ async fn a_bound_statefulset_keeps_its_batch_through_a_scale_up_and_a_newer_temp
 
     // On to 50% (4 of 8), then a newer template: the middle version's pods
     // go back to stable, and the newest starts over at its first batch.
-    rollouts
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}})),
-        )
-        .await
-        .unwrap();
+    promote_first_step(&rollouts).await;
     wait_status(&rollouts, "web", "paused at its second batch", |s| {
         s.phase == Phase::Paused && s.current_step == 1 && s.ready_canary_replicas == 4
     })
@@ -1317,14 +1316,7 @@ async fn a_bound_deployment_released_blue_green_switches_its_service_and_is_hand
     assert_eq!(d.spec.as_ref().unwrap().paused, Some(true));
     assert_eq!(d.status.as_ref().unwrap().ready_replicas, Some(10));
 
-    rollouts
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/promote": "step:0"}}})),
-        )
-        .await
-        .unwrap();
+    promote_first_step(&rollouts).await;
     let done = wait_release(&rollouts, &idle.release).await.status.unwrap();
     assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
     let d = deployments.get("web").await.unwrap();
