@@ -97,7 +97,70 @@ const JSON_PATCH: &str = "application/json-patch+json";
 fn patches() -> Vec<Case> {
     let web = "/apis/apps/v1/namespaces/default/deployments/web";
     let route = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/web";
+    let frozen = "/api/v1/namespaces/default/configmaps/frozen";
+    let sealed = "/api/v1/namespaces/default/secrets/sealed";
+    let db = "/apis/apps/v1/namespaces/default/statefulsets/kept";
     vec![
+        case(
+            "create of an immutable ConfigMap",
+            "/api/v1/namespaces/default/configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "frozen"}, "data": {"a": "1"}, "immutable": true}),
+        ),
+        patch(
+            "merge patch of an immutable ConfigMap's data",
+            MERGE,
+            &format!("{frozen}?dryRun=All"),
+            json!({"data": {"a": "2"}}),
+        ),
+        patch(
+            "merge patch making an immutable ConfigMap mutable",
+            MERGE,
+            &format!("{frozen}?dryRun=All"),
+            json!({"immutable": false}),
+        ),
+        patch(
+            "merge patch of an immutable ConfigMap's labels",
+            MERGE,
+            &format!("{frozen}?dryRun=All"),
+            json!({"metadata": {"labels": {"team": "a"}}}),
+        ),
+        case(
+            "create of a Secret",
+            "/api/v1/namespaces/default/secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sealed"}, "type": "Opaque", "data": {"a": "MQ=="}}),
+        ),
+        patch(
+            "merge patch of a Secret's type",
+            MERGE,
+            &format!("{sealed}?dryRun=All"),
+            json!({"type": "example.com/other"}),
+        ),
+        case(
+            "create of a StatefulSet to change",
+            "/apis/apps/v1/namespaces/default/statefulsets",
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "kept"},
+                "spec": {"replicas": 0, "serviceName": "kept", "selector": {"matchLabels": {"app": "kept"}},
+                    "template": {"metadata": {"labels": {"app": "kept"}}, "spec": {"containers": [{"name": "db", "image": "registry.example/db:1.0"}]}}}}),
+        ),
+        patch(
+            "merge patch of a StatefulSet's serviceName",
+            MERGE,
+            &format!("{db}?dryRun=All"),
+            json!({"spec": {"serviceName": "other"}}),
+        ),
+        patch(
+            "merge patch of a StatefulSet's replicas, strategy and image",
+            MERGE,
+            &format!("{db}?dryRun=All"),
+            json!({"spec": {"replicas": 2, "updateStrategy": {"rollingUpdate": {"partition": 1}},
+                "template": {"spec": {"containers": [{"name": "db", "image": "registry.example/db:2.0"}]}}}}),
+        ),
+        patch(
+            "merge patch of a Deployment's selector",
+            MERGE,
+            &format!("{web}?dryRun=All"),
+            json!({"spec": {"selector": {"matchLabels": {"app": "moved"}}, "template": {"metadata": {"labels": {"app": "moved"}}}}}),
+        ),
         patch(
             "merge patch of the replicas",
             MERGE,

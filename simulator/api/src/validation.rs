@@ -65,6 +65,86 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
 }
 
 /// Whether a schema has CEL rules (`x-kubernetes-validations`) anywhere.
+/// The problems of replacing `old` with `new` (defaulted) of `res`: the
+/// fields kube-apiserver keeps as they were.
+/// - a Deployment's, ReplicaSet's or DaemonSet's `spec.selector`;
+/// - a StatefulSet's spec but for its replicas, template, update strategy
+///   and the few fields its validation lets change;
+/// - a ConfigMap's or Secret's data once `immutable: true`, and that mark;
+/// - a Secret's `type`.
+pub(crate) fn update_problems(res: &Resource, old: &Value, new: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let forbidden_frozen = "Forbidden: field is immutable when `immutable` is set";
+    match (res.group.as_str(), res.plural.as_str()) {
+        ("apps", "deployments" | "replicasets" | "daemonsets") => {
+            let (before, after) = (&old["spec"]["selector"], &new["spec"]["selector"]);
+            if before != after {
+                out.push((
+                    "spec.selector".to_owned(),
+                    format!(
+                        "Invalid value: v1.LabelSelector{{MatchLabels:{}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}}: field is immutable",
+                        go_map(&after["matchLabels"])
+                    ),
+                ));
+            }
+        }
+        ("apps", "statefulsets") => {
+            let rest = |o: &Value| {
+                let mut spec = o["spec"].clone();
+                if let Some(map) = spec.as_object_mut() {
+                    for field in [
+                        "replicas",
+                        "template",
+                        "updateStrategy",
+                        "minReadySeconds",
+                        "ordinals",
+                        "revisionHistoryLimit",
+                        "persistentVolumeClaimRetentionPolicy",
+                    ] {
+                        map.remove(field);
+                    }
+                }
+                spec
+            };
+            if rest(old) != rest(new) {
+                out.push((
+                    "spec".to_owned(),
+                    "Forbidden: updates to statefulset spec for fields other than 'replicas', \
+                     'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', \
+                     'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+                        .to_owned(),
+                ));
+            }
+        }
+        ("", "configmaps" | "secrets") => {
+            if old["immutable"] == Value::Bool(true) {
+                if new["immutable"] != Value::Bool(true) {
+                    out.push(("immutable".to_owned(), forbidden_frozen.to_owned()));
+                }
+                for field in ["data", "binaryData"] {
+                    let empty =
+                        |v: &Value| v.is_null() || v.as_object().is_some_and(|m| m.is_empty());
+                    let (a, b) = (&old[field], &new[field]);
+                    if a != b && !(empty(a) && empty(b)) {
+                        out.push((field.to_owned(), forbidden_frozen.to_owned()));
+                    }
+                }
+            }
+            if res.plural == "secrets" && old["type"] != new["type"] {
+                out.push((
+                    "type".to_owned(),
+                    format!(
+                        "Invalid value: {:?}: field is immutable",
+                        new["type"].as_str().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 fn has_rules(schema: &Value) -> bool {
     match schema {
         Value::Object(map) => {

@@ -411,7 +411,8 @@ impl Store {
                     }
                 }
                 self.defaults(res, &mut object);
-                let problems = crate::validation::problems(res, &object);
+                let mut problems = crate::validation::problems(res, &object);
+                problems.extend(crate::validation::update_problems(res, current, &object));
                 if !problems.is_empty() {
                     return Err(ApiError::invalid(
                         &res.group,
