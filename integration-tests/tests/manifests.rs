@@ -155,6 +155,33 @@ fn patches() -> Vec<Case> {
             json!({"spec": {"replicas": 2, "updateStrategy": {"rollingUpdate": {"partition": 1}},
                 "template": {"spec": {"containers": [{"name": "db", "image": "registry.example/db:2.0"}]}}}}),
         ),
+        case(
+            "create of a Pod to change",
+            "/api/v1/namespaces/default/pods",
+            // Placed on no node (the real control plane here has none).
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "still"},
+                "spec": {"nodeSelector": {"example.com/nowhere": "true"},
+                    "containers": [{"name": "app", "image": "registry.example/app:1.0"}]}}),
+        ),
+        patch(
+            "strategic patch of a Pod's image and tolerations",
+            STRATEGIC,
+            "/api/v1/namespaces/default/pods/still?dryRun=All",
+            json!({"spec": {"containers": [{"name": "app", "image": "registry.example/app:2.0"}],
+                "tolerations": [{"key": "example.com/extra", "operator": "Exists"}]}}),
+        ),
+        patch(
+            "strategic patch of a Pod's environment",
+            STRATEGIC,
+            "/api/v1/namespaces/default/pods/still?dryRun=All",
+            json!({"spec": {"containers": [{"name": "app", "env": [{"name": "A", "value": "1"}]}]}}),
+        ),
+        patch(
+            "merge patch of a Pod's restart policy",
+            MERGE,
+            "/api/v1/namespaces/default/pods/still?dryRun=All",
+            json!({"spec": {"restartPolicy": "Never"}}),
+        ),
         patch(
             "merge patch of a Deployment's selector",
             MERGE,

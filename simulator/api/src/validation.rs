@@ -71,6 +71,8 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
 /// - a StatefulSet's spec but for its replicas, template, update strategy
 ///   and the few fields its validation lets change;
 /// - a ConfigMap's or Secret's data once `immutable: true`, and that mark;
+/// - a Pod's spec but for its images and the few fields an update may
+///   change;
 /// - a Secret's `type`.
 pub(crate) fn update_problems(res: &Resource, old: &Value, new: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -116,6 +118,17 @@ pub(crate) fn update_problems(res: &Resource, old: &Value, new: &Value) -> Vec<(
                 ));
             }
         }
+        ("", "pods") if pod_spec_changed(&old["spec"], &new["spec"]) => {
+            out.push((
+                "spec".to_owned(),
+                "Forbidden: pod updates may not change fields other than \
+                     `spec.containers[*].image`,`spec.initContainers[*].image`,\
+                     `spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing \
+                     tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if \
+                     it was previously negative)"
+                    .to_owned(),
+            ));
+        }
         ("", "configmaps" | "secrets") => {
             if old["immutable"] == Value::Bool(true) {
                 if new["immutable"] != Value::Bool(true) {
@@ -143,6 +156,40 @@ pub(crate) fn update_problems(res: &Resource, old: &Value, new: &Value) -> Vec<(
         _ => {}
     }
     out
+}
+
+/// Whether a Pod's spec changed from `old` to `new` beyond what an update
+/// may change: its containers' images, `activeDeadlineSeconds`,
+/// `terminationGracePeriodSeconds`, tolerations added to `old`'s and
+/// scheduling gates removed from them.
+fn pod_spec_changed(old: &Value, new: &Value) -> bool {
+    let mut spec = new.clone();
+    for list in ["containers", "initContainers"] {
+        if let (Some(now), Some(before)) = (spec[list].as_array_mut(), old[list].as_array()) {
+            for (c, b) in now.iter_mut().zip(before) {
+                c["image"] = b["image"].clone();
+            }
+        }
+    }
+    for field in ["activeDeadlineSeconds", "terminationGracePeriodSeconds"] {
+        spec[field] = old[field].clone();
+    }
+    let within = |small: &Value, big: &Value| {
+        small.as_array().is_none_or(|s| {
+            s.iter()
+                .all(|x| big.as_array().is_some_and(|b| b.contains(x)))
+        })
+    };
+    if within(&old["tolerations"], &spec["tolerations"]) {
+        spec["tolerations"] = old["tolerations"].clone();
+    }
+    if within(&spec["schedulingGates"], &old["schedulingGates"]) {
+        spec["schedulingGates"] = old["schedulingGates"].clone();
+    }
+    if let Some(map) = spec.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    spec != *old
 }
 
 fn has_rules(schema: &Value) -> bool {
