@@ -89,6 +89,13 @@ fn patch(name: &'static str, content_type: &'static str, path: &str, body: Value
     }
 }
 
+/// A CronJob running on `schedule`.
+fn cron_job(schedule: &str) -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "job", "image": "registry.example/job:1.0"}]}}}}}})
+}
+
 const MERGE: &str = "application/merge-patch+json";
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
 const JSON_PATCH: &str = "application/json-patch+json";
@@ -101,6 +108,31 @@ fn patches() -> Vec<Case> {
     let sealed = "/api/v1/namespaces/default/secrets/sealed";
     let db = "/apis/apps/v1/namespaces/default/statefulsets/kept";
     vec![
+        case(
+            "create of a CronJob with a four-field schedule",
+            "/apis/batch/v1/namespaces/default/cronjobs?dryRun=All",
+            cron_job("*/5 * * *"),
+        ),
+        case(
+            "create of a CronJob with an hour of 24",
+            "/apis/batch/v1/namespaces/default/cronjobs?dryRun=All",
+            cron_job("0 24 * * *"),
+        ),
+        case(
+            "create of a CronJob with a time zone in its schedule",
+            "/apis/batch/v1/namespaces/default/cronjobs?dryRun=All",
+            cron_job("CRON_TZ=UTC 0 3 * * *"),
+        ),
+        case(
+            "create of a CronJob with names, ranges, steps and a descriptor",
+            "/apis/batch/v1/namespaces/default/cronjobs?dryRun=All",
+            cron_job("0 1-5/2 * JAN-MAR mon,wed"),
+        ),
+        case(
+            "create of a CronJob every 90 minutes",
+            "/apis/batch/v1/namespaces/default/cronjobs?dryRun=All",
+            cron_job("@every 1h30m"),
+        ),
         case(
             "create of an immutable ConfigMap",
             "/api/v1/namespaces/default/configmaps",

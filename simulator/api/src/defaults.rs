@@ -417,6 +417,18 @@ pub(crate) fn apply(
             if spec["jobTemplate"]["spec"].is_object() {
                 template(&mut spec["jobTemplate"]["spec"]);
             }
+            // Go writes a template's metadata (a struct, not a pointer)
+            // even when nothing is in it.
+            if spec["jobTemplate"].is_object() {
+                default(&mut spec["jobTemplate"], "metadata", json!({}));
+            }
+            if spec["jobTemplate"]["spec"]["template"].is_object() {
+                default(
+                    &mut spec["jobTemplate"]["spec"]["template"],
+                    "metadata",
+                    json!({}),
+                );
+            }
         }
         ("", "services") => {
             let spec = &mut object["spec"];

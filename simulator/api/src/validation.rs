@@ -34,6 +34,16 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
             secret_type(object, &mut out);
         }
         ("networking.k8s.io", "ingresses") => ingress(object, &mut out),
+        ("batch", "cronjobs") => {
+            if let Some(schedule) = object["spec"]["schedule"].as_str()
+                && let Err(why) = cron_schedule(schedule)
+            {
+                out.push((
+                    "spec.schedule".to_owned(),
+                    format!("Invalid value: {schedule:?}: {why}"),
+                ));
+            }
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => crd(object, &mut out),
         _ => {}
     }
@@ -190,6 +200,131 @@ fn pod_spec_changed(old: &Value, new: &Value) -> bool {
         map.retain(|_, v| !v.is_null());
     }
     spec != *old
+}
+
+/// Whether `schedule` reads as a standard cron schedule, as the parser
+/// kube-apiserver uses reads one: five fields (minute, hour, day of month,
+/// month, day of week) of `*`, `?`, numbers, names, ranges, steps and
+/// lists, or a descriptor (`@hourly`, `@every 1h30m`, ...); no time zone.
+fn cron_schedule(schedule: &str) -> Result<(), String> {
+    if schedule.contains("TZ") {
+        return Err("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into());
+    }
+    let schedule = schedule.trim();
+    if let Some(descriptor) = schedule.strip_prefix('@') {
+        return match descriptor {
+            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
+                Ok(())
+            }
+            every if every.starts_with("every ") => go_duration(every["every ".len()..].trim())
+                .then_some(())
+                .ok_or_else(|| format!("failed to parse duration {schedule}")),
+            _ => Err(format!("unrecognized descriptor: {schedule}")),
+        };
+    }
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "expected exactly 5 fields, found {}: [{}]",
+            fields.len(),
+            fields.join(" ")
+        ));
+    }
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+    let bounds: [(u32, u32, &[&str]); 5] = [
+        (0, 59, &[]),
+        (0, 23, &[]),
+        (1, 31, &[]),
+        (1, 12, &MONTHS),
+        (0, 6, &DAYS),
+    ];
+    for (field, (min, max, names)) in fields.iter().zip(bounds) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (part, None),
+            };
+            let value = |text: &str| -> Result<u32, String> {
+                if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
+                    return Ok(i as u32 + min);
+                }
+                text.parse::<u32>().map_err(|_| {
+                    format!("failed to parse int from {text}: strconv.Atoi: parsing {text:?}: invalid syntax")
+                })
+            };
+            let (start, end) = match range {
+                "*" | "?" => (min, max),
+                r => match r.split_once('-') {
+                    Some((a, b)) => (value(a)?, value(b)?),
+                    None => {
+                        let v = value(r)?;
+                        (v, if step.is_some() { max } else { v })
+                    }
+                },
+            };
+            if start < min {
+                return Err(format!(
+                    "beginning of range ({start}) below minimum ({min}): {part}"
+                ));
+            }
+            if end > max {
+                return Err(format!(
+                    "end of range ({end}) above maximum ({max}): {part}"
+                ));
+            }
+            if start > end {
+                return Err(format!(
+                    "beginning of range ({start}) beyond end of range ({end}): {part}"
+                ));
+            }
+            if let Some(step) = step {
+                match step.parse::<u32>() {
+                    Ok(0) => {
+                        return Err(format!("step of range should be a positive number: {part}"));
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(format!(
+                            "failed to parse int from {step}: strconv.Atoi: parsing {step:?}: invalid syntax"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `text` reads as a Go duration (`90s`, `1h30m`, `1.5h`).
+fn go_duration(text: &str) -> bool {
+    let mut rest = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if rest == "0" {
+        return true;
+    }
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
+            return false;
+        }
+        rest = &rest[digits..];
+        let Some(unit) = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .iter()
+            .filter(|u| rest.starts_with(**u))
+            .max_by_key(|u| u.len())
+        else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+    }
+    true
 }
 
 fn has_rules(schema: &Value) -> bool {
