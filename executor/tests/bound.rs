@@ -495,6 +495,7 @@ async fn bound_db(
     let db: StatefulSet = serde_json::from_value(json!({
         "metadata": {"name": "db"},
         "spec": {"replicas": 4, "serviceName": "db", "podManagementPolicy": "Parallel", "selector": {"matchLabels": {"app": "db"}},
+            "updateStrategy": {"type": "RollingUpdate"},
             "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "registry.example/db:1.0"}]}}}
     }))
     .unwrap();
@@ -654,6 +655,17 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
     assert_eq!(reverted.phase, Phase::Succeeded, "{reverted:#?}");
     let s = sets.get("db").await.unwrap();
     assert_eq!(partition(&s).unwrap_or(0), 0);
+    assert_eq!(
+        s.spec
+            .as_ref()
+            .unwrap()
+            .update_strategy
+            .as_ref()
+            .unwrap()
+            .rolling_update,
+        None,
+        "no partition was written, and none is left"
+    );
     assert!(
         s.metadata
             .annotations
@@ -669,7 +681,9 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
     // in batches, not all at once.
     let strategy = |kind: &str| {
         let sets = sets.clone();
-        let patch = json!({"spec": {"updateStrategy": {"type": kind, "rollingUpdate": if kind == "OnDelete" { json!(null) } else { json!({"partition": 0}) }}}});
+        // As a manifest that says only the type: a partition the release
+        // left behind would make OnDelete invalid.
+        let patch = json!({"spec": {"updateStrategy": {"type": kind}}});
         async move {
             sets.patch("db", &PatchParams::default(), &Patch::Merge(patch))
                 .await

@@ -168,6 +168,14 @@ fn patches() -> Vec<Case> {
             json!({"type": "example.com/other"}),
         ),
         case(
+            "create of a StatefulSet updated RollingUpdate, written so",
+            "/apis/apps/v1/namespaces/default/statefulsets?dryRun=All",
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "typed"},
+                "spec": {"replicas": 1, "serviceName": "typed", "selector": {"matchLabels": {"app": "typed"}},
+                    "updateStrategy": {"type": "RollingUpdate"},
+                    "template": {"metadata": {"labels": {"app": "typed"}}, "spec": {"containers": [{"name": "db", "image": "registry.example/db:1.0"}]}}}}),
+        ),
+        case(
             "create of a StatefulSet to change",
             "/apis/apps/v1/namespaces/default/statefulsets",
             json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "kept"},
@@ -179,6 +187,12 @@ fn patches() -> Vec<Case> {
             MERGE,
             &format!("{db}?dryRun=All"),
             json!({"spec": {"serviceName": "other"}}),
+        ),
+        patch(
+            "merge patch of a StatefulSet to OnDelete keeping its partition",
+            MERGE,
+            &format!("{db}?dryRun=All"),
+            json!({"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 0}}}}),
         ),
         patch(
             "merge patch of a StatefulSet's replicas, strategy and image",

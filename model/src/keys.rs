@@ -37,8 +37,12 @@ pub const STABLE_TEMPLATE: &str = "sluice.dev/stable-template";
 /// own controller, whole, when the Rollout is deleted mid-release.
 pub const FINALIZER: &str = "sluice.dev/release";
 
-/// On a StatefulSet a release holds: its partition before the release.
+/// On a StatefulSet a release holds: its partition before the release
+/// ([`NO_PARTITION`] when none was written).
 pub const PARTITION_BEFORE: &str = "sluice.dev/partition-before";
+
+/// [`PARTITION_BEFORE`] of a StatefulSet whose user wrote no partition.
+pub const NO_PARTITION: &str = "none";
 
 /// On a workload a bound Rollout holds: who owned the fields the hold
 /// changes (`managedFields` entries cut down to those fields, JSON), so

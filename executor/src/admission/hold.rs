@@ -259,11 +259,12 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
             .and_then(|s| s.update_strategy.clone())
             .unwrap_or_default()
     };
-    let partition = |s: &StatefulSet| {
-        strategy(s)
-            .rolling_update
-            .and_then(|r| r.partition)
-            .unwrap_or(0)
+    let written = |s: &StatefulSet| strategy(s).rolling_update.and_then(|r| r.partition);
+    let partition = |s: &StatefulSet| written(s).unwrap_or(0);
+    // The user's partition as recorded: none written is recorded so, and
+    // given back so (a `rollingUpdate` left behind would bar `OnDelete`).
+    let users = |s: &StatefulSet| {
+        written(s).map_or_else(|| crate::keys::NO_PARTITION.to_owned(), |p| p.to_string())
     };
     let name = old_typed.metadata.name.clone().unwrap_or_default();
     let changed = template(&old_typed) != template(&new_typed);
@@ -328,9 +329,9 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
                 // where the release has it meanwhile; one it kept (a sync
                 // of a manifest that leaves the partition out) is the
                 // release's, not the user's.
-                if partition(&new_typed) != partition(&old_typed) {
+                if written(&new_typed) != written(&old_typed) {
                     marks.retain(|(k, _)| *k != keys::PARTITION_BEFORE);
-                    marks.push((keys::PARTITION_BEFORE, partition(&new_typed).to_string()));
+                    marks.push((keys::PARTITION_BEFORE, users(&new_typed)));
                     ops.push(hold(new, partition(&old_typed)));
                 }
             }
@@ -352,7 +353,7 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
                 new,
                 &[
                     (keys::ROLLOUT, binding.to_owned()),
-                    (keys::PARTITION_BEFORE, partition(&new_typed).to_string()),
+                    (keys::PARTITION_BEFORE, users(&new_typed)),
                     (
                         keys::FIELD_OWNERS,
                         ownership::record_text(&ownership::held_owners(
@@ -680,7 +681,11 @@ mod tests {
             held["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
             3
         );
-        assert_eq!(held["metadata"]["annotations"][keys::PARTITION_BEFORE], "0");
+        // None was written: recorded so, to be given back so.
+        assert_eq!(
+            held["metadata"]["annotations"][keys::PARTITION_BEFORE],
+            keys::NO_PARTITION
+        );
         assert_eq!(held["metadata"]["annotations"][keys::ROLLOUT], "db");
         // A sync that sets the partition back keeps the release's, and
         // its own is the user's from now on.

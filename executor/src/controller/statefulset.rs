@@ -30,7 +30,7 @@ use crate::{
     machine::{Progress, Start},
 };
 
-use keys::PARTITION_BEFORE;
+use keys::{NO_PARTITION, PARTITION_BEFORE};
 /// The label naming a StatefulSet pod's revision.
 const REVISION_HASH: &str = "controller-revision-hash";
 
@@ -169,12 +169,62 @@ impl Set {
             .unwrap_or_else(|| "RollingUpdate".into())
     }
 
-    fn partition_before(&self) -> u32 {
-        self.sts
+    /// The partition the user had before the release (`None`: none was
+    /// written, recorded as [`NO_PARTITION`]).
+    fn users_partition(&self) -> Option<u32> {
+        match self
+            .sts
             .annotations()
             .get(PARTITION_BEFORE)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
+            .map(String::as_str)
+        {
+            Some(NO_PARTITION) => None,
+            other => Some(other.and_then(|p| p.parse().ok()).unwrap_or(0)),
+        }
+    }
+
+    /// Its `updateStrategy.rollingUpdate`.
+    fn rolling_update(
+        &self,
+    ) -> Option<&k8s_openapi::api::apps::v1::RollingUpdateStatefulSetStrategy> {
+        self.sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.rolling_update.as_ref())
+    }
+
+    /// Whether its strategy is the user's again: their partition, or with
+    /// none written, no `rollingUpdate` left that only the release's
+    /// partition was in (a StatefulSet made `OnDelete` later could not
+    /// keep it).
+    fn restored(&self) -> bool {
+        match self.users_partition() {
+            Some(n) => self.partition() == n,
+            None => self
+                .rolling_update()
+                .is_none_or(|r| r.max_unavailable.is_some() && r.partition.unwrap_or(0) == 0),
+        }
+    }
+
+    /// The `updateStrategy` (merge patch) that gives the user's back.
+    fn restore_strategy(&self) -> Value {
+        let rolling = match self.users_partition() {
+            Some(n) => json!({"partition": n}),
+            None if self
+                .rolling_update()
+                .is_some_and(|r| r.max_unavailable.is_some()) =>
+            {
+                json!({"partition": null})
+            }
+            None => Value::Null,
+        };
+        json!({"type": "RollingUpdate", "rollingUpdate": rolling})
+    }
+
+    async fn restore(&self) -> Result<(), Error> {
+        self.merge(json!({"spec": {"updateStrategy": self.restore_strategy()}}))
+            .await
     }
 }
 
@@ -193,7 +243,7 @@ impl Set {
 
     /// Whether the release still holds the partition away from the user's.
     fn held(&self) -> bool {
-        self.marked() && self.partition() != self.partition_before()
+        self.marked() && !self.restored()
     }
 
     /// A bound StatefulSet held on a template its stable pods do not run
@@ -438,12 +488,15 @@ impl steps::Release for Set {
             desired_template(&base, rollout)
         };
         let before = if ours {
-            self.partition_before()
+            self.users_partition()
         } else {
-            self.partition()
+            self.rolling_update()
+                .and_then(|r| r.partition)
+                .map(|p| p.max(0) as u32)
         };
+        let before = before.map_or_else(|| NO_PARTITION.to_owned(), |p| p.to_string());
         let patch = json!({
-            "metadata": {"annotations": {keys::ROLLOUT: name, PARTITION_BEFORE: before.to_string()}},
+            "metadata": {"annotations": {keys::ROLLOUT: name, PARTITION_BEFORE: before}},
             "spec": {"template": wanted, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.replicas}}},
         });
         self.merge(patch).await?;
@@ -461,17 +514,35 @@ impl steps::Release for Set {
             }
             status.canary_revision = update;
         }
-        let target = self.replicas.saturating_sub(batch.canary_replicas);
-        if self.partition() != target {
-            self.set_partition(target).await?;
-        }
         // Pods below the partition keep the revision they run: new ones
-        // left there by a smaller batch or a scale-up, and a replaced
+        // left there by a scale-up or a smaller batch, and a replaced
         // release's, go back to the stable revision, as its controller
-        // makes a pod below the partition again.
+        // makes a pod below the partition again. Until they have, the
+        // partition stays as many pods higher as new ones are left below
+        // it, so the new pods never outnumber the batch.
         let (current, _) = self.revisions();
+        let target = self.replicas.saturating_sub(batch.canary_replicas);
+        let prefix = format!("{}-", self.sts.name_any());
+        let new_below = self
+            .pods_by_revision
+            .iter()
+            .filter(|(revision, pod)| {
+                *revision == status.canary_revision
+                    && pod
+                        .strip_prefix(&prefix)
+                        .and_then(|o| o.parse::<u32>().ok())
+                        .is_some_and(|o| o < target)
+            })
+            .count() as u32;
+        let partition = (target + new_below).min(self.replicas);
+        if self.partition() != partition {
+            // One change at a time: its controller replaces pods for it,
+            // and strays are replaced on a later look, from what is
+            // available then.
+            return self.set_partition(partition).await;
+        }
         if !current.is_empty() && current != status.canary_revision {
-            self.replace_strays(target, &current).await?;
+            self.replace_strays(partition, &current).await?;
         }
         Ok(())
     }
@@ -481,10 +552,7 @@ impl steps::Release for Set {
             t.restore().await?;
         }
         if self.held() {
-            let patch = json!({
-                "spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.partition_before()}}},
-            });
-            self.merge(patch).await?;
+            self.restore().await?;
         }
         Ok(())
     }
@@ -499,7 +567,7 @@ impl steps::Release for Set {
             if current != update || !self.observed() {
                 return Ok(());
             }
-            self.set_partition(self.partition_before()).await?;
+            self.restore().await?;
         }
         self.remove_marks().await
     }
@@ -527,8 +595,9 @@ impl steps::Release for Set {
                 status.stable_revision
             )));
         };
-        if template(&self.sts) != stable || self.partition() != self.partition_before() {
-            let patch = json!({"spec": {"template": stable, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.partition_before()}}}});
+        if template(&self.sts) != stable || !self.restored() {
+            let patch =
+                json!({"spec": {"template": stable, "updateStrategy": self.restore_strategy()}});
             return self.merge(patch).await;
         }
         Ok(())
@@ -641,7 +710,7 @@ pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
         return Ok(());
     }
     if set.held() {
-        set.set_partition(set.partition_before()).await?;
+        set.restore().await?;
     }
     set.remove_marks().await
 }

@@ -990,16 +990,17 @@ impl Decision<'_> {
             self.status.canary_replicas = wanted;
             self.effect(Effect::MovePods { step });
         }
-        // More new pods ready than the batch (ones a scale-up left, which
-        // a move cuts only within the availability budget): moved again
-        // at each look until the batch is what runs.
+        // More new pods ready than the batch, or the batch not in place
+        // (pods a scale-up left, which a move replaces only within the
+        // availability budget): moved again at each look until the batch
+        // is what runs.
         let over = self
             .input
             .observed
             .progress
             .get(step as usize)
             .and_then(Option::as_ref)
-            .is_some_and(|p| p.ready_new > wanted);
+            .is_some_and(|p| p.ready_new > wanted || !p.reached);
         if over {
             self.effect(Effect::MovePods { step });
         }

@@ -327,9 +327,18 @@ pub(crate) fn apply(
             default(spec, "podManagementPolicy", json!("OrderedReady"));
             default(spec, "revisionHistoryLimit", json!(10));
             default(spec, "updateStrategy", json!({}));
-            default(&mut spec["updateStrategy"], "type", json!("RollingUpdate"));
-            if spec["updateStrategy"]["type"] == "RollingUpdate" {
+            // As kube-apiserver: a `rollingUpdate` is made only with a
+            // defaulted type; one written `RollingUpdate` keeps none.
+            if spec["updateStrategy"]["type"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                spec["updateStrategy"]["type"] = json!("RollingUpdate");
                 default(&mut spec["updateStrategy"], "rollingUpdate", json!({}));
+            }
+            if spec["updateStrategy"]["type"] == "RollingUpdate"
+                && spec["updateStrategy"]["rollingUpdate"].is_object()
+            {
                 default(
                     &mut spec["updateStrategy"]["rollingUpdate"],
                     "partition",

@@ -23,8 +23,21 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
     let mut out = Vec::new();
     labels(&object["metadata"]["labels"], "metadata.labels", &mut out);
     match (res.group.as_str(), res.plural.as_str()) {
-        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => {
+        ("apps", "deployments" | "replicasets" | "daemonsets") => workload(object, &mut out),
+        ("apps", "statefulsets") => {
             workload(object, &mut out);
+            let update = &object["spec"]["updateStrategy"];
+            if update["type"] == "OnDelete" && update["rollingUpdate"].is_object() {
+                let r = &update["rollingUpdate"];
+                out.push((
+                    "spec.updateStrategy.rollingUpdate".to_owned(),
+                    format!(
+                        "Invalid value: {{\"Partition\":{},\"MaxUnavailable\":{}}}: only allowed for updateStrategy 'RollingUpdate'",
+                        r["partition"],
+                        r["maxUnavailable"]
+                    ),
+                ));
+            }
         }
         ("", "pods") => pod_spec(&object["spec"], "spec", &mut out),
         ("", "services") => service(object, &mut out),
@@ -571,6 +584,34 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn cron_schedules_read_as_the_standard_parser_reads_them() {
+        for good in [
+            "* * * * *",
+            "*/5 0-23/2 1,15 JAN-dec sun-SAT",
+            "0 3 ? * 1-5",
+            "@hourly",
+            "@every 1h30m",
+            "@every 1.5s",
+        ] {
+            assert_eq!(cron_schedule(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("* * * *", "expected exactly 5 fields"),
+            ("60 * * * *", "above maximum (59)"),
+            ("0 0 0 * *", "below minimum (1)"),
+            ("5-1 * * * *", "beyond end of range"),
+            ("*/0 * * * *", "positive number"),
+            ("x * * * *", "failed to parse int from x"),
+            ("@fortnightly", "unrecognized descriptor"),
+            ("@every soon", "failed to parse duration"),
+            ("TZ=UTC 0 3 * * *", "use timeZone field"),
+        ] {
+            let err = cron_schedule(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 
     fn deployments() -> Resource {
         (*crate::resources::Registry::builtin()
