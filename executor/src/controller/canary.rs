@@ -388,6 +388,7 @@ impl steps::Release for Canary {
             pod_share: (100 * ready_new)
                 .checked_div(self.replicas + ready_new)
                 .unwrap_or(0),
+            misplaced: false,
         })
     }
 

@@ -795,6 +795,7 @@ impl steps::Release for Workload {
                     .others_with_pods(&status.canary_revision)
                     .all(|rs| hash_of(rs) == status.stable_revision),
             pod_share: (100 * ready_new.min(n)).checked_div(n).unwrap_or(0),
+            misplaced: false,
         })
     }
 

@@ -414,6 +414,7 @@ impl steps::Release for Set {
             pod_share: (100 * ready.min(self.replicas))
                 .checked_div(self.replicas)
                 .unwrap_or(0),
+            misplaced: others || self.partition() != target,
         })
     }
 

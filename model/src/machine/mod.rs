@@ -74,6 +74,10 @@ pub struct Progress {
     pub reached: bool,
     /// The share of traffic the new pods take when nothing routes it.
     pub pod_share: u32,
+    /// Pods run where the batch does not want them (a StatefulSet's new
+    /// pods left below its partition by a scale-up): moved again at each
+    /// look, a step's pause included, until none is.
+    pub misplaced: bool,
 }
 
 /// Whether a release may start, observed on the workload.
@@ -990,17 +994,18 @@ impl Decision<'_> {
             self.status.canary_replicas = wanted;
             self.effect(Effect::MovePods { step });
         }
-        // More new pods ready than the batch, or the batch not in place
-        // (pods a scale-up left, which a move replaces only within the
+        // More new pods ready than the batch, or pods where the batch
+        // does not want them (which a move replaces only within the
         // availability budget): moved again at each look until the batch
-        // is what runs.
+        // is what runs. A read that shows fewer pods moves nothing: it may
+        // lag.
         let over = self
             .input
             .observed
             .progress
             .get(step as usize)
             .and_then(Option::as_ref)
-            .is_some_and(|p| p.ready_new > wanted || !p.reached);
+            .is_some_and(|p| p.ready_new > wanted || p.misplaced);
         if over {
             self.effect(Effect::MovePods { step });
         }

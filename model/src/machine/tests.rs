@@ -48,6 +48,7 @@ fn progress(ready_new: u32, reached: bool) -> Option<Progress> {
         ready_new,
         reached,
         pod_share: ready_new * 25,
+        misplaced: false,
     })
 }
 
