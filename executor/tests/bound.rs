@@ -691,8 +691,12 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
         }
     };
     strategy("OnDelete").await;
+    // Made OnDelete alone: nothing to release, nothing refused.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let on_delete = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!(on_delete.phase, Phase::Succeeded, "{on_delete:#?}");
     set_db_image("registry.example/db:3.0").await;
-    let refused = wait_release(&rollouts, &reverted.release)
+    let refused = wait_release(&rollouts, &on_delete.release)
         .await
         .status
         .unwrap();

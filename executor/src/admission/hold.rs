@@ -315,6 +315,19 @@ pub fn statefulset_update(old: &Value, new: &Value, binding: &str) -> Answer {
                 ownership::STATEFULSET_HELD,
             );
             let mut ops = Vec::new();
+            // Scaled up in this request: the partition rises as much, so
+            // the pods its controller adds are made at the stable revision
+            // and the new ones never outnumber the batch (the executor
+            // then moves the partition to the batch's place).
+            let old_replicas = old_typed
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            let added = replicas - old_replicas;
+            if added > 0 && written(&new_typed) == written(&old_typed) {
+                ops.push(hold(new, (partition(&new_typed) + added).min(replicas)));
+            }
             if strategy(&new_typed) != strategy(&old_typed) {
                 if strategy(&new_typed).type_.as_deref() == Some("OnDelete") {
                     return Answer::Deny(format!(
@@ -744,6 +757,20 @@ mod tests {
             ),
             Answer::Deny(why) => panic!("{why}"),
         }
+        // Scaled up from 3 to 12 mid-release (partition 2: one new pod):
+        // the partition rises by 9 in the same request, so the pods its
+        // controller adds are made at the stable revision.
+        let mut at_two = held.clone();
+        at_two["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = json!(2);
+        let mut scaled = at_two.clone();
+        scaled["spec"]["replicas"] = json!(12);
+        let Answer::Patch(ops) = statefulset_update(&at_two, &scaled, "db") else {
+            panic!("partition not raised");
+        };
+        assert_eq!(
+            apply(&scaled, &ops)["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+            11
+        );
         // Made OnDelete mid-release, it would stop the release's moves: refused,
         // naming the field.
         let mut on_delete = held.clone();

@@ -358,6 +358,12 @@ impl steps::Release for Set {
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
         let strategy = self.update_type();
         if strategy != "RollingUpdate" {
+            let (current, update) = self.revisions();
+            if self.bound && !current.is_empty() && current == update {
+                // Made OnDelete with every pod on its template: nothing
+                // to release, and nothing refused.
+                return Start::NothingToDo;
+            }
             return Start::Refused(format!(
                 "StatefulSet {:?} uses {strategy}; only RollingUpdate can be released in batches",
                 self.sts.name_any()
