@@ -103,6 +103,18 @@ fn entry_members(e: &ManagedFieldsEntry) -> BTreeSet<Path> {
         .unwrap_or_default()
 }
 
+/// Whether member `path` lies under `prefix`.
+fn under(path: &[String], prefix: &[&str]) -> bool {
+    path.len() >= prefix.len() && path.iter().zip(prefix).all(|(a, b)| a == b)
+}
+
+/// Adds `more` to what `e` owns.
+fn add_members(e: &mut ManagedFieldsEntry, more: BTreeSet<Path>) {
+    let mut all = entry_members(e);
+    all.extend(more);
+    e.fields_v1 = Some(FieldsV1(tree(&all)));
+}
+
 fn same_owner(a: &ManagedFieldsEntry, b: &ManagedFieldsEntry) -> bool {
     a.manager == b.manager && a.operation == b.operation && a.subresource == b.subresource
 }
@@ -123,11 +135,7 @@ pub fn held_owners(object: &Value, held: &[&[&str]]) -> Vec<ManagedFieldsEntry> 
         .filter_map(|e| {
             let share: BTreeSet<Path> = entry_members(&e)
                 .into_iter()
-                .filter(|p| {
-                    held.iter().any(|h| {
-                        p.starts_with(&h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
-                    })
-                })
+                .filter(|p| held.iter().any(|h| under(p, h)))
                 .collect();
             (!share.is_empty()).then(|| ManagedFieldsEntry {
                 fields_v1: Some(FieldsV1(tree(&share))),
@@ -181,13 +189,7 @@ pub fn merged(
         .collect();
     for e in now {
         match out.iter_mut().find(|o| same_owner(o, &e)) {
-            Some(o) => {
-                let union: BTreeSet<Path> = entry_members(o)
-                    .union(&entry_members(&e))
-                    .cloned()
-                    .collect();
-                o.fields_v1 = Some(FieldsV1(tree(&union)));
-            }
+            Some(o) => add_members(o, entry_members(&e)),
             None => out.push(e),
         }
     }
@@ -221,10 +223,7 @@ pub fn give_back(
             continue;
         }
         match out.iter_mut().find(|e| same_owner(e, r)) {
-            Some(e) => {
-                let union: BTreeSet<Path> = entry_members(e).union(&share).cloned().collect();
-                e.fields_v1 = Some(FieldsV1(tree(&union)));
-            }
+            Some(e) => add_members(e, share),
             None => out.push(ManagedFieldsEntry {
                 fields_v1: Some(FieldsV1(tree(&share))),
                 fields_type: Some("FieldsV1".into()),

@@ -911,16 +911,7 @@ async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() 
 async fn a_bound_workload_takes_its_versions_from_its_own_changes_not_from_start_rollout() {
     let mut world = api_world("healthy").await;
     // The binding, written with kubectl: a strategy, no version.
-    let rollouts: kube::Api<sluice_executor::crd::Rollout> =
-        kube::Api::default_namespaced(world.client.clone());
-    let binding: sluice_executor::crd::Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web-binding}\nspec:\n  workload: {kind: Deployment, name: web}\n",
-    )
-    .unwrap();
-    rollouts
-        .create(&kube::api::PostParams::default(), &binding)
-        .await
-        .unwrap();
+    let rollouts = create_web_binding(&world).await;
     world.bindings.wait_for("default", "web-binding").await;
     // A version for the bound workload through the API: refused, naming
     // the binding, nothing written.
@@ -962,6 +953,21 @@ async fn a_bound_workload_takes_its_versions_from_its_own_changes_not_from_start
     assert_eq!(spec.workload.unwrap().name, "web");
 }
 
+/// Rollout `web-binding`, bound to Deployment `web` with the default
+/// strategy, created as kubectl would; the Rollouts' API.
+async fn create_web_binding(world: &ApiWorld) -> Api<Rollout> {
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let binding: Rollout = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web-binding}\nspec:\n  workload: {kind: Deployment, name: web}\n",
+    )
+    .unwrap();
+    rollouts
+        .create(&kube::api::PostParams::default(), &binding)
+        .await
+        .unwrap();
+    rollouts
+}
+
 /// The release identity the executor records for binding `name` over
 /// Deployment "web" as it is now.
 async fn bound_release_now(world: &ApiWorld, name: &str) -> String {
@@ -999,15 +1005,7 @@ async fn set_web_image(world: &ApiWorld, image: &str) {
 #[tokio::test]
 async fn a_held_change_after_an_ended_release_reads_as_pending_until_the_executor_takes_it() {
     let mut world = api_world("healthy").await;
-    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    let binding: Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web-binding}\nspec:\n  workload: {kind: Deployment, name: web}\n",
-    )
-    .unwrap();
-    rollouts
-        .create(&kube::api::PostParams::default(), &binding)
-        .await
-        .unwrap();
+    let rollouts = create_web_binding(&world).await;
     // Its last release ended, recorded as the executor records it.
     let released = bound_release_now(&world, "web-binding").await;
     set_status(
@@ -1119,15 +1117,7 @@ async fn a_held_change_after_an_ended_release_reads_as_pending_until_the_executo
 #[tokio::test]
 async fn a_newer_template_mid_release_reads_as_pending_and_its_promote_is_refused() {
     let mut world = api_world("healthy").await;
-    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
-    let binding: Rollout = serde_yaml::from_str(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web-binding}\nspec:\n  workload: {kind: Deployment, name: web}\n",
-    )
-    .unwrap();
-    rollouts
-        .create(&kube::api::PostParams::default(), &binding)
-        .await
-        .unwrap();
+    create_web_binding(&world).await;
     // A release waiting at its first step's pause, as the executor records it.
     let released = bound_release_now(&world, "web-binding").await;
     set_status(

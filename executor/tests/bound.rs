@@ -480,6 +480,25 @@ async fn db_ready_with(world: &World, image: &str) -> usize {
         .count()
 }
 
+/// Changes `db`'s image as `kubectl set image` does.
+async fn set_db_image(
+    sets: &Api<k8s_openapi::api::apps::v1::StatefulSet>,
+    image: &str,
+) -> k8s_openapi::api::apps::v1::StatefulSet {
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "db", "image": image}]}}}});
+    sets.patch(
+        "db",
+        &PatchParams {
+            field_manager: Some("kubectl-set".into()),
+            ..Default::default()
+        },
+        &Patch::Strategic(patch),
+    )
+    .await
+    .unwrap()
+}
+
 /// StatefulSet `db` (4 pods of db:1.0, ready) and Rollout `web` bound to
 /// it with `steps`, idle.
 async fn bound_db(
@@ -532,22 +551,6 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
     )
     .await;
 
-    let set_db_image = |image: &'static str| {
-        let sets = sets.clone();
-        async move {
-            let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "db", "image": image}]}}}});
-            sets.patch(
-                "db",
-                &PatchParams {
-                    field_manager: Some("kubectl-set".into()),
-                    ..Default::default()
-                },
-                &Patch::Strategic(patch),
-            )
-            .await
-            .unwrap()
-        }
-    };
     let partition = |s: &StatefulSet| {
         s.spec
             .as_ref()
@@ -557,7 +560,7 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
             .and_then(|u| u.rolling_update.as_ref())
             .and_then(|r| r.partition)
     };
-    let held = set_db_image("registry.example/db:2.0").await;
+    let held = set_db_image(&sets, "registry.example/db:2.0").await;
     assert_eq!(
         partition(&held),
         Some(4),
@@ -647,7 +650,7 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
     );
 
     // A revert gives it back: partition as the user had it, no mark.
-    set_db_image("registry.example/db:1.0").await;
+    set_db_image(&sets, "registry.example/db:1.0").await;
     let reverted = wait_release(&rollouts, &aborted.release)
         .await
         .status
@@ -695,7 +698,7 @@ async fn a_bound_statefulset_is_held_by_its_partition_released_aborted_and_rever
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let on_delete = rollouts.get("web").await.unwrap().status.unwrap();
     assert_eq!(on_delete.phase, Phase::Succeeded, "{on_delete:#?}");
-    set_db_image("registry.example/db:3.0").await;
+    set_db_image(&sets, "registry.example/db:3.0").await;
     let refused = wait_release(&rollouts, &on_delete.release)
         .await
         .status
@@ -722,16 +725,7 @@ async fn a_bound_statefulset_keeps_its_batch_through_a_scale_up_and_a_newer_temp
         "{replicas: 25%, pause: {}}, {replicas: 50%, pause: {}}, {replicas: 100%}",
     )
     .await;
-    let set_image = |image: &'static str| {
-        let sets = sets.clone();
-        async move {
-            let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "db", "image": image}]}}}});
-            sets.patch("db", &PatchParams::default(), &Patch::Strategic(patch))
-                .await
-                .unwrap()
-        }
-    };
-    set_image("registry.example/db:2.0").await;
+    set_db_image(&sets, "registry.example/db:2.0").await;
     wait_status(&rollouts, "web", "paused at its first batch", |s| {
         s.phase == Phase::Paused && s.current_step == 0 && s.ready_canary_replicas == 1
     })
@@ -771,7 +765,7 @@ async fn a_bound_statefulset_keeps_its_batch_through_a_scale_up_and_a_newer_temp
         s.phase == Phase::Paused && s.current_step == 1 && s.ready_canary_replicas == 4
     })
     .await;
-    set_image("registry.example/db:3.0").await;
+    set_db_image(&sets, "registry.example/db:3.0").await;
     let mut counts = (0, 0, 0);
     for _ in 0..600 {
         counts = (

@@ -340,16 +340,11 @@ async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<
     wait_ready(&local, n).await?;
 
     // The executor's own door to the API server, counted.
-    let api_calls = Counter::default();
     let by_kind = probe::Requests::default();
-    let (counted, kinds) = (api_calls.clone(), by_kind.clone());
-    let router = sim.api.router().layer(axum::middleware::map_request(
-        move |r: axum::extract::Request| {
-            counted.add();
-            kinds.add(r.method(), r.uri());
-            async move { r }
-        },
-    ));
+    let router = by_kind.counting(
+        sim.api.router(),
+        Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    );
     let (kube_listener, kube_addr) = listen().await?;
     tokio::spawn(
         axum::serve(kube_listener, router)
@@ -507,7 +502,7 @@ async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<
             / 1024.0
             / n as f64,
         peak_rss_mib: peak as f64 / 1_048_576.0,
-        api_calls_per_step: api_calls.get() as f64 / steps,
+        api_calls_per_step: by_kind.total() as f64 / steps,
         grpc_calls_per_step: grpc_calls.get() as f64 / steps,
         api_calls_per_rollout: by_kind.per(n),
     })

@@ -36,7 +36,7 @@ use serde_json::json;
 use sluice_sim::scenario::Simulation;
 use tokio_util::sync::CancellationToken;
 
-use super::probe::{self, Counter, Requests};
+use super::probe::{self, Requests};
 
 /// The figures of one peer run.
 #[derive(Debug, Clone, Serialize)]
@@ -151,8 +151,9 @@ struct Seen {
     sets: HashMap<String, (bool, i32, String)>,
     last_status: HashMap<String, Instant>,
     advances: Vec<Duration>,
-    /// Per rollout: its stable ReplicaSet's hash and phase as last seen.
-    rollouts: HashMap<String, (String, String)>,
+    /// Per rollout: its stable ReplicaSet's hash as last seen, and whether
+    /// it was healthy (phase Healthy, both replicas available).
+    rollouts: HashMap<String, (String, bool)>,
     /// Per rollout: the stable hash at the trigger.
     before: HashMap<String, String>,
     /// Per rollout: when its release ended.
@@ -223,12 +224,7 @@ fn watch(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
             if released && healthy {
                 seen.ended.entry(key.clone()).or_insert_with(Instant::now);
             }
-            let shown = if healthy {
-                phase
-            } else {
-                format!("{phase}…")
-            };
-            seen.rollouts.insert(key, (stable, shown));
+            seen.rollouts.insert(key, (stable, healthy));
         }
     });
 }
@@ -259,19 +255,9 @@ pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::R
         namespaces.create(&PostParams::default(), &object).await?;
     }
 
-    let api_calls = Counter::default();
     let by_kind = Requests::default();
     let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (counted, kinds, on) = (api_calls.clone(), by_kind.clone(), Arc::clone(&counting));
-    let router = sim.api.router().layer(axum::middleware::map_request(
-        move |r: axum::extract::Request| {
-            if on.load(std::sync::atomic::Ordering::Relaxed) {
-                counted.add();
-                kinds.add(r.method(), r.uri());
-            }
-            async move { r }
-        },
-    ));
+    let router = by_kind.counting(sim.api.router(), Arc::clone(&counting));
     let (listener, addr) = super::listen().await?;
     tokio::spawn(
         axum::serve(listener, router)
@@ -336,7 +322,7 @@ pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::R
             let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
             seen.rollouts
                 .values()
-                .filter(|(stable, phase)| phase == "Healthy" && !stable.is_empty())
+                .filter(|(stable, healthy)| *healthy && !stable.is_empty())
                 .count()
         };
         if healthy >= n {
@@ -412,7 +398,7 @@ pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::R
         release_p99_ms: probe::quantile_ms(&releases, 0.99),
         cpu_seconds: cpu,
         peak_rss_mib: peak as f64 / 1_048_576.0,
-        api_calls_per_release: api_calls.get() as f64 / n.max(1) as f64,
+        api_calls_per_release: by_kind.total() as f64 / n.max(1) as f64,
         api_calls_per_rollout: by_kind.per(n),
     })
 }

@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -49,6 +49,28 @@ impl Requests {
             .unwrap_or_else(|e| e.into_inner())
             .entry(key)
             .or_default() += 1;
+    }
+
+    /// `router` with every request through it counted while `on` holds.
+    pub(crate) fn counting(&self, router: axum::Router, on: Arc<AtomicBool>) -> axum::Router {
+        let counts = self.clone();
+        router.layer(axum::middleware::map_request(
+            move |r: axum::extract::Request| {
+                if on.load(Ordering::Relaxed) {
+                    counts.add(r.method(), r.uri());
+                }
+                async move { r }
+            },
+        ))
+    }
+
+    /// Every request counted.
+    pub(crate) fn total(&self) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
     }
 
     /// Each count divided by `n`.
@@ -353,6 +375,29 @@ mod tests {
         assert_eq!(kind("GET", "/api/v1/namespaces"), "LIST namespaces");
         assert_eq!(kind("GET", "/api/v1/namespaces/d"), "GET namespaces");
         assert_eq!(kind("GET", "/version"), "GET /version");
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_kind_only_while_switched_on() {
+        let on = Arc::new(AtomicBool::new(false));
+        let counts = Requests::default();
+        let router = counts.counting(
+            axum::Router::new().fallback(|| async { "{}" }),
+            Arc::clone(&on),
+        );
+        let client = kube::Client::new(router, "default");
+        let list = || {
+            axum::http::Request::get("/api/v1/namespaces/d/pods")
+                .body(Vec::new())
+                .unwrap()
+        };
+        client.request_text(list()).await.unwrap();
+        assert_eq!(counts.total(), 0, "switched off");
+        on.store(true, Ordering::Relaxed);
+        client.request_text(list()).await.unwrap();
+        client.request_text(list()).await.unwrap();
+        assert_eq!(counts.total(), 2);
+        assert_eq!(counts.per(2).get("LIST pods"), Some(&1.0));
     }
 
     #[test]

@@ -159,6 +159,14 @@ impl Set {
         self.merge(patch).await
     }
 
+    /// The ordinal of its pod named `pod` (`<name>-<ordinal>`).
+    fn ordinal(&self, pod: &str) -> Option<u32> {
+        pod.strip_prefix(self.sts.name_any().as_str())?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+
     /// Its `updateStrategy.type` (RollingUpdate when unset).
     fn update_type(&self) -> String {
         self.sts
@@ -529,16 +537,11 @@ impl steps::Release for Set {
         // it, so the new pods never outnumber the batch.
         let (current, _) = self.revisions();
         let target = self.replicas.saturating_sub(batch.canary_replicas);
-        let prefix = format!("{}-", self.sts.name_any());
         let new_below = self
             .pods_by_revision
             .iter()
             .filter(|(revision, pod)| {
-                *revision == status.canary_revision
-                    && pod
-                        .strip_prefix(&prefix)
-                        .and_then(|o| o.parse::<u32>().ok())
-                        .is_some_and(|o| o < target)
+                *revision == status.canary_revision && self.ordinal(pod).is_some_and(|o| o < target)
             })
             .count() as u32;
         let partition = (target + new_below).min(self.replicas);
@@ -639,12 +642,7 @@ impl Set {
             self.sets.clone().into_client(),
             &self.sts.namespace().unwrap_or_default(),
         );
-        let prefix = format!("{}-", self.sts.name_any());
-        let below_partition = |pod: &str| {
-            pod.strip_prefix(&prefix)
-                .and_then(|o| o.parse::<u32>().ok())
-                .is_some_and(|o| o < below)
-        };
+        let below_partition = |pod: &str| self.ordinal(pod).is_some_and(|o| o < below);
         let ready_now = self.ready_by_revision.iter().filter(|(_, r)| *r).count() as u32;
         let mut budget = self
             .max_unavailable()
