@@ -150,20 +150,28 @@ async fn promote_first_step(rollouts: &Api<Rollout>) {
         .unwrap();
 }
 
+/// Changes the image of container `name` of workload `name` as
+/// `kubectl set image` does.
+async fn set_image_of<K>(api: &Api<K>, name: &str, image: &str) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": name, "image": image}]}}}});
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some("kubectl-set".into()),
+            ..Default::default()
+        },
+        &Patch::Strategic(patch),
+    )
+    .await
+}
+
 /// Changes `web`'s image as `kubectl set image` does.
 async fn set_image(deployments: &Api<Deployment>, image: &str) -> Result<Deployment, kube::Error> {
-    let patch =
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
-    deployments
-        .patch(
-            "web",
-            &PatchParams {
-                field_manager: Some("kubectl-set".into()),
-                ..Default::default()
-            },
-            &Patch::Strategic(patch),
-        )
-        .await
+    set_image_of(deployments, "web", image).await
 }
 
 fn image_of(d: &Deployment) -> String {
@@ -485,18 +493,7 @@ async fn set_db_image(
     sets: &Api<k8s_openapi::api::apps::v1::StatefulSet>,
     image: &str,
 ) -> k8s_openapi::api::apps::v1::StatefulSet {
-    let patch =
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "db", "image": image}]}}}});
-    sets.patch(
-        "db",
-        &PatchParams {
-            field_manager: Some("kubectl-set".into()),
-            ..Default::default()
-        },
-        &Patch::Strategic(patch),
-    )
-    .await
-    .unwrap()
+    set_image_of(sets, "db", image).await.unwrap()
 }
 
 /// StatefulSet `db` (4 pods of db:1.0, ready) and Rollout `web` bound to
