@@ -6,6 +6,9 @@
 //!   controller's cache at scrape time (only the replica that leads reports
 //!   them; `leader` says which one does).
 //! - `leader`: 1 while this replica drives rollouts, else 0.
+//! - `cached_objects{resource, kept}`: the Deployments and ReplicaSets the
+//!   leading replica's watches hold, `whole` (a Rollout names the
+//!   Deployment) or `version` (only the resourceVersion last seen).
 //! - `reconciles_total{result}` and `reconcile_duration_seconds`: every
 //!   reconcile, `ok` or `error`, and how long it took.
 //! - `decisions_total{decision}`: what the controller decided for a
@@ -140,7 +143,12 @@ pub struct Metrics {
     requests_total: AtomicU64,
     /// The running controller's Rollouts, counted by phase at scrape time.
     rollouts: Arc<RolloutsByPhase>,
+    /// What the running controller's workload watches hold.
+    cached: Arc<CachedObjects>,
 }
+
+/// Counts of cached objects: (resource, how kept, how many).
+pub(crate) type CacheCounts = Box<dyn Fn() -> Vec<(&'static str, &'static str, i64)> + Send + Sync>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -160,6 +168,7 @@ impl Default for Metrics {
             ),
             requests_total: AtomicU64::new(0),
             rollouts: Arc::default(),
+            cached: Arc::default(),
         }
     }
 }
@@ -225,6 +234,7 @@ impl Metrics {
             metrics.admission_seconds.clone(),
         );
         sub.register_collector(Box::new(Arc::clone(&metrics.rollouts)));
+        sub.register_collector(Box::new(Arc::clone(&metrics.cached)));
         metrics
     }
 
@@ -315,6 +325,28 @@ impl Metrics {
             .store
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = rollouts;
+    }
+
+    /// What the running controller's caches hold, counted at scrape time
+    /// (`None` once it stops).
+    pub(crate) fn caching(&self, counts: Option<CacheCounts>) {
+        *self
+            .cached
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
+    }
+
+    /// What the running controller's caches hold now, as
+    /// `cached_objects` reports it: (resource, `whole` or `version`, count).
+    pub fn cached_objects(&self) -> Vec<(&'static str, &'static str, i64)> {
+        self.cached
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|counts| counts())
+            .unwrap_or_default()
     }
 
     /// A tower layer counting the Kubernetes API calls that pass through it.
@@ -416,6 +448,43 @@ impl Collector for RolloutsByPhase {
         )?;
         for (phase, count) in counts {
             let labels = [("phase", phase)];
+            ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts the controller's cached workloads on each scrape.
+#[derive(Default)]
+struct CachedObjects {
+    counts: Mutex<Option<CacheCounts>>,
+}
+
+impl std::fmt::Debug for CachedObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CachedObjects")
+    }
+}
+
+impl Collector for CachedObjects {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|counts| counts());
+        let Some(counts) = counts else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "cached_objects",
+            "Deployments and ReplicaSets the controller's watches hold, whole or as a version",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (resource, kept, count) in counts {
+            let labels = [("resource", resource), ("kept", kept)];
             ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
         }
         Ok(())

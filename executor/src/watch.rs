@@ -19,13 +19,37 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream, StreamExt, stream::BoxStream};
+use futures::{Stream, StreamExt, TryStreamExt, stream::BoxStream};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{WatchStreamExt, reflector::Store, watcher},
 };
 use serde::de::DeserializeOwned;
 use sluice_runtime::auth::Scope;
+
+/// What the executor watches: namespaced objects it can read and share
+/// across tasks.
+pub(crate) trait Watched:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// The APIs of `K` over `scope`: one for the cluster, or one per namespace.
 pub(crate) fn apis<K>(client: &Client, scope: &Scope) -> Vec<Api<K>>
@@ -83,13 +107,7 @@ pub(crate) fn events<K>(
     store: Store<K>,
 ) -> BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     tracked(client, scope, store).0
@@ -110,22 +128,54 @@ pub(crate) fn tracked<K>(
     Unlisted,
 )
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let known = move |ns: &str| {
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace().as_deref() == Some(ns))
+            .map(|o| (*o).clone())
+            .collect()
+    };
+    kept(client, scope, watcher::Config::default(), known, |k| k)
+}
+
+/// The watch events of `K` over `scope`, each object turned by `keep` into
+/// what the store they feed holds of it (say, only its metadata), and
+/// which namespaces have not listed yet; `known(ns)` is what that store
+/// holds in `ns`. Each watch's objects are
+/// turned as they arrive, so a merged list holds only what `keep` keeps
+/// (and a smaller `config.page_size` bounds how many whole objects a list
+/// holds at once).
+pub(crate) fn kept<K, C>(
+    client: &Client,
+    scope: &Scope,
+    config: watcher::Config,
+    known: impl Fn(&str) -> Vec<C> + Send + 'static,
+    keep: impl Fn(K) -> C + Clone + Send + Sync + 'static,
+) -> (
+    BoxStream<'static, Result<watcher::Event<C>, watcher::Error>>,
+    Unlisted,
+)
+where
+    K: Watched,
+    K::DynamicType: Default,
+    C: Resource + Clone + Send + Sync + 'static,
 {
     let mut watches: Vec<_> = apis::<K>(client, scope)
         .into_iter()
-        .map(|api| patient(watcher(api, watcher::Config::default())))
+        .map(|api| {
+            let keep = keep.clone();
+            patient(watcher(api, config.clone()))
+                .map_ok(move |event| turned(event, &keep))
+                .boxed()
+        })
         .collect();
     let unlisted = Unlisted::default();
     if watches.len() == 1 {
-        return (watches.remove(0).boxed(), unlisted);
+        return (watches.remove(0), unlisted);
     }
     let namespaces = match scope {
         Scope::Namespaces(namespaces) => namespaces.clone(),
@@ -136,16 +186,20 @@ where
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .extend(namespaces.iter().cloned());
-    let stream = merged(namespaces, watches, unlisted.clone(), move |ns| {
-        store
-            .state()
-            .into_iter()
-            .filter(|o| o.namespace().as_deref() == Some(ns))
-            .map(|o| (*o).clone())
-            .collect()
-    })
-    .boxed();
+    let stream = merged(namespaces, watches, unlisted.clone(), known).boxed();
     (stream, unlisted)
+}
+
+/// `event` with its object turned by `keep`.
+fn turned<K, C>(event: watcher::Event<K>, keep: impl Fn(K) -> C) -> watcher::Event<C> {
+    use watcher::Event;
+    match event {
+        Event::Apply(o) => Event::Apply(keep(o)),
+        Event::Delete(o) => Event::Delete(keep(o)),
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(keep(o)),
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 /// Whether `error` is the API server refusing a namespace's first list

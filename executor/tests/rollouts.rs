@@ -15,7 +15,7 @@ use sluice_executor::crd::{Phase, Rollout};
 
 mod common;
 
-use common::{finished, ready_workload, release, rollout, wait_phase, world};
+use common::{finished, ready_workload, release, rollout, wait_phase, world, world_with};
 
 #[tokio::test(start_paused = true)]
 async fn a_healthy_release_reaches_every_pod_and_leaves_no_trace() {
@@ -444,4 +444,84 @@ async fn a_release_rides_out_throttling_and_unavailable_answers_and_counts_its_d
     // The client absorbed the refusals: no reconcile saw one.
     assert_eq!(metrics.reconciles(false), 0);
     assert!(metrics.reconciles(true) > 0);
+}
+
+/// A cluster's other workloads cost the controller only the version it
+/// last saw of each; the Deployment a Rollout names, and its ReplicaSets,
+/// are kept whole. A workload a Rollout comes to name after its watch kept
+/// only its version is read from the API server and released the same way.
+#[tokio::test(start_paused = true)]
+async fn the_controller_keeps_whole_only_what_its_rollouts_name() {
+    let mut scenario = sluice_sim::scenario::Scenario::load("healthy").unwrap();
+    for i in 0..3 {
+        scenario.manifests.push(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": format!("other-{i}"), "namespace": "default"},
+            "spec": {
+                "replicas": 2, "selector": {"matchLabels": {"app": format!("other-{i}")}},
+                "template": {"metadata": {"labels": {"app": format!("other-{i}")}},
+                             "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0"}]}},
+            },
+        }));
+    }
+    let world = world_with(scenario).await;
+    ready_workload(&world).await;
+    let counts = |world: &common::World| {
+        let mut by = std::collections::BTreeMap::new();
+        for (resource, kept, n) in world.metrics().cached_objects() {
+            by.insert(format!("{resource}/{kept}"), n);
+        }
+        by
+    };
+    let (deployments, sets) = ("deployments/whole", "replicasets/whole");
+    let (deployment_versions, set_versions) = ("deployments/version", "replicasets/version");
+    let before = counts(&world);
+    assert_eq!(before[deployments], 0, "no Rollout yet: {before:?}");
+    assert_eq!(before[deployment_versions], 4, "{before:?}");
+    assert_eq!(before[sets], 0, "{before:?}");
+    assert_eq!(before[set_versions], 4, "{before:?}");
+
+    let rollouts = release(&world, "registry.example/web:2.0").await;
+    let done = wait_phase(&rollouts, finished).await;
+    assert_eq!(done.status.unwrap().phase, Phase::Succeeded);
+    let after = counts(&world);
+    assert_eq!(after[deployments], 1, "{after:?}");
+    assert_eq!(after[deployment_versions], 3, "{after:?}");
+    assert_eq!(after[sets], 2, "web's stable and new sets: {after:?}");
+    assert_eq!(after[set_versions], 3, "{after:?}");
+
+    // A Rollout for a workload the watch holds only the version of.
+    let mut other = rollout("registry.example/web:2.0");
+    other.metadata.name = Some("other".into());
+    other.spec.workload.name = "other-0".into();
+    other.spec.analyses.clear();
+    other.spec.strategy =
+        serde_json::from_value(serde_json::json!({"canary": {"steps": [{"replicas": 1}]}}))
+            .unwrap();
+    rollouts
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    let mut phase = None;
+    for _ in 0..600 {
+        phase = rollouts.get("other").await.unwrap().status.map(|s| s.phase);
+        if phase.is_some_and(finished) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(phase, Some(Phase::Succeeded));
+    let d: Deployment = Api::default_namespaced(world.client.clone())
+        .get("other-0")
+        .await
+        .unwrap();
+    assert_eq!(
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("registry.example/web:2.0")
+    );
+    let last = counts(&world);
+    assert_eq!(last[deployments], 2, "{last:?}");
+    assert_eq!(last[deployment_versions], 2, "{last:?}");
 }

@@ -74,6 +74,13 @@ pub(crate) struct BenchArgs {
     /// one run each per size; its own default is 40.
     #[arg(long, value_delimiter = ',', default_value = "40,1000", value_parser = qps)]
     argo_qps: Vec<f64>,
+    /// Also hold this many two-replica Deployments that no Rollout names,
+    /// each with a template like a chart's (probes, resources, env), to
+    /// measure what a big cluster costs the executor. Its memory is then
+    /// also reported above that of an idle executor on an empty cluster,
+    /// measured in the same run.
+    #[arg(long, default_value_t = 0)]
+    unrelated: usize,
     /// Log filter (tracing's env-filter syntax) for the in-process simulated
     /// cluster and the executor it starts; warnings by default.
     #[arg(long, default_value = "warn")]
@@ -141,8 +148,25 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut sizes = Vec::new();
     let mut peers = Vec::new();
     let mut report = report::Report::new(overheads.clone(), Vec::new());
+    let idle = if args.unrelated > 0 {
+        let mib = runtime.block_on(idle_executor(&args.log))?;
+        eprintln!("an idle executor on an empty cluster: {mib:.1} MiB resident");
+        Some(mib)
+    } else {
+        None
+    };
     for &n in &args.sizes {
-        let figures = runtime.block_on(size(n, args.bad_share, args.pace, &args.log))?;
+        let shape = Shape {
+            n,
+            bad_share: args.bad_share,
+            pace: args.pace,
+            unrelated: args.unrelated,
+        };
+        let mut figures = runtime.block_on(size(&shape, &args.log))?;
+        if let Some(idle) = idle {
+            figures.executor_idle_mib = Some(idle);
+            figures.executor_above_idle_mib = Some(figures.executor_high_mib - idle);
+        }
         eprintln!("{}", figures.line());
         sizes.push(figures);
         if let Some(argo) = &argo {
@@ -176,11 +200,25 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn scenario(n: usize, bad: usize) -> Scenario {
+/// What one size runs.
+struct Shape {
+    /// Rollouts.
+    n: usize,
+    /// Share of them releasing a failing version.
+    bad_share: f64,
+    /// Rollouts started per second (0: all at once).
+    pace: f64,
+    /// Deployments no Rollout names.
+    unrelated: usize,
+}
+
+fn scenario(n: usize, bad: usize, unrelated: usize) -> Scenario {
     let mut s = Scenario::big_cluster(n, 2);
     s.name = format!("bench-{n}");
-    // Room for every stable pod and a surge pod per rollout.
-    s.nodes.count = (3 * n as u32).div_ceil(100).max(1);
+    // Room for every stable pod and a surge pod per rollout, and the
+    // unrelated workloads' pods.
+    s.nodes.count = (3 * n as u32 + 2 * unrelated as u32).div_ceil(100).max(1);
+    s.manifests.extend((0..unrelated).map(unrelated_deployment));
     let fast = Profile {
         start_min_seconds: 0.05,
         start_max_seconds: 0.15,
@@ -225,6 +263,94 @@ fn scenario(n: usize, bad: usize) -> Scenario {
     s
 }
 
+/// Unrelated Deployment `i`: two replicas of a template as a chart writes
+/// one, so what the executor would cache of it is of a common size.
+fn unrelated_deployment(i: usize) -> serde_json::Value {
+    let name = format!("other-{i}");
+    let labels = json!({
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": "bench",
+        "app.kubernetes.io/version": "1.0.0",
+        "app.kubernetes.io/component": "api",
+        "app.kubernetes.io/part-of": "shop",
+    });
+    let probe = |path: &str| {
+        json!({
+            "httpGet": {"path": path, "port": "http"},
+            "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        })
+    };
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {
+            "name": name, "namespace": format!("other-{}", i % 20), "labels": labels,
+            "annotations": {"meta.helm.sh/release-name": "bench", "meta.helm.sh/release-namespace": "default"},
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "bench"}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {"checksum/config": format!("{:064x}", i)}},
+                "spec": {
+                    "serviceAccountName": "default",
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "fsGroup": 10001},
+                    "containers": [{
+                        "name": "api",
+                        "image": "registry.example/app:1.0",
+                        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
+                        "env": (0..6).map(|k| json!({"name": format!("SETTING_{k}"), "value": format!("value-{k}")})).collect::<Vec<_>>(),
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                      "limits": {"cpu": "500m", "memory": "256Mi"}},
+                        "livenessProbe": probe("/healthz"),
+                        "readinessProbe": probe("/ready"),
+                        "volumeMounts": [{"name": "config", "mountPath": "/etc/app", "readOnly": true}],
+                        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                            "capabilities": {"drop": ["ALL"]}},
+                    }],
+                    "volumes": [{"name": "config", "configMap": {"name": format!("{name}-config")}}],
+                },
+            },
+        },
+    })
+}
+
+/// The resident memory (MiB) of an executor on an empty cluster, once its
+/// watches have listed: what the executor costs before any workload.
+async fn idle_executor(log: &str) -> anyhow::Result<f64> {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let sim = Simulation::start(Scenario::big_cluster(0, 2))
+        .map_err(|e| anyhow::anyhow!("starting the simulated cluster: {}", e.message))?;
+    let local = kube::Client::new(sim.api.router(), "default");
+    let (kube_listener, kube_addr) = listen().await?;
+    tokio::spawn(
+        axum::serve(kube_listener, sim.api.router())
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let services = sluice_executor::stack::services(
+        PlannerServer::new(sluice_planner::service::PlannerService),
+        MetricsGateServer::new(sluice_gate::service::GateService::new(
+            sluice_gate::prometheus::Prometheus::new(sluice_gate::prometheus::ClientOptions::new(
+                "http://127.0.0.1:9".parse()?,
+            ))
+            .map_err(|e| anyhow::anyhow!("gate: {e}"))?,
+            stop.clone(),
+        )),
+        stop.clone(),
+    )
+    .await?;
+    let (_dir, kubeconfig) = kubeconfig_for(kube_addr)?;
+    let mut executor = Executor::start(&kubeconfig, services.planner, services.gate, log)?;
+    executor.wait_leading(&local).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss, _) = probe::memory(&executor.pid);
+    executor.stop().await;
+    Ok(rss as f64 / 1_048_576.0)
+}
+
 /// Rollout `i`; with `hold`, its last batch waits that long before the
 /// release ends.
 fn rollout(i: usize, bad: bool, hold: Option<Duration>) -> anyhow::Result<Rollout> {
@@ -253,6 +379,20 @@ fn rollout(i: usize, bad: bool, hold: Option<Duration>) -> anyhow::Result<Rollou
         }]}]);
     }
     Ok(serde_json::from_value(spec)?)
+}
+
+/// A kubeconfig for the simulated API server at `addr`, in a folder that
+/// goes when the first value drops.
+fn kubeconfig_for(
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        sluice_sim::kubeconfig(addr, &Default::default()),
+    )?;
+    Ok((dir, kubeconfig))
 }
 
 async fn listen() -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
@@ -330,14 +470,15 @@ impl Executor {
     }
 }
 
-async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<SizeFigures> {
-    let bad = ((n as f64 * bad_share).round() as usize).min(n);
+async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
+    let (n, pace) = (shape.n, shape.pace);
+    let bad = ((n as f64 * shape.bad_share).round() as usize).min(n);
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let sim = Simulation::start(scenario(n, bad))
+    let sim = Simulation::start(scenario(n, bad, shape.unrelated))
         .map_err(|e| anyhow::anyhow!("starting the simulated cluster: {}", e.message))?;
     let local = kube::Client::new(sim.api.router(), "default");
-    wait_ready(&local, n).await?;
+    wait_ready(&local, n + shape.unrelated).await?;
 
     // The executor's own door to the API server, counted.
     let by_kind = probe::Requests::default();
@@ -386,12 +527,7 @@ async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<
     let (planner_addr, gate_addr) = (services.planner, services.gate);
 
     let watch = Watch::start(&local);
-    let dir = tempfile::tempdir()?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        sluice_sim::kubeconfig(kube_addr, &Default::default()),
-    )?;
+    let (_dir, kubeconfig) = kubeconfig_for(kube_addr)?;
     let mut executor = Executor::start(&kubeconfig, planner_addr, gate_addr, log)?;
     executor.wait_leading(&local).await?;
     // Its caches filled, before any rollout: the baseline.
@@ -479,6 +615,7 @@ async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<
     let steps = (2 * succeeded + rolled_back).max(1) as f64;
     Ok(SizeFigures {
         rollouts: n,
+        unrelated: shape.unrelated,
         peak_in_flight,
         unfinished,
         failing: bad,
@@ -498,6 +635,9 @@ async fn size(n: usize, bad_share: f64, pace: f64, log: &str) -> anyhow::Result<
         executor_cpu_seconds: exec_cpu - exec_cpu_before,
         other_cpu_seconds: other_cpu - other_cpu_before,
         executor_peak_rss_mib: exec_peak as f64 / 1_048_576.0,
+        executor_high_mib: exec_rss as f64 / 1_048_576.0,
+        executor_idle_mib: None,
+        executor_above_idle_mib: None,
         executor_kib_per_rollout: exec_rss.saturating_sub(exec_rss_before) as f64
             / 1024.0
             / n as f64,

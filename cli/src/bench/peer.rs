@@ -234,7 +234,7 @@ fn watch(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
 pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::Result<PeerFigures> {
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let mut scenario = super::scenario(0, 0);
+    let mut scenario = super::scenario(0, 0, 0);
     scenario.name = format!("bench-argo-{n}");
     scenario.nodes.count = (3 * n as u32).div_ceil(100).max(1);
     let sim = Simulation::start(scenario)
@@ -264,12 +264,7 @@ pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::R
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );
-    let dir = tempfile::tempdir()?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        sluice_sim::kubeconfig(addr, &Default::default()),
-    )?;
+    let (_dir, kubeconfig) = super::kubeconfig_for(addr)?;
     let level = if log.contains("debug") {
         "debug"
     } else {

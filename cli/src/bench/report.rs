@@ -15,6 +15,8 @@ use super::overhead::Overheads;
 pub(crate) struct SizeFigures {
     /// Concurrent rollouts.
     pub rollouts: usize,
+    /// Two-replica Deployments in the cluster that no Rollout names.
+    pub unrelated: usize,
     /// Most rollouts started and not yet ended at one time.
     pub peak_in_flight: usize,
     /// When some did not end within the harness's limit: how many, and in
@@ -59,6 +61,17 @@ pub(crate) struct SizeFigures {
     /// watches listed, no Rollout yet) to its highest while the rollouts
     /// ran (sampled every 50 ms), per rollout (KiB).
     pub executor_kib_per_rollout: f64,
+    /// The executor's highest resident memory while the rollouts ran
+    /// (MiB), sampled every 50 ms.
+    pub executor_high_mib: f64,
+    /// Resident memory of an idle executor on an empty cluster, measured
+    /// in the same run (MiB; with unrelated workloads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor_idle_mib: Option<f64>,
+    /// `executor_high_mib` over `executor_idle_mib`: what the cluster and
+    /// the rollouts cost the executor (MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor_above_idle_mib: Option<f64>,
     /// Peak resident memory of the harness process (MiB).
     pub peak_rss_mib: f64,
     /// Requests from the executor to the API server per batch.
@@ -262,6 +275,26 @@ impl Report {
                 s.api_calls_per_step,
                 s.grpc_calls_per_step
             );
+        }
+        if let Some(s) = self.sizes.iter().find(|s| s.executor_idle_mib.is_some()) {
+            let _ = writeln!(
+                out,
+                "\nWith {} two-replica Deployments no Rollout names in the cluster; an idle executor on an empty cluster, same run: {:.1} MiB.\n",
+                s.unrelated,
+                s.executor_idle_mib.unwrap_or_default()
+            );
+            out.push_str("| rollouts | unrelated Deployments | executor highest MiB | above idle MiB |\n|---:|---:|---:|---:|\n");
+            for s in &self.sizes {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.1} | {} |",
+                    s.rollouts,
+                    s.unrelated,
+                    s.executor_high_mib,
+                    s.executor_above_idle_mib
+                        .map_or_else(|| "-".into(), |m| format!("{m:.1}"))
+                );
+            }
         }
         out
     }

@@ -18,6 +18,7 @@
 //! message saying so.
 
 mod analysis;
+mod cache;
 mod canary;
 pub mod events;
 mod partition;
@@ -33,9 +34,9 @@ use std::{
 };
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::Patch,
     runtime::{
         Controller,
@@ -60,6 +61,7 @@ use crate::{
 };
 
 pub use analysis::Analyses;
+use cache::{Cache, Fetched, Named, Objects, Owned};
 
 /// What can stop a reconcile; each is retried with back-off.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +181,7 @@ impl Ctx {
         // The cache first, without the lock: it answers nearly every call.
         // A remembered set the cache shows is never read again; it goes
         // with the next `created` past CREATED_FOR.
-        if let Some(rs) = cache.replicasets.get(&ObjectRef::new(name).within(ns)) {
+        if let Some(rs) = cache.replicaset(ns, name) {
             return Some(rs);
         }
         let created = self
@@ -295,105 +297,6 @@ fn first_binding(
         })
 }
 
-/// The Deployments and ReplicaSets as the controller's watches last saw
-/// them, so a reconcile reads them from memory instead of the API server.
-///
-/// *Assumptions*: a read may lag the cluster; every write that derives a
-/// count from it carries the object's resourceVersion, so a stale read
-/// makes a conflict (and a fresh reconcile), never a wrong write.
-#[derive(Clone)]
-pub(crate) struct Cache {
-    /// Every Deployment.
-    pub deployments: reflector::Store<Deployment>,
-    /// Every ReplicaSet.
-    pub replicasets: reflector::Store<ReplicaSet>,
-    /// The names of the ReplicaSets each owner (by uid) has, as the same
-    /// watch saw them.
-    pub owned: Owned,
-    /// Every Rollout (the controller's own store).
-    pub rollouts: reflector::Store<Rollout>,
-}
-
-/// ReplicaSet names by owner uid, kept from the ReplicaSet watch's events,
-/// so a reconcile finds a Deployment's sets without scanning them all.
-#[derive(Clone, Default)]
-pub(crate) struct Owned(Arc<std::sync::RwLock<OwnedIndex>>);
-
-#[derive(Default)]
-struct OwnedIndex {
-    /// Owner uid to the names of its sets (namespaced by the owner).
-    by_owner: HashMap<String, std::collections::BTreeSet<String>>,
-    /// Set (namespace, name) to its owners' uids.
-    owners: HashMap<(String, String), Vec<String>>,
-    /// A relist in progress: the index it is building.
-    listing: Option<Box<OwnedIndex>>,
-}
-
-impl OwnedIndex {
-    fn put(&mut self, rs: &ReplicaSet) {
-        let key = (rs.namespace().unwrap_or_default(), rs.name_any());
-        self.remove(&key);
-        let uids: Vec<String> = rs
-            .owner_references()
-            .iter()
-            .map(|o| o.uid.clone())
-            .collect();
-        for uid in &uids {
-            self.by_owner
-                .entry(uid.clone())
-                .or_default()
-                .insert(key.1.clone());
-        }
-        if !uids.is_empty() {
-            self.owners.insert(key, uids);
-        }
-    }
-
-    fn remove(&mut self, key: &(String, String)) {
-        for uid in self.owners.remove(key).unwrap_or_default() {
-            if let Some(names) = self.by_owner.get_mut(&uid) {
-                names.remove(&key.1);
-                if names.is_empty() {
-                    self.by_owner.remove(&uid);
-                }
-            }
-        }
-    }
-}
-
-impl Owned {
-    /// Follows one event of the ReplicaSet watch.
-    fn follow(&self, event: &watcher::Event<ReplicaSet>) {
-        let mut index = self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match event {
-            watcher::Event::Apply(rs) => index.put(rs),
-            watcher::Event::Delete(rs) => {
-                index.remove(&(rs.namespace().unwrap_or_default(), rs.name_any()));
-            }
-            watcher::Event::Init => index.listing = Some(Box::default()),
-            watcher::Event::InitApply(rs) => index.listing.get_or_insert_default().put(rs),
-            watcher::Event::InitDone => {
-                let listed = index.listing.take().unwrap_or_default();
-                *index = *listed;
-            }
-        }
-    }
-
-    /// The names of the ReplicaSets `uid` owns.
-    pub(crate) fn names(&self, uid: &str) -> Vec<String> {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .by_owner
-            .get(uid)
-            .map(|names| names.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
 impl Ctx {
     /// The running controller's cache (empty until its watches have
     /// listed, so reads fall back to the API server).
@@ -405,18 +308,20 @@ impl Ctx {
     }
 }
 
-/// Drops what a reconcile never reads, to keep the caches small.
-fn trim<K: kube::Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+/// The workload watches' lists: pages of 100, so a list of a big cluster
+/// holds at most that many whole objects at once before [`cache::Kept`]
+/// cuts the unnamed ones to their metadata (kube's default of 500 made
+/// an executor of a 10,000-workload cluster hold tens of MiB more).
+fn workload_pages() -> watcher::Config {
+    watcher::Config::default().page_size(100)
 }
 
 /// Runs the controller until `shutdown` completes.
 pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     use kube::runtime::WatchStreamExt;
-    let (deployments, deployments_writer) = reflector::store();
-    let (replicasets, replicasets_writer) = reflector::store();
+    let (deployments, replicasets) = (Objects::default(), Objects::default());
     let (rollouts_reader, rollouts_writer) = reflector::store();
-    let owned = Owned::default();
+    let (owned, named, fetched) = (Owned::default(), Named::default(), Fetched::default());
     *ctx.cache
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cache {
@@ -424,37 +329,72 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         replicasets: replicasets.clone(),
         owned: owned.clone(),
         rollouts: rollouts_reader.clone(),
+        fetched: fetched.clone(),
     });
-    let deployment_events = reflector::reflector(
-        deployments_writer,
-        watch::events(&ctx.client, &ctx.scope, deployments.clone()).modify(trim),
+    let deployment_events = workload_events(
+        &ctx,
+        &named,
+        &deployments,
+        {
+            let named = named.clone();
+            move |d| named.keep_deployment(d)
+        },
+        {
+            let fetched = fetched.clone();
+            move |event| fetched.follow_deployments(event)
+        },
     );
-    let deployment_events = settled(deployment_events);
-    let replicaset_events = reflector::reflector(
-        replicasets_writer,
-        watch::events(&ctx.client, &ctx.scope, replicasets.clone()).modify(trim),
-    )
-    .inspect_ok(move |event| owned.follow(event));
-    let replicaset_events = settled(replicaset_events);
+    let replicaset_events = workload_events(
+        &ctx,
+        &named,
+        &replicasets,
+        {
+            let named = named.clone();
+            move |rs| named.keep_replicaset(rs)
+        },
+        {
+            let fetched = fetched.clone();
+            move |event| {
+                owned.follow(event);
+                fetched.follow_replicasets(event);
+            }
+        },
+    );
     let rollout_events = reflector::reflector(
         rollouts_writer,
         watch::events(&ctx.client, &ctx.scope, rollouts_reader.clone()),
     )
+    .inspect_ok(move |event| {
+        for gone in named.follow(event) {
+            fetched.forget(&gone);
+        }
+    })
     .applied_objects();
     let controller = Controller::for_stream(rollout_events, rollouts_reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let metrics = Arc::clone(&ctx.metrics);
     metrics.leading(Some(controller.store()));
+    metrics.caching(Some(Box::new({
+        move || {
+            let (d, r) = (deployments.counts(), replicasets.counts());
+            let n = |c: usize| i64::try_from(c).unwrap_or(i64::MAX);
+            vec![
+                ("deployments", "whole", n(d.0)),
+                ("deployments", "version", n(d.1)),
+                ("replicasets", "whole", n(r.0)),
+                ("replicasets", "version", n(r.1)),
+            ]
+        }
+    })));
     let rollouts = controller.store();
     let bound_sets = controller.store();
     controller
         .watches_stream(deployment_events, move |d| {
             // A Deployment nobody holds still wakes the Rollout bound to
             // it, which reports a change that reached it unheld.
-            owner_of(&d.metadata)
-                .or_else(|| bound_to(&rollouts, WorkloadKind::Deployment, &d.metadata))
+            owner_of(d.meta()).or_else(|| bound_to(&rollouts, WorkloadKind::Deployment, d.meta()))
         })
-        .watches_stream(replicaset_events, |rs| owner_of(&rs.metadata))
+        .watches_stream(replicaset_events, |rs| owner_of(rs.meta()))
         .watches_stream(
             watch::touched::<StatefulSet>(&ctx.client, &ctx.scope),
             move |s| {
@@ -475,6 +415,55 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         })
         .await;
     metrics.leading(None);
+    metrics.caching(None);
+}
+
+/// The events of one workload watch, once the Rollouts have listed: each
+/// object as `keep` keeps it, written to `objects`, then shown to `also`;
+/// then those that can wake a Rollout, each once `objects` shows it.
+fn workload_events<K, Keep, Also>(
+    ctx: &Ctx,
+    named: &Named,
+    objects: &Objects<K>,
+    keep: Keep,
+    also: Also,
+) -> impl futures::Stream<Item = Result<cache::Kept<K>, watcher::Error>> + Send + use<K, Keep, Also>
+where
+    K: watch::Watched,
+    K::DynamicType: Default,
+    Keep: Fn(K) -> cache::Kept<K> + Clone + Send + Sync + 'static,
+    Also: Fn(&watcher::Event<cache::Kept<K>>) + Send + 'static,
+{
+    let known = {
+        let objects = objects.clone();
+        move |ns: &str| objects.in_namespace(ns)
+    };
+    let (events, _) = watch::kept(&ctx.client, &ctx.scope, workload_pages(), known, keep);
+    let objects = objects.clone();
+    let events = named.after_listed(events).inspect_ok(move |event| {
+        objects.follow(event);
+        also(event);
+    });
+    settled(only_whole(events))
+}
+
+/// A workload watch's events less those of objects kept as metadata: no
+/// Rollout names them and no release marked them, so they wake nothing.
+fn only_whole<K, S>(
+    events: S,
+) -> impl futures::Stream<Item = Result<watcher::Event<cache::Kept<K>>, watcher::Error>> + Send
+where
+    K: Send + Sync + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<cache::Kept<K>>, watcher::Error>> + Send,
+{
+    events.try_filter(|event| {
+        std::future::ready(match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
+                o.whole().is_some()
+            }
+            watcher::Event::Init | watcher::Event::InitDone => true,
+        })
+    })
 }
 
 /// The objects a reflector's events touched, each emitted only once the
@@ -977,40 +966,7 @@ mod tests {
     use futures::StreamExt;
     use kube::runtime::watcher::Event;
 
-    use super::{Owned, settled};
-
-    fn set(name: &str, owner: &str) -> k8s_openapi::api::apps::v1::ReplicaSet {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "d",
-                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                              "name": "web", "uid": owner}]},
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn the_owner_index_follows_applies_deletes_and_a_relist() {
-        let owned = Owned::default();
-        owned.follow(&Event::Apply(set("web-1", "u")));
-        owned.follow(&Event::Apply(set("web-2", "u")));
-        owned.follow(&Event::Apply(set("other-1", "v")));
-        assert_eq!(owned.names("u"), ["web-1", "web-2"]);
-        owned.follow(&Event::Delete(set("web-1", "u")));
-        assert_eq!(owned.names("u"), ["web-2"]);
-        // Orphaned: no longer the owner's.
-        let mut orphan = set("web-2", "u");
-        orphan.metadata.owner_references = None;
-        owned.follow(&Event::Apply(orphan));
-        assert!(owned.names("u").is_empty());
-        // A relist: the index is the listing's once it ends, and stays the
-        // old one until then.
-        owned.follow(&Event::Init);
-        owned.follow(&Event::InitApply(set("web-3", "u")));
-        assert_eq!(owned.names("v"), ["other-1"]);
-        owned.follow(&Event::InitDone);
-        assert_eq!(owned.names("u"), ["web-3"]);
-        assert!(owned.names("v").is_empty(), "gone while the watch was down");
-    }
+    use super::settled;
 
     #[tokio::test]
     async fn a_relists_objects_are_released_only_once_the_list_has_ended() {

@@ -30,7 +30,7 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch},
-    runtime::{controller::Action, reflector::ObjectRef},
+    runtime::controller::Action,
 };
 use serde_json::{Value, json};
 use sluice_model::{quantity::Amount, spec::Quantity};
@@ -227,18 +227,22 @@ fn cached(
     status: &RolloutStatus,
 ) -> Option<(Arc<Deployment>, Vec<Arc<ReplicaSet>>)> {
     let cache = ctx.cache()?;
-    let deployment = cache.deployments.get(&ObjectRef::new(name).within(ns))?;
+    let deployment = cache.deployment(ns, name)?;
     let uid = deployment.uid()?;
     if !in_flight(status) || status.canary_revision.is_empty() {
         // Before the release has named its sets (or after it ended, when
         // the next change may bring back any set): every set the Deployment
         // owns, as the watch knows them (a write that depends on them
         // carries the resourceVersion read, so a lagging cache conflicts).
+        // A set the watch keeps only the metadata of, with no fresh copy
+        // read, makes the whole read go to the API server.
         let owned = cache
             .owned
             .names(&uid)
             .iter()
-            .filter_map(|set| cache.replicasets.get(&ObjectRef::new(set).within(ns)))
+            .map(|set| cache.replicaset(ns, set))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
             .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
             .collect();
         return Some((deployment, owned));
@@ -296,7 +300,13 @@ impl Workload {
                     .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
                     .map(Arc::new)
                     .collect();
-                (Arc::new(deployment), owned)
+                let deployment = Arc::new(deployment);
+                // Remembered until the watch brings them whole: the
+                // workload was not named when the watch last saw it.
+                if let Some(cache) = ctx.cache() {
+                    cache.fetched.put(&deployment, &owned);
+                }
+                (deployment, owned)
             }
         };
         let spec = deployment.spec.clone().unwrap_or_default();
