@@ -115,6 +115,7 @@ pub fn config(services: Services, identity: &str) -> Config {
         lease_name: "sluice-executor".into(),
         lease_seconds: 15,
         max_concurrent_reconciles: controller::DEFAULT_CONCURRENCY,
+        keep_all_workloads: false,
         identity: Some(identity.to_owned()),
         webhook_addr: None,
         webhook_cert: None,

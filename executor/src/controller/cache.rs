@@ -30,7 +30,10 @@ use k8s_openapi::{
 };
 use kube::{
     Resource, ResourceExt,
-    runtime::{reflector, watcher},
+    runtime::{
+        reflector::{self, ObjectRef},
+        watcher,
+    },
 };
 
 use crate::{
@@ -277,14 +280,13 @@ fn key_of(meta: &ObjectMeta) -> Key {
 pub(crate) struct Named {
     index: Arc<RwLock<NamedIndex>>,
     listed: tokio::sync::watch::Sender<bool>,
+    /// Every object kept whole, named or not (`--keep-all-workloads`).
+    all: bool,
 }
 
 impl Default for Named {
     fn default() -> Self {
-        Self {
-            index: Arc::default(),
-            listed: tokio::sync::watch::Sender::new(false),
-        }
+        Self::keeping_all(false)
     }
 }
 
@@ -292,8 +294,8 @@ impl Default for Named {
 struct NamedIndex {
     /// Rollout (namespace, name) to the Deployment it names.
     by_rollout: HashMap<Key, String>,
-    /// Deployment (namespace, name) to how many Rollouts name it.
-    named: HashMap<Key, usize>,
+    /// Deployment (namespace, name) to the Rollouts that name it.
+    named: HashMap<Key, Vec<String>>,
     /// A relist in progress: the index it is building.
     listing: Option<Box<NamedIndex>>,
 }
@@ -304,7 +306,7 @@ impl NamedIndex {
         self.remove(&key);
         if rollout.spec.workload.kind == WorkloadKind::Deployment {
             let target = (key.0.clone(), rollout.spec.workload.name.clone());
-            *self.named.entry(target).or_default() += 1;
+            self.named.entry(target).or_default().push(key.1.clone());
             self.by_rollout
                 .insert(key, rollout.spec.workload.name.clone());
         }
@@ -314,9 +316,9 @@ impl NamedIndex {
     fn remove(&mut self, key: &Key) -> Option<Key> {
         let name = self.by_rollout.remove(key)?;
         let target = (key.0.clone(), name);
-        let count = self.named.get_mut(&target)?;
-        *count -= 1;
-        if *count == 0 {
+        let rollouts = self.named.get_mut(&target)?;
+        rollouts.retain(|r| *r != key.1);
+        if rollouts.is_empty() {
             self.named.remove(&target);
             return Some(target);
         }
@@ -325,6 +327,16 @@ impl NamedIndex {
 }
 
 impl Named {
+    /// An empty index; with `all`, the workload watches keep every object
+    /// whole.
+    pub(crate) fn keeping_all(all: bool) -> Self {
+        Self {
+            index: Arc::default(),
+            listed: tokio::sync::watch::Sender::new(false),
+            all,
+        }
+    }
+
     /// Follows one event of the Rollout watch; returns the Deployments no
     /// Rollout names any more.
     pub(crate) fn follow(&self, event: &watcher::Event<Rollout>) -> Vec<Key> {
@@ -361,6 +373,21 @@ impl Named {
             .contains_key(&(ns.to_owned(), name.to_owned()))
     }
 
+    /// The Rollouts that name the Deployment owning `rs`, to wake when it
+    /// changes.
+    pub(crate) fn rollouts_of(&self, rs: &ObjectMeta) -> Vec<ObjectRef<Rollout>> {
+        let ns = rs.namespace.as_deref().unwrap_or_default();
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        rs.owner_references
+            .iter()
+            .flatten()
+            .filter(|o| o.kind == "Deployment")
+            .filter_map(|o| index.named.get(&(ns.to_owned(), o.name.clone())))
+            .flatten()
+            .map(|r| ObjectRef::new(r).within(ns))
+            .collect()
+    }
+
     /// Waits until the Rollout watch has listed once.
     pub(crate) async fn listed(&self) {
         let mut listed = self.listed.subscribe();
@@ -385,7 +412,8 @@ impl Named {
 
     /// What the Deployment watch keeps of `d`.
     pub(crate) fn keep_deployment(&self, mut d: Deployment) -> Kept<Deployment> {
-        let whole = marked(&d.metadata)
+        let whole = self.all
+            || marked(&d.metadata)
             || self.names(
                 d.metadata.namespace.as_deref().unwrap_or_default(),
                 d.metadata.name.as_deref().unwrap_or_default(),
@@ -402,7 +430,8 @@ impl Named {
     /// is named.
     pub(crate) fn keep_replicaset(&self, mut rs: ReplicaSet) -> Kept<ReplicaSet> {
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
-        let whole = marked(&rs.metadata)
+        let whole = self.all
+            || marked(&rs.metadata)
             || rs
                 .owner_references()
                 .iter()
@@ -752,6 +781,16 @@ mod tests {
             slim(marked.metadata).annotations.unwrap()[keys::ROLLOUT],
             "r"
         );
+        // Asked to keep everything, it does.
+        let all = Named::keeping_all(true);
+        assert!(matches!(
+            all.keep_deployment(deployment("other", "1")),
+            Kept::Whole(_)
+        ));
+        assert!(matches!(
+            all.keep_replicaset(owned_by("other", "other-1", "1")),
+            Kept::Whole(_)
+        ));
     }
 
     #[test]
@@ -760,6 +799,25 @@ mod tests {
         named.follow(&Event::Apply(rollout("a", "web")));
         named.follow(&Event::Apply(rollout("b", "web")));
         assert!(named.names("d", "web"));
+        let woken = |named: &Named| {
+            let mut names: Vec<_> = named
+                .rollouts_of(&owned_by("web", "web-1", "1").metadata)
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            woken(&named),
+            ["a", "b"],
+            "a set wakes every Rollout naming its owner"
+        );
+        assert!(
+            named
+                .rollouts_of(&owned_by("other", "other-1", "1").metadata)
+                .is_empty()
+        );
         assert!(
             named.follow(&Event::Delete(rollout("a", "web"))).is_empty(),
             "b still names it"

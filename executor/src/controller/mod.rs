@@ -105,6 +105,8 @@ pub struct Ctx {
     /// Reconciles that may run at once (different Rollouts; one Rollout is
     /// never reconciled twice at once).
     pub concurrency: u16,
+    /// Every workload kept whole, not only those Rollouts name.
+    pub keep_all_workloads: bool,
     /// The namespaces watched (`--namespace`).
     pub scope: Scope,
     /// Where Events go, started with the first one.
@@ -146,6 +148,7 @@ impl Ctx {
             plans: Default::default(),
             metrics: Arc::default(),
             concurrency: DEFAULT_CONCURRENCY,
+            keep_all_workloads: false,
             events: std::sync::OnceLock::new(),
             clock: Clock::default(),
             created: Default::default(),
@@ -207,6 +210,15 @@ impl Ctx {
     /// The same, counting into `metrics`.
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
         Self { metrics, ..self }
+    }
+
+    /// The same, keeping every workload whole in its caches when `all`
+    /// (`--keep-all-workloads`), not only those Rollouts name.
+    pub fn keeping_all_workloads(self, all: bool) -> Self {
+        Self {
+            keep_all_workloads: all,
+            ..self
+        }
     }
 
     /// The same, with at most `concurrency` reconciles at once (0: no bound).
@@ -321,7 +333,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     use kube::runtime::WatchStreamExt;
     let (deployments, replicasets) = (Objects::default(), Objects::default());
     let (rollouts_reader, rollouts_writer) = reflector::store();
-    let (owned, named, fetched) = (Owned::default(), Named::default(), Fetched::default());
+    let (owned, fetched) = (Owned::default(), Fetched::default());
+    let named = Named::keeping_all(ctx.keep_all_workloads);
     *ctx.cache
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cache {
@@ -364,12 +377,16 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         rollouts_writer,
         watch::events(&ctx.client, &ctx.scope, rollouts_reader.clone()),
     )
-    .inspect_ok(move |event| {
-        for gone in named.follow(event) {
-            fetched.forget(&gone);
+    .inspect_ok({
+        let named = named.clone();
+        move |event| {
+            for gone in named.follow(event) {
+                fetched.forget(&gone);
+            }
         }
     })
     .applied_objects();
+    let woken = named;
     let controller = Controller::for_stream(rollout_events, rollouts_reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let metrics = Arc::clone(&ctx.metrics);
@@ -394,7 +411,14 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
             // it, which reports a change that reached it unheld.
             owner_of(d.meta()).or_else(|| bound_to(&rollouts, WorkloadKind::Deployment, d.meta()))
         })
-        .watches_stream(replicaset_events, |rs| owner_of(rs.meta()))
+        .watches_stream(replicaset_events, move |rs| {
+            // Marked by a release, or owned by a Deployment a Rollout
+            // names (its stable set carries no mark).
+            match owner_of(rs.meta()) {
+                Some(marked) => vec![marked],
+                None => woken.rollouts_of(rs.meta()),
+            }
+        })
         .watches_stream(
             watch::touched::<StatefulSet>(&ctx.client, &ctx.scope),
             move |s| {

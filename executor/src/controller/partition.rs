@@ -1116,8 +1116,9 @@ async fn begin(
             Err(e) => return Err(e.into()),
         }
     }
-    let mark = json!({"metadata": {"annotations": {keys::ROLLOUT: name}}});
-    w.patch_replicaset(&stable, &mark).await?;
+    // The stable set carries no mark: its events wake the Rollouts naming
+    // its Deployment (`cache::Named::rollouts_of`), and an unmarked set
+    // needs no write at the end.
     // Versions of earlier releases that still have pods (or carry the
     // release's mark) are retired: moved to 0 as the new one comes up.
     let stable_hash = hash_of(&stable);
