@@ -27,28 +27,52 @@ pub fn post() -> PostParams {
 /// patch, e.g. the marks taken off) together with Sluice's entries removed
 /// from its `managedFields`, so that Sluice owns none of the fields it set
 /// and gave back, and the fields the hold changed given back to the
-/// managers that owned them when it began (`crate::ownership`). Otherwise the fields a release wrote last (the strategy,
-/// the partition) would stay Sluice's, and a GitOps tool's later
-/// server-side apply of another value would conflict with `sluice`.
-/// Reads the object afresh (the controller's caches drop `managedFields`);
-/// the write is conditional on the version read. Writes nothing when there
-/// is nothing to change.
+/// managers that owned them when it began (`crate::ownership`). Otherwise
+/// the fields a release wrote last (the strategy, the partition) would stay
+/// Sluice's, and a GitOps tool's later server-side apply of another value
+/// would conflict with `sluice`.
+///
+/// Works from `known`, the object as last read, when it carries its
+/// `managedFields`; the write is conditional on its version, so when it is
+/// stale the write conflicts, and the object is read afresh and written
+/// again. Without `known`, it reads the object first. Writes nothing when
+/// there is nothing to change.
 ///
 /// # Errors
-/// The API server's, a conflict (409) included: the next reconcile does it
-/// again.
+/// The API server's, a conflict (409) on the fresh read's write included:
+/// the next reconcile does it again.
 pub async fn disown<K>(
     api: &kube::Api<K>,
     name: &str,
+    known: Option<&K>,
     patch: serde_json::Value,
 ) -> Result<(), kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    if let Some(known) = known.filter(|k| k.meta().managed_fields.is_some()) {
+        match disown_from(api, name, known, patch.clone()).await {
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            done => return done,
+        }
+    }
     let Some(fresh) = api.get_opt(name).await? else {
         return Ok(());
     };
-    let meta = fresh.meta();
+    disown_from(api, name, &fresh, patch).await
+}
+
+/// [`disown`] from `object` as read.
+async fn disown_from<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    object: &K,
+    patch: serde_json::Value,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let meta = object.meta();
     let fields = meta.managed_fields.clone().unwrap_or_default();
     let record = crate::ownership::recorded(meta.annotations.as_ref());
     let now =

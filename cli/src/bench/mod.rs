@@ -81,6 +81,10 @@ pub(crate) struct BenchArgs {
     /// measured in the same run.
     #[arg(long, default_value_t = 0)]
     unrelated: usize,
+    /// Run the executor with `--keep-all-workloads` (every workload kept
+    /// whole in its caches), to weigh that against its default.
+    #[arg(long)]
+    keep_all_workloads: bool,
     /// Log filter (tracing's env-filter syntax) for the in-process simulated
     /// cluster and the executor it starts; warnings by default.
     #[arg(long, default_value = "warn")]
@@ -149,7 +153,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut peers = Vec::new();
     let mut report = report::Report::new(overheads.clone(), Vec::new());
     let idle = if args.unrelated > 0 {
-        let mib = runtime.block_on(idle_executor(&args.log))?;
+        let mib = runtime.block_on(idle_executor(&args.log, args.keep_all_workloads))?;
         eprintln!("an idle executor on an empty cluster: {mib:.1} MiB resident");
         Some(mib)
     } else {
@@ -161,6 +165,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             bad_share: args.bad_share,
             pace: args.pace,
             unrelated: args.unrelated,
+            keep_all: args.keep_all_workloads,
         };
         let mut figures = runtime.block_on(size(&shape, &args.log))?;
         if let Some(idle) = idle {
@@ -210,6 +215,8 @@ struct Shape {
     pace: f64,
     /// Deployments no Rollout names.
     unrelated: usize,
+    /// The executor keeps every workload whole.
+    keep_all: bool,
 }
 
 fn scenario(n: usize, bad: usize, unrelated: usize) -> Scenario {
@@ -318,7 +325,7 @@ fn unrelated_deployment(i: usize) -> serde_json::Value {
 
 /// The resident memory (MiB) of an executor on an empty cluster, once its
 /// watches have listed: what the executor costs before any workload.
-async fn idle_executor(log: &str) -> anyhow::Result<f64> {
+async fn idle_executor(log: &str, keep_all: bool) -> anyhow::Result<f64> {
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
     let sim = Simulation::start(Scenario::big_cluster(0, 2))
@@ -343,7 +350,8 @@ async fn idle_executor(log: &str) -> anyhow::Result<f64> {
     )
     .await?;
     let (_dir, kubeconfig) = kubeconfig_for(kube_addr)?;
-    let mut executor = Executor::start(&kubeconfig, services.planner, services.gate, log)?;
+    let mut executor =
+        Executor::start(&kubeconfig, services.planner, services.gate, log, keep_all)?;
     executor.wait_leading(&local).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss, _) = probe::memory(&executor.pid);
@@ -416,6 +424,7 @@ impl Executor {
         planner: std::net::SocketAddr,
         gate: std::net::SocketAddr,
         log: &str,
+        keep_all: bool,
     ) -> anyhow::Result<Self> {
         let binary = std::env::current_exe()?.with_file_name("sluice-executor");
         if !binary.exists() {
@@ -431,6 +440,7 @@ impl Executor {
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--log", log])
+            .args(keep_all.then_some("--keep-all-workloads"))
             .env_remove("KUBECONFIG")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -528,7 +538,7 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
 
     let watch = Watch::start(&local);
     let (_dir, kubeconfig) = kubeconfig_for(kube_addr)?;
-    let mut executor = Executor::start(&kubeconfig, planner_addr, gate_addr, log)?;
+    let mut executor = Executor::start(&kubeconfig, planner_addr, gate_addr, log, shape.keep_all)?;
     executor.wait_leading(&local).await?;
     // Its caches filled, before any rollout: the baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -169,7 +169,15 @@ impl Watch {
             let mut events =
                 std::pin::pin!(watcher(sets, watcher::Config::default()).applied_objects());
             while let Some(Ok(rs)) = events.next().await {
-                let Some(rollout) = rs.annotations().get("sluice.dev/rollout") else {
+                // The bench names each Rollout after its Deployment; a
+                // release marks only the sets it creates, not the stable one,
+                // so its sets are found by their owner.
+                let Some(rollout) = rs
+                    .owner_references()
+                    .iter()
+                    .find(|o| o.kind == "Deployment")
+                    .map(|o| o.name.clone())
+                else {
                     continue;
                 };
                 let key = format!("{}/{rollout}", rs.namespace().unwrap_or_default());

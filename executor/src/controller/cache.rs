@@ -411,7 +411,7 @@ impl Named {
     }
 
     /// What the Deployment watch keeps of `d`.
-    pub(crate) fn keep_deployment(&self, mut d: Deployment) -> Kept<Deployment> {
+    pub(crate) fn keep_deployment(&self, d: Deployment) -> Kept<Deployment> {
         let whole = self.all
             || marked(&d.metadata)
             || self.names(
@@ -419,7 +419,8 @@ impl Named {
                 d.metadata.name.as_deref().unwrap_or_default(),
             );
         if whole {
-            d.metadata.managed_fields = None;
+            // Its managedFields stay: a release's last write gives the
+            // fields it held back from them (`writes::disown`).
             Kept::Whole(Arc::new(d))
         } else {
             Kept::Meta(Arc::new(slim(d.metadata)))
@@ -746,7 +747,10 @@ mod tests {
         match named.keep_deployment(deployment("web", "1")) {
             Kept::Whole(d) => {
                 assert!(d.spec.is_some());
-                assert!(d.metadata.managed_fields.is_none(), "never read");
+                assert!(
+                    d.metadata.managed_fields.is_some(),
+                    "read at the release's end"
+                );
             }
             Kept::Meta(_) => panic!("a named Deployment is kept whole"),
         }

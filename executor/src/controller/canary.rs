@@ -526,7 +526,13 @@ impl steps::Release for Canary {
         } else {
             json!({})
         };
-        crate::writes::disown(&self.deployments, &self.name(), patch).await?;
+        crate::writes::disown(
+            &self.deployments,
+            &self.name(),
+            Some(&self.deployment),
+            patch,
+        )
+        .await?;
         Ok(())
     }
 

@@ -521,7 +521,7 @@ pub(super) async fn remove_marks(
     } else {
         json!({})
     };
-    crate::writes::disown(&api, &d.name_any(), patch).await?;
+    crate::writes::disown(&api, &d.name_any(), Some(d), patch).await?;
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     for rs in owned.iter().filter(|rs| marked(rs.annotations())) {
         replicasets
@@ -909,7 +909,7 @@ impl steps::Release for Workload {
         for rs in self.others_with_pods(&status.canary_revision) {
             self.scale(rs, 0).await?;
         }
-        release_hold(self, template_of(canary)).await
+        release_hold(self, template_of(canary)).await.map(drop)
     }
 
     async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error> {
@@ -947,7 +947,7 @@ impl steps::Release for Workload {
             // Deployment stays held on the rejected template.
             return Ok(());
         }
-        release_hold(self, template_of(stable)).await
+        release_hold(self, template_of(stable)).await.map(drop)
     }
 
     async fn unmark(&self) -> Result<(), Error> {
@@ -964,7 +964,9 @@ impl steps::Release for Workload {
             if !runs || self.others_with_pods_than_template(&current) {
                 return Ok(());
             }
-            release_hold(self, current).await?;
+            if let Some(written) = release_hold(self, current).await? {
+                return remove_marks(&self.client, &written, &self.owned).await;
+            }
         }
         self.remove_marks().await
     }
@@ -1013,8 +1015,10 @@ pub(super) async fn let_go(ctx: &Ctx, rollout: &Rollout) -> Result<(), Error> {
     if !w.ours(&name) {
         return Ok(());
     }
-    if w.held() {
-        release_hold(&w, deployment_template(&w.deployment)).await?;
+    if w.held()
+        && let Some(written) = release_hold(&w, deployment_template(&w.deployment)).await?
+    {
+        return remove_marks(&w.client, &written, &w.owned).await;
     }
     w.remove_marks().await
 }
@@ -1269,14 +1273,16 @@ fn hold_strategy() -> Value {
 /// Gives the Deployment back to its controller with `template` and the
 /// user's strategy, paused only if it was before; the release's marks stay
 /// for [`steps::Release::unmark`].
-async fn release_hold(w: &Workload, template: Value) -> Result<(), Error> {
+/// Returns the Deployment as written, when it wrote.
+async fn release_hold(w: &Workload, template: Value) -> Result<Option<Deployment>, Error> {
     if !w.held() && deployment_template(&w.deployment) == template {
-        return Ok(());
+        return Ok(None);
     }
-    w.patch_deployment(release_patch(&w.deployment, template))
+    let written = w
+        .patch_deployment(release_patch(&w.deployment, template))
         .await?;
     tracing::debug!(deployment = %w.deployment.name_any(), "workload handed back");
-    Ok(())
+    Ok(Some(written))
 }
 
 #[cfg(test)]

@@ -676,7 +676,7 @@ impl Set {
         } else {
             json!({})
         };
-        crate::writes::disown(&self.sets, &self.sts.name_any(), patch).await?;
+        crate::writes::disown(&self.sets, &self.sts.name_any(), Some(&self.sts), patch).await?;
         Ok(())
     }
 }
