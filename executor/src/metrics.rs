@@ -8,7 +8,8 @@
 //! - `leader`: 1 while this replica drives rollouts, else 0.
 //! - `cached_objects{resource, kept}`: the Deployments and ReplicaSets the
 //!   leading replica's watches hold, `whole` (a Rollout names the
-//!   Deployment) or `version` (only the resourceVersion last seen).
+//!   Deployment, as of the last change the watch brought) or `version`
+//!   (only the resourceVersion last seen).
 //! - `reconciles_total{result}` and `reconcile_duration_seconds`: every
 //!   reconcile, `ok` or `error`, and how long it took.
 //! - `decisions_total{decision}`: what the controller decided for a

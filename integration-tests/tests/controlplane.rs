@@ -2374,4 +2374,32 @@ async fn daemonsets_and_node_selectors_place_pods_on_the_agents_nodes_of_a_real_
         "one per node, each on its own"
     );
     assert_eq!(on("pinned").await, ["sluice-node-1"; 3]);
+
+    // A node's room comes back as its pods go: two rounds of 40 pods on a
+    // node of 50, which already holds 4, fit only if the first round's
+    // room was given back.
+    for round in 0..2 {
+        for replicas in [40, 0] {
+            deployments
+                .patch(
+                    "pinned",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                )
+                .await
+                .unwrap();
+            if replicas > 0 {
+                wait_deployment_ready(&plane, &deployments, "pinned", replicas).await;
+            }
+        }
+        let mut gone = false;
+        for _ in 0..600 {
+            gone = on("pinned").await.is_empty();
+            if gone {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(gone, "round {round}: the pods went");
+    }
 }

@@ -332,6 +332,21 @@ async fn verdicts_against_a_real_prometheus() {
         (last.verdict, last.decided_by.as_str()),
         (pb::Verdict::Fail as i32, "success-rate")
     );
+    // Its message says the value and the threshold of the last failure.
+    let failed = events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            pb::analyze_event::Event::Measurement(m) => {
+                m.evidence.as_ref().map(|e| e.message.clone())
+            }
+            _ => None,
+        })
+        .expect("a failed measurement");
+    assert!(
+        last.message.ends_with(&format!("; last: {failed}")),
+        "{last:#?}"
+    );
 
     let healthy = pb::Metric {
         interval: second,

@@ -61,6 +61,13 @@ pub async fn run(
         .collect();
     let mut tallies = vec![Tally::default(); spec.metrics.len()];
     let mut verdicts = vec![Verdict::Running; spec.metrics.len()];
+    // Each metric's last failed measurement, as its message says it
+    // (value against threshold), for the verdict's message.
+    let mut last_failed: Vec<Option<String>> = vec![None; spec.metrics.len()];
+    let said = |verdict: Verdict, message: String, failed: &Option<String>| match failed {
+        Some(last) if verdict == Verdict::Fail => format!("{message}; last: {last}"),
+        _ => message,
+    };
     let mut lags = Vec::new();
     while let Some(next) = due.iter().flatten().min().copied() {
         tokio::select! {
@@ -86,10 +93,14 @@ pub async fn run(
         for (&i, measurement) in ready.iter().zip(measurements) {
             let metric = &spec.metrics[i];
             tallies[i].record(measurement.outcome);
+            if measurement.outcome == judge::Outcome::Failed {
+                last_failed[i] = Some(measurement.message.clone());
+            }
             if events.send(Event::Measurement(measurement)).await.is_err() {
                 return lags;
             }
             let (verdict, message) = tallies[i].verdict(metric);
+            let message = said(verdict, message, &last_failed[i]);
             if verdict == Verdict::Running {
                 let after = due[i].map_or(now, |d| d + metric.interval);
                 due[i] = Some(after.max(now));
@@ -120,7 +131,8 @@ pub async fn run(
                         .iter()
                         .position(|m| m.name == name)
                         .unwrap_or(0);
-                    format!("metric {name}: {}", tallies[i].verdict(&spec.metrics[i]).1)
+                    let (verdict, message) = tallies[i].verdict(&spec.metrics[i]);
+                    format!("metric {name}: {}", said(verdict, message, &last_failed[i]))
                 }
                 None => "every metric passed".to_owned(),
             };

@@ -17,7 +17,11 @@
 //! cluster's routing objects and pods are mirrored into a local store (see
 //! [`crate::mirror`]) and the same engine splits the load over its pods.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -111,20 +115,35 @@ pub async fn run(
     let pods: Api<Pod> = Api::all(client.clone());
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let rng = Arc::new(Mutex::new(Rng::new(options.seed)));
-    let load = Arc::new(Mutex::new(vec![0u32; names.len()]));
-    let events = watcher(pods, watcher::Config::default()).applied_objects();
+    let load = Arc::new(Mutex::new(Load {
+        per_node: vec![0u32; names.len()],
+        placed: HashMap::new(),
+    }));
+    let events = watcher(pods, watcher::Config::default());
     futures::pin_mut!(events);
     loop {
-        let pod = tokio::select! {
+        let event = tokio::select! {
             () = stop.cancelled() => return Ok(()),
             next = events.try_next() => match next {
-                Ok(Some(pod)) => pod,
+                Ok(Some(event)) => event,
                 Ok(None) => return Ok(()),
                 Err(error) => {
                     tracing::warn!(%error, "agent watch failed; it restarts");
                     continue;
                 }
             },
+        };
+        let pod = match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => pod,
+            watcher::Event::Delete(pod) => {
+                // Its room on the node is free again, as a scheduler sees
+                // it once the pod is gone.
+                let uid = pod.uid().unwrap_or_default();
+                load.lock().await.free(&uid);
+                seen.lock().await.remove(&uid);
+                continue;
+            }
+            watcher::Event::Init | watcher::Event::InitDone => continue,
         };
         if pod.metadata.deletion_timestamp.is_some() {
             // As a kubelet would once its containers stopped: the pod goes.
@@ -215,6 +234,29 @@ async fn ready_untainted(nodes: &Api<Node>, name: &str) -> Result<(), kube::Erro
     Ok(())
 }
 
+/// How many pods the agent placed on each of its nodes, and where, so a
+/// pod's room is given back when it goes.
+struct Load {
+    per_node: Vec<u32>,
+    /// Pod uid to node index.
+    placed: HashMap<String, usize>,
+}
+
+impl Load {
+    fn place(&mut self, uid: String, node: usize) {
+        if let Some(before) = self.placed.insert(uid, node) {
+            self.per_node[before] = self.per_node[before].saturating_sub(1);
+        }
+        self.per_node[node] += 1;
+    }
+
+    fn free(&mut self, uid: &str) {
+        if let Some(node) = self.placed.remove(uid) {
+            self.per_node[node] = self.per_node[node].saturating_sub(1);
+        }
+    }
+}
+
 /// The taint new nodes carry until their controller sees them Ready.
 const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 
@@ -242,7 +284,7 @@ async fn serve_pod(
     (names, facts): (&[String], &reflector::Store<Node>),
     options: &AgentOptions,
     rng: Arc<Mutex<Rng>>,
-    load: Arc<Mutex<Vec<u32>>>,
+    load: Arc<Mutex<Load>>,
 ) -> Result<(), kube::Error> {
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
@@ -261,15 +303,16 @@ async fn serve_pod(
             );
             let chosen = {
                 let mut load = load.lock().await;
-                let mut by_load: Vec<usize> = (0..load.len())
-                    .filter(|i| load[*i] < options.capacity)
+                let per_node = &load.per_node;
+                let mut by_load: Vec<usize> = (0..per_node.len())
+                    .filter(|i| per_node[*i] < options.capacity)
                     .collect();
-                by_load.sort_by_key(|i| (load[*i], *i));
+                by_load.sort_by_key(|i| (per_node[*i], *i));
                 let Some(i) = placeable(by_load.into_iter(), names, facts, &placement) else {
                     tracing::info!(pod = %name, namespace = %ns, "no simulated node fits the pod (room, selector, affinity, taints); it stays Pending");
                     return Ok(());
                 };
-                load[i] += 1;
+                load.place(pod.uid().unwrap_or_default(), i);
                 names[i].clone()
             };
             let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": chosen}});

@@ -12,6 +12,7 @@
 //! decision latency. Before the sizes, the planner's and the gate's
 //! per-call costs are measured against minimal baselines in the same run.
 
+mod ground;
 mod overhead;
 mod peer;
 mod probe;
@@ -41,6 +42,7 @@ use sluice_sim::{
 };
 use tokio_util::sync::CancellationToken;
 
+use ground::Ground;
 use probe::{Counter, Watch};
 pub(crate) use report::SizeFigures;
 
@@ -81,6 +83,14 @@ pub(crate) struct BenchArgs {
     /// measured in the same run.
     #[arg(long, default_value_t = 0)]
     unrelated: usize,
+    /// Run on the cluster this kubeconfig names instead of a fresh simulated
+    /// one per size: one whose nodes run pods (say `examples/control-plane`
+    /// with `sluice-sim --agent-kubeconfig` as its node fleet). Each size
+    /// makes namespaces of its own and deletes them at its end; the Rollout
+    /// CRD is installed when missing. Healthy releases only (`--bad-share
+    /// 0`); the executor's requests are counted from its own metrics.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Run the executor with `--keep-all-workloads` (every workload kept
     /// whole in its caches), to weigh that against its default.
     #[arg(long)]
@@ -152,6 +162,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut sizes = Vec::new();
     let mut peers = Vec::new();
     let mut report = report::Report::new(overheads.clone(), Vec::new());
+    if args.kubeconfig.is_some() && (args.bad_share > 0.0 || args.unrelated > 0) {
+        bail!(
+            "--kubeconfig: a given cluster runs healthy releases only, with no unrelated workloads; add --bad-share 0 and leave out --unrelated"
+        );
+    }
     let idle = if args.unrelated > 0 {
         let mib = runtime.block_on(idle_executor(&args.log, args.keep_all_workloads))?;
         eprintln!("an idle executor on an empty cluster: {mib:.1} MiB resident");
@@ -166,6 +181,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             pace: args.pace,
             unrelated: args.unrelated,
             keep_all: args.keep_all_workloads,
+            given: args.kubeconfig.clone(),
         };
         let mut figures = runtime.block_on(size(&shape, &args.log))?;
         if let Some(idle) = idle {
@@ -176,7 +192,13 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         sizes.push(figures);
         if let Some(argo) = &argo {
             for &qps in &args.argo_qps {
-                let figures = runtime.block_on(peer::run(argo, n, qps, &args.log))?;
+                let figures = runtime.block_on(peer::run(
+                    argo,
+                    n,
+                    qps,
+                    &args.log,
+                    args.kubeconfig.as_deref(),
+                ))?;
                 eprintln!(
                     "{}: {} releases in {:.1} s; advance p50 {:?} ms p99 {:?} ms; CPU {:.2} s, peak {:.0} MiB, {:.1} requests per release",
                     figures.controller,
@@ -217,6 +239,8 @@ struct Shape {
     unrelated: usize,
     /// The executor keeps every workload whole.
     keep_all: bool,
+    /// The cluster to run on, when not a simulated one.
+    given: Option<PathBuf>,
 }
 
 fn scenario(n: usize, bad: usize, unrelated: usize) -> Scenario {
@@ -350,9 +374,13 @@ async fn idle_executor(log: &str, keep_all: bool) -> anyhow::Result<f64> {
     )
     .await?;
     let (_dir, kubeconfig) = kubeconfig_for(kube_addr)?;
-    let mut executor =
-        Executor::start(&kubeconfig, services.planner, services.gate, log, keep_all)?;
-    executor.wait_leading(&local).await?;
+    let lanes = Lanes {
+        planner: services.planner,
+        gate: services.gate,
+        admin: format!("127.0.0.1:{}", peer::free_port()?).parse()?,
+    };
+    let mut executor = Executor::start(&kubeconfig, lanes, "sluice-executor", log, keep_all)?;
+    executor.wait_leading(&local, "sluice-executor").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss, _) = probe::memory(&executor.pid);
     executor.stop().await;
@@ -361,10 +389,10 @@ async fn idle_executor(log: &str, keep_all: bool) -> anyhow::Result<f64> {
 
 /// Rollout `i`; with `hold`, its last batch waits that long before the
 /// release ends.
-fn rollout(i: usize, bad: bool, hold: Option<Duration>) -> anyhow::Result<Rollout> {
+fn rollout(i: usize, bad: bool, hold: Option<Duration>, ns: &str) -> anyhow::Result<Rollout> {
     let mut spec = json!({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": format!("app-{i}"), "namespace": format!("team-{}", i % 20)},
+        "metadata": {"name": format!("app-{i}"), "namespace": ns},
         "spec": {
             "workload": {"kind": "Deployment", "name": format!("app-{i}")},
             "images": [{"container": "app", "image": if bad { BAD } else { GOOD }}],
@@ -409,6 +437,14 @@ async fn listen() -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAd
     Ok((listener, addr))
 }
 
+/// Where the executor finds the planner and the gate, and serves its
+/// metrics.
+struct Lanes {
+    planner: std::net::SocketAddr,
+    gate: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+}
+
 /// The `sluice-executor` process of one size.
 struct Executor {
     child: tokio::process::Child,
@@ -418,11 +454,12 @@ struct Executor {
 
 impl Executor {
     /// Starts `sluice-executor` (the one beside this binary) against the
-    /// simulated cluster, the planner and the gate.
+    /// cluster, the planner and the gate, serving its metrics at
+    /// `lanes.admin` and leading through Lease `lease` of `default`.
     fn start(
         kubeconfig: &std::path::Path,
-        planner: std::net::SocketAddr,
-        gate: std::net::SocketAddr,
+        lanes: Lanes,
+        lease: &str,
         log: &str,
         keep_all: bool,
     ) -> anyhow::Result<Self> {
@@ -434,9 +471,11 @@ impl Executor {
             );
         }
         let child = tokio::process::Command::new(&binary)
-            .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .args(["--planner-addr", &planner.to_string()])
-            .args(["--gate-addr", &gate.to_string()])
+            .args(["--grpc-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", &lanes.admin.to_string()])
+            .args(["--planner-addr", &lanes.planner.to_string()])
+            .args(["--gate-addr", &lanes.gate.to_string()])
+            .args(["--lease-name", lease])
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--log", log])
@@ -454,8 +493,8 @@ impl Executor {
         Ok(Self { child, pid })
     }
 
-    /// Waits until the executor holds its Lease: its controller runs.
-    async fn wait_leading(&mut self, client: &kube::Client) -> anyhow::Result<()> {
+    /// Waits until the executor holds Lease `lease`: its controller runs.
+    async fn wait_leading(&mut self, client: &kube::Client, lease: &str) -> anyhow::Result<()> {
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
             Api::namespaced(client.clone(), "default");
         for _ in 0..300 {
@@ -463,7 +502,7 @@ impl Executor {
                 bail!("sluice-executor exited with {status}");
             }
             let holder = leases
-                .get_opt("sluice-executor")
+                .get_opt(lease)
                 .await?
                 .and_then(|l| l.spec)
                 .and_then(|s| s.holder_identity);
@@ -485,36 +524,16 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
     let bad = ((n as f64 * shape.bad_share).round() as usize).min(n);
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let sim = Simulation::start(scenario(n, bad, shape.unrelated))
-        .map_err(|e| anyhow::anyhow!("starting the simulated cluster: {}", e.message))?;
-    let local = kube::Client::new(sim.api.router(), "default");
-    wait_ready(&local, n + shape.unrelated).await?;
-
-    // The executor's own door to the API server, counted.
-    let by_kind = probe::Requests::default();
-    let router = by_kind.counting(
-        sim.api.router(),
-        Arc::new(std::sync::atomic::AtomicBool::new(true)),
-    );
-    let (kube_listener, kube_addr) = listen().await?;
-    tokio::spawn(
-        axum::serve(kube_listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    );
-    let (metrics_listener, metrics_addr) = listen().await?;
-    tokio::spawn(
-        axum::serve(
-            metrics_listener,
-            sluice_sim::metrics::http::router(sim.metrics.clone()),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future(),
-    );
+    let ground = match &shape.given {
+        None => Ground::simulated(scenario(n, bad, shape.unrelated), &stop).await?,
+        Some(kubeconfig) => Ground::given(kubeconfig, n).await?,
+    };
+    let local = ground.local.clone();
+    wait_ready(&local, &ground.prefix, n + shape.unrelated).await?;
     let grpc_calls = Counter::default();
     let (c1, c2) = (grpc_calls.clone(), grpc_calls.clone());
     let prometheus = sluice_gate::prometheus::Prometheus::new(
-        sluice_gate::prometheus::ClientOptions::new(format!("http://{metrics_addr}").parse()?),
+        sluice_gate::prometheus::ClientOptions::new(ground.metrics_url.parse()?),
     )
     .map_err(|e| anyhow::anyhow!("gate: {e}"))?;
     // The planner and the gate as the demo and the tests serve them, each
@@ -536,10 +555,20 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
     .await?;
     let (planner_addr, gate_addr) = (services.planner, services.gate);
 
-    let watch = Watch::start(&local);
-    let (_dir, kubeconfig) = kubeconfig_for(kube_addr)?;
-    let mut executor = Executor::start(&kubeconfig, planner_addr, gate_addr, log, shape.keep_all)?;
-    executor.wait_leading(&local).await?;
+    let watch = Watch::start(&local, &ground.prefix);
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", peer::free_port()?).parse()?;
+    let mut executor = Executor::start(
+        &ground.kubeconfig,
+        Lanes {
+            planner: planner_addr,
+            gate: gate_addr,
+            admin,
+        },
+        &ground.lease,
+        log,
+        shape.keep_all,
+    )?;
+    executor.wait_leading(&local, &ground.lease).await?;
     // Its caches filled, before any rollout: the baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (exec_rss_before, _) = probe::memory(&executor.pid);
@@ -569,7 +598,7 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
             tokio::time::sleep_until((began + spacing * i as u32).into()).await;
         }
         peak_in_flight = peak_in_flight.max(i + 1 - watch.ended());
-        let r = rollout(i, i < bad, hold)?;
+        let r = rollout(i, i < bad, hold, &ground.namespace(i))?;
         let ns = r.metadata.namespace.clone().unwrap_or_default();
         Api::<Rollout>::namespaced(local.clone(), &ns)
             .create(&PostParams::default(), &r)
@@ -589,8 +618,10 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
     sampler.abort();
     let exec_rss = exec_rss.max(highest.load(Ordering::Relaxed));
     let (_, peak) = probe::memory("self");
+    let requests = ground.requests(admin, n).await?;
     executor.stop().await;
     stop.cancel();
+    ground.clean().await;
 
     let mut gate_share = Vec::new();
     let mut exec_share = Vec::new();
@@ -652,13 +683,15 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
             / 1024.0
             / n as f64,
         peak_rss_mib: peak as f64 / 1_048_576.0,
-        api_calls_per_step: by_kind.total() as f64 / steps,
+        api_calls_per_step: requests.values().sum::<f64>() * n as f64 / steps,
         grpc_calls_per_step: grpc_calls.get() as f64 / steps,
-        api_calls_per_rollout: by_kind.per(n),
+        api_calls_per_rollout: requests,
     })
 }
 
-async fn wait_ready(client: &kube::Client, n: usize) -> anyhow::Result<()> {
+/// Waits until `n` Deployments in namespaces starting with `prefix` have
+/// both replicas ready.
+async fn wait_ready(client: &kube::Client, prefix: &str, n: usize) -> anyhow::Result<()> {
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(60 + n as u64 / 20);
     loop {
@@ -666,6 +699,13 @@ async fn wait_ready(client: &kube::Client, n: usize) -> anyhow::Result<()> {
         let ready = list
             .items
             .iter()
+            .filter(|d| {
+                d.metadata
+                    .namespace
+                    .as_deref()
+                    // `--unrelated` workloads live in `other-*`.
+                    .is_some_and(|ns| ns.starts_with(prefix) || ns.starts_with("other-"))
+            })
             .filter(|d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(2))
             .count();
         if ready >= n {

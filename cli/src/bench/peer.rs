@@ -123,17 +123,17 @@ fn rollout_resource() -> ApiResource {
 
 /// A port free now on loopback (the controller's metrics and health
 /// endpoints take fixed ports).
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn argo_rollout(i: usize, image: &str) -> serde_json::Value {
+fn argo_rollout(i: usize, image: &str, ns: &str) -> serde_json::Value {
     let app = format!("app-{i}");
     json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": app, "namespace": format!("team-{}", i % 20)},
+        "metadata": {"name": app, "namespace": ns},
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": {"app": app}},
@@ -168,13 +168,21 @@ fn owner_rollout(rs: &ReplicaSet) -> Option<String> {
         .map(|o| format!("{}/{}", rs.namespace().unwrap_or_default(), o.name))
 }
 
-fn watch(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
+fn watch(client: &kube::Client, seen: &Arc<Mutex<Seen>>, prefix: &str) {
+    let ours = {
+        let prefix = prefix.to_owned();
+        move |ns: Option<String>| ns.is_some_and(|ns| ns.starts_with(&prefix))
+    };
+    let ours_too = ours.clone();
     let sets = Api::<ReplicaSet>::all(client.clone());
     let s = Arc::clone(seen);
     tokio::spawn(async move {
         let mut events =
             std::pin::pin!(watcher(sets, watcher::Config::default()).applied_objects());
         while let Some(Ok(rs)) = events.next().await {
+            if !ours(rs.namespace()) {
+                continue;
+            }
             let Some(key) = owner_rollout(&rs) else {
                 continue;
             };
@@ -211,6 +219,9 @@ fn watch(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
         let mut events =
             std::pin::pin!(watcher(rollouts, watcher::Config::default()).applied_objects());
         while let Some(Ok(r)) = events.next().await {
+            if !ours_too(r.namespace()) {
+                continue;
+            }
             let key = format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
             let status = &r.data["status"];
             let stable = status["stableRS"].as_str().unwrap_or_default().to_owned();
@@ -229,42 +240,71 @@ fn watch(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
     });
 }
 
-/// Runs Argo Rollouts' controller at `qps` against a fresh simulated
-/// cluster with `n` releases.
-pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::Result<PeerFigures> {
+/// Runs Argo Rollouts' controller at `qps` with `n` releases against a
+/// fresh simulated cluster, or the cluster `given` names (in namespaces of
+/// its own, deleted at the end; its requests then counted from its own
+/// `controller_clientset_k8s_request_total`).
+pub(crate) async fn run(
+    argo: &Argo,
+    n: usize,
+    qps: f64,
+    log: &str,
+    given: Option<&Path>,
+) -> anyhow::Result<PeerFigures> {
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let mut scenario = super::scenario(0, 0, 0);
-    scenario.name = format!("bench-argo-{n}");
-    scenario.nodes.count = (3 * n as u32).div_ceil(100).max(1);
-    let sim = Simulation::start(scenario)
-        .map_err(|e| anyhow::anyhow!("starting the simulated cluster: {}", e.message))?;
-    let local = kube::Client::new(sim.api.router(), "default");
-    let crds: Api<CustomResourceDefinition> = Api::all(local.clone());
-    for crd in &argo.crds {
-        crds.create(&PostParams::default(), crd)
-            .await
-            .with_context(|| format!("installing the CRD {}", crd.name_any()))?;
-    }
-    let namespaces: Api<Namespace> = Api::all(local.clone());
-    for ns in (0..n.min(20))
-        .map(|i| format!("team-{i}"))
-        .chain(["argo-rollouts".to_owned()])
-    {
-        let object: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
-        namespaces.create(&PostParams::default(), &object).await?;
-    }
-
+    let mut keep: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
     let by_kind = Requests::default();
     let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let router = by_kind.counting(sim.api.router(), Arc::clone(&counting));
-    let (listener, addr) = super::listen().await?;
-    tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    );
-    let (_dir, kubeconfig) = super::kubeconfig_for(addr)?;
+    let (local, kubeconfig, prefix) = match given {
+        None => {
+            let mut scenario = super::scenario(0, 0, 0);
+            scenario.name = format!("bench-argo-{n}");
+            scenario.nodes.count = (3 * n as u32).div_ceil(100).max(1);
+            let sim = Simulation::start(scenario)
+                .map_err(|e| anyhow::anyhow!("starting the simulated cluster: {}", e.message))?;
+            let local = kube::Client::new(sim.api.router(), "default");
+            let router = by_kind.counting(sim.api.router(), Arc::clone(&counting));
+            let (listener, addr) = super::listen().await?;
+            tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned())
+                    .into_future(),
+            );
+            let (dir, kubeconfig) = super::kubeconfig_for(addr)?;
+            keep.push(Box::new(sim));
+            keep.push(Box::new(dir));
+            (local, kubeconfig, "team-".to_owned())
+        }
+        Some(path) => (
+            super::ground::client_for(path).await?,
+            path.to_owned(),
+            format!("argo-{}-{n}-", super::ground::run_id()),
+        ),
+    };
+    let crds: Api<CustomResourceDefinition> = Api::all(local.clone());
+    for crd in &argo.crds {
+        match crds.create(&PostParams::default(), crd).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && given.is_some() => {}
+            done => {
+                done.with_context(|| format!("installing the CRD {}", crd.name_any()))?;
+            }
+        }
+    }
+    let namespaces: Api<Namespace> = Api::all(local.clone());
+    let made: Vec<String> = (0..n.clamp(1, 20))
+        .map(|k| format!("{prefix}{k}"))
+        .collect();
+    for ns in made.iter().cloned().chain(["argo-rollouts".to_owned()]) {
+        let object: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        match namespaces.create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && ns == "argo-rollouts" => {}
+            done => {
+                done?;
+            }
+        }
+    }
+    let metrics_port = free_port()?;
     let level = if log.contains("debug") {
         "debug"
     } else {
@@ -274,7 +314,7 @@ pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::R
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--leader-elect=false", "--loglevel", level])
-        .args(["--metricsPort", &free_port()?.to_string()])
+        .args(["--metricsPort", &metrics_port.to_string()])
         .args(["--healthzPort", &free_port()?.to_string()])
         .args(["--qps", &qps.to_string()])
         .args(["--burst", &((qps * 2.0).round() as u64).to_string()])
@@ -291,17 +331,14 @@ pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::R
         .context("Argo Rollouts' controller exited at once")?;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
-    watch(&local, &seen);
+    watch(&local, &seen, &prefix);
+    let ns = |i: usize| format!("{prefix}{}", i % 20);
     let api = |i: usize| {
-        Api::<DynamicObject>::namespaced_with(
-            local.clone(),
-            &format!("team-{}", i % 20),
-            &rollout_resource(),
-        )
+        Api::<DynamicObject>::namespaced_with(local.clone(), &ns(i), &rollout_resource())
     };
     for i in 0..n {
         let object: DynamicObject =
-            serde_json::from_value(argo_rollout(i, "registry.example/app:1.0"))?;
+            serde_json::from_value(argo_rollout(i, "registry.example/app:1.0", &ns(i)))?;
         api(i)
             .create(&PostParams::default(), &object)
             .await
@@ -338,6 +375,11 @@ pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::R
         seen.armed = true;
     }
     counting.store(true, std::sync::atomic::Ordering::Relaxed);
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let requests_before = match given {
+        Some(_) => argo_requests(&reqwest::get(&metrics_url).await?.text().await?),
+        None => BTreeMap::new(),
+    };
     let cpu_before = probe::process_cpu_seconds(&pid);
     let began = Instant::now();
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": super::GOOD}]}}}});
@@ -371,8 +413,30 @@ pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::R
     counting.store(false, std::sync::atomic::Ordering::Relaxed);
     let cpu = probe::process_cpu_seconds(&pid) - cpu_before;
     let (_, peak) = probe::memory(&pid);
+    let requests: BTreeMap<String, f64> = match given {
+        Some(_) => {
+            let after = argo_requests(&reqwest::get(&metrics_url).await?.text().await?);
+            after
+                .into_iter()
+                .map(|(k, v)| {
+                    let since = v.saturating_sub(requests_before.get(&k).copied().unwrap_or(0));
+                    (k, since as f64 / n.max(1) as f64)
+                })
+                .filter(|(_, v)| *v > 0.0)
+                .collect()
+        }
+        None => by_kind.per(n),
+    };
     let _ = child.kill().await;
     stop.cancel();
+    if given.is_some() {
+        for ns in &made {
+            let _ = namespaces
+                .delete(ns, &kube::api::DeleteParams::background())
+                .await;
+        }
+    }
+    drop(keep);
 
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     let releases: Vec<Duration> = seen
@@ -393,14 +457,33 @@ pub(crate) async fn run(argo: &Argo, n: usize, qps: f64, log: &str) -> anyhow::R
         release_p99_ms: probe::quantile_ms(&releases, 0.99),
         cpu_seconds: cpu,
         peak_rss_mib: peak as f64 / 1_048_576.0,
-        api_calls_per_release: by_kind.total() as f64 / n.max(1) as f64,
-        api_calls_per_rollout: by_kind.per(n),
+        api_calls_per_release: requests.values().sum(),
+        api_calls_per_rollout: requests,
+    })
+}
+
+/// `controller_clientset_k8s_request_total` of Argo Rollouts' metrics
+/// page, summed by `VERB kind` (its verbs upper-cased).
+fn argo_requests(text: &str) -> BTreeMap<String, u64> {
+    probe::summed(text, "controller_clientset_k8s_request_total", |label| {
+        format!("{} {}", label("verb").to_uppercase(), label("kind"))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argos_request_counts_are_read_by_verb_and_kind() {
+        let page = r#"controller_clientset_k8s_request_total{kind="replicasets",name="N/A",namespace="a",status_code="200",verb="List"} 1
+controller_clientset_k8s_request_total{kind="replicasets",name="x",namespace="b",status_code="200",verb="List"} 2
+controller_clientset_k8s_request_total{kind="rollouts",name="x",namespace="b",status_code="200",verb="Update"} 5
+"#;
+        let by = argo_requests(page);
+        assert_eq!(by["LIST replicasets"], 3);
+        assert_eq!(by["UPDATE rollouts"], 5);
+    }
 
     #[test]
     fn a_releases_sets_are_the_ones_an_argo_rollout_owns() {
@@ -419,7 +502,7 @@ mod tests {
 
     #[test]
     fn the_peers_workload_is_two_replicas_released_in_two_batches() {
-        let r = argo_rollout(21, "registry.example/app:1.0");
+        let r = argo_rollout(21, "registry.example/app:1.0", "team-1");
         assert_eq!(r["metadata"]["namespace"], "team-1");
         assert_eq!(r["spec"]["replicas"], 2);
         assert_eq!(

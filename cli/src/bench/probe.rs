@@ -64,15 +64,6 @@ impl Requests {
         ))
     }
 
-    /// Every request counted.
-    pub(crate) fn total(&self) -> u64 {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .sum()
-    }
-
     /// Each count divided by `n`.
     pub(crate) fn per(&self, n: usize) -> std::collections::BTreeMap<String, f64> {
         let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,6 +72,36 @@ impl Requests {
             .map(|(k, v)| (k.clone(), *v as f64 / n.max(1) as f64))
             .collect()
     }
+}
+
+/// The samples of counter `metric` on a Prometheus metrics page, summed by
+/// the name `key` gives each from its labels (`label(name)` reads one).
+pub(crate) fn summed(
+    text: &str,
+    metric: &str,
+    key: impl Fn(&dyn Fn(&str) -> String) -> String,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut by = std::collections::BTreeMap::new();
+    let open = format!("{metric}{{");
+    for line in text.lines() {
+        let Some((labels, value)) = line
+            .strip_prefix(&open)
+            .and_then(|rest| rest.split_once("} "))
+        else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.trim_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let count = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        *by.entry(key(&label)).or_default() += count;
+    }
+    by
 }
 
 /// `VERB resource[/subresource]` of a Kubernetes API request, with the
@@ -160,15 +181,23 @@ fn status_text(rs: &ReplicaSet) -> String {
 }
 
 impl Watch {
-    /// Starts watching through `client`.
-    pub(crate) fn start(client: &Client) -> Self {
+    /// Starts watching through `client`, in namespaces starting with
+    /// `prefix`.
+    pub(crate) fn start(client: &Client, prefix: &str) -> Self {
         let watch = Self::default();
         let sets = Api::<ReplicaSet>::all(client.clone());
         let seen = Arc::clone(&watch.seen);
+        let (sets_prefix, rollouts_prefix) = (prefix.to_owned(), prefix.to_owned());
         tokio::spawn(async move {
             let mut events =
                 std::pin::pin!(watcher(sets, watcher::Config::default()).applied_objects());
             while let Some(Ok(rs)) = events.next().await {
+                if !rs
+                    .namespace()
+                    .is_some_and(|ns| ns.starts_with(&sets_prefix))
+                {
+                    continue;
+                }
                 // The bench names each Rollout after its Deployment; a
                 // release marks only the sets it creates, not the stable one,
                 // so its sets are found by their owner.
@@ -214,6 +243,12 @@ impl Watch {
             let mut events =
                 std::pin::pin!(watcher(rollouts, watcher::Config::default()).applied_objects());
             while let Some(Ok(r)) = events.next().await {
+                if !r
+                    .namespace()
+                    .is_some_and(|ns| ns.starts_with(&rollouts_prefix))
+                {
+                    continue;
+                }
                 let key = format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
                 if let Some(status) = &r.status {
                     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -400,11 +435,10 @@ mod tests {
                 .unwrap()
         };
         client.request_text(list()).await.unwrap();
-        assert_eq!(counts.total(), 0, "switched off");
+        assert!(counts.per(1).is_empty(), "switched off");
         on.store(true, Ordering::Relaxed);
         client.request_text(list()).await.unwrap();
         client.request_text(list()).await.unwrap();
-        assert_eq!(counts.total(), 2);
         assert_eq!(counts.per(2).get("LIST pods"), Some(&1.0));
     }
 

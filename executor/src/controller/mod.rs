@@ -116,7 +116,18 @@ pub struct Ctx {
     /// ReplicaSets this controller created that its cache may not show
     /// yet, by (namespace, name), with when they were made.
     created: std::sync::Mutex<HashMap<(String, String), Created>>,
+    /// The last look for a new pod that cannot run, per Rollout (namespace,
+    /// name): when, and what it found.
+    pod_checks: std::sync::Mutex<HashMap<(String, String), PodCheck>>,
 }
+
+/// When a Rollout's new pods were last listed, and the failure found.
+type PodCheck = (tokio::time::Instant, Option<String>);
+
+/// How long a look for a new pod that cannot run stands: a batch waiting
+/// for its pods is reconciled on each of their changes, and listing them
+/// every time cost a real API server several pod lists per release.
+const POD_CHECK_FOR: Duration = Duration::from_secs(2);
 
 /// A ReplicaSet this controller created, and when.
 type Created = (tokio::time::Instant, Arc<ReplicaSet>);
@@ -152,6 +163,7 @@ impl Ctx {
             events: std::sync::OnceLock::new(),
             clock: Clock::default(),
             created: Default::default(),
+            pod_checks: Default::default(),
             scope: Scope::All,
         }
     }
@@ -171,6 +183,30 @@ impl Ctx {
         let now = tokio::time::Instant::now();
         created.retain(|_, (at, _)| now.duration_since(*at) < CREATED_FOR);
         created.insert(key, (now, Arc::new(rs)));
+    }
+
+    /// What the last look for a new pod of Rollout `key` that cannot run
+    /// found, when it was less than [`POD_CHECK_FOR`] ago.
+    pub(crate) fn pod_check(&self, key: &(String, String)) -> Option<Option<String>> {
+        let checks = self
+            .pod_checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        checks
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < POD_CHECK_FOR)
+            .map(|(_, found)| found.clone())
+    }
+
+    /// Remembers what a look for a new pod of Rollout `key` found.
+    pub(crate) fn pod_checked(&self, key: (String, String), found: Option<String>) {
+        let mut checks = self
+            .pod_checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        checks.retain(|_, (at, _)| now.duration_since(*at) < POD_CHECK_FOR);
+        checks.insert(key, (now, found));
     }
 
     /// ReplicaSet `ns/name` from the cache, or as this controller created

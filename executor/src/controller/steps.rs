@@ -319,7 +319,15 @@ pub(super) async fn drive<R: Release>(
         .unwrap_or_default();
     if waiting_for_pods && !new_release && waited >= machine::POD_GRACE {
         let limit = rollout.spec.strategy.canary.restart_limit();
-        observed.failing_pod = failing_pod(ctx, &ns, &w.pins(status), limit).await?;
+        let key = (ns.clone(), rollout.name_any());
+        observed.failing_pod = match ctx.pod_check(&key) {
+            Some(recent) => recent,
+            None => {
+                let found = failing_pod(ctx, &ns, &w.pins(status), limit).await?;
+                ctx.pod_checked(key, found.clone());
+                found
+            }
+        };
     }
 
     let strategy = machine::strategy_digest(&rollout.spec.strategy);
