@@ -320,11 +320,12 @@ pub(super) async fn drive<R: Release>(
     if waiting_for_pods && !new_release && waited >= machine::POD_GRACE {
         let limit = rollout.spec.strategy.canary.restart_limit();
         let key = (ns.clone(), rollout.name_any());
-        observed.failing_pod = match ctx.pod_check(&key) {
+        let step = status.current_step;
+        observed.failing_pod = match ctx.pod_check(&key, step) {
             Some(recent) => recent,
             None => {
                 let found = failing_pod(ctx, &ns, &w.pins(status), limit).await?;
-                ctx.pod_checked(key, found.clone());
+                ctx.pod_checked(key, step, found.clone());
                 found
             }
         };
