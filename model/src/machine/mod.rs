@@ -365,6 +365,10 @@ pub fn rollback_requested(status: &RolloutStatus) -> bool {
 /// The message of a release held by Pause.
 const PAUSED_BY_REQUEST: &str = "paused on request; Resume continues";
 
+/// What a step's message gains when the workload is scaled while the step
+/// waits, before the batch's new count.
+const SCALED: &str = "; the workload was scaled, so this step's batch is now ";
+
 /// Decides the next status, effects and look for a release.
 pub fn decide(input: &Input<'_>) -> Output {
     let mut d = Decision {
@@ -992,6 +996,16 @@ impl Decision<'_> {
         if record.canary_replicas != wanted {
             record.canary_replicas = wanted;
             self.status.canary_replicas = wanted;
+            // Said after what the step says of itself (its pause, its
+            // analysis), replacing an earlier rescale's words.
+            let base = self
+                .status
+                .message
+                .split(SCALED)
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            self.status.message = format!("{base}{SCALED}{wanted} new pods");
             self.effect(Effect::MovePods { step });
         }
         // More new pods ready than the batch, or pods where the batch

@@ -994,6 +994,26 @@ fn a_workload_scaled_during_a_steps_pause_keeps_its_batch_in_place_and_waits_on(
     let out = decide_with(&status, &scaled, &c, &seen, at(10));
     assert_eq!(out.effects, [Effect::MovePods { step: 0 }]);
     assert_eq!(out.status.steps[0].canary_replicas, 2);
+    assert!(
+        out.status
+            .message
+            .ends_with("the workload was scaled, so this step's batch is now 2 new pods"),
+        "the status says so: {:?}",
+        out.status.message
+    );
+    // Scaled again: the words are replaced, not piled up.
+    let mut again = out.status.clone();
+    again.steps[0].canary_replicas = 2;
+    let mut bigger = plan();
+    bigger[0].canary_replicas = 3;
+    let out2 = decide_with(&again, &bigger, &c, &seen, at(11));
+    assert_eq!(
+        out2.status.message.matches("was scaled").count(),
+        1,
+        "{:?}",
+        out2.status.message
+    );
+    assert!(out2.status.message.ends_with("is now 3 new pods"));
     assert_eq!(
         (
             out.status.phase,
