@@ -409,6 +409,24 @@ fn verdict_name(verdict: Verdict) -> &'static str {
     }
 }
 
+/// Encodes the gauge family `(name, help)`, one sample per labels and value.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    samples: impl IntoIterator<Item = (Vec<(&'static str, String)>, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// Counts Rollouts by phase from the controller's cache on each scrape.
 #[derive(Debug, Default)]
 struct RolloutsByPhase {
@@ -441,17 +459,13 @@ impl Collector for RolloutsByPhase {
             let phase = rollout.status.as_ref().map(|s| s.phase).unwrap_or_default();
             *counts.entry(format!("{phase:?}")).or_default() += 1;
         }
-        let mut family = encoder.encode_descriptor(
-            "rollouts",
-            "Rollouts in each phase",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (phase, count) in counts {
-            let labels = [("phase", phase)];
-            ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+        gauges(
+            &mut encoder,
+            ("rollouts", "Rollouts in each phase"),
+            counts
+                .into_iter()
+                .map(|(phase, count)| (vec![("phase", phase)], count)),
+        )
     }
 }
 
@@ -478,17 +492,19 @@ impl Collector for CachedObjects {
         let Some(counts) = counts else {
             return Ok(());
         };
-        let mut family = encoder.encode_descriptor(
-            "cached_objects",
-            "Deployments and ReplicaSets the controller's watches hold, whole or as a version",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (resource, kept, count) in counts {
-            let labels = [("resource", resource), ("kept", kept)];
-            ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+        gauges(
+            &mut encoder,
+            (
+                "cached_objects",
+                "Deployments and ReplicaSets the controller's watches hold, whole or as a version",
+            ),
+            counts.into_iter().map(|(resource, kept, count)| {
+                (
+                    vec![("resource", resource.to_owned()), ("kept", kept.to_owned())],
+                    count,
+                )
+            }),
+        )
     }
 }
 
@@ -674,6 +690,36 @@ mod tests {
             text.contains("sluice_executor_step_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_cached_workloads_are_gauges_while_a_controller_runs() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let text = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        assert!(!text(&registry).contains("cached_objects"), "none before");
+        metrics.caching(Some(Box::new(|| {
+            vec![("deployments", "whole", 3), ("deployments", "version", 40)]
+        })));
+        let shown = text(&registry);
+        assert!(
+            shown.contains(
+                r#"sluice_executor_cached_objects{resource="deployments",kept="whole"} 3"#
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(
+                r#"sluice_executor_cached_objects{resource="deployments",kept="version"} 40"#
+            ),
+            "{shown}"
+        );
+        metrics.caching(None);
+        assert!(!text(&registry).contains("cached_objects{"), "none after");
     }
 
     #[test]

@@ -186,7 +186,10 @@ pub(super) fn run_id() -> u64 {
 }
 
 /// Serves `router` on a free loopback port until `stop`.
-async fn serve(router: axum::Router, stop: &CancellationToken) -> anyhow::Result<SocketAddr> {
+pub(super) async fn serve(
+    router: axum::Router,
+    stop: &CancellationToken,
+) -> anyhow::Result<SocketAddr> {
     let (listener, addr) = super::listen().await?;
     tokio::spawn(
         axum::serve(listener, router)

@@ -38,7 +38,7 @@ use sluice_proto::v1::{metrics_gate_server::MetricsGateServer, planner_server::P
 use sluice_sim::{
     cluster::profile::Profile,
     metrics::traffic::{LoadProfile, Target},
-    scenario::{Scenario, Simulation, Version},
+    scenario::{Scenario, Version},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -352,15 +352,7 @@ fn unrelated_deployment(i: usize) -> serde_json::Value {
 async fn idle_executor(log: &str, keep_all: bool) -> anyhow::Result<f64> {
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let sim = Simulation::start(Scenario::big_cluster(0, 2))
-        .map_err(|e| anyhow::anyhow!("starting the simulated cluster: {}", e.message))?;
-    let local = kube::Client::new(sim.api.router(), "default");
-    let (kube_listener, kube_addr) = listen().await?;
-    tokio::spawn(
-        axum::serve(kube_listener, sim.api.router())
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let ground = Ground::simulated(Scenario::big_cluster(0, 2), &stop).await?;
     let services = sluice_executor::stack::services(
         PlannerServer::new(sluice_planner::service::PlannerService),
         MetricsGateServer::new(sluice_gate::service::GateService::new(
@@ -373,14 +365,13 @@ async fn idle_executor(log: &str, keep_all: bool) -> anyhow::Result<f64> {
         stop.clone(),
     )
     .await?;
-    let (_dir, kubeconfig) = kubeconfig_for(kube_addr)?;
     let lanes = Lanes {
         planner: services.planner,
         gate: services.gate,
         admin: format!("127.0.0.1:{}", peer::free_port()?).parse()?,
     };
-    let mut executor = Executor::start(&kubeconfig, lanes, "sluice-executor", log, keep_all)?;
-    executor.wait_leading(&local, "sluice-executor").await?;
+    let mut executor = Executor::start(&ground.kubeconfig, lanes, &ground.lease, log, keep_all)?;
+    executor.wait_leading(&ground.local, &ground.lease).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss, _) = probe::memory(&executor.pid);
     executor.stop().await;

@@ -265,12 +265,7 @@ pub(crate) async fn run(
                 .map_err(|e| anyhow::anyhow!("starting the simulated cluster: {}", e.message))?;
             let local = kube::Client::new(sim.api.router(), "default");
             let router = by_kind.counting(sim.api.router(), Arc::clone(&counting));
-            let (listener, addr) = super::listen().await?;
-            tokio::spawn(
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned())
-                    .into_future(),
-            );
+            let addr = super::ground::serve(router, &stop).await?;
             let (dir, kubeconfig) = super::kubeconfig_for(addr)?;
             keep.push(Box::new(sim));
             keep.push(Box::new(dir));

@@ -6,8 +6,9 @@
 //! names, their ReplicaSets and whatever carries a release's mark; of every
 //! other object it keeps only the resourceVersion it last saw ([`Objects`]),
 //! and the owner index keeps every ReplicaSet's owners. A watch event of
-//! such an object carries its metadata only ([`Kept`]) and wakes nothing. Which Deployments are named follows the Rollout watch
-//! ([`Named`]), which lists before the workload watches start.
+//! such an object carries its metadata only ([`Kept`]) and wakes nothing.
+//! Which Deployments are named follows the Rollout watch ([`Named`]), which
+//! lists before the workload watches start.
 //!
 //! A workload a Rollout comes to name after the watch kept only its
 //! metadata is read once from the API server and remembered ([`Fetched`])
@@ -29,7 +30,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
-    Resource, ResourceExt,
+    Resource,
     runtime::{
         reflector::{self, ObjectRef},
         watcher,
@@ -47,10 +48,9 @@ use crate::{
 pub(crate) enum Kept<K> {
     /// A release may read it.
     Whole(Arc<K>),
-    /// No release involves it: name, namespace, uid, resourceVersion, its
-    /// owners and the release mark, nothing else (shared, as the reflector
-    /// and the triggers each hold a copy of what a watch brings).
-    Meta(Arc<ObjectMeta>),
+    /// No release involves it: what [`slim`] leaves of its metadata (boxed:
+    /// it is far larger than the other variant).
+    Meta(Box<ObjectMeta>),
 }
 
 impl<K> Kept<K> {
@@ -167,7 +167,7 @@ impl<K: Resource + Clone> Objects<K> {
             .filter(|((n, _), _)| n == ns)
             .map(|((n, name), entry)| match entry {
                 Entry::Whole(k) => Kept::Whole(Arc::clone(k)),
-                Entry::Seen(v) => Kept::Meta(Arc::new(ObjectMeta {
+                Entry::Seen(v) => Kept::Meta(Box::new(ObjectMeta {
                     name: Some(name.clone()),
                     namespace: Some(n.clone()),
                     resource_version: v.map(|v| v.to_string()),
@@ -221,7 +221,7 @@ impl<K: Resource + Clone> Resource for Kept<K> {
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         match self {
             Self::Whole(k) => Arc::make_mut(k).meta_mut(),
-            Self::Meta(m) => Arc::make_mut(m),
+            Self::Meta(m) => m,
         }
     }
 }
@@ -242,6 +242,15 @@ fn slim(meta: ObjectMeta) -> ObjectMeta {
         annotations: mark,
         ..ObjectMeta::default()
     }
+}
+
+/// The names of the Deployments among `meta`'s owners (a ReplicaSet's).
+fn deployment_owners(meta: &ObjectMeta) -> impl Iterator<Item = &str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == "Deployment")
+        .map(|o| o.name.as_str())
 }
 
 /// Whether `meta` carries a release's mark.
@@ -378,11 +387,8 @@ impl Named {
     pub(crate) fn rollouts_of(&self, rs: &ObjectMeta) -> Vec<ObjectRef<Rollout>> {
         let ns = rs.namespace.as_deref().unwrap_or_default();
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        rs.owner_references
-            .iter()
-            .flatten()
-            .filter(|o| o.kind == "Deployment")
-            .filter_map(|o| index.named.get(&(ns.to_owned(), o.name.clone())))
+        deployment_owners(rs)
+            .filter_map(|owner| index.named.get(&(ns.to_owned(), owner.to_owned())))
             .flatten()
             .map(|r| ObjectRef::new(r).within(ns))
             .collect()
@@ -423,7 +429,7 @@ impl Named {
             // fields it held back from them (`writes::disown`).
             Kept::Whole(Arc::new(d))
         } else {
-            Kept::Meta(Arc::new(slim(d.metadata)))
+            Kept::Meta(Box::new(slim(d.metadata)))
         }
     }
 
@@ -433,15 +439,12 @@ impl Named {
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
         let whole = self.all
             || marked(&rs.metadata)
-            || rs
-                .owner_references()
-                .iter()
-                .any(|o| o.kind == "Deployment" && self.names(ns, &o.name));
+            || deployment_owners(&rs.metadata).any(|owner| self.names(ns, owner));
         if whole {
             rs.metadata.managed_fields = None;
             Kept::Whole(Arc::new(rs))
         } else {
-            Kept::Meta(Arc::new(slim(rs.metadata)))
+            Kept::Meta(Box::new(slim(rs.metadata)))
         }
     }
 }
@@ -480,13 +483,7 @@ impl Fetched {
         self.replicasets
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(n, _), rs| {
-                n != ns
-                    || !rs
-                        .owner_references()
-                        .iter()
-                        .any(|o| o.kind == "Deployment" && o.name == *name)
-            });
+            .retain(|(n, _), rs| n != ns || !deployment_owners(&rs.metadata).any(|o| o == name));
     }
 
     /// Follows one event of a watch: a copy the watch now holds as new, or
@@ -524,10 +521,26 @@ impl Fetched {
     }
 }
 
+/// Object `ns/name` as [`newest`] picks it from what the watch keeps and
+/// what was fetched.
+fn freshest<K: Resource + Clone>(
+    objects: &Objects<K>,
+    fetched: &RwLock<HashMap<Key, Arc<K>>>,
+    ns: &str,
+    name: &str,
+) -> Option<Arc<K>> {
+    let copy = fetched
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&(ns.to_owned(), name.to_owned()))
+        .cloned();
+    newest(objects.get(ns, name), copy)
+}
+
 /// The newer of what the watch keeps of an object and what was fetched of
 /// it; `None` when the watch has seen a newer version than any whole copy,
 /// or has not seen the object at all.
-fn freshest<K: Resource>(seen: Option<Entry<K>>, fetched: Option<Arc<K>>) -> Option<Arc<K>> {
+fn newest<K: Resource>(seen: Option<Entry<K>>, fetched: Option<Arc<K>>) -> Option<Arc<K>> {
     match (seen?, fetched) {
         (Entry::Whole(k), Some(f)) if newer(f.meta(), k.meta()) => Some(f),
         (Entry::Whole(k), _) => Some(k),
@@ -561,28 +574,12 @@ impl Cache {
     /// Deployment `ns/name`, whole; `None` when no fresh whole copy is in
     /// memory (read it from the API server, then [`Fetched::put`]).
     pub(crate) fn deployment(&self, ns: &str, name: &str) -> Option<Arc<Deployment>> {
-        let key = (ns.to_owned(), name.to_owned());
-        let fetched = self
-            .fetched
-            .deployments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        freshest(self.deployments.get(ns, name), fetched)
+        freshest(&self.deployments, &self.fetched.deployments, ns, name)
     }
 
     /// ReplicaSet `ns/name`, whole; `None` as for [`Cache::deployment`].
     pub(crate) fn replicaset(&self, ns: &str, name: &str) -> Option<Arc<ReplicaSet>> {
-        let key = (ns.to_owned(), name.to_owned());
-        let fetched = self
-            .fetched
-            .replicasets
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        freshest(self.replicasets.get(ns, name), fetched)
+        freshest(&self.replicasets, &self.fetched.replicasets, ns, name)
     }
 }
 
@@ -671,7 +668,7 @@ impl Owned {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-    use kube::runtime::watcher::Event;
+    use kube::{ResourceExt, runtime::watcher::Event};
     use serde_json::json;
 
     use super::*;
@@ -864,21 +861,21 @@ mod tests {
         let meta = |v: &str| Some(Entry::<Deployment>::Seen(v.parse().ok()));
         let fetched = |v: &str| Some(Arc::new(deployment("web", v)));
         let rv = |d: Option<Arc<Deployment>>| d.and_then(|d| d.metadata.resource_version.clone());
-        assert_eq!(rv(freshest(whole("5"), None)).as_deref(), Some("5"));
-        assert_eq!(rv(freshest(whole("5"), fetched("7"))).as_deref(), Some("7"));
-        assert_eq!(rv(freshest(whole("9"), fetched("7"))).as_deref(), Some("9"));
-        assert_eq!(rv(freshest(meta("7"), fetched("7"))).as_deref(), Some("7"));
-        assert_eq!(rv(freshest(meta("5"), fetched("7"))).as_deref(), Some("7"));
+        assert_eq!(rv(newest(whole("5"), None)).as_deref(), Some("5"));
+        assert_eq!(rv(newest(whole("5"), fetched("7"))).as_deref(), Some("7"));
+        assert_eq!(rv(newest(whole("9"), fetched("7"))).as_deref(), Some("9"));
+        assert_eq!(rv(newest(meta("7"), fetched("7"))).as_deref(), Some("7"));
+        assert_eq!(rv(newest(meta("5"), fetched("7"))).as_deref(), Some("7"));
         assert_eq!(
-            freshest(meta("9"), fetched("7")),
+            newest(meta("9"), fetched("7")),
             None,
             "the watch has seen past it"
         );
-        assert_eq!(freshest(meta("9"), None), None);
-        assert_eq!(freshest(None, fetched("7")), None, "gone, or not yet seen");
+        assert_eq!(newest(meta("9"), None), None);
+        assert_eq!(newest(None, fetched("7")), None, "gone, or not yet seen");
         // A version that is not a number is never taken as newer.
-        assert_eq!(rv(freshest(whole("x"), fetched("7"))).as_deref(), Some("x"));
-        assert_eq!(freshest(meta("x"), fetched("7")), None);
+        assert_eq!(rv(newest(whole("x"), fetched("7"))).as_deref(), Some("x"));
+        assert_eq!(newest(meta("x"), fetched("7")), None);
     }
 
     #[test]
@@ -942,12 +939,12 @@ mod tests {
         };
         // An older whole copy, or metadata, leaves it.
         fetched.follow_deployments(&Event::Apply(Kept::Whole(Arc::new(deployment("web", "6")))));
-        fetched.follow_deployments(&Event::Apply(Kept::Meta(Arc::new(slim(
+        fetched.follow_deployments(&Event::Apply(Kept::Meta(Box::new(slim(
             deployment("web", "8").metadata,
         )))));
         assert_eq!(count(&fetched), (1, 2));
         fetched.follow_deployments(&Event::Apply(Kept::Whole(Arc::new(deployment("web", "8")))));
-        fetched.follow_replicasets(&Event::Delete(Kept::Meta(Arc::new(slim(
+        fetched.follow_replicasets(&Event::Delete(Kept::Meta(Box::new(slim(
             owned_by("web", "web-1", "8").metadata,
         )))));
         assert_eq!(count(&fetched), (0, 1));

@@ -121,11 +121,15 @@ pub struct Ctx {
     pod_checks: std::sync::Mutex<HashMap<(String, String), PodCheck>>,
 }
 
-/// A look for a Rollout's new pods that cannot run: at which step, when,
-/// how long it stands, and the failure it found.
+/// Where in a release a look for new pods that cannot run was made: the
+/// step, and the new revision (a newer release starts its steps over).
+pub(crate) type PodStep = (u32, String);
+
+/// A look for a Rollout's new pods that cannot run: where, when, how long
+/// it stands, and the failure it found.
 #[derive(Clone)]
 struct PodCheck {
-    step: u32,
+    step: PodStep,
     at: tokio::time::Instant,
     stands: Duration,
     found: Option<String>,
@@ -141,9 +145,9 @@ const POD_CHECK_FIRST: Duration = Duration::from_secs(2);
 const POD_CHECK_MAX: Duration = Duration::from_secs(30);
 
 /// How long a look at `step` stands after `before`.
-fn next_stand(before: Option<&PodCheck>, step: u32) -> Duration {
+fn next_stand(before: Option<&PodCheck>, step: &PodStep) -> Duration {
     before
-        .filter(|c| c.step == step)
+        .filter(|c| c.step == *step)
         .map_or(POD_CHECK_FIRST, |c| (c.stands * 2).min(POD_CHECK_MAX))
 }
 
@@ -205,27 +209,31 @@ impl Ctx {
 
     /// What the last look for a new pod of Rollout `key` that cannot run
     /// found, while it stands (at the same `step`).
-    pub(crate) fn pod_check(&self, key: &(String, String), step: u32) -> Option<Option<String>> {
+    pub(crate) fn pod_check(
+        &self,
+        key: &(String, String),
+        step: &PodStep,
+    ) -> Option<Option<String>> {
         let checks = self
             .pod_checks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         checks
             .get(key)
-            .filter(|c| c.step == step && c.at.elapsed() < c.stands)
+            .filter(|c| c.step == *step && c.at.elapsed() < c.stands)
             .map(|c| c.found.clone())
     }
 
     /// Remembers what a look for a new pod of Rollout `key` at `step`
     /// found; it stands twice as long as the one before it in that step.
-    pub(crate) fn pod_checked(&self, key: (String, String), step: u32, found: Option<String>) {
+    pub(crate) fn pod_checked(&self, key: (String, String), step: PodStep, found: Option<String>) {
         let mut checks = self
             .pod_checks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = tokio::time::Instant::now();
         checks.retain(|_, c| now.duration_since(c.at) < POD_CHECK_MAX * 2);
-        let stands = next_stand(checks.get(&key), step);
+        let stands = next_stand(checks.get(&key), &step);
         checks.insert(
             key,
             PodCheck {
@@ -455,17 +463,15 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let metrics = Arc::clone(&ctx.metrics);
     metrics.leading(Some(controller.store()));
-    metrics.caching(Some(Box::new({
-        move || {
-            let (d, r) = (deployments.counts(), replicasets.counts());
-            let n = |c: usize| i64::try_from(c).unwrap_or(i64::MAX);
-            vec![
-                ("deployments", "whole", n(d.0)),
-                ("deployments", "version", n(d.1)),
-                ("replicasets", "whole", n(r.0)),
-                ("replicasets", "version", n(r.1)),
-            ]
-        }
+    metrics.caching(Some(Box::new(move || {
+        let (d, r) = (deployments.counts(), replicasets.counts());
+        let n = |c: usize| i64::try_from(c).unwrap_or(i64::MAX);
+        vec![
+            ("deployments", "whole", n(d.0)),
+            ("deployments", "version", n(d.1)),
+            ("replicasets", "whole", n(r.0)),
+            ("replicasets", "version", n(r.1)),
+        ]
     })));
     let rollouts = controller.store();
     let bound_sets = controller.store();
@@ -1059,17 +1065,18 @@ mod tests {
     #[test]
     fn a_look_for_failing_pods_stands_longer_each_time_in_one_step() {
         use super::{POD_CHECK_FIRST, POD_CHECK_MAX, PodCheck, next_stand};
-        let at = |step, stands| PodCheck {
-            step,
+        let at = |step: u32, stands| PodCheck {
+            step: (step, "abc".to_owned()),
             at: tokio::time::Instant::now(),
             stands,
             found: None,
         };
-        assert_eq!(next_stand(None, 0), POD_CHECK_FIRST);
+        let step = |n: u32, revision: &str| (n, revision.to_owned());
+        assert_eq!(next_stand(None, &step(0, "abc")), POD_CHECK_FIRST);
         let mut stands = POD_CHECK_FIRST;
         let mut seen = vec![stands];
         for _ in 0..6 {
-            stands = next_stand(Some(&at(1, stands)), 1);
+            stands = next_stand(Some(&at(1, stands)), &step(1, "abc"));
             seen.push(stands);
         }
         assert_eq!(
@@ -1078,8 +1085,15 @@ mod tests {
                 .collect::<Vec<_>>(),
             [2, 4, 8, 16, 30, 30, 30]
         );
-        // A new step looks soon again.
-        assert_eq!(next_stand(Some(&at(1, POD_CHECK_MAX)), 2), POD_CHECK_FIRST);
+        // A new step looks soon again, as does a newer release's same step.
+        assert_eq!(
+            next_stand(Some(&at(1, POD_CHECK_MAX)), &step(2, "abc")),
+            POD_CHECK_FIRST
+        );
+        assert_eq!(
+            next_stand(Some(&at(1, POD_CHECK_MAX)), &step(1, "def")),
+            POD_CHECK_FIRST
+        );
     }
 
     #[tokio::test]

@@ -320,8 +320,8 @@ pub(super) async fn drive<R: Release>(
     if waiting_for_pods && !new_release && waited >= machine::POD_GRACE {
         let limit = rollout.spec.strategy.canary.restart_limit();
         let key = (ns.clone(), rollout.name_any());
-        let step = status.current_step;
-        observed.failing_pod = match ctx.pod_check(&key, step) {
+        let step = (status.current_step, status.canary_revision.clone());
+        observed.failing_pod = match ctx.pod_check(&key, &step) {
             Some(recent) => recent,
             None => {
                 let found = failing_pod(ctx, &ns, &w.pins(status), limit).await?;
