@@ -12,6 +12,11 @@
 //!   (only the resourceVersion last seen).
 //! - `reconciles_total{result}` and `reconcile_duration_seconds`: every
 //!   reconcile, `ok` or `error`, and how long it took.
+//! - `reconcile_queue{state}`: Rollouts waiting for a reconcile, `urgent`
+//!   (taking a release back), `moving` (a release under way) or `other`,
+//!   and those `running`; and
+//!   `reconcile_queue_wait_seconds`: how long each waited from its first
+//!   trigger to its start.
 //! - `decisions_total{decision}`: what the controller decided for a
 //!   rollout: `start`, `advance`, `pause`, `resume`, `rollback`,
 //!   `rolled_back`, `succeed`, `fail`.
@@ -65,6 +70,11 @@ impl ResultLabel {
             result: if ok { "ok" } else { "error" },
         }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,6 +141,8 @@ fn fast_histogram() -> Histogram {
 pub struct Metrics {
     reconciles: Family<ResultLabel, Counter>,
     reconcile_seconds: Histogram,
+    queue: Family<StateLabel, Gauge>,
+    queue_wait: Histogram,
     decisions: Family<DecisionLabel, Counter>,
     verdicts: Family<VerdictLabel, Counter>,
     step_seconds: Histogram,
@@ -156,6 +168,8 @@ impl Default for Metrics {
         Self {
             reconciles: Family::default(),
             reconcile_seconds: fast_histogram(),
+            queue: Family::default(),
+            queue_wait: fast_histogram(),
             decisions: Family::default(),
             verdicts: Family::default(),
             step_seconds: Histogram::new(STEP_BUCKETS),
@@ -188,6 +202,16 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Time one reconcile took",
             metrics.reconcile_seconds.clone(),
+        );
+        sub.register(
+            "reconcile_queue",
+            "Rollouts waiting for a reconcile (urgent, moving or other) and running",
+            metrics.queue.clone(),
+        );
+        sub.register(
+            "reconcile_queue_wait_seconds",
+            "Time from a Rollout's first trigger to its reconcile's start",
+            metrics.queue_wait.clone(),
         );
         sub.register(
             "decisions",
@@ -348,6 +372,25 @@ impl Metrics {
             .as_ref()
             .map(|counts| counts())
             .unwrap_or_default()
+    }
+
+    /// The reconcile queue's depth now.
+    pub(crate) fn queued(&self, [urgent, moving, other]: [usize; 3], running: usize) {
+        for (state, n) in [
+            ("urgent", urgent),
+            ("moving", moving),
+            ("other", other),
+            ("running", running),
+        ] {
+            self.queue
+                .get_or_create(&StateLabel { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A reconcile started after waiting `waited` in the queue.
+    pub(crate) fn dequeued(&self, waited: Duration) {
+        self.queue_wait.observe(waited.as_secs_f64());
     }
 
     /// A tower layer counting the Kubernetes API calls that pass through it.
@@ -690,6 +733,25 @@ mod tests {
             text.contains("sluice_executor_step_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_reconcile_queue_shows_each_lane_and_the_wait() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.queued([1, 20, 300], 64);
+        metrics.dequeued(Duration::from_millis(30));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"sluice_executor_reconcile_queue{state="urgent"} 1"#,
+            r#"sluice_executor_reconcile_queue{state="moving"} 20"#,
+            r#"sluice_executor_reconcile_queue{state="other"} 300"#,
+            r#"sluice_executor_reconcile_queue{state="running"} 64"#,
+            r#"sluice_executor_reconcile_queue_wait_seconds_bucket{le="0.05"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 
     #[test]

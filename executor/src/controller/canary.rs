@@ -17,11 +17,11 @@
 
 use std::sync::Arc;
 
+use super::Action;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch},
-    runtime::controller::Action,
 };
 use serde_json::{Value, json};
 use sluice_proto::v1 as pb;

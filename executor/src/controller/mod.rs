@@ -22,6 +22,8 @@ mod cache;
 mod canary;
 pub mod events;
 mod partition;
+mod queue;
+mod runner;
 mod statefulset;
 mod steps;
 pub mod traffic;
@@ -39,8 +41,6 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::Patch,
     runtime::{
-        Controller,
-        controller::Action,
         reflector::{self, ObjectRef},
         watcher,
     },
@@ -62,6 +62,7 @@ use crate::{
 
 pub use analysis::Analyses;
 use cache::{Cache, Fetched, Named, Objects, Owned};
+pub use runner::Action;
 
 /// What can stop a reconcile; each is retried with back-off.
 #[derive(Debug, thiserror::Error)]
@@ -459,10 +460,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     })
     .applied_objects();
     let woken = named;
-    let controller = Controller::for_stream(rollout_events, rollouts_reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let metrics = Arc::clone(&ctx.metrics);
-    metrics.leading(Some(controller.store()));
+    metrics.leading(Some(rollouts_reader.clone()));
     metrics.caching(Some(Box::new(move || {
         let (d, r) = (deployments.counts(), replicasets.counts());
         let n = |c: usize| i64::try_from(c).unwrap_or(i64::MAX);
@@ -473,43 +472,96 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
             ("replicasets", "version", n(r.1)),
         ]
     })));
-    let rollouts = controller.store();
-    let bound_sets = controller.store();
-    controller
-        .watches_stream(deployment_events, move |d| {
-            // A Deployment nobody holds still wakes the Rollout bound to
-            // it, which reports a change that reached it unheld.
-            owner_of(d.meta()).or_else(|| bound_to(&rollouts, WorkloadKind::Deployment, d.meta()))
-        })
-        .watches_stream(replicaset_events, move |rs| {
-            // Marked by a release, or owned by a Deployment a Rollout
-            // names (its stable set carries no mark).
-            match owner_of(rs.meta()) {
-                Some(marked) => vec![marked],
-                None => woken.rollouts_of(rs.meta()),
+    let (rollouts, bound_sets) = (rollouts_reader.clone(), rollouts_reader.clone());
+    let triggers = futures::stream::select_all([
+        rollout_events
+            .filter_map(|r| std::future::ready(logged(r).map(|r| ObjectRef::from_obj(&r))))
+            .boxed(),
+        deployment_events
+            .filter_map(move |d| {
+                // A Deployment nobody holds still wakes the Rollout bound
+                // to it, which reports a change that reached it unheld.
+                std::future::ready(logged(d).and_then(|d| {
+                    owner_of(d.meta())
+                        .or_else(|| bound_to(&rollouts, WorkloadKind::Deployment, d.meta()))
+                }))
+            })
+            .boxed(),
+        replicaset_events
+            .flat_map(move |rs| {
+                // Marked by a release, or owned by a Deployment a Rollout
+                // names (its stable set carries no mark).
+                futures::stream::iter(logged(rs).map_or_else(Vec::new, |rs| {
+                    match owner_of(rs.meta()) {
+                        Some(marked) => vec![marked],
+                        None => woken.rollouts_of(rs.meta()),
+                    }
+                }))
+            })
+            .boxed(),
+        watch::touched::<StatefulSet>(&ctx.client, &ctx.scope)
+            .filter_map(move |s| {
+                std::future::ready(logged(s).and_then(|s| {
+                    owner_of(&s.metadata)
+                        .or_else(|| bound_to(&bound_sets, WorkloadKind::StatefulSet, &s.metadata))
+                }))
+            })
+            .boxed(),
+        ctx.analyses.wakes().boxed(),
+        ctx.written.wakes().boxed(),
+    ]);
+    let written = Arc::clone(&ctx.written);
+    let concurrency = usize::from(ctx.concurrency);
+    runner::Loop {
+        store: rollouts_reader,
+        lane: move |r: &Arc<Rollout>| lane(&written.fresher(Arc::clone(r))),
+        reconcile: move |rollout: Arc<Rollout>| {
+            let ctx = Arc::clone(&ctx);
+            async move {
+                match reconcile(Arc::clone(&rollout), Arc::clone(&ctx)).await {
+                    Ok(action) => action,
+                    Err(error) => error_policy(rollout, &error, ctx),
+                }
             }
-        })
-        .watches_stream(
-            watch::touched::<StatefulSet>(&ctx.client, &ctx.scope),
-            move |s| {
-                owner_of(&s.metadata)
-                    .or_else(|| bound_to(&bound_sets, WorkloadKind::StatefulSet, &s.metadata))
-            },
-        )
-        .reconcile_on(futures::stream::select(
-            ctx.analyses.wakes(),
-            ctx.written.wakes(),
-        ))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile failed");
-            }
-        })
-        .await;
+        },
+        concurrency,
+    }
+    .run(triggers, shutdown, Arc::clone(&metrics))
+    .await;
     metrics.leading(None);
     metrics.caching(None);
+}
+
+/// A trigger stream's item, its error logged (the watch retries by itself).
+fn logged<T>(item: Result<T, watcher::Error>) -> Option<T> {
+    item.map_err(|error| tracing::debug!(%error, "watch failed; retrying"))
+        .ok()
+}
+
+/// The lane a Rollout's reconcile queues in: urgent while it takes a
+/// release back (a failed verdict not yet acted on, a rollback under way,
+/// an abort asked for, a binding deleted), so a rollback never waits
+/// behind other rollouts' advances; moving while a release is under way,
+/// so releases started go on before new ones start.
+fn lane(rollout: &Rollout) -> runner::Lane {
+    let Some(status) = rollout.status.as_ref() else {
+        return runner::Lane::Other;
+    };
+    let failed = status.step_state == crate::crd::StepState::Analyzing
+        && status.analysis.as_ref().is_some_and(|a| {
+            a.step == status.current_step && a.verdict == Some(crate::crd::Verdict::Fail)
+        });
+    let asked = rollout.annotations().contains_key(keys::ABORT)
+        || rollout.metadata.deletion_timestamp.is_some();
+    let under_way =
+        status.started.is_some() && matches!(status.phase, Phase::Progressing | Phase::Paused);
+    if status.phase == Phase::RollingBack || (under_way && (failed || asked)) {
+        runner::Lane::Urgent
+    } else if under_way {
+        runner::Lane::Moving
+    } else {
+        runner::Lane::Other
+    }
 }
 
 /// The events of one workload watch, once the Rollouts have listed: each
@@ -1094,6 +1146,59 @@ mod tests {
             next_stand(Some(&at(1, POD_CHECK_MAX)), &step(1, "def")),
             POD_CHECK_FIRST
         );
+    }
+
+    #[test]
+    fn a_release_taken_back_queues_urgent_one_under_way_moving_and_the_rest_other() {
+        use super::{lane, runner::Lane};
+        use crate::crd::{
+            AnalysisResult, Phase, Rollout, RolloutSpec, RolloutStatus, StepState, Verdict,
+        };
+        let with = |status: Option<RolloutStatus>| {
+            let mut r = Rollout::new("r", RolloutSpec::default());
+            r.status = status;
+            r
+        };
+        let phase = |phase| RolloutStatus {
+            phase,
+            started: Some("2026-12-07T00:00:00Z".into()),
+            ..Default::default()
+        };
+        let analysing = |step, verdict| RolloutStatus {
+            current_step: 1,
+            step_state: StepState::Analyzing,
+            analysis: Some(AnalysisResult {
+                step,
+                verdict: Some(verdict),
+                ..Default::default()
+            }),
+            ..phase(Phase::Progressing)
+        };
+        assert_eq!(lane(&with(Some(analysing(1, Verdict::Fail)))), Lane::Urgent);
+        assert_eq!(lane(&with(Some(analysing(1, Verdict::Pass)))), Lane::Moving);
+        // A failed verdict of another step was acted on already.
+        assert_eq!(lane(&with(Some(analysing(0, Verdict::Fail)))), Lane::Moving);
+        assert_eq!(lane(&with(Some(phase(Phase::RollingBack)))), Lane::Urgent);
+        assert_eq!(lane(&with(Some(phase(Phase::Paused)))), Lane::Moving);
+        // Nothing started yet, or nothing under way: a start waits for
+        // the releases under way.
+        assert_eq!(lane(&with(None)), Lane::Other);
+        let pending = RolloutStatus {
+            started: None,
+            ..phase(Phase::Progressing)
+        };
+        assert_eq!(lane(&with(Some(pending))), Lane::Other);
+        assert_eq!(lane(&with(Some(phase(Phase::Succeeded)))), Lane::Other);
+        let mut aborting = with(Some(phase(Phase::Paused)));
+        aborting
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(crate::keys::ABORT.into(), "bad".into());
+        assert_eq!(lane(&aborting), Lane::Urgent);
+        // An abort of a release that has ended takes nothing back.
+        aborting.status = Some(phase(Phase::RolledBack));
+        assert_eq!(lane(&aborting), Lane::Other);
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@
 
 use std::sync::Arc;
 
+use super::Action;
 use k8s_openapi::{
     api::apps::v1::{Deployment, DeploymentStrategy, ReplicaSet},
     apimachinery::pkg::util::intstr::IntOrString,
@@ -30,7 +31,6 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch},
-    runtime::controller::Action,
 };
 use serde_json::{Value, json};
 use sluice_model::{quantity::Amount, spec::Quantity};

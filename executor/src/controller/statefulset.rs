@@ -6,6 +6,7 @@
 //! revision's template back, which the StatefulSet controller recognises,
 //! and restores the partition.
 
+use super::Action;
 use k8s_openapi::api::{
     apps::v1::{ControllerRevision, StatefulSet},
     core::v1::Pod,
@@ -13,7 +14,6 @@ use k8s_openapi::api::{
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch},
-    runtime::controller::Action,
 };
 use serde_json::{Value, json};
 use sluice_proto::v1 as pb;

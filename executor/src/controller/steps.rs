@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, ResourceExt, api::ListParams, runtime::controller::Action};
+use kube::{Api, ResourceExt, api::ListParams};
+
+use super::Action;
 use sluice_proto::v1 as pb;
 
 use super::{
