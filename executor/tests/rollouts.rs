@@ -525,3 +525,234 @@ async fn the_controller_keeps_whole_only_what_its_rollouts_name() {
     assert_eq!(last[deployments], 2, "{last:?}");
     assert_eq!(last[deployment_versions], 2, "{last:?}");
 }
+
+/// A release can find its new ReplicaSet holding every replica at a step
+/// that wants fewer (its status write lost a race after the step's moves
+/// were made). The Deployment controller, as kube-controller-manager does
+/// for a paused Deployment, scales every other set to 0 while the new one
+/// is saturated (all replicas, available, and `desired-replicas` saying
+/// so), so moving back by scaling the stable set up first was undone at
+/// once, again and again, for as long as the release lasted.
+#[tokio::test(start_paused = true)]
+async fn a_new_set_found_saturated_at_an_earlier_step_moves_back_without_a_fight() {
+    use kube::api::{Patch, PatchParams};
+    use serde_json::json;
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = release_none_missing(
+        &world,
+        json!([{"replicas": 2, "pause": {}}, {"replicas": "100%"}]),
+    )
+    .await;
+    wait_phase(&rollouts, |p| p == Phase::Paused).await;
+    let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
+    let image = |rs: &ReplicaSet| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+    };
+    let (new, stable) = {
+        let all = sets.list(&ListParams::default()).await.unwrap().items;
+        let new = all
+            .iter()
+            .find(|rs| image(rs).as_deref() == Some("registry.example/web:2.0"))
+            .unwrap()
+            .metadata
+            .name
+            .clone()
+            .unwrap();
+        let stable = all
+            .iter()
+            .find(|rs| image(rs).as_deref() != Some("registry.example/web:2.0"))
+            .unwrap()
+            .metadata
+            .name
+            .clone()
+            .unwrap();
+        (new, stable)
+    };
+    // What the lost race leaves: every replica on the new set, ready,
+    // none on the stable one. The executor's patches are refused while the
+    // new pods come up, so it cannot cut them first.
+    let refused = "replicaset-patches-refused".to_owned();
+    world
+        .sim
+        .api
+        .faults()
+        .add(sluice_sim::api::faults::Rule::Errors {
+            id: refused.clone(),
+            verb: "patch".into(),
+            resource: "replicasets".into(),
+            rate: 1.0,
+            code: 409,
+        });
+    for (name, replicas) in [(&new, 10), (&stable, 0)] {
+        let mut rs = sets.get(name).await.unwrap();
+        rs.spec.as_mut().unwrap().replicas = Some(replicas);
+        rs.metadata.annotations.get_or_insert_default().insert(
+            "deployment.kubernetes.io/desired-replicas".into(),
+            "10".into(),
+        );
+        sets.replace(name, &PostParams::default(), &rs)
+            .await
+            .unwrap();
+    }
+    for _ in 0..600 {
+        let n = sets.get(&new).await.unwrap();
+        if n.status.as_ref().and_then(|s| s.available_replicas) == Some(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let params = PatchParams::default();
+    world.sim.api.faults().clear(&[refused]);
+    // The refusals' 409s said "changed since read"; the next change wakes
+    // the controller, as a real one would have.
+    sets.patch(
+        &new,
+        &params,
+        &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    let generation = |rs: &ReplicaSet| rs.metadata.generation.unwrap_or(0);
+    let before = generation(&sets.get(&stable).await.unwrap());
+    // The step's batch comes back: 2 new pods, 8 stable.
+    let mut back = false;
+    for _ in 0..600 {
+        let (n, s) = (
+            sets.get(&new).await.unwrap(),
+            sets.get(&stable).await.unwrap(),
+        );
+        let spec = |rs: &ReplicaSet| rs.spec.as_ref().and_then(|s| s.replicas);
+        let ready = |rs: &ReplicaSet| rs.status.as_ref().and_then(|s| s.ready_replicas);
+        if (spec(&n), spec(&s), ready(&s)) == (Some(2), Some(8), Some(8)) {
+            back = true;
+            break;
+        }
+        // A fight writes the stable set without end: stop at the first
+        // sign of one rather than run it for a minute.
+        if generation(&s) - before > 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let writes = generation(&sets.get(&stable).await.unwrap()) - before;
+    assert!(
+        back,
+        "the batch never came back; the stable set was written {writes} times"
+    );
+    assert!(
+        writes <= 10,
+        "the stable set was written {writes} times on the way back"
+    );
+    // And the release goes on from there to its end.
+    annotate(&rollouts, sluice_executor::keys::PROMOTE, "full:0").await;
+    let done = wait_phase(&rollouts, finished).await;
+    assert_eq!(done.status.unwrap().phase, Phase::Succeeded);
+    // Handed back saturated, as the Deployment controller reads it.
+    let n = sets.get(&new).await.unwrap();
+    assert_eq!(
+        n.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("deployment.kubernetes.io/desired-replicas"))
+            .map(String::as_str),
+        Some("10")
+    );
+}
+
+/// An abort at a step where the new set holds every replica: the stable
+/// set comes back beside a saturated new set, which the Deployment
+/// controller (as kube-controller-manager's `scale` of a paused
+/// Deployment) would scale straight back to 0 while the new set's mark
+/// says it is saturated.
+#[tokio::test(start_paused = true)]
+async fn an_abort_at_a_full_step_brings_the_stable_pods_back_without_a_fight() {
+    use serde_json::json;
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = release_none_missing(
+        &world,
+        json!([{"replicas": "100%", "pause": {}}, {"replicas": "100%"}]),
+    )
+    .await;
+    let paused = wait_phase(&rollouts, |p| p == Phase::Paused).await;
+    assert_eq!(paused.status.unwrap().ready_canary_replicas, 10);
+    let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
+    let stable = sets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|rs| rs.spec.as_ref().and_then(|s| s.replicas) == Some(0))
+        .unwrap()
+        .metadata
+        .name
+        .unwrap();
+    let generation = |rs: &ReplicaSet| rs.metadata.generation.unwrap_or(0);
+    let before = generation(&sets.get(&stable).await.unwrap());
+    annotate(&rollouts, sluice_executor::keys::ABORT, "by hand").await;
+    let mut ended = None;
+    for _ in 0..600 {
+        let r = rollouts.get("web").await.unwrap();
+        if r.status.as_ref().is_some_and(|s| finished(s.phase)) {
+            ended = r.status.map(|s| s.phase);
+            break;
+        }
+        if generation(&sets.get(&stable).await.unwrap()) - before > 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let writes = generation(&sets.get(&stable).await.unwrap()) - before;
+    assert_eq!(
+        ended,
+        Some(Phase::RolledBack),
+        "the stable set was written {writes} times"
+    );
+    assert!(writes <= 10, "the stable set was written {writes} times");
+}
+
+/// Sets one annotation on the Rollout `web`, as the API's controls do.
+async fn annotate(rollouts: &Api<Rollout>, key: &str, value: &str) {
+    use kube::api::{Patch, PatchParams};
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Creates the Rollout `web` with `steps` and no analysis, after setting the
+/// Deployment's strategy so that no pod may be missing (maxUnavailable 0):
+/// a ready new pod goes only once a stable one is back.
+async fn release_none_missing(world: &common::World, steps: serde_json::Value) -> Api<Rollout> {
+    use kube::api::{Patch, PatchParams};
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"strategy": {"type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut r: Rollout = rollout("registry.example/web:2.0");
+    r.spec.analyses.clear();
+    r.spec.strategy =
+        serde_json::from_value(serde_json::json!({"canary": {"steps": steps}})).unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts.create(&PostParams::default(), &r).await.unwrap();
+    rollouts
+}

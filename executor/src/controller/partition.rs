@@ -16,7 +16,9 @@
 //! also sets `spec.strategy` to `Recreate`, which that controller never
 //! scales proportionally (it only scales a lone ReplicaSet with pods to
 //! `replicas`, or old ones to 0 once the new one is saturated, both of
-//! which agree with the release). The strategy as the user wrote it is kept
+//! which agree with a release going forward; going back, the new set's
+//! `desired-replicas` is first set to the batch, see `move_pods` and
+//! `roll_back`). The strategy as the user wrote it is kept
 //! in the `sluice.dev/original-strategy` annotation, its maxSurge and
 //! maxUnavailable still bound every move, and it is written back when the
 //! Deployment is given back.
@@ -362,6 +364,22 @@ impl Workload {
             )
             .await?;
         Ok(())
+    }
+
+    /// Sets a ReplicaSet's `desired-replicas` to `desired`, from the state
+    /// it was read in (as [`Workload::scale`] does).
+    async fn mark_desired(&self, rs: &ReplicaSet, desired: u32) -> Result<(), Error> {
+        tracing::debug!(replicaset = %rs.name_any(), desired, "unsaturating");
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": rs.resource_version(),
+                "annotations": {keys::DESIRED_REPLICAS: desired.to_string()},
+            },
+        });
+        match self.patch_replicaset(rs, &patch).await {
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => Ok(()),
+            other => other,
+        }
     }
 
     /// Scales a ReplicaSet from the state it was read in: when it changed
@@ -917,7 +935,17 @@ impl steps::Release for Workload {
             return Ok(());
         };
         // Capacity back on stable first, then the other revisions go (see
-        // `rollback_targets`).
+        // `rollback_targets`). A saturated other set first loses its mark,
+        // or the Deployment controller scales the stable set straight back
+        // to 0 (see `move_pods`).
+        if spec_replicas(stable) < self.replicas {
+            for rs in self.others_with_pods(&status.stable_revision) {
+                if spec_replicas(rs) >= self.replicas && desired_replicas(rs) == Some(self.replicas)
+                {
+                    self.mark_desired(rs, 0).await?;
+                }
+            }
+        }
         if spec_replicas(stable) != self.replicas {
             self.scale(stable, self.replicas).await?;
         }
@@ -1212,6 +1240,12 @@ async fn move_pods(
         if cut > 0 {
             w.scale(canary, new_spec - cut).await?;
         }
+    } else if new_spec > 0 && desired_replicas(canary).is_some_and(|d| d != n) {
+        // The batch is what runs, under a mark another look changed (see
+        // below) or a resize made stale: the mark says replicas again, or
+        // the Deployment controller, given the Deployment back, would take
+        // every sync for a resize and never roll out itself again.
+        w.mark_desired(canary, n).await?;
     }
     if old_spec > target_old {
         // Old pods go as new ones become ready, keeping at least
@@ -1221,9 +1255,25 @@ async fn move_pods(
             w.scale(stable, old_spec - down).await?;
         }
     } else if old_spec < target_old {
+        // A new set holding every replica, available, with
+        // `desired-replicas` saying so is saturated to the Deployment
+        // controller, which scales every other set of a paused Deployment
+        // to 0 (kube-controller-manager's `scale`): a stable set scaled up
+        // beside it would be scaled back at once, again at each look. Its
+        // mark says the batch first, so the stable pods can come back.
+        if new_spec >= n && desired_replicas(canary) == Some(n) {
+            w.mark_desired(canary, target_new).await?;
+        }
         w.scale(stable, target_old).await?;
     }
     Ok(())
+}
+
+/// A ReplicaSet's `deployment.kubernetes.io/desired-replicas`.
+fn desired_replicas(rs: &ReplicaSet) -> Option<u32> {
+    rs.annotations()
+        .get(keys::DESIRED_REPLICAS)
+        .and_then(|v| v.parse().ok())
 }
 
 /// Where a rollback scales the sets other than stable (each `(spec, ready)`)
