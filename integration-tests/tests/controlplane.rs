@@ -14,6 +14,7 @@ use kube::{
 use serde_json::json;
 use sluice_executor::{
     crd::{Phase, Rollout, RolloutStatus},
+    keys,
     stack::{self, Services},
 };
 use sluice_gate::{
@@ -400,6 +401,86 @@ async fn a_partition_release_on_a_real_control_plane() {
             && out.contains("TRAFFIC")
             && out.contains("Succeeded"),
         "{out}"
+    );
+}
+
+/// An abort at a step where the new ReplicaSet holds every replica brings
+/// the stable pods back and ends: kube-controller-manager scales every
+/// other set of a paused Deployment to 0 while the new one is saturated,
+/// so a stable set scaled up beside it was scaled back at once, at every
+/// look, without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_at_a_full_step_on_a_real_control_plane() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, "[]").await;
+    let (plane, client) = (&p.plane, p.client.clone());
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    // No pod may be missing: a new pod goes only once a stable one is back.
+    let web: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    wait_deployment_ready(plane, &deployments, "web", 3).await;
+    let rollouts = create_rollout(&client,
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 100%, pause: {}}, {replicas: 100%}]}}\n",
+    )
+    .await;
+    let paused = wait_rollout_until(&rollouts, "web", |p| p == Phase::Paused).await;
+    assert_eq!(paused.ready_canary_replicas, 3, "{paused:#?}");
+    let sets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    let stable_of = |all: Vec<ReplicaSet>| {
+        all.into_iter()
+            .find(|rs| {
+                rs.spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .and_then(|t| t.spec.as_ref())
+                    .and_then(|s| s.containers.first())
+                    .and_then(|c| c.image.as_deref())
+                    == Some("registry.example/web:1.0")
+            })
+            .unwrap()
+    };
+    let stable = stable_of(sets.list(&ListParams::default()).await.unwrap().items);
+    let before = stable.metadata.generation.unwrap_or(0);
+    rollouts
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {keys::ABORT: "by hand"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let ended = wait_rollout_until(&rollouts, "web", |p| {
+        matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+    })
+    .await;
+    let stable = stable_of(sets.list(&ListParams::default()).await.unwrap().items);
+    let writes = stable.metadata.generation.unwrap_or(0) - before;
+    assert_eq!(
+        ended.phase,
+        Phase::RolledBack,
+        "stable written {writes} times: {ended:#?}"
+    );
+    assert!(writes <= 10, "the stable set was written {writes} times");
+    wait_deployment_ready(plane, &deployments, "web", 3).await;
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("registry.example/web:1.0"),
+        "the stable template is back"
     );
 }
 
