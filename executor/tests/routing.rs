@@ -375,3 +375,76 @@ spec:
     );
     assert_handed_back(&world, "registry.example/web:2.0").await;
 }
+
+/// A release naming a traffic object that does not exist waits before it
+/// changes anything, and says what it waits for; once the object is
+/// there it starts. Begun without it, it held the Deployment, then stalled
+/// at its first route, Pending with no word.
+#[tokio::test(start_paused = true)]
+async fn a_release_waits_untouched_for_a_missing_route_and_names_it() {
+    let world = world_with(scenario("healthy", json!({"service": "web"}))).await;
+    ready_workload(&world).await;
+    let routes = http_routes(&world);
+    let route = routes.get("web").await.unwrap();
+    routes
+        .delete("web", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let rollouts = start(
+        &world,
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  workload: {kind: Deployment, name: web}
+  images: [{container: web, image: registry.example/web:2.0}]
+  traffic: {stableService: web, httpRoute: {name: web}}
+  strategy:
+    canary:
+      steps:
+        - {replicas: 30%, traffic: 10}
+"#,
+    )
+    .await;
+    let mut message = String::new();
+    for _ in 0..100 {
+        let status = rollouts
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        message = status.message;
+        if !message.is_empty() {
+            assert_eq!(status.phase, Phase::Pending, "{message}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        message.contains(r#"HTTPRoute "web" (traffic.httpRoute.name)"#),
+        "{message:?}"
+    );
+    // Nothing was changed meanwhile.
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let d = deployments.get("web").await.unwrap();
+    assert_ne!(d.spec.as_ref().unwrap().paused, Some(true));
+    assert!(
+        d.annotations()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/")),
+        "{:?}",
+        d.annotations()
+    );
+    assert_eq!(image_of(&world, "web").await, "registry.example/web:1.0");
+    // The route comes: the release starts and ends.
+    let mut again = route.clone();
+    again.metadata.resource_version = None;
+    again.metadata.uid = None;
+    again.metadata.creation_timestamp = None;
+    again.metadata.managed_fields = None;
+    routes.create(&PostParams::default(), &again).await.unwrap();
+    let done = wait_phase(&rollouts, finished).await;
+    assert_eq!(done.status.unwrap().phase, Phase::Succeeded);
+}

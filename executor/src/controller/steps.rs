@@ -258,20 +258,11 @@ pub(super) async fn drive<R: Release>(
         // is scaled up, which wakes the next look.
         let release = w.release_id(rollout);
         if !(status.release == release && super::partition::ended(status)) {
-            if super::partition::ended(status) {
-                // A change made at 0 replicas is a release waiting, and is
-                // recorded as one (every view then says Pending and why).
-                *status = RolloutStatus {
-                    release,
-                    phase: crate::crd::Phase::Pending,
-                    observed_generation: status.observed_generation,
-                    conditions: std::mem::take(&mut status.conditions),
-                    ..RolloutStatus::default()
-                };
-            }
-            status.message = "the workload has 0 replicas: its release starts once it is \
-                              scaled up"
-                .into();
+            waiting(
+                status,
+                release,
+                "the workload has 0 replicas: its release starts once it is scaled up".into(),
+            );
         }
         return Ok(Action::await_change());
     }
@@ -358,6 +349,23 @@ pub(super) async fn drive<R: Release>(
     };
     let mut out = machine::decide(&input);
 
+    // A release starts only once every traffic object it names exists:
+    // begun without one, it would change the workload, then stall at its
+    // first route with nothing said.
+    if out.effects.iter().any(|e| matches!(e, Effect::Begin))
+        && let Some(t) = &traffic
+        && let Some(what) = t.missing().await?
+    {
+        waiting(
+            status,
+            release,
+            format!(
+                "waiting for {what} to exist in namespace {ns:?}: the release starts once it does"
+            ),
+        );
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+
     // Act, in order; the status is written by the caller only after every
     // effect succeeded.
     for effect in &out.effects {
@@ -436,4 +444,20 @@ pub(super) async fn drive<R: Release>(
         Next::Change => Action::await_change(),
         Next::After(d) => Action::requeue(d),
     })
+}
+
+/// Records a release that cannot start yet, and why. A change after an
+/// ended release is a release waiting, and is recorded as one (every view
+/// then says Pending and why).
+fn waiting(status: &mut RolloutStatus, release: String, why: String) {
+    if super::partition::ended(status) && status.release != release {
+        *status = RolloutStatus {
+            release,
+            phase: crate::crd::Phase::Pending,
+            observed_generation: status.observed_generation,
+            conditions: std::mem::take(&mut status.conditions),
+            ..RolloutStatus::default()
+        };
+    }
+    status.message = why;
 }

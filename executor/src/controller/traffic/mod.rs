@@ -137,6 +137,54 @@ impl Traffic {
         Ok(())
     }
 
+    /// The first traffic object the routing names that does not exist, as
+    /// `Kind "name" (field)`: a release needing it must not start, since
+    /// it would change the workload and then stall.
+    pub async fn missing(&self) -> Result<Option<String>, Error> {
+        let stable = &self.routing.stable_service;
+        if self.services().get_opt(stable).await?.is_none() {
+            return Ok(Some(format!("Service {stable:?} (traffic.stableService)")));
+        }
+        let (resource, name, field) = match self.router() {
+            Router::None => return Ok(None),
+            Router::Nginx => {
+                let name = self
+                    .routing
+                    .nginx
+                    .as_ref()
+                    .map(|n| n.ingress.clone())
+                    .unwrap_or_default();
+                let ingresses: Api<Ingress> = Api::namespaced(self.client.clone(), &self.ns);
+                return Ok(ingresses
+                    .get_opt(&name)
+                    .await?
+                    .is_none()
+                    .then(|| format!("Ingress {name:?} (traffic.nginx.ingress)")));
+            }
+            Router::Gateway => (
+                http_route_resource(),
+                self.routing.http_route.as_ref().map(|r| r.name.clone()),
+                "traffic.httpRoute.name",
+            ),
+            Router::Istio => (
+                virtual_service_resource(),
+                self.routing
+                    .virtual_service
+                    .as_ref()
+                    .map(|v| v.name.clone()),
+                "traffic.virtualService.name",
+            ),
+        };
+        let name = name.unwrap_or_default();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns, &resource);
+        Ok(api
+            .get_opt(&name)
+            .await?
+            .is_none()
+            .then(|| format!("{} {name:?} ({field})", resource.kind)))
+    }
+
     /// Sets every traffic object for `weight` percent to the new pods and
     /// `matches` always to them.
     pub async fn apply(
