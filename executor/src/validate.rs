@@ -190,6 +190,15 @@ pub fn spec_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
                 ));
             }
             problems.extend(query_problem(&field, metric));
+            problems.extend(timing_problems(&field, metric));
+            if metric.success_condition.is_none() && metric.failure_condition.is_none() {
+                // The gate would refuse it when its step comes, with the
+                // release's pods already moved.
+                problems.push((
+                    field.clone(),
+                    "must set successCondition, failureCondition or both".into(),
+                ));
+            }
         }
     }
     // Every analysis a step or the background names must be defined: one
@@ -229,6 +238,36 @@ pub fn spec_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
                 name,
             );
         }
+    }
+    problems
+}
+
+/// A metric's interval that is not above zero, or an initial delay below
+/// it, as the gate would refuse them.
+fn timing_problems(field: &str, metric: &pb::Metric) -> Vec<(String, String)> {
+    let text = |d: &prost_types::Duration| {
+        if d.nanos == 0 {
+            format!("{}s", d.seconds)
+        } else {
+            format!("{}s", d.seconds as f64 + f64::from(d.nanos) / 1e9)
+        }
+    };
+    let mut problems = Vec::new();
+    if let Some(d) = &metric.interval
+        && (d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0))
+    {
+        problems.push((
+            format!("{field}.interval"),
+            format!("must be longer than 0s, got {}", text(d)),
+        ));
+    }
+    if let Some(d) = &metric.initial_delay
+        && (d.seconds < 0 || d.nanos < 0)
+    {
+        problems.push((
+            format!("{field}.initialDelay"),
+            format!("must not be negative, got {}", text(d)),
+        ));
     }
     problems
 }
@@ -428,8 +467,63 @@ mod tests {
         pb::Metric {
             name: name.into(),
             template: template.into(),
+            failure_condition: Some(pb::Condition {
+                kind: Some(pb::condition::Kind::Threshold(pb::Threshold {
+                    min: None,
+                    max: Some(0.1),
+                })),
+            }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_metric_the_gate_would_refuse_when_its_step_comes_is_refused_first() {
+        let mut spec = spec(
+            pb::WorkloadKind::Deployment,
+            pb::ReleaseStyle::Partition,
+            None,
+        );
+        let mut judged_by_nothing = metric("errors", "request-error-rate");
+        judged_by_nothing.failure_condition = None;
+        let mut never = metric("latency", "request-error-rate");
+        never.interval = Some(prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        });
+        never.initial_delay = Some(prost_types::Duration {
+            seconds: 0,
+            nanos: -500_000_000,
+        });
+        let mut zero = metric("slow", "request-latency-p99");
+        zero.interval = Some(prost_types::Duration::default());
+        spec.analyses = vec![pb::Analysis {
+            name: "health".into(),
+            metrics: vec![judged_by_nothing, never, zero],
+            ..Default::default()
+        }];
+        let problems = spec_problems(&spec);
+        assert_eq!(
+            problems,
+            [
+                (
+                    "spec.analyses[0].metrics[0]".to_owned(),
+                    "must set successCondition, failureCondition or both".to_owned()
+                ),
+                (
+                    "spec.analyses[0].metrics[1].interval".to_owned(),
+                    "must be longer than 0s, got -1s".to_owned()
+                ),
+                (
+                    "spec.analyses[0].metrics[1].initialDelay".to_owned(),
+                    "must not be negative, got -0.5s".to_owned()
+                ),
+                (
+                    "spec.analyses[0].metrics[2].interval".to_owned(),
+                    "must be longer than 0s, got 0s".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]
