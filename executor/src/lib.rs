@@ -332,7 +332,10 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
                 &config.identity(),
             )
         };
-        tokio::spawn(lease::run(
+        // Waited for at shutdown: it gives the Lease up, so another
+        // replica (or this one, restarted) leads at its next attempt rather
+        // than after the Lease expires.
+        let election = tokio::spawn(lease::run(
             ctx.client.clone(),
             election,
             stop.clone(),
@@ -343,6 +346,7 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
                 }));
             },
         ));
+        server = server.finishes_with(election);
     }
     server
         .add_service(RolloutsServer::with_interceptor(api, auth.interceptor()))

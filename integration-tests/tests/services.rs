@@ -98,7 +98,7 @@ async fn the_gate_is_not_serving_until_prometheus_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_executor_serves_once_planner_and_gate_serve() {
+async fn the_executor_serves_once_planner_and_gate_serve_and_gives_its_lease_up_when_stopped() {
     let (prometheus, _task) = fake::prometheus_ready().await;
     let planner = Service::start("sluice-planner", &[]);
     let gate = Service::start(
@@ -139,7 +139,7 @@ async fn the_executor_serves_once_planner_and_gate_serve() {
         &["--kubeconfig", kubeconfig.to_str().unwrap()],
     );
     let (planner_addr, gate_addr) = (planner.grpc_addr.to_string(), gate.grpc_addr.to_string());
-    let executor = Service::start(
+    let mut executor = Service::start(
         "sluice-executor",
         &[
             "--planner-addr",
@@ -154,6 +154,33 @@ async fn the_executor_serves_once_planner_and_gate_serve() {
     assert_eq!(
         health(&executor, "sluice.v1.Rollouts").await,
         ServingStatus::Serving
+    );
+
+    // It leads, and gives its Lease up when terminated, so a successor
+    // (or itself, restarted) leads at once rather than after the Lease
+    // expires.
+    executor.wait_for_log(|l| l["message"] == "leading");
+    executor.terminate();
+    let status = executor.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        executor.log().join("\n")
+    );
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let lease = leases.get("sluice-executor").await.unwrap();
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "the Lease is still held after a clean shutdown"
     );
 }
 

@@ -76,6 +76,9 @@ pub struct GrpcServer {
     dependencies: Vec<Dependency>,
     registry: Registry,
     stop: CancellationToken,
+    /// Tasks that end on their own once `stop` is cancelled and must end
+    /// before the process does (a Lease to give up).
+    finishing: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -105,7 +108,16 @@ impl GrpcServer {
                 .into_iter(),
             ),
             stop: CancellationToken::new(),
+            finishing: Vec::new(),
         }
+    }
+
+    /// Waits for `task` at shutdown, after the drain and within the grace
+    /// period: a task that ends on its own once the shutdown token is
+    /// cancelled and must finish its last writes before the process exits.
+    pub fn finishes_with(mut self, task: tokio::task::JoinHandle<()>) -> Self {
+        self.finishing.push(task);
+        self
     }
 
     /// Adds a gRPC service; its health follows the server's dependencies.
@@ -227,6 +239,7 @@ impl BoundServer {
             dependencies,
             mut registry,
             stop,
+            finishing,
         } = server;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -316,6 +329,14 @@ impl BoundServer {
             tracing::warn!(%error, "admin server ended with an error");
         }
         let _ = health_task.await;
+        for task in finishing {
+            if tokio::time::timeout(args.shutdown_grace, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(component, "grace period over with a task still finishing");
+            }
+        }
         tracing::info!(component, "stopped");
         Ok(())
     }
