@@ -1151,3 +1151,39 @@ async fn a_newer_template_mid_release_reads_as_pending_and_its_promote_is_refuse
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn a_promote_of_an_ended_rollout_says_it_ended_even_when_paused_on_request() {
+    let mut world = api_world("healthy").await;
+    create_web_binding(&world).await;
+    world
+        .api
+        .pause(pb::PauseRequest {
+            namespace: "default".into(),
+            name: "web-binding".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    set_status(
+        &world,
+        "web-binding",
+        json!({"phase": "RolledBack", "message": "aborted"}),
+    )
+    .await;
+    let refused = world
+        .api
+        .promote(pb::PromoteRequest {
+            namespace: "default".into(),
+            name: "web-binding".into(),
+            full: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("RolledBack") && !refused.message().contains("Resume"),
+        "{}",
+        refused.message()
+    );
+}

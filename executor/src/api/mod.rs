@@ -568,7 +568,8 @@ impl Rollouts for RolloutsApi {
         let api = self.rollouts(&r.namespace)?;
         let current = get(&api, &r.namespace, &r.name).await?;
         let phase = phase_of(&current);
-        if current.spec.paused {
+        // An ended rollout says it has ended, paused on request or not.
+        if current.spec.paused && !finished(phase) {
             return Err(Status::failed_precondition(format!(
                 "rollout {}/{} is paused on request; Resume it first",
                 r.namespace, r.name
