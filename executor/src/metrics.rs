@@ -142,6 +142,9 @@ pub struct Metrics {
     reconciles: Family<ResultLabel, Counter>,
     reconcile_seconds: Histogram,
     queue: Family<StateLabel, Gauge>,
+    /// `queue`'s gauges in [`QUEUE_STATES`]' order, made once: the
+    /// controller loop sets them at every turn.
+    queue_states: [Gauge; 4],
     queue_wait: Histogram,
     decisions: Family<DecisionLabel, Counter>,
     verdicts: Family<VerdictLabel, Counter>,
@@ -163,12 +166,19 @@ pub struct Metrics {
 /// Counts of cached objects: (resource, how kept, how many).
 pub(crate) type CacheCounts = Box<dyn Fn() -> Vec<(&'static str, &'static str, i64)> + Send + Sync>;
 
+/// The reconcile queue's states: its lanes in order, then `running`.
+const QUEUE_STATES: [&str; 4] = ["urgent", "moving", "other", "running"];
+
 impl Default for Metrics {
     fn default() -> Self {
+        let queue: Family<StateLabel, Gauge> = Family::default();
+        let queue_states =
+            QUEUE_STATES.map(|state| queue.get_or_create(&StateLabel { state }).clone());
         Self {
             reconciles: Family::default(),
             reconcile_seconds: fast_histogram(),
-            queue: Family::default(),
+            queue,
+            queue_states,
             queue_wait: fast_histogram(),
             decisions: Family::default(),
             verdicts: Family::default(),
@@ -376,15 +386,12 @@ impl Metrics {
 
     /// The reconcile queue's depth now.
     pub(crate) fn queued(&self, [urgent, moving, other]: [usize; 3], running: usize) {
-        for (state, n) in [
-            ("urgent", urgent),
-            ("moving", moving),
-            ("other", other),
-            ("running", running),
-        ] {
-            self.queue
-                .get_or_create(&StateLabel { state })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        for (gauge, n) in self
+            .queue_states
+            .iter()
+            .zip([urgent, moving, other, running])
+        {
+            gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
@@ -739,6 +746,12 @@ mod tests {
     fn the_reconcile_queue_shows_each_lane_and_the_wait() {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let mut idle = String::new();
+        prometheus_client::encoding::text::encode(&mut idle, &registry).unwrap();
+        assert!(
+            idle.contains(r#"sluice_executor_reconcile_queue{state="running"} 0"#),
+            "shown at 0 before any reconcile: {idle}"
+        );
         metrics.queued([1, 20, 300], 64);
         metrics.dequeued(Duration::from_millis(30));
         let mut text = String::new();

@@ -416,25 +416,20 @@ async fn an_abort_at_a_full_step_on_a_real_control_plane() {
     let p = platform(&stop, "[]").await;
     let (plane, client) = (&p.plane, p.client.clone());
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
-    // No pod may be missing: a new pod goes only once a stable one is back.
-    let web: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "registry.example/web:1.0"}]}}}
-    }))
-    .unwrap();
+    // Four replicas, none of which may be missing (maxUnavailable 0): a
+    // new pod goes only once a stable one is back.
+    let web: Deployment = serde_json::from_value(web_manifest("registry.example/web:1.0")).unwrap();
     deployments
         .create(&PostParams::default(), &web)
         .await
         .unwrap();
-    wait_deployment_ready(plane, &deployments, "web", 3).await;
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
     let rollouts = create_rollout(&client,
         "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 100%, pause: {}}, {replicas: 100%}]}}\n",
     )
     .await;
     let paused = wait_rollout_until(&rollouts, "web", |p| p == Phase::Paused).await;
-    assert_eq!(paused.ready_canary_replicas, 3, "{paused:#?}");
+    assert_eq!(paused.ready_canary_replicas, 4, "{paused:#?}");
     let sets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
     let stable_of = |all: Vec<ReplicaSet>| {
         all.into_iter()
@@ -473,7 +468,7 @@ async fn an_abort_at_a_full_step_on_a_real_control_plane() {
         "stable written {writes} times: {ended:#?}"
     );
     assert!(writes <= 10, "the stable set was written {writes} times");
-    wait_deployment_ready(plane, &deployments, "web", 3).await;
+    wait_deployment_ready(plane, &deployments, "web", 4).await;
     let d = deployments.get("web").await.unwrap();
     assert_eq!(
         d.spec.unwrap().template.spec.unwrap().containers[0]

@@ -370,36 +370,40 @@ impl Workload {
     /// it was read in (as [`Workload::scale`] does).
     async fn mark_desired(&self, rs: &ReplicaSet, desired: u32) -> Result<(), Error> {
         tracing::debug!(replicaset = %rs.name_any(), desired, "unsaturating");
-        let patch = json!({
-            "metadata": {
-                "resourceVersion": rs.resource_version(),
-                "annotations": {keys::DESIRED_REPLICAS: desired.to_string()},
-            },
-        });
-        match self.patch_replicaset(rs, &patch).await {
-            Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => Ok(()),
-            other => other,
-        }
+        self.patch_as_read(
+            rs,
+            json!({"metadata": {"annotations": {keys::DESIRED_REPLICAS: desired.to_string()}}}),
+        )
+        .await
     }
 
-    /// Scales a ReplicaSet from the state it was read in: when it changed
-    /// since (a cached read lagging a write), nothing is written and the
-    /// change's own event brings the next reconcile.
+    /// Scales a ReplicaSet from the state it was read in.
     async fn scale(&self, rs: &ReplicaSet, replicas: u32) -> Result<(), Error> {
         tracing::debug!(replicaset = %rs.name_any(), replicas, "scaling");
         // With the annotations kube-controller-manager reads to tell a
         // saturated ReplicaSet (it writes them when it scales): stale ones
         // would stall its own rollout once the Deployment is given back.
-        let patch = json!({
-            "metadata": {
-                "resourceVersion": rs.resource_version(),
-                "annotations": {
-                    keys::DESIRED_REPLICAS: self.replicas.to_string(),
-                    keys::MAX_REPLICAS: (self.replicas + self.surge).to_string(),
+        self.patch_as_read(
+            rs,
+            json!({
+                "metadata": {
+                    "annotations": {
+                        keys::DESIRED_REPLICAS: self.replicas.to_string(),
+                        keys::MAX_REPLICAS: (self.replicas + self.surge).to_string(),
+                    },
                 },
-            },
-            "spec": {"replicas": replicas},
-        });
+                "spec": {"replicas": replicas},
+            }),
+        )
+        .await
+    }
+
+    /// Merge-patches a ReplicaSet on condition that it is still at the
+    /// version read: when it changed since (a cached read lagging a
+    /// write), nothing is written and the change's own event brings the
+    /// next reconcile.
+    async fn patch_as_read(&self, rs: &ReplicaSet, mut patch: Value) -> Result<(), Error> {
+        patch["metadata"]["resourceVersion"] = json!(rs.resource_version());
         match self.patch_replicaset(rs, &patch).await {
             Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
                 tracing::debug!(replicaset = %rs.name_any(), "read was stale; waiting for the watch");

@@ -9,8 +9,7 @@
 //!   store no longer has is dropped;
 //! - at most `concurrency` runs at once (0: no bound), never two of one
 //!   key; the runs are polled by the loop's own task, as kube-runtime's
-//!   are (spawned on tasks of their own they queued behind one another on
-//!   the runtime, and the loop, which reads the watches, waited with them);
+//!   are (a task of its own for each measured no better);
 //! - a run that panics is logged and run again after [`PANIC_RETRY`];
 //! - on shutdown no new run starts and the loop returns once the running
 //!   ones end.
@@ -20,8 +19,7 @@
 
 use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
 
-use futures::{FutureExt, stream::FuturesUnordered};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, stream::FuturesUnordered};
 use kube::{
     Resource,
     runtime::reflector::{ObjectRef, Store},
@@ -124,7 +122,11 @@ where
         let ready = store.wait_until_ready();
         tokio::pin!(triggers, shutdown, ready);
         let (mut listed, mut stopping) = (false, false);
-        let lane_of = |key: &ObjectRef<K>| store.get(key).map_or(Lane::Other, |o| lane(&o));
+        // A key asked for, in the lane its object says.
+        let ask = |queue: &mut Queue<ObjectRef<K>>, key: ObjectRef<K>, now: Instant| {
+            let lane = store.get(&key).map_or(Lane::Other, |o| lane(&o));
+            queue.push(key, lane, now);
+        };
         let ended = |queue: &mut Queue<ObjectRef<K>>, key: ObjectRef<K>, action: Option<Action>| {
             let now = Instant::now();
             let next = match action {
@@ -145,10 +147,7 @@ where
                     break;
                 }
                 match triggers.next().now_or_never() {
-                    Some(Some(key)) => {
-                        let lane = lane_of(&key);
-                        queue.push(key, lane, Instant::now());
-                    }
+                    Some(Some(key)) => ask(&mut queue, key, Instant::now()),
                     Some(None) => stopping = true,
                     None => break,
                 }
@@ -194,15 +193,11 @@ where
                 () = until(due), if due.is_some() && !stopping => {
                     let now = Instant::now();
                     for key in queue.due(now) {
-                        let lane = lane_of(&key);
-                        queue.push(key, lane, now);
+                        ask(&mut queue, key, now);
                     }
                 }
                 trigger = triggers.next(), if !stopping => match trigger {
-                    Some(key) => {
-                        let lane = lane_of(&key);
-                        queue.push(key, lane, Instant::now());
-                    }
+                    Some(key) => ask(&mut queue, key, Instant::now()),
                     None => stopping = true,
                 },
             }

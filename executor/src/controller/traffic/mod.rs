@@ -48,6 +48,16 @@ pub struct Traffic {
     switch_service: bool,
 }
 
+/// The stable Service a routing names, as a message names it.
+fn named_service(name: &str) -> String {
+    format!("Service {name:?} (traffic.stableService)")
+}
+
+/// The NGINX Ingress a routing names, as a message names it.
+fn named_ingress(name: &str) -> String {
+    format!("Ingress {name:?} (traffic.nginx.ingress)")
+}
+
 fn http_route_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
@@ -143,7 +153,7 @@ impl Traffic {
     pub async fn missing(&self) -> Result<Option<String>, Error> {
         let stable = &self.routing.stable_service;
         if self.services().get_opt(stable).await?.is_none() {
-            return Ok(Some(format!("Service {stable:?} (traffic.stableService)")));
+            return Ok(Some(named_service(stable)));
         }
         let (resource, name, field) = match self.router() {
             Router::None => return Ok(None),
@@ -159,7 +169,7 @@ impl Traffic {
                     .get_opt(&name)
                     .await?
                     .is_none()
-                    .then(|| format!("Ingress {name:?} (traffic.nginx.ingress)")));
+                    .then(|| named_ingress(&name)));
             }
             Router::Gateway => (
                 http_route_resource(),
@@ -196,9 +206,7 @@ impl Traffic {
         let services = self.services();
         let stable_name = &self.routing.stable_service;
         let Some(stable) = services.get_opt(stable_name).await? else {
-            return Err(Error::Missing(format!(
-                "Service {stable_name:?} (traffic.stableService)"
-            )));
+            return Err(Error::Missing(named_service(stable_name)));
         };
         let saved = stable.annotations().get(keys::ORIGINAL_SELECTOR).cloned();
         let original: Value = match &saved {
@@ -323,9 +331,7 @@ impl Traffic {
             .map(|n| n.ingress.clone())
             .unwrap_or_default();
         let Some(stable) = ingresses.get_opt(&stable_name).await? else {
-            return Err(Error::Missing(format!(
-                "Ingress {stable_name:?} (traffic.nginx.ingress)"
-            )));
+            return Err(Error::Missing(named_ingress(&stable_name)));
         };
         let name = format!("{stable_name}-canary");
         let spec = rules::nginx_canary_spec(
