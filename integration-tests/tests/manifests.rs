@@ -393,6 +393,12 @@ fn mistakes() -> Vec<Case> {
             deployment(|d| d["metadata"]["name"] = json!("other")),
         ),
         request(
+            "replace of a missing object under another name",
+            "PUT",
+            "/apis/apps/v1/namespaces/default/deployments/nothing",
+            deployment(|d| d["metadata"]["name"] = json!("other")),
+        ),
+        request(
             "replace of a missing object",
             "PUT",
             "/apis/apps/v1/namespaces/default/deployments/nothing",
@@ -457,6 +463,127 @@ fn virtual_service(edit: impl FnOnce(&mut Value)) -> Value {
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments?dryRun=All";
 const SERVICES: &str = "/api/v1/namespaces/default/services?dryRun=All";
+
+const PODS: &str = "/api/v1/namespaces/default/pods?dryRun=All";
+
+/// A pod running one container, edited.
+fn pod(edit: impl FnOnce(&mut Value)) -> Value {
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runner"},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.0"}],
+            "initContainers": [{"name": "setup", "image": "registry.example/setup:1.0"}]}});
+    edit(&mut p);
+    p
+}
+
+/// Pods under the ServiceAccount admission plugin, and the accounts'
+/// token requests.
+fn service_accounts() -> Vec<Case> {
+    let tokens = "/api/v1/namespaces/default/serviceaccounts";
+    let request = |spec: Value| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+    vec![
+        case(
+            "create of a ServiceAccount that mounts no token and names a pull secret",
+            "/api/v1/namespaces/default/serviceaccounts",
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder"},
+                "automountServiceAccountToken": false, "imagePullSecrets": [{"name": "registry"}]}),
+        ),
+        case("pod of the default account", PODS, pod(|_| {})),
+        case(
+            "pod of a missing account",
+            PODS,
+            pod(|p| p["spec"]["serviceAccountName"] = json!("nobody")),
+        ),
+        case(
+            "pod of a generated name and a missing account",
+            PODS,
+            pod(|p| {
+                p["metadata"] = json!({"generateName": "runner-"});
+                p["spec"]["serviceAccountName"] = json!("nobody");
+            }),
+        ),
+        case(
+            "pod of an account that mounts no token",
+            PODS,
+            pod(|p| p["spec"]["serviceAccountName"] = json!("builder")),
+        ),
+        case(
+            "pod of that account asking for its token",
+            PODS,
+            pod(|p| {
+                p["spec"]["serviceAccountName"] = json!("builder");
+                p["spec"]["automountServiceAccountToken"] = json!(true);
+                p["spec"]["imagePullSecrets"] = json!([{"name": "own"}]);
+            }),
+        ),
+        case(
+            "pod refusing its token",
+            PODS,
+            pod(|p| p["spec"]["automountServiceAccountToken"] = json!(false)),
+        ),
+        case(
+            "pod naming its account the old way",
+            PODS,
+            pod(|p| p["spec"]["serviceAccount"] = json!("builder")),
+        ),
+        case(
+            "pod with its own volume at the token's path",
+            PODS,
+            pod(|p| {
+                p["spec"]["volumes"] = json!([{"name": "own", "emptyDir": {}}]);
+                p["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "own",
+                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]);
+            }),
+        ),
+        case(
+            "deployment of an account",
+            DEPLOYMENTS,
+            deployment(|d| {
+                d["metadata"]["name"] = json!("accounted");
+                d["spec"]["template"]["spec"]["serviceAccountName"] = json!("builder");
+            }),
+        ),
+        case(
+            "token of the default account",
+            &format!("{tokens}/default/token"),
+            request(json!({})),
+        ),
+        case(
+            "token for an audience, for an hour and a half",
+            &format!("{tokens}/default/token"),
+            request(json!({"audiences": ["vault"], "expirationSeconds": 5400})),
+        ),
+        case(
+            "token for a minute",
+            &format!("{tokens}/default/token"),
+            request(json!({"expirationSeconds": 60})),
+        ),
+        case(
+            "token of a missing account",
+            &format!("{tokens}/nobody/token"),
+            request(json!({})),
+        ),
+        case(
+            "job",
+            "/apis/batch/v1/namespaces/default/jobs?dryRun=All",
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate"},
+                "spec": {"template": {"spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "migrate", "image": "registry.example/migrate:1.0"}]}}}}),
+        ),
+        case(
+            "indexed job",
+            "/apis/batch/v1/namespaces/default/jobs?dryRun=All",
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "shards"},
+                "spec": {"completions": 3, "completionMode": "Indexed", "template": {"spec": {"restartPolicy": "OnFailure",
+                    "containers": [{"name": "shard", "image": "registry.example/shard:1.0"}]}}}}),
+        ),
+        case(
+            "aggregated cluster role",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles?dryRun=All",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "monitoring"},
+                "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"example.com/aggregate-to-monitoring": "true"}}]}}),
+        ),
+    ]
+}
 
 fn corpus() -> Vec<Case> {
     vec![
@@ -771,7 +898,37 @@ fn view(answer: &(u16, Value)) -> Value {
             port["nodePort"] = json!("allocated");
         }
     }
+    unrandom(&mut stored);
+    if body["kind"] == "TokenRequest" {
+        stored["status"] = json!({
+            "token": body["status"]["token"].is_string(),
+            "expirationTimestamp": body["status"]["expirationTimestamp"].is_string(),
+        });
+    }
     json!({"code": code, "stored": stored})
+}
+
+/// Replaces what a server makes at random: a token volume's name, a
+/// Job's uid in its selector and labels.
+fn unrandom(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let random = match (key.as_str(), v.as_str()) {
+                    ("batch.kubernetes.io/controller-uid" | "controller-uid", Some(_)) => true,
+                    ("name", Some(name)) => name.starts_with("kube-api-access-"),
+                    _ => false,
+                };
+                if random {
+                    *v = json!("random");
+                } else {
+                    unrandom(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unrandom),
+        _ => {}
+    }
 }
 
 /// The paths at which two values differ.
@@ -838,7 +995,9 @@ async fn wait_served(server: &Server, path: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_api_server() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let plane = ControlPlane::start().await;
+    // As production clusters run: pods are admitted under their
+    // ServiceAccount.
+    let plane = ControlPlane::start_with_service_accounts().await;
     let real = Server {
         base: format!("https://127.0.0.1:{}", plane.port()),
         token: Some(TOKEN),
@@ -863,6 +1022,10 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
     };
     install_crds(&real).await;
     install_crds(&simulated).await;
+    // Each namespace's `default` account, as its controller makes it.
+    for server in [&real, &simulated] {
+        wait_served(server, "/api/v1/namespaces/default/serviceaccounts/default").await;
+    }
     for server in [&real, &simulated] {
         wait_served(
             server,
@@ -899,6 +1062,7 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
         assert_eq!(code, 201, "{body}");
     }
     let mut cases = corpus();
+    cases.extend(service_accounts());
     cases.extend(mistakes());
     cases.extend(patches());
     let mut same = 0;

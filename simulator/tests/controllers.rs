@@ -1223,3 +1223,99 @@ async fn the_built_in_controllers_record_events_as_kubectl_describe_reads_them_a
     let left = events.list(&ListParams::default()).await.unwrap().items;
     assert!(left.is_empty(), "{} events left", left.len());
 }
+
+#[tokio::test(start_paused = true)]
+async fn pods_run_under_their_service_account_and_wait_for_a_missing_one() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, ServiceAccount};
+    let s = sim(ClusterOptions::default());
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    // Each namespace gets its default account and the CA's ConfigMap, and
+    // gets them back when they are removed.
+    let accounts: Api<ServiceAccount> = Api::namespaced(s.client.clone(), "shop");
+    let maps: Api<ConfigMap> = Api::namespaced(s.client.clone(), "shop");
+    let present = async || {
+        accounts.get_opt("default").await.unwrap().is_some()
+            && maps.get_opt("kube-root-ca.crt").await.unwrap().is_some()
+    };
+    until("the namespace's account and CA", present, async || {}).await;
+    accounts
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    maps.delete("kube-root-ca.crt", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("both made again", present, async || {}).await;
+
+    // A Deployment whose account is missing makes no pod, and says why.
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), "shop");
+    let mut web = deployment("web", 2, "registry.example/web:1.0", rolling(1, 0));
+    let spec = web.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    spec.service_account_name = Some("web".to_owned());
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(s.client.clone(), "shop");
+    until(
+        "a FailedCreate naming the account",
+        async || {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("FailedCreate")
+                        && e.message.as_deref().is_some_and(|m| {
+                            m.contains("error looking up service account shop/web")
+                        })
+                })
+        },
+        async || {},
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "shop");
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Once it exists, the pods come, under it, with its token mounted.
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "web"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    until(
+        "both pods ready",
+        async || all_ready(&pods, 2).await,
+        async || {},
+    )
+    .await;
+    for pod in pods.list(&ListParams::default()).await.unwrap().items {
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.service_account_name.as_deref(), Some("web"));
+        let volume = &spec.volumes.unwrap()[0];
+        assert!(volume.name.starts_with("kube-api-access-"), "{volume:?}");
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+        assert_eq!(mounts[0].name, volume.name);
+        assert_eq!(
+            mounts[0].mount_path,
+            "/var/run/secrets/kubernetes.io/serviceaccount"
+        );
+    }
+}

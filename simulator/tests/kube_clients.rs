@@ -692,28 +692,52 @@ async fn a_label_filtered_watch_sees_objects_arrive_and_leave_as_added_and_delet
         .try_collect()
         .await
         .unwrap();
-    let kinds: Vec<(&str, String)> = events
+    // A DELETED carries the object as it was while it matched (its labels
+    // and data), under the version of the change that took it out, as
+    // kube-apiserver's watch cache sends it.
+    let seen: Vec<(&str, String, String)> = events
         .iter()
-        .map(|e| match e {
-            kube::api::WatchEvent::Added(c) => {
-                ("ADDED", kube::ResourceExt::labels(c)["team"].clone())
-            }
-            kube::api::WatchEvent::Modified(c) => {
-                ("MODIFIED", kube::ResourceExt::labels(c)["team"].clone())
-            }
-            kube::api::WatchEvent::Deleted(c) => {
-                ("DELETED", kube::ResourceExt::labels(c)["team"].clone())
-            }
-            other => ("OTHER", format!("{other:?}")),
+        .map(|e| {
+            let (kind, c) = match e {
+                kube::api::WatchEvent::Added(c) => ("ADDED", c),
+                kube::api::WatchEvent::Modified(c) => ("MODIFIED", c),
+                kube::api::WatchEvent::Deleted(c) => ("DELETED", c),
+                other => panic!("unexpected event {other:?}"),
+            };
+            let data = c.data.as_ref().and_then(|d| d.get("k")).cloned();
+            (
+                kind,
+                kube::ResourceExt::labels(c)["team"].clone(),
+                data.unwrap_or_default(),
+            )
         })
         .collect();
     assert_eq!(
-        kinds,
+        seen,
         [
-            ("DELETED", "b".to_owned()),
-            ("ADDED", "a".to_owned()),
-            ("MODIFIED", "a".to_owned()),
-            ("DELETED", "b".to_owned()),
+            ("DELETED", "a".to_owned(), "v".to_owned()),
+            ("ADDED", "a".to_owned(), "v".to_owned()),
+            ("MODIFIED", "a".to_owned(), "w".to_owned()),
+            ("DELETED", "a".to_owned(), "w".to_owned()),
         ]
+    );
+    let versions: Vec<u64> = events
+        .iter()
+        .map(|e| match e {
+            kube::api::WatchEvent::Added(c)
+            | kube::api::WatchEvent::Modified(c)
+            | kube::api::WatchEvent::Deleted(c) => c
+                .metadata
+                .resource_version
+                .as_ref()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "each event under the version of its own change: {versions:?}"
     );
 }

@@ -10,6 +10,18 @@ fn default(object: &mut Value, key: &str, value: Value) {
 }
 
 fn pod_spec(spec: &mut Value) {
+    // The v1 API keeps the account's old name beside the new one: each is
+    // filled in from the other.
+    let account = |field: &str| {
+        spec[field]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+    };
+    if let Some(name) = account("serviceAccountName").or_else(|| account("serviceAccount")) {
+        spec["serviceAccountName"] = json!(name);
+        spec["serviceAccount"] = json!(name);
+    }
     if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
         for v in volumes {
             volume(v);
@@ -233,6 +245,38 @@ fn template(spec: &mut Value) {
     }
 }
 
+/// A Job's selector, made from its uid as kube-apiserver makes it on
+/// create unless the Job chose its own (`manualSelector: true`): the uid
+/// and the Job's name go into its pods' labels.
+fn job_selector(job: &mut Value) {
+    let (uid, name) = (
+        job["metadata"]["uid"].clone(),
+        job["metadata"]["name"].clone(),
+    );
+    let spec = &mut job["spec"];
+    default(spec, "manualSelector", json!(false));
+    if spec["manualSelector"] == json!(true) || !spec["selector"].is_null() || !uid.is_string() {
+        return;
+    }
+    spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let template = &mut spec["template"];
+    if !template["metadata"].is_object() {
+        template["metadata"] = json!({});
+    }
+    if !template["metadata"]["labels"].is_object() {
+        template["metadata"]["labels"] = json!({});
+    }
+    let labels = &mut template["metadata"]["labels"];
+    for (key, value) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        labels[key] = value.clone();
+    }
+}
+
 /// A node port from kube-apiserver's default range (30000-32767), handed
 /// out in turn.
 fn next_node_port() -> u32 {
@@ -415,7 +459,14 @@ pub(crate) fn apply(
             default(spec, "backoffLimit", json!(6));
             default(spec, "completionMode", json!("NonIndexed"));
             default(spec, "suspend", json!(false));
+            let replacement = if spec["podFailurePolicy"].is_object() {
+                "Failed"
+            } else {
+                "TerminatingOrFailed"
+            };
+            default(spec, "podReplacementPolicy", json!(replacement));
             template(spec);
+            job_selector(object);
         }
         ("batch", "cronjobs") => {
             let spec = &mut object["spec"];

@@ -72,6 +72,9 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
         if r.scale.is_some() {
             resources.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
+        if r.group.is_empty() && r.plural == "serviceaccounts" {
+            resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+        }
     }
     if resources.is_empty() {
         return None;
@@ -155,6 +158,9 @@ pub fn aggregated(registry: &Registry, core: bool) -> Value {
                         }
                         if r.scale.is_some() {
                             subresources.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+                        }
+                        if r.group.is_empty() && r.plural == "serviceaccounts" {
+                            subresources.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]}));
                         }
                         let mut entry = json!({
                             "resource": r.plural,

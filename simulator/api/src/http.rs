@@ -153,6 +153,9 @@ impl ApiServer {
             [name, sub] if matches!(*sub, "status" | "scale" | "finalize") => {
                 (Some((*name).to_owned()), Some((*sub).to_owned()))
             }
+            [name, "token"] if group.is_empty() && plural == "serviceaccounts" => {
+                (Some((*name).to_owned()), Some("token".to_owned()))
+            }
             _ => return Err(ApiError::no_route(path)),
         };
         if sub.as_deref() == Some("scale") && resource.scale.is_none() {
@@ -499,6 +502,11 @@ impl ApiServer {
             body,
             ..
         } = *request;
+        if target.sub.as_deref() == Some("token") {
+            return api
+                .token(verb, &target, request)
+                .unwrap_or_else(|e| error_response(&e));
+        }
         // Writes of an object or its status: owned fields tracked, and
         // the object's through admission.
         if matches!(verb, "create" | "update" | "patch")
@@ -783,6 +791,38 @@ impl ApiServer {
         Ok(json_response(code, &value))
     }
 
+    /// A TokenRequest (`kubectl create token`), the one verb of a
+    /// ServiceAccount's `token` subresource.
+    fn token(
+        &self,
+        verb: &str,
+        target: &Target,
+        request: &Request<'_>,
+    ) -> Result<Response, ApiError> {
+        if verb != "create" {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource: {verb}"
+            )));
+        }
+        let name = target.name.as_deref().unwrap_or_default();
+        let body = if request.body.is_empty() {
+            json!({})
+        } else {
+            let decoded = protobuf::decode(request.body)
+                .ok()
+                .map(|o| serde_json::to_vec(&o).unwrap_or_default());
+            parse_body(decoded.as_deref().unwrap_or(request.body))?
+        };
+        let issued = crate::serviceaccounts::token(
+            &self.store,
+            self.ns(target),
+            name,
+            body,
+            (self.options.clock)(),
+        )?;
+        Ok(json_response(StatusCode::CREATED, &issued))
+    }
+
     fn create(&self, target: &Target, body: &[u8]) -> Result<Response, ApiError> {
         if target.name.is_some() {
             return Err(ApiError::method_not_allowed(
@@ -888,8 +928,13 @@ impl ApiServer {
                     ("CREATE", None, parse_body(body)?)
                 }
                 ("update", _) => {
+                    // The body is checked against the path before the
+                    // object is looked up, as kube-apiserver checks it.
+                    let object = parse_body(body)?;
+                    crate::store::check_kind(res, &object)?;
+                    crate::store::check_name(&name, &object)?;
                     let current = self.store.get_value(res, ns, &name)?;
-                    ("UPDATE", Some(current), parse_body(body)?)
+                    ("UPDATE", Some(current), object)
                 }
                 (_, kind) => {
                     let kind = kind.unwrap_or(PatchType::Merge);
@@ -1265,12 +1310,16 @@ impl ApiServer {
             line.extend_from_slice(
                 format!("{{\"type\":\"{}\",\"object\":", kind.as_str()).as_bytes(),
             );
+            let left = (kind == EventType::Deleted && event.kind == EventType::Modified)
+                .then(|| event.left())
+                .flatten();
+            let object = left.as_deref().unwrap_or(&event.object);
             if as_table {
-                let object: Value = serde_json::from_slice(&event.object).ok()?;
+                let object: Value = serde_json::from_slice(object).ok()?;
                 let t = table::table(&res, &[object], event.rv, None, (api.options.clock)());
                 line.extend_from_slice(&serde_json::to_vec(&t).ok()?);
             } else {
-                line.extend_from_slice(&event.object);
+                line.extend_from_slice(object);
             }
             line.extend_from_slice(b"}\n");
             Some(Bytes::from(line))

@@ -27,6 +27,7 @@ mod protobuf;
 pub mod resources;
 mod schema;
 pub mod selector;
+mod serviceaccounts;
 pub mod splice;
 pub mod status;
 pub mod store;

@@ -50,6 +50,8 @@ pub enum Work {
     Schedule,
     /// Events past their time to live are removed.
     ExpireEvents,
+    /// A namespace's `default` ServiceAccount and `kube-root-ca.crt`.
+    Namespace(String),
 }
 
 /// The object an Event is about.
@@ -152,6 +154,12 @@ pub struct Kinds {
     pub nodes: Arc<Resource>,
     /// Events.
     pub events: Arc<Resource>,
+    /// Namespaces.
+    pub namespaces: Arc<Resource>,
+    /// ServiceAccounts.
+    pub accounts: Arc<Resource>,
+    /// ConfigMaps.
+    pub config_maps: Arc<Resource>,
 }
 
 impl Kinds {
@@ -168,6 +176,9 @@ impl Kinds {
             slices: r.get("discovery.k8s.io", "endpointslices")?,
             nodes: r.get("", "nodes")?,
             events: r.get("", "events")?,
+            namespaces: r.get("", "namespaces")?,
+            accounts: r.get("", "serviceaccounts")?,
+            config_maps: r.get("", "configmaps")?,
         })
     }
 }
@@ -492,6 +503,9 @@ pub async fn run(
             kinds.pods.clone(),
             kinds.services.clone(),
             kinds.nodes.clone(),
+            kinds.namespaces.clone(),
+            kinds.accounts.clone(),
+            kinds.config_maps.clone(),
         ],
         Role::Nodes(_) => vec![kinds.pods.clone(), kinds.nodes.clone()],
     };
@@ -749,6 +763,47 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                 list.push((name.to_owned(), LabelSelector::from_object(&labels)));
             }
             ctx.enqueue(Work::Endpoints(ns.to_owned(), name.to_owned()));
+        }
+        "namespaces" if event.kind != EventType::Deleted => {
+            ctx.enqueue(Work::Namespace(name.to_owned()));
+        }
+        // What the namespace controllers keep: made again when removed or
+        // changed.
+        "serviceaccounts"
+            if event.kind == EventType::Deleted && name == crate::namespaces::DEFAULT_ACCOUNT =>
+        {
+            ctx.enqueue(Work::Namespace(ns.to_owned()));
+        }
+        "serviceaccounts" if event.kind == EventType::Deleted => {}
+        "serviceaccounts" => {
+            // Pods refused for want of this account can be made now: the
+            // workloads of its namespace look again (a real controller
+            // retries a failed create with back-off).
+            let kinds = [
+                (
+                    ctx.kinds.replicasets.clone(),
+                    Work::ReplicaSet as fn(String, String) -> Work,
+                ),
+                (ctx.kinds.statefulsets.clone(), Work::StatefulSet),
+                (ctx.kinds.daemonsets.clone(), Work::DaemonSet),
+            ];
+            for (res, work) in kinds {
+                let everything = LabelSelector::default();
+                let Ok(page) =
+                    ctx.store
+                        .list(&res, Some(ns), &everything, &Default::default(), None, None)
+                else {
+                    continue;
+                };
+                for bytes in page.items {
+                    if let Ok(o) = serde_json::from_slice::<Value>(&bytes) {
+                        ctx.enqueue(work(ns.to_owned(), text(&o, "metadata", "name").to_owned()));
+                    }
+                }
+            }
+        }
+        "configmaps" if name == crate::namespaces::ROOT_CA => {
+            ctx.enqueue(Work::Namespace(ns.to_owned()));
         }
         "nodes" if matches!(ctx.role, Role::Nodes(_)) => {
             let object = if event.kind == EventType::Deleted {

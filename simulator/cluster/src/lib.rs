@@ -21,6 +21,7 @@ mod deployment;
 mod endpoints;
 pub mod engine;
 pub mod kubelet;
+pub mod namespaces;
 pub mod placement;
 mod pod;
 pub mod profile;
@@ -84,6 +85,7 @@ fn reconcile(ctx: &mut Ctx, work: &Work) {
         Work::Endpoints(ns, name) => endpoints::reconcile_endpoints(ctx, ns, name),
         Work::Schedule => kubelet::schedule_pending(ctx),
         Work::ExpireEvents => expire_events(ctx),
+        Work::Namespace(name) => namespaces::reconcile_namespace(ctx, name),
     }
 }
 

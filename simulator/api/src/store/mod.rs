@@ -120,8 +120,8 @@ pub struct WatchEvent {
     pub labels: Arc<[(String, String)]>,
     /// Its indexed fields, for selector filtering.
     pub fields: Arc<[(&'static str, String)]>,
-    /// For a modification, the labels and indexed fields the object had
-    /// before it: a filtered watch sees it arrive or leave.
+    /// For a modification, the object before it, with its labels and
+    /// indexed fields: a filtered watch sees it arrive or leave.
     pub before: Option<Before>,
     /// The object as JSON.
     pub object: Arc<[u8]>,
@@ -131,13 +131,20 @@ pub struct WatchEvent {
     pub decoded: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
-/// An object's labels and indexed fields before a change.
-pub type Before = (Arc<[(String, String)]>, Arc<[(&'static str, String)]>);
+/// An object before a change: its labels and indexed fields, and its JSON
+/// (what a filtered watch it leaves is sent with its DELETED).
+#[derive(Debug)]
+pub struct Before {
+    labels: Arc<[(String, String)]>,
+    fields: Arc<[(&'static str, String)]>,
+    object: Arc<[u8]>,
+}
 
 impl WatchEvent {
     /// What a watch with these filters sees of this event, if anything.
     /// As kube-apiserver: an object modified into the selection is ADDED
-    /// for it, and one modified out of it DELETED (with its new state).
+    /// for it, and one modified out of it DELETED (sent as
+    /// [`WatchEvent::left`] shows it).
     pub fn seen_as(
         &self,
         namespace: Option<&str>,
@@ -152,8 +159,8 @@ impl WatchEvent {
         };
         let now = matches(&self.labels, &self.fields);
         match (&self.before, self.kind) {
-            (Some((old_labels, old_fields)), EventType::Modified) => {
-                match (matches(old_labels, old_fields), now) {
+            (Some(before), EventType::Modified) => {
+                match (matches(&before.labels, &before.fields), now) {
                     (true, true) => Some(EventType::Modified),
                     (false, true) => Some(EventType::Added),
                     (true, false) => Some(EventType::Deleted),
@@ -162,6 +169,17 @@ impl WatchEvent {
             }
             _ => now.then_some(self.kind),
         }
+    }
+
+    /// The object a watch it left is sent with its DELETED: the state it
+    /// had while it still matched, under this change's resourceVersion, as
+    /// kube-apiserver's watch cache sends it. `None` when this event is
+    /// not a modification.
+    pub fn left(&self) -> Option<Vec<u8>> {
+        let before = self.before.as_ref()?;
+        let mut object: serde_json::Value = serde_json::from_slice(&before.object).ok()?;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        serde_json::to_vec(&object).ok()
     }
 }
 
@@ -669,6 +687,10 @@ impl Store {
     ) -> Result<NewObject, ApiError> {
         let now = self.now();
         check_kind(res, &object)?;
+        if res.group.is_empty() && res.plural == "pods" {
+            // Admitted before its name is made, as kube-apiserver admits it.
+            crate::serviceaccounts::admit_pod(self, namespace, &mut object, || self.suffix())?;
+        }
         let meta = object
             .as_object_mut()
             .map(|o| o.entry("metadata").or_insert_with(|| json!({})));
@@ -989,7 +1011,7 @@ impl Store {
 /// Optimistic concurrency: a write that names a resourceVersion must name
 /// the current one.
 /// A replacement's body names the object of its URL, or no object.
-fn check_name(name: &str, object: &Value) -> Result<(), ApiError> {
+pub(crate) fn check_name(name: &str, object: &Value) -> Result<(), ApiError> {
     let body_name = text(object, &["metadata", "name"]);
     if !body_name.is_empty() && body_name != name {
         return Err(ApiError::bad_request(format!(
@@ -1033,7 +1055,7 @@ fn check_version(
     Ok(())
 }
 
-fn check_kind(res: &Resource, object: &Value) -> Result<(), ApiError> {
+pub(crate) fn check_kind(res: &Resource, object: &Value) -> Result<(), ApiError> {
     let kind = text(object, &["kind"]);
     let api_version = text(object, &["apiVersion"]);
     if !kind.is_empty() && kind != res.kind {
@@ -1236,7 +1258,13 @@ impl Inner {
         let location = (!owners_unchanged)
             .then(|| Arc::new(((res.group.clone(), res.plural.clone()), key.clone())));
         let before = (kind == EventType::Modified)
-            .then(|| old.as_ref().map(|o| (o.labels.clone(), o.fields.clone())))
+            .then(|| {
+                old.as_ref().map(|o| Before {
+                    labels: o.labels.clone(),
+                    fields: o.fields.clone(),
+                    object: o.bytes.clone(),
+                })
+            })
             .flatten();
         let event = Arc::new(WatchEvent {
             kind,

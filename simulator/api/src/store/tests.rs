@@ -373,10 +373,15 @@ fn copies_are_stored_as_creates_of_the_same_object_would_be() {
         assert!(meta["name"].as_str().unwrap().starts_with("web-"));
         assert_eq!(meta["name"], json!(event.name));
         assert!(names.insert(meta["uid"].as_str().unwrap().to_owned()));
-        // But for its name, uid and version, what a create stores.
+        // But for its name, uid and version, and the generated name of its
+        // token volume, what a create stores.
         for key in ["name", "uid", "resourceVersion"] {
             copy["metadata"][key] = one["metadata"][key].clone();
         }
+        let volume = one["spec"]["volumes"][0]["name"].clone();
+        assert!(volume.as_str().unwrap().starts_with("kube-api-access-"));
+        copy["spec"]["volumes"][0]["name"] = volume.clone();
+        copy["spec"]["containers"][0]["volumeMounts"][0]["name"] = volume;
         assert_eq!(copy, one);
         assert_eq!(
             copied
