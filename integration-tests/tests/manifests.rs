@@ -585,6 +585,76 @@ fn service_accounts() -> Vec<Case> {
     ]
 }
 
+/// Events written and read through both APIs (core/v1 and
+/// events.k8s.io/v1 are two views of one store).
+fn events() -> Vec<Case> {
+    let core = "/api/v1/namespaces/default/events";
+    let new = "/apis/events.k8s.io/v1/namespaces/default/events";
+    let regarding = json!({"kind": "Deployment", "apiVersion": "apps/v1", "namespace": "default", "name": "web", "uid": "4a1f7c8e-0000-4000-8000-000000000001"});
+    let v1 = |edit: &dyn Fn(&mut Value)| {
+        let mut e = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "web.new"},
+            "regarding": regarding, "reason": "BatchStarted", "note": "batch 1 of 3", "type": "Normal",
+            "eventTime": "2026-01-02T03:04:05.000006Z", "reportingController": "example.com/releaser",
+            "reportingInstance": "releaser-0", "action": "Release"});
+        edit(&mut e);
+        e
+    };
+    vec![
+        case(
+            "core event",
+            core,
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web.core"},
+                "involvedObject": regarding, "reason": "ScalingReplicaSet", "message": "Scaled up to 3",
+                "type": "Normal", "source": {"component": "deployment-controller"},
+                "firstTimestamp": "2026-01-02T03:04:05Z", "lastTimestamp": "2026-01-02T03:04:06Z", "count": 2}),
+        ),
+        case("events.k8s.io event", new, v1(&|_| {})),
+        request(
+            "core event read as events.k8s.io",
+            "GET",
+            &format!("{new}/web.core"),
+            Value::Null,
+        ),
+        request(
+            "events.k8s.io event read as core",
+            "GET",
+            &format!("{core}/web.new"),
+            Value::Null,
+        ),
+        patch(
+            "merge patch of an events.k8s.io event's series",
+            MERGE,
+            &format!("{new}/web.new"),
+            json!({"series": {"count": 2, "lastObservedTime": "2026-01-02T03:05:05.000006Z"}}),
+        ),
+        case(
+            "events.k8s.io event without time, controller or action",
+            &format!("{new}?dryRun=All"),
+            v1(&|e| {
+                let map = e.as_object_mut().unwrap();
+                for key in ["eventTime", "reportingController", "action"] {
+                    map.remove(key);
+                }
+            }),
+        ),
+        case(
+            "events.k8s.io event with deprecated fields",
+            &format!("{new}?dryRun=All"),
+            v1(&|e| {
+                e["deprecatedCount"] = json!(3);
+                e["deprecatedSource"] = json!({"component": "x"});
+                e["type"] = json!("Odd");
+            }),
+        ),
+        case(
+            "core event without a time",
+            &format!("{core}?dryRun=All"),
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "bare"},
+                "involvedObject": regarding, "reason": "Odd"}),
+        ),
+    ]
+}
+
 fn corpus() -> Vec<Case> {
     vec![
         case("deployment", DEPLOYMENTS, deployment(|_| {})),
@@ -1063,6 +1133,7 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
     }
     let mut cases = corpus();
     cases.extend(service_accounts());
+    cases.extend(events());
     cases.extend(mistakes());
     cases.extend(patches());
     let mut same = 0;

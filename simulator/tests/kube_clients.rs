@@ -741,3 +741,64 @@ async fn a_label_filtered_watch_sees_objects_arrive_and_leave_as_added_and_delet
         "each event under the version of its own change: {versions:?}"
     );
 }
+
+#[tokio::test]
+async fn events_written_through_either_api_are_read_and_watched_through_the_other() {
+    use k8s_openapi::api::{core::v1::Event as CoreEvent, events::v1::Event};
+    let (_, client) = cluster();
+    let new: Api<Event> = Api::default_namespaced(client.clone());
+    let core: Api<CoreEvent> = Api::default_namespaced(client);
+    let mut watch = new
+        .watch(&kube::api::WatchParams::default().timeout(5), "0")
+        .await
+        .unwrap()
+        .boxed();
+    // kube-rs' recorder writes events.k8s.io/v1; kubectl reads core v1.
+    let written: Event = serde_json::from_value(json!({
+        "metadata": {"name": "web.1"},
+        "regarding": {"kind": "Deployment", "name": "web", "namespace": "default"},
+        "reason": "BatchStarted", "note": "batch 1", "type": "Normal",
+        "eventTime": "2026-01-02T03:04:05.000006Z", "reportingController": "sluice",
+        "reportingInstance": "sluice-0", "action": "Release",
+    }))
+    .unwrap();
+    new.create(&PostParams::default(), &written).await.unwrap();
+    let read = core.get("web.1").await.unwrap();
+    assert_eq!(read.message.as_deref(), Some("batch 1"));
+    assert_eq!(read.involved_object.name.as_deref(), Some("web"));
+    assert_eq!(read.reporting_component.as_deref(), Some("sluice"));
+    let listed = core.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+
+    // A core Event (the built-in controllers' recorder) is watched as an
+    // events.k8s.io/v1 one.
+    let legacy: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "web.2"},
+        "involvedObject": {"kind": "Deployment", "name": "web", "namespace": "default"},
+        "reason": "ScalingReplicaSet", "message": "Scaled up", "type": "Normal",
+        "source": {"component": "deployment-controller"}, "count": 1,
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &legacy).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match watch.try_next().await.unwrap().unwrap() {
+            kube::api::WatchEvent::Added(e) => seen.push(e),
+            kube::api::WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen[1].note.as_deref(), Some("Scaled up"));
+    assert_eq!(seen[1].deprecated_count, Some(1));
+    assert_eq!(
+        seen[1]
+            .deprecated_source
+            .as_ref()
+            .and_then(|s| s.component.as_deref()),
+        Some("deployment-controller")
+    );
+    assert_eq!(
+        seen[1].regarding.as_ref().unwrap().name.as_deref(),
+        Some("web")
+    );
+}

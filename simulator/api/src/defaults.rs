@@ -452,6 +452,7 @@ pub(crate) fn apply(
             default(object, "type", json!("Opaque"));
         }
         ("", "persistentvolumeclaims") => persistent_volume_claim(object),
+        ("", "events") => crate::events::defaults(object, false),
         ("batch", "jobs") => {
             let spec = &mut object["spec"];
             default(spec, "parallelism", json!(1));

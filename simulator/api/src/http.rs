@@ -305,6 +305,19 @@ async fn handle(
         } else {
             (content_type, body)
         };
+    // An `events.k8s.io/v1` Event is a core one seen another way: the
+    // request goes on as core's, and its answer comes back as it asked.
+    let events_v1 = target.resource.group == "events.k8s.io" && target.resource.plural == "events";
+    let core_events = (target.resource.group.is_empty() && target.resource.plural == "events")
+        .then_some(false)
+        .or(events_v1.then_some(true));
+    let (target, verb, content_type, body) = match core_events {
+        Some(through_v1) => match api.as_core_event(target, verb, through_v1, content_type, body) {
+            Ok(request) => request,
+            Err(e) => return error_response(&e),
+        },
+        None => (target, verb, content_type, body),
+    };
     if matches!(verb, "create" | "update")
         && target.sub.is_none()
         && let Err(e) = typed(&target, &body)
@@ -325,6 +338,9 @@ async fn handle(
         body: &body,
     };
     let mut response = api.dispatch(&method, verb, target, &accept, &request).await;
+    if events_v1 {
+        response = as_events_v1(response, verb == "watch").await;
+    }
     // Warn (the default): the write is made without them, and said so.
     for field in unknown {
         if let Ok(value) =
@@ -333,6 +349,130 @@ async fn handle(
             response.headers_mut().append(header::WARNING, value);
         }
     }
+    response
+}
+
+impl ApiServer {
+    /// A request for Events (`through_v1`: through `events.k8s.io/v1`) as
+    /// the core request kube-apiserver makes of it: the target is core's,
+    /// a written Event is checked and, from `events.k8s.io/v1`, converted,
+    /// and a patch through `events.k8s.io/v1` becomes the replace of the
+    /// Event it patches (made on the version read).
+    ///
+    /// # Errors
+    /// 422 for an Event kube-apiserver refuses; a patch's errors.
+    fn as_core_event<'a>(
+        &self,
+        mut target: Target,
+        verb: &'static str,
+        through_v1: bool,
+        content_type: &'a str,
+        body: Bytes,
+    ) -> Result<(Target, &'static str, &'a str, Bytes), ApiError> {
+        if through_v1 {
+            target.resource = self
+                .store
+                .resource("", "events")
+                .ok_or_else(|| ApiError::internal("no events resource"))?;
+            target.version = "v1".to_owned();
+        }
+        let written = match verb {
+            "create" | "update" if target.sub.is_none() => {
+                let event = parse_body(&body)?;
+                if through_v1 {
+                    crate::events::to_core(event)
+                } else {
+                    event
+                }
+            }
+            "patch" if through_v1 && target.sub.is_none() => {
+                let name = target.name.clone().unwrap_or_default();
+                let namespace = self.ns(&target).to_owned();
+                let current = self
+                    .store
+                    .get_value(&target.resource, &namespace, &name)
+                    .map_err(|_| ApiError::not_found("events.k8s.io", "events", &name))?;
+                let version = current["metadata"]["resourceVersion"].clone();
+                let mut shown = crate::events::to_v1(current);
+                crate::patch::apply(
+                    PatchType::from_content_type(content_type)?,
+                    &mut shown,
+                    &body,
+                    true,
+                )?;
+                let mut event = crate::events::to_core(shown);
+                event["metadata"]["resourceVersion"] = version;
+                let bytes = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+                return Ok((target, "update", "application/json", bytes));
+            }
+            _ => return Ok((target, verb, content_type, body)),
+        };
+        let name = written["metadata"]["name"].as_str().unwrap_or_default();
+        let problems = if verb == "create" {
+            crate::events::problems(&written, through_v1)
+        } else {
+            Vec::new()
+        };
+        if !problems.is_empty() {
+            return Err(ApiError::invalid("", "Event", name, &problems));
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&written).unwrap_or_default());
+        Ok((target, verb, "application/json", bytes))
+    }
+}
+
+/// A core answer about Events as `events.k8s.io/v1` gives it: each Event
+/// (alone, in a list, or in a watch's events) in that API's form.
+async fn as_events_v1(response: Response, watch: bool) -> Response {
+    fn convert(mut value: Value) -> Value {
+        match value["kind"].as_str() {
+            Some("Event") => crate::events::to_v1(value),
+            Some("EventList") => {
+                if let Some(items) = value["items"].as_array_mut() {
+                    for item in items.iter_mut() {
+                        *item = crate::events::to_v1(item.take());
+                    }
+                }
+                value["apiVersion"] = json!("events.k8s.io/v1");
+                value
+            }
+            Some("Status") if value["details"]["kind"] == "events" => {
+                value["details"]["group"] = json!("events.k8s.io");
+                if let Some(message) = value["message"].as_str() {
+                    value["message"] =
+                        json!(message.replacen("events \"", "events.events.k8s.io \"", 1));
+                }
+                value
+            }
+            _ => value,
+        }
+    }
+    let (parts, body) = response.into_parts();
+    if watch {
+        let lines = body.into_data_stream().map(|chunk| {
+            chunk.map(|line| {
+                let Ok(mut event) = serde_json::from_slice::<Value>(&line) else {
+                    return line;
+                };
+                let object = event["object"].take();
+                event["object"] = convert(object);
+                let mut out = serde_json::to_vec(&event).unwrap_or_default();
+                out.push(b'\n');
+                Bytes::from(out)
+            })
+        });
+        return Response::from_parts(parts, Body::from_stream(lines));
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let converted = serde_json::from_slice::<Value>(&bytes)
+        .map(convert)
+        .map_or(bytes, |v| {
+            Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+        });
+    let mut response = Response::from_parts(parts, Body::from(converted));
+    response.headers_mut().remove(header::CONTENT_LENGTH);
     response
 }
 

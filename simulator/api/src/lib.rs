@@ -18,6 +18,7 @@
 mod admission;
 mod defaults;
 pub mod discovery;
+mod events;
 pub mod faults;
 mod http;
 mod managed;
