@@ -313,3 +313,47 @@ fn agent_mode_registers_its_nodes_on_another_cluster() {
         .block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() });
     assert!(body.contains("\"status\":\"success\""), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_heavy_query_stops_at_its_timeout_and_holds_up_nothing_else() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Service::start("sluice-sim", &["--scenario", "healthy"]);
+    let line = sim.wait_for_log(|l| l["message"] == "simulated cluster serving");
+    let metrics: SocketAddr = line["metrics_addr"].as_str().unwrap().parse().unwrap();
+    let kube: SocketAddr = line["kube_addr"].as_str().unwrap().parse().unwrap();
+    let query = |params: &[(&str, &str)]| {
+        let mut url = url::Url::parse(&format!("http://{metrics}/api/v1/query")).unwrap();
+        for (k, v) in params {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        url
+    };
+    // A subquery of millions of steps: it would run for minutes.
+    let heavy = "count(count_over_time(http_requests_total[10000d:1m]))";
+    let answer = reqwest::get(query(&[("query", heavy), ("timeout", "200ms")]))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["errorType"], "timeout", "{body}");
+    let answer = reqwest::get(query(&[("query", "up"), ("timeout", "bogus")]))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["errorType"], "bad_data", "{body}");
+
+    // While one runs, the Kubernetes API beside it answers.
+    let running = tokio::spawn(reqwest::get(query(&[("query", heavy), ("timeout", "60s")])));
+    for _ in 0..20 {
+        let namespaces = reqwest::get(format!("http://{kube}/api/v1/namespaces"))
+            .await
+            .unwrap();
+        assert_eq!(namespaces.status(), 200);
+    }
+    assert!(
+        !running.is_finished(),
+        "the heavy query was still running while the API answered"
+    );
+    running.abort();
+}

@@ -486,9 +486,9 @@ impl Simulation {
             }
             FaultSpec::DropWatches { resource } => self.api.faults().drop_watches(resource),
             FaultSpec::PrometheusUnavailable {} => {
-                if let Ok(mut s) = self.metrics.state.lock() {
-                    s.unavailable = true;
-                }
+                self.metrics
+                    .unavailable
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
             FaultSpec::NodeLoss { node } => {
                 if let Some(nodes) = self.api.store().resource("", "nodes") {
@@ -534,9 +534,9 @@ impl Simulation {
         for (id, fault) in ended {
             match fault {
                 FaultSpec::PrometheusUnavailable {} => {
-                    if let Ok(mut s) = self.metrics.state.lock() {
-                        s.unavailable = false;
-                    }
+                    self.metrics
+                        .unavailable
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                 }
                 FaultSpec::NodeLoss { node } => {
                     if let Some(nodes) = self.api.store().resource("", "nodes") {

@@ -30,7 +30,9 @@ fn api_error(code: StatusCode, kind: &str, message: &str) -> Response {
 /// An evaluation error as Prometheus answers it: 422 `execution` for what
 /// a query met while it ran, 400 `bad_data` for a query that cannot run.
 fn eval_error(e: &promql::EvalError) -> Response {
-    if e.execution {
+    if e.timeout {
+        api_error(StatusCode::SERVICE_UNAVAILABLE, "timeout", &e.message)
+    } else if e.execution {
         api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", &e.message)
     } else {
         api_error(StatusCode::BAD_REQUEST, "bad_data", &e.message)
@@ -72,7 +74,9 @@ fn parse_time(text: Option<&String>, default_ms: i64) -> std::result::Result<i64
 }
 
 fn unavailable(metrics: &Metrics) -> Option<Response> {
-    let down = metrics.state.lock().map(|s| s.unavailable).unwrap_or(false);
+    let down = metrics
+        .unavailable
+        .load(std::sync::atomic::Ordering::Relaxed);
     down.then(|| {
         api_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -92,11 +96,68 @@ fn params(uri: &Uri, body: &[u8]) -> HashMap<String, String> {
     all
 }
 
-async fn query(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Response {
-    let params = params(&uri, &body);
+/// Prometheus' default query timeout (`--query.timeout`).
+const DEFAULT_TIMEOUT_MS: i64 = 120_000;
+
+/// When a query must end: its `timeout` parameter (seconds or a duration),
+/// at most Prometheus' default.
+#[allow(clippy::result_large_err)] // an error is the answer itself
+fn deadline(params: &HashMap<String, String>) -> std::result::Result<std::time::Instant, Response> {
+    let ms = match params.get("timeout") {
+        None => DEFAULT_TIMEOUT_MS,
+        Some(text) => duration_ms(text).ok_or_else(|| {
+            api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                &format!(
+                    "invalid parameter \"timeout\": cannot parse {text:?} to a valid duration"
+                ),
+            )
+        })?,
+    };
+    let ms = ms.clamp(1, DEFAULT_TIMEOUT_MS);
+    Ok(std::time::Instant::now() + std::time::Duration::from_millis(ms.unsigned_abs()))
+}
+
+/// Runs an evaluation off the server's async threads, so a heavy query
+/// holds up neither the API server beside it nor other requests.
+async fn blocking(work: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("the query failed: {e}"),
+        )
+    })
+}
+
+/// A query's parameters, checked, and `run` on them before the deadline.
+async fn evaluate(
+    metrics: Metrics,
+    uri: &Uri,
+    body: &[u8],
+    run: fn(&Metrics, &HashMap<String, String>, std::time::Instant) -> Response,
+) -> Response {
+    let params = params(uri, body);
     if let Some(r) = unavailable(&metrics) {
         return r;
     }
+    let deadline = match deadline(&params) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    blocking(move || run(&metrics, &params, deadline)).await
+}
+
+async fn query(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Response {
+    evaluate(metrics, &uri, &body, instant_query).await
+}
+
+fn instant_query(
+    metrics: &Metrics,
+    params: &HashMap<String, String>,
+    deadline: std::time::Instant,
+) -> Response {
     let Some(q) = params.get("query") else {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -116,7 +177,7 @@ async fn query(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Respons
     };
     let result = {
         let state = metrics.state.lock().unwrap_or_else(|p| p.into_inner());
-        promql::query(&state.tsdb, q, at)
+        promql::query_until(&state.tsdb, q, at, Some(deadline))
     };
     let t = at as f64 / 1000.0;
     let data = match result {
@@ -138,10 +199,14 @@ async fn query(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Respons
 }
 
 async fn query_range(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Response {
-    let params = params(&uri, &body);
-    if let Some(r) = unavailable(&metrics) {
-        return r;
-    }
+    evaluate(metrics, &uri, &body, range_query).await
+}
+
+fn range_query(
+    metrics: &Metrics,
+    params: &HashMap<String, String>,
+    deadline: std::time::Instant,
+) -> Response {
     let Some(q) = params.get("query") else {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -192,6 +257,7 @@ async fn query_range(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> R
             db: &state.tsdb,
             start,
             end,
+            deadline: Some(deadline),
         };
         match promql::eval(ctx, &expr, t) {
             Err(e) => return eval_error(&e),
@@ -237,9 +303,14 @@ async fn exposition(State(metrics): State<Metrics>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics.exposition(),
+        blocking_text(move || metrics.exposition()).await,
     )
         .into_response()
+}
+
+/// [`blocking`] for a text answer.
+async fn blocking_text(work: impl FnOnce() -> String + Send + 'static) -> String {
+    tokio::task::spawn_blocking(work).await.unwrap_or_default()
 }
 
 async fn ready(State(metrics): State<Metrics>) -> Response {

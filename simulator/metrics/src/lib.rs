@@ -71,15 +71,17 @@ pub struct State {
     pub tsdb: Tsdb,
     first_seen: HashMap<String, Instant>,
     start: Instant,
-    /// When set, the query endpoint answers 503 (a Prometheus outage).
-    pub unavailable: bool,
 }
 
 /// Traffic and metrics for one simulated cluster.
 #[derive(Clone)]
 pub struct Metrics {
-    /// Shared state.
+    /// Shared state. A query holds it while it runs (up to its timeout):
+    /// it is taken only off the async threads, so the API server beside
+    /// it never waits for a query.
     pub state: Arc<Mutex<State>>,
+    /// When set, the query endpoint answers 503 (a Prometheus outage).
+    pub unavailable: Arc<std::sync::atomic::AtomicBool>,
     store: Arc<Store>,
     profiles: Arc<RwLock<Profiles>>,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
@@ -172,10 +174,10 @@ impl Metrics {
             tsdb: Tsdb::new(RETENTION.as_millis() as i64),
             first_seen: HashMap::new(),
             start: Instant::now(),
-            unavailable: false,
         };
         Self {
             state: Arc::new(Mutex::new(state)),
+            unavailable: Arc::default(),
             store,
             profiles,
             clock,
@@ -370,7 +372,14 @@ pub async fn run(metrics: Metrics, every: Duration, stop: tokio_util::sync::Canc
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = interval.tick() => metrics.tick(Duration::from_secs(1)),
+            _ = interval.tick() => {
+                // Off the async threads: a long query may hold the state.
+                let metrics = metrics.clone();
+                let ticked = tokio::task::spawn_blocking(move || metrics.tick(Duration::from_secs(1)));
+                if ticked.await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

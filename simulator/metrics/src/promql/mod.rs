@@ -83,6 +83,8 @@ pub struct EvalError {
     /// Met while the query ran (Prometheus's `execution`, HTTP 422) rather
     /// than a query that could never run (`bad_data`, 400).
     pub execution: bool,
+    /// The query ran past its deadline (Prometheus's `timeout`, HTTP 503).
+    pub timeout: bool,
 }
 
 impl EvalError {
@@ -91,6 +93,7 @@ impl EvalError {
         Self {
             message: message.into(),
             execution: false,
+            timeout: false,
         }
     }
 
@@ -99,6 +102,16 @@ impl EvalError {
         Self {
             message: message.into(),
             execution: true,
+            timeout: false,
+        }
+    }
+
+    /// The query's time ran out.
+    pub fn timeout() -> Self {
+        Self {
+            message: "query timed out in expression evaluation".to_owned(),
+            execution: false,
+            timeout: true,
         }
     }
 }
@@ -126,6 +139,8 @@ pub struct Ctx<'a> {
     pub start: i64,
     /// The range's end (ms).
     pub end: i64,
+    /// When the evaluation gives up (a query's `timeout`), if ever.
+    pub deadline: Option<std::time::Instant>,
 }
 
 fn label_map(labels: &Labels) -> LabelSet {
@@ -316,6 +331,14 @@ fn distinct(value: Value) -> Result<Value, EvalError> {
 /// # Errors
 /// An unsupported construct, a type error, or an execution error.
 pub fn eval(ctx: Ctx<'_>, expr: &Expr, at: i64) -> Result<Value, EvalError> {
+    // Every step of a subquery or a range query comes through here: a
+    // query that would run for minutes stops at its deadline.
+    if ctx
+        .deadline
+        .is_some_and(|deadline| std::time::Instant::now() >= deadline)
+    {
+        return Err(EvalError::timeout());
+    }
     match expr {
         Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
         Expr::Paren(p) => eval(ctx, &p.expr, at),
@@ -357,12 +380,26 @@ pub fn parse(text: &str) -> Result<Expr, EvalError> {
 /// # Errors
 /// A parse error (as Prometheus reports it) or an evaluation error.
 pub fn query(db: &Tsdb, text: &str, at: i64) -> Result<Value, EvalError> {
+    query_until(db, text, at, None)
+}
+
+/// Parses and evaluates an instant query that gives up at `deadline`.
+///
+/// # Errors
+/// As [`query`], and a timeout once the deadline has passed.
+pub fn query_until(
+    db: &Tsdb,
+    text: &str,
+    at: i64,
+    deadline: Option<std::time::Instant>,
+) -> Result<Value, EvalError> {
     let expr = parse(text)?;
     eval(
         Ctx {
             db,
             start: at,
             end: at,
+            deadline,
         },
         &expr,
         at,
