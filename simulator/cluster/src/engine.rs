@@ -346,6 +346,42 @@ impl Ctx {
         self.pods.get(&(namespace, name) as &dyn Pair).cloned()
     }
 
+    /// Forgets every pod it knows of that `listed` lacks, as a DELETED
+    /// event would: the kubelet's and the scheduler's records of it go,
+    /// and its owner (on the control plane) is queued.
+    fn forget_missing_pods(&mut self, listed: &HashSet<(String, String)>) {
+        let known: HashSet<(String, String)> = self
+            .pods
+            .keys()
+            .chain(self.kubelet.bound.keys())
+            .chain(self.kubelet.stages.keys())
+            .filter(|key| !listed.contains(*key))
+            .cloned()
+            .collect();
+        let mut freed = false;
+        for (ns, name) in known {
+            if self.role == Role::ControlPlane
+                && let Some(pod) = self.pods.get(&(ns.as_str(), name.as_str()) as &dyn Pair)
+            {
+                for (kind, owner) in pod.owners.clone() {
+                    match kind.as_str() {
+                        "ReplicaSet" => self.enqueue(Work::ReplicaSet(ns.clone(), owner)),
+                        "StatefulSet" => self.enqueue(Work::StatefulSet(ns.clone(), owner)),
+                        "DaemonSet" => self.enqueue(Work::DaemonSet(ns.clone(), owner)),
+                        _ => {}
+                    }
+                }
+            }
+            freed |= crate::kubelet::observe_pod(&mut self.kubelet, (&ns, &name), None, true);
+        }
+        if freed
+            && let Role::Nodes(share) = self.role
+            && share.schedules()
+        {
+            self.enqueue(Work::Schedule);
+        }
+    }
+
     fn forget_pod(&mut self, namespace: &str, name: &str) {
         let key = (namespace, name);
         if let Some(old) = self.pods.remove(&key as &dyn Pair)
@@ -611,13 +647,23 @@ impl Feed {
                 // Events were missed, the echoes among them: everything is
                 // looked at again, and the pod caches are rebuilt.
                 ctx.echoes.clear();
-                if self.res.plural == "pods" {
-                    ctx.pods.clear();
-                    ctx.pods_of.clear();
-                }
                 let Ok(start) = store.watch(&self.res, None, None) else {
                     return;
                 };
+                if self.res.plural == "pods" {
+                    // As an informer's relist: a pod missing from the list
+                    // was deleted meanwhile, its DELETED among the events
+                    // missed. Its node's place is given back and its owner
+                    // looks again.
+                    let listed: HashSet<(String, String)> = start
+                        .initial
+                        .iter()
+                        .map(|e| (e.namespace.clone(), e.name.clone()))
+                        .collect();
+                    ctx.forget_missing_pods(&listed);
+                    ctx.pods.clear();
+                    ctx.pods_of.clear();
+                }
                 start
             }
         };
@@ -944,6 +990,66 @@ mod tests {
         let deleted = feed.live.try_recv().unwrap();
         feed.route(&mut ctx, &deleted);
         assert!(ctx.pod("default", "p").is_none(), "and it follows on");
+    }
+
+    #[test]
+    fn a_pod_deleted_while_a_kubelet_lagged_past_the_history_gives_its_place_back() {
+        let api = ApiServer::new(Options {
+            history: 100,
+            ..Options::default()
+        });
+        let share = Share { index: 0, of: 1 };
+        let mut ctx = Ctx::new(&api, Default::default(), 1, 1.0, Role::Nodes(share)).unwrap();
+        let (store, pods, nodes) = (
+            ctx.store.clone(),
+            ctx.kinds.pods.clone(),
+            ctx.kinds.nodes.clone(),
+        );
+        store.decode_with("", "pods", Arc::new(PodDecoder));
+        store
+            .create(&nodes, "", crate::kubelet::node("n", 10))
+            .unwrap();
+        let node = store.get_value(&nodes, "", "n").unwrap();
+        crate::kubelet::observe_node(&mut ctx.kubelet, "n", Some(&node));
+        let start = store.watch(&pods, None, None).unwrap();
+        let mut feed = Feed {
+            res: pods.clone(),
+            live: start.live,
+            seen: 0,
+        };
+        store
+            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"nodeName": "n", "containers": [{"name": "a", "image": "app:1"}]}}))
+            .unwrap();
+        let created = feed.live.try_recv().unwrap();
+        feed.route(&mut ctx, &created);
+        assert_eq!(ctx.kubelet.nodes["n"].2, 1, "the pod holds a place");
+        // The pod goes, then more writes than the watch holds and the
+        // history keeps: the kubelet lists again.
+        let now = sluice_sim_api::store::DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        store.delete(&pods, "default", "p", &now).unwrap();
+        store
+            .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "noise"}, "spec": {"containers": [{"name": "a", "image": "app:1"}]}}))
+            .unwrap();
+        for i in 0..5000 {
+            store
+                .modify(&pods, "default", "noise", Part::Main, |p| {
+                    p["metadata"]["labels"] = json!({"i": i.to_string()});
+                })
+                .unwrap();
+        }
+        let Err(broadcast::error::TryRecvError::Lagged(missed)) = feed.live.try_recv() else {
+            panic!("the watch should have fallen behind");
+        };
+        feed.catch_up(&mut ctx, &store, missed);
+        assert_eq!(ctx.kubelet.nodes["n"].2, 0, "its place is free again");
+        assert!(
+            !ctx.kubelet
+                .bound
+                .contains_key(&("default".to_owned(), "p".to_owned()))
+        );
     }
 
     #[test]
