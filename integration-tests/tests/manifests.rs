@@ -393,6 +393,51 @@ fn mistakes() -> Vec<Case> {
             deployment(|d| d["metadata"]["name"] = json!("other")),
         ),
         request(
+            "create without kind or apiVersion",
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            json!({"metadata": {"name": "unkinded"}, "data": {"a": "b"}}),
+        ),
+        patch(
+            "apply without kind or apiVersion",
+            "application/apply-patch+yaml",
+            "/api/v1/namespaces/default/configmaps/unkinded?fieldManager=tester&dryRun=All",
+            json!({"metadata": {"name": "unkinded"}, "data": {"a": "c"}}),
+        ),
+        request(
+            "replace with another uid",
+            "PUT",
+            web,
+            deployment(|d| d["metadata"]["uid"] = json!("4a1f7c8e-0000-4000-8000-00000000dead")),
+        ),
+        request(
+            "replace naming another namespace",
+            "PUT",
+            web,
+            deployment(|d| d["metadata"]["namespace"] = json!("kube-system")),
+        ),
+        request(
+            "replace without a name",
+            "PUT",
+            web,
+            deployment(|d| {
+                d["metadata"].as_object_mut().unwrap().remove("name");
+            }),
+        ),
+        request(
+            "list with a label selector of three equals signs",
+            "GET",
+            "/api/v1/namespaces/default/pods?labelSelector=a%3D%3D%3Db",
+            Value::Null,
+        ),
+        request(
+            "token bound to a missing pod",
+            "POST",
+            "/api/v1/namespaces/default/serviceaccounts/default/token",
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "nopod"}}}),
+        ),
+        request(
             "replace of a missing object under another name",
             "PUT",
             "/apis/apps/v1/namespaces/default/deployments/nothing",

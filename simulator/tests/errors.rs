@@ -311,6 +311,16 @@ async fn a_patch_or_apply_that_is_not_an_object_is_refused_and_the_server_goes_o
             ("{\"metadata\": []}", 422, "Invalid"),
             ("{\"metadata\": \"x\"}", 422, "Invalid"),
         ] {
+            // An apply names its kind (one that names none is refused
+            // for that, before its contents are read).
+            let body = if content_type.starts_with("application/apply")
+                && body.starts_with("{\"metadata")
+            {
+                body.replacen('{', "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", ", 1)
+            } else {
+                body.to_owned()
+            };
+            let body = body.as_str();
             let answer = call(&api, Method::PATCH, &at, content_type, body).await;
             assert_eq!(answer.0, code, "{content_type} {body}: {}", answer.1);
             assert_eq!(answer.1["reason"], reason, "{content_type} {body}");
@@ -322,7 +332,7 @@ async fn a_patch_or_apply_that_is_not_an_object_is_refused_and_the_server_goes_o
         Method::PATCH,
         &at,
         "application/apply-patch+yaml",
-        "{\"metadata\": {\"managedFields\": [{\"manager\": \"x\"}]}}",
+        "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"managedFields\": [{\"manager\": \"x\"}]}}",
     )
     .await;
     assert_status(&forged, 400, "BadRequest");
@@ -360,4 +370,28 @@ async fn a_patch_whose_result_has_a_value_of_the_wrong_type_is_refused_and_nothi
     let (_, stored) = call(&api, Method::GET, &format!("{configmaps}/c"), JSON, "").await;
     assert_eq!(stored["data"], json!({"a": "1"}));
     assert!(stored["metadata"].get("labels").is_none(), "{stored}");
+}
+
+#[tokio::test]
+async fn a_body_nested_past_the_limit_is_refused_as_too_deep() {
+    let api = ApiServer::new(Options::default());
+    let deep = format!(
+        "{{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {{\"name\": \"deep\"}}, \"data\": {}{}}}",
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    let answer = call(
+        &api,
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        JSON,
+        &deep,
+    )
+    .await;
+    assert_status(&answer, 400, "BadRequest");
+    assert!(
+        answer.1["message"].as_str().unwrap().contains("max depth"),
+        "{}",
+        answer.1
+    );
 }

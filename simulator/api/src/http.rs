@@ -318,6 +318,11 @@ async fn handle(
         },
         None => (target, verb, content_type, body),
     };
+    let body = if matches!(verb, "create" | "update") && target.sub.is_none() {
+        with_kind(&target, body)
+    } else {
+        body
+    };
     if matches!(verb, "create" | "update")
         && target.sub.is_none()
         && let Err(e) = typed(&target, &body)
@@ -474,6 +479,49 @@ async fn as_events_v1(response: Response, watch: bool) -> Response {
     let mut response = Response::from_parts(parts, Body::from(converted));
     response.headers_mut().remove(header::CONTENT_LENGTH);
     response
+}
+
+/// A replacement's name and namespace against the path's: kube-apiserver
+/// refuses a body that names no object, or another one.
+fn check_identity(
+    res: &Resource,
+    namespace: &str,
+    name: &str,
+    object: &Value,
+) -> Result<(), ApiError> {
+    let body_ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    if res.namespaced && !body_ns.is_empty() && body_ns != namespace {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    if object["metadata"]["name"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({name} based on URL) was undeterminable: name must be provided"
+        )));
+    }
+    crate::store::check_name(name, object)
+}
+
+/// A create's or replace's body with the kind and apiVersion of its path
+/// when it names none (kube-apiserver reads a body by its path's kind).
+fn with_kind(target: &Target, body: Bytes) -> Bytes {
+    let finder = |needle: &str| memchr::memmem::find(&body, needle.as_bytes()).is_some();
+    if finder("\"kind\"") && finder("\"apiVersion\"") {
+        return body;
+    }
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    let res = &target.resource;
+    object.entry("kind").or_insert_with(|| json!(res.kind));
+    object
+        .entry("apiVersion")
+        .or_insert_with(|| json!(res.api_version(&target.version)));
+    Bytes::from(serde_json::to_vec(&object).unwrap_or_default())
 }
 
 /// A built-in object's body read as its Go type would read it: a value of
@@ -780,11 +828,20 @@ fn options_kind(verb: &str) -> &'static str {
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .or_else(|_| serde_yaml::from_slice(body))
-        .map_err(|e| {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        // Nested past serde_json's limit: refused at once, as
+        // kube-apiserver refuses it ("exceeded max depth"), rather than
+        // read again as YAML, whose parser takes quadratic time on it.
+        Err(e) if e.to_string().contains("recursion limit") => {
+            return Err(ApiError::bad_request(format!(
+                "the body of the request could not be decoded: exceeded max depth: {e}"
+            )));
+        }
+        Err(_) => serde_yaml::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
-        })?;
+        })?,
+    };
     if !value.is_object() {
         return Err(ApiError::bad_request(
             "the body of the request must be an object",
@@ -1041,6 +1098,20 @@ impl ApiServer {
                     kind_of(&config)
                 )));
             }
+            let (api_version, kind) = (
+                config["apiVersion"].as_str().unwrap_or_default(),
+                config["kind"].as_str().unwrap_or_default(),
+            );
+            if api_version.is_empty() || kind.is_empty() {
+                let group_version = if api_version.contains('/') {
+                    api_version.to_owned()
+                } else {
+                    format!("/{api_version}")
+                };
+                return Err(ApiError::bad_request(format!(
+                    "invalid object type: {group_version}, Kind={kind}"
+                )));
+            }
             if !config["metadata"]["managedFields"].is_null() {
                 return Err(ApiError::bad_request("metadata.managedFields must be nil"));
             }
@@ -1072,8 +1143,22 @@ impl ApiServer {
                     // object is looked up, as kube-apiserver checks it.
                     let object = parse_body(body)?;
                     crate::store::check_kind(res, &object)?;
-                    crate::store::check_name(&name, &object)?;
+                    check_identity(res, ns, &name, &object)?;
                     let current = self.store.get_value(res, ns, &name)?;
+                    // A uid in the body is a precondition.
+                    let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
+                    let stored = current["metadata"]["uid"].as_str().unwrap_or_default();
+                    if !uid.is_empty() && uid != stored {
+                        return Err(ApiError::conflict(
+                            &res.group,
+                            &res.plural,
+                            &name,
+                            &format!(
+                                "StorageError: invalid object, Code: 4, Key: /registry/{}/{ns}/{name}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}",
+                                res.plural
+                            ),
+                        ));
+                    }
                     ("UPDATE", Some(current), object)
                 }
                 (_, kind) => {

@@ -41,6 +41,36 @@ fn split_top(text: &str) -> Vec<&str> {
 }
 
 /// The values of `in (a, b)`, which must be in parentheses.
+/// A requirement's key and values as kube-apiserver's selector lexer reads
+/// them: a key of label-key characters, values of label-value characters
+/// (`a===b` is refused, not read as `a == "=b"`).
+fn check_requirement(requirement: &Requirement) -> Result<(), ApiError> {
+    let (key, values): (&str, Vec<&str>) = match requirement {
+        Requirement::Equals(k, v) | Requirement::NotEquals(k, v) => (k, vec![v.as_str()]),
+        Requirement::In(k, vs) | Requirement::NotIn(k, vs) => {
+            (k, vs.iter().map(String::as_str).collect())
+        }
+        Requirement::Exists(k) | Requirement::NotExists(k) => (k, Vec::new()),
+    };
+    let key_char = |c: char| c.is_ascii_alphanumeric() || "-_./".contains(c);
+    let value_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    let found = key.chars().find(|c| !key_char(*c)).or_else(|| {
+        values
+            .iter()
+            .flat_map(|v| v.chars())
+            .find(|c| !value_char(*c))
+    });
+    match found {
+        None if !key.is_empty() => Ok(()),
+        None => Err(ApiError::bad_request(
+            "unable to parse requirement: found '', expected: identifier",
+        )),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "unable to parse requirement: found '{c}', expected: identifier"
+        ))),
+    }
+}
+
 fn set(values: &str) -> Result<Vec<String>, ApiError> {
     let inner = values
         .trim()
@@ -91,6 +121,7 @@ impl LabelSelector {
             } else {
                 return Err(bad());
             };
+            check_requirement(&requirement)?;
             requirements.push(requirement);
         }
         Ok(Self { requirements })

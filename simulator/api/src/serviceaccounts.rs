@@ -199,6 +199,26 @@ pub(crate) fn token(
         .resource("", "serviceaccounts")
         .ok_or_else(|| ApiError::internal("no serviceaccounts resource"))?;
     let account = store.get_value(&accounts, namespace, name)?;
+    // A token bound to an object lives no longer than it: the object must
+    // exist.
+    let bound = &request["spec"]["boundObjectRef"];
+    if let Some(kind) = bound["kind"].as_str() {
+        let (plural, scoped) = match kind {
+            "Pod" => ("pods", namespace),
+            "Secret" => ("secrets", namespace),
+            "Node" => ("nodes", ""),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "cannot bind token to object of type {other}"
+                )));
+            }
+        };
+        let object = bound["name"].as_str().unwrap_or_default();
+        let res = store
+            .resource("", plural)
+            .ok_or_else(|| ApiError::internal(format!("no {plural} resource")))?;
+        store.get(&res, scoped, object)?;
+    }
     if !request.is_object() {
         return Err(ApiError::bad_request("the body is not a TokenRequest"));
     }
