@@ -27,6 +27,30 @@ struct Server {
 }
 
 impl Server {
+    /// The columns `kubectl get` would print for a list at `path`: each
+    /// column's name and priority (1: `-o wide` only).
+    async fn columns(&self, path: &str) -> Vec<(String, i64)> {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io");
+        if let Some(token) = self.token {
+            request = request.bearer_auth(token);
+        }
+        let table: Value = request.send().await.unwrap().json().await.unwrap();
+        table["columnDefinitions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: not a table: {table}"))
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or_default().to_owned(),
+                    c["priority"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     async fn send(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
         self.send_as(method, path, "application/json", body).await
     }
@@ -700,6 +724,112 @@ fn events() -> Vec<Case> {
     ]
 }
 
+/// Mistakes chart authors make that kube-apiserver refuses.
+fn chart_mistakes() -> Vec<Case> {
+    let container = |d: &mut Value| d["spec"]["template"]["spec"]["containers"][0].take();
+    let service = |spec: Value| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"}, "spec": spec});
+    let job = |template: Value| {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
+            "spec": {"template": {"spec": template}}})
+    };
+    vec![
+        case(
+            "service with two unnamed ports",
+            SERVICES,
+            service(json!({"selector": {"app": "web"}, "ports": [{"port": 80}, {"port": 443}]})),
+        ),
+        case(
+            "service with one port twice",
+            SERVICES,
+            service(
+                json!({"selector": {"app": "web"}, "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 80}]}),
+            ),
+        ),
+        case(
+            "service with one port name twice",
+            SERVICES,
+            service(
+                json!({"selector": {"app": "web"}, "ports": [{"name": "a", "port": 80}, {"name": "a", "port": 81}]}),
+            ),
+        ),
+        case(
+            "external name service without the name",
+            SERVICES,
+            service(json!({"type": "ExternalName"})),
+        ),
+        case(
+            "service without ports",
+            SERVICES,
+            service(json!({"selector": {"app": "web"}})),
+        ),
+        case(
+            "deployment with two containers of one name",
+            DEPLOYMENTS,
+            deployment(|d| {
+                let c = container(d);
+                d["spec"]["template"]["spec"]["containers"] = json!([c.clone(), c]);
+            }),
+        ),
+        case(
+            "deployment with a container named in capitals",
+            DEPLOYMENTS,
+            deployment(|d| d["spec"]["template"]["spec"]["containers"][0]["name"] = json!("Web_1")),
+        ),
+        case(
+            "deployment mounting a missing volume",
+            DEPLOYMENTS,
+            deployment(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+                    json!([{"name": "data", "mountPath": "/data"}]);
+            }),
+        ),
+        case(
+            "deployment with an unnamed variable",
+            DEPLOYMENTS,
+            deployment(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"value": "1"}])
+            }),
+        ),
+        case(
+            "deployment with a probe that checks nothing",
+            DEPLOYMENTS,
+            deployment(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] =
+                    json!({"periodSeconds": 5})
+            }),
+        ),
+        case(
+            "deployment whose pods never restart",
+            DEPLOYMENTS,
+            deployment(|d| d["spec"]["template"]["spec"]["restartPolicy"] = json!("Never")),
+        ),
+        case(
+            "deployment of an unknown strategy",
+            DEPLOYMENTS,
+            deployment(|d| d["spec"]["strategy"] = json!({"type": "Bogus"})),
+        ),
+        case(
+            "deployment that can neither surge nor drop",
+            DEPLOYMENTS,
+            deployment(
+                |d| d["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}),
+            ),
+        ),
+        case(
+            "job whose pods always restart",
+            "/apis/batch/v1/namespaces/default/jobs?dryRun=All",
+            job(json!({"containers": [{"name": "once", "image": "registry.example/once:1.0"}]})),
+        ),
+        case(
+            "cronjob whose pods always restart",
+            "/apis/batch/v1/namespaces/default/cronjobs?dryRun=All",
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+                "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                    "restartPolicy": "Always", "containers": [{"name": "job", "image": "registry.example/job:1.0"}]}}}}}}),
+        ),
+    ]
+}
+
 fn corpus() -> Vec<Case> {
     vec![
         case("deployment", DEPLOYMENTS, deployment(|_| {})),
@@ -1179,6 +1309,7 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
     let mut cases = corpus();
     cases.extend(service_accounts());
     cases.extend(events());
+    cases.extend(chart_mistakes());
     cases.extend(mistakes());
     cases.extend(patches());
     let mut same = 0;
@@ -1213,6 +1344,28 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
         cases.len(),
         report.join("\n")
     );
+    // What `kubectl get` prints: the same columns, in the same order,
+    // the same ones kept for `-o wide`.
+    for path in [
+        "/api/v1/namespaces/default/pods",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "/apis/apps/v1/namespaces/default/replicasets",
+        "/api/v1/namespaces/default/services",
+        "/api/v1/namespaces/default/configmaps",
+        "/api/v1/namespaces/default/secrets",
+        "/api/v1/namespaces/default/serviceaccounts",
+        "/api/v1/namespaces/default/events",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        "/apis/batch/v1/namespaces/default/jobs",
+        "/apis/networking.k8s.io/v1/namespaces/default/ingresses",
+    ] {
+        let (a, b) = (real.columns(path).await, simulated.columns(path).await);
+        if a != b {
+            let line = format!("columns of {path}: real {a:?}, simulator {b:?}");
+            report.push(line.clone());
+            new.push(line);
+        }
+    }
     let made = kubectl_creates(&plane.kubeconfig, addr).await;
     report.extend(made.iter().map(|d| format!("kubectl: {d}")));
     new.extend(made.iter().map(|d| format!("kubectl: {d}")));

@@ -1748,17 +1748,7 @@ fn scale_of(res: &Resource, object: &Value) -> Value {
         .map(|p| get_path(object, p))
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .unwrap_or_else(|| {
-            object["spec"]["selector"]["matchLabels"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default()
-        });
+        .unwrap_or_else(|| table::labels_text(&object["spec"]["selector"]["matchLabels"]));
     let meta = &object["metadata"];
     json!({
         "kind": "Scale",

@@ -16,13 +16,28 @@ pub(crate) fn wants_table(accept: &str) -> bool {
         .is_some_and(|first| first.contains("as=Table"))
 }
 
-/// A duration as kubectl shows ages: `45s`, `12m`, `5h`, `3d`.
+/// A duration as kubectl shows ages (apimachinery's `HumanDuration`):
+/// `45s`, `2m39s`, `12m`, `5h20m`, `20h`, `3d4h`, `40d`, `2y10d`.
 pub(crate) fn human_age(seconds: u64) -> String {
+    let (minutes, hours) = (seconds / 60, seconds / 3600);
+    let days = hours / 24;
+    let with = |big: u64, unit: &str, small: u64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{unit}")
+        } else {
+            format!("{big}{unit}{small}{small_unit}")
+        }
+    };
     match seconds {
         s if s < 120 => format!("{s}s"),
-        s if s < 3600 * 2 => format!("{}m", s / 60),
-        s if s < 86_400 * 2 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
+        _ if minutes < 10 => with(minutes, "m", seconds % 60, "s"),
+        _ if minutes < 180 => format!("{minutes}m"),
+        _ if hours < 8 => with(hours, "h", minutes % 60, "m"),
+        _ if hours < 48 => format!("{hours}h"),
+        _ if hours < 24 * 8 => with(days, "d", hours % 24, "h"),
+        _ if hours < 24 * 365 * 2 => format!("{days}d"),
+        _ if hours < 24 * 365 * 8 => with(days / 365, "y", days % 365, "d"),
+        _ => format!("{}y", days / 365),
     }
 }
 
@@ -40,13 +55,77 @@ fn num(v: &Value) -> i64 {
     v.as_i64().unwrap_or(0)
 }
 
-/// (column name, type) and the cells of one object, for a built-in kind.
-/// Column (name, type) pairs and one row's cells.
-type Columns = (Vec<(&'static str, &'static str)>, Vec<Value>);
+/// A column: its name, type and priority (1: shown by `-o wide` only).
+type Column = (&'static str, &'static str, u8);
 
-fn builtin(res: &Resource, o: &Value) -> Option<Columns> {
+/// The columns and one row's cells of a built-in kind, as kube-apiserver's
+/// printers give them. A list that names `Name` or `Age` places them
+/// itself; otherwise the name comes first and the age last.
+type Columns = (Vec<Column>, Vec<Value>);
+
+/// The containers' names, their images and the selector: the `-o wide`
+/// columns of workloads.
+fn wide(o: &Value) -> (Vec<Column>, Vec<Value>) {
+    let containers = o["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let joined = |key: &str| {
+        containers
+            .iter()
+            .filter_map(|c| c[key].as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let selector = labels_text(&o["spec"]["selector"]["matchLabels"]);
+    (
+        vec![
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        vec![
+            json!(joined("name")),
+            json!(joined("image")),
+            json!(if selector.is_empty() {
+                "<none>".to_owned()
+            } else {
+                selector
+            }),
+        ],
+    )
+}
+
+/// Labels as a selector's text: `app=web,tier=front` (empty for none).
+pub(crate) fn labels_text(labels: &Value) -> String {
+    labels
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// How long ago an RFC 3339 time was, as kubectl shows ages; `<unknown>`
+/// when there is none.
+fn ago(time: &Value, now: SystemTime) -> String {
+    time.as_str().and_then(parse_rfc3339).map_or_else(
+        || "<unknown>".into(),
+        |t| human_age(now.duration_since(t).map_or(0, |d| d.as_secs())),
+    )
+}
+
+fn count(v: &Value) -> usize {
+    v.as_object().map_or(0, serde_json::Map::len)
+}
+
+fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
     let status = &o["status"];
     let spec = &o["spec"];
+    let age = || json!(age(o, now));
     Some(match (res.group.as_str(), res.plural.as_str()) {
         ("", "pods") => {
             let statuses = status["containerStatuses"]
@@ -69,26 +148,41 @@ fn builtin(res: &Resource, o: &Value) -> Option<Columns> {
             };
             (
                 vec![
-                    ("Ready", "string"),
-                    ("Status", "string"),
-                    ("Restarts", "string"),
-                    ("Node", "string"),
+                    ("Name", "string", 0),
+                    ("Ready", "string", 0),
+                    ("Status", "string", 0),
+                    ("Restarts", "string", 0),
+                    ("Age", "string", 0),
+                    ("IP", "string", 1),
+                    ("Node", "string", 1),
+                    ("Nominated Node", "string", 1),
+                    ("Readiness Gates", "string", 1),
                 ],
                 vec![
+                    o["metadata"]["name"].clone(),
                     json!(format!("{ready}/{total}")),
                     json!(phase),
                     json!(restarts.to_string()),
+                    age(),
+                    json!(status["podIP"].as_str().unwrap_or("<none>")),
                     json!(spec["nodeName"].as_str().unwrap_or("<none>")),
+                    json!(status["nominatedNodeName"].as_str().unwrap_or("<none>")),
+                    json!("<none>"),
                 ],
             )
         }
-        ("apps", "deployments") => (
-            vec![
-                ("Ready", "string"),
-                ("Up-to-date", "integer"),
-                ("Available", "integer"),
-            ],
-            vec![
+        ("apps", "deployments") => {
+            let (wide_columns, wide_cells) = wide(o);
+            let mut columns = vec![
+                ("Name", "string", 0),
+                ("Ready", "string", 0),
+                ("Up-to-date", "integer", 0),
+                ("Available", "integer", 0),
+                ("Age", "string", 0),
+            ];
+            columns.extend(wide_columns);
+            let mut cells = vec![
+                o["metadata"]["name"].clone(),
                 json!(format!(
                     "{}/{}",
                     num(&status["readyReplicas"]),
@@ -96,22 +190,33 @@ fn builtin(res: &Resource, o: &Value) -> Option<Columns> {
                 )),
                 json!(num(&status["updatedReplicas"])),
                 json!(num(&status["availableReplicas"])),
-            ],
-        ),
-        ("apps", "replicasets") => (
-            vec![
-                ("Desired", "integer"),
-                ("Current", "integer"),
-                ("Ready", "integer"),
-            ],
-            vec![
+                age(),
+            ];
+            cells.extend(wide_cells);
+            (columns, cells)
+        }
+        ("apps", "replicasets") => {
+            let (wide_columns, wide_cells) = wide(o);
+            let mut columns = vec![
+                ("Name", "string", 0),
+                ("Desired", "integer", 0),
+                ("Current", "integer", 0),
+                ("Ready", "integer", 0),
+                ("Age", "string", 0),
+            ];
+            columns.extend(wide_columns);
+            let mut cells = vec![
+                o["metadata"]["name"].clone(),
                 json!(num(&spec["replicas"])),
                 json!(num(&status["replicas"])),
                 json!(num(&status["readyReplicas"])),
-            ],
-        ),
+                age(),
+            ];
+            cells.extend(wide_cells);
+            (columns, cells)
+        }
         ("apps", "statefulsets") => (
-            vec![("Ready", "string")],
+            vec![("Ready", "string", 0)],
             vec![json!(format!(
                 "{}/{}",
                 num(&status["readyReplicas"]),
@@ -124,8 +229,11 @@ fn builtin(res: &Resource, o: &Value) -> Option<Columns> {
                 .map(|p| {
                     p.iter()
                         .map(|x| {
+                            let node = x["nodePort"]
+                                .as_i64()
+                                .map_or(String::new(), |n| format!(":{n}"));
                             format!(
-                                "{}/{}",
+                                "{}{node}/{}",
                                 num(&x["port"]),
                                 x["protocol"].as_str().unwrap_or("TCP")
                             )
@@ -133,25 +241,48 @@ fn builtin(res: &Resource, o: &Value) -> Option<Columns> {
                         .collect()
                 })
                 .unwrap_or_default();
+            let kind = spec["type"].as_str().unwrap_or("ClusterIP");
+            let external = match kind {
+                "ExternalName" => spec["externalName"].as_str().unwrap_or("<none>").to_owned(),
+                "LoadBalancer" => status["loadBalancer"]["ingress"]
+                    .as_array()
+                    .filter(|i| !i.is_empty())
+                    .map_or("<pending>".to_owned(), |i| {
+                        i.iter()
+                            .filter_map(|x| x["ip"].as_str().or(x["hostname"].as_str()))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    }),
+                _ => "<none>".to_owned(),
+            };
+            let selector = Some(labels_text(&spec["selector"])).filter(|s| !s.is_empty());
             (
                 vec![
-                    ("Type", "string"),
-                    ("Cluster-IP", "string"),
-                    ("Port(s)", "string"),
+                    ("Name", "string", 0),
+                    ("Type", "string", 0),
+                    ("Cluster-IP", "string", 0),
+                    ("External-IP", "string", 0),
+                    ("Port(s)", "string", 0),
+                    ("Age", "string", 0),
+                    ("Selector", "string", 1),
                 ],
                 vec![
-                    json!(spec["type"].as_str().unwrap_or("ClusterIP")),
+                    o["metadata"]["name"].clone(),
+                    json!(kind),
                     json!(spec["clusterIP"].as_str().unwrap_or("<none>")),
+                    json!(external),
                     json!(if ports.is_empty() {
                         "<none>".to_owned()
                     } else {
                         ports.join(",")
                     }),
+                    age(),
+                    json!(selector.unwrap_or_else(|| "<none>".to_owned())),
                 ],
             )
         }
         ("", "namespaces") => (
-            vec![("Status", "string")],
+            vec![("Status", "string", 0)],
             vec![json!(status["phase"].as_str().unwrap_or("Active"))],
         ),
         ("", "nodes") => {
@@ -160,8 +291,160 @@ fn builtin(res: &Resource, o: &Value) -> Option<Columns> {
                 .and_then(|c| c.iter().find(|x| x["type"] == "Ready"))
                 .is_some_and(|c| c["status"] == "True");
             (
-                vec![("Status", "string")],
+                vec![("Status", "string", 0)],
                 vec![json!(if ready { "Ready" } else { "NotReady" })],
+            )
+        }
+        ("", "configmaps") => (
+            vec![("Data", "integer", 0)],
+            vec![json!(count(&o["data"]) + count(&o["binaryData"]))],
+        ),
+        ("", "secrets") => (
+            vec![("Type", "string", 0), ("Data", "integer", 0)],
+            vec![
+                json!(o["type"].as_str().unwrap_or("Opaque")),
+                json!(count(&o["data"])),
+            ],
+        ),
+        ("", "serviceaccounts") => (
+            vec![("Secrets", "integer", 0)],
+            vec![json!(o["secrets"].as_array().map_or(0, Vec::len))],
+        ),
+        ("", "events") | ("events.k8s.io", "events") => {
+            let last = o["lastTimestamp"]
+                .as_str()
+                .or(o["series"]["lastObservedTime"].as_str())
+                .or(o["eventTime"].as_str())
+                .map_or(Value::Null, |t| json!(t));
+            let first = o["firstTimestamp"]
+                .as_str()
+                .or(o["eventTime"].as_str())
+                .map_or(Value::Null, |t| json!(t));
+            let involved = &o["involvedObject"];
+            let object = format!(
+                "{}/{}",
+                involved["kind"].as_str().unwrap_or_default().to_lowercase(),
+                involved["name"].as_str().unwrap_or_default()
+            );
+            let source = [&o["source"]["component"], &o["source"]["host"]]
+                .iter()
+                .filter_map(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let source = if source.is_empty() {
+                o["reportingComponent"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            } else {
+                source
+            };
+            (
+                vec![
+                    ("Last Seen", "string", 0),
+                    ("Type", "string", 0),
+                    ("Reason", "string", 0),
+                    ("Object", "string", 0),
+                    ("Subobject", "string", 1),
+                    ("Source", "string", 1),
+                    ("Message", "string", 0),
+                    ("First Seen", "string", 1),
+                    ("Count", "integer", 1),
+                    ("Name", "string", 1),
+                ],
+                vec![
+                    json!(ago(&last, now)),
+                    o["type"].clone(),
+                    o["reason"].clone(),
+                    json!(object),
+                    json!(involved["fieldPath"].as_str().unwrap_or_default()),
+                    json!(source),
+                    o["message"].clone(),
+                    json!(ago(&first, now)),
+                    json!(o["count"].as_i64().unwrap_or(1)),
+                    o["metadata"]["name"].clone(),
+                ],
+            )
+        }
+        ("batch", "jobs") => {
+            let (wide_columns, wide_cells) = wide(o);
+            let completed = status["conditions"].as_array().and_then(|c| {
+                c.iter()
+                    .find(|x| {
+                        x["status"] == "True" && (x["type"] == "Complete" || x["type"] == "Failed")
+                    })
+                    .and_then(|x| x["type"].as_str())
+            });
+            let state = match completed {
+                Some("Failed") => "Failed",
+                Some(_) => "Complete",
+                None if spec["suspend"] == json!(true) => "Suspended",
+                None => "Running",
+            };
+            let mut columns = vec![
+                ("Name", "string", 0),
+                ("Status", "string", 0),
+                ("Completions", "string", 0),
+                ("Duration", "string", 0),
+                ("Age", "string", 0),
+            ];
+            columns.extend(wide_columns);
+            let duration = status["startTime"].as_str().and_then(parse_rfc3339).map_or(
+                String::new(),
+                |start| {
+                    let end = status["completionTime"]
+                        .as_str()
+                        .and_then(parse_rfc3339)
+                        .unwrap_or(now);
+                    human_age(end.duration_since(start).map_or(0, |d| d.as_secs()))
+                },
+            );
+            let mut cells = vec![
+                o["metadata"]["name"].clone(),
+                json!(state),
+                json!(format!(
+                    "{}/{}",
+                    num(&status["succeeded"]),
+                    spec["completions"].as_i64().unwrap_or(1)
+                )),
+                json!(duration),
+                age(),
+            ];
+            cells.extend(wide_cells);
+            (columns, cells)
+        }
+        ("networking.k8s.io", "ingresses") => {
+            let hosts: Vec<&str> = spec["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["host"].as_str())
+                .collect();
+            let addresses: Vec<&str> = status["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x["ip"].as_str().or(x["hostname"].as_str()))
+                .collect();
+            let tls = spec["tls"].as_array().is_some_and(|t| !t.is_empty());
+            (
+                vec![
+                    ("Class", "string", 0),
+                    ("Hosts", "string", 0),
+                    ("Address", "string", 0),
+                    ("Ports", "string", 0),
+                ],
+                vec![
+                    json!(spec["ingressClassName"].as_str().unwrap_or("<none>")),
+                    json!(if hosts.is_empty() {
+                        "*".to_owned()
+                    } else {
+                        hosts.join(",")
+                    }),
+                    json!(addresses.join(",")),
+                    json!(if tls { "80, 443" } else { "80" }),
+                ],
             )
         }
         _ => return None,
@@ -176,17 +459,39 @@ pub(crate) fn table(
     continue_token: Option<&str>,
     now: SystemTime,
 ) -> Value {
-    let mut columns: Vec<Value> = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
-    ];
-    let mut rows = Vec::new();
     let custom = &res.printer_columns;
-    for (i, o) in objects.iter().enumerate() {
-        let mut cells = vec![o["metadata"]["name"].clone()];
-        if let Some((cols, values)) = builtin(res, o) {
-            if i == 0 {
-                columns.extend(cols.iter().map(|(n, t)| json!({"name": n, "type": t, "format": "", "description": n, "priority": 0})));
-            }
+    let definition = |(name, kind, priority): &Column| json!({"name": name, "type": kind, "format": if *name == "Name" { "name" } else { "" }, "description": name, "priority": priority});
+    let name_column = json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0});
+    let age_column = json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0});
+    // The columns, from the kind's printer (an empty object gives them
+    // when there are no rows) or its CRD's printer columns.
+    let printed = builtin(res, objects.first().unwrap_or(&json!({})), now).map(|(c, _)| c);
+    let mut columns = Vec::new();
+    let (names_itself, ages_itself) = match &printed {
+        Some(cols) => (
+            cols.iter().any(|c| c.0 == "Name"),
+            cols.iter().any(|c| c.0 == "Age"),
+        ),
+        None => (false, custom.iter().any(|c| c["name"] == "Age")),
+    };
+    if !names_itself {
+        columns.push(name_column);
+    }
+    match &printed {
+        Some(cols) => columns.extend(cols.iter().map(definition)),
+        None => columns.extend(custom.iter().map(|c| json!({"name": c["name"], "type": if c["type"] == "date" { json!("string") } else { c["type"].clone() }, "format": "", "description": c["description"].as_str().unwrap_or_default(), "priority": c["priority"].as_i64().unwrap_or(0)}))),
+    }
+    let is_event = res.plural == "events";
+    if !ages_itself && !is_event {
+        columns.push(age_column);
+    }
+    let mut rows = Vec::new();
+    for o in objects {
+        let mut cells = Vec::new();
+        if !names_itself {
+            cells.push(o["metadata"]["name"].clone());
+        }
+        if let Some((_, values)) = builtin(res, o, now) {
             cells.extend(values);
         } else {
             for c in custom {
@@ -204,26 +509,38 @@ pub(crate) fn table(
                 });
             }
         }
-        if !custom.iter().any(|c| c["name"] == "Age") {
+        if !ages_itself && !is_event {
             cells.push(json!(age(o, now)));
         }
         rows.push(json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}}));
-    }
-    if builtin(res, &json!({})).is_none() {
-        columns.extend(custom.iter().map(|c| json!({"name": c["name"], "type": if c["type"] == "date" { json!("string") } else { c["type"].clone() }, "format": "", "description": c["description"].as_str().unwrap_or_default(), "priority": c["priority"].as_i64().unwrap_or(0)})));
-    } else if objects.is_empty()
-        && let Some((cols, _)) = builtin(res, &json!({}))
-    {
-        columns.extend(cols.iter().map(
-            |(n, t)| json!({"name": n, "type": t, "format": "", "description": n, "priority": 0}),
-        ));
-    }
-    if !custom.iter().any(|c| c["name"] == "Age") {
-        columns.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
     }
     let mut metadata = json!({"resourceVersion": resource_version.to_string()});
     if let Some(token) = continue_token {
         metadata["continue"] = json!(token);
     }
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": columns, "rows": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_kubectl_prints_them() {
+        for (seconds, shown) in [
+            (45, "45s"),
+            (119, "119s"),
+            (159, "2m39s"),
+            (300, "5m"),
+            (720, "12m"),
+            (3 * 3600 + 20 * 60, "3h20m"),
+            (20 * 3600, "20h"),
+            (3 * 86_400 + 4 * 3600, "3d4h"),
+            (40 * 86_400, "40d"),
+            (740 * 86_400, "2y10d"),
+            (9 * 365 * 86_400, "9y"),
+        ] {
+            assert_eq!(human_age(seconds), shown, "{seconds}");
+        }
+    }
 }

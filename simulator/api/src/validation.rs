@@ -23,7 +23,12 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
     let mut out = Vec::new();
     labels(&object["metadata"]["labels"], "metadata.labels", &mut out);
     match (res.group.as_str(), res.plural.as_str()) {
-        ("apps", "deployments" | "replicasets" | "daemonsets") => workload(object, &mut out),
+        ("apps", "deployments") => {
+            workload(object, &mut out);
+            strategy(object, &mut out);
+        }
+        ("apps", "replicasets" | "daemonsets") => workload(object, &mut out),
+        ("batch", "jobs") => job(&object["spec"], "spec", &mut out),
         ("apps", "statefulsets") => {
             workload(object, &mut out);
             let update = &object["spec"]["updateStrategy"];
@@ -48,6 +53,11 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
         }
         ("networking.k8s.io", "ingresses") => ingress(object, &mut out),
         ("batch", "cronjobs") => {
+            job(
+                &object["spec"]["jobTemplate"]["spec"],
+                "spec.jobTemplate.spec",
+                &mut out,
+            );
             if let Some(schedule) = object["spec"]["schedule"].as_str()
                 && let Err(why) = cron_schedule(schedule)
             {
@@ -413,7 +423,69 @@ fn workload(object: &Value, out: &mut Vec<(String, String)>) {
             ));
         }
     }
-    pod_spec(&spec["template"]["spec"], "spec.template.spec", out);
+    let claims: Vec<&str> = spec["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["metadata"]["name"].as_str())
+        .collect();
+    pod_spec_with(
+        &spec["template"]["spec"],
+        "spec.template.spec",
+        &claims,
+        out,
+    );
+    let restart = spec["template"]["spec"]["restartPolicy"]
+        .as_str()
+        .unwrap_or("Always");
+    if restart != "Always" && spec["template"].is_object() {
+        out.push((
+            "spec.template.spec.restartPolicy".into(),
+            format!("Unsupported value: {restart:?}: supported values: \"Always\""),
+        ));
+    }
+}
+
+/// A Deployment's strategy: a known type, and a rolling update that can
+/// move (not both surge and unavailability zero).
+fn strategy(object: &Value, out: &mut Vec<(String, String)>) {
+    let strategy = &object["spec"]["strategy"];
+    let kind = strategy["type"].as_str().unwrap_or("RollingUpdate");
+    if kind != "RollingUpdate" && kind != "Recreate" {
+        out.push((
+            "spec.strategy".into(),
+            format!(
+                "Unsupported value: {kind:?}: supported values: \"Recreate\", \"RollingUpdate\""
+            ),
+        ));
+    }
+    let rolling = &strategy["rollingUpdate"];
+    let zero = |v: &Value| v == &Value::from(0) || v == "0%" || v == "0";
+    if kind == "RollingUpdate" && zero(&rolling["maxSurge"]) && zero(&rolling["maxUnavailable"]) {
+        out.push((
+            "spec.strategy.rollingUpdate.maxUnavailable".into(),
+            format!(
+                "Invalid value: {}: may not be 0 when `maxSurge` is 0",
+                rolling["maxUnavailable"]
+            ),
+        ));
+    }
+}
+
+/// A Job's pods end: they restart `OnFailure` or `Never`.
+fn job(spec: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    let template = &spec["template"]["spec"];
+    if !template.is_object() {
+        return;
+    }
+    pod_spec(template, &format!("{path}.template.spec"), out);
+    let restart = template["restartPolicy"].as_str().unwrap_or("Always");
+    if restart != "OnFailure" && restart != "Never" {
+        out.push((
+            format!("{path}.template.spec.restartPolicy"),
+            format!("Unsupported value: {restart:?}: supported values: \"OnFailure\", \"Never\""),
+        ));
+    }
 }
 
 /// A label map as Go's `%#v` prints it, as kube-apiserver's message does.
@@ -430,6 +502,12 @@ fn go_map(labels: &Value) -> String {
 }
 
 fn pod_spec(spec: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    pod_spec_with(spec, path, &[], out);
+}
+
+/// [`pod_spec`], where `claims` are volumes too (a StatefulSet's claim
+/// templates).
+fn pod_spec_with(spec: &Value, path: &str, claims: &[&str], out: &mut Vec<(String, String)>) {
     let Some(containers) = spec["containers"].as_array() else {
         out.push((format!("{path}.containers"), "Required value".into()));
         return;
@@ -437,6 +515,15 @@ fn pod_spec(spec: &Value, path: &str, out: &mut Vec<(String, String)>) {
     if containers.is_empty() {
         out.push((format!("{path}.containers"), "Required value".into()));
     }
+    // Container names are unique across containers and init containers.
+    let mut names = std::collections::BTreeSet::new();
+    let volumes: std::collections::BTreeSet<&str> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .chain(claims.iter().copied())
+        .collect();
     for (list, key) in [
         (containers.as_slice(), "containers"),
         (
@@ -448,8 +535,47 @@ fn pod_spec(spec: &Value, path: &str, out: &mut Vec<(String, String)>) {
     ] {
         for (i, c) in list.iter().enumerate() {
             let at = format!("{path}.{key}[{i}]");
-            if c["name"].as_str().is_none_or(str::is_empty) {
+            let name = c["name"].as_str().unwrap_or_default();
+            if name.is_empty() {
                 out.push((format!("{at}.name"), "Required value".into()));
+            } else if !crate::store::valid_label(name) {
+                out.push((
+                    format!("{at}.name"),
+                    format!("Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"),
+                ));
+            } else if !names.insert(name) {
+                out.push((format!("{at}.name"), format!("Duplicate value: {name:?}")));
+            }
+            for (j, mount) in c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let volume = mount["name"].as_str().unwrap_or_default();
+                if !volumes.contains(volume) {
+                    out.push((
+                        format!("{at}.volumeMounts[{j}].name"),
+                        format!("Not found: {volume:?}"),
+                    ));
+                }
+            }
+            for (j, env) in c["env"].as_array().into_iter().flatten().enumerate() {
+                if env["name"].as_str().is_none_or(str::is_empty) {
+                    out.push((format!("{at}.env[{j}].name"), "Required value".into()));
+                }
+            }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                let p = &c[probe];
+                let handled = ["exec", "httpGet", "tcpSocket", "grpc"]
+                    .iter()
+                    .any(|h| p[*h].is_object());
+                if p.is_object() && !handled {
+                    out.push((
+                        format!("{at}.{probe}"),
+                        "Required value: must specify a handler type".into(),
+                    ));
+                }
             }
             if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
                 out.push((format!("{at}.image"), "Required value".into()));
@@ -547,6 +673,48 @@ fn service(object: &Value, out: &mut Vec<(String, String)>) {
                 format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
             ));
         }
+    }
+    let ports = object["spec"]["ports"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    // With more than one port, each is named, and no two alike.
+    let mut names = std::collections::BTreeSet::new();
+    let mut numbers = std::collections::BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let name = port["name"].as_str().unwrap_or_default();
+        if ports.len() > 1 && name.is_empty() {
+            out.push((format!("spec.ports[{i}].name"), "Required value".to_owned()));
+        } else if !name.is_empty() && !names.insert(name) {
+            out.push((
+                format!("spec.ports[{i}].name"),
+                format!("Duplicate value: {name:?}"),
+            ));
+        }
+        let key = (
+            port["port"].as_i64(),
+            port["protocol"].as_str().unwrap_or("TCP"),
+        );
+        if !numbers.insert(key) {
+            out.push((
+                format!("spec.ports[{i}]"),
+                format!(
+                    "Duplicate value: core.ServicePort{{Name:{name:?}, Protocol:{:?}, Port:{}}}",
+                    key.1,
+                    key.0.unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    let kind = object["spec"]["type"].as_str().unwrap_or("ClusterIP");
+    if kind == "ExternalName" {
+        if object["spec"]["externalName"]
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
+            out.push(("spec.externalName".to_owned(), "Required value".to_owned()));
+        }
+    } else if ports.is_empty() && object["spec"]["clusterIP"] != "None" {
+        out.push(("spec.ports".to_owned(), "Required value".to_owned()));
     }
 }
 

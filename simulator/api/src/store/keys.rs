@@ -70,6 +70,6 @@ pub fn valid_name(name: &str) -> bool {
 
 /// True for an RFC 1123 label (a namespace's name): lowercase
 /// alphanumerics and `-`, at most 63, alphanumeric at both ends.
-pub(super) fn valid_label(name: &str) -> bool {
+pub fn valid_label(name: &str) -> bool {
     valid_name(name) && name.len() <= 63 && !name.contains('.')
 }

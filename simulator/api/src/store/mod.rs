@@ -40,8 +40,8 @@ pub use decode::{Decoded, Decoder};
 use delete::finalizers;
 pub use delete::{DeleteOptions, Propagation};
 pub use keys::Pair;
-pub use keys::valid_name;
 use keys::{ObjectKey, TableKey};
+pub use keys::{valid_label, valid_name};
 pub use list::ListPage;
 use lock::Garbage;
 
