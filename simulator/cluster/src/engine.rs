@@ -221,6 +221,9 @@ pub struct Ctx {
     echoes: HashSet<u64>,
     /// Events recorded, for their names.
     events: u64,
+    /// Failed creates in a row, by the workload that made them: how long
+    /// it waits before it tries again.
+    failures: HashMap<(String, String), u32>,
 }
 
 impl Ctx {
@@ -254,6 +257,7 @@ impl Ctx {
             pods_of: HashMap::new(),
             echoes: HashSet::new(),
             events: 0,
+            failures: HashMap::new(),
         })
     }
 
@@ -307,6 +311,28 @@ impl Ctx {
     /// A wait of `cluster_time` on the cluster's clock, in real time.
     pub fn real(&self, cluster_time: Duration) -> Duration {
         cluster_time.div_f64(self.speed)
+    }
+
+    /// Notes that `work` failed, and asks for it again after a back-off
+    /// that doubles with each failure in a row, from one second to 256
+    /// (cluster time), as a controller's rate-limited queue retries.
+    pub fn retry(&mut self, key: (&str, &str), work: Work) {
+        let failures = self
+            .failures
+            .entry((key.0.to_owned(), key.1.to_owned()))
+            .or_insert(0);
+        let delay = Duration::from_secs(1 << (*failures).min(8)).min(Duration::from_secs(300));
+        *failures += 1;
+        let delay = self.real(delay);
+        self.after(delay, work);
+    }
+
+    /// Notes that the work of `key` succeeded: its next failure waits
+    /// the shortest again.
+    pub fn succeeded(&mut self, key: (&str, &str)) {
+        if !self.failures.is_empty() {
+            self.failures.remove(&key as &dyn Pair);
+        }
     }
 
     /// Asks for `work` after `delay`.
@@ -1049,6 +1075,33 @@ mod tests {
             !ctx.kubelet
                 .bound
                 .contains_key(&("default".to_owned(), "p".to_owned()))
+        );
+    }
+
+    #[test]
+    fn failed_work_is_tried_again_later_each_time_it_fails_in_a_row() {
+        let mut ctx = control_plane();
+        let work = || Work::ReplicaSet("default".to_owned(), "web".to_owned());
+        let start = Instant::now();
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            ctx.retry(("default", "web"), work());
+            let Some(Reverse((at, _, queued))) = ctx.timers.pop() else {
+                panic!("nothing asked for");
+            };
+            assert_eq!(queued, work());
+            delays.push((at - start).as_secs());
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256]);
+        ctx.succeeded(("default", "web"));
+        ctx.retry(("default", "web"), work());
+        let Some(Reverse((at, _, _))) = ctx.timers.pop() else {
+            panic!("nothing asked for");
+        };
+        assert_eq!(
+            (at - start).as_secs(),
+            1,
+            "back to the shortest after a success"
         );
     }
 

@@ -196,8 +196,46 @@ fn pod_event(ctx: &mut Ctx, ns: &str, (kind, owner): (&str, &Value), change: Cha
     let owner_name = text(owner, &["metadata", "name"]).to_owned();
     let (reason, message) = match change {
         Change::Create(pod) => {
-            let Ok(made) = ctx.store.create(&pods, ns, pod) else {
-                return;
+            let named = text(&pod, &["metadata", "name"]).to_owned();
+            let made = match ctx.store.create(&pods, ns, pod) {
+                Ok(made) => {
+                    ctx.succeeded((ns, &owner_name));
+                    made
+                }
+                Err(e) => {
+                    // Said, and tried again later, as the real controllers
+                    // do (a missing ServiceAccount, a refusing webhook).
+                    let uid = text(owner, &["metadata", "uid"]).to_owned();
+                    let about = Involved {
+                        kind,
+                        api_version: "apps/v1",
+                        namespace: ns,
+                        name: &owner_name,
+                        uid: &uid,
+                    };
+                    let (component, message) = if kind == "StatefulSet" {
+                        (
+                            "statefulset-controller",
+                            format!(
+                                "create Pod {named} in StatefulSet {owner_name} failed error: {}",
+                                e.message
+                            ),
+                        )
+                    } else {
+                        (
+                            "daemonset-controller",
+                            format!("Error creating: {}", e.message),
+                        )
+                    };
+                    ctx.event(about, true, ("FailedCreate", &message), component);
+                    let again = if kind == "StatefulSet" {
+                        crate::Work::StatefulSet(ns.to_owned(), owner_name.clone())
+                    } else {
+                        crate::Work::DaemonSet(ns.to_owned(), owner_name.clone())
+                    };
+                    ctx.retry((ns, &owner_name), again);
+                    return;
+                }
             };
             let pod = made["metadata"]["name"]
                 .as_str()

@@ -11,6 +11,7 @@
 use serde_json::{Value, json};
 
 use crate::{
+    Work,
     engine::{Ctx, Involved},
     views::{ReplicaSetStatus, ReplicaSetView, view},
 };
@@ -177,6 +178,7 @@ pub(crate) fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
         let missing = (replicas - active) as usize;
         match ctx.store.create_copies(&pods_res, ns, pod, missing) {
             Ok(names) => {
+                ctx.succeeded((ns, name));
                 for pod in names {
                     let message = format!("Created pod: {pod}");
                     ctx.event(about, false, ("SuccessfulCreate", &message), COMPONENT);
@@ -186,6 +188,9 @@ pub(crate) fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
                 tracing::warn!(namespace = ns, replicaset = name, error = %e.message, "creating pods failed");
                 let message = format!("Error creating: {}", e.message);
                 ctx.event(about, true, ("FailedCreate", &message), COMPONENT);
+                // Tried again later, whatever the cause (a missing
+                // ServiceAccount, a webhook that refused, a quota).
+                ctx.retry((ns, name), Work::ReplicaSet(ns.to_owned(), name.to_owned()));
             }
         }
     } else if active > replicas {
