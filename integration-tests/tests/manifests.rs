@@ -449,6 +449,36 @@ fn mistakes() -> Vec<Case> {
             }),
         ),
         request(
+            "watch of initial events without a version match",
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&timeoutSeconds=1",
+            Value::Null,
+        ),
+        request(
+            "watch of initial events matching exactly",
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=Exact&allowWatchBookmarks=true&timeoutSeconds=1",
+            Value::Null,
+        ),
+        request(
+            "watch with a version match alone",
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersionMatch=NotOlderThan&timeoutSeconds=1",
+            Value::Null,
+        ),
+        request(
+            "list with a version match but no version",
+            "GET",
+            "/api/v1/namespaces/default/configmaps?resourceVersionMatch=NotOlderThan",
+            Value::Null,
+        ),
+        request(
+            "list asking for initial events",
+            "GET",
+            "/api/v1/namespaces/default/configmaps?sendInitialEvents=true",
+            Value::Null,
+        ),
+        request(
             "list with a label selector of three equals signs",
             "GET",
             "/api/v1/namespaces/default/pods?labelSelector=a%3D%3D%3Db",

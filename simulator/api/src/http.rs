@@ -850,6 +850,71 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
+/// A list's or watch's options as kube-apiserver checks them: a version
+/// match only with a version (a list) or with initial events (a watch),
+/// and initial events only for a watch, matching `NotOlderThan`.
+fn check_list_options(query: &Query, watch: bool) -> Result<(), ApiError> {
+    let get = |key: &str| query.get(key).map(String::as_str).filter(|v| !v.is_empty());
+    let (matching, initial) = (get("resourceVersionMatch"), get("sendInitialEvents"));
+    let forbidden = |why: &str| {
+        (
+            "resourceVersionMatch".to_owned(),
+            format!("Forbidden: {why}"),
+        )
+    };
+    let mut problems = Vec::new();
+    if watch {
+        if initial.is_some() && matching != Some("NotOlderThan") {
+            problems.push(forbidden(
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if let Some(matching) = matching {
+            if initial.is_none() {
+                problems.push(forbidden(
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if matching != "NotOlderThan" {
+                problems.push((
+                    "resourceVersionMatch".to_owned(),
+                    format!("Unsupported value: {matching:?}: supported values: \"NotOlderThan\""),
+                ));
+            }
+        }
+    } else {
+        if let Some(matching) = matching {
+            if get("resourceVersion").is_none() {
+                problems.push(forbidden(
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if matching != "Exact" && matching != "NotOlderThan" {
+                problems.push((
+                    "resourceVersionMatch".to_owned(),
+                    format!("Unsupported value: {matching:?}: supported values: \"Exact\", \"NotOlderThan\", \"\""),
+                ));
+            }
+        }
+        if initial.is_some() {
+            problems.push((
+                "sendInitialEvents".to_owned(),
+                "Forbidden: sendInitialEvents is forbidden for list".to_owned(),
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            &problems,
+        ))
+    }
+}
+
 fn selectors(query: &Query) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
@@ -886,6 +951,7 @@ impl ApiServer {
     }
 
     fn list(&self, target: &Target, query: &Query, accept: &str) -> Result<Response, ApiError> {
+        check_list_options(query, false)?;
         let res = &target.resource;
         let (labels, fields) = selectors(query)?;
         let limit = match query.get("limit") {
@@ -1484,6 +1550,9 @@ impl ApiServer {
     }
 
     fn watch(&self, target: Target, query: &Query, accept: &str) -> Response {
+        if let Err(e) = check_list_options(query, true) {
+            return error_response(&e);
+        }
         let res = target.resource.clone();
         let (labels, fields) = match selectors(query) {
             Ok(s) => s,
@@ -1502,6 +1571,11 @@ impl ApiServer {
         };
         let initial_events = is_true(query.get("sendInitialEvents"));
         let since = if initial_events { None } else { since };
+        // Asked not to: no synthetic ADDED events, from now on only.
+        let since = match (query.get("sendInitialEvents").map(String::as_str), since) {
+            (Some("false"), None) => Some(self.store.resource_version()),
+            (_, since) => since,
+        };
         let bookmarks = is_true(query.get("allowWatchBookmarks"));
         let timeout = query
             .get("timeoutSeconds")
