@@ -1319,3 +1319,79 @@ async fn pods_run_under_their_service_account_and_wait_for_a_missing_one() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_is_placed_only_where_its_requests_fit() {
+    let s = sim(ClusterOptions {
+        nodes: 1,
+        ..ClusterOptions::default()
+    });
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    let asking = |name: &str, cpu: &str, memory: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [{
+            "name": "app", "image": "app:1",
+            "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}}))
+        .unwrap()
+    };
+    let node_of = async |name: &str| {
+        pods.get(name)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .filter(|n| !n.is_empty())
+    };
+    // The node gives 16 CPUs and 64Gi.
+    pods.create(&PostParams::default(), &asking("big", "10", "1Gi"))
+        .await
+        .unwrap();
+    until(
+        "the first placed",
+        async || node_of("big").await.is_some(),
+        async || {},
+    )
+    .await;
+    pods.create(&PostParams::default(), &asking("second", "8000m", "1Gi"))
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &asking("huge", "1", "99999999999999999999999999999Ei"),
+    )
+    .await
+    .unwrap();
+    let pending = async |name: &str| {
+        let pod = pods.get(name).await.unwrap();
+        pod.status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            .and_then(|c| c.message)
+    };
+    until(
+        "both refused for want of room",
+        async || {
+            pending("second")
+                .await
+                .is_some_and(|m| m.contains("1 Insufficient cpu"))
+                && pending("huge")
+                    .await
+                    .is_some_and(|m| m.contains("1 Insufficient memory"))
+        },
+        async || {},
+    )
+    .await;
+    // Once the first goes, the second fits.
+    pods.delete("big", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    until(
+        "the second placed",
+        async || node_of("second").await.is_some(),
+        async || {},
+    )
+    .await;
+    assert_eq!(node_of("huge").await, None);
+}

@@ -398,7 +398,13 @@ impl Ctx {
                     }
                 }
             }
-            freed |= crate::kubelet::observe_pod(&mut self.kubelet, (&ns, &name), None, true);
+            freed |= crate::kubelet::observe_pod(
+                &mut self.kubelet,
+                (&ns, &name),
+                None,
+                true,
+                Default::default(),
+            );
         }
         if freed
             && let Role::Nodes(share) = self.role
@@ -757,6 +763,9 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
             let summary = pod_summary(event);
             // Only the control plane acts on a pod's owners.
             let owned = summary.clone().filter(|_| ctx.role == Role::ControlPlane);
+            let demand = summary
+                .as_ref()
+                .map_or_else(Default::default, |p| p.placement.demand);
             match summary {
                 Some(pod) if event.kind != EventType::Deleted => ctx.remember_pod(ns, name, pod),
                 _ => ctx.forget_pod(ns, name),
@@ -769,7 +778,8 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                     .map(|(_, v)| v.as_str())
                     .filter(|n| !n.is_empty());
                 let gone = event.kind == EventType::Deleted;
-                let freed = crate::kubelet::observe_pod(&mut ctx.kubelet, (ns, name), node, gone);
+                let freed =
+                    crate::kubelet::observe_pod(&mut ctx.kubelet, (ns, name), node, gone, demand);
                 // A share acts on the pods of its nodes; the scheduler's
                 // on pending ones as well.
                 let mine = node.map_or(share.schedules(), |n| share.has_node(n));

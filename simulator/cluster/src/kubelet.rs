@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::{
     engine::{Ctx, Involved, Role, Work},
-    placement::{NodeFacts, Placement},
+    placement::{Demand, NodeFacts, Placement},
     profile::Profile,
 };
 use sluice_sim_api::{
@@ -81,6 +81,11 @@ pub struct Kubelet {
     waiting_at: HashMap<(String, String), u64>,
     /// The next place in `waiting`.
     waiting_seq: u64,
+    /// What the pods bound to each node request (only nodes with pods
+    /// that request something).
+    used: HashMap<String, Demand>,
+    /// What each bound pod that requests something requests.
+    demands: HashMap<(String, String), Demand>,
 }
 
 impl Kubelet {
@@ -116,17 +121,58 @@ impl Kubelet {
     /// The ready node with room and the fewest pods among those a pod
     /// with `placement` may run on.
     pub fn node_for(&self, placement: &Placement) -> Option<String> {
-        if self.tainted == 0 && !placement.selects() {
+        let demand = placement.demand;
+        if self.tainted == 0 && !placement.selects() && demand.is_zero() {
             return self.best_node();
         }
         self.free
             .iter()
             .find(|(_, name)| {
-                self.facts
-                    .get(name)
-                    .is_none_or(|facts| placement.fits(name, facts))
+                self.facts.get(name).is_none_or(|facts| {
+                    placement.fits(name, facts) && self.short_of(name, facts, demand).is_none()
+                })
             })
             .map(|(_, name)| name.clone())
+    }
+
+    /// What node `name` lacks to take a pod requesting `demand`: `cpu`,
+    /// `memory`, or nothing (NodeResourcesFit).
+    fn short_of(&self, name: &str, facts: &NodeFacts, demand: Demand) -> Option<&'static str> {
+        if demand.is_zero() {
+            return None;
+        }
+        let left = facts
+            .allocatable
+            .minus(self.used.get(name).copied().unwrap_or_default());
+        if demand.cpu_milli > left.cpu_milli {
+            Some("cpu")
+        } else if demand.memory > left.memory {
+            Some("memory")
+        } else {
+            None
+        }
+    }
+
+    /// Why no ready node takes a pod that requests `demand`, as the
+    /// scheduler counts it (`3 Insufficient cpu`), if that is why.
+    pub fn insufficient(&self, placement: &Placement) -> Option<String> {
+        let mut short: BTreeMap<&str, usize> = BTreeMap::new();
+        for (name, (ready, _, _)) in &self.nodes {
+            let facts = self.facts.get(name);
+            if !*ready || facts.is_some_and(|f| !placement.fits(name, f)) {
+                continue;
+            }
+            if let Some(what) = facts.and_then(|f| self.short_of(name, f, placement.demand)) {
+                *short.entry(what).or_default() += 1;
+            }
+        }
+        (!short.is_empty()).then(|| {
+            short
+                .iter()
+                .map(|(what, n)| format!("{n} Insufficient {what}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     }
 
     /// The ready nodes a pod with `placement` may run on, room or not (a
@@ -236,6 +282,7 @@ pub fn observe_pod(
     key: (&str, &str),
     node: Option<&str>,
     deleted: bool,
+    demand: Demand,
 ) -> bool {
     if deleted {
         kubelet.stages.remove(&key as &dyn Pair);
@@ -243,6 +290,11 @@ pub fn observe_pod(
         let Some(node) = kubelet.bound.remove(&key as &dyn Pair) else {
             return false;
         };
+        if let Some(gone) = kubelet.demands.remove(&key as &dyn Pair)
+            && let Some(used) = kubelet.used.get_mut(&node)
+        {
+            *used = used.minus(gone);
+        }
         kubelet.count(&node, -1);
         return true;
     }
@@ -250,6 +302,11 @@ pub fn observe_pod(
         && !kubelet.bound.contains_key(&key as &dyn Pair)
     {
         let key = (key.0.to_owned(), key.1.to_owned());
+        if !demand.is_zero() {
+            kubelet.demands.insert(key.clone(), demand);
+            let used = kubelet.used.entry(node.to_owned()).or_default();
+            *used = used.plus(demand);
+        }
         kubelet.bound.insert(key, node.to_owned());
         kubelet.count(node, 1);
     }
@@ -297,10 +354,12 @@ fn schedule(ctx: &mut Ctx, ns: &str, pod: &crate::pod::PodSummary) -> Option<Str
     let about = involved(ns, pod);
     let Some(node) = choice else {
         let first = ctx.kubelet.wait((ns.to_owned(), name.to_owned()));
-        let why = if ctx.kubelet.tainted == 0 && !placement.selects() {
-            "no node has room for another pod"
+        let why = if let Some(short) = ctx.kubelet.insufficient(placement) {
+            format!("{short}.")
+        } else if ctx.kubelet.tainted == 0 && !placement.selects() {
+            "no node has room for another pod".to_owned()
         } else {
-            placement.refusal()
+            placement.refusal().to_owned()
         };
         let message = format!("0/{} nodes are available: {why}", ctx.kubelet.nodes.len());
         if first {
@@ -329,7 +388,13 @@ fn schedule(ctx: &mut Ctx, ns: &str, pod: &crate::pod::PodSummary) -> Option<Str
         let message = format!("Successfully assigned {ns}/{name} to {node}");
         ctx.event(about, false, ("Scheduled", &message), SCHEDULER);
         ctx.kubelet.unwait((ns, name));
-        observe_pod(&mut ctx.kubelet, (ns, name), Some(&node), false);
+        observe_pod(
+            &mut ctx.kubelet,
+            (ns, name),
+            Some(&node),
+            false,
+            placement.demand,
+        );
         ctx.transitions += 1;
     }
     bound.then_some(node)
@@ -613,18 +678,18 @@ mod tests {
         not_ready["status"]["conditions"][0]["status"] = json!("False");
         observe_node(&mut k, "c", Some(&not_ready));
         assert_eq!(k.best_node().as_deref(), Some("a"), "ties go by name");
-        observe_pod(&mut k, key("p1"), Some("a"), false);
+        observe_pod(&mut k, key("p1"), Some("a"), false, Demand::default());
         assert_eq!(k.best_node().as_deref(), Some("b"));
-        observe_pod(&mut k, key("p2"), Some("b"), false);
-        observe_pod(&mut k, key("p3"), Some("a"), false);
-        observe_pod(&mut k, key("p4"), Some("b"), false);
+        observe_pod(&mut k, key("p2"), Some("b"), false, Demand::default());
+        observe_pod(&mut k, key("p3"), Some("a"), false, Demand::default());
+        observe_pod(&mut k, key("p4"), Some("b"), false, Demand::default());
         assert_eq!(k.best_node(), None, "a and b are full, c is not ready");
         assert!(
-            observe_pod(&mut k, key("p3"), None, true),
+            observe_pod(&mut k, key("p3"), None, true, Demand::default()),
             "a place came free"
         );
         assert!(
-            !observe_pod(&mut k, key("never-bound"), None, true),
+            !observe_pod(&mut k, key("never-bound"), None, true, Demand::default()),
             "an unbound pod frees nothing"
         );
         assert_eq!(k.best_node().as_deref(), Some("a"), "a pod left a");

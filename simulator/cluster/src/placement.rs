@@ -25,6 +25,120 @@ pub struct Placement {
     pub terms: Vec<NodeSelectorTerm>,
     /// `spec.tolerations`.
     pub tolerations: Vec<Toleration>,
+    /// What its containers request.
+    pub demand: Demand,
+}
+
+/// CPU and memory: what a pod requests, or what a node can give.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// Thousandths of a CPU.
+    pub cpu_milli: u64,
+    /// Bytes.
+    pub memory: u64,
+}
+
+impl Demand {
+    /// The requests of one container's `resources`.
+    pub fn of_resources(resources: &Value) -> Self {
+        let requests = &resources["requests"];
+        let read = |key: &str, scale: f64| {
+            requests[key]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| requests[key].as_f64().map(|n| n.to_string()))
+                .and_then(|q| quantity(&q))
+                .map_or(0, |v| saturate(v * scale))
+        };
+        Self {
+            cpu_milli: read("cpu", 1000.0),
+            memory: read("memory", 1.0),
+        }
+    }
+
+    /// What a node's `status.allocatable` gives; none said is no limit.
+    pub fn allocatable(node: &Value) -> Self {
+        let allocatable = &node["status"]["allocatable"];
+        let read = |key: &str, scale: f64| {
+            allocatable[key]
+                .as_str()
+                .and_then(quantity)
+                .map_or(u64::MAX, |v| saturate(v * scale))
+        };
+        Self {
+            cpu_milli: read("cpu", 1000.0),
+            memory: read("memory", 1.0),
+        }
+    }
+
+    /// True when it asks for nothing.
+    pub fn is_zero(self) -> bool {
+        self == Self::default()
+    }
+
+    /// Both parts added (saturating).
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            cpu_milli: self.cpu_milli.saturating_add(other.cpu_milli),
+            memory: self.memory.saturating_add(other.memory),
+        }
+    }
+
+    /// Both parts taken away (down to zero).
+    #[must_use]
+    pub fn minus(self, other: Self) -> Self {
+        Self {
+            cpu_milli: self.cpu_milli.saturating_sub(other.cpu_milli),
+            memory: self.memory.saturating_sub(other.memory),
+        }
+    }
+
+    /// The larger of each part.
+    #[must_use]
+    pub fn max(self, other: Self) -> Self {
+        Self {
+            cpu_milli: self.cpu_milli.max(other.cpu_milli),
+            memory: self.memory.max(other.memory),
+        }
+    }
+}
+
+fn saturate(v: f64) -> u64 {
+    if v.is_finite() && v > 0.0 {
+        // `as` saturates at u64::MAX.
+        v.ceil() as u64
+    } else if v.is_infinite() && v > 0.0 {
+        u64::MAX
+    } else {
+        0
+    }
+}
+
+/// A Kubernetes quantity (`250m`, `0.5`, `128Mi`, `1G`, `1e3`) as a number.
+pub fn quantity(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let suffixes: [(&str, f64); 13] = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suffix, scale) in suffixes {
+        if let Some(number) = text.strip_suffix(suffix) {
+            return number.parse::<f64>().ok().map(|n| n * scale);
+        }
+    }
+    text.parse::<f64>().ok()
 }
 
 /// What the scheduler knows of a node.
@@ -34,6 +148,8 @@ pub struct NodeFacts {
     pub labels: BTreeMap<String, String>,
     /// Its taints that keep pods off (`NoSchedule`, `NoExecute`).
     pub taints: Vec<Taint>,
+    /// What it can give its pods.
+    pub allocatable: Demand,
 }
 
 impl NodeFacts {
@@ -47,6 +163,7 @@ impl NodeFacts {
                 .into_iter()
                 .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
                 .collect(),
+            allocatable: Demand::allocatable(node),
         }
     }
 }
@@ -64,6 +181,7 @@ impl Placement {
                 .map(|r| r.node_selector_terms)
                 .unwrap_or_default(),
             tolerations: Vec::deserialize(tolerations).unwrap_or_default(),
+            demand: Demand::default(),
         }
     }
 

@@ -84,6 +84,7 @@ struct PodWireOwner {
 struct PodWireSpec {
     node_name: Option<String>,
     containers: Vec<PodWireContainer>,
+    init_containers: Vec<PodWireContainer>,
     node_selector: Value,
     affinity: Value,
     tolerations: Value,
@@ -94,6 +95,7 @@ struct PodWireSpec {
 struct PodWireContainer {
     name: String,
     image: String,
+    resources: Value,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -173,6 +175,20 @@ impl PodSummary {
             &spec.affinity,
             &spec.tolerations,
         );
+        // As the scheduler counts it: the containers' requests together,
+        // or an init container's alone if that is more.
+        let of = |c: &PodWireContainer| crate::placement::Demand::of_resources(&c.resources);
+        let running = spec
+            .containers
+            .iter()
+            .fold(crate::placement::Demand::default(), |sum, c| {
+                sum.plus(of(c))
+            });
+        self.placement.demand = spec
+            .init_containers
+            .iter()
+            .map(of)
+            .fold(running, |d, c| d.max(c));
         self.set_containers(spec.containers);
     }
 
