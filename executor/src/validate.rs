@@ -295,6 +295,16 @@ fn query_problem(field: &str, metric: &pb::Metric) -> Option<(String, String)> {
                 METRIC_TEMPLATES.join(", ")
             ),
         )),
+        // A query that cannot parse would only fail when its step came.
+        (false, true) => sluice_gate::template::Template::parse(&metric.query)
+            .and_then(|t| t.check_syntax())
+            .err()
+            .map(|why| {
+                (
+                    format!("{field}.query"),
+                    format!("{why} (query {})", quoted(&metric.query)),
+                )
+            }),
         _ => None,
     }
 }
@@ -585,6 +595,38 @@ mod tests {
         );
         assert!(
             problems[1].1.contains("request-latency-p99"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_query_that_does_not_parse_is_named_and_placeholders_do_not_count_against_it() {
+        let mut spec = spec(
+            pb::WorkloadKind::Deployment,
+            pb::ReleaseStyle::Partition,
+            None,
+        );
+        let query = |name: &str, text: &str| pb::Metric {
+            query: text.into(),
+            template: String::new(),
+            ..metric(name, "")
+        };
+        spec.analyses = vec![pb::Analysis {
+            name: "health".into(),
+            metrics: vec![
+                query("broken", "sum(rate(http_requests_total[{{window}}]) by"),
+                query(
+                    "threshold",
+                    r#"sum(rate(http_requests_total{namespace="{{namespace}}"}[{{window}}])) > {{args.floor}}"#,
+                ),
+                query("named", "sum(rate({{args.metric}}[{{window}}]))"),
+            ],
+            ..Default::default()
+        }];
+        let problems = spec_problems(&spec);
+        assert_eq!(fields(&problems), ["spec.analyses[0].metrics[0].query"]);
+        assert!(
+            problems[0].1.contains("does not parse as PromQL"),
             "{problems:?}"
         );
     }

@@ -268,9 +268,9 @@ impl AnalysisSpec {
                 );
             }
             let query = match (m.query.trim().is_empty(), m.template.trim().is_empty()) {
-                (false, true) => {
-                    Template::parse(&m.query).map_err(|e| (format!("{path}.query"), e))
-                }
+                (false, true) => Template::parse(&m.query)
+                    .and_then(|t| t.check_syntax().map(|()| t))
+                    .map_err(|e| (format!("{path}.query"), e)),
                 (true, false) => template::builtin(&m.template).ok_or_else(|| {
                     (
                         format!("{path}.template"),

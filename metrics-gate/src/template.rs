@@ -116,6 +116,39 @@ impl Template {
         Ok(Self { parts })
     }
 
+    /// Whether the query is PromQL Prometheus would parse, whatever its
+    /// placeholders are filled with: each is tried with a sample value
+    /// (an argument both as a number and as a name, since either may
+    /// stand in a query), and the query is refused only when no filling
+    /// parses.
+    ///
+    /// # Errors
+    /// The parser's complaint about the query as first filled.
+    pub fn check_syntax(&self) -> Result<(), String> {
+        let mut first = None;
+        for arg in ["1", "x"] {
+            let mut out = String::new();
+            for part in &self.parts {
+                out.push_str(match part {
+                    Part::Text(t) => t,
+                    Part::Window => "1m",
+                    Part::Arg(_) => arg,
+                    _ => "x",
+                });
+            }
+            match promql_parser::parser::parse(&out) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(format!(
+            "does not parse as PromQL: {}",
+            first.unwrap_or_default()
+        ))
+    }
+
     /// Fills the placeholders from `context`.
     ///
     /// # Errors
@@ -176,6 +209,28 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_query_is_checked_as_promql_with_its_placeholders_filled() {
+        for good in [
+            "up",
+            r#"sum(rate(http_requests_total{workload="{{workload}}"}[{{window}}])) > {{args.floor}}"#,
+            "sum(rate({{args.metric}}[{{window}}]))",
+        ] {
+            assert_eq!(
+                Template::parse(good).unwrap().check_syntax(),
+                Ok(()),
+                "{good}"
+            );
+        }
+        for name in BUILTINS {
+            assert_eq!(builtin(name).unwrap().check_syntax(), Ok(()), "{name}");
+        }
+        for bad in ["sum(rate(x[{{window}}]) by", "up{", "rate(x[5q])"] {
+            let why = Template::parse(bad).unwrap().check_syntax().unwrap_err();
+            assert!(why.starts_with("does not parse as PromQL"), "{bad}: {why}");
+        }
+    }
 
     fn context() -> Context {
         Context {
