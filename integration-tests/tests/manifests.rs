@@ -1156,6 +1156,10 @@ fn view(answer: &(u16, Value)) -> Value {
         map.remove("metadata");
         map.remove("status");
     }
+    // Of the metadata, whether the kind counts generations.
+    if body["metadata"].is_object() {
+        stored["generation"] = json!(body["metadata"].get("generation").is_some());
+    }
     let mut nothing = Value::Null;
     let spec = stored.get_mut("spec").unwrap_or(&mut nothing);
     // Addresses and ports the server allocates.

@@ -63,6 +63,27 @@ impl Resource {
         self.schema.is_none()
     }
 
+    /// Whether its objects count generations (`metadata.generation`, 1 at
+    /// creation and one more at each change of their spec): custom
+    /// resources and the built-in kinds kube-apiserver counts them for.
+    pub fn counts_generations(&self) -> bool {
+        !self.builtin()
+            || matches!(
+                (self.group.as_str(), self.plural.as_str()),
+                ("apps" | "batch" | "admissionregistration.k8s.io", _)
+                    | ("flowcontrol.apiserver.k8s.io", _)
+                    | ("", "pods")
+                    | ("policy", "poddisruptionbudgets")
+                    | (
+                        "networking.k8s.io",
+                        "ingresses" | "ingressclasses" | "networkpolicies"
+                    )
+                    | ("discovery.k8s.io", "endpointslices")
+                    | ("scheduling.k8s.io", "priorityclasses")
+                    | ("apiextensions.k8s.io", "customresourcedefinitions")
+            )
+    }
+
     /// Whether `version` is served.
     pub fn serves(&self, version: &str) -> bool {
         self.versions.iter().any(|v| v == version)

@@ -467,7 +467,7 @@ impl Store {
         if next.get("kind").is_none() {
             next["kind"] = current["kind"].clone();
         }
-        if spec_changed(&next, current, res) {
+        if res.counts_generations() && spec_changed(&next, current, res) {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
             next["metadata"]["generation"] = json!(generation + 1);
         }
@@ -771,7 +771,11 @@ impl Store {
         }
         meta.insert("uid".into(), json!(uid));
         meta.insert("creationTimestamp".into(), json!(now));
-        meta.insert("generation".into(), json!(1));
+        if res.counts_generations() {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
         meta.remove("deletionTimestamp");
         // managedFields are kept: the API layer sets them (`managed`).
         self.defaults(res, &mut object);
