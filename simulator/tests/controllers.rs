@@ -1395,3 +1395,67 @@ async fn a_pod_is_placed_only_where_its_requests_fit() {
     .await;
     assert_eq!(node_of("huge").await, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_role_aggregates_the_rules_of_the_roles_its_selectors_match() {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let s = sim(ClusterOptions::default());
+    let roles: Api<ClusterRole> = Api::all(s.client.clone());
+    let role = |value: serde_json::Value| -> ClusterRole { serde_json::from_value(value).unwrap() };
+    roles
+        .create(
+            &PostParams::default(),
+            &role(json!({"metadata": {"name": "monitoring"}, "aggregationRule": {"clusterRoleSelectors": [
+                {"matchLabels": {"example.com/aggregate-to-monitoring": "true"}}]}})),
+        )
+        .await
+        .unwrap();
+    let child = |name: &str, resource: &str| {
+        role(
+            json!({"metadata": {"name": name, "labels": {"example.com/aggregate-to-monitoring": "true"}},
+            "rules": [{"apiGroups": [""], "resources": [resource], "verbs": ["get", "list"]}]}),
+        )
+    };
+    roles
+        .create(&PostParams::default(), &child("pods-reader", "pods"))
+        .await
+        .unwrap();
+    roles
+        .create(&PostParams::default(), &child("nodes-reader", "nodes"))
+        .await
+        .unwrap();
+    let resources = async || -> Vec<String> {
+        roles
+            .get("monitoring")
+            .await
+            .unwrap()
+            .rules
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|r| r.resources.unwrap_or_default())
+            .collect()
+    };
+    // By the children's names: nodes-reader's rule first.
+    until(
+        "both children's rules",
+        async || resources().await == ["nodes", "pods"],
+        async || {},
+    )
+    .await;
+    roles
+        .patch(
+            "nodes-reader",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"example.com/aggregate-to-monitoring": null}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    until(
+        "a child that leaves takes its rules",
+        async || resources().await == ["pods"],
+        async || {},
+    )
+    .await;
+}

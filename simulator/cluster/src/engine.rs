@@ -52,6 +52,8 @@ pub enum Work {
     ExpireEvents,
     /// A namespace's `default` ServiceAccount and `kube-root-ca.crt`.
     Namespace(String),
+    /// The rules of the ClusterRoles that aggregate others.
+    Aggregate,
 }
 
 /// The object an Event is about.
@@ -160,6 +162,8 @@ pub struct Kinds {
     pub accounts: Arc<Resource>,
     /// ConfigMaps.
     pub config_maps: Arc<Resource>,
+    /// ClusterRoles.
+    pub cluster_roles: Arc<Resource>,
 }
 
 impl Kinds {
@@ -179,6 +183,7 @@ impl Kinds {
             namespaces: r.get("", "namespaces")?,
             accounts: r.get("", "serviceaccounts")?,
             config_maps: r.get("", "configmaps")?,
+            cluster_roles: r.get("rbac.authorization.k8s.io", "clusterroles")?,
         })
     }
 }
@@ -574,6 +579,7 @@ pub async fn run(
             kinds.namespaces.clone(),
             kinds.accounts.clone(),
             kinds.config_maps.clone(),
+            kinds.cluster_roles.clone(),
         ],
         Role::Nodes(_) => vec![kinds.pods.clone(), kinds.nodes.clone()],
     };
@@ -884,6 +890,9 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
                 }
             }
         }
+        // Any change of any ClusterRole may change what another aggregates
+        // (its own write of the rules comes back once, and changes nothing).
+        "clusterroles" => ctx.enqueue(Work::Aggregate),
         "configmaps" if name == crate::namespaces::ROOT_CA => {
             ctx.enqueue(Work::Namespace(ns.to_owned()));
         }

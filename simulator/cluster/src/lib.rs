@@ -86,6 +86,7 @@ fn reconcile(ctx: &mut Ctx, work: &Work) {
         Work::Schedule => kubelet::schedule_pending(ctx),
         Work::ExpireEvents => expire_events(ctx),
         Work::Namespace(name) => namespaces::reconcile_namespace(ctx, name),
+        Work::Aggregate => namespaces::aggregate_cluster_roles(ctx),
     }
 }
 

@@ -4,11 +4,15 @@
 //! volume reads. Each is made again when it is removed; the ConfigMap's
 //! data is put back when it is changed. (The ServiceAccount admission that
 //! gives pods their account is the API server's: `sluice-sim-api`.)
+//!
+//! Also the ClusterRole aggregation controller: a ClusterRole with an
+//! `aggregationRule` gets the rules of every ClusterRole its selectors
+//! match, as charts' `aggregate-to-admin`/`-edit`/`-view` labels expect.
 
 use serde_json::{Value, json};
 
 use crate::engine::Ctx;
-use sluice_sim_api::store::Part;
+use sluice_sim_api::{selector::LabelSelector, store::Part};
 
 /// The account every pod runs as unless it names another.
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -69,3 +73,61 @@ pub(crate) fn reconcile_namespace(ctx: &mut Ctx, name: &str) {
 
 /// The description kube-controller-manager's publisher gives the map.
 const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
+/// Gives each aggregating ClusterRole the rules of the ClusterRoles its
+/// selectors match (by name, each rule once, itself left out), as
+/// kube-controller-manager's aggregation controller does; a role whose
+/// rules are already those is not written.
+pub(crate) fn aggregate_cluster_roles(ctx: &mut Ctx) {
+    let res = ctx.kinds.cluster_roles.clone();
+    let Ok(page) = ctx.store.list(
+        &res,
+        None,
+        &LabelSelector::default(),
+        &Default::default(),
+        None,
+        None,
+    ) else {
+        return;
+    };
+    let mut roles: Vec<Value> = page
+        .items
+        .iter()
+        .filter_map(|bytes| serde_json::from_slice(bytes).ok())
+        .collect();
+    roles.sort_by(|a, b| {
+        a["metadata"]["name"]
+            .as_str()
+            .cmp(&b["metadata"]["name"].as_str())
+    });
+    for role in roles.iter().filter(|r| r["aggregationRule"].is_object()) {
+        let name = role["metadata"]["name"].as_str().unwrap_or_default();
+        let mut rules: Vec<Value> = Vec::new();
+        let selectors = role["aggregationRule"]["clusterRoleSelectors"].as_array();
+        for selector in selectors.into_iter().flatten() {
+            let selector = LabelSelector::from_object(selector);
+            for other in &roles {
+                let labels: Vec<(String, String)> = other["metadata"]["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                if other["metadata"]["name"] == name || !selector.matches(&labels) {
+                    continue;
+                }
+                for rule in other["rules"].as_array().into_iter().flatten() {
+                    if !rules.contains(rule) {
+                        rules.push(rule.clone());
+                    }
+                }
+            }
+        }
+        let current = role["rules"].as_array().cloned().unwrap_or_default();
+        if rules != current {
+            ctx.modify(&res, "", name, Part::Main, |r: &mut Value| {
+                r["rules"] = json!(rules);
+            });
+        }
+    }
+}
