@@ -449,6 +449,33 @@ fn mistakes() -> Vec<Case> {
             }),
         ),
         request(
+            "create under an unknown field validation",
+            "POST",
+            "/api/v1/namespaces/default/configmaps?dryRun=All&fieldValidation=Bogus",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+        ),
+        patch(
+            "apply without a field manager",
+            "application/apply-patch+yaml",
+            "/api/v1/namespaces/default/configmaps/unkinded?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unkinded"}, "data": {"a": "d"}}),
+        ),
+        Case {
+            content_type: "text/plain",
+            ..request(
+                "create with a body in plain text",
+                "POST",
+                "/api/v1/namespaces/default/configmaps?dryRun=All",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+            )
+        },
+        request(
+            "list with a negative limit",
+            "GET",
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets?limit=-1",
+            Value::Null,
+        ),
+        request(
             "watch of initial events without a version match",
             "GET",
             "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&timeoutSeconds=1",

@@ -318,6 +318,9 @@ async fn handle(
         },
         None => (target, verb, content_type, body),
     };
+    if matches!(verb, "create" | "update") && !readable_media_type(content_type) {
+        return error_response(&ApiError::new_unsupported_body());
+    }
     let body = if matches!(verb, "create" | "update") && target.sub.is_none() {
         with_kind(&target, body)
     } else {
@@ -481,6 +484,17 @@ async fn as_events_v1(response: Response, watch: bool) -> Response {
     response
 }
 
+/// Whether a create's or replace's body is in a media type kube-apiserver
+/// reads (JSON, YAML, protobuf; no type said is taken as JSON).
+fn readable_media_type(content_type: &str) -> bool {
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    media.is_empty()
+        || matches!(
+            media,
+            "application/json" | "application/yaml" | "application/vnd.kubernetes.protobuf" | "*/*"
+        )
+}
+
 /// A replacement's name and namespace against the path's: kube-apiserver
 /// refuses a body that names no object, or another one.
 fn check_identity(
@@ -594,11 +608,24 @@ fn unknown_fields(
     body: &[u8],
 ) -> Result<Vec<String>, ApiError> {
     let directive = query.get("fieldValidation").map_or("Warn", String::as_str);
-    if !matches!(directive, "Ignore" | "Warn" | "Strict") {
-        return Err(ApiError::bad_request(format!(
-            "invalid field validation directive: {directive}"
-        )));
+    if !matches!(directive, "" | "Ignore" | "Warn" | "Strict") {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            options_kind(verb),
+            "",
+            &[(
+                "fieldValidation".to_owned(),
+                format!(
+                    "Unsupported value: {directive:?}: supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""
+                ),
+            )],
+        ));
     }
+    let directive = if directive.is_empty() {
+        "Warn"
+    } else {
+        directive
+    };
     let builtin;
     let schema = match &target.resource.schema {
         Some(schema) => schema,
@@ -956,11 +983,13 @@ impl ApiServer {
         let (labels, fields) = selectors(query)?;
         let limit = match query.get("limit") {
             None => None,
+            // As kube-apiserver: zero or less is no limit.
             Some(l) => Some(
-                l.parse::<usize>()
+                l.parse::<i64>()
                     .map_err(|_| ApiError::bad_request(format!("limit: not a number: {l:?}")))?,
             )
-            .filter(|l| *l > 0),
+            .filter(|l| *l > 0)
+            .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
         };
         let page = self.store.list(
             res,

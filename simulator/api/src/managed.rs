@@ -73,8 +73,14 @@ pub(crate) fn manager_of<'a>(
             "fieldManager: Invalid value: \"{m}\": must be no more than 128 characters"
         ))),
         Some(m) => Ok(m),
-        None if apply => Err(ApiError::bad_request(
-            "PATCH, fieldManager is required for apply requests",
+        None if apply => Err(ApiError::invalid(
+            "meta.k8s.io",
+            "PatchOptions",
+            "",
+            &[(
+                "fieldManager".to_owned(),
+                "Required value: is required for apply patch".to_owned(),
+            )],
         )),
         None => Ok(user_agent
             .and_then(|ua| ua.split('/').next())
@@ -1124,7 +1130,7 @@ mod tests {
             manager_of(None, Some("kubectl/v1.34 (linux)"), false).unwrap(),
             "kubectl"
         );
-        assert_eq!(manager_of(None, None, true).unwrap_err().code, 400);
+        assert_eq!(manager_of(None, None, true).unwrap_err().code, 422);
     }
 
     #[test]

@@ -100,6 +100,16 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// 415: a create's or replace's body in a media type kube-apiserver
+    /// does not read, worded as it words it.
+    pub fn new_unsupported_body() -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        )
+    }
+
     /// 415: a request body in an encoding the simulator does not read.
     pub fn unreadable_encoding(message: impl Into<String>) -> Self {
         Self::new(415, "UnsupportedMediaType", message)
