@@ -294,6 +294,12 @@ impl Inner {
             };
             if let Some(refs) = current["metadata"]["ownerReferences"].as_array_mut() {
                 refs.retain(|r| r["uid"].as_str() != Some(owner));
+                // The last one gone, the list goes too (`omitempty`).
+                if refs.is_empty()
+                    && let Some(meta) = current["metadata"].as_object_mut()
+                {
+                    meta.remove("ownerReferences");
+                }
             }
             self.commit(&res, location.1.clone(), current, EventType::Modified)?;
         }
