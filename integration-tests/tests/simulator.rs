@@ -343,7 +343,8 @@ async fn a_heavy_query_stops_at_its_timeout_and_holds_up_nothing_else() {
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["errorType"], "bad_data", "{body}");
 
-    // While one runs, the Kubernetes API beside it answers.
+    // While one runs, the Kubernetes API beside it answers, and so do
+    // other queries and the scrape of /metrics.
     let running = tokio::spawn(reqwest::get(query(&[("query", heavy), ("timeout", "60s")])));
     for _ in 0..20 {
         let namespaces = reqwest::get(format!("http://{kube}/api/v1/namespaces"))
@@ -351,9 +352,17 @@ async fn a_heavy_query_stops_at_its_timeout_and_holds_up_nothing_else() {
             .unwrap();
         assert_eq!(namespaces.status(), 200);
     }
+    let light = reqwest::get(query(&[("query", "sum(http_requests_total)")]))
+        .await
+        .unwrap();
+    assert_eq!(light.status(), 200);
+    let scraped = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
     assert!(
         !running.is_finished(),
-        "the heavy query was still running while the API answered"
+        "the heavy query was still running while the others answered"
     );
     running.abort();
 }

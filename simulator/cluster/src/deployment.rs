@@ -765,12 +765,17 @@ fn update_status(ctx: &mut Ctx, d: &DeploymentView, rollout: &Rollout) {
             _ => c,
         }
     };
-    let status = json!({
+    let mut status = json!({
         "observedGeneration": generation,
         "replicas": current, "updatedReplicas": updated, "readyReplicas": ready,
         "availableReplicas": available, "unavailableReplicas": (replicas - available).max(0),
         "conditions": [keep_transition(available_condition), keep_transition(progressing)],
     });
+    // Go leaves these out at zero (`omitempty`), so kube-controller-manager
+    // never writes `availableReplicas: 0`.
+    if let Some(map) = status.as_object_mut() {
+        map.retain(|_, v| v.as_i64() != Some(0));
+    }
     let res = ctx.kinds.deployments.clone();
     // Unchanged from what this reconcile read: nothing to write. (Had the
     // status changed since, that write's event brings another reconcile.)

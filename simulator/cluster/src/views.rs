@@ -168,9 +168,11 @@ pub(crate) struct ReplicaSetStatus {
     /// `fullyLabeledReplicas`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fully_labeled_replicas: Option<i64>,
-    /// `readyReplicas`.
+    /// `readyReplicas` (left out at zero, as Go's `omitempty` leaves it).
+    #[serde(skip_serializing_if = "is_zero")]
     pub ready_replicas: i64,
-    /// `availableReplicas`.
+    /// `availableReplicas` (left out at zero).
+    #[serde(skip_serializing_if = "is_zero")]
     pub available_replicas: i64,
     /// `observedGeneration`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,6 +245,12 @@ impl<T: StatusView> Decoder for ViewDecoder<T> {
         view.set_status(status)?;
         Some(Arc::new(view))
     }
+}
+
+/// For `skip_serializing_if`: a count of zero, which Go leaves out.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -1,7 +1,13 @@
 //! `/metrics` and the Prometheus HTTP API (`/api/v1/query`,
 //! `/api/v1/query_range`, `/-/ready`) over the simulator's own series.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use axum::{
     Router,
@@ -136,7 +142,7 @@ async fn evaluate(
     metrics: Metrics,
     uri: &Uri,
     body: &[u8],
-    run: fn(&Metrics, &HashMap<String, String>, std::time::Instant) -> Response,
+    run: fn(&Metrics, &HashMap<String, String>, Until<'_>) -> Response,
 ) -> Response {
     let params = params(uri, body);
     if let Some(r) = unavailable(&metrics) {
@@ -146,7 +152,46 @@ async fn evaluate(
         Ok(d) => d,
         Err(r) => return r,
     };
-    blocking(move || run(&metrics, &params, deadline)).await
+    // A client that hangs up drops this future, and the guard with it:
+    // the evaluation sees the flag and stops.
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancelled.clone());
+    blocking(move || {
+        let until = Until {
+            deadline,
+            cancelled: &cancelled,
+        };
+        run(&metrics, &params, until)
+    })
+    .await
+}
+
+/// When an evaluation stops: at its deadline, or when its client left.
+#[derive(Clone, Copy)]
+struct Until<'a> {
+    deadline: std::time::Instant,
+    cancelled: &'a AtomicBool,
+}
+
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The samples as they are now: the state is held only while they are
+/// shared out, not while a query reads them, so a long query holds up
+/// neither other queries nor the recording of samples nor `/metrics`.
+fn snapshot(metrics: &Metrics) -> crate::tsdb::Tsdb {
+    metrics
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .tsdb
+        .snapshot()
 }
 
 async fn query(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Response {
@@ -156,7 +201,7 @@ async fn query(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> Respons
 fn instant_query(
     metrics: &Metrics,
     params: &HashMap<String, String>,
-    deadline: std::time::Instant,
+    until: Until<'_>,
 ) -> Response {
     let Some(q) = params.get("query") else {
         return api_error(
@@ -175,10 +220,17 @@ fn instant_query(
             );
         }
     };
-    let result = {
-        let state = metrics.state.lock().unwrap_or_else(|p| p.into_inner());
-        promql::query_until(&state.tsdb, q, at, Some(deadline))
-    };
+    let db = snapshot(metrics);
+    let result = promql::parse(q).and_then(|expr| {
+        let ctx = promql::Ctx {
+            db: &db,
+            start: at,
+            end: at,
+            deadline: Some(until.deadline),
+            cancelled: Some(until.cancelled),
+        };
+        promql::eval(ctx, &expr, at)
+    });
     let t = at as f64 / 1000.0;
     let data = match result {
         Err(e) => return eval_error(&e),
@@ -202,11 +254,7 @@ async fn query_range(State(metrics): State<Metrics>, uri: Uri, body: Bytes) -> R
     evaluate(metrics, &uri, &body, range_query).await
 }
 
-fn range_query(
-    metrics: &Metrics,
-    params: &HashMap<String, String>,
-    deadline: std::time::Instant,
-) -> Response {
+fn range_query(metrics: &Metrics, params: &HashMap<String, String>, until: Until<'_>) -> Response {
     let Some(q) = params.get("query") else {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -250,14 +298,15 @@ fn range_query(
         std::collections::BTreeMap<String, String>,
         Vec<Value>,
     > = Default::default();
-    let state = metrics.state.lock().unwrap_or_else(|p| p.into_inner());
+    let db = snapshot(metrics);
     let mut t = start;
     while t <= end {
         let ctx = promql::Ctx {
-            db: &state.tsdb,
+            db: &db,
             start,
             end,
-            deadline: Some(deadline),
+            deadline: Some(until.deadline),
+            cancelled: Some(until.cancelled),
         };
         match promql::eval(ctx, &expr, t) {
             Err(e) => return eval_error(&e),

@@ -36,8 +36,9 @@ pub struct Series {
 #[derive(Debug, Default)]
 pub struct Tsdb {
     index: HashMap<Labels, usize>,
-    /// Series in insertion order.
-    pub series: Vec<Series>,
+    /// Series in insertion order. Each is shared with the snapshots
+    /// queries read, and copied on its next write while one is.
+    pub series: Vec<Arc<Series>>,
     retention_ms: i64,
 }
 
@@ -73,10 +74,10 @@ impl Tsdb {
         if let Some(i) = self.index.get(labels) {
             return *i;
         }
-        self.series.push(Series {
+        self.series.push(Arc::new(Series {
             labels: labels.clone(),
             samples: VecDeque::new(),
-        });
+        }));
         self.index.insert(labels.clone(), self.series.len() - 1);
         self.series.len() - 1
     }
@@ -86,13 +87,24 @@ impl Tsdb {
         let Some(series) = self.series.get_mut(id) else {
             return;
         };
-        let samples = &mut series.samples;
+        let samples = &mut Arc::make_mut(series).samples;
         samples.push_back((time_ms, value));
         while samples
             .front()
             .is_some_and(|(t, _)| *t < time_ms - self.retention_ms)
         {
             samples.pop_front();
+        }
+    }
+
+    /// The store as it is now, for a query to read without holding the
+    /// writer up: the series are shared, not copied (a series written
+    /// while the snapshot lives is copied then, once).
+    pub fn snapshot(&self) -> Self {
+        Self {
+            index: HashMap::new(),
+            series: self.series.clone(),
+            retention_ms: self.retention_ms,
         }
     }
 

@@ -141,6 +141,8 @@ pub struct Ctx<'a> {
     pub end: i64,
     /// When the evaluation gives up (a query's `timeout`), if ever.
     pub deadline: Option<std::time::Instant>,
+    /// Set when whoever asked has gone: the evaluation gives up too.
+    pub cancelled: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 fn label_map(labels: &Labels) -> LabelSet {
@@ -188,16 +190,20 @@ fn select<'a>(
     }
     let name = vs.name.as_deref();
     let matchers: &'a [Matcher] = &vs.matchers.matchers;
-    Ok(db.series.iter().filter(move |s| {
-        let get = |k: &str| {
-            s.labels
-                .iter()
-                .find(|(n, _)| n == k)
-                .map_or("", |(_, v)| v.as_str())
-        };
-        name.is_none_or(|n| get("__name__") == n)
-            && matchers.iter().all(|m| m.is_match(get(&m.name)))
-    }))
+    Ok(db
+        .series
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(move |s: &&crate::tsdb::Series| {
+            let get = |k: &str| {
+                s.labels
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or("", |(_, v)| v.as_str())
+            };
+            name.is_none_or(|n| get("__name__") == n)
+                && matchers.iter().all(|m| m.is_match(get(&m.name)))
+        }))
 }
 
 /// Each selected series' newest sample at `at` within the lookback, with
@@ -336,6 +342,9 @@ pub fn eval(ctx: Ctx<'_>, expr: &Expr, at: i64) -> Result<Value, EvalError> {
     if ctx
         .deadline
         .is_some_and(|deadline| std::time::Instant::now() >= deadline)
+        || ctx
+            .cancelled
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     {
         return Err(EvalError::timeout());
     }
@@ -400,6 +409,7 @@ pub fn query_until(
             start: at,
             end: at,
             deadline,
+            cancelled: None,
         },
         &expr,
         at,
