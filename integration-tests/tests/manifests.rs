@@ -185,6 +185,56 @@ fn patches() -> Vec<Case> {
             "/api/v1/namespaces/default/secrets",
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sealed"}, "type": "Opaque", "data": {"a": "MQ=="}}),
         ),
+        case(
+            "create of a binding to change",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "bound"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]}),
+        ),
+        patch(
+            "merge patch of a binding's role",
+            MERGE,
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/bound?dryRun=All",
+            json!({"roleRef": {"name": "edit"}}),
+        ),
+        case(
+            "create of a Service to change",
+            "/api/v1/namespaces/default/services",
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "moving"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+        ),
+        patch(
+            "merge patch of a Service's cluster IP",
+            MERGE,
+            "/api/v1/namespaces/default/services/moving?dryRun=All",
+            json!({"spec": {"clusterIP": "10.0.0.251", "clusterIPs": ["10.0.0.251"]}}),
+        ),
+        case(
+            "create of a Job to change",
+            "/apis/batch/v1/namespaces/default/jobs",
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate"},
+                "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "migrate", "image": "registry.example/migrate:1.0"}]}}}}),
+        ),
+        patch(
+            "merge patch of a Job's template",
+            MERGE,
+            "/apis/batch/v1/namespaces/default/jobs/migrate?dryRun=All",
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "migrate", "image": "registry.example/migrate:2.0"}]}}}}),
+        ),
+        case(
+            "configmap of more than a mebibyte",
+            "/api/v1/namespaces/default/configmaps?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+                "data": {"dashboard.json": "x".repeat(1_100_000)}}),
+        ),
+        case(
+            "configmap with annotations past 256 KiB",
+            "/api/v1/namespaces/default/configmaps?dryRun=All",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "noted",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x".repeat(300_000)}}}),
+        ),
         patch(
             "merge patch of a Secret's type",
             MERGE,
@@ -639,6 +689,24 @@ fn service_accounts() -> Vec<Case> {
                 p["spec"]["serviceAccountName"] = json!("builder");
                 p["spec"]["automountServiceAccountToken"] = json!(true);
                 p["spec"]["imagePullSecrets"] = json!([{"name": "own"}]);
+            }),
+        ),
+        case(
+            "pod with limits alone",
+            PODS,
+            pod(|p| {
+                p["spec"]["containers"][0]["resources"] =
+                    json!({"limits": {"cpu": "2", "memory": "1Gi"}});
+                p["spec"]["initContainers"][0]["resources"] =
+                    json!({"limits": {"cpu": "500m", "memory": "128Mi"}});
+            }),
+        ),
+        case(
+            "pod with requests below its limits",
+            PODS,
+            pod(|p| {
+                p["spec"]["containers"][0]["resources"] =
+                    json!({"requests": {"cpu": "250m"}, "limits": {"cpu": "1", "memory": "1Gi"}});
             }),
         ),
         case(
@@ -1182,6 +1250,10 @@ fn view(answer: &(u16, Value)) -> Value {
     if let Some(map) = stored.as_object_mut() {
         map.remove("metadata");
         map.remove("status");
+    }
+    // A pod's class of service, set from its spec on create.
+    if body["kind"] == "Pod" {
+        stored["qosClass"] = body["status"]["qosClass"].clone();
     }
     // Of the metadata, whether the kind counts generations.
     if body["metadata"].is_object() {

@@ -277,6 +277,37 @@ fn job_selector(job: &mut Value) {
     }
 }
 
+/// A pod's quality of service class, from its containers' CPU and memory
+/// requests and limits: `Guaranteed` when every container limits both and
+/// requests what it limits, `BestEffort` when none asks for either,
+/// `Burstable` otherwise.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|list| spec[*list].as_array().into_iter().flatten())
+        .collect();
+    let set = |c: &Value, kind: &str, key: &str| c["resources"][kind][key].is_string();
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"]
+            .iter()
+            .any(|kind| ["cpu", "memory"].iter().any(|key| set(c, kind, key)))
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|key| {
+            set(c, "limits", key)
+                && c["resources"]["requests"][*key] == c["resources"]["limits"][*key]
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 /// A node port from kube-apiserver's default range (30000-32767), handed
 /// out in turn.
 fn next_node_port() -> u32 {
@@ -293,6 +324,21 @@ pub(crate) fn apply(
 ) {
     match (group, plural) {
         ("", "pods") => {
+            // Pods only, not templates: requests default to the limits.
+            for list in ["containers", "initContainers"] {
+                let containers = object["spec"].get_mut(list).and_then(Value::as_array_mut);
+                for c in containers.into_iter().flatten() {
+                    let Some(limits) = c["resources"]["limits"].as_object().cloned() else {
+                        continue;
+                    };
+                    if !c["resources"]["requests"].is_object() {
+                        c["resources"]["requests"] = json!({});
+                    }
+                    for (key, value) in limits {
+                        default(&mut c["resources"]["requests"], &key, value);
+                    }
+                }
+            }
             pod_spec(&mut object["spec"]);
             // Pods only, not templates: the defaulting of a Pod, and the
             // DefaultTolerationSeconds admission plugin.
@@ -327,7 +373,8 @@ pub(crate) fn apply(
                 }
             }
             if object["status"].is_null() {
-                object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+                let qos = qos_class(&object["spec"]);
+                object["status"] = json!({"phase": "Pending", "qosClass": qos});
             }
         }
         ("apps", "deployments") => {

@@ -22,6 +22,20 @@ use crate::resources::Resource;
 pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     labels(&object["metadata"]["labels"], "metadata.labels", &mut out);
+    // All annotations together: at most 256 KiB (what breaks `kubectl
+    // apply` of a big ConfigMap, whose last-applied copy is one).
+    let annotations: usize = object["metadata"]["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    if annotations > 262_144 {
+        out.push((
+            "metadata.annotations".to_owned(),
+            "Too long: may not be more than 262144 bytes".to_owned(),
+        ));
+    }
     match (res.group.as_str(), res.plural.as_str()) {
         ("apps", "deployments") => {
             workload(object, &mut out);
@@ -46,7 +60,21 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
         }
         ("", "pods") => pod_spec(&object["spec"], "spec", &mut out),
         ("", "services") => service(object, &mut out),
-        ("", "configmaps") => keys(object, &["data", "binaryData"], &mut out),
+        ("", "configmaps") => {
+            keys(object, &["data", "binaryData"], &mut out);
+            let size: usize = ["data", "binaryData"]
+                .iter()
+                .flat_map(|m| object[*m].as_object().into_iter().flatten())
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum();
+            if size > 1_048_576 {
+                // kube-apiserver names no field but the list itself.
+                out.push((
+                    "[]".to_owned(),
+                    "Too long: may not be more than 1048576 bytes".to_owned(),
+                ));
+            }
+        }
         ("", "secrets") => {
             keys(object, &["data"], &mut out);
             secret_type(object, &mut out);
@@ -160,6 +188,37 @@ pub(crate) fn update_problems(res: &Resource, old: &Value, new: &Value) -> Vec<(
                      tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if \
                      it was previously negative)"
                     .to_owned(),
+            ));
+        }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings")
+            if old["roleRef"] != new["roleRef"] =>
+        {
+            out.push((
+                "roleRef".to_owned(),
+                format!(
+                    "Invalid value: rbac.RoleRef{{APIGroup:{:?}, Kind:{:?}, Name:{:?}}}: cannot change roleRef",
+                    new["roleRef"]["apiGroup"].as_str().unwrap_or_default(),
+                    new["roleRef"]["kind"].as_str().unwrap_or_default(),
+                    new["roleRef"]["name"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+        ("", "services") => {
+            let (before, after) = (&old["spec"]["clusterIP"], &new["spec"]["clusterIP"]);
+            if before.as_str().is_some_and(|ip| !ip.is_empty())
+                && after.as_str().is_some_and(|ip| !ip.is_empty())
+                && before != after
+            {
+                out.push((
+                    "spec.clusterIPs[0]".to_owned(),
+                    format!("Invalid value: []string{{{after}}}: may not change once set"),
+                ));
+            }
+        }
+        ("batch", "jobs") if old["spec"]["template"] != new["spec"]["template"] => {
+            out.push((
+                "spec.template".to_owned(),
+                "Invalid value: field is immutable".to_owned(),
             ));
         }
         ("", "configmaps" | "secrets") => {
