@@ -24,13 +24,7 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
     labels(&object["metadata"]["labels"], "metadata.labels", &mut out);
     // All annotations together: at most 256 KiB (what breaks `kubectl
     // apply` of a big ConfigMap, whose last-applied copy is one).
-    let annotations: usize = object["metadata"]["annotations"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
-        .sum();
-    if annotations > 262_144 {
+    if text_size(&object["metadata"]["annotations"]) > 262_144 {
         out.push((
             "metadata.annotations".to_owned(),
             "Too long: may not be more than 262144 bytes".to_owned(),
@@ -62,12 +56,7 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
         ("", "services") => service(object, &mut out),
         ("", "configmaps") => {
             keys(object, &["data", "binaryData"], &mut out);
-            let size: usize = ["data", "binaryData"]
-                .iter()
-                .flat_map(|m| object[*m].as_object().into_iter().flatten())
-                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
-                .sum();
-            if size > 1_048_576 {
+            if text_size(&object["data"]) + text_size(&object["binaryData"]) > 1_048_576 {
                 // kube-apiserver names no field but the list itself.
                 out.push((
                     "[]".to_owned(),
@@ -123,6 +112,15 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
         }
     }
     out
+}
+
+/// The bytes of a map of text: its keys and values together.
+fn text_size(map: &Value) -> usize {
+    map.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum()
 }
 
 /// Whether a schema has CEL rules (`x-kubernetes-validations`) anywhere.
