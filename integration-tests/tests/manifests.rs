@@ -1491,6 +1491,19 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
         "/apis/events.k8s.io/v1/namespaces/default/events",
         "/apis/batch/v1/namespaces/default/jobs",
         "/apis/networking.k8s.io/v1/namespaces/default/ingresses",
+        "/apis/apps/v1/namespaces/default/statefulsets",
+        "/apis/apps/v1/namespaces/default/daemonsets",
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        "/api/v1/nodes",
+        "/api/v1/namespaces",
+        "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes",
+        "/apis/networking.istio.io/v1/namespaces/default/virtualservices",
     ] {
         let (a, b) = (real.columns(path).await, simulated.columns(path).await);
         if a != b {

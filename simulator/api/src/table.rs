@@ -215,14 +215,182 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
             cells.extend(wide_cells);
             (columns, cells)
         }
-        ("apps", "statefulsets") => (
-            vec![("Ready", "string", 0)],
-            vec![json!(format!(
-                "{}/{}",
-                num(&status["readyReplicas"]),
-                num(&spec["replicas"])
-            ))],
+        ("apps", "statefulsets") => {
+            let (wide_columns, mut wide_cells) = wide(o);
+            wide_cells.truncate(2);
+            let mut columns = vec![
+                ("Name", "string", 0),
+                ("Ready", "string", 0),
+                ("Age", "string", 0),
+            ];
+            columns.extend(wide_columns.into_iter().take(2));
+            let mut cells = vec![
+                o["metadata"]["name"].clone(),
+                json!(format!(
+                    "{}/{}",
+                    num(&status["readyReplicas"]),
+                    num(&spec["replicas"])
+                )),
+                age(),
+            ];
+            cells.extend(wide_cells);
+            (columns, cells)
+        }
+        ("apps", "daemonsets") => {
+            let (wide_columns, wide_cells) = wide(o);
+            let mut columns = vec![
+                ("Name", "string", 0),
+                ("Desired", "integer", 0),
+                ("Current", "integer", 0),
+                ("Ready", "integer", 0),
+                ("Up-to-date", "integer", 0),
+                ("Available", "integer", 0),
+                ("Node Selector", "string", 0),
+                ("Age", "string", 0),
+            ];
+            columns.extend(wide_columns);
+            let selector = labels_text(&spec["template"]["spec"]["nodeSelector"]);
+            let mut cells = vec![
+                o["metadata"]["name"].clone(),
+                json!(num(&status["desiredNumberScheduled"])),
+                json!(num(&status["currentNumberScheduled"])),
+                json!(num(&status["numberReady"])),
+                json!(num(&status["updatedNumberScheduled"])),
+                json!(num(&status["numberAvailable"])),
+                json!(if selector.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    selector
+                }),
+                age(),
+            ];
+            cells.extend(wide_cells);
+            (columns, cells)
+        }
+        ("autoscaling", "horizontalpodautoscalers") => {
+            let target = &spec["scaleTargetRef"];
+            (
+                vec![
+                    ("Reference", "string", 0),
+                    ("Targets", "string", 0),
+                    ("MinPods", "string", 0),
+                    ("MaxPods", "string", 0),
+                    ("Replicas", "string", 0),
+                ],
+                vec![
+                    json!(format!(
+                        "{}/{}",
+                        target["kind"].as_str().unwrap_or_default(),
+                        target["name"].as_str().unwrap_or_default()
+                    )),
+                    json!("<unknown>"),
+                    json!(spec["minReplicas"].as_i64().unwrap_or(1).to_string()),
+                    json!(num(&spec["maxReplicas"]).to_string()),
+                    json!(num(&status["currentReplicas"]).to_string()),
+                ],
+            )
+        }
+        ("policy", "poddisruptionbudgets") => {
+            let shown = |v: &Value| match v {
+                Value::Null => "N/A".to_owned(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (
+                vec![
+                    ("Min Available", "string", 0),
+                    ("Max Unavailable", "string", 0),
+                    ("Allowed Disruptions", "integer", 0),
+                ],
+                vec![
+                    json!(shown(&spec["minAvailable"])),
+                    json!(shown(&spec["maxUnavailable"])),
+                    json!(num(&status["disruptionsAllowed"])),
+                ],
+            )
+        }
+        ("rbac.authorization.k8s.io", "roles" | "clusterroles") => (
+            vec![("Name", "string", 0), ("Created At", "date", 0)],
+            vec![
+                o["metadata"]["name"].clone(),
+                o["metadata"]["creationTimestamp"].clone(),
+            ],
         ),
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+            let subjects = |kind: &str| {
+                o["subjects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s["kind"] == kind)
+                    .map(|s| {
+                        let name = s["name"].as_str().unwrap_or_default();
+                        match s["namespace"].as_str() {
+                            Some(ns) if kind == "ServiceAccount" => format!("{ns}/{name}"),
+                            _ => name.to_owned(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            (
+                vec![
+                    ("Name", "string", 0),
+                    ("Role", "string", 0),
+                    ("Age", "string", 0),
+                    ("Users", "string", 1),
+                    ("Groups", "string", 1),
+                    ("ServiceAccounts", "string", 1),
+                ],
+                vec![
+                    o["metadata"]["name"].clone(),
+                    json!(format!(
+                        "{}/{}",
+                        o["roleRef"]["kind"].as_str().unwrap_or_default(),
+                        o["roleRef"]["name"].as_str().unwrap_or_default()
+                    )),
+                    age(),
+                    json!(subjects("User")),
+                    json!(subjects("Group")),
+                    json!(subjects("ServiceAccount")),
+                ],
+            )
+        }
+        ("discovery.k8s.io", "endpointslices") => {
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_i64().map(|n| n.to_string()))
+                .collect();
+            let addresses: Vec<&str> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            (
+                vec![
+                    ("AddressType", "string", 0),
+                    ("Ports", "string", 0),
+                    ("Endpoints", "string", 0),
+                ],
+                vec![
+                    o["addressType"].clone(),
+                    json!(if ports.is_empty() {
+                        "<unset>".to_owned()
+                    } else {
+                        ports.join(",")
+                    }),
+                    json!(if addresses.is_empty() {
+                        "<unset>".to_owned()
+                    } else {
+                        addresses.join(",")
+                    }),
+                ],
+            )
+        }
         ("", "services") => {
             let ports: Vec<String> = spec["ports"]
                 .as_array()
@@ -290,9 +458,50 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
                 .as_array()
                 .and_then(|c| c.iter().find(|x| x["type"] == "Ready"))
                 .is_some_and(|c| c["status"] == "True");
+            let cordoned = spec["unschedulable"] == json!(true);
+            let state = match (ready, cordoned) {
+                (true, false) => "Ready",
+                (true, true) => "Ready,SchedulingDisabled",
+                (false, false) => "NotReady",
+                (false, true) => "NotReady,SchedulingDisabled",
+            };
+            let address = |kind: &str| {
+                status["addresses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["type"] == kind)
+                    .and_then(|a| a["address"].as_str())
+                    .unwrap_or("<none>")
+                    .to_owned()
+            };
+            let info = &status["nodeInfo"];
+            let text = |key: &str| info[key].as_str().unwrap_or("<unknown>").to_owned();
             (
-                vec![("Status", "string", 0)],
-                vec![json!(if ready { "Ready" } else { "NotReady" })],
+                vec![
+                    ("Name", "string", 0),
+                    ("Status", "string", 0),
+                    ("Roles", "string", 0),
+                    ("Age", "string", 0),
+                    ("Version", "string", 0),
+                    ("Internal-IP", "string", 1),
+                    ("External-IP", "string", 1),
+                    ("OS-Image", "string", 1),
+                    ("Kernel-Version", "string", 1),
+                    ("Container-Runtime", "string", 1),
+                ],
+                vec![
+                    o["metadata"]["name"].clone(),
+                    json!(state),
+                    json!("<none>"),
+                    age(),
+                    json!(text("kubeletVersion")),
+                    json!(address("InternalIP")),
+                    json!(address("ExternalIP")),
+                    json!(text("osImage")),
+                    json!(text("kernelVersion")),
+                    json!(text("containerRuntimeVersion")),
+                ],
             )
         }
         ("", "configmaps") => (
@@ -470,9 +679,12 @@ pub(crate) fn table(
     let (names_itself, ages_itself) = match &printed {
         Some(cols) => (
             cols.iter().any(|c| c.0 == "Name"),
-            cols.iter().any(|c| c.0 == "Age"),
+            // A printer that names its Name column lists every column.
+            cols.iter().any(|c| c.0 == "Age" || c.0 == "Name"),
         ),
-        None => (false, custom.iter().any(|c| c["name"] == "Age")),
+        // A CRD's printer columns are all there is: an age only when it
+        // declares none.
+        None => (false, !custom.is_empty()),
     };
     if !names_itself {
         columns.push(name_column);
@@ -481,8 +693,7 @@ pub(crate) fn table(
         Some(cols) => columns.extend(cols.iter().map(definition)),
         None => columns.extend(custom.iter().map(|c| json!({"name": c["name"], "type": if c["type"] == "date" { json!("string") } else { c["type"].clone() }, "format": "", "description": c["description"].as_str().unwrap_or_default(), "priority": c["priority"].as_i64().unwrap_or(0)}))),
     }
-    let is_event = res.plural == "events";
-    if !ages_itself && !is_event {
+    if !ages_itself {
         columns.push(age_column);
     }
     let mut rows = Vec::new();
@@ -509,7 +720,7 @@ pub(crate) fn table(
                 });
             }
         }
-        if !ages_itself && !is_event {
+        if !ages_itself {
             cells.push(json!(age(o, now)));
         }
         rows.push(json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}}));
