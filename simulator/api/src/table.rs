@@ -109,6 +109,15 @@ pub(crate) fn labels_text(labels: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// A printer's columns and cells, with the first `count` of the `-o wide`
+/// columns of workloads after them.
+fn with_wide(o: &Value, mut columns: Vec<Column>, mut cells: Vec<Value>, count: usize) -> Columns {
+    let (wide_columns, wide_cells) = wide(o);
+    columns.extend(wide_columns.into_iter().take(count));
+    cells.extend(wide_cells.into_iter().take(count));
+    (columns, cells)
+}
+
 /// How long ago an RFC 3339 time was, as kubectl shows ages; `<unknown>`
 /// when there is none.
 fn ago(time: &Value, now: SystemTime) -> String {
@@ -171,17 +180,16 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
                 ],
             )
         }
-        ("apps", "deployments") => {
-            let (wide_columns, wide_cells) = wide(o);
-            let mut columns = vec![
+        ("apps", "deployments") => with_wide(
+            o,
+            vec![
                 ("Name", "string", 0),
                 ("Ready", "string", 0),
                 ("Up-to-date", "integer", 0),
                 ("Available", "integer", 0),
                 ("Age", "string", 0),
-            ];
-            columns.extend(wide_columns);
-            let mut cells = vec![
+            ],
+            vec![
                 o["metadata"]["name"].clone(),
                 json!(format!(
                     "{}/{}",
@@ -191,40 +199,35 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
                 json!(num(&status["updatedReplicas"])),
                 json!(num(&status["availableReplicas"])),
                 age(),
-            ];
-            cells.extend(wide_cells);
-            (columns, cells)
-        }
-        ("apps", "replicasets") => {
-            let (wide_columns, wide_cells) = wide(o);
-            let mut columns = vec![
+            ],
+            3,
+        ),
+        ("apps", "replicasets") => with_wide(
+            o,
+            vec![
                 ("Name", "string", 0),
                 ("Desired", "integer", 0),
                 ("Current", "integer", 0),
                 ("Ready", "integer", 0),
                 ("Age", "string", 0),
-            ];
-            columns.extend(wide_columns);
-            let mut cells = vec![
+            ],
+            vec![
                 o["metadata"]["name"].clone(),
                 json!(num(&spec["replicas"])),
                 json!(num(&status["replicas"])),
                 json!(num(&status["readyReplicas"])),
                 age(),
-            ];
-            cells.extend(wide_cells);
-            (columns, cells)
-        }
-        ("apps", "statefulsets") => {
-            let (wide_columns, mut wide_cells) = wide(o);
-            wide_cells.truncate(2);
-            let mut columns = vec![
+            ],
+            3,
+        ),
+        ("apps", "statefulsets") => with_wide(
+            o,
+            vec![
                 ("Name", "string", 0),
                 ("Ready", "string", 0),
                 ("Age", "string", 0),
-            ];
-            columns.extend(wide_columns.into_iter().take(2));
-            let mut cells = vec![
+            ],
+            vec![
                 o["metadata"]["name"].clone(),
                 json!(format!(
                     "{}/{}",
@@ -232,40 +235,39 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
                     num(&spec["replicas"])
                 )),
                 age(),
-            ];
-            cells.extend(wide_cells);
-            (columns, cells)
-        }
+            ],
+            2,
+        ),
         ("apps", "daemonsets") => {
-            let (wide_columns, wide_cells) = wide(o);
-            let mut columns = vec![
-                ("Name", "string", 0),
-                ("Desired", "integer", 0),
-                ("Current", "integer", 0),
-                ("Ready", "integer", 0),
-                ("Up-to-date", "integer", 0),
-                ("Available", "integer", 0),
-                ("Node Selector", "string", 0),
-                ("Age", "string", 0),
-            ];
-            columns.extend(wide_columns);
             let selector = labels_text(&spec["template"]["spec"]["nodeSelector"]);
-            let mut cells = vec![
-                o["metadata"]["name"].clone(),
-                json!(num(&status["desiredNumberScheduled"])),
-                json!(num(&status["currentNumberScheduled"])),
-                json!(num(&status["numberReady"])),
-                json!(num(&status["updatedNumberScheduled"])),
-                json!(num(&status["numberAvailable"])),
-                json!(if selector.is_empty() {
-                    "<none>".to_owned()
-                } else {
-                    selector
-                }),
-                age(),
-            ];
-            cells.extend(wide_cells);
-            (columns, cells)
+            with_wide(
+                o,
+                vec![
+                    ("Name", "string", 0),
+                    ("Desired", "integer", 0),
+                    ("Current", "integer", 0),
+                    ("Ready", "integer", 0),
+                    ("Up-to-date", "integer", 0),
+                    ("Available", "integer", 0),
+                    ("Node Selector", "string", 0),
+                    ("Age", "string", 0),
+                ],
+                vec![
+                    o["metadata"]["name"].clone(),
+                    json!(num(&status["desiredNumberScheduled"])),
+                    json!(num(&status["currentNumberScheduled"])),
+                    json!(num(&status["numberReady"])),
+                    json!(num(&status["updatedNumberScheduled"])),
+                    json!(num(&status["numberAvailable"])),
+                    json!(if selector.is_empty() {
+                        "<none>".to_owned()
+                    } else {
+                        selector
+                    }),
+                    age(),
+                ],
+                3,
+            )
         }
         ("autoscaling", "horizontalpodautoscalers") => {
             let target = &spec["scaleTargetRef"];
@@ -577,7 +579,6 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
             )
         }
         ("batch", "jobs") => {
-            let (wide_columns, wide_cells) = wide(o);
             let completed = status["conditions"].as_array().and_then(|c| {
                 c.iter()
                     .find(|x| {
@@ -591,14 +592,13 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
                 None if spec["suspend"] == json!(true) => "Suspended",
                 None => "Running",
             };
-            let mut columns = vec![
+            let columns = vec![
                 ("Name", "string", 0),
                 ("Status", "string", 0),
                 ("Completions", "string", 0),
                 ("Duration", "string", 0),
                 ("Age", "string", 0),
             ];
-            columns.extend(wide_columns);
             let duration = status["startTime"].as_str().and_then(parse_rfc3339).map_or(
                 String::new(),
                 |start| {
@@ -609,7 +609,7 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
                     human_age(end.duration_since(start).map_or(0, |d| d.as_secs()))
                 },
             );
-            let mut cells = vec![
+            let cells = vec![
                 o["metadata"]["name"].clone(),
                 json!(state),
                 json!(format!(
@@ -620,8 +620,7 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
                 json!(duration),
                 age(),
             ];
-            cells.extend(wide_cells);
-            (columns, cells)
+            with_wide(o, columns, cells, 3)
         }
         ("networking.k8s.io", "ingresses") => {
             let hosts: Vec<&str> = spec["rules"]
