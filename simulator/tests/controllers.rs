@@ -1283,6 +1283,24 @@ async fn pods_run_under_their_service_account_and_wait_for_a_missing_one() {
         async || {},
     )
     .await;
+    // It tries again, and the repeats are counted on one Event, as
+    // client-go's recorder aggregates them.
+    until(
+        "the repeats counted on one Event",
+        async || {
+            let failed: Vec<_> = events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+                .collect();
+            failed.len() == 1 && failed[0].count.is_some_and(|n| n >= 3)
+        },
+        async || {},
+    )
+    .await;
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "shop");
     assert!(
         pods.list(&ListParams::default())

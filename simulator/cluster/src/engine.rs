@@ -229,6 +229,11 @@ pub struct Ctx {
     /// Failed creates in a row, by the workload that made them: how long
     /// it waits before it tries again.
     failures: HashMap<(String, String), u32>,
+    /// The warning Event recorded for each (namespace, object uid, type,
+    /// reason, message, component): a repeat raises its count, as
+    /// client-go's recorder aggregates repeats. Cleared at each sweep of
+    /// old Events.
+    pub(crate) recorded: HashMap<[String; 6], String>,
 }
 
 impl Ctx {
@@ -263,6 +268,7 @@ impl Ctx {
             echoes: HashSet::new(),
             events: 0,
             failures: HashMap::new(),
+            recorded: HashMap::new(),
         })
     }
 
@@ -276,6 +282,31 @@ impl Ctx {
         (reason, message): (&str, &str),
         component: &str,
     ) {
+        let kind = if warning { "Warning" } else { "Normal" };
+        let key = [
+            about.namespace.to_owned(),
+            about.uid.to_owned(),
+            kind.to_owned(),
+            reason.to_owned(),
+            message.to_owned(),
+            component.to_owned(),
+        ];
+        let events = self.kinds.events.clone();
+        // Only warnings repeat word for word about one object (a normal
+        // Event names the pod or the count it is about), so only they are
+        // remembered: the table stays small at any scale.
+        if let Some(name) = self.recorded.get(&key).cloned().filter(|_| warning) {
+            let stamp = sluice_sim_api::time::rfc3339(self.now());
+            let raised = self
+                .store
+                .modify(&events, about.namespace, &name, Part::Main, |e| {
+                    e["count"] = serde_json::json!(e["count"].as_i64().unwrap_or(1) + 1);
+                    e["lastTimestamp"] = serde_json::json!(stamp);
+                });
+            if raised.is_ok() {
+                return;
+            }
+        }
         self.events += 1;
         let now = self.now();
         let nanos = now
@@ -290,9 +321,13 @@ impl Ctx {
             "source": {"component": component}, "reportingComponent": component, "reportingInstance": "",
             "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
         });
-        let events = self.kinds.events.clone();
-        if let Err(e) = self.store.create(&events, about.namespace, event) {
-            tracing::debug!(reason, error = %e.message, "recording an event failed");
+        match self.store.create(&events, about.namespace, event) {
+            Ok(made) if warning => {
+                let name = made["metadata"]["name"].as_str().unwrap_or_default();
+                self.recorded.insert(key, name.to_owned());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(reason, error = %e.message, "recording an event failed"),
         }
     }
 

@@ -94,6 +94,9 @@ fn reconcile(ctx: &mut Ctx, work: &Work) {
 /// kube-apiserver lets them expire, and looks again after
 /// [`engine::EVENT_SWEEP`].
 fn expire_events(ctx: &mut Ctx) {
+    // Repeats after a sweep start a new Event, so the table of recorded
+    // ones never outgrows an hour of distinct Events.
+    ctx.recorded.clear();
     let res = ctx.kinds.events.clone();
     let cutoff = sluice_sim_api::time::rfc3339(
         ctx.now()
