@@ -778,6 +778,14 @@ impl Store {
         }
         meta.remove("deletionTimestamp");
         // managedFields are kept: the API layer sets them (`managed`).
+        if !res.builtin()
+            && res.status
+            && let Some(map) = object.as_object_mut()
+        {
+            // A custom resource whose status has its own subresource
+            // starts without one, as kube-apiserver creates it.
+            map.remove("status");
+        }
         self.defaults(res, &mut object);
         let problems = crate::validation::problems(res, &object);
         if !problems.is_empty() {
