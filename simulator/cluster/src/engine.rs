@@ -228,7 +228,7 @@ pub struct Ctx {
     events: u64,
     /// Failed creates in a row, by the workload that made them: how long
     /// it waits before it tries again.
-    failures: HashMap<(String, String), u32>,
+    failures: HashMap<Work, u32>,
     /// The warning Event recorded for each (namespace, object uid, type,
     /// reason, message, component): a repeat raises its count, as
     /// client-go's recorder aggregates repeats. Cleared at each sweep of
@@ -356,22 +356,20 @@ impl Ctx {
     /// Notes that `work` failed, and asks for it again after a back-off
     /// that doubles with each failure in a row, from one second to 256
     /// (cluster time), as a controller's rate-limited queue retries.
-    pub fn retry(&mut self, key: (&str, &str), work: Work) {
-        let failures = self
-            .failures
-            .entry((key.0.to_owned(), key.1.to_owned()))
-            .or_insert(0);
-        let delay = Duration::from_secs(1 << (*failures).min(8)).min(Duration::from_secs(300));
+    pub fn retry(&mut self, work: Work) {
+        let failures = self.failures.entry(work.clone()).or_insert(0);
+        let delay = Duration::from_secs(1 << (*failures).min(8));
         *failures += 1;
         let delay = self.real(delay);
         self.after(delay, work);
     }
 
-    /// Notes that the work of `key` succeeded: its next failure waits
-    /// the shortest again.
-    pub fn succeeded(&mut self, key: (&str, &str)) {
+    /// Notes that the work `work` names succeeded: its next failure waits
+    /// the shortest again. (Named lazily: nothing is built on the common
+    /// path, where nothing failed.)
+    pub fn succeeded(&mut self, work: impl FnOnce() -> Work) {
         if !self.failures.is_empty() {
-            self.failures.remove(&key as &dyn Pair);
+            self.failures.remove(&work());
         }
     }
 
@@ -626,11 +624,7 @@ pub async fn run(
         let Ok(start) = store.watch(res, None, None) else {
             continue;
         };
-        let mut feed = Feed {
-            res: res.clone(),
-            live: start.live,
-            seen: 0,
-        };
+        let mut feed = Feed::new(res.clone(), start.live);
         for event in &start.initial {
             feed.route(&mut ctx, event);
         }
@@ -700,6 +694,11 @@ struct Feed {
 }
 
 impl Feed {
+    /// A feed of `res` from `live`, nothing routed yet.
+    fn new(res: Arc<Resource>, live: broadcast::Receiver<Arc<WatchEvent>>) -> Self {
+        Self { res, live, seen: 0 }
+    }
+
     fn route(&mut self, ctx: &mut Ctx, event: &WatchEvent) {
         self.seen = self.seen.max(event.rv);
         route(ctx, &self.res.plural, event);
@@ -897,34 +896,6 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
         {
             ctx.enqueue(Work::Namespace(ns.to_owned()));
         }
-        "serviceaccounts" if event.kind == EventType::Deleted => {}
-        "serviceaccounts" => {
-            // Pods refused for want of this account can be made now: the
-            // workloads of its namespace look again (a real controller
-            // retries a failed create with back-off).
-            let kinds = [
-                (
-                    ctx.kinds.replicasets.clone(),
-                    Work::ReplicaSet as fn(String, String) -> Work,
-                ),
-                (ctx.kinds.statefulsets.clone(), Work::StatefulSet),
-                (ctx.kinds.daemonsets.clone(), Work::DaemonSet),
-            ];
-            for (res, work) in kinds {
-                let everything = LabelSelector::default();
-                let Ok(page) =
-                    ctx.store
-                        .list(&res, Some(ns), &everything, &Default::default(), None, None)
-                else {
-                    continue;
-                };
-                for bytes in page.items {
-                    if let Ok(o) = serde_json::from_slice::<Value>(&bytes) {
-                        ctx.enqueue(work(ns.to_owned(), text(&o, "metadata", "name").to_owned()));
-                    }
-                }
-            }
-        }
         // Any change of any ClusterRole may change what another aggregates
         // (its own write of the rules comes back once, and changes nothing).
         "clusterroles" => ctx.enqueue(Work::Aggregate),
@@ -1039,11 +1010,7 @@ mod tests {
         let (store, pods) = (ctx.store.clone(), ctx.kinds.pods.clone());
         store.decode_with("", "pods", Arc::new(PodDecoder));
         let start = store.watch(&pods, None, None).unwrap();
-        let mut feed = Feed {
-            res: pods.clone(),
-            live: start.live,
-            seen: 0,
-        };
+        let mut feed = Feed::new(pods.clone(), start.live);
         store
             .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "app:1"}]}}))
             .unwrap();
@@ -1092,11 +1059,7 @@ mod tests {
         let node = store.get_value(&nodes, "", "n").unwrap();
         crate::kubelet::observe_node(&mut ctx.kubelet, "n", Some(&node));
         let start = store.watch(&pods, None, None).unwrap();
-        let mut feed = Feed {
-            res: pods.clone(),
-            live: start.live,
-            seen: 0,
-        };
+        let mut feed = Feed::new(pods.clone(), start.live);
         store
             .create(&pods, "default", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"nodeName": "n", "containers": [{"name": "a", "image": "app:1"}]}}))
             .unwrap();
@@ -1139,7 +1102,7 @@ mod tests {
         let start = Instant::now();
         let mut delays = Vec::new();
         for _ in 0..10 {
-            ctx.retry(("default", "web"), work());
+            ctx.retry(work());
             let Some(Reverse((at, _, queued))) = ctx.timers.pop() else {
                 panic!("nothing asked for");
             };
@@ -1147,8 +1110,8 @@ mod tests {
             delays.push((at - start).as_secs());
         }
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256]);
-        ctx.succeeded(("default", "web"));
-        ctx.retry(("default", "web"), work());
+        ctx.succeeded(work);
+        ctx.retry(work());
         let Some(Reverse((at, _, _))) = ctx.timers.pop() else {
             panic!("nothing asked for");
         };

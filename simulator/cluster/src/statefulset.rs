@@ -194,59 +194,46 @@ enum Change<'a> {
 fn pod_event(ctx: &mut Ctx, ns: &str, (kind, owner): (&str, &Value), change: Change<'_>) {
     let pods = ctx.kinds.pods.clone();
     let owner_name = text(owner, &["metadata", "name"]).to_owned();
-    let (reason, message) = match change {
+    let (component, work) = if kind == "StatefulSet" {
+        (
+            "statefulset-controller",
+            crate::Work::StatefulSet(ns.to_owned(), owner_name.clone()),
+        )
+    } else {
+        (
+            "daemonset-controller",
+            crate::Work::DaemonSet(ns.to_owned(), owner_name.clone()),
+        )
+    };
+    let (warning, reason, message) = match change {
         Change::Create(pod) => {
             let named = text(&pod, &["metadata", "name"]).to_owned();
-            let made = match ctx.store.create(&pods, ns, pod) {
+            match ctx.store.create(&pods, ns, pod) {
                 Ok(made) => {
-                    ctx.succeeded((ns, &owner_name));
-                    made
+                    ctx.succeeded(|| work.clone());
+                    let pod = text(&made, &["metadata", "name"]);
+                    let message = if kind == "StatefulSet" {
+                        format!("create Pod {pod} in StatefulSet {owner_name} successful")
+                    } else {
+                        format!("Created pod: {pod}")
+                    };
+                    (false, "SuccessfulCreate", message)
                 }
                 Err(e) => {
                     // Said, and tried again later, as the real controllers
                     // do (a missing ServiceAccount, a refusing webhook).
-                    let uid = text(owner, &["metadata", "uid"]).to_owned();
-                    let about = Involved {
-                        kind,
-                        api_version: "apps/v1",
-                        namespace: ns,
-                        name: &owner_name,
-                        uid: &uid,
-                    };
-                    let (component, message) = if kind == "StatefulSet" {
-                        (
-                            "statefulset-controller",
-                            format!(
-                                "create Pod {named} in StatefulSet {owner_name} failed error: {}",
-                                e.message
-                            ),
+                    ctx.retry(work);
+                    let message = if kind == "StatefulSet" {
+                        format!(
+                            "create Pod {named} in StatefulSet {owner_name} failed error: {}",
+                            e.message
                         )
                     } else {
-                        (
-                            "daemonset-controller",
-                            format!("Error creating: {}", e.message),
-                        )
+                        format!("Error creating: {}", e.message)
                     };
-                    ctx.event(about, true, ("FailedCreate", &message), component);
-                    let again = if kind == "StatefulSet" {
-                        crate::Work::StatefulSet(ns.to_owned(), owner_name.clone())
-                    } else {
-                        crate::Work::DaemonSet(ns.to_owned(), owner_name.clone())
-                    };
-                    ctx.retry((ns, &owner_name), again);
-                    return;
+                    (true, "FailedCreate", message)
                 }
-            };
-            let pod = made["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let message = if kind == "StatefulSet" {
-                format!("create Pod {pod} in StatefulSet {owner_name} successful")
-            } else {
-                format!("Created pod: {pod}")
-            };
-            ("SuccessfulCreate", message)
+            }
         }
         Change::Delete(pod) => {
             if ctx
@@ -261,13 +248,8 @@ fn pod_event(ctx: &mut Ctx, ns: &str, (kind, owner): (&str, &Value), change: Cha
             } else {
                 format!("Deleted pod: {pod}")
             };
-            ("SuccessfulDelete", message)
+            (false, "SuccessfulDelete", message)
         }
-    };
-    let component = if kind == "StatefulSet" {
-        "statefulset-controller"
-    } else {
-        "daemonset-controller"
     };
     let about = Involved {
         kind,
@@ -276,7 +258,7 @@ fn pod_event(ctx: &mut Ctx, ns: &str, (kind, owner): (&str, &Value), change: Cha
         name: &owner_name,
         uid: text(owner, &["metadata", "uid"]),
     };
-    ctx.event(about, false, (reason, &message), component);
+    ctx.event(about, warning, (reason, &message), component);
 }
 
 /// The tolerations of a DaemonSet's pods: the template's, and those the

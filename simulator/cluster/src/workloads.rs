@@ -178,7 +178,7 @@ pub(crate) fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
         let missing = (replicas - active) as usize;
         match ctx.store.create_copies(&pods_res, ns, pod, missing) {
             Ok(names) => {
-                ctx.succeeded((ns, name));
+                ctx.succeeded(|| Work::ReplicaSet(ns.to_owned(), name.to_owned()));
                 for pod in names {
                     let message = format!("Created pod: {pod}");
                     ctx.event(about, false, ("SuccessfulCreate", &message), COMPONENT);
@@ -190,7 +190,7 @@ pub(crate) fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
                 ctx.event(about, true, ("FailedCreate", &message), COMPONENT);
                 // Tried again later, whatever the cause (a missing
                 // ServiceAccount, a webhook that refused, a quota).
-                ctx.retry((ns, name), Work::ReplicaSet(ns.to_owned(), name.to_owned()));
+                ctx.retry(Work::ReplicaSet(ns.to_owned(), name.to_owned()));
             }
         }
     } else if active > replicas {

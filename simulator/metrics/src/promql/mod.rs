@@ -389,26 +389,13 @@ pub fn parse(text: &str) -> Result<Expr, EvalError> {
 /// # Errors
 /// A parse error (as Prometheus reports it) or an evaluation error.
 pub fn query(db: &Tsdb, text: &str, at: i64) -> Result<Value, EvalError> {
-    query_until(db, text, at, None)
-}
-
-/// Parses and evaluates an instant query that gives up at `deadline`.
-///
-/// # Errors
-/// As [`query`], and a timeout once the deadline has passed.
-pub fn query_until(
-    db: &Tsdb,
-    text: &str,
-    at: i64,
-    deadline: Option<std::time::Instant>,
-) -> Result<Value, EvalError> {
     let expr = parse(text)?;
     eval(
         Ctx {
             db,
             start: at,
             end: at,
-            deadline,
+            deadline: None,
             cancelled: None,
         },
         &expr,
