@@ -87,6 +87,14 @@ pub struct Config {
     #[arg(long, env = "SLUICE_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_seconds: u64,
 
+    /// Shards the rollouts are split into, each driven by the replica
+    /// holding its Lease (`<lease name>-<i>`; with 1, the Lease is named
+    /// as given). Replicas share the shards evenly and take a dead one's
+    /// over when its Leases expire. Every replica must run with the same
+    /// count: while two counts are seen, no replica drives anything.
+    #[arg(long, env = "SLUICE_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
+
     /// Rollouts reconciled at once, at most (0: no bound). One Rollout is
     /// never reconciled twice at once whatever this says.
     #[arg(long, env = "SLUICE_MAX_CONCURRENT_RECONCILES", default_value_t = crate::controller::DEFAULT_CONCURRENCY)]

@@ -1,39 +1,80 @@
-//! Which executor replica drives the rollouts: the holder of one
-//! `coordination.k8s.io/v1` Lease. Every replica serves the Rollouts API
-//! (it only writes Rollout objects); only the holder runs the controller.
+//! Which executor replica drives which rollouts: the holders of
+//! `coordination.k8s.io/v1` Leases, one per *shard*. Every replica serves
+//! the Rollouts API (it only writes Rollout objects); a replica runs the
+//! controller for the rollouts of the shards it holds, and only for them.
 //!
-//! *Guarantees*: a holder renews every `renew_every`; it stops leading as
-//! soon as another replica holds the Lease, or when it could not renew for
-//! `renew_deadline`, which is shorter than the Lease's duration, so two
-//! replicas never lead at once as long as clocks agree within the margin.
-//! A replica shutting down releases the Lease, so another takes over at
-//! its next attempt rather than after the Lease expires. Since the cluster
-//! is the only state, the new holder resumes every rollout at its step.
+//! A rollout's shard is [`shard_of`] its namespace and name: a fixed hash,
+//! so every replica (and every version) agrees. With one shard (the
+//! default) the Lease is named `name`, as before shards existed; with `n`
+//! shards they are `name-0` … `name-{n-1}`. Each replica also keeps a
+//! *member* Lease of its own (`name-member-…`), renewed like the others:
+//! the live members are the replicas taking part, and each holds at most
+//! its fair share, `ceil(shards / members)`.
 //!
-//! *Assumptions*: the replicas' clocks are within a second or so.
+//! *Guarantees*:
+//! - a shard has at most one holder driving it at a time, as long as
+//!   clocks agree within the margin: a holder renews every `renew_every`,
+//!   and stops driving a shard as soon as another replica holds its Lease,
+//!   or when it could not renew it for `renew_deadline`, which is shorter
+//!   than the Lease's duration;
+//! - a shard's token is cancelled *before* its Lease is given up, so the
+//!   controller stops that shard's runs before another replica can take it;
+//! - a replica that dies loses its shards when their Leases expire (one
+//!   `lease_duration` after its last renewal) to the replicas under their
+//!   fair share, which try every `renew_every`;
+//! - a replica over its fair share (a member joined) gives the excess up at
+//!   once, so the newcomer takes it at its next attempt; shards are
+//!   otherwise kept where they are (no reshuffle when nothing changed);
+//! - a replica shutting down gives its shards and its membership up, so the
+//!   others take over at their next attempt rather than after the Leases
+//!   expire;
+//! - replicas that disagree on the number of shards (a change of
+//!   `--shards` rolling out, or a replica from before shards) would drive
+//!   one rollout under two shard layouts: while a live member or a held
+//!   Lease of this family says another count, a replica holds nothing.
+//!   Releases pause until every replica runs with one count.
+//!
+//! Since the cluster is the only state, a new holder resumes every rollout
+//! of a shard at its step.
+//!
+//! *Assumptions*: the replicas' clocks are within a second or so; the
+//! Lease namespace holds no other Leases named `name-…`.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, SystemTime},
+};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, Client, api::ResourceExt};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, ResourceExt},
+};
 use serde_json::{Value, json};
 use sluice_runtime::server::CancellationToken;
+use tokio::{sync::watch, time::Instant};
+
+/// The annotation on every Lease of the family saying how many shards the
+/// replica that wrote it runs with.
+pub const SHARDS_ANNOTATION: &str = "sluice.dev/shards";
 
 /// How a replica takes part in the election.
 #[derive(Debug, Clone)]
 pub struct Election {
-    /// The Lease's namespace.
+    /// The Leases' namespace.
     pub namespace: String,
-    /// The Lease's name.
+    /// The Leases' name (with one shard), or their prefix.
     pub name: String,
     /// This replica, as written in `holderIdentity`.
     pub identity: String,
     /// How long a holder's claim lasts without renewal.
     pub lease_duration: Duration,
-    /// How long a holder keeps leading while its renewals fail.
+    /// How long a holder keeps a shard while its renewals fail.
     pub renew_deadline: Duration,
     /// Time between attempts.
     pub renew_every: Duration,
+    /// How many shards the rollouts are split into (at least 1).
+    pub shards: u32,
     /// What the Lease's times are read and written with: the wall clock
     /// moved on by tokio's, so tests on paused time expire Leases too.
     pub clock: crate::controller::Clock,
@@ -41,7 +82,7 @@ pub struct Election {
 
 impl Election {
     /// Defaults in the spirit of client-go's leader election (15 s lease,
-    /// 10 s renew deadline, 2 s between attempts).
+    /// 10 s renew deadline, 2 s between attempts), with one shard.
     pub fn new(namespace: &str, name: &str, identity: &str) -> Self {
         Self {
             namespace: namespace.into(),
@@ -50,8 +91,130 @@ impl Election {
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             renew_every: Duration::from_secs(2),
+            shards: 1,
             clock: crate::controller::Clock::default(),
         }
+    }
+
+    fn count(&self) -> u32 {
+        self.shards.max(1)
+    }
+
+    /// The Lease of shard `shard`.
+    pub fn shard_lease(&self, shard: u32) -> String {
+        if self.count() == 1 {
+            self.name.clone()
+        } else {
+            format!("{}-{shard}", self.name)
+        }
+    }
+
+    /// This replica's member Lease: its identity made a valid name, with a
+    /// hash of the identity so two identities never share one.
+    pub fn member_lease(&self) -> String {
+        let mut clean: String = self
+            .identity
+            .chars()
+            .map(|c| c.to_ascii_lowercase())
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(40)
+            .collect();
+        clean = clean.trim_matches('-').to_owned();
+        format!(
+            "{}-member-{clean}-{:08x}",
+            self.name,
+            fnv1a(self.identity.as_bytes()) & 0xffff_ffff
+        )
+    }
+
+    /// What a Lease of the family is: a shard's (its index) or a member's.
+    fn role(&self, name: &str) -> Option<Role> {
+        if name == self.name {
+            return Some(Role::Shard(0, Some(1)));
+        }
+        let rest = name.strip_prefix(&self.name)?.strip_prefix('-')?;
+        if rest.starts_with("member-") {
+            return Some(Role::Member);
+        }
+        rest.parse().ok().map(|i| Role::Shard(i, None))
+    }
+}
+
+/// A Lease of the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Shard `.0` of a layout of `.1` shards when the name alone says so.
+    Shard(u32, Option<u32>),
+    Member,
+}
+
+/// FNV-1a, 64 bits: small, fixed and the same on every platform, so the
+/// shard of a rollout never depends on the build.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The shard of the rollout `namespace/name` among `count` shards.
+pub fn shard_of(namespace: &str, name: &str, count: u32) -> u32 {
+    let key = format!("{namespace}/{name}");
+    u32::try_from(fnv1a(key.as_bytes()) % u64::from(count.max(1))).unwrap_or(0)
+}
+
+/// The shards a replica holds now, each with a token cancelled when it is
+/// lost or given up.
+#[derive(Debug, Clone)]
+pub struct Held {
+    count: u32,
+    tokens: BTreeMap<u32, CancellationToken>,
+}
+
+impl Held {
+    /// No shard held, out of `count`.
+    pub fn none(count: u32) -> Self {
+        Self {
+            count: count.max(1),
+            tokens: BTreeMap::new(),
+        }
+    }
+
+    /// Every shard of `count`, held until `token` is cancelled: a
+    /// controller run without an election (tests, a single process).
+    pub fn all(count: u32, token: &CancellationToken) -> Self {
+        let count = count.max(1);
+        Self {
+            count,
+            tokens: (0..count).map(|i| (i, token.child_token())).collect(),
+        }
+    }
+
+    /// How many shards the rollouts are split into.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The shards held, in order.
+    pub fn shards(&self) -> impl Iterator<Item = u32> + '_ {
+        self.tokens.keys().copied()
+    }
+
+    /// Whether shard `shard` is held (and its token not cancelled).
+    pub fn holds(&self, shard: u32) -> bool {
+        self.tokens.get(&shard).is_some_and(|t| !t.is_cancelled())
+    }
+
+    /// Whether any shard is held.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The token of the shard the rollout `namespace/name` falls in, when
+    /// this replica holds it.
+    pub fn of(&self, namespace: &str, name: &str) -> Option<&CancellationToken> {
+        self.tokens
+            .get(&shard_of(namespace, name, self.count))
+            .filter(|t| !t.is_cancelled())
     }
 }
 
@@ -71,120 +234,396 @@ fn parse_time(text: &str) -> Option<SystemTime> {
     SystemTime::try_from(ts).ok()
 }
 
-/// What one attempt found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attempt {
-    /// This replica holds the Lease (acquired or renewed).
-    Held,
-    /// Another replica holds it.
-    Other,
+/// What a Lease says, read once.
+#[derive(Debug, Clone)]
+struct Claim {
+    lease: Lease,
+    holder: String,
+    /// Holder set and its claim not lapsed at the time of reading.
+    live: bool,
+    /// The shard count its writer ran with, from the annotation.
+    shards: Option<u32>,
 }
 
-async fn attempt(api: &Api<Lease>, e: &Election) -> Result<Attempt, kube::Error> {
-    let now = e.clock.now();
+impl Claim {
+    fn read(lease: Lease, now: SystemTime, default_seconds: u64) -> Self {
+        let spec = serde_json::to_value(&lease.spec).unwrap_or(Value::Null);
+        let holder = spec["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let renewed = spec["renewTime"].as_str().and_then(parse_time);
+        let duration = Duration::from_secs(
+            spec["leaseDurationSeconds"]
+                .as_u64()
+                .unwrap_or(default_seconds),
+        );
+        let live = !holder.is_empty() && renewed.is_some_and(|t| t + duration > now);
+        let shards = lease
+            .annotations()
+            .get(SHARDS_ANNOTATION)
+            .and_then(|s| s.parse().ok());
+        Self {
+            lease,
+            holder,
+            live,
+            shards,
+        }
+    }
+}
+
+/// How a write of a Lease ended.
+#[derive(Debug)]
+enum Wrote {
+    Done,
+    /// Somebody else wrote it first (409): it is theirs.
+    Lost,
+    Failed(kube::Error),
+}
+
+/// Writes the Lease `name` as held by this replica now: created when
+/// `current` is `None`, else replaced over the version read, so a
+/// concurrent writer loses. `holding` is false to give it up.
+async fn claim(
+    api: &Api<Lease>,
+    e: &Election,
+    name: &str,
+    current: Option<&Lease>,
+    holding: bool,
+) -> Wrote {
+    let now = micro_time(e.clock.now());
     let seconds = e.lease_duration.as_secs().max(1);
-    let Some(lease) = api.get_opt(&e.name).await? else {
-        let lease: Lease = serde_json::from_value(json!({
-            "metadata": {"name": e.name, "namespace": e.namespace},
-            "spec": {"holderIdentity": e.identity, "leaseDurationSeconds": seconds,
-                     "acquireTime": micro_time(now), "renewTime": micro_time(now), "leaseTransitions": 0},
-        }))
-        .map_err(kube::Error::SerdeError)?;
-        return match api.create(&crate::writes::post(), &lease).await {
-            Ok(_) => Ok(Attempt::Held),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Other),
-            Err(err) => Err(err),
-        };
+    let result = match current {
+        None => {
+            let lease = serde_json::from_value::<Lease>(json!({
+                "metadata": {"name": name, "namespace": e.namespace,
+                             "annotations": {SHARDS_ANNOTATION: e.count().to_string()}},
+                "spec": {"holderIdentity": e.identity, "leaseDurationSeconds": seconds,
+                         "acquireTime": now, "renewTime": now, "leaseTransitions": 0},
+            }));
+            match lease {
+                Ok(lease) => api.create(&crate::writes::post(), &lease).await.map(|_| ()),
+                Err(err) => Err(kube::Error::SerdeError(err)),
+            }
+        }
+        Some(lease) => {
+            let spec = serde_json::to_value(&lease.spec).unwrap_or(Value::Null);
+            let before = spec["holderIdentity"].as_str().unwrap_or_default();
+            let mut next = spec.clone();
+            if holding {
+                next["holderIdentity"] = json!(e.identity);
+                next["leaseDurationSeconds"] = json!(seconds);
+                next["renewTime"] = json!(now);
+                if before != e.identity {
+                    next["acquireTime"] = json!(now);
+                    next["leaseTransitions"] =
+                        json!(spec["leaseTransitions"].as_i64().unwrap_or(0) + 1);
+                }
+            } else {
+                next["holderIdentity"] = Value::Null;
+            }
+            let mut updated = lease.clone();
+            updated
+                .annotations_mut()
+                .insert(SHARDS_ANNOTATION.into(), e.count().to_string());
+            match serde_json::from_value(next) {
+                Ok(spec) => {
+                    updated.spec = spec;
+                    api.replace(name, &crate::writes::post(), &updated)
+                        .await
+                        .map(|_| ())
+                }
+                Err(err) => Err(kube::Error::SerdeError(err)),
+            }
+        }
     };
-    let spec = serde_json::to_value(&lease.spec).unwrap_or(Value::Null);
-    let holder = spec["holderIdentity"].as_str().unwrap_or_default();
-    let renewed = spec["renewTime"].as_str().and_then(parse_time);
-    let duration = Duration::from_secs(spec["leaseDurationSeconds"].as_u64().unwrap_or(seconds));
-    let expired = renewed.is_none_or(|t| t + duration <= now);
-    if holder != e.identity && !holder.is_empty() && !expired {
-        return Ok(Attempt::Other);
-    }
-    let mut next = spec.clone();
-    next["holderIdentity"] = json!(e.identity);
-    next["leaseDurationSeconds"] = json!(seconds);
-    next["renewTime"] = json!(micro_time(now));
-    if holder != e.identity {
-        next["acquireTime"] = json!(micro_time(now));
-        next["leaseTransitions"] = json!(spec["leaseTransitions"].as_i64().unwrap_or(0) + 1);
-    }
-    let mut updated = lease.clone();
-    updated.spec = serde_json::from_value(next).map_err(kube::Error::SerdeError)?;
-    // A replace carries the resourceVersion read: a concurrent taker loses.
-    match api.replace(&e.name, &crate::writes::post(), &updated).await {
-        Ok(_) => Ok(Attempt::Held),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Other),
-        Err(err) => Err(err),
+    match result {
+        Ok(()) => Wrote::Done,
+        Err(kube::Error::Api(s)) if s.code == 409 => Wrote::Lost,
+        Err(err) => Wrote::Failed(err),
     }
 }
 
-/// Gives the Lease up if this replica holds it.
-async fn release(api: &Api<Lease>, e: &Election) {
-    let Ok(Some(lease)) = api.get_opt(&e.name).await else {
-        return;
-    };
-    let spec = serde_json::to_value(&lease.spec).unwrap_or(Value::Null);
-    if spec["holderIdentity"].as_str() != Some(e.identity.as_str()) {
-        return;
+/// A shard this replica holds.
+#[derive(Debug)]
+struct Holding {
+    token: CancellationToken,
+    /// The last successful renewal.
+    renewed: Instant,
+}
+
+/// What `lead` is given when this replica goes from holding no shard to
+/// holding some.
+#[derive(Debug, Clone)]
+pub struct Leading {
+    /// Cancelled once this replica holds no shard again (or shuts down).
+    pub stopped: CancellationToken,
+    /// The shards held, as they change.
+    pub held: watch::Receiver<Held>,
+}
+
+/// One replica's part in the election, between attempts.
+struct Replica {
+    api: Api<Lease>,
+    e: Election,
+    holding: BTreeMap<u32, Holding>,
+    /// The Leases as last listed, by name.
+    seen: BTreeMap<String, Claim>,
+}
+
+impl Replica {
+    /// Gives shard `shard` up: its token first, then its Lease.
+    async fn give_up(&mut self, shard: u32) {
+        if let Some(h) = self.holding.remove(&shard) {
+            h.token.cancel();
+        }
+        // Read again: this attempt may have renewed it since the list.
+        let name = self.e.shard_lease(shard);
+        if let Ok(Some(lease)) = self.api.get_opt(&name).await {
+            let spec = serde_json::to_value(&lease.spec).unwrap_or(Value::Null);
+            if spec["holderIdentity"].as_str() == Some(self.e.identity.as_str()) {
+                let _ = claim(&self.api, &self.e, &name, Some(&lease), false).await;
+            }
+        }
     }
-    let mut next = spec;
-    next["holderIdentity"] = Value::Null;
-    let mut updated = lease.clone();
-    if let Ok(s) = serde_json::from_value(next) {
-        updated.spec = s;
-        let _ = api
-            .replace(&lease.name_any(), &crate::writes::post(), &updated)
+
+    /// Drops the shards whose renewals failed for `renew_deadline`.
+    fn lapse(&mut self) {
+        let deadline = self.e.renew_deadline;
+        let lapsed: Vec<u32> = self
+            .holding
+            .iter()
+            .filter(|(_, h)| h.renewed.elapsed() >= deadline)
+            .map(|(i, _)| *i)
+            .collect();
+        for shard in lapsed {
+            tracing::warn!(
+                shard,
+                "could not renew the shard's lease in time; stopping it"
+            );
+            if let Some(h) = self.holding.remove(&shard) {
+                h.token.cancel();
+            }
+        }
+    }
+
+    /// One attempt: list, renew membership, keep, give up, renew and take
+    /// shards.
+    async fn attempt(&mut self) {
+        let now = self.e.clock.now();
+        let seconds = self.e.lease_duration.as_secs().max(1);
+        let listed = match self.api.list(&ListParams::default()).await {
+            Ok(list) => list,
+            Err(error) => {
+                tracing::debug!(%error, "lease list failed");
+                self.lapse();
+                return;
+            }
+        };
+        self.seen = listed
+            .items
+            .into_iter()
+            .filter(|l| self.e.role(&l.name_any()).is_some())
+            .map(|l| (l.name_any(), Claim::read(l, now, seconds)))
+            .collect();
+
+        // Membership first, so the others count this replica.
+        let member = self.e.member_lease();
+        let current = self.seen.get(&member).map(|c| c.lease.clone());
+        if let Wrote::Failed(error) =
+            claim(&self.api, &self.e, &member, current.as_ref(), true).await
+        {
+            tracing::debug!(%error, "membership renewal failed");
+        }
+        let count = self.e.count();
+        let mut members = BTreeSet::from([self.e.identity.clone()]);
+        let mut disagree: Option<String> = None;
+        for (name, c) in &self.seen {
+            if !c.live || c.holder == self.e.identity {
+                continue;
+            }
+            let says = match self.e.role(name) {
+                Some(Role::Member) => {
+                    members.insert(c.holder.clone());
+                    c.shards
+                }
+                Some(Role::Shard(_, by_name)) => c.shards.or(by_name),
+                None => continue,
+            };
+            if says != Some(count) {
+                disagree.get_or_insert_with(|| {
+                    format!("{name} (held by {}) says {says:?} shards", c.holder)
+                });
+            }
+        }
+        let members = u32::try_from(members.len()).unwrap_or(u32::MAX);
+        let fair = if disagree.is_some() {
+            0
+        } else {
+            count.div_ceil(members)
+        };
+        if let Some(why) = &disagree
+            && !self.holding.is_empty()
+        {
+            tracing::warn!(%why, shards = count, "replicas disagree on the shard count; holding none");
+        }
+
+        // Shards another replica took meanwhile are lost.
+        let taken: Vec<u32> = self
+            .holding
+            .keys()
+            .copied()
+            .filter(|i| {
+                self.seen
+                    .get(&self.e.shard_lease(*i))
+                    .is_none_or(|c| c.holder != self.e.identity)
+            })
+            .collect();
+        for shard in taken {
+            tracing::warn!(shard, "another replica holds the shard; stopping it");
+            if let Some(h) = self.holding.remove(&shard) {
+                h.token.cancel();
+            }
+        }
+        // Over the fair share: the highest shards go.
+        while self.holding.len() > fair as usize {
+            let Some(shard) = self.holding.keys().next_back().copied() else {
+                break;
+            };
+            tracing::info!(shard, fair, "giving the shard up to another replica");
+            self.give_up(shard).await;
+        }
+        // Renew what is kept.
+        let kept: Vec<u32> = self.holding.keys().copied().collect();
+        for shard in kept {
+            let name = self.e.shard_lease(shard);
+            let current = self.seen.get(&name).map(|c| c.lease.clone());
+            match claim(&self.api, &self.e, &name, current.as_ref(), true).await {
+                Wrote::Done => {
+                    if let Some(h) = self.holding.get_mut(&shard) {
+                        h.renewed = Instant::now();
+                    }
+                }
+                Wrote::Lost => {
+                    tracing::warn!(shard, "another replica holds the shard; stopping it");
+                    if let Some(h) = self.holding.remove(&shard) {
+                        h.token.cancel();
+                    }
+                }
+                Wrote::Failed(error) => tracing::debug!(%error, shard, "shard renewal failed"),
+            }
+        }
+        self.lapse();
+        // Under the fair share: take free shards, starting at a place of
+        // this replica's own so that replicas seldom race for one.
+        let start =
+            u32::try_from(fnv1a(self.e.identity.as_bytes()) % u64::from(count)).unwrap_or(0);
+        for shard in (0..count).map(|k| (start + k) % count) {
+            if self.holding.len() >= fair as usize {
+                break;
+            }
+            if self.holding.contains_key(&shard) {
+                continue;
+            }
+            let name = self.e.shard_lease(shard);
+            let current = self.seen.get(&name);
+            if current.is_some_and(|c| c.live && c.holder != self.e.identity) {
+                continue;
+            }
+            let current = current.map(|c| c.lease.clone());
+            match claim(&self.api, &self.e, &name, current.as_ref(), true).await {
+                Wrote::Done => {
+                    tracing::info!(identity = %self.e.identity, lease = %name, shard, "leading");
+                    self.holding.insert(
+                        shard,
+                        Holding {
+                            token: CancellationToken::new(),
+                            renewed: Instant::now(),
+                        },
+                    );
+                }
+                Wrote::Lost => {}
+                Wrote::Failed(error) => tracing::debug!(%error, shard, "shard take failed"),
+            }
+        }
+    }
+
+    fn held(&self) -> Held {
+        Held {
+            count: self.e.count(),
+            tokens: self
+                .holding
+                .iter()
+                .map(|(i, h)| (*i, h.token.clone()))
+                .collect(),
+        }
+    }
+
+    /// Gives every shard and the membership up.
+    async fn leave(&mut self) {
+        let shards: Vec<u32> = self.holding.keys().copied().collect();
+        for shard in shards {
+            self.give_up(shard).await;
+        }
+        let _ = self
+            .api
+            .delete(&self.e.member_lease(), &DeleteParams::default())
             .await;
     }
 }
 
-/// Takes part in the election until `shutdown`, running `lead` with a
-/// token that is cancelled when leadership is lost (it may then be called
-/// again on regaining it).
+/// Takes part in the election until `shutdown`, calling `lead` each time
+/// this replica goes from holding no shard to holding some; the
+/// [`Leading`] it is given says which, as that changes, and ends when none
+/// is held.
 pub async fn run<F>(client: Client, election: Election, shutdown: CancellationToken, lead: F)
 where
-    F: Fn(CancellationToken),
+    F: Fn(Leading),
 {
     let api: Api<Lease> = Api::namespaced(client, &election.namespace);
+    let (publish, held) = watch::channel(Held::none(election.count()));
+    let mut replica = Replica {
+        api,
+        e: election,
+        holding: BTreeMap::new(),
+        seen: BTreeMap::new(),
+    };
     let mut leading: Option<CancellationToken> = None;
-    let mut last_renewal = tokio::time::Instant::now();
     loop {
-        let outcome = attempt(&api, &election).await;
-        match (&outcome, &leading) {
-            (Ok(Attempt::Held), None) => {
-                tracing::info!(identity = %election.identity, lease = %election.name, "leading");
-                let token = shutdown.child_token();
-                lead(token.clone());
-                leading = Some(token);
-                last_renewal = tokio::time::Instant::now();
+        replica.attempt().await;
+        let now = replica.held();
+        let changed = now.tokens.keys().ne(publish.borrow().tokens.keys());
+        if changed {
+            publish.send_replace(now.clone());
+        }
+        match (&leading, now.is_empty()) {
+            (None, false) => {
+                let stopped = shutdown.child_token();
+                lead(Leading {
+                    stopped: stopped.clone(),
+                    held: held.clone(),
+                });
+                leading = Some(stopped);
             }
-            (Ok(Attempt::Held), Some(_)) => last_renewal = tokio::time::Instant::now(),
-            (Ok(Attempt::Other), Some(token)) => {
-                tracing::warn!(identity = %election.identity, "another replica holds the lease; stopping");
-                token.cancel();
+            (Some(stopped), true) => {
+                stopped.cancel();
                 leading = None;
             }
-            (Err(error), Some(token)) if last_renewal.elapsed() >= election.renew_deadline => {
-                tracing::warn!(%error, "could not renew the lease in time; stopping");
-                token.cancel();
-                leading = None;
-            }
-            (Err(error), _) => tracing::debug!(%error, "lease attempt failed"),
-            (Ok(Attempt::Other), None) => {}
+            _ => {}
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(election.renew_every) => {}
+            () = tokio::time::sleep(replica.e.renew_every) => {}
         }
     }
-    if let Some(token) = leading {
-        token.cancel();
-        release(&api, &election).await;
+    for h in replica.holding.values() {
+        h.token.cancel();
     }
+    if let Some(stopped) = leading {
+        stopped.cancel();
+    }
+    replica.leave().await;
+    publish.send_replace(Held::none(replica.e.count()));
 }
 
 #[cfg(test)]
@@ -201,5 +640,45 @@ mod tests {
             parse_time(&micro_time(t)).unwrap(),
             SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_000)
         );
+    }
+
+    #[test]
+    fn shards_are_a_fixed_hash_of_namespace_and_name() {
+        // Fixed values: a change here moves rollouts between shards of
+        // replicas of different versions.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(shard_of("default", "web", 1), 0);
+        let spread: BTreeSet<u32> = (0..64)
+            .map(|i| shard_of("default", &format!("app-{i}"), 4))
+            .collect();
+        assert_eq!(spread, BTreeSet::from([0, 1, 2, 3]));
+        assert!((0..100).all(|i| shard_of("ns", &format!("r{i}"), 7) < 7));
+        // The namespace counts: a/bc and ab/c are different rollouts.
+        assert_ne!(
+            fnv1a(b"a/bc"),
+            fnv1a(b"ab/c"),
+            "the separator keeps them apart"
+        );
+    }
+
+    #[test]
+    fn lease_names_say_their_role() {
+        let mut e = Election::new("ns", "sluice-executor", "Host_1:42");
+        assert_eq!(e.shard_lease(0), "sluice-executor");
+        assert_eq!(e.role("sluice-executor"), Some(Role::Shard(0, Some(1))));
+        e.shards = 3;
+        assert_eq!(e.shard_lease(2), "sluice-executor-2");
+        assert_eq!(e.role("sluice-executor-2"), Some(Role::Shard(2, None)));
+        let member = e.member_lease();
+        assert!(
+            member.starts_with("sluice-executor-member-host-1-42-"),
+            "{member}"
+        );
+        assert_eq!(e.role(&member), Some(Role::Member));
+        assert_eq!(e.role("sluice-executorx"), None);
+        assert_eq!(e.role("other"), None);
+        let other = Election::new("ns", "sluice-executor", "host-1-42");
+        assert_ne!(other.member_lease(), member, "one name per identity");
     }
 }

@@ -326,6 +326,7 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
             lease_duration,
             renew_deadline: lease_duration * 2 / 3,
             renew_every: lease_duration / 7,
+            shards: config.shards,
             ..lease::Election::new(
                 &config.lease_namespace,
                 &config.lease_name,
@@ -339,10 +340,10 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
             ctx.client.clone(),
             election,
             stop.clone(),
-            move |leading| {
+            move |leading: lease::Leading| {
                 let ctx = Arc::clone(&ctx);
-                tokio::spawn(controller::run(ctx, async move {
-                    leading.cancelled().await;
+                tokio::spawn(controller::run(ctx, leading.held, async move {
+                    leading.stopped.cancelled().await;
                 }));
             },
         ));

@@ -5,7 +5,10 @@
 //! - `rollouts{phase}`: Rollouts in each phase, counted from the
 //!   controller's cache at scrape time (only the replica that leads reports
 //!   them; `leader` says which one does).
-//! - `leader`: 1 while this replica drives rollouts, else 0.
+//! - `leader`: 1 while this replica drives rollouts (holds a shard), else 0.
+//! - `shards`: how many shards of the rollouts this replica holds (see
+//!   `lease`); `rollouts{phase}` counts only theirs, so the sum over the
+//!   replicas counts each Rollout once.
 //! - `cached_objects{resource, kept}`: the Deployments and ReplicaSets the
 //!   leading replica's watches hold, `whole` (a Rollout names the
 //!   Deployment, as of the last change the watch brought) or `version`
@@ -47,7 +50,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::runtime::reflector::Store;
+use kube::{ResourceExt, runtime::reflector::Store};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -57,7 +60,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::crd::{Phase, Rollout, RolloutStatus, Verdict};
+use crate::{
+    crd::{Phase, Rollout, RolloutStatus, Verdict},
+    lease::Held,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -353,7 +359,7 @@ impl Metrics {
     }
 
     /// Whether this replica drives rollouts, and the cache it drives from.
-    pub(crate) fn leading(&self, rollouts: Option<Store<Rollout>>) {
+    pub(crate) fn leading(&self, rollouts: Option<(Store<Rollout>, Watched<Held>)>) {
         self.leader.set(i64::from(rollouts.is_some()));
         *self
             .rollouts
@@ -477,10 +483,14 @@ fn gauges(
     Ok(())
 }
 
-/// Counts Rollouts by phase from the controller's cache on each scrape.
+/// A value as a `tokio::sync::watch` channel publishes it.
+pub(crate) type Watched<T> = tokio::sync::watch::Receiver<T>;
+
+/// Counts the Rollouts of the shards held by phase, from the controller's
+/// cache on each scrape, and the shards held.
 #[derive(Debug, Default)]
 struct RolloutsByPhase {
-    store: Mutex<Option<Store<Rollout>>>,
+    store: Mutex<Option<(Store<Rollout>, Watched<Held>)>>,
 }
 
 impl Collector for RolloutsByPhase {
@@ -490,9 +500,14 @@ impl Collector for RolloutsByPhase {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let Some(store) = store else {
-            return Ok(());
+        let Some((store, held)) = store else {
+            return gauges(
+                &mut encoder,
+                ("shards", "Shards of the rollouts this replica drives"),
+                [(vec![], 0)],
+            );
         };
+        let held = held.borrow().clone();
         let mut counts: BTreeMap<String, i64> = [
             Phase::Pending,
             Phase::Progressing,
@@ -506,6 +521,10 @@ impl Collector for RolloutsByPhase {
         .map(|p| (format!("{p:?}"), 0))
         .collect();
         for rollout in store.state() {
+            let (namespace, name) = (rollout.namespace().unwrap_or_default(), rollout.name_any());
+            if held.of(&namespace, &name).is_none() {
+                continue;
+            }
             let phase = rollout.status.as_ref().map(|s| s.phase).unwrap_or_default();
             *counts.entry(format!("{phase:?}")).or_default() += 1;
         }
@@ -515,6 +534,12 @@ impl Collector for RolloutsByPhase {
             counts
                 .into_iter()
                 .map(|(phase, count)| (vec![("phase", phase)], count)),
+        )?;
+        let shards = i64::try_from(held.shards().count()).unwrap_or(i64::MAX);
+        gauges(
+            &mut encoder,
+            ("shards", "Shards of the rollouts this replica drives"),
+            [(vec![], shards)],
         )
     }
 }

@@ -114,6 +114,7 @@ pub fn config(services: Services, identity: &str) -> Config {
         lease_namespace: "default".into(),
         lease_name: "sluice-executor".into(),
         lease_seconds: 15,
+        shards: 1,
         max_concurrent_reconciles: controller::DEFAULT_CONCURRENCY,
         keep_all_workloads: false,
         identity: Some(identity.to_owned()),

@@ -1,128 +1,252 @@
-//! The executor's leader election on the simulated API server: one holder
-//! at a time, a clean hand-over on shutdown, a take-over after a crash.
+//! The executor's election on the simulated API server: one holder of a
+//! shard at a time, the shards shared evenly, a clean hand-over on
+//! shutdown, a take-over after a crash, and no shard driven while the
+//! replicas disagree on how many there are.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests stop at the first failed step
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use kube::Client;
-use sluice_executor::lease::{self, Election};
+use sluice_executor::{
+    controller::Clock,
+    lease::{self, Election, Held, Leading},
+};
 use sluice_runtime::server::CancellationToken;
+use tokio::sync::watch;
 
-/// Counts how many of the replicas lead right now.
+const LEASE: Duration = Duration::from_secs(4);
+const EVERY: Duration = Duration::from_millis(200);
+
+/// What each replica drives now, as its controller would see it: the
+/// shards whose tokens are live. A crashed replica is taken out, as its
+/// process would be gone.
+///
+/// It also holds the one clock every replica reads, as replicas whose
+/// clocks agree would.
 #[derive(Clone, Default)]
-struct Leaders(Arc<AtomicUsize>);
+struct Driving(Arc<Mutex<BTreeMap<String, watch::Receiver<Held>>>>, Clock);
 
-fn replica(
-    client: &Client,
-    name: &str,
-    leaders: &Leaders,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+impl Driving {
+    fn holders(&self, shard: u32) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, held)| held.borrow().holds(shard))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Shards each replica drives.
+    fn counts(&self, shards: u32) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for shard in 0..shards {
+            for name in self.holders(shard) {
+                *counts.entry(name).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+struct Replica {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn replica(client: &Client, name: &str, shards: u32, driving: &Driving) -> Replica {
     let election = Election {
-        lease_duration: Duration::from_secs(4),
-        renew_deadline: Duration::from_millis(1200),
-        renew_every: Duration::from_millis(200),
+        lease_duration: LEASE,
+        renew_deadline: Duration::from_millis(2_600),
+        renew_every: EVERY,
+        shards,
+        clock: driving.1,
         ..Election::new("default", "sluice-executor", name)
     };
     let stop = CancellationToken::new();
-    let leaders = leaders.clone();
+    let driving = driving.clone();
+    let name = name.to_owned();
     let task = tokio::spawn(lease::run(
         client.clone(),
         election,
         stop.clone(),
-        move |leading| {
-            let leaders = leaders.clone();
-            leaders.0.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                leading.cancelled().await;
-                leaders.0.fetch_sub(1, Ordering::SeqCst);
-            });
+        move |leading: Leading| {
+            driving.0.lock().unwrap().insert(name.clone(), leading.held);
         },
     ));
-    (stop, task)
+    Replica { stop, task }
 }
 
-async fn holder(client: &Client) -> Option<String> {
-    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::default_namespaced(client.clone());
-    api.get_opt("sluice-executor")
-        .await
-        .unwrap()
-        .and_then(|l| l.spec?.holder_identity)
-}
-
-async fn wait_for_holder(client: &Client, name: &str) {
-    for _ in 0..100 {
-        if holder(client).await.as_deref() == Some(name) {
-            return;
+/// Samples every 20 ms that no shard has two replicas driving it, until
+/// the returned token is cancelled.
+fn never_two(driving: &Driving, shards: u32) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let done = CancellationToken::new();
+    let driving = driving.clone();
+    let stop = done.clone();
+    let task = tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            for shard in 0..shards {
+                let holders = driving.holders(shard);
+                assert!(holders.len() <= 1, "shard {shard} driven by {holders:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{name} never held the lease; holder is {:?}",
-        holder(client).await
-    );
+    });
+    (done, task)
 }
 
-#[tokio::test(start_paused = true)]
-async fn one_replica_leads_and_another_takes_over_on_shutdown_and_on_a_crash() {
+/// Waits (paused time) until `check` holds, for at most `within`; returns
+/// how long it took.
+async fn until(within: Duration, what: &str, check: impl Fn() -> bool) -> Duration {
+    let start = tokio::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+fn sim() -> (sluice_sim::scenario::Simulation, Client) {
     let sim = sluice_sim::scenario::Simulation::start(
         sluice_sim::scenario::Scenario::load("healthy").unwrap(),
     )
     .unwrap();
     let client = Client::new(sim.api.router(), "default");
-    let leaders = Leaders::default();
+    (sim, client)
+}
 
-    let (a_stop, a_task) = replica(&client, "a", &leaders);
-    wait_for_holder(&client, "a").await;
-    let (b_stop, b_task) = replica(&client, "b", &leaders);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+async fn holder(client: &Client, lease: &str) -> Option<String> {
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::default_namespaced(client.clone());
+    api.get_opt(lease)
+        .await
+        .unwrap()
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_replica_leads_and_another_takes_over_on_shutdown_and_on_a_crash() {
+    let (_sim, client) = sim();
+    let driving = Driving::default();
+    let (checked, checker) = never_two(&driving, 1);
+    let a = replica(&client, "a", 1, &driving);
+    until(LEASE, "a leads", || driving.holders(0) == ["a"]).await;
     assert_eq!(
-        holder(&client).await.as_deref(),
-        Some("a"),
-        "a keeps renewing"
+        holder(&client, "sluice-executor").await.as_deref(),
+        Some("a")
     );
+    let b = replica(&client, "b", 1, &driving);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(driving.holders(0), ["a"], "a keeps the one shard");
+
+    // a shuts down: it gives the shard up, and b takes over at its next
+    // attempt, long before the Lease would have expired.
+    a.stop.cancel();
+    a.task.await.unwrap();
+    let took = until(LEASE, "b takes over", || driving.holders(0) == ["b"]).await;
+    assert!(took <= EVERY * 2, "{took:?}");
     assert_eq!(
-        leaders.0.load(Ordering::SeqCst),
-        1,
-        "only one replica leads"
+        holder(&client, "sluice-executor").await.as_deref(),
+        Some("b")
     );
 
-    // a shuts down: it releases, and b takes over at its next attempt.
-    a_stop.cancel();
-    a_task.await.unwrap();
-    wait_for_holder(&client, "b").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(leaders.0.load(Ordering::SeqCst), 1);
+    // b dies without giving anything up: c waits for the Lease to expire.
+    let c = replica(&client, "c", 1, &driving);
+    tokio::time::sleep(EVERY * 2).await;
+    b.task.abort();
+    let _ = b.task.await;
+    driving.0.lock().unwrap().remove("b");
+    let took = until(LEASE * 2, "c takes over", || driving.holders(0) == ["c"]).await;
+    assert!(took >= LEASE - EVERY * 3, "not before it expires: {took:?}");
+    c.stop.cancel();
+    c.task.await.unwrap();
+    assert!(driving.holders(0).is_empty(), "c stops once stopped");
+    checked.cancel();
+    checker.await.unwrap();
+}
 
-    // b dies without releasing: c waits for the lease to expire.
-    let (c_stop, c_task) = replica(&client, "c", &leaders);
-    b_task.abort();
-    let _ = b_task.await;
-    drop(b_stop);
-    leaders.0.fetch_sub(1, Ordering::SeqCst); // b's leadership died with it
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        holder(&client).await.as_deref(),
-        Some("b"),
-        "not before it expires"
-    );
-    wait_for_holder(&client, "c").await;
-    assert_eq!(leaders.0.load(Ordering::SeqCst), 1);
-    c_stop.cancel();
-    c_task.await.unwrap();
-    // The count falls in a task of its own once leadership ends.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while leaders.0.load(Ordering::SeqCst) != 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+#[tokio::test(start_paused = true)]
+async fn shards_are_shared_evenly_and_taken_over_when_a_replica_leaves_or_dies() {
+    const SHARDS: u32 = 6;
+    let (_sim, client) = sim();
+    let driving = Driving::default();
+    let (checked, checker) = never_two(&driving, SHARDS);
+    let all_held = |d: &Driving| (0..SHARDS).all(|s| d.holders(s).len() == 1);
+
+    // Alone, a replica drives every shard.
+    let a = replica(&client, "a", SHARDS, &driving);
+    until(LEASE, "a holds all", || {
+        driving.counts(SHARDS).get("a") == Some(&6)
     })
-    .await
-    .expect("c stops leading once stopped");
+    .await;
+
+    // Two more join: a gives the excess up at once, and each ends with
+    // its fair share of two, every shard driven.
+    let b = replica(&client, "b", SHARDS, &driving);
+    let c = replica(&client, "c", SHARDS, &driving);
+    until(LEASE, "shared evenly", || {
+        all_held(&driving) && driving.counts(SHARDS).values().all(|n| *n == 2)
+    })
+    .await;
+    // And it stays so: nothing moves while nothing changes.
+    let before: Vec<_> = (0..SHARDS).map(|s| driving.holders(s)).collect();
+    tokio::time::sleep(LEASE * 3).await;
+    let after: Vec<_> = (0..SHARDS).map(|s| driving.holders(s)).collect();
+    assert_eq!(before, after, "shards moved with nothing changed");
+
+    // a leaves: b and c take its two shards at their next attempts.
+    a.stop.cancel();
+    a.task.await.unwrap();
+    driving.0.lock().unwrap().remove("a");
+    let took = until(LEASE, "a's shards taken", || {
+        all_held(&driving) && driving.counts(SHARDS).values().all(|n| *n == 3)
+    })
+    .await;
+    assert!(took <= EVERY * 3, "after a clean leave: {took:?}");
+
+    // c dies holding three: b takes them once their Leases expire.
+    c.task.abort();
+    let _ = c.task.await;
+    drop(c.stop);
+    driving.0.lock().unwrap().remove("c");
+    let took = until(LEASE * 2, "c's shards taken", || {
+        all_held(&driving) && driving.counts(SHARDS).get("b") == Some(&6)
+    })
+    .await;
+    assert!(
+        took >= LEASE - EVERY * 3,
+        "not before they expire: {took:?}"
+    );
+    assert!(
+        took <= LEASE + EVERY * 3,
+        "within the Lease's duration: {took:?}"
+    );
+
+    // A replica with another shard count joins: nobody drives anything
+    // while it is there, and b takes every shard back once it is gone.
+    let d = replica(&client, "d", 3, &driving);
+    until(LEASE, "b stops", || {
+        driving.counts(SHARDS).is_empty() && driving.counts(3).is_empty()
+    })
+    .await;
+    tokio::time::sleep(LEASE).await;
+    assert!(
+        driving.counts(SHARDS).is_empty(),
+        "driven during disagreement"
+    );
+    d.stop.cancel();
+    d.task.await.unwrap();
+    until(LEASE, "b holds all again", || {
+        driving.counts(SHARDS).get("b") == Some(&6)
+    })
+    .await;
+    b.stop.cancel();
+    b.task.await.unwrap();
+    checked.cancel();
+    checker.await.unwrap();
 }

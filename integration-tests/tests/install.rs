@@ -142,6 +142,8 @@ fn the_chart_passes_helm_lint() {
 fn the_chart_refuses_bad_values_naming_them() {
     for (value, named) in [
         ("executor.replicas=-1", "/executor/replicas"),
+        ("executor.shards=0", "/executor/shards"),
+        ("executor.shards=2000", "/executor/shards"),
         ("image.tag=1.0 bad", "/image/tag"),
         ("image.tag=-x", "/image/tag"),
         ("image.tag=:::", "/image/tag"),

@@ -153,11 +153,12 @@ where
 }
 
 /// An executor; a restarted one takes the Lease over only once the dead
-/// one's claim has lapsed, so the claim is kept short.
-fn executor(planner: &Service, gate: &Service, kubeconfig: &str) -> Service {
-    process::executor(planner, gate, kubeconfig, &["--lease-seconds", "1"])
+/// one's claim has lapsed, so the claim is kept short. `extra` adds flags.
+fn executor(planner: &Service, gate: &Service, kubeconfig: &str, extra: &[&str]) -> Service {
+    let mut args = vec!["--lease-seconds", "1"];
+    args.extend_from_slice(extra);
+    process::executor(planner, gate, kubeconfig, &args)
 }
-
 /// The share of an HTTPRoute's requests its rules send to `canary`.
 fn canary_weight(route: &DynamicObject, canary: &str) -> u64 {
     route.data["spec"]["rules"]
@@ -172,6 +173,29 @@ fn canary_weight(route: &DynamicObject, canary: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rollouts_end_right_with_no_step_twice_while_the_executor_is_killed_again_and_again() {
+    let spread = under_kills(1, 1).await;
+    assert_eq!(spread, 1);
+}
+
+/// Three replicas share six shards; one of them, a seeded pick, is killed
+/// at each kill and started again, so shards move to the others when its
+/// Leases expire and back when it rejoins.
+#[tokio::test(flavor = "multi_thread")]
+async fn sharded_rollouts_end_right_with_no_step_twice_while_replicas_are_killed() {
+    let spread = under_kills(3, 6).await;
+    // A killed replica's name stays on its Leases until they are taken
+    // over, so more than three names can be seen at once.
+    assert!(
+        spread >= 3,
+        "the shards were spread over the replicas: {spread}"
+    );
+}
+
+/// Runs the scenario with `replicas` executors over `shards` shards,
+/// killing one at each kill, checks every rollout and route the test saw,
+/// and returns the most replicas seen holding shards at one time.
+async fn under_kills(replicas: usize, shards: u32) -> usize {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("scenario.yaml");
     std::fs::write(&file, scenario()).unwrap();
@@ -208,7 +232,18 @@ async fn rollouts_end_right_with_no_step_twice_while_the_executor_is_killed_agai
     tokio::time::sleep(Duration::from_secs(4)).await;
     // The rollouts start a second and a half apart, so each kill finds
     // them at different steps and states.
-    let mut running = executor(&planner, &gate, &kubeconfig);
+    let shards_flag = shards.to_string();
+    let start = |r: usize, generation: u64| {
+        let identity = format!("replica-{r}-{generation}");
+        executor(
+            &planner,
+            &gate,
+            &kubeconfig,
+            &["--shards", &shards_flag, "--identity", &identity],
+        )
+    };
+    let mut running: Vec<Service> = (0..replicas).map(|r| start(r, 0)).collect();
+    let (holders, held) = record_holders(client.clone());
     let creating = {
         let rollouts = rollouts.clone();
         tokio::spawn(async move {
@@ -252,10 +287,11 @@ async fn rollouts_end_right_with_no_step_twice_while_the_executor_is_killed_agai
         if under_way.is_empty() {
             break;
         }
-        eprintln!("kill {}: {under_way:?}", k + 1);
+        let victim = usize::try_from(k).unwrap() * 7 % replicas;
+        eprintln!("kill {} (replica {victim}): {under_way:?}", k + 1);
         landed += 1;
-        running.kill();
-        running = executor(&planner, &gate, &kubeconfig);
+        running[victim].kill();
+        running[victim] = start(victim, k + 1);
     }
     creating.await.unwrap();
     assert!(landed >= 3, "only {landed} kills landed mid-release");
@@ -291,6 +327,7 @@ async fn rollouts_end_right_with_no_step_twice_while_the_executor_is_killed_agai
     for watch in watches {
         watch.abort();
     }
+    holders.abort();
 
     let seen_rollouts = seen_rollouts.lock().unwrap().clone();
     let seen_routes = seen_routes.lock().unwrap().clone();
@@ -376,4 +413,38 @@ async fn rollouts_end_right_with_no_step_twice_while_the_executor_is_killed_agai
         let (_, last_weight) = route_versions.last().copied().unwrap();
         assert_eq!(last_weight, 0, "{name}: the route is restored");
     }
+    *held.lock().unwrap()
+}
+
+/// The two tests run one after the other: each runs a cluster and several
+/// executors, and two at once on a small machine would slow both.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Follows the executor's shard Leases: the most distinct replicas
+/// holding them at one time.
+fn record_holders(client: Client) -> (tokio::task::JoinHandle<()>, Arc<Mutex<usize>>) {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::default_namespaced(client);
+    let most: Arc<Mutex<usize>> = Arc::default();
+    let seen = Arc::clone(&most);
+    let task = tokio::spawn(async move {
+        let mut holders: BTreeMap<String, String> = BTreeMap::new();
+        let mut events = watcher(leases, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(event) = events.next().await {
+            let Ok(lease) = event else { continue };
+            let name = lease.metadata.name.clone().unwrap_or_default();
+            if name.starts_with("sluice-executor") && !name.contains("-member-") {
+                match lease.spec.and_then(|s| s.holder_identity) {
+                    Some(holder) => holders.insert(name, holder),
+                    None => holders.remove(&name),
+                };
+                let now = holders.values().collect::<BTreeSet<_>>().len();
+                let mut most = seen.lock().unwrap();
+                *most = (*most).max(now);
+            }
+        }
+    });
+    (task, most)
 }

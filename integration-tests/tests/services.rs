@@ -182,6 +182,19 @@ async fn the_executor_serves_once_planner_and_gate_serve_and_gives_its_lease_up_
         None,
         "the Lease is still held after a clean shutdown"
     );
+    let members: Vec<String> = leases
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|l| l.metadata.name)
+        .filter(|n| n.starts_with("sluice-executor-member-"))
+        .collect();
+    assert!(
+        members.is_empty(),
+        "its membership outlived it: {members:?}"
+    );
 }
 
 #[test]

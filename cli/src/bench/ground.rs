@@ -126,31 +126,34 @@ impl Ground {
         format!("{}{}", self.prefix, i % 20)
     }
 
-    /// The executor's requests so far, by `VERB resource`, per rollout of
-    /// `n`; `admin` is its admin address.
+    /// The executors' requests so far, by `VERB resource`, per rollout of
+    /// `n`, summed over them; `admins` are their admin addresses.
     pub(super) async fn requests(
         &self,
-        admin: SocketAddr,
+        admins: &[SocketAddr],
         n: usize,
     ) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
         Ok(match &self.counting {
             Counting::Proxy(by_kind) => by_kind.per(n),
             Counting::Metrics => {
-                let text = reqwest::get(format!("http://{admin}/metrics"))
-                    .await?
-                    .text()
-                    .await?;
-                kube_requests(&text)
-                    .into_iter()
-                    .map(|(k, v)| (k, v as f64 / n.max(1) as f64))
-                    .collect()
+                let mut sum = std::collections::BTreeMap::new();
+                for admin in admins {
+                    let text = reqwest::get(format!("http://{admin}/metrics"))
+                        .await?
+                        .text()
+                        .await?;
+                    for (k, v) in kube_requests(&text) {
+                        *sum.entry(k).or_insert(0.0) += v as f64 / n.max(1) as f64;
+                    }
+                }
+                sum
             }
         })
     }
 
     /// Deletes what this size made on a given cluster (in the background:
     /// the namespaces' contents go with them).
-    pub(super) async fn clean(self) {
+    pub(super) async fn clean(self, shards: u32) {
         let namespaces: Api<Namespace> = Api::all(self.local.clone());
         for name in &self.made {
             let _ = namespaces.delete(name, &DeleteParams::background()).await;
@@ -159,6 +162,10 @@ impl Ground {
             Api::namespaced(self.local.clone(), "default");
         if matches!(self.counting, Counting::Metrics) {
             let _ = leases.delete(&self.lease, &DeleteParams::default()).await;
+            for i in 0..shards {
+                let name = format!("{}-{i}", self.lease);
+                let _ = leases.delete(&name, &DeleteParams::default()).await;
+            }
         }
     }
 }

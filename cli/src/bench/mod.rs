@@ -95,6 +95,14 @@ pub(crate) struct BenchArgs {
     /// whole in its caches), to weigh that against its default.
     #[arg(long)]
     keep_all_workloads: bool,
+    /// Executor replicas to run, sharing the rollouts through `--shards`:
+    /// CPU is then summed over them and memory is the largest replica's.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    replicas: usize,
+    /// Shards the executors split the rollouts into (their `--shards`);
+    /// by default as many as `--replicas`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: Option<u32>,
     /// Log filter (tracing's env-filter syntax) for the in-process simulated
     /// cluster and the executor it starts; warnings by default.
     #[arg(long, default_value = "warn")]
@@ -182,6 +190,10 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             unrelated: args.unrelated,
             keep_all: args.keep_all_workloads,
             given: args.kubeconfig.clone(),
+            replicas: args.replicas,
+            shards: args
+                .shards
+                .unwrap_or(u32::try_from(args.replicas).unwrap_or(1)),
         };
         let mut figures = runtime.block_on(size(&shape, &args.log))?;
         if let Some(idle) = idle {
@@ -241,6 +253,10 @@ struct Shape {
     keep_all: bool,
     /// The cluster to run on, when not a simulated one.
     given: Option<PathBuf>,
+    /// Executor replicas.
+    replicas: usize,
+    /// Shards they split the rollouts into.
+    shards: u32,
 }
 
 fn scenario(n: usize, bad: usize, unrelated: usize) -> Scenario {
@@ -370,8 +386,21 @@ async fn idle_executor(log: &str, keep_all: bool) -> anyhow::Result<f64> {
         gate: services.gate,
         admin: format!("127.0.0.1:{}", peer::free_port()?).parse()?,
     };
-    let mut executor = Executor::start(&ground.kubeconfig, lanes, &ground.lease, log, keep_all)?;
-    executor.wait_leading(&ground.local, &ground.lease).await?;
+    let mut executor = Executor::start(
+        &ground.kubeconfig,
+        lanes,
+        &ground.lease,
+        log,
+        keep_all,
+        (0, 1),
+    )?;
+    Executor::wait_leading(
+        std::slice::from_mut(&mut executor),
+        &ground.local,
+        &ground.lease,
+        1,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss, _) = probe::memory(&executor.pid);
     executor.stop().await;
@@ -446,13 +475,15 @@ struct Executor {
 impl Executor {
     /// Starts `sluice-executor` (the one beside this binary) against the
     /// cluster, the planner and the gate, serving its metrics at
-    /// `lanes.admin` and leading through Lease `lease` of `default`.
+    /// `lanes.admin` and leading through Lease `lease` of `default`, as
+    /// replica `replica` of executors splitting the rollouts into `shards`.
     fn start(
         kubeconfig: &std::path::Path,
         lanes: Lanes,
         lease: &str,
         log: &str,
         keep_all: bool,
+        (replica, shards): (usize, u32),
     ) -> anyhow::Result<Self> {
         let binary = std::env::current_exe()?.with_file_name("sluice-executor");
         if !binary.exists() {
@@ -467,6 +498,8 @@ impl Executor {
             .args(["--planner-addr", &lanes.planner.to_string()])
             .args(["--gate-addr", &lanes.gate.to_string()])
             .args(["--lease-name", lease])
+            .args(["--identity", &format!("bench-{replica}")])
+            .args(["--shards", &shards.to_string()])
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--log", log])
@@ -484,25 +517,53 @@ impl Executor {
         Ok(Self { child, pid })
     }
 
-    /// Waits until the executor holds Lease `lease`: its controller runs.
-    async fn wait_leading(&mut self, client: &kube::Client, lease: &str) -> anyhow::Result<()> {
+    /// Waits until the `shards` Leases named after `lease` are held, by
+    /// as many of `executors` as can share them: every controller runs.
+    async fn wait_leading(
+        executors: &mut [Self],
+        client: &kube::Client,
+        lease: &str,
+        shards: u32,
+    ) -> anyhow::Result<()> {
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
             Api::namespaced(client.clone(), "default");
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("sluice-executor exited with {status}");
+        let names: Vec<String> = if shards == 1 {
+            vec![lease.to_owned()]
+        } else {
+            (0..shards).map(|i| format!("{lease}-{i}")).collect()
+        };
+        let sharing = executors.len().min(shards as usize);
+        for _ in 0..600 {
+            for executor in executors.iter_mut() {
+                if let Some(status) = executor.child.try_wait()? {
+                    bail!("sluice-executor exited with {status}");
+                }
             }
-            let holder = leases
-                .get_opt(lease)
-                .await?
-                .and_then(|l| l.spec)
-                .and_then(|s| s.holder_identity);
-            if holder.is_some() {
+            let mut holders = std::collections::BTreeSet::new();
+            for name in &names {
+                let holder = leases
+                    .get_opt(name)
+                    .await?
+                    .and_then(|l| l.spec)
+                    .and_then(|s| s.holder_identity);
+                holders.extend(holder);
+            }
+            let all_held = holders.len() == sharing
+                && futures::future::join_all(names.iter().map(|n| leases.get_opt(n)))
+                    .await
+                    .into_iter()
+                    .all(|l| {
+                        l.ok()
+                            .flatten()
+                            .and_then(|l| l.spec?.holder_identity)
+                            .is_some()
+                    });
+            if all_held {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("sluice-executor never took its Lease")
+        bail!("the executors never shared their Leases")
     }
 
     async fn stop(mut self) {
@@ -547,36 +608,50 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
     let (planner_addr, gate_addr) = (services.planner, services.gate);
 
     let watch = Watch::start(&local, &ground.prefix);
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", peer::free_port()?).parse()?;
-    let mut executor = Executor::start(
-        &ground.kubeconfig,
-        Lanes {
-            planner: planner_addr,
-            gate: gate_addr,
-            admin,
-        },
-        &ground.lease,
-        log,
-        shape.keep_all,
-    )?;
-    executor.wait_leading(&local, &ground.lease).await?;
-    // Its caches filled, before any rollout: the baseline.
+    let mut executors = Vec::new();
+    let mut admins = Vec::new();
+    for replica in 0..shape.replicas {
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", peer::free_port()?).parse()?;
+        admins.push(admin);
+        executors.push(Executor::start(
+            &ground.kubeconfig,
+            Lanes {
+                planner: planner_addr,
+                gate: gate_addr,
+                admin,
+            },
+            &ground.lease,
+            log,
+            shape.keep_all,
+            (replica, shape.shards),
+        )?);
+    }
+    Executor::wait_leading(&mut executors, &local, &ground.lease, shape.shards).await?;
+    let pids: Vec<String> = executors.iter().map(|e| e.pid.clone()).collect();
+    // Their caches filled, before any rollout: the baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (exec_rss_before, _) = probe::memory(&executor.pid);
-    // The executor's resident memory at its highest while the rollouts
+    let rss_before: Vec<u64> = pids.iter().map(|p| probe::memory(p).0).collect();
+    // Each executor's resident memory at its highest while the rollouts
     // run, sampled: the allocator may hand memory back before the end.
-    let highest = Arc::new(AtomicU64::new(exec_rss_before));
+    let highest: Arc<Vec<AtomicU64>> =
+        Arc::new(rss_before.iter().map(|r| AtomicU64::new(*r)).collect());
     let sampler = {
-        let (highest, pid) = (Arc::clone(&highest), executor.pid.clone());
+        let (highest, pids) = (Arc::clone(&highest), pids.clone());
         tokio::spawn(async move {
             loop {
-                let (rss, _) = probe::memory(&pid);
-                highest.fetch_max(rss, Ordering::Relaxed);
+                for (pid, high) in pids.iter().zip(highest.iter()) {
+                    high.fetch_max(probe::memory(pid).0, Ordering::Relaxed);
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
-    let exec_cpu_before = probe::process_cpu_seconds(&executor.pid);
+    let cpu = |pids: &[String]| {
+        pids.iter()
+            .map(|p| probe::process_cpu_seconds(p))
+            .sum::<f64>()
+    };
+    let exec_cpu_before = cpu(&pids);
     let other_cpu_before = probe::process_cpu_seconds("self");
 
     // Paced: the first rollout still holds when the last one starts.
@@ -603,16 +678,25 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
     )
     .await;
     let elapsed = began.elapsed();
-    let exec_cpu = probe::process_cpu_seconds(&executor.pid);
+    let exec_cpu = cpu(&pids);
     let other_cpu = probe::process_cpu_seconds("self");
-    let (exec_rss, exec_peak) = probe::memory(&executor.pid);
+    // The largest replica: what each must be sized for.
+    let (mut exec_rss, mut exec_peak, mut grew) = (0, 0, 0);
+    for ((pid, high), before) in pids.iter().zip(highest.iter()).zip(&rss_before) {
+        let (rss, peak) = probe::memory(pid);
+        let rss = rss.max(high.load(Ordering::Relaxed));
+        exec_rss = exec_rss.max(rss);
+        exec_peak = exec_peak.max(peak);
+        grew = grew.max(rss.saturating_sub(*before));
+    }
     sampler.abort();
-    let exec_rss = exec_rss.max(highest.load(Ordering::Relaxed));
     let (_, peak) = probe::memory("self");
-    let requests = ground.requests(admin, n).await?;
-    executor.stop().await;
+    let requests = ground.requests(&admins, n).await?;
+    for executor in executors {
+        executor.stop().await;
+    }
     stop.cancel();
-    ground.clean().await;
+    ground.clean(shape.shards).await;
 
     let mut gate_share = Vec::new();
     let mut exec_share = Vec::new();
@@ -670,9 +754,9 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
         executor_high_mib: exec_rss as f64 / 1_048_576.0,
         executor_idle_mib: None,
         executor_above_idle_mib: None,
-        executor_kib_per_rollout: exec_rss.saturating_sub(exec_rss_before) as f64
-            / 1024.0
-            / n as f64,
+        executor_kib_per_rollout: grew as f64 / 1024.0 / n as f64,
+        executors: shape.replicas,
+        shards: shape.shards,
         peak_rss_mib: peak as f64 / 1_048_576.0,
         api_calls_per_step: requests.values().sum::<f64>() * n as f64 / steps,
         grpc_calls_per_step: grpc_calls.get() as f64 / steps,

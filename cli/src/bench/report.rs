@@ -55,6 +55,11 @@ pub(crate) struct SizeFigures {
     pub executor_cpu_seconds: f64,
     /// CPU seconds of the harness process (simulator, planner, gate).
     pub other_cpu_seconds: f64,
+    /// Executor replicas that shared the rollouts (CPU figures are summed
+    /// over them, memory figures are the largest replica's).
+    pub executors: usize,
+    /// Shards they split the rollouts into.
+    pub shards: u32,
     /// Peak resident memory of the executor process (MiB).
     pub executor_peak_rss_mib: f64,
     /// The executor's resident memory growth from its idle baseline (its
@@ -104,7 +109,11 @@ impl SizeFigures {
             self.executor_cpu_seconds,
             self.executor_peak_rss_mib,
             self.executor_kib_per_rollout
-        ) + &self
+        ) + &if self.executors > 1 {
+            format!(" (on {} executors, {} shards)", self.executors, self.shards)
+        } else {
+            String::new()
+        } + &self
             .unfinished
             .as_ref()
             .map_or_else(String::new, |u| format!("; UNFINISHED: {u}"))
@@ -246,6 +255,13 @@ impl Report {
             );
         } else {
             out.push_str("Rollouts started all at once.\n\n");
+        }
+        if let Some(s) = self.sizes.iter().find(|s| s.executors > 1) {
+            let _ = writeln!(
+                out,
+                "{} executor replicas sharing {} shards: executor CPU summed over them, executor memory the largest replica's.\n",
+                s.executors, s.shards
+            );
         }
         out.push_str("| rollouts | in flight at most | failing | wall s | advance p50 / p99 ms | decision p50 / p99 ms | executor share p50 / p99 ms | executor CPU s | executor peak MiB | executor KiB / rollout | harness CPU s | harness peak MiB | API calls / step | gRPC calls / step |\n");
         out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -401,8 +401,14 @@ fn workload_pages() -> watcher::Config {
     watcher::Config::default().page_size(100)
 }
 
-/// Runs the controller until `shutdown` completes.
-pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the controller for the rollouts of the shards `held` says this
+/// replica holds, until `shutdown` completes. A shard gained meanwhile has
+/// its rollouts reconciled at once; a shard lost has its runs dropped.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    held: tokio::sync::watch::Receiver<crate::lease::Held>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     use kube::runtime::WatchStreamExt;
     let (deployments, replicasets) = (Objects::default(), Objects::default());
     let (rollouts_reader, rollouts_writer) = reflector::store();
@@ -461,7 +467,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
     .applied_objects();
     let woken = named;
     let metrics = Arc::clone(&ctx.metrics);
-    metrics.leading(Some(rollouts_reader.clone()));
+    metrics.leading(Some((rollouts_reader.clone(), held.clone())));
     metrics.caching(Some(Box::new(move || {
         let (d, r) = (deployments.counts(), replicasets.counts());
         let n = |c: usize| i64::try_from(c).unwrap_or(i64::MAX);
@@ -509,6 +515,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
             .boxed(),
         ctx.analyses.wakes().boxed(),
         ctx.written.wakes().boxed(),
+        gained(held.clone(), rollouts_reader.clone()).boxed(),
     ]);
     let written = Arc::clone(&ctx.written);
     let concurrency = usize::from(ctx.concurrency);
@@ -525,11 +532,52 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()> + Send + Sync
             }
         },
         concurrency,
+        owner: move |key: &ObjectRef<Rollout>| {
+            held.borrow()
+                .of(key.namespace.as_deref().unwrap_or_default(), &key.name)
+                .cloned()
+        },
     }
     .run(triggers, shutdown, Arc::clone(&metrics))
     .await;
     metrics.leading(None);
     metrics.caching(None);
+}
+
+/// The Rollouts of each shard as this replica gains it (those of the
+/// shards held at the start come with the Rollouts' first list).
+fn gained(
+    held: tokio::sync::watch::Receiver<crate::lease::Held>,
+    rollouts: reflector::Store<Rollout>,
+) -> impl futures::Stream<Item = ObjectRef<Rollout>> {
+    let had: std::collections::BTreeSet<u32> = held.borrow().shards().collect();
+    futures::stream::unfold((held, had), move |(mut held, had)| {
+        let rollouts = rollouts.clone();
+        async move {
+            held.changed().await.ok()?;
+            let now = held.borrow_and_update().clone();
+            let new: Vec<u32> = now.shards().filter(|s| !had.contains(s)).collect();
+            let keys: Vec<ObjectRef<Rollout>> = if new.is_empty() {
+                Vec::new()
+            } else {
+                rollouts
+                    .state()
+                    .iter()
+                    .filter(|r| {
+                        let shard = crate::lease::shard_of(
+                            r.namespace().as_deref().unwrap_or_default(),
+                            &r.name_any(),
+                            now.count(),
+                        );
+                        new.contains(&shard)
+                    })
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect()
+            };
+            Some((keys, (held, now.shards().collect())))
+        }
+    })
+    .flat_map(futures::stream::iter)
 }
 
 /// A trigger stream's item, its error logged (the watch retries by itself).

@@ -11,6 +11,10 @@
 //!   key; the runs are polled by the loop's own task, as kube-runtime's
 //!   are (a task of its own for each measured no better);
 //! - a run that panics is logged and run again after [`PANIC_RETRY`];
+//! - only keys `owner` gives a token for are queued and run (the shards
+//!   this replica holds); a run whose token is cancelled is dropped at
+//!   once, wherever it was (as a killed process would be), and its key is
+//!   not run again until it is asked for with a token;
 //! - on shutdown no new run starts and the loop returns once the running
 //!   ones end.
 //!
@@ -24,6 +28,7 @@ use kube::{
     Resource,
     runtime::reflector::{ObjectRef, Store},
 };
+use sluice_runtime::server::CancellationToken;
 use tokio::time::Instant;
 
 pub(crate) use super::queue::Lane;
@@ -84,7 +89,7 @@ impl Report for Arc<crate::metrics::Metrics> {
 }
 
 /// What the loop is given.
-pub(crate) struct Loop<K: Resource<DynamicType = ()> + 'static, L, R> {
+pub(crate) struct Loop<K: Resource<DynamicType = ()> + 'static, L, R, O> {
     /// Where objects are read when their run starts.
     pub(crate) store: Store<K>,
     /// The lane an object's trigger queues in.
@@ -93,13 +98,16 @@ pub(crate) struct Loop<K: Resource<DynamicType = ()> + 'static, L, R> {
     pub(crate) reconcile: R,
     /// Runs at once, at most (0: no bound).
     pub(crate) concurrency: usize,
+    /// The token a key's run holds, when this replica may run it.
+    pub(crate) owner: O,
 }
 
-impl<K, L, R, F> Loop<K, L, R>
+impl<K, L, R, O, F> Loop<K, L, R, O>
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     L: Fn(&Arc<K>) -> Lane,
     R: Fn(Arc<K>) -> F,
+    O: Fn(&ObjectRef<K>) -> Option<CancellationToken>,
     F: Future<Output = Action> + Send + 'static,
 {
     /// Runs until `triggers` ends or `shutdown` completes, then until the
@@ -115,6 +123,7 @@ where
             lane,
             reconcile,
             concurrency,
+            owner,
         } = self;
         let mut queue: Queue<ObjectRef<K>> = Queue::default();
         let mut runs = FuturesUnordered::<Run<K>>::new();
@@ -124,6 +133,9 @@ where
         let (mut listed, mut stopping) = (false, false);
         // A key asked for, in the lane its object says.
         let ask = |queue: &mut Queue<ObjectRef<K>>, key: ObjectRef<K>, now: Instant| {
+            if owner(&key).is_none() {
+                return;
+            }
             let lane = store.get(&key).map_or(Lane::Other, |o| lane(&o));
             queue.push(key, lane, now);
         };
@@ -160,16 +172,22 @@ where
                     break;
                 };
                 let now = Instant::now();
-                let Some(object) = store.get(&key) else {
+                let (Some(object), Some(token)) = (store.get(&key), owner(&key)) else {
                     queue.done(key, None, now);
                     continue;
                 };
                 report.waited(now.saturating_duration_since(since));
-                runs.push(Box::pin(
-                    AssertUnwindSafe(reconcile(object))
-                        .catch_unwind()
-                        .map(move |ended| (key, ended.ok())),
-                ));
+                // Boxed at once: a reconcile's future is large, and each
+                // move of it unboxed costs its size in stack.
+                let run = Box::pin(AssertUnwindSafe(reconcile(object)).catch_unwind());
+                runs.push(Box::pin(async move {
+                    tokio::select! {
+                        biased;
+                        // Not this replica's any more: dropped, not retried.
+                        () = token.cancelled() => (key, Some(Action::await_change())),
+                        ended = run => (key, ended.ok()),
+                    }
+                }));
             }
             let (waiting, busy) = queue.depth();
             report.depth(waiting, busy);
@@ -257,6 +275,12 @@ mod tests {
         reader
     }
 
+    /// Every key may run, none is ever taken away.
+    #[allow(clippy::unnecessary_wraps)] // the owner's signature
+    fn anyone(_: &ObjectRef<ConfigMap>) -> Option<CancellationToken> {
+        Some(CancellationToken::new())
+    }
+
     fn urgent(o: &Arc<ConfigMap>) -> Lane {
         if o.metadata.labels.is_some() {
             Lane::Urgent
@@ -293,6 +317,7 @@ mod tests {
                 }
             },
             concurrency: 1,
+            owner: anyone,
         }
         .run(
             futures::stream::iter(triggers).chain(futures::stream::pending()),
@@ -351,6 +376,7 @@ mod tests {
                 }
             },
             concurrency: 0,
+            owner: anyone,
         }
         .run(
             futures::stream::iter([key("a")]).chain(futures::stream::pending()),
@@ -387,6 +413,7 @@ mod tests {
                 }
             },
             concurrency: 1,
+            owner: anyone,
         }
         .run(
             futures::stream::iter([key("bad"), key("good")]).chain(futures::stream::pending()),
@@ -395,5 +422,69 @@ mod tests {
         )
         .await;
         assert_eq!(*tries.lock().unwrap(), vec!["bad", "good", "bad"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_owned_keys_run_and_a_run_taken_away_stops_at_once() {
+        // `a` is owned until 2.5 s; `b` never is; `c` always is.
+        let a_token = CancellationToken::new();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        Loop {
+            store: listed(&[map("a", false), map("b", false), map("c", false)]),
+            lane: urgent,
+            reconcile: {
+                let events = Arc::clone(&events);
+                move |o: Arc<ConfigMap>| {
+                    let events = Arc::clone(&events);
+                    async move {
+                        let name = o.metadata.name.clone().unwrap();
+                        // Three one-second steps, each recorded when done.
+                        for step in 1..=3 {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            events.lock().unwrap().push((
+                                name.clone(),
+                                step,
+                                start.elapsed().as_secs(),
+                            ));
+                        }
+                        Action::requeue(Duration::from_secs(1))
+                    }
+                }
+            },
+            concurrency: 0,
+            owner: {
+                let a_token = a_token.clone();
+                move |k: &ObjectRef<ConfigMap>| match k.name.as_str() {
+                    "a" => Some(a_token.clone()).filter(|t| !t.is_cancelled()),
+                    "c" => Some(CancellationToken::new()),
+                    _ => None,
+                }
+            },
+        }
+        .run(
+            futures::stream::iter([key("a"), key("b"), key("c")]).chain(futures::stream::pending()),
+            async {
+                tokio::time::sleep(Duration::from_millis(2_500)).await;
+                a_token.cancel();
+                tokio::time::sleep(Duration::from_millis(5_000)).await;
+            },
+            (),
+        )
+        .await;
+        let events = events.lock().unwrap().clone();
+        let of = |n: &str| -> Vec<(u32, u64)> {
+            events
+                .iter()
+                .filter(|(name, _, _)| name == n)
+                .map(|(_, step, at)| (*step, *at))
+                .collect()
+        };
+        // `a` did two steps and stopped in its third; it did not run again.
+        assert_eq!(of("a"), vec![(1, 1), (2, 2)]);
+        assert_eq!(of("b"), vec![], "never owned, never run");
+        // `c` ran its whole reconcile, then again a second after.
+        assert_eq!(of("c")[..3], [(1, 1), (2, 2), (3, 3)]);
+        assert_eq!(of("c")[3], (1, 5));
     }
 }
