@@ -1162,6 +1162,53 @@ mod tests {
 
     use super::settled;
 
+    #[tokio::test]
+    async fn shards_gained_bring_their_rollouts_once() {
+        use crate::lease::{Held, shard_of};
+        let rollout = |name: &str| -> super::Rollout {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"workload": {"kind": "Deployment", "name": name},
+                         "strategy": {"canary": {"steps": [{"replicas": 1}]}}},
+            }))
+            .unwrap()
+        };
+        let (store, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&Event::Init);
+        let names: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+        for name in &names {
+            writer.apply_watcher_event(&Event::InitApply(rollout(name)));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        let token = sluice_runtime::server::CancellationToken::new();
+        // No shard held at the start; then every shard.
+        let all = Held::all(4, &token);
+        let (publish, held) = tokio::sync::watch::channel(Held::none(4));
+        let mut gained = Box::pin(super::gained(held, store));
+        publish.send_replace(all.clone());
+        let mut got = Vec::new();
+        while got.len() < names.len() {
+            let key = tokio::time::timeout(std::time::Duration::from_secs(5), gained.next())
+                .await
+                .expect("every rollout of the gained shards")
+                .unwrap();
+            got.push(key.name);
+        }
+        got.sort();
+        let mut want = names.clone();
+        want.sort();
+        assert_eq!(got, want);
+        // Nothing new when nothing is gained.
+        publish.send_replace(all);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), gained.next())
+                .await
+                .is_err()
+        );
+        assert!(names.iter().any(|n| shard_of("ns", n, 4) == 3));
+    }
+
     #[test]
     fn a_look_for_failing_pods_stands_longer_each_time_in_one_step() {
         use super::{POD_CHECK_FIRST, POD_CHECK_MAX, PodCheck, next_stand};
