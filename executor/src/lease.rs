@@ -189,6 +189,18 @@ impl Held {
         }
     }
 
+    /// The same, without the shards `drop` picks (their tokens cancelled).
+    pub fn without(mut self, drop: impl Fn(u32) -> bool) -> Self {
+        self.tokens.retain(|shard, token| {
+            let keep = !drop(*shard);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        self
+    }
+
     /// How many shards the rollouts are split into.
     pub fn count(&self) -> u32 {
         self.count

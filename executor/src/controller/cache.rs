@@ -291,6 +291,9 @@ pub(crate) struct Named {
     listed: tokio::sync::watch::Sender<bool>,
     /// Every object kept whole, named or not (`--keep-all-workloads`).
     all: bool,
+    /// The shards this replica holds: only their Rollouts' workloads are
+    /// kept whole (another replica's are another's to read). `None`: all.
+    held: Option<tokio::sync::watch::Receiver<crate::lease::Held>>,
 }
 
 impl Default for Named {
@@ -343,7 +346,34 @@ impl Named {
             index: Arc::default(),
             listed: tokio::sync::watch::Sender::new(false),
             all,
+            held: None,
         }
+    }
+
+    /// Keeps whole only the workloads of the Rollouts of the shards `held`
+    /// says this replica holds. One of a shard gained later is read once
+    /// when its release needs it, as one a Rollout comes to name is; one of
+    /// a shard lost is cut to its version at its next change.
+    pub(crate) fn within(mut self, held: tokio::sync::watch::Receiver<crate::lease::Held>) -> Self {
+        self.held = Some(held);
+        self
+    }
+
+    /// Whether this replica drives Rollout `ns/name`.
+    fn drives(&self, ns: &str, name: &str) -> bool {
+        self.held
+            .as_ref()
+            .is_none_or(|held| held.borrow().of(ns, name).is_some())
+    }
+
+    /// Whether a release of a Rollout this replica drives marked `meta`.
+    fn marked_here(&self, meta: &ObjectMeta) -> bool {
+        marked(meta)
+            && meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(keys::ROLLOUT))
+                .is_some_and(|r| self.drives(meta.namespace.as_deref().unwrap_or_default(), r))
     }
 
     /// Follows one event of the Rollout watch; returns the Deployments no
@@ -373,13 +403,14 @@ impl Named {
         Vec::new()
     }
 
-    /// Whether a Rollout names Deployment `ns/name`.
+    /// Whether a Rollout this replica drives names Deployment `ns/name`.
     pub(crate) fn names(&self, ns: &str, name: &str) -> bool {
         self.index
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .named
-            .contains_key(&(ns.to_owned(), name.to_owned()))
+            .get(&(ns.to_owned(), name.to_owned()))
+            .is_some_and(|rollouts| rollouts.iter().any(|r| self.drives(ns, r)))
     }
 
     /// The Rollouts that name the Deployment owning `rs`, to wake when it
@@ -419,7 +450,7 @@ impl Named {
     /// What the Deployment watch keeps of `d`.
     pub(crate) fn keep_deployment(&self, d: Deployment) -> Kept<Deployment> {
         let whole = self.all
-            || marked(&d.metadata)
+            || self.marked_here(&d.metadata)
             || self.names(
                 d.metadata.namespace.as_deref().unwrap_or_default(),
                 d.metadata.name.as_deref().unwrap_or_default(),
@@ -438,7 +469,7 @@ impl Named {
     pub(crate) fn keep_replicaset(&self, mut rs: ReplicaSet) -> Kept<ReplicaSet> {
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
         let whole = self.all
-            || marked(&rs.metadata)
+            || self.marked_here(&rs.metadata)
             || deployment_owners(&rs.metadata).any(|owner| self.names(ns, owner));
         if whole {
             rs.metadata.managed_fields = None;
@@ -792,6 +823,54 @@ mod tests {
             all.keep_replicaset(owned_by("other", "other-1", "1")),
             Kept::Whole(_)
         ));
+    }
+
+    #[test]
+    fn only_the_workloads_of_the_shards_held_are_kept_whole() {
+        use crate::lease::{Held, shard_of};
+        // Two rollouts in different shards of 4, and shard of `mine` held.
+        let names: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+        let mine = names[0].clone();
+        let theirs = names
+            .iter()
+            .find(|n| shard_of("d", n, 4) != shard_of("d", &mine, 4))
+            .unwrap()
+            .clone();
+        let token = sluice_runtime::server::CancellationToken::new();
+        let all = Held::all(4, &token);
+        let (publish, held) = tokio::sync::watch::channel(all.clone());
+        let named = Named::default().within(held);
+        named.follow(&Event::Apply(rollout(&mine, "web")));
+        named.follow(&Event::Apply(rollout(&theirs, "api")));
+        assert!(matches!(
+            named.keep_deployment(deployment("web", "1")),
+            Kept::Whole(_)
+        ));
+        assert!(matches!(
+            named.keep_deployment(deployment("api", "1")),
+            Kept::Whole(_)
+        ));
+        // The other shards lost: only the shard of `mine` is left.
+        publish.send_replace(all.without(|s| s != shard_of("d", &mine, 4)));
+        assert!(matches!(
+            named.keep_deployment(deployment("web", "2")),
+            Kept::Whole(_)
+        ));
+        assert!(matches!(
+            named.keep_deployment(deployment("api", "2")),
+            Kept::Meta(_)
+        ));
+        assert!(matches!(
+            named.keep_replicaset(owned_by("api", "api-1", "2")),
+            Kept::Meta(_)
+        ));
+        // A release's mark keeps whole only where its Rollout is driven.
+        let mut marked = deployment("api-canary", "1");
+        marked.metadata.annotations = Some([(keys::ROLLOUT.to_owned(), theirs.clone())].into());
+        assert!(matches!(named.keep_deployment(marked), Kept::Meta(_)));
+        let mut marked = deployment("web-canary", "1");
+        marked.metadata.annotations = Some([(keys::ROLLOUT.to_owned(), mine.clone())].into());
+        assert!(matches!(named.keep_deployment(marked), Kept::Whole(_)));
     }
 
     #[test]

@@ -413,7 +413,7 @@ pub async fn run(
     let (deployments, replicasets) = (Objects::default(), Objects::default());
     let (rollouts_reader, rollouts_writer) = reflector::store();
     let (owned, fetched) = (Owned::default(), Fetched::default());
-    let named = Named::keeping_all(ctx.keep_all_workloads);
+    let named = Named::keeping_all(ctx.keep_all_workloads).within(held.clone());
     *ctx.cache
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cache {
