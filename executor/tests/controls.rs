@@ -634,3 +634,88 @@ async fn a_release_whose_status_was_lost_after_it_held_the_deployment_is_resumed
     assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
     assert_handed_back(&world, "registry.example/web:2.0").await;
 }
+
+/// Two Rollouts wait for the Deployment `web` holds; when its release
+/// ends, both find it free at the same moment, and only one may take it.
+async fn rollouts_waiting_for_one_deployment_take_it_one_at_a_time(style: &str) {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml(style, "[{replicas: 1, pause: {}}, {replicas: 50%}]", "web"),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    // Both back to 1.0, each pausing at its first step.
+    for name in ["b", "c"] {
+        let mut r = rollout_yaml(style, "[{replicas: 1, pause: {}}, {replicas: 50%}]", "web");
+        r.metadata.name = Some(name.into());
+        r.spec.images[0].image = "registry.example/web:1.0".into();
+        rollouts.create(&PostParams::default(), &r).await.unwrap();
+    }
+    let of = |name: &'static str| {
+        let rollouts = rollouts.clone();
+        async move { rollouts.get(name).await.unwrap().status.unwrap_or_default() }
+    };
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for name in ["b", "c"] {
+            let s = of(name).await;
+            assert!(
+                s.phase == Phase::Pending && s.steps.iter().all(|st| st.started.is_none()),
+                "{name} started while web held the Deployment: {s:#?}"
+            );
+        }
+    }
+    promote(&rollouts, true).await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    // One of the two takes it and pauses at its step; the other waits.
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let mut winner = None;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (b, c) = (of("b").await, of("c").await);
+        let began = |s: &RolloutStatus| s.steps.iter().any(|st| st.started.is_some());
+        assert!(
+            !began(&b) || !began(&c),
+            "both took the Deployment: b {b:#?}\nc {c:#?}"
+        );
+        if winner.is_none() {
+            winner = [("b", &b), ("c", &c)]
+                .into_iter()
+                .find(|(_, s)| paused_at_step(0)(s))
+                .map(|(n, _)| n);
+        }
+        if let Some(w) = winner {
+            let loser = if w == "b" { &c } else { &b };
+            if loser.message.contains("held by Rollout") {
+                let holder = deployments.get("web").await.unwrap();
+                assert_eq!(
+                    holder
+                        .metadata
+                        .annotations
+                        .unwrap_or_default()
+                        .get(keys::ROLLOUT),
+                    Some(&w.to_owned())
+                );
+                return;
+            }
+        }
+    }
+    panic!(
+        "no single holder after web: b {:#?}\nc {:#?}",
+        of("b").await,
+        of("c").await
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn partition_rollouts_waiting_for_one_deployment_take_it_one_at_a_time() {
+    rollouts_waiting_for_one_deployment_take_it_one_at_a_time("Partition").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn canary_rollouts_waiting_for_one_deployment_take_it_one_at_a_time() {
+    rollouts_waiting_for_one_deployment_take_it_one_at_a_time("Canary").await;
+}

@@ -237,6 +237,18 @@ async fn begin(rollout: &Rollout, c: &Canary, status: &mut RolloutStatus) -> Res
         },
     }))
     .map_err(|e| Error::Missing(format!("canary Deployment: {e}")))?;
+    // The user's Deployment is taken first, over the version read, which
+    // showed it free (or ours): of two Rollouts waiting for it, only the
+    // first write takes it; the other's fails with a conflict and finds
+    // the new holder when it runs again. An earlier release's hand-back
+    // may have begun: the Deployment gets its stable template back.
+    let mut mark = json!({"metadata": {"resourceVersion": c.deployment.resource_version(),
+                                       "annotations": {keys::ROLLOUT: name}}});
+    // A bound Deployment keeps the template the user applied, held.
+    if current != stable_template && !c.bound {
+        mark["spec"] = json!({"template": stable_template});
+    }
+    c.merge(&c.name(), mark).await?;
     match &c.canary {
         None => match c.deployments.create(&crate::writes::post(), &canary).await {
             Ok(_) => {}
@@ -253,14 +265,6 @@ async fn begin(rollout: &Rollout, c: &Canary, status: &mut RolloutStatus) -> Res
             .await?;
         }
     }
-    // An earlier release's hand-back may have begun: the user's
-    // Deployment gets its stable template back.
-    let mut mark = json!({"metadata": {"annotations": {keys::ROLLOUT: name}}});
-    // A bound Deployment keeps the template the user applied, held.
-    if current != stable_template && !c.bound {
-        mark["spec"] = json!({"template": stable_template});
-    }
-    c.merge(&c.name(), mark).await?;
     status.stable_revision = stable_hash;
     status.canary_revision = String::new();
     Ok(())
@@ -338,12 +342,19 @@ impl steps::Release for Canary {
     }
 
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start {
-        if self.bound {
-            if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)
-                && !self.ours(&rollout.name_any())
-            {
+        if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)
+            && !self.ours(&rollout.name_any())
+        {
+            if self.bound {
                 return super::partition::bound_elsewhere("Deployment", &self.name(), holder);
             }
+            // Whatever the Deployment runs now, another release moves it.
+            return Start::Busy(format!(
+                "Deployment {:?} is held by Rollout {holder:?}, whose release must end first",
+                self.name()
+            ));
+        }
+        if self.bound {
             return bound_start(&self.deployment, rollout, status, self.stable(status));
         }
         if !self.ours(&rollout.name_any())

@@ -701,9 +701,21 @@ fn error_policy(rollout: Arc<Rollout>, error: &Error, _: Arc<Ctx>) -> Action {
         tracing::debug!(rollout = %rollout.name_any(), %error, "reconcile refused; retrying");
         return Action::requeue(FORBIDDEN_RETRY);
     }
+    if let Error::Kube(kube::Error::Api(answer)) = error
+        && answer.code == 409
+    {
+        // A write over a version the cluster has moved past: the change
+        // that moved it wakes this Rollout too, and it runs again on it.
+        tracing::debug!(rollout = %rollout.name_any(), %error, "read was stale; running again");
+        return Action::requeue(STALE_RETRY);
+    }
     tracing::warn!(rollout = %rollout.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
+
+/// When a reconcile whose write met a newer version runs again, at the
+/// latest (the watch usually brings that version sooner).
+const STALE_RETRY: Duration = Duration::from_millis(500);
 
 /// How often a release the API server refused a request tries again.
 const FORBIDDEN_RETRY: Duration = Duration::from_secs(5);

@@ -1107,8 +1107,13 @@ async fn begin(
         Some(saved) if ours => saved.clone(),
         _ => hash(&template_of(&stable)),
     };
+    // Over the version read, which showed the Deployment free (or ours):
+    // two Rollouts waiting for it both see it free when the holder lets
+    // go, and only the first write may take it. The other's fails with a
+    // conflict and finds the new holder when it runs again.
     let patch = json!({
-        "metadata": {"annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: before, keys::ORIGINAL_STRATEGY: original, keys::STABLE_TEMPLATE: stable_template}},
+        "metadata": {"resourceVersion": w.deployment.resource_version(),
+                     "annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: before, keys::ORIGINAL_STRATEGY: original, keys::STABLE_TEMPLATE: stable_template}},
         "spec": {"paused": true, "template": wanted, "strategy": hold_strategy()},
     });
     let d = w.patch_deployment(patch).await?;

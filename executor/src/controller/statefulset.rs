@@ -510,8 +510,11 @@ impl steps::Release for Set {
                 .map(|p| p.max(0) as u32)
         };
         let before = before.map_or_else(|| NO_PARTITION.to_owned(), |p| p.to_string());
+        // Over the version read, which showed it free (or ours): of two
+        // Rollouts taking it at once, only the first write does.
         let patch = json!({
-            "metadata": {"annotations": {keys::ROLLOUT: name, PARTITION_BEFORE: before}},
+            "metadata": {"resourceVersion": self.sts.resource_version(),
+                         "annotations": {keys::ROLLOUT: name, PARTITION_BEFORE: before}},
             "spec": {"template": wanted, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.replicas}}},
         });
         self.merge(patch).await?;
