@@ -84,7 +84,7 @@ pub struct Config {
     /// Seconds a Lease holder's claim lasts without renewal; it renews
     /// about seven times within it and stops leading after two thirds of
     /// it without a renewal.
-    #[arg(long, env = "SLUICE_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "SLUICE_LEASE_SECONDS", default_value_t = 15, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_seconds: u64,
 
     /// Shards the rollouts are split into, each driven by the replica
@@ -92,12 +92,12 @@ pub struct Config {
     /// as given). Replicas share the shards evenly and take a dead one's
     /// over when its Leases expire. Every replica must run with the same
     /// count: while two counts are seen, no replica drives anything.
-    #[arg(long, env = "SLUICE_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = "SLUICE_SHARDS", default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub shards: u32,
 
     /// Rollouts reconciled at once, at most (0: no bound). One Rollout is
     /// never reconciled twice at once whatever this says.
-    #[arg(long, env = "SLUICE_MAX_CONCURRENT_RECONCILES", default_value_t = crate::controller::DEFAULT_CONCURRENCY)]
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_RECONCILES", default_value_t = crate::controller::DEFAULT_CONCURRENCY, allow_negative_numbers = true)]
     pub max_concurrent_reconciles: u16,
 
     /// Keep every Deployment and ReplicaSet of the cluster whole in memory,

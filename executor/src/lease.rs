@@ -8,8 +8,9 @@
 //! default) the Lease is named `name`, as before shards existed; with `n`
 //! shards they are `name-0` … `name-{n-1}`. Each replica also keeps a
 //! *member* Lease of its own (`name-member-…`), renewed like the others:
-//! the live members are the replicas taking part, and each holds at most
-//! its fair share, `ceil(shards / members)`.
+//! the live members are the replicas taking part. Their shares are even:
+//! with `m` members, the first `shards mod m` of them by identity hold
+//! `ceil(shards / m)`, the others `floor(shards / m)`.
 //!
 //! *Guarantees*:
 //! - a shard has at most one holder driving it at a time, as long as
@@ -32,7 +33,14 @@
 //!   `--shards` rolling out, or a replica from before shards) would drive
 //!   one rollout under two shard layouts: while a live member or a held
 //!   Lease of this family says another count, a replica holds nothing.
-//!   Releases pause until every replica runs with one count.
+//!   Releases pause until every replica runs with one count; every
+//!   replica says so in its log every 30 s while it lasts;
+//! - two processes with one identity would both take its shards: each
+//!   marks its member Lease with an instance of its own, and a replica
+//!   that finds its member Lease renewed by another instance holds nothing
+//!   and says so, until the other is gone;
+//! - a member Lease left by a replica that died is deleted by the others
+//!   once it has been expired for a whole Lease duration.
 //!
 //! Since the cluster is the only state, a new holder resumes every rollout
 //! of a shard at its step.
@@ -58,6 +66,12 @@ use tokio::{sync::watch, time::Instant};
 /// replica that wrote it runs with.
 pub const SHARDS_ANNOTATION: &str = "sluice.dev/shards";
 
+/// The annotation on a member Lease naming the process that renews it.
+pub const INSTANCE_ANNOTATION: &str = "sluice.dev/instance";
+
+/// How often a lasting fault of the election is said again.
+const SAY_AGAIN: Duration = Duration::from_secs(30);
+
 /// How a replica takes part in the election.
 #[derive(Debug, Clone)]
 pub struct Election {
@@ -75,6 +89,8 @@ pub struct Election {
     pub renew_every: Duration,
     /// How many shards the rollouts are split into (at least 1).
     pub shards: u32,
+    /// This process, told apart from another with the same identity.
+    pub instance: String,
     /// What the Lease's times are read and written with: the wall clock
     /// moved on by tokio's, so tests on paused time expire Leases too.
     pub clock: crate::controller::Clock,
@@ -92,6 +108,7 @@ impl Election {
             renew_deadline: Duration::from_secs(10),
             renew_every: Duration::from_secs(2),
             shards: 1,
+            instance: instance(),
             clock: crate::controller::Clock::default(),
         }
     }
@@ -138,6 +155,21 @@ impl Election {
         }
         rest.parse().ok().map(|i| Role::Shard(i, None))
     }
+}
+
+/// A name for this process that another will not have: its id and the
+/// moment it asked, hashed with the standard library's random keys.
+fn instance() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:016x}", h.finish())
 }
 
 /// A Lease of the family.
@@ -255,6 +287,10 @@ struct Claim {
     live: bool,
     /// The shard count its writer ran with, from the annotation.
     shards: Option<u32>,
+    /// The process that renews it (member Leases).
+    instance: Option<String>,
+    /// When its claim lapses.
+    lapses: Option<SystemTime>,
 }
 
 impl Claim {
@@ -270,16 +306,20 @@ impl Claim {
                 .as_u64()
                 .unwrap_or(default_seconds),
         );
-        let live = !holder.is_empty() && renewed.is_some_and(|t| t + duration > now);
+        let lapses = renewed.map(|t| t + duration);
+        let live = !holder.is_empty() && lapses.is_some_and(|t| t > now);
         let shards = lease
             .annotations()
             .get(SHARDS_ANNOTATION)
             .and_then(|s| s.parse().ok());
+        let instance = lease.annotations().get(INSTANCE_ANNOTATION).cloned();
         Self {
             lease,
             holder,
             live,
             shards,
+            instance,
+            lapses,
         }
     }
 }
@@ -309,7 +349,8 @@ async fn claim(
         None => {
             let lease = serde_json::from_value::<Lease>(json!({
                 "metadata": {"name": name, "namespace": e.namespace,
-                             "annotations": {SHARDS_ANNOTATION: e.count().to_string()}},
+                             "annotations": {SHARDS_ANNOTATION: e.count().to_string(),
+                                             INSTANCE_ANNOTATION: e.instance}},
                 "spec": {"holderIdentity": e.identity, "leaseDurationSeconds": seconds,
                          "acquireTime": now, "renewTime": now, "leaseTransitions": 0},
             }));
@@ -338,6 +379,9 @@ async fn claim(
             updated
                 .annotations_mut()
                 .insert(SHARDS_ANNOTATION.into(), e.count().to_string());
+            updated
+                .annotations_mut()
+                .insert(INSTANCE_ANNOTATION.into(), e.instance.clone());
             match serde_json::from_value(next) {
                 Ok(spec) => {
                     updated.spec = spec;
@@ -381,9 +425,24 @@ struct Replica {
     holding: BTreeMap<u32, Holding>,
     /// The Leases as last listed, by name.
     seen: BTreeMap<String, Claim>,
+    /// A fault of the election last said, and when.
+    said: Option<(String, Instant)>,
 }
 
 impl Replica {
+    /// Says a fault of the election as a warning: at once when it is new,
+    /// else every [`SAY_AGAIN`].
+    fn warn(&mut self, fault: String) {
+        let again = self
+            .said
+            .as_ref()
+            .is_none_or(|(said, at)| *said != fault || at.elapsed() >= SAY_AGAIN);
+        if again {
+            tracing::warn!(identity = %self.e.identity, lease = %self.e.name, "{fault}");
+            self.said = Some((fault, Instant::now()));
+        }
+    }
+
     /// Gives shard `shard` up: its token first, then its Lease.
     async fn give_up(&mut self, shard: u32) {
         if let Some(h) = self.holding.remove(&shard) {
@@ -427,7 +486,10 @@ impl Replica {
         let listed = match self.api.list(&ListParams::default()).await {
             Ok(list) => list,
             Err(error) => {
-                tracing::debug!(%error, "lease list failed");
+                self.warn(format!(
+                    "cannot list the Leases of namespace {:?}, so this replica drives no rollout: {error}",
+                    self.e.namespace
+                ));
                 self.lapse();
                 return;
             }
@@ -441,11 +503,34 @@ impl Replica {
 
         // Membership first, so the others count this replica.
         let member = self.e.member_lease();
-        let current = self.seen.get(&member).map(|c| c.lease.clone());
-        if let Wrote::Failed(error) =
-            claim(&self.api, &self.e, &member, current.as_ref(), true).await
-        {
-            tracing::debug!(%error, "membership renewal failed");
+        let mine = self.seen.get(&member);
+        // Renewed since this replica's last write by another process with
+        // its identity.
+        let twin = mine
+            .filter(|c| c.live && c.instance.as_deref() != Some(self.e.instance.as_str()))
+            .map(|c| c.instance.clone().unwrap_or_default());
+        let current = mine.map(|c| c.lease.clone());
+        match claim(&self.api, &self.e, &member, current.as_ref(), true).await {
+            Wrote::Failed(kube::Error::Api(answer)) => self.warn(format!(
+                "cannot write this replica's member Lease {member:?} in namespace {:?}, so it drives no rollout: {} ({})",
+                self.e.namespace, answer.message, answer.code
+            )),
+            Wrote::Failed(error) => tracing::debug!(%error, "membership renewal failed"),
+            Wrote::Done | Wrote::Lost => {}
+        }
+        // Members whose claim lapsed a whole duration ago are gone.
+        for (name, c) in &self.seen {
+            let dead = c.lapses.is_none_or(|t| t + self.e.lease_duration < now);
+            if self.e.role(name) == Some(Role::Member) && *name != member && dead {
+                let params = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        resource_version: c.lease.resource_version(),
+                        uid: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                let _ = self.api.delete(name, &params).await;
+            }
         }
         let count = self.e.count();
         let mut members = BTreeSet::from([self.e.identity.clone()]);
@@ -468,17 +553,28 @@ impl Replica {
                 });
             }
         }
-        let members = u32::try_from(members.len()).unwrap_or(u32::MAX);
-        let fair = if disagree.is_some() {
+        // This replica's share: the first `count mod m` members by
+        // identity hold one more than the others.
+        let rank = members
+            .iter()
+            .position(|m| *m == self.e.identity)
+            .unwrap_or(0);
+        let m = members.len().max(1);
+        let even = count as usize / m + usize::from(rank < count as usize % m);
+        let fair = if let Some(why) = disagree {
+            self.warn(format!(
+                "replicas disagree on the shard count (this one runs with {count}; {why}): none drives any rollout until every replica runs with one count"
+            ));
+            0
+        } else if let Some(other) = twin {
+            self.warn(format!(
+                "another process (instance {other}) runs with this replica's identity {:?}: this one drives no rollout until it is gone; give every replica its own --identity",
+                self.e.identity
+            ));
             0
         } else {
-            count.div_ceil(members)
+            even
         };
-        if let Some(why) = &disagree
-            && !self.holding.is_empty()
-        {
-            tracing::warn!(%why, shards = count, "replicas disagree on the shard count; holding none");
-        }
 
         // Shards another replica took meanwhile are lost.
         let taken: Vec<u32> = self
@@ -498,11 +594,11 @@ impl Replica {
             }
         }
         // Over the fair share: the highest shards go.
-        while self.holding.len() > fair as usize {
+        while self.holding.len() > fair {
             let Some(shard) = self.holding.keys().next_back().copied() else {
                 break;
             };
-            tracing::info!(shard, fair, "giving the shard up to another replica");
+            tracing::info!(shard, share = fair, "giving the shard up");
             self.give_up(shard).await;
         }
         // Renew what is kept.
@@ -531,7 +627,7 @@ impl Replica {
         let start =
             u32::try_from(fnv1a(self.e.identity.as_bytes()) % u64::from(count)).unwrap_or(0);
         for shard in (0..count).map(|k| (start + k) % count) {
-            if self.holding.len() >= fair as usize {
+            if self.holding.len() >= fair {
                 break;
             }
             if self.holding.contains_key(&shard) {
@@ -555,6 +651,10 @@ impl Replica {
                     );
                 }
                 Wrote::Lost => {}
+                Wrote::Failed(kube::Error::Api(answer)) => self.warn(format!(
+                    "cannot take the Lease {name:?} in namespace {:?}: {} ({})",
+                    self.e.namespace, answer.message, answer.code
+                )),
                 Wrote::Failed(error) => tracing::debug!(%error, shard, "shard take failed"),
             }
         }
@@ -599,6 +699,7 @@ where
         e: election,
         holding: BTreeMap::new(),
         seen: BTreeMap::new(),
+        said: None,
     };
     let mut leading: Option<CancellationToken> = None;
     loop {

@@ -213,6 +213,34 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
                 })?,
         ),
     };
+    // The election's names, checked before anything is served: a bad one
+    // would leave every replica serving and none driving.
+    if !api::is_dns_label(&config.lease_namespace) {
+        return Err(Error::config(
+            "--lease-namespace",
+            format!(
+                "must be a namespace's name (a DNS label), got {:?}",
+                config.lease_namespace
+            ),
+        ));
+    }
+    // The member Leases add up to 58 characters to it.
+    if !api::is_dns_subdomain(&config.lease_name) || config.lease_name.len() > 190 {
+        return Err(Error::config(
+            "--lease-name",
+            format!(
+                "must be a Lease's name (lower-case letters, digits, '-' and '.'; at most 190 characters), got {:?}",
+                config.lease_name
+            ),
+        ));
+    }
+    if config
+        .identity
+        .as_deref()
+        .is_some_and(|i| i.trim().is_empty())
+    {
+        return Err(Error::config("--identity", "must not be empty"));
+    }
     let tls = &config.server.tls;
     let planner = channel("--planner-addr", &config.planner_addr, tls)?;
     let gate = channel("--gate-addr", &config.gate_addr, tls)?;

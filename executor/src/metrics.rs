@@ -500,14 +500,12 @@ impl Collector for RolloutsByPhase {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let Some((store, held)) = store else {
-            return gauges(
-                &mut encoder,
-                ("shards", "Shards of the rollouts this replica drives"),
-                [(vec![], 0)],
-            );
+        // A replica that drives nothing counts nothing, as 0s, so a sum
+        // over the replicas has every series from each.
+        let (rollouts, held) = match store {
+            Some((store, held)) => (store.state(), Some(held.borrow().clone())),
+            None => (Vec::new(), None),
         };
-        let held = held.borrow().clone();
         let mut counts: BTreeMap<String, i64> = [
             Phase::Pending,
             Phase::Progressing,
@@ -520,9 +518,12 @@ impl Collector for RolloutsByPhase {
         .iter()
         .map(|p| (format!("{p:?}"), 0))
         .collect();
-        for rollout in store.state() {
+        for rollout in rollouts {
             let (namespace, name) = (rollout.namespace().unwrap_or_default(), rollout.name_any());
-            if held.of(&namespace, &name).is_none() {
+            if held
+                .as_ref()
+                .is_none_or(|h| h.of(&namespace, &name).is_none())
+            {
                 continue;
             }
             let phase = rollout.status.as_ref().map(|s| s.phase).unwrap_or_default();
@@ -535,7 +536,7 @@ impl Collector for RolloutsByPhase {
                 .into_iter()
                 .map(|(phase, count)| (vec![("phase", phase)], count)),
         )?;
-        let shards = i64::try_from(held.shards().count()).unwrap_or(i64::MAX);
+        let shards = held.map_or(0, |h| i64::try_from(h.shards().count()).unwrap_or(i64::MAX));
         gauges(
             &mut encoder,
             ("shards", "Shards of the rollouts this replica drives"),

@@ -250,3 +250,92 @@ async fn shards_are_shared_evenly_and_taken_over_when_a_replica_leaves_or_dies()
     checked.cancel();
     checker.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn four_shards_over_three_replicas_are_held_two_one_one_and_a_dead_members_lease_goes() {
+    let (_sim, client) = sim();
+    let driving = Driving::default();
+    let (checked, checker) = never_two(&driving, 4);
+    // The first to come holds everything, then gives up what is not its
+    // share as the others join.
+    let a = replica(&client, "a", 4, &driving);
+    until(LEASE, "a holds all", || {
+        driving.counts(4).get("a") == Some(&4)
+    })
+    .await;
+    let b = replica(&client, "b", 4, &driving);
+    let c = replica(&client, "c", 4, &driving);
+    until(LEASE, "two, one and one", || {
+        let counts = driving.counts(4);
+        let mut n: Vec<usize> = counts.values().copied().collect();
+        n.sort_unstable();
+        n == [1, 1, 2] && (0..4).all(|s| driving.holders(s).len() == 1)
+    })
+    .await;
+    // The first by identity holds the extra one.
+    assert_eq!(driving.counts(4).get("a"), Some(&2));
+
+    // c dies: its member Lease is deleted by the others once it has been
+    // expired for a whole duration.
+    c.task.abort();
+    let _ = c.task.await;
+    driving.0.lock().unwrap().remove("c");
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::default_namespaced(client.clone());
+    let members = || async {
+        leases
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|l| l.metadata.name)
+            .filter(|n| n.contains("-member-"))
+            .count()
+    };
+    assert_eq!(members().await, 3);
+    tokio::time::sleep(LEASE * 3).await;
+    assert_eq!(members().await, 2, "the dead member's Lease is gone");
+    assert_eq!(driving.counts(4).values().sum::<usize>(), 4);
+    for r in [a, b] {
+        r.stop.cancel();
+        r.task.await.unwrap();
+    }
+    checked.cancel();
+    checker.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_processes_with_one_identity_drive_nothing_until_one_is_gone() {
+    let (_sim, client) = sim();
+    let driving = Driving::default();
+    let first = replica(&client, "twin", 2, &driving);
+    until(LEASE, "it holds both", || {
+        driving.counts(2).get("twin") == Some(&2)
+    })
+    .await;
+    // A second process under the same name: the view of "twin" is now the
+    // second's, and the first's is checked through its Leases.
+    let first_view = driving.0.lock().unwrap().remove("twin").unwrap();
+    let second = replica(&client, "twin", 2, &driving);
+    until(LEASE, "neither drives", || {
+        first_view.borrow().shards().count() == 0
+            && driving
+                .0
+                .lock()
+                .unwrap()
+                .get("twin")
+                .is_none_or(|h| h.borrow().shards().count() == 0)
+    })
+    .await;
+    tokio::time::sleep(LEASE).await;
+    assert_eq!(first_view.borrow().shards().count(), 0, "still none");
+    first.stop.cancel();
+    first.task.await.unwrap();
+    until(LEASE * 3, "the one left drives both", || {
+        driving.counts(2).get("twin") == Some(&2)
+    })
+    .await;
+    second.stop.cancel();
+    second.task.await.unwrap();
+}

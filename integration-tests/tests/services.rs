@@ -315,6 +315,20 @@ fn a_wrong_flag_or_value_names_it_and_exits_2() {
         assert_eq!(code, Some(2), "{binary}: {stderr}");
         assert!(stderr.contains("--log"), "{stderr}");
     }
+    // The election's flags: a bad one would leave every replica serving
+    // and none driving.
+    for (args, named) in [
+        (&["--shards", "-1"][..], "--shards"),
+        (&["--shards", "0"][..], "--shards"),
+        (&["--lease-seconds", "-5"][..], "--lease-seconds"),
+        (&["--lease-name", "Bad_Name"][..], "--lease-name"),
+        (&["--lease-namespace", "Bad_NS"][..], "--lease-namespace"),
+        (&["--identity", " "][..], "--identity"),
+    ] {
+        let (code, stderr) = run_to_exit("sluice-executor", args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
     let (code, stderr) = run_to_exit("sluice-gate", &["--prometheus-url", "ftp://example"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(

@@ -191,7 +191,7 @@ pub(crate) fn is_dns_label(name: &str) -> bool {
 }
 
 /// A Kubernetes object name: a DNS subdomain (RFC 1123).
-fn is_dns_subdomain(name: &str) -> bool {
+pub(crate) fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name

@@ -957,7 +957,7 @@ async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
     publish_blocked_event(ctx, rollout, &status.message);
 }
 
-#[tracing::instrument(skip_all, fields(rollout = %rollout.name_any()))]
+#[tracing::instrument(skip_all, fields(rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default()))]
 async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     let ns = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
