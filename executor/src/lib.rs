@@ -345,6 +345,7 @@ pub async fn bind(config: Config, cluster: Cluster) -> Result<BoundServer, Error
             .with_written(written)
             .with_metrics(metrics)
             .with_concurrency(config.max_concurrent_reconciles)
+            .with_identity(config.identity())
             .keeping_all_workloads(config.keep_all_workloads)
             .within(scope),
         );

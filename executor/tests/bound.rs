@@ -390,6 +390,9 @@ async fn a_bad_change_is_rolled_back_and_held_until_a_revert_or_a_fix_and_an_unh
                     .as_deref()
                     .unwrap_or_default()
                     .contains("without Sluice holding it")
+                // The replica that made it, by its --identity.
+                && e.reporting_instance.as_deref() == Some("executor-0")
+                && e.reporting_controller.as_deref() == Some("sluice-executor")
         });
         if warned {
             break;

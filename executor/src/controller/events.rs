@@ -40,14 +40,23 @@ pub struct EventSink {
 impl EventSink {
     /// Starts the publishing task on the current runtime; it ends when the
     /// last sink is dropped, after publishing what was queued.
-    pub fn start(client: Client, metrics: Arc<Metrics>) -> Self {
+    /// Its Events name `identity` as the replica that made them
+    /// (`reportingInstance`), or the host name without one.
+    pub fn start(client: Client, metrics: Arc<Metrics>, identity: Option<String>) -> Self {
         let (queue, received) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
         let publishing = ReceiverStream::new(received).for_each_concurrent(PARALLEL, move |(event, reference)| {
             // A recorder per Event: a shared one would fold Events of the
             // same reason into one series that keeps the first note (each
             // step's message would be lost) and would scan its whole cache
             // of recent Events on every publish.
-            let recorder = Recorder::new(client.clone(), "sluice-executor".into());
+            let reporter = match &identity {
+                Some(id) => kube::runtime::events::Reporter {
+                    controller: "sluice-executor".into(),
+                    instance: Some(id.clone()),
+                },
+                None => "sluice-executor".into(),
+            };
+            let recorder = Recorder::new(client.clone(), reporter);
             async move {
                 if let Err(error) = recorder.publish(&event, &reference).await {
                     tracing::debug!(%error, reason = %event.reason, "recording an event failed");

@@ -108,6 +108,9 @@ pub struct Ctx {
     pub concurrency: u16,
     /// Every workload kept whole, not only those Rollouts name.
     pub keep_all_workloads: bool,
+    /// This replica, as its Events name it (`reportingInstance`); the host
+    /// name when unset.
+    pub identity: Option<String>,
     /// The namespaces watched (`--namespace`).
     pub scope: Scope,
     /// Where Events go, started with the first one.
@@ -183,6 +186,7 @@ impl Ctx {
             metrics: Arc::default(),
             concurrency: DEFAULT_CONCURRENCY,
             keep_all_workloads: false,
+            identity: None,
             events: std::sync::OnceLock::new(),
             clock: Clock::default(),
             created: Default::default(),
@@ -290,6 +294,14 @@ impl Ctx {
     pub fn keeping_all_workloads(self, all: bool) -> Self {
         Self {
             keep_all_workloads: all,
+            ..self
+        }
+    }
+
+    /// The same, its Events naming `identity` as the replica that made them.
+    pub fn with_identity(self, identity: String) -> Self {
+        Self {
+            identity: Some(identity),
             ..self
         }
     }
@@ -1163,7 +1175,13 @@ fn publish_blocked_event(ctx: &Ctx, rollout: &Rollout, message: &str) {
 fn send_event(ctx: &Ctx, rollout: &Rollout, event: kube::runtime::events::Event) {
     use kube::Resource;
     ctx.events
-        .get_or_init(|| events::EventSink::start(ctx.client.clone(), Arc::clone(&ctx.metrics)))
+        .get_or_init(|| {
+            events::EventSink::start(
+                ctx.client.clone(),
+                Arc::clone(&ctx.metrics),
+                ctx.identity.clone(),
+            )
+        })
         .send(event, rollout.object_ref(&()));
 }
 
