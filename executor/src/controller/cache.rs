@@ -504,6 +504,26 @@ impl Fetched {
         }
     }
 
+    /// Remembers Deployment `d` as a write of the executor's returned it,
+    /// until the watch brings that version or a newer one: a reconcile
+    /// that runs before the watch shows the write reads what it wrote.
+    pub(crate) fn wrote_deployment(&self, d: Deployment) {
+        self.deployments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key_of(&d.metadata), Arc::new(d));
+    }
+
+    /// The same for ReplicaSet `rs` (its managedFields left out, as the
+    /// watch keeps sets).
+    pub(crate) fn wrote_replicaset(&self, mut rs: ReplicaSet) {
+        rs.metadata.managed_fields = None;
+        self.replicasets
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key_of(&rs.metadata), Arc::new(rs));
+    }
+
     /// Forgets what was read of Deployment `ns/name` and its sets, as no
     /// Rollout names it any more.
     pub(crate) fn forget(&self, (ns, name): &Key) {
@@ -1030,5 +1050,43 @@ mod tests {
         fetched.put(&d, &sets[..1]);
         fetched.forget(&("d".to_owned(), "web".to_owned()));
         assert_eq!(count(&fetched), (0, 0));
+    }
+
+    #[test]
+    fn a_write_is_read_back_until_the_watch_shows_it() {
+        let named = Named::default();
+        named.follow(&Event::Apply(rollout("r", "web")));
+        let (objects, fetched) = (Objects::<ReplicaSet>::default(), Fetched::default());
+        let apply = |rs: ReplicaSet| {
+            let event = Event::Apply(named.keep_replicaset(rs));
+            objects.follow(&event);
+            fetched.follow_replicasets(&event);
+        };
+        let replicas = |rs: Option<Arc<ReplicaSet>>| rs.and_then(|rs| rs.spec.as_ref()?.replicas);
+        let mut seen = owned_by("web", "web-1", "5");
+        seen.spec.as_mut().unwrap().replicas = Some(1);
+        apply(seen);
+        // The executor scales it to 2; the write returns version 6.
+        let mut written = owned_by("web", "web-1", "6");
+        written.spec.as_mut().unwrap().replicas = Some(2);
+        written.metadata.managed_fields = Some(Vec::new());
+        fetched.wrote_replicaset(written.clone());
+        let read = freshest(&objects, &fetched.replicasets, "d", "web-1");
+        assert_eq!(
+            replicas(read.clone()),
+            Some(2),
+            "its own write, not the watch's 1"
+        );
+        assert!(read.unwrap().metadata.managed_fields.is_none());
+        // The watch shows it, then a newer change: the watch's copy again.
+        apply(written);
+        assert!(fetched.replicasets.read().unwrap().is_empty());
+        let mut later = owned_by("web", "web-1", "7");
+        later.spec.as_mut().unwrap().replicas = Some(3);
+        apply(later);
+        assert_eq!(
+            replicas(freshest(&objects, &fetched.replicasets, "d", "web-1")),
+            Some(3)
+        );
     }
 }

@@ -275,6 +275,9 @@ struct Workload {
     /// The Rollout is bound to the Deployment: the new version is the
     /// Deployment's own template, changed by the user.
     bound: bool,
+    /// Where the objects the release writes are remembered as written,
+    /// for the next reconcile to read before the watch shows them.
+    fetched: Option<super::cache::Fetched>,
 }
 
 impl Workload {
@@ -335,6 +338,7 @@ impl Workload {
             unavailable,
             max_surge_text,
             bound: rollout.spec.bound(),
+            fetched: ctx.cache().map(|c| c.fetched),
         }))
     }
 
@@ -348,21 +352,29 @@ impl Workload {
     /// Merge-patches the Deployment, returning it as stored.
     async fn patch_deployment(&self, patch: Value) -> Result<Deployment, Error> {
         let name = self.deployment.name_any();
-        Ok(self
+        let written = self
             .deployments
             .patch(&name, &crate::writes::patch(), &Patch::Merge(patch))
-            .await?)
+            .await?;
+        if let Some(fetched) = &self.fetched {
+            fetched.wrote_deployment(written.clone());
+        }
+        Ok(written)
     }
 
     /// Merge-patches one of the Deployment's ReplicaSets.
     async fn patch_replicaset(&self, rs: &ReplicaSet, patch: &Value) -> Result<(), Error> {
-        self.replicasets
+        let written = self
+            .replicasets
             .patch(
                 &rs.name_any(),
                 &crate::writes::patch(),
                 &Patch::Merge(patch),
             )
             .await?;
+        if let Some(fetched) = &self.fetched {
+            fetched.wrote_replicaset(written);
+        }
         Ok(())
     }
 
