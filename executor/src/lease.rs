@@ -38,9 +38,15 @@
 //! - two processes with one identity would both take its shards: each
 //!   marks its member Lease with an instance of its own, and a replica
 //!   that finds its member Lease renewed by another instance holds nothing
-//!   and says so, until the other is gone;
+//!   and says so, until the other is gone; it marks its member Lease idle,
+//!   so the other replicas count it out and take its share;
 //! - a member Lease left by a replica that died is deleted by the others
-//!   once it has been expired for a whole Lease duration.
+//!   once it has been expired for a whole Lease duration, and so is a
+//!   shard Lease of another count (an earlier `--shards`) nobody holds;
+//! - replicas find each other only through the Leases of one namespace
+//!   and name: replicas given different `--lease-namespace` or
+//!   `--lease-name` are separate groups and would both drive every
+//!   rollout (the install gives every replica the same).
 //!
 //! Since the cluster is the only state, a new holder resumes every rollout
 //! of a shard at its step.
@@ -68,6 +74,10 @@ pub const SHARDS_ANNOTATION: &str = "sluice.dev/shards";
 
 /// The annotation on a member Lease naming the process that renews it.
 pub const INSTANCE_ANNOTATION: &str = "sluice.dev/instance";
+
+/// The annotation on a member Lease whose replica stands aside (another
+/// process runs with its identity): the others count it out.
+pub const IDLE_ANNOTATION: &str = "sluice.dev/idle";
 
 /// How often a lasting fault of the election is said again.
 const SAY_AGAIN: Duration = Duration::from_secs(30);
@@ -169,7 +179,14 @@ fn instance() -> String {
             .unwrap_or_default()
             .as_nanos(),
     );
-    format!("{:016x}", h.finish())
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown host".into());
+    format!(
+        "process {} on {host}, instance {:08x}",
+        std::process::id(),
+        h.finish() & 0xffff_ffff
+    )
 }
 
 /// A Lease of the family.
@@ -291,6 +308,8 @@ struct Claim {
     instance: Option<String>,
     /// When its claim lapses.
     lapses: Option<SystemTime>,
+    /// Its replica stands aside (member Leases).
+    idle: bool,
 }
 
 impl Claim {
@@ -313,6 +332,7 @@ impl Claim {
             .get(SHARDS_ANNOTATION)
             .and_then(|s| s.parse().ok());
         let instance = lease.annotations().get(INSTANCE_ANNOTATION).cloned();
+        let idle = lease.annotations().contains_key(IDLE_ANNOTATION);
         Self {
             lease,
             holder,
@@ -320,6 +340,7 @@ impl Claim {
             shards,
             instance,
             lapses,
+            idle,
         }
     }
 }
@@ -342,15 +363,20 @@ async fn claim(
     name: &str,
     current: Option<&Lease>,
     holding: bool,
+    idle: bool,
 ) -> Wrote {
     let now = micro_time(e.clock.now());
     let seconds = e.lease_duration.as_secs().max(1);
     let result = match current {
         None => {
+            let mut annotations = json!({SHARDS_ANNOTATION: e.count().to_string(),
+                                         INSTANCE_ANNOTATION: e.instance});
+            if idle {
+                annotations[IDLE_ANNOTATION] = json!("true");
+            }
             let lease = serde_json::from_value::<Lease>(json!({
                 "metadata": {"name": name, "namespace": e.namespace,
-                             "annotations": {SHARDS_ANNOTATION: e.count().to_string(),
-                                             INSTANCE_ANNOTATION: e.instance}},
+                             "annotations": annotations},
                 "spec": {"holderIdentity": e.identity, "leaseDurationSeconds": seconds,
                          "acquireTime": now, "renewTime": now, "leaseTransitions": 0},
             }));
@@ -382,6 +408,13 @@ async fn claim(
             updated
                 .annotations_mut()
                 .insert(INSTANCE_ANNOTATION.into(), e.instance.clone());
+            if idle {
+                updated
+                    .annotations_mut()
+                    .insert(IDLE_ANNOTATION.into(), "true".into());
+            } else {
+                updated.annotations_mut().remove(IDLE_ANNOTATION);
+            }
             match serde_json::from_value(next) {
                 Ok(spec) => {
                     updated.spec = spec;
@@ -425,21 +458,20 @@ struct Replica {
     holding: BTreeMap<u32, Holding>,
     /// The Leases as last listed, by name.
     seen: BTreeMap<String, Claim>,
-    /// A fault of the election last said, and when.
-    said: Option<(String, Instant)>,
+    /// The faults of the election said lately, and when.
+    said: BTreeMap<String, Instant>,
+    /// This replica has written its member Lease since it started.
+    joined: bool,
 }
 
 impl Replica {
     /// Says a fault of the election as a warning: at once when it is new,
     /// else every [`SAY_AGAIN`].
     fn warn(&mut self, fault: String) {
-        let again = self
-            .said
-            .as_ref()
-            .is_none_or(|(said, at)| *said != fault || at.elapsed() >= SAY_AGAIN);
-        if again {
+        self.said.retain(|_, at| at.elapsed() < SAY_AGAIN);
+        if !self.said.contains_key(&fault) {
             tracing::warn!(identity = %self.e.identity, lease = %self.e.name, "{fault}");
-            self.said = Some((fault, Instant::now()));
+            self.said.insert(fault, Instant::now());
         }
     }
 
@@ -453,7 +485,7 @@ impl Replica {
         if let Ok(Some(lease)) = self.api.get_opt(&name).await {
             let spec = serde_json::to_value(&lease.spec).unwrap_or(Value::Null);
             if spec["holderIdentity"].as_str() == Some(self.e.identity.as_str()) {
-                let _ = claim(&self.api, &self.e, &name, Some(&lease), false).await;
+                let _ = claim(&self.api, &self.e, &name, Some(&lease), false, false).await;
             }
         }
     }
@@ -506,17 +538,27 @@ impl Replica {
         let mine = self.seen.get(&member);
         // Renewed since this replica's last write by another process with
         // its identity.
+        // (Before its first write, what it finds is a predecessor's under
+        // the same name, a crashed process restarted, not a twin.)
         let twin = mine
-            .filter(|c| c.live && c.instance.as_deref() != Some(self.e.instance.as_str()))
+            .filter(|c| {
+                self.joined && c.live && c.instance.as_deref() != Some(self.e.instance.as_str())
+            })
             .map(|c| c.instance.clone().unwrap_or_default());
         let current = mine.map(|c| c.lease.clone());
-        match claim(&self.api, &self.e, &member, current.as_ref(), true).await {
-            Wrote::Failed(kube::Error::Api(answer)) => self.warn(format!(
-                "cannot write this replica's member Lease {member:?} in namespace {:?}, so it drives no rollout: {} ({})",
-                self.e.namespace, answer.message, answer.code
-            )),
+        let idle = twin.is_some();
+        let mut refused = false;
+        match claim(&self.api, &self.e, &member, current.as_ref(), true, idle).await {
+            Wrote::Failed(kube::Error::Api(answer)) => {
+                refused = true;
+                self.warn(format!(
+                    "cannot write this replica's member Lease {member:?} in namespace {:?}, so it drives no rollout: {} ({})",
+                    self.e.namespace, answer.message, answer.code
+                ));
+            }
             Wrote::Failed(error) => tracing::debug!(%error, "membership renewal failed"),
-            Wrote::Done | Wrote::Lost => {}
+            Wrote::Done => self.joined = true,
+            Wrote::Lost => {}
         }
         // Members whose claim lapsed a whole duration ago are gone.
         for (name, c) in &self.seen {
@@ -540,6 +582,8 @@ impl Replica {
                 continue;
             }
             let says = match self.e.role(name) {
+                // One standing aside takes no share.
+                Some(Role::Member) if c.idle => continue,
                 Some(Role::Member) => {
                     members.insert(c.holder.clone());
                     c.shards
@@ -548,9 +592,31 @@ impl Replica {
                 None => continue,
             };
             if says != Some(count) {
+                let says = says.map_or_else(|| "another number of".to_owned(), |n| n.to_string());
                 disagree.get_or_insert_with(|| {
-                    format!("{name} (held by {}) says {says:?} shards", c.holder)
+                    format!("{name} (held by {}) says {says} shards", c.holder)
                 });
+            }
+        }
+        // Shard Leases of another count that nobody has held for a whole
+        // duration (left by an earlier --shards) are gone.
+        if disagree.is_none() && !refused {
+            for (name, c) in &self.seen {
+                let Some(Role::Shard(index, _)) = self.e.role(name) else {
+                    continue;
+                };
+                let ours = index < count && self.e.shard_lease(index) == *name;
+                let dead = !c.live && c.lapses.is_none_or(|t| t + self.e.lease_duration < now);
+                if !ours && dead {
+                    let params = DeleteParams {
+                        preconditions: Some(kube::api::Preconditions {
+                            resource_version: c.lease.resource_version(),
+                            uid: None,
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    let _ = self.api.delete(name, &params).await;
+                }
             }
         }
         // This replica's share: the first `count mod m` members by
@@ -561,14 +627,16 @@ impl Replica {
             .unwrap_or(0);
         let m = members.len().max(1);
         let even = count as usize / m + usize::from(rank < count as usize % m);
-        let fair = if let Some(why) = disagree {
+        let fair = if refused {
+            0
+        } else if let Some(why) = disagree {
             self.warn(format!(
                 "replicas disagree on the shard count (this one runs with {count}; {why}): none drives any rollout until every replica runs with one count"
             ));
             0
         } else if let Some(other) = twin {
             self.warn(format!(
-                "another process (instance {other}) runs with this replica's identity {:?}: this one drives no rollout until it is gone; give every replica its own --identity",
+                "another process ({other}) runs with this replica's identity {:?}: neither drives any rollout until one is gone; give every replica its own --identity",
                 self.e.identity
             ));
             0
@@ -606,7 +674,7 @@ impl Replica {
         for shard in kept {
             let name = self.e.shard_lease(shard);
             let current = self.seen.get(&name).map(|c| c.lease.clone());
-            match claim(&self.api, &self.e, &name, current.as_ref(), true).await {
+            match claim(&self.api, &self.e, &name, current.as_ref(), true, false).await {
                 Wrote::Done => {
                     if let Some(h) = self.holding.get_mut(&shard) {
                         h.renewed = Instant::now();
@@ -639,7 +707,7 @@ impl Replica {
                 continue;
             }
             let current = current.map(|c| c.lease.clone());
-            match claim(&self.api, &self.e, &name, current.as_ref(), true).await {
+            match claim(&self.api, &self.e, &name, current.as_ref(), true, false).await {
                 Wrote::Done => {
                     tracing::info!(identity = %self.e.identity, lease = %name, shard, "leading");
                     self.holding.insert(
@@ -699,7 +767,8 @@ where
         e: election,
         holding: BTreeMap::new(),
         seen: BTreeMap::new(),
-        said: None,
+        said: BTreeMap::new(),
+        joined: false,
     };
     let mut leading: Option<CancellationToken> = None;
     loop {

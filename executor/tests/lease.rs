@@ -318,18 +318,27 @@ async fn two_processes_with_one_identity_drive_nothing_until_one_is_gone() {
     // second's, and the first's is checked through its Leases.
     let first_view = driving.0.lock().unwrap().remove("twin").unwrap();
     let second = replica(&client, "twin", 2, &driving);
-    until(LEASE, "neither drives", || {
-        first_view.borrow().shards().count() == 0
-            && driving
-                .0
-                .lock()
-                .unwrap()
-                .get("twin")
-                .is_none_or(|h| h.borrow().shards().count() == 0)
-    })
+    // A third replica, and the twins standing aside: it takes both shards.
+    let other = replica(&client, "other", 2, &driving);
+    until(
+        LEASE * 2,
+        "neither twin drives, the other drives both",
+        || {
+            first_view.borrow().shards().count() == 0
+                && driving
+                    .0
+                    .lock()
+                    .unwrap()
+                    .get("twin")
+                    .is_none_or(|h| h.borrow().shards().count() == 0)
+                && driving.counts(2).get("other") == Some(&2)
+        },
+    )
     .await;
     tokio::time::sleep(LEASE).await;
     assert_eq!(first_view.borrow().shards().count(), 0, "still none");
+    other.stop.cancel();
+    other.task.await.unwrap();
     first.stop.cancel();
     first.task.await.unwrap();
     until(LEASE * 3, "the one left drives both", || {
@@ -338,4 +347,47 @@ async fn two_processes_with_one_identity_drive_nothing_until_one_is_gone() {
     .await;
     second.stop.cancel();
     second.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_leases_of_an_earlier_shard_count_go_once_nobody_holds_them() {
+    let (_sim, client) = sim();
+    let driving = Driving::default();
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::default_namespaced(client.clone());
+    let shard_leases = || async {
+        let mut names: Vec<String> = leases
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|l| l.metadata.name)
+            .filter(|n| n.starts_with("sluice-executor") && !n.contains("-member-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let eight = replica(&client, "a", 8, &driving);
+    until(LEASE, "all eight held", || {
+        driving.counts(8).get("a") == Some(&8)
+    })
+    .await;
+    eight.stop.cancel();
+    eight.task.await.unwrap();
+    assert_eq!(shard_leases().await.len(), 8);
+    let four = replica(&client, "b", 4, &driving);
+    until(LEASE, "four held", || {
+        driving.counts(4).get("b") == Some(&4)
+    })
+    .await;
+    tokio::time::sleep(LEASE * 3).await;
+    assert_eq!(
+        shard_leases().await,
+        (0..4)
+            .map(|i| format!("sluice-executor-{i}"))
+            .collect::<Vec<_>>()
+    );
+    four.stop.cancel();
+    four.task.await.unwrap();
 }

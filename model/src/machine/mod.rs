@@ -566,10 +566,13 @@ impl Decision<'_> {
                         ),
                     );
                 }
-                self.status.message = format!(
-                    "waiting to start (at most {}s more): {reason}",
-                    (deadline - waited).as_secs()
+                // The moment it gives up, not a countdown: a message that
+                // stays the same is not written again at every look.
+                let until = parse_time(&since).map_or_else(
+                    || format!("at most {}s", deadline.as_secs()),
+                    |t| format!("until {}", time_text(t + deadline)),
                 );
+                self.status.message = format!("waiting to start ({until}): {reason}");
                 Hop::Return(Next::After(POLL.min(deadline - waited)))
             }
             Start::Ready => {

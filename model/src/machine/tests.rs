@@ -165,6 +165,15 @@ fn a_busy_workload_is_waited_for_until_the_deadline_then_fails() {
     assert!(out.status.message.contains("2 of 4 pods updated"));
     assert!(out.effects.is_empty());
     assert_eq!(out.next, Next::After(POLL));
+    // It says when it gives up, and says the same at the next look, so
+    // waiting writes no status.
+    assert!(
+        out.status.message.starts_with("waiting to start (until "),
+        "{}",
+        out.status.message
+    );
+    let again = decide_with(&out.status, &plan(), &controls, &busy, at(30));
+    assert_eq!(again.status, out.status);
     let late = decide_with(&out.status, &plan(), &controls, &busy, at(601));
     assert_eq!(late.status.phase, Phase::Failed);
     assert!(late.status.message.contains("could not start within 600s"));
