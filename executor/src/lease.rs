@@ -433,6 +433,19 @@ async fn claim(
     }
 }
 
+/// Deletes Lease `name` if it is still as `read` (a replica that came
+/// back meanwhile keeps it).
+async fn delete_unchanged(api: &Api<Lease>, name: &str, read: &Lease) {
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: read.resource_version(),
+            uid: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let _ = api.delete(name, &params).await;
+}
+
 /// A shard this replica holds.
 #[derive(Debug)]
 struct Holding {
@@ -564,14 +577,7 @@ impl Replica {
         for (name, c) in &self.seen {
             let dead = c.lapses.is_none_or(|t| t + self.e.lease_duration < now);
             if self.e.role(name) == Some(Role::Member) && *name != member && dead {
-                let params = DeleteParams {
-                    preconditions: Some(kube::api::Preconditions {
-                        resource_version: c.lease.resource_version(),
-                        uid: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                let _ = self.api.delete(name, &params).await;
+                delete_unchanged(&self.api, name, &c.lease).await;
             }
         }
         let count = self.e.count();
@@ -608,14 +614,7 @@ impl Replica {
                 let ours = index < count && self.e.shard_lease(index) == *name;
                 let dead = !c.live && c.lapses.is_none_or(|t| t + self.e.lease_duration < now);
                 if !ours && dead {
-                    let params = DeleteParams {
-                        preconditions: Some(kube::api::Preconditions {
-                            resource_version: c.lease.resource_version(),
-                            uid: None,
-                        }),
-                        ..DeleteParams::default()
-                    };
-                    let _ = self.api.delete(name, &params).await;
+                    delete_unchanged(&self.api, name, &c.lease).await;
                 }
             }
         }
