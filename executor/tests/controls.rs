@@ -646,6 +646,27 @@ async fn rollouts_waiting_for_one_deployment_take_it_one_at_a_time(style: &str) 
     )
     .await;
     wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    // Every Rollout version the cluster stores, in its order.
+    let versions: std::sync::Arc<std::sync::Mutex<Vec<(u64, String, Phase)>>> =
+        std::sync::Arc::default();
+    let recording = {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let (rollouts, versions) = (rollouts.clone(), std::sync::Arc::clone(&versions));
+        tokio::spawn(async move {
+            let mut events = watcher(rollouts, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(r)) = events.next().await {
+                let rv = r.metadata.resource_version.as_deref().unwrap_or("0");
+                versions.lock().unwrap().push((
+                    rv.parse().unwrap_or(0),
+                    r.metadata.name.clone().unwrap_or_default(),
+                    r.status.map(|s| s.phase).unwrap_or_default(),
+                ));
+            }
+        })
+    };
     // Both back to 1.0, each pausing at its first step.
     for name in ["b", "c"] {
         let mut r = rollout_yaml(style, "[{replicas: 1, pause: {}}, {replicas: 50%}]", "web");
@@ -698,6 +719,24 @@ async fn rollouts_waiting_for_one_deployment_take_it_one_at_a_time(style: &str) 
                         .unwrap_or_default()
                         .get(keys::ROLLOUT),
                     Some(&w.to_owned())
+                );
+                // The winner moved only after web's end was stored.
+                recording.abort();
+                let versions = versions.lock().unwrap().clone();
+                let first = |name: &str, phase: Phase| {
+                    versions
+                        .iter()
+                        .filter(|(_, n, p)| n == name && *p == phase)
+                        .map(|(rv, _, _)| *rv)
+                        .min()
+                };
+                let (ended, began) = (
+                    first("web", Phase::Succeeded).unwrap(),
+                    first(w, Phase::Progressing).unwrap(),
+                );
+                assert!(
+                    ended < began,
+                    "{w} began (version {began}) before web ended (version {ended})"
                 );
                 return;
             }

@@ -288,6 +288,14 @@ pub(super) async fn drive<R: Release>(
     let mut observed = Observed::default();
     if new_release || status.phase == crate::crd::Phase::Pending {
         observed.start = w.start_check(rollout, status);
+        if matches!(observed.start, Start::Ready | Start::NothingToDo)
+            && let Some(other) = releasing_beside(ctx, rollout)
+        {
+            observed.start = Start::Busy(format!(
+                "{:?} {:?} is being released by Rollout {other:?}, whose release must end first",
+                rollout.spec.workload.kind, rollout.spec.workload.name
+            ));
+        }
     }
     observed.progress = plan.batches.iter().map(|b| w.progress(status, b)).collect();
     observed.handed_back = w.handed_back(status);
@@ -460,4 +468,89 @@ fn waiting(status: &mut RolloutStatus, release: String, why: String) {
         };
     }
     status.message = why;
+}
+
+/// Another Rollout of the same workload whose release is under way as the
+/// controller's store shows it. The workload is free once its holder lets
+/// go, a moment before that holder's final status is written; a release
+/// starting in that moment would put two under way on one workload for
+/// whoever watches the Rollouts, so it waits for the other's end.
+fn releasing_beside(ctx: &Ctx, rollout: &Rollout) -> Option<String> {
+    releasing_among(&ctx.cache()?.rollouts.state(), rollout)
+}
+
+/// [`releasing_beside`] among `rollouts`.
+fn releasing_among(rollouts: &[std::sync::Arc<Rollout>], rollout: &Rollout) -> Option<String> {
+    use crate::crd::Phase;
+    let ns = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    rollouts
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.name_any() != name)
+        .filter(|r| {
+            r.spec.workload.kind == rollout.spec.workload.kind
+                && r.spec.workload.name == rollout.spec.workload.name
+        })
+        .find(|r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.started.is_some()
+                    && s.steps.iter().any(|st| st.started.is_some())
+                    && matches!(
+                        s.phase,
+                        Phase::Progressing | Phase::Paused | Phase::RollingBack
+                    )
+            })
+        })
+        .map(|r| r.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::releasing_among;
+    use crate::crd::Rollout;
+
+    fn rollout(name: &str, workload: &str, phase: &str, begun: bool) -> Arc<Rollout> {
+        let steps = if begun {
+            json!([{"index": 0, "canaryReplicas": 1, "traffic": 0, "state": "Upgrading", "started": "2026-01-01T00:00:00Z"}])
+        } else {
+            json!([])
+        };
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"workload": {"kind": "Deployment", "name": workload},
+                         "strategy": {"canary": {"steps": [{"replicas": 1}]}}},
+                "status": {"phase": phase, "started": "2026-01-01T00:00:00Z", "steps": steps},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_release_waits_while_another_of_its_workload_is_under_way() {
+        let me = rollout("b", "web", "Pending", false);
+        for phase in ["Progressing", "Paused", "RollingBack"] {
+            let other = rollout("a", "web", phase, true);
+            assert_eq!(
+                releasing_among(&[Arc::clone(&me), other], &me).as_deref(),
+                Some("a"),
+                "{phase}"
+            );
+        }
+        // Ended, waiting, another workload, or itself: nothing to wait for.
+        for other in [
+            rollout("a", "web", "Succeeded", true),
+            rollout("a", "web", "RolledBack", true),
+            rollout("a", "web", "Pending", false),
+            rollout("a", "api", "Progressing", true),
+            rollout("b", "web", "Progressing", true),
+        ] {
+            assert_eq!(releasing_among(&[other], &me), None);
+        }
+    }
 }
