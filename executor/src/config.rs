@@ -159,9 +159,7 @@ impl Config {
     /// This replica's name in the Lease.
     pub fn identity(&self) -> String {
         self.identity.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "executor".into());
+            let host = host_name().unwrap_or_else(|| "executor".into());
             format!("{host}-{}", std::process::id())
         })
     }
@@ -171,4 +169,12 @@ impl ServiceConfig for Config {
     fn server(&self) -> &ServerArgs {
         &self.server
     }
+}
+
+/// This machine's host name (a pod's name in a cluster), when it can be read.
+pub(crate) fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }

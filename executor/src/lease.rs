@@ -179,12 +179,10 @@ fn instance() -> String {
             .unwrap_or_default()
             .as_nanos(),
     );
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown host".into());
     format!(
-        "process {} on {host}, instance {:08x}",
+        "process {} on {}, instance {:08x}",
         std::process::id(),
+        crate::config::host_name().unwrap_or_else(|| "an unknown host".into()),
         h.finish() & 0xffff_ffff
     )
 }
@@ -313,6 +311,12 @@ struct Claim {
 }
 
 impl Claim {
+    /// Its claim lapsed over a whole `duration` before `now` (or never had
+    /// a renewal): whoever wrote it is gone.
+    fn long_lapsed(&self, now: SystemTime, duration: Duration) -> bool {
+        self.lapses.is_none_or(|t| t + duration < now)
+    }
+
     fn read(lease: Lease, now: SystemTime, default_seconds: u64) -> Self {
         let spec = serde_json::to_value(&lease.spec).unwrap_or(Value::Null);
         let holder = spec["holderIdentity"]
@@ -488,11 +492,16 @@ impl Replica {
         }
     }
 
-    /// Gives shard `shard` up: its token first, then its Lease.
-    async fn give_up(&mut self, shard: u32) {
+    /// Stops driving shard `shard`: its runs are dropped at once.
+    fn stop(&mut self, shard: u32) {
         if let Some(h) = self.holding.remove(&shard) {
             h.token.cancel();
         }
+    }
+
+    /// Gives shard `shard` up: its token first, then its Lease.
+    async fn give_up(&mut self, shard: u32) {
+        self.stop(shard);
         // Read again: this attempt may have renewed it since the list.
         let name = self.e.shard_lease(shard);
         if let Ok(Some(lease)) = self.api.get_opt(&name).await {
@@ -517,9 +526,7 @@ impl Replica {
                 shard,
                 "could not renew the shard's lease in time; stopping it"
             );
-            if let Some(h) = self.holding.remove(&shard) {
-                h.token.cancel();
-            }
+            self.stop(shard);
         }
     }
 
@@ -575,7 +582,7 @@ impl Replica {
         }
         // Members whose claim lapsed a whole duration ago are gone.
         for (name, c) in &self.seen {
-            let dead = c.lapses.is_none_or(|t| t + self.e.lease_duration < now);
+            let dead = c.long_lapsed(now, self.e.lease_duration);
             if self.e.role(name) == Some(Role::Member) && *name != member && dead {
                 delete_unchanged(&self.api, name, &c.lease).await;
             }
@@ -612,7 +619,7 @@ impl Replica {
                     continue;
                 };
                 let ours = index < count && self.e.shard_lease(index) == *name;
-                let dead = !c.live && c.lapses.is_none_or(|t| t + self.e.lease_duration < now);
+                let dead = !c.live && c.long_lapsed(now, self.e.lease_duration);
                 if !ours && dead {
                     delete_unchanged(&self.api, name, &c.lease).await;
                 }
@@ -656,9 +663,7 @@ impl Replica {
             .collect();
         for shard in taken {
             tracing::warn!(shard, "another replica holds the shard; stopping it");
-            if let Some(h) = self.holding.remove(&shard) {
-                h.token.cancel();
-            }
+            self.stop(shard);
         }
         // Over the fair share: the highest shards go.
         while self.holding.len() > fair {
@@ -681,9 +686,7 @@ impl Replica {
                 }
                 Wrote::Lost => {
                     tracing::warn!(shard, "another replica holds the shard; stopping it");
-                    if let Some(h) = self.holding.remove(&shard) {
-                        h.token.cancel();
-                    }
+                    self.stop(shard);
                 }
                 Wrote::Failed(error) => tracing::debug!(%error, shard, "shard renewal failed"),
             }

@@ -3,12 +3,12 @@
 //!
 //! Metric names (all prefixed `sluice_executor_`):
 //! - `rollouts{phase}`: Rollouts in each phase, counted from the
-//!   controller's cache at scrape time (only the replica that leads reports
-//!   them; `leader` says which one does).
+//!   controller's cache at scrape time: each replica counts those of the
+//!   shards it holds (0s when it holds none), so a sum over the replicas
+//!   counts each Rollout once.
 //! - `leader`: 1 while this replica drives rollouts (holds a shard), else 0.
 //! - `shards`: how many shards of the rollouts this replica holds (see
-//!   `lease`); `rollouts{phase}` counts only theirs, so the sum over the
-//!   replicas counts each Rollout once.
+//!   `lease`).
 //! - `cached_objects{resource, kept}`: the Deployments and ReplicaSets the
 //!   leading replica's watches hold, `whole` (a Rollout names the
 //!   Deployment, as of the last change the watch brought) or `version`

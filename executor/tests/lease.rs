@@ -120,6 +120,23 @@ fn sim() -> (sluice_sim::scenario::Simulation, Client) {
     (sim, client)
 }
 
+/// The names of the Leases in `default`, sorted, that `pick` picks.
+async fn lease_names(client: &Client, pick: impl Fn(&str) -> bool) -> Vec<String> {
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::default_namespaced(client.clone());
+    let mut names: Vec<String> = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|l| l.metadata.name)
+        .filter(|n| pick(n))
+        .collect();
+    names.sort();
+    names
+}
+
 async fn holder(client: &Client, lease: &str) -> Option<String> {
     let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::default_namespaced(client.clone());
@@ -280,19 +297,7 @@ async fn four_shards_over_three_replicas_are_held_two_one_one_and_a_dead_members
     c.task.abort();
     let _ = c.task.await;
     driving.0.lock().unwrap().remove("c");
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::default_namespaced(client.clone());
-    let members = || async {
-        leases
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|l| l.metadata.name)
-            .filter(|n| n.contains("-member-"))
-            .count()
-    };
+    let members = || async { lease_names(&client, |n| n.contains("-member-")).await.len() };
     assert_eq!(members().await, 3);
     tokio::time::sleep(LEASE * 3).await;
     assert_eq!(members().await, 2, "the dead member's Lease is gone");
@@ -353,20 +358,10 @@ async fn two_processes_with_one_identity_drive_nothing_until_one_is_gone() {
 async fn the_leases_of_an_earlier_shard_count_go_once_nobody_holds_them() {
     let (_sim, client) = sim();
     let driving = Driving::default();
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::default_namespaced(client.clone());
-    let shard_leases = || async {
-        let mut names: Vec<String> = leases
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|l| l.metadata.name)
-            .filter(|n| n.starts_with("sluice-executor") && !n.contains("-member-"))
-            .collect();
-        names.sort();
-        names
+    let shard_leases = || {
+        lease_names(&client, |n| {
+            n.starts_with("sluice-executor") && !n.contains("-member-")
+        })
     };
     let eight = replica(&client, "a", 8, &driving);
     until(LEASE, "all eight held", || {

@@ -539,26 +539,19 @@ impl Executor {
                     bail!("sluice-executor exited with {status}");
                 }
             }
-            let mut holders = std::collections::BTreeSet::new();
+            // Each shard's holder, read once: every shard held, by as
+            // many replicas as can share them.
+            let mut holders = Vec::new();
             for name in &names {
-                let holder = leases
-                    .get_opt(name)
-                    .await?
-                    .and_then(|l| l.spec)
-                    .and_then(|s| s.holder_identity);
-                holders.extend(holder);
+                holders.push(
+                    leases
+                        .get_opt(name)
+                        .await?
+                        .and_then(|l| l.spec?.holder_identity),
+                );
             }
-            let all_held = holders.len() == sharing
-                && futures::future::join_all(names.iter().map(|n| leases.get_opt(n)))
-                    .await
-                    .into_iter()
-                    .all(|l| {
-                        l.ok()
-                            .flatten()
-                            .and_then(|l| l.spec?.holder_identity)
-                            .is_some()
-                    });
-            if all_held {
+            let distinct: std::collections::BTreeSet<_> = holders.iter().flatten().collect();
+            if holders.iter().all(Option::is_some) && distinct.len() == sharing {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -345,14 +345,12 @@ impl steps::Release for Canary {
         if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)
             && !self.ours(&rollout.name_any())
         {
-            if self.bound {
-                return super::partition::bound_elsewhere("Deployment", &self.name(), holder);
-            }
-            // Whatever the Deployment runs now, another release moves it.
-            return Start::Busy(format!(
-                "Deployment {:?} is held by Rollout {holder:?}, whose release must end first",
-                self.name()
-            ));
+            return super::partition::held_elsewhere(
+                "Deployment",
+                &self.name(),
+                holder,
+                self.bound,
+            );
         }
         if self.bound {
             return bound_start(&self.deployment, rollout, status, self.stable(status));

@@ -665,6 +665,19 @@ pub(super) fn bound_elsewhere(kind: &str, name: &str, holder: &str) -> Start {
     ))
 }
 
+/// A Rollout's start while another Rollout's mark is on its workload: a
+/// second binding ends Failed ([`bound_elsewhere`]); any other waits for
+/// that release to end, whatever the workload runs now (the other release
+/// moves it).
+pub(super) fn held_elsewhere(kind: &str, name: &str, holder: &str, bound: bool) -> Start {
+    if bound {
+        return bound_elsewhere(kind, name, holder);
+    }
+    Start::Busy(format!(
+        "{kind} {name:?} is held by Rollout {holder:?}, whose release must end first"
+    ))
+}
+
 /// Whether `rollout` holds the Deployment (its mark is on it).
 pub(super) fn held_by(d: &Deployment, rollout: &str) -> bool {
     d.annotations().get(keys::ROLLOUT).map(String::as_str) == Some(rollout)
@@ -793,13 +806,8 @@ impl steps::Release for Workload {
         if let Some(holder) = self.deployment.annotations().get(keys::ROLLOUT)
             && !ours
         {
-            if self.bound {
-                return bound_elsewhere("Deployment", &self.deployment.name_any(), holder);
-            }
-            return Start::Busy(format!(
-                "Deployment {:?} is held by Rollout {holder:?}, whose release must end first",
-                self.deployment.name_any()
-            ));
+            let name = self.deployment.name_any();
+            return held_elsewhere("Deployment", &name, holder, self.bound);
         }
         if self.bound {
             return self.bound_start(rollout, status);
