@@ -283,6 +283,35 @@ async fn a_statefulset_release_on_a_real_control_plane() {
     );
 }
 
+/// Every status the Rollouts of the default namespace are written with,
+/// in order, from a watch of its own.
+fn written_statuses(
+    client: &kube::Client,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Arc<std::sync::Mutex<Vec<sluice_executor::crd::RolloutStatus>>>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rollouts: Api<sluice_executor::crd::Rollout> = Api::default_namespaced(client.clone());
+    let record = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        let mut events = watcher(rollouts, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(r)) = events.next().await {
+            if let Some(status) = r.status {
+                let mut seen = record.lock().unwrap();
+                if seen.last() != Some(&status) {
+                    seen.push(status);
+                }
+            }
+        }
+    });
+    (task, seen)
+}
+
 /// Every `spec.replicas` the ReplicaSet running `image` is given, in order,
 /// from a watch independent of the executor's.
 fn new_replicas(
@@ -338,6 +367,7 @@ async fn a_partition_release_on_a_real_control_plane() {
     wait_deployment_ready(plane, &deployments, "web", 4).await;
 
     let scales = new_replicas(&client, "registry.example/web:2.0");
+    let statuses = written_statuses(&client);
     let rollouts = create_rollout(&client,
         "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 1}, {replicas: 50%, pause: {duration: 1s}}]}}\n",
     )
@@ -345,6 +375,27 @@ async fn a_partition_release_on_a_real_control_plane() {
     let phase = wait_rollout(&rollouts, "web").await;
     let status = rollouts.get("web").await.unwrap().status;
     assert_eq!(phase, Phase::Succeeded, "{status:#?}");
+    // The first batch is recorded once: the start says what its look says,
+    // and the look that saw its pod ready and asked a stable one to go
+    // leaves the count to the next, which records the next step once
+    // kube-controller-manager has acted (its ReplicaSet status counts a
+    // deleted pod until its next sync).
+    statuses.0.abort();
+    let written = statuses.1.lock().unwrap().clone();
+    let first: Vec<_> = written
+        .iter()
+        .filter(|s| s.phase == Phase::Progressing && s.current_step == 0)
+        .map(|s| (s.ready_canary_replicas, s.message.clone()))
+        .collect();
+    assert_eq!(
+        first,
+        [(0, "step 1: 0 of 1 new pods ready".to_owned())],
+        "every status written: {:#?}",
+        written
+            .iter()
+            .map(|s| (s.phase, s.current_step, s.step_state, &s.message))
+            .collect::<Vec<_>>()
+    );
     // Seen from a watch of its own, the new ReplicaSet only ever grows:
     // neither kube-controller-manager nor a reconcile acting on a stale
     // step scaled it back.
@@ -356,6 +407,11 @@ async fn a_partition_release_on_a_real_control_plane() {
         "the new ReplicaSet's replicas went back: {seen:?}"
     );
     assert_eq!(seen.last(), Some(&4), "{seen:?}");
+    assert_eq!(
+        seen.first(),
+        Some(&1),
+        "made with the first batch: {seen:?}"
+    );
 
     let d = deployments.get("web").await.unwrap();
     let spec = d.spec.clone().unwrap();

@@ -31,7 +31,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use kube::{Api, api::PostParams};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
 use serde_json::json;
 use sluice_executor::crd::{Phase, Rollout};
 use sluice_proto::v1::{metrics_gate_server::MetricsGateServer, planner_server::PlannerServer};
@@ -103,12 +106,23 @@ pub(crate) struct BenchArgs {
     /// by default as many as `--replicas`.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     shards: Option<u32>,
+    /// Make the Rollouts before the trigger, each at the version its
+    /// workload runs (a release with nothing to do), and trigger by
+    /// replacing their spec with the new version, as a platform's
+    /// StartRollout of an app's next version does and as Argo Rollouts'
+    /// runs are triggered. The figures (requests, CPU, memory, times) are
+    /// then taken from the trigger on. By default each Rollout is made at
+    /// the trigger, so its first read of the workload counts.
+    #[arg(long)]
+    existing_rollouts: bool,
     /// Log filter (tracing's env-filter syntax) for the in-process simulated
     /// cluster and the executor it starts; warnings by default.
     #[arg(long, default_value = "warn")]
     log: String,
 }
 
+/// The version every workload runs before the trigger.
+const CURRENT: &str = "registry.example/app:1.0";
 const GOOD: &str = "registry.example/app:2.0";
 const BAD: &str = "registry.example/app:bad";
 
@@ -189,6 +203,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             pace: args.pace,
             unrelated: args.unrelated,
             keep_all: args.keep_all_workloads,
+            existing: args.existing_rollouts,
             given: args.kubeconfig.clone(),
             replicas: args.replicas,
             shards: args
@@ -251,6 +266,8 @@ struct Shape {
     unrelated: usize,
     /// The executor keeps every workload whole.
     keep_all: bool,
+    /// The Rollouts exist before the trigger (`--existing-rollouts`).
+    existing: bool,
     /// The cluster to run on, when not a simulated one.
     given: Option<PathBuf>,
     /// Executor replicas.
@@ -409,13 +426,15 @@ async fn idle_executor(log: &str, keep_all: bool) -> anyhow::Result<f64> {
 
 /// Rollout `i`; with `hold`, its last batch waits that long before the
 /// release ends.
-fn rollout(i: usize, bad: bool, hold: Option<Duration>, ns: &str) -> anyhow::Result<Rollout> {
+/// Rollout `i`, releasing `image`.
+fn rollout(i: usize, image: &str, hold: Option<Duration>, ns: &str) -> anyhow::Result<Rollout> {
+    let bad = image == BAD;
     let mut spec = json!({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
         "metadata": {"name": format!("app-{i}"), "namespace": ns},
         "spec": {
             "workload": {"kind": "Deployment", "name": format!("app-{i}")},
-            "images": [{"container": "app", "image": if bad { BAD } else { GOOD }}],
+            "images": [{"container": "app", "image": image}],
             "strategy": {"canary": {"steps": [{"replicas": 1}]}},
         },
     });
@@ -620,6 +639,35 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
         )?);
     }
     Executor::wait_leading(&mut executors, &local, &ground.lease, shape.shards).await?;
+    // Paced: the first rollout still holds when the last one starts.
+    let spacing = (pace > 0.0).then(|| Duration::from_secs_f64(1.0 / pace));
+    let hold = spacing.map(|s| s * n as u32 + Duration::from_secs(5));
+    if shape.existing {
+        // Each Rollout made at the version its workload runs: the release
+        // has nothing to do, and the workload is the executor's to watch.
+        for i in 0..n {
+            let r = rollout(i, CURRENT, hold, &ground.namespace(i))?;
+            let ns = r.metadata.namespace.clone().unwrap_or_default();
+            Api::<Rollout>::namespaced(local.clone(), &ns)
+                .create(&PostParams::default(), &r)
+                .await
+                .with_context(|| format!("creating rollout {i}"))?;
+        }
+        let (outcomes, unfinished) =
+            wait_done(&watch, n, Duration::from_secs(120 + n as u64 / 10)).await;
+        if let Some(why) = unfinished {
+            anyhow::bail!("the Rollouts made before the trigger did not end: {why}");
+        }
+        if let Some((key, s)) = outcomes.iter().find(|(_, s)| s.phase != Phase::Succeeded) {
+            anyhow::bail!(
+                "Rollout {key} at the running version ended {:?}: {}",
+                s.phase,
+                s.message
+            );
+        }
+        watch.forget();
+    }
+    let requests_before = ground.requests(&admins, n).await?;
     let pids: Vec<String> = executors.iter().map(|e| e.pid.clone()).collect();
     // Their caches filled, before any rollout: the baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -647,9 +695,6 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
     let exec_cpu_before = cpu(&pids);
     let other_cpu_before = probe::process_cpu_seconds("self");
 
-    // Paced: the first rollout still holds when the last one starts.
-    let spacing = (pace > 0.0).then(|| Duration::from_secs_f64(1.0 / pace));
-    let hold = spacing.map(|s| s * n as u32 + Duration::from_secs(5));
     let began = Instant::now();
     let mut peak_in_flight = 0;
     for i in 0..n {
@@ -657,12 +702,30 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
             tokio::time::sleep_until((began + spacing * i as u32).into()).await;
         }
         peak_in_flight = peak_in_flight.max(i + 1 - watch.ended());
-        let r = rollout(i, i < bad, hold, &ground.namespace(i))?;
+        let r = rollout(
+            i,
+            if i < bad { BAD } else { GOOD },
+            hold,
+            &ground.namespace(i),
+        )?;
         let ns = r.metadata.namespace.clone().unwrap_or_default();
-        Api::<Rollout>::namespaced(local.clone(), &ns)
-            .create(&PostParams::default(), &r)
-            .await
-            .with_context(|| format!("creating rollout {i}"))?;
+        let rollouts = Api::<Rollout>::namespaced(local.clone(), &ns);
+        if shape.existing {
+            // The spec replaced, as StartRollout does.
+            rollouts
+                .patch(
+                    &r.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": r.spec})),
+                )
+                .await
+                .with_context(|| format!("replacing the spec of rollout {i}"))?;
+        } else {
+            rollouts
+                .create(&PostParams::default(), &r)
+                .await
+                .with_context(|| format!("creating rollout {i}"))?;
+        }
     }
     let (outcomes, unfinished) = wait_done(
         &watch,
@@ -684,7 +747,14 @@ async fn size(shape: &Shape, log: &str) -> anyhow::Result<SizeFigures> {
     }
     sampler.abort();
     let (_, peak) = probe::memory("self");
-    let requests = ground.requests(&admins, n).await?;
+    // From the trigger on.
+    let mut requests = ground.requests(&admins, n).await?;
+    for (kind, before) in requests_before {
+        if let Some(count) = requests.get_mut(&kind) {
+            *count -= before;
+        }
+    }
+    requests.retain(|_, count| *count > 0.0);
     for executor in executors {
         executor.stop().await;
     }

@@ -145,8 +145,8 @@ fn request_kind(method: &axum::http::Method, uri: &axum::http::Uri) -> String {
 
 #[derive(Debug, Default)]
 struct Seen {
-    /// Per ReplicaSet uid: created by the release (first seen at 0), its
-    /// spec replicas, and its status as last seen.
+    /// Per ReplicaSet uid: created by the release (first seen with its
+    /// mark), its spec replicas, and its status as last seen.
     sets: HashMap<String, (bool, i32, String)>,
     /// Per rollout: when one of its ReplicaSets' status last changed.
     last_status: HashMap<String, Instant>,
@@ -215,11 +215,16 @@ impl Watch {
                 let now = Instant::now();
                 let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                 let uid = rs.uid().unwrap_or_default();
+                // The set a release creates carries its mark from the start
+                // (with the first batch's pods); the stable one never does.
+                let marked = rs
+                    .annotations()
+                    .contains_key(sluice_executor::keys::ROLLOUT);
                 let (is_new, before, old_status) =
                     seen.sets
                         .get(&uid)
                         .cloned()
-                        .unwrap_or((spec == 0, spec, String::new()));
+                        .unwrap_or((marked, spec, String::new()));
                 if is_new && spec > before && before >= 1 {
                     // The first patch of a later batch: the batch before
                     // was complete at the last status change.
@@ -250,7 +255,12 @@ impl Watch {
                     continue;
                 }
                 let key = format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
-                if let Some(status) = &r.status {
+                // A status written before the spec last changed is the
+                // previous release's (a replaced spec's first event).
+                let current = |s: &&sluice_executor::crd::RolloutStatus| {
+                    s.observed_generation >= r.metadata.generation.unwrap_or(0)
+                };
+                if let Some(status) = r.status.as_ref().filter(current) {
                     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                     if matches!(
                         status.phase,
@@ -275,6 +285,16 @@ impl Watch {
             }
         });
         watch
+    }
+
+    /// Forgets every release seen so far (the sets' counts stay).
+    pub(crate) fn forget(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let sets = std::mem::take(&mut seen.sets);
+        *seen = Seen {
+            sets,
+            ..Seen::default()
+        };
     }
 
     /// Step-advance samples so far.

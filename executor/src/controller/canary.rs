@@ -460,16 +460,22 @@ impl steps::Release for Canary {
         _: &Ctx,
         rollout: &Rollout,
         status: &mut RolloutStatus,
+        _: &pb::Batch,
     ) -> Result<(), Error> {
         begin(rollout, self, status).await
     }
 
-    async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<(), Error> {
+    async fn move_pods(
+        &self,
+        status: &mut RolloutStatus,
+        batch: &pb::Batch,
+    ) -> Result<bool, Error> {
         let Some(canary) = &self.canary else {
-            return Ok(());
+            return Ok(false);
         };
         let target = batch.canary_replicas.min(self.replicas);
-        if canary.spec.as_ref().and_then(|s| s.replicas) != Some(target as i32) {
+        let scale = canary.spec.as_ref().and_then(|s| s.replicas) != Some(target as i32);
+        if scale {
             self.merge(&canary.name_any(), json!({"spec": {"replicas": target}}))
                 .await?;
         }
@@ -478,20 +484,24 @@ impl steps::Release for Canary {
         {
             status.canary_revision.clone_from(hash);
         }
-        Ok(())
+        Ok(scale)
     }
 
-    async fn hand_back(&self, _: &RolloutStatus, traffic: Option<&Traffic>) -> Result<(), Error> {
+    async fn hand_back(
+        &self,
+        _: &RolloutStatus,
+        traffic: Option<&Traffic>,
+    ) -> Result<Option<String>, Error> {
         if self.bound && held(&self.deployment) {
             // The user's Deployment has the new template already: given
             // back, its own controller rolls it while traffic stays on the
             // canary.
             let patch = release_patch(&self.deployment, template_json(&self.deployment));
-            return self.merge(&self.name(), patch).await;
+            return self.merge(&self.name(), patch).await.map(|()| None);
         }
         if self.bound {
             if complete(&self.deployment).is_err() {
-                return Ok(());
+                return Ok(None);
             }
         } else if let Some(template) = self.new_template() {
             if template_json(&self.deployment) != template {
@@ -499,16 +509,17 @@ impl steps::Release for Canary {
                 // own controller while traffic stays on the canary.
                 return self
                     .merge(&self.name(), json!({"spec": {"template": template}}))
-                    .await;
+                    .await
+                    .map(|()| None);
             }
             if complete(&self.deployment).is_err() {
-                return Ok(());
+                return Ok(None);
             }
         }
         if let Some(t) = traffic {
             t.restore().await?;
         }
-        self.delete_canary().await
+        self.delete_canary().await.map(|()| None)
     }
 
     async fn unmark(&self) -> Result<(), Error> {

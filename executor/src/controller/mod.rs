@@ -721,6 +721,18 @@ fn error_policy(rollout: Arc<Rollout>, error: &Error, _: Arc<Ctx>) -> Action {
         tracing::debug!(rollout = %rollout.name_any(), %error, "read was stale; running again");
         return Action::requeue(STALE_RETRY);
     }
+    if let Error::Kube(kube::Error::Api(answer)) = error
+        && answer.code == 404
+        && answer
+            .details
+            .as_ref()
+            .is_some_and(|d| d.kind == "rollouts" && d.name == rollout.name_any())
+    {
+        // The Rollout itself is gone (deleted, say with its namespace): its
+        // deletion's event ends its runs.
+        tracing::debug!(rollout = %rollout.name_any(), "the Rollout is gone");
+        return Action::await_change();
+    }
     tracing::warn!(rollout = %rollout.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }

@@ -262,6 +262,7 @@ fn cached(
     Some((deployment, owned))
 }
 
+#[derive(Clone)]
 struct Workload {
     client: kube::Client,
     deployments: Api<Deployment>,
@@ -278,6 +279,9 @@ struct Workload {
     /// Where the objects the release writes are remembered as written,
     /// for the next reconcile to read before the watch shows them.
     fetched: Option<super::cache::Fetched>,
+    /// ReplicaSet writes made through this view (counted to tell whether
+    /// a look moved pods).
+    writes: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Workload {
@@ -293,6 +297,11 @@ impl Workload {
         let (deployment, owned) = match cached(ctx, ns, name, status) {
             Some(found) => found,
             None => {
+                tracing::debug!(
+                    rollout = %rollout.name_any(),
+                    in_flight = in_flight(status),
+                    "the workload read from the API server"
+                );
                 let Some(deployment) = deployments.get_opt(name).await? else {
                     return Ok(None);
                 };
@@ -339,6 +348,7 @@ impl Workload {
             max_surge_text,
             bound: rollout.spec.bound(),
             fetched: ctx.cache().map(|c| c.fetched),
+            writes: Arc::default(),
         }))
     }
 
@@ -364,6 +374,8 @@ impl Workload {
 
     /// Merge-patches one of the Deployment's ReplicaSets.
     async fn patch_replicaset(&self, rs: &ReplicaSet, patch: &Value) -> Result<(), Error> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let written = self
             .replicasets
             .patch(
@@ -851,6 +863,22 @@ impl steps::Release for Workload {
         })
     }
 
+    fn settling(&self, status: &RolloutStatus) -> bool {
+        [&status.canary_revision, &status.stable_revision]
+            .into_iter()
+            .chain(&status.retired_revisions)
+            .filter_map(|h| self.by_hash(h))
+            .any(|rs| {
+                let seen = rs.status.as_ref().and_then(|s| s.observed_generation);
+                seen < rs.metadata.generation || pods(rs) > spec_replicas(rs)
+            })
+    }
+
+    fn unready_new(&self, status: &RolloutStatus) -> bool {
+        self.by_hash(&status.canary_revision)
+            .is_none_or(|canary| ready(canary) < spec_replicas(canary).max(pods(canary)))
+    }
+
     fn handed_back(&self, status: &RolloutStatus) -> Result<(), String> {
         let canary = self
             .by_hash(&status.canary_revision)
@@ -920,38 +948,53 @@ impl steps::Release for Workload {
         ctx: &Ctx,
         rollout: &Rollout,
         status: &mut RolloutStatus,
+        first: &pb::Batch,
     ) -> Result<(), Error> {
-        begin(ctx, rollout, self, status).await
+        begin(ctx, rollout, self, status, first).await
     }
 
-    async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<(), Error> {
+    async fn move_pods(
+        &self,
+        status: &mut RolloutStatus,
+        batch: &pb::Batch,
+    ) -> Result<bool, Error> {
         let (Some(canary), Some(stable)) = (
             self.by_hash(&status.canary_revision),
             self.by_hash(&status.stable_revision),
         ) else {
-            return Ok(());
+            return Ok(false);
         };
-        move_pods(self, canary, stable, batch).await
+        let before = self.writes.load(std::sync::atomic::Ordering::Relaxed);
+        move_pods(self, canary, stable, batch).await?;
+        Ok(self.writes.load(std::sync::atomic::Ordering::Relaxed) != before)
     }
 
     async fn hand_back(
         &self,
         status: &RolloutStatus,
         traffic: Option<&Traffic>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         // Every pod is new: the Services select them all again, then the
         // router goes back to the stable Service.
         if let Some(t) = traffic {
             t.restore().await?;
         }
         let Some(canary) = self.by_hash(&status.canary_revision) else {
-            return Ok(());
+            return Ok(None);
         };
         // Old revisions left by an earlier release of this rollout go.
         for rs in self.others_with_pods(&status.canary_revision) {
             self.scale(rs, 0).await?;
         }
-        release_hold(self, template_of(canary)).await.map(drop)
+        let Some(written) = release_hold(self, template_of(canary)).await? else {
+            return Ok(None);
+        };
+        // What the next look will find, but for its controller's answer.
+        let given_back = Self {
+            deployment: Arc::new(written),
+            ..self.clone()
+        };
+        Ok(given_back.handed_back(status).err())
     }
 
     async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error> {
@@ -1086,13 +1129,16 @@ pub(super) const MARKS: [&str; 5] = [
     keys::FIELD_OWNERS,
 ];
 
-/// Creates the release's ReplicaSet (at 0) and holds the Deployment on the
-/// new template; records both revisions in `status`.
+/// Holds the Deployment on the new template and creates the release's
+/// ReplicaSet with the first batch's pods, as many as the surge allows
+/// (what the first look at the batch would scale it to); records both
+/// revisions in `status`.
 async fn begin(
     ctx: &Ctx,
     rollout: &Rollout,
     w: &Workload,
     status: &mut RolloutStatus,
+    first: &pb::Batch,
 ) -> Result<(), Error> {
     let name = rollout.name_any();
     let ours = w.ours(&name);
@@ -1147,7 +1193,14 @@ async fn begin(
         .find(|rs| template_of(rs) == template && hash_of(rs) != hash_of(&stable))
         .map(|rs| hash_of(rs));
     let new_hash = reused.unwrap_or_else(|| hash(&template));
+    let stable_hash = hash_of(&stable);
     if w.by_hash(&new_hash).is_none() {
+        let existing = spec_replicas(&stable).max(pods(&stable))
+            + leftover(&retired(w, &new_hash, &stable_hash));
+        let replicas = first
+            .canary_replicas
+            .min(w.replicas)
+            .min((w.replicas + w.surge).saturating_sub(existing));
         let mut labels = template["metadata"]["labels"].clone();
         labels[keys::TEMPLATE_HASH] = json!(new_hash);
         let mut rs_template = template.clone();
@@ -1165,10 +1218,15 @@ async fn begin(
         let rs: ReplicaSet = serde_json::from_value(json!({
             "metadata": {
                 "name": format!("{}-{new_hash}", d.name_any()), "labels": labels,
-                "annotations": {keys::REVISION: revision.to_string(), keys::ROLLOUT: name},
+                // With the annotations a scale writes (see `Workload::scale`).
+                "annotations": {
+                    keys::REVISION: revision.to_string(), keys::ROLLOUT: name,
+                    keys::DESIRED_REPLICAS: w.replicas.to_string(),
+                    keys::MAX_REPLICAS: (w.replicas + w.surge).to_string(),
+                },
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": d.name_any(), "uid": d.uid().unwrap_or_default(), "controller": true, "blockOwnerDeletion": true}],
             },
-            "spec": {"replicas": 0, "selector": selector, "template": rs_template},
+            "spec": {"replicas": replicas, "selector": selector, "template": rs_template},
         }))
         .map_err(|e| Error::Missing(e.to_string()))?;
         match w.replicasets.create(&crate::writes::post(), &rs).await {
@@ -1182,7 +1240,6 @@ async fn begin(
     // needs no write at the end.
     // Versions of earlier releases that still have pods (or carry the
     // release's mark) are retired: moved to 0 as the new one comes up.
-    let stable_hash = hash_of(&stable);
     status.retired_revisions = w
         .owned
         .iter()
@@ -1213,17 +1270,8 @@ async fn move_pods(
     // Pods of revisions a newer release retired count against the surge and
     // go first, but, like stable pods, only as fast as availability allows
     // (their unready ones at once: they serve nobody).
-    let retired: Vec<&ReplicaSet> = w
-        .owned
-        .iter()
-        .map(|rs| &**rs)
-        .filter(|rs| hash_of(rs) != hash_of(canary) && hash_of(rs) != hash_of(stable))
-        .filter(|rs| spec_replicas(rs) > 0 || pods(rs) > 0)
-        .collect();
-    let leftover: u32 = retired
-        .iter()
-        .map(|rs| spec_replicas(rs).max(pods(rs)))
-        .sum();
+    let retired = retired(w, &hash_of(canary), &hash_of(stable));
+    let leftover = leftover(&retired);
     let min_available = n.saturating_sub(w.unavailable);
     let available = ready(canary).min(new_spec)
         + ready(stable).min(old_spec)
@@ -1296,6 +1344,22 @@ async fn move_pods(
         w.scale(stable, target_old).await?;
     }
     Ok(())
+}
+
+/// The sets of `w` with pods or asking for some, other than the new one
+/// (`canary`) and the stable one: versions a newer release retired.
+fn retired<'a>(w: &'a Workload, canary: &str, stable: &str) -> Vec<&'a ReplicaSet> {
+    w.owned
+        .iter()
+        .map(|rs| &**rs)
+        .filter(|rs| hash_of(rs) != canary && hash_of(rs) != stable)
+        .filter(|rs| spec_replicas(rs) > 0 || pods(rs) > 0)
+        .collect()
+}
+
+/// The pods `sets` hold or ask for.
+fn leftover(sets: &[&ReplicaSet]) -> u32 {
+    sets.iter().map(|rs| spec_replicas(rs).max(pods(rs))).sum()
 }
 
 /// A ReplicaSet's `deployment.kubernetes.io/desired-replicas`.

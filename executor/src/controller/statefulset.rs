@@ -482,6 +482,7 @@ impl steps::Release for Set {
         _: &Ctx,
         rollout: &Rollout,
         status: &mut RolloutStatus,
+        _: &pb::Batch,
     ) -> Result<(), Error> {
         let name = rollout.name_any();
         let ours = self.ours(&name);
@@ -523,12 +524,16 @@ impl steps::Release for Set {
         Ok(())
     }
 
-    async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<(), Error> {
+    async fn move_pods(
+        &self,
+        status: &mut RolloutStatus,
+        batch: &pb::Batch,
+    ) -> Result<bool, Error> {
         let (_, update) = self.revisions();
         if status.canary_revision.is_empty() {
             if update.is_empty() || update == status.stable_revision {
                 // The StatefulSet controller has not seen the template yet.
-                return Ok(());
+                return Ok(false);
             }
             status.canary_revision = update;
         }
@@ -552,22 +557,26 @@ impl steps::Release for Set {
             // One change at a time: its controller replaces pods for it,
             // and strays are replaced on a later look, from what is
             // available then.
-            return self.set_partition(partition).await;
+            return self.set_partition(partition).await.map(|()| true);
         }
         if !current.is_empty() && current != status.canary_revision {
             self.replace_strays(partition, &current).await?;
         }
-        Ok(())
+        Ok(false)
     }
 
-    async fn hand_back(&self, _: &RolloutStatus, traffic: Option<&Traffic>) -> Result<(), Error> {
+    async fn hand_back(
+        &self,
+        _: &RolloutStatus,
+        traffic: Option<&Traffic>,
+    ) -> Result<Option<String>, Error> {
         if let Some(t) = traffic {
             t.restore().await?;
         }
         if self.held() {
             self.restore().await?;
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn unmark(&self) -> Result<(), Error> {

@@ -58,29 +58,49 @@ pub(super) trait Release {
     /// How far the workload is towards `batch`; `None` when the release's
     /// revisions are gone.
     fn progress(&self, status: &RolloutStatus, batch: &pb::Batch) -> Option<Progress>;
+    /// Whether the workload's own controller has yet to act on a move
+    /// already made (it has not seen a set's newest spec, or pods asked to
+    /// go still count): its next status brings the next look, moments
+    /// away.
+    fn settling(&self, _status: &RolloutStatus) -> bool {
+        false
+    }
+    /// Whether some new pod asked for is not ready: only then can a look
+    /// for pods that cannot run find one (a batch whose new pods are all
+    /// ready may still wait, for old pods to go).
+    fn unready_new(&self, _status: &RolloutStatus) -> bool {
+        true
+    }
     /// `Ok` once every replica runs the new version, ready, and the
     /// workload is handed back; else what it waits for.
     fn handed_back(&self, status: &RolloutStatus) -> Result<(), String>;
     /// `Ok` once every pod is stable and ready and the workload is as the
     /// user wrote it; else what it waits for.
     fn rolled_back(&self, status: &RolloutStatus) -> Result<(), String>;
-    /// Takes the workload over and records the revisions in `status`.
+    /// Takes the workload over and records the revisions in `status`; may
+    /// ask for the pods of `first`, the first batch, as it does.
     async fn begin(
         &self,
         ctx: &Ctx,
         rollout: &Rollout,
         status: &mut RolloutStatus,
+        first: &pb::Batch,
     ) -> Result<(), Error>;
     /// Moves pods towards `batch` (may record the new revision once known).
-    async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch) -> Result<(), Error>;
+    /// Returns whether it wrote to the workload: its events then bring the
+    /// next look.
+    async fn move_pods(&self, status: &mut RolloutStatus, batch: &pb::Batch)
+    -> Result<bool, Error>;
     /// Hands the workload back, restoring the traffic objects at the right
     /// moment; the release's marks stay until [`Release::unmark`], so the
-    /// workload's events still reach the controller.
+    /// workload's events still reach the controller. Returns what the
+    /// hand-back waits for next as the objects it wrote show it, when it
+    /// can tell (what was observed before is stale once they are written).
     async fn hand_back(
         &self,
         status: &RolloutStatus,
         traffic: Option<&Traffic>,
-    ) -> Result<(), Error>;
+    ) -> Result<Option<String>, Error>;
     /// Brings every pod back to the stable revision and the workload back
     /// to what the user wrote, but for the release's marks.
     async fn roll_back(&self, status: &RolloutStatus) -> Result<(), Error>;
@@ -318,7 +338,7 @@ pub(super) async fn drive<R: Release>(
     let waited = machine::waiting_since(status)
         .and_then(|since| now.duration_since(since).ok())
         .unwrap_or_default();
-    if waiting_for_pods && !new_release && waited >= machine::POD_GRACE {
+    if waiting_for_pods && !new_release && waited >= machine::POD_GRACE && w.unready_new(status) {
         let limit = rollout.spec.strategy.canary.restart_limit();
         let key = (ns.clone(), rollout.name_any());
         let step = (status.current_step, status.canary_revision.clone());
@@ -376,12 +396,17 @@ pub(super) async fn drive<R: Release>(
 
     // Act, in order; the status is written by the caller only after every
     // effect succeeded.
+    let mut moved = false;
     for effect in &out.effects {
         match effect {
-            Effect::Begin => w.begin(ctx, rollout, &mut out.status).await?,
+            Effect::Begin => {
+                if let Some(first) = plan.batches.first() {
+                    w.begin(ctx, rollout, &mut out.status, first).await?;
+                }
+            }
             Effect::MovePods { step } => {
                 if let Some(batch) = plan.batches.get(*step as usize) {
-                    w.move_pods(&mut out.status, batch).await?;
+                    moved |= w.move_pods(&mut out.status, batch).await?;
                 }
             }
             Effect::Route { step } => {
@@ -431,7 +456,11 @@ pub(super) async fn drive<R: Release>(
                 );
             }
             Effect::StopAnalyses => ctx.analyses.stop(&ns, &name),
-            Effect::HandBack => w.hand_back(&out.status, traffic.as_ref()).await?,
+            Effect::HandBack => {
+                if let Some(waits) = w.hand_back(&out.status, traffic.as_ref()).await? {
+                    out.status.message = machine::handing_back(&waits);
+                }
+            }
             Effect::RollBack => w.roll_back(&out.status).await?,
             Effect::RestoreTraffic => {
                 if let Some(t) = &traffic {
@@ -446,6 +475,21 @@ pub(super) async fn drive<R: Release>(
     {
         out.status.stable_revision.clone_from(&running);
         out.status.canary_revision = running;
+    }
+    // A look that moved pods, or whose moves the workload's controller has
+    // yet to act on, and that otherwise only saw the batch's pods come
+    // along leaves that unrecorded: the moves' own events bring the next
+    // look within moments, and it records both at once (usually the batch
+    // reached, as old pods go), one status write instead of two. A look
+    // with nothing in flight records what it sees.
+    if (moved || w.settling(status))
+        && let Some(held) = machine::without_progress(status, &out.status, input.routed)
+    {
+        out.status = held;
+        out.next = match out.next {
+            Next::After(d) => Next::After(d.min(machine::POLL)),
+            Next::Change => Next::After(machine::POLL),
+        };
     }
     *status = out.status;
     Ok(match out.next {

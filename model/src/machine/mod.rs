@@ -369,6 +369,47 @@ const PAUSED_BY_REQUEST: &str = "paused on request; Resume continues";
 /// waits, before the batch's new count.
 const SCALED: &str = "; the workload was scaled, so this step's batch is now ";
 
+/// What a release handing its workload back says while it waits for
+/// `what`.
+pub fn handing_back(what: &str) -> String {
+    format!("handing back: {what}")
+}
+
+/// `after` with what it records of the current batch's pods (how many new
+/// ones are ready, the share of traffic they take when nothing routes it,
+/// the message saying so) taken back to `before`'s, when that is all that
+/// differs; `None` when anything else changed (the phase, the step or its
+/// state, a control's mark in the message, anything a later decision
+/// reads). What is taken back is observed again at the next look: holding
+/// it back loses nothing.
+pub fn without_progress(
+    before: &RolloutStatus,
+    after: &RolloutStatus,
+    routed: bool,
+) -> Option<RolloutStatus> {
+    let told = |s: &RolloutStatus| {
+        let prefix = format!("step {}: ", s.current_step + 1);
+        s.message
+            .strip_prefix(&prefix)
+            .is_some_and(|rest| rest.ends_with(" new pods ready"))
+    };
+    if after == before || !told(before) || !told(after) {
+        return None;
+    }
+    let mut held = after.clone();
+    held.ready_canary_replicas = before.ready_canary_replicas;
+    held.message.clone_from(&before.message);
+    if !routed {
+        held.traffic = before.traffic;
+    }
+    (held == *before).then_some(held)
+}
+
+/// What a step waiting for its new pods says.
+fn pods_ready(step: u32, ready: u32, wanted: u32) -> String {
+    format!("step {}: {ready} of {wanted} new pods ready", step + 1)
+}
+
 /// Decides the next status, effects and look for a release.
 pub fn decide(input: &Input<'_>) -> Output {
     let mut d = Decision {
@@ -587,7 +628,12 @@ impl Decision<'_> {
                 self.status.total_steps = input.plan.len() as u32;
                 self.status.current_step = 0;
                 self.status.step_state = StepState::Upgrading;
-                self.status.message = format!("releasing in {} steps", input.plan.len());
+                // Said as the first batch's look says it once its pods are
+                // asked for (a partition release asks for them as it
+                // begins): that look then has nothing new to record.
+                let wanted = self.batch().canary_replicas;
+                self.status.canary_replicas = wanted;
+                self.status.message = pods_ready(0, 0, wanted);
                 self.record();
                 // The workload just changed: its next events bring the
                 // next look.
@@ -792,12 +838,7 @@ impl Decision<'_> {
             self.status.traffic = batch.traffic;
         }
         self.effect(Effect::MovePods { step });
-        self.status.message = format!(
-            "step {}: {} of {} new pods ready",
-            step + 1,
-            progress.ready_new,
-            batch.canary_replicas
-        );
+        self.status.message = pods_ready(step, progress.ready_new, batch.canary_replicas);
         // Pods that fail change no workload status: no event says so.
         Hop::Return(Next::After(POD_CHECK.min(deadline - elapsed)))
     }
@@ -918,7 +959,7 @@ impl Decision<'_> {
             (waiting, _) => {
                 self.effect(Effect::HandBack);
                 self.status.message = match waiting {
-                    Err(what) => format!("handing back: {what}"),
+                    Err(what) => handing_back(what),
                     Ok(()) => format!(
                         "handing back: restoring {}",
                         input

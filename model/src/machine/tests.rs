@@ -125,6 +125,95 @@ fn a_ready_workload_begins_at_the_first_step_with_traffic_on_stable() {
 }
 
 #[test]
+fn the_first_look_after_the_start_has_nothing_new_to_record_while_no_pod_is_ready() {
+    // The start says what the first batch's look says (a partition release
+    // asks for its pods as it begins): that look writes no status.
+    let started = decide_with(
+        &RolloutStatus::default(),
+        &plan(),
+        &Controls::default(),
+        &observed(),
+        at(0),
+    )
+    .status;
+    assert_eq!(started.canary_replicas, 1);
+    assert_eq!(started.message, "step 1: 0 of 1 new pods ready");
+    let mut revisions = started.clone();
+    revisions.canary_revision = "new".into();
+    revisions.stable_revision = "old".into();
+    let next = decide_with(
+        &revisions,
+        &plan(),
+        &Controls::default(),
+        &observed(),
+        at(1),
+    );
+    assert_eq!(next.status, revisions);
+    assert_eq!(next.effects, [Effect::MovePods { step: 0 }]);
+}
+
+#[test]
+fn only_the_progress_of_a_batch_is_held_back_never_a_move_of_the_release() {
+    let before = RolloutStatus {
+        message: "step 2: 0 of 2 new pods ready".into(),
+        canary_replicas: 2,
+        traffic: 25,
+        ..running(1, StepState::Upgrading)
+    };
+    let along = RolloutStatus {
+        message: "step 2: 1 of 2 new pods ready".into(),
+        ready_canary_replicas: 1,
+        traffic: 50,
+        ..before.clone()
+    };
+    // Unrouted, the traffic follows the pods: progress too.
+    assert_eq!(
+        without_progress(&before, &along, false),
+        Some(before.clone())
+    );
+    // Routed, the weight is the release's own move: recorded at once.
+    assert_eq!(without_progress(&before, &along, true), None);
+    let routed_along = RolloutStatus {
+        traffic: 25,
+        ..along.clone()
+    };
+    assert_eq!(
+        without_progress(&before, &routed_along, true),
+        Some(before.clone())
+    );
+    // Nothing changed: nothing to hold.
+    assert_eq!(without_progress(&before, &before, false), None);
+    // A step reached, a phase changed, a message that is not the batch's
+    // count (a control's mark): recorded at once.
+    let next_step = RolloutStatus {
+        current_step: 2,
+        message: "step 3: 1 of 4 new pods ready".into(),
+        ..along.clone()
+    };
+    assert_eq!(without_progress(&before, &next_step, false), None);
+    let rolling_back = RolloutStatus {
+        phase: Phase::RollingBack,
+        ..along.clone()
+    };
+    assert_eq!(without_progress(&before, &rolling_back, false), None);
+    let resumed = RolloutStatus {
+        message: "paused on request; Resume continues".into(),
+        ..before.clone()
+    };
+    assert_eq!(without_progress(&resumed, &along, false), None);
+    let state = RolloutStatus {
+        step_state: StepState::Analyzing,
+        ..along.clone()
+    };
+    assert_eq!(without_progress(&before, &state, false), None);
+    let history = RolloutStatus {
+        steps: Vec::new(),
+        ..along
+    };
+    assert_eq!(without_progress(&before, &history, false), None);
+}
+
+#[test]
 fn a_workload_its_user_paused_is_waited_for_without_a_deadline_then_begins() {
     let controls = Controls {
         workload_paused: Some("kubectl rollout resume starts it".into()),
