@@ -331,6 +331,18 @@ pub(crate) async fn run(
     let api = |i: usize| {
         Api::<DynamicObject>::namespaced_with(local.clone(), &ns(i), &rollout_resource())
     };
+    // A CRD just made is served a moment later on a real API server.
+    let all = Api::<DynamicObject>::all_with(local.clone(), &rollout_resource());
+    for _ in 0..100 {
+        if all
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for i in 0..n {
         let object: DynamicObject =
             serde_json::from_value(argo_rollout(i, "registry.example/app:1.0", &ns(i)))?;
@@ -388,9 +400,10 @@ pub(crate) async fn run(
             .await
             .with_context(|| format!("changing Argo Rollout {i}"))?;
     }
-    // At its request rate alone, n releases of about 20 requests each take
-    // n * 20 / qps seconds.
-    let limit = Duration::from_secs(120 + (n as f64 * 30.0 / qps) as u64);
+    // Sluice's allowance (its pods take that long to start on a loaded
+    // cluster), plus what its request rate alone costs: n releases of about
+    // 20 requests each take n * 20 / qps seconds.
+    let limit = Duration::from_secs(120 + n as u64 / 10 + (n as f64 * 30.0 / qps) as u64);
     let unfinished = loop {
         let ended = seen.lock().unwrap_or_else(|e| e.into_inner()).ended.len();
         if ended >= n {
