@@ -90,3 +90,85 @@ where
         .await?;
     Ok(())
 }
+
+/// The JSON merge patch that turns `current` into `target`: `target`
+/// itself, with every object key `current` has and `target` lacks set to
+/// null at every depth. A merge patch of `target` alone keeps such keys
+/// (a nodeSelector, a label or a securityContext the target template does
+/// not have would survive the write); lists are replaced whole either way.
+pub fn merge_to(current: &serde_json::Value, target: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (current, target) {
+        (Value::Object(now), Value::Object(wanted)) => {
+            let mut patch: serde_json::Map<String, Value> = wanted
+                .iter()
+                .map(|(k, v)| {
+                    let v = match now.get(k) {
+                        Some(before) => merge_to(before, v),
+                        None => v.clone(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            for k in now.keys() {
+                if !wanted.contains_key(k) {
+                    patch.insert(k.clone(), Value::Null);
+                }
+            }
+            Value::Object(patch)
+        }
+        _ => target.clone(),
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_to_a_template_takes_away_what_the_template_lacks() {
+        let current = json!({
+            "metadata": {"labels": {"app": "web", "tier": "a"}},
+            "spec": {"nodeSelector": {"nope": "never"}, "containers": [{"name": "web", "image": "2.0", "env": [{"name": "A"}]}]},
+        });
+        let target = json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "1.0"}]},
+        });
+        let patch = super::merge_to(&current, &target);
+        assert_eq!(
+            patch,
+            json!({
+                "metadata": {"labels": {"app": "web", "tier": null}},
+                "spec": {"nodeSelector": null, "containers": [{"name": "web", "image": "1.0"}]},
+            })
+        );
+        // Applied as a merge patch, it leaves exactly the target.
+        let mut applied = current.clone();
+        json_patch_merge(&mut applied, &patch);
+        assert_eq!(applied, target);
+    }
+
+    /// RFC 7386, as the API server applies a merge patch.
+    fn json_patch_merge(doc: &mut serde_json::Value, patch: &serde_json::Value) {
+        match patch {
+            serde_json::Value::Object(fields) => {
+                if !doc.is_object() {
+                    *doc = json!({});
+                }
+                let map = doc.as_object_mut().unwrap();
+                for (k, v) in fields {
+                    if v.is_null() {
+                        map.remove(k);
+                    } else {
+                        json_patch_merge(
+                            map.entry(k.clone()).or_insert(serde_json::Value::Null),
+                            v,
+                        );
+                    }
+                }
+            }
+            other => *doc = other.clone(),
+        }
+    }
+}

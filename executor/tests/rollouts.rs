@@ -270,6 +270,61 @@ async fn a_batch_is_recorded_once_and_its_pods_asked_for_as_the_release_begins()
     );
 }
 
+/// A release of a template that adds a field the stable one lacks (a
+/// nodeSelector) and is then aborted gives the Deployment back without
+/// it: the template is written so that what the target lacks goes (a
+/// merge patch of the target alone kept it, and kube-controller-manager
+/// then rolled the "stable" version out with the new nodeSelector).
+#[tokio::test(start_paused = true)]
+async fn a_rolled_back_template_loses_the_fields_the_release_added() {
+    use kube::api::{Patch, PatchParams};
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let mut template =
+        serde_json::to_value(deployments.get("web").await.unwrap().spec.unwrap().template).unwrap();
+    template["spec"]["nodeSelector"] = serde_json::json!({"disk": "none-has-it"});
+    template["spec"]["containers"][0]["image"] = serde_json::json!("registry.example/web:2.0");
+    let mut r: Rollout = rollout("registry.example/web:2.0");
+    r.spec.analyses.clear();
+    r.spec.images.clear();
+    r.spec.template = Some(template);
+    r.spec.strategy = serde_json::from_value(serde_json::json!({"canary": {"steps": [
+        {"replicas": 1, "pause": {}}, {"replicas": "50%"}
+    ]}}))
+    .unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    rollouts.create(&PostParams::default(), &r).await.unwrap();
+    wait_phase(&rollouts, |p| p == Phase::Progressing || p == Phase::Paused).await;
+    let held = deployments.get("web").await.unwrap().spec.unwrap().template;
+    assert!(
+        held.spec.unwrap().node_selector.is_some(),
+        "held on the new template"
+    );
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                sluice_executor::keys::ABORT: "by the test"
+            }}})),
+        )
+        .await
+        .unwrap();
+    let done = wait_phase(&rollouts, finished).await;
+    assert_eq!(done.status.as_ref().unwrap().phase, Phase::RolledBack);
+    let spec = deployments.get("web").await.unwrap().spec.unwrap();
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(
+        pod.node_selector, None,
+        "the release's nodeSelector is gone"
+    );
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("registry.example/web:1.0")
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_bad_canary_rolls_back_on_its_first_analysis() {
     let world = world("bad-canary").await;

@@ -257,7 +257,8 @@ async fn begin(rollout: &Rollout, c: &Canary, status: &mut RolloutStatus) -> Res
         },
         // Left by an earlier release of this rollout (continuous release):
         // it takes the newest template and starts from nothing.
-        Some(_) => {
+        Some(existing) => {
+            let template = crate::writes::merge_to(&template_json(existing), &template);
             c.merge(
                 &canary.name_any(),
                 json!({"metadata": {"annotations": {keys::ROLLOUT: name}}, "spec": {"replicas": 0, "template": template}}),
@@ -508,7 +509,10 @@ impl steps::Release for Canary {
                 // The user's Deployment rolls to the new template by its
                 // own controller while traffic stays on the canary.
                 return self
-                    .merge(&self.name(), json!({"spec": {"template": template}}))
+                    .merge(
+                        &self.name(),
+                        json!({"spec": {"template": crate::writes::merge_to(&template_json(&self.deployment), &template)}}),
+                    )
                     .await
                     .map(|()| None);
             }

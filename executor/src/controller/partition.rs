@@ -528,6 +528,7 @@ pub(super) fn held(d: &Deployment) -> bool {
 /// The patch that gives a held Deployment back to its controller with
 /// `template` and the user's strategy, paused only if it was before.
 pub(super) fn release_patch(d: &Deployment, template: Value) -> Value {
+    let template = crate::writes::merge_to(&deployment_template(d), &template);
     let mut patch = json!({"spec": {"paused": paused_before(d), "template": template}});
     if d.annotations().contains_key(keys::ORIGINAL_STRATEGY) {
         // The saved fields replace the hold's; none saved means none
@@ -1180,7 +1181,7 @@ async fn begin(
     let patch = json!({
         "metadata": {"resourceVersion": w.deployment.resource_version(),
                      "annotations": {keys::ROLLOUT: name, keys::PAUSED_BEFORE: before, keys::ORIGINAL_STRATEGY: original, keys::STABLE_TEMPLATE: stable_template}},
-        "spec": {"paused": true, "template": wanted, "strategy": hold_strategy()},
+        "spec": {"paused": true, "template": crate::writes::merge_to(&deployment_template(&w.deployment), &wanted), "strategy": hold_strategy()},
     });
     let d = w.patch_deployment(patch).await?;
     let template = deployment_template(&d);

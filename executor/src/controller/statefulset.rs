@@ -516,7 +516,7 @@ impl steps::Release for Set {
         let patch = json!({
             "metadata": {"resourceVersion": self.sts.resource_version(),
                          "annotations": {keys::ROLLOUT: name, PARTITION_BEFORE: before}},
-            "spec": {"template": wanted, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.replicas}}},
+            "spec": {"template": crate::writes::merge_to(&template(&self.sts), &wanted), "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": self.replicas}}},
         });
         self.merge(patch).await?;
         status.stable_revision = stable;
@@ -618,6 +618,7 @@ impl steps::Release for Set {
             )));
         };
         if template(&self.sts) != stable || !self.restored() {
+            let stable = crate::writes::merge_to(&template(&self.sts), &stable);
             let patch =
                 json!({"spec": {"template": stable, "updateStrategy": self.restore_strategy()}});
             return self.merge(patch).await;
