@@ -908,6 +908,97 @@ async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn pause_abort_and_promote_are_refused_once_the_workload_is_given_back() {
+    let mut world = api_world("healthy").await;
+    world
+        .api
+        .start_rollout(start("web", simple_spec()))
+        .await
+        .unwrap();
+    // Every step done, the hand-back window not over: still the release's.
+    set_status(
+        &world,
+        "web",
+        json!({"phase": "Progressing", "currentStep": 1, "totalSteps": 2, "stepState": "Completed",
+               "handbackAfter": "2030-01-01T00:00:00Z", "release": "r"}),
+    )
+    .await;
+    world
+        .api
+        .pause(pb::PauseRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    assert!(rollouts.get("web").await.unwrap().spec.paused);
+    world
+        .api
+        .resume(pb::ResumeRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap();
+    // Given back: nothing is left to hold, call off or promote.
+    set_status(
+        &world,
+        "web",
+        json!({"handbackAfter": null, "handingBackSince": "2026-12-07T00:00:00Z",
+               "message": "handing back: 3 of 4 new pods ready"}),
+    )
+    .await;
+    let before = rollouts.get("web").await.unwrap();
+    let pause = world
+        .api
+        .pause(pb::PauseRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let abort = world
+        .api
+        .abort(pb::AbortRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            reason: "too late".into(),
+        })
+        .await
+        .unwrap_err();
+    let promote = world
+        .api
+        .promote(pb::PromoteRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            full: true,
+        })
+        .await
+        .unwrap_err();
+    for refused in [&pause, &abort, &promote] {
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(
+            refused
+                .message()
+                .contains("default/web is handing its workload back"),
+            "{refused:?}"
+        );
+    }
+    assert!(
+        abort.message().contains("release the previous version"),
+        "{abort:?}"
+    );
+    let after = rollouts.get("web").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "a refusal writes nothing"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_bound_workload_takes_its_versions_from_its_own_changes_not_from_start_rollout() {
     let mut world = api_world("healthy").await;
     // The binding, written with kubectl: a strategy, no version.

@@ -363,6 +363,57 @@ async fn a_canary_release_keeps_its_pods_through_pause_and_resume_then_aborts_an
     assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
 }
 
+/// A pause and an abort that reach the controller after it gave the
+/// workload back (through kubectl, or crossing the last look): the release
+/// neither holds nor rolls back a workload its own controller is already
+/// rolling, ends Succeeded, says the abort came too late and leaves no
+/// control behind for the next release.
+#[tokio::test(start_paused = true)]
+async fn a_pause_or_an_abort_during_the_hand_back_neither_holds_nor_drops_silently() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml("Canary", "[{replicas: 3, pause: {}}]", "web"),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    promote(&rollouts, false).await;
+    // The canary style hands the new template to the Deployment, whose own
+    // controller then replaces its ten pods: a hand-back of a few seconds.
+    wait_for(&rollouts, "handing back", |s| {
+        s.handing_back_since.is_some()
+    })
+    .await;
+    set_paused(&rollouts, true).await;
+    abort(&rollouts).await;
+    let s = status(&rollouts).await;
+    assert_ne!(s.phase, Phase::Paused, "{s:#?}");
+    let done = wait_phase(&rollouts, finished).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+    assert!(
+        status
+            .message
+            .contains("an abort asked during the hand-back came too late"),
+        "{}",
+        status.message
+    );
+    assert_eq!(condition(&status, "Paused"), ("False", "NotPaused"));
+    assert_eq!(status.handing_back_since, None);
+    // The abort was read and taken off: nothing acts on the next release.
+    let rollout = rollouts.get("web").await.unwrap();
+    assert!(
+        !rollout
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(keys::ABORT),
+        "the abort is taken off"
+    );
+    assert_handed_back(&world, "registry.example/web:2.0").await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_image_for_a_container_the_workload_lacks_fails_naming_it() {
     let world = world("healthy").await;

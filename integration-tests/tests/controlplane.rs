@@ -13,7 +13,7 @@ use kube::{
 };
 use serde_json::json;
 use sluice_executor::{
-    crd::{Phase, Rollout, RolloutStatus},
+    crd::{Phase, Rollout, RolloutStatus, StepState},
     keys,
     stack::{self, Services},
 };
@@ -346,13 +346,9 @@ fn new_replicas(
     (task, seen)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_release_on_a_real_control_plane() {
-    let stop = CancellationToken::new();
-    let _guard = stop.clone().drop_guard();
-    let p = platform(&stop, "[]").await;
-    let (plane, client) = (&p.plane, p.client.clone());
-
+/// The Deployment `web`, four replicas of `registry.example/web:1.0`,
+/// made and waited for until every pod is ready.
+async fn four_web_pods(plane: &ControlPlane, client: &kube::Client) -> Api<Deployment> {
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
     let web: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web"},
@@ -365,6 +361,17 @@ async fn a_partition_release_on_a_real_control_plane() {
         .await
         .unwrap();
     wait_deployment_ready(plane, &deployments, "web", 4).await;
+    deployments
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_release_on_a_real_control_plane() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, "[]").await;
+    let (plane, client) = (&p.plane, p.client.clone());
+
+    let deployments = four_web_pods(plane, &client).await;
 
     let scales = new_replicas(&client, "registry.example/web:2.0");
     let statuses = written_statuses(&client);
@@ -458,6 +465,151 @@ async fn a_partition_release_on_a_real_control_plane() {
             && out.contains("Succeeded"),
         "{out}"
     );
+}
+
+/// A `kubectl scale` while a step waits for its promotion, then a pause and
+/// an abort written as the workload is given back, on the real control
+/// plane: the batch follows the new size as soon as the scale lands, and
+/// the controls at the hand-back neither hold the workload nor vanish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_in_a_steps_pause_and_controls_at_the_hand_back_on_a_real_control_plane() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let p = platform(&stop, "[]").await;
+    let (plane, client) = (&p.plane, p.client.clone());
+    let deployments = four_web_pods(plane, &client).await;
+    let statuses = written_statuses(&client);
+    let scales = new_replicas(&client, "registry.example/web:2.0");
+    let rollouts = create_rollout(&client,
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  workload: {kind: Deployment, name: web}\n  images: [{container: web, image: registry.example/web:2.0}]\n  strategy: {canary: {steps: [{replicas: 25%, pause: {}}, {replicas: 50%, pause: {}}]}}\n",
+    )
+    .await;
+    let trace = |statuses: &Arc<std::sync::Mutex<Vec<RolloutStatus>>>| {
+        statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| (s.phase, s.current_step, s.step_state, s.message.clone()))
+            .collect::<Vec<_>>()
+    };
+    let waiting = wait_status(&rollouts, "web", |s| {
+        s.phase == Phase::Paused && s.step_state == StepState::Paused
+    })
+    .await;
+    assert_eq!(waiting.current_step, 0, "{waiting:#?}");
+    assert_eq!(scales.1.lock().unwrap().last(), Some(&1));
+
+    // Scaled by a person while the step waits: 25% of 8 is 2 new pods,
+    // moved and recorded as soon as the scale reaches the executor (its
+    // events wake the release; no periodic look is waited for).
+    let (ok, out) = plane.kubectl(&["scale", "deployment/web", "--replicas=8"]);
+    assert!(ok, "{out}");
+    let mut followed = false;
+    for _ in 0..100 {
+        let s = rollouts
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if scales.1.lock().unwrap().last() == Some(&2)
+            && s.steps.first().is_some_and(|r| r.canary_replicas == 2)
+            && s.canary_replicas == 2
+        {
+            followed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        followed,
+        "the batch did not follow the scale within 10 s: replicas {:?}, statuses {:#?}",
+        scales.1.lock().unwrap(),
+        trace(&statuses.1)
+    );
+    let s = rollouts.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (s.phase, s.current_step, s.step_state),
+        (Phase::Paused, 0, StepState::Paused),
+        "the step still waits for its promotion: {s:#?}"
+    );
+    wait_deployment_ready(plane, &deployments, "web", 8).await;
+
+    // Promoted to the end; a pause and an abort written the moment the
+    // workload is given back (kubectl writes them without the API's
+    // refusal).
+    let merge = |patch: serde_json::Value| {
+        let rollouts = rollouts.clone();
+        async move {
+            rollouts
+                .patch(
+                    "web",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(patch),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    merge(json!({"metadata": {"annotations": {keys::PROMOTE: "full:0"}}})).await;
+    let mut caught = false;
+    for _ in 0..3000 {
+        let s = rollouts
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if s.handing_back_since.is_some() {
+            merge(json!({"spec": {"paused": true}, "metadata": {"annotations": {keys::ABORT: "too late"}}})).await;
+            caught = true;
+            break;
+        }
+        if s.phase == Phase::Succeeded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let end = wait_status(&rollouts, "web", |s| {
+        matches!(
+            s.phase,
+            Phase::Succeeded | Phase::RolledBack | Phase::Failed
+        )
+    })
+    .await;
+    assert_eq!(end.phase, Phase::Succeeded, "{:#?}", trace(&statuses.1));
+    let rollout = rollouts.get("web").await.unwrap();
+    if caught {
+        assert!(
+            end.message.contains("came too late"),
+            "the late abort is said: {}",
+            end.message
+        );
+        assert!(
+            !rollout
+                .metadata
+                .annotations
+                .clone()
+                .unwrap_or_default()
+                .contains_key(keys::ABORT),
+            "and taken off"
+        );
+    }
+    eprintln!("hand-back caught: {caught}");
+    let d = deployments.get("web").await.unwrap();
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(8), "the user's scale is kept");
+    assert_ne!(spec.paused, Some(true), "handed back to its controller");
+    assert!(
+        d.metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("sluice.dev/"))
+    );
+    wait_deployment_ready(plane, &deployments, "web", 8).await;
+    statuses.0.abort();
+    scales.0.abort();
 }
 
 /// An abort at a step where the new ReplicaSet holds every replica brings

@@ -467,6 +467,12 @@ pub struct RolloutStatus {
     /// the last step (blue-green: after its rollback window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handback_after: Option<String>,
+    /// When the workload was given back to its own controller (RFC 3339).
+    /// From then on the release only waits for that controller to finish:
+    /// Pause and Abort no longer apply (the old version's pods are already
+    /// going), and it ends `Succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handing_back_since: Option<String>,
     /// What this status releases: a digest of the workload and the new
     /// template or images it asks for. A spec whose digest differs is a new
     /// release; any other change (pause, strategy, analyses) is a control
@@ -494,6 +500,16 @@ pub struct RolloutStatus {
     /// first step with the new one (its pods move to that step's batch).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub strategy_digest: String,
+}
+
+impl RolloutStatus {
+    /// Whether the release has given its workload back and only waits for
+    /// the workload's own controller to finish: too late to pause or abort.
+    #[must_use]
+    pub fn handing_back(&self) -> bool {
+        matches!(self.phase, Phase::Progressing | Phase::Paused)
+            && self.handing_back_since.is_some()
+    }
 }
 
 /// The gate's verdict on one step.

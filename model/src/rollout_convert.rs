@@ -474,6 +474,7 @@ pub fn rollout_at(r: &Rollout, now: SystemTime) -> pb::Rollout {
                 .collect(),
             observed_generation: s.observed_generation,
             pause_until: timestamp(&s.pause_until),
+            handing_back_since: timestamp(&s.handing_back_since),
             elapsed: elapsed(s.started.as_deref(), s.finished.as_deref(), now),
             analysis: s
                 .analysis

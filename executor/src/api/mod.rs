@@ -31,7 +31,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, Preconditions},
 };
 use prost::Message;
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice_proto::v1::{self as pb, planner_client::PlannerClient, rollouts_server::Rollouts};
 use sluice_runtime::{
     auth::{Caller, Scope, authorize},
@@ -41,7 +41,7 @@ use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{
     convert,
-    crd::{Phase, Rollout},
+    crd::{Phase, Rollout, RolloutStatus},
     keys, validate,
 };
 use errors::{Target, invalid, invalid_field, kube_status};
@@ -243,22 +243,58 @@ pub(crate) fn finished(p: Phase) -> bool {
     matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
 }
 
+/// How many times a control call reads and writes again when the Rollout
+/// changed between its read and its write.
+const CHECKED_WRITE_TRIES: usize = 5;
+
+/// The refusal of a control that comes after the workload was given back.
+fn too_late(namespace: &str, name: &str, what: &str) -> Status {
+    Status::failed_precondition(format!(
+        "rollout {namespace}/{name} is handing its workload back: every step is done and \
+         the workload's own controller is replacing the old pods, so it ends Succeeded; \
+         {what}"
+    ))
+}
+
+fn handing_back(r: &Rollout) -> bool {
+    r.status.as_ref().is_some_and(RolloutStatus::handing_back)
+}
+
 impl RolloutsApi {
-    async fn annotate(
+    /// Writes what `decide` makes of the Rollout over exactly the version
+    /// it read, reading again when another write came between (the
+    /// executor recording a step, say): what a call checked is what it
+    /// acts on. `decide` returns the merge patch to write, `None` when
+    /// there is nothing to write, or the call's refusal.
+    async fn write_checked(
         &self,
         namespace: &str,
         name: &str,
-        key: &str,
-        value: &str,
+        decide: impl Fn(&Rollout) -> Result<Option<Value>, Status>,
     ) -> Result<Rollout, Status> {
         let api = self.rollouts(namespace)?;
-        let patch = json!({"metadata": {"annotations": {key: value}}});
-        let updated = api
-            .patch(name, &crate::writes::patch(), &Patch::Merge(patch))
-            .await
-            .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))?;
-        self.written.record_and_wake(updated.clone());
-        Ok(shown(&api, updated).await)
+        for _ in 0..CHECKED_WRITE_TRIES {
+            let current = get(&api, namespace, name).await?;
+            let Some(mut patch) = decide(&current)? else {
+                return Ok(current);
+            };
+            patch["metadata"]["resourceVersion"] = json!(current.resource_version());
+            match api
+                .patch(name, &crate::writes::patch(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(updated) => {
+                    self.written.record_and_wake(updated.clone());
+                    return Ok(shown(&api, updated).await);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(kube_status(e, Target::Rollout(namespace, name))),
+            }
+        }
+        Err(Status::aborted(format!(
+            "rollout {namespace}/{name} kept changing while the call ran; nothing was written, \
+             call again"
+        )))
     }
 
     async fn set_paused(
@@ -267,36 +303,29 @@ impl RolloutsApi {
         name: &str,
         paused: bool,
     ) -> Result<Response<pb::Rollout>, Status> {
-        let api = self.rollouts(namespace)?;
-        let current = get(&api, namespace, name).await?;
-        if finished(phase_of(&current)) {
-            return Err(Status::failed_precondition(format!(
-                "rollout {namespace}/{name} has ended ({:?})",
-                phase_of(&current)
-            )));
-        }
-        if paused && phase_of(&current) == Phase::RollingBack {
-            // Nothing holds a rollback: traffic is already on stable, and
-            // stopping half-way would leave both versions up.
-            return Err(Status::failed_precondition(format!(
-                "rollout {namespace}/{name} is RollingBack; a rollback is not paused"
-            )));
-        }
-        if current.spec.paused == paused {
-            return Ok(Response::new(convert::rollout_to_proto(&current)));
-        }
-        let updated = api
-            .patch(
-                name,
-                &crate::writes::patch(),
-                &Patch::Merge(json!({"spec": {"paused": paused}})),
-            )
-            .await
-            .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))?;
-        self.written.record_and_wake(updated.clone());
-        Ok(Response::new(convert::rollout_to_proto(
-            &shown(&api, updated).await,
-        )))
+        let rollout = self
+            .write_checked(namespace, name, |current| {
+                let phase = phase_of(current);
+                if finished(phase) {
+                    return Err(Status::failed_precondition(format!(
+                        "rollout {namespace}/{name} has ended ({phase:?})"
+                    )));
+                }
+                if paused && phase == Phase::RollingBack {
+                    // Nothing holds a rollback: traffic is already on
+                    // stable, and stopping half-way would leave both
+                    // versions up.
+                    return Err(Status::failed_precondition(format!(
+                        "rollout {namespace}/{name} is RollingBack; a rollback is not paused"
+                    )));
+                }
+                if paused && handing_back(current) {
+                    return Err(too_late(namespace, name, "there is nothing left to pause"));
+                }
+                Ok((current.spec.paused != paused).then(|| json!({"spec": {"paused": paused}})))
+            })
+            .await?;
+        Ok(Response::new(convert::rollout_to_proto(&rollout)))
     }
 }
 
@@ -565,29 +594,34 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        let api = self.rollouts(&r.namespace)?;
-        let current = get(&api, &r.namespace, &r.name).await?;
-        let phase = phase_of(&current);
-        // An ended rollout says it has ended, paused on request or not.
-        if current.spec.paused && !finished(phase) {
-            return Err(Status::failed_precondition(format!(
-                "rollout {}/{} is paused on request; Resume it first",
-                r.namespace, r.name
-            )));
-        }
-        let allowed = matches!(phase, Phase::Paused) || (r.full && phase == Phase::Progressing);
-        if !allowed {
-            return Err(Status::failed_precondition(format!(
-                "rollout {}/{} is {phase:?}; Promote needs a paused rollout (or `full` on a progressing one)",
-                r.namespace, r.name
-            )));
-        }
-        let step = current.status.as_ref().map_or(0, |s| s.current_step);
-        let value = format!("{}:{step}", if r.full { "full" } else { "step" });
-        let updated = self
-            .annotate(&r.namespace, &r.name, keys::PROMOTE, &value)
+        let (ns, name) = (r.namespace.as_str(), r.name.as_str());
+        let rollout = self
+            .write_checked(ns, name, |current| {
+                let phase = phase_of(current);
+                // An ended rollout says it has ended, paused on request or not.
+                if current.spec.paused && !finished(phase) {
+                    return Err(Status::failed_precondition(format!(
+                        "rollout {ns}/{name} is paused on request; Resume it first"
+                    )));
+                }
+                let allowed =
+                    matches!(phase, Phase::Paused) || (r.full && phase == Phase::Progressing);
+                if !allowed {
+                    return Err(Status::failed_precondition(format!(
+                        "rollout {ns}/{name} is {phase:?}; Promote needs a paused rollout (or `full` on a progressing one)"
+                    )));
+                }
+                if handing_back(current) {
+                    return Err(too_late(ns, name, "there is nothing left to promote"));
+                }
+                // The step it was asked at: a promotion that crosses a step
+                // the executor just recorded does not skip the next one.
+                let step = current.status.as_ref().map_or(0, |s| s.current_step);
+                let value = format!("{}:{step}", if r.full { "full" } else { "step" });
+                Ok(Some(json!({"metadata": {"annotations": {keys::PROMOTE: value}}})))
+            })
             .await?;
-        Ok(Response::new(convert::rollout_to_proto(&updated)))
+        Ok(Response::new(convert::rollout_to_proto(&rollout)))
     }
 
     async fn pause(
@@ -614,30 +648,30 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
-        let api = self.rollouts(&r.namespace)?;
-        let current = get(&api, &r.namespace, &r.name).await?;
-        match phase_of(&current) {
-            Phase::RollingBack | Phase::RolledBack => {
-                Ok(Response::new(convert::rollout_to_proto(&current)))
-            }
-            // Pending included: a release waiting to start can be called off.
-            Phase::Pending | Phase::Progressing | Phase::Paused => {
-                let reason = if r.reason.is_empty() {
-                    "aborted by request"
-                } else {
-                    r.reason.as_str()
-                };
-                Ok(Response::new(convert::rollout_to_proto(
-                    &self
-                        .annotate(&r.namespace, &r.name, keys::ABORT, reason)
-                        .await?,
-                )))
-            }
-            phase => Err(Status::failed_precondition(format!(
-                "rollout {}/{} is {phase:?}; only a running rollout can be aborted",
-                r.namespace, r.name
-            ))),
-        }
+        let (ns, name) = (r.namespace.as_str(), r.name.as_str());
+        let reason = if r.reason.is_empty() {
+            "aborted by request"
+        } else {
+            r.reason.as_str()
+        };
+        let rollout = self
+            .write_checked(ns, name, |current| match phase_of(current) {
+                Phase::RollingBack | Phase::RolledBack => Ok(None),
+                _ if handing_back(current) => Err(too_late(
+                    ns,
+                    name,
+                    "to go back, release the previous version",
+                )),
+                // Pending included: a release waiting to start can be called off.
+                Phase::Pending | Phase::Progressing | Phase::Paused => Ok(Some(
+                    json!({"metadata": {"annotations": {keys::ABORT: reason}}}),
+                )),
+                phase => Err(Status::failed_precondition(format!(
+                    "rollout {ns}/{name} is {phase:?}; only a running rollout can be aborted"
+                ))),
+            })
+            .await?;
+        Ok(Response::new(convert::rollout_to_proto(&rollout)))
     }
 
     async fn retry(

@@ -753,11 +753,12 @@ const FORBIDDEN_RETRY: Duration = Duration::from_secs(5);
 /// Rollout as written.
 async fn write_status(
     api: &Api<Rollout>,
-    name: &str,
-    resource_version: Option<String>,
+    read: &Rollout,
     before: &RolloutStatus,
     status: &RolloutStatus,
 ) -> Result<Option<Rollout>, Error> {
+    let name = &read.name_any();
+    let resource_version = read.resource_version();
     let mut status = status.clone();
     status.step_label = if status.total_steps > 0 {
         format!("{}/{}", status.current_step + 1, status.total_steps)
@@ -792,6 +793,15 @@ async fn write_status(
         return Ok(None);
     };
     if fresh.status.clone().unwrap_or_default() != *before {
+        return Ok(None);
+    }
+    // An end is not written over a control this decision did not read (an
+    // abort that crossed the hand-back's last look): the next decision
+    // reads it, says what became of it and takes it off, so that it does
+    // not stay behind to act on the next release.
+    let unread =
+        |key: &str| fresh.annotations().get(key).is_some() && read.annotations().get(key).is_none();
+    if crate::api::finished(status.phase) && (unread(keys::ABORT) || unread(keys::PROMOTE)) {
         return Ok(None);
     }
     patch["metadata"]["resourceVersion"] = json!(fresh.resource_version());
@@ -1054,7 +1064,7 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
         if status.phase != Phase::Failed || status.message != why {
             fail(&mut status, why);
             status.observed_generation = generation;
-            write_status(&api, &name, rollout.resource_version(), &before, &status).await?;
+            write_status(&api, &rollout, &before, &status).await?;
         }
         return Ok(Action::await_change());
     }
@@ -1090,7 +1100,7 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
     );
     let mut written = None;
     if status != before {
-        written = write_status(&api, &name, rollout.resource_version(), &before, &status).await?;
+        written = write_status(&api, &rollout, &before, &status).await?;
         if let Some(rollout) = &written {
             ctx.written.record(rollout.clone());
         }

@@ -89,8 +89,11 @@ pub fn set_conditions(
         Phase::RolledBack => r::ROLLED_BACK,
         Phase::Failed => r::FAILED,
     };
-    let paused =
-        running && phase != Phase::RollingBack && (paused_by_request || phase == Phase::Paused);
+    // Nothing holds a rollback or a workload already given back.
+    let paused = running
+        && phase != Phase::RollingBack
+        && !status.handing_back()
+        && (paused_by_request || phase == Phase::Paused);
     let inconclusive = status.analysis.as_ref().is_some_and(|a| {
         a.step == status.current_step
             && matches!(a.verdict, Some(Verdict::Inconclusive | Verdict::Error))

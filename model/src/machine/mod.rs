@@ -367,6 +367,9 @@ const PAUSED_BY_REQUEST: &str = "paused on request; Resume continues";
 
 /// What a step's message gains when the workload is scaled while the step
 /// waits, before the batch's new count.
+/// Said once an abort came after the workload was given back.
+const TOO_LATE: &str =
+    "; an abort asked during the hand-back came too late: the workload was already given back";
 const SCALED: &str = "; the workload was scaled, so this step's batch is now ";
 
 /// What a release handing its workload back says while it waits for
@@ -659,6 +662,15 @@ impl Decision<'_> {
 
     fn running(&mut self) -> Hop {
         let input = self.input;
+        if self.status.handing_back() {
+            // Given back: the workload's own controller is replacing the
+            // old version's pods, so no step, pause, abort or strategy of
+            // the release applies any more; it only waits for the end.
+            self.status.phase = Phase::Progressing;
+            self.status.strategy_digest = input.strategy.to_owned();
+            let late = input.controls.abort.is_some() || self.status.message.ends_with(TOO_LATE);
+            return self.hand_back(late);
+        }
         if self.status.strategy_digest.is_empty() {
             // Recorded before strategies were: adopt this one.
             self.status.strategy_digest = input.strategy.to_owned();
@@ -935,6 +947,15 @@ impl Decision<'_> {
             );
             return Hop::Return(Next::After(left));
         }
+        self.hand_back(false)
+    }
+
+    /// Gives the workload back (or waits for its controller to finish
+    /// with it) and ends the release once it has. `late`: an abort came
+    /// after the workload was given back, which the messages say.
+    fn hand_back(&mut self, late: bool) -> Hop {
+        let input = self.input;
+        let note = if late { TOO_LATE } else { "" };
         let clean = input
             .observed
             .traffic_leftovers
@@ -944,6 +965,7 @@ impl Decision<'_> {
             (Ok(()), true) => {
                 self.status.traffic = 100;
                 self.status.handback_after = None;
+                self.status.handing_back_since = None;
                 // Every pod runs the new version now: it is the stable one,
                 // as `kubectl get rollouts` should show.
                 self.status.stable_revision = self.status.canary_revision.clone();
@@ -951,13 +973,16 @@ impl Decision<'_> {
                 self.end(
                     Phase::Succeeded,
                     format!(
-                        "released: all {} replicas run the new version",
+                        "released: all {} replicas run the new version{note}",
                         self.batch().canary_replicas
                     ),
                 )
             }
             (waiting, _) => {
                 self.effect(Effect::HandBack);
+                self.status
+                    .handing_back_since
+                    .get_or_insert_with(|| time_text(input.now));
                 self.status.message = match waiting {
                     Err(what) => handing_back(what),
                     Ok(()) => format!(
@@ -969,7 +994,7 @@ impl Decision<'_> {
                             .unwrap_or_default()
                             .join(", ")
                     ),
-                };
+                } + note;
                 Hop::Return(Next::After(POLL))
             }
         }

@@ -60,14 +60,14 @@ fn observed() -> Observed {
     }
 }
 
-fn decide_with(
-    status: &RolloutStatus,
-    plan: &[Batch],
-    controls: &Controls,
-    observed: &Observed,
+fn input<'a>(
+    status: &'a RolloutStatus,
+    plan: &'a [Batch],
+    controls: &'a Controls,
+    observed: &'a Observed,
     now: SystemTime,
-) -> Output {
-    decide(&Input {
+) -> Input<'a> {
+    Input {
         status,
         release: RELEASE,
         plan,
@@ -79,7 +79,17 @@ fn decide_with(
         controls,
         observed,
         now,
-    })
+    }
+}
+
+fn decide_with(
+    status: &RolloutStatus,
+    plan: &[Batch],
+    controls: &Controls,
+    observed: &Observed,
+    now: SystemTime,
+) -> Output {
+    decide(&input(status, plan, controls, observed, now))
 }
 
 fn running(step: u32, state: StepState) -> RolloutStatus {
@@ -572,6 +582,90 @@ fn success_waits_for_the_hand_back_and_clean_traffic() {
 }
 
 #[test]
+fn once_the_workload_is_given_back_pause_abort_and_a_new_strategy_no_longer_apply() {
+    let mut status = running(2, StepState::Completed);
+    status.steps[2].finished = Some(time_text(at(5)));
+    let mut seen = observed();
+    seen.handed_back = Err("3 of 4 new pods ready".into());
+    seen.traffic_leftovers = Some(vec![]);
+    // Before the hand-back, a pause holds the release.
+    let paused = Controls {
+        paused: true,
+        ..Controls::default()
+    };
+    let out = decide_with(&status, &plan(), &paused, &seen, at(10));
+    assert_eq!(out.status.phase, Phase::Paused);
+    assert!(out.effects.is_empty(), "{:?}", out.effects);
+    // Given back: the hand-back is recorded with its time.
+    let out = decide_with(&status, &plan(), &Controls::default(), &seen, at(10));
+    assert_eq!(out.effects, [Effect::HandBack]);
+    assert_eq!(out.status.handing_back_since, Some(time_text(at(10))));
+    let given = out.status;
+    assert!(given.handing_back());
+    // A pause now holds nothing: the workload's own controller is already
+    // replacing the old pods. The release waits on, and ends.
+    let out = decide_with(&given, &plan(), &paused, &seen, at(11));
+    assert_eq!(out.status.phase, Phase::Progressing);
+    assert_eq!(out.effects, [Effect::HandBack]);
+    assert_eq!(
+        out.status.handing_back_since,
+        Some(time_text(at(10))),
+        "the hand-back keeps the time it began"
+    );
+    let mut set = condition_types::PAUSED;
+    let mut with_conditions = out.status.clone();
+    set_conditions(&mut with_conditions, true, 1, at(11));
+    let cond = |s: &RolloutStatus, t: &str| {
+        s.conditions
+            .iter()
+            .find(|c| c.kind == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(
+        cond(&with_conditions, set),
+        Some(("False".into(), reasons::NOT_PAUSED.into())),
+        "nothing is held once given back"
+    );
+    set = condition_types::PROGRESSING;
+    assert_eq!(
+        cond(&with_conditions, set),
+        Some(("True".into(), reasons::HANDING_BACK.into()))
+    );
+    // An abort: no rollback of a workload given back; said, not dropped.
+    let abort = Controls {
+        abort: Some("by a test".into()),
+        ..Controls::default()
+    };
+    let out = decide_with(&given, &plan(), &abort, &seen, at(12));
+    assert_eq!(out.status.phase, Phase::Progressing);
+    assert_eq!(out.effects, [Effect::HandBack]);
+    assert!(
+        out.status.message.ends_with(TOO_LATE),
+        "{}",
+        out.status.message
+    );
+    // A changed strategy starts nothing over.
+    let told = out.status;
+    let out = decide(&Input {
+        strategy: "s2",
+        ..input(&told, &plan(), &Controls::default(), &seen, at(13))
+    });
+    assert_eq!(out.status.current_step, 2);
+    assert_eq!(out.effects, [Effect::HandBack]);
+    // The end says the abort came too late.
+    seen.handed_back = Ok(());
+    let out = decide_with(&told, &plan(), &Controls::default(), &seen, at(14));
+    assert_eq!(out.status.phase, Phase::Succeeded);
+    assert_eq!(out.status.handing_back_since, None);
+    assert!(
+        out.status.message.starts_with("released: all 4 replicas")
+            && out.status.message.ends_with(TOO_LATE),
+        "{}",
+        out.status.message
+    );
+}
+
+#[test]
 fn rolled_back_waits_for_the_pods_then_for_every_traffic_object() {
     let mut status = running(1, StepState::Upgrading);
     status.phase = Phase::RollingBack;
@@ -910,7 +1004,22 @@ impl Run {
                 out.effects
             );
         }
-        if self.controls.paused && !matches!(s.phase, Phase::RollingBack | Phase::RolledBack) {
+        // A workload given back is neither held nor rolled back: the
+        // release only waits for its end.
+        if before.handing_back() {
+            prop_assert!(
+                matches!(s.phase, Phase::Progressing | Phase::Succeeded),
+                "{before:?} -> {s:?}"
+            );
+            prop_assert!(
+                out.effects
+                    .iter()
+                    .all(|e| matches!(e, Effect::HandBack | Effect::Unmark | Effect::StopAnalyses)),
+                "after the hand-back began: {:?}",
+                out.effects
+            );
+        } else if self.controls.paused && !matches!(s.phase, Phase::RollingBack | Phase::RolledBack)
+        {
             prop_assert!(
                 out.effects.iter().all(|e| *e == Effect::StopAnalyses),
                 "a paused release acted: {:?}",
@@ -1067,7 +1176,14 @@ proptest! {
             run.happen(e);
             run.reconcile()?;
         }
-        if matches!(run.status.phase, Phase::Progressing | Phase::Paused) {
+        if run.status.handing_back() {
+            // Too late: the workload is given back; the release ends as
+            // released and says the abort came too late.
+            run.happen(&Event::Abort);
+            run.reconcile()?;
+            prop_assert_eq!(run.heal()?, Phase::Succeeded);
+            prop_assert!(run.status.message.ends_with(TOO_LATE), "{}", run.status.message);
+        } else if matches!(run.status.phase, Phase::Progressing | Phase::Paused) {
             run.happen(&Event::Abort);
             run.reconcile()?;
             prop_assert_eq!(run.status.phase, Phase::RollingBack);
