@@ -21,6 +21,7 @@ mod analysis;
 mod cache;
 mod canary;
 pub mod events;
+mod looks;
 mod partition;
 mod queue;
 mod runner;
@@ -123,6 +124,8 @@ pub struct Ctx {
     /// The last look for a new pod that cannot run, per Rollout (namespace,
     /// name).
     pod_checks: std::sync::Mutex<HashMap<(String, String), PodCheck>>,
+    /// Those looks' pod lists, shared by the releases of a namespace.
+    pod_looks: looks::PodLooks,
 }
 
 /// Where in a release a look for new pods that cannot run was made: the
@@ -191,6 +194,7 @@ impl Ctx {
             clock: Clock::default(),
             created: Default::default(),
             pod_checks: Default::default(),
+            pod_looks: looks::PodLooks::default(),
             scope: Scope::All,
         }
     }

@@ -190,14 +190,23 @@ async fn failing_pod(
     let Some(labels) = &pins.canary else {
         return Ok(None);
     };
-    let selector = labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list = pods.list(&ListParams::default().labels(&selector)).await?;
-    for pod in &list.items {
+    let pods = match labels.iter().collect::<Vec<_>>().as_slice() {
+        // One label (every style's pin): listed with the other releases'
+        // looks of the namespace.
+        [(key, value)] => ctx.pod_looks.pods(&ctx.client, ns, key, value).await?,
+        _ => {
+            let selector = labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            Api::<Pod>::namespaced(ctx.client.clone(), ns)
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+        }
+    };
+    for pod in &pods {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
