@@ -313,6 +313,30 @@ fn query_problem(field: &str, metric: &pb::Metric) -> Option<(String, String)> {
 /// a style the workload kind does not take, traffic with no stable Service.
 pub fn release_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
     let mut problems = Vec::new();
+    // Enum numbers the proto does not define (a newer client's, or a
+    // mistake) are refused, not read as the default.
+    if let Some(w) = &spec.workload
+        && pb::WorkloadKind::try_from(w.kind).is_err()
+    {
+        problems.push((
+            "spec.workload.kind".into(),
+            format!(
+                "must be WORKLOAD_KIND_DEPLOYMENT or WORKLOAD_KIND_STATEFUL_SET, got the number {}",
+                w.kind
+            ),
+        ));
+    }
+    if let Some(s) = &spec.strategy
+        && pb::ReleaseStyle::try_from(s.style).is_err()
+    {
+        problems.push((
+            "spec.strategy.style".into(),
+            format!(
+                "must be RELEASE_STYLE_PARTITION, RELEASE_STYLE_CANARY or RELEASE_STYLE_BLUE_GREEN, got the number {}",
+                s.style
+            ),
+        ));
+    }
     let style = spec
         .strategy
         .as_ref()
@@ -432,6 +456,34 @@ mod tests {
 
     fn fields(problems: &[(String, String)]) -> Vec<&str> {
         problems.iter().map(|(f, _)| f.as_str()).collect()
+    }
+
+    #[test]
+    fn enum_numbers_the_proto_does_not_define_are_named() {
+        let mut bad = spec(
+            pb::WorkloadKind::Deployment,
+            pb::ReleaseStyle::Partition,
+            None,
+        );
+        bad.strategy
+            .as_mut()
+            .unwrap()
+            .canary
+            .as_mut()
+            .unwrap()
+            .steps[1]
+            .matches
+            .clear();
+        assert!(release_problems(&bad).is_empty());
+        bad.workload.as_mut().unwrap().kind = 99;
+        bad.strategy.as_mut().unwrap().style = 7;
+        let problems = release_problems(&bad);
+        assert_eq!(
+            fields(&problems),
+            ["spec.workload.kind", "spec.strategy.style"]
+        );
+        assert!(problems[0].1.contains("got the number 99"), "{problems:?}");
+        assert!(problems[1].1.contains("got the number 7"), "{problems:?}");
     }
 
     #[test]

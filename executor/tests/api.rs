@@ -908,6 +908,61 @@ async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn bad_revisions_enum_numbers_and_reasons_are_invalid_arguments_naming_them() {
+    let mut world = api_world("healthy").await;
+    world
+        .api
+        .start_rollout(start("web", simple_spec()))
+        .await
+        .unwrap();
+    for bad in ["garbage", "-5", "99999999999999999999"] {
+        let refused = world
+            .api
+            .watch_rollout(pb::WatchRolloutRequest {
+                namespace: "default".into(),
+                name: "web".into(),
+                since_revision: bad.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{bad}: {refused:?}");
+        assert_eq!(fields(&refused), ["since_revision"], "{refused:?}");
+    }
+    let mut spec = simple_spec();
+    spec.workload.as_mut().unwrap().kind = 99;
+    spec.strategy.as_mut().unwrap().style = 9;
+    let refused = refused(&mut world, spec).await;
+    assert_eq!(
+        fields(&refused),
+        ["spec.workload.kind", "spec.strategy.style"],
+        "{refused:?}"
+    );
+    let long = "x".repeat(1025);
+    let pause = world
+        .api
+        .pause(pb::PauseRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            reason: long.clone(),
+        })
+        .await
+        .unwrap_err();
+    let abort = world
+        .api
+        .abort(pb::AbortRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            reason: long,
+        })
+        .await
+        .unwrap_err();
+    for refused in [pause, abort] {
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert_eq!(fields(&refused), ["reason"], "{refused:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn pause_abort_and_promote_are_refused_once_the_workload_is_given_back() {
     let mut world = api_world("healthy").await;
     world

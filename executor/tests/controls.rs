@@ -238,6 +238,60 @@ async fn pause_and_resume_at_a_partition_step_keep_its_progress_until_promoted()
     assert_handed_back(&world, "registry.example/web:2.0").await;
 }
 
+/// `kubectl rollout resume` of the Deployment a release holds, with no
+/// webhook to keep the hold: the executor pauses it again rather than let
+/// its controller roll the held `Recreate` strategy out (every old pod
+/// down at once), and an abort then ends.
+#[tokio::test(start_paused = true)]
+async fn a_deployment_unpaused_mid_release_is_held_again_and_its_old_pods_stay() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml(
+            "Partition",
+            "[{replicas: 2, pause: {}}, {replicas: 50%}]",
+            "web",
+        ),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .unwrap();
+    let mut held = false;
+    for _ in 0..50 {
+        let d = deployments.get("web").await.unwrap();
+        if d.spec.unwrap().paused == Some(true) {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held, "the hold is back");
+    // The batch holds: 2 new pods, the stable ones back to 8.
+    for _ in 0..100 {
+        if ready_with(&world, "registry.example/web:1.0").await == 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_held(&world, &rollouts, 0, 2).await;
+    assert_eq!(ready_with(&world, "registry.example/web:1.0").await, 8);
+    abort(&rollouts).await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+    assert_eq!(ready_with(&world, "registry.example/web:1.0").await, 10);
+    let d = deployments.get("web").await.unwrap();
+    assert_ne!(d.spec.unwrap().paused, Some(true), "given back unpaused");
+}
+
 /// The new version's ReplicaSet's `spec.replicas`.
 async fn new_replicas(world: &World) -> i32 {
     sets_running(world, "registry.example/web:2.0")

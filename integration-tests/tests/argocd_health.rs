@@ -269,21 +269,36 @@ fn a_release_in_flight_names_its_phase_step_and_message() {
 
 #[test]
 fn handing_the_workload_back_after_the_last_step_is_still_progressing() {
-    let mut last = status(
+    // Blue-green's rollback window: still releasing (Pause and Abort apply).
+    let mut window = status(
         Phase::Progressing,
         2,
         "all traffic on the new version; the old version is kept until 2023-11-14T22:23:20Z",
     );
-    last.step_state = StepState::Completed;
-    let last = written(last, false);
+    window.step_state = StepState::Completed;
+    let mut given = window.clone();
+    let window = written(window, false);
     assert_eq!(
-        reason_of(&last, condition_types::PROGRESSING),
+        reason_of(&window, condition_types::PROGRESSING),
+        format!("True/{}", reasons::RELEASING)
+    );
+    assert_health(
+        &rollout(GENERATION, Some(window)),
+        "Progressing",
+        &["Progressing at step 3/3", "the old version is kept until"],
+    );
+    // Given back to its controller.
+    given.handing_back_since = Some("2023-11-14T22:23:20Z".into());
+    given.message = "handing back: 3 of 4 new pods ready".into();
+    let given = written(given, false);
+    assert_eq!(
+        reason_of(&given, condition_types::PROGRESSING),
         format!("True/{}", reasons::HANDING_BACK)
     );
     assert_health(
-        &rollout(GENERATION, Some(last)),
+        &rollout(GENERATION, Some(given)),
         "Progressing",
-        &["Progressing at step 3/3", "the old version is kept until"],
+        &["Progressing at step 3/3", "handing back: 3 of 4"],
     );
 }
 

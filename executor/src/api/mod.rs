@@ -243,6 +243,23 @@ pub(crate) fn finished(p: Phase) -> bool {
     matches!(p, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
 }
 
+/// The longest reason a Pause or an Abort takes (it is kept in an
+/// annotation and said in the rollout's message).
+const MAX_REASON_BYTES: usize = 1024;
+
+fn check_reason(reason: &str) -> Result<(), Status> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(invalid_field(
+            "reason",
+            format!(
+                "must be at most {MAX_REASON_BYTES} bytes, got {}",
+                reason.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// How many times a control call reads and writes again when the Rollout
 /// changed between its read and its write.
 const CHECKED_WRITE_TRIES: usize = 5;
@@ -567,6 +584,16 @@ impl Rollouts for RolloutsApi {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
         let (namespace, name) = (r.namespace.clone(), r.name.clone());
+        // A revision is one this API answered with: a decimal number.
+        if !r.since_revision.is_empty() && r.since_revision.parse::<u64>().is_err() {
+            return Err(invalid_field(
+                "since_revision",
+                format!(
+                    "must be a revision a Rollout was returned with (a decimal number), got {:?}",
+                    r.since_revision.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
         let api = self.rollouts(&namespace)?;
         let current = get(&api, &namespace, &name).await?;
         let revision = current.resource_version().unwrap_or_default();
@@ -614,6 +641,19 @@ impl Rollouts for RolloutsApi {
                 if handing_back(current) {
                     return Err(too_late(ns, name, "there is nothing left to promote"));
                 }
+                // A spec asking for another version that the executor has
+                // not started yet: the step shown is the old release's.
+                let recorded = current.status.as_ref().map_or("", |s| s.release.as_str());
+                if !current.spec.bound()
+                    && !recorded.is_empty()
+                    && recorded != crate::machine::release_id(&current.spec)
+                {
+                    return Err(Status::failed_precondition(format!(
+                        "rollout {ns}/{name} asks for a new release the executor has not \
+                         started yet; a Promote meant for the one it replaces is refused \
+                         rather than dropped: Promote once the new one runs"
+                    )));
+                }
                 // The step it was asked at: a promotion that crosses a step
                 // the executor just recorded does not skip the next one.
                 let step = current.status.as_ref().map_or(0, |s| s.current_step);
@@ -630,6 +670,7 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
+        check_reason(&r.reason)?;
         self.set_paused(&r.namespace, &r.name, true).await
     }
 
@@ -648,6 +689,7 @@ impl Rollouts for RolloutsApi {
     ) -> Result<Response<pb::Rollout>, Status> {
         let r = request.get_ref();
         check_target(&request, &r.namespace, &r.name)?;
+        check_reason(&r.reason)?;
         let (ns, name) = (r.namespace.as_str(), r.name.as_str());
         let reason = if r.reason.is_empty() {
             "aborted by request"

@@ -464,7 +464,61 @@ pub(super) async fn reconcile(
             ),
         ));
     };
+    if restore_hold(ctx, rollout, &w, status).await? {
+        // The write's event brings the next look, on the Deployment held.
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     steps::drive(ctx, rollout, consumed, &w, status).await
+}
+
+/// Pauses the Deployment again when its hold was lost mid-release: unpaused
+/// by `kubectl rollout resume` (or any write) with no admission webhook to
+/// keep the hold, kube-controller-manager rolls the held `Recreate`
+/// strategy out itself, taking every old pod down while the executor scales
+/// them back, without end. Says so in a Warning Event; returns whether it
+/// wrote.
+async fn restore_hold(
+    ctx: &Ctx,
+    rollout: &Rollout,
+    w: &Workload,
+    status: &RolloutStatus,
+) -> Result<bool, Error> {
+    use crate::crd::Phase;
+    let releasing = matches!(status.phase, Phase::Progressing | Phase::Paused)
+        && !status.handing_back()
+        && !status.canary_revision.is_empty();
+    // A rollback gives the Deployment back itself once the stable pods
+    // are up, with the stable template: held until then.
+    let rolling_back = status.phase == Phase::RollingBack
+        && w.by_hash(&status.stable_revision)
+            .is_some_and(|stable| template_of(stable) != deployment_template(&w.deployment));
+    let paused = w.deployment.spec.as_ref().and_then(|s| s.paused) == Some(true);
+    if paused || !(releasing || rolling_back) || !w.ours(&rollout.name_any()) {
+        return Ok(false);
+    }
+    w.patch_deployment(json!({
+        "metadata": {"resourceVersion": w.deployment.resource_version()},
+        "spec": {"paused": true, "strategy": hold_strategy()},
+    }))
+    .await?;
+    let name = w.deployment.name_any();
+    tracing::warn!(rollout = %rollout.name_any(), deployment = %name, "the release's hold was lost; paused again");
+    super::send_event(
+        ctx,
+        rollout,
+        kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: "HoldRestored".into(),
+            note: Some(format!(
+                "Deployment {name:?} was unpaused during the release (kubectl rollout resume?) \
+                 and paused again: the release moves its pods. Pause or abort the release \
+                 through its Rollout (sluice rollout pause|abort)"
+            )),
+            action: "Reconcile".into(),
+            secondary: None,
+        },
+    );
+    Ok(true)
 }
 
 /// Whether a Deployment's own controller has finished rolling it out:

@@ -13,7 +13,7 @@
 use std::time::SystemTime;
 
 use super::time_text;
-use crate::crd::{Phase, RolloutCondition, RolloutStatus, StepState, Verdict};
+use crate::crd::{Phase, RolloutCondition, RolloutStatus, Verdict};
 
 /// Condition types.
 pub mod condition_types {
@@ -75,10 +75,10 @@ pub fn set_conditions(
         phase,
         Phase::Pending | Phase::Progressing | Phase::Paused | Phase::RollingBack
     );
-    let handing_back = phase == Phase::Progressing
-        && status.step_state == StepState::Completed
-        && status.total_steps > 0
-        && status.current_step + 1 >= status.total_steps;
+    // Only once the workload is given back: a blue-green release keeping
+    // its old version for the rollback window still releases (Pause and
+    // Abort still apply there).
+    let handing_back = phase == Phase::Progressing && status.handing_back();
     let progressing_reason = match phase {
         Phase::Pending => r::WAITING,
         Phase::Progressing if handing_back => r::HANDING_BACK,
