@@ -908,7 +908,8 @@ async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn bad_revisions_enum_numbers_and_reasons_are_invalid_arguments_naming_them() {
+async fn bad_revisions_enum_numbers_and_reasons_are_refused_as_is_a_promote_of_a_replaced_release()
+{
     let mut world = api_world("healthy").await;
     world
         .api
@@ -937,6 +938,26 @@ async fn bad_revisions_enum_numbers_and_reasons_are_invalid_arguments_naming_the
         ["spec.workload.kind", "spec.strategy.style"],
         "{refused:?}"
     );
+    // A Promote meant for the release a new spec replaces: refused, not
+    // dropped once the new release starts.
+    set_status(
+        &world,
+        "web",
+        json!({"phase": "Paused", "currentStep": 1, "totalSteps": 2, "stepState": "Paused",
+               "release": "the-replaced-release"}),
+    )
+    .await;
+    let promote = world
+        .api
+        .promote(pb::PromoteRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            full: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(promote.code(), Code::FailedPrecondition, "{promote:?}");
+    assert!(promote.message().contains("new release"), "{promote:?}");
     let long = "x".repeat(1025);
     let pause = world
         .api
