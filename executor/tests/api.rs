@@ -526,6 +526,39 @@ async fn get(world: &mut ApiWorld, name: &str) -> pb::Rollout {
         .into_inner()
 }
 
+/// Pause, Resume, Abort and Promote requests for rollout `name` of
+/// `default`.
+fn pause_of(name: &str, reason: &str) -> pb::PauseRequest {
+    pb::PauseRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        reason: reason.into(),
+    }
+}
+
+fn resume_of(name: &str) -> pb::ResumeRequest {
+    pb::ResumeRequest {
+        namespace: "default".into(),
+        name: name.into(),
+    }
+}
+
+fn abort_of(name: &str, reason: &str) -> pb::AbortRequest {
+    pb::AbortRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        reason: reason.into(),
+    }
+}
+
+fn promote_of(name: &str, full: bool) -> pb::PromoteRequest {
+    pb::PromoteRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        full,
+    }
+}
+
 /// Writes `status` on rollout `name`, as the controller would.
 async fn set_status(world: &ApiWorld, name: &str, status: serde_json::Value) {
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
@@ -561,11 +594,7 @@ async fn the_status_shows_the_pause_the_time_taken_and_each_conditions_generatio
     .await;
     let paused = world
         .api
-        .pause(pb::PauseRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-            reason: String::new(),
-        })
+        .pause(pause_of("web", ""))
         .await
         .unwrap()
         .into_inner();
@@ -575,14 +604,7 @@ async fn the_status_shows_the_pause_the_time_taken_and_each_conditions_generatio
     let running = status.elapsed.unwrap().seconds;
     assert!(running > 3600, "runs to now while it runs: {running}s");
 
-    world
-        .api
-        .resume(pb::ResumeRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-        })
-        .await
-        .unwrap();
+    world.api.resume(resume_of("web")).await.unwrap();
     set_status(
         &world,
         "web",
@@ -869,11 +891,7 @@ async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() 
     }
     let aborted = world
         .api
-        .abort(pb::AbortRequest {
-            namespace: "default".into(),
-            name: "pending".into(),
-            reason: "not today".into(),
-        })
+        .abort(abort_of("pending", "not today"))
         .await
         .unwrap()
         .into_inner();
@@ -896,11 +914,7 @@ async fn abort_calls_off_a_pending_release_and_pause_does_not_hold_a_rollback() 
     set_status(&world, "rolling-back", json!({"phase": "RollingBack"})).await;
     let refused = world
         .api
-        .pause(pb::PauseRequest {
-            namespace: "default".into(),
-            name: "rolling-back".into(),
-            ..Default::default()
-        })
+        .pause(pause_of("rolling-back", ""))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
@@ -949,34 +963,14 @@ async fn bad_revisions_enum_numbers_and_reasons_are_refused_as_is_a_promote_of_a
     .await;
     let promote = world
         .api
-        .promote(pb::PromoteRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-            full: false,
-        })
+        .promote(promote_of("web", false))
         .await
         .unwrap_err();
     assert_eq!(promote.code(), Code::FailedPrecondition, "{promote:?}");
     assert!(promote.message().contains("new release"), "{promote:?}");
     let long = "x".repeat(1025);
-    let pause = world
-        .api
-        .pause(pb::PauseRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-            reason: long.clone(),
-        })
-        .await
-        .unwrap_err();
-    let abort = world
-        .api
-        .abort(pb::AbortRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-            reason: long,
-        })
-        .await
-        .unwrap_err();
+    let pause = world.api.pause(pause_of("web", &long)).await.unwrap_err();
+    let abort = world.api.abort(abort_of("web", &long)).await.unwrap_err();
     for refused in [pause, abort] {
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
         assert_eq!(fields(&refused), ["reason"], "{refused:?}");
@@ -999,25 +993,10 @@ async fn pause_abort_and_promote_are_refused_once_the_workload_is_given_back() {
                "handbackAfter": "2030-01-01T00:00:00Z", "release": "r"}),
     )
     .await;
-    world
-        .api
-        .pause(pb::PauseRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    world.api.pause(pause_of("web", "")).await.unwrap();
     let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
     assert!(rollouts.get("web").await.unwrap().spec.paused);
-    world
-        .api
-        .resume(pb::ResumeRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-        })
-        .await
-        .unwrap();
+    world.api.resume(resume_of("web")).await.unwrap();
     // Given back: nothing is left to hold, call off or promote.
     set_status(
         &world,
@@ -1027,31 +1006,15 @@ async fn pause_abort_and_promote_are_refused_once_the_workload_is_given_back() {
     )
     .await;
     let before = rollouts.get("web").await.unwrap();
-    let pause = world
-        .api
-        .pause(pb::PauseRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let pause = world.api.pause(pause_of("web", "")).await.unwrap_err();
     let abort = world
         .api
-        .abort(pb::AbortRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-            reason: "too late".into(),
-        })
+        .abort(abort_of("web", "too late"))
         .await
         .unwrap_err();
     let promote = world
         .api
-        .promote(pb::PromoteRequest {
-            namespace: "default".into(),
-            name: "web".into(),
-            full: true,
-        })
+        .promote(promote_of("web", true))
         .await
         .unwrap_err();
     for refused in [&pause, &abort, &promote] {
@@ -1246,11 +1209,7 @@ async fn a_held_change_after_an_ended_release_reads_as_pending_until_the_executo
     // Pause acts on the waiting release rather than being refused as ended.
     let paused = world
         .api
-        .pause(pb::PauseRequest {
-            namespace: "default".into(),
-            name: "web-binding".into(),
-            ..pb::PauseRequest::default()
-        })
+        .pause(pause_of("web-binding", ""))
         .await
         .unwrap()
         .into_inner();
@@ -1305,11 +1264,7 @@ async fn a_newer_template_mid_release_reads_as_pending_and_its_promote_is_refuse
     assert_eq!(status.stable_revision, "abc");
     let refused = world
         .api
-        .promote(pb::PromoteRequest {
-            namespace: "default".into(),
-            name: "web-binding".into(),
-            full: false,
-        })
+        .promote(promote_of("web-binding", false))
         .await
         .unwrap_err();
     assert_eq!(
@@ -1323,15 +1278,7 @@ async fn a_newer_template_mid_release_reads_as_pending_and_its_promote_is_refuse
 async fn a_promote_of_an_ended_rollout_says_it_ended_even_when_paused_on_request() {
     let mut world = api_world("healthy").await;
     create_web_binding(&world).await;
-    world
-        .api
-        .pause(pb::PauseRequest {
-            namespace: "default".into(),
-            name: "web-binding".into(),
-            reason: String::new(),
-        })
-        .await
-        .unwrap();
+    world.api.pause(pause_of("web-binding", "")).await.unwrap();
     set_status(
         &world,
         "web-binding",
@@ -1340,11 +1287,7 @@ async fn a_promote_of_an_ended_rollout_says_it_ended_even_when_paused_on_request
     .await;
     let refused = world
         .api
-        .promote(pb::PromoteRequest {
-            namespace: "default".into(),
-            name: "web-binding".into(),
-            full: false,
-        })
+        .promote(promote_of("web-binding", false))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
