@@ -535,6 +535,29 @@ async fn a_scale_in_a_steps_pause_and_controls_at_the_hand_back_on_a_real_contro
     );
     wait_deployment_ready(plane, &deployments, "web", 8).await;
 
+    // `kubectl rollout resume` with no webhook to keep the hold: paused
+    // again, and kube-controller-manager does not roll the held Recreate
+    // strategy out (which takes every old pod down at once).
+    let (ok, out) = plane.kubectl(&["rollout", "resume", "deployment/web"]);
+    assert!(ok, "{out}");
+    let mut held = false;
+    for _ in 0..100 {
+        let d = deployments.get("web").await.unwrap();
+        if d.spec.and_then(|s| s.paused) == Some(true) {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held, "the hold is back: {:#?}", trace(&statuses.1));
+    wait_deployment_ready(plane, &deployments, "web", 8).await;
+    assert_eq!(
+        scales.1.lock().unwrap().last(),
+        Some(&2),
+        "the batch stays: {:?}",
+        scales.1.lock().unwrap()
+    );
+
     // Promoted to the end; a pause and an abort written the moment the
     // workload is given back (kubectl writes them without the API's
     // refusal).
