@@ -863,3 +863,96 @@ async fn partition_rollouts_waiting_for_one_deployment_take_it_one_at_a_time() {
 async fn canary_rollouts_waiting_for_one_deployment_take_it_one_at_a_time() {
     rollouts_waiting_for_one_deployment_take_it_one_at_a_time("Canary").await;
 }
+
+/// A Rollout deleted in flight (`kubectl delete` of an API-started one, or
+/// DeleteRollout with `force`) leaves the Deployment as its release left
+/// it, held. A Rollout made next for that Deployment says its holder is
+/// gone and how to free it, rather than wait for a release nobody drives;
+/// the holder made again takes that release over where it was, and once
+/// it is aborted the next Rollout goes on.
+#[tokio::test(start_paused = true)]
+async fn a_hold_left_by_a_deleted_rollout_is_named_and_taken_over_by_its_name() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let steps = "[{replicas: 50%, pause: {}}, {replicas: 100%}]";
+    let rollouts = start(&world, &rollout_yaml("Partition", steps, "web")).await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    assert_eq!(ready_with(&world, "registry.example/web:2.0").await, 5);
+    rollouts.delete("web", &Default::default()).await.unwrap();
+    for _ in 0..100 {
+        if rollouts.get_opt("web").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rollouts.get_opt("web").await.unwrap().is_none());
+    let mut next = rollout_yaml("Partition", "[{replicas: 100%}]", "web");
+    next.metadata.name = Some("next".into());
+    next.spec.images[0].image = "registry.example/web:3.0".into();
+    rollouts
+        .create(&PostParams::default(), &next)
+        .await
+        .unwrap();
+    let of_next = || {
+        let rollouts = rollouts.clone();
+        async move {
+            rollouts
+                .get("next")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+        }
+    };
+    let mut named = false;
+    for _ in 0..100 {
+        let s = of_next().await;
+        assert_eq!(s.phase, Phase::Pending, "{s:#?}");
+        if s.message
+            .contains("Rollout \"web\", which no longer exists")
+            && s.message.contains("Create Rollout \"web\" again")
+        {
+            named = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(named, "{:#?}", of_next().await);
+    // The half-released Deployment is left as it was meanwhile.
+    assert_eq!(ready_with(&world, "registry.example/web:2.0").await, 5);
+    // The holder again: it takes its release over at its step, pods kept.
+    start(&world, &rollout_yaml("Partition", steps, "web")).await;
+    wait_for(&rollouts, "paused at step 1 again", |s| {
+        finished(s.phase) || paused_at_step(0)(s)
+    })
+    .await;
+    assert_eq!(status(&rollouts).await.phase, Phase::Paused);
+    assert_eq!(ready_with(&world, "registry.example/web:2.0").await, 5);
+    // At its next look, the waiting Rollout names a holder that exists.
+    for _ in 0..600 {
+        if of_next()
+            .await
+            .message
+            .contains("whose release must end first")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = of_next().await;
+    assert_eq!(s.phase, Phase::Pending, "{s:#?}");
+    assert!(s.message.contains("whose release must end first"), "{s:#?}");
+    abort(&rollouts).await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+    // Then the next Rollout releases 3.0 to the end.
+    for _ in 0..600 {
+        if finished(of_next().await.phase) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = of_next().await;
+    assert_eq!(s.phase, Phase::Succeeded, "{s:#?}");
+    assert_handed_back(&world, "registry.example/web:3.0").await;
+}

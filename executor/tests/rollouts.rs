@@ -889,3 +889,150 @@ async fn release_none_missing(world: &common::World, steps: serde_json::Value) -
     rollouts.create(&PostParams::default(), &r).await.unwrap();
     rollouts
 }
+
+/// A Deployment scaled down mid-release until its batch is every pod (one
+/// replica at 50% is one new pod), then scaled up again. With the stable
+/// set at 0 the new one is the paused Deployment's lone ReplicaSet with
+/// pods, which the Deployment controller (as kube-controller-manager's
+/// `scale`) sizes to the new `replicas` at once: the batch must come back
+/// to half new, half stable, without more new pods serving than the batch
+/// and without the two controllers taking turns on either set.
+#[tokio::test(start_paused = true)]
+async fn a_scale_up_after_a_scale_down_to_a_lone_new_set_keeps_the_batch() {
+    use futures::StreamExt;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::{WatchStreamExt, watcher};
+    use serde_json::json;
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = release_none_missing(
+        &world,
+        json!([{"replicas": "50%", "pause": {}}, {"replicas": "100%"}]),
+    )
+    .await;
+    wait_phase(&rollouts, |p| p == Phase::Paused).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    let sets: Api<ReplicaSet> = Api::default_namespaced(world.client.clone());
+    let scale = |n: i32| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": n}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let is_new = |rs: &ReplicaSet| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.as_deref())
+            == Some("registry.example/web:2.0")
+    };
+    let counts = |rs: &ReplicaSet| {
+        (
+            rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            rs.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+        )
+    };
+    // (new spec, new ready, stable spec, stable ready) at each of the two
+    // sets' events.
+    let sets_now = || {
+        let sets = sets.clone();
+        async move {
+            let all = sets.list(&ListParams::default()).await.unwrap().items;
+            let new = all
+                .iter()
+                .find(|rs| is_new(rs))
+                .map(counts)
+                .unwrap_or((0, 0));
+            let old = all
+                .iter()
+                .filter(|rs| !is_new(rs))
+                .map(counts)
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            (new.0, new.1, old.0, old.1)
+        }
+    };
+    scale(1).await;
+    let mut lone = false;
+    for _ in 0..600 {
+        if sets_now().await == (1, 1, 0, 0) {
+            lone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        lone,
+        "one replica at 50% never became one new pod: {:?}",
+        sets_now().await
+    );
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    let mut events = watcher(sets.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let recorder = tokio::spawn(async move {
+        let mut now = std::collections::BTreeMap::new();
+        while let Some(Ok(rs)) = events.next().await {
+            now.insert(is_new(&rs), counts(&rs));
+            let at = |new: bool| now.get(&new).copied().unwrap_or((0, 0));
+            let (n, o) = (at(true), at(false));
+            record.lock().unwrap().push((n.0, n.1, o.0, o.1));
+        }
+    });
+    let generations = || {
+        let sets = sets.clone();
+        async move {
+            let all = sets.list(&ListParams::default()).await.unwrap().items;
+            let of = |new: bool| -> i64 {
+                all.iter()
+                    .filter(|rs| is_new(rs) == new)
+                    .map(|rs| rs.metadata.generation.unwrap_or(0))
+                    .sum()
+            };
+            (of(true), of(false))
+        }
+    };
+    let before = generations().await;
+    scale(10).await;
+    let mut back = false;
+    for _ in 0..600 {
+        if sets_now().await == (5, 5, 5, 5) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Settle, then look at what happened on the way.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert!(back, "the batch never came back to 5 and 5: {seen:?}");
+    assert_eq!(sets_now().await, (5, 5, 5, 5), "{seen:?}");
+    let most_new_ready = seen.iter().map(|s| s.1).max().unwrap_or(0);
+    assert!(
+        most_new_ready <= 5,
+        "{most_new_ready} new pods were ready at once at a batch of 5: {seen:?}"
+    );
+    let after = generations().await;
+    let (new_writes, old_writes) = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        new_writes <= 4 && old_writes <= 4,
+        "the sets were written {new_writes} (new) and {old_writes} (stable) times: {seen:?}"
+    );
+    // The release goes on from there to its end.
+    annotate(&rollouts, sluice_executor::keys::PROMOTE, "full:0").await;
+    let done = wait_phase(&rollouts, finished).await;
+    assert_eq!(done.status.unwrap().phase, Phase::Succeeded);
+}

@@ -227,7 +227,21 @@ async fn get(api: &Api<Rollout>, namespace: &str, name: &str) -> Result<Rollout,
         .get(name)
         .await
         .map_err(|e| kube_status(e, Target::Rollout(namespace, name)))?;
+    if deleted(&stored) {
+        return Err(Status::not_found(format!(
+            "rollout {namespace}/{name} not found"
+        )));
+    }
     Ok(shown(api, stored).await)
+}
+
+/// Whether a Rollout is deleted but for the garbage collector's `orphan`
+/// finalizer (a forced DeleteRollout leaves what it made in place that
+/// way, and the collector takes the Rollout away moments later): to the
+/// API it no longer exists, as the delete answered. A bound Rollout that
+/// still gives its workload back keeps its own finalizer and is shown.
+pub(crate) fn deleted(r: &Rollout) -> bool {
+    r.metadata.deletion_timestamp.is_some() && r.finalizers().iter().all(|f| f == "orphan")
 }
 
 /// `rollout`, just read or written through `api`, as the API shows it.
@@ -559,6 +573,7 @@ impl Rollouts for RolloutsApi {
         let mut visible: Vec<Rollout> = items
             .into_iter()
             .filter(|ro| caller.may_access(&ro.namespace().unwrap_or_default()))
+            .filter(|ro| !deleted(ro))
             .filter(|ro| {
                 r.phases.is_empty() || r.phases.contains(&convert::proto_phase(phase_of(ro)))
             })
@@ -785,5 +800,38 @@ impl Rollouts for RolloutsApi {
             .map_err(|e| kube_status(e, target))?;
         tracing::info!(namespace = %r.namespace, name = %r.name, ?phase, force = r.force, "rollout deleted");
         Ok(Response::new(convert::rollout_to_proto(&current)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(deleting: bool, finalizers: &[&str]) -> Rollout {
+        let mut r: Rollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"workload": {"kind": "Deployment", "name": "web"}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        if deleting {
+            r.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+        }
+        r.metadata.finalizers = Some(finalizers.iter().map(|f| (*f).to_owned()).collect());
+        r
+    }
+
+    #[test]
+    fn a_forced_delete_waiting_only_for_the_collector_is_gone_to_the_api() {
+        assert!(deleted(&with(true, &["orphan"])));
+        assert!(deleted(&with(true, &[])));
+        // A bound Rollout giving its workload back is still there.
+        assert!(!deleted(&with(true, &["orphan", keys::FINALIZER])));
+        assert!(!deleted(&with(true, &[keys::FINALIZER])));
+        assert!(!deleted(&with(false, &["orphan"])));
     }
 }

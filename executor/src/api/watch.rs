@@ -93,6 +93,12 @@ impl Watch {
                 None => self.events = None,
                 Some(Ok(WatchEvent::Added(ro) | WatchEvent::Modified(ro))) => {
                     self.revision = ro.resource_version().unwrap_or_default();
+                    // Deleted with force: gone to the API already (see
+                    // `deleted`), whatever the collector still holds.
+                    if super::deleted(&ro) {
+                        self.ended = true;
+                        return Some(Ok(event(pb::RolloutEventType::Deleted, &ro)));
+                    }
                     // Not ended while a change of the workload waits.
                     let ro = super::shown(&self.api, ro).await;
                     self.ended = finished(phase_of(&ro));

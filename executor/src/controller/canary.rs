@@ -297,6 +297,10 @@ impl steps::Release for Canary {
         self.replicas
     }
 
+    fn holder(&self) -> Option<String> {
+        self.deployment.annotations().get(keys::ROLLOUT).cloned()
+    }
+
     fn running_revision(&self) -> Option<String> {
         let canary_pods = self
             .canary_rs

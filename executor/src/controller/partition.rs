@@ -391,8 +391,8 @@ impl Workload {
     }
 
     /// Sets a ReplicaSet's `desired-replicas` to `desired`, from the state
-    /// it was read in (as [`Workload::scale`] does).
-    async fn mark_desired(&self, rs: &ReplicaSet, desired: u32) -> Result<(), Error> {
+    /// it was read in (as [`Workload::scale`] does); whether it wrote.
+    async fn mark_desired(&self, rs: &ReplicaSet, desired: u32) -> Result<bool, Error> {
         tracing::debug!(replicaset = %rs.name_any(), desired, "unsaturating");
         self.patch_as_read(
             rs,
@@ -402,7 +402,9 @@ impl Workload {
     }
 
     /// Scales a ReplicaSet from the state it was read in.
-    async fn scale(&self, rs: &ReplicaSet, replicas: u32) -> Result<(), Error> {
+    /// Scales a ReplicaSet from the state it was read in; whether it wrote
+    /// (see [`Workload::patch_as_read`]).
+    async fn scale(&self, rs: &ReplicaSet, replicas: u32) -> Result<bool, Error> {
         tracing::debug!(replicaset = %rs.name_any(), replicas, "scaling");
         // With the annotations kube-controller-manager reads to tell a
         // saturated ReplicaSet (it writes them when it scales): stale ones
@@ -425,15 +427,15 @@ impl Workload {
     /// Merge-patches a ReplicaSet on condition that it is still at the
     /// version read: when it changed since (a cached read lagging a
     /// write), nothing is written and the change's own event brings the
-    /// next reconcile.
-    async fn patch_as_read(&self, rs: &ReplicaSet, mut patch: Value) -> Result<(), Error> {
+    /// next reconcile. Whether it wrote.
+    async fn patch_as_read(&self, rs: &ReplicaSet, mut patch: Value) -> Result<bool, Error> {
         patch["metadata"]["resourceVersion"] = json!(rs.resource_version());
         match self.patch_replicaset(rs, &patch).await {
             Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
                 tracing::debug!(replicaset = %rs.name_any(), "read was stale; waiting for the watch");
-                Ok(())
+                Ok(false)
             }
-            other => other,
+            other => other.map(|()| true),
         }
     }
 }
@@ -838,6 +840,10 @@ impl steps::Release for Workload {
         self.replicas
     }
 
+    fn holder(&self) -> Option<String> {
+        self.deployment.annotations().get(keys::ROLLOUT).cloned()
+    }
+
     fn running_revision(&self) -> Option<String> {
         sole_revision(&self.owned, self.replicas)
     }
@@ -914,7 +920,13 @@ impl steps::Release for Workload {
                     .others_with_pods(&status.canary_revision)
                     .all(|rs| hash_of(rs) == status.stable_revision),
             pod_share: (100 * ready_new.min(n)).checked_div(n).unwrap_or(0),
-            misplaced: false,
+            // More new pods asked for than the batch, or fewer stable ones:
+            // what kube-controller-manager does to a paused Deployment's
+            // lone ReplicaSet with pods when it is scaled (it sizes that
+            // set to `replicas`), and what a user's write to a set does.
+            // Moved back at each look, a step's pause included; unready
+            // new pods go at once, before they take traffic.
+            misplaced: spec_replicas(canary) > target_new || spec_replicas(stable) < n - target_new,
         })
     }
 
@@ -1349,15 +1361,15 @@ async fn move_pods(
         let healthy = ready(rs).min(spec);
         let cut = (spec - healthy) + healthy.min(budget);
         budget -= healthy.min(budget);
-        if cut > 0 {
-            w.scale(rs, spec - cut).await?;
+        if cut > 0 && !w.scale(rs, spec - cut).await? {
+            return Ok(());
         }
     }
     let existing = (new_spec + old_spec).max(pods(canary) + pods(stable)) + leftover;
     if new_spec < target_new {
         let room = (n + w.surge).saturating_sub(existing);
-        if room > 0 {
-            w.scale(canary, (new_spec + room).min(target_new)).await?;
+        if room > 0 && !w.scale(canary, (new_spec + room).min(target_new)).await? {
+            return Ok(());
         }
     } else if new_spec > target_new {
         // Fewer new pods than there are (a smaller batch after a changed
@@ -1369,15 +1381,17 @@ async fn move_pods(
         let ready_cut = (new_spec - target_new).saturating_sub(unready).min(budget);
         budget -= ready_cut;
         let cut = (new_spec - target_new).min(unready) + ready_cut;
-        if cut > 0 {
-            w.scale(canary, new_spec - cut).await?;
+        if cut > 0 && !w.scale(canary, new_spec - cut).await? {
+            return Ok(());
         }
     } else if new_spec > 0 && desired_replicas(canary).is_some_and(|d| d != n) {
         // The batch is what runs, under a mark another look changed (see
         // below) or a resize made stale: the mark says replicas again, or
         // the Deployment controller, given the Deployment back, would take
         // every sync for a resize and never roll out itself again.
-        w.mark_desired(canary, n).await?;
+        if !w.mark_desired(canary, n).await? {
+            return Ok(());
+        }
     }
     if old_spec > target_old {
         // Old pods go as new ones become ready, keeping at least
@@ -1393,8 +1407,11 @@ async fn move_pods(
         // to 0 (kube-controller-manager's `scale`): a stable set scaled up
         // beside it would be scaled back at once, again at each look. Its
         // mark says the batch first, so the stable pods can come back.
-        if new_spec >= n && desired_replicas(canary) == Some(n) {
-            w.mark_desired(canary, target_new).await?;
+        if new_spec >= n
+            && desired_replicas(canary) == Some(n)
+            && !w.mark_desired(canary, target_new).await?
+        {
+            return Ok(());
         }
         w.scale(stable, target_old).await?;
     }

@@ -324,6 +324,10 @@ impl steps::Release for Set {
         self.replicas
     }
 
+    fn holder(&self) -> Option<String> {
+        self.sts.annotations().get(keys::ROLLOUT).cloned()
+    }
+
     fn running_revision(&self) -> Option<String> {
         let (current, update) = self.revisions();
         let (pods, ready) = self.pods_at(&current);

@@ -53,6 +53,8 @@ pub(super) trait Release {
     fn running_revision(&self) -> Option<String> {
         None
     }
+    /// The Rollout whose mark is on the workload, if any.
+    fn holder(&self) -> Option<String>;
     /// Whether the release may start.
     fn start_check(&self, rollout: &Rollout, status: &RolloutStatus) -> Start;
     /// How far the workload is towards `batch`; `None` when the release's
@@ -317,6 +319,12 @@ pub(super) async fn drive<R: Release>(
     let mut observed = Observed::default();
     if new_release || status.phase == crate::crd::Phase::Pending {
         observed.start = w.start_check(rollout, status);
+        if matches!(observed.start, Start::Busy(_))
+            && let Some(holder) = w.holder().filter(|h| *h != rollout.name_any())
+            && let Some(why) = abandoned(ctx, rollout, &holder).await?
+        {
+            observed.start = Start::Busy(why);
+        }
         if matches!(observed.start, Start::Ready | Start::NothingToDo)
             && let Some(other) = releasing_beside(ctx, rollout)
         {
@@ -528,6 +536,49 @@ fn waiting(status: &mut RolloutStatus, release: String, why: String) {
 /// go, a moment before that holder's final status is written; a release
 /// starting in that moment would put two under way on one workload for
 /// whoever watches the Rollouts, so it waits for the other's end.
+/// Why a start waits on a workload that carries the mark of `holder`, a
+/// Rollout that no longer exists (deleted in flight, which leaves the
+/// workload as it was; `kubectl delete` of an API-started Rollout does
+/// that too): no release will ever end to free it, so the message says
+/// what does. `None` while `holder` exists (the cache is asked first, the
+/// API server only when the cache does not have it, as a Rollout just
+/// made may not be there yet).
+async fn abandoned(ctx: &Ctx, rollout: &Rollout, holder: &str) -> Result<Option<String>, Error> {
+    let ns = rollout.namespace().unwrap_or_default();
+    let cached = ctx.cache().is_some_and(|c| {
+        c.rollouts
+            .state()
+            .iter()
+            .any(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.name_any() == holder)
+    });
+    if cached {
+        return Ok(None);
+    }
+    let rollouts: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    if rollouts.get_opt(holder).await?.is_some() {
+        return Ok(None);
+    }
+    let workload = &rollout.spec.workload;
+    let by_hand = if workload.kind == crate::crd::WorkloadKind::StatefulSet {
+        format!(
+            "its partition as you wrote it (kept in `{}`)",
+            keys::PARTITION_BEFORE
+        )
+    } else {
+        format!(
+            "`spec.paused` and `spec.strategy` as you wrote them (the strategy is kept in `{}`)",
+            keys::ORIGINAL_STRATEGY
+        )
+    };
+    Ok(Some(format!(
+        "{:?} {:?} is still held by Rollout {holder:?}, which no longer exists: it was deleted \
+         in flight, which leaves the workload as that release left it. Create Rollout \
+         {holder:?} again for this workload to take that release over (then abort or finish \
+         it), or undo the hold by hand: the `sluice.dev/` annotations off and {by_hand}",
+        workload.kind, workload.name,
+    )))
+}
+
 fn releasing_beside(ctx: &Ctx, rollout: &Rollout) -> Option<String> {
     releasing_among(&ctx.cache()?.rollouts.state(), rollout)
 }

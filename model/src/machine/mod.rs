@@ -75,7 +75,8 @@ pub struct Progress {
     /// The share of traffic the new pods take when nothing routes it.
     pub pod_share: u32,
     /// Pods run where the batch does not want them (a StatefulSet's new
-    /// pods left below its partition by a scale-up): moved again at each
+    /// pods left below its partition by a scale-up; a Deployment's new set
+    /// sized past the batch by its own controller): moved again at each
     /// look, a step's pause included, until none is.
     pub misplaced: bool,
 }
