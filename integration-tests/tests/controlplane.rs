@@ -314,6 +314,37 @@ fn written_statuses(
 
 /// Every `spec.replicas` the ReplicaSet running `image` is given, in order,
 /// from a watch independent of the executor's.
+/// Whether a ReplicaSet's pods run `image`.
+fn runs_image(rs: &ReplicaSet, image: &str) -> bool {
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.as_deref())
+        == Some(image)
+}
+
+/// The replicas and ready pods of the ReplicaSet running web:2.0.
+async fn ready_new(client: &kube::Client) -> (i32, i32) {
+    let sets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    sets.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .find(|rs| runs_image(rs, "registry.example/web:2.0"))
+        .map_or((0, 0), |rs| {
+            (
+                rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                rs.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+            )
+        })
+}
+
 fn new_replicas(
     client: &kube::Client,
     image: &str,
@@ -328,14 +359,8 @@ fn new_replicas(
             .applied_objects()
             .boxed();
         while let Some(Ok(rs)) = events.next().await {
-            let spec = rs.spec.unwrap_or_default();
-            let runs = spec
-                .template
-                .and_then(|t| t.spec)
-                .and_then(|s| s.containers.into_iter().next())
-                .and_then(|c| c.image);
-            if runs.as_deref() == Some(image.as_str()) {
-                let replicas = spec.replicas.unwrap_or(1);
+            if runs_image(&rs, &image) {
+                let replicas = rs.spec.and_then(|s| s.replicas).unwrap_or(1);
                 let mut seen = record.lock().unwrap();
                 if seen.last() != Some(&replicas) {
                     seen.push(replicas);
@@ -558,6 +583,67 @@ async fn a_scale_in_a_steps_pause_and_controls_at_the_hand_back_on_a_real_contro
         scales.1.lock().unwrap()
     );
 
+    // Scaled down until the batch is every pod (25% of 1 is 1 new pod, no
+    // stable one), then up again: the new set is then the paused
+    // Deployment's lone set with pods, which kube-controller-manager sizes
+    // to 8 at once. Its surplus goes before it is ready, and the two
+    // controllers do not take turns on it.
+    let (ok, out) = plane.kubectl(&["scale", "deployment/web", "--replicas=1"]);
+    assert!(ok, "{out}");
+    wait_deployment_ready(plane, &deployments, "web", 1).await;
+    let mut lone = false;
+    for _ in 0..300 {
+        if scales.1.lock().unwrap().last() == Some(&1) && ready_new(&client).await == (1, 1) {
+            lone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lone, "1 new pod alone: {:?}", scales.1.lock().unwrap());
+    let moves_before = scales.1.lock().unwrap().len();
+    let most_ready = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let watching = {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let sets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+        let most_ready = Arc::clone(&most_ready);
+        tokio::spawn(async move {
+            let mut events = watcher(sets, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(rs)) = events.next().await {
+                if runs_image(&rs, "registry.example/web:2.0") {
+                    let ready = rs.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+                    most_ready.fetch_max(ready, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let (ok, out) = plane.kubectl(&["scale", "deployment/web", "--replicas=8"]);
+    assert!(ok, "{out}");
+    wait_deployment_ready(plane, &deployments, "web", 8).await;
+    let mut back = false;
+    for _ in 0..300 {
+        if scales.1.lock().unwrap().last() == Some(&2) && ready_new(&client).await == (2, 2) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watching.abort();
+    let moves: Vec<i32> = scales.1.lock().unwrap()[moves_before..].to_vec();
+    assert!(back, "back to 2 new pods of 8: {moves:?}");
+    wait_deployment_ready(plane, &deployments, "web", 8).await;
+    // 8 from kube-controller-manager, 2 from the executor; a fight would
+    // repeat them.
+    assert!(moves.len() <= 2, "the new set's replicas went {moves:?}");
+    let most_ready = most_ready.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("after the scale-up: new set {moves:?}, at most {most_ready} new pods ready");
+    assert!(
+        most_ready <= 2,
+        "{most_ready} new pods were ready at once at a batch of 2"
+    );
+
     // Promoted to the end; a pause and an abort written the moment the
     // workload is given back (kubectl writes them without the API's
     // refusal).
@@ -577,15 +663,22 @@ async fn a_scale_in_a_steps_pause_and_controls_at_the_hand_back_on_a_real_contro
     merge(json!({"metadata": {"annotations": {keys::PROMOTE: "full:0"}}})).await;
     let mut caught = false;
     for _ in 0..3000 {
-        let s = rollouts
-            .get("web")
-            .await
-            .unwrap()
-            .status
-            .unwrap_or_default();
-        if s.handing_back_since.is_some() {
-            merge(json!({"spec": {"paused": true}, "metadata": {"annotations": {keys::ABORT: "too late"}}})).await;
-            caught = true;
+        let r = rollouts.get("web").await.unwrap();
+        let s = r.status.clone().unwrap_or_default();
+        if s.handing_back_since.is_some() && s.phase != Phase::Succeeded {
+            // Written over the version read, so that "caught" means the
+            // abort landed before the release ended (an abort on an ended
+            // rollout is only taken off).
+            caught = rollouts
+                .patch(
+                    "web",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"spec": {"paused": true}, "metadata": {
+                        "resourceVersion": r.metadata.resource_version,
+                        "annotations": {keys::ABORT: "too late"}}})),
+                )
+                .await
+                .is_ok();
             break;
         }
         if s.phase == Phase::Succeeded {

@@ -372,8 +372,9 @@ impl Workload {
         Ok(written)
     }
 
-    /// Merge-patches one of the Deployment's ReplicaSets.
-    async fn patch_replicaset(&self, rs: &ReplicaSet, patch: &Value) -> Result<(), Error> {
+    /// Merge-patches one of the Deployment's ReplicaSets; the set as
+    /// written.
+    async fn patch_replicaset(&self, rs: &ReplicaSet, patch: &Value) -> Result<ReplicaSet, Error> {
         self.writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let written = self
@@ -385,14 +386,18 @@ impl Workload {
             )
             .await?;
         if let Some(fetched) = &self.fetched {
-            fetched.wrote_replicaset(written);
+            fetched.wrote_replicaset(written.clone());
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Sets a ReplicaSet's `desired-replicas` to `desired`, from the state
-    /// it was read in (as [`Workload::scale`] does); whether it wrote.
-    async fn mark_desired(&self, rs: &ReplicaSet, desired: u32) -> Result<bool, Error> {
+    /// it was read in (as [`Workload::scale`] does); the set as written.
+    async fn mark_desired(
+        &self,
+        rs: &ReplicaSet,
+        desired: u32,
+    ) -> Result<Option<ReplicaSet>, Error> {
         tracing::debug!(replicaset = %rs.name_any(), desired, "unsaturating");
         self.patch_as_read(
             rs,
@@ -401,10 +406,9 @@ impl Workload {
         .await
     }
 
-    /// Scales a ReplicaSet from the state it was read in.
-    /// Scales a ReplicaSet from the state it was read in; whether it wrote
-    /// (see [`Workload::patch_as_read`]).
-    async fn scale(&self, rs: &ReplicaSet, replicas: u32) -> Result<bool, Error> {
+    /// Scales a ReplicaSet from the state it was read in; the set as
+    /// written (see [`Workload::patch_as_read`]).
+    async fn scale(&self, rs: &ReplicaSet, replicas: u32) -> Result<Option<ReplicaSet>, Error> {
         tracing::debug!(replicaset = %rs.name_any(), replicas, "scaling");
         // With the annotations kube-controller-manager reads to tell a
         // saturated ReplicaSet (it writes them when it scales): stale ones
@@ -427,15 +431,19 @@ impl Workload {
     /// Merge-patches a ReplicaSet on condition that it is still at the
     /// version read: when it changed since (a cached read lagging a
     /// write), nothing is written and the change's own event brings the
-    /// next reconcile. Whether it wrote.
-    async fn patch_as_read(&self, rs: &ReplicaSet, mut patch: Value) -> Result<bool, Error> {
+    /// next reconcile. The set as written, `None` when nothing was.
+    async fn patch_as_read(
+        &self,
+        rs: &ReplicaSet,
+        mut patch: Value,
+    ) -> Result<Option<ReplicaSet>, Error> {
         patch["metadata"]["resourceVersion"] = json!(rs.resource_version());
         match self.patch_replicaset(rs, &patch).await {
             Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
                 tracing::debug!(replicaset = %rs.name_any(), "read was stale; waiting for the watch");
-                Ok(false)
+                Ok(None)
             }
-            other => other.map(|()| true),
+            other => other.map(Some),
         }
     }
 }
@@ -1361,35 +1369,62 @@ async fn move_pods(
         let healthy = ready(rs).min(spec);
         let cut = (spec - healthy) + healthy.min(budget);
         budget -= healthy.min(budget);
-        if cut > 0 && !w.scale(rs, spec - cut).await? {
+        if cut > 0 && w.scale(rs, spec - cut).await?.is_none() {
             return Ok(());
         }
     }
     let existing = (new_spec + old_spec).max(pods(canary) + pods(stable)) + leftover;
+    // The new set as last written by this move: a second write to it in
+    // the same move must not be refused as made on a stale read.
+    let mut canary = std::borrow::Cow::Borrowed(canary);
+    if old_spec < target_old {
+        // Stable pods come back before any new one goes: with the stable
+        // set at 0 the new one is the paused Deployment's lone ReplicaSet
+        // with pods, which the Deployment controller sizes to `replicas`
+        // at each of its syncs (kube-controller-manager's `scale`), a cut
+        // of it included, so the new set would be cut and grown again
+        // without end.
+        //
+        // And a new set holding every replica, available, with
+        // `desired-replicas` saying so is saturated to that controller,
+        // which then scales every other set to 0: a stable set scaled up
+        // beside it would be scaled back at once. Its mark says the batch
+        // first (its replicas unchanged, which that controller leaves).
+        if new_spec >= n && desired_replicas(&canary) == Some(n) {
+            match w.mark_desired(&canary, target_new).await? {
+                Some(written) => canary = std::borrow::Cow::Owned(written),
+                None => return Ok(()),
+            }
+        }
+        if w.scale(stable, target_old).await?.is_none() {
+            return Ok(());
+        }
+    }
     if new_spec < target_new {
         let room = (n + w.surge).saturating_sub(existing);
-        if room > 0 && !w.scale(canary, (new_spec + room).min(target_new)).await? {
-            return Ok(());
+        if room > 0 {
+            w.scale(&canary, (new_spec + room).min(target_new)).await?;
         }
     } else if new_spec > target_new {
         // Fewer new pods than there are (a smaller batch after a changed
-        // strategy or a scale-down): the stable ones come back below first,
-        // and ready new pods go only while replicas - maxUnavailable stay
+        // strategy, a scale-down, or a scale-up the Deployment controller
+        // gave the new set alone): the stable ones came back above, and
+        // ready new pods go only while replicas - maxUnavailable stay
         // available; unready ones go at once.
-        let healthy = ready(canary).min(new_spec);
+        let healthy = ready(&canary).min(new_spec);
         let unready = new_spec - healthy;
         let ready_cut = (new_spec - target_new).saturating_sub(unready).min(budget);
         budget -= ready_cut;
         let cut = (new_spec - target_new).min(unready) + ready_cut;
-        if cut > 0 && !w.scale(canary, new_spec - cut).await? {
+        if cut > 0 && w.scale(&canary, new_spec - cut).await?.is_none() {
             return Ok(());
         }
-    } else if new_spec > 0 && desired_replicas(canary).is_some_and(|d| d != n) {
+    } else if new_spec > 0 && desired_replicas(&canary).is_some_and(|d| d != n) {
         // The batch is what runs, under a mark another look changed (see
-        // below) or a resize made stale: the mark says replicas again, or
+        // above) or a resize made stale: the mark says replicas again, or
         // the Deployment controller, given the Deployment back, would take
         // every sync for a resize and never roll out itself again.
-        if !w.mark_desired(canary, n).await? {
+        if w.mark_desired(&canary, n).await?.is_none() {
             return Ok(());
         }
     }
@@ -1400,20 +1435,6 @@ async fn move_pods(
         if down > 0 {
             w.scale(stable, old_spec - down).await?;
         }
-    } else if old_spec < target_old {
-        // A new set holding every replica, available, with
-        // `desired-replicas` saying so is saturated to the Deployment
-        // controller, which scales every other set of a paused Deployment
-        // to 0 (kube-controller-manager's `scale`): a stable set scaled up
-        // beside it would be scaled back at once, again at each look. Its
-        // mark says the batch first, so the stable pods can come back.
-        if new_spec >= n
-            && desired_replicas(canary) == Some(n)
-            && !w.mark_desired(canary, target_new).await?
-        {
-            return Ok(());
-        }
-        w.scale(stable, target_old).await?;
     }
     Ok(())
 }
