@@ -591,14 +591,20 @@ async fn a_scale_in_a_steps_pause_and_controls_at_the_hand_back_on_a_real_contro
     let (ok, out) = plane.kubectl(&["scale", "deployment/web", "--replicas=1"]);
     assert!(ok, "{out}");
     wait_deployment_ready(plane, &deployments, "web", 1).await;
-    let mut lone = false;
-    for _ in 0..300 {
-        if scales.1.lock().unwrap().last() == Some(&1) && ready_new(&client).await == (1, 1) {
-            lone = true;
-            break;
+    // Whether the new set comes to `n` pods, all ready, within 30 s.
+    let new_set_at = |n: i32| {
+        let (client, scales) = (client.clone(), Arc::clone(&scales.1));
+        async move {
+            for _ in 0..300 {
+                if scales.lock().unwrap().last() == Some(&n) && ready_new(&client).await == (n, n) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    let lone = new_set_at(1).await;
     assert!(lone, "1 new pod alone: {:?}", scales.1.lock().unwrap());
     let moves_before = scales.1.lock().unwrap().len();
     let most_ready = Arc::new(std::sync::atomic::AtomicI32::new(0));
@@ -622,14 +628,7 @@ async fn a_scale_in_a_steps_pause_and_controls_at_the_hand_back_on_a_real_contro
     let (ok, out) = plane.kubectl(&["scale", "deployment/web", "--replicas=8"]);
     assert!(ok, "{out}");
     wait_deployment_ready(plane, &deployments, "web", 8).await;
-    let mut back = false;
-    for _ in 0..300 {
-        if scales.1.lock().unwrap().last() == Some(&2) && ready_new(&client).await == (2, 2) {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let back = new_set_at(2).await;
     watching.abort();
     let moves: Vec<i32> = scales.1.lock().unwrap()[moves_before..].to_vec();
     assert!(back, "back to 2 new pods of 8: {moves:?}");
