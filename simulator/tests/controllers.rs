@@ -1477,3 +1477,134 @@ async fn a_cluster_role_aggregates_the_rules_of_the_roles_its_selectors_match() 
     )
     .await;
 }
+
+/// kube-controller-manager copies a Deployment's annotations onto its new
+/// ReplicaSet (a change-cause, which `kubectl rollout history` shows; the
+/// marks of tools that hold the Deployment), also while it is paused, but
+/// never its own bookkeeping nor kubectl's last applied configuration, and
+/// never removes one: nor does this one.
+#[tokio::test(start_paused = true)]
+async fn a_deployments_annotations_are_copied_onto_its_new_replicaset() {
+    let s = sim(ClusterOptions::default());
+    let deployments: Api<Deployment> = Api::default_namespaced(s.client.clone());
+    let rss: Api<ReplicaSet> = Api::default_namespaced(s.client.clone());
+    let mut d = deployment("web", 2, "web:1", rolling(1, 0));
+    d.metadata.annotations = Some(
+        [
+            ("kubernetes.io/change-cause", "first"),
+            (
+                "kubectl.kubernetes.io/last-applied-configuration",
+                "{\"kind\":\"Deployment\"}",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    );
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let annotations_of = |image: &'static str| {
+        let rss = rss.clone();
+        async move {
+            rss.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|rs| image_of(rs) == Some(image))
+                .and_then(|rs| rs.metadata.annotations)
+                .unwrap_or_default()
+        }
+    };
+    let annotation = |image: &'static str, key: &'static str| {
+        let of = annotations_of(image);
+        async move { of.await.get(key).cloned() }
+    };
+    until(
+        "the first ReplicaSet",
+        async || !annotations_of("web:1").await.is_empty(),
+        async || {},
+    )
+    .await;
+    let first = annotations_of("web:1").await;
+    assert_eq!(
+        first.get("kubernetes.io/change-cause").map(String::as_str),
+        Some("first")
+    );
+    assert!(!first.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+    assert_eq!(
+        first
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    let annotate = |patch: serde_json::Value| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": patch}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // A new version with its own cause, in one write: the old set keeps
+    // the old one (a cause written first would reach the old set too, as
+    // it is the new one until the template changes).
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({
+                "metadata": {"annotations": {"kubernetes.io/change-cause": "second"}},
+                "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "web:2"}]}}}
+            })),
+        )
+        .await
+        .unwrap();
+    until(
+        "the second ReplicaSet's cause",
+        async || {
+            annotation("web:2", "kubernetes.io/change-cause")
+                .await
+                .as_deref()
+                == Some("second")
+        },
+        async || {},
+    )
+    .await;
+    assert_eq!(
+        annotation("web:1", "kubernetes.io/change-cause")
+            .await
+            .as_deref(),
+        Some("first")
+    );
+    // Paused, an annotation added reaches the new set; one taken off the
+    // Deployment stays on it.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap();
+    annotate(json!({"example.com/held-by": "a-tool"})).await;
+    until(
+        "the mark copied while paused",
+        async || annotation("web:2", "example.com/held-by").await.as_deref() == Some("a-tool"),
+        async || {},
+    )
+    .await;
+    annotate(json!({"example.com/held-by": null})).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        annotation("web:2", "example.com/held-by").await.as_deref(),
+        Some("a-tool")
+    );
+}

@@ -38,7 +38,9 @@ use serde_json::{Value, json};
 use crate::{
     engine::{Ctx, Involved, Work},
     views::{DeploymentView, ReplicaSetStatus, ReplicaSetView, view},
-    workloads::{int, int_or_percent, keys, owner_ref, same_template, template_hash},
+    workloads::{
+        copied_annotations, int, int_or_percent, keys, owner_ref, same_template, template_hash,
+    },
 };
 use sluice_sim_api::{
     store::Part,
@@ -176,6 +178,20 @@ fn set_replicas(ctx: &mut Ctx, rs: &ReplicaSetView, replicas: i64, annotations: 
             "deployment-controller",
         );
     }
+}
+
+/// Writes the annotations of the Deployment `whole` that its controller
+/// copies onto `rs`, its new ReplicaSet, where they differ.
+fn copy_annotations(ctx: &mut Ctx, rs: &ReplicaSetView, whole: &Value) {
+    let res = ctx.kinds.replicasets.clone();
+    let m = &rs.metadata;
+    ctx.modify(&res, &m.namespace, &m.name, Part::Main, |r| {
+        for (k, v) in copied_annotations(&whole["metadata"]["annotations"]) {
+            if r["metadata"]["annotations"][k.as_str()] != *v {
+                r["metadata"]["annotations"][k.as_str()] = v.clone();
+            }
+        }
+    });
 }
 
 /// The whole Deployment, parsed on first need.
@@ -322,6 +338,16 @@ pub(crate) fn reconcile_deployment(ctx: &mut Ctx, ns: &str, name: &str) {
         None => max_revision,
     };
 
+    // The new set carries the Deployment's annotations, paused or not, as
+    // kube-controller-manager's sync of an existing new ReplicaSet copies
+    // them (adding and overwriting; one the Deployment lost stays).
+    if let Some(i) = new_index
+        && !created_new
+        && all[i].metadata.annotations.copied != d.metadata.annotations.copied
+    {
+        copy_annotations(ctx, &all[i], whole.get());
+    }
+
     // The Deployment controller's "scaling event": a ReplicaSet with pods
     // was sized for other replicas than the Deployment's now.
     let scaling_event = all.iter().any(|rs| {
@@ -412,11 +438,20 @@ fn new_replicaset(
     selector["matchLabels"][keys::TEMPLATE_HASH] = json!(hash);
     let mut rs_template = template.clone();
     rs_template["metadata"]["labels"] = labels.clone();
+    // The Deployment's own annotations (a change-cause, a tool's marks)
+    // come along, as kube-controller-manager copies them.
+    let mut annotations: serde_json::Map<String, Value> =
+        copied_annotations(&whole["metadata"]["annotations"])
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+    annotations.insert(keys::REVISION.into(), json!(revision.to_string()));
+    annotations.insert(keys::DESIRED.into(), json!(replicas.to_string()));
+    annotations.insert(keys::MAX.into(), json!((replicas + max_surge).to_string()));
     json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {
             "name": format!("{}-{hash}", d.metadata.name), "namespace": d.metadata.namespace, "labels": labels,
-            "annotations": {keys::REVISION: revision.to_string(), keys::DESIRED: replicas.to_string(), keys::MAX: (replicas + max_surge).to_string()},
+            "annotations": annotations,
             "ownerReferences": [owner_ref("apps/v1", "Deployment", whole)],
         },
         "spec": {"replicas": initial, "minReadySeconds": d.spec.min_ready_seconds.unwrap_or(0), "selector": selector, "template": rs_template},

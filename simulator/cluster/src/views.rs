@@ -73,21 +73,68 @@ pub(crate) struct OwnerReference {
 }
 
 /// The annotations the controllers read.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Annotations {
-    /// [`REVISION`](crate::workloads::keys::REVISION) (serde takes
-    /// the key as a literal; a test holds the two equal).
-    #[serde(rename = "deployment.kubernetes.io/revision")]
+    /// [`REVISION`](crate::workloads::keys::REVISION).
     pub revision: Option<String>,
     /// [`DESIRED`](crate::workloads::keys::DESIRED): the
     /// Deployment's replicas when its controller last scaled the set.
-    #[serde(rename = "deployment.kubernetes.io/desired-replicas")]
     pub desired: Option<String>,
     /// [`MAX`](crate::workloads::keys::MAX): replicas + maxSurge
     /// then.
-    #[serde(rename = "deployment.kubernetes.io/max-replicas")]
     pub max: Option<String>,
+    /// A digest of the annotations a Deployment's controller copies onto
+    /// its new ReplicaSet (all but
+    /// [`NOT_COPIED`](crate::workloads::keys::NOT_COPIED)), whatever their
+    /// order: equal on the Deployment and the set when the set has them
+    /// all and no others, so a sync compares two numbers rather than parse
+    /// both objects.
+    pub copied: u64,
+}
+
+impl<'de> Deserialize<'de> for Annotations {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(AnnotationsVisitor)
+    }
+}
+
+/// Reads annotations one at a time: the three kept as text, the others
+/// hashed into [`Annotations::copied`] (or skipped unread, as kubectl's
+/// last applied configuration, which can be kilobytes), none stored.
+struct AnnotationsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for AnnotationsVisitor {
+    type Value = Annotations;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map of annotations")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Annotations, A::Error> {
+        use crate::workloads::keys;
+        use std::hash::{Hash, Hasher};
+        let mut out = Annotations::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = match key.as_str() {
+                keys::REVISION => Some(&mut out.revision),
+                keys::DESIRED => Some(&mut out.desired),
+                keys::MAX => Some(&mut out.max),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                *slot = map.next_value::<Option<String>>()?;
+            } else if keys::NOT_COPIED.contains(&key.as_str()) {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else {
+                let value: Value = map.next_value()?;
+                let mut h = std::hash::DefaultHasher::new();
+                key.hash(&mut h);
+                value.to_string().hash(&mut h);
+                out.copied = out.copied.wrapping_add(h.finish());
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Meta {

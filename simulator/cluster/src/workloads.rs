@@ -26,6 +26,30 @@ pub(crate) mod keys {
     pub(crate) const DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
     /// Annotation with replicas + maxSurge, on ReplicaSets.
     pub(crate) const MAX: &str = "deployment.kubernetes.io/max-replicas";
+    /// The annotations of a Deployment its controller does not copy onto
+    /// its new ReplicaSet (kube-controller-manager's `annotationsToSkip`):
+    /// kubectl's last applied configuration, the revisions and sizes it
+    /// keeps itself, and the deprecated rollback request.
+    pub(crate) const NOT_COPIED: [&str; 6] = [
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        "deployment.kubernetes.io/revision-history",
+        DESIRED,
+        MAX,
+        "deprecated.deployment.rollback.to",
+    ];
+}
+
+/// The annotations of a Deployment its controller copies onto its new
+/// ReplicaSet, from the Deployment's `metadata.annotations`.
+pub(crate) fn copied_annotations(
+    annotations: &Value,
+) -> impl Iterator<Item = (&String, &Value)> + '_ {
+    annotations
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !keys::NOT_COPIED.contains(&k.as_str()))
 }
 
 /// A stable short hash of a pod template, in Kubernetes' safe alphabet.
