@@ -587,6 +587,18 @@ fn mistakes() -> Vec<Case> {
             Value::Null,
         ),
         request(
+            "delete of the default namespace",
+            "DELETE",
+            "/api/v1/namespaces/default?dryRun=All",
+            Value::Null,
+        ),
+        request(
+            "delete of kube-public",
+            "DELETE",
+            "/api/v1/namespaces/kube-public?dryRun=All",
+            Value::Null,
+        ),
+        request(
             "delete with a wrong uid precondition",
             "DELETE",
             web,

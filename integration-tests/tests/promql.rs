@@ -426,3 +426,99 @@ async fn the_simulators_promql_answers_as_prometheus_does_on_the_same_samples() 
             .join("\n")
     );
 }
+
+/// The query API's parameters, read by the simulator's endpoint as by a
+/// real Prometheus's: `timeout` and `step` as seconds or durations, zero
+/// and negative ones, ones that overflow, ones that are no number at all.
+/// Each answer's HTTP status, `errorType` and `error` must be the same.
+#[tokio::test]
+async fn the_query_parameters_are_read_as_prometheus_reads_them() {
+    let prometheus = Prometheus::with_samples(&openmetrics(&corpus_series(base_ms()))).await;
+    let scenario = sluice_sim::scenario::Scenario::parse(
+        "parameters",
+        "name: parameters\nseed: 1\nversions:\n  - {image: registry.example/web:1.0}\n",
+    )
+    .unwrap();
+    let sim = sluice_sim::scenario::Simulation::start(scenario).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let simulated = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        axum::serve(
+            listener,
+            sluice_sim::metrics::http::router(sim.metrics.clone()),
+        )
+        .into_future(),
+    );
+    let client = reqwest::Client::new();
+    let answer = |base: String, path: &'static str, params: Vec<(&'static str, &'static str)>| {
+        let client = client.clone();
+        async move {
+            let mut url = url::Url::parse(&format!("{base}{path}")).unwrap();
+            url.query_pairs_mut().extend_pairs(params);
+            let response = client.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            // A deadline already passed is said "in query queue" or "in
+            // query execution", as it happens to fall; the same to a client.
+            let error = body["error"]
+                .as_str()
+                .map(|e| e.replace("in query execution", "in query queue"));
+            (status, body["errorType"].as_str().map(str::to_owned), error)
+        }
+    };
+    let mut cases: Vec<(&str, Vec<(&str, &str)>)> = Vec::new();
+    for timeout in [
+        "30",
+        "0.5",
+        "30s",
+        "1m30s",
+        "0",
+        "-1",
+        "0s",
+        "-0.5",
+        "9999999999999",
+        "Inf",
+        "1e400",
+        "soon",
+        "1s1m",
+    ] {
+        cases.push((
+            "/api/v1/query",
+            vec![("query", "1"), ("time", "100"), ("timeout", timeout)],
+        ));
+    }
+    for step in [
+        "15", "15s", "1m30s", "0.5", "0", "-1", "0s", "soon", "1e400", "0.0001",
+    ] {
+        cases.push((
+            "/api/v1/query_range",
+            vec![
+                ("query", "1"),
+                ("start", "100"),
+                ("end", "200"),
+                ("step", step),
+            ],
+        ));
+    }
+    // No step at all.
+    cases.push((
+        "/api/v1/query_range",
+        vec![("query", "1"), ("start", "100"), ("end", "200")],
+    ));
+    let mut differences = Vec::new();
+    for (path, params) in &cases {
+        let real = answer(prometheus.url.clone(), path, params.clone()).await;
+        let ours = answer(simulated.clone(), path, params.clone()).await;
+        if real != ours {
+            differences.push(format!(
+                "{path} {params:?}: Prometheus {real:?}, simulator {ours:?}"
+            ));
+        }
+    }
+    eprintln!(
+        "query parameters: {} of {} answered alike",
+        cases.len() - differences.len(),
+        cases.len()
+    );
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}

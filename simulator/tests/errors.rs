@@ -395,3 +395,62 @@ async fn a_body_nested_past_the_limit_is_refused_as_too_deep() {
         answer.1
     );
 }
+
+/// NamespaceLifecycle admission: `default`, `kube-system` and `kube-public`
+/// cannot be deleted, not even in a dry run; `kube-node-lease` and a
+/// namespace of one's own can.
+#[tokio::test]
+async fn the_namespaces_every_cluster_keeps_cannot_be_deleted() {
+    let api = ApiServer::new(Options::default());
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mine"}});
+    let made = call(
+        &api,
+        Method::POST,
+        "/api/v1/namespaces",
+        JSON,
+        &namespace.to_string(),
+    )
+    .await;
+    assert_eq!(made.0, 201, "{}", made.1);
+    for name in ["default", "kube-system", "kube-public"] {
+        for dry in ["", "?dryRun=All"] {
+            let refused = call(
+                &api,
+                Method::DELETE,
+                &format!("/api/v1/namespaces/{name}{dry}"),
+                JSON,
+                "",
+            )
+            .await;
+            assert_status(&refused, 403, "Forbidden");
+            assert_eq!(
+                refused.1["message"],
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")
+            );
+            assert_eq!(
+                refused.1["details"],
+                json!({"name": name, "kind": "namespaces"})
+            );
+        }
+        let still = call(
+            &api,
+            Method::GET,
+            &format!("/api/v1/namespaces/{name}"),
+            JSON,
+            "",
+        )
+        .await;
+        assert_eq!(still.0, 200, "{name} is still there: {}", still.1);
+    }
+    for name in ["kube-node-lease", "mine"] {
+        let gone = call(
+            &api,
+            Method::DELETE,
+            &format!("/api/v1/namespaces/{name}"),
+            JSON,
+            "",
+        )
+        .await;
+        assert_eq!(gone.0, 200, "{name}: {}", gone.1);
+    }
+}

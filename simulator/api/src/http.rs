@@ -1073,7 +1073,11 @@ impl ApiServer {
                 )
             }
             // The object as it is: a dry-run delete deletes nothing.
-            ("delete", Some(name)) => (StatusCode::OK, self.store.get_value(res, ns, name)?),
+            ("delete", Some(name)) => {
+                let value = self.store.get_value(res, ns, name)?;
+                crate::store::deletable(res, name)?;
+                (StatusCode::OK, value)
+            }
             _ => {
                 return Err(ApiError::method_not_allowed(format!(
                     "{verb} is not allowed here"

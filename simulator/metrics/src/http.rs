@@ -45,16 +45,72 @@ fn eval_error(e: &promql::EvalError) -> Response {
     }
 }
 
-/// A duration parameter as Prometheus reads one: seconds as a float
-/// (`15`, `0.5`) or a duration (`15s`, `1m30s`), in milliseconds.
-fn duration_ms(text: &str) -> Option<i64> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return (seconds.is_finite() && seconds > 0.0).then(|| (seconds * 1000.0).round() as i64);
+/// A duration parameter (`timeout`, `step`) in milliseconds, read as
+/// Prometheus reads one: seconds as a number (`15`, `0.5`; zero or
+/// negative too, of at most an int64 of nanoseconds) or a duration (`15s`,
+/// `1m30s`). What is wrong with it otherwise, as Prometheus says it.
+fn duration_param_ms(text: &str) -> std::result::Result<f64, String> {
+    // Go reads "Inf" as infinity (which overflows below) but a number too
+    // large for a float as no number at all; Rust reads both as infinity.
+    let literal_infinity = text
+        .trim_start_matches(['+', '-'])
+        .to_ascii_lowercase()
+        .starts_with("inf");
+    if let Ok(seconds) = text.parse::<f64>()
+        && (!seconds.is_infinite() || literal_infinity)
+    {
+        let nanos = seconds * 1e9;
+        if nanos > i64::MAX as f64 || nanos < i64::MIN as f64 {
+            return Err(format!(
+                "cannot parse {text:?} to a valid duration. It overflows int64"
+            ));
+        }
+        return Ok(seconds * 1000.0);
     }
-    promql_parser::util::parse_duration(text)
-        .ok()
-        .map(|d| d.as_millis() as i64)
-        .filter(|ms| *ms > 0)
+    duration_text_ms(text)
+        .map(|ms| ms as f64)
+        .ok_or_else(|| format!("cannot parse {text:?} to a valid duration"))
+}
+
+/// A Prometheus duration (`1h30m`, `250ms`, `0s`: units from years down
+/// to milliseconds, largest first, each once) in milliseconds; `None` when
+/// it is not one or its nanoseconds overflow an int64.
+fn duration_text_ms(text: &str) -> Option<i64> {
+    const UNITS: [(&str, i64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("ms", 1),
+        ("m", 60_000),
+        ("s", 1_000),
+    ];
+    // Their order, largest first ("ms" is matched before "m").
+    let rank = |unit: &str| {
+        ["y", "w", "d", "h", "m", "s", "ms"]
+            .iter()
+            .position(|u| *u == unit)
+    };
+    let mut rest = text;
+    let mut total: i64 = 0;
+    let mut last = None;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, ms) = UNITS.iter().find(|(u, _)| rest.starts_with(u))?;
+        rest = &rest[unit.len()..];
+        let at = rank(unit)?;
+        if last.is_some_and(|l| at <= l) {
+            return None;
+        }
+        last = Some(at);
+        total = total.checked_add(n.checked_mul(*ms)?)?;
+    }
+    (last.is_some() && total <= i64::MAX / 1_000_000).then_some(total)
 }
 
 fn number(v: f64) -> String {
@@ -110,18 +166,25 @@ const DEFAULT_TIMEOUT_MS: i64 = 120_000;
 #[allow(clippy::result_large_err)] // an error is the answer itself
 fn deadline(params: &HashMap<String, String>) -> std::result::Result<std::time::Instant, Response> {
     let ms = match params.get("timeout") {
-        None => DEFAULT_TIMEOUT_MS,
-        Some(text) => duration_ms(text).ok_or_else(|| {
+        None => DEFAULT_TIMEOUT_MS as f64,
+        Some(text) => duration_param_ms(text).map_err(|why| {
             api_error(
                 StatusCode::BAD_REQUEST,
                 "bad_data",
-                &format!(
-                    "invalid parameter \"timeout\": cannot parse {text:?} to a valid duration"
-                ),
+                &format!("invalid parameter \"timeout\": {why}"),
             )
         })?,
     };
-    let ms = ms.clamp(1, DEFAULT_TIMEOUT_MS);
+    // A deadline already passed (0, or negative seconds) ends the query
+    // before it runs, as Prometheus' does.
+    if ms <= 0.0 {
+        return Err(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "query timed out in query queue",
+        ));
+    }
+    let ms = (ms.ceil() as i64).min(DEFAULT_TIMEOUT_MS);
     Ok(std::time::Instant::now() + std::time::Duration::from_millis(ms.unsigned_abs()))
 }
 
@@ -276,24 +339,35 @@ fn range_query(metrics: &Metrics, params: &HashMap<String, String>, until: Until
             );
         }
     };
-    let Some(step) = params.get("step").and_then(|s| duration_ms(s)) else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_data",
-            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
-        );
+    let step = match duration_param_ms(params.get("step").map_or("", String::as_str)) {
+        Err(why) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                &format!("invalid parameter \"step\": {why}"),
+            );
+        }
+        Ok(ms) if ms <= 0.0 => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+            );
+        }
+        Ok(ms) => ms,
     };
     let expr = match promql::parse(q) {
         Ok(expr) => expr,
         Err(e) => return eval_error(&e),
     };
-    if (end - start) / step > 11_000 {
+    if (end - start) as f64 / step > 11_000.0 {
         return api_error(
             StatusCode::BAD_REQUEST,
             "bad_data",
-            "exceeded maximum resolution of 11,000 points per timeseries",
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         );
     }
+    let step = (step.round() as i64).max(1);
     let mut series: std::collections::BTreeMap<
         std::collections::BTreeMap<String, String>,
         Vec<Value>,
@@ -380,17 +454,39 @@ pub fn router(metrics: Metrics) -> Router {
 
 #[cfg(test)]
 mod tests {
-    use super::duration_ms;
+    use super::duration_param_ms;
 
     #[test]
-    fn a_step_is_seconds_or_a_duration() {
-        assert_eq!(duration_ms("15"), Some(15_000));
-        assert_eq!(duration_ms("0.5"), Some(500));
-        assert_eq!(duration_ms("15s"), Some(15_000));
-        assert_eq!(duration_ms("1m30s"), Some(90_000));
-        assert_eq!(duration_ms("250ms"), Some(250));
-        for bad in ["0", "-1", "0s", "soon", "NaN", ""] {
-            assert_eq!(duration_ms(bad), None, "{bad:?}");
+    fn a_duration_parameter_is_read_as_prometheus_reads_it() {
+        for (text, ms) in [
+            ("15", 15_000.0),
+            ("0.5", 500.0),
+            ("15s", 15_000.0),
+            ("1m30s", 90_000.0),
+            ("250ms", 250.0),
+            ("2m", 120_000.0),
+            // Zero and negative are read: a step then is refused, a query
+            // with such a timeout times out at once.
+            ("0", 0.0),
+            ("0s", 0.0),
+            ("-1", -1_000.0),
+        ] {
+            assert_eq!(duration_param_ms(text), Ok(ms), "{text:?}");
+        }
+        for overflows in ["9999999999999", "Inf"] {
+            assert_eq!(
+                duration_param_ms(overflows),
+                Err(format!(
+                    "cannot parse {overflows:?} to a valid duration. It overflows int64"
+                ))
+            );
+        }
+        for bad in ["1e400", "soon", "", "1s1m", "99999999999999999999y"] {
+            assert_eq!(
+                duration_param_ms(bad),
+                Err(format!("cannot parse {bad:?} to a valid duration")),
+                "{bad:?}"
+            );
         }
     }
 }

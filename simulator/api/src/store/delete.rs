@@ -50,6 +50,26 @@ const FOREGROUND: &str = "foregroundDeletion";
 
 const ORPHAN: &str = "orphan";
 
+/// The namespaces kube-apiserver's NamespaceLifecycle admission refuses to
+/// delete (`kube-node-lease` may go).
+const IMMORTAL: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// NamespaceLifecycle admission of a delete (a dry run's too): the
+/// namespaces every cluster keeps are refused, 403.
+///
+/// # Errors
+/// 403 for `default`, `kube-system` and `kube-public`.
+pub fn deletable(res: &Resource, name: &str) -> Result<(), ApiError> {
+    if res.group.is_empty() && res.plural == "namespaces" && IMMORTAL.contains(&name) {
+        let mut e = ApiError::forbidden(format!(
+            "namespaces {name:?} is forbidden: this namespace may not be deleted"
+        ));
+        e.details = Some(json!({"name": name, "kind": "namespaces"}));
+        return Err(e);
+    }
+    Ok(())
+}
+
 impl Store {
     /// The objects whose owner references name `owner_uid`, with the
     /// resource (group, plural) each belongs to.
@@ -85,6 +105,7 @@ impl Store {
         let now = self.now();
         let mut inner = self.lock();
         let current = inner.value(res, namespace, name)?;
+        deletable(res, name)?;
         for (wanted, field, said) in [
             (&options.uid, "uid", "UID"),
             (

@@ -38,7 +38,7 @@ use tokio::sync::broadcast;
 
 pub use decode::{Decoded, Decoder};
 use delete::finalizers;
-pub use delete::{DeleteOptions, Propagation};
+pub use delete::{DeleteOptions, Propagation, deletable};
 pub use keys::Pair;
 use keys::{ObjectKey, TableKey};
 pub use keys::{valid_label, valid_name};
