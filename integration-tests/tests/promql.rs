@@ -207,6 +207,12 @@ fn store(series: &[(&str, Series)]) -> Tsdb {
 
 /// The queries: what canary analyses and dashboards ask.
 const QUERIES: &[&str] = &[
+    // A string on its own (the one place one may stand), and where it may
+    // not.
+    r#""canary""#,
+    r#"'single quoted'"#,
+    r#"-"canary""#,
+    r#""canary" + 1"#,
     // Selectors and offsets.
     r#"http_requests_total{revision="v2",code="500"}"#,
     r#"http_requests_total{pod=~"web-v1-.*",code!="200"}"#,
@@ -303,6 +309,7 @@ const KNOWN: &[(&str, &str)] = &[];
 #[derive(Debug, Clone)]
 enum Reduced {
     Scalar(f64),
+    String(String),
     Vector(BTreeMap<String, f64>),
     Error(u16),
 }
@@ -315,6 +322,7 @@ fn reduce_prometheus(status: u16, body: &Value) -> Reduced {
     let number = |v: &Value| v.as_str().unwrap().parse::<f64>().unwrap();
     match data["resultType"].as_str().unwrap() {
         "scalar" => Reduced::Scalar(number(&data["result"][1])),
+        "string" => Reduced::String(data["result"][1].as_str().unwrap().to_owned()),
         "vector" => Reduced::Vector(
             data["result"]
                 .as_array()
@@ -342,6 +350,7 @@ fn reduce_simulator(answer: Result<Answer, promql::EvalError>) -> Reduced {
                 })
                 .collect(),
         ),
+        Ok(Answer::String(text)) => Reduced::String(text),
         Ok(Answer::Matrix(_)) => panic!("no query here returns a range"),
     }
 }
@@ -353,6 +362,7 @@ fn close(a: f64, b: f64) -> bool {
 fn same(a: &Reduced, b: &Reduced) -> bool {
     match (a, b) {
         (Reduced::Scalar(x), Reduced::Scalar(y)) => close(*x, *y),
+        (Reduced::String(x), Reduced::String(y)) => x == y,
         (Reduced::Vector(x), Reduced::Vector(y)) => {
             x.len() == y.len()
                 && x.iter()
@@ -463,7 +473,15 @@ async fn the_query_parameters_are_read_as_prometheus_reads_them() {
             let error = body["error"]
                 .as_str()
                 .map(|e| e.replace("in query execution", "in query queue"));
-            (status, body["errorType"].as_str().map(str::to_owned), error)
+            // And what an answer is: its type, and an instant's value.
+            let data = &body["data"];
+            let answer = (data["resultType"].clone(), data["result"][1].clone());
+            (
+                status,
+                body["errorType"].as_str().map(str::to_owned),
+                error,
+                answer,
+            )
         }
     };
     let mut cases: Vec<(&str, Vec<(&str, &str)>)> = Vec::new();
@@ -500,6 +518,20 @@ async fn the_query_parameters_are_read_as_prometheus_reads_them() {
             ],
         ));
     }
+    // A string answers an instant query, not a range query.
+    cases.push((
+        "/api/v1/query",
+        vec![("query", "\"canary\""), ("time", "100")],
+    ));
+    cases.push((
+        "/api/v1/query_range",
+        vec![
+            ("query", "\"canary\""),
+            ("start", "100"),
+            ("end", "200"),
+            ("step", "10"),
+        ],
+    ));
     // No step at all.
     cases.push((
         "/api/v1/query_range",

@@ -298,6 +298,7 @@ fn instant_query(
     let data = match result {
         Err(e) => return eval_error(&e),
         Ok(Result::Scalar(v)) => json!({"resultType": "scalar", "result": [t, number(v)]}),
+        Ok(Result::String(text)) => json!({"resultType": "string", "result": [t, text]}),
         Ok(Result::Vector(samples)) => {
             json!({"resultType": "vector", "result": samples.iter().map(|s| json!({"metric": s.labels, "value": [t, number(s.value)]})).collect::<Vec<Value>>()})
         }
@@ -401,6 +402,13 @@ fn range_query(metrics: &Metrics, params: &HashMap<String, String>, until: Until
                     StatusCode::BAD_REQUEST,
                     "bad_data",
                     "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector",
+                );
+            }
+            Ok(Result::String(_)) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    "invalid expression type \"string\" for range query, must be Scalar or instant Vector",
                 );
             }
         }

@@ -73,6 +73,8 @@ pub enum Value {
     Vector(Vec<Sample>),
     /// A range of samples per series.
     Matrix(Vec<RangeSeries>),
+    /// A string literal, the one place a query may have one on its own.
+    String(String),
 }
 
 /// An evaluation error, worded as Prometheus words it.
@@ -301,6 +303,11 @@ pub(crate) fn range_arg(ctx: Ctx<'_>, expr: &Expr, at: i64) -> Result<Range, Eva
                             "subquery is only allowed on instant vector, got range vector",
                         ));
                     }
+                    Value::String(_) => {
+                        return Err(EvalError::bad(
+                            "subquery is only allowed on instant vector, got string",
+                        ));
+                    }
                 }
                 t += step;
             }
@@ -361,7 +368,9 @@ pub fn eval(ctx: Ctx<'_>, expr: &Expr, at: i64) -> Result<Value, EvalError> {
                     })
                     .collect(),
             )),
-            Value::Matrix(_) => Err(EvalError::bad("unary minus needs an instant vector")),
+            Value::Matrix(_) | Value::String(_) => {
+                Err(EvalError::bad("unary minus needs an instant vector"))
+            }
         },
         Expr::VectorSelector(vs) => instant(ctx, vs, at),
         Expr::MatrixSelector(_) | Expr::Subquery(_) => {
@@ -371,7 +380,7 @@ pub fn eval(ctx: Ctx<'_>, expr: &Expr, at: i64) -> Result<Value, EvalError> {
         Expr::Call(c) => distinct(functions::call(ctx, c, at)?),
         Expr::Aggregate(a) => aggregate::aggregate(ctx, a, at),
         Expr::Binary(b) => distinct(binary::binary(ctx, b, at)?),
-        Expr::StringLiteral(_) => Err(unsupported("string results")),
+        Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
         Expr::Extension(_) => Err(unsupported("extensions")),
     }
 }
