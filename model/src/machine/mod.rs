@@ -366,11 +366,14 @@ pub fn rollback_requested(status: &RolloutStatus) -> bool {
 /// The message of a release held by Pause.
 const PAUSED_BY_REQUEST: &str = "paused on request; Resume continues";
 
-/// What a step's message gains when the workload is scaled while the step
-/// waits, before the batch's new count.
 /// Said once an abort came after the workload was given back.
 const TOO_LATE: &str =
     "; an abort asked during the hand-back came too late: the workload was already given back";
+/// Said once a promotion came while the release rolled back.
+const NOT_PROMOTED: &str =
+    "; a promotion asked during the rollback was not carried out: the release is rolled back";
+/// What a step's message gains when the workload is scaled while the step
+/// waits, before the batch's new count.
 const SCALED: &str = "; the workload was scaled, so this step's batch is now ";
 
 /// What a release handing its workload back says while it waits for
@@ -1003,6 +1006,11 @@ impl Decision<'_> {
 
     fn rolling_back(&mut self) -> Next {
         let observed = self.input.observed;
+        // A promotion that lost the race to a failed check (or came after
+        // an abort) is answered, not dropped unsaid.
+        if self.input.controls.promote.is_some() && !self.status.message.ends_with(NOT_PROMOTED) {
+            self.status.message.push_str(NOT_PROMOTED);
+        }
         self.status.traffic = 0;
         self.status.canary_replicas = 0;
         self.effect(Effect::StopAnalyses);

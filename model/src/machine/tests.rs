@@ -690,6 +690,36 @@ fn rolled_back_waits_for_the_pods_then_for_every_traffic_object() {
     assert!(out.effects.contains(&Effect::Unmark));
 }
 
+/// A promotion that reaches a release already rolling back (it lost the
+/// race to a failed analysis) is answered in the message, once, and the
+/// rollback goes on.
+#[test]
+fn a_promotion_during_the_rollback_is_said_not_carried_out() {
+    let mut status = running(1, StepState::Analyzing);
+    status.phase = Phase::RollingBack;
+    status.message = "step 2: analysis failed".into();
+    let promote = Controls {
+        promote: Some((true, 1)),
+        ..Controls::default()
+    };
+    let mut seen = observed();
+    seen.traffic_leftovers = Some(vec![]);
+    let out = decide_with(&status, &plan(), &promote, &seen, at(10));
+    assert_eq!(out.status.phase, Phase::RollingBack);
+    assert!(out.effects.contains(&Effect::RollBack));
+    assert_eq!(
+        out.status.message,
+        format!("step 2: analysis failed{NOT_PROMOTED}")
+    );
+    // Said once, and kept to the end.
+    let again = decide_with(&out.status, &plan(), &promote, &seen, at(11));
+    assert_eq!(again.status.message, out.status.message);
+    seen.rolled_back = Ok(());
+    let end = decide_with(&again.status, &plan(), &Controls::default(), &seen, at(12));
+    assert_eq!(end.status.phase, Phase::RolledBack);
+    assert_eq!(end.status.message, out.status.message);
+}
+
 #[test]
 fn a_new_release_in_flight_starts_over_from_the_same_stable_revision() {
     let status = running(1, StepState::Analyzing);
