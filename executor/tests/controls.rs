@@ -956,3 +956,72 @@ async fn a_hold_left_by_a_deleted_rollout_is_named_and_taken_over_by_its_name() 
     assert_eq!(s.phase, Phase::Succeeded, "{s:#?}");
     assert_handed_back(&world, "registry.example/web:3.0").await;
 }
+
+/// New pods that cannot be made at all (here their ServiceAccount went
+/// away; a quota or a webhook's refusal does the same) make no pod to
+/// look at: the step's message says why from the new ReplicaSet's
+/// `ReplicaFailure` condition while it waits, and the release goes on once
+/// the pods can be made.
+#[tokio::test(start_paused = true)]
+async fn new_pods_that_cannot_be_made_are_said_while_the_step_waits() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let world = world("healthy").await;
+    let accounts: Api<ServiceAccount> = Api::default_namespaced(world.client.clone());
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "web"}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"serviceAccountName": "web"}}}})),
+        )
+        .await
+        .unwrap();
+    for _ in 0..600 {
+        let d = deployments.get("web").await.unwrap();
+        let st = d.status.unwrap_or_default();
+        if st.updated_replicas == Some(10)
+            && st.ready_replicas == Some(10)
+            && st.replicas == Some(10)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rollouts = start(
+        &world,
+        &rollout_yaml(
+            "Partition",
+            "[{replicas: 1, pause: {}}, {replicas: 50%}]",
+            "web",
+        ),
+    )
+    .await;
+    wait_for(&rollouts, "paused at step 1", paused_at_step(0)).await;
+    accounts.delete("web", &Default::default()).await.unwrap();
+    promote(&rollouts, false).await;
+    wait_for(&rollouts, "the cause said", |s| {
+        s.current_step == 1 && s.message.contains("new pods cannot be made")
+    })
+    .await;
+    let s = status(&rollouts).await;
+    assert_eq!(s.phase, Phase::Progressing, "{s:#?}");
+    assert!(
+        s.message
+            .contains("error looking up service account default/web"),
+        "{}",
+        s.message
+    );
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    assert!(!done.message.contains("cannot be made"), "{}", done.message);
+}

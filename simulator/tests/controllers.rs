@@ -1309,6 +1309,39 @@ async fn pods_run_under_their_service_account_and_wait_for_a_missing_one() {
             .items
             .is_empty()
     );
+    // Its ReplicaSet says so too, as kube-controller-manager's does: a
+    // `ReplicaFailure` condition with the error, kept as first seen.
+    let sets: Api<ReplicaSet> = Api::namespaced(s.client.clone(), "shop");
+    let failure = || {
+        let sets = sets.clone();
+        async move {
+            sets.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .first()
+                .and_then(|rs| rs.status.clone())
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "ReplicaFailure")
+        }
+    };
+    let first = failure().await.expect("a ReplicaFailure condition");
+    assert_eq!(
+        (first.status.as_str(), first.reason.as_deref()),
+        ("True", Some("FailedCreate"))
+    );
+    assert!(
+        first
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("error looking up service account shop/web")),
+        "{first:?}"
+    );
+    assert!(first.last_transition_time.is_some());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(failure().await, Some(first), "kept as first seen");
 
     // Once it exists, the pods come, under it, with its token mounted.
     accounts
@@ -1324,6 +1357,7 @@ async fn pods_run_under_their_service_account_and_wait_for_a_missing_one() {
         async || {},
     )
     .await;
+    assert_eq!(failure().await, None, "the condition goes with the failure");
     for pod in pods.list(&ListParams::default()).await.unwrap().items {
         let spec = pod.spec.unwrap();
         assert_eq!(spec.service_account_name.as_deref(), Some("web"));

@@ -381,6 +381,10 @@ impl steps::Release for Canary {
         Start::Ready
     }
 
+    fn cannot_create(&self, _status: &RolloutStatus) -> Option<String> {
+        super::partition::replica_failure(self.canary_rs.as_ref()?)
+    }
+
     fn progress(&self, status: &RolloutStatus, batch: &pb::Batch) -> Option<Progress> {
         self.by_hash(&status.stable_revision)?;
         let canary = self.canary.as_ref()?;

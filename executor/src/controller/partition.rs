@@ -949,6 +949,10 @@ impl steps::Release for Workload {
             })
     }
 
+    fn cannot_create(&self, status: &RolloutStatus) -> Option<String> {
+        replica_failure(self.by_hash(&status.canary_revision)?)
+    }
+
     fn unready_new(&self, status: &RolloutStatus) -> bool {
         self.by_hash(&status.canary_revision)
             .is_none_or(|canary| ready(canary) < spec_replicas(canary).max(pods(canary)))
@@ -1453,6 +1457,24 @@ fn retired<'a>(w: &'a Workload, canary: &str, stable: &str) -> Vec<&'a ReplicaSe
 /// The pods `sets` hold or ask for.
 fn leftover(sets: &[&ReplicaSet]) -> u32 {
     sets.iter().map(|rs| spec_replicas(rs).max(pods(rs))).sum()
+}
+
+/// What a ReplicaSet's `ReplicaFailure` condition says, while it holds:
+/// its controller cannot make the pods asked for (kube-controller-manager
+/// keeps the first error it met).
+pub(super) fn replica_failure(rs: &ReplicaSet) -> Option<String> {
+    rs.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+        .map(|c| {
+            c.message
+                .clone()
+                .or_else(|| c.reason.clone())
+                .unwrap_or_else(|| "ReplicaFailure".into())
+        })
 }
 
 /// A ReplicaSet's `deployment.kubernetes.io/desired-replicas`.

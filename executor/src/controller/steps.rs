@@ -67,6 +67,11 @@ pub(super) trait Release {
     fn settling(&self, _status: &RolloutStatus) -> bool {
         false
     }
+    /// Why the new version's pods cannot be made (its ReplicaSet's
+    /// `ReplicaFailure` condition), if they cannot.
+    fn cannot_create(&self, _status: &RolloutStatus) -> Option<String> {
+        None
+    }
     /// Whether some new pod asked for is not ready: only then can a look
     /// for pods that cannot run find one (a batch whose new pods are all
     /// ready may still wait, for old pods to go).
@@ -355,6 +360,9 @@ pub(super) async fn drive<R: Release>(
     let waited = machine::waiting_since(status)
         .and_then(|since| now.duration_since(since).ok())
         .unwrap_or_default();
+    if waiting_for_pods {
+        observed.cannot_create = w.cannot_create(status);
+    }
     if waiting_for_pods && !new_release && waited >= machine::POD_GRACE && w.unready_new(status) {
         let limit = rollout.spec.strategy.canary.restart_limit();
         let key = (ns.clone(), rollout.name_any());

@@ -120,6 +120,11 @@ pub struct Observed {
     /// A new pod that cannot run (crash loop, image pull, bad config): the
     /// reason naming the pod and container.
     pub failing_pod: Option<String>,
+    /// Why new pods cannot be made at all (a quota, a missing
+    /// ServiceAccount, a webhook's refusal), as the new ReplicaSet's
+    /// `ReplicaFailure` condition says: told while the step waits, and in
+    /// the rollback its progress deadline brings.
+    pub cannot_create: Option<String>,
 }
 
 impl Default for Observed {
@@ -133,6 +138,7 @@ impl Default for Observed {
             rolled_back: Err("not observed".into()),
             traffic_leftovers: None,
             failing_pod: None,
+            cannot_create: None,
         }
     }
 }
@@ -838,9 +844,15 @@ impl Decision<'_> {
             .and_then(|t| self.now().duration_since(t).ok())
             .unwrap_or_default();
         let deadline = batch.progress_deadline;
+        let why = input
+            .observed
+            .cannot_create
+            .as_ref()
+            .map(|why| format!("; new pods cannot be made: {why}"))
+            .unwrap_or_default();
         if elapsed >= deadline {
             return self.roll_back(format!(
-                "step {}: {} of {} new pods ready after the progress deadline of {}s",
+                "step {}: {} of {} new pods ready after the progress deadline of {}s{why}",
                 step + 1,
                 progress.ready_new,
                 batch.canary_replicas,
@@ -854,7 +866,10 @@ impl Decision<'_> {
             self.status.traffic = batch.traffic;
         }
         self.effect(Effect::MovePods { step });
-        self.status.message = pods_ready(step, progress.ready_new, batch.canary_replicas);
+        self.status.message = format!(
+            "{}{why}",
+            pods_ready(step, progress.ready_new, batch.canary_replicas)
+        );
         // Pods that fail change no workload status: no event says so.
         Hop::Return(Next::After(POD_CHECK.min(deadline - elapsed)))
     }

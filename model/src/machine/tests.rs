@@ -863,6 +863,7 @@ impl World {
             failing_pod: self
                 .failing
                 .then(|| "pod p container c: ErrImagePull".into()),
+            cannot_create: None,
         }
     }
 

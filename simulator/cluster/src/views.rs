@@ -224,6 +224,26 @@ pub(crate) struct ReplicaSetStatus {
     /// `observedGeneration`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `conditions`: `ReplicaFailure` while pods cannot be made.
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "or_default")]
+    pub conditions: Vec<ReplicaSetCondition>,
+}
+
+/// A ReplicaSet's condition.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct ReplicaSetCondition {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `status`.
+    pub status: String,
+    /// `lastTransitionTime`.
+    pub last_transition_time: String,
+    /// `reason`.
+    pub reason: String,
+    /// `message`.
+    pub message: String,
 }
 
 impl ReplicaSetView {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::{
     Work,
     engine::{Ctx, Involved},
-    views::{ReplicaSetStatus, ReplicaSetView, view},
+    views::{ReplicaSetCondition, ReplicaSetStatus, ReplicaSetView, view},
 };
 
 /// The label and annotation keys the controllers use.
@@ -156,6 +156,9 @@ pub(crate) fn is_ready(pod: &Value) -> bool {
 /// The ReplicaSet controller's name on its Events.
 const COMPONENT: &str = "replicaset-controller";
 
+/// The condition of a ReplicaSet that cannot make its pods.
+const FAILURE: &str = "ReplicaFailure";
+
 /// Reconciles one ReplicaSet: pods to match replicas, then status.
 pub(crate) fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
     let res = ctx.kinds.replicasets.clone();
@@ -186,6 +189,8 @@ pub(crate) fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
         name,
         uid: &uid,
     };
+    // What stopped this sync's pods from being made, if anything.
+    let mut failure = None;
     if active < replicas {
         let Ok(rs) = serde_json::from_slice::<Value>(&json) else {
             return;
@@ -212,6 +217,7 @@ pub(crate) fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
                 tracing::warn!(namespace = ns, replicaset = name, error = %e.message, "creating pods failed");
                 let message = format!("Error creating: {}", e.message);
                 ctx.event(about, true, ("FailedCreate", &message), COMPONENT);
+                failure = Some(e.message);
                 // Tried again later, whatever the cause (a missing
                 // ServiceAccount, a webhook that refused, a quota).
                 ctx.retry(Work::ReplicaSet(ns.to_owned(), name.to_owned()));
@@ -240,12 +246,29 @@ pub(crate) fn reconcile_replicaset(ctx: &mut Ctx, ns: &str, name: &str) {
         pods.len() as i64,
         pods.iter().filter(|p| p.ready).count() as i64,
     );
+    // kube-controller-manager's `ReplicaFailure`: set (as first seen)
+    // while making pods fails, taken off by the first sync that does not.
+    let conditions = match (
+        failure,
+        rs.status.conditions.iter().find(|c| c.kind == FAILURE),
+    ) {
+        (Some(_), Some(kept)) => vec![kept.clone()],
+        (Some(message), None) => vec![ReplicaSetCondition {
+            kind: FAILURE.into(),
+            status: "True".into(),
+            last_transition_time: sluice_sim_api::time::rfc3339(ctx.now()),
+            reason: "FailedCreate".into(),
+            message,
+        }],
+        (None, _) => Vec::new(),
+    };
     let status = ReplicaSetStatus {
         replicas: current,
         fully_labeled_replicas: Some(current),
         ready_replicas: ready,
         available_replicas: ready,
         observed_generation: Some(rs.metadata.generation.unwrap_or(1)),
+        conditions,
     };
     // Unchanged: nothing to write.
     if rs.status == status {
