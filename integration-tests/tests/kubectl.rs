@@ -493,6 +493,14 @@ fn sluices_own_install_applies_and_the_kinds_charts_ship_are_served() {
     // allowed here.
     let can = c.ok(&["auth", "can-i", "create", "deployments", "-n", "shop"]);
     assert_eq!(can.trim(), "yes");
+    // `kubectl auth whoami` (a SelfSubjectReview): the one identity here.
+    let who = c.ok(&["auth", "whoami", "-o", "json"]);
+    let who: serde_json::Value = serde_json::from_str(&who).unwrap();
+    assert_eq!(who["kind"], "SelfSubjectReview", "{who}");
+    assert_eq!(
+        who["status"]["userInfo"]["username"], "system:admin",
+        "{who}"
+    );
     // With the webhook registered but unreachable here, a Rollout that
     // breaks its schema is still answered 422 first (the API server checks
     // the object before calling validating webhooks).

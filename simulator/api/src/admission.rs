@@ -25,6 +25,11 @@ use serde_json::{Value, json};
 
 use crate::{resources::Resource, status::ApiError, store::Store};
 
+/// Who the simulator takes every client for (it authorizes everything).
+pub(crate) const USER: &str = "system:admin";
+/// That user's groups.
+pub(crate) const GROUPS: [&str; 2] = ["system:masters", "system:authenticated"];
+
 /// The admission configuration resources, and whether any was ever made.
 #[derive(Default)]
 pub(crate) struct Admission {
@@ -207,7 +212,7 @@ impl Admission {
                 "name": attempt.name,
                 "namespace": attempt.namespace,
                 "operation": attempt.operation,
-                "userInfo": {"username": "system:admin", "groups": ["system:masters", "system:authenticated"]},
+                "userInfo": {"username": USER, "groups": GROUPS},
                 "object": attempt.object,
                 "oldObject": attempt.old,
                 "dryRun": attempt.dry_run,

@@ -265,6 +265,9 @@ async fn handle(
         ("POST", ["apis", "authorization.k8s.io", "v1", review]) => {
             return access_review(review, &body);
         }
+        ("POST", ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"]) => {
+            return self_review();
+        }
         _ => {}
     }
     let target = match api.target(path) {
@@ -812,6 +815,23 @@ fn access_review(review: &str, body: &[u8]) -> Response {
     });
     object["status"] = status;
     json_response(StatusCode::CREATED, &object)
+}
+
+/// `kubectl auth whoami` (a SelfSubjectReview): who the simulator takes
+/// every client for, the identity admission webhooks are told of too.
+fn self_review() -> Response {
+    json_response(
+        StatusCode::CREATED,
+        &json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "SelfSubjectReview",
+            "metadata": {"creationTimestamp": null},
+            "status": {"userInfo": {
+                "username": crate::admission::USER,
+                "groups": crate::admission::GROUPS,
+            }},
+        }),
+    )
 }
 
 fn aggregated(value: &Value) -> Response {
