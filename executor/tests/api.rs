@@ -679,6 +679,45 @@ async fn deleting_a_rollout_in_flight_needs_force_and_an_ended_one_goes_at_once(
     assert_eq!(again.code(), Code::NotFound, "a repeated delete: {again:?}");
 }
 
+/// A start the executor has made (its hold on the Deployment) whose status
+/// write has not landed (or was lost to a Pause) reads as Pending with no
+/// revision: a delete without force is still refused, or it would leave
+/// the Deployment held with nothing to release it.
+#[tokio::test]
+async fn a_pending_rollout_whose_start_already_holds_the_workload_is_not_deleted_unforced() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let mut world = api_world("healthy").await;
+    world
+        .api
+        .start_rollout(start("held", simple_spec()))
+        .await
+        .unwrap();
+    set_status(&world, "held", json!({"phase": "Pending"})).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/rollout": "held"}}})),
+        )
+        .await
+        .unwrap();
+    let refused = delete(&mut world, "held", false).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(stored(&world).await, ["held"]);
+    // Another rollout's mark says nothing of this one: it goes.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/rollout": "other"}}})),
+        )
+        .await
+        .unwrap();
+    delete(&mut world, "held", false).await.unwrap();
+}
+
 /// The next item of a stream, failing the test if none comes in 30 s.
 async fn next<S: futures::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
     tokio::time::timeout(Duration::from_secs(30), stream.next())

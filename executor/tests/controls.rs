@@ -1025,3 +1025,90 @@ async fn new_pods_that_cannot_be_made_are_said_while_the_step_waits() {
     assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
     assert!(!done.message.contains("cannot be made"), "{}", done.message);
 }
+
+/// An ended release's STABLE and NEW follow what its workload runs, but
+/// never another Rollout's release in flight: scaled to one replica, that
+/// release's step is its whole workload, an unapproved version the ended
+/// one never released.
+#[tokio::test(start_paused = true)]
+async fn an_ended_release_never_reports_another_releases_version() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = start(
+        &world,
+        &rollout_yaml("Partition", "[{replicas: 100%}]", "web"),
+    )
+    .await;
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+    let released = done.stable_revision.clone();
+    assert_eq!(done.canary_revision, released);
+    let mut next = rollout_yaml(
+        "Partition",
+        "[{replicas: 30%, pause: {}}, {replicas: 100%}]",
+        "web",
+    );
+    next.metadata.name = Some("next".into());
+    next.spec.images[0].image = "registry.example/web:3.0".into();
+    rollouts
+        .create(&PostParams::default(), &next)
+        .await
+        .unwrap();
+    let of_next = || {
+        let rollouts = rollouts.clone();
+        async move {
+            rollouts
+                .get("next")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+        }
+    };
+    for _ in 0..600 {
+        if paused_at_step(0)(&of_next().await) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        paused_at_step(0)(&of_next().await),
+        "{:#?}",
+        of_next().await
+    );
+    let deployments: Api<Deployment> = Api::default_namespaced(world.client.clone());
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    for _ in 0..600 {
+        if ready_with(&world, "registry.example/web:3.0").await == 1
+            && ready_with(&world, "registry.example/web:2.0").await == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready_with(&world, "registry.example/web:3.0").await, 1);
+    // Looked at again (a control, say), the ended release keeps its own.
+    merge(
+        &rollouts,
+        json!({"metadata": {"labels": {"looked": "again"}}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ended = status(&rollouts).await;
+    assert_eq!(ended.phase, Phase::Succeeded);
+    assert_eq!(
+        (
+            ended.stable_revision.as_str(),
+            ended.canary_revision.as_str()
+        ),
+        (released.as_str(), released.as_str()),
+        "{ended:#?}"
+    );
+}

@@ -769,12 +769,25 @@ impl Rollouts for RolloutsApi {
         let target = Target::Rollout(&r.namespace, &r.name);
         let current = get(&api, &r.namespace, &r.name).await?;
         let phase = phase_of(&current);
-        // A Pending release that never began has touched nothing.
+        // A Pending release that never began has touched nothing: no
+        // revision recorded, and (an API-started one) no hold of its own on
+        // the workload, which a start whose status write was still on its
+        // way (or lost to a Pause) has already put there.
         let untouched = phase == Phase::Pending
             && current
                 .status
                 .as_ref()
-                .is_none_or(|s| s.stable_revision.is_empty());
+                .is_none_or(|s| s.stable_revision.is_empty())
+            && (current.spec.bound()
+                || workload::holder(
+                    &api.clone().into_client(),
+                    &r.namespace,
+                    &current.spec.workload,
+                )
+                .await
+                .map_err(|e| kube_status(e, target))?
+                .as_deref()
+                    != Some(r.name.as_str()));
         if !finished(phase) && !untouched && !r.force {
             return Err(Status::failed_precondition(format!(
                 "rollout {}/{} is {phase:?}; Abort it and delete it once RolledBack, \

@@ -46,6 +46,34 @@ async fn template(
     })
 }
 
+/// The Rollout whose mark (`sluice.dev/rollout`) is on a workload, if the
+/// workload exists and has one.
+///
+/// # Errors
+/// What the Kubernetes API answered.
+pub async fn holder(
+    client: &Client,
+    namespace: &str,
+    workload: &sluice_model::crd::WorkloadRef,
+) -> Result<Option<String>, kube::Error> {
+    use kube::ResourceExt;
+    let annotations = match workload.kind {
+        sluice_model::crd::WorkloadKind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(client.clone(), namespace)
+                .get_opt(&workload.name)
+                .await?
+                .map(|s| s.annotations().clone())
+        }
+        sluice_model::crd::WorkloadKind::Deployment => {
+            Api::<Deployment>::namespaced(client.clone(), namespace)
+                .get_opt(&workload.name)
+                .await?
+                .map(|d| d.annotations().clone())
+        }
+    };
+    Ok(annotations.and_then(|a| a.get(sluice_model::keys::ROLLOUT).cloned()))
+}
+
 /// Checks the workload `spec` names in `namespace`.
 ///
 /// # Errors

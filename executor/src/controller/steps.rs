@@ -324,6 +324,9 @@ pub(super) async fn drive<R: Release>(
     let mut observed = Observed::default();
     if new_release || status.phase == crate::crd::Phase::Pending {
         observed.start = w.start_check(rollout, status);
+        // Only an API-started release's own start puts its mark on the
+        // workload (a bound one's is the webhook's, before any start).
+        observed.begun = !rollout.spec.bound() && w.holder() == Some(rollout.name_any());
         if matches!(observed.start, Start::Busy(_))
             && let Some(holder) = w.holder().filter(|h| *h != rollout.name_any())
             && let Some(why) = abandoned(ctx, rollout, &holder).await?
@@ -495,7 +498,11 @@ pub(super) async fn drive<R: Release>(
             Effect::Unmark => w.unmark().await?,
         }
     }
+    // An ended release follows what its workload runs, but not while
+    // another Rollout's release holds it: that one's unapproved version
+    // (every pod of it, at a small scale) is no revision this one released.
     if out.status.phase == crate::crd::Phase::Succeeded
+        && w.holder().is_none_or(|h| h == rollout.name_any())
         && let Some(running) = w.running_revision()
     {
         out.status.stable_revision.clone_from(&running);

@@ -125,6 +125,11 @@ pub struct Observed {
     /// `ReplicaFailure` condition says: told while the step waits, and in
     /// the rollback its progress deadline brings.
     pub cannot_create: Option<String>,
+    /// At `Pending`: the release has begun already, though its status does
+    /// not say so (an API-started rollout's own hold is on the workload: its
+    /// start was made and the status write recording it was lost, as to a
+    /// Pause written meanwhile). A pause then holds it where it is, begun.
+    pub begun: bool,
 }
 
 impl Default for Observed {
@@ -139,6 +144,7 @@ impl Default for Observed {
             traffic_leftovers: None,
             failing_pod: None,
             cannot_create: None,
+            begun: false,
         }
     }
 }
@@ -565,7 +571,7 @@ impl Decision<'_> {
                 format!("{ABORTED} before the start: {reason}"),
             );
         }
-        if input.controls.paused {
+        if input.controls.paused && !input.observed.begun {
             // Time held by a person does not count against the wait.
             self.status.started = None;
             self.status.message = "paused on request before the start; Resume starts it".into();

@@ -690,6 +690,40 @@ fn rolled_back_waits_for_the_pods_then_for_every_traffic_object() {
     assert!(out.effects.contains(&Effect::Unmark));
 }
 
+/// A Pause that lands between a start and the status write recording it
+/// (the write then lost) finds a Pending status on a workload the release
+/// already holds: it holds the release where it is, begun, not "before the
+/// start" (which a delete would then take for untouched).
+#[test]
+fn a_pause_after_a_lost_start_holds_the_release_begun() {
+    let status = RolloutStatus {
+        release: "r1".into(),
+        ..RolloutStatus::default()
+    };
+    let paused = Controls {
+        paused: true,
+        ..Controls::default()
+    };
+    let mut seen = observed();
+    seen.start = Start::Ready;
+    seen.begun = true;
+    let out = decide_with(&status, &plan(), &paused, &seen, at(10));
+    assert_eq!(
+        out.status.phase,
+        Phase::Progressing,
+        "{}",
+        out.status.message
+    );
+    assert!(out.effects.contains(&Effect::Begin));
+    let next = decide_with(&out.status, &plan(), &paused, &seen, at(11));
+    assert_eq!(next.status.phase, Phase::Paused, "{}", next.status.message);
+    // Not begun: paused before the start, nothing done.
+    seen.begun = false;
+    let before = decide_with(&status, &plan(), &paused, &seen, at(10));
+    assert_eq!(before.status.phase, Phase::Pending);
+    assert!(before.effects.is_empty());
+}
+
 /// A promotion that reaches a release already rolling back (it lost the
 /// race to a failed analysis) is answered in the message, once, and the
 /// rollback goes on.
@@ -864,6 +898,7 @@ impl World {
                 .failing
                 .then(|| "pod p container c: ErrImagePull".into()),
             cannot_create: None,
+            begun: false,
         }
     }
 
