@@ -150,6 +150,11 @@ pub fn spec_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
                     quoted(&update.image)
                 ),
             ));
+        } else if let Some(why) = image_reference_problem(&update.image) {
+            problems.push((
+                format!("{field}.image"),
+                format!("{why}, got {}", quoted(&update.image)),
+            ));
         }
     }
     let mut analyses = BTreeSet::new();
@@ -240,6 +245,96 @@ pub fn spec_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
         }
     }
     problems
+}
+
+/// Why `image` is no image reference a node could pull (kube-apiserver
+/// refuses only surrounding whitespace; the container runtime refuses the
+/// rest when the pod starts, after the release has moved pods): the
+/// reference grammar, `[registry[:port]/]path[:tag][@algorithm:hex]`, with
+/// a lowercase path.
+fn image_reference_problem(image: &str) -> Option<&'static str> {
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must be an image reference, with no whitespace or control characters");
+    }
+    let (name, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(digest) = digest {
+        let ok = digest.split_once(':').is_some_and(|(algorithm, hex)| {
+            !algorithm.is_empty()
+                && algorithm
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c))
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if !ok {
+            return Some(
+                "must be an image reference: a digest is algorithm:hex, such as sha256: and 64 hex digits",
+            );
+        }
+    }
+    // A tag follows the last ':' after the last '/'.
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+        None => (name, None),
+    };
+    if let Some(tag) = tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return Some(
+                "must be an image reference: a tag is at most 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+            );
+        }
+    }
+    let mut parts: Vec<&str> = path.split('/').collect();
+    // The first part is a registry when it looks like a host.
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        let (domain, port) = host.split_once(':').unwrap_or((host, "0"));
+        let ok = !domain.is_empty()
+            && domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+            && !port.is_empty()
+            && port.chars().all(|c| c.is_ascii_digit());
+        if !ok {
+            return Some(
+                "must be an image reference: its registry is a host name with an optional :port",
+            );
+        }
+    }
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.starts_with(|x: char| x.is_ascii_lowercase() || x.is_ascii_digit())
+            && c.ends_with(|x: char| x.is_ascii_lowercase() || x.is_ascii_digit())
+            && c.chars()
+                .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || "._-".contains(x))
+    };
+    if !parts.iter().all(|c| component_ok(c)) {
+        return Some(
+            "must be an image reference: its repository path is lowercase letters, digits and '.', '_' or '-' between them, in parts separated by '/'",
+        );
+    }
+    None
+}
+
+/// An enum number the proto does not define, as a problem naming the field
+/// and the values it takes.
+fn undefined_enum<E: TryFrom<i32>>(
+    field: String,
+    number: i32,
+    names: &str,
+) -> Option<(String, String)> {
+    (number != 0 && E::try_from(number).is_err())
+        .then(|| (field, format!("must be {names}, got the number {number}")))
 }
 
 /// A metric's interval that is not above zero, or an initial delay below
@@ -399,6 +494,154 @@ pub fn release_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
             .into_iter()
             .map(|(field, message)| (format!("spec.{field}"), message)),
     );
+    problems.extend(number_problems(spec));
+    problems
+}
+
+/// The largest protobuf Duration, in seconds (10,000 years).
+const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
+
+/// What a protobuf Duration cannot be: out of its range, nanoseconds past
+/// a second, or seconds and nanoseconds of opposite signs.
+fn duration_problem(field: String, d: Option<&prost_types::Duration>) -> Option<(String, String)> {
+    let d = d?;
+    let bad = d.seconds.abs() > MAX_DURATION_SECONDS
+        || d.nanos.abs() >= 1_000_000_000
+        || (d.seconds > 0 && d.nanos < 0)
+        || (d.seconds < 0 && d.nanos > 0);
+    bad.then(|| {
+        (
+            field,
+            format!(
+                "must be a protobuf Duration (seconds within ±{MAX_DURATION_SECONDS}, nanos within \
+                 ±999,999,999 and of the same sign), got seconds {} nanos {}",
+                d.seconds, d.nanos
+            ),
+        )
+    })
+}
+
+/// Enum numbers the proto does not define, durations a Duration cannot
+/// hold, and condition numbers that could never judge anything: each read
+/// as something else before (a default, a wrapped duration, an empty
+/// condition), now refused.
+fn number_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    problems.extend(undefined_enum::<pb::ErrorPolicy>(
+        "spec.onAnalysisError".into(),
+        spec.on_analysis_error,
+        "ERROR_POLICY_PAUSE or ERROR_POLICY_ROLLBACK",
+    ));
+    let strategy = spec.strategy.as_ref();
+    let canary = strategy.and_then(|s| s.canary.as_ref());
+    problems.extend(duration_problem(
+        "spec.strategy.canary.progressDeadline".into(),
+        canary.and_then(|c| c.progress_deadline.as_ref()),
+    ));
+    problems.extend(duration_problem(
+        "spec.strategy.blueGreen.rollbackWindow".into(),
+        strategy
+            .and_then(|s| s.blue_green.as_ref())
+            .and_then(|b| b.rollback_window.as_ref()),
+    ));
+    const MATCH_TYPES: &str =
+        "MATCH_TYPE_EXACT, MATCH_TYPE_PREFIX or MATCH_TYPE_REGULAR_EXPRESSION";
+    for (i, step) in canary.map_or(&[][..], |c| &c.steps[..]).iter().enumerate() {
+        let field = format!("spec.strategy.canary.steps[{i}]");
+        problems.extend(duration_problem(
+            format!("{field}.pause.duration"),
+            step.pause.as_ref().and_then(|p| p.duration.as_ref()),
+        ));
+        for (j, m) in step.matches.iter().enumerate() {
+            let field = format!("{field}.matches[{j}]");
+            for (what, values) in [
+                ("headers", &m.headers),
+                ("cookies", &m.cookies),
+                ("queryParams", &m.query_params),
+            ] {
+                for (k, v) in values.iter().enumerate() {
+                    problems.extend(undefined_enum::<pb::MatchType>(
+                        format!("{field}.{what}[{k}].type"),
+                        v.r#type,
+                        MATCH_TYPES,
+                    ));
+                }
+            }
+            if let Some(path) = &m.path {
+                problems.extend(undefined_enum::<pb::MatchType>(
+                    format!("{field}.path.type"),
+                    path.r#type,
+                    MATCH_TYPES,
+                ));
+            }
+        }
+    }
+    for (i, analysis) in spec.analyses.iter().enumerate() {
+        for (j, metric) in analysis.metrics.iter().enumerate() {
+            let field = format!("spec.analyses[{i}].metrics[{j}]");
+            problems.extend(duration_problem(
+                format!("{field}.interval"),
+                metric.interval.as_ref(),
+            ));
+            problems.extend(duration_problem(
+                format!("{field}.initialDelay"),
+                metric.initial_delay.as_ref(),
+            ));
+            for (which, condition) in [
+                ("successCondition", &metric.success_condition),
+                ("failureCondition", &metric.failure_condition),
+            ] {
+                let Some(kind) = condition.as_ref().and_then(|c| c.kind.as_ref()) else {
+                    continue;
+                };
+                let field = format!("{field}.{which}");
+                problems.extend(condition_problems(&field, kind));
+            }
+        }
+    }
+    problems
+}
+
+/// A threshold or comparison that could never judge a value as written.
+fn condition_problems(field: &str, kind: &pb::condition::Kind) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    match kind {
+        pb::condition::Kind::Threshold(t) => {
+            for (bound, value) in [("min", t.min), ("max", t.max)] {
+                if let Some(v) = value
+                    && !v.is_finite()
+                {
+                    problems.push((
+                        format!("{field}.threshold.{bound}"),
+                        format!("must be a finite number, got {v}"),
+                    ));
+                }
+            }
+            if let (Some(min), Some(max)) = (t.min, t.max)
+                && min > max
+            {
+                problems.push((
+                    format!("{field}.threshold"),
+                    format!("min must not be above max (no value is within [{min}, {max}])"),
+                ));
+            }
+        }
+        pb::condition::Kind::Comparison(c) => {
+            problems.extend(undefined_enum::<pb::ComparisonDirection>(
+                format!("{field}.comparison.direction"),
+                c.direction,
+                "COMPARISON_DIRECTION_HIGHER_IS_WORSE or COMPARISON_DIRECTION_LOWER_IS_WORSE",
+            ));
+            for (name, value) in [("maxRatio", c.max_ratio), ("slack", c.slack)] {
+                if !value.is_finite() || value < 0.0 {
+                    problems.push((
+                        format!("{field}.comparison.{name}"),
+                        format!("must be a finite number, 0 or more, got {value}"),
+                    ));
+                }
+            }
+        }
+    }
     problems
 }
 

@@ -1336,3 +1336,144 @@ async fn a_promote_of_an_ended_rollout_says_it_ended_even_when_paused_on_request
         refused.message()
     );
 }
+
+/// Values a StartRollout once accepted and then read as something else
+/// (an undefined enum as its default, a Duration past its range wrapped,
+/// an empty condition from NaN) or that no node could pull: refused,
+/// naming the field and the value, with nothing written.
+#[tokio::test(start_paused = true)]
+async fn values_read_as_something_else_or_never_pullable_are_refused() {
+    let mut world = api_world("healthy").await;
+    let http_route =
+        pb::traffic_routing::Router::HttpRoute(pb::GatewayHttpRoute { name: "web".into() });
+    let mut spec = full_spec(http_route);
+    spec.on_analysis_error = 9;
+    let canary = spec.strategy.as_mut().unwrap().canary.as_mut().unwrap();
+    canary.steps[0].matches[0].headers[0].r#type = 9;
+    canary.steps[0].matches[0].path.as_mut().unwrap().r#type = 9;
+    canary.steps[0].pause = Some(pb::Pause {
+        duration: Some(prost_types::Duration {
+            seconds: 1_000_000_000_000,
+            nanos: 0,
+        }),
+    });
+    canary.progress_deadline = Some(prost_types::Duration {
+        seconds: 1,
+        nanos: -5,
+    });
+    spec.strategy.as_mut().unwrap().blue_green = Some(pb::BlueGreenStrategy {
+        rollback_window: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 2_000_000_000,
+        }),
+    });
+    let metric = &mut spec.analyses[0].metrics[0];
+    metric.success_condition = Some(pb::Condition {
+        kind: Some(pb::condition::Kind::Threshold(pb::Threshold {
+            min: Some(5.0),
+            max: Some(f64::NAN),
+        })),
+    });
+    metric.failure_condition = Some(pb::Condition {
+        kind: Some(pb::condition::Kind::Comparison(pb::Comparison {
+            baseline_query: String::new(),
+            max_ratio: -3.0,
+            slack: -1.0,
+            direction: 7,
+        })),
+    });
+    let all = refused(&mut world, spec).await;
+    assert_eq!(all.code(), Code::InvalidArgument, "{all:?}");
+    let mut got = fields(&all);
+    got.sort();
+    let mut want = vec![
+        "spec.onAnalysisError",
+        "spec.strategy.canary.steps[0].matches[0].headers[0].type",
+        "spec.strategy.canary.steps[0].matches[0].path.type",
+        "spec.strategy.canary.steps[0].pause.duration",
+        "spec.strategy.canary.progressDeadline",
+        "spec.strategy.blueGreen.rollbackWindow",
+        "spec.analyses[0].metrics[0].successCondition.threshold.max",
+        "spec.analyses[0].metrics[0].failureCondition.comparison.direction",
+        "spec.analyses[0].metrics[0].failureCondition.comparison.maxRatio",
+        "spec.analyses[0].metrics[0].failureCondition.comparison.slack",
+    ];
+    want.sort_unstable();
+    assert_eq!(got, want, "{all:?}");
+    assert!(
+        description(&all, "spec.onAnalysisError").ends_with("got the number 9"),
+        "{all:?}"
+    );
+    assert!(
+        description(&all, "spec.strategy.canary.progressDeadline")
+            .contains("got seconds 1 nanos -5"),
+        "{all:?}"
+    );
+    // min above max, alone.
+    let mut spec = full_spec(pb::traffic_routing::Router::HttpRoute(
+        pb::GatewayHttpRoute { name: "web".into() },
+    ));
+    spec.analyses[0].metrics[0].success_condition = Some(pb::Condition {
+        kind: Some(pb::condition::Kind::Threshold(pb::Threshold {
+            min: Some(5.0),
+            max: Some(1.0),
+        })),
+    });
+    let refused_min = refused(&mut world, spec).await;
+    assert_eq!(
+        fields(&refused_min),
+        ["spec.analyses[0].metrics[0].successCondition.threshold"],
+        "{refused_min:?}"
+    );
+    // Images no node could pull, each shown as sent.
+    for image in [
+        " registry.example/web:30 ",
+        "registry.example/web:3\n0",
+        "registry.example/Web:30",
+        "registry.example/web:",
+        "registry.example/web@sha256:abc",
+        "registry.example/web:-bad",
+    ] {
+        let mut spec = simple_spec();
+        spec.images[0].image = image.into();
+        let refused = refused(&mut world, spec).await;
+        assert_eq!(
+            fields(&refused),
+            ["spec.images[0].image"],
+            "{image:?}: {refused:?}"
+        );
+        let said = description(&refused, "spec.images[0].image");
+        assert!(said.contains("got \""), "{image:?}: {said}");
+    }
+    // And references that pull are taken.
+    for (i, image) in [
+        "nginx",
+        "nginx:1.27",
+        "library/nginx:1.27-alpine",
+        "localhost:5000/team/web:v2",
+        "Registry.Example:443/web/api_v2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut spec = simple_spec();
+        spec.images[0].image = image.into();
+        world
+            .api
+            .start_rollout(start(&format!("ok-{i}"), spec))
+            .await
+            .unwrap_or_else(|e| panic!("{image}: {e:?}"));
+    }
+    // A ListRollouts phase the proto does not define.
+    let list = world
+        .api
+        .list_rollouts(pb::ListRolloutsRequest {
+            namespace: "default".into(),
+            phases: vec![pb::RolloutPhase::Pending as i32, 99],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(list.code(), Code::InvalidArgument, "{list:?}");
+    assert_eq!(fields(&list), ["phases[1]"], "{list:?}");
+}

@@ -39,16 +39,30 @@ pub fn clip(text: &str, max: usize) -> String {
     format!("{}{MARK}", &text[..end])
 }
 
+/// A violation's description clipped to [`MAX_DESCRIPTION_BYTES`], its
+/// closing ", got VALUE" kept (the value clipped on its own) so that the
+/// value the caller sent is always shown: the explanation before it gives
+/// way first.
+pub fn clip_description(description: &str) -> String {
+    if description.len() <= MAX_DESCRIPTION_BYTES {
+        return description.to_owned();
+    }
+    let Some(at) = description.rfind(", got ") else {
+        return clip(description, MAX_DESCRIPTION_BYTES);
+    };
+    let tail = clip(&description[at..], MAX_DESCRIPTION_BYTES / 2);
+    let head = clip(&description[..at], MAX_DESCRIPTION_BYTES - tail.len());
+    format!("{head}{tail}")
+}
+
 /// INVALID_ARGUMENT with a BadRequest listing `violations` as
 /// `(field path, description)`, capped as the module says.
 pub fn invalid(violations: &[(String, String)]) -> Status {
     let mut details = ErrorDetails::new();
     let shown = &violations[..violations.len().min(MAX_VIOLATIONS)];
     for (field, description) in shown {
-        details.add_bad_request_violation(
-            clip(field, MAX_FIELD_BYTES),
-            clip(description, MAX_DESCRIPTION_BYTES),
-        );
+        details
+            .add_bad_request_violation(clip(field, MAX_FIELD_BYTES), clip_description(description));
     }
     let hidden = violations.len() - shown.len();
     if hidden > 0 {
@@ -62,13 +76,7 @@ pub fn invalid(violations: &[(String, String)]) -> Status {
     }
     let mut summary = shown
         .iter()
-        .map(|(f, d)| {
-            format!(
-                "{}: {}",
-                clip(f, MAX_FIELD_BYTES),
-                clip(d, MAX_DESCRIPTION_BYTES)
-            )
-        })
+        .map(|(f, d)| format!("{}: {}", clip(f, MAX_FIELD_BYTES), clip_description(d)))
         .collect::<Vec<_>>()
         .join("; ");
     if violations.len() > 1 {
@@ -262,6 +270,20 @@ mod tests {
             "{}",
             status.message()
         );
+    }
+
+    #[test]
+    fn a_clipped_description_still_shows_the_value_sent() {
+        let long = format!("{}, got \"Web!\"", "an explanation ".repeat(20));
+        let clipped = clip_description(&long);
+        assert!(clipped.len() <= MAX_DESCRIPTION_BYTES, "{clipped}");
+        assert!(clipped.ends_with(", got \"Web!\""), "{clipped}");
+        assert!(clipped.starts_with("an explanation"), "{clipped}");
+        // A huge value is clipped on its own, within the same bound.
+        let huge = format!("must be short, got {}", "x".repeat(500));
+        let clipped = clip_description(&huge);
+        assert!(clipped.len() <= MAX_DESCRIPTION_BYTES, "{clipped}");
+        assert!(clipped.contains(", got xxx"), "{clipped}");
     }
 
     #[test]

@@ -519,6 +519,21 @@ impl Rollouts for RolloutsApi {
             authorize(&request, &ns)?;
         }
         let r = request.into_inner();
+        // A phase number the proto does not define would match nothing,
+        // silently: refused, naming it.
+        if let Some((i, n)) = r
+            .phases
+            .iter()
+            .enumerate()
+            .find(|(_, n)| pb::RolloutPhase::try_from(**n).is_err() || **n == 0)
+        {
+            return Err(invalid(&[(
+                format!("phases[{i}]"),
+                format!(
+                    "must be a RolloutPhase (ROLLOUT_PHASE_PENDING to ROLLOUT_PHASE_FAILED), got the number {n}"
+                ),
+            )]));
+        }
         let page_size = match r.page_size {
             0 => 100,
             n if n <= 1000 => n as usize,
