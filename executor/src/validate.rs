@@ -463,6 +463,7 @@ pub fn release_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
                     "names the Service clients use; it is required with traffic".into(),
                 ));
             }
+            problems.extend(traffic_name_problems(t));
             match &t.router {
                 None => Router::None,
                 Some(pb::traffic_routing::Router::Nginx(_)) => Router::Nginx,
@@ -495,6 +496,59 @@ pub fn release_problems(spec: &pb::RolloutSpec) -> Vec<(String, String)> {
             .map(|(field, message)| (format!("spec.{field}"), message)),
     );
     problems.extend(number_problems(spec));
+    problems
+}
+
+/// A Service's name: an RFC 1035 label (a letter first).
+fn is_service_name(name: &str) -> bool {
+    crate::api::is_dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
+/// Names of traffic objects no such object can have, and a canary Service
+/// that is the stable one (the release pins that one to the stable pods).
+fn traffic_name_problems(t: &pb::TrafficRouting) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    for (field, name) in [
+        ("spec.traffic.stableService", &t.stable_service),
+        ("spec.traffic.canaryService", &t.canary_service),
+    ] {
+        if !name.is_empty() && !is_service_name(name) {
+            problems.push((
+                field.to_owned(),
+                format!(
+                    "must be a Service name (an RFC 1035 label: lowercase letters, digits and '-', \
+                     a letter first, at most 63), got {}",
+                    quoted(name)
+                ),
+            ));
+        }
+    }
+    if !t.canary_service.is_empty() && t.canary_service == t.stable_service {
+        problems.push((
+            "spec.traffic.canaryService".into(),
+            format!(
+                "must differ from stableService, which the release pins to the stable pods, got {}",
+                quoted(&t.canary_service)
+            ),
+        ));
+    }
+    let (field, name) = match &t.router {
+        None => return problems,
+        Some(pb::traffic_routing::Router::Nginx(n)) => ("spec.traffic.nginx.ingress", &n.ingress),
+        Some(pb::traffic_routing::Router::HttpRoute(r)) => ("spec.traffic.httpRoute.name", &r.name),
+        Some(pb::traffic_routing::Router::VirtualService(v)) => {
+            ("spec.traffic.virtualService.name", &v.name)
+        }
+    };
+    if !crate::api::is_dns_subdomain(name) {
+        problems.push((
+            field.to_owned(),
+            format!(
+                "must name the object (lowercase letters, digits, '-' and '.'), got {}",
+                quoted(name)
+            ),
+        ));
+    }
     problems
 }
 

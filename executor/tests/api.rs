@@ -1464,6 +1464,72 @@ async fn values_read_as_something_else_or_never_pullable_are_refused() {
             .await
             .unwrap_or_else(|e| panic!("{image}: {e:?}"));
     }
+    // Traffic objects no object could be named, and a canary Service that
+    // is the stable one.
+    for (router, stable, canary, want) in [
+        (
+            pb::traffic_routing::Router::HttpRoute(pb::GatewayHttpRoute { name: "web".into() }),
+            "Bad_Svc",
+            "Bad Svc",
+            vec!["spec.traffic.stableService", "spec.traffic.canaryService"],
+        ),
+        (
+            pb::traffic_routing::Router::HttpRoute(pb::GatewayHttpRoute { name: "web".into() }),
+            "web",
+            "web",
+            vec!["spec.traffic.canaryService"],
+        ),
+        (
+            pb::traffic_routing::Router::Nginx(pb::NginxIngress {
+                ingress: String::new(),
+            }),
+            "web",
+            "web-preview",
+            vec!["spec.traffic.nginx.ingress"],
+        ),
+        (
+            pb::traffic_routing::Router::HttpRoute(pb::GatewayHttpRoute {
+                name: "bad name".into(),
+            }),
+            "web",
+            "web-preview",
+            vec!["spec.traffic.httpRoute.name"],
+        ),
+    ] {
+        let mut spec = full_spec(router);
+        let traffic = spec.traffic.as_mut().unwrap();
+        traffic.stable_service = stable.into();
+        traffic.canary_service = canary.into();
+        let no = refused(&mut world, spec).await;
+        assert_eq!(fields(&no), want, "{no:?}");
+    }
+    // A pod template the Deployment could never take: labels outside its
+    // selector, or no PodTemplateSpec at all.
+    let template = |labels: serde_json::Value, port: serde_json::Value| {
+        let json = json!({
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "web", "image": "registry.example/web:2.0",
+                                     "ports": [{"containerPort": port}]}]},
+        });
+        match value(json).kind {
+            Some(prost_types::value::Kind::StructValue(s)) => s,
+            _ => unreachable!(),
+        }
+    };
+    let mut spec = simple_spec();
+    spec.images.clear();
+    spec.pod_template = Some(template(json!({"app": "other"}), json!(8080)));
+    let no = refused(&mut world, spec).await;
+    assert_eq!(fields(&no), ["spec.podTemplate.metadata.labels"], "{no:?}");
+    assert!(
+        description(&no, "spec.podTemplate.metadata.labels").contains("got app=other"),
+        "{no:?}"
+    );
+    let mut spec = simple_spec();
+    spec.images.clear();
+    spec.pod_template = Some(template(json!({"app": "web"}), json!("abc")));
+    let no = refused(&mut world, spec).await;
+    assert_eq!(fields(&no), ["spec.podTemplate"], "{no:?}");
     // A ListRollouts phase the proto does not define.
     let list = world
         .api
