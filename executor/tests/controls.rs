@@ -1112,3 +1112,38 @@ async fn an_ended_release_never_reports_another_releases_version() {
         "{ended:#?}"
     );
 }
+
+/// A Rollout written with kubectl (no StartRollout to refuse it) whose pod
+/// template the workload could never take: each write the release needs
+/// is refused as invalid, and the Rollout says so (message, Progressing
+/// False with the reason Invalid) rather than retrying with nothing said.
+#[tokio::test(start_paused = true)]
+async fn a_template_the_workload_refuses_is_said_on_the_rollout() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollout: Rollout = serde_yaml::from_str(
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  workload: {kind: Deployment, name: web}
+  template:
+    metadata: {labels: {app: other}}
+    spec: {containers: [{name: web, image: "registry.example/web:2.0"}]}
+  strategy:
+    canary:
+      steps: [{replicas: 1, pause: {}}]
+"#,
+    )
+    .unwrap();
+    let rollouts = start(&world, &rollout).await;
+    wait_for(&rollouts, "the refusal said", |s| {
+        s.message
+            .contains("the API server refused a write of this release")
+    })
+    .await;
+    let s = status(&rollouts).await;
+    assert_eq!(condition(&s, "Progressing"), ("False", "Invalid"), "{s:#?}");
+    assert!(s.message.contains("selector"), "{}", s.message);
+}

@@ -917,9 +917,9 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
     let result = reconcile_once(Arc::clone(&rollout), &ctx).await;
     ctx.metrics.reconciled(result.is_ok(), start.elapsed());
     if let Err(Error::Kube(kube::Error::Api(answer))) = &result
-        && answer.code == 403
+        && (answer.code == 403 || answer.code == 422)
     {
-        blocked(&rollout, &ctx, &answer.message).await;
+        blocked(&rollout, &ctx, answer.code, &answer.message).await;
     }
     result
 }
@@ -930,12 +930,21 @@ async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, Error
 /// silent stall. The release goes on from where it was once the permission
 /// is granted. `why` is the API server's answer, which names the verb, the
 /// resource and the namespace.
-async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
+///
+/// A 422 (a write refused as invalid: the workload with the new template
+/// breaks its own rules) is said the same way, reason `Invalid`, rather
+/// than retried with nothing on the Rollout.
+async fn blocked(rollout: &Rollout, ctx: &Ctx, code: u16, why: &str) {
     let name = rollout.name_any();
     let ns = rollout.namespace().unwrap_or_default();
     let before = rollout.status.clone().unwrap_or_default();
     let mut status = before.clone();
-    sluice_model::machine::set_blocked(
+    let mark = if code == 422 {
+        sluice_model::machine::set_refused
+    } else {
+        sluice_model::machine::set_blocked
+    };
+    mark(
         &mut status,
         why,
         rollout.metadata.generation.unwrap_or(0),
@@ -992,7 +1001,12 @@ async fn blocked(rollout: &Rollout, ctx: &Ctx, why: &str) {
         forbidden = %why,
         "the executor is not allowed a request this release needs; it waits until the permission is granted"
     );
-    publish_blocked_event(ctx, rollout, &status.message);
+    let reason = if code == 422 {
+        sluice_model::machine::reasons::INVALID
+    } else {
+        sluice_model::machine::reasons::FORBIDDEN
+    };
+    publish_blocked_event(ctx, rollout, reason, &status.message);
 }
 
 #[tracing::instrument(skip_all, fields(rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default()))]
@@ -1185,11 +1199,11 @@ fn publish_event(ctx: &Ctx, rollout: &Rollout, before: &RolloutStatus, after: &R
 }
 
 /// A Warning Event `Forbidden` on the Rollout.
-fn publish_blocked_event(ctx: &Ctx, rollout: &Rollout, message: &str) {
+fn publish_blocked_event(ctx: &Ctx, rollout: &Rollout, reason: &str, message: &str) {
     use kube::runtime::events::{Event, EventType};
     let event = Event {
         type_: EventType::Warning,
-        reason: sluice_model::machine::reasons::FORBIDDEN.into(),
+        reason: reason.into(),
         note: Some(message.chars().take(1000).collect()),
         action: "Reconcile".into(),
         secondary: None,

@@ -55,6 +55,9 @@ pub mod reasons {
     pub const IN_PROGRESS: &str = "InProgress";
     /// The executor may not make a request the release needs.
     pub const FORBIDDEN: &str = "Forbidden";
+    /// The API server refused a write the release needs as invalid (the
+    /// workload with the new template breaks its own rules).
+    pub const INVALID: &str = "Invalid";
 }
 
 fn flag(b: bool) -> &'static str {
@@ -149,6 +152,37 @@ pub fn set_conditions(
 /// has done nothing (no revisions, no steps; the next look takes it from
 /// there as a new release), so nothing reads as the old outcome.
 pub fn set_blocked(status: &mut RolloutStatus, why: &str, generation: i64, now: SystemTime) {
+    set_stalled(
+        status,
+        format!("blocked by permissions: {why}"),
+        reasons::FORBIDDEN,
+        generation,
+        now,
+    );
+}
+
+/// Marks a release whose write the API server refused as invalid (422:
+/// the workload with the new template, say, breaks its own rules; `why`
+/// names the field), as [`set_blocked`] marks a refused permission, with
+/// the reason `Invalid`: the release goes on once the spec or the workload
+/// is fixed.
+pub fn set_refused(status: &mut RolloutStatus, why: &str, generation: i64, now: SystemTime) {
+    set_stalled(
+        status,
+        format!("the API server refused a write of this release: {why}"),
+        reasons::INVALID,
+        generation,
+        now,
+    );
+}
+
+fn set_stalled(
+    status: &mut RolloutStatus,
+    message: String,
+    reason: &str,
+    generation: i64,
+    now: SystemTime,
+) {
     if matches!(
         status.phase,
         Phase::Succeeded | Phase::RolledBack | Phase::Failed
@@ -162,13 +196,12 @@ pub fn set_blocked(status: &mut RolloutStatus, why: &str, generation: i64, now: 
             ..RolloutStatus::default()
         };
     }
-    let message = format!("blocked by permissions: {why}");
     status.message.clone_from(&message);
     let now = time_text(now);
     let condition = RolloutCondition {
         kind: condition_types::PROGRESSING.to_owned(),
         status: flag(false).to_owned(),
-        reason: reasons::FORBIDDEN.to_owned(),
+        reason: reason.to_owned(),
         message,
         last_transition_time: now,
         observed_generation: generation,

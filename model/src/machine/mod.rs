@@ -43,6 +43,7 @@ use std::time::{Duration, SystemTime};
 
 pub use conditions::{
     AWAITING_EXECUTOR, awaiting_release, condition_types, reasons, set_blocked, set_conditions,
+    set_refused,
 };
 
 use crate::crd::{Phase, RolloutStatus, StepRecord, StepState, Verdict};
