@@ -1543,3 +1543,22 @@ async fn values_read_as_something_else_or_never_pullable_are_refused() {
     assert_eq!(list.code(), Code::InvalidArgument, "{list:?}");
     assert_eq!(fields(&list), ["phases[1]"], "{list:?}");
 }
+
+/// A request naming no namespace is refused, naming the field: a rollout
+/// is never made in a namespace the caller did not say.
+#[tokio::test(start_paused = true)]
+async fn a_start_without_a_namespace_is_refused() {
+    let mut world = api_world("healthy").await;
+    let refused = world
+        .api
+        .start_rollout(pb::StartRolloutRequest {
+            namespace: String::new(),
+            name: "web".into(),
+            spec: Some(simple_spec()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(fields(&refused), ["namespace"], "{refused:?}");
+    assert!(stored(&world).await.is_empty());
+}

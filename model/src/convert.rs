@@ -24,7 +24,13 @@ use crate::{
 fn duration_text(d: &prost_types::Duration) -> String {
     let nanos = i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos);
     let magnitude = Duration::from_nanos(u64::try_from(nanos.unsigned_abs()).unwrap_or(u64::MAX));
-    let text = format_duration(magnitude);
+    // A negative one below a millisecond would read "-0s" (for -5ns): it
+    // is refused anyway, so it is shown as sent.
+    let text = if nanos < 0 && magnitude < Duration::from_millis(1) {
+        format!("{}ns", magnitude.as_nanos())
+    } else {
+        format_duration(magnitude)
+    };
     if nanos < 0 { format!("-{text}") } else { text }
 }
 
@@ -311,6 +317,16 @@ pub fn plan_to_proto(plan: &Plan) -> pb::Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_negative_duration_is_written_as_sent() {
+        let d = |seconds, nanos| duration_text(&prost_types::Duration { seconds, nanos });
+        assert_eq!(d(0, -5), "-5ns");
+        assert_eq!(d(-1, 0), "-1s");
+        assert_eq!(d(0, -2_000_000), "-2ms");
+        assert_eq!(d(90, 0), "1m30s");
+        assert_eq!(d(0, 5), "0s");
+    }
 
     fn steps_with_traffic(traffic: &[Percent]) -> Strategy {
         let steps = traffic
