@@ -864,6 +864,33 @@ async fn canary_rollouts_waiting_for_one_deployment_take_it_one_at_a_time() {
     rollouts_waiting_for_one_deployment_take_it_one_at_a_time("Canary").await;
 }
 
+/// Starts a second Rollout of web, `next`, releasing web:3.0 partition-style
+/// with `steps`; returns a reader of its status.
+async fn start_next(
+    rollouts: &Api<Rollout>,
+    steps: &str,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = RolloutStatus>>> {
+    let mut next = rollout_yaml("Partition", steps, "web");
+    next.metadata.name = Some("next".into());
+    next.spec.images[0].image = "registry.example/web:3.0".into();
+    rollouts
+        .create(&PostParams::default(), &next)
+        .await
+        .unwrap();
+    let rollouts = rollouts.clone();
+    move || {
+        let rollouts = rollouts.clone();
+        Box::pin(async move {
+            rollouts
+                .get("next")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+        })
+    }
+}
+
 /// A Rollout deleted in flight (`kubectl delete` of an API-started one, or
 /// DeleteRollout with `force`) leaves the Deployment as its release left
 /// it, held. A Rollout made next for that Deployment says its holder is
@@ -886,24 +913,7 @@ async fn a_hold_left_by_a_deleted_rollout_is_named_and_taken_over_by_its_name() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(rollouts.get_opt("web").await.unwrap().is_none());
-    let mut next = rollout_yaml("Partition", "[{replicas: 100%}]", "web");
-    next.metadata.name = Some("next".into());
-    next.spec.images[0].image = "registry.example/web:3.0".into();
-    rollouts
-        .create(&PostParams::default(), &next)
-        .await
-        .unwrap();
-    let of_next = || {
-        let rollouts = rollouts.clone();
-        async move {
-            rollouts
-                .get("next")
-                .await
-                .unwrap()
-                .status
-                .unwrap_or_default()
-        }
-    };
+    let of_next = start_next(&rollouts, "[{replicas: 100%}]").await;
     let mut named = false;
     for _ in 0..100 {
         let s = of_next().await;
@@ -1043,28 +1053,7 @@ async fn an_ended_release_never_reports_another_releases_version() {
     assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
     let released = done.stable_revision.clone();
     assert_eq!(done.canary_revision, released);
-    let mut next = rollout_yaml(
-        "Partition",
-        "[{replicas: 30%, pause: {}}, {replicas: 100%}]",
-        "web",
-    );
-    next.metadata.name = Some("next".into());
-    next.spec.images[0].image = "registry.example/web:3.0".into();
-    rollouts
-        .create(&PostParams::default(), &next)
-        .await
-        .unwrap();
-    let of_next = || {
-        let rollouts = rollouts.clone();
-        async move {
-            rollouts
-                .get("next")
-                .await
-                .unwrap()
-                .status
-                .unwrap_or_default()
-        }
-    };
+    let of_next = start_next(&rollouts, "[{replicas: 30%, pause: {}}, {replicas: 100%}]").await;
     for _ in 0..600 {
         if paused_at_step(0)(&of_next().await) {
             break;
