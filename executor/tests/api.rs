@@ -706,6 +706,46 @@ async fn a_pending_rollout_whose_start_already_holds_the_workload_is_not_deleted
     let refused = delete(&mut world, "held", false).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert_eq!(stored(&world).await, ["held"]);
+    // Nor when the start is claimed on the Rollout but has not reached the
+    // workload yet (the executor claims before it touches anything).
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/rollout": null}}})),
+        )
+        .await
+        .unwrap();
+    let rollouts: Api<Rollout> = Api::default_namespaced(world.client.clone());
+    let release = sluice_executor::machine::release_id(&rollouts.get("held").await.unwrap().spec);
+    rollouts
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/begun": release}}})),
+        )
+        .await
+        .unwrap();
+    let refused = delete(&mut world, "held", false).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    // A claim of an earlier release says nothing of this one.
+    rollouts
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"sluice.dev/begun": "an-earlier-release"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    delete(&mut world, "held", false).await.unwrap();
+    world
+        .api
+        .start_rollout(start("held", simple_spec()))
+        .await
+        .unwrap();
+    set_status(&world, "held", json!({"phase": "Pending"})).await;
     // Another rollout's mark says nothing of this one: it goes.
     deployments
         .patch(

@@ -1136,3 +1136,49 @@ spec:
     assert_eq!(condition(&s, "Progressing"), ("False", "Invalid"), "{s:#?}");
     assert!(s.message.contains("selector"), "{}", s.message);
 }
+
+/// A delete that reaches the cluster after the controller read the Rollout
+/// but before the start touched the workload: the start is claimed on the
+/// Rollout first, over the version read, so the claim fails and the
+/// Deployment is left alone (a start made on the stale read would hold it
+/// for a Rollout that no longer exists).
+#[tokio::test(start_paused = true)]
+async fn a_start_read_before_its_rollout_was_deleted_touches_nothing() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    // The controller sees Rollouts late, as one watch cache may lag.
+    world
+        .sim
+        .api
+        .faults()
+        .add(sluice_sim::api::faults::Rule::WatchLag {
+            id: "rollouts-late".into(),
+            resource: "rollouts".into(),
+            lag: Duration::from_millis(300),
+        });
+    let rollouts = start(
+        &world,
+        &rollout_yaml("Partition", "[{replicas: 1, pause: {}}]", "web"),
+    )
+    .await;
+    // Deleted while the controller's view of it is on its way: the
+    // controller then reads a Rollout that is already gone.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rollouts.delete("web", &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let d: Deployment = Api::default_namespaced(world.client.clone())
+        .get("web")
+        .await
+        .unwrap();
+    let annotations = d.metadata.annotations.clone().unwrap_or_default();
+    let marks: Vec<&String> = annotations
+        .keys()
+        .filter(|k| k.starts_with("sluice.dev/"))
+        .collect();
+    assert!(marks.is_empty(), "the Deployment was held: {marks:?}");
+    assert_ne!(d.spec.unwrap().paused, Some(true));
+    assert_eq!(
+        sets_running(&world, "registry.example/web:2.0").await.len(),
+        0
+    );
+}

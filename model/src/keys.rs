@@ -20,6 +20,13 @@ pub const ORIGINAL_SPEC: &str = "sluice.dev/original-spec";
 /// On a canary-style release's pods: the Deployment they are the canary of.
 pub const CANARY_OF: &str = "sluice.dev/canary-of";
 
+/// On an API-started Rollout: the release the executor has begun (its
+/// identity, [`crate::machine::release_id`]). Written on the Rollout, over
+/// the version read, before the start touches the workload, so a
+/// DeleteRollout that checked an untouched Pending rollout either finds it
+/// or fails its own precondition: the two can no longer cross.
+pub const BEGUN: &str = "sluice.dev/begun";
+
 /// The field manager of every write the executor makes, so a workload's
 /// `managedFields` say which fields Sluice set.
 pub const FIELD_MANAGER: &str = "sluice";

@@ -793,6 +793,10 @@ impl Rollouts for RolloutsApi {
                 .status
                 .as_ref()
                 .is_none_or(|s| s.stable_revision.is_empty())
+            && current
+                .annotations()
+                .get(keys::BEGUN)
+                .is_none_or(|begun| *begun != crate::machine::release_id(&current.spec))
             && (current.spec.bound()
                 || workload::holder(
                     &api.clone().into_client(),

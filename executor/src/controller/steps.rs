@@ -422,6 +422,16 @@ pub(super) async fn drive<R: Release>(
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
 
+    // An API-started release's start is claimed on the Rollout first (see
+    // `keys::BEGUN`): a delete that came between its read and now makes
+    // the claim fail, and nothing is touched.
+    if out.effects.contains(&Effect::Begin)
+        && !rollout.spec.bound()
+        && !claim_start(ctx, rollout, &release).await?
+    {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+
     // Act, in order; the status is written by the caller only after every
     // effect succeeded.
     let mut moved = false;
@@ -551,6 +561,36 @@ fn waiting(status: &mut RolloutStatus, release: String, why: String) {
 /// go, a moment before that holder's final status is written; a release
 /// starting in that moment would put two under way on one workload for
 /// whoever watches the Rollouts, so it waits for the other's end.
+/// Writes [`keys::BEGUN`] on `rollout` over the version read; whether it
+/// did (false when the Rollout changed or went since: a delete, a new
+/// spec, whose own event brings the next look).
+async fn claim_start(ctx: &Ctx, rollout: &Rollout, release: &str) -> Result<bool, Error> {
+    if rollout.annotations().get(keys::BEGUN).map(String::as_str) == Some(release) {
+        return Ok(true);
+    }
+    let api: Api<Rollout> =
+        Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": rollout.resource_version(),
+        "annotations": {keys::BEGUN: release},
+    }});
+    match api
+        .patch(
+            &rollout.name_any(),
+            &crate::writes::patch(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(written) => {
+            ctx.written.record(written);
+            Ok(true)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Why a start waits on a workload that carries the mark of `holder`, a
 /// Rollout that no longer exists (deleted in flight, which leaves the
 /// workload as it was; `kubectl delete` of an API-started Rollout does
