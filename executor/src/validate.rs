@@ -87,6 +87,11 @@ fn pod_template_problems(template: &serde_json::Value) -> Vec<(String, String)> 
                     quoted(image)
                 ),
             ));
+        } else if let Some(why) = image_reference_problem(image) {
+            problems.push((
+                format!("{field}.image"),
+                format!("{why}, got {}", quoted(image)),
+            ));
         }
     }
     problems

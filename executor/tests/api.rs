@@ -1529,6 +1529,14 @@ async fn values_read_as_something_else_or_never_pullable_are_refused() {
         ),
         (
             pb::traffic_routing::Router::HttpRoute(pb::GatewayHttpRoute {
+                name: "x..y".into(),
+            }),
+            "web",
+            "web-preview",
+            vec!["spec.traffic.httpRoute.name"],
+        ),
+        (
+            pb::traffic_routing::Router::HttpRoute(pb::GatewayHttpRoute {
                 name: "bad name".into(),
             }),
             "web",
@@ -1570,6 +1578,24 @@ async fn values_read_as_something_else_or_never_pullable_are_refused() {
     spec.pod_template = Some(template(json!({"app": "web"}), json!("abc")));
     let no = refused(&mut world, spec).await;
     assert_eq!(fields(&no), ["spec.podTemplate"], "{no:?}");
+    // Its images are checked as `images` are.
+    let mut spec = simple_spec();
+    spec.images.clear();
+    let mut bad_image = template(json!({"app": "web"}), json!(8080));
+    let as_json = sluice_executor::convert::struct_to_json(&bad_image);
+    let mut as_json = as_json;
+    as_json["spec"]["containers"][0]["image"] = json!("Bad Image");
+    bad_image = match value(as_json).kind {
+        Some(prost_types::value::Kind::StructValue(s)) => s,
+        _ => unreachable!(),
+    };
+    spec.pod_template = Some(bad_image);
+    let no = refused(&mut world, spec).await;
+    assert_eq!(
+        fields(&no),
+        ["spec.podTemplate.spec.containers[0].image"],
+        "{no:?}"
+    );
     // A ListRollouts phase the proto does not define.
     let list = world
         .api

@@ -22,6 +22,11 @@ use crate::{
 /// Writes a protobuf duration as text, keeping a negative sign so that
 /// validation can name it.
 fn duration_text(d: &prost_types::Duration) -> String {
+    // Past the protobuf range (refused as such): written as sent rather
+    // than wrapped into another number.
+    if d.seconds.abs() > 315_576_000_000 {
+        return format!("{}s", d.seconds);
+    }
     let nanos = i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos);
     let magnitude = Duration::from_nanos(u64::try_from(nanos.unsigned_abs()).unwrap_or(u64::MAX));
     // A negative one below a millisecond would read "-0s" (for -5ns): it

@@ -190,15 +190,19 @@ pub(crate) fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// A Kubernetes object name: a DNS subdomain (RFC 1123).
+/// A Kubernetes object name: a DNS subdomain (RFC 1123), dot-separated
+/// labels each starting and ending with a letter or digit.
 pub(crate) fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Checks the namespace and name of a request, then the caller's access.
