@@ -557,8 +557,7 @@ fn traffic_name_problems(t: &pb::TrafficRouting) -> Vec<(String, String)> {
     problems
 }
 
-/// The largest protobuf Duration, in seconds (10,000 years).
-const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
+use sluice_model::convert::MAX_DURATION_SECONDS;
 
 /// What a protobuf Duration cannot be: out of its range, nanoseconds past
 /// a second, or seconds and nanoseconds of opposite signs.

@@ -19,12 +19,15 @@ use crate::{
     validate::{FieldProblem, PauseKind, Warning},
 };
 
+/// The largest protobuf Duration, in seconds (10,000 years).
+pub const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
+
 /// Writes a protobuf duration as text, keeping a negative sign so that
 /// validation can name it.
 fn duration_text(d: &prost_types::Duration) -> String {
     // Past the protobuf range (refused as such): written as sent rather
     // than wrapped into another number.
-    if d.seconds.abs() > 315_576_000_000 {
+    if d.seconds.abs() > MAX_DURATION_SECONDS {
         return format!("{}s", d.seconds);
     }
     let nanos = i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos);

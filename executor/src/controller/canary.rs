@@ -298,7 +298,7 @@ impl steps::Release for Canary {
     }
 
     fn holder(&self) -> Option<String> {
-        self.deployment.annotations().get(keys::ROLLOUT).cloned()
+        super::partition::holder_of(&self.deployment)
     }
 
     fn running_revision(&self) -> Option<String> {

@@ -939,11 +939,18 @@ async fn blocked(rollout: &Rollout, ctx: &Ctx, code: u16, why: &str) {
     let ns = rollout.namespace().unwrap_or_default();
     let before = rollout.status.clone().unwrap_or_default();
     let mut status = before.clone();
-    let mark = if code == 422 {
-        sluice_model::machine::set_refused
-    } else {
-        sluice_model::machine::set_blocked
-    };
+    let (mark, reason): (fn(&mut RolloutStatus, &str, i64, std::time::SystemTime), _) =
+        if code == 422 {
+            (
+                sluice_model::machine::set_refused,
+                sluice_model::machine::reasons::INVALID,
+            )
+        } else {
+            (
+                sluice_model::machine::set_blocked,
+                sluice_model::machine::reasons::FORBIDDEN,
+            )
+        };
     mark(
         &mut status,
         why,
@@ -1001,11 +1008,6 @@ async fn blocked(rollout: &Rollout, ctx: &Ctx, code: u16, why: &str) {
         forbidden = %why,
         "the executor is not allowed a request this release needs; it waits until the permission is granted"
     );
-    let reason = if code == 422 {
-        sluice_model::machine::reasons::INVALID
-    } else {
-        sluice_model::machine::reasons::FORBIDDEN
-    };
     publish_blocked_event(ctx, rollout, reason, &status.message);
 }
 

@@ -755,6 +755,11 @@ pub(super) fn held_elsewhere(kind: &str, name: &str, holder: &str, bound: bool) 
     ))
 }
 
+/// The Rollout whose mark is on the Deployment, if any.
+pub(super) fn holder_of(d: &Deployment) -> Option<String> {
+    d.annotations().get(keys::ROLLOUT).cloned()
+}
+
 /// Whether `rollout` holds the Deployment (its mark is on it).
 pub(super) fn held_by(d: &Deployment, rollout: &str) -> bool {
     d.annotations().get(keys::ROLLOUT).map(String::as_str) == Some(rollout)
@@ -849,7 +854,7 @@ impl steps::Release for Workload {
     }
 
     fn holder(&self) -> Option<String> {
-        self.deployment.annotations().get(keys::ROLLOUT).cloned()
+        holder_of(&self.deployment)
     }
 
     fn running_revision(&self) -> Option<String> {

@@ -556,11 +556,6 @@ fn waiting(status: &mut RolloutStatus, release: String, why: String) {
     status.message = why;
 }
 
-/// Another Rollout of the same workload whose release is under way as the
-/// controller's store shows it. The workload is free once its holder lets
-/// go, a moment before that holder's final status is written; a release
-/// starting in that moment would put two under way on one workload for
-/// whoever watches the Rollouts, so it waits for the other's end.
 /// Writes [`keys::BEGUN`] on `rollout` over the version read; whether it
 /// did (false when the Rollout changed or went since: a delete, a new
 /// spec, whose own event brings the next look).
@@ -634,6 +629,11 @@ async fn abandoned(ctx: &Ctx, rollout: &Rollout, holder: &str) -> Result<Option<
     )))
 }
 
+/// Another Rollout of the same workload whose release is under way as the
+/// controller's store shows it. The workload is free once its holder lets
+/// go, a moment before that holder's final status is written; a release
+/// starting in that moment would put two under way on one workload for
+/// whoever watches the Rollouts, so it waits for the other's end.
 fn releasing_beside(ctx: &Ctx, rollout: &Rollout) -> Option<String> {
     releasing_among(&ctx.cache()?.rollouts.state(), rollout)
 }
