@@ -596,7 +596,10 @@ async fn a_scale_in_a_steps_pause_and_controls_at_the_hand_back_on_a_real_contro
         let (client, scales) = (client.clone(), Arc::clone(&scales.1));
         async move {
             for _ in 0..300 {
-                if scales.lock().unwrap().last() == Some(&n) && ready_new(&client).await == (n, n) {
+                // Read before the await: a guard held across it would
+                // block the watch task that records into the same lock.
+                let last = scales.lock().unwrap().last().copied();
+                if last == Some(n) && ready_new(&client).await == (n, n) {
                     return true;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
