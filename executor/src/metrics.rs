@@ -418,6 +418,18 @@ impl Metrics {
         self.requests_total.load(Ordering::Relaxed)
     }
 
+    /// Calls of `verb` (as `kube_requests_total` names it: `get`, `list`,
+    /// `patch`...) to `resource` that the API server answered with `code`.
+    pub fn kube_requests_of(&self, verb: &'static str, resource: &str, code: &str) -> u64 {
+        self.requests
+            .get(&RequestLabels {
+                verb,
+                resource: resource.to_owned(),
+                code: code.to_owned(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
     /// Reconciles so far that ended well (`ok`) or in an error.
     pub fn reconciles(&self, ok: bool) -> u64 {
         self.reconciles

@@ -579,6 +579,30 @@ async fn a_release_rides_out_throttling_and_unavailable_answers_and_counts_its_d
     assert!(metrics.reconciles(true) > 0);
 }
 
+/// A release's start claims it on the Rollout, then writes its status over
+/// the version that claim returned: no conflict with its own claim, and no
+/// read of the Rollout to get past one.
+#[tokio::test(start_paused = true)]
+async fn a_start_writes_its_status_over_its_own_claim() {
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let rollouts = release(&world, "registry.example/web:2.0").await;
+    let done = wait_phase(&rollouts, finished).await;
+    assert_eq!(done.status.unwrap().phase, Phase::Succeeded);
+    let metrics = &world.metrics();
+    assert_eq!(
+        metrics.kube_requests_of("patch", "rollouts", "200"),
+        1,
+        "the claim"
+    );
+    assert_eq!(
+        metrics.kube_requests_of("patch", "rollouts/status", "409"),
+        0
+    );
+    assert_eq!(metrics.kube_requests_of("get", "rollouts", "200"), 0);
+    assert!(metrics.kube_requests_of("patch", "rollouts/status", "200") > 0);
+}
+
 /// A cluster's other workloads cost the controller only the version it
 /// last saw of each; the Deployment a Rollout names, and its ReplicaSets,
 /// are kept whole. A workload a Rollout comes to name after its watch kept

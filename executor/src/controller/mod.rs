@@ -468,9 +468,13 @@ pub async fn run(
             }
         },
     );
+    // The executor never reads a Rollout's managedFields (the API answers
+    // from reads of its own), and they are a good part of what a stored
+    // Rollout weighs.
     let rollout_events = reflector::reflector(
         rollouts_writer,
-        watch::events(&ctx.client, &ctx.scope, rollouts_reader.clone()),
+        watch::events(&ctx.client, &ctx.scope, rollouts_reader.clone())
+            .modify(|r: &mut Rollout| r.metadata.managed_fields = None),
     )
     .inspect_ok({
         let named = named.clone();
@@ -819,6 +823,40 @@ async fn write_status(
     }
 }
 
+/// `rollout` as this reconcile's claim of its start wrote it (see
+/// `steps::claim_start`), when that is the only change since it was read;
+/// otherwise `rollout` as read. The claim's version is kept by `written`
+/// until the watch shows it, then by the watch's store.
+fn claimed(ctx: &Ctx, rollout: &Arc<Rollout>) -> Arc<Rollout> {
+    let version = |r: &Rollout| r.resource_version().and_then(|v| v.parse::<u64>().ok());
+    let kept = ctx.written.fresher(Arc::clone(rollout));
+    let stored = ctx
+        .cache()
+        .and_then(|c| c.rollouts.get(&ObjectRef::from_obj(rollout.as_ref())));
+    let newer = match stored {
+        Some(stored) if version(&stored) > version(&kept) => stored,
+        _ => kept,
+    };
+    let without_claim = |r: &Rollout| {
+        let mut annotations = r.metadata.annotations.clone().unwrap_or_default();
+        annotations.remove(keys::BEGUN);
+        annotations
+    };
+    let only_claimed = version(&newer) > version(rollout)
+        && newer.annotations().contains_key(keys::BEGUN)
+        && newer.spec == rollout.spec
+        && newer.status == rollout.status
+        && newer.metadata.deletion_timestamp == rollout.metadata.deletion_timestamp
+        && newer.metadata.finalizers == rollout.metadata.finalizers
+        && newer.metadata.labels == rollout.metadata.labels
+        && without_claim(&newer) == without_claim(rollout);
+    if only_claimed {
+        newer
+    } else {
+        Arc::clone(rollout)
+    }
+}
+
 async fn clear_annotation(
     api: &Api<Rollout>,
     written: &written::Written,
@@ -1120,7 +1158,10 @@ async fn reconcile_once(rollout: Arc<Rollout>, ctx: &Arc<Ctx>) -> Result<Action,
     );
     let mut written = None;
     if status != before {
-        written = write_status(&api, &rollout, &before, &status).await?;
+        // Over the version the start's claim returned, when it made one:
+        // over the version read, the write would conflict with the claim.
+        let read = claimed(ctx, &rollout);
+        written = write_status(&api, &read, &before, &status).await?;
         if let Some(rollout) = &written {
             ctx.written.record(rollout.clone());
         }

@@ -5,14 +5,15 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, ResourceExt, api::ListParams};
+use kube::{Api, ResourceExt};
 
 use super::Action;
 use sluice_proto::v1 as pb;
 
 use super::{
-    Ctx, Error, plan,
+    Ctx, Error,
+    looks::PodLook,
+    plan,
     traffic::{Pins, Router, Traffic, rules},
 };
 use crate::{
@@ -207,29 +208,18 @@ async fn failing_pod(
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(",");
-            Api::<Pod>::namespaced(ctx.client.clone(), ns)
-                .list(&ListParams::default().labels(&selector))
+            super::looks::list(&ctx.client, ns, &selector)
                 .await?
                 .items
+                .iter()
+                .map(|p| PodLook::of(p, &[]))
+                .collect()
         }
     };
-    for pod in &pods {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let statuses = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.clone())
-            .unwrap_or_default();
-        for c in statuses {
-            let waiting = c
-                .state
-                .as_ref()
-                .and_then(|s| s.waiting.as_ref())
-                .and_then(|w| w.reason.clone())
-                .unwrap_or_default();
-            let crash_looping = restart_limit > 0 && c.restart_count >= restart_limit;
+    for pod in pods.iter().filter(|p| !p.deleting) {
+        for c in &pod.containers {
+            let waiting = c.waiting.clone().unwrap_or_default();
+            let crash_looping = restart_limit > 0 && c.restarts >= restart_limit;
             let stuck = STUCK.contains(&waiting.as_str())
                 && (waiting != "CrashLoopBackOff" || crash_looping);
             if stuck || crash_looping {
@@ -240,9 +230,7 @@ async fn failing_pod(
                 };
                 return Ok(Some(format!(
                     "pod {} container {}: {why} ({} restarts)",
-                    pod.name_any(),
-                    c.name,
-                    c.restart_count
+                    pod.name, c.name, c.restarts
                 )));
             }
         }

@@ -47,7 +47,9 @@ fn key(rollout: &Rollout) -> (String, String) {
 impl Written {
     /// Keeps `rollout`, as a write returned it, unless a newer version is
     /// kept already.
-    pub fn record(&self, rollout: Rollout) {
+    pub fn record(&self, mut rollout: Rollout) {
+        // Not kept, as in the watch cache (`controller::run`).
+        rollout.metadata.managed_fields = None;
         let Some(new) = version(&rollout) else {
             return;
         };
