@@ -193,7 +193,7 @@ impl ControlPlane {
             url,
         };
         plane.wait_ready().await?;
-        let mut controllers = "deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,endpointslice-controller,garbage-collector-controller,namespace-controller".to_owned();
+        let mut controllers = "deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,endpointslice-controller,garbage-collector-controller,namespace-controller,resourcequota-controller".to_owned();
         let mut kcm = Command::new(bin.join("kube-controller-manager"));
         if admission == Admission::ServiceAccounts {
             controllers

@@ -1540,6 +1540,176 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
     }
 }
 
+/// ResourceQuota as the admission plugin enforces it and the quota
+/// controller reports it: the same creates in a namespace with a quota get
+/// the same codes and messages from both servers, and the quota's status
+/// comes to the same `hard` and `used`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let plane = ControlPlane::start_with_service_accounts().await;
+    let real = Server {
+        base: format!("https://127.0.0.1:{}", plane.port()),
+        token: Some(TOKEN),
+        http: reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap(),
+    };
+    let scenario = sluice_sim::scenario::Scenario::parse(
+        "quota",
+        "name: quota\nseed: 1\nversions:\n  - {image: registry.example/web:1.0}\n",
+    )
+    .unwrap();
+    let sim = sluice_sim::scenario::Simulation::start(scenario).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, sim.api.router()).into_future());
+    let simulated = Server {
+        base: format!("http://{addr}"),
+        token: None,
+        http: reqwest::Client::new(),
+    };
+    let ns = "/api/v1/namespaces/quota";
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute"},
+        "spec": {"hard": {"pods": "2", "requests.cpu": "1", "limits.memory": "1Gi",
+                          "count/deployments.apps": "1", "secrets": "1"}}});
+    for server in [&real, &simulated] {
+        let (code, body) = server
+            .send(
+                "POST",
+                "/api/v1/namespaces",
+                &json!({"metadata": {"name": "quota"}}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        wait_served(server, &format!("{ns}/serviceaccounts/default")).await;
+        let (code, body) = server
+            .send("POST", &format!("{ns}/resourcequotas"), &quota)
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    // A quota is enforced once its controller wrote its status.
+    for server in [&real, &simulated] {
+        let mut hard = Value::Null;
+        for _ in 0..200 {
+            let (_, q) = server
+                .send("GET", &format!("{ns}/resourcequotas/compute"), &Value::Null)
+                .await;
+            hard = q["status"]["hard"].clone();
+            if hard.is_object() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(hard.is_object(), "{}: the quota has no status", server.base);
+    }
+    let pod = |name: &str, app: Value, side: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [
+                {"name": "app", "image": "registry.example/web:1.0", "resources": app},
+                {"name": "side", "image": "registry.example/web:1.0", "resources": side}]}})
+    };
+    let sized = |cpu: &str| json!({"requests": {"cpu": cpu}, "limits": {"memory": "100Mi"}});
+    let pods = format!("{ns}/pods");
+    let deployment = |name: &str| {
+        let mut d = deployment(|_| {});
+        d["metadata"]["name"] = json!(name);
+        d
+    };
+    let secret =
+        |name: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}});
+    let cases: Vec<(&str, String, Value)> = vec![
+        (
+            "a pod stating nothing",
+            pods.clone(),
+            pod("q0", json!({}), json!({})),
+        ),
+        (
+            "a pod stating some",
+            pods.clone(),
+            pod("q1", json!({"requests": {"cpu": "100m"}}), json!({})),
+        ),
+        (
+            "a pod within the quota",
+            pods.clone(),
+            pod("q2", sized("600m"), sized("100m")),
+        ),
+        (
+            "a pod past two limits",
+            pods.clone(),
+            pod("q3", sized("900m"), sized("100m")),
+        ),
+        (
+            "a pod past the pod count",
+            pods.clone(),
+            pod("q4", sized("100m"), sized("100m")),
+        ),
+        (
+            "a dry run past the pod count",
+            format!("{pods}?dryRun=All"),
+            pod("q5", sized("100m"), sized("100m")),
+        ),
+        (
+            "a first deployment",
+            "/apis/apps/v1/namespaces/quota/deployments".to_owned(),
+            deployment("d1"),
+        ),
+        (
+            "a second deployment",
+            "/apis/apps/v1/namespaces/quota/deployments".to_owned(),
+            deployment("d2"),
+        ),
+        ("a first secret", format!("{ns}/secrets"), secret("s1")),
+        ("a second secret", format!("{ns}/secrets"), secret("s2")),
+    ];
+    let mut differ = Vec::new();
+    for (name, path, body) in &cases {
+        let (a, b) = (
+            real.send("POST", path, body).await,
+            simulated.send("POST", path, body).await,
+        );
+        let said = |answer: &(u16, Value)| {
+            json!({"code": answer.0, "reason": answer.1["reason"], "message": answer.1["message"],
+                   "details": if answer.0 >= 300 { answer.1["details"].clone() } else { Value::Null }})
+        };
+        if said(&a) != said(&b) {
+            differ.push(format!("{name}: real {}, simulator {}", said(&a), said(&b)));
+        }
+    }
+    // Both controllers count the same usage once they caught up with the
+    // creates: pod q2, the one pod of d1's ReplicaSet the pod count left
+    // room for, one Deployment, one secret.
+    let mut statuses = Vec::new();
+    for server in [&real, &simulated] {
+        let mut status = Value::Null;
+        for _ in 0..200 {
+            let (_, q) = server
+                .send("GET", &format!("{ns}/resourcequotas/compute"), &Value::Null)
+                .await;
+            status = q["status"].clone();
+            if status["used"]["secrets"] == "1" && status["used"]["count/deployments.apps"] == "1" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        statuses.push(status);
+    }
+    if statuses[0] != statuses[1] {
+        differ.push(format!(
+            "the quota's status: real {}, simulator {}",
+            statuses[0], statuses[1]
+        ));
+    }
+    assert!(differ.is_empty(), "differences:\n{}", differ.join("\n"));
+    assert_eq!(statuses[1]["used"]["pods"], "2", "{}", statuses[1]);
+    assert_eq!(
+        statuses[1]["used"]["requests.cpu"], "900m",
+        "{}",
+        statuses[1]
+    );
+}
+
 /// A kubeconfig for the simulator at `addr`, written into `dir`.
 fn simulator_kubeconfig(dir: &std::path::Path, addr: std::net::SocketAddr) -> std::path::PathBuf {
     let path = dir.join("sim");

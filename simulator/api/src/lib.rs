@@ -25,6 +25,7 @@ mod managed;
 mod openapi;
 mod patch;
 mod protobuf;
+pub mod quota;
 pub mod resources;
 mod schema;
 pub mod selector;

@@ -54,6 +54,10 @@ pub enum Work {
     Namespace(String),
     /// The rules of the ClusterRoles that aggregate others.
     Aggregate,
+    /// The status of a namespace's ResourceQuotas.
+    Quotas(String),
+    /// The same, at the quota controller's periodic resync.
+    QuotaResync(String),
 }
 
 /// The object an Event is about.
@@ -164,6 +168,12 @@ pub struct Kinds {
     pub config_maps: Arc<Resource>,
     /// ClusterRoles.
     pub cluster_roles: Arc<Resource>,
+    /// ResourceQuotas.
+    pub quotas: Arc<Resource>,
+    /// Secrets (counted by quotas).
+    pub secrets: Arc<Resource>,
+    /// PersistentVolumeClaims (counted by quotas).
+    pub claims: Arc<Resource>,
 }
 
 impl Kinds {
@@ -184,6 +194,9 @@ impl Kinds {
             accounts: r.get("", "serviceaccounts")?,
             config_maps: r.get("", "configmaps")?,
             cluster_roles: r.get("rbac.authorization.k8s.io", "clusterroles")?,
+            quotas: r.get("", "resourcequotas")?,
+            secrets: r.get("", "secrets")?,
+            claims: r.get("", "persistentvolumeclaims")?,
         })
     }
 }
@@ -234,6 +247,8 @@ pub struct Ctx {
     /// client-go's recorder aggregates repeats. Cleared at each sweep of
     /// old Events.
     pub(crate) recorded: HashMap<[String; 6], String>,
+    /// The namespaces with ResourceQuotas.
+    pub(crate) quota_namespaces: HashSet<String>,
 }
 
 impl Ctx {
@@ -269,6 +284,7 @@ impl Ctx {
             events: 0,
             failures: HashMap::new(),
             recorded: HashMap::new(),
+            quota_namespaces: HashSet::new(),
         })
     }
 
@@ -613,6 +629,9 @@ pub async fn run(
             kinds.accounts.clone(),
             kinds.config_maps.clone(),
             kinds.cluster_roles.clone(),
+            kinds.quotas.clone(),
+            kinds.secrets.clone(),
+            kinds.claims.clone(),
         ],
         Role::Nodes(_) => vec![kinds.pods.clone(), kinds.nodes.clone()],
     };
@@ -773,6 +792,9 @@ fn route(ctx: &mut Ctx, plural: &str, event: &WatchEvent) {
     // Names are copied only for work that is queued.
     let (ns, name) = (event.namespace.as_str(), event.name.as_str());
     let echo = ctx.echoes.remove(&event.rv);
+    if ctx.role == Role::ControlPlane {
+        crate::quotas::route(ctx, plural, ns, echo);
+    }
     match plural {
         "deployments" if echo => {}
         "deployments" => ctx.enqueue(Work::Deployment(ns.to_owned(), name.to_owned())),

@@ -25,6 +25,7 @@ pub mod namespaces;
 pub mod placement;
 mod pod;
 pub mod profile;
+mod quotas;
 mod statefulset;
 mod views;
 mod workloads;
@@ -87,6 +88,8 @@ fn reconcile(ctx: &mut Ctx, work: &Work) {
         Work::ExpireEvents => expire_events(ctx),
         Work::Namespace(name) => namespaces::reconcile_namespace(ctx, name),
         Work::Aggregate => namespaces::aggregate_cluster_roles(ctx),
+        Work::Quotas(ns) => quotas::reconcile_quotas(ctx, ns),
+        Work::QuotaResync(ns) => quotas::resync(ctx, ns),
     }
 }
 

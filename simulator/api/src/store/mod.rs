@@ -791,6 +791,10 @@ impl Store {
         if !problems.is_empty() {
             return Err(ApiError::invalid(&res.group, &res.kind, &name, &problems));
         }
+        if identity.is_none() {
+            // Copies (`create_copies`) are made one by one where a quota is.
+            crate::quota::admit(self, res, namespace, &name, &object)?;
+        }
         if res.group.is_empty() && res.plural == "namespaces" {
             object["status"] = json!({"phase": "Active"});
             object["spec"] = json!({"finalizers": ["kubernetes"]});

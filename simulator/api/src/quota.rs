@@ -1,0 +1,491 @@
+//! ResourceQuota, as kube-apiserver's admission plugin enforces it and
+//! kube-controller-manager's resource quota controller reports it.
+//!
+//! A create in a namespace with quotas is refused (403 Forbidden) when it
+//! would take a quota's usage past its `status.hard`:
+//! `exceeded quota: NAME, requested: ..., used: ..., limited: ...`, naming
+//! only the resources exceeded; and a pod that leaves out a request or
+//! limit a quota tracks is refused with `failed quota: NAME: must specify
+//! ...`. A quota takes effect once its `status.hard` is written (by
+//! [`status`], the controller's part, moments after it is made), as on a
+//! real cluster. Usage is counted from the stored objects at each
+//! admission, which is what the controller's `status.used` converges to.
+//!
+//! Tracked: object counts (`pods`, `services`, `configmaps`, `secrets`,
+//! `persistentvolumeclaims`, `replicationcontrollers`, `resourcequotas`,
+//! `services.loadbalancers`, `services.nodeports`, and `count/<resource>`
+//! for every resource), pods' compute (`requests.cpu`/`cpu`,
+//! `requests.memory`/`memory`, `limits.cpu`, `limits.memory`, and the same
+//! for `ephemeral-storage`), and claims' `requests.storage`. Not modelled:
+//! quotas with `scopes` or a `scopeSelector` (never enforced here), updates
+//! that change usage (a Service's type), and extended resources.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::{defaults::canonical_quantity, resources::Resource, status::ApiError, store::Store};
+
+/// An amount in nano-units, and whether it is written in binary SI
+/// (`Mi`, `Gi`) as the quantity it came from was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Amount {
+    nanos: u128,
+    binary: bool,
+}
+
+const NANO: u128 = 1_000_000_000;
+
+impl Amount {
+    fn count(n: u128) -> Self {
+        Self {
+            nanos: n * NANO,
+            binary: false,
+        }
+    }
+
+    /// A quantity's amount; `None` when it is not one.
+    pub fn parse(text: &str) -> Option<Self> {
+        let canonical = canonical_quantity(text)?;
+        let split = canonical
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(canonical.len());
+        let (digits, suffix) = canonical.split_at(split);
+        let digits: u128 = digits.parse().ok()?;
+        let shift = match suffix {
+            "Ki" => Some(10),
+            "Mi" => Some(20),
+            "Gi" => Some(30),
+            "Ti" => Some(40),
+            "Pi" => Some(50),
+            "Ei" => Some(60),
+            _ => None,
+        };
+        if let Some(shift) = shift {
+            return Some(Self {
+                nanos: digits.checked_mul(1u128 << shift)?.checked_mul(NANO)?,
+                binary: true,
+            });
+        }
+        let exponent: u32 = match suffix {
+            "n" => 0,
+            "u" => 3,
+            "m" => 6,
+            "" => 9,
+            "k" => 12,
+            "M" => 15,
+            "G" => 18,
+            "T" => 21,
+            "P" => 24,
+            "E" => 27,
+            _ => return None,
+        };
+        Some(Self {
+            nanos: digits.checked_mul(10u128.checked_pow(exponent)?)?,
+            binary: false,
+        })
+    }
+
+    /// The sum; written as the first is, as Kubernetes adds quantities.
+    fn plus(self, other: Self) -> Self {
+        Self {
+            nanos: self.nanos.saturating_add(other.nanos),
+            binary: if self.nanos == 0 {
+                other.binary
+            } else {
+                self.binary
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = if self.binary && self.nanos.is_multiple_of(NANO) {
+            let bytes = self.nanos / NANO;
+            if bytes >= 1024 && bytes.is_multiple_of(1024) {
+                canonical_quantity(&format!("{}Ki", bytes / 1024))
+            } else {
+                Some(bytes.to_string())
+            }
+        } else {
+            canonical_quantity(&format!("{}n", self.nanos))
+        };
+        f.write_str(&text.unwrap_or_else(|| format!("{}n", self.nanos)))
+    }
+}
+
+/// Pods' compute resources a quota may track: the quota's name for it,
+/// and where a container states it.
+const COMPUTE: [(&str, &str, &str); 9] = [
+    ("cpu", "requests", "cpu"),
+    ("memory", "requests", "memory"),
+    ("ephemeral-storage", "requests", "ephemeral-storage"),
+    ("requests.cpu", "requests", "cpu"),
+    ("requests.memory", "requests", "memory"),
+    (
+        "requests.ephemeral-storage",
+        "requests",
+        "ephemeral-storage",
+    ),
+    ("limits.cpu", "limits", "cpu"),
+    ("limits.memory", "limits", "memory"),
+    ("limits.ephemeral-storage", "limits", "ephemeral-storage"),
+];
+
+/// The core resources with a count of their own in a quota.
+const COUNTED: [&str; 7] = [
+    "pods",
+    "services",
+    "configmaps",
+    "secrets",
+    "persistentvolumeclaims",
+    "replicationcontrollers",
+    "resourcequotas",
+];
+
+/// What one object of `res` adds to a namespace's usage.
+fn usage_of(res: &Resource, object: &Value) -> BTreeMap<String, Amount> {
+    let mut usage = BTreeMap::new();
+    let core = res.group.is_empty();
+    let counted = if core {
+        format!("count/{}", res.plural)
+    } else {
+        format!("count/{}.{}", res.plural, res.group)
+    };
+    usage.insert(counted, Amount::count(1));
+    if core && COUNTED.contains(&res.plural.as_str()) {
+        usage.insert(res.plural.clone(), Amount::count(1));
+    }
+    match (core, res.plural.as_str()) {
+        (true, "pods") => {
+            for (name, amount) in pod_compute(&object["spec"]) {
+                usage.insert(name.to_owned(), amount);
+            }
+        }
+        (true, "services") => {
+            let kind = object["spec"]["type"].as_str().unwrap_or("ClusterIP");
+            let ports = object["spec"]["ports"]
+                .as_array()
+                .map_or(0, |p| p.len() as u128);
+            if kind == "LoadBalancer" {
+                usage.insert("services.loadbalancers".into(), Amount::count(1));
+            }
+            if kind == "LoadBalancer" || kind == "NodePort" {
+                usage.insert("services.nodeports".into(), Amount::count(ports));
+            }
+        }
+        (true, "persistentvolumeclaims") => {
+            if let Some(storage) = object["spec"]["resources"]["requests"]["storage"]
+                .as_str()
+                .and_then(Amount::parse)
+            {
+                usage.insert("requests.storage".into(), storage);
+            }
+        }
+        _ => {}
+    }
+    usage
+}
+
+/// A pod's compute, as the quota counts it: per resource, the larger of
+/// its containers' sum and its largest init container.
+fn pod_compute(spec: &Value) -> Vec<(&'static str, Amount)> {
+    let stated = |c: &Value, part: &str, resource: &str| {
+        c["resources"][part][resource]
+            .as_str()
+            .and_then(Amount::parse)
+    };
+    let list = |field: &str| spec[field].as_array().cloned().unwrap_or_default();
+    let (containers, init) = (list("containers"), list("initContainers"));
+    COMPUTE
+        .iter()
+        .map(|(name, part, resource)| {
+            let sum = containers
+                .iter()
+                .filter_map(|c| stated(c, part, resource))
+                .fold(Amount::default(), Amount::plus);
+            let most = init
+                .iter()
+                .filter_map(|c| stated(c, part, resource))
+                .max_by_key(|a| a.nanos)
+                .unwrap_or_default();
+            (*name, if most.nanos > sum.nanos { most } else { sum })
+        })
+        .collect()
+}
+
+/// Whether a pod still counts: one that ended does not.
+fn counts(res: &Resource, object: &Value) -> bool {
+    !(res.group.is_empty()
+        && res.plural == "pods"
+        && matches!(
+            object["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        ))
+}
+
+/// The resource a quota's name `name` counts objects of.
+fn counted_resource(store: &Store, name: &str) -> Option<std::sync::Arc<Resource>> {
+    if let Some(rest) = name.strip_prefix("count/") {
+        let (plural, group) = rest.split_once('.').unwrap_or((rest, ""));
+        return store.resource(group, plural);
+    }
+    let plural = match name {
+        "services.loadbalancers" | "services.nodeports" => "services",
+        "requests.storage" => "persistentvolumeclaims",
+        n if COMPUTE.iter().any(|(c, _, _)| *c == n) => "pods",
+        n if COUNTED.contains(&n) => n,
+        _ => return None,
+    };
+    store.resource("", plural)
+}
+
+/// The quotas of `namespace`, parsed.
+fn quotas(store: &Store, namespace: &str) -> Vec<Value> {
+    let Some(res) = store.resource("", "resourcequotas") else {
+        return Vec::new();
+    };
+    store
+        .list(
+            &res,
+            Some(namespace),
+            &Default::default(),
+            &Default::default(),
+            None,
+            None,
+        )
+        .map(|page| {
+            page.items
+                .iter()
+                .filter_map(|b| serde_json::from_slice(b).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `namespace` has a quota: its creates are then admitted one by one.
+pub(crate) fn any(store: &Store, namespace: &str) -> bool {
+    !namespace.is_empty() && !quotas(store, namespace).is_empty()
+}
+
+/// Whether a quota is one this models (no scopes).
+fn modelled(quota: &Value) -> bool {
+    let empty = |v: &Value| v.is_null() || v.as_array().is_some_and(Vec::is_empty);
+    empty(&quota["spec"]["scopes"]) && quota["spec"]["scopeSelector"].is_null()
+}
+
+/// A map of quantities (`spec.hard`, `status.hard`), parsed.
+fn amounts(map: &Value) -> BTreeMap<String, Amount> {
+    map.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), Amount::parse(v.as_str()?)?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the objects of `namespace` use of each of `names`.
+pub fn usage(store: &Store, namespace: &str, names: &BTreeSet<String>) -> BTreeMap<String, Amount> {
+    let mut by_resource: BTreeMap<(String, String), std::sync::Arc<Resource>> = BTreeMap::new();
+    for name in names {
+        if let Some(res) = counted_resource(store, name) {
+            by_resource.insert((res.group.clone(), res.plural.clone()), res);
+        }
+    }
+    let mut used: BTreeMap<String, Amount> = names
+        .iter()
+        .map(|n| (n.clone(), Amount::default()))
+        .collect();
+    for res in by_resource.values() {
+        let Ok(page) = store.list(
+            res,
+            Some(namespace),
+            &Default::default(),
+            &Default::default(),
+            None,
+            None,
+        ) else {
+            continue;
+        };
+        for object in page
+            .items
+            .iter()
+            .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+        {
+            if !counts(res, &object) {
+                continue;
+            }
+            for (name, amount) in usage_of(res, &object) {
+                if let Some(total) = used.get_mut(&name) {
+                    *total = total.plus(amount);
+                }
+            }
+        }
+    }
+    used
+}
+
+/// `k=v` pairs of `map` for `keys`, by name, comma-joined.
+fn listed(map: &BTreeMap<String, Amount>, keys: &BTreeSet<&String>) -> String {
+    keys.iter()
+        .map(|k| format!("{k}={}", map.get(*k).copied().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Admits the create of `object` (of `res`, named `name`) in `namespace`
+/// against its quotas.
+///
+/// # Errors
+/// 403 Forbidden, worded as kube-apiserver words it.
+pub(crate) fn admit(
+    store: &Store,
+    res: &Resource,
+    namespace: &str,
+    name: &str,
+    object: &Value,
+) -> Result<(), ApiError> {
+    if namespace.is_empty() || !counts(res, object) {
+        return Ok(());
+    }
+    let quotas: Vec<Value> = quotas(store, namespace)
+        .into_iter()
+        .filter(modelled)
+        .collect();
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    let forbidden = |why: String| {
+        let qualified = if res.group.is_empty() {
+            res.plural.clone()
+        } else {
+            format!("{}.{}", res.plural, res.group)
+        };
+        let mut e = ApiError::forbidden(format!("{qualified} \"{name}\" is forbidden: {why}"));
+        let mut details = json!({"name": name, "kind": res.plural});
+        if !res.group.is_empty() {
+            details["group"] = json!(res.group);
+        }
+        e.details = Some(details);
+        e
+    };
+    let requested = usage_of(res, object);
+    let pod = res.group.is_empty() && res.plural == "pods";
+    for quota in &quotas {
+        let hard = amounts(&quota["status"]["hard"]);
+        if !pod {
+            break;
+        }
+        // Each compute resource the quota tracks must be stated by every
+        // container.
+        let mut missing: Vec<String> = Vec::new();
+        for (key, part, resource) in COMPUTE.iter().filter(|(k, _, _)| hard.contains_key(*k)) {
+            let lacking: Vec<&str> = ["initContainers", "containers"]
+                .iter()
+                .filter_map(|f| object["spec"][*f].as_array())
+                .flatten()
+                .filter(|c| c["resources"][*part][*resource].is_null())
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            if !lacking.is_empty() {
+                missing.push(format!("{key} for: {}", lacking.join(",")));
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(forbidden(format!(
+                "failed quota: {}: must specify {}",
+                quota["metadata"]["name"].as_str().unwrap_or_default(),
+                missing.join("; ")
+            )));
+        }
+    }
+    for quota in &quotas {
+        let hard = amounts(&quota["status"]["hard"]);
+        let tracked: BTreeSet<String> = hard
+            .keys()
+            .filter(|k| requested.contains_key(*k))
+            .cloned()
+            .collect();
+        if tracked.is_empty() {
+            continue;
+        }
+        let used = usage(store, namespace, &tracked);
+        let exceeded: BTreeSet<&String> = tracked
+            .iter()
+            .filter(|k| {
+                let after = used.get(*k).copied().unwrap_or_default().nanos
+                    + requested.get(*k).copied().unwrap_or_default().nanos;
+                hard.get(*k).is_some_and(|h| after > h.nanos)
+            })
+            .collect();
+        if !exceeded.is_empty() {
+            return Err(forbidden(format!(
+                "exceeded quota: {}, requested: {}, used: {}, limited: {}",
+                quota["metadata"]["name"].as_str().unwrap_or_default(),
+                listed(&requested, &exceeded),
+                listed(&used, &exceeded),
+                listed(&hard, &exceeded),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A quota's status as kube-controller-manager writes it: `hard` from its
+/// spec, `used` counted for each of those resources. `None` for a quota
+/// this does not model (scoped).
+pub fn status(store: &Store, namespace: &str, quota: &Value) -> Option<Value> {
+    if !modelled(quota) {
+        return None;
+    }
+    let hard = amounts(&quota["spec"]["hard"]);
+    let names: BTreeSet<String> = hard.keys().cloned().collect();
+    let used = usage(store, namespace, &names);
+    let written = |m: &BTreeMap<String, Amount>, like: &BTreeMap<String, Amount>| {
+        Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    // A used amount is written as its limit is (`200Mi`
+                    // under a `1Gi` limit), or in decimal when it is none.
+                    let binary = like.get(k).is_some_and(|h| h.binary) || v.binary;
+                    let v = Amount {
+                        nanos: v.nanos,
+                        binary: binary && v.nanos > 0,
+                    };
+                    (k.clone(), json!(v.to_string()))
+                })
+                .collect(),
+        )
+    };
+    Some(json!({"hard": written(&hard, &hard), "used": written(&used, &hard)}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Amount;
+
+    fn canon(text: &str) -> String {
+        Amount::parse(text).unwrap().to_string()
+    }
+
+    #[test]
+    fn amounts_add_and_are_written_as_kubernetes_writes_them() {
+        assert_eq!(canon("1Gi"), "1Gi");
+        assert_eq!(canon("0.5"), "500m");
+        assert_eq!(canon("1000"), "1k");
+        let sum = Amount::parse("600m")
+            .unwrap()
+            .plus(Amount::parse("400m").unwrap());
+        assert_eq!(sum.to_string(), "1");
+        let mem = Amount::parse("100Mi")
+            .unwrap()
+            .plus(Amount::parse("100Mi").unwrap());
+        assert_eq!(mem.to_string(), "200Mi");
+        assert_eq!(Amount::parse("1500").unwrap().to_string(), "1500");
+        assert_eq!(Amount::default().to_string(), "0");
+        assert!(Amount::parse("x").is_none());
+    }
+}
