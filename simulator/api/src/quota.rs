@@ -242,7 +242,7 @@ fn counted_resource(store: &Store, name: &str) -> Option<std::sync::Arc<Resource
 }
 
 /// The quotas of `namespace`, parsed.
-fn quotas(store: &Store, namespace: &str) -> Vec<Value> {
+pub fn quotas(store: &Store, namespace: &str) -> Vec<Value> {
     let Some(res) = store.resource("", "resourcequotas") else {
         return Vec::new();
     };

@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::engine::{Ctx, Work};
 
 /// How often every quota of a namespace is counted again.
@@ -17,23 +15,7 @@ pub(crate) const RESYNC: Duration = Duration::from_secs(300);
 /// Writes the status of every quota of namespace `ns`.
 pub(crate) fn reconcile_quotas(ctx: &mut Ctx, ns: &str) {
     let res = ctx.kinds.quotas.clone();
-    let quotas: Vec<Value> = ctx
-        .store
-        .list(
-            &res,
-            Some(ns),
-            &Default::default(),
-            &Default::default(),
-            None,
-            None,
-        )
-        .map(|page| {
-            page.items
-                .iter()
-                .filter_map(|b| serde_json::from_slice(b).ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let quotas = sluice_sim_api::quota::quotas(&ctx.store, ns);
     if quotas.is_empty() {
         ctx.quota_namespaces.remove(ns);
         return;
