@@ -829,7 +829,12 @@ async fn write_status(
 /// until the watch shows it, then by the watch's store.
 fn claimed(ctx: &Ctx, rollout: &Arc<Rollout>) -> Arc<Rollout> {
     let version = |r: &Rollout| r.resource_version().and_then(|v| v.parse::<u64>().ok());
-    let kept = ctx.written.fresher(Arc::clone(rollout));
+    // Not `fresher`: that forgets a kept version the read already is, and
+    // the next reconcile would read the lagging watch cache.
+    let kept = ctx
+        .written
+        .newer_than(rollout)
+        .unwrap_or_else(|| Arc::clone(rollout));
     let stored = ctx
         .cache()
         .and_then(|c| c.rollouts.get(&ObjectRef::from_obj(rollout.as_ref())));

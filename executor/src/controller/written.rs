@@ -77,6 +77,17 @@ impl Written {
         }
     }
 
+    /// The version a write returned, when it is newer than `rollout`;
+    /// unlike [`Written::fresher`], keeps it either way (a reconcile looking
+    /// again at what it read must not make the next one read the lagging
+    /// watch cache).
+    pub fn newer_than(&self, rollout: &Rollout) -> Option<Arc<Rollout>> {
+        let map = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key(rollout))
+            .filter(|kept| version(kept) > version(rollout) && version(rollout).is_some())
+            .cloned()
+    }
+
     /// Keeps `rollout` as [`Written::record`] does and asks the controller
     /// for a reconcile of it now; nothing when no controller runs in this
     /// process (a replica not holding the Lease), whose reads would never
@@ -132,6 +143,19 @@ mod tests {
 
     fn message(r: &Rollout) -> &str {
         &r.status.as_ref().unwrap().message
+    }
+
+    #[test]
+    fn a_look_at_the_kept_version_keeps_it() {
+        let written = Written::default();
+        written.record(rollout("7", "written"));
+        let cached = Arc::new(rollout("6", "cached"));
+        let kept = written.newer_than(&cached).unwrap();
+        assert_eq!(message(&kept), "written");
+        // Looking with the kept version itself finds nothing newer, and
+        // leaves it for the next read of the lagging cache.
+        assert!(written.newer_than(&kept).is_none());
+        assert_eq!(message(&written.fresher(cached)), "written");
     }
 
     #[test]
