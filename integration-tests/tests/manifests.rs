@@ -1540,12 +1540,17 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
     }
 }
 
-/// ResourceQuota as the admission plugin enforces it and the quota
-/// controller reports it: the same creates in a namespace with a quota get
-/// the same codes and messages from both servers, and the quota's status
-/// comes to the same `hard` and `used`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
+/// A real control plane (with ServiceAccounts, as production runs) and a
+/// simulator of scenario `name`, each behind a [`Server`]; the plane and
+/// the simulation run while they are held.
+async fn both(
+    name: &str,
+) -> (
+    ControlPlane,
+    Server,
+    sluice_sim::scenario::Simulation,
+    Server,
+) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let plane = ControlPlane::start_with_service_accounts().await;
     let real = Server {
@@ -1557,8 +1562,8 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
             .unwrap(),
     };
     let scenario = sluice_sim::scenario::Scenario::parse(
-        "quota",
-        "name: quota\nseed: 1\nversions:\n  - {image: registry.example/web:1.0}\n",
+        name,
+        &format!("name: {name}\nseed: 1\nversions:\n  - {{image: registry.example/web:1.0}}\n"),
     )
     .unwrap();
     let sim = sluice_sim::scenario::Simulation::start(scenario).unwrap();
@@ -1570,6 +1575,16 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
         token: None,
         http: reqwest::Client::new(),
     };
+    (plane, real, sim, simulated)
+}
+
+/// ResourceQuota as the admission plugin enforces it and the quota
+/// controller reports it: the same creates in a namespace with a quota get
+/// the same codes and messages from both servers, and the quota's status
+/// comes to the same `hard` and `used`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
+    let (_plane, real, _sim, simulated) = both("quota").await;
     let ns = "/api/v1/namespaces/quota";
     let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute"},
         "spec": {"hard": {"pods": "2", "requests.cpu": "1", "limits.memory": "1Gi",
@@ -1708,6 +1723,111 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
         "{}",
         statuses[1]
     );
+}
+
+/// LimitRange as the LimitRanger admission plugin applies it: the range's
+/// own defaults when it is written, then each pod's resources filled in
+/// (and said in its annotation) or the pod refused, alike on both servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_range_fills_in_and_refuses_as_on_a_real_cluster() {
+    let (_plane, real, _sim, simulated) = both("limits").await;
+    let ns = "/api/v1/namespaces/limits";
+    let range = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "bounds"},
+        "spec": {"limits": [
+            {"type": "Container", "max": {"cpu": "1"}, "min": {"memory": "10Mi"},
+             "default": {"memory": "100Mi"}, "maxLimitRequestRatio": {"cpu": "4"}},
+            {"type": "Pod", "max": {"memory": "1Gi"}}]}});
+    let mut differ = Vec::new();
+    let mut stored = Vec::new();
+    for server in [&real, &simulated] {
+        let (code, body) = server
+            .send(
+                "POST",
+                "/api/v1/namespaces",
+                &json!({"metadata": {"name": "limits"}}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        wait_served(server, &format!("{ns}/serviceaccounts/default")).await;
+        let (code, body) = server
+            .send("POST", &format!("{ns}/limitranges"), &range)
+            .await;
+        assert_eq!(code, 201, "{body}");
+        stored.push(body["spec"].clone());
+    }
+    if stored[0] != stored[1] {
+        differ.push(format!(
+            "the range as stored: real {}, simulator {}",
+            stored[0], stored[1]
+        ));
+    }
+    let pod = |name: &str, resources: &[Value]| {
+        let containers: Vec<Value> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| json!({"name": format!("c{i}"), "image": "registry.example/web:1.0", "resources": r}))
+            .collect();
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": containers}})
+    };
+    let cases = [
+        ("a pod stating nothing", pod("l0", &[json!({})])),
+        (
+            "a pod stating a request",
+            pod("l1", &[json!({"requests": {"cpu": "500m"}})]),
+        ),
+        (
+            "a pod past the container's max",
+            pod("l2", &[json!({"limits": {"cpu": "2"}})]),
+        ),
+        (
+            "a pod past the ratio",
+            pod(
+                "l3",
+                &[json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "800m"}})],
+            ),
+        ),
+        (
+            "a pod below the min",
+            pod("l4", &[json!({"requests": {"memory": "5Mi"}})]),
+        ),
+        (
+            "a pod past the pod's max",
+            pod(
+                "l5",
+                &[
+                    json!({"limits": {"memory": "600Mi"}}),
+                    json!({"limits": {"memory": "600Mi"}}),
+                ],
+            ),
+        ),
+    ];
+    let pods = format!("{ns}/pods");
+    for (name, body) in &cases {
+        let (a, b) = (
+            real.send("POST", &pods, body).await,
+            simulated.send("POST", &pods, body).await,
+        );
+        let said = |answer: &(u16, Value)| {
+            if answer.0 >= 300 {
+                return json!({"code": answer.0, "reason": answer.1["reason"],
+                    "message": answer.1["message"], "details": answer.1["details"]});
+            }
+            let resources: Vec<Value> = answer.1["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["resources"].clone())
+                .collect();
+            json!({"code": answer.0, "resources": resources,
+                "annotation": answer.1["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+                "qos": answer.1["status"]["qosClass"]})
+        };
+        if said(&a) != said(&b) {
+            differ.push(format!("{name}: real {}, simulator {}", said(&a), said(&b)));
+        }
+    }
+    assert!(differ.is_empty(), "differences:\n{}", differ.join("\n"));
 }
 
 /// A kubeconfig for the simulator at `addr`, written into `dir`.

@@ -281,7 +281,7 @@ fn job_selector(job: &mut Value) {
 /// requests and limits: `Guaranteed` when every container limits both and
 /// requests what it limits, `BestEffort` when none asks for either,
 /// `Burstable` otherwise.
-fn qos_class(spec: &Value) -> &'static str {
+pub(crate) fn qos_class(spec: &Value) -> &'static str {
     let containers: Vec<&Value> = ["containers", "initContainers"]
         .iter()
         .flat_map(|list| spec[*list].as_array().into_iter().flatten())
@@ -408,6 +408,7 @@ pub(crate) fn apply(
             }
             template(spec);
         }
+        ("", "limitranges") => crate::limits::default_limit_range(object),
         ("apps", "replicasets") => {
             default(&mut object["spec"], "replicas", json!(1));
             template(&mut object["spec"]);

@@ -21,6 +21,7 @@ pub mod discovery;
 mod events;
 pub mod faults;
 mod http;
+mod limits;
 mod managed;
 mod openapi;
 mod patch;

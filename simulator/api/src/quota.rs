@@ -86,8 +86,13 @@ impl Amount {
         })
     }
 
+    /// The amount in nano-units.
+    pub(crate) fn nanos(self) -> u128 {
+        self.nanos
+    }
+
     /// The sum; written as the first is, as Kubernetes adds quantities.
-    fn plus(self, other: Self) -> Self {
+    pub(crate) fn plus(self, other: Self) -> Self {
         Self {
             nanos: self.nanos.saturating_add(other.nanos),
             binary: if self.nanos == 0 {
@@ -241,9 +246,9 @@ fn counted_resource(store: &Store, name: &str) -> Option<std::sync::Arc<Resource
     store.resource("", plural)
 }
 
-/// The quotas of `namespace`, parsed.
-pub fn quotas(store: &Store, namespace: &str) -> Vec<Value> {
-    let Some(res) = store.resource("", "resourcequotas") else {
+/// The objects of core resource `plural` in `namespace`, parsed.
+pub(crate) fn core_objects(store: &Store, plural: &str, namespace: &str) -> Vec<Value> {
+    let Some(res) = store.resource("", plural) else {
         return Vec::new();
     };
     store
@@ -262,6 +267,11 @@ pub fn quotas(store: &Store, namespace: &str) -> Vec<Value> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The quotas of `namespace`, parsed.
+pub fn quotas(store: &Store, namespace: &str) -> Vec<Value> {
+    core_objects(store, "resourcequotas", namespace)
 }
 
 /// Whether `namespace` has a quota: its creates are then admitted one by one.

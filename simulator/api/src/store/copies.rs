@@ -45,8 +45,8 @@ impl Store {
             .unwrap_or_default()
             .to_owned();
         let special = res.group == "apiextensions.k8s.io" || res.plural == "namespaces";
-        if count < 2 || named || prefix.is_empty() || special || crate::quota::any(self, namespace)
-        {
+        let admitted = crate::quota::any(self, namespace) || crate::limits::any(self, namespace);
+        if count < 2 || named || prefix.is_empty() || special || admitted {
             return self.each(res, namespace, &object, count);
         }
         let first = format!("{prefix}{}", self.suffix());

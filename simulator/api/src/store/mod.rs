@@ -787,6 +787,7 @@ impl Store {
             map.remove("status");
         }
         self.defaults(res, &mut object);
+        crate::limits::admit(self, res, namespace, &name, &mut object)?;
         let problems = crate::validation::problems(res, &object);
         if !problems.is_empty() {
             return Err(ApiError::invalid(&res.group, &res.kind, &name, &problems));
