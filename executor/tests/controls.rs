@@ -1036,6 +1036,60 @@ async fn new_pods_that_cannot_be_made_are_said_while_the_step_waits() {
     assert!(!done.message.contains("cannot be made"), "{}", done.message);
 }
 
+/// A quota that cannot hold a batch's surge stalls the release at that
+/// step, as on a real cluster, and the step's message carries the quota's
+/// refusal; room made in the quota lets the release go on.
+#[tokio::test(start_paused = true)]
+async fn a_quota_that_refuses_the_new_pods_is_said_and_the_release_goes_on_once_it_has_room() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let world = world("healthy").await;
+    ready_workload(&world).await;
+    let quotas: Api<ResourceQuota> = Api::default_namespaced(world.client.clone());
+    let quota: ResourceQuota = serde_json::from_value(
+        json!({"metadata": {"name": "pods"}, "spec": {"hard": {"pods": "10"}}}),
+    )
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    for _ in 0..600 {
+        let q = quotas.get("pods").await.unwrap();
+        if q.status
+            .and_then(|s| s.used)
+            .is_some_and(|u| u.contains_key("pods"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rollouts = start(
+        &world,
+        &rollout_yaml("Partition", "[{replicas: 1}, {replicas: 50%}]", "web"),
+    )
+    .await;
+    wait_for(&rollouts, "the quota's refusal said", |s| {
+        s.message.contains("new pods cannot be made")
+    })
+    .await;
+    let s = status(&rollouts).await;
+    assert_eq!(s.phase, Phase::Progressing, "{s:#?}");
+    assert_eq!(s.current_step, 0, "{s:#?}");
+    assert!(
+        s.message
+            .contains("exceeded quota: pods, requested: pods=1, used: pods=10, limited: pods=10"),
+        "{}",
+        s.message
+    );
+    quotas
+        .patch(
+            "pods",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"hard": {"pods": "20"}}})),
+        )
+        .await
+        .unwrap();
+    let done = wait_phase(&rollouts, finished).await.status.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+}
+
 /// An ended release's STABLE and NEW follow what its workload runs, but
 /// never another Rollout's release in flight: scaled to one replica, that
 /// release's step is its whole workload, an unapproved version the ended
