@@ -1588,7 +1588,10 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
     let ns = "/api/v1/namespaces/quota";
     let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute"},
         "spec": {"hard": {"pods": "2", "requests.cpu": "1", "limits.memory": "1Gi",
-                          "count/deployments.apps": "1", "secrets": "1"}}});
+                          "count/deployments.apps": "1", "secrets": "1",
+                          // A number, as YAML writes `1` unquoted; a
+                          // resource pods need not state.
+                          "services.nodeports": 1, "requests.ephemeral-storage": "1Gi"}}});
     for server in [&real, &simulated] {
         let (code, body) = server
             .send(
@@ -1677,6 +1680,19 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
         ),
         ("a first secret", format!("{ns}/secrets"), secret("s1")),
         ("a second secret", format!("{ns}/secrets"), secret("s2")),
+        (
+            "a load balancer that allocates no node ports",
+            format!("{ns}/services"),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"},
+                "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                         "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}),
+        ),
+        (
+            "a node port service past the node ports",
+            format!("{ns}/services"),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},
+                "spec": {"type": "NodePort", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}),
+        ),
     ];
     let mut differ = Vec::new();
     for (name, path, body) in &cases {
@@ -1735,7 +1751,9 @@ async fn a_limit_range_fills_in_and_refuses_as_on_a_real_cluster() {
     let range = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "bounds"},
         "spec": {"limits": [
             {"type": "Container", "max": {"cpu": "1"}, "min": {"memory": "10Mi"},
-             "default": {"memory": "100Mi"}, "maxLimitRequestRatio": {"cpu": "4"}},
+             "default": {"memory": "100Mi"}, "maxLimitRequestRatio": {"cpu": "4"},
+             // A number, as YAML writes `0.5` unquoted.
+             "defaultRequest": {"cpu": 0.5}},
             {"type": "Pod", "max": {"memory": "1Gi"}}]}});
     let mut differ = Vec::new();
     let mut stored = Vec::new();
@@ -1801,6 +1819,12 @@ async fn a_limit_range_fills_in_and_refuses_as_on_a_real_cluster() {
                 ],
             ),
         ),
+        ("a pod whose sidecar takes it past the pod's max", {
+            let mut p = pod("l6", &[json!({"limits": {"memory": "600Mi"}})]);
+            p["spec"]["initContainers"] = json!([{"name": "side", "image": "registry.example/web:1.0",
+                "restartPolicy": "Always", "resources": {"limits": {"memory": "600Mi"}}}]);
+            p
+        }),
     ];
     let pods = format!("{ns}/pods");
     for (name, body) in &cases {

@@ -111,13 +111,33 @@ fn volume(v: &mut Value) {
 
 /// Each quantity of a map (`{"cpu": "0.25"}`) in its canonical form, as
 /// kube-apiserver stores it.
-fn canonical_quantities(map: &mut Value) {
+/// A quantity written as a JSON number (`cpu: 0.5` in YAML) is read as
+/// its text, as the Go type reads it, and stored as a string.
+pub(crate) fn canonical_quantities(map: &mut Value) {
     if let Some(map) = map.as_object_mut() {
         for value in map.values_mut() {
-            if let Some(canonical) = value.as_str().and_then(canonical_quantity) {
+            let text = match value {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(number_text(n)),
+                _ => None,
+            };
+            if let Some(canonical) = text.as_deref().and_then(canonical_quantity) {
                 *value = Value::String(canonical);
             }
         }
+    }
+}
+
+/// A JSON number as a quantity's text: whole numbers without a fraction or
+/// an exponent (`1e9` is `1000000000`).
+fn number_text(n: &serde_json::Number) -> String {
+    if n.is_u64() || n.is_i64() {
+        return n.to_string();
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e18 => format!("{}", f as i64),
+        Some(f) => format!("{f}"),
+        None => n.to_string(),
     }
 }
 
@@ -408,7 +428,29 @@ pub(crate) fn apply(
             }
             template(spec);
         }
-        ("", "limitranges") => crate::limits::default_limit_range(object),
+        ("", "limitranges") => {
+            if let Some(limits) = object["spec"]["limits"].as_array_mut() {
+                for limit in limits {
+                    for field in [
+                        "max",
+                        "min",
+                        "default",
+                        "defaultRequest",
+                        "maxLimitRequestRatio",
+                    ] {
+                        if let Some(map) = limit.get_mut(field) {
+                            canonical_quantities(map);
+                        }
+                    }
+                }
+            }
+            crate::limits::default_limit_range(object);
+        }
+        ("", "resourcequotas") => {
+            if let Some(hard) = object["spec"].get_mut("hard") {
+                canonical_quantities(hard);
+            }
+        }
         ("apps", "replicasets") => {
             default(&mut object["spec"], "replicas", json!(1));
             template(&mut object["spec"]);
@@ -565,6 +607,9 @@ pub(crate) fn apply(
             if spec["type"] == "LoadBalancer" {
                 default(spec, "allocateLoadBalancerNodePorts", json!(true));
             }
+            // A LoadBalancer that allocates no node ports gets none (a port
+            // may still name one of its own).
+            let allocates = exposed && spec["allocateLoadBalancerNodePorts"] != false;
             if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports {
                     default(p, "protocol", json!("TCP"));
@@ -574,7 +619,7 @@ pub(crate) fn apply(
                     if p["targetPort"] == json!(0) || p["targetPort"].is_null() {
                         p["targetPort"] = port;
                     }
-                    if exposed && p["nodePort"].as_i64().is_none_or(|n| n == 0) {
+                    if allocates && p["nodePort"].as_i64().is_none_or(|n| n == 0) {
                         p["nodePort"] = json!(next_node_port());
                     }
                 }

@@ -153,47 +153,22 @@ pub(crate) fn admit(
     Err(e)
 }
 
-/// A pod's requests and limits over its containers: the sum of its
-/// containers', or its largest init container's where that is more.
+/// A pod's requests and limits over its containers, as Kubernetes sums
+/// them (see [`crate::quota::pod_amount`]).
 fn pod_resources(spec: &Value) -> Value {
     let mut out = json!({"requests": {}, "limits": {}});
     for part in ["requests", "limits"] {
-        let mut keys: Vec<String> = Vec::new();
-        for list in ["containers", "initContainers"] {
-            for c in spec[list].as_array().into_iter().flatten() {
-                keys.extend(
-                    c["resources"][part]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .map(|(k, _)| k.clone()),
-                );
-            }
-        }
+        let mut keys: Vec<String> = ["containers", "initContainers"]
+            .iter()
+            .filter_map(|f| spec[*f].as_array())
+            .flatten()
+            .filter_map(|c| c["resources"][part].as_object())
+            .flat_map(|r| r.keys().cloned())
+            .collect();
         keys.sort();
         keys.dedup();
         for key in keys {
-            let amounts = |list: &str| {
-                spec[list]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["resources"][part][&key].as_str().and_then(Amount::parse))
-                    .collect::<Vec<_>>()
-            };
-            let sum = amounts("containers")
-                .into_iter()
-                .fold(Amount::default(), Amount::plus);
-            let most = amounts("initContainers")
-                .into_iter()
-                .max_by_key(|a| a.nanos())
-                .unwrap_or_default();
-            let total = if most.nanos() > sum.nanos() {
-                most
-            } else {
-                sum
-            };
-            out[part][key] = json!(total.to_string());
+            out[part][&key] = json!(crate::quota::pod_amount(spec, part, &key).to_string());
         }
     }
     out

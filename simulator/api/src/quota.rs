@@ -165,7 +165,7 @@ fn usage_of(res: &Resource, object: &Value) -> BTreeMap<String, Amount> {
     match (core, res.plural.as_str()) {
         (true, "pods") => {
             for (name, amount) in pod_compute(&object["spec"]) {
-                usage.insert(name.to_owned(), amount);
+                usage.insert(name, amount);
             }
         }
         (true, "services") => {
@@ -176,8 +176,18 @@ fn usage_of(res: &Resource, object: &Value) -> BTreeMap<String, Amount> {
             if kind == "LoadBalancer" {
                 usage.insert("services.loadbalancers".into(), Amount::count(1));
             }
-            if kind == "LoadBalancer" || kind == "NodePort" {
+            // A LoadBalancer that allocates no node ports counts only the
+            // ports given one.
+            let given = object["spec"]["ports"].as_array().map_or(0, |p| {
+                p.iter()
+                    .filter(|p| p["nodePort"].as_u64().is_some_and(|n| n > 0))
+                    .count() as u128
+            });
+            let allocates = object["spec"]["allocateLoadBalancerNodePorts"] != false;
+            if kind == "NodePort" || (kind == "LoadBalancer" && allocates) {
                 usage.insert("services.nodeports".into(), Amount::count(ports));
+            } else if kind == "LoadBalancer" {
+                usage.insert("services.nodeports".into(), Amount::count(given));
             }
         }
         (true, "persistentvolumeclaims") => {
@@ -193,31 +203,63 @@ fn usage_of(res: &Resource, object: &Value) -> BTreeMap<String, Amount> {
     usage
 }
 
-/// A pod's compute, as the quota counts it: per resource, the larger of
-/// its containers' sum and its largest init container.
-fn pod_compute(spec: &Value) -> Vec<(&'static str, Amount)> {
-    let stated = |c: &Value, part: &str, resource: &str| {
+/// A pod's total of one resource (`part` is `requests` or `limits`), as
+/// Kubernetes sums it: its containers and sidecars (init containers with
+/// `restartPolicy: Always`), or an init container with the sidecars
+/// started before it, whichever is more.
+pub(crate) fn pod_amount(spec: &Value, part: &str, resource: &str) -> Amount {
+    let stated = |c: &Value| {
         c["resources"][part][resource]
             .as_str()
             .and_then(Amount::parse)
+            .unwrap_or_default()
     };
-    let list = |field: &str| spec[field].as_array().cloned().unwrap_or_default();
-    let (containers, init) = (list("containers"), list("initContainers"));
-    COMPUTE
+    let mut sidecars = Amount::default();
+    let mut most = Amount::default();
+    for init in spec["initContainers"].as_array().into_iter().flatten() {
+        if init["restartPolicy"] == "Always" {
+            sidecars = sidecars.plus(stated(init));
+        } else {
+            let at = stated(init).plus(sidecars);
+            if at.nanos > most.nanos {
+                most = at;
+            }
+        }
+    }
+    let running = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(stated)
+        .fold(sidecars, Amount::plus);
+    if most.nanos > running.nanos {
+        most
+    } else {
+        running
+    }
+}
+
+/// A pod's compute, as the quota counts it: each of [`COMPUTE`], and the
+/// requests of extended resources (`requests.example.com/gpu`).
+fn pod_compute(spec: &Value) -> Vec<(String, Amount)> {
+    let mut out: Vec<(String, Amount)> = COMPUTE
         .iter()
-        .map(|(name, part, resource)| {
-            let sum = containers
-                .iter()
-                .filter_map(|c| stated(c, part, resource))
-                .fold(Amount::default(), Amount::plus);
-            let most = init
-                .iter()
-                .filter_map(|c| stated(c, part, resource))
-                .max_by_key(|a| a.nanos)
-                .unwrap_or_default();
-            (*name, if most.nanos > sum.nanos { most } else { sum })
-        })
-        .collect()
+        .map(|(name, part, resource)| ((*name).to_owned(), pod_amount(spec, part, resource)))
+        .collect();
+    let mut extended: Vec<String> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|f| spec[*f].as_array())
+        .flatten()
+        .filter_map(|c| c["resources"]["requests"].as_object())
+        .flat_map(|r| r.keys().filter(|k| k.contains('/')).cloned())
+        .collect();
+    extended.sort();
+    extended.dedup();
+    for key in extended {
+        let amount = pod_amount(spec, "requests", &key);
+        out.push((format!("requests.{key}"), amount));
+    }
+    out
 }
 
 /// Whether a pod still counts: one that ended does not.
@@ -240,6 +282,7 @@ fn counted_resource(store: &Store, name: &str) -> Option<std::sync::Arc<Resource
         "services.loadbalancers" | "services.nodeports" => "services",
         "requests.storage" => "persistentvolumeclaims",
         n if COMPUTE.iter().any(|(c, _, _)| *c == n) => "pods",
+        n if n.starts_with("requests.") && n.contains('/') => "pods",
         n if COUNTED.contains(&n) => n,
         _ => return None,
     };
@@ -391,7 +434,11 @@ pub(crate) fn admit(
         // Each compute resource the quota tracks must be stated by every
         // container.
         let mut missing: Vec<String> = Vec::new();
-        for (key, part, resource) in COMPUTE.iter().filter(|(k, _, _)| hard.contains_key(*k)) {
+        // Only CPU and memory must be stated; ephemeral storage need not.
+        let must = COMPUTE
+            .iter()
+            .filter(|(k, _, r)| hard.contains_key(*k) && *r != "ephemeral-storage");
+        for (key, part, resource) in must {
             let lacking: Vec<&str> = ["initContainers", "containers"]
                 .iter()
                 .filter_map(|f| object["spec"][*f].as_array())
@@ -452,7 +499,12 @@ pub fn status(store: &Store, namespace: &str, quota: &Value) -> Option<Value> {
         return None;
     }
     let hard = amounts(&quota["spec"]["hard"]);
-    let names: BTreeSet<String> = hard.keys().cloned().collect();
+    // What nothing counts (an unknown resource) is left out of `used`.
+    let names: BTreeSet<String> = hard
+        .keys()
+        .filter(|n| counted_resource(store, n).is_some())
+        .cloned()
+        .collect();
     let used = usage(store, namespace, &names);
     let written = |m: &BTreeMap<String, Amount>, like: &BTreeMap<String, Amount>| {
         Value::Object(
