@@ -1688,6 +1688,36 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
                          "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}),
         ),
         (
+            "a quota with a negative count",
+            format!("{ns}/resourcequotas?dryRun=All"),
+            json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "neg"},
+                "spec": {"hard": {"pods": "-1"}}}),
+        ),
+        (
+            "a quota with a fractional count",
+            format!("{ns}/resourcequotas?dryRun=All"),
+            json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "half"},
+                "spec": {"hard": {"pods": 1.5, "count/jobs.batch": "2"}}}),
+        ),
+        (
+            "a pod requesting more than its limit",
+            format!("{pods}?dryRun=All"),
+            pod(
+                "q6",
+                json!({"requests": {"cpu": "2"}, "limits": {"cpu": "1", "memory": "1Mi"}}),
+                sized("1m"),
+            ),
+        ),
+        (
+            "a pod with a negative request",
+            format!("{pods}?dryRun=All"),
+            pod(
+                "q7",
+                json!({"requests": {"cpu": "-1"}, "limits": {"memory": "1Mi"}}),
+                sized("1m"),
+            ),
+        ),
+        (
             "a node port service past the node ports",
             format!("{ns}/services"),
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},

@@ -91,7 +91,12 @@ impl ApiError {
             .iter()
             .map(|(field, message)| json!({"reason": cause_reason(message), "message": message, "field": field}))
             .collect();
-        e.details = Some(json!({"name": name, "group": group, "kind": kind, "causes": causes}));
+        // kube-apiserver leaves out an empty (core) group.
+        let mut details = json!({"name": name, "kind": kind, "causes": causes});
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        e.details = Some(details);
         e
     }
 

@@ -53,6 +53,7 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
             }
         }
         ("", "pods") => pod_spec(&object["spec"], "spec", &mut out),
+        ("", "resourcequotas") => quota_hard(&object["spec"]["hard"], &mut out),
         ("", "services") => service(object, &mut out),
         ("", "configmaps") => {
             keys(object, &["data", "binaryData"], &mut out);
@@ -637,6 +638,7 @@ fn pod_spec_with(spec: &Value, path: &str, claims: &[&str], out: &mut Vec<(Strin
             if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
                 out.push((format!("{at}.image"), "Required value".into()));
             }
+            resources(&c["resources"], &at, out);
             for (j, port) in c["ports"].as_array().into_iter().flatten().enumerate() {
                 if let Some(n) = port["containerPort"].as_i64()
                     && !(1..=65535).contains(&n)
@@ -799,6 +801,75 @@ fn crd(object: &Value, out: &mut Vec<(String, String)>) {
             out.push((
                 format!("spec.versions[{i}].schema.openAPIV3Schema"),
                 "Required value: schemas are required".to_owned(),
+            ));
+        }
+    }
+}
+
+/// A container's requests and limits: none negative, and no request above
+/// its limit.
+fn resources(resources: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    use crate::quota::Amount;
+    for part in ["requests", "limits"] {
+        for (key, value) in resources[part].as_object().into_iter().flatten() {
+            if value
+                .as_str()
+                .is_some_and(|v| v.trim_start().starts_with('-'))
+            {
+                out.push((
+                    format!("{at}.resources.{part}[{key}]"),
+                    format!("Invalid value: {value}: must be greater than or equal to 0"),
+                ));
+            }
+        }
+    }
+    for (key, request) in resources["requests"].as_object().into_iter().flatten() {
+        let limit = &resources["limits"][key];
+        let (Some(r), Some(l)) = (
+            request.as_str().and_then(Amount::parse),
+            limit.as_str().and_then(Amount::parse),
+        ) else {
+            continue;
+        };
+        if r.nanos() > l.nanos() {
+            out.push((
+                format!("{at}.resources.requests"),
+                format!(
+                    "Invalid value: {request}: must be less than or equal to {key} limit of {}",
+                    limit.as_str().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+}
+
+/// A quota's `spec.hard`: no amount negative, and whole numbers for what
+/// is counted in objects.
+fn quota_hard(hard: &Value, out: &mut Vec<(String, String)>) {
+    const COUNTS: [&str; 9] = [
+        "pods",
+        "services",
+        "replicationcontrollers",
+        "resourcequotas",
+        "secrets",
+        "configmaps",
+        "persistentvolumeclaims",
+        "services.nodeports",
+        "services.loadbalancers",
+    ];
+    for (key, value) in hard.as_object().into_iter().flatten() {
+        let text = value.as_str().unwrap_or_default();
+        if text.trim_start().starts_with('-') {
+            out.push((
+                format!("spec.hard[{key}]"),
+                format!("Invalid value: {value}: must be greater than or equal to 0"),
+            ));
+        } else if (COUNTS.contains(&key.as_str()) || key.starts_with("count/"))
+            && crate::quota::Amount::parse(text).is_some_and(|a| a.nanos() % 1_000_000_000 != 0)
+        {
+            out.push((
+                format!("spec.hard[{key}]"),
+                format!("Invalid value: {value}: must be an integer"),
             ));
         }
     }
