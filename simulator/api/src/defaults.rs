@@ -141,6 +141,30 @@ fn number_text(n: &serde_json::Number) -> String {
     }
 }
 
+/// The suffixes of binary quantities, with their power of two.
+const BINARY: [(&str, u32); 6] = [
+    ("Ki", 10),
+    ("Mi", 20),
+    ("Gi", 30),
+    ("Ti", 40),
+    ("Pi", 50),
+    ("Ei", 60),
+];
+
+/// The suffixes of decimal quantities, with their power of ten.
+const DECIMAL: [(&str, i32); 10] = [
+    ("n", -9),
+    ("u", -6),
+    ("m", -3),
+    ("", 0),
+    ("k", 3),
+    ("M", 6),
+    ("G", 9),
+    ("T", 12),
+    ("P", 15),
+    ("E", 18),
+];
+
 /// A quantity in Kubernetes' canonical form: the largest suffix of its own
 /// kind (binary `Ki`..`Ei`, or decimal `m`, none, `k`..`E`) that leaves a
 /// whole number (`0.25` is `250m`, `1000m` is `1`, `1.5Gi` is `1536Mi`);
@@ -148,26 +172,13 @@ fn number_text(n: &serde_json::Number) -> String {
 /// written in decimal. `None` when it is not a quantity this reads (an
 /// exponent, or more precision than a nano): left as written.
 pub(crate) fn canonical_quantity(text: &str) -> Option<String> {
-    const BINARY: [(&str, u32); 6] = [
-        ("Ki", 10),
-        ("Mi", 20),
-        ("Gi", 30),
-        ("Ti", 40),
-        ("Pi", 50),
-        ("Ei", 60),
-    ];
-    const DECIMAL: [(&str, i32); 10] = [
-        ("n", -9),
-        ("u", -6),
-        ("m", -3),
-        ("", 0),
-        ("k", 3),
-        ("M", 6),
-        ("G", 9),
-        ("T", 12),
-        ("P", 15),
-        ("E", 18),
-    ];
+    let (nanos, binary) = quantity_nanos(text)?;
+    quantity_text(nanos, binary)
+}
+
+/// A quantity's amount in nano-units, and whether it is a whole number of
+/// bytes written with a binary suffix. `None` as for [`canonical_quantity`].
+pub(crate) fn quantity_nanos(text: &str) -> Option<(u128, bool)> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
@@ -195,19 +206,10 @@ pub(crate) fn canonical_quantity(text: &str) -> Option<String> {
         let scaled = digits.checked_mul(1u128 << shift)?;
         let divisor = 10u128.checked_pow(scale as u32)?;
         if scaled.is_multiple_of(divisor) {
-            let bytes = scaled / divisor;
-            if bytes >= 1024 {
-                let (name, shift) = BINARY
-                    .iter()
-                    .rev()
-                    .find(|(_, shift)| bytes.is_multiple_of(1u128 << shift))?;
-                return Some(format!("{}{name}", bytes >> shift));
-            }
-            return Some(bytes.to_string());
+            return Some(((scaled / divisor).checked_mul(1_000_000_000)?, true));
         }
         // Not whole bytes: decimal, in nano-bytes.
-        let nanos = scaled.checked_mul(1_000_000_000)? / divisor;
-        return Some(decimal(nanos, &DECIMAL));
+        return Some((scaled.checked_mul(1_000_000_000)? / divisor, false));
     }
     let (_, exponent) = DECIMAL.iter().find(|(s, _)| *s == suffix)?;
     // Nano-units: digits * 10^(exponent + 9 - scale).
@@ -215,7 +217,27 @@ pub(crate) fn canonical_quantity(text: &str) -> Option<String> {
     if power < 0 {
         return None;
     }
-    let nanos = digits.checked_mul(10u128.checked_pow(power as u32)?)?;
+    Some((
+        digits.checked_mul(10u128.checked_pow(power as u32)?)?,
+        false,
+    ))
+}
+
+/// `nanos` written canonically, in binary when `binary` (a whole number of
+/// bytes: below 1024 as a plain number); `None` for 1024 bytes or more
+/// that no binary suffix writes whole.
+pub(crate) fn quantity_text(nanos: u128, binary: bool) -> Option<String> {
+    if binary && nanos.is_multiple_of(1_000_000_000) {
+        let bytes = nanos / 1_000_000_000;
+        if bytes < 1024 {
+            return Some(bytes.to_string());
+        }
+        let (name, shift) = BINARY
+            .iter()
+            .rev()
+            .find(|(_, shift)| bytes.is_multiple_of(1u128 << shift))?;
+        return Some(format!("{}{name}", bytes >> shift));
+    }
     Some(decimal(nanos, &DECIMAL))
 }
 

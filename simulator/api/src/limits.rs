@@ -148,9 +148,7 @@ pub(crate) fn admit(
     } else {
         format!("[{}]", errors.join(", "))
     };
-    let mut e = ApiError::forbidden(format!("pods \"{name}\" is forbidden: {why}"));
-    e.details = Some(json!({"name": name, "kind": "pods"}));
-    Err(e)
+    Err(ApiError::forbidden_object("", "pods", name, &why))
 }
 
 /// A pod's requests and limits over its containers, as Kubernetes sums

@@ -17,14 +17,20 @@
 //! for every resource), pods' compute (`requests.cpu`/`cpu`,
 //! `requests.memory`/`memory`, `limits.cpu`, `limits.memory`, and the same
 //! for `ephemeral-storage`), and claims' `requests.storage`. Not modelled:
-//! quotas with `scopes` or a `scopeSelector` (never enforced here), updates
-//! that change usage (a Service's type), and extended resources.
+//! quotas with `scopes` or a `scopeSelector` (never enforced here), and
+//! updates that change usage (a Service's type). Extended resources are
+//! counted by their requests (`requests.example.com/gpu`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::{defaults::canonical_quantity, resources::Resource, status::ApiError, store::Store};
+use crate::{
+    defaults::{quantity_nanos, quantity_text},
+    resources::Resource,
+    status::ApiError,
+    store::Store,
+};
 
 /// An amount in nano-units, and whether it is written in binary SI
 /// (`Mi`, `Gi`) as the quantity it came from was.
@@ -46,44 +52,7 @@ impl Amount {
 
     /// A quantity's amount; `None` when it is not one.
     pub fn parse(text: &str) -> Option<Self> {
-        let canonical = canonical_quantity(text)?;
-        let split = canonical
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(canonical.len());
-        let (digits, suffix) = canonical.split_at(split);
-        let digits: u128 = digits.parse().ok()?;
-        let shift = match suffix {
-            "Ki" => Some(10),
-            "Mi" => Some(20),
-            "Gi" => Some(30),
-            "Ti" => Some(40),
-            "Pi" => Some(50),
-            "Ei" => Some(60),
-            _ => None,
-        };
-        if let Some(shift) = shift {
-            return Some(Self {
-                nanos: digits.checked_mul(1u128 << shift)?.checked_mul(NANO)?,
-                binary: true,
-            });
-        }
-        let exponent: u32 = match suffix {
-            "n" => 0,
-            "u" => 3,
-            "m" => 6,
-            "" => 9,
-            "k" => 12,
-            "M" => 15,
-            "G" => 18,
-            "T" => 21,
-            "P" => 24,
-            "E" => 27,
-            _ => return None,
-        };
-        Some(Self {
-            nanos: digits.checked_mul(10u128.checked_pow(exponent)?)?,
-            binary: false,
-        })
+        quantity_nanos(text).map(|(nanos, binary)| Self { nanos, binary })
     }
 
     /// The amount in nano-units.
@@ -106,17 +75,10 @@ impl Amount {
 
 impl std::fmt::Display for Amount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = if self.binary && self.nanos.is_multiple_of(NANO) {
-            let bytes = self.nanos / NANO;
-            if bytes >= 1024 && bytes.is_multiple_of(1024) {
-                canonical_quantity(&format!("{}Ki", bytes / 1024))
-            } else {
-                Some(bytes.to_string())
-            }
-        } else {
-            canonical_quantity(&format!("{}n", self.nanos))
-        };
-        f.write_str(&text.unwrap_or_else(|| format!("{}n", self.nanos)))
+        // Whole bytes that no binary suffix writes are written plainly.
+        let text = quantity_text(self.nanos, self.binary)
+            .unwrap_or_else(|| (self.nanos / NANO).to_string());
+        f.write_str(&text)
     }
 }
 
@@ -410,81 +372,76 @@ pub(crate) fn admit(
     if quotas.is_empty() {
         return Ok(());
     }
-    let forbidden = |why: String| {
-        let qualified = if res.group.is_empty() {
-            res.plural.clone()
-        } else {
-            format!("{}.{}", res.plural, res.group)
-        };
-        let mut e = ApiError::forbidden(format!("{qualified} \"{name}\" is forbidden: {why}"));
-        let mut details = json!({"name": name, "kind": res.plural});
-        if !res.group.is_empty() {
-            details["group"] = json!(res.group);
-        }
-        e.details = Some(details);
-        e
-    };
+    let forbidden = |why: String| ApiError::forbidden_object(&res.group, &res.plural, name, &why);
     let requested = usage_of(res, object);
-    let pod = res.group.is_empty() && res.plural == "pods";
-    for quota in &quotas {
-        let hard = amounts(&quota["status"]["hard"]);
-        if !pod {
-            break;
-        }
-        // Each compute resource the quota tracks must be stated by every
-        // container.
-        let mut missing: Vec<String> = Vec::new();
-        // Only CPU and memory must be stated; ephemeral storage need not.
-        let must = COMPUTE
-            .iter()
-            .filter(|(k, _, r)| hard.contains_key(*k) && *r != "ephemeral-storage");
-        for (key, part, resource) in must {
-            let lacking: Vec<&str> = ["initContainers", "containers"]
+    let hards: Vec<BTreeMap<String, Amount>> = quotas
+        .iter()
+        .map(|q| amounts(&q["status"]["hard"]))
+        .collect();
+    let quota_name = |quota: &Value| {
+        quota["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if res.group.is_empty() && res.plural == "pods" {
+        for (quota, hard) in quotas.iter().zip(&hards) {
+            // Each CPU and memory request or limit the quota tracks must
+            // be stated by every container (ephemeral storage need not).
+            let must = COMPUTE
                 .iter()
-                .filter_map(|f| object["spec"][*f].as_array())
-                .flatten()
-                .filter(|c| c["resources"][*part][*resource].is_null())
-                .filter_map(|c| c["name"].as_str())
-                .collect();
-            if !lacking.is_empty() {
-                missing.push(format!("{key} for: {}", lacking.join(",")));
+                .filter(|(k, _, r)| hard.contains_key(*k) && *r != "ephemeral-storage");
+            let mut missing: Vec<String> = Vec::new();
+            for (key, part, resource) in must {
+                let lacking: Vec<&str> = ["initContainers", "containers"]
+                    .iter()
+                    .filter_map(|f| object["spec"][*f].as_array())
+                    .flatten()
+                    .filter(|c| c["resources"][*part][*resource].is_null())
+                    .filter_map(|c| c["name"].as_str())
+                    .collect();
+                if !lacking.is_empty() {
+                    missing.push(format!("{key} for: {}", lacking.join(",")));
+                }
+            }
+            if !missing.is_empty() {
+                missing.sort();
+                return Err(forbidden(format!(
+                    "failed quota: {}: must specify {}",
+                    quota_name(quota),
+                    missing.join("; ")
+                )));
             }
         }
-        if !missing.is_empty() {
-            missing.sort();
-            return Err(forbidden(format!(
-                "failed quota: {}: must specify {}",
-                quota["metadata"]["name"].as_str().unwrap_or_default(),
-                missing.join("; ")
-            )));
-        }
     }
-    for quota in &quotas {
-        let hard = amounts(&quota["status"]["hard"]);
-        let tracked: BTreeSet<String> = hard
-            .keys()
-            .filter(|k| requested.contains_key(*k))
-            .cloned()
-            .collect();
-        if tracked.is_empty() {
-            continue;
-        }
-        let used = usage(store, namespace, &tracked);
-        let exceeded: BTreeSet<&String> = tracked
+    // What the namespace uses, counted once for every quota.
+    let tracked: BTreeSet<String> = hards
+        .iter()
+        .flat_map(|h| h.keys())
+        .filter(|k| requested.contains_key(*k))
+        .cloned()
+        .collect();
+    if tracked.is_empty() {
+        return Ok(());
+    }
+    let used = usage(store, namespace, &tracked);
+    for (quota, hard) in quotas.iter().zip(&hards) {
+        let exceeded: BTreeSet<&String> = hard
             .iter()
-            .filter(|k| {
-                let after = used.get(*k).copied().unwrap_or_default().nanos
-                    + requested.get(*k).copied().unwrap_or_default().nanos;
-                hard.get(*k).is_some_and(|h| after > h.nanos)
+            .filter(|(k, h)| {
+                requested.get(*k).is_some_and(|r| {
+                    used.get(*k).copied().unwrap_or_default().nanos + r.nanos > h.nanos
+                })
             })
+            .map(|(k, _)| k)
             .collect();
         if !exceeded.is_empty() {
             return Err(forbidden(format!(
                 "exceeded quota: {}, requested: {}, used: {}, limited: {}",
-                quota["metadata"]["name"].as_str().unwrap_or_default(),
+                quota_name(quota),
                 listed(&requested, &exceeded),
                 listed(&used, &exceeded),
-                listed(&hard, &exceeded),
+                listed(hard, &exceeded),
             )));
         }
     }

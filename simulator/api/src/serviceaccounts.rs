@@ -68,11 +68,14 @@ pub(crate) fn admit_pod(
                 .or_else(|| pod["metadata"]["generateName"].as_str())
                 .unwrap_or("Unknown")
                 .to_owned();
-            let mut e = ApiError::forbidden(format!(
-                "pods \"{pod_name}\" is forbidden: error looking up service account {namespace}/{account_name}: serviceaccount \"{account_name}\" not found"
+            return Err(ApiError::forbidden_object(
+                "",
+                "pods",
+                &pod_name,
+                &format!(
+                    "error looking up service account {namespace}/{account_name}: serviceaccount \"{account_name}\" not found"
+                ),
             ));
-            e.details = Some(json!({"name": pod_name, "kind": "pods"}));
-            return Err(e);
         }
     };
     let spec = &mut pod["spec"];

@@ -105,6 +105,24 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// 403 Forbidden for object `name` of `group`/`plural`, as an admission
+    /// plugin refuses it: `pods "web-1" is forbidden: WHY`, the object in
+    /// `details` (the group only when it is not the core one).
+    pub fn forbidden_object(group: &str, plural: &str, name: &str, why: &str) -> Self {
+        let qualified = if group.is_empty() {
+            plural.to_owned()
+        } else {
+            format!("{plural}.{group}")
+        };
+        let mut e = Self::forbidden(format!("{qualified} \"{name}\" is forbidden: {why}"));
+        let mut details = json!({"name": name, "kind": plural});
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        e.details = Some(details);
+        e
+    }
+
     /// 415: a create's or replace's body in a media type kube-apiserver
     /// does not read, worded as it words it.
     pub fn new_unsupported_body() -> Self {
