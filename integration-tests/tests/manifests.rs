@@ -1723,12 +1723,229 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},
                 "spec": {"type": "NodePort", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}),
         ),
+        (
+            "a cluster IP service",
+            format!("{ns}/services"),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cip"},
+                "spec": {"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}),
+        ),
+        (
+            "PATCH a service made a node port past the node ports",
+            format!("{ns}/services/cip"),
+            json!({"spec": {"type": "NodePort"}}),
+        ),
+        (
+            "PATCH a service made a node port with one port",
+            format!("{ns}/services/cip"),
+            json!({"spec": {"type": "NodePort", "ports": [{"name": "a", "port": 80}]}}),
+        ),
+        (
+            "PATCH a service given a second node port",
+            format!("{ns}/services/cip"),
+            json!({"spec": {"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}),
+        ),
+    ];
+    // Quotas and limit ranges kube-apiserver refuses, each for one reason
+    // (it lists several in its maps' random order).
+    let quota_spec = |name: &str, spec: Value| json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name}, "spec": spec});
+    let range = |name: &str, limits: Value| json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": name}, "spec": {"limits": limits}});
+    let quotas = format!("{ns}/resourcequotas?dryRun=All");
+    let ranges = format!("{ns}/limitranges?dryRun=All");
+    let refusals: Vec<(&str, String, Value)> = vec![
+        (
+            "a quota of an unknown resource",
+            quotas.clone(),
+            quota_spec("q1", json!({"hard": {"limit.cpu": "1"}})),
+        ),
+        (
+            "a quota of storage",
+            quotas.clone(),
+            quota_spec("q2", json!({"hard": {"storage": "1Gi"}})),
+        ),
+        (
+            "a quota of a bad qualified name",
+            quotas.clone(),
+            quota_spec("q3", json!({"hard": {"Example.com/gpu": "1"}})),
+        ),
+        (
+            "a fractional extended resource count",
+            quotas.clone(),
+            quota_spec("q4", json!({"hard": {"count/widgets.example.com": "500m"}})),
+        ),
+        (
+            "an unknown scope",
+            quotas.clone(),
+            quota_spec(
+                "q5",
+                json!({"hard": {"pods": "1"}, "scopes": ["Sometimes"]}),
+            ),
+        ),
+        (
+            "conflicting scopes",
+            quotas.clone(),
+            quota_spec(
+                "q6",
+                json!({"hard": {"pods": "1"}, "scopes": ["Terminating", "NotTerminating"]}),
+            ),
+        ),
+        (
+            "a scope that cannot limit a resource",
+            quotas.clone(),
+            quota_spec(
+                "q7",
+                json!({"hard": {"secrets": "1"}, "scopes": ["BestEffort"]}),
+            ),
+        ),
+        (
+            "a scope selector with an unknown operator",
+            quotas.clone(),
+            quota_spec(
+                "q8",
+                json!({"hard": {"pods": "1"},
+                "scopeSelector": {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "Near", "values": ["high"]}]}}),
+            ),
+        ),
+        (
+            "a scope selector In without values",
+            quotas.clone(),
+            quota_spec(
+                "q9",
+                json!({"hard": {"pods": "1"},
+                "scopeSelector": {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In"}]}}),
+            ),
+        ),
+        (
+            "a best-effort selector not Exists",
+            quotas.clone(),
+            quota_spec(
+                "q10",
+                json!({"hard": {"pods": "1"},
+                "scopeSelector": {"matchExpressions": [{"scopeName": "BestEffort", "operator": "DoesNotExist"}]}}),
+            ),
+        ),
+        (
+            "a scope selector that cannot limit a resource",
+            quotas.clone(),
+            quota_spec(
+                "q11",
+                json!({"hard": {"requests.cpu": "1"},
+                "scopeSelector": {"matchExpressions": [{"scopeName": "BestEffort", "operator": "Exists"}]}}),
+            ),
+        ),
+        (
+            "a valid scoped quota",
+            quotas.clone(),
+            quota_spec(
+                "q12",
+                json!({"hard": {"pods": "3", "requests.cpu": "1"},
+                "scopeSelector": {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}),
+            ),
+        ),
+        (
+            "a limit of an unknown type",
+            ranges.clone(),
+            range("r1", json!([{"type": "Node", "max": {"cpu": "1"}}])),
+        ),
+        (
+            "a limit type twice",
+            ranges.clone(),
+            range(
+                "r2",
+                json!([{"type": "Pod", "max": {"cpu": "1"}}, {"type": "Pod", "max": {"memory": "1Gi"}}]),
+            ),
+        ),
+        (
+            "a pod limit with a default",
+            ranges.clone(),
+            range("r3", json!([{"type": "Pod", "default": {"cpu": "1"}}])),
+        ),
+        (
+            "a container limit of a quota's resource",
+            ranges.clone(),
+            range(
+                "r4",
+                json!([{"type": "Container", "max": {"requests.cpu": "1"}}]),
+            ),
+        ),
+        (
+            "a min above the max",
+            ranges.clone(),
+            range(
+                "r5",
+                json!([{"type": "Pod", "min": {"cpu": "2"}, "max": {"cpu": "1"}}]),
+            ),
+        ),
+        (
+            "a default above the max",
+            ranges.clone(),
+            range(
+                "r6",
+                json!([{"type": "Container", "max": {"memory": "1Gi"}, "default": {"memory": "2Gi"}}]),
+            ),
+        ),
+        (
+            "a default request above the default",
+            ranges.clone(),
+            range(
+                "r7",
+                json!([{"type": "Container", "default": {"cpu": "1"}, "defaultRequest": {"cpu": "2"}}]),
+            ),
+        ),
+        (
+            "a ratio below one",
+            ranges.clone(),
+            range(
+                "r8",
+                json!([{"type": "Pod", "maxLimitRequestRatio": {"cpu": "500m"}}]),
+            ),
+        ),
+        (
+            "a ratio above max over min",
+            ranges.clone(),
+            range(
+                "r9",
+                json!([{"type": "Pod", "min": {"cpu": "500m"}, "max": {"cpu": "1"}, "maxLimitRequestRatio": {"cpu": "3"}}]),
+            ),
+        ),
+        (
+            "a claim limit without storage",
+            ranges.clone(),
+            range(
+                "r10",
+                json!([{"type": "PersistentVolumeClaim", "max": {"cpu": "1"}}]),
+            ),
+        ),
+        (
+            "an extended resource with two defaults",
+            ranges.clone(),
+            range(
+                "r11",
+                json!([{"type": "Container", "default": {"example.com/gpu": "2"}, "defaultRequest": {"example.com/gpu": "1"}}]),
+            ),
+        ),
+        (
+            "a pod with a bad label key",
+            format!("{pods}?dryRun=All"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lk", "labels": {"a b/c": "x"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/web:1.0",
+                    "resources": {"requests": {"cpu": "1m"}, "limits": {"memory": "1Mi"}}}]}}),
+        ),
     ];
     let mut differ = Vec::new();
-    for (name, path, body) in &cases {
+    for (name, path, body) in cases.iter().chain(&refusals) {
+        let method = if name.starts_with("PATCH") {
+            "PATCH"
+        } else {
+            "POST"
+        };
+        let kind = if method == "PATCH" {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
         let (a, b) = (
-            real.send("POST", path, body).await,
-            simulated.send("POST", path, body).await,
+            real.send_as(method, path, kind, body).await,
+            simulated.send_as(method, path, kind, body).await,
         );
         let said = |answer: &(u16, Value)| {
             json!({"code": answer.0, "reason": answer.1["reason"], "message": answer.1["message"],
@@ -1749,7 +1966,10 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
                 .send("GET", &format!("{ns}/resourcequotas/compute"), &Value::Null)
                 .await;
             status = q["status"].clone();
-            if status["used"]["secrets"] == "1" && status["used"]["count/deployments.apps"] == "1" {
+            if status["used"]["secrets"] == "1"
+                && status["used"]["count/deployments.apps"] == "1"
+                && status["used"]["services.nodeports"] == "1"
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1769,6 +1989,153 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
         "{}",
         statuses[1]
     );
+}
+
+/// Quota `name`'s status in namespace path `ns`, once it has a `used`.
+async fn quota_status(server: &Server, ns: &str, name: &str) -> Value {
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        let (_, q) = server
+            .send("GET", &format!("{ns}/resourcequotas/{name}"), &Value::Null)
+            .await;
+        status = q["status"].clone();
+        if status["used"].is_object() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    status
+}
+
+/// Quotas with scopes cover only the pods their scopes match, in what they
+/// refuse and in what their status counts, alike on both servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_quotas_cover_only_the_pods_they_match_as_on_a_real_cluster() {
+    let (_plane, real, _sim, simulated) = both("scoped").await;
+    let ns = "/api/v1/namespaces/scoped";
+    let quotas = [
+        json!({"metadata": {"name": "best-effort"},
+            "spec": {"hard": {"pods": "1"}, "scopes": ["BestEffort"]}}),
+        json!({"metadata": {"name": "high"},
+            "spec": {"hard": {"pods": "1", "requests.cpu": "1"},
+                     "scopeSelector": {"matchExpressions": [
+                         {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}}),
+        json!({"metadata": {"name": "terminating"},
+            "spec": {"hard": {"pods": "1"}, "scopes": ["Terminating"]}}),
+    ];
+    for server in [&real, &simulated] {
+        for (path, body) in [
+            (
+                "/api/v1/namespaces".to_owned(),
+                json!({"metadata": {"name": "scoped"}}),
+            ),
+            (
+                "/apis/scheduling.k8s.io/v1/priorityclasses".to_owned(),
+                json!({"metadata": {"name": "high"}, "value": 1000}),
+            ),
+        ] {
+            let (code, body) = server.send("POST", &path, &body).await;
+            assert_eq!(code, 201, "{body}");
+        }
+        wait_served(server, &format!("{ns}/serviceaccounts/default")).await;
+        for quota in &quotas {
+            let (code, body) = server
+                .send("POST", &format!("{ns}/resourcequotas"), quota)
+                .await;
+            assert_eq!(code, 201, "{body}");
+        }
+    }
+    for server in [&real, &simulated] {
+        for name in ["best-effort", "high", "terminating"] {
+            assert!(quota_status(server, ns, name).await["used"].is_object());
+        }
+    }
+    let pod = |name: &str, spec: Value| {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "app", "image": "registry.example/web:1.0",
+            "resources": spec["resources"].clone()}]);
+        if let Some(map) = spec.as_object_mut() {
+            map.remove("resources");
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+    };
+    let cpu = |amount: &str| json!({"requests": {"cpu": amount}});
+    let cases = [
+        ("a best-effort pod", pod("be1", json!({}))),
+        ("a second best-effort pod", pod("be2", json!({}))),
+        (
+            "a burstable pod no quota covers",
+            pod("bu1", json!({"resources": cpu("100m")})),
+        ),
+        (
+            "a high-priority pod",
+            pod(
+                "hi1",
+                json!({"priorityClassName": "high", "resources": cpu("600m")}),
+            ),
+        ),
+        (
+            "a second high-priority pod",
+            pod(
+                "hi2",
+                json!({"priorityClassName": "high", "resources": cpu("600m")}),
+            ),
+        ),
+        (
+            "a high-priority pod stating no CPU",
+            pod(
+                "hi3",
+                json!({"priorityClassName": "high", "resources": {"requests": {"memory": "10Mi"}}}),
+            ),
+        ),
+        (
+            "a terminating pod",
+            pod(
+                "t1",
+                json!({"activeDeadlineSeconds": 60, "resources": cpu("100m")}),
+            ),
+        ),
+        (
+            "a second terminating pod",
+            pod(
+                "t2",
+                json!({"activeDeadlineSeconds": 60, "resources": cpu("100m")}),
+            ),
+        ),
+    ];
+    let mut differ = Vec::new();
+    for (name, body) in &cases {
+        let path = format!("{ns}/pods");
+        let (a, b) = (
+            real.send("POST", &path, body).await,
+            simulated.send("POST", &path, body).await,
+        );
+        let said = |answer: &(u16, Value)| json!({"code": answer.0, "reason": answer.1["reason"], "message": answer.1["message"]});
+        if said(&a) != said(&b) {
+            differ.push(format!("{name}: real {}, simulator {}", said(&a), said(&b)));
+        }
+    }
+    for name in ["best-effort", "high", "terminating"] {
+        let mut statuses = Vec::new();
+        for server in [&real, &simulated] {
+            let mut status = Value::Null;
+            for _ in 0..200 {
+                status = quota_status(server, ns, name).await;
+                if status["used"]["pods"] == "1" {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            statuses.push(status);
+        }
+        if statuses[0] != statuses[1] {
+            differ.push(format!(
+                "quota {name}'s status: real {}, simulator {}",
+                statuses[0], statuses[1]
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "differences:\n{}", differ.join("\n"));
 }
 
 /// LimitRange as the LimitRanger admission plugin applies it: the range's

@@ -23,6 +23,7 @@ pub mod faults;
 mod http;
 mod limits;
 mod managed;
+mod names;
 mod openapi;
 mod patch;
 mod protobuf;

@@ -42,6 +42,208 @@ pub(crate) fn default_limit_range(object: &mut Value) {
     }
 }
 
+/// What kube-apiserver refuses in a LimitRange's `spec`: a type that is
+/// not one, a type twice, resource names its type does not take, a `Pod`
+/// limit with defaults, a claim limit without a storage bound, and bounds
+/// that contradict each other (min above max, a default outside them, a
+/// ratio below 1 or above max/min). Checked after the range's own
+/// defaults are filled in, as there.
+pub(crate) fn problems(spec: &Value, out: &mut Vec<(String, String)>) {
+    let mut types = std::collections::BTreeSet::new();
+    for (i, limit) in spec["limits"].as_array().into_iter().flatten().enumerate() {
+        let at = format!("spec.limits[{i}]");
+        let kind = limit["type"].as_str().unwrap_or_default();
+        let whys = crate::names::qualified_name(kind);
+        if !whys.is_empty() {
+            out.extend(whys.into_iter().map(|w| {
+                (
+                    format!("{at}.type"),
+                    format!("Invalid value: {kind:?}: {w}"),
+                )
+            }));
+        } else if !kind.contains('/')
+            && !matches!(kind, "Pod" | "Container" | "PersistentVolumeClaim")
+        {
+            out.push((
+                format!("{at}.type"),
+                format!(
+                    "Invalid value: {kind:?}: must be a standard limit type or fully qualified"
+                ),
+            ));
+        }
+        if !types.insert(kind) {
+            out.push((format!("{at}.type"), format!("Duplicate value: {kind:?}")));
+        }
+        let name_problems = |name: &str, path: &str| {
+            if matches!(kind, "Pod" | "Container") {
+                crate::names::container_resource_name(name, path)
+            } else {
+                crate::names::resource_name(name, path)
+            }
+        };
+        let mut parts = vec!["max", "min"];
+        if kind == "Pod" {
+            for field in ["default", "defaultRequest"] {
+                if limit[field].as_object().is_some_and(|m| !m.is_empty()) {
+                    out.push((
+                        format!("{at}.{field}"),
+                        "Forbidden: may not be specified when `type` is 'Pod'".to_owned(),
+                    ));
+                }
+            }
+        } else {
+            parts.extend(["default", "defaultRequest"]);
+        }
+        if kind == "PersistentVolumeClaim"
+            && limit["min"]["storage"].is_null()
+            && limit["max"]["storage"].is_null()
+        {
+            out.push((
+                format!("{at}.limits"),
+                "Required value: either minimum or maximum storage value is required, but neither was provided"
+                    .to_owned(),
+            ));
+        }
+        parts.push("maxLimitRequestRatio");
+        let mut keys = std::collections::BTreeSet::new();
+        for part in &parts {
+            for key in limit[*part]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+            {
+                out.extend(name_problems(key, &format!("{at}.{part}[{key}]")));
+                keys.insert(key.clone());
+            }
+        }
+        for key in keys {
+            let found = |part: &str| -> Option<(Amount, String)> {
+                if kind == "Pod" && part.starts_with("default") {
+                    return None;
+                }
+                let text = limit[part][&key].as_str()?;
+                Some((Amount::parse(text)?, text.to_owned()))
+            };
+            let (min, max) = (found("min"), found("max"));
+            let (default, request) = (found("default"), found("defaultRequest"));
+            let ratio = found("maxLimitRequestRatio");
+            let mut invalid = |part: &str, value: &str, why: String| {
+                out.push((
+                    format!("{at}.{part}[{key}]"),
+                    format!("Invalid value: {value:?}: {why}"),
+                ));
+            };
+            let above = |a: &Option<(Amount, String)>, b: &Option<(Amount, String)>| match (a, b) {
+                (Some((a, _)), Some((b, _))) => a.nanos() > b.nanos(),
+                _ => false,
+            };
+            let text = |a: &Option<(Amount, String)>| {
+                a.as_ref().map(|(_, t)| t.clone()).unwrap_or_default()
+            };
+            if above(&min, &max) {
+                invalid(
+                    "min",
+                    &text(&min),
+                    format!(
+                        "min value {} is greater than max value {}",
+                        text(&min),
+                        text(&max)
+                    ),
+                );
+            }
+            if above(&min, &request) {
+                invalid(
+                    "defaultRequest",
+                    &text(&request),
+                    format!(
+                        "min value {} is greater than default request value {}",
+                        text(&min),
+                        text(&request)
+                    ),
+                );
+            }
+            if above(&request, &max) {
+                invalid(
+                    "defaultRequest",
+                    &text(&request),
+                    format!(
+                        "default request value {} is greater than max value {}",
+                        text(&request),
+                        text(&max)
+                    ),
+                );
+            }
+            if above(&request, &default) {
+                invalid(
+                    "defaultRequest",
+                    &text(&request),
+                    format!(
+                        "default request value {} is greater than default limit value {}",
+                        text(&request),
+                        text(&default)
+                    ),
+                );
+            }
+            if above(&min, &default) {
+                invalid(
+                    "default",
+                    &text(&min),
+                    format!(
+                        "min value {} is greater than default value {}",
+                        text(&min),
+                        text(&default)
+                    ),
+                );
+            }
+            if above(&default, &max) {
+                invalid(
+                    "default",
+                    &text(&max),
+                    format!(
+                        "default value {} is greater than max value {}",
+                        text(&default),
+                        text(&max)
+                    ),
+                );
+            }
+            if let Some((r, shown)) = &ratio {
+                if r.nanos() < 1_000_000_000 {
+                    invalid(
+                        "maxLimitRequestRatio",
+                        shown,
+                        format!("ratio {shown} is less than 1"),
+                    );
+                }
+                if let (Some((lo, _)), Some((hi, _))) = (&min, &max) {
+                    // In thousandths, as the Go code compares them.
+                    let milli = |a: &Amount| (a.nanos().div_ceil(1_000_000)) as f64;
+                    let limit_ratio = milli(hi) / milli(lo);
+                    if milli(r) / 1000.0 > limit_ratio {
+                        invalid(
+                            "maxLimitRequestRatio",
+                            shown,
+                            format!("ratio {shown} is greater than max/min = {limit_ratio:.6}"),
+                        );
+                    }
+                }
+            }
+            // What may not be overcommitted (hugepages, extended
+            // resources) has one default for requests and limits.
+            let overcommit = crate::names::native(&key) && !key.starts_with("hugepages-");
+            if let (false, Some((d, dt)), Some((q, qt))) = (overcommit, &default, &request)
+                && d.nanos() != q.nanos()
+            {
+                invalid(
+                    "defaultRequest",
+                    qt,
+                    format!("default value {dt} must equal to defaultRequest value {qt} in {key}"),
+                );
+            }
+        }
+    }
+}
+
 /// The LimitRanges of `namespace`, parsed.
 fn ranges(store: &Store, namespace: &str) -> Vec<Value> {
     crate::quota::core_objects(store, "limitranges", namespace)

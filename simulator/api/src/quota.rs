@@ -16,10 +16,14 @@
 //! `services.loadbalancers`, `services.nodeports`, and `count/<resource>`
 //! for every resource), pods' compute (`requests.cpu`/`cpu`,
 //! `requests.memory`/`memory`, `limits.cpu`, `limits.memory`, and the same
-//! for `ephemeral-storage`), and claims' `requests.storage`. Not modelled:
-//! quotas with `scopes` or a `scopeSelector` (never enforced here), and
-//! updates that change usage (a Service's type). Extended resources are
-//! counted by their requests (`requests.example.com/gpu`).
+//! for `ephemeral-storage`), and claims' `requests.storage`. Extended
+//! resources are counted by their requests (`requests.example.com/gpu`).
+//! A quota with `scopes` or a `scopeSelector` covers only the pods they
+//! all match (`Terminating`, `BestEffort`, `PriorityClass`, ... and their
+//! opposites), or the claims of a `VolumeAttributesClass`. An update is
+//! checked for what it adds (a Service made a NodePort), pods' excepted,
+//! as the plugin does. A quota's `spec` is validated as kube-apiserver
+//! validates it ([`spec_problems`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -284,10 +288,133 @@ pub(crate) fn any(store: &Store, namespace: &str) -> bool {
     !namespace.is_empty() && !quotas(store, namespace).is_empty()
 }
 
-/// Whether a quota is one this models (no scopes).
-fn modelled(quota: &Value) -> bool {
-    let empty = |v: &Value| v.is_null() || v.as_array().is_some_and(Vec::is_empty);
-    empty(&quota["spec"]["scopes"]) && quota["spec"]["scopeSelector"].is_null()
+/// A quota's scopes as selector requirements: `(scope, operator,
+/// values)`, its `scopes` read as `Exists`, as kube-apiserver reads them.
+fn selectors(quota: &Value) -> Vec<(&str, &str, Vec<&str>)> {
+    let mut out: Vec<(&str, &str, Vec<&str>)> = quota["spec"]["scopes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|s| (s, "Exists", Vec::new()))
+        .collect();
+    for e in quota["spec"]["scopeSelector"]["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out.push((
+            e["scopeName"].as_str().unwrap_or_default(),
+            e["operator"].as_str().unwrap_or_default(),
+            e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect(),
+        ));
+    }
+    out
+}
+
+/// Whether `quota` covers `object` of `res`: with no scopes, everything;
+/// with scopes, the pods (or, for `VolumeAttributesClass`, the claims)
+/// every one of them matches, as the quota evaluators decide.
+fn covers(quota: &Value, res: &Resource, object: &Value) -> bool {
+    selectors(quota)
+        .iter()
+        .all(|(scope, operator, values)| scope_matches(res, object, scope, operator, values))
+}
+
+fn scope_matches(
+    res: &Resource,
+    object: &Value,
+    scope: &str,
+    operator: &str,
+    values: &[&str],
+) -> bool {
+    let core = res.group.is_empty();
+    let spec = &object["spec"];
+    // A selector over one label that is always there, as the evaluators
+    // build it (so `DoesNotExist` never matches).
+    let selected = |value: &str| match operator {
+        "In" => values.contains(&value),
+        "NotIn" => !values.contains(&value),
+        "Exists" => true,
+        _ => false,
+    };
+    if core && res.plural == "persistentvolumeclaims" {
+        let class = spec["volumeAttributesClassName"]
+            .as_str()
+            .unwrap_or_default();
+        return scope == "VolumeAttributesClass"
+            && if operator == "Exists" {
+                !class.is_empty()
+            } else {
+                selected(class)
+            };
+    }
+    if !(core && res.plural == "pods") {
+        return false;
+    }
+    let terminating = spec["activeDeadlineSeconds"]
+        .as_i64()
+        .is_some_and(|s| s >= 0);
+    match scope {
+        "Terminating" => terminating,
+        "NotTerminating" => !terminating,
+        "BestEffort" => best_effort(spec),
+        "NotBestEffort" => !best_effort(spec),
+        "PriorityClass" => {
+            let class = spec["priorityClassName"].as_str().unwrap_or_default();
+            if operator == "Exists" {
+                !class.is_empty()
+            } else {
+                selected(class)
+            }
+        }
+        "CrossNamespacePodAffinity" => ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
+            let terms = &spec["affinity"][*kind];
+            let required = terms["requiredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .into_iter()
+                .flatten();
+            let preferred = terms["preferredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| &p["podAffinityTerm"]);
+            required.chain(preferred).any(|t| {
+                t["namespaces"].as_array().is_some_and(|n| !n.is_empty())
+                    || t["namespaceSelector"].is_object()
+            })
+        }),
+        _ => false,
+    }
+}
+
+/// A pod of QoS class `BestEffort`: no container asks for or is limited
+/// in CPU or memory.
+fn best_effort(spec: &Value) -> bool {
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|f| spec[*f].as_array())
+        .flatten()
+        .all(|c| {
+            ["requests", "limits"].iter().all(|part| {
+                ["cpu", "memory"].iter().all(|r| {
+                    c["resources"][*part][*r]
+                        .as_str()
+                        .and_then(Amount::parse)
+                        .is_none_or(|a| a.nanos == 0)
+                })
+            })
+        })
+}
+
+/// Whether a quota has scopes (its usage is then its own).
+fn scoped(quota: &Value) -> bool {
+    !selectors(quota).is_empty()
 }
 
 /// A map of quantities (`spec.hard`, `status.hard`), parsed.
@@ -303,6 +430,17 @@ fn amounts(map: &Value) -> BTreeMap<String, Amount> {
 
 /// What the objects of `namespace` use of each of `names`.
 pub fn usage(store: &Store, namespace: &str, names: &BTreeSet<String>) -> BTreeMap<String, Amount> {
+    usage_of_covered(store, namespace, names, &|_, _| true)
+}
+
+/// What the objects of `namespace` that `covered` picks use of each of
+/// `names`.
+fn usage_of_covered(
+    store: &Store,
+    namespace: &str,
+    names: &BTreeSet<String>,
+    covered: &dyn Fn(&Resource, &Value) -> bool,
+) -> BTreeMap<String, Amount> {
     let mut by_resource: BTreeMap<(String, String), std::sync::Arc<Resource>> = BTreeMap::new();
     for name in names {
         if let Some(res) = counted_resource(store, name) {
@@ -329,7 +467,7 @@ pub fn usage(store: &Store, namespace: &str, names: &BTreeSet<String>) -> BTreeM
             .iter()
             .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
         {
-            if !counts(res, &object) {
+            if !counts(res, &object) || !covered(res, &object) {
                 continue;
             }
             for (name, amount) in usage_of(res, &object) {
@@ -340,6 +478,212 @@ pub fn usage(store: &Store, namespace: &str, names: &BTreeSet<String>) -> BTreeM
         }
     }
     used
+}
+
+/// The scopes a quota may name.
+const SCOPES: [&str; 7] = [
+    "Terminating",
+    "NotTerminating",
+    "BestEffort",
+    "NotBestEffort",
+    "PriorityClass",
+    "VolumeAttributesClass",
+    "CrossNamespacePodAffinity",
+];
+
+/// Whether a quota scoped by `scope` may limit standard resource `name`.
+fn scope_allows(scope: &str, name: &str) -> bool {
+    let pod_compute = matches!(
+        name,
+        "cpu" | "memory" | "limits.cpu" | "limits.memory" | "requests.cpu" | "requests.memory"
+    );
+    match scope {
+        "Terminating"
+        | "NotTerminating"
+        | "NotBestEffort"
+        | "PriorityClass"
+        | "CrossNamespacePodAffinity" => name == "pods" || pod_compute,
+        "BestEffort" => name == "pods",
+        "VolumeAttributesClass" => matches!(name, "persistentvolumeclaims" | "requests.storage"),
+        _ => true,
+    }
+}
+
+/// What kube-apiserver refuses in a quota's `spec`: resource names that
+/// are not a quota's, negative or fractional amounts, and scopes unknown,
+/// conflicting or not for a resource it limits.
+pub(crate) fn spec_problems(spec: &Value, out: &mut Vec<(String, String)>) {
+    let hard = spec["hard"].as_object();
+    for (key, value) in hard.into_iter().flatten() {
+        let at = format!("spec.hard[{key}]");
+        out.extend(crate::names::quota_resource_name(key, &at));
+        let text = value.as_str().unwrap_or_default();
+        if text.trim_start().starts_with('-') {
+            out.push((
+                at.clone(),
+                format!("Invalid value: {value}: must be greater than or equal to 0"),
+            ));
+        }
+        if crate::names::integer_resource(key)
+            && Amount::parse(text.trim_start_matches('-')).is_some_and(|a| a.nanos() % NANO != 0)
+        {
+            out.push((at, format!("Invalid value: {value}: must be an integer")));
+        }
+    }
+    // Sorted, as the Go code lists the names it checks each scope for.
+    let names: BTreeSet<&str> = hard
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| crate::names::standard_for_quota(k))
+        .collect();
+    let conflicting = |scopes: &BTreeSet<&str>| {
+        [
+            ("BestEffort", "NotBestEffort"),
+            ("Terminating", "NotTerminating"),
+        ]
+        .iter()
+        .filter(|(a, b)| scopes.contains(a) && scopes.contains(b))
+        .count()
+    };
+    if let Some(scopes) = spec["scopes"].as_array().filter(|s| !s.is_empty()) {
+        let listed = Value::Array(scopes.clone()).to_string();
+        let mut seen = BTreeSet::new();
+        for scope in scopes.iter().map(|s| s.as_str().unwrap_or_default()) {
+            if !SCOPES.contains(&scope) {
+                out.push((
+                    "spec.scopes".into(),
+                    format!("Invalid value: {listed}: unsupported scope"),
+                ));
+            }
+            for _ in names.iter().filter(|n| !scope_allows(scope, n)) {
+                out.push((
+                    "spec.scopes".into(),
+                    format!("Invalid value: {listed}: unsupported scope applied to resource"),
+                ));
+            }
+            seen.insert(scope);
+        }
+        for _ in 0..conflicting(&seen) {
+            out.push((
+                "spec.scopes".into(),
+                format!("Invalid value: {listed}: conflicting scopes"),
+            ));
+        }
+    }
+    let Some(selector) = spec["scopeSelector"].as_object() else {
+        return;
+    };
+    let at = "spec.scopeSelector.matchExpressions";
+    let expressions = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // The selector as Go's JSON writes kube-apiserver's internal type,
+    // its fields in their declared order.
+    let go_selector = format!(
+        "{{\"MatchExpressions\":[{}]}}",
+        expressions
+            .iter()
+            .map(|e| format!(
+                "{{\"ScopeName\":{},\"Operator\":{},\"Values\":{}}}",
+                json!(e["scopeName"].as_str().unwrap_or_default()),
+                json!(e["operator"].as_str().unwrap_or_default()),
+                json!(e["values"].as_array().filter(|v| !v.is_empty()))
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut seen = BTreeSet::new();
+    for e in &expressions {
+        let scope = e["scopeName"].as_str().unwrap_or_default();
+        let operator = e["operator"].as_str().unwrap_or_default();
+        let values = e["values"].as_array().filter(|v| !v.is_empty());
+        if !SCOPES.contains(&scope) {
+            out.push((
+                format!("{at}.scopeName"),
+                format!("Invalid value: {scope:?}: unsupported scope"),
+            ));
+        }
+        for _ in names.iter().filter(|n| !scope_allows(scope, n)) {
+            out.push((
+                at.into(),
+                format!("Invalid value: {go_selector}: unsupported scope applied to resource"),
+            ));
+        }
+        if matches!(
+            scope,
+            "BestEffort"
+                | "NotBestEffort"
+                | "Terminating"
+                | "NotTerminating"
+                | "CrossNamespacePodAffinity"
+        ) && operator != "Exists"
+        {
+            out.push((
+                format!("{at}.operator"),
+                format!("Invalid value: {operator:?}: must be 'Exists' when scope is any of ResourceQuotaScopeTerminating, ResourceQuotaScopeNotTerminating, ResourceQuotaScopeBestEffort, ResourceQuotaScopeNotBestEffort or ResourceQuotaScopeCrossNamespacePodAffinity"),
+            ));
+        }
+        match operator {
+            "In" | "NotIn" if values.is_none() => out.push((
+                format!("{at}.values"),
+                "Required value: must be at least one value when `operator` is 'In' or 'NotIn' for scope selector".into(),
+            )),
+            "Exists" | "DoesNotExist" if values.is_some() => out.push((
+                format!("{at}.values"),
+                format!(
+                    "Invalid value: {}: must be no value when `operator` is 'Exist' or 'DoesNotExist' for scope selector",
+                    e["values"]
+                ),
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            _ => out.push((
+                format!("{at}.operator"),
+                format!("Invalid value: {operator:?}: not a valid selector operator"),
+            )),
+        }
+        seen.insert(scope);
+    }
+    let scopes = spec["scopes"]
+        .as_array()
+        .filter(|s| !s.is_empty())
+        .map_or_else(
+            || "null".to_owned(),
+            |s| Value::Array(s.clone()).to_string(),
+        );
+    for _ in 0..conflicting(&seen) {
+        out.push((
+            at.into(),
+            format!("Invalid value: {scopes}: conflicting scopes"),
+        ));
+    }
+}
+
+/// A quota's scopes, as an update may not change them.
+pub(crate) fn scopes_changed(old: &Value, new: &Value) -> Option<(String, String)> {
+    let set = |q: &Value| -> BTreeSet<String> {
+        q["spec"]["scopes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    (set(old) != set(new)).then(|| {
+        let scopes = new["spec"]["scopes"]
+            .as_array()
+            .filter(|s| !s.is_empty())
+            .map_or_else(
+                || "null".to_owned(),
+                |s| Value::Array(s.clone()).to_string(),
+            );
+        (
+            "spec.scopes".to_owned(),
+            format!("Invalid value: {scopes}: field is immutable"),
+        )
+    })
 }
 
 /// `k=v` pairs of `map` for `keys`, by name, comma-joined.
@@ -367,7 +711,7 @@ pub(crate) fn admit(
     }
     let quotas: Vec<Value> = quotas(store, namespace)
         .into_iter()
-        .filter(modelled)
+        .filter(|q| covers(q, res, object))
         .collect();
     if quotas.is_empty() {
         return Ok(());
@@ -414,6 +758,73 @@ pub(crate) fn admit(
             }
         }
     }
+    exceeded(store, namespace, &quotas, &hards, &requested, &forbidden)
+}
+
+/// Checks an update of `old` into `new`, named `name`, in `namespace`, as
+/// the quota plugin does: what it adds to the namespace's usage (a Service
+/// made a NodePort or LoadBalancer, a claim grown) must fit its quotas.
+/// Pods are not checked on update.
+///
+/// # Errors
+/// 403 Forbidden, as [`admit`].
+pub(crate) fn admit_update(
+    store: &Store,
+    res: &Resource,
+    namespace: &str,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    if namespace.is_empty() || (res.group.is_empty() && res.plural == "pods") {
+        return Ok(());
+    }
+    let before = usage_of(res, old);
+    let added: BTreeMap<String, Amount> = usage_of(res, new)
+        .into_iter()
+        .filter_map(|(k, a)| {
+            let was = before.get(&k).map_or(0, |b| b.nanos);
+            (a.nanos > was).then_some((
+                k,
+                Amount {
+                    nanos: a.nanos - was,
+                    binary: a.binary,
+                },
+            ))
+        })
+        .collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    let quotas: Vec<Value> = quotas(store, namespace)
+        .into_iter()
+        .filter(|q| covers(q, res, new))
+        .collect();
+    let hards: Vec<BTreeMap<String, Amount>> = quotas
+        .iter()
+        .map(|q| amounts(&q["status"]["hard"]))
+        .collect();
+    let forbidden = |why: String| ApiError::forbidden_object(&res.group, &res.plural, name, &why);
+    exceeded(store, namespace, &quotas, &hards, &added, &forbidden)
+}
+
+/// The first of `quotas` (whose `status.hard` are `hards`) that
+/// `requested` on top of the namespace's usage would pass, said as the
+/// plugin says it.
+fn exceeded(
+    store: &Store,
+    namespace: &str,
+    quotas: &[Value],
+    hards: &[BTreeMap<String, Amount>],
+    requested: &BTreeMap<String, Amount>,
+    forbidden: &dyn Fn(String) -> ApiError,
+) -> Result<(), ApiError> {
+    let quota_name = |quota: &Value| {
+        quota["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     // What the namespace uses, counted once for every quota.
     let tracked: BTreeSet<String> = hards
         .iter()
@@ -424,8 +835,15 @@ pub(crate) fn admit(
     if tracked.is_empty() {
         return Ok(());
     }
-    let used = usage(store, namespace, &tracked);
-    for (quota, hard) in quotas.iter().zip(&hards) {
+    let shared = quotas
+        .iter()
+        .any(|q| !scoped(q))
+        .then(|| usage(store, namespace, &tracked));
+    for (quota, hard) in quotas.iter().zip(hards) {
+        let used = match &shared {
+            Some(used) if !scoped(quota) => used.clone(),
+            _ => usage_of_covered(store, namespace, &tracked, &|r, o| covers(quota, r, o)),
+        };
         let exceeded: BTreeSet<&String> = hard
             .iter()
             .filter(|(k, h)| {
@@ -439,7 +857,7 @@ pub(crate) fn admit(
             return Err(forbidden(format!(
                 "exceeded quota: {}, requested: {}, used: {}, limited: {}",
                 quota_name(quota),
-                listed(&requested, &exceeded),
+                listed(requested, &exceeded),
                 listed(&used, &exceeded),
                 listed(hard, &exceeded),
             )));
@@ -449,12 +867,9 @@ pub(crate) fn admit(
 }
 
 /// A quota's status as kube-controller-manager writes it: `hard` from its
-/// spec, `used` counted for each of those resources. `None` for a quota
-/// this does not model (scoped).
-pub fn status(store: &Store, namespace: &str, quota: &Value) -> Option<Value> {
-    if !modelled(quota) {
-        return None;
-    }
+/// spec, `used` counted for each of those resources over the objects it
+/// covers.
+pub fn status(store: &Store, namespace: &str, quota: &Value) -> Value {
     let hard = amounts(&quota["spec"]["hard"]);
     // What nothing counts (an unknown resource) is left out of `used`.
     let names: BTreeSet<String> = hard
@@ -462,7 +877,7 @@ pub fn status(store: &Store, namespace: &str, quota: &Value) -> Option<Value> {
         .filter(|n| counted_resource(store, n).is_some())
         .cloned()
         .collect();
-    let used = usage(store, namespace, &names);
+    let used = usage_of_covered(store, namespace, &names, &|r, o| covers(quota, r, o));
     let written = |m: &BTreeMap<String, Amount>, like: &BTreeMap<String, Amount>| {
         Value::Object(
             m.iter()
@@ -479,7 +894,7 @@ pub fn status(store: &Store, namespace: &str, quota: &Value) -> Option<Value> {
                 .collect(),
         )
     };
-    Some(json!({"hard": written(&hard, &hard), "used": written(&used, &hard)}))
+    json!({"hard": written(&hard, &hard), "used": written(&used, &hard)})
 }
 
 #[cfg(test)]

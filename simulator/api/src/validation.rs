@@ -53,7 +53,8 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
             }
         }
         ("", "pods") => pod_spec(&object["spec"], "spec", &mut out),
-        ("", "resourcequotas") => quota_hard(&object["spec"]["hard"], &mut out),
+        ("", "resourcequotas") => crate::quota::spec_problems(&object["spec"], &mut out),
+        ("", "limitranges") => crate::limits::problems(&object["spec"], &mut out),
         ("", "services") => service(object, &mut out),
         ("", "configmaps") => {
             keys(object, &["data", "binaryData"], &mut out);
@@ -138,6 +139,7 @@ pub(crate) fn update_problems(res: &Resource, old: &Value, new: &Value) -> Vec<(
     let mut out = Vec::new();
     let forbidden_frozen = "Forbidden: field is immutable when `immutable` is set";
     match (res.group.as_str(), res.plural.as_str()) {
+        ("", "resourcequotas") => out.extend(crate::quota::scopes_changed(old, new)),
         ("apps", "deployments" | "replicasets" | "daemonsets") => {
             let (before, after) = (&old["spec"]["selector"], &new["spec"]["selector"]);
             if before != after {
@@ -433,7 +435,10 @@ fn labels(labels: &Value, path: &str, out: &mut Vec<(String, String)>) {
     let Some(map) = labels.as_object() else {
         return;
     };
-    for value in map.values() {
+    for (key, value) in map {
+        for why in crate::names::qualified_name(key) {
+            out.push((path.to_owned(), format!("Invalid value: {key:?}: {why}")));
+        }
         let text = value.as_str().unwrap_or_default();
         if !label_value_ok(text) {
             out.push((
@@ -838,38 +843,6 @@ fn resources(resources: &Value, at: &str, out: &mut Vec<(String, String)>) {
                     "Invalid value: {request}: must be less than or equal to {key} limit of {}",
                     limit.as_str().unwrap_or_default()
                 ),
-            ));
-        }
-    }
-}
-
-/// A quota's `spec.hard`: no amount negative, and whole numbers for what
-/// is counted in objects.
-fn quota_hard(hard: &Value, out: &mut Vec<(String, String)>) {
-    const COUNTS: [&str; 9] = [
-        "pods",
-        "services",
-        "replicationcontrollers",
-        "resourcequotas",
-        "secrets",
-        "configmaps",
-        "persistentvolumeclaims",
-        "services.nodeports",
-        "services.loadbalancers",
-    ];
-    for (key, value) in hard.as_object().into_iter().flatten() {
-        let text = value.as_str().unwrap_or_default();
-        if text.trim_start().starts_with('-') {
-            out.push((
-                format!("spec.hard[{key}]"),
-                format!("Invalid value: {value}: must be greater than or equal to 0"),
-            ));
-        } else if (COUNTS.contains(&key.as_str()) || key.starts_with("count/"))
-            && crate::quota::Amount::parse(text).is_some_and(|a| a.nanos() % 1_000_000_000 != 0)
-        {
-            out.push((
-                format!("spec.hard[{key}]"),
-                format!("Invalid value: {value}: must be an integer"),
             ));
         }
     }

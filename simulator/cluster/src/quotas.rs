@@ -21,9 +21,7 @@ pub(crate) fn reconcile_quotas(ctx: &mut Ctx, ns: &str) {
         return;
     }
     for quota in &quotas {
-        let Some(status) = sluice_sim_api::quota::status(&ctx.store, ns, quota) else {
-            continue;
-        };
+        let status = sluice_sim_api::quota::status(&ctx.store, ns, quota);
         if quota["status"] != status {
             let name = quota["metadata"]["name"].as_str().unwrap_or_default();
             ctx.set_status(&res, ns, name, &status);

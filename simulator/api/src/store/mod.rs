@@ -637,6 +637,7 @@ impl Store {
         check_name(name, &object)?;
         let current = self.get_value(res, namespace, name)?;
         check_version(res, name, &object, &current)?;
+        self.admit_update(res, namespace, name, &current, &object, part)?;
         Ok(match self.replacement(res, &current, object, part)? {
             Some(next) => {
                 let mut next = next;
@@ -666,6 +667,7 @@ impl Store {
             Patched::Fresh(fresh) => return self.create_dry(res, namespace, fresh),
         };
         check_version(res, name, &patched, &current)?;
+        self.admit_update(res, namespace, name, &current, &patched, part)?;
         Ok(match self.replacement(res, &current, patched, part)? {
             Some(mut next) => {
                 next["metadata"]["resourceVersion"] =
@@ -674,6 +676,24 @@ impl Store {
             }
             None => current,
         })
+    }
+
+    /// The quota admission of a replacement of `current` by `object`
+    /// (its status alone changes no usage). Called without the lock held,
+    /// as it counts what the namespace stores.
+    fn admit_update(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        current: &Value,
+        object: &Value,
+        part: Part,
+    ) -> Result<(), ApiError> {
+        if part != Part::Main {
+            return Ok(());
+        }
+        crate::quota::admit_update(self, res, namespace, name, current, object)
     }
 
     /// A new object made ready to commit: checked, named (with `identity`,
@@ -932,9 +952,13 @@ impl Store {
         object: Value,
         part: Part,
     ) -> Result<Value, ApiError> {
-        let mut inner = self.lock();
         check_kind(res, &object)?;
         check_name(name, &object)?;
+        if let Ok(current) = self.get_value(res, namespace, name) {
+            // Admitted before the lock: the quota counts what is stored.
+            self.admit_update(res, namespace, name, &current, &object, part)?;
+        }
+        let mut inner = self.lock();
         let current = inner.value(res, namespace, name)?;
         check_version(res, name, &object, &current)?;
         inner.replace(self, res, namespace, name, current, object, part)
@@ -961,6 +985,7 @@ impl Store {
             Patched::Existing(current, patched) => (current, patched),
             Patched::Fresh(fresh) => return self.create(res, namespace, fresh),
         };
+        self.admit_update(res, namespace, name, &current, &patched, part)?;
         let mut inner = self.lock();
         // Another write may have landed since the read: patch again on top.
         let latest = inner.value(res, namespace, name)?;
