@@ -27,9 +27,8 @@ struct Server {
 }
 
 impl Server {
-    /// The columns `kubectl get` would print for a list at `path`: each
-    /// column's name and priority (1: `-o wide` only).
-    async fn columns(&self, path: &str) -> Vec<(String, i64)> {
+    /// The list at `path` as the Table `kubectl get` asks for.
+    async fn table(&self, path: &str) -> Value {
         let mut request = self
             .http
             .get(format!("{}{path}", self.base))
@@ -37,7 +36,34 @@ impl Server {
         if let Some(token) = self.token {
             request = request.bearer_auth(token);
         }
-        let table: Value = request.send().await.unwrap().json().await.unwrap();
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The cells of each row `kubectl get` would print for a list at
+    /// `path`, without the age (which differs by when each was made).
+    async fn cells(&self, path: &str) -> Vec<Vec<Value>> {
+        let table = self.table(path).await;
+        let age = table["columnDefinitions"]
+            .as_array()
+            .and_then(|c| c.iter().position(|c| c["name"] == "Age"));
+        table["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| {
+                let mut cells = row["cells"].as_array().cloned().unwrap_or_default();
+                if let Some(i) = age.filter(|i| *i < cells.len()) {
+                    cells.remove(i);
+                }
+                cells
+            })
+            .collect()
+    }
+
+    /// The columns `kubectl get` would print for a list at `path`: each
+    /// column's name and priority (1: `-o wide` only).
+    async fn columns(&self, path: &str) -> Vec<(String, i64)> {
+        let table = self.table(path).await;
         table["columnDefinitions"]
             .as_array()
             .unwrap_or_else(|| panic!("{path}: not a table: {table}"))
@@ -1516,6 +1542,21 @@ async fn the_same_manifests_get_the_same_answers_from_the_simulator_and_a_real_a
         "/api/v1/namespaces",
         "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes",
         "/apis/networking.istio.io/v1/namespaces/default/virtualservices",
+        "/api/v1/namespaces/default/resourcequotas",
+        "/api/v1/namespaces/default/limitranges",
+        "/api/v1/namespaces/default/persistentvolumeclaims",
+        "/api/v1/persistentvolumes",
+        "/api/v1/namespaces/default/endpoints",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+        "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies",
+        "/apis/networking.k8s.io/v1/ingressclasses",
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        "/apis/apps/v1/namespaces/default/controllerrevisions",
+        "/apis/batch/v1/namespaces/default/cronjobs",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
     ] {
         let (a, b) = (real.columns(path).await, simulated.columns(path).await);
         if a != b {
@@ -1981,6 +2022,15 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
             "the quota's status: real {}, simulator {}",
             statuses[0], statuses[1]
         ));
+    }
+    // What `kubectl get quota` prints of it.
+    let quotas_path = format!("{ns}/resourcequotas");
+    let (a, b) = (
+        real.cells(&quotas_path).await,
+        simulated.cells(&quotas_path).await,
+    );
+    if a != b {
+        differ.push(format!("kubectl get quota: real {a:?}, simulator {b:?}"));
     }
     assert!(differ.is_empty(), "differences:\n{}", differ.join("\n"));
     assert_eq!(statuses[1]["used"]["pods"], "2", "{}", statuses[1]);

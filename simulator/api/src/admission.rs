@@ -337,25 +337,14 @@ fn selects(selector: &Value, labels: &Value) -> bool {
         .flatten()
         .all(|(k, v)| get(k) == v.as_str());
     exact
-        && selector["matchExpressions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .all(|e| {
-                let key = e["key"].as_str().unwrap_or_default();
-                let values: Vec<&str> = e["values"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                match e["operator"].as_str() {
-                    Some("In") => get(key).is_some_and(|v| values.contains(&v)),
-                    Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
-                    Some("Exists") => get(key).is_some(),
-                    Some("DoesNotExist") => get(key).is_none(),
-                    _ => false,
-                }
+        && crate::selector::expressions(selector)
+            .iter()
+            .all(|(key, operator, values)| match *operator {
+                "In" => get(key).is_some_and(|v| values.contains(&v)),
+                "NotIn" => get(key).is_none_or(|v| !values.contains(&v)),
+                "Exists" => get(key).is_some(),
+                "DoesNotExist" => get(key).is_none(),
+                _ => false,
             })
 }
 

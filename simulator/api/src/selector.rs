@@ -304,6 +304,28 @@ pub fn fields_with_part(
         .collect()
 }
 
+/// The `matchExpressions` of a `metav1.LabelSelector` in JSON, each as
+/// its key, operator and values.
+pub(crate) fn expressions(selector: &serde_json::Value) -> Vec<(&str, &str, Vec<&str>)> {
+    selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap_or_default(),
+                e["operator"].as_str().unwrap_or_default(),
+                e["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(serde_json::Value::as_str)
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,6 +131,73 @@ fn count(v: &Value) -> usize {
     v.as_object().map_or(0, serde_json::Map::len)
 }
 
+/// A label selector as `metav1.FormatLabelSelector` writes it: `<none>`
+/// for an empty one, `k=v` pairs and `k in (a,b)` expressions.
+fn selector_text(selector: &Value) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(labels) = selector["matchLabels"].as_object() {
+        parts.extend(
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())),
+        );
+    }
+    for (key, operator, values) in crate::selector::expressions(selector) {
+        parts.push(match operator {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_owned(),
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other}"),
+        });
+    }
+    if parts.is_empty() {
+        "<none>".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// Access modes as kubectl abbreviates them (`RWO,ROX`).
+fn access_modes(modes: &Value) -> String {
+    let modes: Vec<&str> = modes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    [
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    ]
+    .iter()
+    .filter(|(mode, _)| modes.contains(mode))
+    .map(|(_, short)| *short)
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// A volume's or claim's class: `spec.storageClassName`, or the beta
+/// annotation that came before it.
+fn storage_class(o: &Value) -> String {
+    o["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"]
+        .as_str()
+        .or(o["spec"]["storageClassName"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `Terminating` for an object being deleted, else `phase`.
+fn terminating_or(o: &Value, phase: &str) -> String {
+    if o["metadata"]["deletionTimestamp"].is_string() {
+        "Terminating".to_owned()
+    } else {
+        phase.to_owned()
+    }
+}
+
 fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
     let status = &o["status"];
     let spec = &o["spec"];
@@ -652,6 +719,285 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
                     }),
                     json!(addresses.join(",")),
                     json!(if tls { "80, 443" } else { "80" }),
+                ],
+            )
+        }
+        ("", "resourcequotas") => {
+            // `name: used/hard` for each resource, by name; limits apart.
+            let hard = status["hard"].as_object().cloned().unwrap_or_default();
+            let (mut requests, mut limits) = (Vec::new(), Vec::new());
+            for (name, amount) in &hard {
+                let used = status["used"][name].as_str().unwrap_or("0");
+                let text = format!("{name}: {used}/{}", amount.as_str().unwrap_or_default());
+                if name.split('.').next() == Some("limits") && name.contains('.') {
+                    limits.push(text);
+                } else {
+                    requests.push(text);
+                }
+            }
+            (
+                vec![("Request", "string", 0), ("Limit", "string", 0)],
+                vec![json!(requests.join(", ")), json!(limits.join(", "))],
+            )
+        }
+        ("", "limitranges") | ("apiextensions.k8s.io", "customresourcedefinitions") => (
+            // No printer of their own: kube-apiserver's default columns.
+            vec![("Name", "string", 0), ("Created At", "date", 0)],
+            vec![
+                o["metadata"]["name"].clone(),
+                o["metadata"]["creationTimestamp"].clone(),
+            ],
+        ),
+        ("", "persistentvolumeclaims") => {
+            let bound = spec["volumeName"].as_str().is_some_and(|v| !v.is_empty());
+            let text = |v: &Value, none: &str| v.as_str().unwrap_or(none).to_owned();
+            (
+                vec![
+                    ("Name", "string", 0),
+                    ("Status", "string", 0),
+                    ("Volume", "string", 0),
+                    ("Capacity", "string", 0),
+                    ("Access Modes", "string", 0),
+                    ("StorageClass", "string", 0),
+                    ("VolumeAttributesClass", "string", 0),
+                    ("Age", "string", 0),
+                    ("VolumeMode", "string", 1),
+                ],
+                vec![
+                    o["metadata"]["name"].clone(),
+                    json!(terminating_or(
+                        o,
+                        status["phase"].as_str().unwrap_or_default()
+                    )),
+                    json!(text(&spec["volumeName"], "")),
+                    json!(if bound {
+                        text(&status["capacity"]["storage"], "")
+                    } else {
+                        String::new()
+                    }),
+                    json!(if bound {
+                        access_modes(&status["accessModes"])
+                    } else {
+                        String::new()
+                    }),
+                    json!(storage_class(o)),
+                    json!(text(&spec["volumeAttributesClassName"], "<unset>")),
+                    age(),
+                    json!(text(&spec["volumeMode"], "<unset>")),
+                ],
+            )
+        }
+        ("", "persistentvolumes") => {
+            let claim = &spec["claimRef"];
+            let text = |v: &Value, none: &str| v.as_str().unwrap_or(none).to_owned();
+            (
+                vec![
+                    ("Name", "string", 0),
+                    ("Capacity", "string", 0),
+                    ("Access Modes", "string", 0),
+                    ("Reclaim Policy", "string", 0),
+                    ("Status", "string", 0),
+                    ("Claim", "string", 0),
+                    ("StorageClass", "string", 0),
+                    ("VolumeAttributesClass", "string", 0),
+                    ("Reason", "string", 0),
+                    ("Age", "string", 0),
+                    ("VolumeMode", "string", 1),
+                ],
+                vec![
+                    o["metadata"]["name"].clone(),
+                    json!(text(&spec["capacity"]["storage"], "0")),
+                    json!(access_modes(&spec["accessModes"])),
+                    json!(text(&spec["persistentVolumeReclaimPolicy"], "")),
+                    json!(terminating_or(
+                        o,
+                        status["phase"].as_str().unwrap_or_default()
+                    )),
+                    json!(if claim.is_object() {
+                        format!(
+                            "{}/{}",
+                            text(&claim["namespace"], ""),
+                            text(&claim["name"], "")
+                        )
+                    } else {
+                        String::new()
+                    }),
+                    json!(storage_class(o)),
+                    json!(text(&spec["volumeAttributesClassName"], "<unset>")),
+                    json!(text(&status["reason"], "")),
+                    age(),
+                    json!(text(&spec["volumeMode"], "<unset>")),
+                ],
+            )
+        }
+        ("storage.k8s.io", "storageclasses") => {
+            let default = o["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+                == "true"
+                || o["metadata"]["annotations"]["storageclass.beta.kubernetes.io/is-default-class"]
+                    == "true";
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            (
+                vec![
+                    ("Name", "string", 0),
+                    ("Provisioner", "string", 0),
+                    ("ReclaimPolicy", "string", 0),
+                    ("VolumeBindingMode", "string", 0),
+                    ("AllowVolumeExpansion", "string", 0),
+                    ("Age", "string", 0),
+                ],
+                vec![
+                    json!(if default {
+                        format!("{name} (default)")
+                    } else {
+                        name.to_owned()
+                    }),
+                    o["provisioner"].clone(),
+                    json!(o["reclaimPolicy"].as_str().unwrap_or("Delete")),
+                    json!(o["volumeBindingMode"].as_str().unwrap_or("Immediate")),
+                    json!(o["allowVolumeExpansion"].as_bool().unwrap_or(false)),
+                    age(),
+                ],
+            )
+        }
+        ("scheduling.k8s.io", "priorityclasses") => (
+            vec![
+                ("Name", "string", 0),
+                ("Value", "integer", 0),
+                ("Global-Default", "boolean", 0),
+                ("Age", "string", 0),
+                ("PreemptionPolicy", "string", 0),
+            ],
+            vec![
+                o["metadata"]["name"].clone(),
+                json!(num(&o["value"])),
+                json!(o["globalDefault"].as_bool().unwrap_or(false)),
+                age(),
+                json!(o["preemptionPolicy"].as_str().unwrap_or_default()),
+            ],
+        ),
+        ("networking.k8s.io", "networkpolicies") => (
+            vec![("Pod-Selector", "string", 0)],
+            vec![json!(selector_text(&spec["podSelector"]))],
+        ),
+        ("networking.k8s.io", "ingressclasses") => {
+            let p = &spec["parameters"];
+            let parameters = if p.is_object() {
+                let kind = p["kind"].as_str().unwrap_or_default();
+                let kind = match p["apiGroup"].as_str() {
+                    Some(group) => format!("{kind}.{group}"),
+                    None => kind.to_owned(),
+                };
+                format!("{kind}/{}", p["name"].as_str().unwrap_or_default())
+            } else {
+                "<none>".to_owned()
+            };
+            (
+                vec![("Controller", "string", 0), ("Parameters", "string", 0)],
+                vec![
+                    json!(spec["controller"].as_str().unwrap_or_default()),
+                    json!(parameters),
+                ],
+            )
+        }
+        ("coordination.k8s.io", "leases") => (
+            vec![("Holder", "string", 0)],
+            vec![json!(spec["holderIdentity"].as_str().unwrap_or_default())],
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
+        ) => (
+            vec![("Webhooks", "integer", 0)],
+            vec![json!(o["webhooks"].as_array().map_or(0, Vec::len))],
+        ),
+        ("", "endpoints") => {
+            // `ip:port` pairs, the first three and how many more.
+            let mut pairs = Vec::new();
+            for subset in o["subsets"].as_array().into_iter().flatten() {
+                let ips = subset["addresses"].as_array().cloned().unwrap_or_default();
+                let ports = subset["ports"].as_array().cloned().unwrap_or_default();
+                for ip in &ips {
+                    let ip = ip["ip"].as_str().unwrap_or_default();
+                    if ports.is_empty() {
+                        pairs.push(ip.to_owned());
+                    }
+                    for port in &ports {
+                        pairs.push(format!("{ip}:{}", num(&port["port"])));
+                    }
+                }
+            }
+            let shown = match pairs.len() {
+                0 => "<none>".to_owned(),
+                n if n <= 3 => pairs.join(","),
+                n => format!("{} + {} more...", pairs[..3].join(","), n - 3),
+            };
+            (vec![("Endpoints", "string", 0)], vec![json!(shown)])
+        }
+        ("apps", "controllerrevisions") => {
+            let owner = o["metadata"]["ownerReferences"]
+                .as_array()
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true));
+            let controller = owner.map_or_else(
+                || "<none>".to_owned(),
+                |r| {
+                    let group = r["apiVersion"]
+                        .as_str()
+                        .and_then(|v| v.split_once('/'))
+                        .map_or("", |(g, _)| g);
+                    let kind = r["kind"].as_str().unwrap_or_default().to_lowercase();
+                    let kind = if group.is_empty() {
+                        kind
+                    } else {
+                        format!("{kind}.{group}")
+                    };
+                    format!("{kind}/{}", r["name"].as_str().unwrap_or_default())
+                },
+            );
+            (
+                vec![("Controller", "string", 0), ("Revision", "string", 0)],
+                vec![json!(controller), json!(num(&o["revision"]))],
+            )
+        }
+        ("batch", "cronjobs") => {
+            let template = &spec["jobTemplate"]["spec"]["template"]["spec"];
+            let joined = |key: &str| {
+                template["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c[key].as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let last = &status["lastScheduleTime"];
+            (
+                vec![
+                    ("Name", "string", 0),
+                    ("Schedule", "string", 0),
+                    ("Timezone", "string", 0),
+                    ("Suspend", "boolean", 0),
+                    ("Active", "integer", 0),
+                    ("Last Schedule", "string", 0),
+                    ("Age", "string", 0),
+                    ("Containers", "string", 1),
+                    ("Images", "string", 1),
+                    ("Selector", "string", 1),
+                ],
+                vec![
+                    o["metadata"]["name"].clone(),
+                    spec["schedule"].clone(),
+                    json!(spec["timeZone"].as_str().unwrap_or("<none>")),
+                    json!(spec["suspend"].as_bool().unwrap_or(false)),
+                    json!(status["active"].as_array().map_or(0, Vec::len)),
+                    json!(if last.is_string() {
+                        ago(last, now)
+                    } else {
+                        "<none>".to_owned()
+                    }),
+                    age(),
+                    json!(joined("name")),
+                    json!(joined("image")),
+                    json!(selector_text(&spec["jobTemplate"]["spec"]["selector"])),
                 ],
             )
         }
