@@ -257,6 +257,9 @@ fn counted_resource(store: &Store, name: &str) -> Option<std::sync::Arc<Resource
 
 /// The objects of core resource `plural` in `namespace`, parsed.
 pub(crate) fn core_objects(store: &Store, plural: &str, namespace: &str) -> Vec<Value> {
+    if !store.holds_core(plural) {
+        return Vec::new();
+    }
     let Some(res) = store.resource("", plural) else {
         return Vec::new();
     };

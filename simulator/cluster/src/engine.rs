@@ -249,6 +249,9 @@ pub struct Ctx {
     pub(crate) recorded: HashMap<[String; 6], String>,
     /// The namespaces with ResourceQuotas.
     pub(crate) quota_namespaces: HashSet<String>,
+    /// The store's resource version at each sweep of old Events, with
+    /// the cluster time it was taken at, oldest first.
+    pub(crate) event_marks: VecDeque<(std::time::SystemTime, u64)>,
 }
 
 impl Ctx {
@@ -285,6 +288,7 @@ impl Ctx {
             failures: HashMap::new(),
             recorded: HashMap::new(),
             quota_namespaces: HashSet::new(),
+            event_marks: VecDeque::new(),
         })
     }
 

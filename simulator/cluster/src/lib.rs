@@ -93,50 +93,73 @@ fn reconcile(ctx: &mut Ctx, work: &Work) {
     }
 }
 
-/// Removes the Events recorded longer than [`engine::EVENT_TTL`] ago, as
-/// kube-apiserver lets them expire, and looks again after
-/// [`engine::EVENT_SWEEP`].
+/// Removes the Events last written more than [`engine::EVENT_TTL`] ago,
+/// as kube-apiserver lets them expire (its lease on each write), and
+/// looks again after [`engine::EVENT_SWEEP`]. Each sweep notes the
+/// store's resource version; an Event whose version is at or below one
+/// noted an hour ago was last written before then. Until the cluster is
+/// an hour old no Event is read at all.
 fn expire_events(ctx: &mut Ctx) {
     // Repeats after a sweep start a new Event, so the table of recorded
     // ones never outgrows an hour of distinct Events.
     ctx.recorded.clear();
+    let now = ctx.now();
+    ctx.event_marks
+        .push_back((now, ctx.store.resource_version()));
+    let cutoff = now
+        .checked_sub(engine::EVENT_TTL)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    // The newest mark at or before the cutoff; older ones are not needed.
+    while ctx
+        .event_marks
+        .get(1)
+        .is_some_and(|(taken, _)| *taken <= cutoff)
+    {
+        ctx.event_marks.pop_front();
+    }
+    let expired_below = ctx
+        .event_marks
+        .front()
+        .filter(|(taken, _)| *taken <= cutoff)
+        .map(|(_, version)| *version);
+    if let Some(version) = expired_below {
+        expire_written_before(ctx, version);
+    }
+    let sweep = ctx.real(engine::EVENT_SWEEP);
+    ctx.after(sweep, Work::ExpireEvents);
+}
+
+/// Deletes the Events whose resource version is at most `version`.
+fn expire_written_before(ctx: &mut Ctx, version: u64) {
     let res = ctx.kinds.events.clone();
-    let cutoff = sluice_sim_api::time::rfc3339(
-        ctx.now()
-            .checked_sub(engine::EVENT_TTL)
-            .unwrap_or(std::time::UNIX_EPOCH),
-    );
-    if let Ok(page) = ctx.store.list(
+    let Ok(page) = ctx.store.list(
         &res,
         None,
         &Default::default(),
         &Default::default(),
         None,
         None,
-    ) {
-        for bytes in page.items {
-            let Ok(event) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                continue;
-            };
-            let last = event["lastTimestamp"]
-                .as_str()
-                .or_else(|| event["eventTime"].as_str())
-                .or_else(|| event["metadata"]["creationTimestamp"].as_str())
-                .unwrap_or_default();
-            // RFC 3339 in UTC to the second compares as text.
-            if last.get(..19) < cutoff.get(..19) {
-                let meta = &event["metadata"];
-                let _ = ctx.store.delete(
-                    &res,
-                    meta["namespace"].as_str().unwrap_or_default(),
-                    meta["name"].as_str().unwrap_or_default(),
-                    &Default::default(),
-                );
-            }
+    ) else {
+        return;
+    };
+    for bytes in page.items {
+        let Ok(event) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let meta = &event["metadata"];
+        let written = meta["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if written <= version {
+            let _ = ctx.store.delete(
+                &res,
+                meta["namespace"].as_str().unwrap_or_default(),
+                meta["name"].as_str().unwrap_or_default(),
+                &Default::default(),
+            );
         }
     }
-    let sweep = ctx.real(engine::EVENT_SWEEP);
-    ctx.after(sweep, Work::ExpireEvents);
 }
 
 /// A running simulated cluster.

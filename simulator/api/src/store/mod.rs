@@ -541,6 +541,16 @@ impl Store {
         self.read().tables.values().map(|t| t.objects.len()).sum()
     }
 
+    /// Whether any object of core resource `plural` is stored, in any
+    /// namespace: a look that allocates nothing, for the admission steps
+    /// that apply only where such objects exist (quotas, limit ranges).
+    pub(crate) fn holds_core(&self, plural: &str) -> bool {
+        self.read()
+            .tables
+            .get(&("", plural) as &dyn Pair)
+            .is_some_and(|t| !t.objects.is_empty())
+    }
+
     /// True when nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
