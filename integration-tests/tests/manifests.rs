@@ -2023,6 +2023,27 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
             statuses[0], statuses[1]
         ));
     }
+    // A patch that changes nothing writes nothing, on both: the same
+    // resourceVersion, though the managedFields' times would move.
+    for server in [&real, &simulated] {
+        let path = format!("{ns}/services/cip");
+        let (_, before) = server.send("GET", &path, &Value::Null).await;
+        let (code, after) = server
+            .send_as(
+                "PATCH",
+                &path,
+                "application/merge-patch+json",
+                &json!({"spec": {"type": "NodePort"}}),
+            )
+            .await;
+        assert_eq!(code, 200, "{after}");
+        if before["metadata"]["resourceVersion"] != after["metadata"]["resourceVersion"] {
+            differ.push(format!(
+                "{}: a patch that changes nothing moved the version",
+                server.base
+            ));
+        }
+    }
     // What `kubectl get quota` prints of it.
     let quotas_path = format!("{ns}/resourcequotas");
     let (a, b) = (

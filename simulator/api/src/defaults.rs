@@ -172,6 +172,9 @@ const DECIMAL: [(&str, i32); 10] = [
 /// written in decimal. `None` when it is not a quantity this reads (an
 /// exponent, or more precision than a nano): left as written.
 pub(crate) fn canonical_quantity(text: &str) -> Option<String> {
+    if decimal_exponent(text).is_some() {
+        return None;
+    }
     let (nanos, binary) = quantity_nanos(text)?;
     quantity_text(nanos, binary)
 }
@@ -180,6 +183,21 @@ pub(crate) fn canonical_quantity(text: &str) -> Option<String> {
 /// bytes written with a binary suffix. `None` as for [`canonical_quantity`].
 pub(crate) fn quantity_nanos(text: &str) -> Option<(u128, bool)> {
     let text = text.trim();
+    if let Some((number, exponent)) = decimal_exponent(text) {
+        // `1e3`, `2.5E-1`: the number's nano-units times ten to the power.
+        let (nanos, _) = quantity_nanos(number)?;
+        return if exponent >= 0 {
+            Some((
+                nanos.checked_mul(10u128.checked_pow(exponent as u32)?)?,
+                false,
+            ))
+        } else {
+            let divisor = 10u128.checked_pow(exponent.unsigned_abs())?;
+            nanos
+                .is_multiple_of(divisor)
+                .then_some((nanos / divisor, false))
+        };
+    }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
         .unwrap_or(text.len());
@@ -221,6 +239,21 @@ pub(crate) fn quantity_nanos(text: &str) -> Option<(u128, bool)> {
         digits.checked_mul(10u128.checked_pow(power as u32)?)?,
         false,
     ))
+}
+
+/// A quantity in decimal exponent form (`1e3`, `5E-1`, `2e+2`): its
+/// number and its exponent. `E` alone is the exa suffix, not this.
+fn decimal_exponent(text: &str) -> Option<(&str, i32)> {
+    let at = text.find(['e', 'E'])?;
+    let (number, rest) = (&text[..at], &text[at + 1..]);
+    if number.is_empty() || rest.is_empty() {
+        return None;
+    }
+    let digits = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some((number, rest.parse().ok()?))
 }
 
 /// `nanos` written canonically, in binary when `binary` (a whole number of
@@ -449,6 +482,9 @@ pub(crate) fn apply(
                 );
             }
             template(spec);
+        }
+        ("scheduling.k8s.io", "priorityclasses") if object["preemptionPolicy"].is_null() => {
+            object["preemptionPolicy"] = json!("PreemptLowerPriority");
         }
         ("", "limitranges") => {
             if let Some(limits) = object["spec"]["limits"].as_array_mut() {
@@ -729,5 +765,15 @@ mod tests {
         );
         assert_eq!(canonical_quantity("-1"), None);
         assert_eq!(canonical_quantity("lots"), None);
+        // Read all the same, so a quota written `1e3` is enforced.
+        for (written, nanos) in [
+            ("1e3", 1_000_000_000_000),
+            ("1E1", 10_000_000_000),
+            ("5e-1", 500_000_000),
+            ("2.5e+2", 250_000_000_000),
+        ] {
+            assert_eq!(quantity_nanos(written), Some((nanos, false)), "{written}");
+        }
+        assert_eq!(quantity_nanos("1e"), None);
     }
 }

@@ -338,8 +338,7 @@ fn scope_matches(
 ) -> bool {
     let core = res.group.is_empty();
     let spec = &object["spec"];
-    // A selector over one label that is always there, as the evaluators
-    // build it (so `DoesNotExist` never matches).
+    // A selector over one label, as the evaluators build it.
     let selected = |value: &str| match operator {
         "In" => values.contains(&value),
         "NotIn" => !values.contains(&value),
@@ -369,11 +368,14 @@ fn scope_matches(
         "BestEffort" => best_effort(spec),
         "NotBestEffort" => !best_effort(spec),
         "PriorityClass" => {
+            // A pod that names no class has no such label to select.
             let class = spec["priorityClassName"].as_str().unwrap_or_default();
-            if operator == "Exists" {
-                !class.is_empty()
-            } else {
-                selected(class)
+            match operator {
+                "Exists" => !class.is_empty(),
+                "DoesNotExist" => class.is_empty(),
+                "NotIn" if class.is_empty() => true,
+                "In" if class.is_empty() => false,
+                _ => selected(class),
             }
         }
         "CrossNamespacePodAffinity" => ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
@@ -897,6 +899,10 @@ pub fn status(store: &Store, namespace: &str, quota: &Value) -> Value {
                 .collect(),
         )
     };
+    // A quota of nothing counted (only unknown resources) has no `used`.
+    if used.is_empty() {
+        return json!({"hard": written(&hard, &hard)});
+    }
     json!({"hard": written(&hard, &hard), "used": written(&used, &hard)})
 }
 

@@ -916,12 +916,16 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
             for subset in o["subsets"].as_array().into_iter().flatten() {
                 let ips = subset["addresses"].as_array().cloned().unwrap_or_default();
                 let ports = subset["ports"].as_array().cloned().unwrap_or_default();
-                for ip in &ips {
-                    let ip = ip["ip"].as_str().unwrap_or_default();
-                    if ports.is_empty() {
-                        pairs.push(ip.to_owned());
-                    }
-                    for port in &ports {
+                // Each port's addresses in turn, as the printer lists them.
+                if ports.is_empty() {
+                    pairs.extend(
+                        ips.iter()
+                            .map(|ip| ip["ip"].as_str().unwrap_or_default().to_owned()),
+                    );
+                }
+                for port in &ports {
+                    for ip in &ips {
+                        let ip = ip["ip"].as_str().unwrap_or_default();
                         pairs.push(format!("{ip}:{}", num(&port["port"])));
                     }
                 }
@@ -987,7 +991,12 @@ fn builtin(res: &Resource, o: &Value, now: SystemTime) -> Option<Columns> {
                     o["metadata"]["name"].clone(),
                     spec["schedule"].clone(),
                     json!(spec["timeZone"].as_str().unwrap_or("<none>")),
-                    json!(spec["suspend"].as_bool().unwrap_or(false)),
+                    // kubectl's printer writes the flag as Go's `True`/`False`.
+                    json!(if spec["suspend"] == true {
+                        "True"
+                    } else {
+                        "False"
+                    }),
                     json!(status["active"].as_array().map_or(0, Vec::len)),
                     json!(if last.is_string() {
                         ago(last, now)

@@ -471,8 +471,10 @@ impl Store {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
             next["metadata"]["generation"] = json!(generation + 1);
         }
-        if next == *current {
-            // Nothing changed: no new resourceVersion, no event.
+        if next == *current || same_but_ownership_times(&next, current) {
+            // Nothing changed: no new resourceVersion, no event. As on
+            // kube-apiserver, a write that would only move the times of
+            // its managedFields entries is none either.
             return Ok(None);
         }
         Ok(Some(next))
@@ -1412,6 +1414,34 @@ impl Inner {
     }
 
     // The arguments are one deletion's facts; a struct would only rename them.
+}
+
+/// Whether `a` and `b` differ at most in their managedFields' times.
+fn same_but_ownership_times(a: &Value, b: &Value) -> bool {
+    let untimed = |o: &Value| {
+        let mut o = o["metadata"]["managedFields"].clone();
+        for entry in o.as_array_mut().into_iter().flatten() {
+            if let Some(map) = entry.as_object_mut() {
+                map.remove("time");
+            }
+        }
+        o
+    };
+    let (fa, fb) = (
+        &a["metadata"]["managedFields"],
+        &b["metadata"]["managedFields"],
+    );
+    if fa == fb || untimed(a) != untimed(b) {
+        return false;
+    }
+    let without = |o: &Value| {
+        let mut o = o.clone();
+        if let Some(meta) = o["metadata"].as_object_mut() {
+            meta.remove("managedFields");
+        }
+        o
+    };
+    without(a) == without(b)
 }
 
 /// Reads a `.a.b.c` path.
