@@ -2405,8 +2405,18 @@ async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> V
             )
         };
         let image = "--image=registry.example/web:1.0";
+        // A `kind: List` file, as `kubectl get -o yaml` writes one: kubectl
+        // reads /openapi/v2 to check it before it applies the items.
+        let list = dir.path().join("list.yaml");
+        std::fs::write(
+            &list,
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: listed, namespace: made}\n  data: {a: \"1\"}\n",
+        )
+        .unwrap();
+        let list = list.to_str().unwrap();
         let creates: &[&[&str]] = &[
             &["create", "namespace", "made"],
+            &["apply", "-f", list],
             &[
                 "create",
                 "configmap",
@@ -2595,6 +2605,7 @@ async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> V
         let objects: &[(&str, &str)] = &[
             ("namespace", "made"),
             ("configmap", "settings"),
+            ("configmap", "listed"),
             ("secret", "creds"),
             ("deployment", "web"),
             ("deployment", "none"),

@@ -233,6 +233,29 @@ async fn handle(
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
+        ("GET", ["openapi", "v2"]) => {
+            // An OpenAPI v2 document without definitions: kubectl reads it
+            // (as protobuf) to validate a `kind: List` file client-side, and
+            // skips what it does not define; the server checks each item.
+            if accept.contains("protobuf") {
+                // The gnostic Document with field 1, `swagger`, set.
+                return (
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    )],
+                    b"\x0a\x032.0".to_vec(),
+                )
+                    .into_response();
+            }
+            return json_response(
+                StatusCode::OK,
+                &json!({"swagger": "2.0",
+                    "info": {"title": "Kubernetes", "version": crate::discovery::git_version()},
+                    "paths": {}, "definitions": {}}),
+            );
+        }
         ("GET", ["openapi", "v3"]) => {
             return json_response(StatusCode::OK, &crate::openapi::root(&registry()));
         }
