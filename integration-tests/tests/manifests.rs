@@ -1965,6 +1965,26 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
             ),
         ),
         (
+            "a deployment whose expressions do not select its template",
+            "/apis/apps/v1/namespaces/quota/deployments?dryRun=All".to_owned(),
+            {
+                let mut d = deployment("exprs");
+                d["spec"]["selector"] =
+                    json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]});
+                d
+            },
+        ),
+        (
+            "a deployment whose expressions select its template",
+            "/apis/apps/v1/namespaces/quota/deployments?dryRun=All".to_owned(),
+            {
+                let mut d = deployment("exprs-ok");
+                d["spec"]["selector"] = json!({"matchExpressions": [
+                    {"key": "app", "operator": "In", "values": ["web", "api"]}]});
+                d
+            },
+        ),
+        (
             "a pod with a bad label key",
             format!("{pods}?dryRun=All"),
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lk", "labels": {"a b/c": "x"}},

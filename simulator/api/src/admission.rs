@@ -329,7 +329,7 @@ fn matches(store: &Store, hook: &Value, attempt: &Attempt<'_>) -> bool {
 
 /// Whether a `metav1.LabelSelector` (JSON; null or empty selects all)
 /// selects `labels`.
-fn selects(selector: &Value, labels: &Value) -> bool {
+pub(crate) fn selects(selector: &Value, labels: &Value) -> bool {
     let get = |k: &str| labels.get(k).and_then(Value::as_str);
     let exact = selector["matchLabels"]
         .as_object()

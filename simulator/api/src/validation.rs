@@ -472,16 +472,20 @@ fn workload(object: &Value, out: &mut Vec<(String, String)>) {
         // A ReplicaSet made by a Deployment always has one; only a bare
         // workload without a selector gets here.
         out.push(("spec.selector".into(), "Required value".into()));
-    } else if let Some(wanted) = match_labels {
-        let matches = wanted
-            .iter()
-            .all(|(k, v)| template_labels.get(k).is_some_and(|t| t == v));
-        if !matches {
+    } else {
+        // The whole selector, its expressions too, must select the
+        // template's labels.
+        if !crate::admission::selects(selector, template_labels) {
             out.push((
                 "spec.template.metadata.labels".into(),
+                // The labels as Go's JSON writes a map (sorted keys).
                 format!(
                     "Invalid value: {}: `selector` does not match template `labels`",
-                    go_map(template_labels)
+                    if template_labels.is_object() {
+                        template_labels.to_string()
+                    } else {
+                        "null".to_owned()
+                    }
                 ),
             ));
         }
@@ -938,7 +942,7 @@ mod tests {
             messages,
             [
                 "Invalid value: -1: must be greater than or equal to 0",
-                "Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`",
+                "Invalid value: {\"app\":\"other\"}: `selector` does not match template `labels`",
             ]
         );
     }
