@@ -1985,6 +1985,31 @@ async fn a_quota_refuses_and_counts_as_on_a_real_cluster() {
             },
         ),
         (
+            "a service selecting a bad label key",
+            format!("{ns}/services?dryRun=All"),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "sel"},
+                "spec": {"selector": {"a/b/c": "1"}, "ports": [{"port": 80}]}}),
+        ),
+        (
+            "a pod with a bad node selector key",
+            format!("{pods}?dryRun=All"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ns"},
+                "spec": {"nodeSelector": {"a b": "1"}, "containers": [{"name": "app", "image": "registry.example/web:1.0",
+                    "resources": {"requests": {"cpu": "1m"}, "limits": {"memory": "1Mi"}}}]}}),
+        ),
+        (
+            "a budget selecting a bad label key",
+            "/apis/policy/v1/namespaces/quota/poddisruptionbudgets?dryRun=All".to_owned(),
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "pdb"},
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"a b": "1"}}}}),
+        ),
+        (
+            "a network policy selecting a bad expression key",
+            "/apis/networking.k8s.io/v1/namespaces/quota/networkpolicies?dryRun=All".to_owned(),
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "np"},
+                "spec": {"podSelector": {"matchExpressions": [{"key": "a b", "operator": "Exists"}]}}}),
+        ),
+        (
             "a pod with a bad label key",
             format!("{pods}?dryRun=All"),
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lk", "labels": {"a b/c": "x"}},

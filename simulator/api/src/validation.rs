@@ -55,7 +55,16 @@ pub(crate) fn problems(res: &Resource, object: &Value) -> Vec<(String, String)> 
         ("", "pods") => pod_spec(&object["spec"], "spec", &mut out),
         ("", "resourcequotas") => crate::quota::spec_problems(&object["spec"], &mut out),
         ("", "limitranges") => crate::limits::problems(&object["spec"], &mut out),
-        ("", "services") => service(object, &mut out),
+        ("", "services") => {
+            labels(&object["spec"]["selector"], "spec.selector", &mut out);
+            service(object, &mut out);
+        }
+        ("policy", "poddisruptionbudgets") => {
+            label_selector(&object["spec"]["selector"], "spec.selector", &mut out);
+        }
+        ("networking.k8s.io", "networkpolicies") => {
+            label_selector(&object["spec"]["podSelector"], "spec.podSelector", &mut out);
+        }
         ("", "configmaps") => {
             keys(object, &["data", "binaryData"], &mut out);
             if text_size(&object["data"]) + text_size(&object["binaryData"]) > 1_048_576 {
@@ -451,6 +460,24 @@ fn labels(labels: &Value, path: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// A label selector's keys and values: its `matchLabels` as labels, each
+/// expression's key as a label key.
+fn label_selector(selector: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    labels(
+        &selector["matchLabels"],
+        &format!("{path}.matchLabels"),
+        out,
+    );
+    for (i, (key, _, _)) in crate::selector::expressions(selector).iter().enumerate() {
+        for why in crate::names::qualified_name(key) {
+            out.push((
+                format!("{path}.matchExpressions[{i}].key"),
+                format!("Invalid value: {key:?}: {why}"),
+            ));
+        }
+    }
+}
+
 fn workload(object: &Value, out: &mut Vec<(String, String)>) {
     let spec = &object["spec"];
     if let Some(replicas) = spec["replicas"].as_i64()
@@ -575,6 +602,7 @@ fn pod_spec(spec: &Value, path: &str, out: &mut Vec<(String, String)>) {
 /// [`pod_spec`], where `claims` are volumes too (a StatefulSet's claim
 /// templates).
 fn pod_spec_with(spec: &Value, path: &str, claims: &[&str], out: &mut Vec<(String, String)>) {
+    labels(&spec["nodeSelector"], &format!("{path}.nodeSelector"), out);
     let Some(containers) = spec["containers"].as_array() else {
         out.push((format!("{path}.containers"), "Required value".into()));
         return;
