@@ -2661,6 +2661,8 @@ async fn kubectl_creates(real: &std::path::Path, sim: std::net::SocketAddr) -> V
             ("resourcequota", "pods"),
             ("poddisruptionbudget", "web"),
             ("priorityclass", "made-high"),
+            ("priorityclass", "system-cluster-critical"),
+            ("priorityclass", "system-node-critical"),
             ("secret", "pull"),
             ("service", "edge"),
             ("service", "away"),

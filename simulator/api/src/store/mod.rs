@@ -395,6 +395,25 @@ impl Store {
                 let _ = store.create(&ns, "", object);
             }
         }
+        if let Some(classes) = store.resource("scheduling.k8s.io", "priorityclasses") {
+            // The two classes kube-apiserver makes at its start.
+            for (name, value, description) in [
+                (
+                    "system-node-critical",
+                    2_000_001_000,
+                    "Used for system critical pods that must not be moved from their current node.",
+                ),
+                (
+                    "system-cluster-critical",
+                    2_000_000_000,
+                    "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+                ),
+            ] {
+                let object = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                    "metadata": {"name": name}, "value": value, "description": description});
+                let _ = store.create(&classes, "", object);
+            }
+        }
         store
     }
 
