@@ -301,22 +301,10 @@ fn selectors(quota: &Value) -> Vec<(&str, &str, Vec<&str>)> {
         .filter_map(Value::as_str)
         .map(|s| (s, "Exists", Vec::new()))
         .collect();
-    for e in quota["spec"]["scopeSelector"]["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        out.push((
-            e["scopeName"].as_str().unwrap_or_default(),
-            e["operator"].as_str().unwrap_or_default(),
-            e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect(),
-        ));
-    }
+    out.extend(crate::selector::expressions_keyed(
+        &quota["spec"]["scopeSelector"],
+        "scopeName",
+    ));
     out
 }
 
@@ -711,7 +699,7 @@ pub(crate) fn admit(
     name: &str,
     object: &Value,
 ) -> Result<(), ApiError> {
-    if namespace.is_empty() || !counts(res, object) {
+    if namespace.is_empty() || !store.holds_core("resourcequotas") || !counts(res, object) {
         return Ok(());
     }
     let quotas: Vec<Value> = quotas(store, namespace)
@@ -781,7 +769,10 @@ pub(crate) fn admit_update(
     old: &Value,
     new: &Value,
 ) -> Result<(), ApiError> {
-    if namespace.is_empty() || (res.group.is_empty() && res.plural == "pods") {
+    if namespace.is_empty()
+        || !store.holds_core("resourcequotas")
+        || (res.group.is_empty() && res.plural == "pods")
+    {
         return Ok(());
     }
     let before = usage_of(res, old);

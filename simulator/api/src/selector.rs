@@ -307,13 +307,22 @@ pub fn fields_with_part(
 /// The `matchExpressions` of a `metav1.LabelSelector` in JSON, each as
 /// its key, operator and values.
 pub(crate) fn expressions(selector: &serde_json::Value) -> Vec<(&str, &str, Vec<&str>)> {
+    expressions_keyed(selector, "key")
+}
+
+/// The `matchExpressions` of a selector in JSON whose requirements name
+/// their key in field `key` (`scopeName` in a quota's scope selector).
+pub(crate) fn expressions_keyed<'a>(
+    selector: &'a serde_json::Value,
+    key: &str,
+) -> Vec<(&'a str, &'a str, Vec<&'a str>)> {
     selector["matchExpressions"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|e| {
             (
-                e["key"].as_str().unwrap_or_default(),
+                e[key].as_str().unwrap_or_default(),
                 e["operator"].as_str().unwrap_or_default(),
                 e["values"]
                     .as_array()

@@ -142,22 +142,27 @@ fn expire_written_before(ctx: &mut Ctx, version: u64) {
     ) else {
         return;
     };
+    // Only the metadata is read; the rest of each Event is skipped.
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        namespace: String,
+        name: String,
+        #[serde(rename = "resourceVersion")]
+        resource_version: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Event {
+        metadata: Meta,
+    }
     for bytes in page.items {
-        let Ok(event) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        let Ok(Event { metadata: meta }) = serde_json::from_slice::<Event>(&bytes) else {
             continue;
         };
-        let meta = &event["metadata"];
-        let written = meta["resourceVersion"]
-            .as_str()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        if written <= version {
-            let _ = ctx.store.delete(
-                &res,
-                meta["namespace"].as_str().unwrap_or_default(),
-                meta["name"].as_str().unwrap_or_default(),
-                &Default::default(),
-            );
+        if meta.resource_version.parse::<u64>().unwrap_or(0) <= version {
+            let _ = ctx
+                .store
+                .delete(&res, &meta.namespace, &meta.name, &Default::default());
         }
     }
 }

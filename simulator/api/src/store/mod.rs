@@ -985,7 +985,9 @@ impl Store {
     ) -> Result<Value, ApiError> {
         check_kind(res, &object)?;
         check_name(name, &object)?;
-        if let Ok(current) = self.get_value(res, namespace, name) {
+        if self.holds_core("resourcequotas")
+            && let Ok(current) = self.get_value(res, namespace, name)
+        {
             // Admitted before the lock: the quota counts what is stored.
             self.admit_update(res, namespace, name, &current, &object, part)?;
         }
